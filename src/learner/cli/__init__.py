@@ -1,0 +1,86 @@
+"""The ``learner`` command line (typer). Each command group lives in its own module and registers itself.
+
+Errors caused by the user's input are :class:`learner.errors.LearnerError` s: printed as one line
+``error: …`` on stderr with a non-zero exit code, no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from learner import __version__
+from learner.errors import LearnerError
+
+app = typer.Typer(
+    name="learner",
+    help=(
+        "LEARNER: learn patient progression from coarse inter-patient labels.\n\n"
+        "Pipeline: data check/split → phantom (built-in data) → pretrain (MSE / +CL / +wCL) → embed → "
+        "classify (improved / stable / deteriorated) → experiment / report. `learner demo` runs it all "
+        "on the built-in phantom cohort."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Each module defines ``register(app)``; the order is the order of `learner --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "learner.cli.data_cmd",
+    "learner.cli.phantom_cmd",
+    "learner.cli.train_cmd",
+    "learner.cli.evaluate_cmd",
+    "learner.cli.experiment_cmd",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"learner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """LEARNER command line."""
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # command group not built yet
+        module.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turning LearnerErrors into one-line messages."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except LearnerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        from click import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,1 @@
+"""Data: manifests, scales, splits, pairs, scan readers, preprocessing, caching, datasets, phantoms."""

@@ -1,0 +1,1 @@
+"""Phantom cohorts: generated, documented, deterministic stand-ins for LUS videos and brain MRI."""

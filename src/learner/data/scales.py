@@ -1,0 +1,165 @@
+"""Score scales and the change labels of ordered scan pairs (Sections 2.1 and 2.4).
+
+A scale knows its valid range, whether a higher score is better, and one change rule:
+
+* **bins** — the score is discretised into clinical bins; a pair's label is the movement between the bins
+  of (earlier, later). Bin edges are ascending and a value *equal to an edge belongs to the lower bin*
+  (bins are ``(-inf, e0], (e0, e1], …, (e_k, inf)``).
+* **threshold** — the label comes from ``Δ = later − earlier``: ``|Δ| < threshold`` is stable.
+
+Class indices are fixed for the whole toolkit (:class:`ChangeLabel`): 0 deteriorated, 1 stable, 2 improved.
+"Improved" always means *healthier*, so on a scale where lower is better a falling score is an improvement.
+
+Registered scales:
+
+* ``sf`` — S/F ratio (SpO2 / FiO2), range [0, 500], higher is better, the paper's four bins
+  ``< 180``, ``180–275``, ``275–430``, ``> 430`` with edges 180, 275, 430 (a ratio of exactly 275 is in
+  the 180–275 bin, exactly 430 in 275–430, exactly 180 in the ``< 180`` bin).
+* ``mmse`` — Mini-Mental State Examination, integers 0–30, higher is better, threshold 2 points
+  (|Δ| < 2 → stable), or the bins ``≤ 17`` / ``18–23`` / ``24–30`` via :func:`mmse_binned`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from learner.errors import ConfigError
+
+
+class ChangeLabel(IntEnum):
+    """The three-way health-change classes; the integer is the classifier's class index."""
+
+    DETERIORATED = 0
+    STABLE = 1
+    IMPROVED = 2
+
+    @property
+    def display(self) -> str:
+        return self.name.lower()
+
+
+CLASS_NAMES: tuple[str, ...] = tuple(label.display for label in ChangeLabel)
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """A health score's range, direction and change rule (exactly one of ``bins`` / ``threshold``)."""
+
+    name: str
+    low: float
+    high: float
+    higher_is_better: bool = True
+    bins: tuple[float, ...] | None = None
+    threshold: float | None = None
+    integer: bool = False
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.bins is None) == (self.threshold is None):
+            raise ConfigError(f"scale {self.name!r}: set exactly one of bins or threshold")
+        if self.bins is not None and list(self.bins) != sorted(set(self.bins)):
+            raise ConfigError(f"scale {self.name!r}: bins must be strictly ascending, got {list(self.bins)}")
+        if self.high <= self.low:
+            raise ConfigError(f"scale {self.name!r}: high ({self.high}) must exceed low ({self.low})")
+
+    def range_problem(self, score: float) -> str | None:
+        """Why ``score`` is not a valid value of this scale, or None when it is."""
+        if not np.isfinite(score):
+            return f"score {score} is not finite"
+        if not self.low <= score <= self.high:
+            return f"score {score:g} is outside the {self.name} range [{self.low:g}, {self.high:g}]"
+        if self.integer and score != round(score):
+            return f"score {score:g} is not an integer ({self.name} scores are whole numbers)"
+        return None
+
+    def bin_of(self, scores: np.ndarray | float) -> np.ndarray:
+        """Bin index of each score, 0 for the lowest bin (requires a binned scale)."""
+        if self.bins is None:
+            raise ConfigError(f"scale {self.name!r} has no bins (it uses a threshold)")
+        return np.searchsorted(np.asarray(self.bins, dtype=float), np.asarray(scores, dtype=float), side="left")
+
+    def change_labels(self, earlier: np.ndarray | float, later: np.ndarray | float) -> np.ndarray:
+        """Vectorised :class:`ChangeLabel` indices (int64) of ordered pairs (earlier, later)."""
+        earlier = np.asarray(earlier, dtype=float)
+        later = np.asarray(later, dtype=float)
+        if self.bins is not None:
+            movement = (self.bin_of(later) - self.bin_of(earlier)).astype(float)
+        else:
+            delta = later - earlier
+            movement = np.where(np.abs(delta) < self.threshold, 0.0, delta)
+        if not self.higher_is_better:
+            movement = -movement
+        return (np.sign(movement).astype(np.int64) + 1).astype(np.int64)
+
+    def change_label(self, earlier: float, later: float) -> ChangeLabel:
+        """The :class:`ChangeLabel` of one ordered pair."""
+        return ChangeLabel(int(self.change_labels(earlier, later)))
+
+
+_SCALES: dict[str, Callable[..., ScoreScale]] = {}
+
+
+def register_scale(name: str) -> Callable[[Callable[..., ScoreScale]], Callable[..., ScoreScale]]:
+    """Decorator: register a factory ``(**options) -> ScoreScale`` under ``name``."""
+
+    def decorate(factory: Callable[..., ScoreScale]) -> Callable[..., ScoreScale]:
+        if name in _SCALES:
+            raise ValueError(f"score scale {name!r} is already registered")
+        _SCALES[name] = factory
+        return factory
+
+    return decorate
+
+
+def available_scales() -> list[str]:
+    """Names accepted by :func:`get_scale` (plus ``custom`` through config)."""
+    return sorted(_SCALES)
+
+
+def get_scale(name: str, **options: float) -> ScoreScale:
+    """Build a registered scale; ``options`` go to its factory (e.g. ``threshold=3`` for mmse)."""
+    if name not in _SCALES:
+        raise ConfigError(f"unknown score scale {name!r}; available: {', '.join(available_scales())}, custom")
+    return _SCALES[name](**options)
+
+
+@register_scale("sf")
+def sf_ratio() -> ScoreScale:
+    """S/F ratio, four clinical bins (paper Section 2.1); a value on an edge belongs to the lower bin."""
+    return ScoreScale("sf", low=0.0, high=500.0, bins=(180.0, 275.0, 430.0), unit="S/F")
+
+
+@register_scale("mmse")
+def mmse(threshold: float = 2.0) -> ScoreScale:
+    """MMSE 0–30, change by a point threshold on later − earlier (|Δ| < threshold → stable)."""
+    return ScoreScale("mmse", low=0.0, high=30.0, threshold=threshold, integer=True, unit="points")
+
+
+@register_scale("mmse_binned")
+def mmse_binned() -> ScoreScale:
+    """MMSE with the common severity bins ≤17 (moderate+), 18–23 (mild), 24–30 (normal)."""
+    return ScoreScale("mmse_binned", low=0.0, high=30.0, bins=(17.0, 23.0), integer=True, unit="points")
+
+
+def scale_from_config(data: object) -> ScoreScale:
+    """The scale a :class:`learner.config.DataConfig` asks for (``custom`` reads ``custom_scale``)."""
+    name: str = data.scale  # type: ignore[attr-defined]
+    if name == "custom":
+        custom = data.custom_scale  # type: ignore[attr-defined]
+        if custom is None:
+            raise ConfigError("data.scale is 'custom' but data.custom_scale is not set")
+        return ScoreScale(
+            "custom",
+            low=custom.low,
+            high=custom.high,
+            higher_is_better=custom.higher_is_better,
+            bins=tuple(custom.bins) if custom.bins is not None else None,
+            threshold=custom.threshold,
+        )
+    if name == "mmse":
+        return get_scale("mmse", threshold=data.mmse_threshold)  # type: ignore[attr-defined]
+    return get_scale(name)

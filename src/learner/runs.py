@@ -1,0 +1,153 @@
+"""Run directories: every command that produces results writes one.
+
+Layout::
+
+    RUN_DIR/
+      config.yaml      the resolved Config
+      run.json         seed, command line, start time, git commit, package versions, platform
+      log.txt          the run's log (appended on --resume)
+      metrics.json     final metrics (written atomically)
+      metrics.csv      one row per epoch/step (appended)
+      ...              checkpoints/, pairs/, embeddings/, figures as each stage adds them
+
+A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (wipe it) is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from learner import atomic
+from learner.config import Config, config_from_dict
+from learner.errors import RunDirError
+
+TRACKED_PACKAGES = (
+    "learner", "torch", "numpy", "pandas", "monai", "scikit-learn", "scipy", "av", "pydicom", "nibabel",
+    "safetensors", "pydantic",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory opened for writing. Create with :func:`open_run_dir`."""
+
+    path: Path
+    config: Config
+
+    def file(self, *parts: str) -> Path:
+        """Path of a file inside the run directory (parent folders are created)."""
+        target = self.path.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> Path:
+        """Atomically write final metrics as JSON."""
+        return atomic.write_json(self.file(name), metrics)
+
+    def append_metrics_row(self, row: dict[str, Any], name: str = "metrics.csv") -> Path:
+        """Append one row to a CSV (header written on first use; columns fixed by the first row)."""
+        target = self.file(name)
+        new = not target.exists() or target.stat().st_size == 0
+        with target.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        return target
+
+
+def open_run_dir(
+    path: str | os.PathLike[str], config: Config, *, resume: bool = False, force: bool = False
+) -> RunDir:
+    """Create (or reopen with ``resume``) a run directory and record config, seed and environment.
+
+    Raises :class:`RunDirError` for a non-empty directory without ``resume``/``force``, and for
+    ``resume`` of a directory that holds no run.
+    """
+    root = Path(path)
+    if resume and force:
+        raise RunDirError("--resume and --force exclude each other")
+    occupied = root.exists() and any(root.iterdir())
+    if resume:
+        if not (root / "config.yaml").is_file():
+            raise RunDirError(f"{root}: nothing to resume (no config.yaml)")
+    elif occupied:
+        if not force:
+            raise RunDirError(f"{root} is not empty; pass --resume to continue it or --force to overwrite it")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    run = RunDir(root, config)
+    if not resume:
+        atomic.write_text(root / "config.yaml", config.to_yaml())
+    atomic.write_json(root / "run.json", environment_record(config.seed))
+    _attach_log(root / "log.txt")
+    return run
+
+
+def load_run_config(path: str | os.PathLike[str]) -> Config:
+    """The resolved config stored in a run directory."""
+    import yaml
+
+    source = Path(path) / "config.yaml"
+    if not source.is_file():
+        raise RunDirError(f"{Path(path)} is not a run directory (no config.yaml)")
+    return config_from_dict(yaml.safe_load(source.read_text(encoding="utf-8")) or {})
+
+
+def environment_record(seed: int) -> dict[str, Any]:
+    """Seed, command line, time, git commit (if any), Python, platform and package versions."""
+    return {
+        "seed": seed,
+        "argv": sys.argv,
+        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in TRACKED_PACKAGES},
+    }
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _attach_log(path: Path) -> None:
+    """Send the ``learner`` logger to ``path`` (one handler per file, appended)."""
+    logger = logging.getLogger("learner")
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+            handler.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
