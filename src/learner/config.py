@@ -68,8 +68,12 @@ class SplitConfig(_Section):
 class PairConfig(_Section):
     """How the downstream pairs are formed (Section 2.1)."""
 
-    per_scan: float = Field(default=3.0, gt=0, description="inter-patient pairs per scan (paper: 2103/701 ≈ 3)")
-    count_train: int | None = Field(default=None, ge=1, description="exact train pair count (overrides per_scan)")
+    per_scan: float = Field(
+        default=3.0, gt=0, description="inter-patient pairs per scan (paper: 2103/701 ≈ 3)"
+    )
+    count_train: int | None = Field(
+        default=None, ge=1, description="exact train pair count (overrides per_scan)"
+    )
     count_val: int | None = Field(default=None, ge=1, description="exact val pair count (overrides per_scan)")
     balanced: bool = Field(default=False, description="class-balance the inter-patient pairs")
     intra: Literal["consecutive", "all"] = "consecutive"
@@ -101,7 +105,10 @@ class ModelConfig(_Section):
     """The encoder θ_V and the regression head θ_M (Section 2.2)."""
 
     backbone: str = Field(default="tsm_resnet18", description="a registered encoder: tsm_resnet18, vit, swin")
-    size: Literal["tiny", "small", "paper"] = Field(default="paper", description="transformer size preset")
+    size: Literal["tiny", "small", "paper"] = Field(
+        default="paper",
+        description="encoder size preset (tiny for CPU tests; paper = ResNet-18 / ViT-B / Swin-T widths)",
+    )
     init: Path | None = Field(default=None, description="local weights (safetensors or .pth) for the encoder")
     shift_fraction: float = Field(default=0.125, ge=0, le=0.5, description="TSM: fraction shifted each way")
     head_hidden: int = Field(default=256, ge=1)
@@ -119,7 +126,7 @@ class LossConfig(_Section):
     temperature: float = Field(default=1.0, gt=0, description="τ for exp_cosine")
     sim_floor: float = Field(default=1e-4, gt=0, lt=1, description="shifted_cosine is clamped to ≥ this")
     eps: float = Field(default=0.1, gt=0, description="ε in w = |Δ| + ε, on standardised scores")
-    weight_max: float = Field(default=10.0, gt=0, description="upper bound on every contrastive weight")
+    weight_max: float = Field(default=10.0, ge=1, description="upper bound on every contrastive weight")
 
 
 class OptimConfig(_Section):
@@ -135,7 +142,9 @@ class OptimConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(default=True, description="mixed precision (GPU only)")
     channels_last: bool = True
-    max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cap steps per epoch (demo, tests)")
+    max_steps_per_epoch: int | None = Field(
+        default=None, ge=1, description="cap steps per epoch (demo, tests)"
+    )
 
 
 class ClassifierConfig(_Section):
@@ -189,9 +198,7 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
-) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
     """Build a :class:`Config` from defaults, then a YAML file, then ``key.sub=value`` overrides.
 
     Override values are parsed as YAML scalars/lists (``optim.lr=3e-4``, ``experiment.seeds=[0,1]``).
@@ -224,7 +231,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """Return a copy of ``config`` with dotted-key overrides (``{"optim.epochs": 5}``) applied and validated."""
+    """A copy of ``config`` with dotted-key overrides (``{"optim.epochs": 5}``) applied and validated."""
     raw = config.model_dump(mode="json")
     for key, value in overrides.items():
         _set_dotted(raw, key, value)

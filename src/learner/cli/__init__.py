@@ -46,7 +46,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """LEARNER command line."""
 
@@ -66,21 +68,13 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning LearnerErrors into one-line messages."""
+    """Console-script entry point: run the app, turning LearnerErrors into one-line messages.
+
+    Typer's standalone mode handles usage errors and ``typer.Exit`` codes itself (and exits); anything
+    else propagates, so only the toolkit's own user-facing errors are caught here.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="learner")
     except LearnerError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        from click import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

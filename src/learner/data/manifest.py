@@ -4,18 +4,41 @@ Columns: ``patient_id``, ``scan_id`` (unique), ``path`` (relative to the manifes
 ``visit`` (ISO date or integer order within a patient), ``score`` (float health score); optional
 ``split`` (train/val/test), ``site`` (e.g. lung zone), ``modality`` (video/volume/image). Extra columns
 are kept in ``ScanRecord.extra`` and written back unchanged.
+
+Validation reports *every* problem at once as a :class:`Problem` naming the row and the column. Rows are
+numbered from 1 for the first data row under the header (in a CSV, row ``r`` is on line ``r + 1``).
+Example::
+
+    manifest = load_manifest("scans.csv", get_scale("sf"))
+    for patient, scans in manifest.patients().items():
+        ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pandas as pd
+
+from learner.atomic import atomic_path
+from learner.data.scales import ScoreScale
+from learner.errors import ManifestError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "scan_id", "path", "visit", "score")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("split", "site", "modality")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MODALITIES: tuple[str, ...] = ("video", "volume", "image")
+
+ROWS_SHOWN = 5  # a problem that hits many rows gets one summary line plus its first few rows
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -34,3 +57,362 @@ class ScanRecord:
     modality: str | None = None
     row: int = 0
     extra: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: ``row`` is the 1-based data row (None for the whole file), ``key`` the column."""
+
+    row: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = "manifest" if self.row is None else f"row {self.row}"
+        return f"{where}, column {self.key!r}: {self.message}"
+
+
+@dataclass(frozen=True, eq=False)
+class Manifest:
+    """A validated manifest: ``records[i]`` is data row ``i + 1`` of ``frame`` (the columns as read)."""
+
+    source: Path
+    root: Path
+    records: list[ScanRecord]
+    frame: pd.DataFrame
+
+    def by_split(self, name: str) -> list[ScanRecord]:
+        """The records of split ``name`` (train, val or test), in file order."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return [record for record in self.records if record.split == name]
+
+    def patients(self) -> dict[str, list[ScanRecord]]:
+        """Patient ID (sorted) → that patient's records sorted by visit order (ties keep file order)."""
+        grouped: dict[str, list[ScanRecord]] = defaultdict(list)
+        for record in self.records:
+            grouped[record.patient_id].append(record)
+        return {pid: sorted(grouped[pid], key=lambda r: (r.visit_order, r.row)) for pid in sorted(grouped)}
+
+    @property
+    def has_complete_split(self) -> bool:
+        """True when every row carries a split (validation forbids a partly filled column)."""
+        return bool(self.records) and all(record.split is not None for record in self.records)
+
+    def with_splits(self, mapping: Mapping[str, str]) -> Manifest:
+        """A copy whose ``split`` (records and frame column) comes from ``mapping`` patient → split."""
+        missing = sorted({r.patient_id for r in self.records} - set(mapping))
+        if missing:
+            raise ManifestError(
+                f"{self.source}: no split given for patient {missing[0]!r} ({len(missing)} in all)"
+            )
+        unknown = sorted(set(mapping.values()) - set(SPLITS))
+        if unknown:
+            raise ManifestError(f"unknown split {unknown[0]!r}; expected one of {', '.join(SPLITS)}")
+        records = [replace(record, split=mapping[record.patient_id]) for record in self.records]
+        frame = self.frame.copy()
+        frame["split"] = [record.split for record in records]
+        return replace(self, records=records, frame=frame)
+
+
+def load_manifest(path: str | os.PathLike[str], scale: ScoreScale, *, check_files: bool = True) -> Manifest:
+    """Read a CSV or Parquet manifest and validate it against ``scale``.
+
+    Raises :class:`ManifestError` (its ``problems`` list every problem found, each naming its row) when
+    the file cannot be read or any row is invalid; with ``check_files`` every scan file must exist.
+    """
+    source = Path(path)
+    root = source.absolute().parent
+    return manifest_from_frame(read_frame(source), scale, root=root, source=source, check_files=check_files)
+
+
+def manifest_from_frame(
+    frame: pd.DataFrame,
+    scale: ScoreScale,
+    *,
+    root: Path,
+    source: Path | None = None,
+    check_files: bool = True,
+) -> Manifest:
+    """Validate an in-memory manifest table; relative paths are taken relative to ``root``."""
+    records, problems = _parse(frame, scale, root, check_files)
+    where = source if source is not None else root
+    if problems:
+        raise ManifestError(
+            f"{where}: {len(problems)} problem(s); first: {problems[0]}", [str(p) for p in problems]
+        )
+    return Manifest(source=where, root=root, records=records, frame=frame.reset_index(drop=True))
+
+
+def validate_manifest(
+    frame: pd.DataFrame, scale: ScoreScale, root: Path, check_files: bool = True
+) -> list[Problem]:
+    """Every problem of ``frame``, file-level ones first, then by row (empty list when it is valid)."""
+    return _parse(frame, scale, root, check_files)[1]
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """The manifest table as stored (CSV cells as strings, so IDs like ``002_S_0295`` keep their zeros)."""
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ManifestError(f"{path}: unsupported manifest type {path.suffix!r}; use {', '.join(_READERS)}")
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    try:
+        return reader(path)
+    except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
+        raise ManifestError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from exc
+
+
+def write_manifest(manifest_or_frame: Manifest | pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Atomically write a manifest as CSV or Parquet (by suffix).
+
+    A :class:`Manifest` written to another folder has its relative paths rebased onto that folder, so the
+    written file points at the same scans.
+    """
+    target = Path(path)
+    writer = _WRITERS.get(target.suffix.lower())
+    if writer is None:
+        raise ManifestError(
+            f"{target}: unsupported manifest type {target.suffix!r}; use {', '.join(_WRITERS)}"
+        )
+    frame = manifest_or_frame
+    if isinstance(manifest_or_frame, Manifest):
+        frame = _rebased(manifest_or_frame, target.absolute().parent)
+    with atomic_path(target) as tmp:
+        writer(frame, tmp)
+    return target
+
+
+_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig"),  # Excel's BOM
+    ".parquet": pd.read_parquet,
+}
+_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    ".csv": lambda frame, p: frame.to_csv(p, index=False),
+    ".parquet": lambda frame, p: frame.to_parquet(p, index=False),
+}
+
+
+def _rebased(manifest: Manifest, new_root: Path) -> pd.DataFrame:
+    frame = manifest.frame.copy()
+    if new_root == manifest.root:
+        return frame
+    frame["path"] = [
+        cell if Path(_text(cell)).is_absolute() else os.path.relpath(record.path, new_root)
+        for cell, record in zip(frame["path"], manifest.records, strict=True)
+    ]
+    return frame
+
+
+# --- parsing -------------------------------------------------------------------------------------------
+
+# A parser turns a non-empty cell into its value, or explains why it cannot.
+_Parsed = tuple[object, str | None]
+
+
+def _parse_visit(text: str, scale: ScoreScale) -> _Parsed:
+    """('integer' | 'date', order): integers are their own order, ISO dates count days since 1970-01-01."""
+    if _INTEGER.fullmatch(text):
+        return ("integer", float(int(text))), None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None, f"visit {text!r} is neither an ISO date (YYYY-MM-DD) nor an integer"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return ("date", (moment - _EPOCH).total_seconds() / 86400.0), None
+
+
+def _parse_score(text: str, scale: ScoreScale) -> _Parsed:
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"score {text!r} is not a number"
+    return value, scale.range_problem(value)
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[str, ScoreScale], _Parsed]:
+    def parse(text: str, scale: ScoreScale) -> _Parsed:
+        if text in allowed:
+            return text, None
+        return None, f"unknown value {text!r}; expected one of {', '.join(allowed)}"
+
+    return parse
+
+
+def _as_is(text: str, scale: ScoreScale) -> _Parsed:
+    return text, None
+
+
+_PARSERS: dict[str, Callable[[str, ScoreScale], _Parsed]] = {
+    "patient_id": _as_is,
+    "scan_id": _as_is,
+    "path": _as_is,
+    "visit": _parse_visit,
+    "score": _parse_score,
+    "split": _one_of(SPLITS),
+    "site": _as_is,
+    "modality": _one_of(MODALITIES),
+}
+
+
+def _text(value: object) -> str:
+    """A cell as stripped text; Parquet's NaN/None become empty and whole floats lose their ``.0``."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+# Parsed columns: column → one value per row (None where the cell is empty or invalid).
+_Columns = dict[str, list[object]]
+
+
+def _parse(
+    frame: pd.DataFrame, scale: ScoreScale, root: Path, check_files: bool
+) -> tuple[list[ScanRecord], list[Problem]]:
+    problems = [Problem(None, c, "required column is missing") for c in REQUIRED_COLUMNS if c not in frame]
+    columns: _Columns = {}
+    for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS):
+        if name not in frame:
+            continue
+        values: list[object] = []
+        for index, cell in enumerate(frame[name]):
+            text = _text(cell)
+            value, problem = _PARSERS[name](text, scale) if text else (None, None)
+            if not text and name in REQUIRED_COLUMNS:
+                problem = "empty value (the column is required)"
+            if problem is not None:
+                problems.append(Problem(index + 1, name, problem))
+            values.append(value if problem is None else None)
+        columns[name] = values
+    for check in _TABLE_CHECKS:
+        problems.extend(check(columns))
+    if "split" in frame:
+        problems.extend(_partial_split([_text(cell) for cell in frame["split"]]))
+    if check_files and "path" in columns:
+        problems.extend(_missing_files(columns["path"], root))
+    problems.sort(key=lambda p: (p.row is not None, p.row or 0))
+    if problems:
+        return [], problems
+    return _records(frame, columns, root), []
+
+
+def _records(frame: pd.DataFrame, columns: _Columns, root: Path) -> list[ScanRecord]:
+    """Records of a frame whose every cell parsed (``columns`` holds the parsed values)."""
+    n = len(frame)
+    optional = {name: columns.get(name, [None] * n) for name in OPTIONAL_COLUMNS}
+    visits = [_text(cell) for cell in frame["visit"]]
+    extras = frame[[c for c in frame.columns if c not in columns]].to_dict("records")
+    return [
+        ScanRecord(
+            patient_id=str(columns["patient_id"][i]),
+            scan_id=str(columns["scan_id"][i]),
+            path=_resolve(str(columns["path"][i]), root),
+            visit=visits[i],
+            visit_order=float(columns["visit"][i][1]),  # type: ignore[index]
+            score=float(columns["score"][i]),  # type: ignore[arg-type]
+            split=optional["split"][i],  # type: ignore[arg-type]
+            site=optional["site"][i],  # type: ignore[arg-type]
+            modality=optional["modality"][i],  # type: ignore[arg-type]
+            row=i + 1,
+            extra=extras[i],
+        )
+        for i in range(n)
+    ]
+
+
+def _resolve(text: str, root: Path) -> Path:
+    """Absolute and normalised (``sub/../a.mp4`` → ``a.mp4``), so one file has one path."""
+    return Path(os.path.normpath(root / text))
+
+
+# --- checks across rows --------------------------------------------------------------------------------
+
+
+def _row_list(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:ROWS_SHOWN])
+    more = f", … ({len(rows)} in all)" if len(rows) > ROWS_SHOWN else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def _summarised(rows: list[int], key: str, summary: str, per_row: Callable[[int], str]) -> list[Problem]:
+    """One summary problem for a many-row issue, then the first ``ROWS_SHOWN`` rows individually."""
+    if not rows:
+        return []
+    return [Problem(None, key, f"{summary} ({_row_list(rows)})")] + [
+        Problem(row, key, per_row(row)) for row in rows[:ROWS_SHOWN]
+    ]
+
+
+def _rows_by(values: list[object], keys: list[object]) -> dict[object, dict[object, list[int]]]:
+    """key → value → 1-based rows, skipping rows where either is missing."""
+    grouped: dict[object, dict[object, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+        if key is not None and value is not None:
+            grouped[key][value].append(index + 1)
+    return grouped
+
+
+def _duplicate_scan_ids(columns: _Columns) -> list[Problem]:
+    first_row: dict[object, int] = {}
+    problems = []
+    for index, scan_id in enumerate(columns.get("scan_id", [])):
+        if scan_id is None:
+            continue
+        if scan_id in first_row:
+            message = f"duplicate scan_id {scan_id!r} (first at row {first_row[scan_id]})"
+            problems.append(Problem(index + 1, "scan_id", message))
+        else:
+            first_row[scan_id] = index + 1
+    return problems
+
+
+def _conflicts(
+    columns: _Columns, column: str, what: str, value_of: Callable[[object], object]
+) -> list[Problem]:
+    """A patient whose rows disagree on ``value_of(column)``; reported at the first row of the 2nd value."""
+    if column not in columns or "patient_id" not in columns:
+        return []
+    values = [None if v is None else value_of(v) for v in columns[column]]
+    problems = []
+    for patient, by_value in _rows_by(values, columns["patient_id"]).items():
+        if len(by_value) > 1:
+            groups = sorted(by_value.items(), key=lambda item: item[1][0])
+            listed = "; ".join(f"{value}: {_row_list(rows)}" for value, rows in groups)
+            problems.append(Problem(groups[1][1][0], column, f"patient {patient!r} {what} ({listed})"))
+    return problems
+
+
+def _mixed_visit_kinds(columns: _Columns) -> list[Problem]:
+    return _conflicts(columns, "visit", "mixes integer and date visits", lambda v: v[0])  # type: ignore[index]
+
+
+def _patients_in_two_splits(columns: _Columns) -> list[Problem]:
+    return _conflicts(columns, "split", "is in more than one split", lambda v: v)
+
+
+def _partial_split(cells: list[str]) -> list[Problem]:
+    """A split column must be filled on every row or on none (an all-empty column means "not split yet")."""
+    empty = [index + 1 for index, cell in enumerate(cells) if not cell]
+    if len(empty) in (0, len(cells)):
+        return []
+    summary = f"split is empty on {len(empty)} of {len(cells)} rows; fill every row or none"
+    return _summarised(empty, "split", summary, lambda row: "empty split while other rows have one")
+
+
+_TABLE_CHECKS: tuple[Callable[[_Columns], list[Problem]], ...] = (
+    _duplicate_scan_ids,
+    _mixed_visit_kinds,
+    _patients_in_two_splits,
+)
+
+
+def _missing_files(paths: list[object], root: Path) -> list[Problem]:
+    """Every scan file is checked up front; the count comes first, then the first few rows."""
+    resolved = {index + 1: _resolve(str(p), root) for index, p in enumerate(paths) if p is not None}
+    missing = [row for row, path in resolved.items() if not path.exists()]
+    summary = f"{len(missing)} of {len(resolved)} files missing"
+    return _summarised(missing, "path", summary, lambda row: f"file not found: {resolved[row]}")

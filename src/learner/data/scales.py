@@ -80,7 +80,9 @@ class ScoreScale:
         """Bin index of each score, 0 for the lowest bin (requires a binned scale)."""
         if self.bins is None:
             raise ConfigError(f"scale {self.name!r} has no bins (it uses a threshold)")
-        return np.searchsorted(np.asarray(self.bins, dtype=float), np.asarray(scores, dtype=float), side="left")
+        return np.searchsorted(
+            np.asarray(self.bins, dtype=float), np.asarray(scores, dtype=float), side="left"
+        )
 
     def change_labels(self, earlier: np.ndarray | float, later: np.ndarray | float) -> np.ndarray:
         """Vectorised :class:`ChangeLabel` indices (int64) of ordered pairs (earlier, later)."""

@@ -1,0 +1,272 @@
+"""``learner data``: check a manifest, make a patient-level split, convert ADNIMERGE, build the scan cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from learner.cli.options import ConfigOption, ScaleOption, SetOption, config_from_options
+from learner.config import Config, apply_overrides
+from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest, write_manifest
+from learner.data.pairs import inter_patient_pairs, intra_patient_pairs, pair_class_counts, pair_count
+from learner.data.scales import CLASS_NAMES, ScoreScale, scale_from_config
+from learner.data.splits import assign_splits, resolve_splits
+from learner.errors import ConfigError, ManifestError, ScanReadError
+
+ManifestArgument = Annotated[
+    Path, typer.Argument(help="Manifest CSV or Parquet, one row per scan.", show_default=False)
+]
+
+data_app = typer.Typer(
+    help="Manifests: check them, split them by patient, convert ADNIMERGE, build the scan cache.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``data`` command group to the ``learner`` app."""
+    app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def check(
+    manifest: ManifestArgument,
+    scale: ScaleOption = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Validate MANIFEST and summarise it per split: patients, scans, visits, scores, pairs per change class.
+
+    Every problem is listed with its row (data rows count from 1, under the header).
+
+    Exit code 0 when the manifest is clean, 2 when it is not.
+
+    Without a split column it shows the split that `learner data split` would make.
+    """
+    cfg = config_from_options(config, sets, **{"data.scale": scale})
+    score_scale = scale_from_config(cfg.data)
+    loaded = _load_or_list_problems(manifest, score_scale)
+    console = Console()
+    splits, from_file = resolve_splits(loaded, cfg.data.split, cfg.seed)
+    if not from_file:
+        console.print(
+            f"No complete split column: showing the split `learner data split` would make (seed {cfg.seed}).",
+            markup=False,
+        )
+    loaded = loaded.with_splits(splits)
+    console.print(_counts_table(loaded, score_scale))
+    pairs, no_pair = _pairs_table(loaded, score_scale, cfg)
+    console.print(pairs)
+    if no_pair:
+        typer.echo(
+            f"warning: {len(no_pair)} test patient(s) yield no intra-patient pair: {', '.join(no_pair)}"
+        )
+    typer.echo(f"{manifest}: no problems found ({len(loaded.records)} scans, scale {score_scale.name}).")
+
+
+@data_app.command("split")
+def split(
+    manifest: ManifestArgument,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the manifest with its split column.")
+    ],
+    ratios: Annotated[
+        str | None,
+        typer.Option(
+            "--ratios", metavar="A,B,C", help="train,val,test patient ratios, e.g. 2,1,1.", show_default=False
+        ),
+    ] = None,
+    counts: Annotated[
+        str | None,
+        typer.Option(
+            "--counts",
+            metavar="A,B,C",
+            help="train,val,test patient counts, e.g. 160,44,17.",
+            show_default=False,
+        ),
+    ] = None,
+    stratify: Annotated[
+        bool | None,
+        typer.Option("--stratify/--no-stratify", help="Stratify by patient mean score.", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed (default: config seed).", show_default=False)
+    ] = None,
+    test_min_visits: Annotated[
+        int | None,
+        typer.Option(
+            "--test-min-visits", help="Visits a test patient needs (default 2).", show_default=False
+        ),
+    ] = None,
+    scale: ScaleOption = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Assign every patient of MANIFEST to train, val or test and write the manifest with a split column.
+
+    Sizes are ratios or exact patient counts (default data.split.ratios 0.5,0.25,0.25, i.e. 2:1:1).
+
+    Seeded; the result does not depend on the row order. An existing split column is replaced.
+    """
+    if ratios is not None and counts is not None:
+        raise ConfigError("give --ratios or --counts, not both")
+    cfg = config_from_options(
+        config,
+        sets,
+        **{
+            "data.scale": scale,
+            "seed": seed,
+            "data.split.stratify": stratify,
+            "data.split.test_min_visits": test_min_visits,
+        },
+    )
+    if ratios is not None:
+        cfg = apply_overrides(
+            cfg, {"data.split.ratios": _three(ratios, float, "--ratios"), "data.split.counts": None}
+        )
+    if counts is not None:
+        cfg = apply_overrides(cfg, {"data.split.counts": _three(counts, int, "--counts")})
+    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data))
+    assigned = loaded.with_splits(assign_splits(loaded, cfg.data.split, cfg.seed))
+    write_manifest(assigned, out)
+    table = Table("split", "patients", "scans", title=f"Patient-level split (seed {cfg.seed})")
+    for name in SPLITS:
+        records = assigned.by_split(name)
+        table.add_row(name, str(len({r.patient_id for r in records})), str(len(records)))
+    Console().print(table)
+    typer.echo(f"wrote {out}")
+
+
+@data_app.command("adni")
+def adni(
+    adnimerge: Annotated[
+        Path,
+        typer.Option(
+            "--adnimerge", help="ADNIMERGE.csv with RID, PTID, VISCODE, EXAMDATE, MMSE, DX, IMAGEUID."
+        ),
+    ],
+    images: Annotated[Path, typer.Option("--images", help="Folder of MRI files (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (CSV or Parquet).")],
+) -> None:
+    """Convert an ADNIMERGE table and an image folder into a manifest on the mmse scale (see docs/data.md)."""
+    from learner.data.adni import adnimerge_to_manifest
+
+    report = adnimerge_to_manifest(adnimerge, images, out)
+    table = Table("", "count", title="ADNIMERGE → manifest")
+    rows = {
+        "ADNIMERGE rows": report.rows,
+        "scans written": report.scans,
+        "patients": report.patients,
+        "matched by IMAGEUID": report.matched_by_imageuid,
+        "matched by PTID + visit": report.matched_by_visit,
+    } | {f"dropped: {reason}": n for reason, n in sorted(report.dropped.items())}
+    for name, value in rows.items():
+        table.add_row(name, str(value))
+    Console().print(table)
+    typer.echo(f"wrote {report.manifest}")
+
+
+@data_app.command("cache")
+def cache(
+    manifest: ManifestArgument,
+    scale: ScaleOption = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Decoding processes (default: data.num_workers).")
+    ] = None,
+    skip_bad: Annotated[
+        bool | None,
+        typer.Option("--skip-bad/--no-skip-bad", help="Skip unreadable scans (listed) instead of stopping."),
+    ] = None,
+) -> None:
+    """Decode every scan of MANIFEST once into the cache (data.cache_dir) so training reads arrays."""
+    from learner.data.cache import build_cache
+
+    explicit = {"data.scale": scale, "data.skip_bad_scans": skip_bad, "data.num_workers": workers}
+    cfg = config_from_options(config, sets, **explicit)
+    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data))
+    report = build_cache(loaded, cfg.data, cfg.data.num_workers, cfg.data.skip_bad_scans)
+    typer.echo(
+        f"cache: {report.built} built, {report.reused} reused, {len(report.skipped)} skipped "
+        f"({report.seconds:.1f} s)"
+    )
+    for scan_id, reason in report.skipped:
+        typer.echo(f"skipped {scan_id}: {reason}")
+    if report.skipped and not cfg.data.skip_bad_scans:
+        raise ScanReadError(f"{len(report.skipped)} scan(s) could not be read (listed above); see --skip-bad")
+
+
+def _load_or_list_problems(path: Path, scale: ScoreScale) -> Manifest:
+    """The validated manifest; otherwise every problem is printed, one per line, before the ManifestError
+    (exit code 2) is raised."""
+    try:
+        return load_manifest(path, scale)
+    except ManifestError as exc:
+        if not exc.problems:
+            raise  # unreadable file: its one-line error
+        typer.echo(f"{path}: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            typer.echo(f"  {problem}")
+        raise ManifestError(f"{path}: {len(exc.problems)} problem(s), listed above", exc.problems) from None
+
+
+def _three(text: str, kind: type[float] | type[int], flag: str) -> list[float] | list[int]:
+    """``"2,1,1"`` → ``[2, 1, 1]`` (train, val, test)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [kind(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != len(SPLITS):
+        raise ConfigError(f"{flag} takes three comma-separated numbers (train,val,test), got {text!r}")
+    return values
+
+
+def _counts_table(manifest: Manifest, scale: ScoreScale) -> Table:
+    unit = f", scores in {scale.unit}" if scale.unit else ""
+    title = f"Manifest per split (scale {scale.name}{unit})"
+    table = Table(
+        "split", "patients", "scans", "visits", "score min", "q1", "median", "q3", "max", title=title
+    )
+    for name in SPLITS:
+        records = manifest.by_split(name)
+        visits = {(r.patient_id, r.visit_order) for r in records}
+        patients = len({r.patient_id for r in records})
+        table.add_row(name, str(patients), str(len(records)), str(len(visits)), *_quantiles(records))
+    return table
+
+
+def _quantiles(records: list[ScanRecord]) -> list[str]:
+    if not records:
+        return ["–"] * 5
+    values = np.percentile([r.score for r in records], [0, 25, 50, 75, 100])
+    return [f"{v:g}" for v in values]
+
+
+def _pairs_table(manifest: Manifest, scale: ScoreScale, cfg: Config) -> tuple[Table, list[str]]:
+    """Pairs per change class — the inter-patient pairs a run would draw for train/val, the intra-patient
+    test pairs — and the test patients that yield no pair."""
+    pairs_cfg = cfg.data.pairs
+    table = Table(
+        "split", "pairs", title="Pairs per change class (inter-patient for train/val, intra for test)"
+    )
+    for name in ("kind", *CLASS_NAMES):
+        table.add_column(name, no_wrap=True)
+    no_pair: list[str] = []
+    for name in SPLITS:
+        records = manifest.by_split(name)
+        if name == "test":
+            frame, no_pair = intra_patient_pairs(records, scale, pairs_cfg.intra, pairs_cfg.match_site)
+            kind = f"intra, {pairs_cfg.intra}"
+        else:
+            count = pair_count(len(records), pairs_cfg, name)
+            frame = inter_patient_pairs(records, scale, count, seed=cfg.seed, balanced=pairs_cfg.balanced)
+            kind = f"inter, seed {cfg.seed}"
+        table.add_row(name, str(len(frame)), kind, *(str(n) for n in pair_class_counts(frame).values()))
+    return table, no_pair

@@ -1,0 +1,82 @@
+"""``learner pretrain``: Algorithm 1 on a manifest's train split, one or many processes (torchrun)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from learner.cli.options import ConfigOption, SetOption, config_from_options
+from learner.config import apply_overrides
+from learner.errors import ConfigError
+from learner.runs import load_run_config
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``pretrain`` command to the ``learner`` app."""
+    app.command("pretrain")(pretrain_command)
+
+
+def pretrain_command(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory to create (or continue with --resume).")
+    ],
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", "-m", help="Manifest CSV/Parquet (data.manifest).")
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option("--loss", help="mse, mse+cl, mse+wcl or mse+wcl_scaled (loss.name).")
+    ] = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (optim.epochs).")] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="Encoder: tsm_resnet18, vit or swin (model.backbone).")
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option("--init", help="Local encoder weights, safetensors or .pth (model.init).")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (optim.device).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of every RNG (seed).")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue OUT from checkpoints/last with its stored config.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
+) -> None:
+    """Pretrain encoder + regression head on λ·MSE + (1 − λ)·contrastive (Alg. 1, Table 2 defaults).
+
+    Every config key can be set with --set key.sub=value; the flags above are shortcuts. Writes
+    OUT/config.yaml, metrics.csv (one row per epoch), metrics.json and checkpoints/{best,last}.
+    With N processes: torchrun --nproc_per_node=N -m learner pretrain ... (optim.batch_size is the global
+    batch).
+    """
+    from learner.training.pretrain import pretrain
+
+    flags = {
+        "--manifest": ("data.manifest", manifest),
+        "--loss": ("loss.name", loss),
+        "--epochs": ("optim.epochs", epochs),
+        "--backbone": ("model.backbone", backbone),
+        "--init": ("model.init", init),
+        "--seed": ("seed", seed),
+    }
+    if resume:
+        given = [flag for flag, (_, value) in flags.items() if value is not None]
+        given += ["--config"] * (config is not None) + ["--set"] * bool(sets)
+        if given:  # a resumed run must compute what the interrupted one would have
+            raise ConfigError(f"--resume continues {out} with its stored config; drop {', '.join(given)}")
+        cfg = load_run_config(out)
+    else:
+        cfg = config_from_options(config, sets, **dict(flags.values()))
+    if device is not None:
+        cfg = apply_overrides(cfg, {"optim.device": device})
+    result = pretrain(cfg, out, resume=resume, force=force)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports
+    best, last = result.best, result.last
+    typer.echo(
+        f"best val MAE {best['val_mae']:.3f} (epoch {best['epoch']}), last {last['val_mae']:.3f}, vs "
+        f"{last['baseline_mae']:.3f} predicting the train mean; checkpoints in {out / 'checkpoints'}"
+    )

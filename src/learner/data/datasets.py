@@ -1,0 +1,212 @@
+"""Torch datasets over cached scans and scan pairs, and the one DataLoader factory.
+
+A :class:`ScanDataset` item is ``(clip (T, C, H, W) float32 in [0, 1], score float32, index)``: T frames
+chosen by TSN segment sampling (:mod:`learner.data.sampling`) from the cached uint8 array, augmented when
+training. All randomness of an item comes from a generator seeded by ``(seed, epoch, index)``, so an item is
+the same whichever worker loads it and however many workers there are. The epoch lives in shared memory, so
+:meth:`ScanDataset.set_epoch` also reaches persistent DataLoader workers.
+
+:class:`PairDataset` yields ``(clip_first, clip_second, label)`` for a pair table (Section 2.4), each side
+seeded by ``(seed, epoch, pair index, side)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+from learner.data.augment import ClipAugment
+from learner.data.cache import ScanCache
+from learner.data.manifest import ScanRecord
+from learner.data.sampling import segment_indices
+from learner.errors import ManifestError
+
+
+class _SharedEpoch:
+    """An epoch counter in shared memory: workers (forked or spawned) read the value the parent sets."""
+
+    def __init__(self) -> None:
+        self._value = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def set(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch should be >= 0, got {epoch}")
+        self._value[0] = epoch
+
+    def get(self) -> int:
+        return int(self._value[0])
+
+
+class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
+    """Clips of cached scans with their (transformed) scores.
+
+    Args:
+        records: the scans, in item order.
+        cache: where the preprocessed arrays come from (built on first access if missing).
+        frames: T, frames per clip (TSN segments).
+        channels: C of the returned clips; a grey cache is repeated to 3 channels when ``channels == 3``.
+        train: random frame per segment and augmentation (if given) vs centre frames, no augmentation.
+        augment: clip-consistent augmentation, used only when ``train``.
+        score_fn: maps a raw score to the training target (e.g. standardisation); identity when None.
+        seed: base seed of every per-item generator.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ScanRecord],
+        cache: ScanCache,
+        *,
+        frames: int,
+        channels: int,
+        train: bool,
+        augment: ClipAugment | None,
+        score_fn: Callable[[float], float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels should be 1 or 3, got {channels}")
+        if channels == 1 and cache.preprocessor.channels == 3:
+            raise ValueError("channels=1 needs a grey cache; build the cache with channels=1")
+        self.records = list(records)
+        self.cache = cache
+        self.frames = frames
+        self.channels = channels
+        self.train = train
+        self.augment = augment
+        self.score_fn = score_fn
+        self.seed = seed
+        self._epoch = _SharedEpoch()
+        self._index = {record.scan_id: i for i, record in enumerate(self.records)}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws items use (reaches persistent workers too)."""
+        self._epoch.set(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
+    def index_of(self, scan_id: str) -> int:
+        """Item index of ``scan_id`` (KeyError when absent)."""
+        return self._index[scan_id]
+
+    def clip(self, index: int, key: Sequence[int]) -> torch.Tensor:
+        """Clip ``(T, C, H, W)`` float32 in [0, 1] of scan ``index``, randomness seeded by ``key``."""
+        rng = np.random.default_rng([self.seed, *key])
+        cached = self.cache.get(self.records[index])  # (T', H, W) or (T', H, W, 3) uint8, memory-mapped
+        picks = segment_indices(len(cached), self.frames, train=self.train, generator=rng)
+        clip = torch.from_numpy(np.asarray(cached[picks])).float().div_(255.0)
+        clip = clip.permute(0, 3, 1, 2) if clip.ndim == 4 else clip.unsqueeze(1)  # (T, C, H, W)
+        if self.train and self.augment is not None:
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            clip = self.augment(clip, generator)
+        if clip.shape[1] != self.channels:
+            clip = clip.expand(-1, self.channels, -1, -1)  # grey → 3 identical channels
+        return clip.contiguous()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        score = self.records[index].score
+        target = self.score_fn(score) if self.score_fn is not None else score
+        clip = self.clip(index, (self.epoch, index))
+        return clip, torch.tensor(target, dtype=torch.float32), index
+
+
+class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
+    """Clip pairs for the health-change classifier: ``(clip_first, clip_second, label)``.
+
+    Args:
+        pairs: a pair table with ``first_scan_id``, ``second_scan_id`` and ``label`` (0 deteriorated,
+            1 stable, 2 improved).
+        scans: the dataset that holds every scan named in ``pairs`` (its sampling and augmentation apply).
+        seed: base seed of the per-pair generators.
+    """
+
+    def __init__(self, pairs: pd.DataFrame, scans: ScanDataset, *, seed: int = 0) -> None:
+        missing = [c for c in ("first_scan_id", "second_scan_id", "label") if c not in pairs.columns]
+        if missing:
+            raise ManifestError(f"pair table lacks column(s) {', '.join(missing)}")
+        self._sides: list[tuple[int, int]] = []
+        ids = zip(pairs["first_scan_id"].astype(str), pairs["second_scan_id"].astype(str), strict=True)
+        for row, (first, second) in enumerate(ids, start=1):
+            try:
+                self._sides.append((scans.index_of(first), scans.index_of(second)))
+            except KeyError as exc:
+                raise ManifestError(
+                    f"pair table row {row}: scan_id {exc.args[0]!r} is not in the scans"
+                ) from None
+        self.labels = pairs["label"].to_numpy(dtype=np.int64)
+        self.scans = scans
+        self.seed = seed
+        self._epoch = _SharedEpoch()
+
+    def __len__(self) -> int:
+        return len(self._sides)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws pairs use (reaches persistent workers too)."""
+        self._epoch.set(epoch)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        first, second = self._sides[index]
+        epoch = self._epoch.get()
+        return (
+            self.scans.clip(first, (self.seed, epoch, index, 0)),
+            self.scans.clip(second, (self.seed, epoch, index, 1)),
+            int(self.labels[index]),
+        )
+
+
+def make_loader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    drop_last: bool = False,
+    sampler: Sampler[Any] | None = None,
+    pin_memory: bool | None = None,
+) -> DataLoader[Any]:
+    """A DataLoader with a seeded shuffle order, seeded workers, persistent when ``num_workers > 0``.
+
+    The shuffle order comes from a sampler with its own generator, so the sequence of epoch orders is the
+    same with or without workers (the DataLoader's generator, which also seeds the workers, is consumed
+    differently by persistent workers). ``pin_memory=None`` pins when CUDA is available; ``sampler``
+    excludes ``shuffle``.
+    """
+    if sampler is not None and shuffle:
+        raise ValueError("pass either sampler or shuffle=True, not both")
+    if shuffle:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        generator=torch.Generator().manual_seed(seed + 1),
+        worker_init_fn=seed_worker,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed NumPy's and Python's global RNGs in a worker from its torch seed (distinct per worker).
+
+    Our datasets use only per-item generators; this guards third-party code that draws from the globals
+    (e.g. MONAI transforms) against repeating the same numbers in every worker.
+    """
+    import random
+
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)  # noqa: NPY002 — the legacy global state is exactly what is seeded here
+    random.seed(worker_seed)

@@ -1,0 +1,111 @@
+"""How a phantom cohort reaches disk: all-or-nothing, reusable, rendered by a process pool.
+
+A cohort is built inside a temporary sibling folder and renamed onto ``OUT_DIR`` only when every file is
+written, so a reader never sees half a cohort. ``phantom.json`` (written last) records the generator
+version and every parameter that changes the output; a later call with the same record finds the complete
+cohort and reuses it instead of rendering it again.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from learner.atomic import write_json
+from learner.errors import ConfigError, LearnerError
+
+RECORD_NAME = "phantom.json"
+
+
+def check_patients(patients: Sequence[int], *, parts: int = 3) -> tuple[int, ...]:
+    """``patients`` as a tuple of ``parts`` non-negative ints with a positive sum, else a ConfigError."""
+    values = tuple(int(p) for p in patients)
+    if len(values) != parts or any(p < 0 for p in values) or sum(values) == 0:
+        raise ConfigError(f"patients must be {parts} non-negative counts with a positive sum, got {list(patients)}")
+    return values
+
+
+def build_cohort(out_dir: str | os.PathLike[str], record: dict[str, Any], build: Callable[[Path], str]) -> Path:
+    """Return ``OUT_DIR/<table>`` of a complete cohort described by ``record``, building it if needed.
+
+    Args:
+        out_dir: the cohort folder; created, or replaced when it holds a phantom cohort with another record.
+            A non-empty folder that is not a phantom cohort is refused (nothing of the user's is deleted).
+        record: JSON-able parameters that determine every output byte (kind, version, sizes, seed, ...).
+        build: ``build(folder) -> table file name``; writes the whole cohort into ``folder``.
+    """
+    target = Path(out_dir)
+    reusable = _complete_table(target, record)
+    if reusable is not None:
+        return reusable
+    if target.exists() and not target.is_dir():
+        raise LearnerError(f"{target}: exists and is not a folder; choose a folder for the phantom cohort")
+    if target.is_dir() and any(target.iterdir()) and not (target / RECORD_NAME).is_file():
+        raise LearnerError(f"{target}: folder is not empty and holds no {RECORD_NAME}; choose a new folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        table = build(staging)
+        write_json(staging / RECORD_NAME, {**record, "table": table})
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    # A concurrent builder may have won the rename; its cohort has the same record, so either is correct.
+    reusable = _complete_table(target, record)
+    if reusable is None:
+        raise LearnerError(f"{target}: another process replaced the phantom cohort while it was being built")
+    return reusable
+
+
+def run_jobs(function: Callable[[Any], None], jobs: Iterable[Any], workers: int) -> None:
+    """Call ``function(job)`` for every job, in ``workers`` spawned processes (in-process when ``workers <= 1``).
+
+    Each job carries its own seed, so the output does not depend on the worker count or the scheduling.
+    Spawn rather than fork: the caller may hold torch/OpenMP threads that a forked child would deadlock on.
+    """
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    jobs = list(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            function(job)
+        return
+    chunk = max(1, len(jobs) // (8 * workers))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in pool.map(function, jobs, chunksize=chunk):
+            pass
+
+
+def _complete_table(folder: Path, record: dict[str, Any]) -> Path | None:
+    """The table of ``folder`` when its phantom.json equals ``record`` and the table exists, else None."""
+    try:
+        stored = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    table = stored.pop("table", None)
+    if stored != json.loads(json.dumps(record)) or not isinstance(table, str) or not (folder / table).is_file():
+        return None
+    return folder / table
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Rename ``staging`` onto ``target``; an old phantom cohort there is moved aside first, then deleted."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if not any(target.iterdir()):
+        target.rmdir()
+        os.replace(staging, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    retired.rmdir()
+    os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,474 @@
+"""Scan readers: one entry point, :func:`read_scan`, that turns any supported file into frames.
+
+Every reader returns a :class:`Scan` whose ``frames`` are ``(T, H, W)`` grey or ``(T, H, W, 3)`` RGB,
+``uint8`` for videos and images, ``float32`` for volumes and for deeper-than-8-bit images. The frame axis
+is time for clips and the slice axis for volumes (Section 2.1: LUS videos, ADNI MRI volumes).
+
+Readers are chosen from :data:`READERS` by file suffix (case-insensitive, ``.nii.gz`` as one suffix):
+
+* video ``mp4 avi mov mpeg mpg gif`` — PyAV, falling back to imageio's Pillow plugin where PyAV fails
+  (GIF variants FFmpeg mis-reads; for other containers PyAV's error is reported);
+* DICOM ``dcm`` (and extensionless files with the ``DICM`` preamble) — pydicom, single- and multi-frame,
+  YBR colour converted to RGB, MONOCHROME1 inverted, pixel spacing kept;
+* NIfTI ``nii nii.gz`` — nibabel, reoriented to RAS+ and sliced along ``nifti_axis``;
+* images ``png jpg jpeg bmp tif tiff`` — Pillow (multi-page TIFFs become several frames);
+* a folder of numbered frame files (any image suffix or ``dcm``) — one clip, sorted numerically.
+
+``meta`` holds only technical fields (source format, fps, pixel spacing in mm, frame count, ...). For DICOM
+the fields are copied from an explicit allow-list, so no patient-identifying header ever leaves the reader.
+Every failure is a :class:`~learner.errors.ScanReadError` whose one-line message names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from learner.errors import ScanReadError
+
+log = logging.getLogger(__name__)
+
+NiftiAxis = Literal["axial", "coronal", "sagittal"]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Decoded frames plus technical metadata.
+
+    Attributes:
+        frames: ``(T, H, W)`` grey or ``(T, H, W, 3)`` RGB; ``uint8`` (video, image) or ``float32`` (volume).
+        meta: ``source_format``, ``n_frames``, ``fps`` (or None), ``pixel_spacing`` ((row, col) mm, or None)
+            and reader-specific technical fields. Never any patient-identifying field.
+    """
+
+    frames: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Options every reader receives (each uses the ones that apply to it)."""
+
+    nifti_axis: NiftiAxis = "axial"
+    max_frames: int | None = None
+
+
+Reader = Callable[[Path, ReadOptions], Scan]
+
+
+def read_scan(path: str | Path, *, nifti_axis: NiftiAxis = "axial", max_frames: int | None = None) -> Scan:
+    """Read a video, DICOM, NIfTI volume, image or folder of frames into a :class:`Scan`.
+
+    Args:
+        path: the file or folder.
+        nifti_axis: which RAS+ axis of a volume becomes the frame axis (axial: inferior → superior,
+            coronal: posterior → anterior, sagittal: left → right).
+        max_frames: decode at most this many frames from the start (None: all).
+
+    Raises:
+        ScanReadError: missing, unsupported, truncated or corrupt file, zero frames, a 2-D or 4-D volume,
+            non-finite voxels. The message names the file.
+    """
+    source = Path(path)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames should be >= 1 or None, got {max_frames}")
+    if not source.exists():
+        raise ScanReadError(f"{source}: file not found")
+    if source.is_file() and source.stat().st_size == 0:
+        raise ScanReadError(f"{source}: file is empty")
+    reader = read_frame_folder if source.is_dir() else _reader_for(source)
+    scan = reader(source, ReadOptions(nifti_axis=nifti_axis, max_frames=max_frames))
+    frames = scan.frames
+    if frames.shape[0] == 0:
+        raise ScanReadError(f"{source}: contains zero frames")
+    if not (frames.ndim == 3 or (frames.ndim == 4 and frames.shape[-1] == 3)):
+        raise ScanReadError(f"{source}: decoded to an unsupported frame layout {frames.shape}")
+    scan.meta["n_frames"] = int(frames.shape[0])
+    return scan
+
+
+def suffix_of(path: Path) -> str:
+    """Lower-case suffix used for reader lookup (``.nii.gz`` counts as one suffix)."""
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def is_dicom(path: Path) -> bool:
+    """True when ``path`` carries the DICOM preamble (128 bytes, then ``DICM``)."""
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _reader_for(path: Path) -> Reader:
+    suffix = suffix_of(path)
+    if suffix in READERS:
+        return READERS[suffix]
+    if suffix == "" and is_dicom(path):
+        return read_dicom
+    supported = " ".join(sorted(READERS))
+    raise ScanReadError(f"{path}: unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}")
+
+
+def _stack_frames(frames: list[np.ndarray], path: Path) -> np.ndarray:
+    """Stack per-frame arrays; frames whose size changes mid-clip are an error, not a silent crop."""
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise ScanReadError(f"{path}: frame size changes within the clip ({sorted(shapes)})")
+    return np.stack(frames) if frames else np.zeros((0, 0, 0), np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- video
+def read_video(path: Path, options: ReadOptions) -> Scan:
+    """Video or animated GIF → ``(T, H, W, 3)`` uint8 RGB (``(T, H, W)`` for grey pixel formats)."""
+    import av
+
+    check = _TRUNCATION_CHECKS.get(suffix_of(path))
+    if check is not None and (problem := check(path)):
+        raise ScanReadError(f"{path}: file is truncated ({problem})")
+    failure: Exception | None = None
+    try:
+        frames, meta = _decode_pyav(path, options.max_frames)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        frames, meta, failure = [], {}, exc
+    if not frames and suffix_of(path) in _PILLOW_FALLBACK:
+        log.info("%s: PyAV decoded no frames (%s); trying imageio", path, type(failure).__name__)
+        frames, meta = _decode_imageio(path, options.max_frames, failure)
+    elif failure is not None:
+        raise _decode_error(path, "video", failure) from failure
+    return Scan(_stack_frames(frames, path), meta)
+
+
+def _decode_pyav(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], dict[str, Any]]:
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ScanReadError(f"{path}: contains no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        grey = (stream.codec_context.pix_fmt or "").startswith("gray")
+        frames: list[np.ndarray] = []
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="gray" if grey else "rgb24"))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+        rate = stream.average_rate or stream.guessed_rate
+        meta = {
+            "source_format": suffix_of(path).lstrip("."),
+            "decoder": "pyav",
+            "codec": stream.codec_context.name,
+            "fps": float(rate) if rate else None,
+            "pixel_spacing": None,
+        }
+    return frames, meta
+
+
+def _decode_imageio(
+    path: Path, max_frames: int | None, pyav_error: Exception | None
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    import imageio.v3 as iio
+
+    frames: list[np.ndarray] = []
+    try:
+        for frame in iio.imiter(path, plugin="pillow"):
+            frames.append(_to_uint8_rgb_or_grey(np.asarray(frame), path))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    except (OSError, ValueError, RuntimeError, SyntaxError) as exc:
+        raise _decode_error(path, "video", pyav_error or exc) from exc
+    meta = {
+        "source_format": suffix_of(path).lstrip("."),
+        "decoder": "imageio",
+        "fps": None,
+        "pixel_spacing": None,
+    }
+    return frames, meta
+
+
+def _to_uint8_rgb_or_grey(frame: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) → (H, W) or (H, W, 3) uint8 (alpha dropped)."""
+    if frame.dtype != np.uint8:
+        raise ScanReadError(f"{path}: expected 8-bit video frames, got {frame.dtype}")
+    if frame.ndim == 3 and frame.shape[-1] == 1:
+        return frame[..., 0]
+    if frame.ndim == 3 and frame.shape[-1] == 4:
+        return frame[..., :3]
+    return frame
+
+
+def _decode_error(path: Path, what: str, exc: BaseException) -> ScanReadError:
+    """One-line error naming the file, what failed and the library's first message line."""
+    text = str(exc).strip()
+    detail = text.splitlines()[0] if text else "no details"
+    return ScanReadError(f"{path}: cannot decode {what} ({type(exc).__name__}: {detail})")
+
+
+_PILLOW_FALLBACK = (".gif",)  # the video formats imageio's Pillow plugin can read
+
+
+# Decoders stop quietly at a cut-off end for several containers (a partial clip looks valid), so the
+# container's own structure is checked first: the declared RIFF size (AVI), the top-level box sizes
+# (MP4/MOV), the trailer byte (GIF). MPEG program streams carry no such record and are not checked.
+def _riff_truncation(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF":
+        return None  # not RIFF at all: the decoder reports the real problem
+    declared = int.from_bytes(head[4:8], "little") + 8
+    size = path.stat().st_size
+    return f"RIFF header declares {declared} bytes, file has {size}" if size < declared else None
+
+
+def _box_truncation(path: Path) -> str | None:
+    size = path.stat().st_size
+    offset = 0
+    with path.open("rb") as handle:
+        while offset + 8 <= size:
+            handle.seek(offset)
+            header = handle.read(16)
+            box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
+            if box_size == 1 and len(header) == 16:  # 64-bit "largesize" follows the type
+                box_size = int.from_bytes(header[8:16], "big")
+            if box_size == 0:  # the box runs to the end of the file
+                return None
+            if box_size < 8 or not box_type.isascii() or not box_type.decode("ascii").isprintable():
+                return None  # not an ISO-BMFF layout: the decoder reports the real problem
+            if offset + box_size > size:
+                name = box_type.decode("latin-1")
+                return f"box {name!r} at byte {offset} declares {box_size} bytes, {size - offset} remain"
+            offset += box_size
+    return None
+
+
+def _gif_truncation(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        last = handle.read(1)
+    return None if last == b"\x3b" else "no GIF trailer byte at the end"
+
+
+_TRUNCATION_CHECKS: dict[str, Callable[[Path], str | None]] = {
+    ".avi": _riff_truncation,
+    ".mp4": _box_truncation,
+    ".mov": _box_truncation,
+    ".gif": _gif_truncation,
+}
+
+
+# --------------------------------------------------------------------------------------------- images
+_PIL_FLOAT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def read_image(path: Path, options: ReadOptions) -> Scan:
+    """Still image (or multi-page TIFF) → ``(T, H, W)`` / ``(T, H, W, 3)``; EXIF orientation applied.
+
+    8-bit images stay ``uint8``; 16-bit and float images become ``float32`` (normalised later like volumes).
+    """
+    from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+    frames: list[np.ndarray] = []
+    try:
+        with Image.open(path) as image:
+            for page in ImageSequence.Iterator(image):
+                frames.append(_pil_array(ImageOps.exif_transpose(page)))
+                if options.max_frames is not None and len(frames) >= options.max_frames:
+                    break
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise _decode_error(path, "image", exc) from exc
+    meta = {"source_format": suffix_of(path).lstrip("."), "fps": None, "pixel_spacing": None}
+    return Scan(_stack_frames(frames, path), meta)
+
+
+def _pil_array(image: Any) -> np.ndarray:
+    if image.mode in _PIL_FLOAT_MODES:
+        return np.asarray(image, dtype=np.float32)
+    if image.mode in ("1", "L", "LA"):
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- DICOM
+def read_dicom(path: Path, options: ReadOptions) -> Scan:
+    """DICOM (single- or multi-frame) → ``(T, H, W)`` / ``(T, H, W, 3)``.
+
+    YBR_FULL / YBR_FULL_422 are converted to RGB by pydicom's decoder; MONOCHROME1 is inverted so that
+    bright always means high signal (``255 − x`` for 8-bit data; negation for float data, which the
+    percentile normalisation of :mod:`learner.data.preprocess` maps back to 0–255). A modality rescale
+    (slope/intercept) yields ``float32``; so do grey images deeper than 8 bits.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, pixel_array
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        if "PixelData" not in ds:
+            raise ScanReadError(f"{path}: DICOM file has no pixel data")
+        pixels = pixel_array(ds)
+    except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError, EOFError, RuntimeError) as exc:
+        # Messages from pydicom describe structure (lengths, tags, syntaxes), never element values.
+        raise _decode_error(path, "DICOM", exc) from exc
+
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    colour = int(ds.get("SamplesPerPixel", 1)) == 3
+    frames = pixels if n_frames > 1 else pixels[np.newaxis]  # (T, H, W[, 3])
+    if options.max_frames is not None:
+        frames = frames[: options.max_frames]
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if not colour and ("RescaleSlope" in ds or "RescaleIntercept" in ds):
+        frames = apply_modality_lut(frames, ds)
+    if frames.dtype != np.uint8:
+        frames = frames.astype(np.float32)
+    if photometric == "MONOCHROME1":
+        frames = 255 - frames if frames.dtype == np.uint8 else -frames
+    meta = {
+        "source_format": "dicom",
+        "modality": str(ds.get("Modality", "")) or None,
+        "photometric_interpretation": photometric or None,
+        "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")) or None,
+        "fps": _dicom_fps(ds),
+        "pixel_spacing": _dicom_spacing(ds),
+    }
+    return Scan(np.ascontiguousarray(frames), meta)
+
+
+def _dicom_fps(ds: Any) -> float | None:
+    frame_time = ds.get("FrameTime")  # milliseconds per frame
+    if frame_time:
+        return 1000.0 / float(frame_time)
+    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+        if ds.get(keyword):
+            return float(ds.get(keyword))
+    return None
+
+
+def _dicom_spacing(ds: Any) -> tuple[float, float] | None:
+    """(row, col) spacing in mm: PixelSpacing, ImagerPixelSpacing, or the first ultrasound region (cm)."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if ds.get(keyword):
+            row, col = (float(v) for v in ds.get(keyword))
+            return (row, col)
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions:
+        region = regions[0]
+        cm = 3  # PhysicalUnits code for centimetres
+        if region.get("PhysicalUnitsXDirection") == cm and region.get("PhysicalUnitsYDirection") == cm:
+            return (float(region.PhysicalDeltaY) * 10.0, float(region.PhysicalDeltaX) * 10.0)
+    return None
+
+
+# --------------------------------------------------------------------------------------------- NIfTI
+# RAS+ voxel axes (0: left→right, 1: posterior→anterior, 2: inferior→superior) as (frame, row, col); rows
+# are then flipped so that anterior (axial) or superior (coronal, sagittal) is at the top of each frame.
+_NIFTI_AXES: dict[str, tuple[int, int, int]] = {
+    "axial": (2, 1, 0),
+    "coronal": (1, 2, 0),
+    "sagittal": (0, 2, 1),
+}
+
+
+def read_nifti(path: Path, options: ReadOptions) -> Scan:
+    """NIfTI volume → ``(T, H, W)`` float32 slices along ``options.nifti_axis`` of the RAS+ volume.
+
+    The volume is reoriented with ``nib.as_closest_canonical``. ``pixel_spacing`` is the (row, col)
+    voxel size in mm and ``slice_spacing`` the spacing along the frame axis.
+    """
+    import nibabel as nib
+
+    if options.nifti_axis not in _NIFTI_AXES:
+        raise ValueError(f"nifti_axis should be one of {sorted(_NIFTI_AXES)}, got {options.nifti_axis!r}")
+    try:
+        image = nib.load(path)
+        shape = tuple(int(s) for s in image.shape)
+        if len(shape) < 3 or min(shape[:3]) < 2:
+            raise ScanReadError(f"{path}: NIfTI image is 2-D (shape {shape}); a 3-D volume is needed")
+        if any(s > 1 for s in shape[3:]):
+            raise ScanReadError(
+                f"{path}: NIfTI image is {len(shape)}-D (shape {shape}); one volume is needed"
+            )
+        image = nib.as_closest_canonical(image)
+        volume = image.get_fdata(dtype=np.float32)
+        volume = volume.reshape(volume.shape[:3])  # drop trailing singleton axes (e.g. a 1-point time axis)
+        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as exc:
+        raise _decode_error(path, "NIfTI", exc) from exc
+    bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
+    if bad:
+        raise ScanReadError(f"{path}: NIfTI volume has {bad} NaN/inf voxels")
+    frame_axis, row_axis, col_axis = _NIFTI_AXES[options.nifti_axis]
+    frames = np.flip(volume.transpose(frame_axis, row_axis, col_axis), axis=1)  # (T, H, W)
+    if options.max_frames is not None:
+        frames = frames[: options.max_frames]
+    meta = {
+        "source_format": "nifti",
+        "orientation": "RAS",
+        "nifti_axis": options.nifti_axis,
+        "fps": None,
+        "pixel_spacing": (zooms[row_axis], zooms[col_axis]),
+        "slice_spacing": zooms[frame_axis],
+    }
+    return Scan(np.ascontiguousarray(frames, dtype=np.float32), meta)
+
+
+# --------------------------------------------------------------------------------------------- folders
+def read_frame_folder(path: Path, options: ReadOptions) -> Scan:
+    """A folder of numbered frame files (``frame_2.png`` before ``frame_10.png``) → one clip.
+
+    Hidden files are ignored; other files with no frame reader are counted in ``meta["ignored_files"]``.
+    """
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    members = sorted((p for p in files if suffix_of(p) in FRAME_READERS), key=_natural_key)
+    ignored = len(files) - len(members)
+    if ignored:
+        log.warning("%s: ignored %d file(s) that are not frames", path, ignored)
+    frames: list[np.ndarray] = []
+    first_meta: dict[str, Any] = {}
+    for member in members:
+        scan = FRAME_READERS[suffix_of(member)](member, options)
+        first_meta = first_meta or scan.meta
+        if frames and (scan.frames.shape[1:] != frames[0].shape[1:] or scan.frames.dtype != frames[0].dtype):
+            raise ScanReadError(
+                f"{member}: frame {scan.frames.shape[1:]} {scan.frames.dtype} does not match the folder's "
+                f"first frame {frames[0].shape[1:]} {frames[0].dtype}"
+            )
+        frames.append(scan.frames)
+        if options.max_frames is not None and sum(len(f) for f in frames) >= options.max_frames:
+            break
+    stacked = np.concatenate(frames)[: options.max_frames] if frames else np.zeros((0, 0, 0), np.uint8)
+    meta = {
+        "source_format": "frames",
+        "n_files": len(members),
+        "ignored_files": ignored,
+        "fps": None,
+        "pixel_spacing": first_meta.get("pixel_spacing"),
+    }
+    return Scan(stacked, meta)
+
+
+def _natural_key(path: Path) -> tuple[tuple[int, int | str], ...]:
+    """Sort key comparing digit runs as numbers: frame_2 < frame_10."""
+    parts = re.split(r"(\d+)", path.name.lower())
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in parts)
+
+
+_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mpeg", ".mpg", ".gif")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+#: Suffix → reader for single files (see the module docstring).
+READERS: dict[str, Reader] = {
+    **dict.fromkeys(_VIDEO_SUFFIXES, read_video),
+    **dict.fromkeys(_IMAGE_SUFFIXES, read_image),
+    ".dcm": read_dicom,
+    ".nii": read_nifti,
+    ".nii.gz": read_nifti,
+}
+
+#: Readers allowed for the members of a folder of frames.
+FRAME_READERS: dict[str, Reader] = {**dict.fromkeys(_IMAGE_SUFFIXES, read_image), ".dcm": read_dicom}

@@ -1,0 +1,232 @@
+"""The classify stage (Section 2.4): pairs → frozen-encoder features → fitted classifier → test metrics.
+
+For one pretrained encoder run:
+
+1. the patient split is the pretraining run's own (``splits.csv``), so no test patient was seen in
+   pretraining;
+2. inter-patient pairs are drawn from the train and val scans, intra-patient (sequential) pairs from the
+   test scans (:mod:`learner.data.pairs`); every pair table is written to ``OUT/pairs/<split>.csv``;
+3. every scan is embedded once by the frozen encoder (:func:`learner.evaluation.embed.embed_scans`,
+   cached in the encoder's run dir) and pairs become ``difference`` or ``concatenate`` features;
+4. the MLP head is fitted on train pairs, early-stopped on val pairs and saved with the encoder's
+   fingerprint (``OUT/classifier``);
+5. on the test pairs: accuracy, macro- and weighted-F1, per-class precision/recall, the confusion matrix and
+   95% patient-bootstrap intervals, plus the class balance of every pair set (``OUT/metrics.json``,
+   per-pair predictions in ``OUT/predictions.csv``).
+
+Example::
+
+    result = run_classification("runs/lus-wcl", manifest, config, "runs/lus-wcl-classify")
+    print(result.metrics["test"]["accuracy"])
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from learner.atomic import atomic_path
+from learner.config import Config
+from learner.data.manifest import Manifest
+from learner.data.pairs import (
+    inter_patient_pairs,
+    intra_patient_pairs,
+    pair_class_counts,
+    pair_count,
+    write_pair_table,
+)
+from learner.data.scales import CLASS_NAMES, scale_from_config
+from learner.errors import LearnerError, RunDirError
+from learner.evaluation.embed import EmbeddingTable, embed_scans
+from learner.evaluation.metrics import accuracy, classification_metrics, macro_f1, patient_bootstrap_ci
+from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
+from learner.runs import open_run_dir
+
+log = logging.getLogger(__name__)
+
+SPLITS_FILE = "splits.csv"
+PHANTOM_RECORD = "phantom.json"  # written beside every phantom cohort (learner.data.phantom.cohort)
+BOOTSTRAP_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """What :func:`run_classification` produced; ``predictions`` is the test pair table plus
+    ``predicted``, ``predicted_name`` and one ``p_<class>`` column per class."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    classifier: FittedPairClassifier
+    embeddings: EmbeddingTable
+
+
+def read_splits(encoder_run: str | os.PathLike[str]) -> dict[str, str]:
+    """Patient → split of a pretraining run (its ``splits.csv``: columns ``patient_id``, ``split``)."""
+    path = Path(encoder_run) / SPLITS_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found; is {encoder_run} a finished pretraining run?")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"patient_id", "split"} <= set(rows[0]):
+        raise RunDirError(f"{path}: expected the columns patient_id and split")
+    return {row["patient_id"]: row["split"] for row in rows}
+
+
+def data_source(manifest: Manifest) -> str:
+    """``phantom`` when the scans come from a generated cohort (its ``phantom.json`` sits in the manifest's
+    folder or in a folder holding every scan), else ``real``."""
+    scans = os.path.commonpath([str(r.path.parent) for r in manifest.records]) if manifest.records else "."
+    candidates = [manifest.root, *list(Path(scans).parents)[:2], Path(scans)]
+    return "phantom" if any((folder / PHANTOM_RECORD).is_file() for folder in candidates) else "real"
+
+
+def build_pairs(manifest: Manifest, config: Config) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Train/val inter-patient and test intra-patient pair tables of a split manifest.
+
+    Returns:
+        ``{"train", "val", "test"} → pair table`` and the test patients that yield no pair.
+    """
+    scale = scale_from_config(config.data)
+    pair_cfg = config.data.pairs
+    pairs: dict[str, pd.DataFrame] = {}
+    for offset, split in enumerate(("train", "val")):
+        records = manifest.by_split(split)
+        count = pair_count(len(records), pair_cfg, split)
+        pairs[split] = inter_patient_pairs(records, scale, count, config.seed + offset, pair_cfg.balanced)
+    pairs["test"], no_pair = intra_patient_pairs(
+        manifest.by_split("test"), scale, pair_cfg.intra, pair_cfg.match_site
+    )
+    if no_pair:
+        log.warning("%d test patient(s) yield no intra-patient pair: %s", len(no_pair), ", ".join(no_pair))
+    return pairs, no_pair
+
+
+def run_classification(
+    encoder_run: str | os.PathLike[str],
+    manifest: Manifest,
+    config: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    which: str = "best",
+    device: str = "cpu",
+    force: bool = False,
+) -> ClassificationResult:
+    """Fit and test the health-change classifier on the frozen encoder of ``encoder_run``.
+
+    Args:
+        encoder_run: a pretraining run directory (``splits.csv``, ``checkpoints/<which>``).
+        manifest: the scans (the run's manifest; its split column is replaced by the run's split).
+        config: ``data.pairs``, ``data.scale``, ``classifier``, ``experiment.bootstrap`` and ``seed`` are
+            used; it is stored in ``out_dir``.
+        out_dir: a new (or, with ``force``, replaced) run directory for the classifier.
+        which: the encoder checkpoint, ``best`` or ``last``.
+        device: where the encoder runs while embedding.
+
+    Raises:
+        RunDirError: ``out_dir`` not empty without ``force``, or ``encoder_run`` has no split.
+        LearnerError: no pairs in a split.
+    """
+    run = open_run_dir(out_dir, config, force=force)
+    manifest = manifest.with_splits(read_splits(encoder_run))
+    pairs, no_pair = build_pairs(manifest, config)
+    for split, table in pairs.items():
+        write_pair_table(table, run.file("pairs", f"{split}.csv"))
+    table = embed_scans(
+        encoder_run,
+        manifest,
+        which=which,
+        clips_per_scan=config.classifier.clips_per_scan,
+        device=device,
+        skip_bad=config.data.skip_bad_scans,
+    )
+    pairs, dropped = _without_skipped(pairs, table)
+    if len(pairs["test"]) == 0:
+        raise LearnerError(f"{manifest.source}: no test intra-patient pairs (test patients need 2+ visits)")
+    combine = config.classifier.combine
+    features = {s: pair_features(p, table.embeddings, table.scan_ids, combine) for s, p in pairs.items()}
+    labels = {split: table_["label"].to_numpy(dtype=np.int64) for split, table_ in pairs.items()}
+    fitted = fit_pair_classifier(
+        features["train"],
+        labels["train"],
+        features["val"],
+        labels["val"],
+        config.classifier,
+        seed=config.seed,
+        encoder_fingerprint=table.fingerprint,
+    )
+    fitted.save(run.path / "classifier")
+    probabilities = fitted.predict_proba(features["test"])  # (P, 3)
+    predictions = _prediction_table(pairs["test"], probabilities)
+    with atomic_path(run.file("predictions.csv")) as tmp:
+        predictions.to_csv(tmp, index=False)
+    metrics = {
+        "kind": "classification",
+        "encoder_run": str(Path(encoder_run)),
+        "encoder_fingerprint": table.fingerprint,
+        "checkpoint": which,
+        "manifest": str(manifest.source),
+        "data_source": data_source(manifest),
+        "combine": combine,
+        "head": config.classifier.head,
+        "clips_per_scan": config.classifier.clips_per_scan,
+        "seed": config.seed,
+        "test": _test_metrics(pairs["test"], predictions["predicted"].to_numpy(), config),
+        "val": classification_metrics(labels["val"], fitted.predict(features["val"])),
+        "best_epoch": fitted.best_epoch,
+        "pair_counts": {split: pair_class_counts(p) for split, p in pairs.items()},
+        "pairs_dropped_for_skipped_scans": dropped,
+        "skipped_scans": [{"scan_id": s, "reason": r} for s, r in table.skipped],
+        "test_patients_without_pairs": no_pair,
+    }
+    run.write_metrics(metrics)
+    return ClassificationResult(run.path, metrics, predictions, fitted, table)
+
+
+def _without_skipped(
+    pairs: dict[str, pd.DataFrame], table: EmbeddingTable
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Pairs whose scans all have an embedding, and per split how many pairs named a skipped scan."""
+    skipped = {scan_id for scan_id, _ in table.skipped}
+    kept: dict[str, pd.DataFrame] = {}
+    dropped: dict[str, int] = {}
+    for split, frame in pairs.items():
+        bad = frame["first_scan_id"].isin(skipped) | frame["second_scan_id"].isin(skipped)
+        kept[split] = frame[~bad].reset_index(drop=True)
+        dropped[split] = int(bad.sum())
+        if dropped[split]:
+            log.warning("%s: %d pair(s) dropped: they name unreadable (skipped) scans", split, dropped[split])
+    return kept, dropped
+
+
+def _prediction_table(test_pairs: pd.DataFrame, probabilities: np.ndarray) -> pd.DataFrame:
+    """The test pair table with the predicted class and the class probabilities of every pair."""
+    frame = test_pairs.copy()
+    predicted = probabilities.argmax(axis=1)
+    frame["predicted"] = predicted
+    frame["predicted_name"] = [CLASS_NAMES[k] for k in predicted]
+    for k, name in enumerate(CLASS_NAMES):
+        frame[f"p_{name}"] = probabilities[:, k]
+    return frame
+
+
+def _test_metrics(test_pairs: pd.DataFrame, predicted: np.ndarray, config: Config) -> dict[str, Any]:
+    """Classification metrics of the test pairs with (1 − 0.05) patient-bootstrap intervals."""
+    truth = test_pairs["label"].to_numpy(dtype=np.int64)
+    patients = test_pairs["first_patient_id"].astype(str).to_numpy()
+    metrics = classification_metrics(truth, predicted)
+    n_boot = config.experiment.bootstrap
+    metrics["ci"] = {
+        name: list(patient_bootstrap_ci(truth, predicted, patients, fn, n_boot, config.seed))
+        for name, fn in BOOTSTRAP_METRICS.items()
+    }
+    metrics["n_boot"] = n_boot
+    metrics["n_patients"] = int(np.unique(patients).size)
+    return metrics

@@ -1,0 +1,248 @@
+"""The frozen encoder as a feature extractor (Section 2.4): every scan embedded once, cached on disk.
+
+After pretraining, θ_V is frozen; each scan becomes one embedding u (D,) and, through θ_M, one predicted
+health score. Clips are taken deterministically: the TSN centre frame of each of T segments
+(:mod:`learner.data.sampling`); with ``clips_per_scan = K > 1`` the K clips take evenly offset positions
+inside every segment (the centres of K equal sub-segments) and the K embeddings (and K score predictions)
+are averaged.
+
+The table is cached at ``RUN_DIR/embeddings/<fingerprint>-<inputs>-<K>.npz`` where ``fingerprint`` is the
+checkpoint's weight hash (:func:`learner.training.checkpoint.checkpoint_fingerprint`) and ``inputs`` hashes
+every scan (ID, file, size, mtime) plus the preprocessing and T of the run's config. Every classifier on one
+encoder reuses the file; retraining the encoder or changing a scan or the manifest changes the name, so a
+stale table is never read. The ``.npz`` holds plain arrays only and is loaded with ``allow_pickle=False``.
+
+Example::
+
+    table = embed_scans("runs/lus-wcl", manifest, clips_per_scan=1)
+    X = pair_features(pairs, table.embeddings, table.scan_ids, "difference")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from learner.atomic import atomic_path
+from learner.config import Config, config_from_dict
+from learner.data.cache import ScanCache, default_cache_root
+from learner.data.manifest import Manifest
+from learner.data.preprocess import Preprocessor
+from learner.data.sampling import segment_indices
+from learner.errors import CheckpointError, ScanReadError
+from learner.losses.regression import ScoreStandardiser
+from learner.models.heads import ScoreRegressor
+from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, read_meta
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 32  # clips per encoder forward; bounds memory, does not change the result
+CACHE_FORMAT = 1  # bump when the meaning of a cached table changes
+
+
+@dataclass(frozen=True)
+class EmbeddingTable:
+    """One row per scan: ``embeddings`` (S, D) float32 and predicted ``scores`` (S,) float32 in score units.
+
+    ``skipped`` lists (scan_id, reason) of unreadable scans left out (only with ``skip_bad``).
+    """
+
+    scan_ids: list[str]
+    embeddings: np.ndarray
+    scores: np.ndarray
+    fingerprint: str
+    clips_per_scan: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.embeddings.shape[0] != len(self.scan_ids) or self.scores.shape != (len(self.scan_ids),):
+            raise ValueError(
+                f"embeddings (S, D) and scores (S,) must have S = {len(self.scan_ids)} rows, got "
+                f"{self.embeddings.shape} and {self.scores.shape}"
+            )
+
+    def save(self, path: Path) -> Path:
+        """Atomically write the table as an ``.npz`` of plain arrays (no pickled objects)."""
+        skipped = np.array([list(s) for s in self.skipped], dtype=str).reshape(-1, 2)
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+            np.savez(
+                handle,
+                scan_ids=np.array(self.scan_ids, dtype=str),
+                embeddings=self.embeddings.astype(np.float32),
+                scores=self.scores.astype(np.float32),
+                fingerprint=np.array(self.fingerprint),
+                clips_per_scan=np.array(self.clips_per_scan),
+                skipped=skipped,
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> EmbeddingTable:
+        """Read a table written by :meth:`save` (``allow_pickle=False``)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(
+                    scan_ids=[str(s) for s in data["scan_ids"]],
+                    embeddings=data["embeddings"],
+                    scores=data["scores"],
+                    fingerprint=str(data["fingerprint"]),
+                    clips_per_scan=int(data["clips_per_scan"]),
+                    skipped=[(str(a), str(b)) for a, b in data["skipped"]],
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: unreadable embedding table ({exc})") from None
+
+
+def clip_indices(n_frames: int, frames: int, clips: int) -> np.ndarray:
+    """(K, T) frame indices of K deterministic clips of T frames from a scan of ``n_frames`` frames.
+
+    Clip k takes, in every TSN segment, the centre of the k-th of K equal sub-segments: the eval centre
+    sampling applied to K·T segments and read column-wise. K = 1 is exactly the eval centre frame.
+    """
+    return segment_indices(n_frames, frames * clips, train=False).reshape(frames, clips).T
+
+
+def clips_from_frames(cached: np.ndarray, frames: int, clips: int, channels: int) -> torch.Tensor:
+    """Preprocessed uint8 frames (T', H, W) or (T', H, W, 3) → K clips (K, T, C, H, W) float32 in [0, 1].
+
+    The same conversion as :class:`learner.data.datasets.ScanDataset` in eval mode (a grey array is
+    repeated to 3 channels when the encoder takes 3), so embeddings match what the encoder was trained on.
+    """
+    picks = clip_indices(len(cached), frames, clips)  # (K, T)
+    clip = torch.from_numpy(np.asarray(cached[picks.reshape(-1)])).float().div_(255.0)
+    clip = clip.permute(0, 3, 1, 2) if clip.ndim == 4 else clip.unsqueeze(1)  # (K·T, C, H, W)
+    clip = clip.reshape(clips, frames, *clip.shape[1:])  # (K, T, C, H, W)
+    if clip.shape[2] != channels:
+        clip = clip.expand(-1, -1, channels, -1, -1)
+    return clip.contiguous()
+
+
+@torch.no_grad()
+def embed_clips(
+    model: ScoreRegressor, clips: torch.Tensor, standardiser: ScoreStandardiser
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (N, K, T, C, H, W) of N scans → mean embeddings (N, D) and mean predicted scores (N,).
+
+    The K clips of a scan are averaged after the encoder (embeddings) and after the head (scores, turned
+    from standardised units back into score units). The model is in eval mode, so BatchNorm uses its
+    running statistics and a scan's result does not depend on the other scans in the batch.
+    """
+    n, k = clips.shape[:2]
+    device = next(model.parameters()).device
+    embeddings, predicted = model(clips.flatten(0, 1).to(device))  # (N·K, D), (N·K,) standardised
+    scores = standardiser.destandardise(predicted.double())
+    mean_embeddings = embeddings.float().reshape(n, k, -1).mean(dim=1)  # (N, D)
+    return mean_embeddings.cpu().numpy(), scores.reshape(n, k).mean(dim=1).float().cpu().numpy()
+
+
+def score_standardiser(meta: dict[str, Any]) -> ScoreStandardiser:
+    """The train-split mean/std a checkpoint's head predicts in (its outputs are standardised scores)."""
+    if "score_standardisation" not in meta:
+        raise CheckpointError("checkpoint metadata lacks 'score_standardisation'")
+    return ScoreStandardiser.from_dict(meta["score_standardisation"])
+
+
+def run_config(meta: dict[str, Any]) -> Config:
+    """The pretraining run's resolved config stored in a checkpoint's metadata."""
+    return config_from_dict(meta["config"])
+
+
+def inputs_hash(manifest: Manifest, config: Config) -> str:
+    """16 hex digits over every scan's (ID, path, size, mtime) and the run's preprocessing and T."""
+    digest = hashlib.sha256()
+    preprocessing = {"key": Preprocessor.from_config(config.data).key(), "frames": config.data.frames}
+    digest.update(json.dumps({**preprocessing, "format": CACHE_FORMAT}, sort_keys=True).encode())
+    for record in manifest.records:
+        try:
+            stat = record.path.stat()
+            identity = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            identity = "missing"
+        digest.update(f"{record.scan_id}\0{record.path}\0{identity}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def embedding_cache_path(
+    run_dir: str | os.PathLike[str], manifest: Manifest, *, which: str = "best", clips_per_scan: int = 1
+) -> tuple[Path, str]:
+    """Where :func:`embed_scans` keeps the table for this checkpoint, manifest and K, and the fingerprint."""
+    checkpoint = Path(run_dir) / "checkpoints" / which
+    fingerprint = checkpoint_fingerprint(checkpoint)
+    config = run_config(read_meta(checkpoint))
+    name = f"{fingerprint[:16]}-{inputs_hash(manifest, config)}-{clips_per_scan}.npz"
+    return Path(run_dir) / "embeddings" / name, fingerprint
+
+
+def embed_scans(
+    run_dir: str | os.PathLike[str],
+    manifest: Manifest,
+    *,
+    which: str = "best",
+    clips_per_scan: int = 1,
+    device: str = "cpu",
+    skip_bad: bool = False,
+) -> EmbeddingTable:
+    """Embed every scan of ``manifest`` with the frozen encoder of ``RUN_DIR/checkpoints/<which>``.
+
+    Args:
+        run_dir: a pretraining run directory.
+        manifest: the scans to embed (usually the one the encoder was trained on; any validated manifest).
+        which: ``best`` or ``last`` checkpoint.
+        clips_per_scan: K deterministic clips averaged per scan (K = 1: TSN centre frames).
+        device: where the encoder runs.
+        skip_bad: leave unreadable scans out (listed in ``skipped`` and logged) instead of raising.
+
+    Returns:
+        The :class:`EmbeddingTable`, rows in manifest order; read from the cache when it is current.
+
+    Raises:
+        CheckpointError: no such checkpoint or unusable metadata. ScanReadError: an unreadable scan
+            (without ``skip_bad``).
+    """
+    if clips_per_scan < 1:
+        raise ValueError(f"clips_per_scan should be >= 1, got {clips_per_scan}")
+    target, fingerprint = embedding_cache_path(run_dir, manifest, which=which, clips_per_scan=clips_per_scan)
+    if target.is_file():
+        return EmbeddingTable.load(target)
+    model, meta = load_regressor(run_dir, which=which, device=device)
+    config = run_config(meta)
+    standardiser = score_standardiser(meta)
+    cache = ScanCache(default_cache_root(manifest, config.data), Preprocessor.from_config(config.data))
+    channels = int(meta["encoder"]["in_channels"])
+    kept: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, len(manifest.records), EMBED_BATCH):
+        clips: list[torch.Tensor] = []
+        for record in manifest.records[start : start + EMBED_BATCH]:
+            try:
+                cached = cache.get(record)
+            except ScanReadError as exc:
+                if not skip_bad:
+                    raise
+                log.warning("embedding: skipped unreadable scan %s: %s", record.scan_id, exc)
+                skipped.append((record.scan_id, str(exc)))
+                continue
+            kept.append(record.scan_id)
+            clips.append(clips_from_frames(cached, config.data.frames, clips_per_scan, channels))
+        if clips:
+            parts.append(embed_clips(model, torch.stack(clips), standardiser))  # (N, K, T, C, H, W)
+    dim = model.encoder.embed_dim
+    table = EmbeddingTable(
+        scan_ids=kept,
+        embeddings=np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, dim), np.float32),
+        scores=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32),
+        fingerprint=fingerprint,
+        clips_per_scan=clips_per_scan,
+        skipped=skipped,
+    )
+    table.save(target)
+    return table

@@ -1,0 +1,213 @@
+"""Embedding distance against clinical change (Fig. 1, Section 3.1 "Embedding analysis").
+
+For every test intra-patient pair, the cosine distance 1 − cos(u_first, u_second) between the two frozen
+embeddings is set against the size of the change between the scans: |Δ score| (S/F or MMSE), or on
+phantom data |Δ latent severity| from the generator's ground truth. Spearman's ρ summarises how well
+embedding distance tracks clinical change; its confidence interval resamples patients (the pairs of one
+patient are correlated). One panel per pretraining objective, side by side, reproduces Fig. 1.
+
+Example::
+
+    analyses = {name: distance_vs_change(test_pairs, emb[name], ids[name]) for name in ("mse", "mse+wcl")}
+    plot_distance_panels(analyses, run.file("fig1_distance.png"), xlabel="|Δ S/F|")
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats
+
+from learner.atomic import atomic_path
+from learner.errors import LearnerError
+from learner.evaluation.metrics import patient_bootstrap_ci
+from learner.evaluation.pair_classifier import pair_embeddings
+
+
+def cosine_distances_for_pairs(
+    pairs: pd.DataFrame, embeddings: np.ndarray, scan_ids: Sequence[str]
+) -> np.ndarray:
+    """1 − cosine similarity of the two scans of every pair (float64; a zero embedding counts as cos 0).
+
+    Args:
+        pairs: pair table (P rows) with ``first_scan_id`` / ``second_scan_id``.
+        embeddings: (S, D) scan embeddings in ``scan_ids`` order.
+        scan_ids: the S scan IDs.
+
+    Returns:
+        (P,) distances in [0, 2].
+    """
+    first, second = (side.astype(np.float64) for side in pair_embeddings(pairs, embeddings, scan_ids))
+    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    cosine = np.sum(first * second, axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
+    return 1.0 - np.clip(cosine, -1.0, 1.0)
+
+
+def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation of two (P,) arrays; NaN when it is undefined (fewer than 2 or constant)."""
+    if len(x) < 2:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(x, y).statistic)
+
+
+@dataclass(frozen=True)
+class DistanceAnalysis:
+    """The Fig. 1 data of one encoder and its summary statistics.
+
+    ``change`` (P,) is |Δ target| per pair, ``distance`` (P,) the cosine distance, ``patient_ids`` (P,)
+    the patient of each pair; ``rho`` is Spearman's ρ(change, distance) and ``ci_low``/``ci_high`` its
+    (1 − alpha) patient-bootstrap percentile interval from ``n_boot`` resamples.
+    """
+
+    target: str
+    change: np.ndarray
+    distance: np.ndarray
+    patient_ids: np.ndarray
+    rho: float
+    ci_low: float
+    ci_high: float
+    n_boot: int
+    alpha: float
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.distance.size)
+
+    @property
+    def n_patients(self) -> int:
+        return int(np.unique(self.patient_ids).size)
+
+    def summary(self) -> str:
+        """Two lines for a panel: ρ with its CI, and the pair/patient counts."""
+        level = f"{100 * (1 - self.alpha):g}%"
+        ci = "n/a" if np.isnan(self.ci_low) else f"[{self.ci_low:.2f}, {self.ci_high:.2f}]"
+        return (
+            f"Spearman ρ = {self.rho:.2f}, {level} CI {ci}\n{self.n_pairs} pairs, {self.n_patients} patients"
+        )
+
+    def to_metrics(self) -> dict[str, float | int | str]:
+        """The scalars for ``metrics.json`` (the per-pair arrays are left out)."""
+        return {
+            "target": self.target,
+            "spearman_rho": self.rho,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "alpha": self.alpha,
+            "n_boot": self.n_boot,
+            "n_pairs": self.n_pairs,
+            "n_patients": self.n_patients,
+        }
+
+
+def distance_vs_change(
+    pairs: pd.DataFrame,
+    embeddings: np.ndarray,
+    scan_ids: Sequence[str],
+    target: str | Mapping[str, float] = "score",
+    *,
+    target_name: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> DistanceAnalysis:
+    """Cosine distance against |Δ target| for every pair, with Spearman ρ and a patient-bootstrap CI.
+
+    Args:
+        pairs: pair table (P rows): ``first_scan_id``, ``second_scan_id``, ``first_patient_id`` and, for a
+            column target, ``first_<target>`` / ``second_<target>``.
+        embeddings: (S, D) scan embeddings in ``scan_ids`` order; scan_ids: the S scan IDs.
+        target: ``"score"`` (|Δ score| from the pair table), another pair-table quantity ``<column>``
+            (read from ``first_<column>`` / ``second_<column>``), or a mapping scan_id → value such as
+            the phantom ground truth's ``severity_zone``.
+        target_name: label stored in the result (default: the column name, or ``"ground_truth"``).
+        n_boot: patient-bootstrap resamples for the CI (0: no CI). seed: the bootstrap's seed.
+        alpha: the CI is (1 − alpha).
+
+    Raises:
+        LearnerError: a missing pair-table column or a scan with no value in the ``target`` mapping.
+    """
+    if "first_patient_id" not in pairs.columns:
+        raise LearnerError("the pair table has no 'first_patient_id' column")
+    distance = cosine_distances_for_pairs(pairs, embeddings, scan_ids)
+    first, second = _target_values(pairs, target)
+    change = np.abs(second - first)
+    patient_ids = pairs["first_patient_id"].astype(str).to_numpy()
+    low, high = (
+        patient_bootstrap_ci(change, distance, patient_ids, spearman_rho, n_boot, seed, alpha)
+        if n_boot > 0
+        else (float("nan"), float("nan"))
+    )
+    name = target_name or (target if isinstance(target, str) else "ground_truth")
+    return DistanceAnalysis(
+        target=name,
+        change=change,
+        distance=distance,
+        patient_ids=patient_ids,
+        rho=spearman_rho(change, distance),
+        ci_low=low,
+        ci_high=high,
+        n_boot=n_boot,
+        alpha=alpha,
+    )
+
+
+def plot_distance_panels(
+    analyses: Mapping[str, DistanceAnalysis], out_png: str | os.PathLike[str], xlabel: str = "|Δ score|"
+) -> Figure:
+    """Fig. 1: one scatter panel per pretraining objective, side by side, ρ and its CI on each; PNG.
+
+    Args:
+        analyses: objective name (panel title) → its :class:`DistanceAnalysis`, in panel order.
+        out_png: where the PNG goes (written atomically).
+        xlabel: the x-axis label, e.g. ``"|Δ S/F|"`` or ``"|Δ latent severity|"``.
+
+    Returns:
+        The matplotlib figure (Agg canvas, not registered with pyplot, so nothing global is touched).
+    """
+    if not analyses:
+        raise ValueError("plot_distance_panels needs at least one analysis")
+    figure = Figure(figsize=(4.0 * len(analyses), 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(analyses), sharey=True, squeeze=False)[0]
+    for ax, (name, analysis) in zip(axes, analyses.items(), strict=True):
+        ax.scatter(analysis.change, analysis.distance, s=14, alpha=0.7, edgecolors="none")
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.8}
+        ax.text(0.03, 0.97, analysis.summary(), transform=ax.transAxes, va="top", fontsize=8, bbox=box)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("embedding cosine distance")
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    return figure
+
+
+def _target_values(pairs: pd.DataFrame, target: str | Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(P,), (P,) float64 values of the target for the first and the second scan of every pair."""
+    if isinstance(target, str):
+        columns = (f"first_{target}", f"second_{target}")
+        for column in columns:
+            if column not in pairs.columns:
+                raise LearnerError(f"the pair table has no {column!r} column (target {target!r})")
+        return pairs[columns[0]].to_numpy(dtype=np.float64), pairs[columns[1]].to_numpy(dtype=np.float64)
+    values = {str(key): float(value) for key, value in target.items()}
+    sides = []
+    for column in ("first_scan_id", "second_scan_id"):
+        ids = pairs[column].astype(str).to_numpy()
+        missing = [i for i, scan in enumerate(ids) if scan not in values]
+        if missing:
+            raise LearnerError(
+                f"{len(missing)} pair(s) name a scan with no target value, e.g. {column} "
+                f"{ids[missing[0]]!r} in pair row {missing[0]}"
+            )
+        sides.append(np.array([values[scan] for scan in ids], dtype=np.float64))
+    return sides[0], sides[1]

@@ -1,0 +1,258 @@
+"""Metrics on the test intra-patient pairs (Section 3, Tables 3 and 4): pure functions on numpy arrays.
+
+* :func:`classification_metrics` — accuracy, macro/weighted F1, per-class precision/recall/F1/support and
+  the confusion matrix of the three-way health-change task (scikit-learn does the arithmetic).
+* :func:`patient_bootstrap_ci` — a percentile confidence interval that resamples *patients*, because the
+  pairs of one patient are correlated and must not be counted as independent evidence.
+* :func:`regression_metrics` / :func:`mean_baseline_metrics` — the encoders' score-regression quality
+  (Eq. 1's task) and the predict-the-train-mean baseline it has to beat.
+* :func:`paired_difference_ci` — an objective against a baseline across seeds (e.g. MSE+wCL − MSE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from learner.data.scales import CLASS_NAMES
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 3) -> dict:
+    """Three-way health-change metrics of predicted class indices.
+
+    Args:
+        y_true: (P,) true class indices in ``[0, num_classes)`` (0 deteriorated, 1 stable, 2 improved).
+        y_pred: (P,) predicted class indices, same range.
+        num_classes: K; the per-class entries and the confusion matrix always cover all K classes.
+
+    Returns:
+        ``accuracy``, ``macro_f1``, ``weighted_f1`` (floats), ``per_class`` (class name → precision,
+        recall, f1, support), ``confusion`` (K × K nested list, rows = true, columns = predicted) and
+        ``n`` (P). The F1 averages follow scikit-learn's default: over the classes that occur in
+        ``y_true`` or ``y_pred``, so a class absent from a test set does not add a spurious zero. A class
+        that is never predicted (or never true) gets precision (or recall) 0, not an error.
+    """
+    y_true, y_pred = _check_labels(y_true, y_pred, num_classes)
+    labels = list(range(num_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    names = CLASS_NAMES if num_classes == len(CLASS_NAMES) else tuple(str(k) for k in labels)
+    return {
+        "n": int(y_true.size),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "per_class": {
+            name: {
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(support[k]),
+            }
+            for k, name in enumerate(names)
+        },
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of equal entries of two (P,) label arrays (a ``metric_fn`` for the bootstrap)."""
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro-F1 of two (P,) label arrays, equal to :func:`classification_metrics`' ``macro_f1``.
+
+    Computed from confusion counts with numpy (F1_k = 2·TP_k / (n_true_k + n_pred_k), averaged over the
+    classes that occur) because it is the bootstrap's ``metric_fn``, run once per resample, where
+    scikit-learn's input checking costs ~100× more than the arithmetic.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    k = int(max(y_true.max(), y_pred.max())) + 1
+    confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+    n_true, n_pred = confusion.sum(axis=1), confusion.sum(axis=0)
+    present = (n_true + n_pred) > 0
+    return float(np.mean(2 * np.diag(confusion)[present] / (n_true + n_pred)[present]))
+
+
+def patient_bootstrap_samples(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: np.ndarray,
+    metric_fn: MetricFn,
+    n_boot: int,
+    seed: int,
+) -> np.ndarray:
+    """The metric on ``n_boot`` cluster-bootstrap resamples, drawing whole patients with replacement.
+
+    Each resample draws G patients from the G distinct ``groups`` with replacement and keeps *all* pairs
+    of every drawn patient (a patient drawn twice contributes its pairs twice).
+
+    Args:
+        y_true, y_pred: (P,) paired values handed to ``metric_fn`` (labels, or any two paired arrays).
+        groups: (P,) patient id of each pair.
+        metric_fn: ``(y_true_resampled, y_pred_resampled) -> float``.
+        n_boot: number of resamples B.
+        seed: seeds a private ``numpy.random.Generator``; the same seed gives the same resamples.
+
+    Returns:
+        (B,) float64 metric values; NaN where the metric is undefined on a resample (e.g. a rank
+        correlation of a constant resample).
+    """
+    y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    if not y_true.shape[0] == y_pred.shape[0] == groups.shape[0]:
+        raise ValueError(
+            f"y_true, y_pred and groups must have one entry per pair, got "
+            f"{y_true.shape[0]}, {y_pred.shape[0]}, {groups.shape[0]}"
+        )
+    if y_true.shape[0] == 0:
+        raise ValueError("cannot bootstrap an empty set of pairs")
+    _, group_index = np.unique(groups, return_inverse=True)
+    members = np.split(np.argsort(group_index, kind="stable"), np.cumsum(np.bincount(group_index))[:-1])
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot, dtype=np.float64)
+    for b in range(n_boot):
+        drawn = rng.integers(0, len(members), size=len(members))
+        rows = np.concatenate([members[g] for g in drawn])
+        values[b] = metric_fn(y_true[rows], y_pred[rows])
+    return values
+
+
+def patient_bootstrap_ci(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: np.ndarray,
+    metric_fn: MetricFn,
+    n_boot: int,
+    seed: int,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile (1 − alpha) confidence interval of ``metric_fn`` resampling patients, not pairs.
+
+    See :func:`patient_bootstrap_samples` for the resampling. The interval is the (alpha/2, 1 − alpha/2)
+    quantiles of the resampled values, ignoring resamples on which the metric is undefined (NaN).
+    Returns ``(nan, nan)`` when ``n_boot`` is 0 or the metric is undefined on every resample.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha should be in (0, 1), got {alpha}")
+    values = patient_bootstrap_samples(y_true, y_pred, groups, metric_fn, n_boot, seed)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and Pearson r of predicted scores, computed in float64 and in score units.
+
+    Args:
+        y_true, y_pred: (N,) true and predicted health scores.
+
+    Returns:
+        ``mae``, ``rmse``, ``pearson_r`` (NaN when either side is constant, where r is undefined), ``n``.
+    """
+    y_true, y_pred = _check_paired(y_true, y_pred)
+    error = y_pred - y_true
+    return {
+        "n": int(y_true.size),
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "pearson_r": _pearson(y_true, y_pred),
+    }
+
+
+def mean_baseline_metrics(train_y: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    """MAE and RMSE of the baseline that predicts the training mean score for every scan.
+
+    Args:
+        train_y: (N_train,) training scores (the baseline's only "parameter" is their mean).
+        y_true: (N,) scores to evaluate on.
+
+    Returns:
+        ``mae``, ``rmse``, ``mean`` (the constant prediction), ``n``.
+    """
+    train_y = np.asarray(train_y, dtype=np.float64)
+    if train_y.size == 0:
+        raise ValueError("the mean baseline needs at least one training score")
+    y_true = np.asarray(y_true, dtype=np.float64)
+    mean = float(train_y.mean())
+    metrics = regression_metrics(y_true, np.full_like(y_true, mean))
+    return {"n": metrics["n"], "mae": metrics["mae"], "rmse": metrics["rmse"], "mean": mean}
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of ``a − b`` over matched runs (seeds) and its t-based (1 − alpha) confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    std: float
+    n: int
+
+
+def paired_difference_ci(values_a: np.ndarray, values_b: np.ndarray, alpha: float = 0.05) -> PairedDifference:
+    """Compare two objectives run on the same seeds: mean difference ``a − b`` and its t-interval.
+
+    The runs are paired by position (seed i of ``a`` with seed i of ``b``), which removes the variance the
+    two share through the seed (split, pairs, initialisation). With only a handful of seeds (default 3) a
+    bootstrap over seeds is degenerate, so the interval is Student's t on the n differences:
+    ``mean ± t_{1−alpha/2, n−1} · s / √n`` (s the sample standard deviation). With n = 1 the interval is
+    undefined (NaN); with identical differences it collapses to the mean.
+
+    Args:
+        values_a, values_b: (n,) one metric value per seed for each objective.
+    """
+    a, b = _check_paired(values_a, values_b)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha should be in (0, 1), got {alpha}")
+    diff = a - b
+    n = int(diff.size)
+    mean = float(diff.mean())
+    if n < 2:
+        return PairedDifference(mean=mean, low=float("nan"), high=float("nan"), std=float("nan"), n=n)
+    std = float(diff.std(ddof=1))
+    half = float(stats.t.ppf(1 - alpha / 2, df=n - 1)) * std / np.sqrt(n)
+    return PairedDifference(mean=mean, low=mean - half, high=mean + half, std=std, n=n)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    dx, dy = x - x.mean(), y - y.mean()
+    denominator = np.sqrt(np.sum(dx**2) * np.sum(dy**2))
+    return float(np.sum(dx * dy) / denominator) if denominator > 0 else float("nan")
+
+
+def _check_paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"expected two 1-D arrays of the same length, got shapes {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("expected at least one value, got empty arrays")
+    return a, b
+
+
+def _check_labels(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred should be (P,) arrays, got {y_true.shape} and {y_pred.shape}")
+    if y_true.size == 0:
+        raise ValueError("cannot compute classification metrics on zero pairs")
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        if values.min() < 0 or values.max() >= num_classes:
+            raise ValueError(
+                f"{name} should hold class indices in [0, {num_classes}), got {np.unique(values)}"
+            )
+    return y_true.astype(np.int64), y_pred.astype(np.int64)

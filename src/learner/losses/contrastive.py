@@ -1,0 +1,186 @@
+"""The batch-wise contrastive terms of Section 2.3.1: CL (Eq. 2), wCL (Eq. 3) and the repaired wCL.
+
+All three are one :class:`PairwiseContrastiveLoss`: a similarity mapping gives log s_ij (B, B)
+(:mod:`learner.losses.similarity`), the miner gives each anchor's positives i⁺ and negatives i⁻
+(:func:`learner.losses.selection.select_pairs`), and a per-pair :class:`Weighting` turns log s_ij into a
+negative-side term n_ij and a positive-side term p_ij. The reduction is
+
+    ℓ_i = mean_{j∈i⁻} n_ij − mean_{j∈i⁺} p_ij        (a mean over an empty set counts as 0)
+    L   = (1 / |I|) Σ_{i∈I} ℓ_i,   I = anchors with i⁺ ∪ i⁻ ≠ ∅  (L = 0 when I is empty)
+
+The paper sums over pairs and anchors; we average so that the loss scale does not grow with B and λ keeps
+its meaning at any batch size. An anchor with only one non-empty set contributes only that side (with the
+default miner an anchor has both or neither). L = 0 on a batch with no pairs (all-equal scores, B = 2) still
+back-propagates (a zero gradient).
+
+Weightings (:data:`WEIGHTINGS`), with d_ij = |Δ_ij| on **standardised** scores and ε = ``LossConfig.eps``:
+
+* ``none`` — CL, Eq. 2: n = log s, p = log s.
+* ``literal`` — wCL, Eq. 3 as printed: n = log(s·w) = log s + log w, p = log s / w, with
+  w = clamp(d + ε, 1/w_max, w_max) so that neither w nor 1/w exceeds w_max (tied scores give 1/w = 1/ε).
+  **The negative weight is inert**: log w does not depend on the embeddings, so it adds a constant and the
+  gradient of the negative side is exactly CL's; only the positive side is reweighted.
+* ``scaled`` — the repair: n = a·log s, p = b·log s with a_ij = w_ij / mean_{k∈i⁻} w_ik and
+  b_ij = w_ij⁻¹ / mean_{k∈i⁺} w_ik⁻¹ (w = d + ε), each clamped to ≤ w_max (a normalised weight is at most
+  its set's size, so w_max = 10 binds only for sets of more than 10 members). Normalising per anchor makes the
+  weights average 1, so each side is a w-weighted (negatives) or 1/w-weighted (positives) mean of log s: the
+  scale matches CL, far negatives are pushed harder, near positives pulled harder, and ε only sets how much a
+  tied positive (1/ε) outweighs the others.
+
+Weights are constants (computed from detached scores). The loss is a pure function of the batch it is
+given: under DDP, all-gather embeddings and scores (with gradients) first; nothing distributed happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, Self
+
+import torch
+from torch import Tensor, nn
+
+from learner.config import LossConfig
+from learner.errors import ConfigError
+from learner.losses.selection import PairSelection, select_pairs
+from learner.losses.similarity import ShiftedCosine, SimilarityMapping, cosine_matrix, similarity_from_config
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class Weighting(Protocol):
+    """Per-pair terms from log s (B, B): returns (n, p), each (B, B); only selected entries are used."""
+
+    def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]: ...
+
+    @classmethod
+    def from_config(cls, loss_cfg: LossConfig) -> Weighting: ...
+
+
+@dataclass(frozen=True)
+class Unweighted:
+    """CL (Eq. 2): n_ij = p_ij = log s_ij."""
+
+    def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]:
+        return log_s, log_s
+
+    @classmethod
+    def from_config(cls, loss_cfg: LossConfig) -> Unweighted:
+        return cls()
+
+
+@dataclass(frozen=True)
+class _DifferenceWeights:
+    """Options shared by the weightings built on w = |Δ| + ε (standardised scores)."""
+
+    eps: float = 0.1
+    weight_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.eps > 0:
+            raise ValueError(f"contrastive eps should be > 0, got {self.eps}")
+        if not self.weight_max >= 1:
+            raise ValueError(f"contrastive weight_max should be ≥ 1, got {self.weight_max}")
+
+    @classmethod
+    def from_config(cls, loss_cfg: LossConfig) -> Self:
+        return cls(eps=loss_cfg.eps, weight_max=loss_cfg.weight_max)
+
+
+@dataclass(frozen=True)
+class LiteralWeighting(_DifferenceWeights):
+    """wCL (Eq. 3) literally: n = log s + log w, p = log s / w, w = clamp(|Δ| + ε, 1/w_max, w_max).
+
+    The negative weight adds the constant log w, which has no gradient: Eq. 3's negative weighting is inert.
+    """
+
+    def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]:
+        w = (selection.distance + self.eps).clamp(1 / self.weight_max, self.weight_max).to(log_s)  # (B, B)
+        return log_s + w.log(), log_s / w
+
+
+@dataclass(frozen=True)
+class ScaledWeighting(_DifferenceWeights):
+    """Repaired wCL: n = a·log s, p = b·log s, per-anchor normalised a ∝ |Δ| + ε and b ∝ 1/(|Δ| + ε)."""
+
+    def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]:
+        w = selection.distance + self.eps  # (B, B) float64, ≥ ε
+        # Normalised in float64 before casting, so huge |Δ| still gives bounded weights. An anchor with an
+        # empty set has mean 0, hence inf → clamped to w_max, and those entries are never selected anyway.
+        a = (w / _masked_row_mean(w, selection.negative)[:, None]).clamp(max=self.weight_max)
+        b = (1 / w / _masked_row_mean(1 / w, selection.positive)[:, None]).clamp(max=self.weight_max)
+        return a.to(log_s) * log_s, b.to(log_s) * log_s
+
+
+WEIGHTINGS: dict[str, type[Weighting]] = {
+    "none": Unweighted,
+    "literal": LiteralWeighting,
+    "scaled": ScaledWeighting,
+}
+
+
+class PairwiseContrastiveLoss(nn.Module):
+    """L = mean over anchors of [mean_{j∈i⁻} n_ij − mean_{j∈i⁺} p_ij] (Eqs. 2–3; module docstring).
+
+    Computed in at least float32 with autocast disabled, because log s near the floor and the small
+    differences of cosines need more precision than float16 offers.
+
+    Args:
+        weighting: the per-pair :class:`Weighting` (default: CL, unweighted).
+        similarity: the mapping cos → log s (default: ``shifted_cosine`` with floor 1e-4).
+        selector: the miner, scores (B,) → :class:`PairSelection` (default: Algorithm 1's
+            :func:`select_pairs`).
+
+    Shape:
+        embeddings (B, D) and standardised scores (B,) → scalar.
+
+    Example::
+
+        loss = PairwiseContrastiveLoss(LiteralWeighting(eps=0.1))(embeddings, scores_std)
+    """
+
+    def __init__(
+        self,
+        weighting: Weighting | None = None,
+        similarity: SimilarityMapping | None = None,
+        selector: Callable[[Tensor], PairSelection] = select_pairs,
+    ) -> None:
+        super().__init__()
+        self.weighting = weighting if weighting is not None else Unweighted()
+        self.similarity = similarity if similarity is not None else ShiftedCosine()
+        self.selector = selector
+
+    @classmethod
+    def from_config(cls, loss_cfg: LossConfig, weighting: str) -> PairwiseContrastiveLoss:
+        """The loss with the named :data:`WEIGHTINGS` entry; ε, w_max, similarity from ``loss_cfg``."""
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(
+                f"unknown contrastive weighting {weighting!r}; available: {', '.join(WEIGHTINGS)}"
+            )
+        return cls(WEIGHTINGS[weighting].from_config(loss_cfg), similarity_from_config(loss_cfg))
+
+    def forward(self, embeddings: Tensor, scores_std: Tensor) -> Tensor:
+        if embeddings.ndim != 2 or scores_std.shape != embeddings.shape[:1]:
+            raise ValueError(
+                f"embeddings should be (B, D) and scores_std (B,), got {tuple(embeddings.shape)} "
+                f"and {tuple(scores_std.shape)}"
+            )
+        selection = self.selector(scores_std.to(embeddings.device))
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            u = embeddings.float() if embeddings.dtype in _HALF else embeddings
+            log_s = self.similarity(cosine_matrix(u))  # (B, B)
+            n, p = self.weighting(log_s, selection)  # (B, B) each
+            per_anchor = _masked_row_mean(n, selection.negative) - _masked_row_mean(p, selection.positive)
+            active = selection.negative.any(dim=1) | selection.positive.any(dim=1)  # (B,)
+            # Inactive anchors have per_anchor = 0, so summing all of them equals summing the active ones.
+            return per_anchor.sum() / active.sum().clamp(min=1)
+
+    def extra_repr(self) -> str:
+        return f"weighting={self.weighting}, similarity={self.similarity}"
+
+
+def _masked_row_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` (B, B) over each row's True entries of ``mask`` (B, B) → (B,); 0 if none."""
+    # where, not multiply: an unselected entry can never leak a NaN or inf into the sum or its gradient.
+    total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(dim=1)
+    return total / mask.sum(dim=1).clamp(min=1)

@@ -1,0 +1,79 @@
+"""The positive/negative miner of Algorithm 1: closest half vs farthest half in score space.
+
+Algorithm 1 says: for each anchor i, sort d_ij = |HS_i − HS_j| and take the first B/2 indices as positives and
+the last B/2 as negatives. Taken literally the sort includes j = i (d_ii = 0 sorts first, so the anchor is one
+of its own "positives") and ties are split by whatever order the sort leaves them in. We close these holes:
+
+* **Anchor excluded.** Only the K = B − 1 other members are ranked.
+* **Halves by mid-rank.** Member j gets the mid-rank r_ij of its tie group among the K others (a group of
+  equal d_ij occupying ranks a..b gets (a + b) / 2). j is a **positive** if r_ij < (K + 1) / 2, a
+  **negative** if r_ij > (K + 1) / 2, and in **neither** set if r_ij = (K + 1) / 2.
+* **Odd/even sizing.** Without ties this is exactly the paper's rule with symmetric halves: n_pos = n_neg =
+  floor(K / 2); when K is odd (B even, e.g. the paper's B = 16 → 7 + 7) the single middle-ranked member is in
+  neither set. (The literal Algorithm 1 gives 7 real positives plus the anchor and 8 negatives for B = 16.)
+* **Ties are never split.** Membership depends only on the value d_ij, so members with equal |Δ| always
+  land in the same set; a tie group straddling the cut goes to the side holding more of it, or to neither when
+  centred. Set sizes may then differ from floor(K / 2) (e.g. three members tied closest with K = 4 are all
+  positives). Dropping whole straddling groups instead would leave integer MMSE batches with few positives.
+* **Deterministic and order-invariant.** No index tie-break is used, so permuting the batch permutes the
+  masks: ``select(s[p]).positive == select(s).positive[p][:, p]``.
+* **Degenerate batches.** An anchor whose K distances are all equal (all-equal scores, or B = 2 where K = 1)
+  has every mid-rank at the centre: no positives and no negatives, so it contributes nothing to the loss.
+  Conversely any anchor with at least two distinct distances gets ≥ 1 positive (its closest group has
+  mid-rank below the centre) and ≥ 1 negative (its farthest group above it).
+
+Distances are computed in float64 from detached scores, so float32 scores never overflow and the rule runs
+without gradient (it is a miner, PML-style).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PairSelection:
+    """Boolean pair masks of one batch (diagonal always False; positive and negative disjoint).
+
+    Attributes:
+        positive: (B, B), ``positive[i, j]`` when j is in anchor i's positive set i⁺.
+        negative: (B, B), ``negative[i, j]`` when j is in anchor i's negative set i⁻.
+        distance: (B, B) float64, |score_i − score_j| (reused by the contrastive weights).
+    """
+
+    positive: Tensor
+    negative: Tensor
+    distance: Tensor
+
+
+@torch.no_grad()
+def select_pairs(scores: Tensor) -> PairSelection:
+    """Split each anchor's B − 1 batch-mates into closest-half positives and farthest-half negatives.
+
+    Implements the selection step of Algorithm 1 with the mid-rank rule of the module docstring.
+
+    Args:
+        scores: health scores (standardised or not: the rule is invariant to affine maps), shape (B,).
+
+    Returns:
+        the :class:`PairSelection` of the batch.
+    """
+    if scores.ndim != 1:
+        raise ValueError(f"scores should have shape (B,), got {tuple(scores.shape)}")
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"scores should be finite, got {scores.tolist()}")
+    batch = scores.shape[0]
+    others = batch - 1
+    s = scores.detach().to(torch.float64)
+    distance = (s[:, None] - s[None, :]).abs()  # (B, B)
+    eye = torch.eye(batch, dtype=torch.bool, device=scores.device)
+    # The anchor's own entry is pushed to +inf so it sorts last and is never counted as < or ≤ a finite d.
+    ranked = distance.masked_fill(eye, float("inf")).sort(dim=1).values  # (B, B)
+    below = torch.searchsorted(ranked, distance, side="left")  # (B, B): #{k ≠ i: d_ik < d_ij}
+    tied = torch.searchsorted(ranked, distance, side="right") - below  # (B, B): #{k ≠ i: d_ik = d_ij}
+    # mid-rank = below + (tied + 1) / 2; compared with the centre (K + 1) / 2 in integers (both doubled).
+    side = 2 * below + tied - others  # (B, B): < 0 closer half, > 0 farther half, 0 centre
+    return PairSelection(positive=(side < 0) & ~eye, negative=(side > 0) & ~eye, distance=distance)

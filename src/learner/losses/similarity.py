@@ -1,0 +1,138 @@
+"""Cosine similarity of a batch of embeddings and its mapping into (0, 1] for the logs of Eqs. 2–3.
+
+The paper writes ``log sim(u_i, u_j)`` with ``sim`` the cosine similarity (Section 2.3.1), but a cosine lies
+in [−1, 1] and its log is undefined for cos ≤ 0. A *similarity mapping* turns cosines into ``log s`` with
+s ∈ (0, 1], finite for every input. Two are registered in :data:`SIMILARITIES`:
+
+* ``shifted_cosine`` — s = clamp((1 + cos) / 2, floor, 1), log taken after the clamp. ``floor`` is
+  ``LossConfig.sim_floor`` (default 1e-4, so log s ≥ log 1e-4 ≈ −9.21). The clamp has **zero gradient below
+  the floor**: a negative pair already pushed to cos < 2·floor − 1 (≈ −0.9998) stops receiving gradient, which
+  bounds how far Eq. 2 can push. Just above the floor the gradient d log s / d cos = 1 / (1 + cos) is large
+  (up to 1 / (2·floor) = 5000), so gradient clipping or ``exp_cosine`` is advisable if negatives collapse to
+  antipodes.
+* ``exp_cosine`` — s = exp((cos − 1) / τ), computed directly in log space as log s = (cos − 1) / τ (never
+  ``exp`` then ``log``, which underflows for small τ). log s ∈ [−2/τ, 0], constant gradient 1/τ, no clamp.
+
+Example::
+
+    log_s = log_similarity(u, "shifted_cosine", floor=1e-4)  # (B, B)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from learner.config import LossConfig
+from learner.errors import ConfigError
+
+
+def cosine_matrix(u: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pairwise cosine similarity of a batch of embeddings.
+
+    Each row is divided by ``max(‖u_i‖, eps)``, so a zero embedding has cosine 0 with everything (itself
+    included) instead of NaN; its gradient there is finite but of order 1/eps, because the direction of a zero
+    vector is undefined. Norms overflow in float32 above ~1e19, so embeddings must stay below that.
+
+    Args:
+        u: embeddings, shape (B, D).
+        eps: lower bound on each norm.
+
+    Returns:
+        cosines, shape (B, B), symmetric, diagonal 1 for non-zero rows.
+    """
+    if u.ndim != 2:
+        raise ValueError(f"embeddings should have shape (B, D), got {tuple(u.shape)}")
+    z = F.normalize(u, dim=1, eps=eps)  # (B, D), unit rows (zero rows stay zero)
+    return z @ z.T  # (B, B)
+
+
+class SimilarityMapping(Protocol):
+    """Maps cosines (B, B) to log s (B, B) with s ∈ (0, 1]; finite for every cos ∈ [−1, 1]."""
+
+    def __call__(self, cos: Tensor) -> Tensor: ...
+
+    @classmethod
+    def from_config(cls, loss_cfg: LossConfig) -> SimilarityMapping: ...
+
+
+@dataclass(frozen=True)
+class ShiftedCosine:
+    """log s with s = clamp((1 + cos) / 2, floor, 1); the clamp comes BEFORE the log (module docstring)."""
+
+    floor: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.floor < 1:
+            raise ValueError(f"shifted_cosine floor should be in (0, 1), got {self.floor}")
+
+    def __call__(self, cos: Tensor) -> Tensor:
+        # The upper clamp only removes rounding above 1 (cos of identical rows), keeping log s ≤ 0.
+        return torch.log(((1 + cos) / 2).clamp(min=self.floor, max=1.0))
+
+    @classmethod
+    def from_config(cls, loss_cfg: LossConfig) -> ShiftedCosine:
+        return cls(floor=loss_cfg.sim_floor)
+
+
+@dataclass(frozen=True)
+class ExpCosine:
+    """log s = (cos − 1) / τ, i.e. s = exp((cos − 1) / τ), computed in log space."""
+
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"exp_cosine temperature should be > 0, got {self.temperature}")
+
+    def __call__(self, cos: Tensor) -> Tensor:
+        return (cos - 1) / self.temperature
+
+    @classmethod
+    def from_config(cls, loss_cfg: LossConfig) -> ExpCosine:
+        return cls(temperature=loss_cfg.temperature)
+
+
+SIMILARITIES: dict[str, type[SimilarityMapping]] = {
+    "shifted_cosine": ShiftedCosine,
+    "exp_cosine": ExpCosine,
+}
+
+
+def create_similarity(name: str, **options: float) -> SimilarityMapping:
+    """Build a registered mapping by name; ``options`` are its fields (``floor`` or ``temperature``)."""
+    return _similarity_class(name)(**options)
+
+
+def similarity_from_config(loss_cfg: LossConfig) -> SimilarityMapping:
+    """The mapping ``loss_cfg.similarity`` names, with its options read from ``loss_cfg``."""
+    return _similarity_class(loss_cfg.similarity).from_config(loss_cfg)
+
+
+def _similarity_class(name: str) -> type[SimilarityMapping]:
+    if name not in SIMILARITIES:
+        raise ConfigError(f"unknown loss.similarity {name!r}; available: {', '.join(sorted(SIMILARITIES))}")
+    return SIMILARITIES[name]
+
+
+def log_similarity(
+    u: Tensor, mapping: str | SimilarityMapping = "shifted_cosine", **options: float
+) -> Tensor:
+    """log s_ij for every pair of a batch: the ``log sim(u_i, u_j)`` of Eqs. 2–3.
+
+    Args:
+        u: embeddings, shape (B, D).
+        mapping: a registered name (then ``options`` build it) or a mapping instance.
+
+    Returns:
+        log s, shape (B, B), every entry finite and ≤ 0 (for identical, opposite and zero embeddings too).
+    """
+    if isinstance(mapping, str):
+        mapping = create_similarity(mapping, **options)
+    elif options:
+        raise ValueError(f"options {sorted(options)} are only used with a mapping name, not an instance")
+    return mapping(cosine_matrix(u))

@@ -1,0 +1,126 @@
+"""TSM-ResNet-18: the paper's video encoder (Section 2.2; Lin et al., "TSM: Temporal Shift Module", 2019).
+
+A 2-D ResNet-18 (BasicBlock, layers 2-2-2-2, 7×7 stride-2 stem, max-pool, global average pool) runs on
+the frames of every clip laid out as (N·T, C, H, W), each clip's frames contiguous. Before ``conv1`` of
+every BasicBlock the residual branch is temporally shifted (TSM's "blockres" placement), so a 2-D network
+mixes information between neighbouring frames at no extra FLOPs. The per-frame features are averaged
+over T (the consensus).
+
+Parameter names follow the common ResNet-18 state-dict layout (``conv1.weight``, ``bn1.*``,
+``layer1.0.conv1.weight``, ``layer2.0.downsample.0.weight``, ``downsample.1.*``; no ``fc``), so ImageNet
+weights load with :func:`learner.models.weights.load_init_weights`. The ``paper`` size is that layout
+(D = 512); ``small`` and ``tiny`` keep the layout at 1/2 and 1/4 of the width for quick runs and tests.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from learner.models.registry import Encoder
+
+WIDTHS: dict[str, int] = {"tiny": 16, "small": 32, "paper": 64}
+"""Channels of the stem and ``layer1`` per size preset; each later stage doubles them."""
+
+
+def temporal_shift(frames: Tensor, num_frames: int, fold: int) -> Tensor:
+    """Shift ``fold`` channels one frame back and the next ``fold`` one frame forward, zero-padded.
+
+    Out-of-place, per clip: ``out[t, :fold] = x[t + 1, :fold]`` (zero at the last frame),
+    ``out[t, fold:2fold] = x[t − 1, fold:2fold]`` (zero at the first frame), the other channels unchanged;
+    frames never move across clips (the reference TSM ``shift``).
+
+    Args:
+        frames: (N·T, C, H, W), each clip's ``num_frames`` frames contiguous.
+        num_frames: T.
+        fold: channels shifted each way; ``2·fold ≤ C``.
+
+    Returns:
+        (N·T, C, H, W), the same layout.
+    """
+    if fold == 0:
+        return frames
+    nt, c, h, w = frames.shape
+    x = frames.reshape(nt // num_frames, num_frames, c, h, w)  # (N, T, C, H, W)
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]
+    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
+    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
+    return out.reshape(nt, c, h, w)
+
+
+class BasicBlock(nn.Module):
+    """ResNet BasicBlock with the temporal shift on its residual branch (shift → conv1 → conv2, + identity).
+
+    Args:
+        inplanes: input channels.
+        planes: output channels.
+        stride: stride of ``conv1`` (and of the 1×1 downsample when present).
+        shift_fraction: fraction of ``inplanes`` shifted each way (fold = ⌊inplanes·fraction⌋).
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int, shift_fraction: float) -> None:
+        super().__init__()
+        self.fold = int(inplanes * shift_fraction)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: nn.Sequential | None = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        """(N·T, inplanes, H, W) → (N·T, planes, H/stride, W/stride)."""
+        out = temporal_shift(x, num_frames, self.fold)
+        out = F.relu(self.bn1(self.conv1(out)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
+class TSMResNet18(Encoder):
+    """TSM-ResNet-18 encoder: clips (N, T, C, H, W) → (N, D), D = 8·width (512 for ``paper``).
+
+    Args:
+        in_channels: C, 1 or 3.
+        size: ``tiny`` | ``small`` | ``paper`` (base width 16 | 32 | 64).
+        shift_fraction: fraction of channels shifted each way in every block (TSM default 1/8; 0 turns
+            the network into a per-frame 2-D ResNet-18).
+    """
+
+    def __init__(self, *, in_channels: int, size: str = "paper", shift_fraction: float = 0.125) -> None:
+        super().__init__()
+        if not 0.0 <= shift_fraction <= 0.5:
+            raise ValueError(f"shift_fraction must be in [0, 0.5], got {shift_fraction}")
+        width = WIDTHS[size]
+        self.in_channels = in_channels
+        self.embed_dim = 8 * width
+        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._stage(width, width, 1, shift_fraction)
+        self.layer2 = self._stage(width, 2 * width, 2, shift_fraction)
+        self.layer3 = self._stage(2 * width, 4 * width, 2, shift_fraction)
+        self.layer4 = self._stage(4 * width, 8 * width, 2, shift_fraction)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    @staticmethod
+    def _stage(inplanes: int, planes: int, stride: int, shift_fraction: float) -> nn.Sequential:
+        return nn.Sequential(
+            BasicBlock(inplanes, planes, stride, shift_fraction),
+            BasicBlock(planes, planes, 1, shift_fraction),
+        )
+
+    def embed_frames(self, frames: Tensor, num_frames: int) -> Tensor:
+        """Frames (N·T, C, H, W), clip-major → per-frame features (N·T, D)."""
+        x = self.maxpool(F.relu(self.bn1(self.conv1(frames))))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                x = block(x, num_frames)
+        return x.mean(dim=(2, 3))  # global average pool: (N·T, D)

@@ -1,0 +1,236 @@
+"""Checkpoints: one folder each, written atomically, loaded strictly, never unpickling arbitrary objects.
+
+Layout of ``RUN_DIR/checkpoints/<name>/`` (``last`` after every epoch, ``best`` at the lowest val MAE)::
+
+    model.safetensors   the ScoreRegressor state dict (encoder θ_V + head θ_M), float tensors only
+    meta.json           schema_version, config, score standardisation, epoch, step, metrics,
+                        encoder {name, embed_dim, in_channels}
+    train_state.pt      optimiser state, schedule step, RNG states, history: plain tensors / dicts / lists,
+                        readable with ``torch.load(weights_only=True)`` (only ``last`` carries it)
+
+A checkpoint is written into a hidden temporary folder beside its target and renamed into place, so a reader
+sees the old checkpoint or the new one, never a mixture. Replacing an existing folder takes two renames
+(old → ``.<name>.old-*``, new → ``<name>``); a crash exactly between them leaves the previous checkpoint
+complete in the ``.old`` folder, which :func:`load_checkpoint`'s error message points to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from learner import atomic
+from learner.config import ModelConfig, config_from_dict
+from learner.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from learner.models.heads import ScoreRegressor
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.safetensors"
+META_FILE = "meta.json"
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    model: nn.Module,
+    meta: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically (re)write the checkpoint folder ``directory``.
+
+    Args:
+        directory: the checkpoint folder (e.g. ``run/checkpoints/last``); its parent is created.
+        model: the unwrapped model; its ``state_dict()`` goes to ``model.safetensors`` (moved to CPU,
+            made contiguous so channels_last weights store in the standard layout).
+        meta: JSON-serialisable description; ``schema_version`` is added.
+        train_state: optional resume state of plain tensors / dicts / lists / numbers / strings.
+
+    Returns:
+        ``directory`` as a Path.
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(SCHEMA_VERSION)})
+        atomic.write_json(staging / META_FILE, {**meta, "schema_version": SCHEMA_VERSION})
+        if train_state is not None:
+            torch.save(train_state, staging / TRAIN_STATE_FILE)
+        _swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, retired)  # rename(2) cannot replace a non-empty folder: move the old one aside first
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's ``meta.json`` after checking the folder and the schema version.
+
+    Raises:
+        CheckpointError: the folder, ``model.safetensors`` or ``meta.json`` is missing, the JSON is
+            malformed, or the schema version is not this toolkit's.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        leftovers = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.parent.is_dir() else []
+        hint = f" (an interrupted save left {leftovers[-1]}; rename it to {folder.name})" if leftovers else ""
+        raise CheckpointError(f"checkpoint not found: {folder}{hint}")
+    for name in (MODEL_FILE, META_FILE):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"checkpoint {folder} is missing {name}")
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{folder / META_FILE}: not valid JSON ({exc.msg}, line {exc.lineno})"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
+        found = meta.get("schema_version") if isinstance(meta, dict) else None
+        raise CheckpointError(
+            f"{folder / META_FILE}: schema_version {found!r} is not supported (expected {SCHEMA_VERSION})"
+        )
+    return meta
+
+
+def load_checkpoint(
+    directory: str | os.PathLike[str], model: nn.Module | None = None
+) -> tuple[dict[str, torch.Tensor] | nn.Module, dict[str, Any]]:
+    """Read a checkpoint: ``(state_dict, meta)``, or ``(model, meta)`` after a strict load into ``model``.
+
+    Raises:
+        CheckpointError: missing/corrupt files, or (with ``model``) any missing key, unexpected key or shape
+            mismatch, summarised in one line.
+    """
+    folder = Path(directory)
+    meta = read_meta(folder)
+    try:
+        state = load_file(folder / MODEL_FILE)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{folder / MODEL_FILE}: unreadable ({exc})") from None
+    if model is None:
+        return state, meta
+    problem = _mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{folder / MODEL_FILE} does not match the model: {problem}")
+    model.load_state_dict(state, strict=True)
+    return model, meta
+
+
+def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """One-line summary of how two state dicts differ ('' when keys and shapes agree)."""
+
+    def listing(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [
+        f"{key} {tuple(found[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(found))
+        if found[key].shape != expected[key].shape
+    ]
+    parts = [
+        f"{len(missing)} missing ({listing(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected ({listing(unexpected)})" if unexpected else "",
+        f"{len(shapes)} shape mismatches ({listing(shapes)})" if shapes else "",
+    ]
+    return "; ".join(part for part in parts if part)
+
+
+def load_train_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The resume state of a checkpoint, read with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: the checkpoint has no ``train_state.pt`` or it cannot be read safely.
+    """
+    path = Path(directory) / TRAIN_STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {Path(directory)} has no {TRAIN_STATE_FILE}; it cannot be resumed")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError for bad files
+        raise CheckpointError(f"{path}: unreadable train state ({type(exc).__name__})") from None
+
+
+def build_regressor(model_cfg: ModelConfig, in_channels: int, img_size: int) -> ScoreRegressor:
+    """The pretraining model of Fig. 2: encoder θ_V from the registry (loading ``model_cfg.init`` when set) +
+    regression head θ_M, for clips with ``in_channels`` channels and ``img_size`` × ``img_size`` frames."""
+    from learner.models.heads import RegressionHead, ScoreRegressor
+    from learner.models.registry import build_encoder
+
+    encoder = build_encoder(model_cfg, in_channels, img_size=img_size)
+    return ScoreRegressor(
+        encoder, RegressionHead(encoder.embed_dim, model_cfg.head_hidden, model_cfg.dropout)
+    )
+
+
+def load_regressor(
+    run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[ScoreRegressor, dict[str, Any]]:
+    """Rebuild the pretrained ScoreRegressor of ``RUN_DIR/checkpoints/<which>`` in eval mode on ``device``.
+
+    The encoder is built from the stored config with ``model.init`` cleared (the checkpoint already holds the
+    trained weights, and the original init file need not exist any more). Returns ``(model, meta)``;
+    ``meta["score_standardisation"]`` turns standardised predictions back into score units.
+
+    Raises:
+        CheckpointError: missing files, an encoder whose name / embed_dim / in_channels disagree with the
+            metadata, or weights that do not load strictly.
+    """
+    folder = Path(run_dir) / "checkpoints" / which
+    meta = read_meta(folder)
+    encoder_meta = meta.get("encoder", {})
+    try:
+        config = config_from_dict(meta["config"])
+        in_channels = int(encoder_meta["in_channels"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / META_FILE}: incomplete metadata ({exc})") from None
+    model_cfg = config.model.model_copy(update={"init": None})
+    if encoder_meta.get("name") != model_cfg.backbone:
+        raise CheckpointError(
+            f"{folder / META_FILE}: encoder {encoder_meta.get('name')!r} disagrees with model.backbone "
+            f"{model_cfg.backbone!r}"
+        )
+    model = build_regressor(model_cfg, in_channels, config.data.size)
+    if model.encoder.embed_dim != encoder_meta.get("embed_dim"):
+        raise CheckpointError(
+            f"{folder / META_FILE}: embed_dim {encoder_meta.get('embed_dim')} but {model_cfg.backbone} "
+            f"builds {model.encoder.embed_dim}"
+        )
+    load_checkpoint(folder, model)
+    return model.to(device).eval(), meta
+
+
+def checkpoint_fingerprint(directory: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of the checkpoint's ``model.safetensors``: identifies the weights (embedding caches)."""
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {Path(directory)} is missing {MODEL_FILE}")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,155 @@
+"""Multi-process pretraining: torchrun set-up, DDP wrapping and an all-gather that keeps gradients.
+
+``torchrun --nproc_per_node=N -m learner pretrain ...`` starts N processes with ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; :func:`distributed` reads them and joins the process
+group (nccl on GPU, gloo on CPU). Launched any other way it is a no-op and every helper here degrades to the
+single-process identity, so the training loop has one code path.
+
+Why gather with gradients: the contrastive terms of Alg. 1 rank every pair in the batch, so each rank must see
+the GLOBAL batch. Each rank gathers embeddings, predictions and standardised scores from all ranks and
+evaluates the same objective on the concatenated batch; :func:`all_gather_with_grad` returns to each rank's
+local slice the SUM of the gradients every rank computed for it, and DDP then AVERAGES parameter gradients
+over the ranks. Sum × mean = the gradient of the single-process loss on the concatenated batch (tested).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from learner.errors import LearnerError
+
+T = TypeVar("T")
+
+TORCHRUN_VARIABLES: tuple[str, ...] = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job; ``DistInfo(0, 1, 0)`` is a plain single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes files, logs and the progress bar."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the torchrun process group (nccl for ``device_type == "cuda"``, else gloo) or do nothing.
+
+    Returns the rank information; an already-initialised process group is reused as it is. A process not
+    started by torchrun (no ``RANK``/``WORLD_SIZE`` in the environment) gets ``DistInfo(0, 1, 0)``.
+
+    Raises:
+        LearnerError: torchrun variables are only partly set (names the missing ones).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistInfo()
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    if missing:
+        raise LearnerError(f"incomplete torchrun environment: {', '.join(missing)} not set")
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(
+        "nccl" if device_type == "cuda" else "gloo", rank=info.rank, world_size=info.world_size
+    )
+    return info
+
+
+@contextmanager
+def distributed(device_type: str) -> Iterator[DistInfo]:
+    """:func:`init_distributed` for the duration of a block; tears down only a group it created itself."""
+    created = dist.is_available() and not dist.is_initialized()
+    info = init_distributed(device_type)
+    try:
+        yield info
+    finally:
+        if created and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Forward: all-gather ``(b, ...)`` → ``(world·b, ...)``. Backward: all-reduce (SUM) the incoming
+    gradient and return this rank's slice, i.e. the sum over ranks of every rank's gradient for it."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.local = dist.get_rank(), x.shape[0]  # type: ignore[attr-defined]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        total = grad.contiguous().clone()  # all_reduce is in place; autograd owns ``grad``
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.local  # type: ignore[attr-defined]
+        return total[start : start + ctx.local]  # type: ignore[attr-defined]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` of shape ``(b, ...)`` from every rank in rank order → ``(world·b, ...)``.
+
+    Gradients flow back to the local slice (summed over ranks, see the module docstring). Every rank must pass
+    the same ``b`` (train loaders use ``drop_last``). Identity when not distributed.
+
+    Raises:
+        ValueError: ranks passed different batch sizes.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    if len({int(size) for size in sizes}) != 1:
+        raise ValueError(
+            f"all_gather_with_grad needs equal batch sizes on every rank, got {[int(s) for s in sizes]}"
+        )
+    return _AllGatherWithGrad.apply(x)
+
+
+def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """DDP-wrap ``model`` when distributed (SyncBatchNorm on GPU so BN sees the global batch too)."""
+    if not info.is_distributed:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    return nn.parallel.DistributedDataParallel(model)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (or ``model`` itself): what checkpoints and validation use."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (a small picklable value such as a metrics row); identity otherwise."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed): rank 0 validates and saves while the others wait."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

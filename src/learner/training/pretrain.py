@@ -1,0 +1,330 @@
+"""Pretraining (Algorithm 1): encoder θ_V + regression head θ_M trained on λ·MSE + (1 − λ)·contrastive.
+
+:func:`pretrain` reads in the order a run happens: device and processes → seeds → run directory → manifest,
+patient-level split, scan cache → score standardisation (train split) → datasets and loaders → model,
+optimiser, objective → resume → the epoch loop (train, validate, checkpoint, log) → final metrics.
+
+Choices the paper leaves open (Table 2 gives batch 16, Adam, LR 1e-3, 100 epochs, cosine annealing):
+
+* the LR follows :func:`cosine_lr` per optimiser step over all epochs, a pure function of the step, so a
+  resumed run needs only the step count (``optim.scheduler=constant`` keeps the initial LR);
+* ``optim.batch_size`` is the GLOBAL batch: with N processes each loads batch_size / N clips and the loss
+  is evaluated on the gathered batch (:mod:`learner.training.distributed`), so 1 and N processes optimise
+  the same objective;
+* each epoch shuffles the train scans by (seed, epoch) and drops the last incomplete batch (the contrastive
+  ranking wants full batches; DDP needs equal ones);
+* validation uses centre frames without augmentation and reports MAE, RMSE and Pearson r in score units next
+  to always predicting the train mean; ``checkpoints/best`` is the lowest val MAE (earliest epoch on ties).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from learner.atomic import atomic_path
+from learner.config import Config
+from learner.data.augment import ClipAugment
+from learner.data.cache import ScanCache, build_cache, default_cache_root
+from learner.data.datasets import ScanDataset, make_loader
+from learner.data.manifest import load_manifest
+from learner.data.preprocess import Preprocessor
+from learner.data.scales import scale_from_config
+from learner.data.splits import resolve_splits
+from learner.errors import ConfigError, NonFiniteLossError
+from learner.losses.registry import build_objective
+from learner.losses.regression import ScoreStandardiser
+from learner.runs import load_run_config, open_run_dir
+from learner.training.checkpoint import build_regressor, load_checkpoint, load_train_state, save_checkpoint
+from learner.training.distributed import (
+    DistInfo,
+    all_gather_with_grad,
+    barrier,
+    broadcast_object,
+    distributed,
+    wrap_model,
+)
+from learner.training.seeding import rng_state, seed_everything, set_rng_state
+from learner.training.validation import predict_scores, regression_metrics
+
+log = logging.getLogger(__name__)
+
+RESUMABLE_CHANGES: tuple[str, ...] = (
+    "optim.device", "optim.amp", "optim.channels_last", "data.num_workers", "data.cache_dir",
+)  # fmt: skip
+"""Config keys a resumed run may change: where and how fast it runs, not what it computes."""
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def cosine_lr(step: int, total: int, base: float) -> float:
+    """Cosine annealing from ``base`` towards 0: the LR of update ``step`` (0-based) of ``total`` updates."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def constant_lr(step: int, total: int, base: float) -> float:
+    """``base`` at every step."""
+    return base
+
+
+LR_SCHEDULES: dict[str, Callable[[int, int, float], float]] = {"cosine": cosine_lr, "constant": constant_lr}
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """The metrics rows (``metrics.csv`` columns) of the best and the last epoch, and every epoch's row
+    (the same on every rank)."""
+
+    run_dir: Path
+    best: dict[str, float]
+    last: dict[str, float]
+    history: list[dict[str, float]]
+
+
+def pretrain(
+    config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
+) -> PretrainResult:
+    """Pretrain a ScoreRegressor on the manifest's train split (Alg. 1) into ``run_dir``.
+
+    Args:
+        config: the whole run (``data.manifest`` must be set); stored as ``run_dir/config.yaml``.
+        run_dir: receives config.yaml, run.json, log.txt, splits.csv, metrics.csv, metrics.json and
+            ``checkpoints/{last,best}``.
+        resume: continue from ``checkpoints/last`` (weights, optimiser, schedule step, RNG states, epoch);
+            only the keys in :data:`RESUMABLE_CHANGES` may differ from the stored config.
+        force: wipe a non-empty ``run_dir`` first.
+
+    Raises:
+        ConfigError, ManifestError, RunDirError, CheckpointError: bad input, each named in one line.
+        NonFiniteLossError: the loss became NaN/inf (names epoch and step; ``checkpoints/last`` is kept).
+    """
+    if config.optim.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("optim.device is 'cuda' but no CUDA device is visible; use --device cpu or auto")
+    use_cuda = config.optim.device == "cuda" or (config.optim.device == "auto" and torch.cuda.is_available())
+    with distributed("cuda" if use_cuda else "cpu") as info:
+        device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
+        return _pretrain(config, Path(run_dir), info, device, resume=resume, force=force)
+
+
+def _pretrain(
+    config: Config, run_dir: Path, info: DistInfo, device: torch.device, *, resume: bool, force: bool
+) -> PretrainResult:
+    optim, data = config.optim, config.data
+    # ---- seeds and run directory (rank 0 alone writes files) ----
+    seed_everything(config.seed, deterministic=device.type == "cpu")
+    if resume:
+        _check_resumable(config, run_dir)
+    run = open_run_dir(run_dir, config, resume=resume, force=force) if info.is_main else None
+    barrier()  # --force must have wiped the folder before any rank looks for a checkpoint in it
+    # ---- manifest, patient-level split, decode-once cache (skipped scans are counted, never silent) ----
+    if data.manifest is None:
+        raise ConfigError("data.manifest is not set; pass --manifest or set data.manifest")
+    manifest = load_manifest(data.manifest, scale_from_config(data))
+    splits, from_file = resolve_splits(manifest, data.split, config.seed)
+    manifest = manifest.with_splits(splits)
+    report = build_cache(manifest, data, data.num_workers, data.skip_bad_scans) if info.is_main else None
+    barrier()  # the other ranks then find every array cached and only collect the same skip list
+    report = report or build_cache(manifest, data, data.num_workers, data.skip_bad_scans)
+    skipped = {scan_id for scan_id, _ in report.skipped}
+    train_records = [r for r in manifest.by_split("train") if r.scan_id not in skipped]
+    val_records = [r for r in manifest.by_split("val") if r.scan_id not in skipped]
+    for name, records in (("train", train_records), ("val", val_records)):
+        if not records:
+            raise ConfigError(f"{data.manifest}: the {name} split has no usable scans (data.split)")
+    if run is not None:
+        with atomic_path(run.file("splits.csv")) as tmp:
+            pd.DataFrame(sorted(splits.items()), columns=["patient_id", "split"]).to_csv(tmp, index=False)
+        origin = "the manifest's" if from_file else f"made with seed {config.seed}"
+        log.info("split: %s; %d train / %d val scans", origin, len(train_records), len(val_records))
+        if skipped:
+            log.warning("skipped %d unreadable scan(s): %s", len(skipped), ", ".join(sorted(skipped)))
+    standardiser = ScoreStandardiser.fit([r.score for r in train_records])
+    # ---- datasets and loaders: train = random frame per segment + augmentation; val = centre frames ----
+    cache = ScanCache(default_cache_root(manifest, data), Preprocessor.from_config(data))
+    clip_args: dict[str, Any] = {"frames": data.frames, "channels": data.channels, "seed": config.seed}
+    train_set = ScanDataset(
+        train_records, cache, train=True, augment=ClipAugment.from_config(data), **clip_args
+    )
+    val_set = ScanDataset(val_records, cache, train=False, augment=None, **clip_args)
+    if optim.batch_size % info.world_size:
+        raise ConfigError(
+            f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
+        )
+    sampler = DistributedSampler(train_set, info.world_size, info.rank, seed=config.seed, drop_last=True)
+    loader_args: dict[str, Any] = {"num_workers": data.num_workers, "seed": config.seed}
+    loader_args["pin_memory"] = device.type == "cuda"
+    local_batch = optim.batch_size // info.world_size
+    train_loader = make_loader(
+        train_set, batch_size=local_batch, shuffle=False, drop_last=True, sampler=sampler, **loader_args
+    )
+    val_loader = make_loader(val_set, batch_size=optim.batch_size, shuffle=False, **loader_args)
+    steps_per_epoch = min(len(train_loader), optim.max_steps_per_epoch or len(train_loader))
+    if steps_per_epoch == 0:
+        raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {len(train_records)} train scans")
+    total_steps = optim.epochs * steps_per_epoch
+    # ---- model θ = {θ_V, θ_M}, optimiser, objective, mixed precision (GPU only) ----
+    model = build_regressor(config.model, data.channels, data.size).to(device)
+    if device.type == "cuda" and optim.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # conv kernels prefer NHWC on tensor cores
+    optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    objective = build_objective(config.loss)
+    amp_dtype = _amp_dtype(device, optim.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    meta = {
+        "config": config.model_dump(mode="json"),
+        "score_standardisation": standardiser.to_dict(),
+        "encoder": {"name": config.model.backbone, "embed_dim": model.encoder.embed_dim,
+                    "in_channels": data.channels, "img_size": data.size},
+    }  # fmt: skip
+    # ---- resume: everything a step depends on is restored, so the continuation is bit-identical ----
+    last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    step, history, best = 0, [], {}
+    if resume and last_dir.is_dir():
+        load_checkpoint(last_dir, model)
+        state = load_train_state(last_dir)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, history, best = state["step"], state["history"], state["best"]
+        set_rng_state(state["rng"])
+        log.info("resumed %s at epoch %d, step %d", run_dir, len(history), step)
+    ddp = wrap_model(model, info, device)
+    writer = _tensorboard(run_dir) if run is not None else None
+    # ---- Alg. 1: for each batch, U = θ_V(B), Y = θ_M(U), θ ← θ − η∇(λ·MSE + (1 − λ)·CL) ----
+    with _progress(enabled=info.is_main) as progress:
+        for epoch in range(len(history) + 1, optim.epochs + 1):
+            train_set.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            ddp.train()
+            task = progress.add_task(f"epoch {epoch}/{optim.epochs}", total=steps_per_epoch, loss=math.nan)
+            sums: dict[str, float] = defaultdict(float)
+            for clips, scores, _ in itertools.islice(train_loader, steps_per_epoch):
+                lr = LR_SCHEDULES[optim.scheduler](step, total_steps, optim.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                target = standardiser.standardise(scores.to(device))  # (b,) standardised, this rank's slice
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    embeddings, predictions = ddp(clips.to(device, non_blocking=True))  # (b, D), (b,)
+                out = objective(  # on the GLOBAL batch (world·b); identical on every rank
+                    all_gather_with_grad(embeddings.float()),
+                    all_gather_with_grad(predictions.float()),
+                    all_gather_with_grad(target),
+                )
+                step += 1
+                loss = out.total.item()
+                if not math.isfinite(loss):
+                    kept = f"{last_dir} is kept" if last_dir.is_dir() else "no checkpoint was saved yet"
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({loss}) at epoch {epoch}, step {step}; {kept}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out.total).backward()
+                if optim.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                sums["train_loss"] += loss
+                for name, value in out.terms.items():
+                    sums[f"train_{name}"] += value.item()
+                progress.update(task, advance=1, loss=loss)
+            row = {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps_per_epoch for k, v in sums.items()}
+            if run is not None:
+                pred, truth = predict_scores(model, val_loader, standardiser, device, amp_dtype)
+                row |= regression_metrics(pred, truth, standardiser.mean)
+            row = broadcast_object(row)  # rank 0 alone validates; every rank keeps the same history
+            history.append(row)
+            improved = not best or row["val_mae"] < best["val_mae"]
+            best = row if improved else best
+            if run is not None:
+                summary = {**meta, "epoch": epoch, "step": step, "metrics": _json_row(row)}
+                if improved:
+                    save_checkpoint(best_dir, model, summary)  # best before last: a crash between redoes both
+                train_state = {
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                    "history": history, "best": best, "rng": rng_state(),
+                }  # fmt: skip
+                save_checkpoint(last_dir, model, summary, train_state=train_state)
+                with atomic_path(run.file("metrics.csv")) as tmp:
+                    pd.DataFrame(history).to_csv(tmp, index=False, na_rep="nan")
+                _report(progress, writer, row)
+            barrier()
+    if writer is not None:
+        writer.close()
+    if run is not None:
+        run.write_metrics({
+            "best": _json_row(best), "last": _json_row(history[-1]), "train_mean": standardiser.mean,
+            "scans": {"train": len(train_records), "val": len(val_records), "skipped": len(skipped)},
+        })  # fmt: skip
+    return PretrainResult(run_dir, best=best, last=history[-1], history=history)
+
+
+def _check_resumable(config: Config, run_dir: Path) -> None:
+    stored = _flatten(load_run_config(run_dir).model_dump(mode="json"))
+    current = _flatten(config.model_dump(mode="json"))
+    changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    changed = [key for key in changed if key not in RESUMABLE_CHANGES]
+    if changed:
+        raise ConfigError(
+            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changed)}; "
+            "resume with the stored config or start a new run"
+        )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return flat
+
+
+def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16 with a GradScaler; None on CPU."""
+    if device.type != "cuda" or not amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _json_row(row: dict[str, float]) -> dict[str, float | None]:
+    """A metrics row for JSON: NaN (an undefined Pearson r) becomes null."""
+    return {key: None if isinstance(v, float) and not math.isfinite(v) else v for key, v in row.items()}
+
+
+def _progress(*, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=not enabled,
+    )  # fmt: skip
+
+
+def _tensorboard(run_dir: Path) -> Any | None:
+    """A SummaryWriter under ``run_dir/tensorboard`` when tensorboard is installed (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(run_dir / "tensorboard")
+
+
+def _report(progress: Progress, writer: Any | None, row: dict[str, float]) -> None:
+    text = (
+        f"epoch {row['epoch']}: loss {row['train_loss']:.4f} | val MAE {row['val_mae']:.3f} "
+        f"RMSE {row['val_rmse']:.3f} r {row['val_r']:.3f} | predict-the-mean MAE {row['baseline_mae']:.3f}"
+    )
+    progress.console.print(text, markup=False, soft_wrap=True)
+    log.info(text)
+    for key, value in row.items():
+        if writer is not None and key != "epoch":
+            writer.add_scalar(key, value, row["epoch"])

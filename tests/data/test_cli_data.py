@@ -1,0 +1,196 @@
+"""`learner data check / split / adni` end to end through the console-script entry point."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from learner.cli import main
+from learner.data.manifest import load_manifest, validate_manifest
+from learner.data.scales import get_scale
+
+SF = get_scale("sf")
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# Test patients' scores per visit (both sites alike): p6 rises a bin then falls one, p7 holds then falls.
+TEST_SCORES = {"p6": (200.0, 300.0, 250.0), "p7": (450.0, 440.0, 100.0)}
+
+
+def _cohort(tmp_path: Path, split: bool = True) -> Path:
+    """p0–p3 train, p4–p5 val (one scan each, S/F 120 + 40·p); p6–p7 test (3 visits × 2 sites)."""
+    rows = []
+    splits = ["train"] * 4 + ["val"] * 2 + ["test"] * 2
+    for p in range(8):
+        scores = TEST_SCORES.get(f"p{p}", (120.0 + 40.0 * p,))
+        for v, score in enumerate(scores):
+            for site in ("L1", "R1") if len(scores) > 1 else ("L1",):
+                scan = f"p{p}_v{v}_{site}"
+                (tmp_path / f"{scan}.mp4").touch()
+                rows.append(
+                    {
+                        "patient_id": f"p{p}",
+                        "scan_id": scan,
+                        "path": f"{scan}.mp4",
+                        "visit": str(v + 1),
+                        "score": str(score),
+                        "site": site,
+                        "split": splits[p],
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    if not split:
+        frame = frame.drop(columns=["split"])
+    path = tmp_path / "manifest.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _row(text: str, *cells: object) -> bool:
+    """Whether a table row holds ``cells`` in order (box-drawing characters and spaces between them)."""
+    pattern = r"[\s│┃|]+".join(re.escape(str(c)) for c in cells)
+    return re.search(rf"(?<![^\s│┃|]){pattern}(?![^\s│┃|])", text) is not None
+
+
+def test_check_clean_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["data", "check", str(_cohort(tmp_path))], capsys)
+    assert code == 0
+    assert "no problems found (18 scans, scale sf)" in out
+    assert "No complete split column" not in out
+    # split, patients, scans, visits
+    assert _row(out, "train", 4, 4, 4)
+    assert _row(out, "val", 2, 2, 2)
+    assert _row(out, "test", 2, 12, 6)
+    # split, pairs, kind, deteriorated, stable, improved. Train: 3 per scan = 12 = all ordered pairs of
+    # 4 one-scan patients in bins (0, 0, 1, 1): 4 of each class. Val: 6 asked, only 2 exist (both stable).
+    # Test: consecutive same-site pairs, 2 per site: p6 improved + deteriorated, p7 stable + deteriorated.
+    assert _row(out, "train", 12, "inter, seed 0", 4, 4, 4)
+    assert _row(out, "val", 2, "inter, seed 0", 0, 2, 0)
+    assert _row(out, "test", 8, "intra, consecutive", 4, 2, 2)
+    assert "warning" not in out
+
+
+def test_check_without_split_column_shows_the_split_it_would_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["data", "check", str(_cohort(tmp_path, split=False)), "--set", "data.split.stratify=false"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    assert "No complete split column" in out
+    assert _row(out, "train", 4)  # 2:1:1 of 8 patients
+    assert _row(out, "val", 2)
+    assert _row(out, "test", 2)
+
+
+def test_check_broken_manifest_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _cohort(tmp_path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[0, "score"] = "700"
+    frame.loc[1, "visit"] = "soon"
+    frame.loc[2, "scan_id"] = frame.loc[3, "scan_id"]
+    frame.loc[5, "path"] = "missing.mp4"
+    frame.loc[8, "split"] = "train"  # p6 is test on its other rows
+    frame.to_csv(path, index=False)
+    expected = [str(p) for p in validate_manifest(frame, SF, tmp_path)]
+    code, out, err = _run(["data", "check", str(path)], capsys)
+    assert code == 2
+    assert f"{len(expected)} problem(s)" in out
+    for problem in expected:
+        assert problem in out
+    for row, column in [(1, "score"), (2, "visit"), (4, "scan_id"), (6, "path"), (9, "split")]:
+        assert f"row {row}, column '{column}'" in out
+    assert "1 of 18 files missing" in out
+    assert err.startswith("error: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_check_missing_manifest_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["data", "check", str(tmp_path / "nope.csv")], capsys)
+    assert code == 2
+    assert err.strip() == f"error: manifest not found: {tmp_path / 'nope.csv'}"
+
+
+def test_split_writes_a_reusable_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _cohort(tmp_path, split=False)
+    out = tmp_path / "split" / "manifest.split.csv"
+    argv = ["data", "split", str(source), "--out", str(out), "--counts", "5,1,2", "--seed", "4"]
+    code, printed, _ = _run(argv, capsys)
+    assert code == 0
+    assert f"wrote {out}" in printed
+    manifest = load_manifest(out, SF)
+    mapping = {r.patient_id: r.split for r in manifest.records}
+    assert sorted(mapping.values()) == ["test", "test", "train", "train", "train", "train", "train", "val"]
+    assert {p for p, s in mapping.items() if s == "test"} == {"p6", "p7"}  # the only patients with 2+ visits
+    first = out.read_text()
+    assert _run(argv, capsys)[0] == 0
+    assert out.read_text() == first  # deterministic
+    code, printed, _ = _run(["data", "check", str(out)], capsys)
+    assert code == 0
+    assert "No complete split column" not in printed
+
+
+def test_split_rejects_ratios_with_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["data", "split", str(_cohort(tmp_path)), "--out", str(tmp_path / "o.csv")]
+    code, _, err = _run([*argv, "--ratios", "2,1,1", "--counts", "4,2,2"], capsys)
+    assert code == 2
+    assert "not both" in err
+    code, _, err = _run([*argv, "--ratios", "2,1"], capsys)
+    assert code == 2
+    assert "--ratios takes three" in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_adni_command_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pd.DataFrame(
+        {
+            "RID": ["1", "1", "2"],
+            "PTID": ["011_S_0001", "011_S_0001", "011_S_0002"],
+            "VISCODE": ["bl", "m06", "bl"],
+            "EXAMDATE": ["2006-01-01", "2006-07-01", "2006-02-01"],
+            "MMSE": ["29", "28", ""],
+            "DX": ["CN", "CN", "AD"],
+            "IMAGEUID": ["101", "102", "103"],
+        }
+    ).to_csv(tmp_path / "ADNIMERGE.csv", index=False)
+    images = tmp_path / "images"
+    images.mkdir()
+    for uid in ("101", "102", "103"):
+        (images / f"ADNI_011_S_000x_MR_phantom_I{uid}.nii.gz").touch()
+    out = tmp_path / "adni.csv"
+    argv = [
+        "data",
+        "adni",
+        "--adnimerge",
+        str(tmp_path / "ADNIMERGE.csv"),
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+    ]
+    code, printed, _ = _run(argv, capsys)
+    assert code == 0
+    assert _row(printed, "scans written", 2)
+    assert _row(printed, "dropped: no MMSE", 1)
+    assert len(load_manifest(out, get_scale("mmse")).records) == 2
+
+
+def test_check_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["data", "check", "--help"], capsys)
+    assert code == 0
+    for option in ("--scale", "--config", "--set", "MANIFEST"):
+        assert option in out.replace("{manifest}", "MANIFEST")
+    assert "Exit code 0 when the manifest is clean, 2 when it is not." in " ".join(out.split())

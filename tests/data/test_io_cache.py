@@ -1,0 +1,159 @@
+"""The decode-once cache: hits, invalidation, concurrent writers, and the batch builder."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from learner.config import DataConfig
+from learner.data.cache import ScanCache, build_cache, default_cache_root
+from learner.data.manifest import ScanRecord, manifest_from_frame
+from learner.data.preprocess import Preprocessor
+from learner.data.readers import read_scan
+from learner.data.scales import get_scale
+from learner.errors import ScanReadError
+
+PREP = Preprocessor(size=16, crop="fan", max_cached_frames=8)
+
+
+def write_clip(path: Path, seed: int, frames: int = 6, size: int = 32) -> Path:
+    """An animated GIF of random grey frames (PyAV reads it through the video reader)."""
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(20, 255, (size, size), dtype=np.uint8)) for _ in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=100, loop=0)
+    return path
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.suffix == ".tmp"]
+
+
+def test_first_get_decodes_then_every_get_hits(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    first = cache.get(clip)
+    assert isinstance(first, np.memmap)
+    np.testing.assert_array_equal(first, PREP(read_scan(clip)))  # the cache stores exactly the preprocessing
+    record = ScanRecord("p1", "s1", clip, "1", 1.0, 300.0)
+    np.testing.assert_array_equal(cache.get(record), first)  # a record is the same entry as its path
+    assert cache.decode_count == 1
+    again = ScanCache(tmp_path / "cache", PREP)  # a new process / instance reuses the files
+    again.get(clip)
+    assert again.decode_count == 0
+
+
+def test_touching_or_rewriting_the_file_rebuilds_and_drops_the_stale_entry(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    old = np.array(cache.get(clip))
+    stat = clip.stat()
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(cache.get(clip), old)  # same content, rebuilt
+    assert cache.decode_count == 2
+    write_clip(clip, seed=1)
+    new = cache.get(clip)
+    assert cache.decode_count == 3
+    assert not np.array_equal(new, old)
+    np.testing.assert_array_equal(new, PREP(read_scan(clip)))
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # stale entries removed
+
+
+def test_changing_a_preprocessing_parameter_rebuilds(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    small = ScanCache(tmp_path / "cache", PREP)
+    large = ScanCache(tmp_path / "cache", Preprocessor(size=24, crop="fan", max_cached_frames=8))
+    assert small.get(clip).shape == (6, 16, 16)
+    assert large.get(clip).shape == (6, 24, 24)
+    assert (small.decode_count, large.decode_count) == (1, 1)
+    small.get(clip)
+    assert small.decode_count == 1  # both parameter sets stay cached side by side
+
+
+def test_an_unreadable_scan_raises_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    with pytest.raises(ScanReadError, match=r"bad\.mp4"):
+        cache.get(bad)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def _build_entry(root: Path, clip: Path, barrier: Any, results: Any) -> None:
+    cache = ScanCache(root, PREP)
+    barrier.wait()  # both processes miss the entry and write it at the same time
+    cache.get(clip)
+    results.put(cache.decode_count)
+
+
+def test_concurrent_writers_of_one_entry_leave_one_valid_file(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0, frames=16, size=96)
+    root = tmp_path / "cache"
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_build_entry, args=(root, clip, barrier, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    decoded = [results.get(timeout=5) for _ in workers]
+    assert 1 <= sum(decoded) <= 2
+    files = list(root.glob("*.npy"))
+    assert len(files) == 1
+    assert leftovers(root) == []
+    np.testing.assert_array_equal(np.load(files[0]), PREP(read_scan(clip)))
+
+
+def _manifest(tmp_path: Path, bad: bool) -> Any:
+    paths = [write_clip(tmp_path / f"clip{i}.gif", seed=i) for i in range(3)]
+    if bad:
+        paths.append(tmp_path / "broken.mp4")
+        paths[-1].write_bytes(np.random.default_rng(0).bytes(2048))
+    frame = pd.DataFrame(
+        {
+            "patient_id": [f"p{i}" for i in range(len(paths))],
+            "scan_id": [f"s{i}" for i in range(len(paths))],
+            "path": [p.name for p in paths],
+            "visit": [1] * len(paths),
+            "score": [300.0] * len(paths),
+        }
+    )
+    return manifest_from_frame(frame, get_scale("sf"), root=tmp_path)
+
+
+def test_build_cache_in_a_process_pool_skips_and_reports_bad_scans(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, bad=True)
+    cfg = DataConfig(size=16, max_cached_frames=4)
+    report = build_cache(manifest, cfg, workers=2, skip_bad=True)
+    assert (report.built, report.reused) == (3, 0)
+    assert len(report.skipped) == 1
+    scan_id, reason = report.skipped[0]
+    assert scan_id == "s3"
+    assert "broken.mp4" in reason
+    root = default_cache_root(manifest, cfg)
+    assert root == tmp_path / ".learner-cache"
+    assert len(list(root.glob("*.npy"))) == 3
+    assert leftovers(root) == []
+
+
+def test_build_cache_reuses_and_stops_on_a_bad_scan_without_skip(tmp_path: Path) -> None:
+    cfg = DataConfig(size=16, max_cached_frames=4, cache_dir=tmp_path / "elsewhere")
+    good = _manifest(tmp_path, bad=False)
+    assert build_cache(good, cfg, workers=1).built == 3
+    again = build_cache(good, cfg, workers=0)
+    assert (again.built, again.reused, again.skipped) == (0, 3, [])
+    cache = ScanCache(tmp_path / "elsewhere", Preprocessor.from_config(cfg))
+    for record in good.records:
+        np.testing.assert_array_equal(
+            cache.get(record), Preprocessor.from_config(cfg)(read_scan(record.path))
+        )
+    assert cache.decode_count == 0  # built ahead, so training decodes nothing
+    with pytest.raises(ScanReadError, match=r"broken\.mp4"):
+        build_cache(_manifest(tmp_path, bad=True), cfg, workers=1)

@@ -1,0 +1,168 @@
+"""Metrics against scikit-learn / scipy / hand-computed values, and the patient-level bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_recall_fscore_support,
+)
+
+from learner.evaluation.metrics import (
+    accuracy,
+    classification_metrics,
+    macro_f1,
+    mean_baseline_metrics,
+    paired_difference_ci,
+    patient_bootstrap_ci,
+    patient_bootstrap_samples,
+    regression_metrics,
+)
+
+
+def test_confusion_and_accuracy_by_hand() -> None:
+    y_true = np.array([0, 0, 1, 1, 1, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 2])
+    metrics = classification_metrics(y_true, y_pred)
+    assert metrics["confusion"] == [[1, 1, 0], [0, 2, 1], [0, 0, 1]]
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    # stable: precision 2/3 (3 predicted, 2 right), recall 2/3 (3 true, 2 found) -> f1 2/3
+    stable = metrics["per_class"]["stable"]
+    assert (stable["precision"], stable["recall"], stable["support"]) == (pytest.approx(2 / 3),) * 2 + (3,)
+    improved = metrics["per_class"]["improved"]
+    assert improved["precision"] == pytest.approx(0.5)
+    assert improved["recall"] == pytest.approx(1.0)
+    assert improved["f1"] == pytest.approx(2 / 3)
+    # deteriorated f1 = 2·1·0.5/1.5 = 2/3; all three f1 are 2/3
+    assert metrics["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_classification_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 3, size=200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 3, size=200))
+    metrics = classification_metrics(y_true, y_pred)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert metrics["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted"))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred)
+    for k, name in enumerate(("deteriorated", "stable", "improved")):
+        entry = metrics["per_class"][name]
+        assert entry["precision"] == pytest.approx(precision[k])
+        assert entry["recall"] == pytest.approx(recall[k])
+        assert entry["f1"] == pytest.approx(f1[k])
+        assert entry["support"] == support[k]
+    slow_confusion = np.zeros((3, 3), dtype=int)
+    for t, p in zip(y_true, y_pred, strict=True):
+        slow_confusion[t, p] += 1
+    assert metrics["confusion"] == slow_confusion.tolist()
+
+
+def test_absent_class_is_reported_not_averaged() -> None:
+    # no "improved" pair at all: its per-class entry has support 0; macro-F1 averages the 2 present classes
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 1, 1, 1])
+    metrics = classification_metrics(y_true, y_pred)
+    assert metrics["per_class"]["improved"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    f1_det, f1_stable = 2 * 1 * 0.5 / 1.5, 2 * (2 / 3) * 1 / (2 / 3 + 1)
+    assert metrics["macro_f1"] == pytest.approx((f1_det + f1_stable) / 2)
+    with pytest.raises(ValueError, match="class indices"):
+        classification_metrics(np.array([0, 3]), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_macro_f1_matches_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 15))  # small sets often miss a class in y_true, y_pred or both
+    y_true, y_pred = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    assert macro_f1(y_true, y_pred) == pytest.approx(
+        f1_score(y_true, y_pred, average="macro", zero_division=0)
+    )
+
+
+def test_bootstrap_resamples_whole_patients() -> None:
+    sizes = {0: 5, 1: 1, 2: 3, 3: 2}
+    groups = np.concatenate([np.full(n, g) for g, n in sizes.items()])
+    seen: list[np.ndarray] = []
+
+    def record(resampled_groups: np.ndarray, _: np.ndarray) -> float:
+        seen.append(np.bincount(resampled_groups, minlength=4))
+        return 0.0
+
+    patient_bootstrap_samples(groups, groups, groups, record, n_boot=50, seed=0)
+    size = np.array(list(sizes.values()))
+    for counts in seen:
+        assert np.all(counts % size == 0)  # every drawn patient brings all of its pairs
+        assert (counts // size).sum() == len(sizes)  # G patients drawn per resample
+
+
+def test_patient_bootstrap_is_wider_than_pair_bootstrap_for_correlated_pairs() -> None:
+    # patient 0 contributes 100 identical correct pairs; 10 other patients have 2 wrong pairs each
+    groups = np.concatenate([np.zeros(100, dtype=int), np.repeat(np.arange(1, 11), 2)])
+    y_true = np.zeros(groups.size, dtype=int)
+    y_pred = np.where(groups == 0, 0, 1)
+    point = accuracy(y_true, y_pred)
+    pair_low, pair_high = patient_bootstrap_ci(y_true, y_pred, np.arange(groups.size), accuracy, 400, seed=1)
+    low, high = patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 400, seed=1)
+    assert pair_low <= point <= pair_high
+    assert low <= point <= high
+    # patient 0 is absent from ~35% of resamples (accuracy 0 then), so the patient CI reaches 0
+    assert low == 0.0
+    assert (high - low) > 3 * (pair_high - pair_low)
+
+
+def test_bootstrap_two_patients_matches_the_exact_distribution() -> None:
+    # one right pair, one wrong pair, two patients: accuracy is 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    y_true, y_pred, groups = np.array([0, 0]), np.array([0, 1]), np.array([7, 8])
+    values = patient_bootstrap_samples(y_true, y_pred, groups, accuracy, n_boot=4000, seed=0)
+    freq = np.array([np.mean(values == v) for v in (0.0, 0.5, 1.0)])
+    np.testing.assert_allclose(freq, [0.25, 0.5, 0.25], atol=0.03)
+    assert patient_bootstrap_ci(y_true, y_pred, groups, accuracy, n_boot=4000, seed=0) == (0.0, 1.0)
+
+
+def test_bootstrap_is_deterministic_for_a_seed() -> None:
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
+    groups = rng.integers(0, 12, 60)
+    first = patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=5)
+    assert first == patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=5)
+    assert first != patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=6)
+    assert np.isnan(patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 0, seed=5)).all()
+
+
+def test_regression_metrics_match_sklearn_and_scipy() -> None:
+    rng = np.random.default_rng(2)
+    y_true = rng.normal(300, 80, 50)
+    y_pred = y_true + rng.normal(0, 30, 50)
+    metrics = regression_metrics(y_true, y_pred)
+    assert metrics["mae"] == pytest.approx(mean_absolute_error(y_true, y_pred))
+    assert metrics["rmse"] == pytest.approx(np.sqrt(mean_squared_error(y_true, y_pred)))
+    assert metrics["pearson_r"] == pytest.approx(stats.pearsonr(y_true, y_pred).statistic)
+    assert np.isnan(regression_metrics(y_true, np.full(50, 3.0))["pearson_r"])
+
+
+def test_mean_baseline_by_hand() -> None:
+    baseline = mean_baseline_metrics(np.array([1.0, 3.0]), np.array([0.0, 2.0, 6.0]))
+    # prediction 2 everywhere: errors 2, 0, 4
+    assert baseline["mean"] == 2.0
+    assert baseline["mae"] == pytest.approx(2.0)
+    assert baseline["rmse"] == pytest.approx(np.sqrt(20 / 3))
+
+
+def test_paired_difference_t_interval() -> None:
+    a = np.array([0.72, 0.70, 0.75])
+    b = np.array([0.52, 0.55, 0.50])
+    result = paired_difference_ci(a, b)
+    diff = a - b
+    reference = stats.ttest_1samp(diff, 0.0).confidence_interval(0.95)
+    assert result.mean == pytest.approx(diff.mean())
+    assert (result.low, result.high) == (pytest.approx(reference.low), pytest.approx(reference.high))
+    assert result.n == 3
+    single = paired_difference_ci(a[:1], b[:1])
+    assert single.mean == pytest.approx(0.2)
+    assert np.isnan(single.low)

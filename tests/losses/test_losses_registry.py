@@ -1,0 +1,121 @@
+"""``loss.name`` parsing into λ·MSE + (1 − λ)·contrastive, its errors, and registering a new term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from learner.config import LossConfig, load_config
+from learner.errors import ConfigError
+from learner.losses import registry
+from learner.losses.contrastive import LiteralWeighting, PairwiseContrastiveLoss, ScaledWeighting, Unweighted
+from learner.losses.registry import available_losses, build_objective, register_loss
+from learner.losses.similarity import ExpCosine, ShiftedCosine
+
+
+def batch() -> tuple[Tensor, Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(6, 4, generator=generator, requires_grad=True)
+    pred = torch.randn(6, generator=generator, requires_grad=True)
+    target = torch.tensor([-1.0, -0.5, 0.0, 0.2, 1.0, 1.5])
+    return embeddings, pred, target
+
+
+def plain_mse(pred: Tensor, target: Tensor) -> float:
+    return sum((p - t) ** 2 for p, t in zip(pred.tolist(), target.tolist(), strict=True)) / len(target)
+
+
+def test_available_losses() -> None:
+    assert available_losses() == ["cl", "mse", "wcl", "wcl_scaled"]
+
+
+def test_mse_alone_has_weight_one() -> None:
+    embeddings, pred, target = batch()
+    objective = build_objective(LossConfig(name="mse", lam=0.3))
+    out = objective(embeddings, pred, target)
+    assert objective.names == ("mse",)
+    assert out.total.item() == pytest.approx(plain_mse(pred, target), rel=1e-6)
+    assert set(out.terms) == {"mse"}
+
+
+@pytest.mark.parametrize(
+    ("name", "weighting"),
+    [("mse+cl", Unweighted()), ("wcl+mse", LiteralWeighting()), (" mse + wcl_scaled ", ScaledWeighting())],
+)
+def test_mse_plus_contrastive_is_lambda_weighted(name: str, weighting: object) -> None:
+    embeddings, pred, target = batch()
+    objective = build_objective(LossConfig(name=name, lam=0.7))
+    out = objective(embeddings, pred, target)
+    contrastive = PairwiseContrastiveLoss(weighting)(embeddings, target).item()  # type: ignore[arg-type]
+    expected = 0.7 * plain_mse(pred, target) + 0.3 * contrastive
+    assert objective.names[0] == "mse"
+    assert len(objective.names) == 2
+    assert out.total.item() == pytest.approx(expected, rel=1e-6)
+    assert out.terms[objective.names[1]].item() == pytest.approx(contrastive, rel=1e-6)
+    assert all(not value.requires_grad for value in out.terms.values())
+    out.total.backward()
+    assert embeddings.grad is not None
+    assert pred.grad is not None
+    assert embeddings.grad.abs().sum().item() > 0
+
+
+def test_contrastive_alone_and_config_options_reach_the_loss() -> None:
+    embeddings, pred, target = batch()
+    cfg = LossConfig(name="wcl", similarity="exp_cosine", temperature=0.5, eps=0.3, weight_max=4.0)
+    out = build_objective(cfg)(embeddings, pred, target)
+    expected = PairwiseContrastiveLoss(LiteralWeighting(eps=0.3, weight_max=4.0), ExpCosine(0.5))
+    assert out.total.item() == pytest.approx(expected(embeddings, target).item(), rel=1e-6)
+    assert set(out.terms) == {"wcl"}
+    out.total.backward()
+    assert pred.grad is None  # the head is not part of a contrastive-only objective
+
+
+def test_default_config_is_the_papers_objective() -> None:
+    embeddings, pred, target = batch()
+    objective = build_objective(load_config().loss)
+    assert repr(objective) == "0.9·mse + 0.1·wcl"
+    expected = (
+        0.9 * plain_mse(pred, target)
+        + 0.1
+        * PairwiseContrastiveLoss(LiteralWeighting(eps=0.1, weight_max=10.0), ShiftedCosine(1e-4))(
+            embeddings, target
+        ).item()
+    )
+    assert objective(embeddings, pred, target).total.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("mse+foo", r"loss\.name='mse\+foo': unknown term 'foo'; available: cl, mse, wcl, wcl_scaled"),
+        ("", "empty term"),
+        ("mse+", "empty term"),
+        ("mse+mse", "repeated"),
+        ("cl+wcl", "at most one contrastive term, got cl, wcl"),
+        ("MSE", "unknown term 'MSE'"),
+    ],
+)
+def test_bad_names_are_config_errors(name: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_objective(LossConfig(name=name))
+
+
+def test_register_a_new_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "LOSSES", dict(registry.LOSSES))  # keep the global table untouched
+
+    def mean_norm(loss_cfg: LossConfig) -> registry.ContrastiveLoss:
+        return lambda embeddings, scores: embeddings.norm(dim=1).mean() * loss_cfg.temperature
+
+    register_loss("norm", mean_norm)
+    embeddings, pred, target = batch()
+    out = build_objective(LossConfig(name="mse+norm", lam=0.5, temperature=2.0))(embeddings, pred, target)
+    expected = 0.5 * plain_mse(pred, target) + 0.5 * 2.0 * embeddings.norm(dim=1).mean().item()
+    assert out.total.item() == pytest.approx(expected, rel=1e-6)
+    assert "norm" in available_losses()
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("norm", mean_norm)
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("mse", mean_norm)
+    with pytest.raises(ValueError, match="without"):
+        register_loss("a+b", mean_norm)

@@ -1,0 +1,76 @@
+"""The encoder registry: names, errors, config wiring, and a timm-style smoke test of every encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from learner.config import ModelConfig
+from learner.errors import ConfigError
+from learner.models import monai_backbones, tsm_resnet
+from learner.models.registry import SIZES, available_encoders, build_encoder, create_encoder
+
+
+def test_the_paper_backbones_are_registered() -> None:
+    assert {"tsm_resnet18", "vit", "swin"} <= set(available_encoders())
+    assert available_encoders() == sorted(available_encoders())
+
+
+def test_every_preset_table_covers_every_size() -> None:
+    for presets in (tsm_resnet.WIDTHS, monai_backbones.VIT_PRESETS, monai_backbones.SWIN_PRESETS):
+        assert set(presets) == set(SIZES)
+
+
+def test_unknown_encoder_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError, match=r"model\.backbone") as caught:
+        create_encoder("resnet50")
+    assert all(name in str(caught.value) for name in available_encoders())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"), [({"in_channels": 2}, "data.channels"), ({"size": "huge"}, "model.size")]
+)
+def test_bad_channels_and_sizes_name_their_config_key(kwargs: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        create_encoder("tsm_resnet18", **kwargs)
+
+
+@pytest.mark.parametrize("name", available_encoders())
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_smoke_every_encoder(name: str, in_channels: int) -> None:
+    encoder = build_encoder(ModelConfig(backbone=name, size="tiny"), in_channels, img_size=32)
+    clips = torch.rand(2, 3, in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    embeddings = encoder(clips)
+    assert embeddings.shape == (2, encoder.embed_dim)
+    assert torch.isfinite(embeddings).all()
+    embeddings.square().mean().backward()
+    for param_name, param in encoder.named_parameters():
+        assert param.grad is not None, f"no gradient for {param_name}"
+        assert torch.isfinite(param.grad).all(), f"non-finite gradient for {param_name}"
+    encoder.eval()
+    with torch.no_grad():
+        assert torch.equal(encoder(clips), encoder(clips))
+
+
+def test_wrong_channel_count_at_forward_names_the_config_key() -> None:
+    encoder = create_encoder("tsm_resnet18", in_channels=1, size="tiny")
+    with pytest.raises(ConfigError, match=r"data\.channels"):
+        encoder(torch.zeros(1, 2, 3, 32, 32))
+
+
+def test_build_encoder_forwards_shift_fraction_and_loads_init(tmp_path: Path) -> None:
+    source = create_encoder("tsm_resnet18", in_channels=1, size="tiny")
+    save_file(source.state_dict(), tmp_path / "init.safetensors")  # backbone defaults to tsm_resnet18
+    init = tmp_path / "init.safetensors"
+    encoder = build_encoder(ModelConfig(size="tiny", shift_fraction=0.25, init=init), in_channels=1)
+    assert encoder.layer1[0].fold == 16 // 4  # tiny: 16 channels in layer1
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(encoder.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_build_encoder_unknown_backbone_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="available"):
+        build_encoder(ModelConfig(backbone="nope"), in_channels=1)

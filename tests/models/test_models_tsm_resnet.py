@@ -1,0 +1,151 @@
+"""TSM-ResNet-18 against an independent functional ResNet-18 and a slow per-frame loop shift."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from learner.models.tsm_resnet import TSMResNet18, temporal_shift
+
+N_CLIPS, N_FRAMES, SIZE = 2, 3, 32
+
+
+def randomise_batch_norms(model: nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm non-trivial statistics and affine parameters (the defaults are an identity)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                c = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(c, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(c, generator=generator))
+                module.weight.copy_(0.5 + torch.rand(c, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(c, generator=generator))
+
+
+def reference_resnet18(state: dict[str, Tensor], frames: Tensor, shift: Callable[[Tensor], Tensor]) -> Tensor:
+    """A plain functional ResNet-18 (eval-mode BN) on the standard state-dict layout: (B, C, H, W) → (B, D).
+
+    ``shift`` is applied to the input of every BasicBlock's residual branch (identity for a plain ResNet).
+    """
+
+    def bn(x: Tensor, prefix: str) -> Tensor:
+        return F.batch_norm(
+            x, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"],
+            state[f"{prefix}.weight"], state[f"{prefix}.bias"], training=False, eps=1e-5,
+        )  # fmt: skip
+
+    x = F.conv2d(frames, state["conv1.weight"], stride=2, padding=3)
+    x = F.max_pool2d(F.relu(bn(x, "bn1")), kernel_size=3, stride=2, padding=1)
+    for stage in range(1, 5):
+        for index in range(2):
+            prefix = f"layer{stage}.{index}"
+            stride = 2 if stage > 1 and index == 0 else 1
+            branch = F.conv2d(shift(x), state[f"{prefix}.conv1.weight"], stride=stride, padding=1)
+            branch = F.relu(bn(branch, f"{prefix}.bn1"))
+            branch = bn(F.conv2d(branch, state[f"{prefix}.conv2.weight"], padding=1), f"{prefix}.bn2")
+            identity = x
+            if f"{prefix}.downsample.0.weight" in state:
+                identity = F.conv2d(x, state[f"{prefix}.downsample.0.weight"], stride=stride)
+                identity = bn(identity, f"{prefix}.downsample.1")
+            x = F.relu(branch + identity)
+    return x.mean(dim=(2, 3))
+
+
+def loop_shift(fraction: float) -> Callable[[Tensor], Tensor]:
+    """The TSM shift written as a slow loop over clips, frames and channels on (N·T, C, H, W)."""
+
+    def shift(x: Tensor) -> Tensor:
+        channels = x.shape[1]
+        fold = int(channels * fraction)
+        out = torch.zeros_like(x)
+        for clip in range(N_CLIPS):
+            for t in range(N_FRAMES):
+                row = clip * N_FRAMES + t
+                for c in range(channels):
+                    if c < fold:  # takes the next frame of the same clip
+                        if t + 1 < N_FRAMES:
+                            out[row, c] = x[row + 1, c]
+                    elif c < 2 * fold:  # takes the previous frame of the same clip
+                        if t > 0:
+                            out[row, c] = x[row - 1, c]
+                    else:
+                        out[row, c] = x[row, c]
+        return out
+
+    return shift
+
+
+def paper_model(shift_fraction: float, in_channels: int = 1) -> TSMResNet18:
+    model = TSMResNet18(in_channels=in_channels, size="paper", shift_fraction=shift_fraction)
+    randomise_batch_norms(model, torch.Generator().manual_seed(1))
+    return model.double().eval()
+
+
+def random_clips(in_channels: int = 1, seed: int = 0) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(N_CLIPS, N_FRAMES, in_channels, SIZE, SIZE, generator=generator, dtype=torch.float64)
+
+
+def test_without_shift_per_frame_features_equal_a_plain_resnet18() -> None:
+    model = paper_model(shift_fraction=0.0)
+    clips = random_clips()
+    with torch.no_grad():
+        per_frame = model.frame_features(clips)
+        pooled = model(clips)
+        expected = reference_resnet18(model.state_dict(), clips.reshape(-1, 1, SIZE, SIZE), lambda x: x)
+    assert model.embed_dim == 512
+    torch.testing.assert_close(per_frame, expected.reshape(N_CLIPS, N_FRAMES, 512), rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(pooled, expected.reshape(N_CLIPS, N_FRAMES, 512).mean(1), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("fraction", [0.125, 0.25])
+def test_with_shift_equals_a_slow_loop_shift(fraction: float) -> None:
+    model = paper_model(shift_fraction=fraction)
+    clips = random_clips()
+    with torch.no_grad():
+        got = model(clips)
+        frames = clips.reshape(-1, 1, SIZE, SIZE)  # (N·T, C, H, W)
+        frames = reference_resnet18(model.state_dict(), frames, loop_shift(fraction))
+    expected = frames.reshape(N_CLIPS, N_FRAMES, -1).mean(1)
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+
+
+def test_shift_is_zero_padded_at_clip_ends() -> None:
+    # Two clips of four frames, eight channels, fold 1; every input value is non-zero and unique.
+    x = torch.arange(1, 2 * 4 * 8 + 1, dtype=torch.float32).reshape(8, 8, 1, 1)
+    out = temporal_shift(x, num_frames=4, fold=1)[..., 0, 0]  # (N·T, C)
+    x = x[..., 0, 0]
+    for clip in range(2):
+        first, last = clip * 4, clip * 4 + 3
+        assert out[last, 0] == 0  # nothing after the last frame, not the next clip's first frame
+        assert out[first, 1] == 0  # nothing before the first frame, not the previous clip's last frame
+        for row in range(first, last):
+            assert out[row, 0] == x[row + 1, 0]
+            assert out[row + 1, 1] == x[row, 1]
+    assert torch.equal(out[:, 2:], x[:, 2:])
+    assert torch.equal(temporal_shift(x[..., None, None], 4, 0), x[..., None, None])
+
+
+def test_frames_never_mix_across_clips() -> None:
+    model = paper_model(shift_fraction=0.125)
+    clips = random_clips()
+    perturbed = clips.clone()
+    perturbed[1] = random_clips(seed=5)[1]
+    with torch.no_grad():
+        before, after = model(clips), model(perturbed)
+    torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-12)
+    assert not torch.allclose(after[1], before[1])
+
+
+def test_channels_last_and_strided_input_give_the_same_embeddings() -> None:
+    model = TSMResNet18(in_channels=3, size="tiny").eval()
+    clips = torch.rand(N_CLIPS, N_FRAMES, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(2))
+    strided = clips.permute(0, 1, 4, 2, 3)  # (N, T, C, H, W), not contiguous
+    with torch.no_grad():
+        expected = model(strided.contiguous())
+        got = model.to(memory_format=torch.channels_last)(strided)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

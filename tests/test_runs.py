@@ -1,0 +1,67 @@
+"""Run directories and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from learner import atomic
+from learner.config import Config, apply_overrides
+from learner.errors import RunDirError
+from learner.runs import load_run_config, open_run_dir
+
+
+def test_new_run_records_config_seed_and_versions(tmp_path: Path) -> None:
+    cfg = apply_overrides(Config(), {"seed": 7, "optim.epochs": 3})
+    run = open_run_dir(tmp_path / "run", cfg)
+    assert load_run_config(run.path) == cfg
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["seed"] == 7
+    assert record["packages"]["torch"] is not None
+    assert record["packages"]["learner"] is not None
+    assert (run.path / "log.txt").exists()
+
+
+def test_non_empty_dir_is_refused_without_resume_or_force(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    run = open_run_dir(root, Config())
+    run.write_metrics({"mae": 1.0})
+    with pytest.raises(RunDirError, match=r"--resume.*--force"):
+        open_run_dir(root, Config())
+    resumed = open_run_dir(root, Config(), resume=True)
+    assert json.loads((resumed.path / "metrics.json").read_text()) == {"mae": 1.0}  # kept
+    open_run_dir(root, Config(), force=True)
+    assert not (root / "metrics.json").exists()  # wiped
+
+
+def test_resume_needs_an_existing_run(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        open_run_dir(tmp_path / "empty", Config(), resume=True)
+    with pytest.raises(RunDirError, match="exclude"):
+        open_run_dir(tmp_path / "x", Config(), resume=True, force=True)
+
+
+def test_metrics_csv_appends_rows_with_one_header(tmp_path: Path) -> None:
+    run = open_run_dir(tmp_path / "run", Config())
+    run.append_metrics_row({"epoch": 1, "loss": 0.5})
+    run.append_metrics_row({"epoch": 2, "loss": 0.25})
+    lines = (run.path / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,loss", "1,0.5", "2,0.25"]
+
+
+def test_atomic_write_leaves_nothing_behind_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    atomic.write_text(target, "old")
+
+    def interrupted_write() -> None:
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        interrupted_write()
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.txt"]

@@ -1,0 +1,139 @@
+"""Checkpoint folders: strict safetensors round trip, weights-only train state, atomic replacement."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from learner.errors import CheckpointError
+from learner.training.checkpoint import (
+    MODEL_FILE,
+    TRAIN_STATE_FILE,
+    checkpoint_fingerprint,
+    load_checkpoint,
+    load_train_state,
+    read_meta,
+    save_checkpoint,
+)
+from learner.training.seeding import rng_state
+
+
+def _net(seed: int, width: int = 4) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, width, 3), nn.BatchNorm2d(width), nn.Flatten(), nn.LazyLinear(1))
+
+
+def _built(seed: int, width: int = 4) -> nn.Module:
+    net = _net(seed, width)
+    net(torch.zeros(2, 1, 5, 5))  # materialise the lazy layer: (2, 1, 5, 5) → (2, 1)
+    return net
+
+
+def test_round_trip_is_exact_and_strict(tmp_path: Path) -> None:
+    source, target = _built(0), _built(1)
+    source[1].running_mean.add_(0.5)  # buffers must travel too
+    save_checkpoint(tmp_path / "last", source, {"epoch": 3, "metrics": {"val_mae": 1.5}})
+    loaded, meta = load_checkpoint(tmp_path / "last", target)
+    assert loaded is target
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+    assert meta == {"epoch": 3, "metrics": {"val_mae": 1.5}, "schema_version": 1}
+    state, _ = load_checkpoint(tmp_path / "last")
+    assert set(state) == set(source.state_dict())
+
+
+def test_channels_last_weights_are_stored_in_standard_layout(tmp_path: Path) -> None:
+    source = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    assert not source.weight.is_contiguous()
+    save_checkpoint(tmp_path / "ck", source, {})
+    state, _ = load_checkpoint(tmp_path / "ck")
+    assert state["weight"].is_contiguous()
+    assert torch.equal(state["weight"], source.weight)
+
+
+def test_mismatched_model_is_refused_with_one_line(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "ck", _built(0, width=4), {})
+    with pytest.raises(CheckpointError, match=r"0\.weight \(4, 1, 3, 3\) vs \(6, 1, 3, 3\)") as info:
+        load_checkpoint(tmp_path / "ck", _built(0, width=6))
+    assert "\n" not in str(info.value)
+    extra = nn.Sequential(*_built(0), nn.Linear(1, 1))
+    with pytest.raises(CheckpointError, match=r"2 missing \(4\.bias, 4\.weight\)"):
+        load_checkpoint(tmp_path / "ck", extra)
+
+
+def test_missing_or_foreign_files_are_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nowhere")
+    save_checkpoint(tmp_path / "ck", _built(0), {})
+    with pytest.raises(CheckpointError, match=r"no train_state\.pt"):
+        load_train_state(tmp_path / "ck")
+    meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
+    (tmp_path / "ck" / "meta.json").write_text(json.dumps({**meta, "schema_version": 99}))
+    with pytest.raises(CheckpointError, match="schema_version 99"):
+        read_meta(tmp_path / "ck")
+    (tmp_path / "ck" / MODEL_FILE).unlink()
+    with pytest.raises(CheckpointError, match=r"missing model\.safetensors"):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_train_state_loads_weights_only_and_resumes_adam(tmp_path: Path) -> None:
+    net = _built(0)
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    batch = torch.randn(3, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    net(batch).square().mean().backward()
+    optimiser.step()
+    state = {
+        "optimizer": optimiser.state_dict(),
+        "step": 1,
+        "rng": rng_state(),
+        "history": [{"val_mae": 0.5}],
+    }
+    save_checkpoint(tmp_path / "ck", net, {}, train_state=state)
+    raw = torch.load(tmp_path / "ck" / TRAIN_STATE_FILE, weights_only=True)  # the safety requirement itself
+    assert raw["step"] == 1
+    assert raw["history"] == [{"val_mae": 0.5}]
+
+    twin = _built(5)
+    load_checkpoint(tmp_path / "ck", twin)
+    twin_optimiser = torch.optim.Adam(twin.parameters(), lr=1e-2)
+    twin_optimiser.load_state_dict(load_train_state(tmp_path / "ck")["optimizer"])
+    for model, opt in ((net, optimiser), (twin, twin_optimiser)):
+        opt.zero_grad()
+        model(batch).square().mean().backward()
+        opt.step()
+    for a, b in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    first = _built(0)
+    save_checkpoint(tmp_path / "last", first, {"epoch": 1})
+    with pytest.raises(TypeError):
+        save_checkpoint(tmp_path / "last", _built(1), {"epoch": object()})
+    assert read_meta(tmp_path / "last")["epoch"] == 1
+    state, _ = load_checkpoint(tmp_path / "last")
+    assert torch.equal(state["0.weight"], first[0].weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no staging or retired folders left
+
+
+def test_replacing_a_checkpoint_swaps_every_file(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "last", _built(0), {"epoch": 1}, train_state={"step": 1})
+    save_checkpoint(tmp_path / "last", _built(1), {"epoch": 2})
+    assert read_meta(tmp_path / "last")["epoch"] == 2
+    assert not (tmp_path / "last" / TRAIN_STATE_FILE).exists()  # nothing stale survives from the old folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_fingerprint_is_the_sha256_of_the_weights_file(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "a", _built(0), {"epoch": 1})
+    save_checkpoint(tmp_path / "b", _built(0), {"epoch": 2})
+    save_checkpoint(tmp_path / "c", _built(1), {"epoch": 1})
+    expected = hashlib.sha256((tmp_path / "a" / MODEL_FILE).read_bytes()).hexdigest()
+    assert checkpoint_fingerprint(tmp_path / "a") == expected
+    assert checkpoint_fingerprint(tmp_path / "b") == expected  # metadata is not part of the identity
+    assert checkpoint_fingerprint(tmp_path / "c") != expected

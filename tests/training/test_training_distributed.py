@@ -1,0 +1,140 @@
+"""DDP with two gloo processes on CPU: the gathered loss and the all-reduced gradients equal the
+single-process loss and gradients on the concatenated batch (the contrastive terms see the global batch)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from learner.config import LossConfig
+from learner.losses.registry import build_objective
+from learner.training.distributed import (
+    DistInfo,
+    all_gather_with_grad,
+    broadcast_object,
+    distributed,
+    unwrap_model,
+    wrap_model,
+)
+
+WORLD = 2
+LOCAL_BATCH = 5
+LOSSES = ("mse+cl", "mse+wcl", "mse+wcl_scaled")
+
+
+class _TinyRegressor(nn.Module):
+    """A linear encoder (N, 6) → (N, 4) and a linear head (N, 4) → (N,), in float64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.encoder = nn.Linear(6, 4).double()
+        self.head = nn.Linear(4, 1).double()
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings = self.encoder(x)
+        return embeddings, self.head(embeddings).squeeze(-1)
+
+
+def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(WORLD * LOCAL_BATCH, 6, generator=generator, dtype=torch.float64)
+    scores = torch.randn(WORLD * LOCAL_BATCH, generator=generator, dtype=torch.float64)  # distinct: no ties
+    return inputs, scores
+
+
+def _loss_and_grads(model: nn.Module, inputs: torch.Tensor, scores: torch.Tensor, name: str) -> dict:
+    model.zero_grad()
+    embeddings, predictions = model(inputs)
+    out = build_objective(LossConfig(name=name))(
+        all_gather_with_grad(embeddings), all_gather_with_grad(predictions), all_gather_with_grad(scores)
+    )
+    out.total.backward()
+    grads = {key: p.grad.clone() for key, p in unwrap_model(model).named_parameters()}
+    return {"loss": out.total.detach(), "terms": out.terms, "grads": grads}
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)  # forked child: never enter an OpenMP pool the parent may have started
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    with distributed("cpu") as info:
+        assert info == DistInfo(rank, WORLD, rank)
+        model = wrap_model(_TinyRegressor(), info, torch.device("cpu"))
+        inputs, scores = _global_batch()
+        mine = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+        results = {name: _loss_and_grads(model, inputs[mine], scores[mine], name) for name in LOSSES}
+        results["broadcast"] = broadcast_object({"rank": rank})
+        try:
+            all_gather_with_grad(torch.zeros(rank + 1))
+        except ValueError as exc:
+            results["unequal"] = str(exc)
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ddp")
+    # fork, not spawn: re-importing torch in two children costs ~10 s on a busy 2-core machine
+    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
+    return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_gathered_loss_equals_single_process_loss(rank_results: list[dict], name: str) -> None:
+    single = _loss_and_grads(_TinyRegressor(), *_global_batch(), name)
+    for result in rank_results:
+        torch.testing.assert_close(result[name]["loss"], single["loss"], rtol=1e-12, atol=1e-12)
+        for term, value in single["terms"].items():
+            torch.testing.assert_close(result[name]["terms"][term], value, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_ddp_gradients_equal_single_process_gradients(rank_results: list[dict], name: str) -> None:
+    single = _loss_and_grads(_TinyRegressor(), *_global_batch(), name)
+    assert any(g.abs().sum() > 0 for g in single["grads"].values())
+    for result in rank_results:
+        assert set(result[name]["grads"]) == set(single["grads"])
+        for key, grad in single["grads"].items():
+            torch.testing.assert_close(result[name]["grads"][key], grad, rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_unequal_local_batches_are_refused(rank_results: list[dict]) -> None:
+    for result in rank_results:
+        assert "equal batch sizes on every rank, got [1, 2]" in result["unequal"]
+
+
+def test_broadcast_hands_rank0_value_to_every_rank(rank_results: list[dict]) -> None:
+    assert [result["broadcast"] for result in rank_results] == [{"rank": 0}, {"rank": 0}]
+
+
+def test_single_process_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    x = torch.randn(3, 2)
+    with distributed("cpu") as info:
+        assert info == DistInfo(0, 1, 0)
+        assert info.is_main
+        assert all_gather_with_grad(x) is x
+        model = nn.Linear(2, 1)
+        assert wrap_model(model, info, torch.device("cpu")) is model
