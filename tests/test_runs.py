@@ -65,3 +65,10 @@ def test_atomic_write_leaves_nothing_behind_on_error(tmp_path: Path) -> None:
         interrupted_write()
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_atomic_write_follows_the_umask(tmp_path: Path) -> None:
+    target = atomic.write_text(tmp_path / "out.txt", "x")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert (target.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)

@@ -16,7 +16,6 @@ from learner.config import DataConfig
 from learner.data.cache import ScanCache, build_cache, default_cache_root
 from learner.data.manifest import ScanRecord, manifest_from_frame
 from learner.data.preprocess import Preprocessor
-from learner.data.readers import read_scan
 from learner.data.scales import get_scale
 from learner.errors import ScanReadError
 
@@ -40,7 +39,7 @@ def test_first_get_decodes_then_every_get_hits(tmp_path: Path) -> None:
     cache = ScanCache(tmp_path / "cache", PREP)
     first = cache.get(clip)
     assert isinstance(first, np.memmap)
-    np.testing.assert_array_equal(first, PREP(read_scan(clip)))  # the cache stores exactly the preprocessing
+    np.testing.assert_array_equal(first, PREP.load(clip))  # the cache stores exactly the preprocessing
     record = ScanRecord("p1", "s1", clip, "1", 1.0, 300.0)
     np.testing.assert_array_equal(cache.get(record), first)  # a record is the same entry as its path
     assert cache.decode_count == 1
@@ -61,7 +60,7 @@ def test_touching_or_rewriting_the_file_rebuilds_and_drops_the_stale_entry(tmp_p
     new = cache.get(clip)
     assert cache.decode_count == 3
     assert not np.array_equal(new, old)
-    np.testing.assert_array_equal(new, PREP(read_scan(clip)))
+    np.testing.assert_array_equal(new, PREP.load(clip))
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # stale entries removed
 
 
@@ -108,7 +107,7 @@ def test_concurrent_writers_of_one_entry_leave_one_valid_file(tmp_path: Path) ->
     files = list(root.glob("*.npy"))
     assert len(files) == 1
     assert leftovers(root) == []
-    np.testing.assert_array_equal(np.load(files[0]), PREP(read_scan(clip)))
+    np.testing.assert_array_equal(np.load(files[0]), PREP.load(clip))
 
 
 def _manifest(tmp_path: Path, bad: bool) -> Any:
@@ -151,9 +150,7 @@ def test_build_cache_reuses_and_stops_on_a_bad_scan_without_skip(tmp_path: Path)
     assert (again.built, again.reused, again.skipped) == (0, 3, [])
     cache = ScanCache(tmp_path / "elsewhere", Preprocessor.from_config(cfg))
     for record in good.records:
-        np.testing.assert_array_equal(
-            cache.get(record), Preprocessor.from_config(cfg)(read_scan(record.path))
-        )
+        np.testing.assert_array_equal(cache.get(record), Preprocessor.from_config(cfg).load(record.path))
     assert cache.decode_count == 0  # built ahead, so training decodes nothing
     with pytest.raises(ScanReadError, match=r"broken\.mp4"):
         build_cache(_manifest(tmp_path, bad=True), cfg, workers=1)

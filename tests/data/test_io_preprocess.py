@@ -30,11 +30,11 @@ def ultrasound_like(frames: int = 6) -> np.ndarray:
 def test_fan_crop_keeps_the_moving_region_and_drops_static_text() -> None:
     grey = ultrasound_like()
     prep = Preprocessor()
-    assert prep.fan_box(grey, False) == FAN
-    assert prep.foreground_box(grey, False) == (TEXT[0], FAN[1], TEXT[2], FAN[3])  # text is bright too
+    assert prep.fan_box(grey) == FAN
+    assert prep.foreground_box(grey) == (TEXT[0], FAN[1], TEXT[2], FAN[3])  # text is bright too
     static = np.repeat(grey[:1], 6, axis=0)
-    assert prep.fan_box(static, False) == prep.foreground_box(static, False)  # no motion → foreground
-    assert prep.fan_box(grey[:1], False) == prep.foreground_box(grey[:1], False)  # single frame
+    assert prep.fan_box(static) == prep.foreground_box(static)  # no motion → foreground
+    assert prep.fan_box(grey[:1]) == prep.foreground_box(grey[:1])  # single frame
 
 
 def test_output_is_the_crop_padded_square_and_resized_like_pil() -> None:
@@ -92,12 +92,24 @@ def test_volume_crops_to_its_nonzero_extent_and_maps_percentiles_to_0_255() -> N
     assert Preprocessor(size=12, crop="none")(Scan(volume)).shape == (12, 12, 12)  # every slice kept
 
 
+def test_volume_crop_ignores_rician_background_noise() -> None:
+    rng = np.random.default_rng(1)
+    shape = (24, 40, 40)
+    background = np.hypot(rng.normal(0, 0.04, shape), rng.normal(0, 0.04, shape))  # MR magnitude noise
+    volume = background.astype(np.float32)
+    volume[6:18, 10:30, 12:28] += 1.0  # the "head"
+    prep = Preprocessor(crop="foreground")
+    assert prep.volume_box(volume) == (slice(6, 18), slice(10, 30), slice(12, 28))
+    assert prep(Scan(volume)).shape == (12, 112, 112)
+    assert (volume > 0.1 * np.percentile(volume, 99)).sum() > volume[6:18, 10:30, 12:28].size  # noise passes
+
+
 def test_key_is_stable_and_changes_with_every_parameter() -> None:
     base = Preprocessor()
     assert base.key() == Preprocessor().key()
     assert Preprocessor.from_config(DataConfig()) == Preprocessor(size=112, channels=1, crop="fan")
     changes = {"size": 64, "channels": 3, "crop": "none", "max_cached_frames": 8, "nifti_axis": "coronal",
-               "intensity_threshold": 20.0, "motion_threshold": 1.0}  # fmt: skip
+               "intensity_threshold": 20.0, "motion_threshold": 1.0, "volume_threshold": 0.2}  # fmt: skip
     keys = {dataclasses.replace(base, **{name: value}).key() for name, value in changes.items()}
     assert len(keys | {base.key()}) == len(changes) + 1
 

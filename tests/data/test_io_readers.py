@@ -101,6 +101,17 @@ def test_lossless_grey_video_stays_grey_and_exact(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scan.frames[:, 0, 0], LEVELS)
 
 
+def test_grey_decoding_is_the_luma_of_the_colour_decoding(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "clip.mp4", "libx264", "yuv420p")
+    colour, grey = read_scan(path).frames.astype(np.float64), read_scan(path, grey=True).frames
+    assert grey.shape == colour.shape[:3]
+    luma = colour @ [0.299, 0.587, 0.114]  # ITU-R BT.601
+    assert np.abs(grey - luma).mean() < 1.5  # the decoder's own luma vs luma of its RGB: rounding only
+    rgb = np.random.default_rng(4).integers(0, 256, (2, 6, 8, 3), dtype=np.uint8)
+    dicom = read_scan(write_dicom(tmp_path / "rgb.dcm", rgb, "RGB"), grey=True).frames
+    np.testing.assert_array_equal(dicom, np.rint(rgb.astype(np.float64) @ [0.299, 0.587, 0.114]))
+
+
 def test_gif_is_exact_and_max_frames_keeps_the_first(tmp_path: Path) -> None:
     path = write_gif(tmp_path / "clip.gif")
     np.testing.assert_array_equal(read_scan(path).frames[:, 5, 5], np.repeat(LEVELS, 1)[:, None].repeat(3, 1))
@@ -113,7 +124,7 @@ def test_imageio_takes_over_when_pyav_fails(tmp_path: Path, monkeypatch: pytest.
     path = write_gif(tmp_path / "clip.gif")
     expected = read_scan(path).frames
 
-    def broken(path: Path, max_frames: int | None) -> None:
+    def broken(path: Path, max_frames: int | None, grey: bool) -> None:
         raise av.error.InvalidDataError(1094995529, "simulated PyAV failure")
 
     monkeypatch.setattr(readers, "_decode_pyav", broken)

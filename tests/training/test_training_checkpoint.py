@@ -137,3 +137,16 @@ def test_fingerprint_is_the_sha256_of_the_weights_file(tmp_path: Path) -> None:
     assert checkpoint_fingerprint(tmp_path / "a") == expected
     assert checkpoint_fingerprint(tmp_path / "b") == expected  # metadata is not part of the identity
     assert checkpoint_fingerprint(tmp_path / "c") != expected
+
+
+def test_a_crash_between_the_two_renames_is_pointed_out(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "last", _built(0), {"epoch": 1})
+    (tmp_path / "last").rename(tmp_path / ".last.old-1-abcd")  # as if the process died mid-swap
+    with pytest.raises(CheckpointError, match=r"left .*\.last\.old-1-abcd; rename it to last"):
+        read_meta(tmp_path / "last")
+
+
+def test_checkpoint_folders_follow_the_umask_like_any_folder(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "last", _built(0), {})
+    (tmp_path / "plain").mkdir()
+    assert (tmp_path / "last").stat().st_mode == (tmp_path / "plain").stat().st_mode

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -74,16 +75,21 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     )
     with distributed("cpu") as info:
         assert info == DistInfo(rank, WORLD, rank)
-        model = wrap_model(_TinyRegressor(), info, torch.device("cpu"))
-        inputs, scores = _global_batch()
-        mine = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-        results = {name: _loss_and_grads(model, inputs[mine], scores[mine], name) for name in LOSSES}
-        results["broadcast"] = broadcast_object({"rank": rank})
-        try:
-            all_gather_with_grad(torch.zeros(rank + 1))
-        except ValueError as exc:
-            results["unequal"] = str(exc)
+        results = _rank_results(info)  # the DDP model dies in there, before the group is destroyed
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _rank_results(info: DistInfo) -> dict:
+    model = wrap_model(_TinyRegressor(), info, torch.device("cpu"))
+    inputs, scores = _global_batch()
+    mine = slice(info.rank * LOCAL_BATCH, (info.rank + 1) * LOCAL_BATCH)
+    results = {name: _loss_and_grads(model, inputs[mine], scores[mine], name) for name in LOSSES}
+    results["broadcast"] = broadcast_object({"rank": info.rank})
+    try:
+        all_gather_with_grad(torch.zeros(info.rank + 1))
+    except ValueError as exc:
+        results["unequal"] = str(exc)
+    return results
 
 
 def _free_port() -> int:
@@ -96,7 +102,15 @@ def _free_port() -> int:
 def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
     # fork, not spawn: re-importing torch in two children costs ~10 s on a busy 2-core machine
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
+    workers = mp.start_processes(
+        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="fork"
+    )
+    deadline = time.monotonic() + 120
+    while not workers.join(timeout=1):  # raises if a worker failed
+        if time.monotonic() > deadline:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail("the two DDP workers did not finish within 120 s")
     return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 

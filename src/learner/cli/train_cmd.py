@@ -47,7 +47,7 @@ def pretrain_command(
 ) -> None:
     """Pretrain encoder + regression head on λ·MSE + (1 − λ)·contrastive (Alg. 1, Table 2 defaults).
 
-    Every config key can be set with --set key.sub=value; the flags above are shortcuts. Writes
+    Every config key can be set with --set key.sub=value; the other flags are shortcuts for keys. Writes
     OUT/config.yaml, metrics.csv (one row per epoch), metrics.json and checkpoints/{best,last}.
     With N processes: torchrun --nproc_per_node=N -m learner pretrain ... (optim.batch_size is the global
     batch).

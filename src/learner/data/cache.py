@@ -32,7 +32,6 @@ import numpy as np
 from learner.atomic import atomic_path
 from learner.data.manifest import ScanRecord
 from learner.data.preprocess import Preprocessor
-from learner.data.readers import read_scan
 from learner.errors import ScanReadError
 
 if TYPE_CHECKING:
@@ -77,8 +76,7 @@ class ScanCache:
         target = self.path_for(source)
         if target.exists():
             return target, False
-        path = _source_path(source)
-        frames = self.preprocessor(read_scan(path, nifti_axis=self.preprocessor.nifti_axis))
+        frames = self.preprocessor.load(_source_path(source))
         with atomic_path(target) as tmp, tmp.open("wb") as handle:
             np.save(handle, frames)  # a file handle: np.save would append ".npy" to a path
         self.decode_count += 1

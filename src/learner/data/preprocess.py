@@ -3,17 +3,21 @@ the cache stores and every epoch reads (the deterministic part of the pipeline, 
 
 Steps, in order:
 
-1. **Frame budget** — at most ``max_cached_frames`` frames, evenly spaced over the clip. For volumes the
-   slices are first restricted to the foreground (non-zero) extent, so "evenly spaced" covers the anatomy,
-   not the empty slabs around it (the TSN eval rule of Section 2.2 then spreads T slices over it).
-2. **Grey** — colour is converted to luminance (ITU-R BT.601) when ``channels == 1``.
-3. **Crop** (:data:`CROPS`) — ``none``; ``foreground``: bounding box of pixels brighter than a
-   threshold; ``fan``: bounding box of pixels that *vary over time* and are bright enough — the
-   ultrasound fan, without the static burned-in text, logos and borders around it. A single frame or a
-   static clip falls back to ``foreground``. Volumes use the non-zero bounding box for both.
-4. **Square and resize** — the crop is zero-padded to a centred square (no distortion of the anatomy), then
+1. **Volume crop** — with any crop but ``none``, float data (volumes) are cut to the 3-D bounding box of
+   their foreground: voxels above ``volume_threshold`` × the 99th percentile (the non-zero voxels when the
+   background is exactly zero), after a 3×3×3 binary opening that removes isolated background-noise specks.
+   The slices then cover the anatomy, not the empty slabs around it, so the TSN eval rule of Section 2.2
+   spreads T slices over the foreground extent.
+2. **Frame budget** — at most ``max_cached_frames`` frames, evenly spaced over the clip.
+3. **Grey** — colour becomes luminance (ITU-R BT.601) when ``channels == 1``; :meth:`Preprocessor.load`
+   asks the reader for grey frames, so videos are decoded straight to luma.
+4. **Crop** of 8-bit clips (:data:`CROPS`) — ``none``; ``foreground``: bounding box of pixels brighter than
+   a threshold in any frame; ``fan``: bounding box of pixels that *vary over time* and are bright enough —
+   the ultrasound fan, without the static burned-in text, logos and borders around it (a single frame or
+   a static clip falls back to ``foreground``).
+5. **Square and resize** — the crop is zero-padded to a centred square (no distortion of the anatomy), then
    resized to ``size × size`` with bilinear, antialiased ``torch.nn.functional.interpolate``.
-5. **Intensity** — float data (volumes, deep images) are scaled so the 1st–99th percentiles of the
+6. **Intensity** — float data (volumes, deep images) are scaled so the 1st–99th percentiles of the
    non-zero voxels map to 0–255; 8-bit videos keep their values.
 """
 
@@ -21,16 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 
-from learner.data.readers import NiftiAxis, Scan
+from learner.data.readers import NiftiAxis, Scan, luminance, read_scan
 
 PREPROCESS_VERSION = 1  # bump when the output of an unchanged parameter set changes
-BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _RESIZE_CHUNK = 16  # frames resized at once: bounds float32 memory for long, large clips
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
@@ -49,6 +53,7 @@ class Preprocessor:
         nifti_axis: slicing axis of NIfTI volumes (part of the cache key, as it changes the frames).
         intensity_threshold: grey level (0–255) above which a pixel counts as foreground.
         motion_threshold: temporal standard deviation (grey levels) above which a pixel counts as moving.
+        volume_threshold: fraction of a volume's 99th percentile above which a voxel is foreground.
     """
 
     size: int = 112
@@ -58,6 +63,7 @@ class Preprocessor:
     nifti_axis: NiftiAxis = "axial"
     intensity_threshold: float = 12.0
     motion_threshold: float = 3.0
+    volume_threshold: float = 0.1
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
@@ -85,18 +91,23 @@ class Preprocessor:
         text = json.dumps({**asdict(self), "version": PREPROCESS_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def load(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """Read ``path`` (grey straight from the decoder when ``channels == 1``) and preprocess it."""
+        return self(read_scan(path, nifti_axis=self.nifti_axis, grey=self.channels == 1))
+
     def __call__(self, scan: Scan) -> np.ndarray:
         """Preprocess ``scan.frames`` ((T, H, W) or (T, H, W, 3)) into the cached uint8 array."""
         frames = scan.frames
         volume = frames.dtype != np.uint8
         if volume and self.crop != "none":
-            frames = frames[_nonzero_extent(frames)]
+            frames = frames[self.volume_box(frames)]
         frames = frames[even_indices(len(frames), self.max_cached_frames)]
         if frames.ndim == 4 and self.channels == 1:
             frames = luminance(frames)
-        grey = frames if frames.ndim == 3 else luminance(frames)
-        y0, y1, x0, x1 = CROPS[self.crop](self, grey, volume)
-        frames = pad_to_square(frames[:, y0:y1, x0:x1])
+        if not volume:
+            y0, y1, x0, x1 = CROPS[self.crop](self, frames if frames.ndim == 3 else luminance(frames))
+            frames = frames[:, y0:y1, x0:x1]
+        frames = pad_to_square(frames)
         resized = resize(frames, self.size)
         if volume:
             low, high = _percentiles(frames)
@@ -104,32 +115,45 @@ class Preprocessor:
         return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 
     # ------------------------------------------------------------------------------------------ crops
-    def no_crop(self, grey: np.ndarray, volume: bool) -> Box:
+    def no_crop(self, grey: np.ndarray) -> Box:
         """The whole frame."""
         return (0, grey.shape[1], 0, grey.shape[2])
 
-    def foreground_box(self, grey: np.ndarray, volume: bool) -> Box:
-        """Bounding box of the non-zero (volume) or brighter-than-threshold (video) pixels of any frame."""
-        peak = grey.max(axis=0)
-        mask = peak != 0 if volume else peak > self.intensity_threshold
-        return _mask_box(mask) or self.no_crop(grey, volume)
+    def foreground_box(self, grey: np.ndarray) -> Box:
+        """Bounding box of the pixels brighter than ``intensity_threshold`` in any frame of (T, H, W)."""
+        return _mask_box(grey.max(axis=0) > self.intensity_threshold) or self.no_crop(grey)
 
-    def fan_box(self, grey: np.ndarray, volume: bool) -> Box:
-        """Bounding box of the pixels that move over time and are bright somewhere in the clip.
+    def fan_box(self, grey: np.ndarray) -> Box:
+        """Bounding box of the pixels of (T, H, W) that move over time and are bright somewhere in the clip.
 
         Burned-in text, calibration bars and borders are static, so their temporal standard deviation is
-        ~0 (only codec noise) and they drop out. Falls back to :meth:`foreground_box` for volumes, single
-        frames and clips with no motion.
+        ~0 (only codec noise) and they drop out. Falls back to :meth:`foreground_box` for single frames and
+        clips with no motion.
         """
-        if volume or len(grey) < 2:
-            return self.foreground_box(grey, volume)
+        if len(grey) < 2:
+            return self.foreground_box(grey)
         moving = grey.std(axis=0, dtype=np.float32) > self.motion_threshold
         bright = grey.max(axis=0) > self.intensity_threshold
-        return _mask_box(moving & bright) or self.foreground_box(grey, volume)
+        return _mask_box(moving & bright) or self.foreground_box(grey)
+
+    def volume_box(self, frames: np.ndarray) -> tuple[slice, slice, slice]:
+        """(slices, rows, cols) of the foreground of a float volume (T, H, W[, 3]); everything if none."""
+        from scipy import ndimage
+
+        grey = frames if frames.ndim == 3 else luminance(frames)
+        mask = grey > self.volume_threshold * max(float(np.percentile(grey, 99)), 0.0)
+        depth = min(3, len(grey))  # a 1- or 2-slice image is opened in-plane only
+        mask = ndimage.binary_opening(mask, structure=np.ones((depth, 3, 3), dtype=bool))
+        slices = np.flatnonzero(mask.any(axis=(1, 2)))
+        box = _mask_box(mask.any(axis=0))
+        if box is None:
+            return (slice(None), slice(None), slice(None))
+        y0, y1, x0, x1 = box
+        return (slice(int(slices[0]), int(slices[-1]) + 1), slice(y0, y1), slice(x0, x1))
 
 
-#: Crop name → method returning the (y0, y1, x0, x1) box from grey frames (T, H, W).
-CROPS: dict[str, Callable[[Preprocessor, np.ndarray, bool], Box]] = {
+#: Crop name → method returning the (y0, y1, x0, x1) box of an 8-bit clip from its grey frames (T, H, W).
+CROPS: dict[str, Callable[[Preprocessor, np.ndarray], Box]] = {
     "none": Preprocessor.no_crop,
     "foreground": Preprocessor.foreground_box,
     "fan": Preprocessor.fan_box,
@@ -141,12 +165,6 @@ def even_indices(n: int, budget: int) -> np.ndarray:
     if n <= budget:
         return np.arange(n)
     return np.rint(np.linspace(0, n - 1, budget)).astype(np.int64)
-
-
-def luminance(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) RGB → (T, H, W) BT.601 luma, same dtype family (uint8 stays uint8)."""
-    luma = frames.astype(np.float32) @ BT601
-    return np.clip(np.rint(luma), 0, 255).astype(np.uint8) if frames.dtype == np.uint8 else luma
 
 
 def pad_to_square(frames: np.ndarray) -> np.ndarray:
@@ -182,12 +200,6 @@ def _mask_box(mask: np.ndarray) -> Box | None:
     if rows.size == 0:
         return None
     return (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-
-
-def _nonzero_extent(frames: np.ndarray) -> slice:
-    """The slice range (along T) of a volume that holds any non-zero voxel (all slices if none does)."""
-    occupied = np.flatnonzero(frames.reshape(len(frames), -1).any(axis=1))
-    return slice(int(occupied[0]), int(occupied[-1]) + 1) if occupied.size else slice(None)
 
 
 def _percentiles(frames: np.ndarray) -> tuple[float, float]:

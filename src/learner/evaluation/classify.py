@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +81,21 @@ def read_splits(encoder_run: str | os.PathLike[str]) -> dict[str, str]:
     return {row["patient_id"]: row["split"] for row in rows}
 
 
+def phantom_folder(manifest: Manifest) -> Path | None:
+    """The generated cohort's folder when the scans come from a phantom (its ``phantom.json`` lies in the
+    manifest's folder, in the folder holding every scan, or up to two levels above that), else None."""
+    if not manifest.records:
+        return None
+    scans = Path(os.path.commonpath([str(r.path.parent) for r in manifest.records]))
+    for folder in (manifest.root, scans, *list(scans.parents)[:2]):
+        if (folder / PHANTOM_RECORD).is_file():
+            return folder
+    return None
+
+
 def data_source(manifest: Manifest) -> str:
-    """``phantom`` when the scans come from a generated cohort (its ``phantom.json`` sits in the manifest's
-    folder or in a folder holding every scan), else ``real``."""
-    scans = os.path.commonpath([str(r.path.parent) for r in manifest.records]) if manifest.records else "."
-    candidates = [manifest.root, *list(Path(scans).parents)[:2], Path(scans)]
-    return "phantom" if any((folder / PHANTOM_RECORD).is_file() for folder in candidates) else "real"
+    """``phantom`` for a generated cohort (see :func:`phantom_folder`), else ``real``."""
+    return "phantom" if phantom_folder(manifest) is not None else "real"
 
 
 def build_pairs(manifest: Manifest, config: Config) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -137,8 +147,6 @@ def run_classification(
     run = open_run_dir(out_dir, config, force=force)
     manifest = manifest.with_splits(read_splits(encoder_run))
     pairs, no_pair = build_pairs(manifest, config)
-    for split, table in pairs.items():
-        write_pair_table(table, run.file("pairs", f"{split}.csv"))
     table = embed_scans(
         encoder_run,
         manifest,
@@ -148,11 +156,13 @@ def run_classification(
         skip_bad=config.data.skip_bad_scans,
     )
     pairs, dropped = _without_skipped(pairs, table)
+    for split, frame in pairs.items():
+        write_pair_table(frame, run.file("pairs", f"{split}.csv"))
     if len(pairs["test"]) == 0:
         raise LearnerError(f"{manifest.source}: no test intra-patient pairs (test patients need 2+ visits)")
     combine = config.classifier.combine
     features = {s: pair_features(p, table.embeddings, table.scan_ids, combine) for s, p in pairs.items()}
-    labels = {split: table_["label"].to_numpy(dtype=np.int64) for split, table_ in pairs.items()}
+    labels = {split: frame["label"].to_numpy(dtype=np.int64) for split, frame in pairs.items()}
     fitted = fit_pair_classifier(
         features["train"],
         labels["train"],
@@ -190,6 +200,11 @@ def run_classification(
     return ClassificationResult(run.path, metrics, predictions, fitted, table)
 
 
+def json_number(value: float) -> float | None:
+    """``value``, or None where it is NaN/inf (an undefined interval), so the JSON files stay standard."""
+    return value if math.isfinite(value) else None
+
+
 def _without_skipped(
     pairs: dict[str, pd.DataFrame], table: EmbeddingTable
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
@@ -224,7 +239,9 @@ def _test_metrics(test_pairs: pd.DataFrame, predicted: np.ndarray, config: Confi
     metrics = classification_metrics(truth, predicted)
     n_boot = config.experiment.bootstrap
     metrics["ci"] = {
-        name: list(patient_bootstrap_ci(truth, predicted, patients, fn, n_boot, config.seed))
+        name: [
+            json_number(v) for v in patient_bootstrap_ci(truth, predicted, patients, fn, n_boot, config.seed)
+        ]
         for name, fn in BOOTSTRAP_METRICS.items()
     }
     metrics["n_boot"] = n_boot

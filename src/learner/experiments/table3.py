@@ -43,11 +43,11 @@ from learner.data.adni import normalise_viscode
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
 from learner.errors import ConfigError, RunDirError
-from learner.evaluation.classify import phantom_folder, run_classification
+from learner.evaluation.classify import data_source, json_number, phantom_folder, run_classification
 from learner.evaluation.embed import embed_scans
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
 from learner.evaluation.metrics import paired_difference_ci
-from learner.evaluation.report import render_table3
+from learner.evaluation.report import loss_label, render_table3
 from learner.losses.registry import build_objective
 from learner.runs import open_run_dir
 from learner.training.checkpoint import checkpoint_fingerprint
@@ -67,7 +67,6 @@ class Table3Result:
     out_dir: Path
     results: dict[str, Any]
     table: str
-    pretrain_calls: int
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -77,14 +76,19 @@ def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
     The experiment section is reset (only ``bootstrap`` is kept) so a cell's config does not change when
     the grid around it grows.
     """
-    cell = apply_overrides(base, {"data.manifest": str(dataset.manifest), "data.scale": dataset.scale, **keys})
+    cell = apply_overrides(
+        base, {"data.manifest": str(dataset.manifest), "data.scale": dataset.scale, **keys}
+    )
     return cell.model_copy(update={"experiment": ExperimentConfig(bootstrap=base.experiment.bootstrap)})
 
 
 def config_digest(config: Config) -> str:
     """Hash of everything in ``config`` that changes results (not device, workers, cache location)."""
-    flat = _flatten(config.model_dump(mode="json"))
-    kept = {key: value for key, value in flat.items() if key not in RESUMABLE_CHANGES}
+    volatile: dict[str, set[str]] = defaultdict(set)
+    for key in RESUMABLE_CHANGES:  # "section.field" keys
+        section, name = key.split(".")
+        volatile[section].add(name)
+    kept = config.model_dump(mode="json", exclude=dict(volatile))
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -167,38 +171,37 @@ def summarise(cells: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict
         row: dict[str, Any] = dict(zip(keys, group_keys, strict=True)) | {"n_seeds": len(members)}
         for name in METRICS:
             values = np.array([m[name] for m in members], dtype=np.float64)
-            row[name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            row[name] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            }
         rows.append(row)
     return rows
 
 
-def compare_with_baseline(
-    cells: Sequence[dict[str, Any]], baseline: str
-) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+def compare_with_baseline(cells: Sequence[dict[str, Any]], baseline: str) -> dict[str, dict[str, Any]]:
     """dataset → loss → metric → paired difference (loss − baseline) over the seeds both completed."""
     by_key = {(c["dataset"], c["loss"], c["seed"]): c for c in cells}
-    out: dict[str, dict[str, dict[str, dict[str, float]]]] = defaultdict(dict)
-    for dataset, loss, _ in sorted({(c["dataset"], c["loss"], 0) for c in cells if c["loss"] != baseline}):
-        seeds = sorted(
-            s for d, l_, s in by_key if d == dataset and l_ == loss and (dataset, baseline, s) in by_key
-        )
-        if not seeds:
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    for dataset, loss in dict.fromkeys((c["dataset"], c["loss"]) for c in cells):
+        seeds = [s for d, l_, s in by_key if (d, l_) == (dataset, loss) and (d, baseline, s) in by_key]
+        if loss == baseline or not seeds:
             continue
-        out[dataset][loss] = {
-            name: asdict(
-                paired_difference_ci(
-                    np.array([by_key[(dataset, loss, s)][name] for s in seeds]),
-                    np.array([by_key[(dataset, baseline, s)][name] for s in seeds]),
-                )
+        out[dataset][loss] = {}
+        for name in METRICS:
+            diff = paired_difference_ci(
+                np.array([by_key[(dataset, loss, s)][name] for s in seeds]),
+                np.array([by_key[(dataset, baseline, s)][name] for s in seeds]),
             )
-            for name in METRICS
-        }
+            out[dataset][loss][name] = {
+                k: json_number(v) if isinstance(v, float) else v for k, v in asdict(diff).items()
+            }
     return dict(out)
 
 
 # ------------------------------------------------------------------------------------------- Fig. 1
 def latent_severity(manifest: Manifest) -> dict[str, float] | None:
-    """scan_id → the phantom's latent severity (LUS: the zone's severity; MRI: atrophy); None for real data."""
+    """scan_id → the phantom's latent severity (LUS: zone severity; MRI: atrophy); None for real data."""
     folder = phantom_folder(manifest)
     if folder is None:
         return None
@@ -224,43 +227,178 @@ def _mri_truth(table: pd.DataFrame) -> dict[str, float]:
 _GROUND_TRUTH: dict[str, Callable[[pd.DataFrame], dict[str, float]]] = {"lus": _lus_truth, "mri": _mri_truth}
 
 
-def distance_analyses(
-    cells: Sequence[dict[str, Any]], manifest: Manifest, target: str | dict[str, float], n_boot: int
-) -> dict[str, DistanceAnalysis]:
-    """Fig. 1 data of one dataset: loss → analysis of the cell with the lowest seed, on its test pairs."""
-    analyses = {}
-    for cell in sorted(cells, key=lambda c: c["seed"], reverse=True):  # the lowest seed is written last
-        encoder_dir, classifier_dir = Path(cell["encoder_dir"]), Path(cell["classifier_dir"])
-        pairs = pd.read_csv(classifier_dir / "pairs" / "test.csv", dtype={"first_scan_id": str, "second_scan_id": str})
-        table = embed_scans(encoder_dir, manifest, clips_per_scan=cell["clips_per_scan"])
-        name = "score" if isinstance(target, str) else "latent severity"
-        analyses[cell["loss"]] = distance_vs_change(
-            pairs, table.embeddings, table.scan_ids, target, target_name=name, n_boot=n_boot, seed=cell["seed"]
-        )
-    order = list(dict.fromkeys(c["loss"] for c in cells))
-    return {loss: analyses[loss] for loss in order}
-
-
 def figure_one(
-    out_dir: Path, dataset: DatasetSpec, cells: Sequence[dict[str, Any]], manifest: Manifest, n_boot: int
+    out_dir: Path, cells: Sequence[dict[str, Any]], manifest: Manifest, n_boot: int
 ) -> dict[str, Any]:
-    """Write the Fig. 1 panels of one dataset; returns the PNG names and each panel's Spearman statistics."""
-    scale = scale_from_config(cell_config(Config(), dataset).data)
-    targets: dict[str, tuple[str | dict[str, float], str]] = {"score": ("score", f"|Δ {scale.name} score|")}
+    """Fig. 1 of one dataset from its lowest-seed cells: cosine distance of the test intra-patient pairs
+    against |Δ score| (and |Δ latent severity| on a phantom), one panel per objective.
+
+    Returns target → ``png`` (file name in ``out_dir``), ``seed`` and ``panels`` (loss → Spearman ρ, CI, n).
+    """
+    seed = min(c["seed"] for c in cells)
+    shown = [c for c in cells if c["seed"] == seed]
+    targets: dict[str, tuple[str | dict[str, float], str]] = {"score": ("score", "|Δ score|")}
     truth = latent_severity(manifest)
     if truth is not None:
         targets["latent"] = (truth, "|Δ latent severity| (phantom ground truth)")
     figures: dict[str, Any] = {}
     for key, (target, xlabel) in targets.items():
-        analyses = distance_analyses(cells, manifest, target, n_boot)
-        png = f"fig1_{dataset.name}_{key}.png"
-        plot_distance_panels({_loss_label(k): a for k, a in analyses.items()}, out_dir / png, xlabel=xlabel)
-        figures[key] = {"png": png, "seed": min(c["seed"] for c in cells)}
-        figures[key]["panels"] = {loss: a.to_metrics() for loss, a in analyses.items()}
+        analyses = {c["loss"]: _distance_analysis(out_dir, c, manifest, target, n_boot) for c in shown}
+        png = f"fig1_{shown[0]['dataset']}_{key}.png"
+        plot_distance_panels({loss_label(k): a for k, a in analyses.items()}, out_dir / png, xlabel=xlabel)
+        figures[key] = {"png": png, "seed": seed, "panels": {k: a.to_metrics() for k, a in analyses.items()}}
     return figures
 
 
-def _loss_label(name: str) -> str:
-    from learner.evaluation.report import loss_label
+def _distance_analysis(
+    out_dir: Path, cell: dict[str, Any], manifest: Manifest, target: str | dict[str, float], n_boot: int
+) -> DistanceAnalysis:
+    folder = out_dir / cell["dir"]
+    pairs = pd.read_csv(folder / "classifier" / "pairs" / "test.csv", dtype=_ID_COLUMNS)
+    table = embed_scans(folder / "encoder", manifest, clips_per_scan=cell["clips_per_scan"])  # cached
+    name = "score" if isinstance(target, str) else "latent severity"
+    return distance_vs_change(
+        pairs, table.embeddings, table.scan_ids, target, target_name=name, n_boot=n_boot, seed=cell["seed"]
+    )
 
-    return loss_label(name)
+
+_ID_COLUMNS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
+
+
+# ------------------------------------------------------------------------------------------- the grid
+def run_table3(
+    config: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    datasets: Sequence[DatasetSpec] | None = None,
+    losses: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    resume: bool = False,
+    force: bool = False,
+) -> Table3Result:
+    """Run (or continue) the Table 3 grid: dataset × loss × seed, each pretrained → embedded → classified.
+
+    Args:
+        config: the base config of every cell (its ``experiment`` section gives the grid defaults).
+        out_dir: the experiment's run directory (see the module docstring for its layout).
+        datasets, losses, seeds: override ``experiment.datasets`` / ``losses`` / ``seeds``.
+        resume: continue an experiment in ``out_dir`` (finished cells are reused, never recomputed).
+        force: wipe ``out_dir`` first.
+
+    Raises:
+        ConfigError: an empty grid, an unknown loss, or two datasets with one name.
+        RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
+    """
+    config = with_grid(config, datasets=datasets, losses=losses, seeds=seeds)
+    grid = config.experiment
+    run = open_run_dir(out_dir, config, resume=resume, force=force)
+    if resume:
+        atomic.write_text(run.path / "config.yaml", config.to_yaml())  # the grid may have grown
+    device = embedding_device(config)
+    cells: list[dict[str, Any]] = []
+    figures: dict[str, Any] = {}
+    sources: list[dict[str, Any]] = []
+    for dataset in grid.datasets:
+        manifest = load_manifest(dataset.manifest, scale_from_config(cell_config(config, dataset).data))
+        sources.append(describe_dataset(dataset, manifest))
+        rows = []
+        for loss in grid.losses:
+            for seed in grid.seeds:
+                cfg = cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
+                where = Path(dataset.name) / loss / f"seed-{seed}"
+                log.info("table 3 cell %s", where)
+                encoder = ensure_encoder(cfg, run.path / where / "encoder")
+                classified = ensure_classification(
+                    run.path / where / "encoder", manifest, cfg, run.path / where / "classifier", device
+                )
+                keys = {"dataset": dataset.name, "loss": loss, "seed": seed, "dir": str(where)}
+                rows.append(
+                    cell_summary(
+                        keys | {"clips_per_scan": cfg.classifier.clips_per_scan}, encoder, classified
+                    )
+                )
+        figures[dataset.name] = figure_one(run.path, rows, manifest, grid.bootstrap)
+        cells += rows
+    baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
+    results = {
+        "kind": "table3",
+        "datasets": sources,
+        "losses": list(grid.losses),
+        "seeds": list(grid.seeds),
+        "baseline_loss": baseline,
+        "cells": cells,
+        "summary": summarise(cells, ("dataset", "loss")),
+        "comparisons": compare_with_baseline(cells, baseline),
+        "figures": figures,
+    }
+    table = render_table3(results)
+    atomic.write_text(run.path / "table3.md", table)
+    with atomic.atomic_path(run.path / "table3.csv") as tmp:
+        long_form(results).to_csv(tmp, index=False)
+    atomic.write_json(run.path / "results.json", results)
+    return Table3Result(run.path, results, table)
+
+
+def with_grid(
+    config: Config,
+    *,
+    datasets: Sequence[DatasetSpec] | None = None,
+    losses: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    **more: Sequence[str] | None,
+) -> Config:
+    """``config`` with the given grid axes replacing ``experiment``'s, validated up front.
+
+    Raises:
+        ConfigError: an empty axis, no dataset, two datasets sharing a name, or an unknown loss.
+    """
+    given = {"datasets": datasets, "losses": losses, "seeds": seeds, **more}
+    grid = config.experiment.model_copy(update={k: list(v) for k, v in given.items() if v is not None})
+    if not grid.datasets:
+        raise ConfigError("experiment.datasets is empty; list at least one {name, manifest, scale}")
+    names = [d.name for d in grid.datasets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"experiment.datasets: dataset names must be unique, got {names}")
+    for axis in ("losses", "seeds", *more):
+        if not getattr(grid, axis):
+            raise ConfigError(f"experiment.{axis} is empty")
+    for loss in grid.losses:
+        build_objective(LossConfig(name=loss))
+    return config.model_copy(update={"experiment": grid})
+
+
+def describe_dataset(dataset: DatasetSpec, manifest: Manifest) -> dict[str, Any]:
+    """A dataset entry of ``results.json``: its spec, scan/patient counts, data source and phantom record."""
+    folder = phantom_folder(manifest)
+    record = json.loads((folder / "phantom.json").read_text(encoding="utf-8")) if folder else None
+    return {
+        **dataset.model_dump(mode="json"),
+        "scans": len(manifest.records),
+        "patients": len(manifest.patients()),
+        "data_source": data_source(manifest),
+        "phantom": record,
+    }
+
+
+def embedding_device(config: Config) -> str:
+    """Where frozen encoders run: the pretraining device rule (``auto`` = CUDA when visible)."""
+    import torch
+
+    cuda = config.optim.device == "cuda" or (config.optim.device == "auto" and torch.cuda.is_available())
+    return "cuda" if cuda else "cpu"
+
+
+def long_form(results: dict[str, Any]) -> pd.DataFrame:
+    """``table3.csv``: one row per (dataset, loss) with every metric's mean/std and its difference from the
+    baseline objective (mean, CI low, CI high)."""
+    rows = []
+    for row in results["summary"]:
+        flat: dict[str, Any] = {"dataset": row["dataset"], "loss": row["loss"], "n_seeds": row["n_seeds"]}
+        versus = results["comparisons"].get(row["dataset"], {}).get(row["loss"], {})
+        for name in METRICS:
+            flat[f"{name}_mean"], flat[f"{name}_std"] = row[name]["mean"], row[name]["std"]
+            diff = versus.get(name, {})
+            for part in ("mean", "low", "high"):
+                flat[f"{name}_diff_{part}"] = diff.get(part, np.nan)
+        rows.append(flat)
+    return pd.DataFrame(rows)

@@ -11,7 +11,7 @@ Layout of ``RUN_DIR/checkpoints/<name>/`` (``last`` after every epoch, ``best`` 
 A checkpoint is written into a hidden temporary folder beside its target and renamed into place, so a reader
 sees the old checkpoint or the new one, never a mixture. Replacing an existing folder takes two renames
 (old → ``.<name>.old-*``, new → ``<name>``); a crash exactly between them leaves the previous checkpoint
-complete in the ``.old`` folder, which :func:`load_checkpoint`'s error message points to.
+complete in the ``.<name>.old-*`` folder, which :func:`load_checkpoint`'s error message points to.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,8 @@ def save_checkpoint(
     """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staging = _sibling(target, "tmp")
+    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide the checkpoint
     try:
         tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(SCHEMA_VERSION)})
@@ -80,10 +81,15 @@ def _swap_into_place(staging: Path, target: Path) -> None:
     if not target.exists():
         os.replace(staging, target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    retired = _sibling(target, "old")
     os.replace(target, retired)  # rename(2) cannot replace a non-empty folder: move the old one aside first
     os.replace(staging, target)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    """A fresh hidden name beside ``target``: ``.<name>.<kind>-<pid>-<random>``."""
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -15,9 +15,11 @@ over the ranks. Sum × mean = the gradient of the single-process loss on the con
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -27,6 +29,9 @@ from torch import nn
 from learner.errors import LearnerError
 
 T = TypeVar("T")
+
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+"""How long a rank waits at a collective: long enough for rank 0 to decode a cold scan cache alone."""
 
 TORCHRUN_VARIABLES: tuple[str, ...] = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -68,19 +73,27 @@ def init_distributed(device_type: str) -> DistInfo:
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(
-        "nccl" if device_type == "cuda" else "gloo", rank=info.rank, world_size=info.world_size
-    )
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, timeout=COLLECTIVE_TIMEOUT)
     return info
 
 
 @contextmanager
 def distributed(device_type: str) -> Iterator[DistInfo]:
-    """:func:`init_distributed` for the duration of a block; tears down only a group it created itself."""
+    """:func:`init_distributed` for the duration of a block; tears down only a group it created itself.
+
+    Anything holding the group (a DDP model's reducer) must be gone before the group is destroyed: a gloo
+    group destroyed from such an owner joins its worker threads while holding the GIL, which deadlocks when
+    a worker still needs the GIL to free a finished collective's tensors (pytorch/pytorch#56297). On an
+    exception the traceback would keep the block's locals (the model) alive, so its frames are cleared first.
+    """
     created = dist.is_available() and not dist.is_initialized()
     info = init_distributed(device_type)
     try:
         yield info
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         if created and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

@@ -135,9 +135,11 @@ def _pretrain(
     manifest = load_manifest(data.manifest, scale_from_config(data))
     splits, from_file = resolve_splits(manifest, data.split, config.seed)
     manifest = manifest.with_splits(splits)
-    report = build_cache(manifest, data, data.num_workers, data.skip_bad_scans) if info.is_main else None
-    barrier()  # the other ranks then find every array cached and only collect the same skip list
-    report = report or build_cache(manifest, data, data.num_workers, data.skip_bad_scans)
+    if info.is_main:
+        report = build_cache(manifest, data, data.num_workers, data.skip_bad_scans)
+    barrier()  # rank 0 decodes; the other ranks then find every array cached and collect the same skips
+    if not info.is_main:
+        report = build_cache(manifest, data, data.num_workers, data.skip_bad_scans)
     skipped = {scan_id for scan_id, _ in report.skipped}
     train_records = [r for r in manifest.by_split("train") if r.scan_id not in skipped]
     val_records = [r for r in manifest.by_split("val") if r.scan_id not in skipped]

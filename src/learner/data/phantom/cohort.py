@@ -12,7 +12,7 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,11 +28,15 @@ def check_patients(patients: Sequence[int], *, parts: int = 3) -> tuple[int, ...
     """``patients`` as a tuple of ``parts`` non-negative ints with a positive sum, else a ConfigError."""
     values = tuple(int(p) for p in patients)
     if len(values) != parts or any(p < 0 for p in values) or sum(values) == 0:
-        raise ConfigError(f"patients must be {parts} non-negative counts with a positive sum, got {list(patients)}")
+        raise ConfigError(
+            f"patients must be {parts} non-negative counts with a positive sum, got {list(patients)}"
+        )
     return values
 
 
-def build_cohort(out_dir: str | os.PathLike[str], record: dict[str, Any], build: Callable[[Path], str]) -> Path:
+def build_cohort(
+    out_dir: str | os.PathLike[str], record: dict[str, Any], build: Callable[[Path], str]
+) -> Path:
     """Return ``OUT_DIR/<table>`` of a complete cohort described by ``record``, building it if needed.
 
     Args:
@@ -50,14 +54,20 @@ def build_cohort(out_dir: str | os.PathLike[str], record: dict[str, Any], build:
     if target.is_dir() and any(target.iterdir()) and not (target / RECORD_NAME).is_file():
         raise LearnerError(f"{target}: folder is not empty and holds no {RECORD_NAME}; choose a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staging = _sibling(target, "tmp")
+    staging.mkdir()  # not mkdtemp: the cohort folder gets the umask's permissions, not 0700
     try:
         table = build(staging)
         write_json(staging / RECORD_NAME, {**record, "table": table})
-        _swap_in(staging, target)
+        # a concurrent builder may have renamed the same cohort in first: keep it rather than replace it
+        if _complete_table(target, record) is None:
+            try:
+                _swap_in(staging, target)
+            except OSError:
+                if _complete_table(target, record) is None:
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    # A concurrent builder may have won the rename; its cohort has the same record, so either is correct.
     reusable = _complete_table(target, record)
     if reusable is None:
         raise LearnerError(f"{target}: another process replaced the phantom cohort while it was being built")
@@ -65,7 +75,7 @@ def build_cohort(out_dir: str | os.PathLike[str], record: dict[str, Any], build:
 
 
 def run_jobs(function: Callable[[Any], None], jobs: Iterable[Any], workers: int) -> None:
-    """Call ``function(job)`` for every job, in ``workers`` spawned processes (in-process when ``workers <= 1``).
+    """Call ``function(job)`` for each job in ``workers`` spawned processes (in-process if ``workers <= 1``).
 
     Each job carries its own seed, so the output does not depend on the worker count or the scheduling.
     Spawn rather than fork: the caller may hold torch/OpenMP threads that a forked child would deadlock on.
@@ -90,7 +100,9 @@ def _complete_table(folder: Path, record: dict[str, Any]) -> Path | None:
     except (OSError, ValueError):
         return None
     table = stored.pop("table", None)
-    if stored != json.loads(json.dumps(record)) or not isinstance(table, str) or not (folder / table).is_file():
+    if stored != json.loads(json.dumps(record)) or not isinstance(table, str):
+        return None
+    if not (folder / table).is_file():
         return None
     return folder / table
 
@@ -104,8 +116,12 @@ def _swap_in(staging: Path, target: Path) -> None:
         target.rmdir()
         os.replace(staging, target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    retired.rmdir()
+    retired = _sibling(target, "old")
     os.replace(target, retired)
     os.replace(staging, target)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    """An unused hidden name beside ``target`` (``.<name>.<random>.<kind>``)."""
+    return target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.{kind}"

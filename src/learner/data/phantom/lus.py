@@ -11,7 +11,7 @@ Latent severity ``s`` in [0, 1] (0 healthy aeration, 1 white lung) drives, per l
 
 * the pleural line (thicker, fragmented, irregular as ``s`` grows),
 * A-lines, horizontal reverberations at multiples of the pleural depth, fading as ``(1 - s)^2``,
-* B-lines, vertical comet tails from the pleura to the bottom, ``Poisson(14 s^2)`` of them, brighter with ``s``,
+* B-lines, vertical comet tails from the pleura down, ``Poisson(14 s^2)`` of them, brighter with ``s``,
 * subpleural consolidations (tissue-like, hypoechoic patches under the pleura) once ``s > 0.6``,
 * reduced lung sliding.
 
@@ -33,7 +33,7 @@ from learner.atomic import atomic_path
 from learner.data.phantom.cohort import build_cohort, check_patients, run_jobs
 from learner.errors import ConfigError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: x264 without macroblock-tree (reproducible bytes)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SITES: tuple[str, ...] = ("L1", "L2", "L3", "L4", "R1", "R2", "R3", "R4")
 CLIPS_PER_PATIENT: dict[str, float] = {"train": 701 / 160, "val": 194 / 44, "test": 106 / 17}  # Table 1
@@ -42,7 +42,9 @@ FPS = 20
 BREATH_FRAMES = 60  # a 3 s breathing cycle at FPS
 SF_HEALTHY, SF_WHITE_LUNG, SF_NOISE = 480.0, 80.0, 15.0
 START_DATE = dt.date(2020, 4, 1)
-MANIFEST_COLUMNS: tuple[str, ...] = ("patient_id", "scan_id", "path", "visit", "score", "split", "site", "modality")
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "patient_id", "scan_id", "path", "visit", "score", "split", "site", "modality",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def jitter_clip_nuisance(patient: LusNuisance, rng: np.random.Generator) -> LusN
 
 
 def sf_from_severity(severity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """S/F ratio of each visit (rounded to 0.1): a decreasing line in severity plus noise, clipped to [0, 500]."""
+    """S/F ratio per visit (to 0.1): a decreasing line in severity plus noise, clipped to [0, 500]."""
     sf = SF_HEALTHY - (SF_HEALTHY - SF_WHITE_LUNG) * np.asarray(severity, dtype=float)
     return np.round(np.clip(sf + rng.normal(0.0, SF_NOISE, size=sf.shape), 0.0, 500.0), 1)
 
@@ -145,7 +147,9 @@ def _spread(total: int, visits: int, rng: np.random.Generator) -> list[int]:
     return np.clip(counts, 1, len(SITES)).tolist()
 
 
-def _patient_rows(patient_id: str, split: str, zones: list[int], rng: np.random.Generator) -> list[dict[str, Any]]:
+def _patient_rows(
+    patient_id: str, split: str, zones: list[int], rng: np.random.Generator
+) -> list[dict[str, Any]]:
     """One patient's clips: days, severities, zones, nuisance."""
     nuisance = draw_patient_nuisance(rng)
     sites = [SITES[i] for i in rng.permutation(len(SITES))]  # the first k are scanned on a k-zone day
@@ -228,20 +232,24 @@ def _chest_wall(n: LusNuisance, depth: np.ndarray, lateral: np.ndarray, dy: np.n
     return 10 ** (n.wall_echo_db / 10) * (1.0 + bands) * (dy < 0)
 
 
-def _lung(s: float, dy: np.ndarray, pleura: np.ndarray, lung_x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _lung(
+    s: float, dy: np.ndarray, pleura: np.ndarray, lung_x: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Pleural line, A-lines, B-lines and consolidations below (and at) the pleura (T, H, W)."""
     frames = lung_x.shape[0]
     x = lung_x[:, None, :]  # (T, 1, W)
     below = dy[None] > 0  # (1, H, W)
-    rough = 0.08 * s * np.sin(9.0 * x + rng.uniform(0, 2 * np.pi)) * np.sin(3.7 * x + rng.uniform(0, 2 * np.pi))
-    gaps = np.sin(6.0 * x + rng.uniform(0, 2 * np.pi)) > 1.0 - 1.2 * s  # fragmented pleura
+    phases = rng.uniform(0, 2 * np.pi, 3)
+    rough = 0.08 * s * np.sin(9.0 * x + phases[0]) * np.sin(3.7 * x + phases[1])  # irregular pleura
+    gaps = np.sin(6.0 * x + phases[2]) > 1.0 - 1.2 * s  # fragmented pleura
     power = _gauss(dy[None] - rough, 0.03 + 0.05 * s) * np.where(gaps, 0.15, 1.0)
     power = power + 10 ** (-4.2) * below * np.exp(-np.maximum(dy, 0) / 3.0)
 
     b_lines = np.zeros_like(x)
     for centre in rng.uniform(-FOV_CM / 2, FOV_CM / 2, rng.poisson(14 * s**2)):
         flicker = rng.uniform(0.75, 1.0, (frames, 1, 1))
-        b_lines = np.maximum(b_lines, rng.uniform(0.5, 1.0) * flicker * _gauss(x - centre, rng.uniform(0.03, 0.07)))
+        line = rng.uniform(0.5, 1.0) * flicker * _gauss(x - centre, rng.uniform(0.03, 0.07))
+        b_lines = np.maximum(b_lines, line)
     power = power + 10 ** ((-16 + 12 * s) / 10) * b_lines * below * np.exp(-np.maximum(dy, 0) / (2 + 3 * s))
 
     patch = np.zeros(np.broadcast_shapes(x.shape, dy[None].shape), dtype=bool)
@@ -254,7 +262,8 @@ def _lung(s: float, dy: np.ndarray, pleura: np.ndarray, lung_x: np.ndarray, rng:
     power = np.where(patch, 10 ** (-2.2), power)
     shadowed = patch.any(axis=1, keepdims=True)  # no reverberation below a consolidation
 
-    a_lines = sum(0.45**k * _gauss(dy + pleura - (k + 2) * pleura, 0.04) for k in range(4))
+    skin_depth = dy + pleura  # (H, W); the k-th A-line sits at (k + 2) x the pleural depth
+    a_lines = sum(0.45**k * _gauss(skin_depth - (k + 2) * pleura, 0.04) for k in range(4))
     a_lines = 10 ** (-0.7) * (1 - s) ** 2 * a_lines * below * (1 - b_lines) * ~shadowed
     return power + a_lines
 
@@ -271,8 +280,9 @@ def _speckle(
     def field(*shape: int, decorrelate: float) -> np.ndarray:
         sigma = (0, 0.7 * grain, 1.2 * grain)  # axial resolution beats lateral resolution
         # two looks (real and imaginary parts of two echoes): spatial compounding, as scanners do
-        noise = rng.standard_normal((4, 1, *shape), dtype=np.float32) * np.float32(np.sqrt(1 - decorrelate))
-        noise = noise + rng.standard_normal((4, frames, *shape), dtype=np.float32) * np.float32(np.sqrt(decorrelate))
+        static = rng.standard_normal((4, 1, *shape), dtype=np.float32)
+        moving = rng.standard_normal((4, frames, *shape), dtype=np.float32)
+        noise = static * np.float32(np.sqrt(1 - decorrelate)) + moving * np.float32(np.sqrt(decorrelate))
         intensity = sum(gaussian_filter(part, sigma) ** 2 for part in noise)
         return intensity / intensity.mean()
 
@@ -312,7 +322,12 @@ def video_codec() -> str:
 
 
 def write_mp4(path: Path, frames: np.ndarray, *, codec: str, fps: int = FPS) -> Path:
-    """Encode grey frames (T, H, W) uint8 as an mp4 (yuv420p, single-threaded, so bytes are reproducible)."""
+    """Encode grey frames (T, H, W) uint8 as an mp4 (yuv420p) whose bytes depend only on the frames.
+
+    x264 runs single-threaded and without macroblock-tree rate control: on small frames (32 px) its
+    lookahead reads uninitialised memory, so the same frames could encode to different bytes (and,
+    rarely, different decoded pixels) depending on the process's heap history.
+    """
     import av
 
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
@@ -320,9 +335,10 @@ def write_mp4(path: Path, frames: np.ndarray, *, codec: str, fps: int = FPS) -> 
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.codec_context.thread_count = 1
         if codec == "libx264":
-            stream.options = {"crf": "17", "preset": "veryfast"}
+            stream.options = {"crf": "17", "preset": "veryfast", "x264-params": "mbtree=0"}
         for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="gray")))
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="gray")
+            container.mux(stream.encode(image))
         container.mux(stream.encode())
     return path
 

@@ -156,8 +156,10 @@ def draw_mri_latents(patients: tuple[int, ...] = (320, 160, 159), seed: int = 0)
     return table.drop(columns=["reserve", "has_mmse", "has_image"])
 
 
-def render_mri_volume(atrophy: float, subject: MriSubject, *, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one T1-like head volume in canonical RAS voxel order (axis 0 → right, 1 → anterior, 2 → superior).
+def render_mri_volume(
+    atrophy: float, subject: MriSubject, *, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Render one T1-like head volume in canonical RAS voxel order (axes point right, anterior, superior).
 
     Tissue is painted in head-normalised coordinates (the head is the unit ball), so every structure
     scales with head size and follows the pose; then partial-volume blur, bias field and Rician noise.
@@ -175,11 +177,13 @@ def render_mri_volume(atrophy: float, subject: MriSubject, *, size: int, rng: np
 
     a, sub = float(np.clip(atrophy, 0.0, 1.0)), subject
     grid = (np.arange(size) - (size - 1) / 2) * sub.fov_mm / size  # (S,) mm from the grid centre
-    points = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), axis=-1).astype(np.float32)  # (S, S, S, 3)
+    points = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), axis=-1)  # (S, S, S, 3) RAS mm
+    points = points.astype(np.float32)
     shift = np.array([sub.shift_lr_mm, sub.shift_ap_mm, sub.shift_si_mm]) + rng.normal(0.0, 1.5, 3)
-    angles = np.radians([sub.roll_deg, sub.pitch_deg, sub.yaw_deg] + rng.normal(0.0, 1.5, 3))
+    angles = np.radians(np.array([sub.roll_deg, sub.pitch_deg, sub.yaw_deg]) + rng.normal(0.0, 1.5, 3))
     axes = HEAD_AXES_MM * sub.head_scale * np.array([sub.aspect_lr, sub.aspect_ap, sub.aspect_si])
-    frame = (_rotation(angles) / axes).astype(np.float32)  # (3, 3) RAS mm → head frame: the head is the unit ball
+    # head frame, where the head is the unit ball: rotate into the head's axes, divide by its semi-axes
+    frame = (_rotation(angles) / axes).astype(np.float32)  # (3, 3)
     u = (points - shift.astype(np.float32)) @ frame  # (S, S, S, 3)
     rho = np.linalg.norm(u, axis=-1)
 
@@ -229,8 +233,8 @@ def _gyri(direction: np.ndarray, sub: MriSubject) -> np.ndarray:
 
 def _bias_field(x: np.ndarray, sub: MriSubject) -> np.ndarray:
     """exp of a random quadratic polynomial of the position (..., 3) scaled to [-1, 1]."""
-    terms = [x[..., 0], x[..., 1], x[..., 2], x[..., 0] * x[..., 1], x[..., 0] * x[..., 2], x[..., 1] * x[..., 2]]
-    terms += [x[..., i] ** 2 for i in range(3)]
+    pairs = [(i, j) for i in range(3) for j in range(i, 3)]  # xx, xy, xz, yy, yz, zz
+    terms = [x[..., i] for i in range(3)] + [x[..., i] * x[..., j] for i, j in pairs]
     weights = np.random.default_rng(sub.bias_seed).normal(0.0, sub.bias_strength, len(terms))
     return np.exp(sum(w * t for w, t in zip(weights, terms, strict=True)))
 
@@ -287,7 +291,8 @@ def generate_mri_cohort(
     if size < 16:
         raise ConfigError(f"size must be >= 16 voxels, got {size}")
     counts = check_patients(patients)
-    record = {"kind": "mri", "version": GENERATOR_VERSION, "patients": list(counts), "seed": seed, "size": size}
+    record = {"kind": "mri", "version": GENERATOR_VERSION, "patients": list(counts), "seed": seed}
+    record["size"] = size
 
     def build(folder: Path) -> str:
         table = draw_mri_latents(counts, seed)
@@ -298,7 +303,14 @@ def generate_mri_cohort(
         ]
         (folder / "images").mkdir()
         run_jobs(_render_job, jobs, workers)
-        truth = ["PTID", "VISCODE", "IMAGEUID", "atrophy"] + [f.name for f in fields(MriSubject)] + ["render_seed"]
+        truth = [
+            "PTID",
+            "VISCODE",
+            "IMAGEUID",
+            "atrophy",
+            *(f.name for f in fields(MriSubject)),
+            "render_seed",
+        ]
         for name, columns in (("ground_truth.csv", truth), ("ADNIMERGE.csv", list(TABLE_COLUMNS))):
             with atomic_path(folder / name) as tmp:
                 table[columns].to_csv(tmp, index=False)

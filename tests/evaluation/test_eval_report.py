@@ -1,0 +1,154 @@
+"""Report rendering from hand-made results: the paper's table layouts, verdicts, banners, a full report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from learner.errors import RunDirError
+from learner.evaluation.report import (
+    loss_label,
+    regression_section,
+    regression_summary,
+    render_ablation,
+    render_table3,
+    source_banner,
+    write_report,
+)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}
+
+
+def test_table3_layout_with_mean_and_std_in_percent() -> None:
+    acc = {"mse": [0.50, 0.55], "mse+wcl": [0.70, 0.75]}
+    f1 = {"mse": [0.40, 0.44], "mse+wcl": [0.60, 0.62]}
+    results = {
+        "datasets": [{"name": "LUS"}, {"name": "ADNI"}],
+        "losses": ["mse", "mse+wcl"],
+        "seeds": [0, 1],
+        "summary": [
+            {"dataset": d, "loss": loss, "accuracy": _stats(acc[loss]), "macro_f1": _stats(f1[loss])}
+            for d in ("LUS", "ADNI")
+            for loss in ("mse", "mse+wcl")
+        ],
+    }
+    lines = render_table3(results).splitlines()
+    assert lines[0] == "| Loss | LUS Accuracy | LUS F1 | ADNI Accuracy | ADNI F1 |"
+    assert lines[2] == "| MSE | 52.50 ± 3.54 | 42.00 ± 2.83 | 52.50 ± 3.54 | 42.00 ± 2.83 |"
+    assert lines[3].startswith("| MSE + wCL | 72.50 ± 3.54 | 61.00 ± 1.41 |")
+    assert "macro-F1" in lines[-1]
+    assert "2 seeds" in lines[-1]
+
+
+def test_ablation_layout() -> None:
+    row = {"dataset": "LUS", "backbone": "tsm_resnet18", "combine": "difference", "loss": "mse+cl"}
+    row |= {
+        "classifier": "mlp",
+        "accuracy": {"mean": 0.5805, "std": 0.0},
+        "macro_f1": {"mean": 0.5754, "std": 0.0},
+    }
+    text = render_ablation({"datasets": [{"name": "LUS"}], "seeds": [0], "summary": [row]})
+    assert "| Backbone | Combine | Loss | Classifier | Accuracy | F1 |" in text
+    assert "| tsm_resnet18 | difference | MSE + CL | mlp | 58.05 ± 0.00 | 57.54 ± 0.00 |" in text
+
+
+def test_regression_verdict_is_computed_from_the_errors() -> None:
+    good = {"val_mae": 30.0, "baseline_mae": 60.0, "val_rmse": 40.0, "baseline_rmse": 70.0, "val_r": 0.8}
+    bad = {"val_mae": 61.0, "baseline_mae": 60.0, "val_rmse": 75.0, "baseline_rmse": 70.0, "val_r": None}
+    text = regression_section([(["LUS", "mse"], good), (["LUS", "mse+cl"], bad)], ["dataset", "loss"])
+    assert "| LUS | mse | 30.000 | 60.000 | 50.0% | 40.000 | 70.000 | 0.800 | clearly |" in text
+    assert "| LUS | mse+cl | 61.000 | 60.000 | -1.7% | 75.000 | 70.000 | n/a | **no** |" in text
+    assert text.startswith("1 of 2 encoders beat")
+    cells = [{"dataset": "LUS", "loss": "mse", "seed": s, "regression": good} for s in (0, 1)]
+    cells.append({**cells[0], "regression": good})  # a second classifier on the same encoder
+    assert regression_summary(cells).startswith("All 2 encoders clearly beat")
+    assert "50.0–50.0% lower" in regression_summary(cells)
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        (["phantom"], "Data source: PHANTOM"),
+        (["real", "real"], "Data source: REAL"),
+        (["phantom", "real"], "Data source: MIXED"),
+    ],
+)
+def test_source_banner(sources: list[str], expected: str) -> None:
+    banner = source_banner(
+        [{"name": f"d{i}", "manifest": "m.csv", "data_source": s} for i, s in enumerate(sources)]
+    )
+    assert banner.startswith(f"> **{expected}")
+
+
+def test_loss_labels() -> None:
+    assert [loss_label(n) for n in ("mse", "mse+cl", "mse+wcl", "mse+rnc")] == [
+        "MSE",
+        "MSE + CL",
+        "MSE + wCL",
+        "MSE + rnc",
+    ]
+
+
+def _classification_run(tmp_path: Path) -> Path:
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    best = {"val_mae": 12.5, "baseline_mae": 25.0, "val_rmse": 15.0, "baseline_rmse": 30.0, "val_r": 0.9}
+    (encoder / "metrics.json").write_text(json.dumps({"best": best}))
+    per_class = {
+        n: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+        for n in ("stable", "improved", "deteriorated")
+    }
+    metrics: dict[str, Any] = {
+        "kind": "classification",
+        "encoder_run": str(encoder),
+        "manifest": "/data/real.csv",
+        "data_source": "real",
+        "combine": "difference",
+        "head": "mlp",
+        "test": {
+            "n": 6, "n_patients": 2, "accuracy": 0.5, "macro_f1": 0.5, "weighted_f1": 0.5,
+            "ci": {"accuracy": [0.25, 0.75], "macro_f1": [0.2, 0.7]},
+            "per_class": per_class, "confusion": [[1, 1, 0], [0, 1, 1], [1, 0, 1]],
+        },
+        "pair_counts": {
+            "test": {"deteriorated": 2, "stable": 2, "improved": 2},
+            "train": {"deteriorated": 5, "stable": 1, "improved": 4},
+        },
+    }  # fmt: skip
+    run = tmp_path / "cls"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics, sort_keys=True))
+    (run / "config.yaml").write_text("seed: 3\noptim:\n  epochs: 7\n")
+    return run
+
+
+def test_report_of_a_classification_run(tmp_path: Path) -> None:
+    text = write_report(_classification_run(tmp_path)).read_text()
+    assert text.startswith("# LEARNER report: cls\n\n> **Data source: REAL**")
+    assert "- pretraining epochs (`optim.epochs`): 7" in text
+    assert "| 50.00 [25.00, 75.00] | 50.00 [20.00, 70.00] | 50.00 | 6 | 2 |" in text
+    classes = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| deteriorated |")]
+    assert classes == ["| deteriorated", "| deteriorated"]  # per-class row and confusion row
+    per_class_rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("| deteriorated | 50", "| stable | 50", "| improved | 50"))
+    ]
+    assert [row.split(" | ")[0] for row in per_class_rows] == ["| deteriorated", "| stable", "| improved"]
+    assert "| stable | 0 | 1 | 1 |" in text  # confusion row: true stable
+    assert "All 1 encoders clearly beat" in text
+    assert text.index("| train | 5 | 1 | 4 | 10 |") < text.index(
+        "| test | 2 | 2 | 2 | 6 |"
+    )  # train, val, test order
+
+
+def test_report_of_something_else_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text(json.dumps({"best": {}}))  # a pretraining run: no report kind
+    with pytest.raises(RunDirError, match=r"no results\.json or metrics\.json"):
+        write_report(tmp_path)

@@ -1,0 +1,88 @@
+"""The classify stage on a pretrained tiny encoder: both combine modes, both heads, pair tables, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from learner.config import Config, DatasetSpec, apply_overrides
+from learner.data.manifest import load_manifest
+from learner.data.scales import get_scale
+from learner.errors import RunDirError
+from learner.evaluation.classify import run_classification
+from learner.experiments.table3 import Table3Result
+from learner.training.checkpoint import checkpoint_fingerprint
+
+IDS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
+
+
+@pytest.mark.parametrize(("combine", "head"), [("difference", "mlp"), ("concatenate", "mlp_large")])
+def test_classification_run(
+    tmp_path: Path,
+    tiny_table3: Table3Result,
+    tiny_config: Config,
+    tiny_datasets: list[DatasetSpec],
+    combine: str,
+    head: str,
+) -> None:
+    encoder = tiny_table3.out_dir / "LUS" / "mse+wcl" / "seed-0" / "encoder"
+    manifest = load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
+    config = apply_overrides(tiny_config, {"classifier.combine": combine, "classifier.head": head})
+    result = run_classification(encoder, manifest, config, tmp_path / "cls")
+
+    dim = result.embeddings.embeddings.shape[1]
+    assert result.classifier.meta.in_dim == (dim if combine == "difference" else 2 * dim)
+    assert result.classifier.meta.kind == head
+    assert result.classifier.meta.encoder_fingerprint == checkpoint_fingerprint(
+        encoder / "checkpoints" / "best"
+    )
+
+    splits = pd.read_csv(encoder / "splits.csv", dtype=str).set_index("patient_id")["split"]
+    pairs = {
+        s: pd.read_csv(tmp_path / "cls" / "pairs" / f"{s}.csv", dtype=IDS) for s in ("train", "val", "test")
+    }
+    for split in ("train", "val"):  # inter-patient pairs of that split only
+        table = pairs[split]
+        assert (table["first_patient_id"] != table["second_patient_id"]).all()
+        assert set(splits[table["first_patient_id"]]) == {split} == set(splits[table["second_patient_id"]])
+    test = pairs["test"]  # intra-patient, earlier visit first, same site
+    visits = {r.scan_id: r.visit_order for r in manifest.records}
+    assert (test["first_patient_id"] == test["second_patient_id"]).all()
+    assert all(
+        visits[a] < visits[b] for a, b in zip(test["first_scan_id"], test["second_scan_id"], strict=True)
+    )
+    assert set(splits[test["first_patient_id"]]) == {"test"}
+
+    metrics = json.loads((tmp_path / "cls" / "metrics.json").read_text())
+    for split, table in pairs.items():
+        counts = table["label_name"].value_counts()
+        assert metrics["pair_counts"][split] == {
+            k: int(counts.get(k, 0)) for k in metrics["pair_counts"][split]
+        }
+    predictions = pd.read_csv(tmp_path / "cls" / "predictions.csv")
+    truth, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
+    probabilities = predictions[["p_deteriorated", "p_stable", "p_improved"]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), predicted)
+    assert metrics["test"]["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert metrics["test"]["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert metrics["test"]["confusion"] == confusion_matrix(truth, predicted, labels=[0, 1, 2]).tolist()
+    low, high = metrics["test"]["ci"]["accuracy"]
+    assert 0.0 <= low <= high <= 1.0
+    assert metrics["test"]["n_patients"] == test["first_patient_id"].nunique()
+
+
+def test_refuses_a_non_empty_out_dir(
+    tmp_path: Path, tiny_table3: Table3Result, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+) -> None:
+    encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
+    (tmp_path / "cls").mkdir()
+    (tmp_path / "cls" / "keep.txt").write_text("x")
+    manifest = load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
+    with pytest.raises(RunDirError, match="not empty"):
+        run_classification(encoder, manifest, tiny_config, tmp_path / "cls")

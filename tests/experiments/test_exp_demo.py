@@ -1,0 +1,72 @@
+"""``learner demo`` wiring (tiny cohorts, counting pretraining stand-in) and the experiment CLI."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from learner.cli import main
+from learner.cli.experiment_cmd import parse_dataset
+from learner.config import Config, apply_overrides
+from learner.errors import ConfigError
+from learner.experiments import demo
+from learner.experiments.demo import DemoMode
+
+
+def test_demo_generates_runs_reports_and_continues(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_pretrain: Any,
+    tiny_config: Config,
+    tiny_mode: DemoMode,
+) -> None:
+    monkeypatch.setitem(demo.MODES, "demo", tiny_mode)
+    one_seed = apply_overrides(tiny_config, {"experiment.seeds": [0]})
+    monkeypatch.setattr(demo, "demo_config", lambda mode: one_seed)
+    result = demo.run_demo(tmp_path / "demo", dataset="both")
+    assert (tmp_path / "demo" / "phantom-lus-demo" / "manifest.csv").is_file()
+    mri = pd.read_csv(tmp_path / "demo" / "phantom-mri-demo" / "manifest.csv", dtype=str)
+    patients = mri.groupby("split")["patient_id"].nunique()
+    assert patients.to_dict() == {"test": 3, "train": 6, "val": 3}  # ADNI's 2:1:1 of 12 patients
+    assert [d["name"] for d in result.experiment.results["datasets"]] == ["LUS", "MRI"]
+    assert len(fake_pretrain.calls) == 2 * 3  # 2 datasets × the default 3 losses × 1 seed
+    assert "PHANTOM" in result.report.read_text()
+
+    again = demo.run_demo(tmp_path / "demo", dataset="both")  # a second run continues: nothing recomputed
+    assert len(fake_pretrain.calls) == 6
+    assert again.experiment.results["summary"] == result.experiment.results["summary"]
+    with pytest.raises(ConfigError, match="unknown demo dataset"):
+        demo.run_demo(tmp_path / "demo", dataset="ct")
+
+
+def test_demo_config_is_valid_and_small() -> None:
+    config = demo.demo_config("demo")
+    assert config.experiment.losses == ["mse", "mse+cl", "mse+wcl"]
+    assert config.optim.epochs < demo.demo_config("full").optim.epochs == 100
+
+
+def test_experiment_cli_runs_table3(
+    tmp_path: Path, fake_pretrain: Any, tiny_datasets: list, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lus = tiny_datasets[0]
+    argv = ["experiment", "table3", "--out", str(tmp_path / "t3"), "--dataset", f"lus={lus.manifest}@sf"]
+    argv += ["--set", "experiment.losses=[mse]", "--set", "experiment.seeds=[0]", "--set", "data.frames=2"]
+    argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "experiment.bootstrap=10"]
+    with contextlib.suppress(SystemExit):  # the CLI exits with status 0 after printing
+        main(argv)
+    output = capsys.readouterr().out
+    assert output.startswith("| Loss | lus Accuracy | lus F1 |")
+    assert (tmp_path / "t3" / "REPORT.md").is_file()
+    assert len(fake_pretrain.calls) == 1
+
+
+def test_parse_dataset() -> None:
+    spec = parse_dataset("adni=data/m@x.csv@mmse", "sf")
+    assert (spec.name, spec.manifest, spec.scale) == ("adni", Path("data/m@x.csv"), "mmse")
+    assert parse_dataset("lus=m.csv", "sf").scale == "sf"
+    with pytest.raises(ConfigError, match="NAME=MANIFEST"):
+        parse_dataset("m.csv", "sf")

@@ -1,0 +1,132 @@
+"""Embedding a pretrained run: cache reuse (no encoder forward on a hit) and invalidation, and the embedding
+itself against an independent forward pass on the training dataset's eval clips."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learner.config import DatasetSpec
+from learner.data.cache import ScanCache, default_cache_root
+from learner.data.datasets import ScanDataset
+from learner.data.manifest import Manifest, load_manifest
+from learner.data.preprocess import Preprocessor
+from learner.data.scales import get_scale
+from learner.evaluation import embed
+from learner.experiments.table3 import Table3Result
+from learner.training.checkpoint import load_regressor, read_meta, save_checkpoint
+
+
+@pytest.fixture
+def encoder_run(tmp_path: Path, tiny_table3: Table3Result) -> Path:
+    """A private copy of the shared LUS MSE encoder run, without its embedding cache."""
+    target = tmp_path / "encoder"
+    source = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("embeddings"))
+    return target
+
+
+@pytest.fixture
+def lus_manifest(tiny_datasets: list[DatasetSpec]) -> Manifest:
+    return load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
+
+
+@pytest.fixture
+def forwards(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the clips every encoder forward of :func:`embed.embed_scans` sees."""
+    seen: list[int] = []
+
+    def counting_load(*args: object, **kwargs: object) -> tuple[torch.nn.Module, dict]:
+        model, meta = load_regressor(*args, **kwargs)
+        model.encoder.register_forward_hook(lambda module, inputs, output: seen.append(len(output)))
+        return model, meta
+
+    monkeypatch.setattr(embed, "load_regressor", counting_load)
+    return seen
+
+
+def test_second_call_reads_the_cache_without_any_forward(
+    encoder_run: Path, lus_manifest: Manifest, forwards: list[int]
+) -> None:
+    first = embed.embed_scans(encoder_run, lus_manifest)
+    assert sum(forwards) == len(lus_manifest.records)
+    forwards.clear()
+    again = embed.embed_scans(encoder_run, lus_manifest)
+    assert forwards == []
+    assert again.scan_ids == [r.scan_id for r in lus_manifest.records]
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    np.testing.assert_array_equal(again.scores, first.scores)
+    assert len(list((encoder_run / "embeddings").glob("*.npz"))) == 1
+
+
+def test_a_changed_checkpoint_is_embedded_again(
+    encoder_run: Path, lus_manifest: Manifest, forwards: list[int]
+) -> None:
+    before = embed.embed_scans(encoder_run, lus_manifest)
+    best = encoder_run / "checkpoints" / "best"
+    model, _ = load_regressor(encoder_run)
+    with torch.no_grad():
+        model.head.mlp[-1].bias.add_(1.0)  # the predicted (standardised) score moves by exactly 1
+    save_checkpoint(best, model, read_meta(best))
+    forwards.clear()
+    after = embed.embed_scans(encoder_run, lus_manifest)
+    assert sum(forwards) == len(lus_manifest.records)
+    assert after.fingerprint != before.fingerprint
+    np.testing.assert_allclose(after.embeddings, before.embeddings, rtol=1e-5, atol=1e-6)
+    std = read_meta(best)["score_standardisation"]["std"]
+    np.testing.assert_allclose(after.scores - before.scores, std, rtol=1e-4)
+
+
+def test_a_changed_scan_file_is_embedded_again(
+    encoder_run: Path, lus_manifest: Manifest, forwards: list[int]
+) -> None:
+    embed.embed_scans(encoder_run, lus_manifest)
+    path = lus_manifest.records[0].path
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    forwards.clear()
+    embed.embed_scans(encoder_run, lus_manifest)
+    assert sum(forwards) == len(lus_manifest.records)
+    assert len(list((encoder_run / "embeddings").glob("*.npz"))) == 2
+
+
+def test_embeddings_equal_an_independent_forward_on_eval_clips(
+    encoder_run: Path, lus_manifest: Manifest
+) -> None:
+    table = embed.embed_scans(encoder_run, lus_manifest)
+    model, meta = load_regressor(encoder_run)
+    config = embed.run_config(meta)
+    cache = ScanCache(default_cache_root(lus_manifest, config.data), Preprocessor.from_config(config.data))
+    dataset = ScanDataset(
+        lus_manifest.records, cache, frames=config.data.frames, channels=1, train=False, augment=None
+    )
+    clips = torch.stack(
+        [dataset.clip(i, (0, i)) for i in range(3)]
+    )  # (3, T, C, H, W): the training eval path
+    with torch.no_grad():
+        expected = model.encoder(clips).double().numpy()
+        standardised = model.head(model.encoder(clips)).double().numpy()
+    mean, std = meta["score_standardisation"]["mean"], meta["score_standardisation"]["std"]
+    np.testing.assert_allclose(table.embeddings[:3], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(table.scores[:3], standardised * std + mean, rtol=1e-5)
+
+
+def test_several_clips_per_scan_average_the_clip_embeddings(
+    encoder_run: Path, lus_manifest: Manifest
+) -> None:
+    table = embed.embed_scans(encoder_run, lus_manifest, clips_per_scan=2)
+    model, meta = load_regressor(encoder_run)
+    config = embed.run_config(meta)
+    cached = ScanCache(default_cache_root(lus_manifest, config.data), Preprocessor.from_config(config.data))
+    frames = np.asarray(cached.get(lus_manifest.records[0]))  # (4, 32, 32): 4 frames, T = 2, K = 2
+    assert len(frames) == 4
+    clips = torch.from_numpy(frames[[[0, 2], [1, 3]]]).float().div(255).unsqueeze(2)  # centres of quarters
+    with torch.no_grad():
+        expected = model.encoder(clips).mean(dim=0).numpy()
+    np.testing.assert_allclose(table.embeddings[0], expected, rtol=1e-4, atol=1e-5)
+    assert table.clips_per_scan == 2

@@ -1,0 +1,104 @@
+"""``learner predict`` on a known test pair: the same answer as the classify pipeline, JSON fields, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from learner.cli import main
+from learner.config import DatasetSpec
+from learner.data.manifest import load_manifest
+from learner.data.scales import CLASS_NAMES, get_scale
+from learner.errors import CheckpointError, ScanReadError
+from learner.evaluation.embed import EmbeddingTable
+from learner.evaluation.predict import predict_pair
+from learner.experiments.table3 import Table3Result
+
+
+def _known_pair(
+    tiny_table3: Table3Result, dataset: str, tiny_datasets: list[DatasetSpec]
+) -> tuple[Path, pd.Series, dict]:
+    cell = tiny_table3.out_dir / dataset / "mse+wcl" / "seed-0"
+    first = pd.read_csv(
+        cell / "classifier" / "predictions.csv", dtype={"first_scan_id": str, "second_scan_id": str}
+    ).iloc[0]
+    spec = next(d for d in tiny_datasets if d.name == dataset)
+    paths = {r.scan_id: r.path for r in load_manifest(spec.manifest, get_scale(spec.scale)).records}
+    return cell, first, paths
+
+
+def _exit_code(argv: list[str]) -> int:
+    """Run the CLI in-process; its exit code (0 when it returns normally)."""
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize("dataset", ["LUS", "MRI"])
+def test_prediction_equals_the_classify_pipeline(
+    tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec], dataset: str
+) -> None:
+    cell, row, paths = _known_pair(tiny_table3, dataset, tiny_datasets)
+    result = predict_pair(
+        cell / "encoder", cell / "classifier", paths[row["first_scan_id"]], paths[row["second_scan_id"]]
+    )
+    assert result.label == row["predicted_name"]
+    expected = [row[f"p_{name}"] for name in CLASS_NAMES]
+    np.testing.assert_allclose([result.probabilities[n] for n in CLASS_NAMES], expected, atol=1e-4)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    table = EmbeddingTable.load(next((cell / "encoder" / "embeddings").glob("*.npz")))
+    rows = [table.scan_ids.index(row["first_scan_id"]), table.scan_ids.index(row["second_scan_id"])]
+    np.testing.assert_allclose(
+        [result.scores["earlier"], result.scores["later"]], table.scores[rows], rtol=1e-4
+    )
+    a, b = table.embeddings[rows].astype(np.float64)
+    assert result.distance == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-4)
+
+
+def test_cli_json_output(
+    tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier"), "--json"]
+    assert _exit_code([*args, str(paths[row["first_scan_id"]]), str(paths[row["second_scan_id"]])]) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert set(output) >= {"prediction", "probabilities", "predicted_scores", "embedding_cosine_distance"}
+    assert output["prediction"] == row["predicted_name"]
+    assert set(output["probabilities"]) == set(CLASS_NAMES)
+    assert set(output["predicted_scores"]) == {"earlier", "later"}
+
+
+def test_a_classifier_of_another_encoder_is_refused(
+    tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    other = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
+    scans = paths[row["first_scan_id"]], paths[row["second_scan_id"]]
+    with pytest.raises(CheckpointError, match="trained on encoder"):
+        predict_pair(other, cell / "classifier", *scans)
+    assert (
+        _exit_code(
+            ["predict", "--encoder", str(other), "--classifier", str(cell / "classifier"), *map(str, scans)]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_missing_and_unreadable_scans_are_named(
+    tmp_path: Path, tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec]
+) -> None:
+    cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    good = paths[row["first_scan_id"]]
+    with pytest.raises(ScanReadError, match=r"missing\.mp4"):
+        predict_pair(cell / "encoder", cell / "classifier", good, tmp_path / "missing.mp4")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    with pytest.raises(ScanReadError, match=r"broken\.mp4"):
+        predict_pair(cell / "encoder", cell / "classifier", broken, good)

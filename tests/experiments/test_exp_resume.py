@@ -1,0 +1,146 @@
+"""Resumable grids: an interrupted Table 3 continues without recomputing finished stages, and the Table 4
+ablation pretrains each (backbone, loss, seed) once. Pretraining is the counting stand-in of conftest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from learner.config import Config, DatasetSpec, apply_overrides
+from learner.errors import ConfigError, RunDirError
+from learner.evaluation import embed
+from learner.experiments import ablation, table3
+
+
+class Interrupted(Exception):
+    """Stands for whatever stops a run midway (Ctrl-C, a crash, a killed job)."""
+
+
+def test_interrupted_table3_continues_where_it_stopped(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_pretrain: Any,
+    tiny_config: Config,
+    tiny_datasets: list[DatasetSpec],
+) -> None:
+    grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0, 1]}
+    classified: list[Path] = []
+    real = table3.run_classification
+
+    def interrupted(encoder: Path, manifest: Any, config: Config, out: Path, **kw: Any) -> Any:
+        classified.append(out)
+        if len(classified) == 2 and len(fake_pretrain.calls) == 2:  # the first run's second cell
+            raise Interrupted
+        return real(encoder, manifest, config, out, **kw)
+
+    monkeypatch.setattr(table3, "run_classification", interrupted)
+    with pytest.raises(Interrupted):
+        table3.run_table3(tiny_config, tmp_path / "t3", **grid)
+    assert len(fake_pretrain.calls) == 2  # cell 1 finished; cell 2 pretrained, its classification interrupted
+    done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / table3.COMPLETE
+    stamp = done.stat().st_mtime_ns
+
+    with pytest.raises(RunDirError, match="--resume"):
+        table3.run_table3(tiny_config, tmp_path / "t3", **grid)
+    classified.clear()
+    result = table3.run_table3(tiny_config, tmp_path / "t3", resume=True, **grid)
+    assert len(fake_pretrain.calls) == 2  # both encoders were complete: nothing pretrained again
+    assert [p.parent.name for p in classified] == ["seed-1"]  # only the interrupted classification is redone
+    assert done.stat().st_mtime_ns == stamp
+    assert [c["seed"] for c in result.results["cells"]] == [0, 1]
+
+    classified.clear()
+    grown = table3.run_table3(tiny_config, tmp_path / "t3", resume=True, **{**grid, "seeds": [0, 1, 2]})
+    assert [c["seed"] for c in fake_pretrain.calls] == [0, 1, 2]  # a grown grid computes only its new cell
+    assert [p.parent.name for p in classified] == ["seed-2"]
+    assert json.loads((tmp_path / "t3" / "results.json").read_text())["seeds"] == [0, 1, 2]
+    assert len(grown.results["cells"]) == 3
+
+
+def test_an_interrupted_pretraining_is_resumed_not_restarted(
+    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+) -> None:
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    tiny_config_cell = table3.cell_config(tiny_config, tiny_datasets[0])
+    (encoder / "config.yaml").write_text(tiny_config_cell.to_yaml())  # what an interrupted pretrain leaves
+    record = table3.ensure_encoder(tiny_config_cell, encoder)
+    assert fake_pretrain.calls[-1]["resume"] is True
+    assert fake_pretrain.calls[-1]["force"] is False
+    assert table3.ensure_encoder(tiny_config_cell, encoder) == record
+    assert len(fake_pretrain.calls) == 1
+
+
+def test_a_finished_cell_with_another_config_is_refused(
+    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+) -> None:
+    grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
+    table3.run_table3(tiny_config, tmp_path / "t3", **grid)
+    changed = apply_overrides(tiny_config, {"optim.epochs": 2})
+    with pytest.raises(RunDirError, match="another config"):
+        table3.run_table3(changed, tmp_path / "t3", resume=True, **grid)
+
+
+def test_a_bad_grid_fails_before_any_pretraining(
+    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+) -> None:
+    with pytest.raises(ConfigError, match="unknown term 'cls'"):
+        table3.run_table3(
+            tiny_config, tmp_path / "a", datasets=tiny_datasets, losses=["mse", "mse+cls"], seeds=[0]
+        )
+    with pytest.raises(ConfigError, match=r"classifier\.head"):
+        ablation.run_ablation(tiny_config, tmp_path / "b", datasets=tiny_datasets, classifiers=["mlp", "svm"])
+    assert fake_pretrain.calls == []
+
+
+def test_ablation_pretrains_each_backbone_loss_seed_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_pretrain: Any,
+    tiny_config: Config,
+    tiny_datasets: list[DatasetSpec],
+) -> None:
+    fake_pretrain.keep_embeddings = False  # so every new encoder has to embed the scans
+    embedded: list[Path] = []
+    real_load = embed.load_regressor
+
+    def counting_load(run_dir: Path, **kw: Any) -> Any:
+        embedded.append(Path(run_dir))
+        return real_load(run_dir, **kw)
+
+    monkeypatch.setattr(embed, "load_regressor", counting_load)
+    axes = {
+        "backbones": ["tsm_resnet18", "vit"],
+        "combines": ["difference", "concatenate"],
+        "classifiers": ["mlp_large", "mlp"],
+        "losses": ["mse"],
+        "seeds": [0],
+    }
+    result = ablation.run_ablation(tiny_config, tmp_path / "t4", datasets=tiny_datasets[:1], **axes)
+    assert len(fake_pretrain.calls) == 2  # backbones × losses × seeds, not × 4 classifier variants
+    assert {(c["backbone"], c["loss"], c["seed"]) for c in fake_pretrain.calls} == {
+        ("tsm_resnet18", "mse", 0),
+        ("vit", "mse", 0),
+    }
+    assert len(embedded) == 2  # each encoder embeds the scans once; 8 classifiers reuse the cache
+    assert len(result.results["cells"]) == 8
+    rows = [(r["backbone"], r["combine"], r["classifier"]) for r in result.results["summary"]]
+    assert rows[:4] == [
+        ("tsm_resnet18", "difference", "mlp_large"), ("tsm_resnet18", "difference", "mlp"),
+        ("tsm_resnet18", "concatenate", "mlp_large"), ("tsm_resnet18", "concatenate", "mlp"),
+    ]  # fmt: skip
+    for cell in result.results["cells"]:
+        folder = tmp_path / "t4" / cell["dir"] / f"classify-{cell['combine']}-{cell['classifier']}"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert (metrics["combine"], metrics["head"]) == (cell["combine"], cell["classifier"])
+        assert cell["accuracy"] == metrics["test"]["accuracy"]
+    assert (tmp_path / "t4" / "table4.md").read_text().count("| tsm_resnet18 |") == 4
+    again = ablation.run_ablation(
+        tiny_config, tmp_path / "t4", resume=True, datasets=tiny_datasets[:1], **axes
+    )
+    assert len(fake_pretrain.calls) == 2
+    assert len(embedded) == 2
+    assert again.results["summary"] == result.results["summary"]

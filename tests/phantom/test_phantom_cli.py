@@ -1,0 +1,83 @@
+"""`learner phantom lus / mri / preview` through the console-script entry point, and the preview figure."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from learner.cli import main
+from learner.data.phantom.preview import render_preview
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_lus_command_writes_then_reuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["phantom", "lus", str(tmp_path / "lus"), "--patients", "3,2,2", "--frames", "2", "--size", "32"]
+    code, out = _run([*argv, "--workers", "1"], capsys)
+    assert code == 0, out
+    manifest = pd.read_csv(tmp_path / "lus" / "manifest.csv")
+    assert re.search(rf"written \S+manifest.csv \({len(manifest)} clips\)", out)
+    assert re.search(r"│ test\s+│ 2\s+│", out)  # the per-split table shows 2 test patients
+    code, out = _run([*argv, "--workers", "1"], capsys)
+    assert code == 0
+    assert "reused" in out
+
+
+def test_mri_command_reports_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["phantom", "mri", str(tmp_path / "mri"), "--patients", "2,1,1", "--size", "24", "--workers", "1"]
+    code, out = _run(argv, capsys)
+    assert code == 0, out
+    table = pd.read_csv(tmp_path / "mri" / "ADNIMERGE.csv")
+    images = len(list((tmp_path / "mri" / "images").iterdir()))
+    assert f"4 patients, {len(table)} visits, {images} volumes" in out
+    assert images == table.IMAGEUID.notna().sum()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["phantom", "lus", "X", "--patients", "1,2"], "--patients"),
+        (["phantom", "mri", "X", "--patients", "a,b,c"], "--patients"),
+        (["phantom", "lus", "X", "--patients", "1,0,0", "--frames", "1", "--size", "31"], "even"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    argv = [str(tmp_path / a) if a == "X" else a for a in argv]
+    code, out = _run(argv, capsys)
+    assert code == 2
+    assert message in out
+    assert not (tmp_path / "X").exists()
+
+
+def test_preview_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    first = render_preview(tmp_path / "a.png", seed=0, lus_size=32, mri_size=24)
+    again = render_preview(tmp_path / "b.png", seed=0, lus_size=32, mri_size=24)
+    other = render_preview(tmp_path / "c.png", seed=1, lus_size=32, mri_size=24)
+    assert first.read_bytes() == again.read_bytes()
+    assert first.read_bytes() != other.read_bytes()
+
+
+def test_preview_command_writes_the_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(["phantom", "preview", str(tmp_path / "fig" / "preview.png")], capsys)
+    assert code == 0, out
+    with Image.open(tmp_path / "fig" / "preview.png") as image:
+        assert image.format == "PNG"
+        assert image.size == (1170, 630)  # 13 x 7 inches at 90 dpi
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert pixels.std() > 20  # frames and slices, not a blank canvas
+    assert [p.name for p in (tmp_path / "fig").iterdir()] == ["preview.png"]  # no temp file left behind

@@ -1,0 +1,59 @@
+"""``learner pretrain``: flags and --set reach the config, the result line, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from learner.cli import main
+from learner.config import Config
+
+pytestmark = pytest.mark.slow
+
+
+def _exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:  # typer's standalone mode exits, on success too
+        main(argv)
+    return int(exit_info.value.code or 0)
+
+
+def test_pretrain_command_trains_and_reports_mae_against_the_baseline(
+    tiny_config: Callable[..., Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file, out = tmp_path / "tiny.yaml", tmp_path / "run"
+    config_file.write_text(tiny_config(**{"data.manifest": None}).to_yaml())
+    manifest = str(tiny_config().data.manifest)
+    sets = ["--set", "optim.epochs=5", "--set", "loss.name=mse+cl", "--set", "optim.lr=0.002"]
+    argv = ["pretrain", "--config", str(config_file), *sets, "--manifest", manifest, "--out", str(out)]
+    assert _exit_code([*argv, "--loss", "mse", "--epochs", "1", "--seed", "3", "--device", "cpu"]) == 0
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert stored["loss"]["name"] == "mse"  # an explicit flag beats --set, which beats the file
+    assert (stored["optim"]["epochs"], stored["seed"], stored["optim"]["lr"]) == (1, 3, 0.002)
+    assert (stored["model"]["size"], stored["data"]["manifest"]) == ("tiny", manifest)
+    final = json.loads((out / "metrics.json").read_text())
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed.startswith(f"best val MAE {final['best']['val_mae']:.3f} (epoch 1)")
+    assert f"vs {final['last']['baseline_mae']:.3f} predicting the train mean" in printed
+
+
+def test_resume_refuses_config_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    argv = ["pretrain", "--out", str(tmp_path / "run"), "--resume", "--loss", "mse", "--set", "seed=1"]
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --resume continues {tmp_path / 'run'} with its stored config; drop --loss, --set"
+
+
+def test_unknown_set_key_is_a_one_line_error(
+    lus_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["pretrain", "--manifest", str(lus_manifest), "--out", str(tmp_path), "--set", "optim.lrr=1"]
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown config key 'optim.lrr'")
+    assert "\n" not in err
