@@ -92,3 +92,22 @@ def test_custom_scale_needs_exactly_one_rule() -> None:
     cfg = load_config(None, ["data.scale=custom", "data.custom_scale={low: 0, high: 10, threshold: 1}"])
     assert cfg.data.custom_scale is not None
     assert cfg.data.custom_scale.threshold == 1
+
+
+def test_custom_scale_from_config_carries_every_field() -> None:
+    from learner.data.scales import ChangeLabel, scale_from_config
+
+    cfg = load_config(
+        None,
+        [
+            "data.scale=custom",
+            "data.custom_scale={low: 0, high: 10, higher_is_better: false, threshold: 2, integer: true}",
+        ],
+    )
+    scale = scale_from_config(cfg.data)
+    assert (scale.low, scale.high, scale.threshold, scale.integer) == (0, 10, 2, True)
+    assert scale.change_label(5, 8) == ChangeLabel.DETERIORATED  # lower is better: +3 is worse
+    assert scale.change_label(5, 6) == ChangeLabel.STABLE
+    assert scale.range_problem(2.5) is not None  # not an integer
+    with pytest.raises(ConfigError, match="custom_scale is not set"):
+        scale_from_config(load_config(None, ["data.scale=custom"]).data)

@@ -44,12 +44,30 @@ def test_resume_needs_an_existing_run(tmp_path: Path) -> None:
         open_run_dir(tmp_path / "x", Config(), resume=True, force=True)
 
 
-def test_metrics_csv_appends_rows_with_one_header(tmp_path: Path) -> None:
-    run = open_run_dir(tmp_path / "run", Config())
-    run.append_metrics_row({"epoch": 1, "loss": 0.5})
-    run.append_metrics_row({"epoch": 2, "loss": 0.25})
-    lines = (run.path / "metrics.csv").read_text().splitlines()
-    assert lines == ["epoch,loss", "1,0.5", "2,0.25"]
+def test_force_never_wipes_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    root = tmp_path / "thesis"
+    root.mkdir()
+    (root / "thesis.tex").write_text("years of work")
+    with pytest.raises(RunDirError, match="no learner run"):
+        open_run_dir(root, Config(), force=True)
+    assert (root / "thesis.tex").read_text() == "years of work"
+
+
+def test_resume_keeps_the_original_start_record(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    open_run_dir(root, Config())
+    first = (root / "run.json").read_text()
+    open_run_dir(root, Config(), resume=True)
+    open_run_dir(root, Config(), resume=True)
+    assert (root / "run.json").read_text() == first
+    assert sorted(p.name for p in root.glob("resume-*.json")) == ["resume-1.json", "resume-2.json"]
+
+
+def test_json_is_strict_nan_becomes_null(tmp_path: Path) -> None:
+    import numpy as np
+
+    target = atomic.write_json(tmp_path / "m.json", {"r": float("nan"), "v": np.array([1.0, np.inf]), "n": 2})
+    assert json.loads(target.read_text()) == {"r": None, "v": [1.0, None], "n": 2}
 
 
 def test_atomic_write_leaves_nothing_behind_on_error(tmp_path: Path) -> None:

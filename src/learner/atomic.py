@@ -8,6 +8,7 @@ through here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -56,8 +57,25 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (paths and numpy scalars are converted)."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Atomically write ``obj`` as strict, indented JSON.
+
+    Paths, numpy/torch scalars and arrays are converted; NaN and ±inf (an undefined Pearson r, say)
+    become ``null`` because JSON has no such numbers and a file other tools cannot parse helps nobody.
+    """
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if hasattr(value, "tolist") and not isinstance(value, os.PathLike):  # numpy / torch values
+        return _finite(value.tolist())
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -35,6 +35,7 @@ class ScaleConfig(_Section):
         default=None, description="ascending bin edges; a value equal to an edge belongs to the lower bin"
     )
     threshold: float | None = Field(default=None, gt=0, description="|later − earlier| < threshold → stable")
+    integer: bool = Field(default=False, description="scores must be whole numbers")
 
     @model_validator(mode="after")
     def _one_rule(self) -> ScaleConfig:

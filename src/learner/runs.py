@@ -6,16 +6,17 @@ Layout::
       config.yaml      the resolved Config
       run.json         seed, command line, start time, git commit, package versions, platform
       log.txt          the run's log (appended on --resume)
+      run.json         how and where the run started; a resume adds resume-<n>.json beside it
       metrics.json     final metrics (written atomically)
-      metrics.csv      one row per epoch/step (appended)
+      metrics.csv      one row per epoch (rewritten atomically after each epoch)
       ...              checkpoints/, pairs/, embeddings/, figures as each stage adds them
 
-A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (wipe it) is given.
+A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (wipe it) is given; ``force``
+only ever wipes a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other files.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 import logging
 import os
@@ -55,17 +56,6 @@ class RunDir:
         """Atomically write final metrics as JSON."""
         return atomic.write_json(self.file(name), metrics)
 
-    def append_metrics_row(self, row: dict[str, Any], name: str = "metrics.csv") -> Path:
-        """Append one row to a CSV (header written on first use; columns fixed by the first row)."""
-        target = self.file(name)
-        new = not target.exists() or target.stat().st_size == 0
-        with target.open("a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        return target
-
 
 def open_run_dir(
     path: str | os.PathLike[str], config: Config, *, resume: bool = False, force: bool = False
@@ -85,14 +75,27 @@ def open_run_dir(
     elif occupied:
         if not force:
             raise RunDirError(f"{root} is not empty; pass --resume to continue it or --force to overwrite it")
+        if not is_run_dir(root):
+            raise RunDirError(
+                f"{root} holds files but no learner run; --force only overwrites a run directory"
+            )
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     run = RunDir(root, config)
-    if not resume:
+    if resume:
+        previous = len(list(root.glob("resume-*.json")))
+        atomic.write_json(root / f"resume-{previous + 1}.json", environment_record(config.seed))
+    else:
         atomic.write_text(root / "config.yaml", config.to_yaml())
-    atomic.write_json(root / "run.json", environment_record(config.seed))
+        atomic.write_json(root / "run.json", environment_record(config.seed))
     _attach_log(root / "log.txt")
     return run
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a learner run (what ``--force`` may wipe)."""
+    root = Path(path)
+    return (root / "config.yaml").is_file() or (root / "run.json").is_file()
 
 
 def load_run_config(path: str | os.PathLike[str]) -> Config:
@@ -141,7 +144,11 @@ def _git_commit() -> str | None:
 
 
 def _attach_log(path: Path) -> None:
-    """Send the ``learner`` logger to ``path`` (one handler per file, appended)."""
+    """Send the ``learner`` logger to ``path`` (appended) and its warnings to the console.
+
+    Warnings (skipped scans, patients without pairs, rare classes) must reach the person running the
+    command, not only the log file.
+    """
     logger = logging.getLogger("learner")
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):
@@ -151,3 +158,9 @@ def _attach_log(path: Path) -> None:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
+    if not any(getattr(h, "_learner_console", False) for h in logger.handlers):
+        console = logging.StreamHandler()  # stderr
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("warning: %(message)s"))
+        console._learner_console = True  # type: ignore[attr-defined]
+        logger.addHandler(console)

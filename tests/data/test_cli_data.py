@@ -194,3 +194,17 @@ def test_check_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
     for option in ("--scale", "--config", "--set", "MANIFEST"):
         assert option in out.replace("{manifest}", "MANIFEST")
     assert "Exit code 0 when the manifest is clean, 2 when it is not." in " ".join(out.split())
+
+
+def test_check_of_a_clean_manifest_that_the_default_split_cannot_fit_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = pd.read_csv(_cohort(tmp_path, split=False))
+    single_visit = frame[frame["visit"] == 1]  # nobody has the two visits a test patient needs
+    path = tmp_path / "single.csv"
+    single_visit.to_csv(path, index=False)
+    code, out, _ = _run(["data", "check", str(path)], capsys)
+    assert code == 0
+    assert "warning: no split shown" in out
+    assert "no problems found" in out
+    assert re.search(rf"all\s+│\s+8\s+│\s+{len(single_visit)}\s", out)

@@ -349,3 +349,12 @@ def test_every_bad_file_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
         assert path.name in message, name
         assert expected in message, f"{name}: {message}"
         assert "\n" not in message, name
+
+
+def test_nan_in_a_float_image_is_an_error_not_black_pixels(tmp_path: Path) -> None:
+    pixels = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    pixels[2, 3] = np.nan
+    target = tmp_path / "float.tif"
+    Image.fromarray(pixels, mode="F").save(target)
+    with pytest.raises(ScanReadError, match=r"float\.tif: 1 NaN/inf"):
+        read_scan(target)

@@ -1,10 +1,19 @@
 """Shared tiny phantom cohorts and ONE session-scoped Table 3 run (real pretraining, 1 epoch) for the
 experiment, embedding, classification, report and predict tests; plus a fast stand-in for pretraining
-that copies that run, for the grid-bookkeeping tests that count pretrainings."""
+that copies that run, for the grid-bookkeeping tests that count pretrainings.
+
+Under pytest-xdist the cohorts and the run are built once, by whichever worker gets there first, in a
+folder all workers of the session share (guarded by a file lock), and read by the others.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +52,46 @@ def tiny_config() -> Config:
     return load_config(None, TINY_SETTINGS)
 
 
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock`` (one xdist worker at a time builds the shared data)."""
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def tiny_datasets(tmp_path_factory: pytest.TempPathFactory) -> list[DatasetSpec]:
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every xdist worker of this session (the per-worker base folder's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def tiny_datasets(shared_root: Path) -> list[DatasetSpec]:
     """The phantom LUS cohort and the phantom MRI cohort (through the ADNI adapter), 12 patients each."""
-    root = tmp_path_factory.mktemp("cohorts")
-    return [prepare_lus(root / "lus", TINY_MODE, workers=0), prepare_mri(root / "mri", TINY_MODE, workers=0)]
+    root = shared_root / "tiny-cohorts"
+    with _exclusive(shared_root / "tiny-cohorts.lock"):
+        return [
+            prepare_lus(root / "lus", TINY_MODE, workers=0),
+            prepare_mri(root / "mri", TINY_MODE, workers=0),
+        ]
 
 
 @pytest.fixture(scope="session")
 def tiny_table3(
-    tmp_path_factory: pytest.TempPathFactory, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    shared_root: Path, tiny_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> table3.Table3Result:
     """Table 3 on both tiny cohorts: 2 datasets × (MSE, MSE+wCL) × seed 0, every stage real."""
-    out = tmp_path_factory.mktemp("table3") / "run"
-    return table3.run_table3(tiny_config, out, datasets=tiny_datasets, losses=LOSSES, seeds=[0])
+    out = shared_root / "tiny-table3"
+    with _exclusive(shared_root / "tiny-table3.lock"):
+        if (out / "results.json").is_file():  # built by another worker of this session
+            results = json.loads((out / "results.json").read_text())
+            return table3.Table3Result(out, results, (out / "table3.md").read_text())
+        return table3.run_table3(tiny_config, out, datasets=tiny_datasets, losses=LOSSES, seeds=[0])
 
 
 class FakePretrain:

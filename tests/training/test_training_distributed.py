@@ -60,7 +60,7 @@ def _loss_and_grads(model: nn.Module, inputs: torch.Tensor, scores: torch.Tensor
         all_gather_with_grad(embeddings), all_gather_with_grad(predictions), all_gather_with_grad(scores)
     )
     out.total.backward()
-    grads = {key: p.grad.clone() for key, p in unwrap_model(model).named_parameters()}
+    grads = {key: p.grad.clone() for key, p in unwrap_model(model).named_parameters() if p.grad is not None}
     return {"loss": out.total.detach(), "terms": out.terms, "grads": grads}
 
 
@@ -84,6 +84,9 @@ def _rank_results(info: DistInfo) -> dict:
     inputs, scores = _global_batch()
     mine = slice(info.rank * LOCAL_BATCH, (info.rank + 1) * LOCAL_BATCH)
     results = {name: _loss_and_grads(model, inputs[mine], scores[mine], name) for name in LOSSES}
+    # contrastive only: the head gets no gradient; DDP must be told, or its second step stalls/fails
+    cl_only = wrap_model(_TinyRegressor(), info, torch.device("cpu"), find_unused_parameters=True)
+    results["cl_steps"] = [_loss_and_grads(cl_only, inputs[mine], scores[mine], "cl") for _ in range(2)]
     results["broadcast"] = broadcast_object({"rank": info.rank})
     try:
         all_gather_with_grad(torch.zeros(info.rank + 1))
@@ -131,6 +134,17 @@ def test_ddp_gradients_equal_single_process_gradients(rank_results: list[dict], 
         assert set(result[name]["grads"]) == set(single["grads"])
         for key, grad in single["grads"].items():
             torch.testing.assert_close(result[name]["grads"][key], grad, rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_contrastive_only_objective_runs_repeated_ddp_steps(rank_results: list[dict]) -> None:
+    single = _loss_and_grads(_TinyRegressor(), *_global_batch(), "cl")
+    assert set(single["grads"]) == {"encoder.weight", "encoder.bias"}  # the head is unused
+    for result in rank_results:
+        for step in result["cl_steps"]:
+            torch.testing.assert_close(step["loss"], single["loss"], rtol=1e-12, atol=1e-12)
+            assert set(step["grads"]) == set(single["grads"])
+            for key, grad in single["grads"].items():
+                torch.testing.assert_close(step["grads"][key], grad, rtol=1e-10, atol=1e-12, msg=key)
 
 
 def test_unequal_local_batches_are_refused(rank_results: list[dict]) -> None:

@@ -16,7 +16,7 @@ from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest, w
 from learner.data.pairs import inter_patient_pairs, intra_patient_pairs, pair_class_counts, pair_count
 from learner.data.scales import CLASS_NAMES, ScoreScale, scale_from_config
 from learner.data.splits import assign_splits, resolve_splits
-from learner.errors import ConfigError, ManifestError, ScanReadError
+from learner.errors import ConfigError, LearnerError, ManifestError, ScanReadError
 
 ManifestArgument = Annotated[
     Path, typer.Argument(help="Manifest CSV or Parquet, one row per scan.", show_default=False)
@@ -52,21 +52,28 @@ def check(
     score_scale = scale_from_config(cfg.data)
     loaded = _load_or_list_problems(manifest, score_scale)
     console = Console()
-    splits, from_file = resolve_splits(loaded, cfg.data.split, cfg.seed)
+    clean = f"{manifest}: no problems found ({len(loaded.records)} scans, scale {score_scale.name})."
+    try:
+        splits, from_file = resolve_splits(loaded, cfg.data.split, cfg.seed)
+    except LearnerError as exc:  # the manifest is fine; only the default split settings do not fit it
+        console.print(_counts_table({"all": loaded.records}, score_scale))
+        typer.echo(f"warning: no split shown: {exc} (adjust data.split or use `learner data split`)")
+        typer.echo(clean)
+        return
     if not from_file:
         console.print(
             f"No complete split column: showing the split `learner data split` would make (seed {cfg.seed}).",
             markup=False,
         )
     loaded = loaded.with_splits(splits)
-    console.print(_counts_table(loaded, score_scale))
+    console.print(_counts_table({name: loaded.by_split(name) for name in SPLITS}, score_scale))
     pairs, no_pair = _pairs_table(loaded, score_scale, cfg)
     console.print(pairs)
     if no_pair:
         typer.echo(
             f"warning: {len(no_pair)} test patient(s) yield no intra-patient pair: {', '.join(no_pair)}"
         )
-    typer.echo(f"{manifest}: no problems found ({len(loaded.records)} scans, scale {score_scale.name}).")
+    typer.echo(clean)
 
 
 @data_app.command("split")
@@ -228,14 +235,13 @@ def _three(text: str, kind: type[float] | type[int], flag: str) -> list[float] |
     return values
 
 
-def _counts_table(manifest: Manifest, scale: ScoreScale) -> Table:
+def _counts_table(groups: dict[str, list[ScanRecord]], scale: ScoreScale) -> Table:
     unit = f", scores in {scale.unit}" if scale.unit else ""
     title = f"Manifest per split (scale {scale.name}{unit})"
     table = Table(
         "split", "patients", "scans", "visits", "score min", "q1", "median", "q3", "max", title=title
     )
-    for name in SPLITS:
-        records = manifest.by_split(name)
+    for name, records in groups.items():
         visits = {(r.patient_id, r.visit_order) for r in records}
         patients = len({r.patient_id for r in records})
         table.add_row(name, str(patients), str(len(records)), str(len(visits)), *_quantiles(records))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,6 +55,17 @@ def _grid_config(config: Path | None, sets: list[str] | None, datasets: list[str
     return cfg
 
 
+def _run_and_report(
+    runner: Callable[..., Any], config: Config, out: Path, *, resume: bool, force: bool
+) -> None:
+    """Run an experiment grid, print its table, write and name its report."""
+    from learner.evaluation.report import write_report
+
+    result = runner(config, out, resume=resume, force=force)
+    typer.echo(result.table)
+    typer.echo(f"report: {write_report(result.out_dir)}")
+
+
 @experiment_app.command("table3")
 def table3_command(
     out: OutOption,
@@ -68,12 +80,9 @@ def table3_command(
     Writes OUT/table3.md (the paper's layout, mean ± std over seeds), table3.csv, results.json, the Fig. 1
     panels and OUT/REPORT.md. An interrupted run continues with --resume.
     """
-    from learner.evaluation.report import write_report
     from learner.experiments.table3 import run_table3
 
-    result = run_table3(_grid_config(config, sets, dataset), out, resume=resume, force=force)
-    typer.echo(result.table)
-    typer.echo(f"report: {write_report(result.out_dir)}")
+    _run_and_report(run_table3, _grid_config(config, sets, dataset), out, resume=resume, force=force)
 
 
 @experiment_app.command("ablation")
@@ -90,12 +99,9 @@ def ablation_command(
     Each (backbone, loss, seed) is pretrained once; its cached embeddings serve every combine and
     classifier. Writes OUT/table4.md, table4.csv, results.json and OUT/REPORT.md.
     """
-    from learner.evaluation.report import write_report
     from learner.experiments.ablation import run_ablation
 
-    result = run_ablation(_grid_config(config, sets, dataset), out, resume=resume, force=force)
-    typer.echo(result.table)
-    typer.echo(f"report: {write_report(result.out_dir)}")
+    _run_and_report(run_ablation, _grid_config(config, sets, dataset), out, resume=resume, force=force)
 
 
 def demo_command(

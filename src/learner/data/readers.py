@@ -97,6 +97,10 @@ def read_scan(
         raise ScanReadError(f"{source}: contains zero frames")
     if not (frames.ndim == 3 or (frames.ndim == 4 and frames.shape[-1] == 3)):
         raise ScanReadError(f"{source}: decoded to an unsupported frame layout {frames.shape}")
+    if frames.dtype.kind == "f":  # float sources (NIfTI, float TIFF/DICOM): NaN would become 0 in uint8
+        bad = int(frames.size - np.count_nonzero(np.isfinite(frames)))
+        if bad:
+            raise ScanReadError(f"{source}: {bad} NaN/inf pixel(s) or voxel(s)")
     scan.meta["n_frames"] = int(frames.shape[0])
     return scan
 
@@ -413,9 +417,6 @@ def read_nifti(path: Path, options: ReadOptions) -> Scan:
         zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as exc:
         raise _decode_error(path, "NIfTI", exc) from exc
-    bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
-    if bad:
-        raise ScanReadError(f"{path}: NIfTI volume has {bad} NaN/inf voxels")
     frame_axis, row_axis, col_axis = _NIFTI_AXES[options.nifti_axis]
     frames = np.flip(volume.transpose(frame_axis, row_axis, col_axis), axis=1)  # (T, H, W)
     if options.max_frames is not None:

@@ -13,8 +13,9 @@ Class indices are fixed for the whole toolkit (:class:`ChangeLabel`): 0 deterior
 Registered scales:
 
 * ``sf`` — S/F ratio (SpO2 / FiO2), range [0, 500], higher is better, the paper's four bins
-  ``< 180``, ``180–275``, ``275–430``, ``> 430`` with edges 180, 275, 430 (a ratio of exactly 275 is in
-  the 180–275 bin, exactly 430 in 275–430, exactly 180 in the ``< 180`` bin).
+  (">430, 275–430, 180–275, <180") with edges 180, 275, 430. The paper does not say where an edge value
+  goes; here it belongs to the lower bin, so the bins are exactly ``≤ 180``, ``(180, 275]``,
+  ``(275, 430]`` and ``> 430``.
 * ``mmse`` — Mini-Mental State Examination, integers 0–30, higher is better, threshold 2 points
   (|Δ| < 2 → stable), or the bins ``≤ 17`` / ``18–23`` / ``24–30`` via :func:`mmse_binned`.
 """
@@ -161,6 +162,7 @@ def scale_from_config(data: object) -> ScoreScale:
             higher_is_better=custom.higher_is_better,
             bins=tuple(custom.bins) if custom.bins is not None else None,
             threshold=custom.threshold,
+            integer=custom.integer,
         )
     if name == "mmse":
         return get_scale("mmse", threshold=data.mmse_threshold)  # type: ignore[attr-defined]

@@ -44,7 +44,7 @@ from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, 
 
 log = logging.getLogger(__name__)
 
-EMBED_BATCH = 32  # clips per encoder forward; bounds memory, does not change the result
+EMBED_BATCH = 32  # scans (× K clips) per encoder forward: bounds memory
 CACHE_FORMAT = 1  # bump when the meaning of a cached table changes
 
 

@@ -192,8 +192,9 @@ def regression_verdict(margins: Sequence[float]) -> str:
             f"{100 * min(margins):.1f}–{100 * max(margins):.1f}% lower."
         )
     return (
-        f"{beaten} of {len(margins)} encoders beat the predict-the-train-mean baseline on val MAE and "
-        f"{clear} beat it clearly (by ≥ {100 * CLEAR_MARGIN:.0f}%); the others learned little of the score."
+        f"{beaten} of {len(margins)} encoders beat the predict-the-train-mean baseline on val MAE, "
+        f"{clear} of them clearly (by ≥ {100 * CLEAR_MARGIN:.0f}%); an encoder that does not clearly beat "
+        "it has learned little of the score, and its downstream numbers say little about the objective."
     )
 
 

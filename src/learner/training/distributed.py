@@ -138,14 +138,21 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _AllGatherWithGrad.apply(x)
 
 
-def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
-    """DDP-wrap ``model`` when distributed (SyncBatchNorm on GPU so BN sees the global batch too)."""
+def wrap_model(
+    model: nn.Module, info: DistInfo, device: torch.device, *, find_unused_parameters: bool = False
+) -> nn.Module:
+    """DDP-wrap ``model`` when distributed (SyncBatchNorm on GPU so BN sees the global batch too).
+
+    ``find_unused_parameters`` must be set when the loss leaves part of the model without a gradient
+    (a contrastive-only objective never reaches the regression head); DDP would otherwise stall.
+    """
     if not info.is_distributed:
         return model
+    options = {"find_unused_parameters": find_unused_parameters}
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
-    return nn.parallel.DistributedDataParallel(model)
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index], **options)
+    return nn.parallel.DistributedDataParallel(model, **options)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

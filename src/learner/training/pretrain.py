@@ -202,7 +202,7 @@ def _pretrain(
         step, history, best = state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
         log.info("resumed %s at epoch %d, step %d", run_dir, len(history), step)
-    ddp = wrap_model(model, info, device)
+    ddp = wrap_model(model, info, device, find_unused_parameters="mse" not in objective.names)
     writer = _tensorboard(run_dir) if run is not None else None
     # ---- Alg. 1: for each batch, U = θ_V(B), Y = θ_M(U), θ ← θ − η∇(λ·MSE + (1 − λ)·CL) ----
     with _progress(enabled=info.is_main) as progress:
