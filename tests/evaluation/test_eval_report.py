@@ -152,3 +152,11 @@ def test_report_of_something_else_is_refused(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({"best": {}}))  # a pretraining run: no report kind
     with pytest.raises(RunDirError, match=r"no results\.json or metrics\.json"):
         write_report(tmp_path)
+
+
+def test_undefined_numbers_read_n_a() -> None:
+    from learner.evaluation.report import interval, interval_plain, percent, plain
+
+    assert [plain(0.12345), plain(None), plain(float("nan"))] == ["0.123", "n/a", "n/a"]
+    assert [interval_plain(-0.5, 0.25), interval_plain(None, 0.2)] == ["[-0.500, 0.250]", "n/a"]
+    assert [percent(0.7246), percent(None), interval(0.1, float("inf"))] == ["72.46", "n/a", "n/a"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,11 +199,6 @@ def run_classification(
     return ClassificationResult(run.path, metrics, predictions, fitted, table)
 
 
-def json_number(value: float) -> float | None:
-    """``value``, or None where it is NaN/inf (an undefined interval), so the JSON files stay standard."""
-    return value if math.isfinite(value) else None
-
-
 def _without_skipped(
     pairs: dict[str, pd.DataFrame], table: EmbeddingTable
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
@@ -238,10 +232,8 @@ def _test_metrics(test_pairs: pd.DataFrame, predicted: np.ndarray, config: Confi
     patients = test_pairs["first_patient_id"].astype(str).to_numpy()
     metrics = classification_metrics(truth, predicted)
     n_boot = config.experiment.bootstrap
-    metrics["ci"] = {
-        name: [
-            json_number(v) for v in patient_bootstrap_ci(truth, predicted, patients, fn, n_boot, config.seed)
-        ]
+    metrics["ci"] = {  # (nan, nan) when there is no bootstrap; atomic.write_json stores null
+        name: list(patient_bootstrap_ci(truth, predicted, patients, fn, n_boot, config.seed))
         for name, fn in BOOTSTRAP_METRICS.items()
     }
     metrics["n_boot"] = n_boot

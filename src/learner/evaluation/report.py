@@ -171,7 +171,7 @@ def regression_section(encoders: Sequence[tuple[list[str], dict[str, Any]]], key
                 f"{100 * margin:.1f}%",
                 f"{best['val_rmse']:.3f}",
                 f"{best['baseline_rmse']:.3f}",
-                "n/a" if best.get("val_r") is None else f"{best['val_r']:.3f}",
+                plain(best.get("val_r")),
                 verdict,
             ]
         )
@@ -331,7 +331,7 @@ def _figure_section(results: dict[str, Any]) -> str:
             rows = [
                 [
                     loss_label(loss),
-                    f"{m['spearman_rho']:.3f}",
+                    plain(m["spearman_rho"]),
                     interval_plain(m["ci_low"], m["ci_high"]),
                     m["n_pairs"],
                     m["n_patients"],
@@ -347,11 +347,14 @@ def _figure_section(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def plain(value: float | None) -> str:
+    """A number with three decimals, or 'n/a' when undefined (stored as null, or NaN)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
 def interval_plain(low: float | None, high: float | None) -> str:
     """An interval of plain numbers (not fractions) as ``[a, b]``, or 'n/a'."""
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return "n/a"
-    return f"[{low:.3f}, {high:.3f}]"
+    return "n/a" if "n/a" in (plain(low), plain(high)) else f"[{plain(low)}, {plain(high)}]"
 
 
 def _cell_section(cells: Sequence[dict[str, Any]]) -> str:

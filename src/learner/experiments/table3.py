@@ -43,7 +43,7 @@ from learner.data.adni import normalise_viscode
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
 from learner.errors import ConfigError, RunDirError
-from learner.evaluation.classify import data_source, json_number, phantom_folder, run_classification
+from learner.evaluation.classify import data_source, phantom_folder, run_classification
 from learner.evaluation.embed import embed_scans
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
 from learner.evaluation.metrics import paired_difference_ci
@@ -187,15 +187,15 @@ def compare_with_baseline(cells: Sequence[dict[str, Any]], baseline: str) -> dic
         seeds = [s for d, l_, s in by_key if (d, l_) == (dataset, loss) and (d, baseline, s) in by_key]
         if loss == baseline or not seeds:
             continue
-        out[dataset][loss] = {}
-        for name in METRICS:
-            diff = paired_difference_ci(
-                np.array([by_key[(dataset, loss, s)][name] for s in seeds]),
-                np.array([by_key[(dataset, baseline, s)][name] for s in seeds]),
+        out[dataset][loss] = {
+            name: asdict(
+                paired_difference_ci(
+                    np.array([by_key[(dataset, loss, s)][name] for s in seeds]),
+                    np.array([by_key[(dataset, baseline, s)][name] for s in seeds]),
+                )
             )
-            out[dataset][loss][name] = {
-                k: json_number(v) if isinstance(v, float) else v for k, v in asdict(diff).items()
-            }
+            for name in METRICS
+        }
     return dict(out)
 
 
