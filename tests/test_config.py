@@ -111,3 +111,14 @@ def test_custom_scale_from_config_carries_every_field() -> None:
     assert scale.range_problem(2.5) is not None  # not an integer
     with pytest.raises(ConfigError, match="custom_scale is not set"):
         scale_from_config(load_config(None, ["data.scale=custom"]).data)
+
+
+def test_bundled_configs_load_by_name_and_ship_in_the_package() -> None:
+    from learner.config import BUNDLED_CONFIGS, bundled_configs
+
+    assert {"demo", "lus", "adni"} <= set(bundled_configs())
+    assert BUNDLED_CONFIGS.parent.name == "learner"  # inside the package, so a wheel carries them
+    lus = load_config("lus")
+    assert lus.optim.epochs == 100  # Table 2
+    with pytest.raises(ConfigError, match=r"bundled configs: .*lus"):
+        load_config("nonexistent")

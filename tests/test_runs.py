@@ -90,3 +90,23 @@ def test_atomic_write_follows_the_umask(tmp_path: Path) -> None:
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     assert (target.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+
+
+def test_cell_logs_go_to_the_cell_and_its_experiment_never_to_a_sibling(tmp_path: Path) -> None:
+    import logging
+
+    log = logging.getLogger("learner.test")
+    open_run_dir(tmp_path / "grid", Config())
+    log.info("grid starts")
+    open_run_dir(tmp_path / "grid" / "cell1", Config())
+    log.info("cell one")
+    open_run_dir(tmp_path / "grid" / "cell2", Config())
+    log.info("cell two")
+    grid = (tmp_path / "grid" / "log.txt").read_text()
+    one = (tmp_path / "grid" / "cell1" / "log.txt").read_text()
+    two = (tmp_path / "grid" / "cell2" / "log.txt").read_text()
+    assert all(m in grid for m in ("grid starts", "cell one", "cell two"))
+    assert "cell one" in one
+    assert "cell two" not in one
+    assert "cell two" in two
+    assert "cell one" not in two

@@ -6,7 +6,8 @@ key and lists the allowed ones, never a silently ignored setting.
 
 Example::
 
-    cfg = load_config("configs/lus.yaml", overrides=["optim.epochs=5", "loss.name=mse+wcl"])
+    cfg = load_config("my.yaml", overrides=["optim.epochs=5", "loss.name=mse+wcl"])
+    cfg = load_config("lus")  # a bundled config by name: demo, lus, adni
 """
 
 from __future__ import annotations
@@ -207,9 +208,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        source = Path(path)
-        if not source.is_file():
-            raise ConfigError(f"config file not found: {source}")
+        source = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -221,6 +220,25 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
         key, value = _split_override(item)
         _set_dotted(raw, key, value)
     return config_from_dict(raw)
+
+
+BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+"""YAML configs shipped inside the package: ``demo`` (CPU demo), ``lus`` and ``adni`` (paper scale)."""
+
+
+def bundled_configs() -> list[str]:
+    """Names accepted wherever a config file is (``--config lus``)."""
+    return sorted(path.stem for path in BUNDLED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when it is a file, else the bundled config of that bare name (``lus`` → lus.yaml)."""
+    source = Path(path)
+    if source.is_file():
+        return source
+    if source.name == str(path) and source.suffix == "" and source.name in bundled_configs():
+        return BUNDLED_CONFIGS / f"{source.name}.yaml"
+    raise ConfigError(f"config file not found: {source} (bundled configs: {', '.join(bundled_configs())})")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

@@ -144,23 +144,21 @@ def _git_commit() -> str | None:
 
 
 def _attach_log(path: Path) -> None:
-    """Send the ``learner`` logger to ``path`` (appended) and its warnings to the console.
+    """Send the ``learner`` logger to ``path`` (appended), keeping the logs of enclosing runs.
 
-    Warnings (skipped scans, patients without pairs, rare classes) must reach the person running the
-    command, not only the log file.
+    An experiment grid opens one run directory per cell inside its own: a cell's messages go to the cell's
+    log and to the experiment's, never to a sibling cell's (handlers of runs that do not contain this one
+    are closed).
     """
     logger = logging.getLogger("learner")
     logger.setLevel(logging.INFO)
+    run_root = path.parent.resolve()
     for handler in list(logger.handlers):
-        if isinstance(handler, logging.FileHandler):
+        owner = getattr(handler, "learner_run_dir", None)
+        if owner is not None and (owner == run_root or owner not in run_root.parents):
             logger.removeHandler(handler)
             handler.close()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.learner_run_dir = run_root  # type: ignore[attr-defined]
     logger.addHandler(handler)
-    if not any(getattr(h, "_learner_console", False) for h in logger.handlers):
-        console = logging.StreamHandler()  # stderr
-        console.setLevel(logging.WARNING)
-        console.setFormatter(logging.Formatter("warning: %(message)s"))
-        console._learner_console = True  # type: ignore[attr-defined]
-        logger.addHandler(console)

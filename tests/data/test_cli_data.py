@@ -77,7 +77,7 @@ def test_check_clean_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # 4 one-scan patients in bins (0, 0, 1, 1): 4 of each class. Val: 6 asked, only 2 exist (both stable).
     # Test: consecutive same-site pairs, 2 per site: p6 improved + deteriorated, p7 stable + deteriorated.
     assert _row(out, "train", 12, "inter, seed 0", 4, 4, 4)
-    assert _row(out, "val", 2, "inter, seed 0", 0, 2, 0)
+    assert _row(out, "val", 2, "inter, seed 1", 0, 2, 0)
     assert _row(out, "test", 8, "intra, consecutive", 4, 2, 2)
     assert "warning" not in out
 
@@ -208,3 +208,15 @@ def test_check_of_a_clean_manifest_that_the_default_split_cannot_fit_exits_0(
     assert "warning: no split shown" in out
     assert "no problems found" in out
     assert re.search(rf"all\s+│\s+8\s+│\s+{len(single_visit)}\s", out)
+
+
+def test_check_warns_on_the_terminal_about_test_patients_without_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = pd.read_csv(_cohort(tmp_path))
+    lonely = frame[~((frame["patient_id"] == "p7") & (frame["visit"] > 1))]  # p7 keeps one visit
+    path = tmp_path / "lonely.csv"
+    lonely.to_csv(path, index=False)
+    code, _, err = _run(["data", "check", str(path), "--set", "data.split.test_min_visits=1"], capsys)
+    assert code == 0
+    assert "warning: 1 test patient(s) yield no intra-patient pair: p7" in err

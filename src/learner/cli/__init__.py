@@ -7,6 +7,7 @@ Errors caused by the user's input are :class:`learner.errors.LearnerError` s: pr
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import typer
@@ -61,12 +62,37 @@ def _register_commands() -> None:
 _register_commands()
 
 
+class _StderrWarnings(logging.StreamHandler):  # type: ignore[type-arg]
+    """WARNING and above as ``warning: …`` on whatever ``sys.stderr`` is at the time of the message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+        self.setFormatter(logging.Formatter("warning: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        pass  # always the current sys.stderr (it may be swapped, e.g. by a test harness)
+
+
+def _console_warnings() -> None:
+    """Warnings from the library (skipped scans, patients without pairs, rare classes) reach the terminal."""
+    logger = logging.getLogger("learner")
+    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
+        logger.addHandler(_StderrWarnings())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning LearnerErrors into one-line messages.
 
     Typer's standalone mode handles usage errors and ``typer.Exit`` codes itself (and exits); anything
     else propagates, so only the toolkit's own user-facing errors are caught here.
     """
+    _console_warnings()
     try:
         app(args=argv, prog_name="learner")
     except LearnerError as exc:

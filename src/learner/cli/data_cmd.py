@@ -13,7 +13,7 @@ from rich.table import Table
 from learner.cli.options import ConfigOption, ScaleOption, SetOption, config_from_options
 from learner.config import Config, apply_overrides
 from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest, write_manifest
-from learner.data.pairs import inter_patient_pairs, intra_patient_pairs, pair_class_counts, pair_count
+from learner.data.pairs import pair_class_counts, split_pairs
 from learner.data.scales import CLASS_NAMES, ScoreScale, scale_from_config
 from learner.data.splits import assign_splits, resolve_splits
 from learner.errors import ConfigError, LearnerError, ManifestError, ScanReadError
@@ -67,12 +67,7 @@ def check(
         )
     loaded = loaded.with_splits(splits)
     console.print(_counts_table({name: loaded.by_split(name) for name in SPLITS}, score_scale))
-    pairs, no_pair = _pairs_table(loaded, score_scale, cfg)
-    console.print(pairs)
-    if no_pair:
-        typer.echo(
-            f"warning: {len(no_pair)} test patient(s) yield no intra-patient pair: {', '.join(no_pair)}"
-        )
+    console.print(_pairs_table(loaded, score_scale, cfg))  # patients without a pair are warned about
     typer.echo(clean)
 
 
@@ -255,24 +250,19 @@ def _quantiles(records: list[ScanRecord]) -> list[str]:
     return [f"{v:g}" for v in values]
 
 
-def _pairs_table(manifest: Manifest, scale: ScoreScale, cfg: Config) -> tuple[Table, list[str]]:
-    """Pairs per change class — the inter-patient pairs a run would draw for train/val, the intra-patient
-    test pairs — and the test patients that yield no pair."""
+def _pairs_table(manifest: Manifest, scale: ScoreScale, cfg: Config) -> Table:
+    """Pairs per change class: exactly the pair sets a classification run draws (``split_pairs``)."""
     pairs_cfg = cfg.data.pairs
     table = Table(
         "split", "pairs", title="Pairs per change class (inter-patient for train/val, intra for test)"
     )
     for name in ("kind", *CLASS_NAMES):
         table.add_column(name, no_wrap=True)
-    no_pair: list[str] = []
+    records = {name: manifest.by_split(name) for name in SPLITS}
+    pairs, _ = split_pairs(records, scale, pairs_cfg, cfg.seed)
+    kinds = {"train": f"inter, seed {cfg.seed}", "val": f"inter, seed {cfg.seed + 1}"}
     for name in SPLITS:
-        records = manifest.by_split(name)
-        if name == "test":
-            frame, no_pair = intra_patient_pairs(records, scale, pairs_cfg.intra, pairs_cfg.match_site)
-            kind = f"intra, {pairs_cfg.intra}"
-        else:
-            count = pair_count(len(records), pairs_cfg, name)
-            frame = inter_patient_pairs(records, scale, count, seed=cfg.seed, balanced=pairs_cfg.balanced)
-            kind = f"inter, seed {cfg.seed}"
-        table.add_row(name, str(len(frame)), kind, *(str(n) for n in pair_class_counts(frame).values()))
-    return table, no_pair
+        kind = kinds.get(name, f"intra, {pairs_cfg.intra}")
+        counts = pair_class_counts(pairs[name]).values()
+        table.add_row(name, str(len(pairs[name])), kind, *(str(n) for n in counts))
+    return table

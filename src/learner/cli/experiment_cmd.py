@@ -110,7 +110,7 @@ def demo_command(
     ] = Path("runs/demo"),
     dataset: Annotated[str, typer.Option("--dataset", help="Table 3 column(s): lus, mri or both.")] = "lus",
     full: Annotated[
-        bool, typer.Option("--full", help="Paper-scale settings (configs/lus.yaml; meant for a GPU).")
+        bool, typer.Option("--full", help="Paper-scale settings (the bundled lus config; meant for a GPU).")
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Recompute the experiment (cohorts are reused).")
@@ -120,7 +120,7 @@ def demo_command(
 
     Generates (or reuses) the phantom, pretrains MSE, MSE+CL and MSE+wCL encoders, trains and tests the
     health-change classifier on each, then prints the table and the report's path. The default settings
-    (configs/demo.yaml) finish in about 10 minutes on 2 CPU cores; running it again continues the same
+    (the bundled demo config) finish in about 10 minutes on 2 CPU cores; running it again continues the same
     experiment.
     """
     from learner.evaluation.report import regression_summary

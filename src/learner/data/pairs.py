@@ -217,6 +217,31 @@ def _pair_frame(
     return pd.DataFrame(columns, columns=list(PAIR_COLUMNS))
 
 
+def split_pairs(
+    records_by_split: dict[str, Sequence[ScanRecord]], scale: ScoreScale, pair_cfg: PairConfig, seed: int
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The three pair sets of Section 2.1 for one split manifest — what ``learner data check`` counts and
+    what the classifier trains and is tested on, from this one function so the two can never disagree.
+
+    Train and val get inter-patient pairs (``pair_count`` of them, seeds ``seed`` and ``seed + 1``);
+    test gets the intra-patient pairs.
+
+    Returns:
+        ``{"train", "val", "test"} → pair table`` and the test patients that yield no pair (warned about).
+    """
+    pairs: dict[str, pd.DataFrame] = {}
+    for offset, split in enumerate(("train", "val")):
+        records = records_by_split.get(split, [])
+        count = pair_count(len(records), pair_cfg, split)
+        pairs[split] = inter_patient_pairs(records, scale, count, seed + offset, pair_cfg.balanced)
+    pairs["test"], no_pair = intra_patient_pairs(
+        records_by_split.get("test", []), scale, pair_cfg.intra, pair_cfg.match_site
+    )
+    if no_pair:
+        logger.warning("%d test patient(s) yield no intra-patient pair: %s", len(no_pair), ", ".join(no_pair))
+    return pairs, no_pair
+
+
 def write_pair_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Atomically write a pair table as CSV."""
     with atomic_path(path) as tmp:

@@ -35,13 +35,7 @@ import pandas as pd
 from learner.atomic import atomic_path
 from learner.config import Config
 from learner.data.manifest import Manifest
-from learner.data.pairs import (
-    inter_patient_pairs,
-    intra_patient_pairs,
-    pair_class_counts,
-    pair_count,
-    write_pair_table,
-)
+from learner.data.pairs import pair_class_counts, split_pairs, write_pair_table
 from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.errors import LearnerError, RunDirError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
@@ -97,27 +91,6 @@ def data_source(manifest: Manifest) -> str:
     return "phantom" if phantom_folder(manifest) is not None else "real"
 
 
-def build_pairs(manifest: Manifest, config: Config) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Train/val inter-patient and test intra-patient pair tables of a split manifest.
-
-    Returns:
-        ``{"train", "val", "test"} → pair table`` and the test patients that yield no pair.
-    """
-    scale = scale_from_config(config.data)
-    pair_cfg = config.data.pairs
-    pairs: dict[str, pd.DataFrame] = {}
-    for offset, split in enumerate(("train", "val")):
-        records = manifest.by_split(split)
-        count = pair_count(len(records), pair_cfg, split)
-        pairs[split] = inter_patient_pairs(records, scale, count, config.seed + offset, pair_cfg.balanced)
-    pairs["test"], no_pair = intra_patient_pairs(
-        manifest.by_split("test"), scale, pair_cfg.intra, pair_cfg.match_site
-    )
-    if no_pair:
-        log.warning("%d test patient(s) yield no intra-patient pair: %s", len(no_pair), ", ".join(no_pair))
-    return pairs, no_pair
-
-
 def run_classification(
     encoder_run: str | os.PathLike[str],
     manifest: Manifest,
@@ -145,7 +118,8 @@ def run_classification(
     """
     run = open_run_dir(out_dir, config, force=force)
     manifest = manifest.with_splits(read_splits(encoder_run))
-    pairs, no_pair = build_pairs(manifest, config)
+    records = {split: manifest.by_split(split) for split in ("train", "val", "test")}
+    pairs, no_pair = split_pairs(records, scale_from_config(config.data), config.data.pairs, config.seed)
     table = embed_scans(
         encoder_run,
         manifest,

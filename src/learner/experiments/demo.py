@@ -3,11 +3,12 @@
 Steps: generate (or reuse) the phantom cohort(s) under ``OUT``, run
 :func:`learner.experiments.table3.run_table3` on them, write the report. Two modes (:data:`MODES`):
 
-* **demo** (default) — ``configs/demo.yaml``, sized to finish within about 10 minutes on 2 CPU cores for
-  the LUS column: the paper's patient counts (160/44/17) at small frames (32 px, 8 rendered frames, 4 per
-  clip) and few epochs. docs/experiments.md gives the measured time and what the settings cost.
-* **full** — ``configs/lus.yaml`` (Table 2: 100 epochs, batch 16; 224 px, 8 frames) on cohorts rendered at a
-  higher resolution; meant for a GPU.
+* **demo** (default) — the bundled ``demo`` config (``learner/configs/demo.yaml``), sized to finish
+  within about 10 minutes on 2 CPU cores for the LUS column: the paper's patient counts (160/44/17) at
+  small frames (32 px, 8 rendered frames, 4 per clip) and few epochs. docs/experiments.md gives the
+  measured time and what the settings cost.
+* **full** — the bundled ``lus`` config (Table 2: 100 epochs, batch 16; 224 px, 8 frames) on cohorts
+  rendered at a higher resolution; meant for a GPU.
 
 ``--dataset mri`` (or ``both``) adds the MRI phantom, brought in through the ADNI adapter like real ADNI data
 (NIfTI volumes whose axial slices are the clip's frames, MMSE scale) and split 2:1:1 by patient.
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import learner
 from learner.config import Config, DatasetSpec, SplitConfig, load_config
 from learner.data.adni import adnimerge_to_manifest
 from learner.data.manifest import load_manifest, write_manifest
@@ -36,8 +36,6 @@ from learner.data.splits import assign_splits
 from learner.errors import ConfigError
 from learner.evaluation.report import write_report
 from learner.experiments.table3 import Table3Result, run_table3
-
-CONFIG_DIR = Path(learner.__file__).resolve().parents[2] / "configs"  # the repository's configs/
 
 
 @dataclass(frozen=True)
@@ -100,13 +98,8 @@ DATASETS: dict[str, tuple[Callable[[Path, DemoMode, int], DatasetSpec], ...]] = 
 
 
 def demo_config(mode: str) -> Config:
-    """The config of a demo mode, read from the repository's ``configs/`` folder."""
-    path = CONFIG_DIR / MODES[mode].config
-    if not path.is_file():
-        raise ConfigError(
-            f"{path} not found: the demo reads configs/ from a source checkout (pip install -e .)"
-        )
-    return load_config(path)
+    """The config of a demo mode: a config bundled with the package (``learner/configs``)."""
+    return load_config(Path(MODES[mode].config).stem)
 
 
 def run_demo(
@@ -122,7 +115,7 @@ def run_demo(
     Args:
         out_dir: holds ``phantom-<dataset>-<mode>/`` cohorts and the ``table3-<mode>/`` experiment.
         dataset: ``lus``, ``mri`` or ``both`` (the columns of Table 3).
-        full: paper-scale settings (``configs/lus.yaml``) instead of the CPU demo.
+        full: paper-scale settings (the bundled ``lus`` config) instead of the CPU demo.
         force: recompute the experiment instead of continuing it.
         workers: processes that render the phantom.
     """
