@@ -42,6 +42,7 @@ class _Sabotaged:
 
     def __init__(self, objective: Objective, at: int, action: str) -> None:
         self.objective, self.at, self.action, self.calls = objective, at, action, 0
+        self.names = objective.names
 
     def __call__(self, *args: torch.Tensor) -> LossOutput:
         self.calls += 1
