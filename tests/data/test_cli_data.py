@@ -220,3 +220,30 @@ def test_check_warns_on_the_terminal_about_test_patients_without_pairs(
     code, _, err = _run(["data", "check", str(path), "--set", "data.split.test_min_visits=1"], capsys)
     assert code == 0
     assert "warning: 1 test patient(s) yield no intra-patient pair: p7" in err
+
+
+def test_cache_builds_then_reuses_and_reports_every_bad_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from learner.data.phantom.lus import generate_lus_cohort
+
+    manifest = generate_lus_cohort(tmp_path / "lus", patients=(2, 1, 1), frames=4, size=32, workers=1)
+    scans = len(pd.read_csv(manifest))
+    argv = ["data", "cache", str(manifest), "--workers", "1"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    assert f"cache: {scans} built, 0 reused, 0 skipped" in out
+    code, out, _ = _run(argv, capsys)
+    assert f"cache: 0 built, {scans} reused, 0 skipped" in out
+
+    frame = pd.read_csv(manifest)
+    broken = frame.iloc[0]
+    (manifest.parent / broken["path"]).write_bytes(b"not a video")
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert err.startswith("error: ")
+    assert broken["path"] in err
+    code, out, _ = _run([*argv, "--skip-bad"], capsys)
+    assert code == 0
+    assert f"cache: 0 built, {scans - 1} reused, 1 skipped" in out
+    assert f"skipped {broken['scan_id']}: " in out

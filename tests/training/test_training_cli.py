@@ -43,7 +43,7 @@ def test_pretrain_command_trains_and_reports_mae_against_the_baseline(
 def test_resume_refuses_config_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
-    argv = ["pretrain", "--out", str(tmp_path / "run"), "--resume", "--loss", "mse", "--set", "seed=1"]
+    argv = ["pretrain", "--resume", str(tmp_path / "run"), "--loss", "mse", "--set", "seed=1"]
     assert _exit_code(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: --resume continues {tmp_path / 'run'} with its stored config; drop --loss, --set"
@@ -57,3 +57,13 @@ def test_unknown_set_key_is_a_one_line_error(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown config key 'optim.lrr'")
     assert "\n" not in err
+
+
+def test_run_directory_comes_from_out_or_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exit_code(["pretrain", "--loss", "mse"]) == 2
+    assert "give --out RUN_DIR for a new run, or --resume RUN_DIR" in capsys.readouterr().err
+    argv = ["pretrain", "--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")]
+    assert _exit_code(argv) == 2
+    assert f"--resume {tmp_path / 'a'} continues that run; drop --out" in capsys.readouterr().err
+    assert _exit_code(["pretrain", "--resume", str(tmp_path / "none")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err

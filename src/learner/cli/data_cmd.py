@@ -16,7 +16,7 @@ from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest, w
 from learner.data.pairs import pair_class_counts, split_pairs
 from learner.data.scales import CLASS_NAMES, ScoreScale, scale_from_config
 from learner.data.splits import assign_splits, resolve_splits
-from learner.errors import ConfigError, LearnerError, ManifestError, ScanReadError
+from learner.errors import ConfigError, LearnerError, ManifestError
 
 ManifestArgument = Annotated[
     Path, typer.Argument(help="Manifest CSV or Parquet, one row per scan.", show_default=False)
@@ -198,10 +198,8 @@ def cache(
         f"cache: {report.built} built, {report.reused} reused, {len(report.skipped)} skipped "
         f"({report.seconds:.1f} s)"
     )
-    for scan_id, reason in report.skipped:
+    for scan_id, reason in report.skipped:  # only with --skip-bad; otherwise the first bad scan stops it
         typer.echo(f"skipped {scan_id}: {reason}")
-    if report.skipped and not cfg.data.skip_bad_scans:
-        raise ScanReadError(f"{len(report.skipped)} scan(s) could not be read (listed above); see --skip-bad")
 
 
 def _load_or_list_problems(path: Path, scale: ScoreScale) -> Manifest:

@@ -21,8 +21,8 @@ def register(app: typer.Typer) -> None:
 
 def pretrain_command(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Run directory to create (or continue with --resume).")
-    ],
+        Path | None, typer.Option("--out", "-o", help="Run directory to create.", show_default=False)
+    ] = None,
     manifest: Annotated[
         Path | None, typer.Option("--manifest", "-m", help="Manifest CSV/Parquet (data.manifest).")
     ] = None,
@@ -41,8 +41,14 @@ def pretrain_command(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (optim.device).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every RNG (seed).")] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue OUT from checkpoints/last with its stored config.")
-    ] = False,
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_DIR",
+            help="Continue RUN_DIR from checkpoints/last with its stored config (instead of --out).",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
 ) -> None:
     """Pretrain encoder + regression head on λ·MSE + (1 − λ)·contrastive (Alg. 1, Table 2 defaults).
@@ -62,6 +68,11 @@ def pretrain_command(
         "--init": ("model.init", init),
         "--seed": ("seed", seed),
     }
+    if resume is not None and out is not None and resume != out:
+        raise ConfigError(f"--resume {resume} continues that run; drop --out {out}")
+    out = resume or out
+    if out is None:
+        raise ConfigError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
     if resume:
         given = [flag for flag, (_, value) in flags.items() if value is not None]
         given += ["--config"] * (config is not None) + ["--set"] * bool(sets)
@@ -72,7 +83,7 @@ def pretrain_command(
         cfg = config_from_options(config, sets, **dict(flags.values()))
     if device is not None:
         cfg = apply_overrides(cfg, {"optim.device": device})
-    result = pretrain(cfg, out, resume=resume, force=force)
+    result = pretrain(cfg, out, resume=resume is not None, force=force)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports
     best, last = result.best, result.last
