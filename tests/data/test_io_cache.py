@@ -154,3 +154,18 @@ def test_build_cache_reuses_and_stops_on_a_bad_scan_without_skip(tmp_path: Path)
     assert cache.decode_count == 0  # built ahead, so training decodes nothing
     with pytest.raises(ScanReadError, match=r"broken\.mp4"):
         build_cache(_manifest(tmp_path, bad=True), cfg, workers=1)
+
+
+def test_a_warm_cache_starts_no_worker_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from learner.data import cache as cache_module
+
+    cfg = DataConfig(size=16, max_cached_frames=4)
+    manifest = _manifest(tmp_path, bad=False)
+    assert build_cache(manifest, cfg, workers=1).built == 3
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker pool was started for a warm cache")
+
+    monkeypatch.setattr(cache_module, "ProcessPoolExecutor", no_pool)
+    report = build_cache(manifest, cfg, workers=2)
+    assert (report.built, report.reused, report.skipped) == (0, 3, [])

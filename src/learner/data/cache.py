@@ -157,11 +157,27 @@ def build_cache(
 def _outcomes(
     cache: ScanCache, paths: Sequence[Path], workers: int
 ) -> Iterator[tuple[Path, bool | ScanReadError]]:
-    """(path, built? or its read error) as each finishes, in this process or in a spawn-started pool."""
-    if workers <= 1:
-        for path in paths:
+    """(path, built? or its read error) as each finishes, in this process or in a spawn-started pool.
+
+    Entries already cached are answered here first, so a warm cache (every run after the first) never
+    starts a pool of processes that each import torch.
+    """
+    misses = []
+    for path in paths:
+        try:
+            hit = cache.path_for(path).exists()
+        except ScanReadError as exc:
+            yield path, exc
+            continue
+        if hit:
+            yield path, False
+        else:
+            misses.append(path)
+    if workers <= 1 or len(misses) <= 1:
+        for path in misses:
             yield path, _ensure_one(cache.root, cache.preprocessor, path)
         return
+    paths = misses
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
