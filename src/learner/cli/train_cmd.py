@@ -53,10 +53,11 @@ def pretrain_command(
 ) -> None:
     """Pretrain encoder + regression head on λ·MSE + (1 − λ)·contrastive (Alg. 1, Table 2 defaults).
 
-    Every config key can be set with --set key.sub=value; the other flags are shortcuts for keys. Writes
-    OUT/config.yaml, metrics.csv (one row per epoch), metrics.json and checkpoints/{best,last}.
-    With N processes: torchrun --nproc_per_node=N -m learner pretrain ... (optim.batch_size is the global
-    batch).
+    Every config key can be set with --set key.sub=value; the other flags are shortcuts for keys.
+
+    Writes OUT/config.yaml, metrics.csv (one row per epoch), metrics.json and checkpoints/{best,last}.
+
+    With N processes: torchrun --nproc_per_node=N -m learner pretrain ... (optim.batch_size is global).
     """
     from learner.training.pretrain import pretrain
 
