@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from learner.cli import main
+from learner.cli import run
 from learner.data.manifest import load_manifest, validate_manifest
 from learner.data.scales import get_scale
 
@@ -16,11 +16,7 @@ SF = get_scale("sf")
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
+    code = run(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from learner.cli import main
+from learner.cli import run
 from learner.cli.experiment_cmd import parse_dataset
 from learner.config import Config, apply_overrides
 from learner.errors import ConfigError
@@ -56,8 +55,7 @@ def test_experiment_cli_runs_table3(
     argv = ["experiment", "table3", "--out", str(tmp_path / "t3"), "--dataset", f"lus={lus.manifest}@sf"]
     argv += ["--set", "experiment.losses=[mse]", "--set", "experiment.seeds=[0]", "--set", "data.frames=2"]
     argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "experiment.bootstrap=10"]
-    with contextlib.suppress(SystemExit):  # the CLI exits with status 0 after printing
-        main(argv)
+    assert run(argv) == 0
     output = capsys.readouterr().out
     assert output.startswith("| Loss | lus Accuracy | lus F1 |")
     assert (tmp_path / "t3" / "REPORT.md").is_file()

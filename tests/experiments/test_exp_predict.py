@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from learner.cli import main
+from learner.cli import run
 from learner.config import DatasetSpec
 from learner.data.manifest import load_manifest
 from learner.data.scales import CLASS_NAMES, get_scale
@@ -29,15 +29,6 @@ def _known_pair(
     spec = next(d for d in tiny_datasets if d.name == dataset)
     paths = {r.scan_id: r.path for r in load_manifest(spec.manifest, get_scale(spec.scale)).records}
     return cell, first, paths
-
-
-def _exit_code(argv: list[str]) -> int:
-    """Run the CLI in-process; its exit code (0 when it returns normally)."""
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.mark.parametrize("dataset", ["LUS", "MRI"])
@@ -66,7 +57,7 @@ def test_cli_json_output(
 ) -> None:
     cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
     args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier"), "--json"]
-    assert _exit_code([*args, str(paths[row["first_scan_id"]]), str(paths[row["second_scan_id"]])]) == 0
+    assert run([*args, str(paths[row["first_scan_id"]]), str(paths[row["second_scan_id"]])]) == 0
     output = json.loads(capsys.readouterr().out)
     assert set(output) >= {"prediction", "probabilities", "predicted_scores", "embedding_cosine_distance"}
     assert output["prediction"] == row["predicted_name"]
@@ -83,9 +74,7 @@ def test_a_classifier_of_another_encoder_is_refused(
     with pytest.raises(CheckpointError, match="trained on encoder"):
         predict_pair(other, cell / "classifier", *scans)
     assert (
-        _exit_code(
-            ["predict", "--encoder", str(other), "--classifier", str(cell / "classifier"), *map(str, scans)]
-        )
+        run(["predict", "--encoder", str(other), "--classifier", str(cell / "classifier"), *map(str, scans)])
         == 2
     )
     assert capsys.readouterr().err.startswith("error: ")

@@ -10,16 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from learner.cli import main
+from learner.cli import run
 from learner.data.phantom.preview import render_preview
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
+    code = run(argv)
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

@@ -9,16 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from learner.cli import main
+from learner.cli import run
 from learner.config import Config
 
 pytestmark = pytest.mark.slow
-
-
-def _exit_code(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as exit_info:  # typer's standalone mode exits, on success too
-        main(argv)
-    return int(exit_info.value.code or 0)
 
 
 def test_pretrain_command_trains_and_reports_mae_against_the_baseline(
@@ -29,7 +23,7 @@ def test_pretrain_command_trains_and_reports_mae_against_the_baseline(
     manifest = str(tiny_config().data.manifest)
     sets = ["--set", "optim.epochs=5", "--set", "loss.name=mse+cl", "--set", "optim.lr=0.002"]
     argv = ["pretrain", "--config", str(config_file), *sets, "--manifest", manifest, "--out", str(out)]
-    assert _exit_code([*argv, "--loss", "mse", "--epochs", "1", "--seed", "3", "--device", "cpu"]) == 0
+    assert run([*argv, "--loss", "mse", "--epochs", "1", "--seed", "3", "--device", "cpu"]) == 0
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert stored["loss"]["name"] == "mse"  # an explicit flag beats --set, which beats the file
     assert (stored["optim"]["epochs"], stored["seed"], stored["optim"]["lr"]) == (1, 3, 0.002)
@@ -44,7 +38,7 @@ def test_resume_refuses_config_changes(tmp_path: Path, capsys: pytest.CaptureFix
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
     argv = ["pretrain", "--resume", str(tmp_path / "run"), "--loss", "mse", "--set", "seed=1"]
-    assert _exit_code(argv) == 2
+    assert run(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: --resume continues {tmp_path / 'run'} with its stored config; drop --loss, --set"
 
@@ -53,17 +47,17 @@ def test_unknown_set_key_is_a_one_line_error(
     lus_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["pretrain", "--manifest", str(lus_manifest), "--out", str(tmp_path), "--set", "optim.lrr=1"]
-    assert _exit_code(argv) == 2
+    assert run(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown config key 'optim.lrr'")
     assert "\n" not in err
 
 
 def test_run_directory_comes_from_out_or_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _exit_code(["pretrain", "--loss", "mse"]) == 2
+    assert run(["pretrain", "--loss", "mse"]) == 2
     assert "give --out RUN_DIR for a new run, or --resume RUN_DIR" in capsys.readouterr().err
     argv = ["pretrain", "--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")]
-    assert _exit_code(argv) == 2
+    assert run(argv) == 2
     assert f"--resume {tmp_path / 'a'} continues that run; drop --out" in capsys.readouterr().err
-    assert _exit_code(["pretrain", "--resume", str(tmp_path / "none")]) == 2
+    assert run(["pretrain", "--resume", str(tmp_path / "none")]) == 2
     assert "is not a run directory" in capsys.readouterr().err

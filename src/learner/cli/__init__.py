@@ -86,15 +86,24 @@ def _console_warnings() -> None:
         logger.addHandler(_StderrWarnings())
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning LearnerErrors into one-line messages.
+def run(argv: list[str] | None = None) -> int:
+    """Run one ``learner`` command in this process and return its exit code (0 on success).
 
-    Typer's standalone mode handles usage errors and ``typer.Exit`` codes itself (and exits); anything
-    else propagates, so only the toolkit's own user-facing errors are caught here.
+    Typer's standalone mode handles usage errors and ``typer.Exit`` codes itself (by exiting, which is
+    caught here); anything else propagates, so only the toolkit's own user-facing errors become
+    ``error: …`` lines.
     """
     _console_warnings()
     try:
         app(args=argv, prog_name="learner")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except LearnerError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: :func:`run`, then exit with its code."""
+    sys.exit(run(argv))
