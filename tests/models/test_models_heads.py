@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from learner.errors import ConfigError
 from learner.models.heads import PairClassifierHead, RegressionHead, ScoreRegressor
 from learner.models.tsm_resnet import TSMResNet18
 
@@ -60,5 +59,5 @@ def test_pair_classifier_depths_match_table4(kind: str, hidden_layers: int) -> N
 
 
 def test_unknown_pair_classifier_lists_the_kinds() -> None:
-    with pytest.raises(ConfigError, match="mlp, mlp_large"):
+    with pytest.raises(ValueError, match="mlp, mlp_large"):
         PairClassifierHead(in_dim=4, kind="svm", hidden=8)

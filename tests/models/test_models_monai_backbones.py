@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from learner.config import ModelConfig
 from learner.errors import ConfigError
 from learner.models.monai_backbones import SWIN_PRESETS, VIT_PRESETS, SwinEncoder, ViTEncoder
-from learner.models.registry import create_encoder
+from learner.models.registry import build_encoder, create_encoder
 
 
 @pytest.mark.parametrize("name", ["vit", "swin"])
@@ -41,21 +42,23 @@ def test_swin_accepts_grids_that_windows_do_not_divide() -> None:
 
 
 @pytest.mark.parametrize(
-    ("build", "needed"),
-    [
-        (lambda: ViTEncoder(in_channels=1, size="tiny", img_size=36), "patch size 8"),
-        (lambda: SwinEncoder(in_channels=1, size="tiny", img_size=40), "= 16"),
-        (lambda: SwinEncoder(in_channels=1, size="paper", img_size=100), "= 16"),
-    ],
+    ("backbone", "size", "img_size", "needed"),
+    [("vit", "tiny", 36, "patch size 8"), ("swin", "tiny", 40, "= 16"), ("swin", "paper", 100, "= 16")],
 )
-def test_indivisible_frame_sizes_are_config_errors(build: object, needed: str) -> None:
+def test_indivisible_frame_sizes_are_config_errors(
+    backbone: str, size: str, img_size: int, needed: str
+) -> None:
+    encoder_class = {"vit": ViTEncoder, "swin": SwinEncoder}[backbone]
+    with pytest.raises(ValueError, match=needed):
+        encoder_class(in_channels=1, size=size, img_size=img_size)
     with pytest.raises(ConfigError, match=r"data\.size") as caught:
-        build()  # type: ignore[operator]
+        build_encoder(ModelConfig(backbone=backbone, size=size), 1, img_size=img_size)  # type: ignore[arg-type]
     assert needed in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(("name", "size"), [("vit", 64), ("swin", 24)])
-def test_frames_of_the_wrong_size_are_config_errors(name: str, size: int) -> None:
+def test_frames_of_the_wrong_size_are_value_errors(name: str, size: int) -> None:
     encoder = create_encoder(name, in_channels=1, size="tiny", img_size=32)
-    with pytest.raises(ConfigError, match=r"data\.size"):
+    with pytest.raises(ValueError, match=f"{size}×{size}"):
         encoder(torch.zeros(1, 2, 1, size, size))

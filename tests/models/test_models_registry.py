@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from learner.config import ModelConfig
 from learner.errors import ConfigError
 from learner.models import monai_backbones, tsm_resnet
-from learner.models.registry import SIZES, available_encoders, build_encoder, create_encoder
+from learner.models.encoder import SIZES
+from learner.models.registry import available_encoders, build_encoder, create_encoder
 
 
 def test_the_paper_backbones_are_registered() -> None:
@@ -25,17 +26,27 @@ def test_every_preset_table_covers_every_size() -> None:
 
 
 def test_unknown_encoder_lists_the_available_ones() -> None:
-    with pytest.raises(ConfigError, match=r"model\.backbone") as caught:
+    with pytest.raises(ValueError, match=r"unknown encoder 'resnet50'") as caught:
         create_encoder("resnet50")
+    assert all(name in str(caught.value) for name in available_encoders())
+    with pytest.raises(ConfigError, match=r"model\.backbone") as caught:
+        build_encoder(ModelConfig(backbone="resnet50"), in_channels=1)
     assert all(name in str(caught.value) for name in available_encoders())
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "key"), [({"in_channels": 2}, "data.channels"), ({"size": "huge"}, "model.size")]
+    ("in_channels", "size", "argument", "key"),
+    [(2, "paper", "in_channels 2", "data.channels"), (1, "huge", "size 'huge'", "model.size")],
 )
-def test_bad_channels_and_sizes_name_their_config_key(kwargs: dict[str, object], key: str) -> None:
-    with pytest.raises(ConfigError, match=key):
-        create_encoder("tsm_resnet18", **kwargs)
+def test_bad_channels_and_sizes_name_their_config_key(
+    in_channels: int, size: str, argument: str, key: str
+) -> None:
+    with pytest.raises(ValueError, match=f"unknown {argument}; available"):
+        create_encoder("tsm_resnet18", in_channels=in_channels, size=size)
+    model_cfg = ModelConfig.model_construct(size=size)  # bypasses the config's own check of model.size
+    with pytest.raises(ConfigError, match=key) as caught:
+        build_encoder(model_cfg, in_channels=in_channels)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("name", available_encoders())
@@ -55,9 +66,9 @@ def test_smoke_every_encoder(name: str, in_channels: int) -> None:
         assert torch.equal(encoder(clips), encoder(clips))
 
 
-def test_wrong_channel_count_at_forward_names_the_config_key() -> None:
+def test_wrong_channel_count_at_forward_is_a_value_error() -> None:
     encoder = create_encoder("tsm_resnet18", in_channels=1, size="tiny")
-    with pytest.raises(ConfigError, match=r"data\.channels"):
+    with pytest.raises(ValueError, match=r"built for 1 input channel\(s\) but the clips have 3"):
         encoder(torch.zeros(1, 2, 3, 32, 32))
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from learner.errors import ConfigError
-from learner.models.registry import Encoder
+from learner.models.encoder import Encoder
 
 CLASSIFIER_DEPTHS: dict[str, int] = {"mlp": 1, "mlp_large": 3}
 """Hidden layers of the pair classifier per kind: Table 4's "MLP" and "MLP Large" (3 hidden layers)."""
@@ -74,7 +73,7 @@ class PairClassifierHead(nn.Module):
         num_classes: 3 (deteriorated / stable / improved).
 
     Raises:
-        ConfigError: unknown ``kind`` (the message lists the available ones).
+        ValueError: unknown ``kind`` (the message lists the available ones).
     """
 
     def __init__(
@@ -83,7 +82,7 @@ class PairClassifierHead(nn.Module):
         super().__init__()
         if kind not in CLASSIFIER_DEPTHS:
             available = ", ".join(CLASSIFIER_DEPTHS)
-            raise ConfigError(f"unknown classifier head {kind!r} (classifier.head); available: {available}")
+            raise ValueError(f"unknown pair classifier head {kind!r}; available: {available}")
         self.mlp = mlp(in_dim, hidden, num_classes, hidden_layers=CLASSIFIER_DEPTHS[kind], dropout=dropout)
 
     def forward(self, features: Tensor) -> Tensor:

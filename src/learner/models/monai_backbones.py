@@ -4,7 +4,8 @@ Both are MONAI's 2-D networks (``spatial_dims=2``; torchvision-free, einops is t
 frame of every clip is embedded independently, then the frame features are averaged over T, the same
 consensus the TSM encoder uses (Section 2.2, Section 3.2).
 
-Frame-size requirements (checked; a ConfigError names ``data.size``):
+Frame-size requirements (checked; a ValueError, which :func:`learner.models.registry.build_encoder` turns
+into a ConfigError naming ``data.size``):
 
 * ViT: frames must be exactly ``img_size`` (the position embedding is learned for its token grid) and
   ``img_size`` must be divisible by the patch size.
@@ -16,18 +17,17 @@ Frame-size requirements (checked; a ConfigError names ``data.size``):
 
 Every parameter takes part in the forward pass (DDP needs no ``find_unused_parameters``): the
 cross-attention norm MONAI builds, unused, in every ViT block is replaced by an identity.
+
+MONAI is imported in the constructors, so importing the encoder registry stays cheap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monai.networks.nets import ViT
-from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import Tensor, nn
 
-from learner.errors import ConfigError
-from learner.models.registry import Encoder
+from learner.models.encoder import Encoder
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,20 @@ class ViTEncoder(Encoder):
         in_channels: C, 1 or 3.
         size: a key of :data:`VIT_PRESETS`; D = its ``hidden_size``.
         img_size: H = W of the frames; divisible by the preset's patch size.
+
+    Raises:
+        ValueError: ``img_size`` is not divisible by the patch size.
     """
 
     def __init__(self, *, in_channels: int, size: str = "paper", img_size: int = 112) -> None:
+        from monai.networks.nets import ViT
+
         super().__init__()
         preset = VIT_PRESETS[size]
         if img_size % preset.patch_size:
-            raise ConfigError(
+            raise ValueError(
                 f"vit size {size!r} needs frames divisible by its patch size {preset.patch_size}; "
-                f"got data.size={img_size}"
+                f"got img_size={img_size}"
             )
         self.in_channels = in_channels
         self.embed_dim = preset.hidden_size
@@ -112,9 +117,9 @@ class ViTEncoder(Encoder):
         """Frames (N·T, C, H, W) → (N·T, D); frames are independent, ``num_frames`` is unused."""
         h, w = frames.shape[-2:]
         if (h, w) != (self.img_size, self.img_size):
-            raise ConfigError(
+            raise ValueError(
                 f"vit was built for {self.img_size}×{self.img_size} frames but got {h}×{w}; "
-                "build it with img_size = data.size"
+                "build it with img_size = the frame size"
             )
         tokens, _ = self.vit(frames)  # (N·T, tokens, D)
         return tokens.mean(dim=1)
@@ -127,9 +132,14 @@ class SwinEncoder(Encoder):
         in_channels: C, 1 or 3.
         size: a key of :data:`SWIN_PRESETS`; D = 8 · its ``embed_dim``.
         img_size: H = W of the frames; divisible by ``patch_size · 8``.
+
+    Raises:
+        ValueError: ``img_size`` is not divisible by ``patch_size · 8``.
     """
 
     def __init__(self, *, in_channels: int, size: str = "paper", img_size: int = 112) -> None:
+        from monai.networks.nets.swin_unetr import SwinTransformer
+
         super().__init__()
         preset = SWIN_PRESETS[size]
         self.size = size
@@ -150,9 +160,9 @@ class SwinEncoder(Encoder):
 
     def _check_size(self, h: int, w: int) -> None:
         if h % self.multiple or w % self.multiple:
-            raise ConfigError(
+            raise ValueError(
                 f"swin size {self.size!r} needs frame height and width divisible by "
-                f"patch·2^3 = {self.multiple}; got {h}×{w} (data.size)"
+                f"patch·2^3 = {self.multiple}; got {h}×{w}"
             )
 
     def embed_frames(self, frames: Tensor, num_frames: int) -> Tensor:

@@ -1,8 +1,9 @@
-"""The encoder registry (θ_V in Alg. 1): one way to build every backbone, by name.
+"""The encoder registry (θ_V in Alg. 1): one table of backbones, built by name or from the run's config.
 
-Each entry is a small factory registered with :func:`register_encoder` *in this module*; the factory
-imports its model module lazily, so importing the registry never pulls in MONAI. Every encoder is an
-:class:`Encoder`: ``forward(clips (N, T, C, H, W)) -> (N, D)`` with ``D == encoder.embed_dim``.
+:data:`ENCODERS` maps a name to its :class:`~learner.models.encoder.Encoder` class; every class takes
+``(*, in_channels, size, **options)``. :func:`create_encoder` builds one from plain arguments and raises
+``ValueError`` on bad ones; :func:`build_encoder` and :func:`build_regressor` build from the ``model``
+config section and raise :class:`~learner.errors.ConfigError` naming the config key to change.
 
 Example::
 
@@ -12,87 +13,22 @@ Example::
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Any
-
-from torch import Tensor, nn
 
 from learner.config import ModelConfig
 from learner.errors import ConfigError
+from learner.models.encoder import IN_CHANNELS, SIZES, Encoder
+from learner.models.heads import RegressionHead, ScoreRegressor
+from learner.models.monai_backbones import SwinEncoder, ViTEncoder
+from learner.models.tsm_resnet import TSMResNet18
+from learner.models.weights import load_init_weights
 
-SIZES: tuple[str, ...] = ("tiny", "small", "paper")
-"""Size presets every encoder provides: ``tiny`` for CPU tests, ``small``, and the paper-like ``paper``."""
-
-IN_CHANNELS: tuple[int, ...] = (1, 3)
-
-
-class Encoder(nn.Module, ABC):
-    """Base of every encoder: clips (N, T, C, H, W) → embeddings (N, D), the frame features averaged over T.
-
-    Subclasses set ``embed_dim`` (D) and ``in_channels`` (C) and implement :meth:`embed_frames`, which
-    sees the frames of all clips flattened to (N·T, C, H, W) with each clip's T frames contiguous
-    (clip-major, as TSM expects). The temporal average is the TSN/TSM consensus (Section 2.2).
-    """
-
-    embed_dim: int
-    in_channels: int
-
-    def forward(self, clips: Tensor) -> Tensor:
-        """Embed clips (N, T, C, H, W) → (N, D)."""
-        return self.frame_features(clips).mean(dim=1)
-
-    def frame_features(self, clips: Tensor) -> Tensor:
-        """Per-frame features before the consensus: clips (N, T, C, H, W) → (N, T, D)."""
-        if clips.ndim != 5:
-            raise ValueError(f"clips must have shape (N, T, C, H, W), got {tuple(clips.shape)}")
-        n, t, c, h, w = clips.shape
-        if c != self.in_channels:
-            raise ConfigError(
-                f"{type(self).__name__} was built for {self.in_channels} input channel(s) "
-                f"(data.channels) but the clips have {c}"
-            )
-        frames = clips.reshape(n * t, c, h, w)  # (N·T, C, H, W); reshape, not view: input may be strided
-        return self.embed_frames(frames, t).reshape(n, t, -1)
-
-    @abstractmethod
-    def embed_frames(self, frames: Tensor, num_frames: int) -> Tensor:
-        """Frames (N·T, C, H, W), each clip's ``num_frames`` frames contiguous → features (N·T, D)."""
-
-
-@dataclass(frozen=True)
-class EncoderEntry:
-    """A registered encoder: its factory and the build options it takes from the run's config.
-
-    ``options`` names the keyword arguments :func:`build_encoder` forwards (``shift_fraction`` from
-    ``model.shift_fraction``, ``img_size`` from the frame size); :func:`create_encoder` callers may pass
-    them directly.
-    """
-
-    factory: Callable[..., Encoder]
-    options: tuple[str, ...]
-
-
-ENCODERS: dict[str, EncoderEntry] = {}
-
-
-def register_encoder(
-    name: str, *, options: tuple[str, ...] = ()
-) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
-    """Register ``factory(*, in_channels, size, **options) -> Encoder`` under ``name``.
-
-    Raises:
-        ValueError: ``name`` is registered already (a programming error, not a user one).
-    """
-
-    def decorator(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
-        if name in ENCODERS:
-            raise ValueError(f"encoder {name!r} is registered twice")
-        ENCODERS[name] = EncoderEntry(factory=factory, options=options)
-        return factory
-
-    return decorator
+ENCODERS: dict[str, type[Encoder]] = {
+    "tsm_resnet18": TSMResNet18,  # TSM, ResNet-18 backbone (Section 2.2); options: shift_fraction
+    "vit": ViTEncoder,  # MONAI ViT per frame (Table 4 "ViT"); options: img_size
+    "swin": SwinEncoder,  # MONAI Swin per frame (Table 4 "Swin"); options: img_size
+}
 
 
 def available_encoders() -> list[str]:
@@ -104,24 +40,19 @@ def create_encoder(name: str, *, in_channels: int = 1, size: str = "paper", **kw
     """Build the encoder registered as ``name``.
 
     Args:
-        name: a registered name (:func:`available_encoders`).
-        in_channels: C of the clips, 1 (grey ultrasound, MRI slices) or 3 (RGB).
-        size: a preset from :data:`SIZES`.
+        name: a key of :data:`ENCODERS`.
+        in_channels: C of the clips, one of :data:`~learner.models.encoder.IN_CHANNELS`.
+        size: a preset from :data:`~learner.models.encoder.SIZES`.
         **kwargs: the encoder's own options (``shift_fraction`` for ``tsm_resnet18``, ``img_size`` for
             ``vit`` and ``swin``).
 
     Raises:
-        ConfigError: unknown name (the message lists the available ones), channels or size.
+        ValueError: unknown name, channel count or size (the message lists the available ones), or an
+            option the encoder rejects.
     """
-    if name not in ENCODERS:
-        raise ConfigError(
-            f"unknown encoder {name!r} (model.backbone); available: {', '.join(available_encoders())}"
-        )
-    if in_channels not in IN_CHANNELS:
-        raise ConfigError(f"in_channels must be 1 or 3 (data.channels), got {in_channels}")
-    if size not in SIZES:
-        raise ConfigError(f"unknown size {size!r} (model.size); available: {', '.join(SIZES)}")
-    return ENCODERS[name].factory(in_channels=in_channels, size=size, **kwargs)
+    _check_choices((("encoder", name, ENCODERS), ("in_channels", in_channels, IN_CHANNELS),
+                    ("size", size, SIZES)), ValueError)  # fmt: skip
+    return ENCODERS[name](in_channels=in_channels, size=size, **kwargs)
 
 
 def build_encoder(model_cfg: ModelConfig, in_channels: int, *, img_size: int = 112) -> Encoder:
@@ -133,39 +64,48 @@ def build_encoder(model_cfg: ModelConfig, in_channels: int, *, img_size: int = 1
         img_size: H = W of the frames (``data.size``); the transformers are built for it.
 
     Raises:
-        ConfigError: as :func:`create_encoder`.
+        ConfigError: an unknown ``model.backbone``, ``model.size`` or ``data.channels``, or a ``data.size``
+            the backbone cannot take (one line naming the key).
         CheckpointError: ``model_cfg.init`` is unreadable or does not match the encoder.
     """
-    offered: dict[str, Any] = {"shift_fraction": model_cfg.shift_fraction, "img_size": img_size}
-    entry = ENCODERS.get(model_cfg.backbone)
-    options = {key: offered[key] for key in entry.options} if entry else {}
-    encoder = create_encoder(model_cfg.backbone, in_channels=in_channels, size=model_cfg.size, **options)
+    backbone = model_cfg.backbone
+    _check_choices((("model.backbone", backbone, ENCODERS), ("data.channels", in_channels, IN_CHANNELS),
+                    ("model.size", model_cfg.size, SIZES)), ConfigError)  # fmt: skip
+    options: dict[str, Any] = (
+        {"shift_fraction": model_cfg.shift_fraction} if backbone == "tsm_resnet18" else {"img_size": img_size}
+    )
+    try:
+        encoder = create_encoder(backbone, in_channels=in_channels, size=model_cfg.size, **options)
+    except ValueError as exc:
+        raise ConfigError(f"model.backbone={backbone!r} with data.size={img_size}: {exc}") from None
     if model_cfg.init is not None:
-        from learner.models.weights import load_init_weights
-
         load_init_weights(encoder, model_cfg.init)
     return encoder
 
 
-@register_encoder("tsm_resnet18", options=("shift_fraction",))
-def tsm_resnet18(*, in_channels: int, size: str, shift_fraction: float = 0.125) -> Encoder:
-    """TSM with a ResNet-18 backbone (Section 2.2); ``paper`` is the ImageNet layout, D = 512."""
-    from learner.models.tsm_resnet import TSMResNet18
+def build_regressor(model_cfg: ModelConfig, in_channels: int, img_size: int) -> ScoreRegressor:
+    """The pretraining model of Fig. 2: encoder θ_V (:func:`build_encoder`) + regression head θ_M.
 
-    return TSMResNet18(in_channels=in_channels, size=size, shift_fraction=shift_fraction)
+    Args:
+        model_cfg: the ``model`` config section (the head from ``head_hidden`` and ``dropout``).
+        in_channels: C of the clips (``data.channels``).
+        img_size: H = W of the frames (``data.size``).
+
+    Returns:
+        clips (N, T, C, H, W) → (embeddings (N, D), standardised score predictions (N,)).
+
+    Raises:
+        ConfigError, CheckpointError: as :func:`build_encoder`.
+    """
+    encoder = build_encoder(model_cfg, in_channels, img_size=img_size)
+    return ScoreRegressor(
+        encoder, RegressionHead(encoder.embed_dim, model_cfg.head_hidden, model_cfg.dropout)
+    )
 
 
-@register_encoder("vit", options=("img_size",))
-def vit(*, in_channels: int, size: str, img_size: int = 112) -> Encoder:
-    """MONAI ViT applied per frame, tokens averaged (Table 4 "ViT"); ``paper`` is ViT-B/16-like."""
-    from learner.models.monai_backbones import ViTEncoder
-
-    return ViTEncoder(in_channels=in_channels, size=size, img_size=img_size)
-
-
-@register_encoder("swin", options=("img_size",))
-def swin(*, in_channels: int, size: str, img_size: int = 112) -> Encoder:
-    """MONAI Swin Transformer applied per frame (Table 4 "Swin"); ``paper`` is Swin-T-like."""
-    from learner.models.monai_backbones import SwinEncoder
-
-    return SwinEncoder(in_channels=in_channels, size=size, img_size=img_size)
+def _check_choices(choices: tuple[tuple[str, object, Collection[Any]], ...], error: type[Exception]) -> None:
+    """Raise ``error("unknown <what> <value>; available: …")`` for the first value not among its choices."""
+    for what, value, allowed in choices:
+        if value not in allowed:
+            listed = ", ".join(str(choice) for choice in sorted(allowed, key=str))
+            raise error(f"unknown {what} {value!r}; available: {listed}")

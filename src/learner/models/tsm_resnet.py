@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learner.models.registry import Encoder
+from learner.models.encoder import Encoder
 
 WIDTHS: dict[str, int] = {"tiny": 16, "small": 32, "paper": 64}
 """Channels of the stem and ``layer1`` per size preset; each later stage doubles them."""
