@@ -78,7 +78,7 @@ def test_a_changed_checkpoint_is_embedded_again(
     assert sum(forwards) == len(lus_manifest.records)
     assert after.fingerprint != before.fingerprint
     np.testing.assert_allclose(after.embeddings, before.embeddings, rtol=1e-5, atol=1e-6)
-    std = read_meta(best)["score_standardisation"]["std"]
+    std = read_meta(best).score_standardisation.std
     np.testing.assert_allclose(after.scores - before.scores, std, rtol=1e-4)
 
 
@@ -100,7 +100,7 @@ def test_embeddings_equal_an_independent_forward_on_eval_clips(
 ) -> None:
     table = embed.embed_scans(encoder_run, lus_manifest)
     model, meta = load_regressor(encoder_run)
-    config = embed.run_config(meta)
+    config = meta.config
     cache = ScanCache(default_cache_root(lus_manifest, config.data), Preprocessor.from_config(config.data))
     dataset = ScanDataset(
         lus_manifest.records, cache, frames=config.data.frames, channels=1, train=False, augment=None
@@ -111,7 +111,7 @@ def test_embeddings_equal_an_independent_forward_on_eval_clips(
     with torch.no_grad():
         expected = model.encoder(clips).double().numpy()
         standardised = model.head(model.encoder(clips)).double().numpy()
-    mean, std = meta["score_standardisation"]["mean"], meta["score_standardisation"]["std"]
+    mean, std = meta.score_standardisation.mean, meta.score_standardisation.std
     np.testing.assert_allclose(table.embeddings[:3], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(table.scores[:3], standardised * std + mean, rtol=1e-5)
 
@@ -121,7 +121,7 @@ def test_several_clips_per_scan_average_the_clip_embeddings(
 ) -> None:
     table = embed.embed_scans(encoder_run, lus_manifest, clips_per_scan=2)
     model, meta = load_regressor(encoder_run)
-    config = embed.run_config(meta)
+    config = meta.config
     cached = ScanCache(default_cache_root(lus_manifest, config.data), Preprocessor.from_config(config.data))
     frames = np.asarray(cached.get(lus_manifest.records[0]))  # (4, 32, 32): 4 frames, T = 2, K = 2
     assert len(frames) == 4

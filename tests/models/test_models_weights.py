@@ -97,7 +97,7 @@ def _wider() -> dict[str, Tensor]:
         ("scalars.pth", {"lr": 0.1}, "not a state dict: entry 'lr'"),
         ("missing.safetensors", _without("layer1.0.bn1.weight"), "1 missing (layer1.0.bn1.weight)"),
         ("extra.safetensors", _with("head.weight"), "1 unexpected (head.weight)"),
-        ("wide.safetensors", _wider(), "wrong shape (conv1.weight (32, 3, 7, 7) vs (16, 3, 7, 7)"),
+        ("wide.safetensors", _wider(), "100 shape mismatches (bn1.bias (32,) vs (16,)"),
     ],
 )  # fmt: skip
 def test_bad_files_raise_one_line_checkpoint_errors(

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from learner.config import Config
 from learner.errors import CheckpointError
+from learner.losses.regression import ScoreStandardiser
 from learner.training.checkpoint import (
     MODEL_FILE,
     TRAIN_STATE_FILE,
+    CheckpointMeta,
+    EncoderMeta,
     checkpoint_fingerprint,
     load_checkpoint,
     load_train_state,
@@ -28,6 +33,13 @@ def _net(seed: int, width: int = 4) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, width, 3), nn.BatchNorm2d(width), nn.Flatten(), nn.LazyLinear(1))
 
 
+META = CheckpointMeta(Config(), ScoreStandardiser(mean=1.0, std=2.0), EncoderMeta("tsm_resnet18", 4, 1, 5))
+
+
+def _meta(epoch: int = 0, **metrics: float) -> CheckpointMeta:
+    return replace(META, epoch=epoch, metrics=metrics)
+
+
 def _built(seed: int, width: int = 4) -> nn.Module:
     net = _net(seed, width)
     net(torch.zeros(2, 1, 5, 5))  # materialise the lazy layer: (2, 1, 5, 5) → (2, 1)
@@ -37,12 +49,23 @@ def _built(seed: int, width: int = 4) -> nn.Module:
 def test_round_trip_is_exact_and_strict(tmp_path: Path) -> None:
     source, target = _built(0), _built(1)
     source[1].running_mean.add_(0.5)  # buffers must travel too
-    save_checkpoint(tmp_path / "last", source, {"epoch": 3, "metrics": {"val_mae": 1.5}})
+    save_checkpoint(tmp_path / "last", source, _meta(3, val_mae=1.5))
     loaded, meta = load_checkpoint(tmp_path / "last", target)
     assert loaded is target
     for key, value in source.state_dict().items():
         assert torch.equal(value, target.state_dict()[key]), key
-    assert meta == {"epoch": 3, "metrics": {"val_mae": 1.5}, "schema_version": 1}
+    assert meta == _meta(3, val_mae=1.5)
+    on_disk = json.loads((tmp_path / "last" / "meta.json").read_text())
+    assert (on_disk["epoch"], on_disk["metrics"], on_disk["schema_version"]) == (3, {"val_mae": 1.5}, 1)
+    assert set(on_disk) == {
+        "config",
+        "score_standardisation",
+        "encoder",
+        "epoch",
+        "step",
+        "metrics",
+        "schema_version",
+    }
     state, _ = load_checkpoint(tmp_path / "last")
     assert set(state) == set(source.state_dict())
 
@@ -50,14 +73,14 @@ def test_round_trip_is_exact_and_strict(tmp_path: Path) -> None:
 def test_channels_last_weights_are_stored_in_standard_layout(tmp_path: Path) -> None:
     source = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
     assert not source.weight.is_contiguous()
-    save_checkpoint(tmp_path / "ck", source, {})
+    save_checkpoint(tmp_path / "ck", source, _meta())
     state, _ = load_checkpoint(tmp_path / "ck")
     assert state["weight"].is_contiguous()
     assert torch.equal(state["weight"], source.weight)
 
 
 def test_mismatched_model_is_refused_with_one_line(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "ck", _built(0, width=4), {})
+    save_checkpoint(tmp_path / "ck", _built(0, width=4), _meta())
     with pytest.raises(CheckpointError, match=r"0\.weight \(4, 1, 3, 3\) vs \(6, 1, 3, 3\)") as info:
         load_checkpoint(tmp_path / "ck", _built(0, width=6))
     assert "\n" not in str(info.value)
@@ -69,7 +92,7 @@ def test_mismatched_model_is_refused_with_one_line(tmp_path: Path) -> None:
 def test_missing_or_foreign_files_are_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "nowhere")
-    save_checkpoint(tmp_path / "ck", _built(0), {})
+    save_checkpoint(tmp_path / "ck", _built(0), _meta())
     with pytest.raises(CheckpointError, match=r"no train_state\.pt"):
         load_train_state(tmp_path / "ck")
     meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
@@ -93,7 +116,7 @@ def test_train_state_loads_weights_only_and_resumes_adam(tmp_path: Path) -> None
         "rng": rng_state(),
         "history": [{"val_mae": 0.5}],
     }
-    save_checkpoint(tmp_path / "ck", net, {}, train_state=state)
+    save_checkpoint(tmp_path / "ck", net, _meta(), train_state=state)
     raw = torch.load(tmp_path / "ck" / TRAIN_STATE_FILE, weights_only=True)  # the safety requirement itself
     assert raw["step"] == 1
     assert raw["history"] == [{"val_mae": 0.5}]
@@ -112,27 +135,27 @@ def test_train_state_loads_weights_only_and_resumes_adam(tmp_path: Path) -> None
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     first = _built(0)
-    save_checkpoint(tmp_path / "last", first, {"epoch": 1})
+    save_checkpoint(tmp_path / "last", first, _meta(1))
     with pytest.raises(TypeError):
-        save_checkpoint(tmp_path / "last", _built(1), {"epoch": object()})
-    assert read_meta(tmp_path / "last")["epoch"] == 1
+        save_checkpoint(tmp_path / "last", _built(1), replace(_meta(), epoch=object()))  # type: ignore[arg-type]
+    assert read_meta(tmp_path / "last").epoch == 1
     state, _ = load_checkpoint(tmp_path / "last")
     assert torch.equal(state["0.weight"], first[0].weight)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no staging or retired folders left
 
 
 def test_replacing_a_checkpoint_swaps_every_file(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "last", _built(0), {"epoch": 1}, train_state={"step": 1})
-    save_checkpoint(tmp_path / "last", _built(1), {"epoch": 2})
-    assert read_meta(tmp_path / "last")["epoch"] == 2
+    save_checkpoint(tmp_path / "last", _built(0), _meta(1), train_state={"step": 1})
+    save_checkpoint(tmp_path / "last", _built(1), _meta(2))
+    assert read_meta(tmp_path / "last").epoch == 2
     assert not (tmp_path / "last" / TRAIN_STATE_FILE).exists()  # nothing stale survives from the old folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
 
 
 def test_fingerprint_is_the_sha256_of_the_weights_file(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "a", _built(0), {"epoch": 1})
-    save_checkpoint(tmp_path / "b", _built(0), {"epoch": 2})
-    save_checkpoint(tmp_path / "c", _built(1), {"epoch": 1})
+    save_checkpoint(tmp_path / "a", _built(0), _meta(1))
+    save_checkpoint(tmp_path / "b", _built(0), _meta(2))
+    save_checkpoint(tmp_path / "c", _built(1), _meta(1))
     expected = hashlib.sha256((tmp_path / "a" / MODEL_FILE).read_bytes()).hexdigest()
     assert checkpoint_fingerprint(tmp_path / "a") == expected
     assert checkpoint_fingerprint(tmp_path / "b") == expected  # metadata is not part of the identity
@@ -140,13 +163,24 @@ def test_fingerprint_is_the_sha256_of_the_weights_file(tmp_path: Path) -> None:
 
 
 def test_a_crash_between_the_two_renames_is_pointed_out(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "last", _built(0), {"epoch": 1})
+    save_checkpoint(tmp_path / "last", _built(0), _meta(1))
     (tmp_path / "last").rename(tmp_path / ".last.old-1-abcd")  # as if the process died mid-swap
     with pytest.raises(CheckpointError, match=r"left .*\.last\.old-1-abcd; rename it to last"):
         read_meta(tmp_path / "last")
 
 
 def test_checkpoint_folders_follow_the_umask_like_any_folder(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "last", _built(0), {})
+    save_checkpoint(tmp_path / "last", _built(0), _meta())
     (tmp_path / "plain").mkdir()
     assert (tmp_path / "last").stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def test_malformed_metadata_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "ck", _built(0), _meta(1))
+    path = tmp_path / "ck" / "meta.json"
+    meta = json.loads(path.read_text())
+    for broken in ({k: v for k, v in meta.items() if k != "encoder"}, {**meta, "epoch": "one"}, [1]):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(CheckpointError, match=r"meta\.json: ") as caught:
+            read_meta(tmp_path / "ck")
+        assert "\n" not in str(caught.value)

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ from learner.data.preprocess import Preprocessor
 from learner.data.scales import get_scale
 from learner.errors import CheckpointError, ConfigError, NonFiniteLossError
 from learner.losses.registry import LossOutput, Objective
-from learner.losses.regression import ScoreStandardiser
 from learner.training import pretrain as pretrain_module
 from learner.training.checkpoint import checkpoint_fingerprint, load_checkpoint, load_regressor
 from learner.training.pretrain import cosine_lr, pretrain
@@ -111,7 +111,7 @@ def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_checkpoint(
     with pytest.raises(NonFiniteLossError, match=r"at epoch 2, step 3;.*checkpoints/last is kept"):
         pretrain(tiny_config(), tmp_path / "run")
     model_state, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
-    assert (meta["epoch"], meta["step"]) == (1, 2)
+    assert (meta.epoch, meta.step) == (1, 2)
     assert all(torch.isfinite(value).all() for value in model_state.values())
     assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 1
 
@@ -135,10 +135,15 @@ def test_metrics_checkpoints_and_splits_agree_with_an_independent_recomputation(
 
     best_epoch = int(metrics.loc[metrics["val_mae"].idxmin(), "epoch"])
     model, meta = load_regressor(reference, "best")
-    assert meta["epoch"] == best_epoch
-    assert meta["encoder"] == {"name": "tsm_resnet18", "embed_dim": 128, "in_channels": 1, "img_size": 32}
-    assert meta["score_standardisation"]["mean"] == pytest.approx(train_mean)
-    standardiser = ScoreStandardiser.from_dict(meta["score_standardisation"])
+    assert meta.epoch == best_epoch
+    assert asdict(meta.encoder) == {
+        "name": "tsm_resnet18",
+        "embed_dim": 128,
+        "in_channels": 1,
+        "img_size": 32,
+    }
+    assert meta.score_standardisation.mean == pytest.approx(train_mean)
+    standardiser = meta.score_standardisation
     config = tiny_config()
     manifest = load_manifest(lus_manifest, get_scale("sf"))
     cache = ScanCache(default_cache_root(manifest, config.data), Preprocessor.from_config(config.data))

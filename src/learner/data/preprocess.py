@@ -33,8 +33,8 @@ from typing import Literal
 import numpy as np
 
 from learner.data.readers import NiftiAxis, Scan, luminance, read_scan
+from learner.formats import FORMATS
 
-PREPROCESS_VERSION = 1  # bump when the output of an unchanged parameter set changes
 _RESIZE_CHUNK = 16  # frames resized at once: bounds float32 memory for long, large clips
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
@@ -87,8 +87,8 @@ class Preprocessor:
         )
 
     def key(self) -> str:
-        """Stable 16-hex-digit hash of every parameter plus :data:`PREPROCESS_VERSION`."""
-        text = json.dumps({**asdict(self), "version": PREPROCESS_VERSION}, sort_keys=True)
+        """Stable 16-hex-digit hash of every parameter plus the ``preprocess`` format version."""
+        text = json.dumps({**asdict(self), "version": FORMATS["preprocess"]}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load(self, path: str | os.PathLike[str]) -> np.ndarray:

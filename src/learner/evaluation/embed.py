@@ -26,18 +26,18 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from learner.atomic import atomic_path
-from learner.config import Config, config_from_dict
+from learner.config import Config
 from learner.data.cache import ScanCache, default_cache_root
 from learner.data.manifest import Manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.sampling import segment_indices
 from learner.errors import CheckpointError, ScanReadError
+from learner.formats import FORMATS
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, read_meta
@@ -45,7 +45,6 @@ from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, 
 log = logging.getLogger(__name__)
 
 EMBED_BATCH = 32  # scans (× K clips) per encoder forward: bounds memory
-CACHE_FORMAT = 1  # bump when the meaning of a cached table changes
 
 
 @dataclass(frozen=True)
@@ -143,23 +142,15 @@ def embed_clips(
     return mean_embeddings.cpu().numpy(), scores.reshape(n, k).mean(dim=1).float().cpu().numpy()
 
 
-def score_standardiser(meta: dict[str, Any]) -> ScoreStandardiser:
-    """The train-split mean/std a checkpoint's head predicts in (its outputs are standardised scores)."""
-    if "score_standardisation" not in meta:
-        raise CheckpointError("checkpoint metadata lacks 'score_standardisation'")
-    return ScoreStandardiser.from_dict(meta["score_standardisation"])
-
-
-def run_config(meta: dict[str, Any]) -> Config:
-    """The pretraining run's resolved config stored in a checkpoint's metadata."""
-    return config_from_dict(meta["config"])
-
-
 def inputs_hash(manifest: Manifest, config: Config) -> str:
     """16 hex digits over every scan's (ID, path, size, mtime) and the run's preprocessing and T."""
     digest = hashlib.sha256()
-    preprocessing = {"key": Preprocessor.from_config(config.data).key(), "frames": config.data.frames}
-    digest.update(json.dumps({**preprocessing, "format": CACHE_FORMAT}, sort_keys=True).encode())
+    preprocessing = {
+        "key": Preprocessor.from_config(config.data).key(),
+        "frames": config.data.frames,
+        "format": FORMATS["embedding_cache"],
+    }
+    digest.update(json.dumps(preprocessing, sort_keys=True).encode())
     for record in manifest.records:
         try:
             stat = record.path.stat()
@@ -176,7 +167,7 @@ def embedding_cache_path(
     """Where :func:`embed_scans` keeps the table for this checkpoint, manifest and K, and the fingerprint."""
     checkpoint = Path(run_dir) / "checkpoints" / which
     fingerprint = checkpoint_fingerprint(checkpoint)
-    config = run_config(read_meta(checkpoint))
+    config = read_meta(checkpoint).config
     name = f"{fingerprint[:16]}-{inputs_hash(manifest, config)}-{clips_per_scan}.npz"
     return Path(run_dir) / "embeddings" / name, fingerprint
 
@@ -213,10 +204,9 @@ def embed_scans(
     if target.is_file():
         return EmbeddingTable.load(target)
     model, meta = load_regressor(run_dir, which=which, device=device)
-    config = run_config(meta)
-    standardiser = score_standardiser(meta)
+    config = meta.config
     cache = ScanCache(default_cache_root(manifest, config.data), Preprocessor.from_config(config.data))
-    channels = int(meta["encoder"]["in_channels"])
+    channels = meta.encoder.in_channels
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -234,7 +224,8 @@ def embed_scans(
             kept.append(record.scan_id)
             clips.append(clips_from_frames(cached, config.data.frames, clips_per_scan, channels))
         if clips:
-            parts.append(embed_clips(model, torch.stack(clips), standardiser))  # (N, K, T, C, H, W)
+            batch = torch.stack(clips)  # (N, K, T, C, H, W)
+            parts.append(embed_clips(model, batch, meta.score_standardisation))
     dim = model.encoder.embed_dim
     table = EmbeddingTable(
         scan_ids=kept,

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from learner import atomic
+from learner import atomic, formats
 from learner.config import ClassifierConfig
 from learner.data.scales import ChangeLabel
 from learner.errors import CheckpointError, ConfigError, LearnerError, NonFiniteLossError
@@ -39,7 +39,6 @@ from learner.models.heads import PairClassifierHead
 NUM_CLASSES = len(ChangeLabel)
 WEIGHTS_FILE = "classifier.safetensors"
 META_FILE = "classifier.json"
-FORMAT = "learner.pair_classifier/1"
 
 CombineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -218,7 +217,7 @@ class FittedPairClassifier:
         atomic.write_json(
             target / META_FILE,
             {
-                "format": FORMAT,
+                "format": formats.tag("pair_classifier"),
                 "meta": asdict(self.meta),
                 "scaler": {"mean": self.scaler.mean.tolist(), "std": self.scaler.std.tolist()},
                 "history": self.history,
@@ -247,8 +246,7 @@ class FittedPairClassifier:
                 raise CheckpointError(f"{source / name}: classifier file not found")
         try:
             record = json.loads((source / META_FILE).read_text(encoding="utf-8"))
-            if record.get("format") != FORMAT:
-                raise ValueError(f"format {record.get('format')!r} is not {FORMAT!r}")
+            formats.check("pair_classifier", record.get("format"), source / META_FILE)
             meta = ClassifierMeta(**record["meta"])
             scaler = FeatureScaler(
                 mean=np.asarray(record["scaler"]["mean"], dtype=np.float32),

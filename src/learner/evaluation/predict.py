@@ -29,7 +29,7 @@ import torch
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES
 from learner.errors import ScanReadError
-from learner.evaluation.embed import clips_from_frames, embed_clips, run_config, score_standardiser
+from learner.evaluation.embed import clips_from_frames, embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
 from learner.evaluation.pair_classifier import META_FILE, FittedPairClassifier, pair_features
 from learner.runs import load_run_config
@@ -104,16 +104,16 @@ def predict_pair(
         if not path.exists():
             raise ScanReadError(f"{path}: file not found")
     model, meta = load_regressor(encoder_run, which=which, device=device)
-    config = run_config(meta)
+    config = meta.config
     preprocessor = Preprocessor.from_config(config.data)
-    channels = int(meta["encoder"]["in_channels"])
+    channels = meta.encoder.in_channels
     clips = torch.stack(
         [
             clips_from_frames(preprocessor.load(path), config.data.frames, clips_per_scan, channels)
             for path in paths.values()
         ]
     )  # (2, K, T, C, H, W)
-    embeddings, scores = embed_clips(model, clips, score_standardiser(meta))  # (2, D), (2,)
+    embeddings, scores = embed_clips(model, clips, meta.score_standardisation)  # (2, D), (2,)
     pair = pd.DataFrame({"first_scan_id": ["earlier"], "second_scan_id": ["later"]})
     features = pair_features(pair, embeddings, list(SIDES), fitted.meta.combine)
     probabilities = fitted.predict_proba(features)[0].astype(np.float64)

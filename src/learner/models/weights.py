@@ -19,6 +19,7 @@ gives to (g, g, g) (any per-channel input normalisation is the caller's to match
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -45,21 +46,9 @@ def load_init_weights(module: nn.Module, path: str | os.PathLike[str]) -> None:
     state = {key: value for key, value in state.items() if not key.startswith(DROPPED_PREFIXES)}
     expected = module.state_dict()
     state = {key: _grey_from_rgb(value, expected.get(key)) for key, value in state.items()}
-
-    missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIX)]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(value.shape)}"
-        for k, value in expected.items()
-        if k in state and state[k].shape != value.shape
-    ]
-    problems = [
-        _describe(what, keys)
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"{source}: does not match {type(module).__name__}: {'; '.join(problems)}")
+    problem = describe_mismatch(expected, state, optional_suffix=OPTIONAL_SUFFIX)
+    if problem:
+        raise CheckpointError(f"{source}: does not match {type(module).__name__}: {problem}")
     module.load_state_dict(state, strict=False)  # strictness checked above; only optional buffers may lack
 
 
@@ -112,7 +101,35 @@ def _grey_from_rgb(value: Tensor, target: Tensor | None) -> Tensor:
     return value
 
 
-def _describe(what: str, keys: list[str]) -> str:
+def describe_mismatch(
+    expected: Mapping[str, Tensor], found: Mapping[str, Tensor], *, optional_suffix: str | None = None
+) -> str:
+    """One line on how the state dict ``found`` differs from ``expected`` ('' when keys and shapes agree).
+
+    Lists, sorted and at most five of each, the missing keys (those ending in ``optional_suffix`` may be
+    absent), the unexpected keys, and the shape mismatches as ``key (found) vs (expected)``.
+    """
+    missing = sorted(
+        k for k in expected if k not in found and not (optional_suffix and k.endswith(optional_suffix))
+    )
+    unexpected = sorted(k for k in found if k not in expected)
+    wrong_shape = [
+        f"{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(found))
+        if found[k].shape != expected[k].shape
+    ]
+    return "; ".join(
+        _listing(what, keys)
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatches", wrong_shape),
+        )
+        if keys
+    )
+
+
+def _listing(what: str, keys: list[str]) -> str:
     listed = ", ".join(keys[:_LISTED])
     more = f", … {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
     return f"{len(keys)} {what} ({listed}{more})"

@@ -3,8 +3,8 @@
 Layout of ``RUN_DIR/checkpoints/<name>/`` (``last`` after every epoch, ``best`` at the lowest val MAE)::
 
     model.safetensors   the ScoreRegressor state dict (encoder θ_V + head θ_M), float tensors only
-    meta.json           schema_version, config, score standardisation, epoch, step, metrics,
-                        encoder {name, embed_dim, in_channels}
+    meta.json           a :class:`CheckpointMeta`: schema_version, config, score standardisation, epoch,
+                        step, metrics, encoder {name, embed_dim, in_channels, img_size}
     train_state.pt      optimiser state, schedule step, RNG states, history: plain tensors / dicts / lists,
                         readable with ``torch.load(weights_only=True)`` (only ``last`` carries it)
 
@@ -21,31 +21,107 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from learner import atomic
-from learner.config import ModelConfig, config_from_dict
-from learner.errors import CheckpointError
+from learner import atomic, formats
+from learner.config import Config, config_from_dict
+from learner.errors import CheckpointError, LearnerError
+from learner.losses.regression import ScoreStandardiser
+from learner.models.heads import ScoreRegressor
+from learner.models.registry import build_regressor
+from learner.models.weights import describe_mismatch
 
-if TYPE_CHECKING:
-    from learner.models.heads import ScoreRegressor
-
-SCHEMA_VERSION = 1
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 TRAIN_STATE_FILE = "train_state.pt"
 
 
+@dataclass(frozen=True)
+class EncoderMeta:
+    """The encoder a checkpoint's weights belong to: registry name, D, C and H = W of its frames."""
+
+    name: str
+    embed_dim: int
+    in_channels: int
+    img_size: int
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What ``meta.json`` records about a checkpoint (the JSON keys are the field names).
+
+    Attributes:
+        config: the pretraining run's resolved config.
+        score_standardisation: the train split's mean/std; the head predicts standardised scores.
+        encoder: the encoder the weights belong to.
+        epoch: the epoch the weights are from (1-based; 0 before the first).
+        step: optimiser updates done.
+        metrics: that epoch's metrics row (NaN stored as null).
+    """
+
+    config: Config
+    score_standardisation: ScoreStandardiser
+    encoder: EncoderMeta
+    epoch: int = 0
+    step: int = 0
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``meta.json`` object, ``schema_version`` included."""
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "score_standardisation": self.score_standardisation.to_dict(),
+            "encoder": asdict(self.encoder),
+            "epoch": self.epoch,
+            "step": self.step,
+            "metrics": dict(self.metrics),
+            "schema_version": formats.FORMATS["checkpoint"],
+        }
+
+    @classmethod
+    def from_json(cls, data: object, path: str | os.PathLike[str]) -> CheckpointMeta:
+        """Inverse of :meth:`to_json`, validated; ``path`` (the ``meta.json``) names the file in errors.
+
+        Raises:
+            CheckpointError: another schema version, or a missing or malformed entry (one line naming
+                ``path``).
+        """
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        formats.check("checkpoint", version, path, field="schema_version")
+        assert isinstance(data, dict)  # formats.check accepted its schema_version
+        try:
+            encoder = data["encoder"]
+            metrics = data["metrics"]
+            if not isinstance(metrics, dict):
+                raise TypeError(f"metrics is a {type(metrics).__name__}, not an object")
+            return cls(
+                config=config_from_dict(data["config"]),
+                score_standardisation=ScoreStandardiser.from_dict(data["score_standardisation"]),
+                encoder=EncoderMeta(
+                    name=str(encoder["name"]),
+                    embed_dim=int(encoder["embed_dim"]),
+                    in_channels=int(encoder["in_channels"]),
+                    img_size=int(encoder["img_size"]),
+                ),
+                epoch=int(data["epoch"]),
+                step=int(data["step"]),
+                metrics=dict(metrics),
+            )
+        except (KeyError, TypeError, ValueError, LearnerError) as exc:
+            raise CheckpointError(f"{path}: incomplete metadata ({exc})") from None
+
+
 def save_checkpoint(
     directory: str | os.PathLike[str],
     model: nn.Module,
-    meta: dict[str, Any],
+    meta: CheckpointMeta,
     train_state: dict[str, Any] | None = None,
 ) -> Path:
     """Atomically (re)write the checkpoint folder ``directory``.
@@ -54,7 +130,7 @@ def save_checkpoint(
         directory: the checkpoint folder (e.g. ``run/checkpoints/last``); its parent is created.
         model: the unwrapped model; its ``state_dict()`` goes to ``model.safetensors`` (moved to CPU,
             made contiguous so channels_last weights store in the standard layout).
-        meta: JSON-serialisable description; ``schema_version`` is added.
+        meta: what ``meta.json`` records.
         train_state: optional resume state of plain tensors / dicts / lists / numbers / strings.
 
     Returns:
@@ -66,8 +142,9 @@ def save_checkpoint(
     staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide the checkpoint
     try:
         tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-        save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(SCHEMA_VERSION)})
-        atomic.write_json(staging / META_FILE, {**meta, "schema_version": SCHEMA_VERSION})
+        version = formats.FORMATS["checkpoint"]
+        save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(version)})
+        atomic.write_json(staging / META_FILE, meta.to_json())
         if train_state is not None:
             torch.save(train_state, staging / TRAIN_STATE_FILE)
         _swap_into_place(staging, target)
@@ -92,12 +169,12 @@ def _sibling(target: Path, kind: str) -> Path:
     return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint's ``meta.json`` after checking the folder and the schema version.
+def read_meta(directory: str | os.PathLike[str]) -> CheckpointMeta:
+    """The checkpoint's ``meta.json`` after checking the folder.
 
     Raises:
         CheckpointError: the folder, ``model.safetensors`` or ``meta.json`` is missing, the JSON is
-            malformed, or the schema version is not this toolkit's.
+            malformed, the schema version is not this toolkit's, or an entry is missing or malformed.
     """
     folder = Path(directory)
     if not folder.is_dir():
@@ -108,22 +185,17 @@ def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         if not (folder / name).is_file():
             raise CheckpointError(f"checkpoint {folder} is missing {name}")
     try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        data = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(
             f"{folder / META_FILE}: not valid JSON ({exc.msg}, line {exc.lineno})"
         ) from None
-    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
-        found = meta.get("schema_version") if isinstance(meta, dict) else None
-        raise CheckpointError(
-            f"{folder / META_FILE}: schema_version {found!r} is not supported (expected {SCHEMA_VERSION})"
-        )
-    return meta
+    return CheckpointMeta.from_json(data, folder / META_FILE)
 
 
 def load_checkpoint(
     directory: str | os.PathLike[str], model: nn.Module | None = None
-) -> tuple[dict[str, torch.Tensor] | nn.Module, dict[str, Any]]:
+) -> tuple[dict[str, torch.Tensor] | nn.Module, CheckpointMeta]:
     """Read a checkpoint: ``(state_dict, meta)``, or ``(model, meta)`` after a strict load into ``model``.
 
     Raises:
@@ -138,32 +210,11 @@ def load_checkpoint(
         raise CheckpointError(f"{folder / MODEL_FILE}: unreadable ({exc})") from None
     if model is None:
         return state, meta
-    problem = _mismatch(model.state_dict(), state)
+    problem = describe_mismatch(model.state_dict(), state)
     if problem:
         raise CheckpointError(f"{folder / MODEL_FILE} does not match the model: {problem}")
     model.load_state_dict(state, strict=True)
     return model, meta
-
-
-def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
-    """One-line summary of how two state dicts differ ('' when keys and shapes agree)."""
-
-    def listing(keys: list[str]) -> str:
-        return ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
-
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = [
-        f"{key} {tuple(found[key].shape)} vs {tuple(expected[key].shape)}"
-        for key in sorted(set(expected) & set(found))
-        if found[key].shape != expected[key].shape
-    ]
-    parts = [
-        f"{len(missing)} missing ({listing(missing)})" if missing else "",
-        f"{len(unexpected)} unexpected ({listing(unexpected)})" if unexpected else "",
-        f"{len(shapes)} shape mismatches ({listing(shapes)})" if shapes else "",
-    ]
-    return "; ".join(part for part in parts if part)
 
 
 def load_train_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -181,26 +232,14 @@ def load_train_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable train state ({type(exc).__name__})") from None
 
 
-def build_regressor(model_cfg: ModelConfig, in_channels: int, img_size: int) -> ScoreRegressor:
-    """The pretraining model of Fig. 2: encoder θ_V from the registry (loading ``model_cfg.init`` when set) +
-    regression head θ_M, for clips with ``in_channels`` channels and ``img_size`` × ``img_size`` frames."""
-    from learner.models.heads import RegressionHead, ScoreRegressor
-    from learner.models.registry import build_encoder
-
-    encoder = build_encoder(model_cfg, in_channels, img_size=img_size)
-    return ScoreRegressor(
-        encoder, RegressionHead(encoder.embed_dim, model_cfg.head_hidden, model_cfg.dropout)
-    )
-
-
 def load_regressor(
     run_dir: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[ScoreRegressor, dict[str, Any]]:
+) -> tuple[ScoreRegressor, CheckpointMeta]:
     """Rebuild the pretrained ScoreRegressor of ``RUN_DIR/checkpoints/<which>`` in eval mode on ``device``.
 
     The encoder is built from the stored config with ``model.init`` cleared (the checkpoint already holds the
     trained weights, and the original init file need not exist any more). Returns ``(model, meta)``;
-    ``meta["score_standardisation"]`` turns standardised predictions back into score units.
+    ``meta.score_standardisation`` turns standardised predictions back into score units.
 
     Raises:
         CheckpointError: missing files, an encoder whose name / embed_dim / in_channels disagree with the
@@ -208,22 +247,16 @@ def load_regressor(
     """
     folder = Path(run_dir) / "checkpoints" / which
     meta = read_meta(folder)
-    encoder_meta = meta.get("encoder", {})
-    try:
-        config = config_from_dict(meta["config"])
-        in_channels = int(encoder_meta["in_channels"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / META_FILE}: incomplete metadata ({exc})") from None
-    model_cfg = config.model.model_copy(update={"init": None})
-    if encoder_meta.get("name") != model_cfg.backbone:
+    model_cfg = meta.config.model.model_copy(update={"init": None})
+    if meta.encoder.name != model_cfg.backbone:
         raise CheckpointError(
-            f"{folder / META_FILE}: encoder {encoder_meta.get('name')!r} disagrees with model.backbone "
+            f"{folder / META_FILE}: encoder {meta.encoder.name!r} disagrees with model.backbone "
             f"{model_cfg.backbone!r}"
         )
-    model = build_regressor(model_cfg, in_channels, config.data.size)
-    if model.encoder.embed_dim != encoder_meta.get("embed_dim"):
+    model = build_regressor(model_cfg, meta.encoder.in_channels, meta.config.data.size)
+    if model.encoder.embed_dim != meta.encoder.embed_dim:
         raise CheckpointError(
-            f"{folder / META_FILE}: embed_dim {encoder_meta.get('embed_dim')} but {model_cfg.backbone} "
+            f"{folder / META_FILE}: embed_dim {meta.encoder.embed_dim} but {model_cfg.backbone} "
             f"builds {model.encoder.embed_dim}"
         )
     load_checkpoint(folder, model)

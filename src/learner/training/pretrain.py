@@ -25,7 +25,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,15 @@ from learner.data.splits import resolve_splits
 from learner.errors import ConfigError, NonFiniteLossError
 from learner.losses.registry import build_objective
 from learner.losses.regression import ScoreStandardiser
+from learner.models.registry import build_regressor
 from learner.runs import load_run_config, open_run_dir
-from learner.training.checkpoint import build_regressor, load_checkpoint, load_train_state, save_checkpoint
+from learner.training.checkpoint import (
+    CheckpointMeta,
+    EncoderMeta,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+)
 from learner.training.distributed import (
     DistInfo,
     all_gather_with_grad,
@@ -185,12 +192,8 @@ def _pretrain(
     objective = build_objective(config.loss)
     amp_dtype = _amp_dtype(device, optim.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    meta = {
-        "config": config.model_dump(mode="json"),
-        "score_standardisation": standardiser.to_dict(),
-        "encoder": {"name": config.model.backbone, "embed_dim": model.encoder.embed_dim,
-                    "in_channels": data.channels, "img_size": data.size},
-    }  # fmt: skip
+    encoder_meta = EncoderMeta(config.model.backbone, model.encoder.embed_dim, data.channels, data.size)
+    meta = CheckpointMeta(config=config, score_standardisation=standardiser, encoder=encoder_meta)
     # ---- resume: everything a step depends on is restored, so the continuation is bit-identical ----
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     step, history, best = 0, [], {}
@@ -251,7 +254,7 @@ def _pretrain(
             improved = not best or row["val_mae"] < best["val_mae"]
             best = row if improved else best
             if run is not None:
-                summary = {**meta, "epoch": epoch, "step": step, "metrics": _json_row(row)}
+                summary = replace(meta, epoch=epoch, step=step, metrics=_json_row(row))
                 if improved:
                     save_checkpoint(best_dir, model, summary)  # best before last: a crash between redoes both
                 train_state = {
