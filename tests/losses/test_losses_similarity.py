@@ -11,14 +11,8 @@ from sklearn.metrics.pairwise import cosine_similarity
 
 from learner.config import LossConfig
 from learner.errors import ConfigError
-from learner.losses.similarity import (
-    ExpCosine,
-    ShiftedCosine,
-    cosine_matrix,
-    create_similarity,
-    log_similarity,
-    similarity_from_config,
-)
+from learner.losses.registry import similarity_from_config
+from learner.losses.similarity import ExpCosine, ShiftedCosine, cosine_matrix
 
 # Rows: a generic vector, its duplicate, its opposite, a zero vector, an orthogonal one.
 EDGE = torch.tensor(
@@ -36,7 +30,7 @@ def test_cosine_matrix_matches_sklearn_including_zero_rows() -> None:
 
 
 def test_shifted_cosine_values_on_edge_embeddings() -> None:
-    log_s = log_similarity(EDGE, "shifted_cosine", floor=1e-4)
+    log_s = ShiftedCosine(floor=1e-4)(cosine_matrix(EDGE))
     assert log_s[0, 1].item() == pytest.approx(0.0, abs=1e-12)  # identical: s = 1
     assert log_s[0, 2].item() == pytest.approx(math.log(1e-4))  # opposite: s = 0 → floor
     assert log_s[0, 3].item() == pytest.approx(math.log(0.5))  # zero vector: cos 0
@@ -47,7 +41,7 @@ def test_shifted_cosine_values_on_edge_embeddings() -> None:
 def test_shifted_cosine_matches_float64_formula() -> None:
     u = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     rows = u.tolist()
-    log_s = log_similarity(u, ShiftedCosine(floor=0.05))
+    log_s = ShiftedCosine(floor=0.05)(cosine_matrix(u))
     for i, a in enumerate(rows):
         for j, b in enumerate(rows):
             cos = sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
@@ -58,7 +52,7 @@ def test_shifted_cosine_matches_float64_formula() -> None:
 
 
 def test_exp_cosine_is_computed_in_log_space() -> None:
-    log_s = log_similarity(EDGE.float(), "exp_cosine", temperature=1e-3)
+    log_s = ExpCosine(temperature=1e-3)(cosine_matrix(EDGE.float()))
     # Opposite embeddings: (−1 − 1) / 1e-3 = −2000 exactly; exp(−2000) underflows, so exp-then-log gives −inf.
     assert log_s[0, 2].item() == pytest.approx(-2000.0)
     assert log_s[0, 3].item() == pytest.approx(-1000.0)
@@ -69,7 +63,7 @@ def test_exp_cosine_is_computed_in_log_space() -> None:
 def test_gradients_are_finite_for_edge_embeddings(mapping: ShiftedCosine | ExpCosine) -> None:
     u = EDGE.clone().requires_grad_(True)
     weights = torch.linspace(-1, 1, 25, dtype=torch.float64).reshape(5, 5)  # any upstream gradient
-    (log_similarity(u, mapping) * weights).sum().backward()
+    (mapping(cosine_matrix(u)) * weights).sum().backward()
     assert u.grad is not None
     assert bool(torch.isfinite(u.grad).all())
 
@@ -77,24 +71,21 @@ def test_gradients_are_finite_for_edge_embeddings(mapping: ShiftedCosine | ExpCo
 def test_floor_clamp_kills_the_gradient_of_opposite_pairs() -> None:
     # The documented price of clamping before the log: a pair below the floor gets no gradient.
     u = torch.tensor([[1.0, 0.0], [-1.0, 1e-3]], dtype=torch.float64, requires_grad=True)
-    log_similarity(u, ShiftedCosine(floor=1e-4))[0, 1].backward()
+    ShiftedCosine(floor=1e-4)(cosine_matrix(u))[0, 1].backward()
     assert u.grad is not None
     assert torch.equal(u.grad, torch.zeros_like(u))
     # exp_cosine has no clamp, so the same pair still receives gradient.
     v = u.detach().clone().requires_grad_(True)
-    log_similarity(v, ExpCosine(temperature=1.0))[0, 1].backward()
+    ExpCosine(temperature=1.0)(cosine_matrix(v))[0, 1].backward()
     assert v.grad is not None
     assert v.grad.abs().sum().item() > 0
 
 
 def test_registry_and_config() -> None:
-    assert create_similarity("shifted_cosine", floor=0.01) == ShiftedCosine(floor=0.01)
     assert similarity_from_config(LossConfig(similarity="exp_cosine", temperature=0.3)) == ExpCosine(0.3)
     assert similarity_from_config(LossConfig(sim_floor=0.02)) == ShiftedCosine(floor=0.02)
     with pytest.raises(ConfigError, match=r"unknown loss\.similarity 'dot'; available: exp_cosine, shifted"):
-        create_similarity("dot")
-    with pytest.raises(ValueError, match="only used with a mapping name"):
-        log_similarity(EDGE, ShiftedCosine(), floor=0.1)
+        similarity_from_config(LossConfig.model_construct(similarity="dot"))  # skips the config's check
     with pytest.raises(ValueError, match="floor"):
         ShiftedCosine(floor=0.0)
     with pytest.raises(ValueError, match=r"\(B, D\)"):

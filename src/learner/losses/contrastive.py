@@ -13,14 +13,14 @@ its meaning at any batch size. An anchor with only one non-empty set contributes
 default miner an anchor has both or neither). L = 0 on a batch with no pairs (all-equal scores, B = 2) still
 back-propagates (a zero gradient).
 
-Weightings (:data:`WEIGHTINGS`), with d_ij = |Δ_ij| on **standardised** scores and ε = ``LossConfig.eps``:
+Weightings, with d_ij = |Δ_ij| on **standardised** scores and ε = ``eps``:
 
-* ``none`` — CL, Eq. 2: n = log s, p = log s.
-* ``literal`` — wCL, Eq. 3 as printed: n = log(s·w) = log s + log w, p = log s / w, with
+* :class:`Unweighted` — CL, Eq. 2: n = log s, p = log s.
+* :class:`LiteralWeighting` — wCL, Eq. 3 as printed: n = log(s·w) = log s + log w, p = log s / w, with
   w = clamp(d + ε, 1/w_max, w_max) so that neither w nor 1/w exceeds w_max (tied scores give 1/w = 1/ε).
   **The negative weight is inert**: log w does not depend on the embeddings, so it adds a constant and the
   gradient of the negative side is exactly CL's; only the positive side is reweighted.
-* ``scaled`` — the repair: n = a·log s, p = b·log s with a_ij = w_ij / mean_{k∈i⁻} w_ik and
+* :class:`ScaledWeighting` — the repair: n = a·log s, p = b·log s with a_ij = w_ij / mean_{k∈i⁻} w_ik and
   b_ij = w_ij⁻¹ / mean_{k∈i⁺} w_ik⁻¹ (w = d + ε), each clamped to ≤ w_max (a normalised weight is at most
   its set's size, so w_max = 10 binds only for sets of more than 10 members). Normalising per anchor makes the
   weights average 1, so each side is a w-weighted (negatives) or 1/w-weighted (positives) mean of log s: the
@@ -35,15 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, Self
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from learner.config import LossConfig
-from learner.errors import ConfigError
 from learner.losses.selection import PairSelection, select_pairs
-from learner.losses.similarity import ShiftedCosine, SimilarityMapping, cosine_matrix, similarity_from_config
+from learner.losses.similarity import ShiftedCosine, SimilarityMapping, cosine_matrix
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -53,9 +51,6 @@ class Weighting(Protocol):
 
     def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]: ...
 
-    @classmethod
-    def from_config(cls, loss_cfg: LossConfig) -> Weighting: ...
-
 
 @dataclass(frozen=True)
 class Unweighted:
@@ -64,14 +59,15 @@ class Unweighted:
     def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]:
         return log_s, log_s
 
-    @classmethod
-    def from_config(cls, loss_cfg: LossConfig) -> Unweighted:
-        return cls()
-
 
 @dataclass(frozen=True)
 class _DifferenceWeights:
-    """Options shared by the weightings built on w = |Δ| + ε (standardised scores)."""
+    """Options shared by the weightings built on w = |Δ| + ε (standardised scores).
+
+    Args:
+        eps: ε > 0, the weight of tied scores.
+        weight_max: w_max ≥ 1, the bound on every weight.
+    """
 
     eps: float = 0.1
     weight_max: float = 10.0
@@ -81,10 +77,6 @@ class _DifferenceWeights:
             raise ValueError(f"contrastive eps should be > 0, got {self.eps}")
         if not self.weight_max >= 1:
             raise ValueError(f"contrastive weight_max should be ≥ 1, got {self.weight_max}")
-
-    @classmethod
-    def from_config(cls, loss_cfg: LossConfig) -> Self:
-        return cls(eps=loss_cfg.eps, weight_max=loss_cfg.weight_max)
 
 
 @dataclass(frozen=True)
@@ -110,13 +102,6 @@ class ScaledWeighting(_DifferenceWeights):
         a = (w / _masked_row_mean(w, selection.negative)[:, None]).clamp(max=self.weight_max)
         b = (1 / w / _masked_row_mean(1 / w, selection.positive)[:, None]).clamp(max=self.weight_max)
         return a.to(log_s) * log_s, b.to(log_s) * log_s
-
-
-WEIGHTINGS: dict[str, type[Weighting]] = {
-    "none": Unweighted,
-    "literal": LiteralWeighting,
-    "scaled": ScaledWeighting,
-}
 
 
 class PairwiseContrastiveLoss(nn.Module):
@@ -149,15 +134,6 @@ class PairwiseContrastiveLoss(nn.Module):
         self.weighting = weighting if weighting is not None else Unweighted()
         self.similarity = similarity if similarity is not None else ShiftedCosine()
         self.selector = selector
-
-    @classmethod
-    def from_config(cls, loss_cfg: LossConfig, weighting: str) -> PairwiseContrastiveLoss:
-        """The loss with the named :data:`WEIGHTINGS` entry; ε, w_max, similarity from ``loss_cfg``."""
-        if weighting not in WEIGHTINGS:
-            raise ConfigError(
-                f"unknown contrastive weighting {weighting!r}; available: {', '.join(WEIGHTINGS)}"
-            )
-        return cls(WEIGHTINGS[weighting].from_config(loss_cfg), similarity_from_config(loss_cfg))
 
     def forward(self, embeddings: Tensor, scores_std: Tensor) -> Tensor:
         if embeddings.ndim != 2 or scores_std.shape != embeddings.shape[:1]:

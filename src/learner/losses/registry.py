@@ -1,4 +1,7 @@
-"""The pretraining objective: ``loss.name`` parsed into λ·MSE + (1 − λ)·contrastive (Section 2.3.1).
+"""The pretraining objective: the ``loss`` config section as λ·MSE + (1 − λ)·contrastive (Section 2.3.1).
+
+This is the only losses module that reads a :class:`~learner.config.LossConfig`; the maths modules take
+plain arguments (``temperature``, ``floor``, ``eps``, ``weight_max``).
 
 ``loss.name`` joins terms with ``+``:
 
@@ -29,8 +32,15 @@ from torch import Tensor
 
 from learner.config import LossConfig
 from learner.errors import ConfigError
-from learner.losses.contrastive import PairwiseContrastiveLoss
+from learner.losses.contrastive import (
+    LiteralWeighting,
+    PairwiseContrastiveLoss,
+    ScaledWeighting,
+    Unweighted,
+    Weighting,
+)
 from learner.losses.regression import mse_loss
+from learner.losses.similarity import ExpCosine, ShiftedCosine, SimilarityMapping
 
 MSE = "mse"
 
@@ -39,10 +49,34 @@ ContrastiveLoss = Callable[[Tensor, Tensor], Tensor]
 
 ContrastiveFactory = Callable[[LossConfig], ContrastiveLoss]
 
+SIMILARITIES: dict[str, Callable[[LossConfig], SimilarityMapping]] = {
+    "shifted_cosine": lambda loss_cfg: ShiftedCosine(floor=loss_cfg.sim_floor),
+    "exp_cosine": lambda loss_cfg: ExpCosine(temperature=loss_cfg.temperature),
+}
+"""``loss.similarity`` → the cos → log s mapping, with its option from the config."""
+
+
+def similarity_from_config(loss_cfg: LossConfig) -> SimilarityMapping:
+    """The mapping ``loss_cfg.similarity`` names, with its option (``sim_floor`` or ``temperature``).
+
+    Raises:
+        ConfigError: an unknown ``loss.similarity`` (the message lists the available ones).
+    """
+    if loss_cfg.similarity not in SIMILARITIES:
+        available = ", ".join(sorted(SIMILARITIES))
+        raise ConfigError(f"unknown loss.similarity {loss_cfg.similarity!r}; available: {available}")
+    return SIMILARITIES[loss_cfg.similarity](loss_cfg)
+
+
+def _pairwise(weighting: Callable[[LossConfig], Weighting]) -> ContrastiveFactory:
+    """A factory of the :class:`PairwiseContrastiveLoss` with ``weighting`` and the config's similarity."""
+    return lambda loss_cfg: PairwiseContrastiveLoss(weighting(loss_cfg), similarity_from_config(loss_cfg))
+
+
 LOSSES: dict[str, ContrastiveFactory] = {
-    "cl": partial(PairwiseContrastiveLoss.from_config, weighting="none"),
-    "wcl": partial(PairwiseContrastiveLoss.from_config, weighting="literal"),
-    "wcl_scaled": partial(PairwiseContrastiveLoss.from_config, weighting="scaled"),
+    "cl": _pairwise(lambda cfg: Unweighted()),
+    "wcl": _pairwise(lambda cfg: LiteralWeighting(eps=cfg.eps, weight_max=cfg.weight_max)),
+    "wcl_scaled": _pairwise(lambda cfg: ScaledWeighting(eps=cfg.eps, weight_max=cfg.weight_max)),
 }
 
 

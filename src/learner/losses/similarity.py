@@ -2,20 +2,21 @@
 
 The paper writes ``log sim(u_i, u_j)`` with ``sim`` the cosine similarity (Section 2.3.1), but a cosine lies
 in [−1, 1] and its log is undefined for cos ≤ 0. A *similarity mapping* turns cosines into ``log s`` with
-s ∈ (0, 1], finite for every input. Two are registered in :data:`SIMILARITIES`:
+s ∈ (0, 1], finite for every input. Two are provided (``loss.similarity`` picks one in
+:mod:`learner.losses.registry`):
 
-* ``shifted_cosine`` — s = clamp((1 + cos) / 2, floor, 1), log taken after the clamp. ``floor`` is
-  ``LossConfig.sim_floor`` (default 1e-4, so log s ≥ log 1e-4 ≈ −9.21). The clamp has **zero gradient below
+* :class:`ShiftedCosine` — s = clamp((1 + cos) / 2, floor, 1), log taken after the clamp. ``floor``
+  defaults to 1e-4, so log s ≥ log 1e-4 ≈ −9.21). The clamp has **zero gradient below
   the floor**: a negative pair already pushed to cos < 2·floor − 1 (≈ −0.9998) stops receiving gradient, which
   bounds how far Eq. 2 can push. Just above the floor the gradient d log s / d cos = 1 / (1 + cos) is large
   (up to 1 / (2·floor) = 5000), so gradient clipping or ``exp_cosine`` is advisable if negatives collapse to
   antipodes.
-* ``exp_cosine`` — s = exp((cos − 1) / τ), computed directly in log space as log s = (cos − 1) / τ (never
+* :class:`ExpCosine` — s = exp((cos − 1) / τ), computed directly in log space as log s = (cos − 1) / τ (never
   ``exp`` then ``log``, which underflows for small τ). log s ∈ [−2/τ, 0], constant gradient 1/τ, no clamp.
 
 Example::
 
-    log_s = log_similarity(u, "shifted_cosine", floor=1e-4)  # (B, B)
+    log_s = ShiftedCosine(floor=1e-4)(cosine_matrix(u))  # u (B, D) → log s (B, B)
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from learner.config import LossConfig
-from learner.errors import ConfigError
 
 
 def cosine_matrix(u: Tensor, eps: float = 1e-8) -> Tensor:
@@ -56,9 +54,6 @@ class SimilarityMapping(Protocol):
 
     def __call__(self, cos: Tensor) -> Tensor: ...
 
-    @classmethod
-    def from_config(cls, loss_cfg: LossConfig) -> SimilarityMapping: ...
-
 
 @dataclass(frozen=True)
 class ShiftedCosine:
@@ -71,12 +66,9 @@ class ShiftedCosine:
             raise ValueError(f"shifted_cosine floor should be in (0, 1), got {self.floor}")
 
     def __call__(self, cos: Tensor) -> Tensor:
+        """Cosines (B, B) → log s (B, B), every entry in [log floor, 0]."""
         # The upper clamp only removes rounding above 1 (cos of identical rows), keeping log s ≤ 0.
         return torch.log(((1 + cos) / 2).clamp(min=self.floor, max=1.0))
-
-    @classmethod
-    def from_config(cls, loss_cfg: LossConfig) -> ShiftedCosine:
-        return cls(floor=loss_cfg.sim_floor)
 
 
 @dataclass(frozen=True)
@@ -90,49 +82,5 @@ class ExpCosine:
             raise ValueError(f"exp_cosine temperature should be > 0, got {self.temperature}")
 
     def __call__(self, cos: Tensor) -> Tensor:
+        """Cosines (B, B) → log s (B, B), every entry in [−2/τ, 0]."""
         return (cos - 1) / self.temperature
-
-    @classmethod
-    def from_config(cls, loss_cfg: LossConfig) -> ExpCosine:
-        return cls(temperature=loss_cfg.temperature)
-
-
-SIMILARITIES: dict[str, type[SimilarityMapping]] = {
-    "shifted_cosine": ShiftedCosine,
-    "exp_cosine": ExpCosine,
-}
-
-
-def create_similarity(name: str, **options: float) -> SimilarityMapping:
-    """Build a registered mapping by name; ``options`` are its fields (``floor`` or ``temperature``)."""
-    return _similarity_class(name)(**options)
-
-
-def similarity_from_config(loss_cfg: LossConfig) -> SimilarityMapping:
-    """The mapping ``loss_cfg.similarity`` names, with its options read from ``loss_cfg``."""
-    return _similarity_class(loss_cfg.similarity).from_config(loss_cfg)
-
-
-def _similarity_class(name: str) -> type[SimilarityMapping]:
-    if name not in SIMILARITIES:
-        raise ConfigError(f"unknown loss.similarity {name!r}; available: {', '.join(sorted(SIMILARITIES))}")
-    return SIMILARITIES[name]
-
-
-def log_similarity(
-    u: Tensor, mapping: str | SimilarityMapping = "shifted_cosine", **options: float
-) -> Tensor:
-    """log s_ij for every pair of a batch: the ``log sim(u_i, u_j)`` of Eqs. 2–3.
-
-    Args:
-        u: embeddings, shape (B, D).
-        mapping: a registered name (then ``options`` build it) or a mapping instance.
-
-    Returns:
-        log s, shape (B, B), every entry finite and ≤ 0 (for identical, opposite and zero embeddings too).
-    """
-    if isinstance(mapping, str):
-        mapping = create_similarity(mapping, **options)
-    elif options:
-        raise ValueError(f"options {sorted(options)} are only used with a mapping name, not an instance")
-    return mapping(cosine_matrix(u))
