@@ -19,15 +19,13 @@ import torch
 
 from learner.config import LossConfig, ModelConfig
 from learner.losses.registry import build_objective
-from learner.models.heads import RegressionHead, ScoreRegressor
-from learner.models.registry import available_encoders, build_encoder
+from learner.models.registry import available_encoders, build_regressor
 
 
 def measure(backbone: str, args: argparse.Namespace, device: torch.device) -> tuple[int, int, float]:
     """(parameters, embed_dim, clips/s) of training steps on random data."""
     torch.manual_seed(0)
-    encoder = build_encoder(ModelConfig(backbone=backbone, size=args.preset), 1, img_size=args.size)
-    model = ScoreRegressor(encoder, RegressionHead(encoder.embed_dim, 256)).to(device)
+    model = build_regressor(ModelConfig(backbone=backbone, size=args.preset), 1, args.size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     objective = build_objective(LossConfig(name="mse+wcl"))
     clips = torch.rand(args.batch, args.frames, 1, args.size, args.size, device=device)
@@ -46,7 +44,7 @@ def measure(backbone: str, args: argparse.Namespace, device: torch.device) -> tu
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     params = sum(p.numel() for p in model.encoder.parameters())
-    return params, encoder.embed_dim, args.steps * args.batch / seconds
+    return params, model.encoder.embed_dim, args.steps * args.batch / seconds
 
 
 def main() -> None:

@@ -1,21 +1,19 @@
-"""ScanDataset / PairDataset / make_loader on a real cache of GIF clips whose pixel levels name the frame."""
+"""ScanDataset / make_loader on a real cache of GIF clips whose pixel levels name the frame."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache
-from learner.data.datasets import PairDataset, ScanDataset, make_loader
+from learner.data.datasets import ScanDataset, make_loader
 from learner.data.manifest import ScanRecord
 from learner.data.preprocess import Preprocessor
-from learner.errors import ManifestError
 
 N_FRAMES = 12
 
@@ -142,18 +140,3 @@ def test_shuffle_order_follows_the_seed(records: list[ScanRecord], tmp_path: Pat
     assert len({tuple(order(seed)) for seed in range(6)}) > 1
     with pytest.raises(ValueError, match="sampler"):
         make_loader(data, batch_size=1, shuffle=True, num_workers=0, seed=0, sampler=[0, 1])  # type: ignore[arg-type]
-
-
-def test_pair_dataset_yields_both_clips_and_the_label(records: list[ScanRecord], tmp_path: Path) -> None:
-    scans = ScanDataset(records, make_cache(tmp_path), frames=4, channels=1, train=False, augment=None)
-    pairs = pd.DataFrame({"first_scan_id": ["s0", "s3"], "second_scan_id": ["s2", "s1"], "label": [2, 0]})
-    dataset = PairDataset(pairs, scans)
-    first, second, label = dataset[1]
-    assert (frames_of(first, scan=3), frames_of(second, scan=1)) == ([1, 4, 7, 10], [1, 4, 7, 10])
-    assert label == 0
-    batch = next(iter(make_loader(dataset, batch_size=2, shuffle=False, num_workers=0, seed=0)))
-    assert batch[0].shape == (2, 4, 1, 8, 8)
-    assert batch[2].tolist() == [2, 0]
-    bad = pairs.assign(second_scan_id=["s2", "nope"])
-    with pytest.raises(ManifestError, match=r"row 2.*nope"):
-        PairDataset(bad, scans)

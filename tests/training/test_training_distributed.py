@@ -20,7 +20,6 @@ from learner.training.distributed import (
     all_gather_with_grad,
     broadcast_object,
     distributed,
-    unwrap_model,
     wrap_model,
 )
 
@@ -60,7 +59,11 @@ def _loss_and_grads(model: nn.Module, inputs: torch.Tensor, scores: torch.Tensor
         all_gather_with_grad(embeddings), all_gather_with_grad(predictions), all_gather_with_grad(scores)
     )
     out.total.backward()
-    grads = {key: p.grad.clone() for key, p in unwrap_model(model).named_parameters() if p.grad is not None}
+    grads = {
+        key: p.grad.clone()
+        for key, p in getattr(model, "module", model).named_parameters()
+        if p.grad is not None
+    }
     return {"loss": out.total.detach(), "terms": out.terms, "grads": grads}
 
 

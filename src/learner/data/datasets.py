@@ -1,13 +1,10 @@
-"""Torch datasets over cached scans and scan pairs, and the one DataLoader factory.
+"""A torch dataset over cached scans, and the one DataLoader factory.
 
 A :class:`ScanDataset` item is ``(clip (T, C, H, W) float32 in [0, 1], score float32, index)``: T frames
 chosen by TSN segment sampling (:mod:`learner.data.sampling`) from the cached uint8 array, augmented when
 training. All randomness of an item comes from a generator seeded by ``(seed, epoch, index)``, so an item is
 the same whichever worker loads it and however many workers there are. The epoch lives in shared memory, so
 :meth:`ScanDataset.set_epoch` also reaches persistent DataLoader workers.
-
-:class:`PairDataset` yields ``(clip_first, clip_second, label)`` for a pair table (Section 2.4), each side
-seeded by ``(seed, epoch, pair index, side)``.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
@@ -24,7 +20,6 @@ from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache
 from learner.data.manifest import ScanRecord
 from learner.data.sampling import segment_indices
-from learner.errors import ManifestError
 
 
 class _SharedEpoch:
@@ -81,7 +76,6 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         self.score_fn = score_fn
         self.seed = seed
         self._epoch = _SharedEpoch()
-        self._index = {record.scan_id: i for i, record in enumerate(self.records)}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -93,10 +87,6 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
     @property
     def epoch(self) -> int:
         return self._epoch.get()
-
-    def index_of(self, scan_id: str) -> int:
-        """Item index of ``scan_id`` (KeyError when absent)."""
-        return self._index[scan_id]
 
     def clip(self, index: int, key: Sequence[int]) -> torch.Tensor:
         """Clip ``(T, C, H, W)`` float32 in [0, 1] of scan ``index``, randomness seeded by ``key``."""
@@ -117,51 +107,6 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         target = self.score_fn(score) if self.score_fn is not None else score
         clip = self.clip(index, (self.epoch, index))
         return clip, torch.tensor(target, dtype=torch.float32), index
-
-
-class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
-    """Clip pairs for the health-change classifier: ``(clip_first, clip_second, label)``.
-
-    Args:
-        pairs: a pair table with ``first_scan_id``, ``second_scan_id`` and ``label`` (0 deteriorated,
-            1 stable, 2 improved).
-        scans: the dataset that holds every scan named in ``pairs`` (its sampling and augmentation apply).
-        seed: base seed of the per-pair generators.
-    """
-
-    def __init__(self, pairs: pd.DataFrame, scans: ScanDataset, *, seed: int = 0) -> None:
-        missing = [c for c in ("first_scan_id", "second_scan_id", "label") if c not in pairs.columns]
-        if missing:
-            raise ManifestError(f"pair table lacks column(s) {', '.join(missing)}")
-        self._sides: list[tuple[int, int]] = []
-        ids = zip(pairs["first_scan_id"].astype(str), pairs["second_scan_id"].astype(str), strict=True)
-        for row, (first, second) in enumerate(ids, start=1):
-            try:
-                self._sides.append((scans.index_of(first), scans.index_of(second)))
-            except KeyError as exc:
-                raise ManifestError(
-                    f"pair table row {row}: scan_id {exc.args[0]!r} is not in the scans"
-                ) from None
-        self.labels = pairs["label"].to_numpy(dtype=np.int64)
-        self.scans = scans
-        self.seed = seed
-        self._epoch = _SharedEpoch()
-
-    def __len__(self) -> int:
-        return len(self._sides)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws pairs use (reaches persistent workers too)."""
-        self._epoch.set(epoch)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        first, second = self._sides[index]
-        epoch = self._epoch.get()
-        return (
-            self.scans.clip(first, (self.seed, epoch, index, 0)),
-            self.scans.clip(second, (self.seed, epoch, index, 1)),
-            int(self.labels[index]),
-        )
 
 
 def make_loader(

@@ -155,11 +155,6 @@ def wrap_model(
     return nn.parallel.DistributedDataParallel(model, **options)
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (or ``model`` itself): what checkpoints and validation use."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def broadcast_object(obj: T) -> T:
     """Rank 0's ``obj`` on every rank (a small picklable value such as a metrics row); identity otherwise."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
