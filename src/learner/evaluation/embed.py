@@ -215,7 +215,9 @@ def embed_scans(
     model, meta = load_regressor(run_dir, which=which, device=device)
     config = run_config(meta)
     standardiser = score_standardiser(meta)
-    cache = ScanCache(default_cache_root(manifest, config.data), Preprocessor.from_config(config.data))
+    cache = ScanCache(
+        default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+    )
     channels = int(meta["encoder"]["in_channels"])
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []
