@@ -98,11 +98,9 @@ def main() -> None:
         else:
             manifest = generate_clips(folder, args.clips, args.source_frames, args.source_size, seed=0)
         cache_root = args.cache_dir or folder / "cache"
-        data = DataConfig(
-            size=args.size, frames=args.frames, max_cached_frames=args.max_cached_frames, cache_dir=cache_root
-        )
-        serial = build_cache(manifest, data.model_copy(update={"cache_dir": folder / "serial"}), workers=1)
-        pooled = build_cache(manifest, data, workers=args.workers)
+        data = DataConfig(size=args.size, frames=args.frames, max_cached_frames=args.max_cached_frames)
+        serial = build_cache(manifest, data, workers=1, cache_dir=folder / "serial")
+        pooled = build_cache(manifest, data, workers=args.workers, cache_dir=cache_root)
         train_rate = cached_loader_rate(manifest, data, cache_root, args, train=True)
         eval_rate = cached_loader_rate(manifest, data, cache_root, args, train=False)
 

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 
-from learner.config import Config, apply_overrides, load_config
+from learner.config import (
+    MOVED_KEYS,
+    ClassifierHead,
+    Combine,
+    Config,
+    Crop,
+    ExperimentConfig,
+    IntraPairing,
+    ModelSize,
+    NiftiAxis,
+    Optimizer,
+    Schedule,
+    Similarity,
+    SplitConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    load_experiment,
+)
 from learner.errors import ConfigError
 
 
@@ -16,17 +35,20 @@ def test_defaults_are_the_papers_table_2() -> None:
     assert (cfg.optim.epochs, cfg.optim.scheduler) == (100, "cosine")
     assert cfg.loss.lam == 0.9
     assert cfg.model.backbone == "tsm_resnet18"
-    assert cfg.experiment.losses == ["mse", "mse+cl", "mse+wcl"]
+    assert ExperimentConfig().losses == ["mse", "mse+cl", "mse+wcl"]
 
 
 def test_yaml_then_overrides_win(tmp_path: Path) -> None:
     source = tmp_path / "c.yaml"
     source.write_text("optim:\n  epochs: 7\n  lr: 0.01\nloss:\n  name: mse+cl\n")
-    cfg = load_config(source, ["optim.epochs=3", "experiment.seeds=[4, 5]", "data.split.counts=[3,2,1]"])
+    experiment = load_experiment(
+        source, ["optim.epochs=3", "experiment.seeds=[4, 5]", "data.split.counts=[3,2,1]"]
+    )
+    cfg = experiment.config
     assert cfg.optim.epochs == 3  # override beats file
     assert cfg.optim.lr == 0.01  # file beats default
     assert cfg.loss.name == "mse+cl"
-    assert cfg.experiment.seeds == [4, 5]
+    assert experiment.grid.seeds == [4, 5]
     assert cfg.data.split.counts == (3, 2, 1)
     assert cfg.data.split.ratios is None  # counts take precedence over the default ratios
 
@@ -122,3 +144,95 @@ def test_bundled_configs_load_by_name_and_ship_in_the_package() -> None:
     assert lus.optim.epochs == 100  # Table 2
     with pytest.raises(ConfigError, match=r"bundled configs: .*lus"):
         load_config("nonexistent")
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED_KEYS.items()))
+def test_a_moved_key_says_where_it_went(tmp_path: Path, old: str, new: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{old} moved to {new}$"):
+        load_config(None, [f"{old}=1"])
+    section, name = old.split(".")
+    source = tmp_path / "old.yaml"
+    source.write_text(f"{section}:\n  {name}: 1\n")
+    with pytest.raises(ConfigError, match=rf"old\.yaml: {old} moved to {new}$"):
+        load_experiment(source)
+    with pytest.raises(ConfigError, match=rf"^{old} moved to {new}$"):
+        config_from_dict({section: {name: 1}})  # a stored run config of an older version
+
+
+def test_runtime_is_outside_the_result_settings() -> None:
+    cfg = load_config(None, ["runtime.device=cpu", "runtime.workers=0", "runtime.cache_dir=/tmp/c"])
+    assert (cfg.runtime.device, cfg.runtime.workers, str(cfg.runtime.cache_dir)) == ("cpu", 0, "/tmp/c")
+    assert "runtime" not in cfg.result_settings()
+    elsewhere = apply_overrides(cfg, {"runtime.amp": False, "runtime.channels_last": False})
+    assert elsewhere.result_settings() == cfg.result_settings()
+    assert apply_overrides(cfg, {"optim.lr": 0.1}).result_settings() != cfg.result_settings()
+
+
+def test_experiment_grid_lives_beside_the_run_not_in_it(tmp_path: Path) -> None:
+    source = tmp_path / "exp.yaml"
+    source.write_text("optim:\n  epochs: 4\nexperiment:\n  seeds: [7]\n  losses: [mse]\n")
+    experiment = load_experiment(source, ["experiment.combines=[concatenate]"])
+    assert (experiment.grid.seeds, experiment.grid.losses, experiment.grid.combines) == (
+        [7],
+        ["mse"],
+        ["concatenate"],
+    )
+    assert experiment.config.optim.epochs == 4
+    run = load_config(source)  # a single run validates the grid but does not carry it
+    assert run == experiment.config
+    assert "experiment" not in run.to_yaml()
+    again = tmp_path / "again.yaml"
+    again.write_text(experiment.to_yaml())
+    assert load_experiment(again) == experiment
+    with pytest.raises(ConfigError, match=r"experiment\.seeds is an experiment grid key"):
+        load_config(source, ["experiment.seeds=[1]"])
+    source.write_text("experiment:\n  seed: [7]\n")
+    with pytest.raises(ConfigError, match=r"experiment\.seed.*allowed: .*seeds"):
+        load_config(source)
+    with pytest.raises(ConfigError, match=r"experiment\.classifiers\.0"):
+        load_experiment(None, ["experiment.classifiers=[svm]"])
+
+
+def test_split_counts_replace_the_default_ratios() -> None:
+    assert SplitConfig(counts=(3, 2, 1)).ratios is None
+    assert SplitConfig.model_validate({"counts": [3, 2, 1], "ratios": [1, 1, 1]}).ratios is None
+    assert SplitConfig().ratios == (0.5, 0.25, 0.25)
+    with pytest.raises(ValueError, match="set 'ratios' or 'counts'"):
+        SplitConfig(ratios=None)
+    with pytest.raises(ValueError, match="non-negative"):
+        SplitConfig(ratios=(1, -1, 1))
+
+
+def _closed_sets() -> list[tuple[Any, object]]:
+    from learner.data.pairs import _VISIT_PAIRINGS
+    from learner.data.preprocess import CROPS
+    from learner.data.readers import _NIFTI_AXES
+    from learner.evaluation.pair_classifier import COMBINES
+    from learner.losses.similarity import SIMILARITIES
+    from learner.models.heads import CLASSIFIER_DEPTHS
+    from learner.models.registry import SIZES
+    from learner.training.pretrain import LR_SCHEDULES, OPTIMIZERS
+
+    return [
+        (Crop, CROPS), (NiftiAxis, _NIFTI_AXES), (IntraPairing, _VISIT_PAIRINGS), (ModelSize, SIZES),
+        (Similarity, SIMILARITIES), (Optimizer, OPTIMIZERS), (Schedule, LR_SCHEDULES),
+        (ClassifierHead, CLASSIFIER_DEPTHS), (Combine, COMBINES),
+    ]  # fmt: skip
+
+
+def test_closed_name_sets_match_their_registries() -> None:
+    for alias, registry in _closed_sets():
+        assert set(get_args(alias)) == set(registry), alias  # type: ignore[arg-type]
+
+
+def test_open_registry_names_are_checked_before_any_work() -> None:
+    from learner.training.names import check_names
+
+    check_names(Config())
+    for override, message in [
+        ("model.backbone=resnet", r"unknown model\.backbone 'resnet'; available: .*tsm_resnet18"),
+        ("loss.name=mse+xyz", r"loss\.name='mse\+xyz': unknown term 'xyz'; available: .*wcl"),
+        ("data.scale=gcs", r"unknown data\.scale 'gcs'; available: .*sf"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            check_names(load_config(None, [override]))

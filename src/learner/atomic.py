@@ -62,19 +62,21 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     Paths, numpy/torch scalars and arrays are converted; NaN and ±inf (an undefined Pearson r, say)
     become ``null`` because JSON has no such numbers and a file other tools cannot parse helps nobody.
     """
-    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    text = json.dumps(finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
     return write_text(path, text + "\n")
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
+    """``value`` with every NaN and ±inf float replaced by None, recursively (tuples become lists, numpy and
+    torch values plain Python), so that strict JSON can hold it."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite(item) for item in value]
     if hasattr(value, "tolist") and not isinstance(value, os.PathLike):  # numpy / torch values
-        return _finite(value.tolist())
+        return finite(value.tolist())
     return value
 
 

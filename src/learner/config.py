@@ -2,24 +2,78 @@
 
 Defaults are the paper's (Table 2: batch 16, Adam, initial LR 1e-3, 100 epochs, cosine annealing;
 λ = 0.9 in the pretraining loss). Every section forbids unknown keys, so a typo is an error that names the
-key and lists the allowed ones, never a silently ignored setting.
+key and lists the allowed ones, never a silently ignored setting; a key that moved (:data:`MOVED_KEYS`) is
+an error that says where to.
+
+Two kinds of settings are kept apart:
+
+* everything but ``runtime`` decides what a run computes: it is hashed into the results digest of an
+  experiment cell, and a resumed pretraining must match it exactly (:meth:`Config.result_settings`);
+* ``runtime`` (device, workers, cache folder, mixed precision, memory layout) decides only where and how
+  fast a run goes; it may change between a run and its resumption.
+
+A config file may also carry an ``experiment:`` section, the grid of an experiment (Tables 3 and 4).
+:func:`load_experiment` reads it into :class:`Experiment`; :func:`load_config` (one run) validates it like
+every other section and leaves it out of the run's :class:`Config`, and refuses ``experiment.*``
+overrides, which a single run would not use.
+
+Allowed names: a closed set fixed here (``optim.optimizer``, ``classifier.head``, …) is a ``Literal``
+alias below that the matching registry is keyed by (a test asserts they agree); a name of an open registry
+(``model.backbone``, ``loss.name``, ``data.scale``) is a plain ``str`` that
+:func:`learner.training.names.check_names` looks up in the registry itself.
 
 Example::
 
     cfg = load_config("my.yaml", overrides=["optim.epochs=5", "loss.name=mse+wcl"])
     cfg = load_config("lus")  # a bundled config by name: demo, lus, adni
+    experiment = load_experiment("lus", overrides=["experiment.seeds=[0]"])
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from learner.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+"""``runtime.device``: ``auto`` is CUDA when visible, else CPU."""
+Crop = Literal["none", "fan", "foreground"]
+"""``data.crop``: the keys of :data:`learner.data.preprocess.CROPS`."""
+NiftiAxis = Literal["axial", "coronal", "sagittal"]
+"""``data.nifti_axis``: the RAS+ axis a volume is sliced along (:mod:`learner.data.readers`)."""
+IntraPairing = Literal["consecutive", "all"]
+"""``data.pairs.intra``: which visits of a test patient are paired (:mod:`learner.data.pairs`)."""
+ModelSize = Literal["tiny", "small", "paper"]
+"""``model.size``: :data:`learner.models.registry.SIZES`."""
+Similarity = Literal["shifted_cosine", "exp_cosine"]
+"""``loss.similarity``: the keys of :data:`learner.losses.similarity.SIMILARITIES`."""
+Optimizer = Literal["adam", "adamw"]
+"""``optim.optimizer``: the keys of :data:`learner.training.pretrain.OPTIMIZERS`."""
+Schedule = Literal["cosine", "constant"]
+"""``optim.scheduler``: the keys of :data:`learner.training.pretrain.LR_SCHEDULES`."""
+ClassifierHead = Literal["mlp", "mlp_large"]
+"""``classifier.head``: the keys of :data:`learner.models.heads.CLASSIFIER_DEPTHS`."""
+Combine = Literal["difference", "concatenate"]
+"""``classifier.combine``: the keys of :data:`learner.evaluation.pair_classifier.COMBINES`."""
+
+MOVED_KEYS: dict[str, str] = {
+    "optim.device": "runtime.device",
+    "optim.amp": "runtime.amp",
+    "optim.channels_last": "runtime.channels_last",
+    "data.num_workers": "runtime.workers",
+    "data.cache_dir": "runtime.cache_dir",
+    "experiment.bootstrap": "classifier.bootstrap",
+}
+"""Old key → its new place; an old key in a file or override is a ConfigError saying where it moved."""
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -50,19 +104,32 @@ class ScaleConfig(_Section):
 class SplitConfig(_Section):
     """Patient-level split. Exactly one of ``ratios`` or ``counts`` (train, val, test patients)."""
 
-    ratios: tuple[float, float, float] | None = (0.5, 0.25, 0.25)
-    counts: tuple[int, int, int] | None = None
+    ratios: tuple[float, float, float] | None = Field(
+        default=(0.5, 0.25, 0.25),
+        description="train, val, test patient ratios (non-negative, positive sum); unset when counts is set",
+    )
+    counts: tuple[int, int, int] | None = Field(
+        default=None, description="exact train, val, test patient counts; take precedence over ratios"
+    )
     stratify: bool = Field(default=True, description="stratify patients by their mean score")
     test_min_visits: int = Field(default=2, ge=1, description="test patients need at least this many visits")
     use_manifest_split: bool = Field(default=True, description="keep the manifest's split column if present")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _counts_replace_ratios(cls, raw: Any) -> Any:
+        """Given ``counts``, the (default) ``ratios`` are dropped, so exactly one of the two is set."""
+        if isinstance(raw, dict) and raw.get("counts") is not None:
+            return {**raw, "ratios": None}
+        return raw
+
     @model_validator(mode="after")
     def _ratios_or_counts(self) -> SplitConfig:
         if self.counts is not None:
-            self.__dict__["ratios"] = None
-        elif self.ratios is None:
+            return self
+        if self.ratios is None:
             raise ValueError("set 'ratios' or 'counts'")
-        elif any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
+        if any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
             raise ValueError("'ratios' must be non-negative with a positive sum")
         return self
 
@@ -78,26 +145,32 @@ class PairConfig(_Section):
     )
     count_val: int | None = Field(default=None, ge=1, description="exact val pair count (overrides per_scan)")
     balanced: bool = Field(default=False, description="class-balance the inter-patient pairs")
-    intra: Literal["consecutive", "all"] = "consecutive"
+    intra: IntraPairing = Field(
+        default="consecutive", description="test pairs: consecutive visits of a patient, or all visit pairs"
+    )
     match_site: bool = Field(default=True, description="intra-patient pairs join scans of the same site")
 
 
 class DataConfig(_Section):
     """Where the scans are and how they become clips of shape (T, C, H, W)."""
 
-    manifest: Path | None = None
-    scale: str = Field(default="sf", description="score scale: a registered name (sf, mmse) or 'custom'")
-    custom_scale: ScaleConfig | None = None
+    manifest: Path | None = Field(default=None, description="the manifest (CSV or Parquet), one row per scan")
+    scale: str = Field(
+        default="sf", description="score scale: a name registered in learner.data.scales, or 'custom'"
+    )
+    custom_scale: ScaleConfig | None = Field(default=None, description="the scale when scale is 'custom'")
     mmse_threshold: float = Field(default=2.0, gt=0, description="mmse: |Δ| < threshold → stable")
     frames: int = Field(default=8, ge=1, description="T: frames (or slices) sampled per clip (TSN segments)")
     size: int = Field(default=112, ge=16, description="H = W after resizing")
-    channels: Literal[1, 3] = 1
-    crop: Literal["none", "fan", "foreground"] = "fan"
+    channels: Literal[1, 3] = Field(
+        default=1, description="C: 1 (grey) or 3 (grey repeated, for RGB weights)"
+    )
+    crop: Crop = Field(
+        default="fan", description="crop before resizing: none, the ultrasound fan, or foreground"
+    )
     max_cached_frames: int = Field(default=64, ge=1, description="frames kept per scan in the cache")
-    nifti_axis: Literal["axial", "coronal", "sagittal"] = "axial"
-    augment: bool = True
-    cache_dir: Path | None = Field(default=None, description="default: <manifest folder>/.learner-cache")
-    num_workers: int = Field(default=2, ge=0)
+    nifti_axis: NiftiAxis = Field(default="axial", description="the axis a NIfTI volume is sliced along")
+    augment: bool = Field(default=True, description="clip-consistent augmentation of the train clips")
     skip_bad_scans: bool = Field(default=False, description="skip unreadable scans (counted and reported)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     pairs: PairConfig = Field(default_factory=PairConfig)
@@ -106,23 +179,28 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The encoder θ_V and the regression head θ_M (Section 2.2)."""
 
-    backbone: str = Field(default="tsm_resnet18", description="a registered encoder: tsm_resnet18, vit, swin")
-    size: Literal["tiny", "small", "paper"] = Field(
+    backbone: str = Field(
+        default="tsm_resnet18", description="the encoder: a name in learner.models.registry.ENCODERS"
+    )
+    size: ModelSize = Field(
         default="paper",
         description="encoder size preset (tiny for CPU tests; paper = ResNet-18 / ViT-B / Swin-T widths)",
     )
     init: Path | None = Field(default=None, description="local weights (safetensors or .pth) for the encoder")
     shift_fraction: float = Field(default=0.125, ge=0, le=0.5, description="TSM: fraction shifted each way")
-    head_hidden: int = Field(default=256, ge=1)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
+    head_hidden: int = Field(default=256, ge=1, description="hidden width of the regression head θ_M")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout in the regression head")
 
 
 class LossConfig(_Section):
     """The pretraining objective: λ·MSE + (1 − λ)·contrastive (Eqs. 1–3)."""
 
-    name: str = Field(default="mse+wcl", description="'mse', or 'mse+<contrastive>' with cl, wcl, wcl_scaled")
+    name: str = Field(
+        default="mse+wcl",
+        description="'mse', or 'mse+<term>' with a contrastive term of learner.losses.registry.LOSSES",
+    )
     lam: float = Field(default=0.9, ge=0, le=1, description="λ, the MSE weight")
-    similarity: Literal["shifted_cosine", "exp_cosine"] = Field(
+    similarity: Similarity = Field(
         default="shifted_cosine", description="maps cosine to (0, 1] before the log"
     )
     temperature: float = Field(default=1.0, gt=0, description="τ for exp_cosine")
@@ -134,16 +212,15 @@ class LossConfig(_Section):
 class OptimConfig(_Section):
     """Optimisation (Table 2)."""
 
-    batch_size: int = Field(default=16, ge=2)
-    lr: float = Field(default=1e-3, gt=0)
-    optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: float = Field(default=0.0, ge=0)
-    epochs: int = Field(default=100, ge=1)
-    scheduler: Literal["cosine", "constant"] = "cosine"
-    grad_clip: float | None = Field(default=None, gt=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(default=True, description="mixed precision (GPU only)")
-    channels_last: bool = True
+    batch_size: int = Field(default=16, ge=2, description="the global batch, split over the processes")
+    lr: float = Field(default=1e-3, gt=0, description="initial learning rate")
+    optimizer: Optimizer = Field(default="adam", description="the optimiser")
+    weight_decay: float = Field(default=0.0, ge=0, description="the optimiser's weight decay")
+    epochs: int = Field(default=100, ge=1, description="pretraining epochs")
+    scheduler: Schedule = Field(
+        default="cosine", description="LR per step: cosine annealing towards 0, or constant"
+    )
+    grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient norm to this")
     max_steps_per_epoch: int | None = Field(
         default=None, ge=1, description="cap steps per epoch (demo, tests)"
     )
@@ -152,58 +229,135 @@ class OptimConfig(_Section):
 class ClassifierConfig(_Section):
     """The downstream health-change classifier (Section 2.4)."""
 
-    head: Literal["mlp", "mlp_large"] = "mlp"
-    combine: Literal["difference", "concatenate"] = "difference"
-    hidden: int = Field(default=128, ge=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=64, ge=1)
-    epochs: int = Field(default=200, ge=1)
+    head: ClassifierHead = Field(default="mlp", description="mlp: 1 hidden layer; mlp_large: 3")
+    combine: Combine = Field(
+        default="difference", description="pair feature: u_later − u_earlier, or both concatenated"
+    )
+    hidden: int = Field(default=128, ge=1, description="hidden width of the classifier")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout in the classifier")
+    lr: float = Field(default=1e-3, gt=0, description="the classifier's learning rate")
+    batch_size: int = Field(default=64, ge=1, description="pairs per classifier step")
+    epochs: int = Field(default=200, ge=1, description="maximum classifier epochs")
     patience: int = Field(default=20, ge=1, description="early stopping on val inter-patient pairs")
-    class_weights: bool = False
+    class_weights: bool = Field(default=False, description="weight the loss by inverse class frequency")
     clips_per_scan: int = Field(default=1, ge=1, description="embeddings averaged over this many clips")
+    bootstrap: int = Field(
+        default=1000, ge=0, description="patient-bootstrap resamples for the test CIs (0: no intervals)"
+    )
 
 
-class DatasetSpec(_Section):
-    """One dataset column of an experiment table."""
+class RuntimeConfig(_Section):
+    """Where and how fast a run goes, never what it computes: not part of any results digest, and the one
+    section a resumed pretraining may change. (GPU and mixed precision round differently from CPU float32;
+    the computation is the same.)"""
 
-    name: str
-    manifest: Path
-    scale: str = "sf"
-
-
-class ExperimentConfig(_Section):
-    """Experiment grids (Tables 3 and 4)."""
-
-    losses: list[str] = Field(default_factory=lambda: ["mse", "mse+cl", "mse+wcl"])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    datasets: list[DatasetSpec] = Field(default_factory=list)
-    backbones: list[str] = Field(default_factory=lambda: ["tsm_resnet18", "vit", "swin"])
-    combines: list[str] = Field(default_factory=lambda: ["difference", "concatenate"])
-    classifiers: list[str] = Field(default_factory=lambda: ["mlp_large", "mlp"])
-    bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples (patients) for CIs")
+    device: Device = Field(default="auto", description="auto (CUDA when visible), cpu or cuda")
+    workers: int = Field(
+        default=2, ge=0, description="data-loading and cache-decoding processes (0: in-process)"
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="decoded-scan cache folder; default: <manifest folder>/.learner-cache"
+    )
+    amp: bool = Field(default=True, description="mixed precision on GPU (bf16 where supported, else fp16)")
+    channels_last: bool = Field(default=True, description="channels-last (NHWC) weights on GPU")
 
 
 class Config(_Section):
-    """Everything a run needs. ``seed`` seeds every RNG in one place."""
+    """Everything one run needs. ``seed`` seeds every RNG in one place."""
 
-    seed: int = 0
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
-    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    seed: int = Field(default=0, description="seeds every RNG: split, initialisation, sampling, augmentation")
+    data: DataConfig = Field(default_factory=DataConfig, description="scans, clips, split and pairs")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="encoder and regression head")
+    loss: LossConfig = Field(default_factory=LossConfig, description="the pretraining objective")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="pretraining optimisation")
+    classifier: ClassifierConfig = Field(
+        default_factory=ClassifierConfig, description="the downstream classifier and its test intervals"
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig, description="where and how fast the run goes (never its results)"
+    )
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (what every run directory stores)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def result_settings(self) -> dict[str, Any]:
+        """Everything that decides what the run computes (all but ``runtime``), as plain JSON values."""
+        return self.model_dump(mode="json", exclude={"runtime"})
+
+
+class DatasetSpec(_Section):
+    """One dataset column of an experiment table."""
+
+    name: str = Field(description="the column's name in the tables and the cells' folder name")
+    manifest: Path = Field(description="the dataset's manifest")
+    scale: str = Field(default="sf", description="its score scale (data.scale of its cells)")
+
+
+class ExperimentConfig(_Section):
+    """The grid of an experiment (Tables 3 and 4): the ``experiment:`` section of an experiment file.
+
+    Every cell is the file's run settings with one value of each axis."""
+
+    losses: list[str] = Field(
+        default_factory=lambda: ["mse", "mse+cl", "mse+wcl"],
+        description="loss.name of the cells (Table 3 rows)",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="seed of the cells")
+    datasets: list[DatasetSpec] = Field(default_factory=list, description="the dataset columns")
+    backbones: list[str] = Field(
+        default_factory=lambda: ["tsm_resnet18", "vit", "swin"], description="model.backbone (Table 4)"
+    )
+    combines: list[Combine] = Field(
+        default_factory=lambda: ["difference", "concatenate"], description="classifier.combine (Table 4)"
+    )
+    classifiers: list[ClassifierHead] = Field(
+        default_factory=lambda: ["mlp_large", "mlp"], description="classifier.head (Table 4)"
+    )
+
+
+class _ExperimentFile(Config):
+    """The layout of a config file: a run's sections plus the optional ``experiment`` grid."""
+
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig, description="the experiment grid")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment: the run settings every cell starts from and the grid of cells over them."""
+
+    config: Config
+    grid: ExperimentConfig
+
+    def to_yaml(self) -> str:
+        """The run sections and ``experiment:`` as one YAML file (read back by :func:`load_experiment`)."""
+        raw = self.config.model_dump(mode="json") | {"experiment": self.grid.model_dump(mode="json")}
+        return yaml.safe_dump(raw, sort_keys=False)
+
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a :class:`Config` from defaults, then a YAML file, then ``key.sub=value`` overrides.
+    """Build one run's :class:`Config` from defaults, then a YAML file, then ``key.sub=value`` overrides.
 
-    Override values are parsed as YAML scalars/lists (``optim.lr=3e-4``, ``experiment.seeds=[0,1]``).
+    Override values are parsed as YAML scalars/lists (``optim.lr=3e-4``, ``data.split.counts=[3,2,1]``).
+    A file's ``experiment:`` section is validated but is not part of a run (see :func:`load_experiment`);
+    an ``experiment.*`` override is refused.
+    Raises :class:`ConfigError` with a one-line message naming the key and what is allowed.
+    """
+    for item in overrides or []:
+        key, _ = _split_override(item)
+        if key.split(".")[0] == "experiment" and key not in MOVED_KEYS:
+            raise ConfigError(
+                f"{key} is an experiment grid key; a single run does not use it (see `learner experiment`)"
+            )
+    return load_experiment(path, overrides).config
+
+
+def load_experiment(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> Experiment:
+    """Build an :class:`Experiment` like :func:`load_config`, with the file's ``experiment:`` grid and
+    ``experiment.*`` overrides (``experiment.seeds=[0,1]``) as its grid.
+
     Raises :class:`ConfigError` with a one-line message naming the key and what is allowed.
     """
     raw: dict[str, Any] = {}
@@ -216,10 +370,12 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
         raw = loaded or {}
+        _check_moved(raw, f"{source}: ")
     for item in overrides or []:
         key, value = _split_override(item)
-        _set_dotted(raw, key, value)
-    return config_from_dict(raw)
+        _set_dotted(raw, key, value, _ExperimentFile)
+    parsed = _validate(_ExperimentFile, raw)
+    return Experiment(Config.model_validate(parsed.model_dump(exclude={"experiment"})), parsed.experiment)
 
 
 BUNDLED_CONFIGS = Path(__file__).parent / "configs"
@@ -243,18 +399,31 @@ def resolve_config_path(path: str | os.PathLike[str]) -> Path:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Validate a nested dict into a :class:`Config`, turning pydantic errors into one-line ConfigErrors."""
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    _check_moved(raw)
+    return _validate(Config, raw)
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """A copy of ``config`` with dotted-key overrides (``{"optim.epochs": 5}``) applied and validated."""
     raw = config.model_dump(mode="json")
     for key, value in overrides.items():
-        _set_dotted(raw, key, value)
+        _set_dotted(raw, key, value, Config)
     return config_from_dict(raw)
+
+
+def _validate(model: type[_Model], raw: dict[str, Any]) -> _Model:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, model)) from None
+
+
+def _check_moved(raw: dict[str, Any], where: str = "") -> None:
+    """A one-line ConfigError for the first key of :data:`MOVED_KEYS` present in the nested ``raw``."""
+    for old, new in MOVED_KEYS.items():
+        section, name = old.split(".")
+        if isinstance(raw.get(section), dict) and name in raw[section]:
+            raise ConfigError(f"{where}{old} moved to {new}")
 
 
 def _split_override(item: str) -> tuple[str, Any]:
@@ -268,10 +437,12 @@ def _split_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel]) -> None:
+    if key in MOVED_KEYS:
+        raise ConfigError(f"{key} moved to {MOVED_KEYS[key]}")
     parts = key.split(".")
     node = raw
-    model: type[BaseModel] | None = Config
+    model: type[BaseModel] | None = root
     for depth, part in enumerate(parts[:-1]):
         _check_key(model, parts[: depth + 1])
         field = model.model_fields[part] if model else None
@@ -302,12 +473,12 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, root: type[BaseModel]) -> str:
     error = exc.errors()[0]
     key = ".".join(str(p) for p in error["loc"]) or "config"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if error["type"] == "extra_forbidden":
-        parent = _section_at(error["loc"][:-1])
+        parent = _section_at(error["loc"][:-1], root)
         allowed = ", ".join(parent.model_fields) if parent else "?"
         return f"unknown config key {key!r}; allowed: {allowed}{more}"
     got = error.get("input")
@@ -315,8 +486,8 @@ def _describe(exc: ValidationError) -> str:
     return f"invalid config value for {key!r}: {error['msg']}{got_text}{more}"
 
 
-def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Config
+def _section_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = root
     for part in loc:
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return None

@@ -136,24 +136,24 @@ def test_build_cache_in_a_process_pool_skips_and_reports_bad_scans(tmp_path: Pat
     scan_id, reason = report.skipped[0]
     assert scan_id == "s3"
     assert "broken.mp4" in reason
-    root = default_cache_root(manifest, cfg)
+    root = default_cache_root(manifest, None)
     assert root == tmp_path / ".learner-cache"
     assert len(list(root.glob("*.npy"))) == 3
     assert leftovers(root) == []
 
 
 def test_build_cache_reuses_and_stops_on_a_bad_scan_without_skip(tmp_path: Path) -> None:
-    cfg = DataConfig(size=16, max_cached_frames=4, cache_dir=tmp_path / "elsewhere")
+    cfg, elsewhere = DataConfig(size=16, max_cached_frames=4), tmp_path / "elsewhere"
     good = _manifest(tmp_path, bad=False)
-    assert build_cache(good, cfg, workers=1).built == 3
-    again = build_cache(good, cfg, workers=0)
+    assert build_cache(good, cfg, workers=1, cache_dir=elsewhere).built == 3
+    again = build_cache(good, cfg, workers=0, cache_dir=elsewhere)
     assert (again.built, again.reused, again.skipped) == (0, 3, [])
     cache = ScanCache(tmp_path / "elsewhere", Preprocessor.from_config(cfg))
     for record in good.records:
         np.testing.assert_array_equal(cache.get(record), Preprocessor.from_config(cfg).load(record.path))
     assert cache.decode_count == 0  # built ahead, so training decodes nothing
     with pytest.raises(ScanReadError, match=r"broken\.mp4"):
-        build_cache(_manifest(tmp_path, bad=True), cfg, workers=1)
+        build_cache(_manifest(tmp_path, bad=True), cfg, workers=1, cache_dir=elsewhere)
 
 
 def test_a_warm_cache_starts_no_worker_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

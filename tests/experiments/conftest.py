@@ -27,13 +27,13 @@ from learner.experiments.demo import DemoMode, prepare_lus, prepare_mri
 TINY_SETTINGS = [
     "data.frames=2",
     "data.size=32",
-    "data.num_workers=0",
+    "runtime.workers=0",
     "optim.epochs=1",
     "optim.batch_size=8",
     "optim.max_steps_per_epoch=2",
     "classifier.epochs=15",
     "classifier.patience=5",
-    "experiment.bootstrap=30",
+    "classifier.bootstrap=30",
 ]
 TINY_MODE = DemoMode(
     "demo.yaml", lus={"patients": (6, 3, 3), "frames": 4, "size": 32}, mri={"patients": (6, 3, 3), "size": 32}

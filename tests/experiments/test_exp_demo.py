@@ -10,7 +10,7 @@ import pytest
 
 from learner.cli import run
 from learner.cli.experiment_cmd import parse_dataset
-from learner.config import Config, apply_overrides
+from learner.config import Config, Experiment, ExperimentConfig
 from learner.errors import ConfigError
 from learner.experiments import demo
 from learner.experiments.demo import DemoMode
@@ -24,7 +24,7 @@ def test_demo_generates_runs_reports_and_continues(
     tiny_mode: DemoMode,
 ) -> None:
     monkeypatch.setitem(demo.MODES, "demo", tiny_mode)
-    one_seed = apply_overrides(tiny_config, {"experiment.seeds": [0]})
+    one_seed = Experiment(tiny_config, ExperimentConfig(seeds=[0]))
     monkeypatch.setattr(demo, "demo_config", lambda mode: one_seed)
     result = demo.run_demo(tmp_path / "demo", dataset="both")
     assert (tmp_path / "demo" / "phantom-lus-demo" / "manifest.csv").is_file()
@@ -43,9 +43,9 @@ def test_demo_generates_runs_reports_and_continues(
 
 
 def test_demo_config_is_valid_and_small() -> None:
-    config = demo.demo_config("demo")
-    assert config.experiment.losses == ["mse", "mse+cl", "mse+wcl"]
-    assert config.optim.epochs < demo.demo_config("full").optim.epochs == 100
+    experiment = demo.demo_config("demo")
+    assert experiment.grid.losses == ["mse", "mse+cl", "mse+wcl"]
+    assert experiment.config.optim.epochs < demo.demo_config("full").config.optim.epochs == 100
 
 
 def test_experiment_cli_runs_table3(
@@ -54,7 +54,7 @@ def test_experiment_cli_runs_table3(
     lus = tiny_datasets[0]
     argv = ["experiment", "table3", "--out", str(tmp_path / "t3"), "--dataset", f"lus={lus.manifest}@sf"]
     argv += ["--set", "experiment.losses=[mse]", "--set", "experiment.seeds=[0]", "--set", "data.frames=2"]
-    argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "experiment.bootstrap=10"]
+    argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "classifier.bootstrap=10"]
     assert run(argv) == 0
     output = capsys.readouterr().out
     assert output.startswith("| Loss | lus Accuracy | lus F1 |")

@@ -101,7 +101,9 @@ def test_embeddings_equal_an_independent_forward_on_eval_clips(
     table = embed.embed_scans(encoder_run, lus_manifest)
     model, meta = load_regressor(encoder_run)
     config = meta.config
-    cache = ScanCache(default_cache_root(lus_manifest, config.data), Preprocessor.from_config(config.data))
+    cache = ScanCache(
+        default_cache_root(lus_manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+    )
     dataset = ScanDataset(
         lus_manifest.records, cache, frames=config.data.frames, channels=1, train=False, augment=None
     )
@@ -122,7 +124,9 @@ def test_several_clips_per_scan_average_the_clip_embeddings(
     table = embed.embed_scans(encoder_run, lus_manifest, clips_per_scan=2)
     model, meta = load_regressor(encoder_run)
     config = meta.config
-    cached = ScanCache(default_cache_root(lus_manifest, config.data), Preprocessor.from_config(config.data))
+    cached = ScanCache(
+        default_cache_root(lus_manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+    )
     frames = np.asarray(cached.get(lus_manifest.records[0]))  # (4, 32, 32): 4 frames, T = 2, K = 2
     assert len(frames) == 4
     clips = torch.from_numpy(frames[[[0, 2], [1, 3]]]).float().div(255).unsqueeze(2)  # centres of quarters

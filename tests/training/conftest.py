@@ -13,7 +13,7 @@ from learner.config import Config, apply_overrides
 TINY: dict[str, Any] = {
     "data.frames": 2,
     "data.size": 32,
-    "data.num_workers": 0,
+    "runtime.workers": 0,
     "model.size": "tiny",
     "model.head_hidden": 16,
     "model.dropout": 0.2,  # so that resuming must restore the global torch RNG exactly
@@ -21,7 +21,7 @@ TINY: dict[str, Any] = {
     "optim.batch_size": 4,
     "optim.epochs": 2,
     "optim.max_steps_per_epoch": 2,
-    "optim.device": "cpu",
+    "runtime.device": "cpu",
 }
 """2 epochs × 2 steps of 4 clips (2 frames, 32 px) through the tiny TSM: a couple of seconds on CPU."""
 

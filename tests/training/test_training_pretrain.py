@@ -146,7 +146,9 @@ def test_metrics_checkpoints_and_splits_agree_with_an_independent_recomputation(
     standardiser = meta.score_standardisation
     config = tiny_config()
     manifest = load_manifest(lus_manifest, get_scale("sf"))
-    cache = ScanCache(default_cache_root(manifest, config.data), Preprocessor.from_config(config.data))
+    cache = ScanCache(
+        default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+    )
     val_set = ScanDataset(manifest.by_split("val"), cache, frames=2, channels=1, train=False, augment=None)
     with torch.no_grad():
         clips = torch.stack([val_set[i][0] for i in range(len(val_set))])  # (N, T, C, H, W)
@@ -169,13 +171,14 @@ def test_metrics_checkpoints_and_splits_agree_with_an_independent_recomputation(
     assert "train_state.pt" not in {p.name for p in (reference / "checkpoints" / "best").iterdir()}
 
 
-def test_resume_refuses_a_changed_config_and_accepts_a_new_device(
+def test_resume_refuses_a_changed_config_and_accepts_a_new_runtime(
     reference: Path, tiny_config: Callable[..., Config]
 ) -> None:
     with pytest.raises(ConfigError, match=r"differs from .*config\.yaml in loss\.lam, optim\.lr"):
         pretrain(tiny_config(**{"loss.lam": 0.5, "optim.lr": 0.1}), reference, resume=True)
     before = checkpoint_fingerprint(reference / "checkpoints" / "last")
-    result = pretrain(tiny_config(**{"optim.device": "auto"}), reference, resume=True)  # already complete
+    runtime = {"runtime.device": "auto", "runtime.amp": False, "runtime.channels_last": False}
+    result = pretrain(tiny_config(**runtime), reference, resume=True)  # already complete
     assert result.last["epoch"] == 2
     assert checkpoint_fingerprint(reference / "checkpoints" / "last") == before
 

@@ -180,20 +180,22 @@ def cache(
     config: ConfigOption = None,
     sets: SetOption = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Decoding processes (default: data.num_workers).")
+        int | None, typer.Option("--workers", help="Decoding processes (default: runtime.workers).")
     ] = None,
     skip_bad: Annotated[
         bool | None,
         typer.Option("--skip-bad/--no-skip-bad", help="Skip unreadable scans (listed) instead of stopping."),
     ] = None,
 ) -> None:
-    """Decode every scan of MANIFEST once into the cache (data.cache_dir) so training reads arrays."""
+    """Decode every scan of MANIFEST once into the cache (runtime.cache_dir) so training reads arrays."""
     from learner.data.cache import build_cache
 
-    explicit = {"data.scale": scale, "data.skip_bad_scans": skip_bad, "data.num_workers": workers}
+    explicit = {"data.scale": scale, "data.skip_bad_scans": skip_bad, "runtime.workers": workers}
     cfg = config_from_options(config, sets, **explicit)
     loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data))
-    report = build_cache(loaded, cfg.data, cfg.data.num_workers, cfg.data.skip_bad_scans)
+    report = build_cache(
+        loaded, cfg.data, cfg.runtime.workers, cfg.data.skip_bad_scans, cache_dir=cfg.runtime.cache_dir
+    )
     typer.echo(
         f"cache: {report.built} built, {report.reused} reused, {len(report.skipped)} skipped "
         f"({report.seconds:.1f} s)"

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from learner.cli.options import ConfigOption, SetOption, config_from_options
-from learner.config import Config, DatasetSpec
+from learner.cli.options import ConfigOption, SetOption
+from learner.config import DatasetSpec, Experiment, load_experiment
 from learner.errors import ConfigError
 
 experiment_app = typer.Typer(
@@ -47,21 +47,21 @@ def parse_dataset(text: str, default_scale: str) -> DatasetSpec:
     return DatasetSpec(name=name, manifest=Path(manifest), scale=scale)
 
 
-def _grid_config(config: Path | None, sets: list[str] | None, datasets: list[str] | None) -> Config:
-    cfg = config_from_options(config, sets)
+def _grid_config(config: Path | None, sets: list[str] | None, datasets: list[str] | None) -> Experiment:
+    experiment = load_experiment(config, sets or [])
     if datasets:
-        specs = [parse_dataset(text, cfg.data.scale) for text in datasets]
-        cfg = cfg.model_copy(update={"experiment": cfg.experiment.model_copy(update={"datasets": specs})})
-    return cfg
+        specs = [parse_dataset(text, experiment.config.data.scale) for text in datasets]
+        experiment = Experiment(experiment.config, experiment.grid.model_copy(update={"datasets": specs}))
+    return experiment
 
 
 def _run_and_report(
-    runner: Callable[..., Any], config: Config, out: Path, *, resume: bool, force: bool
+    runner: Callable[..., Any], experiment: Experiment, out: Path, *, resume: bool, force: bool
 ) -> None:
     """Run an experiment grid, print its table, write and name its report."""
     from learner.evaluation.report import write_report
 
-    result = runner(config, out, resume=resume, force=force)
+    result = runner(experiment.config, out, grid=experiment.grid, resume=resume, force=force)
     typer.echo(result.table)
     typer.echo(f"report: {write_report(result.out_dir)}")
 

@@ -38,7 +38,9 @@ def pretrain_command(
     init: Annotated[
         Path | None, typer.Option("--init", help="Local encoder weights, safetensors or .pth (model.init).")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (optim.device).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu or cuda (runtime.device).")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every RNG (seed).")] = None,
     resume: Annotated[
         Path | None,
@@ -83,7 +85,7 @@ def pretrain_command(
     else:
         cfg = config_from_options(config, sets, **dict(flags.values()))
     if device is not None:
-        cfg = apply_overrides(cfg, {"optim.device": device})
+        cfg = apply_overrides(cfg, {"runtime.device": device})  # a resumed run may change runtime
     result = pretrain(cfg, out, resume=resume is not None, force=force)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports

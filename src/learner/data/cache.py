@@ -10,7 +10,7 @@ and readers only ever see whole files.
 
 Example::
 
-    cache = ScanCache(default_cache_root(manifest, cfg.data), Preprocessor.from_config(cfg.data))
+    cache = ScanCache(default_cache_root(manifest, cfg.runtime.cache_dir), Preprocessor.from_config(cfg.data))
     frames = cache.get(manifest.records[0])  # (T', H, W) uint8, memory-mapped
 """
 
@@ -106,13 +106,18 @@ class CacheReport:
     seconds: float = 0.0
 
 
-def default_cache_root(manifest: Manifest, data_cfg: DataConfig) -> Path:
-    """``data.cache_dir`` if set, else ``<manifest folder>/.learner-cache``."""
-    return Path(data_cfg.cache_dir) if data_cfg.cache_dir is not None else manifest.root / ".learner-cache"
+def default_cache_root(manifest: Manifest, cache_dir: Path | None) -> Path:
+    """``cache_dir`` (``runtime.cache_dir``) if set, else ``<manifest folder>/.learner-cache``."""
+    return Path(cache_dir) if cache_dir is not None else manifest.root / ".learner-cache"
 
 
 def build_cache(
-    manifest: Manifest, data_cfg: DataConfig, workers: int = 2, skip_bad: bool = False
+    manifest: Manifest,
+    data_cfg: DataConfig,
+    workers: int = 2,
+    skip_bad: bool = False,
+    *,
+    cache_dir: Path | None = None,
 ) -> CacheReport:
     """Decode every scan of ``manifest`` into the cache ahead of training, with a progress bar.
 
@@ -121,10 +126,11 @@ def build_cache(
 
     Args:
         manifest: the validated manifest (``.root``, ``.records``).
-        data_cfg: preprocessing parameters and ``cache_dir``.
+        data_cfg: preprocessing parameters.
         workers: decoding processes.
         skip_bad: list unreadable scans in ``CacheReport.skipped`` (every row of the file, with the
             reason) instead of raising.
+        cache_dir: the cache folder (``runtime.cache_dir``); None: :func:`default_cache_root`.
 
     Raises:
         ScanReadError: the first unreadable scan, when ``skip_bad`` is False.
@@ -132,7 +138,7 @@ def build_cache(
     from rich.progress import Progress
 
     started = time.perf_counter()
-    cache = ScanCache(default_cache_root(manifest, data_cfg), Preprocessor.from_config(data_cfg))
+    cache = ScanCache(default_cache_root(manifest, cache_dir), Preprocessor.from_config(data_cfg))
     rows: dict[Path, list[str]] = defaultdict(list)
     for record in manifest.records:
         rows[Path(record.path)].append(record.scan_id)

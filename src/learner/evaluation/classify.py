@@ -106,7 +106,7 @@ def run_classification(
     Args:
         encoder_run: a pretraining run directory (``splits.csv``, ``checkpoints/<which>``).
         manifest: the scans (the run's manifest; its split column is replaced by the run's split).
-        config: ``data.pairs``, ``data.scale``, ``classifier``, ``experiment.bootstrap`` and ``seed`` are
+        config: ``data.pairs``, ``data.scale``, ``classifier`` and ``seed`` are
             used; it is stored in ``out_dir``.
         out_dir: a new (or, with ``force``, replaced) run directory for the classifier.
         which: the encoder checkpoint, ``best`` or ``last``.
@@ -205,7 +205,7 @@ def _test_metrics(test_pairs: pd.DataFrame, predicted: np.ndarray, config: Confi
     truth = test_pairs["label"].to_numpy(dtype=np.int64)
     patients = test_pairs["first_patient_id"].astype(str).to_numpy()
     metrics = classification_metrics(truth, predicted)
-    n_boot = config.experiment.bootstrap
+    n_boot = config.classifier.bootstrap
     metrics["ci"] = {  # (nan, nan) when there is no bootstrap; atomic.write_json stores null
         name: list(patient_bootstrap_ci(truth, predicted, patients, fn, n_boot, config.seed))
         for name, fn in BOOTSTRAP_METRICS.items()

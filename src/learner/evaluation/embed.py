@@ -205,7 +205,9 @@ def embed_scans(
         return EmbeddingTable.load(target)
     model, meta = load_regressor(run_dir, which=which, device=device)
     config = meta.config
-    cache = ScanCache(default_cache_root(manifest, config.data), Preprocessor.from_config(config.data))
+    cache = ScanCache(
+        default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+    )
     channels = meta.encoder.in_channels
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []

@@ -55,7 +55,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("loss.lam", "λ (MSE weight)"),
     ("classifier.head", "classifier head"),
     ("classifier.combine", "pair combine"),
-    ("experiment.bootstrap", "bootstrap resamples"),
+    ("classifier.bootstrap", "bootstrap resamples"),
 )
 
 

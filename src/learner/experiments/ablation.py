@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from learner import atomic
-from learner.config import Config, DatasetSpec
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.data.manifest import load_manifest
 from learner.data.scales import scale_from_config
 from learner.evaluation.report import render_ablation
@@ -57,6 +57,7 @@ def run_ablation(
     config: Config,
     out_dir: str | os.PathLike[str],
     *,
+    grid: ExperimentConfig | None = None,
     datasets: Sequence[DatasetSpec] | None = None,
     backbones: Sequence[str] | None = None,
     combines: Sequence[str] | None = None,
@@ -69,9 +70,10 @@ def run_ablation(
     """Run (or continue) the Table 4 grid; finished stages are reused, never recomputed.
 
     Args:
-        config: the base config of every cell; ``experiment`` gives the default axes.
+        config: the base config of every cell.
         out_dir: the experiment's run directory.
-        datasets, backbones, combines, classifiers, losses, seeds: override the ``experiment`` axes.
+        grid: the experiment grid (default: :class:`ExperimentConfig`'s defaults).
+        datasets, backbones, combines, classifiers, losses, seeds: override the ``grid`` axes.
         resume: continue an experiment in ``out_dir``. force: wipe ``out_dir`` first.
 
     Raises:
@@ -79,8 +81,7 @@ def run_ablation(
         RunDirError: ``out_dir`` not empty without resume/force, or a finished stage with another config.
     """
     axes = {"backbones": backbones, "combines": combines, "classifiers": classifiers}
-    config = with_grid(config, datasets=datasets, losses=losses, seeds=seeds, **axes)
-    grid = config.experiment
+    grid = with_grid(grid or ExperimentConfig(), datasets=datasets, losses=losses, seeds=seeds, **axes)
     plan: list[tuple[DatasetSpec, Path, Config, list[tuple[str, Config]]]] = []
     for dataset in grid.datasets:  # every config is built (so validated) before the first pretraining
         for backbone, loss, seed in itertools.product(grid.backbones, grid.losses, grid.seeds):
@@ -95,8 +96,7 @@ def run_ablation(
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
             plan.append((dataset, where, cell_config(config, dataset, **keys), variants))
     run = open_run_dir(out_dir, config, resume=resume, force=force)
-    if resume:
-        atomic.write_text(run.path / "config.yaml", config.to_yaml())
+    atomic.write_text(run.path / "config.yaml", Experiment(config, grid).to_yaml())
     device = embedding_device(config)
     manifests = {
         d.name: load_manifest(d.manifest, scale_from_config(cell_config(config, d).data))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from learner.config import Config, DatasetSpec, SplitConfig, load_config
+from learner.config import DatasetSpec, Experiment, SplitConfig, load_experiment
 from learner.data.adni import adnimerge_to_manifest
 from learner.data.manifest import load_manifest, write_manifest
 from learner.data.phantom.lus import generate_lus_cohort
@@ -97,9 +97,9 @@ DATASETS: dict[str, tuple[Callable[[Path, DemoMode, int], DatasetSpec], ...]] = 
 }
 
 
-def demo_config(mode: str) -> Config:
-    """The config of a demo mode: a config bundled with the package (``learner/configs``)."""
-    return load_config(Path(MODES[mode].config).stem)
+def demo_config(mode: str) -> Experiment:
+    """The experiment of a demo mode: a config bundled with the package (``learner/configs``)."""
+    return load_experiment(Path(MODES[mode].config).stem)
 
 
 def run_demo(
@@ -123,7 +123,7 @@ def run_demo(
         raise ConfigError(f"unknown demo dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     started = time.perf_counter()
     mode_name = "full" if full else "demo"
-    mode, config = MODES[mode_name], demo_config(mode_name)
+    mode, experiment = MODES[mode_name], demo_config(mode_name)
     root = Path(out_dir)
     specs = [
         prepare(root / f"phantom-{prepare.__name__.removeprefix('prepare_')}-{mode_name}", mode, workers)
@@ -131,6 +131,8 @@ def run_demo(
     ]
     experiment_dir = root / f"table3-{mode_name}"
     resume = not force and (experiment_dir / "config.yaml").is_file()
-    result = run_table3(config, experiment_dir, datasets=specs, resume=resume, force=force)
+    result = run_table3(
+        experiment.config, experiment_dir, grid=experiment.grid, datasets=specs, resume=resume, force=force
+    )
     report = write_report(result.out_dir)
     return DemoResult(result, report, time.perf_counter() - started)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from learner import atomic
-from learner.config import Config, DatasetSpec, ExperimentConfig, LossConfig, apply_overrides
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, LossConfig, apply_overrides
 from learner.data.adni import normalise_viscode
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
@@ -51,7 +51,7 @@ from learner.evaluation.report import loss_label, render_table3
 from learner.losses.registry import build_objective
 from learner.runs import open_run_dir
 from learner.training.checkpoint import checkpoint_fingerprint
-from learner.training.pretrain import RESUMABLE_CHANGES, pretrain
+from learner.training.pretrain import pretrain
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +71,15 @@ class Table3Result:
 
 # ------------------------------------------------------------------------------------------------ cells
 def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
-    """The config of one grid cell: ``base`` pointed at ``dataset`` with dotted ``keys`` overridden.
-
-    The experiment section is reset (only ``bootstrap`` is kept) so a cell's config does not change when
-    the grid around it grows.
-    """
-    cell = apply_overrides(
+    """The config of one grid cell: ``base`` pointed at ``dataset`` with dotted ``keys`` overridden."""
+    return apply_overrides(
         base, {"data.manifest": str(dataset.manifest), "data.scale": dataset.scale, **keys}
     )
-    return cell.model_copy(update={"experiment": ExperimentConfig(bootstrap=base.experiment.bootstrap)})
 
 
 def config_digest(config: Config) -> str:
-    """Hash of everything in ``config`` that changes results (not device, workers, cache location)."""
-    volatile: dict[str, set[str]] = defaultdict(set)
-    for key in RESUMABLE_CHANGES:  # "section.field" keys
-        section, name = key.split(".")
-        volatile[section].add(name)
-    kept = config.model_dump(mode="json", exclude=dict(volatile))
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of everything in ``config`` that changes results (all but ``runtime``)."""
+    return hashlib.sha256(json.dumps(config.result_settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def completed(directory: Path, config: Config) -> dict[str, Any] | None:
@@ -270,6 +260,7 @@ def run_table3(
     config: Config,
     out_dir: str | os.PathLike[str],
     *,
+    grid: ExperimentConfig | None = None,
     datasets: Sequence[DatasetSpec] | None = None,
     losses: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
@@ -279,9 +270,10 @@ def run_table3(
     """Run (or continue) the Table 3 grid: dataset × loss × seed, each pretrained → embedded → classified.
 
     Args:
-        config: the base config of every cell (its ``experiment`` section gives the grid defaults).
+        config: the base config of every cell.
         out_dir: the experiment's run directory (see the module docstring for its layout).
-        datasets, losses, seeds: override ``experiment.datasets`` / ``losses`` / ``seeds``.
+        grid: the experiment grid (default: :class:`ExperimentConfig`'s defaults).
+        datasets, losses, seeds: override ``grid.datasets`` / ``losses`` / ``seeds``.
         resume: continue an experiment in ``out_dir`` (finished cells are reused, never recomputed).
         force: wipe ``out_dir`` first.
 
@@ -289,11 +281,9 @@ def run_table3(
         ConfigError: an empty grid, an unknown loss, or two datasets with one name.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
-    config = with_grid(config, datasets=datasets, losses=losses, seeds=seeds)
-    grid = config.experiment
+    grid = with_grid(grid or ExperimentConfig(), datasets=datasets, losses=losses, seeds=seeds)
     run = open_run_dir(out_dir, config, resume=resume, force=force)
-    if resume:
-        atomic.write_text(run.path / "config.yaml", config.to_yaml())  # the grid may have grown
+    atomic.write_text(run.path / "config.yaml", Experiment(config, grid).to_yaml())  # the grid may grow
     device = embedding_device(config)
     cells: list[dict[str, Any]] = []
     figures: dict[str, Any] = {}
@@ -317,7 +307,7 @@ def run_table3(
                         keys | {"clips_per_scan": cfg.classifier.clips_per_scan}, encoder, classified
                     )
                 )
-        figures[dataset.name] = figure_one(run.path, rows, manifest, grid.bootstrap)
+        figures[dataset.name] = figure_one(run.path, rows, manifest, config.classifier.bootstrap)
         cells += rows
     baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
     results = {
@@ -340,20 +330,20 @@ def run_table3(
 
 
 def with_grid(
-    config: Config,
+    grid: ExperimentConfig,
     *,
     datasets: Sequence[DatasetSpec] | None = None,
     losses: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     **more: Sequence[str] | None,
-) -> Config:
-    """``config`` with the given grid axes replacing ``experiment``'s, validated up front.
+) -> ExperimentConfig:
+    """``grid`` with the given axes replacing its own, validated up front.
 
     Raises:
         ConfigError: an empty axis, no dataset, two datasets sharing a name, or an unknown loss.
     """
     given = {"datasets": datasets, "losses": losses, "seeds": seeds, **more}
-    grid = config.experiment.model_copy(update={k: list(v) for k, v in given.items() if v is not None})
+    grid = grid.model_copy(update={k: list(v) for k, v in given.items() if v is not None})
     if not grid.datasets:
         raise ConfigError("experiment.datasets is empty; list at least one {name, manifest, scale}")
     names = [d.name for d in grid.datasets]
@@ -364,7 +354,7 @@ def with_grid(
             raise ConfigError(f"experiment.{axis} is empty")
     for loss in grid.losses:
         build_objective(LossConfig(name=loss))
-    return config.model_copy(update={"experiment": grid})
+    return grid
 
 
 def describe_dataset(dataset: DatasetSpec, manifest: Manifest) -> dict[str, Any]:
@@ -384,7 +374,7 @@ def embedding_device(config: Config) -> str:
     """Where frozen encoders run: the pretraining device rule (``auto`` = CUDA when visible)."""
     import torch
 
-    cuda = config.optim.device == "cuda" or (config.optim.device == "auto" and torch.cuda.is_available())
+    cuda = config.runtime.device == "cuda" or (config.runtime.device == "auto" and torch.cuda.is_available())
     return "cuda" if cuda else "cpu"
 
 

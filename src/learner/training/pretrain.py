@@ -35,8 +35,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
-from learner.atomic import atomic_path
-from learner.config import Config
+from learner.atomic import atomic_path, finite
+from learner.config import Config, Optimizer, Schedule
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache, build_cache, default_cache_root
 from learner.data.datasets import ScanDataset, make_loader
@@ -64,17 +64,16 @@ from learner.training.distributed import (
     distributed,
     wrap_model,
 )
+from learner.training.names import check_names
 from learner.training.seeding import rng_state, seed_everything, set_rng_state
 from learner.training.validation import predict_scores, regression_metrics
 
 log = logging.getLogger(__name__)
 
-RESUMABLE_CHANGES: tuple[str, ...] = (
-    "optim.device", "optim.amp", "optim.channels_last", "data.num_workers", "data.cache_dir",
-)  # fmt: skip
-"""Config keys a resumed run may change: where and how fast it runs, not what it computes."""
-
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+OPTIMIZERS: dict[Optimizer, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
 
 
 def cosine_lr(step: int, total: int, base: float) -> float:
@@ -87,7 +86,10 @@ def constant_lr(step: int, total: int, base: float) -> float:
     return base
 
 
-LR_SCHEDULES: dict[str, Callable[[int, int, float], float]] = {"cosine": cosine_lr, "constant": constant_lr}
+LR_SCHEDULES: dict[Schedule, Callable[[int, int, float], float]] = {
+    "cosine": cosine_lr,
+    "constant": constant_lr,
+}
 
 
 @dataclass(frozen=True)
@@ -111,16 +113,19 @@ def pretrain(
         run_dir: receives config.yaml, run.json, log.txt, splits.csv, metrics.csv, metrics.json and
             ``checkpoints/{last,best}``.
         resume: continue from ``checkpoints/last`` (weights, optimiser, schedule step, RNG states, epoch);
-            only the keys in :data:`RESUMABLE_CHANGES` may differ from the stored config.
+            only the ``runtime`` section may differ from the stored config.
         force: wipe a non-empty ``run_dir`` first.
 
     Raises:
         ConfigError, ManifestError, RunDirError, CheckpointError: bad input, each named in one line.
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; ``checkpoints/last`` is kept).
     """
-    if config.optim.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("optim.device is 'cuda' but no CUDA device is visible; use --device cpu or auto")
-    use_cuda = config.optim.device == "cuda" or (config.optim.device == "auto" and torch.cuda.is_available())
+    check_names(config)
+    if config.runtime.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("runtime.device is 'cuda' but no CUDA device is visible; use --device cpu or auto")
+    use_cuda = config.runtime.device == "cuda" or (
+        config.runtime.device == "auto" and torch.cuda.is_available()
+    )
     with distributed("cuda" if use_cuda else "cpu") as info:
         device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
         return _pretrain(config, Path(run_dir), info, device, resume=resume, force=force)
@@ -129,7 +134,7 @@ def pretrain(
 def _pretrain(
     config: Config, run_dir: Path, info: DistInfo, device: torch.device, *, resume: bool, force: bool
 ) -> PretrainResult:
-    optim, data = config.optim, config.data
+    optim, data, runtime = config.optim, config.data, config.runtime
     # ---- seeds and run directory (rank 0 alone writes files) ----
     seed_everything(config.seed, deterministic=device.type == "cpu")
     if resume:
@@ -143,10 +148,14 @@ def _pretrain(
     splits, from_file = resolve_splits(manifest, data.split, config.seed)
     manifest = manifest.with_splits(splits)
     if info.is_main:
-        report = build_cache(manifest, data, data.num_workers, data.skip_bad_scans)
+        report = build_cache(
+            manifest, data, runtime.workers, data.skip_bad_scans, cache_dir=runtime.cache_dir
+        )
     barrier()  # rank 0 decodes; the other ranks then find every array cached and collect the same skips
     if not info.is_main:
-        report = build_cache(manifest, data, data.num_workers, data.skip_bad_scans)
+        report = build_cache(
+            manifest, data, runtime.workers, data.skip_bad_scans, cache_dir=runtime.cache_dir
+        )
     skipped = {scan_id for scan_id, _ in report.skipped}
     train_records = [r for r in manifest.by_split("train") if r.scan_id not in skipped]
     val_records = [r for r in manifest.by_split("val") if r.scan_id not in skipped]
@@ -162,7 +171,7 @@ def _pretrain(
             log.warning("skipped %d unreadable scan(s): %s", len(skipped), ", ".join(sorted(skipped)))
     standardiser = ScoreStandardiser.fit([r.score for r in train_records])
     # ---- datasets and loaders: train = random frame per segment + augmentation; val = centre frames ----
-    cache = ScanCache(default_cache_root(manifest, data), Preprocessor.from_config(data))
+    cache = ScanCache(default_cache_root(manifest, runtime.cache_dir), Preprocessor.from_config(data))
     clip_args: dict[str, Any] = {"frames": data.frames, "channels": data.channels, "seed": config.seed}
     train_set = ScanDataset(
         train_records, cache, train=True, augment=ClipAugment.from_config(data), **clip_args
@@ -173,7 +182,7 @@ def _pretrain(
             f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
         )
     sampler = DistributedSampler(train_set, info.world_size, info.rank, seed=config.seed, drop_last=True)
-    loader_args: dict[str, Any] = {"num_workers": data.num_workers, "seed": config.seed}
+    loader_args: dict[str, Any] = {"num_workers": runtime.workers, "seed": config.seed}
     loader_args["pin_memory"] = device.type == "cuda"
     local_batch = optim.batch_size // info.world_size
     train_loader = make_loader(
@@ -186,11 +195,11 @@ def _pretrain(
     total_steps = optim.epochs * steps_per_epoch
     # ---- model θ = {θ_V, θ_M}, optimiser, objective, mixed precision (GPU only) ----
     model = build_regressor(config.model, data.channels, data.size).to(device)
-    if device.type == "cuda" and optim.channels_last:
+    if device.type == "cuda" and runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)  # conv kernels prefer NHWC on tensor cores
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     objective = build_objective(config.loss)
-    amp_dtype = _amp_dtype(device, optim.amp)
+    amp_dtype = _amp_dtype(device, runtime.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     encoder_meta = EncoderMeta(config.model.backbone, model.encoder.embed_dim, data.channels, data.size)
     meta = CheckpointMeta(config=config, score_standardisation=standardiser, encoder=encoder_meta)
@@ -254,7 +263,7 @@ def _pretrain(
             improved = not best or row["val_mae"] < best["val_mae"]
             best = row if improved else best
             if run is not None:
-                summary = replace(meta, epoch=epoch, step=step, metrics=_json_row(row))
+                summary = replace(meta, epoch=epoch, step=step, metrics=finite(row))
                 if improved:
                     save_checkpoint(best_dir, model, summary)  # best before last: a crash between redoes both
                 train_state = {
@@ -270,17 +279,17 @@ def _pretrain(
         writer.close()
     if run is not None:
         run.write_metrics({
-            "best": _json_row(best), "last": _json_row(history[-1]), "train_mean": standardiser.mean,
+            "best": finite(best), "last": finite(history[-1]), "train_mean": standardiser.mean,
             "scans": {"train": len(train_records), "val": len(val_records), "skipped": len(skipped)},
         })  # fmt: skip
     return PretrainResult(run_dir, best=best, last=history[-1], history=history)
 
 
 def _check_resumable(config: Config, run_dir: Path) -> None:
-    stored = _flatten(load_run_config(run_dir).model_dump(mode="json"))
-    current = _flatten(config.model_dump(mode="json"))
+    """A resumed run may change ``runtime`` only: it must compute what the interrupted one would have."""
+    stored = _flatten(load_run_config(run_dir).result_settings())
+    current = _flatten(config.result_settings())
     changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
-    changed = [key for key in changed if key not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(
             f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changed)}; "
@@ -300,11 +309,6 @@ def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if device.type != "cuda" or not amp:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _json_row(row: dict[str, float]) -> dict[str, float | None]:
-    """A metrics row for JSON: NaN (an undefined Pearson r) becomes null."""
-    return {key: None if isinstance(v, float) and not math.isfinite(v) else v for key, v in row.items()}
 
 
 def _progress(*, enabled: bool) -> Progress:
