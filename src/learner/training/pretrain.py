@@ -49,6 +49,7 @@ from learner.losses.registry import build_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.runs import load_run_config, open_run_dir
 from learner.training.checkpoint import build_regressor, load_checkpoint, load_train_state, save_checkpoint
+from learner.training.device import resolve_device
 from learner.training.distributed import (
     DistInfo,
     all_gather_with_grad,
@@ -111,9 +112,7 @@ def pretrain(
         ConfigError, ManifestError, RunDirError, CheckpointError: bad input, each named in one line.
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; ``checkpoints/last`` is kept).
     """
-    if config.optim.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("optim.device is 'cuda' but no CUDA device is visible; use --device cpu or auto")
-    use_cuda = config.optim.device == "cuda" or (config.optim.device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(config.optim.device).type == "cuda"
     with distributed("cuda" if use_cuda else "cpu") as info:
         device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
         return _pretrain(config, Path(run_dir), info, device, resume=resume, force=force)
