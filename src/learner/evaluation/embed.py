@@ -114,9 +114,9 @@ def clip_indices(n_frames: int, frames: int, clips: int) -> np.ndarray:
 def clips_from_frames(cached: np.ndarray, frames: int, clips: int, channels: int) -> torch.Tensor:
     """Preprocessed uint8 frames (T', H, W) or (T', H, W, 3) → K clips (K, T, C, H, W) float32 in [0, 1].
 
-    The conversion of :class:`learner.data.datasets.ScanDataset` (:func:`learner.data.datasets.frames_to_clip`:
-    a grey array is repeated to 3 channels when the encoder takes 3), so embeddings match what the encoder
-    was trained on.
+    The conversion :class:`learner.data.datasets.ScanDataset` uses
+    (:func:`learner.data.datasets.frames_to_clip`: a grey array is repeated to 3 channels when the encoder
+    takes 3), so embeddings match what the encoder was trained on.
     """
     picks = clip_indices(len(cached), frames, clips)  # (K, T)
     clip = frames_to_clip(cached, picks.reshape(-1), channels)  # (K·T, C, H, W)

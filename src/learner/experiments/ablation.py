@@ -1,6 +1,6 @@
-"""Table 4: the ablation grid backbone × combine × loss × classifier (× seed), on each dataset.
+"""Table 4 (Section 3): the ablation grid backbone × combine × loss × classifier (× seed), on each dataset.
 
-Wiring only, on top of :mod:`learner.experiments.table3`'s resumable stages. Each (dataset, backbone, loss,
+Wiring only, on the resumable stages of :mod:`learner.experiments.grid`. Each (dataset, backbone, loss,
 seed) is pretrained ONCE; its embedding table (cached in the encoder's run dir) serves every combine ×
 classifier variant, so a grid of B backbones, L losses and S seeds costs B·L·S pretrainings however many
 classifier variants it has (the paper's 3 × 3 = 9 per seed for 36 rows).
@@ -17,40 +17,26 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from learner import atomic
-from learner.config import Config, DatasetSpec
-from learner.data.manifest import load_manifest
-from learner.data.scales import scale_from_config
-from learner.evaluation.report import render_ablation
-from learner.experiments.table3 import (
-    METRICS,
+from learner.config import Config, DatasetSpec, ExperimentConfig
+from learner.experiments.grid import (
     cell_config,
-    cell_summary,
+    cell_result,
+    dataset_manifest,
     describe_dataset,
-    embedding_device,
     ensure_classification,
     ensure_encoder,
+    open_experiment,
     summarise,
     with_grid,
+    write_outputs,
 )
-from learner.runs import open_run_dir
-
-GRID_KEYS: tuple[str, ...] = ("dataset", "backbone", "combine", "loss", "classifier")
-
-
-@dataclass(frozen=True)
-class AblationResult:
-    """``results`` is what ``results.json`` holds; ``table`` the Markdown of ``table4.md``."""
-
-    out_dir: Path
-    results: dict[str, Any]
-    table: str
+from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
+from learner.experiments.tables import render_ablation
+from learner.training.device import resolve_device
 
 
 def run_ablation(
@@ -65,7 +51,7 @@ def run_ablation(
     seeds: Sequence[int] | None = None,
     resume: bool = False,
     force: bool = False,
-) -> AblationResult:
+) -> ExperimentResult:
     """Run (or continue) the Table 4 grid; finished stages are reused, never recomputed.
 
     Args:
@@ -75,7 +61,8 @@ def run_ablation(
         resume: continue an experiment in ``out_dir``. force: wipe ``out_dir`` first.
 
     Raises:
-        ConfigError: an empty axis or an invalid name (checked for every cell before any work starts).
+        ConfigError: an empty axis or an invalid name (checked for every cell before any work starts), or
+            ``cuda`` without CUDA.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished stage with another config.
     """
     axes = {"backbones": backbones, "combines": combines, "classifiers": classifiers}
@@ -94,49 +81,39 @@ def run_ablation(
             ]
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
             plan.append((dataset, where, cell_config(config, dataset, **keys), variants))
-    run = open_run_dir(out_dir, config, resume=resume, force=force)
-    if resume:
-        atomic.write_text(run.path / "config.yaml", config.to_yaml())
-    device = embedding_device(config)
-    manifests = {
-        d.name: load_manifest(d.manifest, scale_from_config(cell_config(config, d).data))
-        for d in grid.datasets
-    }
-    cells: list[dict[str, Any]] = []
+    run_dir = open_experiment(config, out_dir, resume=resume, force=force)
+    device = str(resolve_device(config.optim.device))  # where the frozen encoders embed
+    manifests = {d.name: dataset_manifest(config, d) for d in grid.datasets}
+    cells: list[Cell] = []
     for dataset, where, encoder_cfg, variants in plan:
-        encoder = ensure_encoder(encoder_cfg, run.path / where / "encoder")
+        encoder = ensure_encoder(encoder_cfg, run_dir / where / "encoder")
         for name, cfg in variants:
             manifest = manifests[dataset.name]
             classified = ensure_classification(
-                run.path / where / "encoder", manifest, cfg, run.path / where / name, device
+                run_dir / where / "encoder", manifest, cfg, run_dir / where / name, device
             )
-            keys = {
-                "dataset": dataset.name,
-                "backbone": cfg.model.backbone,
-                "combine": cfg.classifier.combine,
-                "loss": cfg.loss.name,
-                "classifier": cfg.classifier.head,
-                "seed": cfg.seed,
-                "dir": str(where),
-                "clips_per_scan": cfg.classifier.clips_per_scan,
-            }
-            cells.append(cell_summary(keys, encoder, classified))
-    results = {
-        "kind": "ablation",
-        "datasets": [describe_dataset(d, manifests[d.name]) for d in grid.datasets],
-        **{
-            axis: list(getattr(grid, axis))
-            for axis in ("backbones", "combines", "classifiers", "losses", "seeds")
-        },
-        "cells": cells,
-        "summary": _paper_order(summarise(cells, GRID_KEYS), grid),
-    }
-    table = render_ablation(results)
-    atomic.write_text(run.path / "table4.md", table)
-    with atomic.atomic_path(run.path / "table4.csv") as tmp:
-        _long_form(results).to_csv(tmp, index=False)
-    atomic.write_json(run.path / "results.json", results)
-    return AblationResult(run.path, results, table)
+            key = GridKey(
+                dataset=dataset.name,
+                loss=cfg.loss.name,
+                backbone=cfg.model.backbone,
+                combine=cfg.classifier.combine,
+                classifier=cfg.classifier.head,
+            )
+            cells.append(
+                cell_result(key, cfg.seed, where, cfg.classifier.clips_per_scan, encoder, classified)
+            )
+    results = Results(
+        kind="ablation",
+        datasets=[describe_dataset(d, manifests[d.name]) for d in grid.datasets],
+        losses=list(grid.losses),
+        seeds=list(grid.seeds),
+        cells=cells,
+        summary=_paper_order(summarise(cells), grid),
+        backbones=list(grid.backbones),
+        combines=list(grid.combines),
+        classifiers=list(grid.classifiers),
+    )
+    return write_outputs(run_dir, "table4", results, render_ablation(results), _long_form(results))
 
 
 def classifier_keys(combine: str, head: str) -> dict[str, str]:
@@ -144,7 +121,7 @@ def classifier_keys(combine: str, head: str) -> dict[str, str]:
     return {"classifier.combine": combine, "classifier.head": head}
 
 
-def _paper_order(rows: list[dict[str, Any]], grid: Any) -> list[dict[str, Any]]:
+def _paper_order(rows: list[SummaryRow], grid: ExperimentConfig) -> list[SummaryRow]:
     """Table 4's row order: dataset, backbone, combine, classifier, then loss, each in grid order."""
     orders = {
         "dataset": [d.name for d in grid.datasets],
@@ -153,15 +130,20 @@ def _paper_order(rows: list[dict[str, Any]], grid: Any) -> list[dict[str, Any]]:
         "classifier": grid.classifiers,
         "loss": grid.losses,
     }
-    return sorted(rows, key=lambda r: tuple(orders[k].index(r[k]) for k in orders))
+    return sorted(rows, key=lambda r: tuple(orders[k].index(getattr(r.key, k)) for k in orders))
 
 
-def _long_form(results: dict[str, Any]) -> pd.DataFrame:
+def _long_form(results: Results) -> pd.DataFrame:
     """``table4.csv``: one row per grid row with every metric's mean and std over seeds."""
     return pd.DataFrame(
         [
-            {key: row[key] for key in (*GRID_KEYS, "n_seeds")}
-            | {f"{name}_{stat}": row[name][stat] for name in METRICS for stat in ("mean", "std")}
-            for row in results["summary"]
+            row.key.to_json()
+            | {"n_seeds": row.n_seeds}
+            | {
+                f"{name}_{stat}": getattr(row.stats[name], stat)
+                for name in METRICS
+                for stat in ("mean", "std")
+            }
+            for row in results.summary
         ]
     )

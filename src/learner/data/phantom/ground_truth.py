@@ -40,7 +40,7 @@ def data_source(manifest: Manifest) -> str:
 
 
 def phantom_record(manifest: Manifest) -> dict[str, object] | None:
-    """The generator's record of the manifest's cohort (kind, version, every parameter); None for real data."""
+    """The generator's record of the manifest's cohort (kind, version, parameters); None for real data."""
     folder = phantom_folder(manifest)
     return _read_record(folder) if folder else None
 
