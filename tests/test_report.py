@@ -160,8 +160,7 @@ def test_report_of_something_else_is_refused(tmp_path: Path) -> None:
 
 
 def test_undefined_numbers_read_n_a() -> None:
-    from learner.experiments.tables import interval, percent
-    from learner.report import interval_plain, plain
+    from learner.experiments.tables import interval, interval_plain, percent, plain
 
     assert [plain(0.12345), plain(None), plain(float("nan"))] == ["0.123", "n/a", "n/a"]
     assert [interval_plain(-0.5, 0.25), interval_plain(None, 0.2)] == ["[-0.500, 0.250]", "n/a"]

@@ -19,7 +19,6 @@ produce, and nothing but the CLI imports it.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,9 +34,11 @@ from learner.experiments.results import Cell, Results, Scalar
 from learner.experiments.tables import (
     F1_NOTE,
     interval,
+    interval_plain,
     loss_label,
     markdown_table,
     percent,
+    plain,
     render_ablation,
     render_table3,
 )
@@ -294,16 +295,6 @@ def _figure_section(results: Results) -> str:
                 f"![Fig. 1 {dataset} {target}]({figure.png})\n\n{table}"
             )
     return "\n".join(parts)
-
-
-def plain(value: float | None) -> str:
-    """A number with three decimals, or 'n/a' when undefined (stored as null, or NaN)."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
-def interval_plain(low: float | None, high: float | None) -> str:
-    """An interval of plain numbers (not fractions) as ``[a, b]``, or 'n/a'."""
-    return "n/a" if "n/a" in (plain(low), plain(high)) else f"[{plain(low)}, {plain(high)}]"
 
 
 def _cell_section(cells: Sequence[Cell]) -> str:

@@ -22,18 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from learner.config import Config, DatasetSpec, ExperimentConfig
-from learner.experiments.grid import (
-    cell_config,
-    cell_result,
-    dataset_manifest,
-    describe_dataset,
-    ensure_classification,
-    ensure_encoder,
-    open_experiment,
-    summarise,
-    with_grid,
-    write_outputs,
-)
+from learner.experiments import grid
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
 from learner.training.device import resolve_device
@@ -66,30 +55,32 @@ def run_ablation(
         RunDirError: ``out_dir`` not empty without resume/force, or a finished stage with another config.
     """
     axes = {"backbones": backbones, "combines": combines, "classifiers": classifiers}
-    config = with_grid(config, datasets=datasets, losses=losses, seeds=seeds, **axes)
-    grid = config.experiment
+    config = grid.with_grid(config, datasets=datasets, losses=losses, seeds=seeds, **axes)
+    experiment = config.experiment
     plan: list[tuple[DatasetSpec, Path, Config, list[tuple[str, Config]]]] = []
-    for dataset in grid.datasets:  # every config is built (so validated) before the first pretraining
-        for backbone, loss, seed in itertools.product(grid.backbones, grid.losses, grid.seeds):
+    for dataset in experiment.datasets:  # every config is built (so validated) before the first pretraining
+        for backbone, loss, seed in itertools.product(
+            experiment.backbones, experiment.losses, experiment.seeds
+        ):
             keys = {"model.backbone": backbone, "loss.name": loss, "seed": seed}
             variants = [
                 (
                     f"classify-{combine}-{head}",
-                    cell_config(config, dataset, **keys, **classifier_keys(combine, head)),
+                    grid.cell_config(config, dataset, **keys, **classifier_keys(combine, head)),
                 )
-                for combine, head in itertools.product(grid.combines, grid.classifiers)
+                for combine, head in itertools.product(experiment.combines, experiment.classifiers)
             ]
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
-            plan.append((dataset, where, cell_config(config, dataset, **keys), variants))
-    run_dir = open_experiment(config, out_dir, resume=resume, force=force)
+            plan.append((dataset, where, grid.cell_config(config, dataset, **keys), variants))
+    run_dir = grid.open_experiment(config, out_dir, resume=resume, force=force)
     device = str(resolve_device(config.optim.device))  # where the frozen encoders embed
-    manifests = {d.name: dataset_manifest(config, d) for d in grid.datasets}
+    manifests = {d.name: grid.dataset_manifest(config, d) for d in experiment.datasets}
     cells: list[Cell] = []
     for dataset, where, encoder_cfg, variants in plan:
-        encoder = ensure_encoder(encoder_cfg, run_dir / where / "encoder")
+        encoder = grid.ensure_encoder(encoder_cfg, run_dir / where / "encoder")
         for name, cfg in variants:
             manifest = manifests[dataset.name]
-            classified = ensure_classification(
+            classified = grid.ensure_classification(
                 run_dir / where / "encoder", manifest, cfg, run_dir / where / name, device
             )
             key = GridKey(
@@ -100,20 +91,20 @@ def run_ablation(
                 classifier=cfg.classifier.head,
             )
             cells.append(
-                cell_result(key, cfg.seed, where, cfg.classifier.clips_per_scan, encoder, classified)
+                grid.cell_result(key, cfg.seed, where, cfg.classifier.clips_per_scan, encoder, classified)
             )
     results = Results(
         kind="ablation",
-        datasets=[describe_dataset(d, manifests[d.name]) for d in grid.datasets],
-        losses=list(grid.losses),
-        seeds=list(grid.seeds),
+        datasets=[grid.describe_dataset(d, manifests[d.name]) for d in experiment.datasets],
+        losses=list(experiment.losses),
+        seeds=list(experiment.seeds),
         cells=cells,
-        summary=_paper_order(summarise(cells), grid),
-        backbones=list(grid.backbones),
-        combines=list(grid.combines),
-        classifiers=list(grid.classifiers),
+        summary=_paper_order(grid.summarise(cells), experiment),
+        backbones=list(experiment.backbones),
+        combines=list(experiment.combines),
+        classifiers=list(experiment.classifiers),
     )
-    return write_outputs(run_dir, "table4", results, render_ablation(results), _long_form(results))
+    return grid.write_outputs(run_dir, "table4", results, render_ablation(results), _long_form(results))
 
 
 def classifier_keys(combine: str, head: str) -> dict[str, str]:
@@ -121,14 +112,14 @@ def classifier_keys(combine: str, head: str) -> dict[str, str]:
     return {"classifier.combine": combine, "classifier.head": head}
 
 
-def _paper_order(rows: list[SummaryRow], grid: ExperimentConfig) -> list[SummaryRow]:
+def _paper_order(rows: list[SummaryRow], experiment: ExperimentConfig) -> list[SummaryRow]:
     """Table 4's row order: dataset, backbone, combine, classifier, then loss, each in grid order."""
     orders = {
-        "dataset": [d.name for d in grid.datasets],
-        "backbone": grid.backbones,
-        "combine": grid.combines,
-        "classifier": grid.classifiers,
-        "loss": grid.losses,
+        "dataset": [d.name for d in experiment.datasets],
+        "backbone": experiment.backbones,
+        "combine": experiment.combines,
+        "classifier": experiment.classifiers,
+        "loss": experiment.losses,
     }
     return sorted(rows, key=lambda r: tuple(orders[k].index(getattr(r.key, k)) for k in orders))
 

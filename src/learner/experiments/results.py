@@ -229,8 +229,20 @@ class Results:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Results:
         """Read back what :meth:`to_json` wrote (``json.loads`` of ``results.json``)."""
-        comparisons = data.get("comparisons")
-        figures = data.get("figures")
+        comparisons = figures = None
+        if "comparisons" in data:
+            comparisons = {
+                dataset: {
+                    loss: {m: _difference(d) for m, d in by_metric.items()}
+                    for loss, by_metric in rows.items()
+                }
+                for dataset, rows in data["comparisons"].items()
+            }
+        if "figures" in data:
+            figures = {
+                dataset: {target: Figure(**figure) for target, figure in targets.items()}
+                for dataset, targets in data["figures"].items()
+            }
         return cls(
             kind=data["kind"],
             datasets=[DatasetSummary.from_json(d) for d in data["datasets"]],
@@ -240,21 +252,8 @@ class Results:
             summary=[SummaryRow.from_json(r) for r in data["summary"]],
             **{axis: list(data[axis]) for axis in OPTIONAL_AXES if axis in data},
             baseline_loss=data.get("baseline_loss"),
-            comparisons=None
-            if comparisons is None
-            else {
-                dataset: {
-                    loss: {m: _difference(d) for m, d in by_metric.items()}
-                    for loss, by_metric in rows.items()
-                }
-                for dataset, rows in comparisons.items()
-            },
-            figures=None
-            if figures is None
-            else {
-                dataset: {target: Figure(**figure) for target, figure in targets.items()}
-                for dataset, targets in figures.items()
-            },
+            comparisons=comparisons,
+            figures=figures,
         )
 
 

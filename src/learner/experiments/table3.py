@@ -32,19 +32,8 @@ import pandas as pd
 
 from learner.config import Config, DatasetSpec
 from learner.evaluation.metrics import paired_difference_ci
+from learner.experiments import grid
 from learner.experiments.figure1 import figure_one
-from learner.experiments.grid import (
-    cell_config,
-    cell_result,
-    dataset_manifest,
-    describe_dataset,
-    ensure_classification,
-    ensure_encoder,
-    open_experiment,
-    summarise,
-    with_grid,
-    write_outputs,
-)
 from learner.experiments.results import (
     METRICS,
     Cell,
@@ -86,43 +75,45 @@ def run_table3(
         ConfigError: an empty grid, an unknown loss, two datasets with one name, or ``cuda`` without CUDA.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
-    config = with_grid(config, datasets=datasets, losses=losses, seeds=seeds)
-    grid = config.experiment
-    run_dir = open_experiment(config, out_dir, resume=resume, force=force)
+    config = grid.with_grid(config, datasets=datasets, losses=losses, seeds=seeds)
+    experiment = config.experiment
+    run_dir = grid.open_experiment(config, out_dir, resume=resume, force=force)
     device = str(resolve_device(config.optim.device))  # where the frozen encoders embed
     cells: list[Cell] = []
     figures: dict[str, dict[str, Figure]] = {}
     sources: list[DatasetSummary] = []
-    for dataset in grid.datasets:
-        manifest = dataset_manifest(config, dataset)
-        sources.append(describe_dataset(dataset, manifest))
+    for dataset in experiment.datasets:
+        manifest = grid.dataset_manifest(config, dataset)
+        sources.append(grid.describe_dataset(dataset, manifest))
         rows = []
-        for loss in grid.losses:
-            for seed in grid.seeds:
-                cfg = cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
+        for loss in experiment.losses:
+            for seed in experiment.seeds:
+                cfg = grid.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
                 where = Path(dataset.name) / loss / f"seed-{seed}"
                 log.info("table 3 cell %s", where)
-                encoder = ensure_encoder(cfg, run_dir / where / "encoder")
-                classified = ensure_classification(
+                encoder = grid.ensure_encoder(cfg, run_dir / where / "encoder")
+                classified = grid.ensure_classification(
                     run_dir / where / "encoder", manifest, cfg, run_dir / where / "classifier", device
                 )
                 key = GridKey(dataset=dataset.name, loss=loss)
-                rows.append(cell_result(key, seed, where, cfg.classifier.clips_per_scan, encoder, classified))
-        figures[dataset.name] = figure_one(run_dir, rows, manifest, grid.bootstrap)
+                rows.append(
+                    grid.cell_result(key, seed, where, cfg.classifier.clips_per_scan, encoder, classified)
+                )
+        figures[dataset.name] = figure_one(run_dir, rows, manifest, experiment.bootstrap)
         cells += rows
-    baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
+    baseline = BASELINE_LOSS if BASELINE_LOSS in experiment.losses else experiment.losses[0]
     results = Results(
         kind="table3",
         datasets=sources,
-        losses=list(grid.losses),
-        seeds=list(grid.seeds),
+        losses=list(experiment.losses),
+        seeds=list(experiment.seeds),
         cells=cells,
-        summary=summarise(cells),
+        summary=grid.summarise(cells),
         baseline_loss=baseline,
         comparisons=compare_with_baseline(cells, baseline),
         figures=figures,
     )
-    return write_outputs(run_dir, "table3", results, render_table3(results), long_form(results))
+    return grid.write_outputs(run_dir, "table3", results, render_table3(results), long_form(results))
 
 
 def compare_with_baseline(cells: Sequence[Cell], baseline: str) -> Comparisons:

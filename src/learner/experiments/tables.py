@@ -1,7 +1,7 @@
 """The paper's tables in Markdown: Table 3 (loss × dataset) and Table 4 (the ablation), Section 3.
 
 The experiments write these themselves (``table3.md``, ``table4.md``) and ``learner report`` embeds them;
-the small number formatters here are shared with the report and the CLI. The F1 shown is **macro-F1**
+the number formatters here are shared with the report and the CLI. The F1 shown is **macro-F1**
 (see :data:`F1_NOTE`).
 """
 
@@ -42,6 +42,16 @@ def interval(low: float | None, high: float | None) -> str:
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return "n/a"
     return f"[{percent(low)}, {percent(high)}]"
+
+
+def plain(value: float | None) -> str:
+    """A number with three decimals, or 'n/a' when undefined (stored as null, or NaN)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def interval_plain(low: float | None, high: float | None) -> str:
+    """An interval of plain numbers (not fractions) as ``[a, b]``, or 'n/a'."""
+    return "n/a" if "n/a" in (plain(low), plain(high)) else f"[{plain(low)}, {plain(high)}]"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
