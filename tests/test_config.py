@@ -208,9 +208,9 @@ def _closed_sets() -> list[tuple[Any, object]]:
     from learner.data.preprocess import CROPS
     from learner.data.readers import _NIFTI_AXES
     from learner.evaluation.pair_classifier import COMBINES
-    from learner.losses.similarity import SIMILARITIES
+    from learner.losses.registry import SIMILARITIES
+    from learner.models.encoder import SIZES
     from learner.models.heads import CLASSIFIER_DEPTHS
-    from learner.models.registry import SIZES
     from learner.training.pretrain import LR_SCHEDULES, OPTIMIZERS
 
     return [

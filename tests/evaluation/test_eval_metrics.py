@@ -8,8 +8,6 @@ from scipy import stats
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
-    mean_absolute_error,
-    mean_squared_error,
     precision_recall_fscore_support,
 )
 
@@ -17,11 +15,9 @@ from learner.evaluation.metrics import (
     accuracy,
     classification_metrics,
     macro_f1,
-    mean_baseline_metrics,
     paired_difference_ci,
     patient_bootstrap_ci,
     patient_bootstrap_samples,
-    regression_metrics,
 )
 
 
@@ -133,25 +129,6 @@ def test_bootstrap_is_deterministic_for_a_seed() -> None:
     assert first == patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=5)
     assert first != patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=6)
     assert np.isnan(patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 0, seed=5)).all()
-
-
-def test_regression_metrics_match_sklearn_and_scipy() -> None:
-    rng = np.random.default_rng(2)
-    y_true = rng.normal(300, 80, 50)
-    y_pred = y_true + rng.normal(0, 30, 50)
-    metrics = regression_metrics(y_true, y_pred)
-    assert metrics["mae"] == pytest.approx(mean_absolute_error(y_true, y_pred))
-    assert metrics["rmse"] == pytest.approx(np.sqrt(mean_squared_error(y_true, y_pred)))
-    assert metrics["pearson_r"] == pytest.approx(stats.pearsonr(y_true, y_pred).statistic)
-    assert np.isnan(regression_metrics(y_true, np.full(50, 3.0))["pearson_r"])
-
-
-def test_mean_baseline_by_hand() -> None:
-    baseline = mean_baseline_metrics(np.array([1.0, 3.0]), np.array([0.0, 2.0, 6.0]))
-    # prediction 2 everywhere: errors 2, 0, 4
-    assert baseline["mean"] == 2.0
-    assert baseline["mae"] == pytest.approx(2.0)
-    assert baseline["rmse"] == pytest.approx(np.sqrt(20 / 3))
 
 
 def test_paired_difference_t_interval() -> None:

@@ -21,8 +21,9 @@ import pytest
 
 from learner import atomic
 from learner.config import Config, DatasetSpec, load_config
-from learner.experiments import table3
+from learner.experiments import grid, table3
 from learner.experiments.demo import DemoMode, prepare_lus, prepare_mri
+from learner.experiments.results import ExperimentResult, Results
 
 TINY_SETTINGS = [
     "data.frames=2",
@@ -82,15 +83,13 @@ def tiny_datasets(shared_root: Path) -> list[DatasetSpec]:
 
 
 @pytest.fixture(scope="session")
-def tiny_table3(
-    shared_root: Path, tiny_config: Config, tiny_datasets: list[DatasetSpec]
-) -> table3.Table3Result:
+def tiny_table3(shared_root: Path, tiny_config: Config, tiny_datasets: list[DatasetSpec]) -> ExperimentResult:
     """Table 3 on both tiny cohorts: 2 datasets × (MSE, MSE+wCL) × seed 0, every stage real."""
     out = shared_root / "tiny-table3"
     with _exclusive(shared_root / "tiny-table3.lock"):
         if (out / "results.json").is_file():  # built by another worker of this session
             results = json.loads((out / "results.json").read_text())
-            return table3.Table3Result(out, results, (out / "table3.md").read_text())
+            return ExperimentResult(out, Results.from_json(results), (out / "table3.md").read_text())
         return table3.run_table3(tiny_config, out, datasets=tiny_datasets, losses=LOSSES, seeds=[0])
 
 
@@ -109,7 +108,7 @@ class FakePretrain:
                            "resume": resume, "force": force})  # fmt: skip
         if force:
             shutil.rmtree(run_dir, ignore_errors=True)
-        skipped = [table3.COMPLETE] + ([] if self.keep_embeddings else ["embeddings"])
+        skipped = [grid.COMPLETE] + ([] if self.keep_embeddings else ["embeddings"])
         source = self.sources[config.data.scale]
         shutil.copytree(source, run_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skipped))
         atomic.write_text(Path(run_dir) / "config.yaml", config.to_yaml())
@@ -117,10 +116,10 @@ class FakePretrain:
 
 @pytest.fixture
 def fake_pretrain(
-    monkeypatch: pytest.MonkeyPatch, tiny_table3: table3.Table3Result, tiny_datasets: list[DatasetSpec]
+    monkeypatch: pytest.MonkeyPatch, tiny_table3: ExperimentResult, tiny_datasets: list[DatasetSpec]
 ) -> FakePretrain:
     """Pretraining replaced by a copy of the shared encoder run (see :class:`FakePretrain`)."""
     out = tiny_table3.out_dir
     fake = FakePretrain({d.scale: out / d.name / "mse" / "seed-0" / "encoder" for d in tiny_datasets})
-    monkeypatch.setattr(table3, "pretrain", fake)
+    monkeypatch.setattr(grid, "pretrain", fake)
     return fake

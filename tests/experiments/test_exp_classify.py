@@ -14,8 +14,8 @@ from learner.config import Config, DatasetSpec, apply_overrides
 from learner.data.manifest import load_manifest
 from learner.data.scales import get_scale
 from learner.errors import RunDirError
-from learner.evaluation.classify import run_classification
-from learner.experiments.table3 import Table3Result
+from learner.experiments.classify import run_classification
+from learner.experiments.results import ExperimentResult
 from learner.training.checkpoint import checkpoint_fingerprint
 
 IDS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
@@ -24,7 +24,7 @@ IDS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "
 @pytest.mark.parametrize(("combine", "head"), [("difference", "mlp"), ("concatenate", "mlp_large")])
 def test_classification_run(
     tmp_path: Path,
-    tiny_table3: Table3Result,
+    tiny_table3: ExperimentResult,
     tiny_config: Config,
     tiny_datasets: list[DatasetSpec],
     combine: str,
@@ -78,7 +78,7 @@ def test_classification_run(
 
 
 def test_refuses_a_non_empty_out_dir(
-    tmp_path: Path, tiny_table3: Table3Result, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path, tiny_table3: ExperimentResult, tiny_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
     (tmp_path / "cls").mkdir()

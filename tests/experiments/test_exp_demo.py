@@ -14,6 +14,7 @@ from learner.config import Config, Experiment, ExperimentConfig
 from learner.errors import ConfigError
 from learner.experiments import demo
 from learner.experiments.demo import DemoMode
+from learner.report import write_report
 
 
 def test_demo_generates_runs_reports_and_continues(
@@ -31,13 +32,13 @@ def test_demo_generates_runs_reports_and_continues(
     mri = pd.read_csv(tmp_path / "demo" / "phantom-mri-demo" / "manifest.csv", dtype=str)
     patients = mri.groupby("split")["patient_id"].nunique()
     assert patients.to_dict() == {"test": 3, "train": 6, "val": 3}  # ADNI's 2:1:1 of 12 patients
-    assert [d["name"] for d in result.experiment.results["datasets"]] == ["LUS", "MRI"]
+    assert [d["name"] for d in result.experiment.results.to_json()["datasets"]] == ["LUS", "MRI"]
     assert len(fake_pretrain.calls) == 2 * 3  # 2 datasets × the default 3 losses × 1 seed
-    assert "PHANTOM" in result.report.read_text()
+    assert "PHANTOM" in write_report(result.experiment.out_dir).read_text()
 
     again = demo.run_demo(tmp_path / "demo", dataset="both")  # a second run continues: nothing recomputed
     assert len(fake_pretrain.calls) == 6
-    assert again.experiment.results["summary"] == result.experiment.results["summary"]
+    assert again.experiment.results.to_json()["summary"] == result.experiment.results.to_json()["summary"]
     with pytest.raises(ConfigError, match="unknown demo dataset"):
         demo.run_demo(tmp_path / "demo", dataset="ct")
 

@@ -18,12 +18,12 @@ from learner.data.manifest import Manifest, load_manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import get_scale
 from learner.evaluation import embed
-from learner.experiments.table3 import Table3Result
+from learner.experiments.results import ExperimentResult
 from learner.training.checkpoint import load_regressor, read_meta, save_checkpoint
 
 
 @pytest.fixture
-def encoder_run(tmp_path: Path, tiny_table3: Table3Result) -> Path:
+def encoder_run(tmp_path: Path, tiny_table3: ExperimentResult) -> Path:
     """A private copy of the shared LUS MSE encoder run, without its embedding cache."""
     target = tmp_path / "encoder"
     source = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"

@@ -14,7 +14,7 @@ import json
 import pandas as pd
 import pytest
 
-from learner.experiments import table3
+from learner.experiments.results import ExperimentResult
 
 PINNED: dict[str, dict[str, float]] = {
     "LUS/mse": {
@@ -48,7 +48,7 @@ def _measured(results: dict) -> dict[str, dict[str, float]]:
     return out
 
 
-def test_tiny_table3_numbers_are_the_pinned_ones(tiny_table3: table3.Table3Result) -> None:
+def test_tiny_table3_numbers_are_the_pinned_ones(tiny_table3: ExperimentResult) -> None:
     on_disk = json.loads((tiny_table3.out_dir / "results.json").read_text())
     measured = _measured(on_disk)
     assert set(measured) == set(PINNED)
@@ -56,7 +56,7 @@ def test_tiny_table3_numbers_are_the_pinned_ones(tiny_table3: table3.Table3Resul
         assert measured[key] == pytest.approx(expected, rel=1e-9, abs=1e-12), key
 
 
-def test_tiny_table3_output_formats_are_unchanged(tiny_table3: table3.Table3Result) -> None:
+def test_tiny_table3_output_formats_are_unchanged(tiny_table3: ExperimentResult) -> None:
     out = tiny_table3.out_dir
     on_disk = json.loads((out / "results.json").read_text())
     assert sorted(on_disk) == [

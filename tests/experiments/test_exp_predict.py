@@ -16,11 +16,11 @@ from learner.data.scales import CLASS_NAMES, get_scale
 from learner.errors import CheckpointError, ScanReadError
 from learner.evaluation.embed import EmbeddingTable
 from learner.evaluation.predict import predict_pair
-from learner.experiments.table3 import Table3Result
+from learner.experiments.results import ExperimentResult
 
 
 def _known_pair(
-    tiny_table3: Table3Result, dataset: str, tiny_datasets: list[DatasetSpec]
+    tiny_table3: ExperimentResult, dataset: str, tiny_datasets: list[DatasetSpec]
 ) -> tuple[Path, pd.Series, dict]:
     cell = tiny_table3.out_dir / dataset / "mse+wcl" / "seed-0"
     first = pd.read_csv(
@@ -33,7 +33,7 @@ def _known_pair(
 
 @pytest.mark.parametrize("dataset", ["LUS", "MRI"])
 def test_prediction_equals_the_classify_pipeline(
-    tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec], dataset: str
+    tiny_table3: ExperimentResult, tiny_datasets: list[DatasetSpec], dataset: str
 ) -> None:
     cell, row, paths = _known_pair(tiny_table3, dataset, tiny_datasets)
     result = predict_pair(
@@ -53,7 +53,7 @@ def test_prediction_equals_the_classify_pipeline(
 
 
 def test_cli_json_output(
-    tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+    tiny_table3: ExperimentResult, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
     args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier"), "--json"]
@@ -66,7 +66,7 @@ def test_cli_json_output(
 
 
 def test_a_classifier_of_another_encoder_is_refused(
-    tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+    tiny_table3: ExperimentResult, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
     other = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
@@ -81,7 +81,7 @@ def test_a_classifier_of_another_encoder_is_refused(
 
 
 def test_missing_and_unreadable_scans_are_named(
-    tmp_path: Path, tiny_table3: Table3Result, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path, tiny_table3: ExperimentResult, tiny_datasets: list[DatasetSpec]
 ) -> None:
     cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
     good = paths[row["first_scan_id"]]

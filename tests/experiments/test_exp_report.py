@@ -7,11 +7,11 @@ import re
 
 import pandas as pd
 
-from learner.evaluation.report import write_report
-from learner.experiments.table3 import Table3Result
+from learner.experiments.results import ExperimentResult
+from learner.report import write_report
 
 
-def test_report_states_the_source_and_carries_the_numbers(tiny_table3: Table3Result) -> None:
+def test_report_states_the_source_and_carries_the_numbers(tiny_table3: ExperimentResult) -> None:
     out = tiny_table3.out_dir
     report = write_report(out)
     text = report.read_text()
@@ -36,7 +36,8 @@ def test_report_states_the_source_and_carries_the_numbers(tiny_table3: Table3Res
             beats = best["val_mae"] < best["baseline_mae"]
             assert (cells[-1] != "**no**") == beats
     margins = [
-        1 - c["regression"]["val_mae"] / c["regression"]["baseline_mae"] for c in tiny_table3.results["cells"]
+        1 - c["regression"]["val_mae"] / c["regression"]["baseline_mae"]
+        for c in tiny_table3.results.to_json()["cells"]
     ]
     assert (
         f"{sum(m > 0 for m in margins)} of 4 encoders beat" in regression

@@ -13,6 +13,7 @@ from learner.config import Config, DatasetSpec, apply_overrides
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation import embed
 from learner.experiments import ablation, table3
+from learner.experiments import grid as engine
 
 
 class Interrupted(Exception):
@@ -28,7 +29,7 @@ def test_interrupted_table3_continues_where_it_stopped(
 ) -> None:
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0, 1]}
     classified: list[Path] = []
-    real = table3.run_classification
+    real = engine.run_classification
 
     def interrupted(encoder: Path, manifest: Any, config: Config, out: Path, **kw: Any) -> Any:
         classified.append(out)
@@ -36,11 +37,11 @@ def test_interrupted_table3_continues_where_it_stopped(
             raise Interrupted
         return real(encoder, manifest, config, out, **kw)
 
-    monkeypatch.setattr(table3, "run_classification", interrupted)
+    monkeypatch.setattr(engine, "run_classification", interrupted)
     with pytest.raises(Interrupted):
         table3.run_table3(tiny_config, tmp_path / "t3", **grid)
     assert len(fake_pretrain.calls) == 2  # cell 1 finished; cell 2 pretrained, its classification interrupted
-    done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / table3.COMPLETE
+    done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
     stamp = done.stat().st_mtime_ns
 
     with pytest.raises(RunDirError, match="--resume"):
@@ -50,14 +51,14 @@ def test_interrupted_table3_continues_where_it_stopped(
     assert len(fake_pretrain.calls) == 2  # both encoders were complete: nothing pretrained again
     assert [p.parent.name for p in classified] == ["seed-1"]  # only the interrupted classification is redone
     assert done.stat().st_mtime_ns == stamp
-    assert [c["seed"] for c in result.results["cells"]] == [0, 1]
+    assert [c["seed"] for c in result.results.to_json()["cells"]] == [0, 1]
 
     classified.clear()
     grown = table3.run_table3(tiny_config, tmp_path / "t3", resume=True, **{**grid, "seeds": [0, 1, 2]})
     assert [c["seed"] for c in fake_pretrain.calls] == [0, 1, 2]  # a grown grid computes only its new cell
     assert [p.parent.name for p in classified] == ["seed-2"]
     assert json.loads((tmp_path / "t3" / "results.json").read_text())["seeds"] == [0, 1, 2]
-    assert len(grown.results["cells"]) == 3
+    assert len(grown.results.to_json()["cells"]) == 3
 
 
 def test_an_interrupted_pretraining_is_resumed_not_restarted(
@@ -65,12 +66,12 @@ def test_an_interrupted_pretraining_is_resumed_not_restarted(
 ) -> None:
     encoder = tmp_path / "encoder"
     encoder.mkdir()
-    tiny_config_cell = table3.cell_config(tiny_config, tiny_datasets[0])
+    tiny_config_cell = engine.cell_config(tiny_config, tiny_datasets[0])
     (encoder / "config.yaml").write_text(tiny_config_cell.to_yaml())  # what an interrupted pretrain leaves
-    record = table3.ensure_encoder(tiny_config_cell, encoder)
+    record = engine.ensure_encoder(tiny_config_cell, encoder)
     assert fake_pretrain.calls[-1]["resume"] is True
     assert fake_pretrain.calls[-1]["force"] is False
-    assert table3.ensure_encoder(tiny_config_cell, encoder) == record
+    assert engine.ensure_encoder(tiny_config_cell, encoder) == record
     assert len(fake_pretrain.calls) == 1
 
 
@@ -126,13 +127,13 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         ("vit", "mse", 0),
     }
     assert len(embedded) == 2  # each encoder embeds the scans once; 8 classifiers reuse the cache
-    assert len(result.results["cells"]) == 8
-    rows = [(r["backbone"], r["combine"], r["classifier"]) for r in result.results["summary"]]
+    assert len(result.results.to_json()["cells"]) == 8
+    rows = [(r["backbone"], r["combine"], r["classifier"]) for r in result.results.to_json()["summary"]]
     assert rows[:4] == [
         ("tsm_resnet18", "difference", "mlp_large"), ("tsm_resnet18", "difference", "mlp"),
         ("tsm_resnet18", "concatenate", "mlp_large"), ("tsm_resnet18", "concatenate", "mlp"),
     ]  # fmt: skip
-    for cell in result.results["cells"]:
+    for cell in result.results.to_json()["cells"]:
         folder = tmp_path / "t4" / cell["dir"] / f"classify-{cell['combine']}-{cell['classifier']}"
         metrics = json.loads((folder / "metrics.json").read_text())
         assert (metrics["combine"], metrics["head"]) == (cell["combine"], cell["classifier"])
@@ -143,4 +144,4 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
     )
     assert len(fake_pretrain.calls) == 2
     assert len(embedded) == 2
-    assert again.results["summary"] == result.results["summary"]
+    assert again.results.to_json()["summary"] == result.results.to_json()["summary"]

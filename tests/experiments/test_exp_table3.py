@@ -10,11 +10,11 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
-from learner.experiments import table3
+from learner.experiments.results import ExperimentResult
 
 
-def test_cells_summary_and_files_match_independent_recomputation(tiny_table3: table3.Table3Result) -> None:
-    results = tiny_table3.results
+def test_cells_summary_and_files_match_independent_recomputation(tiny_table3: ExperimentResult) -> None:
+    results = tiny_table3.results.to_json()
     assert [(c["dataset"], c["loss"]) for c in results["cells"]] == [
         ("LUS", "mse"), ("LUS", "mse+wcl"), ("MRI", "mse"), ("MRI", "mse+wcl")
     ]  # fmt: skip
@@ -42,20 +42,22 @@ def test_cells_summary_and_files_match_independent_recomputation(tiny_table3: ta
     assert row["macro_f1_mean"] == pytest.approx(by_key[("LUS", "mse")]["macro_f1"])
 
 
-def test_table_in_the_papers_layout(tiny_table3: table3.Table3Result) -> None:
+def test_table_in_the_papers_layout(tiny_table3: ExperimentResult) -> None:
     lines = (tiny_table3.out_dir / "table3.md").read_text().splitlines()
     assert lines[0] == "| Loss | LUS Accuracy | LUS F1 | MRI Accuracy | MRI F1 |"
-    wcl = next(c for c in tiny_table3.results["cells"] if (c["dataset"], c["loss"]) == ("MRI", "mse+wcl"))
+    wcl = next(
+        c for c in tiny_table3.results.to_json()["cells"] if (c["dataset"], c["loss"]) == ("MRI", "mse+wcl")
+    )
     row = next(line for line in lines if line.startswith("| MSE + wCL |"))
     assert row.split(" | ")[3] == f"{100 * wcl['accuracy']:.2f} ± 0.00"
     assert "macro-F1" in tiny_table3.table
 
 
-def test_fig1_panels_match_scipy_spearman(tiny_table3: table3.Table3Result) -> None:
+def test_fig1_panels_match_scipy_spearman(tiny_table3: ExperimentResult) -> None:
     from learner.evaluation.embed import EmbeddingTable
 
     out = tiny_table3.out_dir
-    figures = tiny_table3.results["figures"]
+    figures = tiny_table3.results.to_json()["figures"]
     assert set(figures["LUS"]) == {"score", "latent"}
     assert set(figures["MRI"]) == {"score", "latent"}
     for dataset in ("LUS", "MRI"):

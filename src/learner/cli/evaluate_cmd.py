@@ -97,8 +97,8 @@ def classify_command(
     OUT receives the pair tables, the classifier (with the encoder's fingerprint), predictions.csv and
     metrics.json (accuracy, macro-/weighted-F1, per-class, confusion, 95% patient-bootstrap CIs).
     """
-    from learner.evaluation.classify import run_classification
-    from learner.evaluation.report import interval, percent
+    from learner.experiments.classify import run_classification
+    from learner.experiments.tables import interval, percent
 
     cfg = config_from_options(
         config or encoder_run / "config.yaml",
@@ -122,7 +122,7 @@ def report_command(
     ],
 ) -> None:
     """Write RUN_DIR/REPORT.md: data source, tables, Fig. 1, regression quality, pair balance, config."""
-    from learner.evaluation.report import write_report
+    from learner.report import write_report
 
     typer.echo(f"report: {write_report(run_dir)}")
 

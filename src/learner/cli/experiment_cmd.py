@@ -59,7 +59,7 @@ def _run_and_report(
     runner: Callable[..., Any], experiment: Experiment, out: Path, *, resume: bool, force: bool
 ) -> None:
     """Run an experiment grid, print its table, write and name its report."""
-    from learner.evaluation.report import write_report
+    from learner.report import write_report
 
     result = runner(experiment.config, out, grid=experiment.grid, resume=resume, force=force)
     typer.echo(result.table)
@@ -123,11 +123,11 @@ def demo_command(
     (the bundled demo config) finish in about 10 minutes on 2 CPU cores; running it again continues the same
     experiment.
     """
-    from learner.evaluation.report import regression_summary
     from learner.experiments.demo import run_demo
+    from learner.report import regression_summary, write_report
 
     result = run_demo(out, dataset=dataset, full=full, force=force)
     typer.echo(result.experiment.table)
-    typer.echo(regression_summary(result.experiment.results["cells"]))
-    typer.echo(f"report: {result.report}")
+    typer.echo(regression_summary(result.experiment.results.cells))
+    typer.echo(f"report: {write_report(result.experiment.out_dir)}")
     typer.echo(f"wall time: {result.seconds / 60:.1f} min")

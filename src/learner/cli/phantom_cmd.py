@@ -45,7 +45,9 @@ def _patients(text: str) -> tuple[int, int, int]:
 
 def _status(table_path: Path, started: float) -> str:
     """'reused' when the cohort's record predates this command, else 'written'."""
-    reused = (table_path.parent / "phantom.json").stat().st_mtime < started
+    from learner.data.phantom.cohort import RECORD_NAME
+
+    reused = (table_path.parent / RECORD_NAME).stat().st_mtime < started
     return "reused" if reused else "written"
 
 

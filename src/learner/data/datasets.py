@@ -9,6 +9,7 @@ the same whichever worker loads it and however many workers there are. The epoch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +36,27 @@ class _SharedEpoch:
 
     def get(self) -> int:
         return int(self._value[0])
+
+
+def frames_to_clip(
+    cached: np.ndarray,
+    picks: np.ndarray,
+    channels: int,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Frames ``picks`` (N,) of a cached uint8 array (T', H, W) or (T', H, W, 3) → (N, C, H, W) float32 in
+    [0, 1]; ``augment`` (if given) sees the clip before a grey one is repeated to ``channels == 3``.
+
+    The one frames → clip conversion: training items and frozen-encoder embeddings
+    (:mod:`learner.evaluation.embed`) go through it, so an encoder sees at test time what it was trained on.
+    """
+    clip = torch.from_numpy(np.asarray(cached[picks])).float().div_(255.0)
+    clip = clip.permute(0, 3, 1, 2) if clip.ndim == 4 else clip.unsqueeze(1)  # (N, C, H, W)
+    if augment is not None:
+        clip = augment(clip)
+    if clip.shape[1] != channels:
+        clip = clip.expand(-1, channels, -1, -1)  # grey → 3 identical channels
+    return clip.contiguous()
 
 
 class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
@@ -93,14 +115,11 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         rng = np.random.default_rng([self.seed, *key])
         cached = self.cache.get(self.records[index])  # (T', H, W) or (T', H, W, 3) uint8, memory-mapped
         picks = segment_indices(len(cached), self.frames, train=self.train, generator=rng)
-        clip = torch.from_numpy(np.asarray(cached[picks])).float().div_(255.0)
-        clip = clip.permute(0, 3, 1, 2) if clip.ndim == 4 else clip.unsqueeze(1)  # (T, C, H, W)
+        augment = None
         if self.train and self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            clip = self.augment(clip, generator)
-        if clip.shape[1] != self.channels:
-            clip = clip.expand(-1, self.channels, -1, -1)  # grey → 3 identical channels
-        return clip.contiguous()
+            augment = functools.partial(self.augment, generator=generator)
+        return frames_to_clip(cached, picks, self.channels, augment)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         score = self.records[index].score

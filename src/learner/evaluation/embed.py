@@ -33,6 +33,7 @@ import torch
 from learner.atomic import atomic_path
 from learner.config import Config
 from learner.data.cache import ScanCache, default_cache_root
+from learner.data.datasets import frames_to_clip
 from learner.data.manifest import Manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.sampling import segment_indices
@@ -112,16 +113,13 @@ def clip_indices(n_frames: int, frames: int, clips: int) -> np.ndarray:
 def clips_from_frames(cached: np.ndarray, frames: int, clips: int, channels: int) -> torch.Tensor:
     """Preprocessed uint8 frames (T', H, W) or (T', H, W, 3) → K clips (K, T, C, H, W) float32 in [0, 1].
 
-    The same conversion as :class:`learner.data.datasets.ScanDataset` in eval mode (a grey array is
-    repeated to 3 channels when the encoder takes 3), so embeddings match what the encoder was trained on.
+    The conversion :class:`learner.data.datasets.ScanDataset` uses
+    (:func:`learner.data.datasets.frames_to_clip`: a grey array is repeated to 3 channels when the encoder
+    takes 3), so embeddings match what the encoder was trained on.
     """
     picks = clip_indices(len(cached), frames, clips)  # (K, T)
-    clip = torch.from_numpy(np.asarray(cached[picks.reshape(-1)])).float().div_(255.0)
-    clip = clip.permute(0, 3, 1, 2) if clip.ndim == 4 else clip.unsqueeze(1)  # (K·T, C, H, W)
-    clip = clip.reshape(clips, frames, *clip.shape[1:])  # (K, T, C, H, W)
-    if clip.shape[2] != channels:
-        clip = clip.expand(-1, -1, channels, -1, -1)
-    return clip.contiguous()
+    clip = frames_to_clip(cached, picks.reshape(-1), channels)  # (K·T, C, H, W)
+    return clip.reshape(clips, frames, *clip.shape[1:])  # (K, T, C, H, W)
 
 
 @torch.no_grad()

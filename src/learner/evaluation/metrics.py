@@ -4,8 +4,6 @@
   the confusion matrix of the three-way health-change task (scikit-learn does the arithmetic).
 * :func:`patient_bootstrap_ci` — a percentile confidence interval that resamples *patients*, because the
   pairs of one patient are correlated and must not be counted as independent evidence.
-* :func:`regression_metrics` / :func:`mean_baseline_metrics` — the encoders' score-regression quality
-  (Eq. 1's task) and the predict-the-train-mean baseline it has to beat.
 * :func:`paired_difference_ci` — an objective against a baseline across seeds (e.g. MSE+wCL − MSE).
 """
 
@@ -155,44 +153,6 @@ def patient_bootstrap_ci(
     return float(low), float(high)
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE and Pearson r of predicted scores, computed in float64 and in score units.
-
-    Args:
-        y_true, y_pred: (N,) true and predicted health scores.
-
-    Returns:
-        ``mae``, ``rmse``, ``pearson_r`` (NaN when either side is constant, where r is undefined), ``n``.
-    """
-    y_true, y_pred = _check_paired(y_true, y_pred)
-    error = y_pred - y_true
-    return {
-        "n": int(y_true.size),
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "pearson_r": _pearson(y_true, y_pred),
-    }
-
-
-def mean_baseline_metrics(train_y: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
-    """MAE and RMSE of the baseline that predicts the training mean score for every scan.
-
-    Args:
-        train_y: (N_train,) training scores (the baseline's only "parameter" is their mean).
-        y_true: (N,) scores to evaluate on.
-
-    Returns:
-        ``mae``, ``rmse``, ``mean`` (the constant prediction), ``n``.
-    """
-    train_y = np.asarray(train_y, dtype=np.float64)
-    if train_y.size == 0:
-        raise ValueError("the mean baseline needs at least one training score")
-    y_true = np.asarray(y_true, dtype=np.float64)
-    mean = float(train_y.mean())
-    metrics = regression_metrics(y_true, np.full_like(y_true, mean))
-    return {"n": metrics["n"], "mae": metrics["mae"], "rmse": metrics["rmse"], "mean": mean}
-
-
 @dataclass(frozen=True)
 class PairedDifference:
     """Mean of ``a − b`` over matched runs (seeds) and its t-based (1 − alpha) confidence interval."""
@@ -227,12 +187,6 @@ def paired_difference_ci(values_a: np.ndarray, values_b: np.ndarray, alpha: floa
     std = float(diff.std(ddof=1))
     half = float(stats.t.ppf(1 - alpha / 2, df=n - 1)) * std / np.sqrt(n)
     return PairedDifference(mean=mean, low=mean - half, high=mean + half, std=std, n=n)
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    dx, dy = x - x.mean(), y - y.mean()
-    denominator = np.sqrt(np.sum(dx**2) * np.sum(dy**2))
-    return float(np.sum(dx * dy) / denominator) if denominator > 0 else float("nan")
 
 
 def _check_paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

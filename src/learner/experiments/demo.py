@@ -1,7 +1,9 @@
-"""``learner demo``: the paper's Table 3 and Fig. 1 end to end on the built-in phantom cohorts, with a report.
+"""``learner demo``: the paper's Table 3 and Fig. 1 (Section 3) end to end on the built-in phantom cohorts.
 
-Steps: generate (or reuse) the phantom cohort(s) under ``OUT``, run
-:func:`learner.experiments.table3.run_table3` on them, write the report. Two modes (:data:`MODES`):
+Steps: generate (or reuse) the phantom cohort(s) under ``OUT`` and run
+:func:`learner.experiments.table3.run_table3` on them; ``learner demo`` then writes the report
+(:func:`learner.report.write_report`, which comes after the experiments in the import order). Two modes
+(:data:`MODES`):
 
 * **demo** (default) — the bundled ``demo`` config (``learner/configs/demo.yaml``), sized to finish
   within about 10 minutes on 2 CPU cores for the LUS column: the paper's patient counts (160/44/17) at
@@ -34,8 +36,8 @@ from learner.data.phantom.mri import generate_mri_cohort
 from learner.data.scales import get_scale
 from learner.data.splits import assign_splits
 from learner.errors import ConfigError
-from learner.evaluation.report import write_report
-from learner.experiments.table3 import Table3Result, run_table3
+from learner.experiments.results import ExperimentResult
+from learner.experiments.table3 import run_table3
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,9 @@ ADNI_SPLIT = SplitConfig(ratios=(0.5, 0.25, 0.25))  # the paper's 2:1:1 patient 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The finished experiment, the report's path and the wall time of the whole demo."""
+    """The finished experiment and the wall time of the demo."""
 
-    experiment: Table3Result
-    report: Path
+    experiment: ExperimentResult
     seconds: float
 
 
@@ -110,7 +111,7 @@ def run_demo(
     force: bool = False,
     workers: int = 2,
 ) -> DemoResult:
-    """Generate or reuse the phantom cohort(s), run (or continue) Table 3 on them and write the report.
+    """Generate or reuse the phantom cohort(s) and run (or continue) Table 3 on them.
 
     Args:
         out_dir: holds ``phantom-<dataset>-<mode>/`` cohorts and the ``table3-<mode>/`` experiment.
@@ -134,5 +135,4 @@ def run_demo(
     result = run_table3(
         experiment.config, experiment_dir, grid=experiment.grid, datasets=specs, resume=resume, force=force
     )
-    report = write_report(result.out_dir)
-    return DemoResult(result, report, time.perf_counter() - started)
+    return DemoResult(result, time.perf_counter() - started)

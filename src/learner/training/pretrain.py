@@ -56,6 +56,7 @@ from learner.training.checkpoint import (
     load_train_state,
     save_checkpoint,
 )
+from learner.training.device import resolve_device
 from learner.training.distributed import (
     DistInfo,
     all_gather_with_grad,
@@ -121,11 +122,7 @@ def pretrain(
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; ``checkpoints/last`` is kept).
     """
     check_names(config)
-    if config.runtime.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("runtime.device is 'cuda' but no CUDA device is visible; use --device cpu or auto")
-    use_cuda = config.runtime.device == "cuda" or (
-        config.runtime.device == "auto" and torch.cuda.is_available()
-    )
+    use_cuda = resolve_device(config.runtime.device).type == "cuda"
     with distributed("cuda" if use_cuda else "cpu") as info:
         device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
         return _pretrain(config, Path(run_dir), info, device, resume=resume, force=force)

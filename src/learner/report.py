@@ -1,49 +1,54 @@
-"""Markdown reports of finished runs, and the tables in the paper's layouts (Tables 3 and 4).
+"""``REPORT.md``: a finished run's data source, tables, Fig. 1, regression quality, pair balance, settings.
 
 :func:`write_report` turns a run directory into ``REPORT.md`` next to its plots. The kind of run is read from
 its results file and picks the sections from :data:`REPORTS`:
 
-* ``table3`` / ``ablation`` experiments (``results.json``, :mod:`learner.experiments`);
-* a single ``classification`` run (``metrics.json``, :mod:`learner.evaluation.classify`).
+* ``table3`` / ``ablation`` experiments (``results.json``, read back into the typed
+  :class:`learner.experiments.results.Results`);
+* a single ``classification`` run (``metrics.json``, :mod:`learner.experiments.classify`).
 
-Every report opens with the data source (PHANTOM or REAL) in a banner, then the tables, Fig. 1, the
-regression quality of every encoder against the predict-the-train-mean baseline (computed here from the
-stored metrics, with a verdict), the class balance of every pair set, the settings, the config and the
-environment (``run.json``).
+Every report opens with the data source (PHANTOM or REAL) in a banner, then the tables (Section 3's Tables 3
+and 4, rendered by :mod:`learner.experiments.tables`), Fig. 1, the regression quality of every encoder
+against the predict-the-train-mean baseline (computed here from the stored metrics, with a verdict), the
+class balance of every pair set, the settings, the config and the environment (``run.json``).
 
-The F1 shown in the tables is **macro-F1** (see :data:`F1_NOTE`).
+This module comes after :mod:`learner.experiments` in the import order: it reads what the experiments
+produce, and nothing but the CLI imports it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from learner import atomic
 from learner.data.scales import CLASS_NAMES
 from learner.errors import RunDirError
+from learner.evaluation.metrics import PairedDifference
+from learner.experiments.figure1 import FIGURE_TARGETS
+from learner.experiments.results import Cell, Results, Scalar
+from learner.experiments.tables import (
+    F1_NOTE,
+    interval,
+    interval_plain,
+    loss_label,
+    markdown_table,
+    percent,
+    plain,
+    render_ablation,
+    render_table3,
+)
 
 REPORT_FILE = "REPORT.md"
 ENCODER_KEYS: tuple[str, ...] = ("dataset", "backbone", "loss", "seed")  # what identifies a pretraining
+CELL_KEYS: tuple[str, ...] = ("dataset", "backbone", "combine", "loss", "classifier", "seed")
 PAIR_SETS: tuple[str, ...] = ("train", "val", "test")
-FIGURE_TARGETS: dict[str, str] = {
-    "score": "|Δ score|",
-    "latent": "|Δ latent severity| (phantom ground truth)",
-}
 CLEAR_MARGIN = 0.10  # an encoder "clearly" beats the baseline when its val MAE is at least 10% lower
 
-F1_NOTE = (
-    "F1 is **macro-F1**, the unweighted mean of the per-class F1 of deteriorated, stable and improved. The "
-    "test pairs are imbalanced (most intra-patient pairs are stable) and the paper's three-class F1 is most "
-    "naturally the macro average; with it a classifier that always answers 'stable' cannot score well. "
-    "Weighted-F1 is in the CSV/JSON files."
-)
-
-LOSS_LABELS: dict[str, str] = {"mse": "MSE", "cl": "CL", "wcl": "wCL", "wcl_scaled": "wCL (scaled)"}
 SETTINGS: tuple[tuple[str, str], ...] = (
     ("model.backbone", "backbone"),
     ("data.frames", "frames per clip (T)"),
@@ -59,85 +64,21 @@ SETTINGS: tuple[tuple[str, str], ...] = (
 )
 
 
-# ------------------------------------------------------------------------------------------ formatting
-def loss_label(name: str) -> str:
-    """``mse+wcl`` → ``MSE + wCL`` (the paper's spelling; unknown terms are shown as they are)."""
-    return " + ".join(LOSS_LABELS.get(part, part) for part in name.split("+"))
+@dataclass(frozen=True)
+class Source:
+    """A dataset as the banner and the settings name it: PHANTOM or REAL, and a phantom's record."""
 
-
-def percent(value: float | None) -> str:
-    """A fraction as a percentage with two decimals, like the paper's tables ('n/a' when undefined)."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
-
-
-def mean_std(stats: dict[str, float]) -> str:
-    """``{"mean", "std"}`` of a fraction → ``"72.46 ± 1.30"`` (percent)."""
-    return f"{percent(stats['mean'])} ± {percent(stats['std'])}"
-
-
-def interval(low: float | None, high: float | None) -> str:
-    """A fraction interval as ``[a, b]`` in percent, or 'n/a'."""
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return "n/a"
-    return f"[{percent(low)}, {percent(high)}]"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------- paper tables
-def render_table3(results: dict[str, Any]) -> str:
-    """Table 3's layout: one row per loss, Accuracy and F1 (macro) per dataset, mean ± std over seeds (%)."""
-    datasets = [d["name"] for d in results["datasets"]]
-    summary = {(row["dataset"], row["loss"]): row for row in results["summary"]}
-    header = ["Loss"] + [f"{d} {m}" for d in datasets for m in ("Accuracy", "F1")]
-    rows = []
-    for loss in results["losses"]:
-        cells = [loss_label(loss)]
-        for dataset in datasets:
-            row = summary.get((dataset, loss))
-            cells += [mean_std(row["accuracy"]), mean_std(row["macro_f1"])] if row else ["—", "—"]
-        rows.append(cells)
-    seeds = len(results["seeds"])
-    caption = (
-        "Health-change classification on the test intra-patient pairs: accuracy and F1 in %, mean ± std "
-        "over "
-        f"{seeds} seed{'s' if seeds != 1 else ''}. {F1_NOTE}\n"
-    )
-    return markdown_table(header, rows) + "\n" + caption
-
-
-def render_ablation(results: dict[str, Any]) -> str:
-    """Table 4's layout: Backbone | Combine | Loss | Classifier | Accuracy | F1 (macro), mean ± std (%)."""
-    parts = []
-    for dataset in results["datasets"]:
-        rows = [
-            [
-                row["backbone"],
-                row["combine"],
-                loss_label(row["loss"]),
-                row["classifier"],
-                mean_std(row["accuracy"]),
-                mean_std(row["macro_f1"]),
-            ]
-            for row in results["summary"]
-            if row["dataset"] == dataset["name"]
-        ]
-        header = ["Backbone", "Combine", "Loss", "Classifier", "Accuracy", "F1"]
-        parts.append(f"**{dataset['name']}**\n\n" + markdown_table(header, rows))
-    seeds = len(results["seeds"])
-    return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {F1_NOTE}\n"
+    name: str
+    manifest: str
+    data_source: str
+    phantom: Mapping[str, object] | None = None
 
 
 # -------------------------------------------------------------------------------------------- sections
-def source_banner(sources: Sequence[dict[str, Any]]) -> str:
+def source_banner(sources: Sequence[Source]) -> str:
     """The data-source statement that opens every report."""
-    kinds = {s["data_source"] for s in sources}
-    listed = "; ".join(f"{s['name']}: {s['data_source'].upper()} ({s['manifest']})" for s in sources)
+    kinds = {s.data_source for s in sources}
+    listed = "; ".join(f"{s.name}: {s.data_source.upper()} ({s.manifest})" for s in sources)
     if kinds == {"phantom"}:
         head = (
             "> **Data source: PHANTOM.** Every number below comes from generated stand-in cohorts "
@@ -151,7 +92,9 @@ def source_banner(sources: Sequence[dict[str, Any]]) -> str:
     return f"{head}\n>\n> {listed}\n"
 
 
-def regression_section(encoders: Sequence[tuple[list[str], dict[str, Any]]], key_names: Sequence[str]) -> str:
+def regression_section(
+    encoders: Sequence[tuple[list[str], Mapping[str, Scalar]]], key_names: Sequence[str]
+) -> str:
     """Val-split regression quality of each encoder (best checkpoint) against predicting the train mean.
 
     Args:
@@ -198,21 +141,27 @@ def regression_verdict(margins: Sequence[float]) -> str:
     )
 
 
-def unique_encoders(cells: Sequence[dict[str, Any]]) -> list[tuple[list[str], dict[str, Any]]]:
+def unique_encoders(cells: Sequence[Cell]) -> list[tuple[list[str], Mapping[str, Scalar]]]:
     """(dataset, backbone?, loss, seed) → the best-checkpoint regression row, once per encoder (ablation
     cells share an encoder across classifier variants)."""
-    names = [k for k in ENCODER_KEYS if cells and k in cells[0]]
-    encoders = {tuple(str(c[k]) for k in names): c["regression"] for c in cells}
+    names = _key_names(cells, ENCODER_KEYS)
+    encoders = {tuple(str(c.coordinates()[k]) for k in names): c.regression for c in cells}
     return [(list(keys), best) for keys, best in encoders.items()]
 
 
-def regression_summary(cells: Sequence[dict[str, Any]]) -> str:
+def regression_summary(cells: Sequence[Cell]) -> str:
     """The regression verdict of an experiment's encoders (what ``learner demo`` prints)."""
     return regression_verdict([_margin(best) for _, best in unique_encoders(cells)])
 
 
-def _margin(best: dict[str, Any]) -> float:
+def _margin(best: Mapping[str, Any]) -> float:
     return 1.0 - best["val_mae"] / best["baseline_mae"]
+
+
+def _key_names(cells: Sequence[Cell], candidates: Sequence[str]) -> list[str]:
+    """The ``candidates`` that are key columns of these cells (an ablation has more axes than Table 3)."""
+    present = cells[0].coordinates() if cells else {}
+    return [k for k in candidates if k in present]
 
 
 def pair_balance_section(
@@ -230,7 +179,7 @@ def pair_balance_section(
     return markdown_table([*key_names, "pairs", *CLASS_NAMES, "total"], rows)
 
 
-def settings_section(config: dict[str, Any], sources: Sequence[dict[str, Any]]) -> str:
+def settings_section(config: dict[str, Any], sources: Sequence[Source]) -> str:
     """The settings that decide cost and quality (from ``config.yaml``) and each phantom cohort's size."""
     lines = []
     for dotted, label in SETTINGS:
@@ -239,10 +188,9 @@ def settings_section(config: dict[str, Any], sources: Sequence[dict[str, Any]]) 
             value = value.get(part) if isinstance(value, dict) else None
         lines.append(f"- {label} (`{dotted}`): {value}")
     for source in sources:
-        cohort = source.get("phantom")
-        if cohort:
-            described = ", ".join(f"{k} {v}" for k, v in cohort.items() if k not in ("table",))
-            lines.append(f"- phantom cohort of {source['name']}: {described}")
+        if source.phantom:
+            described = ", ".join(f"{k} {v}" for k, v in source.phantom.items() if k not in ("table",))
+            lines.append(f"- phantom cohort of {source.name}: {described}")
     return "\n".join(lines) + "\n"
 
 
@@ -258,44 +206,46 @@ def environment_section(run_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the reports
-def _experiment_sections(run_dir: Path, results: dict[str, Any]) -> list[str]:
-    """Sections of a Table 3 or ablation experiment."""
-    table3 = results["kind"] == "table3"
+def _experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source], list[str]]:
+    """Data sources and sections of a Table 3 or ablation experiment (its ``results.json``)."""
+    results = Results.from_json(data)
+    sources = [Source(d.name, d.manifest, d.data_source, d.phantom) for d in results.datasets]
+    table3 = results.kind == "table3"
     sections = [
         f"## {'Table 3' if table3 else 'Table 4 (ablation)'}\n\n"
         + (render_table3(results) if table3 else render_ablation(results))
     ]
-    if results.get("comparisons"):
+    if results.comparisons:
         sections.append(_comparison_section(results))
-    if results.get("figures"):
+    if results.figures:
         sections.append(_figure_section(results))
-    encoders = unique_encoders(results["cells"])
-    encoder_keys = [k for k in ENCODER_KEYS if k in results["cells"][0]]
+    encoders = unique_encoders(results.cells)
+    encoder_keys = _key_names(results.cells, ENCODER_KEYS)
     sections.append("## Regression quality of each encoder\n\n" + regression_section(encoders, encoder_keys))
     sections.append(
         "## Class balance of every pair set\n\n"
         + pair_balance_section(
-            [([c["dataset"], str(c["seed"])], c["pair_counts"]) for c in results["cells"]],
+            [([c.key.dataset, str(c.seed)], c.pair_counts) for c in results.cells],
             ["dataset", "seed"],
         )
     )
-    sections.append("## Every cell\n\n" + _cell_section(results["cells"]))
-    return sections
+    sections.append("## Every cell\n\n" + _cell_section(results.cells))
+    return sources, sections
 
 
-def _comparison_section(results: dict[str, Any]) -> str:
-    baseline = loss_label(results["baseline_loss"])
+def _comparison_section(results: Results) -> str:
+    baseline = loss_label(results.baseline_loss or "")
     rows = [
         [
             dataset,
             loss_label(loss),
             _difference(diff["accuracy"]),
             _difference(diff["macro_f1"]),
-            diff["accuracy"]["n"],
+            diff["accuracy"].n,
         ]
-        for dataset in (d["name"] for d in results["datasets"])
-        for loss in results["losses"]
-        if (diff := results["comparisons"].get(dataset, {}).get(loss))
+        for dataset in (d.name for d in results.datasets)
+        for loss in results.losses
+        if (diff := (results.comparisons or {}).get(dataset, {}).get(loss))
     ]
     header = [
         "Dataset",
@@ -311,19 +261,19 @@ def _comparison_section(results: dict[str, Any]) -> str:
     return f"## Each objective against {baseline}\n\n{note}\n\n" + markdown_table(header, rows)
 
 
-def _difference(diff: dict[str, float]) -> str:
+def _difference(diff: PairedDifference) -> str:
     """A paired difference of fractions: mean and interval, in percentage points."""
-    return f"{percent(diff['mean'])} {interval(diff['low'], diff['high'])}"
+    return f"{percent(diff.mean)} {interval(diff.low, diff.high)}"
 
 
-def _figure_section(results: dict[str, Any]) -> str:
+def _figure_section(results: Results) -> str:
     parts = [
         "## Fig. 1: embedding distance against change\n\nEach point is a test intra-patient pair: the cosine "
         "distance between the two scans' embeddings against the absolute change. The paper expects the "
         "distance to grow with the change, more so with contrastive pretraining (larger Spearman ρ).\n"
     ]
-    for dataset in (d["name"] for d in results["datasets"]):
-        figures = results["figures"].get(dataset, {})
+    for dataset in (d.name for d in results.datasets):
+        figures = (results.figures or {}).get(dataset, {})
         for target, title in FIGURE_TARGETS.items():
             figure = figures.get(target)
             if figure is None:
@@ -336,36 +286,26 @@ def _figure_section(results: dict[str, Any]) -> str:
                     m["n_pairs"],
                     m["n_patients"],
                 ]
-                for loss in results["losses"]
-                if (m := figure["panels"].get(loss))
+                for loss in results.losses
+                if (m := figure.panels.get(loss))
             ]
             table = markdown_table(["Loss", "Spearman ρ", "95% CI (patients)", "pairs", "patients"], rows)
             parts.append(
-                f"### {dataset}: distance vs {title} (seed {figure['seed']})\n\n"
-                f"![Fig. 1 {dataset} {target}]({figure['png']})\n\n{table}"
+                f"### {dataset}: distance vs {title} (seed {figure.seed})\n\n"
+                f"![Fig. 1 {dataset} {target}]({figure.png})\n\n{table}"
             )
     return "\n".join(parts)
 
 
-def plain(value: float | None) -> str:
-    """A number with three decimals, or 'n/a' when undefined (stored as null, or NaN)."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
-def interval_plain(low: float | None, high: float | None) -> str:
-    """An interval of plain numbers (not fractions) as ``[a, b]``, or 'n/a'."""
-    return "n/a" if "n/a" in (plain(low), plain(high)) else f"[{plain(low)}, {plain(high)}]"
-
-
-def _cell_section(cells: Sequence[dict[str, Any]]) -> str:
-    keys = [k for k in ("dataset", "backbone", "combine", "loss", "classifier", "seed") if k in cells[0]]
+def _cell_section(cells: Sequence[Cell]) -> str:
+    keys = _key_names(cells, CELL_KEYS)
     rows = [
         [
-            *(loss_label(c[k]) if k == "loss" else c[k] for k in keys),
-            f"{percent(c['accuracy'])} {interval(*c['ci']['accuracy'])}",
-            f"{percent(c['macro_f1'])} {interval(*c['ci']['macro_f1'])}",
-            percent(c["weighted_f1"]),
-            c["n_test_pairs"],
+            *(loss_label(c.key.loss) if k == "loss" else c.coordinates()[k] for k in keys),
+            f"{percent(c.accuracy)} {interval(*c.ci['accuracy'])}",
+            f"{percent(c.macro_f1)} {interval(*c.ci['macro_f1'])}",
+            percent(c.weighted_f1),
+            c.n_test_pairs,
         ]
         for c in cells
     ]
@@ -374,8 +314,8 @@ def _cell_section(cells: Sequence[dict[str, Any]]) -> str:
     return f"{note}\n\n" + markdown_table(header, rows)
 
 
-def _classification_sections(run_dir: Path, metrics: dict[str, Any]) -> list[str]:
-    """Sections of a single classification run (``learner classify``)."""
+def _classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
+    """Data source and sections of one classification run (``learner classify``, its ``metrics.json``)."""
     test = metrics["test"]
     summary = markdown_table(
         ["Accuracy (95% CI)", "macro-F1 (95% CI)", "weighted-F1", "test pairs", "patients"],
@@ -415,15 +355,15 @@ def _classification_sections(run_dir: Path, metrics: dict[str, Any]) -> list[str
     sections.append(
         "## Class balance of every pair set\n\n" + pair_balance_section([([], metrics["pair_counts"])], [])
     )
-    return sections
+    return [Source("data", metrics["manifest"], metrics["data_source"])], sections
 
 
-REPORTS: dict[str, Callable[[Path, dict[str, Any]], list[str]]] = {
-    "table3": _experiment_sections,
-    "ablation": _experiment_sections,
-    "classification": _classification_sections,
+REPORTS: dict[str, Callable[[Path, dict[str, Any]], tuple[list[Source], list[str]]]] = {
+    "table3": _experiment_report,
+    "ablation": _experiment_report,
+    "classification": _classification_report,
 }
-"""Run kind (the ``kind`` of its results file) → the sections of its report."""
+"""Run kind (the ``kind`` of its results file) → the data sources and sections of its report."""
 
 RESULT_FILES: tuple[str, ...] = ("results.json", "metrics.json")
 
@@ -437,15 +377,13 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     folder = Path(run_dir)
     results = _read_results(folder)
     config = _read_yaml(folder / "config.yaml")
-    sources = results.get("datasets") or [
-        {"name": "data", "manifest": results["manifest"], "data_source": results["data_source"]}
-    ]
+    sources, sections = REPORTS[results["kind"]](folder, results)
     text = "\n".join(
         [
             f"# LEARNER report: {folder.name}\n",
             source_banner(sources),
             "## Settings\n\n" + settings_section(config, sources),
-            *REPORTS[results["kind"]](folder, results),
+            *sections,
             "## Config and environment\n\n" + environment_section(folder),
         ]
     )

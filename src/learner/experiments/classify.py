@@ -1,6 +1,8 @@
 """The classify stage (Section 2.4): pairs → frozen-encoder features → fitted classifier → test metrics.
 
-For one pretrained encoder run:
+A pipeline stage (it reads run directories and writes pair tables, a classifier and predictions), used by
+``learner classify`` and by every cell of the experiment grids; the maths it wires together is in
+:mod:`learner.evaluation`. For one pretrained encoder run:
 
 1. the patient split is the pretraining run's own (``splits.csv``), so no test patient was seen in
    pretraining;
@@ -36,6 +38,7 @@ from learner.atomic import atomic_path
 from learner.config import Config
 from learner.data.manifest import Manifest
 from learner.data.pairs import pair_class_counts, split_pairs, write_pair_table
+from learner.data.phantom.ground_truth import data_source
 from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.errors import LearnerError, RunDirError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
@@ -46,7 +49,6 @@ from learner.runs import open_run_dir
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.csv"
-PHANTOM_RECORD = "phantom.json"  # written beside every phantom cohort (learner.data.phantom.cohort)
 BOOTSTRAP_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
 
 
@@ -72,23 +74,6 @@ def read_splits(encoder_run: str | os.PathLike[str]) -> dict[str, str]:
     if not rows or not {"patient_id", "split"} <= set(rows[0]):
         raise RunDirError(f"{path}: expected the columns patient_id and split")
     return {row["patient_id"]: row["split"] for row in rows}
-
-
-def phantom_folder(manifest: Manifest) -> Path | None:
-    """The generated cohort's folder when the scans come from a phantom (its ``phantom.json`` lies in the
-    manifest's folder, in the folder holding every scan, or up to two levels above that), else None."""
-    if not manifest.records:
-        return None
-    scans = Path(os.path.commonpath([str(r.path.parent) for r in manifest.records]))
-    for folder in (manifest.root, scans, *list(scans.parents)[:2]):
-        if (folder / PHANTOM_RECORD).is_file():
-            return folder
-    return None
-
-
-def data_source(manifest: Manifest) -> str:
-    """``phantom`` for a generated cohort (see :func:`phantom_folder`), else ``real``."""
-    return "phantom" if phantom_folder(manifest) is not None else "real"
 
 
 def run_classification(

@@ -1,8 +1,9 @@
-"""Report rendering from hand-made results: the paper's table layouts, verdicts, banners, a full report."""
+"""Report and table rendering from hand-made results: table layouts, verdicts, banners, a full report."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,34 +11,41 @@ import numpy as np
 import pytest
 
 from learner.errors import RunDirError
-from learner.evaluation.report import (
-    loss_label,
-    regression_section,
-    regression_summary,
-    render_ablation,
-    render_table3,
-    source_banner,
-    write_report,
-)
+from learner.experiments.results import Cell, DatasetSummary, GridKey, MeanStd, Results, SummaryRow
+from learner.experiments.tables import loss_label, render_ablation, render_table3
+from learner.report import Source, regression_section, regression_summary, source_banner, write_report
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}
+def _stats(values: list[float]) -> MeanStd:
+    return MeanStd(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)))
+
+
+def _dataset(name: str) -> DatasetSummary:
+    return DatasetSummary(name, "m.csv", "sf", scans=0, patients=0, data_source="real", phantom=None)
+
+
+def _cell(dataset: str, loss: str, seed: int, regression: dict[str, Any]) -> Cell:
+    return Cell(
+        key=GridKey(dataset, loss), seed=seed, dir="", clips_per_scan=1, accuracy=0.5, macro_f1=0.5,
+        weighted_f1=0.5, ci={}, n_test_pairs=0, regression=regression, pair_counts={}, encoder_fingerprint="",
+    )  # fmt: skip
 
 
 def test_table3_layout_with_mean_and_std_in_percent() -> None:
     acc = {"mse": [0.50, 0.55], "mse+wcl": [0.70, 0.75]}
     f1 = {"mse": [0.40, 0.44], "mse+wcl": [0.60, 0.62]}
-    results = {
-        "datasets": [{"name": "LUS"}, {"name": "ADNI"}],
-        "losses": ["mse", "mse+wcl"],
-        "seeds": [0, 1],
-        "summary": [
-            {"dataset": d, "loss": loss, "accuracy": _stats(acc[loss]), "macro_f1": _stats(f1[loss])}
+    results = Results(
+        kind="table3",
+        datasets=[_dataset("LUS"), _dataset("ADNI")],
+        losses=["mse", "mse+wcl"],
+        seeds=[0, 1],
+        cells=[],
+        summary=[
+            SummaryRow(GridKey(d, loss), 2, {"accuracy": _stats(acc[loss]), "macro_f1": _stats(f1[loss])})
             for d in ("LUS", "ADNI")
             for loss in ("mse", "mse+wcl")
         ],
-    }
+    )
     lines = render_table3(results).splitlines()
     assert lines[0] == "| Loss | LUS Accuracy | LUS F1 | ADNI Accuracy | ADNI F1 |"
     assert lines[2] == "| MSE | 52.50 ± 3.54 | 42.00 ± 2.83 | 52.50 ± 3.54 | 42.00 ± 2.83 |"
@@ -47,13 +55,12 @@ def test_table3_layout_with_mean_and_std_in_percent() -> None:
 
 
 def test_ablation_layout() -> None:
-    row = {"dataset": "LUS", "backbone": "tsm_resnet18", "combine": "difference", "loss": "mse+cl"}
-    row |= {
-        "classifier": "mlp",
-        "accuracy": {"mean": 0.5805, "std": 0.0},
-        "macro_f1": {"mean": 0.5754, "std": 0.0},
-    }
-    text = render_ablation({"datasets": [{"name": "LUS"}], "seeds": [0], "summary": [row]})
+    key = GridKey(
+        dataset="LUS", backbone="tsm_resnet18", combine="difference", loss="mse+cl", classifier="mlp"
+    )
+    row = SummaryRow(key, 1, {"accuracy": MeanStd(0.5805, 0.0), "macro_f1": MeanStd(0.5754, 0.0)})
+    results = Results("ablation", [_dataset("LUS")], losses=["mse+cl"], seeds=[0], cells=[], summary=[row])
+    text = render_ablation(results)
     assert "| Backbone | Combine | Loss | Classifier | Accuracy | F1 |" in text
     assert "| tsm_resnet18 | difference | MSE + CL | mlp | 58.05 ± 0.00 | 57.54 ± 0.00 |" in text
 
@@ -65,8 +72,8 @@ def test_regression_verdict_is_computed_from_the_errors() -> None:
     assert "| LUS | mse | 30.000 | 60.000 | 50.0% | 40.000 | 70.000 | 0.800 | clearly |" in text
     assert "| LUS | mse+cl | 61.000 | 60.000 | -1.7% | 75.000 | 70.000 | n/a | **no** |" in text
     assert text.startswith("1 of 2 encoders beat")
-    cells = [{"dataset": "LUS", "loss": "mse", "seed": s, "regression": good} for s in (0, 1)]
-    cells.append({**cells[0], "regression": good})  # a second classifier on the same encoder
+    cells = [_cell("LUS", "mse", s, good) for s in (0, 1)]
+    cells.append(replace(cells[0], regression=good))  # a second classifier on the same encoder
     assert regression_summary(cells).startswith("All 2 encoders clearly beat")
     assert "50.0–50.0% lower" in regression_summary(cells)
 
@@ -80,9 +87,7 @@ def test_regression_verdict_is_computed_from_the_errors() -> None:
     ],
 )
 def test_source_banner(sources: list[str], expected: str) -> None:
-    banner = source_banner(
-        [{"name": f"d{i}", "manifest": "m.csv", "data_source": s} for i, s in enumerate(sources)]
-    )
+    banner = source_banner([Source(f"d{i}", "m.csv", s) for i, s in enumerate(sources)])
     assert banner.startswith(f"> **{expected}")
 
 
@@ -155,7 +160,7 @@ def test_report_of_something_else_is_refused(tmp_path: Path) -> None:
 
 
 def test_undefined_numbers_read_n_a() -> None:
-    from learner.evaluation.report import interval, interval_plain, percent, plain
+    from learner.experiments.tables import interval, interval_plain, percent, plain
 
     assert [plain(0.12345), plain(None), plain(float("nan"))] == ["0.123", "n/a", "n/a"]
     assert [interval_plain(-0.5, 0.25), interval_plain(None, 0.2)] == ["[-0.500, 0.250]", "n/a"]

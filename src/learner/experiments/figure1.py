@@ -1,0 +1,64 @@
+"""Fig. 1 (Section 3): cosine distance between the embeddings of a test intra-patient pair against the change
+between its scans, one panel per pretraining objective, from a finished Table 3 grid.
+
+The change is |Δ score| and, on a phantom cohort, also |Δ latent severity|, the ground truth the scans were
+rendered from (:mod:`learner.data.phantom.ground_truth`). Each panel carries Spearman's ρ with a patient
+bootstrap interval (:func:`learner.evaluation.embedding_analysis.distance_vs_change`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from learner.data.manifest import Manifest
+from learner.data.phantom.ground_truth import latent_severity
+from learner.evaluation.embed import embed_scans
+from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
+from learner.experiments.results import Cell, Figure
+from learner.experiments.tables import loss_label
+
+FIGURE_TARGETS: dict[str, str] = {
+    "score": "|Δ score|",
+    "latent": "|Δ latent severity| (phantom ground truth)",
+}
+"""Figure target → the change on its x axis."""
+
+_ID_COLUMNS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
+
+
+def figure_one(out_dir: Path, cells: Sequence[Cell], manifest: Manifest, n_boot: int) -> dict[str, Figure]:
+    """Fig. 1 of one dataset from its lowest-seed cells (their test pairs in ``<cell>/classifier/pairs``),
+    written as ``fig1_<dataset>_<target>.png`` into ``out_dir``.
+
+    Returns:
+        target (``score``, and ``latent`` on a phantom) → the :class:`Figure` (file, seed, panels).
+    """
+    seed = min(c.seed for c in cells)
+    shown = [c for c in cells if c.seed == seed]
+    targets: dict[str, str | dict[str, float]] = {"score": "score"}
+    truth = latent_severity(manifest)
+    if truth is not None:
+        targets["latent"] = truth
+    figures: dict[str, Figure] = {}
+    for key, target in targets.items():
+        analyses = {c.key.loss: _distance_analysis(out_dir, c, manifest, target, n_boot) for c in shown}
+        png = f"fig1_{shown[0].key.dataset}_{key}.png"
+        panels = {loss_label(k): a for k, a in analyses.items()}
+        plot_distance_panels(panels, out_dir / png, xlabel=FIGURE_TARGETS[key])
+        figures[key] = Figure(png=png, seed=seed, panels={k: a.to_metrics() for k, a in analyses.items()})
+    return figures
+
+
+def _distance_analysis(
+    out_dir: Path, cell: Cell, manifest: Manifest, target: str | dict[str, float], n_boot: int
+) -> DistanceAnalysis:
+    folder = out_dir / cell.dir
+    pairs = pd.read_csv(folder / "classifier" / "pairs" / "test.csv", dtype=_ID_COLUMNS)
+    table = embed_scans(folder / "encoder", manifest, clips_per_scan=cell.clips_per_scan)  # cached
+    name = "score" if isinstance(target, str) else "latent severity"
+    return distance_vs_change(
+        pairs, table.embeddings, table.scan_ids, target, target_name=name, n_boot=n_boot, seed=cell.seed
+    )

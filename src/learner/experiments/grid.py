@@ -1,0 +1,242 @@
+"""The grid engine behind Tables 3 and 4 (Section 3): cells, resumable stages, summaries, output files.
+
+A grid cell is one config (:func:`cell_config`) run through two stages, each in its own run directory:
+pretraining (:func:`ensure_encoder`) and classification on the frozen encoder (:func:`ensure_classification`,
+:mod:`learner.experiments.classify`). :mod:`learner.experiments.table3` and
+:mod:`learner.experiments.ablation` only say which cells exist and how their folders are named.
+
+**Resumable.** A stage whose folder holds ``complete.json`` (its stage record, written last) is never
+recomputed; an interrupted pretraining continues from its last checkpoint; an interrupted classification is
+redone (it is cheap). A completed stage whose stored config differs from the requested one is an error,
+not silently reused. Adding a loss, seed or dataset to the grid and resuming computes only the new cells.
+
+**Summary.** Cells sharing a grid key get mean ± sample std over seeds of accuracy, macro-F1 and
+weighted-F1 (:func:`summarise`); the experiment writes its table (Markdown), its long-form CSV and
+``results.json`` (:mod:`learner.experiments.results`) with :func:`write_outputs`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from learner import atomic
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, LossConfig, apply_overrides
+from learner.data.manifest import Manifest, load_manifest
+from learner.data.phantom.ground_truth import data_source, phantom_record
+from learner.data.scales import scale_from_config
+from learner.errors import ConfigError, RunDirError
+from learner.experiments.classify import run_classification
+from learner.experiments.results import (
+    METRICS,
+    Cell,
+    DatasetSummary,
+    ExperimentResult,
+    GridKey,
+    MeanStd,
+    Results,
+    SummaryRow,
+    json_number,
+)
+from learner.losses.registry import build_objective
+from learner.runs import open_run_dir
+from learner.training.checkpoint import checkpoint_fingerprint
+from learner.training.pretrain import pretrain
+
+COMPLETE = "complete.json"
+
+
+@dataclass(frozen=True)
+class EncoderStage:
+    """``complete.json`` of a pretraining stage: the config digest, the fingerprint of ``checkpoints/best``
+    and pretraining's ``metrics.json`` (best/last val MAE, RMSE, r and the predict-the-mean baseline)."""
+
+    config_digest: str
+    fingerprint: str
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClassifierStage:
+    """``complete.json`` of a classification stage: the config digest and the stage's ``metrics.json``."""
+
+    config_digest: str
+    metrics: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------ cells
+def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
+    """The config of one grid cell: ``base`` pointed at ``dataset`` with dotted ``keys`` overridden."""
+    return apply_overrides(
+        base, {"data.manifest": str(dataset.manifest), "data.scale": dataset.scale, **keys}
+    )
+
+
+def config_digest(config: Config) -> str:
+    """Hash of everything in ``config`` that changes results (all but ``runtime``)."""
+    return hashlib.sha256(json.dumps(config.result_settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def completed(directory: Path, config: Config) -> dict[str, Any] | None:
+    """The ``complete.json`` record of a finished stage, None when unfinished.
+
+    Raises:
+        RunDirError: the stage finished with a different config (reusing it would mix settings).
+    """
+    try:
+        record = json.loads((directory / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("config_digest") != config_digest(config):
+        raise RunDirError(
+            f"{directory} was computed with another config; use a new output folder or --force to redo it"
+        )
+    return record
+
+
+def ensure_encoder(config: Config, directory: Path) -> EncoderStage:
+    """Pretrain into ``directory`` unless complete; continue an interrupted run from its last checkpoint."""
+    record = completed(directory, config)
+    if record is not None:
+        return EncoderStage(**record)
+    resume = (directory / "config.yaml").is_file()
+    occupied = directory.is_dir() and any(directory.iterdir())
+    pretrain(config, directory, resume=resume, force=occupied and not resume)
+    stage = EncoderStage(
+        config_digest=config_digest(config),
+        fingerprint=checkpoint_fingerprint(directory / "checkpoints" / "best"),
+        metrics=json.loads((directory / "metrics.json").read_text(encoding="utf-8")),
+    )
+    atomic.write_json(directory / COMPLETE, asdict(stage))
+    return stage
+
+
+def ensure_classification(
+    encoder_dir: Path, manifest: Manifest, config: Config, directory: Path, device: str
+) -> ClassifierStage:
+    """Fit and test the classifier on ``encoder_dir`` into ``directory`` unless complete."""
+    record = completed(directory, config)
+    if record is not None:
+        return ClassifierStage(**record)
+    result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
+    stage = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
+    atomic.write_json(directory / COMPLETE, asdict(stage))
+    return stage
+
+
+def cell_result(
+    key: GridKey,
+    seed: int,
+    where: Path,
+    clips_per_scan: int,
+    encoder: EncoderStage,
+    classified: ClassifierStage,
+) -> Cell:
+    """A finished cell from its two stage records: test metrics and CIs, regression quality, pairs."""
+    test = classified.metrics["test"]
+    return Cell(
+        key=key,
+        seed=seed,
+        dir=str(where),
+        clips_per_scan=clips_per_scan,
+        **{name: test[name] for name in METRICS},
+        ci={name: (json_number(low), json_number(high)) for name, (low, high) in test["ci"].items()},
+        n_test_pairs=test["n"],
+        regression=encoder.metrics["best"],
+        pair_counts=classified.metrics["pair_counts"],
+        encoder_fingerprint=encoder.fingerprint,
+    )
+
+
+def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
+    """Mean, sample std (ddof 1; 0 for one seed) and n of every metric over the cells sharing a grid key."""
+    groups: dict[GridKey, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        groups[cell.key].append(cell)
+    rows = []
+    for key, members in groups.items():
+        stats = {}
+        for name in METRICS:
+            values = np.array([m.metric(name) for m in members], dtype=np.float64)
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            stats[name] = MeanStd(mean=float(values.mean()), std=std)
+        rows.append(SummaryRow(key=key, n_seeds=len(members), stats=stats))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ the grid
+def with_grid(
+    grid: ExperimentConfig,
+    *,
+    datasets: Sequence[DatasetSpec] | None = None,
+    losses: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    **more: Sequence[str] | None,
+) -> ExperimentConfig:
+    """``grid`` with the given axes replacing its own, validated up front.
+
+    Raises:
+        ConfigError: an empty axis, no dataset, two datasets sharing a name, or an unknown loss.
+    """
+    given = {"datasets": datasets, "losses": losses, "seeds": seeds, **more}
+    grid = grid.model_copy(update={k: list(v) for k, v in given.items() if v is not None})
+    if not grid.datasets:
+        raise ConfigError("experiment.datasets is empty; list at least one {name, manifest, scale}")
+    names = [d.name for d in grid.datasets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"experiment.datasets: dataset names must be unique, got {names}")
+    for axis in ("losses", "seeds", *more):
+        if not getattr(grid, axis):
+            raise ConfigError(f"experiment.{axis} is empty")
+    for loss in grid.losses:
+        build_objective(LossConfig(name=loss))
+    return grid
+
+
+def open_experiment(
+    config: Config, grid: ExperimentConfig, out_dir: str | os.PathLike[str], *, resume: bool, force: bool
+) -> Path:
+    """The experiment's run directory (see :func:`learner.runs.open_run_dir`); its ``config.yaml`` holds the
+    run settings and the grid (:class:`learner.config.Experiment`), rewritten on resume because the grid may
+    have grown."""
+    run = open_run_dir(out_dir, config, resume=resume, force=force)
+    atomic.write_text(run.path / "config.yaml", Experiment(config, grid).to_yaml())
+    return run.path
+
+
+def dataset_manifest(config: Config, dataset: DatasetSpec) -> Manifest:
+    """The validated manifest of a dataset column, read with the column's score scale."""
+    return load_manifest(dataset.manifest, scale_from_config(cell_config(config, dataset).data))
+
+
+def describe_dataset(dataset: DatasetSpec, manifest: Manifest) -> DatasetSummary:
+    """A dataset column as ``results.json`` lists it: spec, scan/patient counts, source, phantom record."""
+    return DatasetSummary(
+        name=dataset.name,
+        manifest=str(dataset.manifest),
+        scale=dataset.scale,
+        scans=len(manifest.records),
+        patients=len(manifest.patients()),
+        data_source=data_source(manifest),
+        phantom=phantom_record(manifest),
+    )
+
+
+def write_outputs(
+    run_dir: Path, name: str, results: Results, table: str, long_form: pd.DataFrame
+) -> ExperimentResult:
+    """Write ``<name>.md`` (the paper's table), ``<name>.csv`` (long-form numbers) and ``results.json``."""
+    atomic.write_text(run_dir / f"{name}.md", table)
+    with atomic.atomic_path(run_dir / f"{name}.csv") as tmp:
+        long_form.to_csv(tmp, index=False)
+    atomic.write_json(run_dir / "results.json", results.to_json())
+    return ExperimentResult(run_dir, results, table)

@@ -1,0 +1,277 @@
+"""Typed results of the experiment grids (Tables 3 and 4, Fig. 1, Section 3) and their one JSON form.
+
+An experiment's ``results.json`` is :meth:`Results.to_json` of a :class:`Results`; everything that reads it
+back (``learner report``) goes through :meth:`Results.from_json`, so dictionaries exist only at that file
+boundary. A :class:`Results` holds one :class:`Cell` per finished grid cell (one seed of one
+:class:`GridKey`), one :class:`SummaryRow` per grid key (mean ± std over seeds), and for Table 3 the paired
+comparisons with the baseline objective and the Fig. 1 panels.
+
+The stage records a cell is built from (pretraining's and the classifier's ``metrics.json``, Fig. 1's
+:meth:`learner.evaluation.embedding_analysis.DistanceAnalysis.to_metrics`) are kept as those stages wrote
+them: they are the stages' own file formats, carried through unchanged.
+
+NaN (an undefined interval, a Pearson r of a constant prediction) is written as ``null``
+(:func:`learner.atomic.write_json`) and read back as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from learner.evaluation.metrics import PairedDifference
+
+METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1")
+"""The test-pair metrics every cell reports and every summary averages."""
+
+GRID_AXES: tuple[str, ...] = ("dataset", "backbone", "combine", "loss", "classifier")
+"""The axes a grid key may have, in the order rows and files list them (Table 4's column order)."""
+
+OPTIONAL_AXES: tuple[str, ...] = ("backbones", "combines", "classifiers")
+"""Grid axes only the ablation varies (Table 3 keeps the config's backbone, combine and classifier)."""
+
+Scalar = float | int | str | None
+"""A value of a stage's own metrics record (``null`` in JSON is None)."""
+
+
+def json_number(value: float | None) -> float:
+    """A float read from JSON (or a stage record): ``null`` (written for NaN) back to NaN."""
+    return math.nan if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class GridKey:
+    """Where a row sits in the grid; an axis the experiment does not vary is None (left out of the JSON)."""
+
+    dataset: str
+    loss: str
+    backbone: str | None = None
+    combine: str | None = None
+    classifier: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        """The axes the experiment varies, in :data:`GRID_AXES` order."""
+        return {axis: value for axis in GRID_AXES if (value := getattr(self, axis)) is not None}
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> GridKey:
+        """The key of a ``cells`` or ``summary`` row of ``results.json``."""
+        return cls(**{axis: row[axis] for axis in GRID_AXES if axis in row})
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One finished cell (one seed of one grid key): its test metrics with 95% patient-bootstrap intervals
+    (``ci``: metric → (low, high)), its encoder's val-split regression quality (pretraining's
+    ``metrics.json["best"]`` row) and the class balance of every pair set."""
+
+    key: GridKey
+    seed: int
+    dir: str
+    clips_per_scan: int
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    ci: dict[str, tuple[float, float]]
+    n_test_pairs: int
+    regression: dict[str, Scalar]
+    pair_counts: dict[str, dict[str, int]]
+    encoder_fingerprint: str
+
+    def metric(self, name: str) -> float:
+        """The test value of one of :data:`METRICS`."""
+        return float(getattr(self, name))
+
+    def coordinates(self) -> dict[str, str | int]:
+        """The grid axes and the seed, as the reports' key columns."""
+        return {**self.key.to_json(), "seed": self.seed}
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``cells`` row of ``results.json``."""
+        return {
+            **self.coordinates(),
+            "dir": self.dir,
+            "clips_per_scan": self.clips_per_scan,
+            **{name: self.metric(name) for name in METRICS},
+            "ci": {name: list(bounds) for name, bounds in self.ci.items()},
+            "n_test_pairs": self.n_test_pairs,
+            "regression": self.regression,
+            "pair_counts": self.pair_counts,
+            "encoder_fingerprint": self.encoder_fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> Cell:
+        """A cell from its ``results.json`` row."""
+        plain = {f.name: row[f.name] for f in fields(cls) if f.name not in ("key", "ci")}
+        ci = {name: (json_number(low), json_number(high)) for name, (low, high) in row["ci"].items()}
+        return cls(key=GridKey.from_json(row), ci=ci, **plain)
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    """Mean and sample standard deviation (ddof 1; 0 for one seed) of a metric over seeds."""
+
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of the paper's table: a grid key, its number of seeds and each metric over them."""
+
+    key: GridKey
+    n_seeds: int
+    stats: dict[str, MeanStd]
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``summary`` row of ``results.json``."""
+        return {**self.key.to_json(), "n_seeds": self.n_seeds} | {
+            name: asdict(value) for name, value in self.stats.items()
+        }
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> SummaryRow:
+        """A summary row from ``results.json``."""
+        stats = {
+            name: MeanStd(json_number(row[name]["mean"]), json_number(row[name]["std"])) for name in METRICS
+        }
+        return cls(key=GridKey.from_json(row), n_seeds=row["n_seeds"], stats=stats)
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """A dataset column: its spec, its size, PHANTOM or REAL, and the generator's record of a phantom."""
+
+    name: str
+    manifest: str
+    scale: str
+    scans: int
+    patients: int
+    data_source: str
+    phantom: dict[str, object] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``datasets`` entry of ``results.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> DatasetSummary:
+        """A dataset entry from ``results.json``."""
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One Fig. 1 image of one dataset: the file (in the experiment folder), the seed its cells share, and
+    per objective the panel's Spearman ρ record (:meth:`DistanceAnalysis.to_metrics`)."""
+
+    png: str
+    seed: int
+    panels: dict[str, dict[str, Scalar]]
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``figures[dataset][target]`` entry of ``results.json``."""
+        return asdict(self)
+
+
+Comparisons = dict[str, dict[str, dict[str, PairedDifference]]]
+"""dataset → loss → metric → the paired difference (loss − baseline) over seeds."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """Everything an experiment grid computed (``results.json``).
+
+    ``kind`` is ``table3`` or ``ablation``. ``backbones``, ``combines`` and ``classifiers`` are the
+    ablation's axes (None for Table 3); ``baseline_loss``, ``comparisons`` and ``figures`` (dataset →
+    target → :class:`Figure`) are Table 3's (None for the ablation).
+    """
+
+    kind: str
+    datasets: list[DatasetSummary]
+    losses: list[str]
+    seeds: list[int]
+    cells: list[Cell]
+    summary: list[SummaryRow]
+    backbones: list[str] | None = None
+    combines: list[str] | None = None
+    classifiers: list[str] | None = None
+    baseline_loss: str | None = None
+    comparisons: Comparisons | None = None
+    figures: dict[str, dict[str, Figure]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``results.json`` (only the fields of this kind of experiment)."""
+        out: dict[str, Any] = {"kind": self.kind, "datasets": [d.to_json() for d in self.datasets]}
+        out |= {axis: list(values) for axis in OPTIONAL_AXES if (values := getattr(self, axis)) is not None}
+        out |= {"losses": list(self.losses), "seeds": list(self.seeds)}
+        if self.baseline_loss is not None:
+            out["baseline_loss"] = self.baseline_loss
+        out |= {"cells": [c.to_json() for c in self.cells], "summary": [r.to_json() for r in self.summary]}
+        if self.comparisons is not None:
+            out["comparisons"] = {
+                dataset: {
+                    loss: {m: asdict(d) for m, d in by_metric.items()} for loss, by_metric in rows.items()
+                }
+                for dataset, rows in self.comparisons.items()
+            }
+        if self.figures is not None:
+            out["figures"] = {
+                dataset: {target: figure.to_json() for target, figure in targets.items()}
+                for dataset, targets in self.figures.items()
+            }
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Results:
+        """Read back what :meth:`to_json` wrote (``json.loads`` of ``results.json``)."""
+        comparisons = figures = None
+        if "comparisons" in data:
+            comparisons = {
+                dataset: {
+                    loss: {m: _difference(d) for m, d in by_metric.items()}
+                    for loss, by_metric in rows.items()
+                }
+                for dataset, rows in data["comparisons"].items()
+            }
+        if "figures" in data:
+            figures = {
+                dataset: {target: Figure(**figure) for target, figure in targets.items()}
+                for dataset, targets in data["figures"].items()
+            }
+        return cls(
+            kind=data["kind"],
+            datasets=[DatasetSummary.from_json(d) for d in data["datasets"]],
+            losses=list(data["losses"]),
+            seeds=list(data["seeds"]),
+            cells=[Cell.from_json(c) for c in data["cells"]],
+            summary=[SummaryRow.from_json(r) for r in data["summary"]],
+            **{axis: list(data[axis]) for axis in OPTIONAL_AXES if axis in data},
+            baseline_loss=data.get("baseline_loss"),
+            comparisons=comparisons,
+            figures=figures,
+        )
+
+
+def _difference(row: Mapping[str, Any]) -> PairedDifference:
+    return PairedDifference(
+        mean=json_number(row["mean"]),
+        low=json_number(row["low"]),
+        high=json_number(row["high"]),
+        std=json_number(row["std"]),
+        n=row["n"],
+    )
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """A finished experiment grid: its run directory, its :class:`Results` and the Markdown of its table
+    (``table3.md`` or ``table4.md``)."""
+
+    out_dir: Path
+    results: Results
+    table: str

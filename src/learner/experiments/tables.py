@@ -1,0 +1,104 @@
+"""The paper's tables in Markdown: Table 3 (loss × dataset) and Table 4 (the ablation), Section 3.
+
+The experiments write these themselves (``table3.md``, ``table4.md``) and ``learner report`` embeds them;
+the number formatters here are shared with the report and the CLI. The F1 shown is **macro-F1**
+(see :data:`F1_NOTE`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from learner.experiments.results import MeanStd, Results
+
+F1_NOTE = (
+    "F1 is **macro-F1**, the unweighted mean of the per-class F1 of deteriorated, stable and improved. The "
+    "test pairs are imbalanced (most intra-patient pairs are stable) and the paper's three-class F1 is most "
+    "naturally the macro average; with it a classifier that always answers 'stable' cannot score well. "
+    "Weighted-F1 is in the CSV/JSON files."
+)
+
+LOSS_LABELS: dict[str, str] = {"mse": "MSE", "cl": "CL", "wcl": "wCL", "wcl_scaled": "wCL (scaled)"}
+
+
+def loss_label(name: str) -> str:
+    """``mse+wcl`` → ``MSE + wCL`` (the paper's spelling; unknown terms are shown as they are)."""
+    return " + ".join(LOSS_LABELS.get(part, part) for part in name.split("+"))
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with two decimals, like the paper's tables ('n/a' when undefined)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+
+
+def mean_std(stats: MeanStd) -> str:
+    """Mean and std of a fraction → ``"72.46 ± 1.30"`` (percent)."""
+    return f"{percent(stats.mean)} ± {percent(stats.std)}"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    """A fraction interval as ``[a, b]`` in percent, or 'n/a'."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"[{percent(low)}, {percent(high)}]"
+
+
+def plain(value: float | None) -> str:
+    """A number with three decimals, or 'n/a' when undefined (stored as null, or NaN)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def interval_plain(low: float | None, high: float | None) -> str:
+    """An interval of plain numbers (not fractions) as ``[a, b]``, or 'n/a'."""
+    return "n/a" if "n/a" in (plain(low), plain(high)) else f"[{plain(low)}, {plain(high)}]"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_table3(results: Results) -> str:
+    """Table 3's layout: one row per loss, Accuracy and F1 (macro) per dataset, mean ± std over seeds (%)."""
+    datasets = [d.name for d in results.datasets]
+    summary = {(row.key.dataset, row.key.loss): row for row in results.summary}
+    header = ["Loss"] + [f"{d} {m}" for d in datasets for m in ("Accuracy", "F1")]
+    rows = []
+    for loss in results.losses:
+        cells = [loss_label(loss)]
+        for dataset in datasets:
+            row = summary.get((dataset, loss))
+            cells += [mean_std(row.stats["accuracy"]), mean_std(row.stats["macro_f1"])] if row else ["—", "—"]
+        rows.append(cells)
+    seeds = len(results.seeds)
+    caption = (
+        "Health-change classification on the test intra-patient pairs: accuracy and F1 in %, mean ± std "
+        "over "
+        f"{seeds} seed{'s' if seeds != 1 else ''}. {F1_NOTE}\n"
+    )
+    return markdown_table(header, rows) + "\n" + caption
+
+
+def render_ablation(results: Results) -> str:
+    """Table 4's layout: Backbone | Combine | Loss | Classifier | Accuracy | F1 (macro), mean ± std (%)."""
+    parts = []
+    for dataset in results.datasets:
+        rows = [
+            [
+                row.key.backbone,
+                row.key.combine,
+                loss_label(row.key.loss),
+                row.key.classifier,
+                mean_std(row.stats["accuracy"]),
+                mean_std(row.stats["macro_f1"]),
+            ]
+            for row in results.summary
+            if row.key.dataset == dataset.name
+        ]
+        header = ["Backbone", "Combine", "Loss", "Classifier", "Accuracy", "F1"]
+        parts.append(f"**{dataset.name}**\n\n" + markdown_table(header, rows))
+    seeds = len(results.seeds)
+    return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {F1_NOTE}\n"

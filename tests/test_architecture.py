@@ -1,0 +1,163 @@
+"""The package's shape, enforced: imports flow one way down the pipeline, there is no import circle, and
+``docs/architecture.md`` lists exactly the modules that exist.
+
+The pipeline's layers, left to right: data → models → losses → training → evaluation → experiments →
+report → cli. A module may import its own layer, the layers to its left and the shared top-level modules
+(:data:`SHARED`); a shared module imports only shared modules. Every ``import`` counts, including those
+inside functions: a lazy import that keeps a circle alive is still a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "src" / "learner"
+ARCHITECTURE_DOC = SOURCE.parents[1] / "docs" / "architecture.md"
+
+LAYERS: tuple[str, ...] = (
+    "data", "models", "losses", "training", "evaluation", "experiments", "report", "cli", "__main__"
+)  # fmt: skip
+SHARED: tuple[str, ...] = ("errors", "atomic", "formats", "config", "runs")
+
+
+def module_name(path: Path) -> str:
+    """``src/learner/data/manifest.py`` → ``learner.data.manifest``; a package is its ``__init__``."""
+    parts = path.relative_to(SOURCE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(SOURCE.rglob("*.py"))}
+
+
+def imported_modules(name: str, path: Path, known: set[str]) -> Iterator[str]:
+    """Every ``learner`` module that ``path`` imports, at any depth of its code."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]  # `from learner.x import f` names module learner.x
+            if target and target != "learner" and target != name:
+                yield target
+
+
+def import_graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: set(imported_modules(name, path, set(found))) for name, path in found.items()}
+
+
+def layer_of(module: str) -> tuple[str, int | None]:
+    """(top-level name, layer index or None for a shared module)."""
+    top = module.split(".")[1]
+    if top in SHARED:
+        return top, None
+    if top not in LAYERS:
+        raise AssertionError(f"{module}: {top!r} is neither a pipeline layer nor a shared module")
+    return top, LAYERS.index(top)
+
+
+def test_every_top_level_name_is_a_layer_or_shared() -> None:
+    for module in modules():
+        if module != "learner":
+            layer_of(module)
+
+
+def test_imports_never_point_back_up_the_pipeline() -> None:
+    backwards = []
+    for source, targets in import_graph().items():
+        if source == "learner":
+            assert not targets, f"learner/__init__.py must stay import-free, imports {sorted(targets)}"
+            continue
+        _, here = layer_of(source)
+        for target in targets:
+            _, there = layer_of(target)
+            if there is None:
+                continue
+            if here is None or there > here:
+                backwards.append(f"{source} → {target}")
+    assert not backwards, "imports against the pipeline order:\n" + "\n".join(sorted(backwards))
+
+
+def test_no_import_circle() -> None:
+    graph = import_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    assert not circles, f"import circles: {circles}"
+
+
+def test_the_checker_sees_a_backward_and_a_lazy_import(tmp_path: Path) -> None:
+    """The checker itself can fail: a function-level import from a later layer is reported."""
+    code = "def f():\n    from learner.experiments.table3 import run_table3\n    return run_table3\n"
+    fake = SOURCE / "models" / "x.py"
+    (tmp_path / "x.py").write_text(code)
+    known = {"learner.models.x", "learner.experiments.table3", "learner.experiments"}
+    found = set(imported_modules("learner.models.x", tmp_path / "x.py", known))
+    assert found == {"learner.experiments.table3"}
+    assert layer_of("learner.experiments.table3")[1] > layer_of(module_name(fake))[1]  # type: ignore[operator]
+
+
+DOC_MODULE = re.compile(r"`((?:[a-z_]+/)*[a-z_0-9]+\.py)`")
+
+
+def test_architecture_doc_lists_exactly_the_modules() -> None:
+    """``docs/architecture.md`` names every module as a path relative to ``src/learner`` in backticks."""
+    documented = set(DOC_MODULE.findall(ARCHITECTURE_DOC.read_text(encoding="utf-8")))
+    actual = {str(path.relative_to(SOURCE)) for path in SOURCE.rglob("*.py") if path.name != "__init__.py"}
+    assert sorted(actual - documented) == [], "modules missing from docs/architecture.md"
+    assert sorted(documented - actual) == [], "docs/architecture.md names modules that do not exist"
+
+
+@pytest.mark.parametrize("limit", [400])
+def test_modules_stay_small_or_say_why(limit: int) -> None:
+    """A module over ``limit`` lines explains in its docstring why it is one module ("One module because")."""
+    long = []
+    for path in SOURCE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > limit and "One module because" not in (
+            ast.get_docstring(ast.parse(text)) or ""
+        ):
+            long.append(f"{path.relative_to(SOURCE)} ({text.count(chr(10))} lines)")
+    assert not long, f"modules over {limit} lines without a reason in their docstring: {long}"
