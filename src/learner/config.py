@@ -406,6 +406,23 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return _validate(Config, raw)
 
 
+def stored_config(raw: dict[str, Any]) -> Config:
+    """A :class:`Config` that learner itself stored (a run's ``config.yaml``, a checkpoint's metadata),
+    upgraded from before :data:`MOVED_KEYS` moved: each old key is moved to its new place and a per-run
+    ``experiment`` section (only its ``bootstrap`` was used) is dropped. The values are the ones the run
+    used, so nothing changes meaning; a file a user writes gets :func:`config_from_dict`'s error instead.
+    """
+    upgraded = {section: dict(value) if isinstance(value, dict) else value for section, value in raw.items()}
+    for old, new in MOVED_KEYS.items():
+        old_section, old_name = old.split(".")
+        section = upgraded.get(old_section)
+        if isinstance(section, dict) and old_name in section:
+            new_section, new_name = new.split(".")
+            upgraded.setdefault(new_section, {})[new_name] = section.pop(old_name)
+    upgraded.pop("experiment", None)
+    return config_from_dict(upgraded)
+
+
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """A copy of ``config`` with dotted-key overrides (``{"optim.epochs": 5}``) applied and validated."""
     raw = config.model_dump(mode="json")
