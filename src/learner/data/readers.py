@@ -25,6 +25,7 @@ Every failure is a :class:`~learner.errors.ScanReadError` whose one-line message
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ Reader = Callable[[Path, ReadOptions], Scan]
 
 
 def read_scan(
-    path: str | Path, *, nifti_axis: NiftiAxis = "axial", max_frames: int | None = None, grey: bool = False
+    path: str | os.PathLike[str], *, nifti_axis: NiftiAxis = "axial", max_frames: int | None = None, grey: bool = False
 ) -> Scan:
     """Read a video, DICOM, NIfTI volume, image or folder of frames into a :class:`Scan`.
 
