@@ -319,9 +319,7 @@ class ExperimentConfig(_Section):
     backbones: list[str] = Field(
         default_factory=lambda: ["tsm_resnet18", "vit", "swin"], description="model.backbone (Table 4)"
     )
-    combines: list[Combine] = Field(
-        default_factory=_all_combines, description="classifier.combine (Table 4)"
-    )
+    combines: list[Combine] = Field(default_factory=_all_combines, description="classifier.combine (Table 4)")
     classifiers: list[ClassifierHead] = Field(
         default_factory=_all_classifier_heads, description="classifier.head (Table 4)"
     )

@@ -69,7 +69,11 @@ Reader = Callable[[Path, ReadOptions], Scan]
 
 
 def read_scan(
-    path: str | os.PathLike[str], *, nifti_axis: NiftiAxis = "axial", max_frames: int | None = None, grey: bool = False
+    path: str | os.PathLike[str],
+    *,
+    nifti_axis: NiftiAxis = "axial",
+    max_frames: int | None = None,
+    grey: bool = False,
 ) -> Scan:
     """Read a video, DICOM, NIfTI volume, image or folder of frames into a :class:`Scan`.
 

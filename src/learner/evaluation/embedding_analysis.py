@@ -47,7 +47,8 @@ def cosine_distances_for_pairs(
     """
     first, second = (side.astype(np.float64) for side in pair_embeddings(pairs, embeddings, scan_ids))
     norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
-    cosine: npt.NDArray[np.float64] = np.sum(first * second, axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
+    cosine: npt.NDArray[np.float64]
+    cosine = np.sum(first * second, axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
     return 1.0 - np.clip(cosine, -1.0, 1.0)
 
 

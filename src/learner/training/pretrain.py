@@ -71,6 +71,7 @@ from learner.training.validation import predict_scores, regression_metrics
 
 log = logging.getLogger(__name__)
 
+
 class OptimizerFactory(Protocol):
     """An optimiser class as :func:`pretrain` builds it: parameters, learning rate and weight decay."""
 
@@ -187,7 +188,8 @@ def _pretrain(
             f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
         )
     sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]] = DistributedSampler(
-        train_set, info.world_size, info.rank, seed=config.seed, drop_last=True)
+        train_set, info.world_size, info.rank, seed=config.seed, drop_last=True
+    )
     loader_args: dict[str, Any] = {"num_workers": runtime.workers, "seed": config.seed}
     loader_args["pin_memory"] = device.type == "cuda"
     local_batch = optim.batch_size // info.world_size

@@ -216,7 +216,8 @@ def render_lus_clip(
     power = wall * speckle_wall + lung * speckle_lung
     power *= _rib_shadows(n, lateral, dy)  # (H, W) ribs sit in the chest wall and do not slide
     power *= 10 ** (n.tgc_db * (depth / n.depth_cm - 0.5) / 10)[:, None]
-    level: npt.NDArray[np.float64] = (10 * np.log10(power + 1e-12) + n.gain_db + n.dynamic_range_db - 3) / n.dynamic_range_db
+    level: npt.NDArray[np.float64]
+    level = (10 * np.log10(power + 1e-12) + n.gain_db + n.dynamic_range_db - 3) / n.dynamic_range_db
     return np.round(np.clip(level, 0.0, 1.0) * 255).astype(np.uint8)
 
 
