@@ -331,7 +331,7 @@ def read_dicom(path: Path, options: ReadOptions) -> Scan:
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels.processing import apply_modality_lut  # where pydicom.pixels re-exports them from
+    from pydicom.pixels.processing import apply_modality_lut  # the defining modules (for mypy)
     from pydicom.pixels.utils import pixel_array
 
     try:
