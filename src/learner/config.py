@@ -297,6 +297,14 @@ class DatasetSpec(_Section):
     scale: str = Field(default="sf", description="its score scale (data.scale of its cells)")
 
 
+def _all_combines() -> list[Combine]:
+    return ["difference", "concatenate"]
+
+
+def _all_classifier_heads() -> list[ClassifierHead]:
+    return ["mlp_large", "mlp"]
+
+
 class ExperimentConfig(_Section):
     """The grid of an experiment (Tables 3 and 4): the ``experiment:`` section of an experiment file.
 
@@ -311,11 +319,9 @@ class ExperimentConfig(_Section):
     backbones: list[str] = Field(
         default_factory=lambda: ["tsm_resnet18", "vit", "swin"], description="model.backbone (Table 4)"
     )
-    combines: list[Combine] = Field(
-        default_factory=lambda: ["difference", "concatenate"], description="classifier.combine (Table 4)"
-    )
+    combines: list[Combine] = Field(default_factory=_all_combines, description="classifier.combine (Table 4)")
     classifiers: list[ClassifierHead] = Field(
-        default_factory=lambda: ["mlp_large", "mlp"], description="classifier.head (Table 4)"
+        default_factory=_all_classifier_heads, description="classifier.head (Table 4)"
     )
 
 

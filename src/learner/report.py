@@ -117,7 +117,7 @@ def regression_section(
                 f"{100 * margin:.1f}%",
                 f"{best['val_rmse']:.3f}",
                 f"{best['baseline_rmse']:.3f}",
-                plain(best.get("val_r")),
+                plain(_number(best.get("val_r"))),
                 verdict,
             ]
         )
@@ -125,6 +125,13 @@ def regression_section(
     table = markdown_table([*header, "Pearson r", "beats baseline"], rows)
     note = "Val split, best checkpoint (lowest val MAE), score units."
     return f"{regression_verdict(margins)}\n\n{note}\n\n{table}"
+
+
+def _number(value: Scalar) -> float | None:
+    """A numeric value of a metrics record (None where JSON holds null: an undefined statistic)."""
+    if isinstance(value, str):
+        raise TypeError(f"metrics record value {value!r} is not a number")
+    return value
 
 
 def regression_verdict(margins: Sequence[float]) -> str:
@@ -158,7 +165,8 @@ def regression_summary(cells: Sequence[Cell]) -> str:
 
 
 def _margin(best: Mapping[str, Any]) -> float:
-    return 1.0 - best["val_mae"] / best["baseline_mae"]
+    margin: float = 1.0 - best["val_mae"] / best["baseline_mae"]
+    return margin
 
 
 def _key_names(cells: Sequence[Cell], candidates: Sequence[str]) -> list[str]:
@@ -284,8 +292,8 @@ def _figure_section(results: Results) -> str:
             rows = [
                 [
                     loss_label(loss),
-                    plain(m["spearman_rho"]),
-                    interval_plain(m["ci_low"], m["ci_high"]),
+                    plain(_number(m["spearman_rho"])),
+                    interval_plain(_number(m["ci_low"]), _number(m["ci_high"])),
                     m["n_pairs"],
                     m["n_patients"],
                 ]
@@ -397,7 +405,7 @@ def _read_results(folder: Path) -> dict[str, Any]:
     for name in RESULT_FILES:
         path = folder / name
         if path.is_file():
-            results = json.loads(path.read_text(encoding="utf-8"))
+            results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             if results.get("kind") in REPORTS:
                 return results
     kinds = ", ".join(REPORTS)

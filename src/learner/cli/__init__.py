@@ -70,7 +70,7 @@ class _StderrWarnings(logging.StreamHandler):  # type: ignore[type-arg]
         self.setLevel(logging.WARNING)
         self.setFormatter(logging.Formatter("warning: %(message)s"))
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> object:
         return sys.stderr
 

@@ -40,7 +40,7 @@ def _patients(text: str) -> tuple[int, int, int]:
         raise typer.BadParameter(
             f"expected three non-negative counts like 160,44,17, got {text!r}", param_hint="'--patients'"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _status(table_path: Path, started: float) -> str:

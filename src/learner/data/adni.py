@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,7 +96,8 @@ def adnimerge_to_manifest(
             continue
         matched[str(scan.pop("matched_by"))] += 1
         kept[(str(scan["patient_id"]), str(scan["viscode"]))] = scan
-    frame = pd.DataFrame(sorted(kept.values(), key=lambda r: (r["patient_id"], r["month"])))
+    rows = sorted(kept.values(), key=lambda r: (r["patient_id"], r["month"]))
+    frame = pd.DataFrame(rows)
     write_manifest(frame.reindex(columns=list(OUTPUT_COLUMNS)), out)
     return AdniReport(
         rows=len(table),
@@ -122,7 +124,7 @@ def _read_adnimerge(path: Path) -> pd.DataFrame:
 
 
 def _scan_or_reason(
-    row: dict[str, str],
+    row: Mapping[Hashable, str],
     by_uid: dict[str, list[Path]],
     by_visit: dict[tuple[str, str], list[Path]],
     manifest_root: Path,

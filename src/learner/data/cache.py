@@ -93,7 +93,8 @@ class ScanCache:
             ScanReadError: the scan cannot be read (the message names the file).
         """
         target, _ = self.ensure(source)
-        return np.load(target, mmap_mode="r")
+        scan: np.ndarray = np.load(target, mmap_mode="r")
+        return scan
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ class _SharedEpoch:
     """An epoch counter in shared memory: workers (forked or spawned) read the value the parent sets."""
 
     def __init__(self) -> None:
-        self._value = torch.zeros(1, dtype=torch.int64).share_memory_()
+        # Tensor.share_memory_ is untyped in torch
+        self._value = torch.zeros(1, dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]
 
     def set(self, epoch: int) -> None:
         if epoch < 0:

@@ -178,9 +178,10 @@ def write_manifest(manifest_or_frame: Manifest | pd.DataFrame, path: str | os.Pa
         raise ManifestError(
             f"{target}: unsupported manifest type {target.suffix!r}; use {', '.join(_WRITERS)}"
         )
-    frame = manifest_or_frame
     if isinstance(manifest_or_frame, Manifest):
         frame = _rebased(manifest_or_frame, target.absolute().parent)
+    else:
+        frame = manifest_or_frame
     with atomic_path(target) as tmp:
         writer(frame, tmp)
     return target
@@ -261,7 +262,8 @@ _PARSERS: dict[str, Callable[[str, ScoreScale], _Parsed]] = {
 
 def _text(value: object) -> str:
     """A cell as stripped text; Parquet's NaN/None become empty and whole floats lose their ``.0``."""
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+    # pd.isna(object) matches no overload: is_scalar() is not a TypeGuard in pandas-stubs
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):  # type: ignore[call-overload]
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -307,7 +309,10 @@ def _records(frame: pd.DataFrame, columns: _Columns, root: Path) -> list[ScanRec
     n = len(frame)
     optional = {name: columns.get(name, [None] * n) for name in OPTIONAL_COLUMNS}
     visits = [_text(cell) for cell in frame["visit"]]
-    extras = frame[[c for c in frame.columns if c not in columns]].to_dict("records")
+    extras = [
+        {str(key): value for key, value in row.items()}  # keys are the column names: str in CSV and Parquet
+        for row in frame[[c for c in frame.columns if c not in columns]].to_dict("records")
+    ]
     return [
         ScanRecord(
             patient_id=str(columns["patient_id"][i]),

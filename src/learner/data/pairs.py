@@ -17,10 +17,11 @@ import itertools
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from learner.atomic import atomic_path
@@ -135,7 +136,7 @@ def balanced_quotas(available: np.ndarray, total: int) -> np.ndarray:
     """
     available = np.asarray(available, dtype=np.int64)
     target = min(total, int(available.sum()))
-    quotas = np.minimum(available, _even_split(target, len(available)))
+    quotas: npt.NDArray[np.int64] = np.minimum(available, _even_split(target, len(available)))
     while (remaining := target - int(quotas.sum())) > 0:
         open_classes = np.flatnonzero(available > quotas)
         extra = _even_split(remaining, len(open_classes))
@@ -218,7 +219,7 @@ def _pair_frame(
 
 
 def split_pairs(
-    records_by_split: dict[str, Sequence[ScanRecord]], scale: ScoreScale, pair_cfg: PairConfig, seed: int
+    records_by_split: Mapping[str, Sequence[ScanRecord]], scale: ScoreScale, pair_cfg: PairConfig, seed: int
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The three pair sets of Section 2.1 for one split manifest — what ``learner data check`` counts and
     what the classifier trains and is tested on, from this one function so the two can never disagree.

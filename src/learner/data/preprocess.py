@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from learner.data.readers import NiftiAxis, Scan, luminance, read_scan
 from learner.formats import FORMATS
@@ -108,10 +109,10 @@ class Preprocessor:
             y0, y1, x0, x1 = CROPS[self.crop](self, frames if frames.ndim == 3 else luminance(frames))
             frames = frames[:, y0:y1, x0:x1]
         frames = pad_to_square(frames)
-        resized = resize(frames, self.size)
+        resized: npt.NDArray[np.float32] = resize(frames, self.size)
         if volume:
             low, high = _percentiles(frames)
-            resized = (resized - low) * (255.0 / max(high - low, np.finfo(np.float32).tiny))
+            resized = (resized - low) * (255.0 / max(high - low, float(np.finfo(np.float32).tiny)))
         return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
 
     # ------------------------------------------------------------------------------------------ crops

@@ -25,6 +25,7 @@ Every failure is a :class:`~learner.errors.ScanReadError` whose one-line message
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +69,11 @@ Reader = Callable[[Path, ReadOptions], Scan]
 
 
 def read_scan(
-    path: str | Path, *, nifti_axis: NiftiAxis = "axial", max_frames: int | None = None, grey: bool = False
+    path: str | os.PathLike[str],
+    *,
+    nifti_axis: NiftiAxis = "axial",
+    max_frames: int | None = None,
+    grey: bool = False,
 ) -> Scan:
     """Read a video, DICOM, NIfTI volume, image or folder of frames into a :class:`Scan`.
 
@@ -326,7 +331,8 @@ def read_dicom(path: Path, options: ReadOptions) -> Scan:
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, pixel_array
+    from pydicom.pixels.processing import apply_modality_lut  # the defining modules (for mypy)
+    from pydicom.pixels.utils import pixel_array
 
     try:
         ds = pydicom.dcmread(path, force=True)
@@ -407,7 +413,8 @@ def read_nifti(path: Path, options: ReadOptions) -> Scan:
         raise ValueError(f"nifti_axis should be one of {sorted(_NIFTI_AXES)}, got {options.nifti_axis!r}")
     try:
         image = nib.load(path)
-        shape = tuple(int(s) for s in image.shape)
+        # nib.load is typed FileBasedImage; a NIfTI file loads as a SpatialImage, which has .shape
+        shape = tuple(int(s) for s in image.shape)  # type: ignore[attr-defined]
         if len(shape) < 3 or min(shape[:3]) < 2:
             raise ScanReadError(f"{path}: NIfTI image is 2-D (shape {shape}); a 3-D volume is needed")
         if any(s > 1 for s in shape[3:]):

@@ -11,6 +11,7 @@ Volumes use the same rule: the cache holds only the foreground slice extent
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 
 def segment_indices(
@@ -32,6 +33,7 @@ def segment_indices(
         raise ValueError(f"n_frames and num_segments should be >= 1, got {n_frames} and {num_segments}")
     k = np.arange(num_segments, dtype=np.int64)
     starts = k * n_frames // num_segments
+    lengths: npt.NDArray[np.int64]
     lengths = np.maximum((k + 1) * n_frames // num_segments - starts, 1)  # an empty segment keeps its start
     if not train:
         return starts + lengths // 2

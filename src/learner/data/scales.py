@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
+import numpy.typing as npt
 
 from learner.errors import ConfigError
 
@@ -85,10 +86,11 @@ class ScoreScale:
             np.asarray(self.bins, dtype=float), np.asarray(scores, dtype=float), side="left"
         )
 
-    def change_labels(self, earlier: np.ndarray | float, later: np.ndarray | float) -> np.ndarray:
+    def change_labels(self, earlier: npt.ArrayLike, later: npt.ArrayLike) -> np.ndarray:
         """Vectorised :class:`ChangeLabel` indices (int64) of ordered pairs (earlier, later)."""
         earlier = np.asarray(earlier, dtype=float)
         later = np.asarray(later, dtype=float)
+        movement: npt.NDArray[np.float64]
         if self.bins is not None:
             movement = (self.bin_of(later) - self.bin_of(earlier)).astype(float)
         else:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -46,6 +47,7 @@ def cosine_distances_for_pairs(
     """
     first, second = (side.astype(np.float64) for side in pair_embeddings(pairs, embeddings, scan_ids))
     norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    cosine: npt.NDArray[np.float64]
     cosine = np.sum(first * second, axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
     return 1.0 - np.clip(cosine, -1.0, 1.0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -26,7 +27,7 @@ from learner.data.scales import CLASS_NAMES
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 3) -> dict:
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 3) -> dict[str, Any]:
     """Three-way health-change metrics of predicted class indices.
 
     Args:

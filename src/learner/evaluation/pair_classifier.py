@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,8 @@ CombineFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def _difference(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """(P, D), (P, D) → (P, D): u_second − u_first, the later scan minus the earlier one."""
-    return second - first
+    difference: np.ndarray = second - first
+    return difference
 
 
 def _concatenate(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -91,7 +93,7 @@ def pair_embeddings(
         if column not in pairs.columns:
             raise LearnerError(f"the pair table has no {column!r} column")
         ids = pairs[column].astype(str).to_numpy()
-        positions = index.get_indexer(ids)
+        positions = index.get_indexer(pd.Index(ids))
         missing = np.flatnonzero(positions < 0)
         if missing.size:
             raise LearnerError(
@@ -143,8 +145,8 @@ class FeatureScaler:
     A constant feature (std below 1e-8) is only centred, so it maps to 0 instead of dividing by ~0.
     """
 
-    mean: np.ndarray  # (F,) float32
-    std: np.ndarray  # (F,) float32
+    mean: npt.NDArray[np.float32]  # (F,)
+    std: npt.NDArray[np.float32]  # (F,)
 
     @classmethod
     def fit(cls, features: np.ndarray) -> FeatureScaler:
@@ -203,7 +205,8 @@ class FittedPairClassifier:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """(P, in_dim) pair features → (P,) int64 class indices (0 deteriorated, 1 stable, 2 improved)."""
-        return self.predict_proba(features).argmax(axis=1).astype(np.int64)
+        classes: np.ndarray = self.predict_proba(features).argmax(axis=1)
+        return classes.astype(np.int64)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The head's weights (what :meth:`save` writes to safetensors)."""
@@ -345,7 +348,7 @@ def fit_pair_classifier(
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(f"pair classifier: non-finite loss at epoch {epoch} step {step}")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # Tensor.backward is untyped in torch
                 optimizer.step()
                 total += loss.item() * len(batch)
             val_loss, val_pred = _evaluate(head, x_val, y_val, class_weight)

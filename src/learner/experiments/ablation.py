@@ -117,7 +117,7 @@ def classifier_keys(combine: str, head: str) -> dict[str, str]:
 
 def _paper_order(rows: list[SummaryRow], experiment: ExperimentConfig) -> list[SummaryRow]:
     """Table 4's row order: dataset, backbone, combine, classifier, then loss, each in grid order."""
-    orders = {
+    orders: dict[str, Sequence[str]] = {
         "dataset": [d.name for d in experiment.datasets],
         "backbone": experiment.backbones,
         "combine": experiment.combines,

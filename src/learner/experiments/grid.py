@@ -93,7 +93,7 @@ def completed(directory: Path, config: Config) -> dict[str, Any] | None:
         RunDirError: the stage finished with a different config (reusing it would mix settings).
     """
     try:
-        record = json.loads((directory / COMPLETE).read_text(encoding="utf-8"))
+        record: dict[str, Any] = json.loads((directory / COMPLETE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if record.get("config_digest") != config_digest(config):

@@ -171,7 +171,7 @@ class Figure:
 
     png: str
     seed: int
-    panels: dict[str, dict[str, Scalar]]
+    panels: Mapping[str, Mapping[str, Scalar]]
 
     def to_json(self) -> dict[str, Any]:
         """A ``figures[dataset][target]`` entry of ``results.json``."""

@@ -132,6 +132,8 @@ class Objective:
         """
         values = {term.name: term.compute(embeddings, pred_std, target_std) for term in self.terms}
         total = sum(term.weight * values[term.name] for term in self.terms)
+        if not isinstance(total, Tensor):  # the int start of sum(): an Objective without terms
+            raise ValueError("an Objective needs at least one term")
         return LossOutput(total=total, terms={name: value.detach() for name, value in values.items()})
 
     def __repr__(self) -> str:

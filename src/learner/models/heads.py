@@ -40,7 +40,8 @@ class RegressionHead(nn.Module):
 
     def forward(self, embeddings: Tensor) -> Tensor:
         """(N, in_dim) → (N,)."""
-        return self.mlp(embeddings).squeeze(-1)
+        scores: Tensor = self.mlp(embeddings)
+        return scores.squeeze(-1)
 
 
 class ScoreRegressor(nn.Module):
@@ -87,4 +88,5 @@ class PairClassifierHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """Pair features (N, in_dim) → logits (N, num_classes)."""
-        return self.mlp(features)
+        logits: Tensor = self.mlp(features)
+        return logits

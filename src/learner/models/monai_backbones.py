@@ -84,7 +84,7 @@ class ViTEncoder(Encoder):
     """
 
     def __init__(self, *, in_channels: int, size: str = "paper", img_size: int = 112) -> None:
-        from monai.networks.nets import ViT
+        from monai.networks.nets.vit import ViT
 
         super().__init__()
         preset = VIT_PRESETS[size]
@@ -121,6 +121,7 @@ class ViTEncoder(Encoder):
                 f"vit was built for {self.img_size}×{self.img_size} frames but got {h}×{w}; "
                 "build it with img_size = the frame size"
             )
+        tokens: Tensor
         tokens, _ = self.vit(frames)  # (N·T, tokens, D)
         return tokens.mean(dim=1)
 
@@ -156,7 +157,8 @@ class SwinEncoder(Encoder):
             num_heads=preset.num_heads,
             spatial_dims=2,
         )
-        self.swin.layers4[0].downsample = None  # Swin-T has no merge after its last stage
+        # Swin-T has no merge after its last stage (torch types Module.__setattr__ without None)
+        self.swin.layers4[0].downsample = None  # type: ignore[assignment]
 
     def _check_size(self, h: int, w: int) -> None:
         if h % self.multiple or w % self.multiple:
@@ -168,5 +170,5 @@ class SwinEncoder(Encoder):
     def embed_frames(self, frames: Tensor, num_frames: int) -> Tensor:
         """Frames (N·T, C, H, W) → (N·T, D); frames are independent, ``num_frames`` is unused."""
         self._check_size(*frames.shape[-2:])
-        last = self.swin(frames, normalize=True)[-1]  # (N·T, D, H / (patch·8), W / (patch·8))
+        last: Tensor = self.swin(frames, normalize=True)[-1]  # (N·T, D, H / (patch·8), W / (patch·8))
         return last.mean(dim=(2, 3))

@@ -119,7 +119,7 @@ class TSMResNet18(Encoder):
 
     def embed_frames(self, frames: Tensor, num_frames: int) -> Tensor:
         """Frames (N·T, C, H, W), clip-major → per-frame features (N·T, D)."""
-        x = self.maxpool(F.relu(self.bn1(self.conv1(frames))))
+        x: Tensor = self.maxpool(F.relu(self.bn1(self.conv1(frames))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in stage:
                 x = block(x, num_frames)

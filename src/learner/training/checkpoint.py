@@ -227,7 +227,8 @@ def load_train_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {Path(directory)} has no {TRAIN_STATE_FILE}; it cannot be resumed")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError for bad files
         raise CheckpointError(f"{path}: unreadable train state ({type(exc).__name__})") from None
 

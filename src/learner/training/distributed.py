@@ -104,14 +104,14 @@ class _AllGatherWithGrad(torch.autograd.Function):
     gradient and return this rank's slice, i.e. the sum over ranks of every rank's gradient for it."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, x.contiguous())
         ctx.rank, ctx.local = dist.get_rank(), x.shape[0]  # type: ignore[attr-defined]
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         total = grad.contiguous().clone()  # all_reduce is in place; autograd owns ``grad``
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         start = ctx.rank * ctx.local  # type: ignore[attr-defined]
@@ -135,7 +135,8 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"all_gather_with_grad needs equal batch sizes on every rank, got {[int(s) for s in sizes]}"
         )
-    return _AllGatherWithGrad.apply(x)
+    gathered: torch.Tensor = _AllGatherWithGrad.apply(x)  # type: ignore[no-untyped-call]  # untyped in torch
+    return gathered
 
 
 def wrap_model(
@@ -148,11 +149,12 @@ def wrap_model(
     """
     if not info.is_distributed:
         return model
-    options = {"find_unused_parameters": find_unused_parameters}
     if device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index], **options)
-    return nn.parallel.DistributedDataParallel(model, **options)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]  # untyped in torch
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index], find_unused_parameters=find_unused_parameters
+        )
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
 
 
 def broadcast_object(obj: T) -> T:

@@ -24,10 +24,10 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -71,7 +71,16 @@ from learner.training.validation import predict_scores, regression_metrics
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS: dict[Optimizer, type[torch.optim.Optimizer]] = {
+
+class OptimizerFactory(Protocol):
+    """An optimiser class as :func:`pretrain` builds it: parameters, learning rate and weight decay."""
+
+    def __call__(
+        self, params: Iterable[torch.Tensor], *, lr: float, weight_decay: float
+    ) -> torch.optim.Optimizer: ...
+
+
+OPTIMIZERS: dict[Optimizer, OptimizerFactory] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
 }
@@ -178,7 +187,9 @@ def _pretrain(
         raise ConfigError(
             f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
         )
-    sampler = DistributedSampler(train_set, info.world_size, info.rank, seed=config.seed, drop_last=True)
+    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]] = DistributedSampler(
+        train_set, info.world_size, info.rank, seed=config.seed, drop_last=True
+    )
     loader_args: dict[str, Any] = {"num_workers": runtime.workers, "seed": config.seed}
     loader_args["pin_memory"] = device.type == "cuda"
     local_batch = optim.batch_size // info.world_size
@@ -193,7 +204,8 @@ def _pretrain(
     # ---- model θ = {θ_V, θ_M}, optimiser, objective, mixed precision (GPU only) ----
     model = build_regressor(config.model, data.channels, data.size).to(device)
     if device.type == "cuda" and runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # conv kernels prefer NHWC on tensor cores
+        # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     objective = build_objective(config.loss)
     amp_dtype = _amp_dtype(device, runtime.amp)
@@ -241,7 +253,7 @@ def _pretrain(
                         f"non-finite loss ({loss}) at epoch {epoch}, step {step}; {kept}"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.total).backward()
+                scaler.scale(out.total).backward()  # type: ignore[no-untyped-call]  # untyped in torch
                 if optim.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)

@@ -51,12 +51,13 @@ def latent_severity(manifest: Manifest) -> dict[str, float] | None:
     if folder is None:
         return None
     kind = _read_record(folder).get("kind")
-    reader = _GROUND_TRUTH.get(kind)
+    reader = _GROUND_TRUTH.get(kind) if isinstance(kind, str) else None
     return reader(pd.read_csv(folder / GROUND_TRUTH_NAME, dtype={"PTID": str})) if reader else None
 
 
 def _read_record(folder: Path) -> dict[str, object]:
-    return json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
+    record: dict[str, object] = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
+    return record
 
 
 def _lus_truth(table: pd.DataFrame) -> dict[str, float]:

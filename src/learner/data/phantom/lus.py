@@ -24,9 +24,10 @@ import datetime as dt
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from learner.atomic import atomic_path
@@ -107,7 +108,7 @@ def sf_from_severity(severity: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.round(np.clip(sf + rng.normal(0.0, SF_NOISE, size=sf.shape), 0.0, 500.0), 1)
 
 
-def draw_lus_latents(patients: tuple[int, int, int] = (160, 44, 17), seed: int = 0) -> pd.DataFrame:
+def draw_lus_latents(patients: tuple[int, ...] = (160, 44, 17), seed: int = 0) -> pd.DataFrame:
     """The whole cohort without pixels: one row per clip, manifest columns plus ground truth.
 
     Patient-visit severity starts at ``Beta(1.6, 1.6)``; test patients get 2 days (3 with p = 0.25),
@@ -144,7 +145,8 @@ def _spread(total: int, visits: int, rng: np.random.Generator) -> list[int]:
     base, extra = divmod(max(total, visits), visits)
     counts = np.full(visits, base)
     counts[rng.choice(visits, size=extra, replace=False)] += 1
-    return np.clip(counts, 1, len(SITES)).tolist()
+    spread: list[int] = np.clip(counts, 1, len(SITES)).tolist()
+    return spread
 
 
 def _patient_rows(
@@ -214,6 +216,7 @@ def render_lus_clip(
     power = wall * speckle_wall + lung * speckle_lung
     power *= _rib_shadows(n, lateral, dy)  # (H, W) ribs sit in the chest wall and do not slide
     power *= 10 ** (n.tgc_db * (depth / n.depth_cm - 0.5) / 10)[:, None]
+    level: npt.NDArray[np.float64]
     level = (10 * np.log10(power + 1e-12) + n.gain_db + n.dynamic_range_db - 3) / n.dynamic_range_db
     return np.round(np.clip(level, 0.0, 1.0) * 255).astype(np.uint8)
 
@@ -265,7 +268,8 @@ def _lung(
     skin_depth = dy + pleura  # (H, W); the k-th A-line sits at (k + 2) x the pleural depth
     a_lines = sum(0.45**k * _gauss(skin_depth - (k + 2) * pleura, 0.04) for k in range(4))
     a_lines = 10 ** (-0.7) * (1 - s) ** 2 * a_lines * below * (1 - b_lines) * ~shadowed
-    return power + a_lines
+    lung: np.ndarray = power + a_lines
+    return lung
 
 
 def _speckle(
@@ -284,7 +288,8 @@ def _speckle(
         moving = rng.standard_normal((4, frames, *shape), dtype=np.float32)
         noise = static * np.float32(np.sqrt(1 - decorrelate)) + moving * np.float32(np.sqrt(decorrelate))
         intensity = sum(gaussian_filter(part, sigma) ** 2 for part in noise)
-        return intensity / intensity.mean()
+        normalised: np.ndarray = intensity / intensity.mean()
+        return normalised
 
     wall = field(size, size, decorrelate=0.05)
     lung = field(size, size + 2 * margin, decorrelate=0.2)
@@ -299,7 +304,8 @@ def _rib_shadows(n: LusNuisance, lateral: np.ndarray, dy: np.ndarray) -> np.ndar
     rib = 1 / (1 + np.exp(-outside / 0.04))  # (W,) soft rib edge
     surface = dy + 0.35  # depth below the rib surface
     shadow = 1 - rib[None, :] * (surface > 0) * (1 - 10 ** (-2.8))
-    return shadow + 300.0 * rib[None, :] * _gauss(surface, 0.05)
+    gain: np.ndarray = shadow + 300.0 * rib[None, :] * _gauss(surface, 0.05)
+    return gain
 
 
 def _render_job(job: dict[str, Any]) -> None:
@@ -310,7 +316,11 @@ def _render_job(job: dict[str, Any]) -> None:
     write_mp4(Path(job["out"]), clip, codec=job["codec"])
 
 
-def video_codec() -> str:
+VideoCodec = Literal["libx264", "mpeg4"]
+"""The encoders :func:`write_mp4` uses: H.264 where PyAV has it, else MPEG-4 Part 2."""
+
+
+def video_codec() -> VideoCodec:
     """``libx264`` (H.264) when this PyAV build can encode it, else ``mpeg4``."""
     import av
 
@@ -321,7 +331,7 @@ def video_codec() -> str:
     return "libx264"
 
 
-def write_mp4(path: Path, frames: np.ndarray, *, codec: str, fps: int = FPS) -> Path:
+def write_mp4(path: Path, frames: np.ndarray, *, codec: VideoCodec, fps: int = FPS) -> Path:
     """Encode grey frames (T, H, W) uint8 as an mp4 (yuv420p) whose bytes depend only on the frames.
 
     x264 runs single-threaded and without macroblock-tree rate control: on small frames (32 px) its

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from learner.atomic import atomic_path
@@ -93,7 +94,7 @@ def draw_subject(rng: np.random.Generator) -> MriSubject:
 
 def mmse_from_atrophy(atrophy: np.ndarray, reserve: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Integer MMSE (0–30) of each visit: falls with atrophy, shifted by reserve, plus test-retest noise."""
-    expected = 29.5 - 16.0 * np.asarray(atrophy, dtype=float) ** 1.4 + reserve
+    expected: npt.NDArray[np.float64] = 29.5 - 16.0 * np.asarray(atrophy, dtype=float) ** 1.4 + reserve
     return np.clip(np.round(expected + rng.normal(0.0, 1.3, np.shape(expected))), 0, 30).astype(int)
 
 
@@ -187,7 +188,7 @@ def render_mri_volume(
     u = (points - shift.astype(np.float32)) @ frame  # (S, S, S, 3)
     rho = np.linalg.norm(u, axis=-1)
 
-    volume = np.zeros(rho.shape)
+    volume: npt.NDArray[np.float64] = np.zeros(rho.shape)
     volume[rho <= 1.0] = sub.scalp
     volume[rho <= 0.93] = sub.skull
     volume[rho <= 0.87] = sub.csf
@@ -214,12 +215,14 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    rotation: np.ndarray = rz @ ry @ rx
+    return rotation
 
 
 def _inside(u: np.ndarray, centre: list[float], semi_axes: np.ndarray | list[float]) -> np.ndarray:
     scaled = (u - np.asarray(centre, dtype=np.float32)) / np.asarray(semi_axes, dtype=np.float32)
-    return np.einsum("...i,...i->...", scaled, scaled) <= 1.0
+    inside: npt.NDArray[np.bool_] = np.einsum("...i,...i->...", scaled, scaled) <= 1.0
+    return inside
 
 
 def _gyri(direction: np.ndarray, sub: MriSubject) -> np.ndarray:
@@ -228,7 +231,8 @@ def _gyri(direction: np.ndarray, sub: MriSubject) -> np.ndarray:
     waves = layout.normal(size=(8, 3))
     waves *= layout.uniform(8.0, 14.0, (8, 1)) / np.linalg.norm(waves, axis=1, keepdims=True)
     phases = layout.uniform(0, 2 * np.pi, 8).astype(np.float32)
-    return np.sin(direction @ waves.T.astype(np.float32) + phases).mean(axis=-1) * 2.0
+    folding: np.ndarray = np.sin(direction @ waves.T.astype(np.float32) + phases).mean(axis=-1) * 2.0
+    return folding
 
 
 def _bias_field(x: np.ndarray, sub: MriSubject) -> np.ndarray:
@@ -236,7 +240,8 @@ def _bias_field(x: np.ndarray, sub: MriSubject) -> np.ndarray:
     pairs = [(i, j) for i in range(3) for j in range(i, 3)]  # xx, xy, xz, yy, yz, zz
     terms = [x[..., i] for i in range(3)] + [x[..., i] * x[..., j] for i, j in pairs]
     weights = np.random.default_rng(sub.bias_seed).normal(0.0, sub.bias_strength, len(terms))
-    return np.exp(sum(w * t for w, t in zip(weights, terms, strict=True)))
+    bias: np.ndarray = np.exp(sum(w * t for w, t in zip(weights, terms, strict=True)))
+    return bias
 
 
 def oriented_image(volume: np.ndarray, fov_mm: float, orientation: str) -> Any:

@@ -41,7 +41,10 @@ def render_preview(
     subjects = [draw_subject(rng) for _ in range(MRI_PATIENTS)]
 
     figure = Figure(figsize=(13, 7), layout="constrained")
-    lus_panel, mri_panel = figure.subfigures(1, 2, width_ratios=[LUS_PATIENTS, 2 * MRI_PATIENTS])
+    # squeeze=False: always a (1, 2) array (the squeezed return is typed ndarray | SubFigure)
+    lus_panel, mri_panel = figure.subfigures(
+        1, 2, squeeze=False, width_ratios=[LUS_PATIENTS, 2 * MRI_PATIENTS]
+    )[0]
     lus_panel.suptitle("LUS phantom: severity (rows) vs patient nuisance (columns)")
     axes = lus_panel.subplots(len(LUS_SEVERITIES), LUS_PATIENTS)
     for row, severity in enumerate(LUS_SEVERITIES):
