@@ -67,6 +67,9 @@ def pretrain_command(
 
     Writes OUT/config.yaml, metrics.csv (one row per epoch), metrics.json and checkpoints/{best,last}.
 
+    With --loss vicreg: a self-supervised stage on the train and val scans' pixels (no scores); chain it
+    with --init RUN_DIR, which starts the encoder from a previous run's checkpoints/best.
+
     With N processes: torchrun --nproc_per_node=N -m learner pretrain ... (optim.batch_size is global).
     """
     from learner.training.pretrain import pretrain

@@ -241,17 +241,14 @@ def _pretrain(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 clips = clips.to(device, non_blocking=True)  # (b, T, C, H, W); two views: (b, 2, T, C, H, W)
+                inputs = views_to_batch(clips) if two_views else clips  # two views: (2b, T, C, H, W)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    embeddings, predictions = ddp(
-                        views_to_batch(clips) if two_views else clips
-                    )  # (b, D), (b,)
+                    embeddings, predictions = ddp(inputs)  # (b, D), (b,); two views: (2b, D), (2b,)
                 if isinstance(objective, ViewObjective):  # the two views' embeddings (b, D) each, no scores
                     view_a, view_b = embeddings.float().chunk(2)
                     out = objective(all_gather_with_grad(view_a), all_gather_with_grad(view_b))
                 else:
-                    target = standardiser.standardise(
-                        scores.to(device)
-                    )  # (b,) standardised, this rank's slice
+                    target = standardiser.standardise(scores.to(device))  # (b,), this rank's slice
                     out = objective(  # on the GLOBAL batch (world·b); identical on every rank
                         all_gather_with_grad(embeddings.float()),
                         all_gather_with_grad(predictions.float()),
