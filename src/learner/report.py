@@ -357,8 +357,9 @@ def _classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list
         f"{per_class}\n{confusion}"
     ]
     encoder_metrics = Path(metrics["encoder_run"]) / "metrics.json"
-    if encoder_metrics.is_file():
-        best = json.loads(encoder_metrics.read_text(encoding="utf-8"))["best"]
+    encoder = json.loads(encoder_metrics.read_text(encoding="utf-8")) if encoder_metrics.is_file() else {}
+    best = encoder.get("best", {})
+    if "val_mae" in best:  # a self-supervised encoder has no regression quality
         sections.append(
             "## Regression quality of the encoder\n\n"
             + regression_section([([metrics["encoder_run"]], best)], ["encoder run"])

@@ -18,6 +18,7 @@ only ever wipes a folder that holds a previous run (its ``config.yaml`` or ``run
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -51,6 +52,12 @@ class RunDir:
         target = self.path.joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
+
+    def record(self, **entries: Any) -> Path:
+        """Add ``entries`` to ``run.json`` (e.g. ``init``: the weights the run started from)."""
+        path = self.file("run.json")
+        existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return atomic.write_json(path, existing | entries)
 
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> Path:
         """Atomically write final metrics as JSON."""

@@ -11,7 +11,7 @@ from PIL import Image
 
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache
-from learner.data.datasets import ScanDataset, make_loader
+from learner.data.datasets import ScanDataset, TwoViews, make_loader, views_to_batch
 from learner.data.manifest import ScanRecord
 from learner.data.preprocess import Preprocessor
 
@@ -140,3 +140,27 @@ def test_shuffle_order_follows_the_seed(records: list[ScanRecord], tmp_path: Pat
     assert len({tuple(order(seed)) for seed in range(6)}) > 1
     with pytest.raises(ValueError, match="sampler"):
         make_loader(data, batch_size=1, shuffle=True, num_workers=0, seed=0, sampler=[0, 1])  # type: ignore[arg-type]
+
+
+def test_two_views_are_independent_reproducible_draws(records: list[ScanRecord], tmp_path: Path) -> None:
+    scans = ScanDataset(records, make_cache(tmp_path), frames=4, channels=1, train=True, augment=None, seed=3)
+    views = TwoViews(scans)
+    first, score, index = views[1]
+    assert first.shape == (2, 4, 1, 8, 8)
+    assert index == 1
+    assert torch.isnan(score)
+    picks = [frames_of(first[v], scan=1) for v in (0, 1)]
+    assert picks[0] != picks[1]  # the TSN sampler drew different frames for the two views
+    assert all(sorted(p) == p for p in picks)  # each view is a temporally ordered clip of its scan
+    torch.testing.assert_close(views[1][0], first, rtol=0, atol=0)  # reproducible within an epoch
+    views.set_epoch(1)
+    assert not torch.equal(views[1][0], first)
+    with pytest.raises(ValueError, match="train-mode"):
+        TwoViews(ScanDataset(records, make_cache(tmp_path), frames=4, channels=1, train=False, augment=None))
+
+
+def test_views_to_batch_puts_every_first_view_before_every_second() -> None:
+    views = torch.arange(3 * 2).float().reshape(3, 2, 1, 1, 1, 1)  # (b, 2, T, C, H, W): value = 2·item + view
+    batch = views_to_batch(views)
+    assert batch.shape == (6, 1, 1, 1, 1)
+    assert batch.flatten().tolist() == [0, 2, 4, 1, 3, 5]

@@ -1,7 +1,8 @@
-"""Loading local init weights: safetensors / .pth round trips, key normalisation, grey from RGB, errors."""
+"""Init weights: safetensors / .pth, key normalisation, grey from RGB, a run's encoder, convert."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,12 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from learner.cli import run
+from learner.config import ModelConfig
 from learner.errors import CheckpointError
+from learner.models.registry import build_encoder
 from learner.models.tsm_resnet import TSMResNet18
-from learner.models.weights import load_init_weights
+from learner.models.weights import convert_weights, init_weights_file, load_init_weights
 
 
 def source_model(in_channels: int = 3) -> TSMResNet18:
@@ -119,3 +123,151 @@ def test_bad_files_raise_one_line_checkpoint_errors(
     assert name in message
     assert "\n" not in message
     assert_same_state(target.state_dict(), before)  # a failed load changes nothing
+
+
+# ---- --init RUN_DIR: a learner run's checkpoints/best encoder ----
+
+
+def fake_run(root: Path, encoder: TSMResNet18, backbone: str = "tsm_resnet18", version: object = 1) -> Path:
+    """A run directory as learner pretrain leaves it, as far as --init reads it: the ScoreRegressor's state
+    dict (encoder.* + head.*) and meta.json in checkpoints/best."""
+    best = root / "checkpoints" / "best"
+    best.mkdir(parents=True)
+    state = {f"encoder.{k}": v.contiguous() for k, v in encoder.state_dict().items()}
+    state |= {"head.net.0.weight": torch.ones(16, encoder.embed_dim), "head.net.0.bias": torch.zeros(16)}
+    save_file(state, best / "model.safetensors")
+    meta = {"schema_version": version, "encoder": {"name": backbone, "embed_dim": encoder.embed_dim}}
+    (best / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("where", ["run", "checkpoint folder"])
+def test_a_run_directory_gives_its_best_encoder(tmp_path: Path, where: str) -> None:
+    source = source_model(in_channels=1)
+    run_dir = fake_run(tmp_path / "run", source)
+    target = TSMResNet18(in_channels=1, size="tiny")
+    path = run_dir if where == "run" else run_dir / "checkpoints" / "best"
+    load_init_weights(target, path, backbone="tsm_resnet18")
+    assert_same_state(target.state_dict(), source.state_dict())
+    assert init_weights_file(path) == run_dir / "checkpoints" / "best" / "model.safetensors"
+
+
+def test_build_encoder_takes_a_run_directory_as_model_init(tmp_path: Path) -> None:
+    source = source_model(in_channels=1)
+    run_dir = fake_run(tmp_path / "run", source)
+    encoder = build_encoder(ModelConfig(size="tiny", init=run_dir), 1, img_size=32)
+    assert_same_state(encoder.state_dict(), source.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("not a run", "not a learner run or checkpoint folder (no checkpoints/best/model.safetensors"),
+        ("another backbone", "its encoder is 'vit', not 'tsm_resnet18'; initialise from a run of the same"),
+        ("another size", "does not match TSMResNet18: 100 shape mismatches (bn1.bias (32,) vs (16,)"),
+        ("another channel count", "1 shape mismatches (conv1.weight (16, 3, 7, 7) vs (16, 1, 7, 7))"),
+        ("another format", "schema_version 99 is not supported"),
+    ],
+)
+def test_a_run_that_does_not_fit_is_a_one_line_error_naming_it(
+    tmp_path: Path, case: str, expected: str
+) -> None:
+    run_dir = tmp_path / "run"
+    if case == "not a run":
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "config.yaml").write_text("seed: 0\n")  # a run that died before its first checkpoint
+    else:
+        channels = 3 if case == "another channel count" else 1
+        size = "small" if case == "another size" else "tiny"
+        backbone = "vit" if case == "another backbone" else "tsm_resnet18"
+        fake_run(
+            run_dir, TSMResNet18(in_channels=channels, size=size), backbone, 99 if "format" in case else 1
+        )
+    target = TSMResNet18(in_channels=1, size="tiny")
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError) as caught:
+        load_init_weights(target, run_dir, backbone="tsm_resnet18")
+    message = str(caught.value)
+    assert expected in message
+    assert str(run_dir) in message
+    assert "\n" not in message
+    assert_same_state(target.state_dict(), before)
+
+
+# ---- learner weights convert: torchvision ResNet-18 → safetensors (synthetic; nothing downloaded) ----
+
+
+def torchvision_resnet18_state(*, batch_counters: bool = True) -> dict[str, Tensor]:
+    """The key names and shapes of torchvision's ``resnet18`` state dict (``resnet18-f37072fd.pth``), written
+    out by hand from its architecture, with random values: RGB stem, 4 stages of 2 BasicBlocks, fc 1000."""
+    generator = torch.Generator().manual_seed(0)
+    shapes: dict[str, tuple[int, ...]] = {"conv1.weight": (64, 3, 7, 7)}
+
+    def bn(prefix: str, width: int) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{prefix}.{name}"] = (width,)
+        if batch_counters:
+            shapes[f"{prefix}.num_batches_tracked"] = ()
+
+    bn("bn1", 64)
+    in_width = 64
+    for stage, width in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            prefix = f"layer{stage}.{block}"
+            shapes[f"{prefix}.conv1.weight"] = (width, in_width if block == 0 else width, 3, 3)
+            bn(f"{prefix}.bn1", width)
+            shapes[f"{prefix}.conv2.weight"] = (width, width, 3, 3)
+            bn(f"{prefix}.bn2", width)
+            if block == 0 and stage > 1:
+                shapes[f"{prefix}.downsample.0.weight"] = (width, in_width, 1, 1)
+                bn(f"{prefix}.downsample.1", width)
+        in_width = width
+    shapes |= {"fc.weight": (1000, 512), "fc.bias": (1000,)}
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1000, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=generator) + 0.5
+        else:
+            state[key] = 0.1 * torch.randn(shape, generator=generator)
+    return state
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("batch_counters", [True, False])
+def test_converted_torchvision_weights_give_the_outputs_of_loading_the_pth(
+    tmp_path: Path, channels: int, batch_counters: bool
+) -> None:
+    torch.save(torchvision_resnet18_state(batch_counters=batch_counters), tmp_path / "resnet18.pth")
+    dst = convert_weights(tmp_path / "resnet18.pth", tmp_path / "r18.safetensors", paper(channels))
+    direct, converted = paper(channels), paper(channels)
+    load_init_weights(direct, tmp_path / "resnet18.pth")
+    load_init_weights(converted, dst)
+    assert_same_state(converted.state_dict(), direct.state_dict())
+    clips = torch.rand(2, 3, channels, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(converted.eval()(clips), direct.eval()(clips), rtol=0, atol=0)
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left nothing behind
+
+
+def paper(channels: int) -> TSMResNet18:
+    return TSMResNet18(in_channels=channels, size="paper")
+
+
+def test_weights_convert_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = tmp_path / "resnet18-f37072fd.pth", tmp_path / "out" / "r18.safetensors"
+    torch.save(torchvision_resnet18_state(), src)
+    assert run(["weights", "convert", str(src), str(dst)]) == 0
+    assert f"wrote {dst}" in capsys.readouterr().out
+    grey = paper(1)
+    load_init_weights(grey, dst)  # the project's default: grey frames, the RGB stem summed
+    torch.testing.assert_close(grey.conv1.weight, torchvision_resnet18_state()["conv1.weight"].sum(1, True))
+    dst.unlink()
+    assert run(["weights", "convert", str(src), str(dst), "--set", "model.size=tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {src}: does not match TSMResNet18")
+    assert "\n" not in err
+    assert not dst.exists()
+    assert run(["weights", "convert", str(src), str(tmp_path / "r18.pth")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err

@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "learner.cli.data_cmd",
     "learner.cli.phantom_cmd",
     "learner.cli.train_cmd",
+    "learner.cli.weights_cmd",
     "learner.cli.evaluate_cmd",
     "learner.cli.experiment_cmd",
 )

@@ -27,7 +27,10 @@ def pretrain_command(
         Path | None, typer.Option("--manifest", "-m", help="Manifest CSV/Parquet (data.manifest).")
     ] = None,
     loss: Annotated[
-        str | None, typer.Option("--loss", help="mse, mse+cl, mse+wcl or mse+wcl_scaled (loss.name).")
+        str | None,
+        typer.Option(
+            "--loss", help="mse, mse+cl, mse+wcl, mse+wcl_scaled, or vicreg (self-supervised) (loss.name)."
+        ),
     ] = None,
     config: ConfigOption = None,
     sets: SetOption = None,
@@ -36,7 +39,12 @@ def pretrain_command(
         str | None, typer.Option("--backbone", help="Encoder: tsm_resnet18, vit or swin (model.backbone).")
     ] = None,
     init: Annotated[
-        Path | None, typer.Option("--init", help="Local encoder weights, safetensors or .pth (model.init).")
+        Path | None,
+        typer.Option(
+            "--init",
+            help="Encoder weights (model.init): a previous pretraining RUN_DIR (its checkpoints/best), or a "
+            "safetensors/.pth file.",
+        ),
     ] = None,
     device: Annotated[
         str | None, typer.Option("--device", help="auto, cpu or cuda (runtime.device).")
@@ -58,6 +66,9 @@ def pretrain_command(
     Every config key can be set with --set key.sub=value; the other flags are shortcuts for keys.
 
     Writes OUT/config.yaml, metrics.csv (one row per epoch), metrics.json and checkpoints/{best,last}.
+
+    With --loss vicreg: a self-supervised stage on the train and val scans' pixels (no scores); chain it
+    with --init RUN_DIR, which starts the encoder from a previous run's checkpoints/best.
 
     With N processes: torchrun --nproc_per_node=N -m learner pretrain ... (optim.batch_size is global).
     """
@@ -90,6 +101,12 @@ def pretrain_command(
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports
     best, last = result.best, result.last
+    if "val_mae" not in best:  # a self-supervised run (loss.name=vicreg)
+        typer.echo(
+            f"best val loss {best['val_loss']:.4f} (epoch {best['epoch']}), last {last['val_loss']:.4f}; "
+            f"checkpoints in {out / 'checkpoints'}; chain with --init {out}"
+        )
+        return
     typer.echo(
         f"best val MAE {best['val_mae']:.3f} (epoch {best['epoch']}), last {last['val_mae']:.3f}, vs "
         f"{last['baseline_mae']:.3f} predicting the train mean; checkpoints in {out / 'checkpoints'}"

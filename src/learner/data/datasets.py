@@ -129,6 +129,42 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         return clip, torch.tensor(target, dtype=torch.float32), index
 
 
+class TwoViews(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
+    """Two independent train-mode draws of every scan of a :class:`ScanDataset`, for self-supervision.
+
+    Item ``(views (2, T, C, H, W), nan, index)``: view v of scan ``index`` is drawn with the key
+    ``(epoch, index, v)``, so the two views differ in their TSN frames (temporal coherence within a clip)
+    and their augmentation parameters (invariance), and are reproducible like any other item. The score is
+    NaN: a self-supervised stage never sees one. Without :meth:`set_epoch` the views stay those of epoch 0
+    (fixed validation views).
+
+    Raises:
+        ValueError: ``dataset`` is not in train mode (its views would be identical centre frames).
+    """
+
+    def __init__(self, dataset: ScanDataset) -> None:
+        if not dataset.train:
+            raise ValueError("TwoViews needs a train-mode ScanDataset; eval-mode views are identical")
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        epoch = self.dataset.epoch
+        views = torch.stack([self.dataset.clip(index, (epoch, index, view)) for view in (0, 1)])
+        return views, torch.tensor(float("nan")), index
+
+
+def views_to_batch(views: torch.Tensor) -> torch.Tensor:
+    """A batch of :class:`TwoViews` items (b, 2, T, C, H, W) → (2b, T, C, H, W): every first view, then every
+    second (``embeddings.chunk(2)`` splits the encoder's output back into the two views)."""
+    return views.transpose(0, 1).flatten(0, 1)
+
+
 def make_loader(
     dataset: Dataset[Any],
     *,

@@ -15,6 +15,10 @@ Terms may appear in any order, each at most once, with at most one contrastive t
 term is added with :func:`register_loss`: a factory ``LossConfig → (embeddings (B, D), scores_std (B,)) →
 scalar``.
 
+A self-supervised objective (:data:`SELF_SUPERVISED`: ``vicreg``) stands alone in ``loss.name``: it sees two
+views of each scan and no scores, so it is a :class:`ViewObjective` built by :func:`build_view_objective`
+(:func:`build_objective` refuses it with that hint).
+
 Example::
 
     objective = build_objective(cfg.loss)             # "mse+wcl", λ = 0.9
@@ -40,6 +44,7 @@ from learner.losses.contrastive import (
     Weighting,
 )
 from learner.losses.regression import mse_loss
+from learner.losses.self_supervised import VICRegLoss
 from learner.losses.similarity import ExpCosine, ShiftedCosine, SimilarityMapping
 
 MSE = "mse"
@@ -151,6 +156,10 @@ def build_objective(loss_cfg: LossConfig) -> Objective:
     where = f"loss.name={loss_cfg.name!r}"
     available = ", ".join(available_losses())
     for name in names:
+        if name in SELF_SUPERVISED:
+            raise ConfigError(
+                f"{where}: {name} is self-supervised (two views, no scores); use loss.name={name}"
+            )
         if not name:
             raise ConfigError(f"{where}: empty term (join terms with '+'); available: {available}")
         if name != MSE and name not in LOSSES:
@@ -177,3 +186,32 @@ def _contrastive_term(
     loss: ContrastiveLoss, embeddings: Tensor, pred_std: Tensor, target_std: Tensor
 ) -> Tensor:
     return loss(embeddings, target_std)
+
+
+# ---- self-supervised objectives: two views of each scan, no scores, no regression head ----
+
+SELF_SUPERVISED: dict[str, Callable[[LossConfig], VICRegLoss]] = {
+    "vicreg": lambda loss_cfg: VICRegLoss(),  # Bardes et al. 2022, the paper's coefficients
+}
+"""``loss.name`` → a two-view loss with ``terms(view_a, view_b)`` and ``combine(terms)``."""
+
+
+class ViewObjective:
+    """A self-supervised objective on two views (B, D) of the same B scans; terms are logged unweighted."""
+
+    def __init__(self, name: str, loss: VICRegLoss) -> None:
+        self.loss = loss
+        self.names = (name,)
+
+    def __call__(self, view_a: Tensor, view_b: Tensor) -> LossOutput:
+        terms = self.loss.terms(view_a, view_b)
+        return LossOutput(self.loss.combine(terms), {k: v.detach() for k, v in terms.items()})
+
+    def __repr__(self) -> str:
+        return repr(self.loss)
+
+
+def build_view_objective(loss_cfg: LossConfig) -> ViewObjective | None:
+    """The self-supervised objective ``loss_cfg.name`` names, or None when it names a label objective."""
+    name = loss_cfg.name.strip()
+    return ViewObjective(name, SELF_SUPERVISED[name](loss_cfg)) if name in SELF_SUPERVISED else None

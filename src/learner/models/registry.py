@@ -66,7 +66,8 @@ def build_encoder(model_cfg: ModelConfig, in_channels: int, *, img_size: int = 1
     Raises:
         ConfigError: an unknown ``model.backbone``, ``model.size`` or ``data.channels``, or a ``data.size``
             the backbone cannot take (one line naming the key).
-        CheckpointError: ``model_cfg.init`` is unreadable or does not match the encoder.
+        CheckpointError: ``model_cfg.init`` (a weights file, or a learner run whose ``checkpoints/best``
+            encoder is taken) is unreadable or does not match the encoder.
     """
     backbone = model_cfg.backbone
     _check_choices((("model.backbone", backbone, ENCODERS), ("data.channels", in_channels, IN_CHANNELS),
@@ -79,7 +80,7 @@ def build_encoder(model_cfg: ModelConfig, in_channels: int, *, img_size: int = 1
     except ValueError as exc:
         raise ConfigError(f"model.backbone={backbone!r} with data.size={img_size}: {exc}") from None
     if model_cfg.init is not None:
-        load_init_weights(encoder, model_cfg.init)
+        load_init_weights(encoder, model_cfg.init, backbone=backbone)
     return encoder
 
 

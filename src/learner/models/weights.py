@@ -1,5 +1,12 @@
 """Load local initial weights into an encoder (``model.init``); nothing is ever downloaded.
 
+``model.init`` names a previous learner pretraining run (or one of its checkpoint folders), or a file.
+
+A run directory stands for its ``checkpoints/best``; a checkpoint folder holds ``model.safetensors`` (the
+ScoreRegressor's state dict) and ``meta.json``. The encoder takes the ``encoder.*`` weights, matched
+strictly and without any renaming: the run must have trained the same backbone (``meta.json`` names it),
+size and channel count. This is how stages chain (e.g. a self-supervised run, then a fine-tune).
+
 Accepted files: ``*.safetensors``, or a torch file (``.pth``/``.pt``/…) read with
 ``torch.load(path, weights_only=True, map_location="cpu")``, holding a state dict or a checkpoint dict
 whose ``state_dict`` or ``model`` entry is one. Keys are normalised before a strict match:
@@ -18,38 +25,122 @@ gives to (g, g, g) (any per-channel input normalisation is the caller's to match
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from learner import formats
+from learner.atomic import atomic_path
 from learner.errors import CheckpointError
 
+CHECKPOINT_WEIGHTS = (
+    "model.safetensors"  # the checkpoint folder layout (learner.training.checkpoint uses these)
+)
+CHECKPOINT_META = "meta.json"
+RUN_CHECKPOINT = ("checkpoints", "best")  # the checkpoint of a run directory that --init reads
+ENCODER_PREFIX = "encoder."  # the encoder's keys in a ScoreRegressor state dict
 STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "base_model.")
 DROPPED_PREFIXES: tuple[str, ...] = ("fc.", "new_fc.")
 OPTIONAL_SUFFIX = "num_batches_tracked"
 _LISTED = 5  # keys named per kind of mismatch; the rest are counted
 
 
-def load_init_weights(module: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load the weights in ``path`` into ``module`` (in place), strictly after key normalisation.
+def load_init_weights(
+    module: nn.Module, path: str | os.PathLike[str], *, backbone: str | None = None
+) -> None:
+    """Load the weights ``path`` names into ``module`` (in place): a learner run or checkpoint folder's
+    encoder, strictly; or a weights file, strictly after key normalisation.
+
+    Args:
+        module: the encoder.
+        path: a run directory, a checkpoint folder, or a weights file.
+        backbone: the encoder's registry name; a run that trained another backbone is refused by name.
 
     Raises:
-        CheckpointError: the file is missing or unreadable, is not a state dict of tensors, or does not
-            match ``module`` (the one-line message names the file and the offending keys).
+        CheckpointError: the file is missing or unreadable, is not a state dict of tensors, the folder is
+            not a learner run or checkpoint, or the weights do not match ``module`` (the one-line message
+            names the file or folder and the offending keys).
     """
     source = Path(path)
-    state = {_normalise_key(key): value for key, value in _read_state_dict(source).items()}
-    state = {key: value for key, value in state.items() if not key.startswith(DROPPED_PREFIXES)}
     expected = module.state_dict()
-    state = {key: _grey_from_rgb(value, expected.get(key)) for key, value in state.items()}
+    if source.is_dir():
+        source = checkpoint_folder(source)
+        state = _run_encoder_state(source, backbone)
+    else:
+        state = {_normalise_key(key): value for key, value in _read_state_dict(source).items()}
+        state = {key: value for key, value in state.items() if not key.startswith(DROPPED_PREFIXES)}
+        state = {key: _grey_from_rgb(value, expected.get(key)) for key, value in state.items()}
     problem = describe_mismatch(expected, state, optional_suffix=OPTIONAL_SUFFIX)
     if problem:
         raise CheckpointError(f"{source}: does not match {type(module).__name__}: {problem}")
     module.load_state_dict(state, strict=False)  # strictness checked above; only optional buffers may lack
+
+
+def checkpoint_folder(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder a directory stands for: ``RUN/checkpoints/best`` for a run, else itself.
+
+    Raises:
+        CheckpointError: neither the directory nor its ``checkpoints/best`` holds ``model.safetensors``.
+    """
+    folder = Path(path)
+    for candidate in (folder.joinpath(*RUN_CHECKPOINT), folder):
+        if (candidate / CHECKPOINT_WEIGHTS).is_file():
+            return candidate
+    raise CheckpointError(
+        f"{folder}: not a learner run or checkpoint folder (no {Path(*RUN_CHECKPOINT, CHECKPOINT_WEIGHTS)} "
+        f"or {CHECKPOINT_WEIGHTS})"
+    )
+
+
+def init_weights_file(path: str | os.PathLike[str]) -> Path:
+    """The file ``model.init`` reads: a folder's ``model.safetensors`` (:func:`checkpoint_folder`), or
+    ``path`` itself."""
+    source = Path(path)
+    return checkpoint_folder(source) / CHECKPOINT_WEIGHTS if source.is_dir() else source
+
+
+def _run_encoder_state(folder: Path, backbone: str | None) -> dict[str, Tensor]:
+    """The ``encoder.*`` tensors of a checkpoint folder, prefix removed, after checking its backbone."""
+    meta_path = folder / CHECKPOINT_META
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        formats.check("checkpoint", meta.get("schema_version"), meta_path, field="schema_version")
+        trained = str(meta["encoder"]["name"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({type(exc).__name__})") from None
+    if backbone is not None and trained != backbone:
+        raise CheckpointError(
+            f"{folder}: its encoder is {trained!r}, not {backbone!r}; initialise from a run of the same "
+            "model.backbone"
+        )
+    state = _read_state_dict(folder / CHECKPOINT_WEIGHTS)
+    return {k.removeprefix(ENCODER_PREFIX): v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+
+
+def convert_weights(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], encoder: nn.Module
+) -> Path:
+    """Convert a weights file (e.g. torchvision's ``resnet18-f37072fd.pth``) into the safetensors ``--init``
+    reads: load it into ``encoder`` as ``model.init`` would (key normalisation, grey from RGB, strict
+    match), then write ``encoder``'s state dict to ``target`` atomically.
+
+    Raises:
+        CheckpointError: ``target`` does not end in ``.safetensors``, or ``source`` does not load (as
+            :func:`load_init_weights`); ``target`` is then not written.
+    """
+    destination = Path(target)
+    if destination.suffix != ".safetensors":
+        raise CheckpointError(f"{destination}: the converted file must end in .safetensors")
+    load_init_weights(encoder, source)
+    tensors = {key: value.detach().cpu().contiguous() for key, value in encoder.state_dict().items()}
+    with atomic_path(destination) as tmp:
+        save_file(tensors, tmp, metadata={"converted_from": Path(source).name})
+    return destination
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:

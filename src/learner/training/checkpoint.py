@@ -36,10 +36,10 @@ from learner.errors import CheckpointError, LearnerError
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.models.registry import build_regressor
-from learner.models.weights import describe_mismatch
+from learner.models.weights import CHECKPOINT_META, CHECKPOINT_WEIGHTS, describe_mismatch, init_weights_file
 
-MODEL_FILE = "model.safetensors"
-META_FILE = "meta.json"
+MODEL_FILE = CHECKPOINT_WEIGHTS  # defined beside the --init reader of checkpoint folders (models/weights.py)
+META_FILE = CHECKPOINT_META
 TRAIN_STATE_FILE = "train_state.pt"
 
 
@@ -269,6 +269,24 @@ def checkpoint_fingerprint(directory: str | os.PathLike[str]) -> str:
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint {Path(directory)} is missing {MODEL_FILE}")
+    return _sha256(path)
+
+
+def init_record(init: str | os.PathLike[str]) -> dict[str, str]:
+    """Where a run's ``model.init`` weights came from, for ``run.json``: ``path`` (as resolved), ``weights``
+    (the file read: a run's ``checkpoints/best/model.safetensors``) and its SHA-256 ``fingerprint`` (for a
+    run, its :func:`checkpoint_fingerprint`)."""
+    weights = init_weights_file(init)
+    if not weights.is_file():
+        raise CheckpointError(f"init weights not found: {weights}")
+    return {
+        "path": str(Path(init).resolve()),
+        "weights": str(weights.resolve()),
+        "fingerprint": _sha256(weights),
+    }
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -15,6 +15,12 @@ Choices the paper leaves open (Table 2 gives batch 16, Adam, LR 1e-3, 100 epochs
   ranking wants full batches; DDP needs equal ones);
 * validation uses centre frames without augmentation and reports MAE, RMSE and Pearson r in score units next
   to always predicting the train mean; ``checkpoints/best`` is the lowest val MAE (earliest epoch on ties).
+
+A self-supervised ``loss.name`` (``vicreg``) runs the same loop on pixels alone: it trains on the train AND
+val scans (never test), each item two train-mode views of a scan (:class:`TwoViews`); the objective sees
+the two views' embeddings and no score, the regression head gets no gradient (it stays as initialised),
+and validation is the objective on fixed views of the val scans (``val_loss``; ``checkpoints/best`` its
+lowest).
 """
 
 from __future__ import annotations
@@ -39,19 +45,20 @@ from learner.atomic import atomic_path, finite
 from learner.config import Config, Optimizer, Schedule
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache, build_cache, default_cache_root
-from learner.data.datasets import ScanDataset, make_loader
+from learner.data.datasets import ScanDataset, TwoViews, make_loader, views_to_batch
 from learner.data.manifest import load_manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
 from learner.data.splits import resolve_splits
 from learner.errors import ConfigError, NonFiniteLossError
-from learner.losses.registry import build_objective
+from learner.losses.registry import ViewObjective, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
 from learner.runs import load_run_config, open_run_dir
 from learner.training.checkpoint import (
     CheckpointMeta,
     EncoderMeta,
+    init_record,
     load_checkpoint,
     load_train_state,
     save_checkpoint,
@@ -67,7 +74,7 @@ from learner.training.distributed import (
 )
 from learner.training.names import check_names
 from learner.training.seeding import rng_state, seed_everything, set_rng_state
-from learner.training.validation import predict_scores, regression_metrics
+from learner.training.validation import predict_scores, regression_metrics, view_loss
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +153,8 @@ def _pretrain(
     if resume:
         _check_resumable(config, run_dir)
     run = open_run_dir(run_dir, config, resume=resume, force=force) if info.is_main else None
+    if run is not None and not resume and config.model.init is not None:
+        run.record(init=init_record(config.model.init))  # the run or file the encoder starts from
     barrier()  # --force must have wiped the folder before any rank looks for a checkpoint in it
     # ---- manifest, patient-level split, decode-once cache (skipped scans are counted, never silent) ----
     if data.manifest is None:
@@ -168,6 +177,9 @@ def _pretrain(
     for name, records in (("train", train_records), ("val", val_records)):
         if not records:
             raise ConfigError(f"{data.manifest}: the {name} split has no usable scans (data.split)")
+    two_views = build_view_objective(config.loss) is not None  # self-supervised: no scores needed
+    if two_views:
+        train_records = train_records + val_records  # train AND val scans; the test split stays unseen
     if run is not None:
         with atomic_path(run.file("splits.csv")) as tmp:
             pd.DataFrame(sorted(splits.items()), columns=["patient_id", "split"]).to_csv(tmp, index=False)
@@ -179,10 +191,13 @@ def _pretrain(
     # ---- datasets and loaders: train = random frame per segment + augmentation; val = centre frames ----
     cache = ScanCache(default_cache_root(manifest, runtime.cache_dir), Preprocessor.from_config(data))
     clip_args: dict[str, Any] = {"frames": data.frames, "channels": data.channels, "seed": config.seed}
-    train_set = ScanDataset(
-        train_records, cache, train=True, augment=ClipAugment.from_config(data), **clip_args
-    )
-    val_set = ScanDataset(val_records, cache, train=False, augment=None, **clip_args)
+    augment = ClipAugment.from_config(data)
+    train_scans = ScanDataset(train_records, cache, train=True, augment=augment, **clip_args)
+    val_set: ScanDataset | TwoViews = ScanDataset(val_records, cache, train=False, augment=None, **clip_args)
+    train_set: ScanDataset | TwoViews = train_scans
+    if two_views:  # two train-mode draws of each scan; the val views stay those of epoch 0
+        train_set = TwoViews(train_scans)
+        val_set = TwoViews(ScanDataset(val_records, cache, train=True, augment=augment, **clip_args))
     if optim.batch_size % info.world_size:
         raise ConfigError(
             f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
@@ -207,7 +222,7 @@ def _pretrain(
         # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    objective = build_objective(config.loss)
+    objective = build_view_objective(config.loss) or build_objective(config.loss)
     amp_dtype = _amp_dtype(device, runtime.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     encoder_meta = EncoderMeta(config.model.backbone, model.encoder.embed_dim, data.channels, data.size)
@@ -237,14 +252,20 @@ def _pretrain(
                 lr = LR_SCHEDULES[optim.scheduler](step, total_steps, optim.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                target = standardiser.standardise(scores.to(device))  # (b,) standardised, this rank's slice
+                clips = clips.to(device, non_blocking=True)  # (b, T, C, H, W); two views: (b, 2, T, C, H, W)
+                inputs = views_to_batch(clips) if two_views else clips  # two views: (2b, T, C, H, W)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    embeddings, predictions = ddp(clips.to(device, non_blocking=True))  # (b, D), (b,)
-                out = objective(  # on the GLOBAL batch (world·b); identical on every rank
-                    all_gather_with_grad(embeddings.float()),
-                    all_gather_with_grad(predictions.float()),
-                    all_gather_with_grad(target),
-                )
+                    embeddings, predictions = ddp(inputs)  # (b, D), (b,); two views: (2b, D), (2b,)
+                if isinstance(objective, ViewObjective):  # the two views' embeddings (b, D) each, no scores
+                    view_a, view_b = embeddings.float().chunk(2)
+                    out = objective(all_gather_with_grad(view_a), all_gather_with_grad(view_b))
+                else:
+                    target = standardiser.standardise(scores.to(device))  # (b,), this rank's slice
+                    out = objective(  # on the GLOBAL batch (world·b); identical on every rank
+                        all_gather_with_grad(embeddings.float()),
+                        all_gather_with_grad(predictions.float()),
+                        all_gather_with_grad(target),
+                    )
                 step += 1
                 loss = out.total.item()
                 if not math.isfinite(loss):
@@ -264,12 +285,15 @@ def _pretrain(
                     sums[f"train_{name}"] += value.item()
                 progress.update(task, advance=1, loss=loss)
             row = {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps_per_epoch for k, v in sums.items()}
-            if run is not None:
+            if run is not None and isinstance(objective, ViewObjective):
+                row |= view_loss(model, val_loader, objective, device, amp_dtype, optim.batch_size)
+            elif run is not None:
                 pred, truth = predict_scores(model, val_loader, standardiser, device, amp_dtype)
                 row |= regression_metrics(pred, truth, standardiser.mean)
             row = broadcast_object(row)  # rank 0 alone validates; every rank keeps the same history
             history.append(row)
-            improved = not best or row["val_mae"] < best["val_mae"]
+            monitor = "val_loss" if two_views else "val_mae"
+            improved = not best or row[monitor] < best[monitor]
             best = row if improved else best
             if run is not None:
                 summary = replace(meta, epoch=epoch, step=step, metrics=finite(row))
@@ -337,10 +361,16 @@ def _tensorboard(run_dir: Path) -> Any | None:
 
 
 def _report(progress: Progress, writer: Any | None, row: dict[str, float]) -> None:
-    text = (
-        f"epoch {row['epoch']}: loss {row['train_loss']:.4f} | val MAE {row['val_mae']:.3f} "
-        f"RMSE {row['val_rmse']:.3f} r {row['val_r']:.3f} | predict-the-mean MAE {row['baseline_mae']:.3f}"
-    )
+    if "val_mae" in row:
+        quality = (
+            f"val MAE {row['val_mae']:.3f} RMSE {row['val_rmse']:.3f} r {row['val_r']:.3f} | "
+            f"predict-the-mean MAE {row['baseline_mae']:.3f}"
+        )
+    else:  # self-supervised: the objective on fixed val views
+        quality = "val " + ", ".join(
+            f"{k.removeprefix('val_')} {v:.4f}" for k, v in row.items() if k[:4] == "val_"
+        )
+    text = f"epoch {row['epoch']}: loss {row['train_loss']:.4f} | {quality}"
     progress.console.print(text, markup=False, soft_wrap=True)
     log.info(text)
     for key, value in row.items():

@@ -1,5 +1,7 @@
 """Validation of the pretrained regressor (Section 2.3): predictions in score units and their errors.
 
+A self-supervised run is validated by its own objective on fixed views of the val scans (:func:`view_loss`).
+
 Everything here is reported in SCORE units (S/F ratio, MMSE points): the head predicts standardised scores
 and :class:`ScoreStandardiser` maps them back. The baseline always predicts the train split's mean score;
 a model that does not clearly beat it has learnt nothing about the score.
@@ -15,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from learner.data.datasets import views_to_batch
+from learner.losses.registry import ViewObjective
 from learner.losses.regression import ScoreStandardiser
 
 
@@ -49,3 +53,32 @@ def predict_scores(
         preds.append(standardiser.destandardise(pred_std.double().cpu()))
         targets.append(scores.double())
     return torch.cat(preds).numpy(), torch.cat(targets).numpy()
+
+
+@torch.no_grad()
+def view_loss(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    objective: ViewObjective,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    batch_size: int,
+) -> dict[str, float]:
+    """The self-supervised objective on the two views of every item of ``loader`` (a :class:`TwoViews`
+    dataset), in eval mode: ``val_loss`` and ``val_<term>``, means over consecutive batches of
+    ``batch_size`` scans (the incomplete last batch is dropped unless it is the only one)."""
+    model.eval()
+    firsts, seconds = [], []
+    for views, _, _ in loader:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            embeddings, _ = model(views_to_batch(views.to(device, non_blocking=True)))  # (2b, D)
+        first, second = embeddings.float().chunk(2)
+        firsts.append(first)
+        seconds.append(second)
+    view_a, view_b = torch.cat(firsts), torch.cat(seconds)  # (N, D) each
+    starts = range(0, max(len(view_a) - batch_size + 1, 1), batch_size)
+    outs = [objective(view_a[s : s + batch_size], view_b[s : s + batch_size]) for s in starts]
+    row = {"val_loss": float(np.mean([out.total.item() for out in outs]))}
+    return row | {
+        f"val_{name}": float(np.mean([out.terms[name].item() for out in outs])) for name in outs[0].terms
+    }

@@ -1,0 +1,114 @@
+"""The self-supervised stage (loss.name=vicreg) and --init RUN_DIR chaining, end to end on the tiny cohort."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from learner.cli import run
+from learner.config import Config, ModelConfig
+from learner.data.datasets import TwoViews
+from learner.data.manifest import load_manifest
+from learner.data.scales import get_scale
+from learner.errors import CheckpointError
+from learner.models.registry import build_encoder, build_regressor
+from learner.training import pretrain as pretrain_module
+from learner.training.checkpoint import checkpoint_fingerprint, load_checkpoint, load_train_state
+from learner.training.pretrain import pretrain
+
+pytestmark = pytest.mark.slow
+
+SSL = {"loss.name": "vicreg"}
+
+
+@pytest.fixture(scope="module")
+def ssl_run(
+    tiny_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[list[str]]]:
+    """A 2-epoch VICReg run, and the scan ids of every TwoViews dataset it built (train first, then val)."""
+    seen: list[list[str]] = []
+
+    class Recording(TwoViews):
+        def __init__(self, dataset: pretrain_module.ScanDataset) -> None:
+            seen.append([record.scan_id for record in dataset.records])
+            super().__init__(dataset)
+
+    run_dir = tmp_path_factory.mktemp("ssl") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pretrain_module, "TwoViews", Recording)
+        pretrain(tiny_config(**SSL), run_dir)
+    return run_dir, seen
+
+
+def test_the_ssl_stage_sees_train_and_val_scans_and_never_a_test_scan(
+    ssl_run: tuple[Path, list[list[str]]], tiny_config: Callable[..., Config]
+) -> None:
+    run_dir, (train_ids, val_ids) = ssl_run
+    manifest = load_manifest(tiny_config().data.manifest, get_scale("sf"))
+    by_split = {split: {r.scan_id for r in manifest.by_split(split)} for split in ("train", "val", "test")}
+    assert by_split["test"]  # the cohort has test scans, and none of them reaches the stage
+    assert set(train_ids) == by_split["train"] | by_split["val"]
+    assert set(val_ids) == by_split["val"]
+    assert not (set(train_ids) | set(val_ids)) & by_split["test"]
+    scans = json.loads((run_dir / "metrics.json").read_text())["scans"]
+    assert scans["train"] == len(by_split["train"]) + len(by_split["val"])
+
+
+def test_ssl_metrics_and_an_untouched_head(ssl_run: tuple[Path, list[list[str]]]) -> None:
+    run_dir, _ = ssl_run
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    terms = ["invariance", "variance", "covariance"]
+    expected = ["epoch", "step", "lr", "train_loss", *(f"train_{t}" for t in terms), "val_loss"]
+    assert list(metrics.columns) == [*expected, *(f"val_{t}" for t in terms)]
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["best"]["val_loss"] == metrics["val_loss"].min()
+    assert "val_mae" not in final["best"]
+    # The head never gets a gradient, so Adam keeps no state for it: its weights are those it was built with.
+    state, _ = load_checkpoint(run_dir / "checkpoints" / "last")
+    model = build_regressor(ModelConfig(size="tiny", head_hidden=16, dropout=0.2), 1, 32)
+    names = [name for name, _ in model.named_parameters()]
+    with_state = {names[i] for i in load_train_state(run_dir / "checkpoints" / "last")["optimizer"]["state"]}
+    assert with_state == {name for name in names if name.startswith("encoder.")}
+    assert set(state) == set(model.state_dict())
+
+
+def test_init_from_the_ssl_run_starts_from_its_best_encoder_and_is_recorded(
+    ssl_run: tuple[Path, list[list[str]]], tiny_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    ssl_dir, _ = ssl_run
+    config = tiny_config(**{"model.init": str(ssl_dir), "optim.epochs": 1, "loss.name": "mse+wcl"})
+    pretrain(config, tmp_path / "fine")
+    record = json.loads((tmp_path / "fine" / "run.json").read_text())["init"]
+    assert record["path"] == str(ssl_dir.resolve())
+    assert record["fingerprint"] == checkpoint_fingerprint(ssl_dir / "checkpoints" / "best")
+    encoder = build_encoder(config.model, 1, img_size=32)
+    best, _ = load_checkpoint(ssl_dir / "checkpoints" / "best")
+    for key, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, best[f"encoder.{key}"], rtol=0, atol=0)
+
+
+def test_init_from_a_run_of_another_backbone_names_the_run(ssl_run: tuple[Path, list[list[str]]]) -> None:
+    ssl_dir, _ = ssl_run
+    with pytest.raises(CheckpointError, match="its encoder is 'tsm_resnet18', not 'vit'") as caught:
+        build_encoder(ModelConfig(backbone="vit", size="tiny", init=ssl_dir), 1, img_size=32)
+    assert str(ssl_dir / "checkpoints" / "best") in str(caught.value)
+
+
+def test_pretrain_command_runs_the_ssl_stage_and_chains_it(
+    tiny_config: Callable[..., Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(tiny_config(**{"optim.epochs": 1}).to_yaml())
+    base = ["pretrain", "--config", str(config_file), "--device", "cpu"]
+    assert run([*base, "--loss", "vicreg", "--out", str(tmp_path / "ssl")]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed.startswith("best val loss ")
+    assert printed.endswith(f"chain with --init {tmp_path / 'ssl'}")
+    argv = [*base, "--loss", "mse", "--init", str(tmp_path / "ssl"), "--out", str(tmp_path / "fine")]
+    assert run(argv) == 0
+    assert "init" in json.loads((tmp_path / "fine" / "run.json").read_text())
