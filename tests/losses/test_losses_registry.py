@@ -27,7 +27,7 @@ def plain_mse(pred: Tensor, target: Tensor) -> float:
 
 
 def test_available_losses() -> None:
-    assert available_losses() == ["cl", "mse", "wcl", "wcl_scaled"]
+    assert available_losses() == ["cl", "mse", "rnc", "supcon_bins", "wcl", "wcl_scaled", "yaware"]
 
 
 def test_mse_alone_has_weight_one() -> None:
@@ -88,7 +88,11 @@ def test_default_config_is_the_papers_objective() -> None:
 @pytest.mark.parametrize(
     ("name", "match"),
     [
-        ("mse+foo", r"loss\.name='mse\+foo': unknown term 'foo'; available: cl, mse, wcl, wcl_scaled"),
+        (
+            "mse+foo",
+            r"loss\.name='mse\+foo': unknown term 'foo'; "
+            r"available: cl, mse, rnc, supcon_bins, wcl, wcl_scaled, yaware",
+        ),
         ("", "empty term"),
         ("mse+", "empty term"),
         ("mse+mse", "repeated"),
@@ -104,7 +108,7 @@ def test_bad_names_are_config_errors(name: str, match: str) -> None:
 def test_register_a_new_term(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "LOSSES", dict(registry.LOSSES))  # keep the global table untouched
 
-    def mean_norm(loss_cfg: LossConfig) -> registry.ContrastiveLoss:
+    def mean_norm(loss_cfg: LossConfig, labels: registry.ScoreLabels) -> registry.ContrastiveLoss:
         return lambda embeddings, scores: embeddings.norm(dim=1).mean() * loss_cfg.temperature
 
     register_loss("norm", mean_norm)

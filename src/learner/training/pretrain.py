@@ -45,7 +45,7 @@ from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
 from learner.data.splits import resolve_splits
 from learner.errors import ConfigError, NonFiniteLossError
-from learner.losses.registry import build_objective
+from learner.losses.registry import ScoreLabels, build_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
 from learner.runs import load_run_config, open_run_dir
@@ -65,6 +65,7 @@ from learner.training.distributed import (
     distributed,
     wrap_model,
 )
+from learner.training.memory import CrossBatchMemory
 from learner.training.names import check_names
 from learner.training.seeding import rng_state, seed_everything, set_rng_state
 from learner.training.validation import predict_scores, regression_metrics
@@ -141,7 +142,8 @@ def _pretrain(
     # ---- manifest, patient-level split, decode-once cache (skipped scans are counted, never silent) ----
     if data.manifest is None:
         raise ConfigError("data.manifest is not set; pass --manifest or set data.manifest")
-    manifest = load_manifest(data.manifest, scale_from_config(data))
+    scale = scale_from_config(data)
+    manifest = load_manifest(data.manifest, scale)
     splits, from_file = resolve_splits(manifest, data.split, config.seed)
     manifest = manifest.with_splits(splits)
     if info.is_main:
@@ -195,7 +197,8 @@ def _pretrain(
     if device.type == "cuda" and runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)  # conv kernels prefer NHWC on tensor cores
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    objective = build_objective(config.loss)
+    objective = build_objective(config.loss, ScoreLabels(standardiser, scale.class_edges()))
+    memory = CrossBatchMemory(config.loss.memory)  # loss.memory: earlier steps' pairs as references
     amp_dtype = _amp_dtype(device, runtime.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     encoder_meta = EncoderMeta(config.model.backbone, model.encoder.embed_dim, data.channels, data.size)
@@ -210,6 +213,7 @@ def _pretrain(
         scaler.load_state_dict(state["scaler"])
         step, history, best = state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
+        memory.load_state_dict(state.get("memory", {}), device)
         log.info("resumed %s at epoch %d, step %d", run_dir, len(history), step)
     ddp = wrap_model(model, info, device, find_unused_parameters="mse" not in objective.names)
     writer = _tensorboard(run_dir) if run is not None else None
@@ -228,11 +232,9 @@ def _pretrain(
                 target = standardiser.standardise(scores.to(device))  # (b,) standardised, this rank's slice
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     embeddings, predictions = ddp(clips.to(device, non_blocking=True))  # (b, D), (b,)
-                out = objective(  # on the GLOBAL batch (world·b); identical on every rank
-                    all_gather_with_grad(embeddings.float()),
-                    all_gather_with_grad(predictions.float()),
-                    all_gather_with_grad(target),
-                )
+                u, y = all_gather_with_grad(embeddings.float()), all_gather_with_grad(target)  # GLOBAL batch
+                out = objective(u, all_gather_with_grad(predictions.float()), y, *memory.references())
+                memory.push(u, y)  # identical on every rank: the gathered batch, detached
                 step += 1
                 loss = out.total.item()
                 if not math.isfinite(loss):
@@ -265,7 +267,7 @@ def _pretrain(
                     save_checkpoint(best_dir, model, summary)  # best before last: a crash between redoes both
                 train_state = {
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                    "history": history, "best": best, "rng": rng_state(),
+                    "history": history, "best": best, "rng": rng_state(), "memory": memory.state_dict(),
                 }  # fmt: skip
                 save_checkpoint(last_dir, model, summary, train_state=train_state)
                 with atomic_path(run.file("metrics.csv")) as tmp:
