@@ -167,7 +167,8 @@ class SupConBinsLoss(nn.Module):
             logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
             labels = self.classes(c.scores)  # (R,)
             positive = (labels[: u.shape[0], None] == labels[None, :]) & ~c.is_self  # (B, R)
-            targets = positive / positive.sum(dim=1, keepdim=True).clamp(min=1)  # (B, R), rows sum to 1 or 0
+            counts = positive.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+            targets = positive.to(torch.float64) / counts  # (B, R) float64, rows sum to 1 (or 0: no positive)
             return soft_target_infonce(logits, targets, c.is_self)
 
     def extra_repr(self) -> str:
