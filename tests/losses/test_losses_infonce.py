@@ -52,7 +52,9 @@ def literal_infonce(
                 continue  # no positive: the anchor contributes nothing
             alpha = {j: 1 / len(positives) for j in positives}
         denominator = sum(math.exp(_cosine(u[i], u[k]) / tau) for k in others)
-        losses.append(-sum(a * math.log(math.exp(_cosine(u[i], u[j]) / tau) / denominator) for j, a in alpha.items()))
+        losses.append(
+            -sum(a * math.log(math.exp(_cosine(u[i], u[j]) / tau) / denominator) for j, a in alpha.items())
+        )
     return sum(losses) / len(losses) if losses else 0.0
 
 
@@ -123,7 +125,9 @@ def test_supcon_matches_loop_oracle(batch: int, tau: float, memory: int) -> None
         )
     edges = (1.0, 3.0)
     loss = SupConBinsLoss(edges, temperature=tau)(u, y, *(refs or ()))
-    assert loss.item() == pytest.approx(literal_infonce(u, y, tau, "supcon", edges=edges, refs=refs), rel=1e-10)
+    assert loss.item() == pytest.approx(
+        literal_infonce(u, y, tau, "supcon", edges=edges, refs=refs), rel=1e-10
+    )
 
 
 @pytest.mark.parametrize("refs", [False, True])
@@ -173,7 +177,8 @@ def test_adversarial_batches_stay_finite(case: str, name: str) -> None:
     loss = LOSSES[name](u, y)
     loss.backward()
     assert torch.isfinite(loss)
-    assert u.grad is not None and torch.isfinite(u.grad).all()
+    assert u.grad is not None
+    assert torch.isfinite(u.grad).all()
 
 
 def test_supcon_without_any_positive_is_zero_and_backpropagates() -> None:
@@ -181,7 +186,8 @@ def test_supcon_without_any_positive_is_zero_and_backpropagates() -> None:
     loss = SupConBinsLoss(edges=(0.5, 1.5))(u, torch.tensor([0.0, 1.0, 2.0]))  # one scan per bin
     loss.backward()
     assert loss.item() == 0.0
-    assert u.grad is not None and (u.grad == 0).all()
+    assert u.grad is not None
+    assert (u.grad == 0).all()
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -189,7 +195,8 @@ def test_references_are_candidates_without_gradient(name: str) -> None:
     u = torch.randn(4, 3, requires_grad=True)
     ref_u = torch.randn(5, 3, requires_grad=True)
     LOSSES[name](u, torch.tensor([-1.0, 0.0, 0.5, 2.0]), ref_u, torch.randn(5)).backward()
-    assert u.grad is not None and u.grad.abs().sum() > 0
+    assert u.grad is not None
+    assert u.grad.abs().sum() > 0
     assert ref_u.grad is None
 
 

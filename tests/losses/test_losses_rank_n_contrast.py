@@ -1,5 +1,5 @@
-"""Rank-N-Contrast: a hand-computed batch, the literal O(B³) definition as a loop oracle, gradcheck, adversarial
-batches and the cross-batch references."""
+"""Rank-N-Contrast: hand-computed batches, the literal O(B³) definition as a loop oracle, gradcheck,
+adversarial batches and the cross-batch references."""
 
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ def test_adversarial_batches_stay_finite(case: str, similarity: str) -> None:
     loss = RankNContrastLoss(0.1, similarity)(u, y)  # type: ignore[arg-type]
     loss.backward()
     assert torch.isfinite(loss)
-    assert u.grad is not None and torch.isfinite(u.grad).all()
+    assert u.grad is not None
+    assert torch.isfinite(u.grad).all()
     if case == "B = 2":
         assert loss.item() == pytest.approx(0.0, abs=1e-7)  # each S_ij = {j}
 
@@ -128,7 +129,8 @@ def test_references_are_candidates_without_gradient() -> None:
     y, ref_y = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([0.5, 1.5, 2.5, 3.5, 9.0])
     loss = RankNContrastLoss()(u, y, ref_u, ref_y)
     loss.backward()
-    assert u.grad is not None and u.grad.abs().sum() > 0
+    assert u.grad is not None
+    assert u.grad.abs().sum() > 0
     assert ref_u.grad is None  # references are detached: gradients flow only through the batch
     empty = RankNContrastLoss()(u, y, torch.zeros(0, 3), torch.zeros(0))
     assert empty.item() == pytest.approx(RankNContrastLoss()(u, y).item(), rel=1e-6)

@@ -35,7 +35,8 @@ def test_rectangular_cosine_and_candidates() -> None:
     u, v = torch.randn(3, 4), torch.randn(5, 4)
     torch.testing.assert_close(cosine_matrix(u, torch.cat([u, v])), cosine_matrix(torch.cat([u, v]))[:3])
     c = candidates(u, torch.zeros(3), v, torch.ones(5))
-    assert c.embeddings.shape == (8, 4) and c.scores.dtype == torch.float64
+    assert c.embeddings.shape == (8, 4)
+    assert c.scores.dtype == torch.float64
     assert torch.equal(c.is_self, torch.eye(3, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"references should have shape \(R, 4\)"):
         cosine_matrix(u, torch.randn(5, 3))
@@ -64,7 +65,9 @@ def test_pairwise_loss_gradients_flow_only_through_the_batch() -> None:
     u = torch.randn(4, 3, requires_grad=True)
     ref = torch.randn(6, 3, requires_grad=True)
     WeightedContrastiveLoss(scaled=True)(u, torch.arange(4.0), ref, torch.arange(6.0) / 2).backward()
-    assert u.grad is not None and torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+    assert u.grad is not None
+    assert torch.isfinite(u.grad).all()
+    assert u.grad.abs().sum() > 0
     assert ref.grad is None
 
 

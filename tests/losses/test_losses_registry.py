@@ -158,7 +158,8 @@ def test_label_aware_terms_combine_with_mse_by_lambda(name: str, expected: Calla
         expected()(embeddings, target, ref_u, ref_s).item(), rel=1e-6
     )
     with_memory.total.backward()
-    assert embeddings.grad is not None and torch.isfinite(embeddings.grad).all()
+    assert embeddings.grad is not None
+    assert torch.isfinite(embeddings.grad).all()
 
 
 def test_score_labels_standardise_the_class_edges() -> None:
