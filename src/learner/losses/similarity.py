@@ -14,6 +14,9 @@ s ∈ (0, 1], finite for every input. Two are provided (``loss.similarity`` pick
 * :class:`ExpCosine` — s = exp((cos − 1) / τ), computed directly in log space as log s = (cos − 1) / τ (never
   ``exp`` then ``log``, which underflows for small τ). log s ∈ [−2/τ, 0], constant gradient 1/τ, no clamp.
 
+:func:`feature_logits` gives the softmax objectives' logits instead (cos/τ or −‖u_i − u_j‖/τ). Every function
+takes anchors u (B, D) and optional references v (R, D) and returns (B, R) (square when v is omitted).
+
 Example::
 
     log_s = ShiftedCosine(floor=1e-4)(cosine_matrix(u))  # u (B, D) → log s (B, B)
