@@ -122,12 +122,12 @@ def test_ddp_queues_are_identical_and_equal_the_single_process_queue(tmp_path: P
     workers = mp.start_processes(
         _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="fork"
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: the shared CI machine can be heavily loaded
     while not workers.join(timeout=1):
         if time.monotonic() > deadline:
             for process in workers.processes:
                 process.kill()
-            pytest.fail("the two DDP workers did not finish within 120 s")
+            pytest.fail("the two DDP workers did not finish within 300 s")
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
     single = _steps(_model(), 0, 1)
     assert ranks[0]["memory"]["scores"].shape == (MEMORY,)  # 3 steps × 6 > 8: the FIFO has wrapped
