@@ -56,6 +56,8 @@ ModelSize = Literal["tiny", "small", "paper"]
 """``model.size``: :data:`learner.models.registry.SIZES`."""
 Similarity = Literal["shifted_cosine", "exp_cosine"]
 """``loss.similarity``: the keys of :data:`learner.losses.similarity.SIMILARITIES`."""
+FeatureSimilarity = Literal["cosine", "neg_l2"]
+"""``loss.feature_similarity``: the logits of :func:`learner.losses.similarity.feature_logits`."""
 Optimizer = Literal["adam", "adamw"]
 """``optim.optimizer``: the keys of :data:`learner.training.pretrain.OPTIMIZERS`."""
 Schedule = Literal["cosine", "constant"]
@@ -206,10 +208,27 @@ class LossConfig(_Section):
     similarity: Similarity = Field(
         default="shifted_cosine", description="maps cosine to (0, 1] before the log"
     )
-    temperature: float = Field(default=1.0, gt=0, description="τ for exp_cosine")
+    temperature: float = Field(
+        default=1.0, gt=0, description="τ of exp_cosine and of the rnc, yaware and supcon_bins logits"
+    )
     sim_floor: float = Field(default=1e-4, gt=0, lt=1, description="shifted_cosine is clamped to ≥ this")
     eps: float = Field(default=0.1, gt=0, description="ε in w = |Δ| + ε, on standardised scores")
     weight_max: float = Field(default=10.0, ge=1, description="upper bound on every contrastive weight")
+    feature_similarity: FeatureSimilarity = Field(
+        default="cosine",
+        description="logit of rnc, yaware, supcon_bins: cos(u_i, u_j)/τ, or −‖u_i − u_j‖/τ (RnC's paper)",
+    )
+    kernel_sigma: float = Field(
+        default=1.0,
+        gt=0,
+        description="yaware's Gaussian kernel σ in STANDARDISED score units (σ in score units / train std)",
+    )
+    memory: int = Field(
+        default=0,
+        ge=0,
+        description="cross-batch memory: the last N (embedding, score) pairs of earlier steps join every "
+        "contrastive term as extra references (0: off)",
+    )
 
 
 class OptimConfig(_Section):

@@ -331,3 +331,11 @@ def test_pair_table_written_atomically(tmp_path: Path) -> None:
     counts = pair_class_counts(frame)
     assert counts == {name: int((frame["label"] == k).sum()) for k, name in enumerate(counts)}
     assert sum(counts.values()) == 6
+
+
+def test_class_edges_are_the_bins_or_threshold_bands() -> None:
+    assert get_scale("sf").class_edges() == (180.0, 275.0, 430.0)
+    assert get_scale("mmse_binned").class_edges() == (17.0, 23.0)
+    assert get_scale("mmse", threshold=4).class_edges() == (4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0)
+    bands = ScoreScale("custom", low=1.0, high=2.0, threshold=0.5)
+    assert bands.class_edges() == (1.5,)  # (−inf, 1.5] and (1.5, inf): within a band |Δ| < 0.5

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from learner.config import LossConfig, load_config
 from learner.errors import ConfigError
 from learner.losses import registry
 from learner.losses.contrastive import LiteralWeighting, PairwiseContrastiveLoss, ScaledWeighting, Unweighted
+from learner.losses.infonce import SupConBinsLoss, YAwareInfoNCELoss
+from learner.losses.rank_n_contrast import RankNContrastLoss
 from learner.losses.registry import available_losses, build_objective, register_loss
+from learner.losses.regression import ScoreStandardiser
 from learner.losses.similarity import ExpCosine, ShiftedCosine
 
 
@@ -27,7 +32,7 @@ def plain_mse(pred: Tensor, target: Tensor) -> float:
 
 
 def test_available_losses() -> None:
-    assert available_losses() == ["cl", "mse", "wcl", "wcl_scaled"]
+    assert available_losses() == ["cl", "mse", "rnc", "supcon_bins", "wcl", "wcl_scaled", "yaware"]
 
 
 def test_mse_alone_has_weight_one() -> None:
@@ -88,7 +93,11 @@ def test_default_config_is_the_papers_objective() -> None:
 @pytest.mark.parametrize(
     ("name", "match"),
     [
-        ("mse+foo", r"loss\.name='mse\+foo': unknown term 'foo'; available: cl, mse, wcl, wcl_scaled"),
+        (
+            "mse+foo",
+            r"loss\.name='mse\+foo': unknown term 'foo'; "
+            r"available: cl, mse, rnc, supcon_bins, wcl, wcl_scaled, yaware",
+        ),
         ("", "empty term"),
         ("mse+", "empty term"),
         ("mse+mse", "repeated"),
@@ -104,7 +113,7 @@ def test_bad_names_are_config_errors(name: str, match: str) -> None:
 def test_register_a_new_term(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "LOSSES", dict(registry.LOSSES))  # keep the global table untouched
 
-    def mean_norm(loss_cfg: LossConfig) -> registry.ContrastiveLoss:
+    def mean_norm(loss_cfg: LossConfig, labels: registry.ScoreLabels) -> registry.ContrastiveLoss:
         return lambda embeddings, scores: embeddings.norm(dim=1).mean() * loss_cfg.temperature
 
     register_loss("norm", mean_norm)
@@ -119,3 +128,52 @@ def test_register_a_new_term(monkeypatch: pytest.MonkeyPatch) -> None:
         register_loss("mse", mean_norm)
     with pytest.raises(ValueError, match="without"):
         register_loss("a+b", mean_norm)
+
+
+LABELS = registry.ScoreLabels(ScoreStandardiser(mean=10.0, std=2.0), class_edges=(9.0, 10.0, 12.0))
+"""Edges 9, 10, 12 in score units → −0.5, 0, 1 in standardised units."""
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("rnc", lambda: RankNContrastLoss(temperature=0.5, similarity="neg_l2")),
+        ("yaware", lambda: YAwareInfoNCELoss(sigma=0.3, temperature=0.5, similarity="neg_l2")),
+        ("supcon_bins", lambda: SupConBinsLoss((-0.5, 0.0, 1.0), temperature=0.5, similarity="neg_l2")),
+    ],
+)
+def test_label_aware_terms_combine_with_mse_by_lambda(name: str, expected: Callable[[], nn.Module]) -> None:
+    embeddings, pred, target = batch()
+    cfg = LossConfig(
+        name=f"mse+{name}", lam=0.7, temperature=0.5, kernel_sigma=0.3, feature_similarity="neg_l2"
+    )
+    objective = build_objective(cfg, LABELS)
+    contrastive = expected()(embeddings, target).item()
+    out = objective(embeddings, pred, target)
+    assert out.total.item() == pytest.approx(0.7 * plain_mse(pred, target) + 0.3 * contrastive, rel=1e-6)
+    assert out.terms[name].item() == pytest.approx(contrastive, rel=1e-6)
+    ref_u, ref_s = torch.randn(5, 4), torch.randn(5)
+    with_memory = objective(embeddings, pred, target, ref_u, ref_s)
+    assert with_memory.terms[name].item() == pytest.approx(
+        expected()(embeddings, target, ref_u, ref_s).item(), rel=1e-6
+    )
+    with_memory.total.backward()
+    assert embeddings.grad is not None
+    assert torch.isfinite(embeddings.grad).all()
+
+
+def test_score_labels_standardise_the_class_edges() -> None:
+    assert LABELS.standardised_edges() == (-0.5, 0.0, 1.0)
+    assert registry.ScoreLabels().standardised_edges() is None
+
+
+def test_supcon_bins_needs_class_edges_but_its_name_parses_without() -> None:
+    assert registry.parse_loss_name("mse+supcon_bins") == ("mse", "supcon_bins")
+    with pytest.raises(ConfigError, match="supcon_bins' needs the score scale's class edges"):
+        build_objective(LossConfig(name="mse+supcon_bins"))
+
+
+def test_objective_refuses_half_a_memory() -> None:
+    embeddings, pred, target = batch()
+    with pytest.raises(ValueError, match="together"):
+        build_objective(LossConfig(name="mse+cl"))(embeddings, pred, target, torch.zeros(2, 4))

@@ -56,7 +56,7 @@ class _Sabotaged:
 
 def _sabotage(monkeypatch: pytest.MonkeyPatch, at: int, action: str) -> None:
     real = pretrain_module.build_objective
-    monkeypatch.setattr(pretrain_module, "build_objective", lambda cfg: _Sabotaged(real(cfg), at, action))
+    monkeypatch.setattr(pretrain_module, "build_objective", lambda *args: _Sabotaged(real(*args), at, action))
 
 
 @pytest.fixture(scope="module")

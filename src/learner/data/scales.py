@@ -22,6 +22,7 @@ Registered scales:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -85,6 +86,16 @@ class ScoreScale:
         return np.searchsorted(
             np.asarray(self.bins, dtype=float), np.asarray(scores, dtype=float), side="left"
         )
+
+    def class_edges(self) -> tuple[float, ...]:
+        """The edges of the scale's score classes, ascending, an edge value in the lower class: the clinical
+        bins, or for a threshold scale bands of width ``threshold`` from ``low`` (low + k·threshold < high),
+        so two scores in one band differ by less than the threshold. Used as classes by ``supcon_bins``."""
+        if self.bins is not None:
+            return self.bins
+        assert self.threshold is not None  # exactly one of bins / threshold (__post_init__)
+        count = math.ceil((self.high - self.low) / self.threshold) - 1
+        return tuple(self.low + k * self.threshold for k in range(1, count + 1))
 
     def change_labels(self, earlier: npt.ArrayLike, later: npt.ArrayLike) -> np.ndarray:
         """Vectorised :class:`ChangeLabel` indices (int64) of ordered pairs (earlier, later)."""

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from learner import atomic
-from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, LossConfig, apply_overrides
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, apply_overrides
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.phantom.ground_truth import data_source, phantom_record
 from learner.data.scales import scale_from_config
@@ -47,7 +47,7 @@ from learner.experiments.results import (
     SummaryRow,
     json_number,
 )
-from learner.losses.registry import build_objective
+from learner.losses.registry import parse_loss_name
 from learner.runs import open_run_dir
 from learner.training.checkpoint import checkpoint_fingerprint
 from learner.training.pretrain import pretrain
@@ -198,7 +198,7 @@ def with_grid(
         if not getattr(grid, axis):
             raise ConfigError(f"experiment.{axis} is empty")
     for loss in grid.losses:
-        build_objective(LossConfig(name=loss))
+        parse_loss_name(loss)
     return grid
 
 

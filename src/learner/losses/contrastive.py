@@ -33,13 +33,13 @@ given: under DDP, all-gather embeddings and scores (with gradients) first; nothi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
+from learner.losses.references import check_batch
 from learner.losses.selection import PairSelection, select_pairs
 from learner.losses.similarity import ShiftedCosine, SimilarityMapping, cosine_matrix
 
@@ -47,9 +47,17 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 class Weighting(Protocol):
-    """Per-pair terms from log s (B, B): returns (n, p), each (B, B); only selected entries are used."""
+    """Per-pair terms from log s (B, R): returns (n, p), each (B, R); only selected entries are used."""
 
     def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]: ...
+
+
+class Selector(Protocol):
+    """The miner: scores (B,) [and reference scores (N,)] → :class:`PairSelection` with (B, R) masks.
+
+    A selector that takes only ``scores`` works for batches without references."""
+
+    def __call__(self, scores: Tensor, ref_scores: Tensor | None = ...) -> PairSelection: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class LiteralWeighting(_DifferenceWeights):
     """
 
     def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]:
-        w = (selection.distance + self.eps).clamp(1 / self.weight_max, self.weight_max).to(log_s)  # (B, B)
+        w = (selection.distance + self.eps).clamp(1 / self.weight_max, self.weight_max).to(log_s)  # (B, R)
         return log_s + w.log(), log_s / w
 
 
@@ -96,7 +104,7 @@ class ScaledWeighting(_DifferenceWeights):
     """Repaired wCL: n = a·log s, p = b·log s, per-anchor normalised a ∝ |Δ| + ε and b ∝ 1/(|Δ| + ε)."""
 
     def __call__(self, log_s: Tensor, selection: PairSelection) -> tuple[Tensor, Tensor]:
-        w = selection.distance + self.eps  # (B, B) float64, ≥ ε
+        w = selection.distance + self.eps  # (B, R) float64, ≥ ε
         # Normalised in float64 before casting, so huge |Δ| still gives bounded weights. An anchor with an
         # empty set has mean 0, hence inf → clamped to w_max, and those entries are never selected anyway.
         a = (w / _masked_row_mean(w, selection.negative)[:, None]).clamp(max=self.weight_max)
@@ -113,11 +121,13 @@ class PairwiseContrastiveLoss(nn.Module):
     Args:
         weighting: the per-pair :class:`Weighting` (default: CL, unweighted).
         similarity: the mapping cos → log s (default: ``shifted_cosine`` with floor 1e-4).
-        selector: the miner, scores (B,) → :class:`PairSelection` (default: Algorithm 1's
-            :func:`select_pairs`).
+        selector: the miner, scores (B,) [, ref_scores (N,)] → :class:`PairSelection` (default:
+            Algorithm 1's :func:`select_pairs`).
 
     Shape:
-        embeddings (B, D) and standardised scores (B,) → scalar.
+        embeddings (B, D) and standardised scores (B,) → scalar; optional ``ref_embeddings`` (N, D) and
+        ``ref_scores`` (N,) (a cross-batch memory) join the candidates, detached
+        (:mod:`learner.losses.references`). Without them the computation is exactly the square one.
 
     Example::
 
@@ -128,24 +138,34 @@ class PairwiseContrastiveLoss(nn.Module):
         self,
         weighting: Weighting | None = None,
         similarity: SimilarityMapping | None = None,
-        selector: Callable[[Tensor], PairSelection] = select_pairs,
+        selector: Selector = select_pairs,
     ) -> None:
         super().__init__()
         self.weighting = weighting if weighting is not None else Unweighted()
         self.similarity = similarity if similarity is not None else ShiftedCosine()
         self.selector = selector
 
-    def forward(self, embeddings: Tensor, scores_std: Tensor) -> Tensor:
-        if embeddings.ndim != 2 or scores_std.shape != embeddings.shape[:1]:
-            raise ValueError(
-                f"embeddings should be (B, D) and scores_std (B,), got {tuple(embeddings.shape)} "
-                f"and {tuple(scores_std.shape)}"
-            )
-        selection = self.selector(scores_std.to(embeddings.device))
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+    def forward(
+        self,
+        embeddings: Tensor,
+        scores_std: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_scores: Tensor | None = None,
+    ) -> Tensor:
+        check_batch(embeddings, scores_std, ref_embeddings, ref_scores)
+        device = embeddings.device
+        if ref_embeddings is None or ref_scores is None:  # the square (B, B) case of the paper
+            selection = self.selector(scores_std.to(device))
+        else:  # anchors (B) against the batch + references (R = B + N), references detached
+            selection = self.selector(scores_std.to(device), ref_scores.to(device))
+        with torch.autocast(device_type=device.type, enabled=False):
             u = embeddings.float() if embeddings.dtype in _HALF else embeddings
-            log_s = self.similarity(cosine_matrix(u))  # (B, B)
-            n, p = self.weighting(log_s, selection)  # (B, B) each
+            if ref_embeddings is None:
+                cos = cosine_matrix(u)  # (B, B)
+            else:
+                cos = cosine_matrix(u, torch.cat([u, ref_embeddings.detach().to(u)]))  # (B, R)
+            log_s = self.similarity(cos)
+            n, p = self.weighting(log_s, selection)  # (B, R) each
             per_anchor = _masked_row_mean(n, selection.negative) - _masked_row_mean(p, selection.positive)
             active = selection.negative.any(dim=1) | selection.positive.any(dim=1)  # (B,)
             # Inactive anchors have per_anchor = 0, so summing all of them equals summing the active ones.
@@ -156,7 +176,35 @@ class PairwiseContrastiveLoss(nn.Module):
 
 
 def _masked_row_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` (B, B) over each row's True entries of ``mask`` (B, B) → (B,); 0 if none."""
+    """Mean of ``values`` (B, R) over each row's True entries of ``mask`` (B, R) → (B,); 0 if none."""
     # where, not multiply: an unselected entry can never leak a NaN or inf into the sum or its gradient.
     total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(dim=1)
     return total / mask.sum(dim=1).clamp(min=1)
+
+
+class WeightedContrastiveLoss(PairwiseContrastiveLoss):
+    """wCL (Eq. 3 of LEARNER) as a self-contained loss: :class:`PairwiseContrastiveLoss` with
+    :class:`LiteralWeighting` (the paper's Eq. 3, ``scaled=False``) or :class:`ScaledWeighting` (the repair,
+    ``scaled=True``).
+
+    Args:
+        eps: ε in w = |Δ| + ε, in the units of the scores passed (the toolkit passes standardised scores).
+        weight_max: bound on every weight (≥ 1).
+        scaled: use the per-anchor normalised repair instead of the literal Eq. 3.
+        similarity: the cos → log s mapping (default ``ShiftedCosine(1e-4)``).
+
+    Example::
+
+        loss = WeightedContrastiveLoss(eps=0.1)(embeddings, scores_std)   # (B, D), (B,) → scalar
+    """
+
+    def __init__(
+        self,
+        eps: float = 0.1,
+        weight_max: float = 10.0,
+        *,
+        scaled: bool = False,
+        similarity: SimilarityMapping | None = None,
+    ) -> None:
+        weighting = ScaledWeighting if scaled else LiteralWeighting
+        super().__init__(weighting(eps=eps, weight_max=weight_max), similarity)

@@ -1,19 +1,23 @@
 """The pretraining objective: the ``loss`` config section as λ·MSE + (1 − λ)·contrastive (Section 2.3.1).
 
 This is the only losses module that reads a :class:`~learner.config.LossConfig`; the maths modules take
-plain arguments (``temperature``, ``floor``, ``eps``, ``weight_max``).
+plain arguments (``temperature``, ``floor``, ``eps``, ``weight_max``, ``sigma``, ``edges``).
 
 ``loss.name`` joins terms with ``+``:
 
 * ``mse`` — Eq. 1 alone, weight 1 (the paper's MSE baseline);
-* ``mse+<c>`` — λ·MSE + (1 − λ)·c with λ = ``loss.lam`` (paper: 0.9), c one of :data:`LOSSES`
-  (``cl`` Eq. 2, ``wcl`` Eq. 3 literally, ``wcl_scaled`` the repaired Eq. 3; see
-  :mod:`learner.losses.contrastive`);
+* ``mse+<c>`` — λ·MSE + (1 − λ)·c with λ = ``loss.lam`` (paper: 0.9), c one of :data:`LOSSES`:
+  ``cl`` Eq. 2, ``wcl`` Eq. 3 literally, ``wcl_scaled`` the repaired Eq. 3
+  (:mod:`learner.losses.contrastive`); ``rnc`` Rank-N-Contrast (:mod:`learner.losses.rank_n_contrast`);
+  ``yaware`` y-Aware InfoNCE and ``supcon_bins`` SupCon over the scale's classes
+  (:mod:`learner.losses.infonce`);
 * ``<c>`` — the contrastive term alone, weight 1 (the regression head then gets no gradient).
 
 Terms may appear in any order, each at most once, with at most one contrastive term. A new contrastive
-term is added with :func:`register_loss`: a factory ``LossConfig → (embeddings (B, D), scores_std (B,)) →
-scalar``.
+term is added with :func:`register_loss`: a factory ``(LossConfig, ScoreLabels) → (embeddings (B, D),
+scores_std (B,)[, ref_embeddings (N, D), ref_scores (N,)]) → scalar``. :class:`ScoreLabels` carries what a
+term may need to know about the scores beyond the config (the train standardisation and the scale's class
+edges, in score units); the registry translates it into standardised units for the maths classes.
 
 A self-supervised objective (:data:`SELF_SUPERVISED`: ``vicreg``) stands alone in ``loss.name``: it sees two
 views of each scan and no scores, so it is a :class:`ViewObjective` built by :func:`build_view_objective`
@@ -21,16 +25,17 @@ views of each scan and no scores, so it is a :class:`ViewObjective` built by :fu
 
 Example::
 
-    objective = build_objective(cfg.loss)             # "mse+wcl", λ = 0.9
-    out = objective(embeddings, pred_std, target_std)
+    objective = build_objective(cfg.loss, ScoreLabels(standardiser, scale.class_edges()))  # "mse+wcl"
+    out = objective(embeddings, pred_std, target_std)  # optionally + memory embeddings, memory scores
     out.total.backward(); log(out.terms)              # {"mse": …, "wcl": …}, detached
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 from torch import Tensor
 
@@ -43,16 +48,44 @@ from learner.losses.contrastive import (
     Unweighted,
     Weighting,
 )
-from learner.losses.regression import mse_loss
+from learner.losses.infonce import SupConBinsLoss, YAwareInfoNCELoss
+from learner.losses.rank_n_contrast import RankNContrastLoss
+from learner.losses.regression import ScoreStandardiser, mse_loss
 from learner.losses.self_supervised import VICRegLoss
 from learner.losses.similarity import ExpCosine, ShiftedCosine, SimilarityMapping
 
 MSE = "mse"
 
-ContrastiveLoss = Callable[[Tensor, Tensor], Tensor]
-"""(embeddings (B, D), scores_std (B,)) → scalar."""
 
-ContrastiveFactory = Callable[[LossConfig], ContrastiveLoss]
+class ContrastiveLoss(Protocol):
+    """(embeddings (B, D), scores_std (B,)[, ref_embeddings (N, D), ref_scores (N,)]) → scalar.
+
+    The references are passed only when a cross-batch memory is on (``loss.memory``)."""
+
+    def __call__(self, embeddings: Tensor, scores_std: Tensor, /, *refs: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class ScoreLabels:
+    """What a term may need to know about the scores, in SCORE units (the losses see standardised ones).
+
+    Attributes:
+        standardiser: the train split's standardisation (identity by default).
+        class_edges: the score scale's class edges (clinical bins, or threshold bands), ascending, an edge
+            value in the lower class; None when unknown (``supcon_bins`` then refuses to build).
+    """
+
+    standardiser: ScoreStandardiser = field(default_factory=lambda: ScoreStandardiser(0.0, 1.0))
+    class_edges: tuple[float, ...] | None = None
+
+    def standardised_edges(self) -> tuple[float, ...] | None:
+        """``class_edges`` in standardised units, (e − mean) / std."""
+        if self.class_edges is None:
+            return None
+        return tuple(float(self.standardiser.standardise(edge)) for edge in self.class_edges)
+
+
+ContrastiveFactory = Callable[[LossConfig, ScoreLabels], ContrastiveLoss]
 
 SIMILARITIES: dict[str, Callable[[LossConfig], SimilarityMapping]] = {
     "shifted_cosine": lambda loss_cfg: ShiftedCosine(floor=loss_cfg.sim_floor),
@@ -75,13 +108,30 @@ def similarity_from_config(loss_cfg: LossConfig) -> SimilarityMapping:
 
 def _pairwise(weighting: Callable[[LossConfig], Weighting]) -> ContrastiveFactory:
     """A factory of the :class:`PairwiseContrastiveLoss` with ``weighting`` and the config's similarity."""
-    return lambda loss_cfg: PairwiseContrastiveLoss(weighting(loss_cfg), similarity_from_config(loss_cfg))
+    return lambda loss_cfg, labels: PairwiseContrastiveLoss(
+        weighting(loss_cfg), similarity_from_config(loss_cfg)
+    )
+
+
+def _supcon_bins(loss_cfg: LossConfig, labels: ScoreLabels) -> SupConBinsLoss:
+    edges = labels.standardised_edges()
+    if edges is None:
+        raise ConfigError(
+            "loss term 'supcon_bins' needs the score scale's class edges: "
+            "build_objective(loss_cfg, ScoreLabels(standardiser, scale.class_edges()))"
+        )
+    return SupConBinsLoss(edges, loss_cfg.temperature, loss_cfg.feature_similarity)
 
 
 LOSSES: dict[str, ContrastiveFactory] = {
     "cl": _pairwise(lambda cfg: Unweighted()),
     "wcl": _pairwise(lambda cfg: LiteralWeighting(eps=cfg.eps, weight_max=cfg.weight_max)),
     "wcl_scaled": _pairwise(lambda cfg: ScaledWeighting(eps=cfg.eps, weight_max=cfg.weight_max)),
+    "rnc": lambda cfg, labels: RankNContrastLoss(cfg.temperature, cfg.feature_similarity),
+    "yaware": lambda cfg, labels: YAwareInfoNCELoss(
+        cfg.kernel_sigma, cfg.temperature, cfg.feature_similarity
+    ),
+    "supcon_bins": _supcon_bins,
 }
 
 
@@ -107,13 +157,22 @@ class LossOutput:
     terms: dict[str, Tensor]
 
 
+class TermFunction(Protocol):
+    """(embeddings (B, D), pred_std (B,), target_std (B,), ref_embeddings (N, D) | None, ref_scores (N,) |
+    None) → scalar."""
+
+    def __call__(
+        self, embeddings: Tensor, pred_std: Tensor, target_std: Tensor, refs: tuple[Tensor, Tensor] | None
+    ) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class WeightedTerm:
-    """One term of the objective: name, weight in the total, and (embeddings, pred, target) → scalar."""
+    """One term of the objective: name, weight in the total, and its :class:`TermFunction`."""
 
     name: str
     weight: float
-    compute: Callable[[Tensor, Tensor, Tensor], Tensor]
+    compute: TermFunction
 
 
 class Objective:
@@ -127,15 +186,28 @@ class Objective:
         """The term names in evaluation order, MSE first (the keys of ``LossOutput.terms``)."""
         return tuple(term.name for term in self.terms)
 
-    def __call__(self, embeddings: Tensor, pred_std: Tensor, target_std: Tensor) -> LossOutput:
+    def __call__(
+        self,
+        embeddings: Tensor,
+        pred_std: Tensor,
+        target_std: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_scores: Tensor | None = None,
+    ) -> LossOutput:
         """Evaluate every term on one (global) batch.
 
         Args:
             embeddings: encoder outputs U, shape (B, D).
             pred_std: head predictions Y in standardised units, shape (B,).
             target_std: standardised ground-truth scores, shape (B,).
+            ref_embeddings: a cross-batch memory's embeddings (N, D), extra contrastive candidates
+                (detached), or None.
+            ref_scores: their standardised scores (N,), or None.
         """
-        values = {term.name: term.compute(embeddings, pred_std, target_std) for term in self.terms}
+        if (ref_embeddings is None) != (ref_scores is None):
+            raise ValueError("pass ref_embeddings and ref_scores together, or neither")
+        refs = None if ref_embeddings is None or ref_scores is None else (ref_embeddings, ref_scores)
+        values = {term.name: term.compute(embeddings, pred_std, target_std, refs) for term in self.terms}
         total = sum(term.weight * values[term.name] for term in self.terms)
         if not isinstance(total, Tensor):  # the int start of sum(): an Objective without terms
             raise ValueError("an Objective needs at least one term")
@@ -145,47 +217,72 @@ class Objective:
         return " + ".join(f"{term.weight:g}·{term.name}" for term in self.terms)
 
 
-def build_objective(loss_cfg: LossConfig) -> Objective:
-    """Parse ``loss_cfg.name`` (``mse``, ``mse+cl``, ``mse+wcl``, ``wcl_scaled``, …) into an Objective.
+def parse_loss_name(name: str) -> tuple[str, ...]:
+    """The terms of a ``loss.name`` (``mse``, ``mse+cl``, ``rnc+mse``, …), validated, in the written order.
 
     Raises:
         ConfigError: an empty, unknown or repeated term, or more than one contrastive term (the message names
             ``loss.name`` and lists the available terms).
     """
-    names = [part.strip() for part in loss_cfg.name.split("+")]
-    where = f"loss.name={loss_cfg.name!r}"
+    names = [part.strip() for part in name.split("+")]
+    where = f"loss.name={name!r}"
     available = ", ".join(available_losses())
-    for name in names:
-        if name in SELF_SUPERVISED:
+    for term in names:
+        if term in SELF_SUPERVISED:
             raise ConfigError(
-                f"{where}: {name} is self-supervised (two views, no scores); use loss.name={name}"
+                f"{where}: {term} is self-supervised (two views, no scores); use loss.name={term}"
             )
-        if not name:
+        if not term:
             raise ConfigError(f"{where}: empty term (join terms with '+'); available: {available}")
-        if name != MSE and name not in LOSSES:
-            raise ConfigError(f"{where}: unknown term {name!r}; available: {available}")
+        if term != MSE and term not in LOSSES:
+            raise ConfigError(f"{where}: unknown term {term!r}; available: {available}")
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: a term is repeated; use each of {available} at most once")
-    contrastive = [name for name in names if name != MSE]
+    contrastive = [term for term in names if term != MSE]
     if len(contrastive) > 1:
         raise ConfigError(f"{where}: at most one contrastive term, got {', '.join(contrastive)}")
+    return tuple(names)
+
+
+def build_objective(loss_cfg: LossConfig, labels: ScoreLabels | None = None) -> Objective:
+    """Parse ``loss_cfg.name`` (``mse``, ``mse+cl``, ``mse+wcl``, ``rnc``, …) into an Objective.
+
+    Args:
+        loss_cfg: the ``loss`` section.
+        labels: the train standardisation and the scale's class edges (score units); needed by
+            ``supcon_bins`` only.
+
+    Raises:
+        ConfigError: a bad ``loss.name`` (see :func:`parse_loss_name`), or ``supcon_bins`` without class
+            edges.
+    """
+    names = parse_loss_name(loss_cfg.name)
+    labels = labels if labels is not None else ScoreLabels()
+    contrastive = [name for name in names if name != MSE]
     terms: list[WeightedTerm] = []
     if MSE in names:
         terms.append(WeightedTerm(MSE, loss_cfg.lam if contrastive else 1.0, _mse_term))
     for name in contrastive:
         weight = 1.0 - loss_cfg.lam if MSE in names else 1.0
-        terms.append(WeightedTerm(name, weight, partial(_contrastive_term, LOSSES[name](loss_cfg))))
+        loss = LOSSES[name](loss_cfg, labels)
+        terms.append(WeightedTerm(name, weight, partial(_contrastive_term, loss)))
     return Objective(tuple(terms))
 
 
-def _mse_term(embeddings: Tensor, pred_std: Tensor, target_std: Tensor) -> Tensor:
+def _mse_term(
+    embeddings: Tensor, pred_std: Tensor, target_std: Tensor, refs: tuple[Tensor, Tensor] | None
+) -> Tensor:
     return mse_loss(pred_std, target_std)
 
 
 def _contrastive_term(
-    loss: ContrastiveLoss, embeddings: Tensor, pred_std: Tensor, target_std: Tensor
+    loss: ContrastiveLoss,
+    embeddings: Tensor,
+    pred_std: Tensor,
+    target_std: Tensor,
+    refs: tuple[Tensor, Tensor] | None,
 ) -> Tensor:
-    return loss(embeddings, target_std)
+    return loss(embeddings, target_std) if refs is None else loss(embeddings, target_std, *refs)
 
 
 # ---- self-supervised objectives: two views of each scan, no scores, no regression head ----

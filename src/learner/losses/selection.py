@@ -39,9 +39,11 @@ class PairSelection:
     """Boolean pair masks of one batch (diagonal always False; positive and negative disjoint).
 
     Attributes:
-        positive: (B, B), ``positive[i, j]`` when j is in anchor i's positive set i⁺.
-        negative: (B, B), ``negative[i, j]`` when j is in anchor i's negative set i⁻.
-        distance: (B, B) float64, |score_i − score_j| (reused by the contrastive weights).
+        positive: (B, R), ``positive[i, j]`` when candidate j is in anchor i's positive set i⁺.
+        negative: (B, R), ``negative[i, j]`` when candidate j is in anchor i's negative set i⁻.
+        distance: (B, R) float64, |score_i − score_j| (reused by the contrastive weights).
+
+    R = B without references; R = B + N with N references (own column i stays False).
     """
 
     positive: Tensor
@@ -50,30 +52,38 @@ class PairSelection:
 
 
 @torch.no_grad()
-def select_pairs(scores: Tensor) -> PairSelection:
-    """Split each anchor's B − 1 batch-mates into closest-half positives and farthest-half negatives.
+def select_pairs(scores: Tensor, ref_scores: Tensor | None = None) -> PairSelection:
+    """Split each anchor's other candidates into closest-half positives and farthest-half negatives.
 
-    Implements the selection step of Algorithm 1 with the mid-rank rule of the module docstring.
+    Implements the selection step of Algorithm 1 with the mid-rank rule of the module docstring. Without
+    ``ref_scores`` the candidates are the B − 1 batch-mates; with them (a cross-batch memory, see
+    :mod:`learner.losses.references`) the candidates are the batch followed by the N references, so each
+    anchor ranks K = B + N − 1 others and the masks are (B, B + N), anchor i's own column being i.
 
     Args:
         scores: health scores (standardised or not: the rule is invariant to affine maps), shape (B,).
+        ref_scores: the references' scores in the same units, shape (N,), or None.
 
     Returns:
-        the :class:`PairSelection` of the batch.
+        the :class:`PairSelection` of the batch, masks (B, R) with R = B (+ N).
     """
-    if scores.ndim != 1:
-        raise ValueError(f"scores should have shape (B,), got {tuple(scores.shape)}")
-    if not bool(torch.isfinite(scores).all()):
-        raise ValueError(f"scores should be finite, got {scores.tolist()}")
+    for name, values in (("scores", scores), ("ref_scores", ref_scores)):
+        if values is None:
+            continue
+        if values.ndim != 1:
+            raise ValueError(f"{name} should have shape (B,), got {tuple(values.shape)}")
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{name} should be finite, got {values.tolist()}")
     batch = scores.shape[0]
-    others = batch - 1
     s = scores.detach().to(torch.float64)
-    distance = (s[:, None] - s[None, :]).abs()  # (B, B)
-    eye = torch.eye(batch, dtype=torch.bool, device=scores.device)
+    r = s if ref_scores is None else torch.cat([s, ref_scores.detach().to(s)])  # (R,) candidates
+    others = r.shape[0] - 1
+    distance = (s[:, None] - r[None, :]).abs()  # (B, R)
+    eye = torch.eye(batch, r.shape[0], dtype=torch.bool, device=scores.device)  # (B, R): own column
     # The anchor's own entry is pushed to +inf so it sorts last and is never counted as < or ≤ a finite d.
-    ranked = distance.masked_fill(eye, float("inf")).sort(dim=1).values  # (B, B)
-    below = torch.searchsorted(ranked, distance, side="left")  # (B, B): #{k ≠ i: d_ik < d_ij}
-    tied = torch.searchsorted(ranked, distance, side="right") - below  # (B, B): #{k ≠ i: d_ik = d_ij}
+    ranked = distance.masked_fill(eye, float("inf")).sort(dim=1).values  # (B, R)
+    below = torch.searchsorted(ranked, distance, side="left")  # (B, R): #{k ≠ i: d_ik < d_ij}
+    tied = torch.searchsorted(ranked, distance, side="right") - below  # (B, R): #{k ≠ i: d_ik = d_ij}
     # mid-rank = below + (tied + 1) / 2; compared with the centre (K + 1) / 2 in integers (both doubled).
-    side = 2 * below + tied - others  # (B, B): < 0 closer half, > 0 farther half, 0 centre
+    side = 2 * below + tied - others  # (B, R): < 0 closer half, > 0 farther half, 0 centre
     return PairSelection(positive=(side < 0) & ~eye, negative=(side > 0) & ~eye, distance=distance)

@@ -14,6 +14,9 @@ s ∈ (0, 1], finite for every input. Two are provided (``loss.similarity`` pick
 * :class:`ExpCosine` — s = exp((cos − 1) / τ), computed directly in log space as log s = (cos − 1) / τ (never
   ``exp`` then ``log``, which underflows for small τ). log s ∈ [−2/τ, 0], constant gradient 1/τ, no clamp.
 
+:func:`feature_logits` gives the softmax objectives' logits instead (cos/τ or −‖u_i − u_j‖/τ). Every function
+takes anchors u (B, D) and optional references v (R, D) and returns (B, R) (square when v is omitted).
+
 Example::
 
     log_s = ShiftedCosine(floor=1e-4)(cosine_matrix(u))  # u (B, D) → log s (B, B)
@@ -28,25 +31,63 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from learner.config import FeatureSimilarity
 
-def cosine_matrix(u: Tensor, eps: float = 1e-8) -> Tensor:
-    """Pairwise cosine similarity of a batch of embeddings.
+
+def cosine_matrix(u: Tensor, v: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+    """Cosine similarity of every anchor u_i with every reference v_j (v = u by default).
 
     Each row is divided by ``max(‖u_i‖, eps)``, so a zero embedding has cosine 0 with everything (itself
     included) instead of NaN; its gradient there is finite but of order 1/eps, because the direction of a zero
     vector is undefined. Norms overflow in float32 above ~1e19, so embeddings must stay below that.
 
     Args:
-        u: embeddings, shape (B, D).
+        u: anchor embeddings, shape (B, D).
+        v: reference embeddings, shape (R, D); omitted, the anchors themselves (the square case).
         eps: lower bound on each norm.
 
     Returns:
-        cosines, shape (B, B), symmetric, diagonal 1 for non-zero rows.
+        cosines, shape (B, R); without ``v`` (B, B), symmetric, diagonal 1 for non-zero rows.
     """
     if u.ndim != 2:
         raise ValueError(f"embeddings should have shape (B, D), got {tuple(u.shape)}")
     z = F.normalize(u, dim=1, eps=eps)  # (B, D), unit rows (zero rows stay zero)
-    return z @ z.T  # (B, B)
+    if v is None:
+        return z @ z.T  # (B, B)
+    if v.ndim != 2 or v.shape[1] != u.shape[1]:
+        raise ValueError(f"references should have shape (R, {u.shape[1]}), got {tuple(v.shape)}")
+    return z @ F.normalize(v, dim=1, eps=eps).T  # (B, R)
+
+
+def feature_logits(
+    u: Tensor, v: Tensor, similarity: FeatureSimilarity = "cosine", temperature: float = 1.0
+) -> Tensor:
+    """The logits l_ij of the softmax objectives (RnC, y-Aware InfoNCE, SupCon): similarity / τ.
+
+    * ``cosine`` — l_ij = cos(u_i, v_j) / τ (SupCon, y-Aware), via :func:`cosine_matrix`;
+    * ``neg_l2`` — l_ij = −‖u_i − v_j‖ / τ (RnC's paper), with the distance computed as
+      sqrt(max(‖u‖² + ‖v‖² − 2u·v, 0) + δ²), δ = 1e-6: the floor keeps the gradient finite for duplicated
+      embeddings (where ‖u_i − v_j‖ has no derivative) and shifts distances by at most δ.
+
+    Args:
+        u: anchors (B, D); v: references (R, D); similarity: which logit; temperature: τ > 0.
+
+    Returns:
+        logits, shape (B, R), finite for finite inputs.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature should be > 0, got {temperature}")
+    if similarity == "cosine":
+        return cosine_matrix(u, v) / temperature
+    if similarity == "neg_l2":
+        if u.ndim != 2 or v.ndim != 2 or u.shape[1] != v.shape[1]:
+            raise ValueError(f"expected (B, D) and (R, D), got {tuple(u.shape)} and {tuple(v.shape)}")
+        square = u.square().sum(1)[:, None] + v.square().sum(1)[None, :] - 2 * (u @ v.T)  # (B, R)
+        return -(square.clamp(min=0) + _L2_FLOOR**2).sqrt() / temperature
+    raise ValueError(f"similarity should be 'cosine' or 'neg_l2', got {similarity!r}")
+
+
+_L2_FLOOR = 1e-6
 
 
 class SimilarityMapping(Protocol):

@@ -5,7 +5,8 @@ Layout of ``RUN_DIR/checkpoints/<name>/`` (``last`` after every epoch, ``best`` 
     model.safetensors   the ScoreRegressor state dict (encoder θ_V + head θ_M), float tensors only
     meta.json           a :class:`CheckpointMeta`: schema_version, config, score standardisation, epoch,
                         step, metrics, encoder {name, embed_dim, in_channels, img_size}
-    train_state.pt      optimiser state, schedule step, RNG states, history: plain tensors / dicts / lists,
+    train_state.pt      optimiser state, schedule step, RNG states, history, the cross-batch memory's
+                        entries: plain tensors / dicts / lists,
                         readable with ``torch.load(weights_only=True)`` (only ``last`` carries it)
 
 A checkpoint is written into a hidden temporary folder beside its target and renamed into place, so a reader

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from learner.config import Config
 from learner.data.scales import available_scales
 from learner.errors import ConfigError
-from learner.losses.registry import build_objective, build_view_objective
+from learner.losses.registry import build_view_objective, parse_loss_name
 from learner.models.registry import available_encoders
 
 
@@ -23,7 +23,7 @@ def check_names(config: Config) -> None:
     _check("data.scale", config.data.scale, [*available_scales(), "custom"])
     _check("model.backbone", config.model.backbone, available_encoders())
     if build_view_objective(config.loss) is None:  # a self-supervised name (vicreg) stands alone
-        build_objective(config.loss)  # parses loss.name; its errors name the key and list the terms
+        parse_loss_name(config.loss.name)  # its errors name the key and list the terms
 
 
 def _check(key: str, name: str, allowed: Sequence[str]) -> None:

@@ -51,7 +51,7 @@ from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
 from learner.data.splits import resolve_splits
 from learner.errors import ConfigError, NonFiniteLossError
-from learner.losses.registry import ViewObjective, build_objective, build_view_objective
+from learner.losses.registry import ScoreLabels, ViewObjective, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
 from learner.runs import load_run_config, open_run_dir
@@ -72,6 +72,7 @@ from learner.training.distributed import (
     distributed,
     wrap_model,
 )
+from learner.training.memory import CrossBatchMemory
 from learner.training.names import check_names
 from learner.training.seeding import rng_state, seed_everything, set_rng_state
 from learner.training.validation import predict_scores, regression_metrics, view_loss
@@ -159,7 +160,8 @@ def _pretrain(
     # ---- manifest, patient-level split, decode-once cache (skipped scans are counted, never silent) ----
     if data.manifest is None:
         raise ConfigError("data.manifest is not set; pass --manifest or set data.manifest")
-    manifest = load_manifest(data.manifest, scale_from_config(data))
+    scale = scale_from_config(data)
+    manifest = load_manifest(data.manifest, scale)
     splits, from_file = resolve_splits(manifest, data.split, config.seed)
     manifest = manifest.with_splits(splits)
     if info.is_main:
@@ -222,7 +224,9 @@ def _pretrain(
         # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    objective = build_view_objective(config.loss) or build_objective(config.loss)
+    labels = ScoreLabels(standardiser, scale.class_edges())
+    objective = build_view_objective(config.loss) or build_objective(config.loss, labels)
+    memory = CrossBatchMemory(config.loss.memory)  # loss.memory: earlier steps' pairs as references
     amp_dtype = _amp_dtype(device, runtime.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     encoder_meta = EncoderMeta(config.model.backbone, model.encoder.embed_dim, data.channels, data.size)
@@ -237,6 +241,7 @@ def _pretrain(
         scaler.load_state_dict(state["scaler"])
         step, history, best = state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
+        memory.load_state_dict(state.get("memory", {}), device)
         log.info("resumed %s at epoch %d, step %d", run_dir, len(history), step)
     ddp = wrap_model(model, info, device, find_unused_parameters="mse" not in objective.names)
     writer = _tensorboard(run_dir) if run is not None else None
@@ -259,13 +264,11 @@ def _pretrain(
                 if isinstance(objective, ViewObjective):  # the two views' embeddings (b, D) each, no scores
                     view_a, view_b = embeddings.float().chunk(2)
                     out = objective(all_gather_with_grad(view_a), all_gather_with_grad(view_b))
-                else:
+                else:  # on the GLOBAL batch (world·b), identical on every rank
                     target = standardiser.standardise(scores.to(device))  # (b,), this rank's slice
-                    out = objective(  # on the GLOBAL batch (world·b); identical on every rank
-                        all_gather_with_grad(embeddings.float()),
-                        all_gather_with_grad(predictions.float()),
-                        all_gather_with_grad(target),
-                    )
+                    u, y = all_gather_with_grad(embeddings.float()), all_gather_with_grad(target)
+                    out = objective(u, all_gather_with_grad(predictions.float()), y, *memory.references())
+                    memory.push(u, y)  # the gathered batch, detached: identical on every rank
                 step += 1
                 loss = out.total.item()
                 if not math.isfinite(loss):
@@ -301,7 +304,7 @@ def _pretrain(
                     save_checkpoint(best_dir, model, summary)  # best before last: a crash between redoes both
                 train_state = {
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                    "history": history, "best": best, "rng": rng_state(),
+                    "history": history, "best": best, "rng": rng_state(), "memory": memory.state_dict(),
                 }  # fmt: skip
                 save_checkpoint(last_dir, model, summary, train_state=train_state)
                 with atomic_path(run.file("metrics.csv")) as tmp:

@@ -1,0 +1,175 @@
+"""Label-aware InfoNCE: y-Aware InfoNCE (soft positives from a kernel on scores) and SupCon over score bins.
+
+Both are a cross-entropy between per-anchor target weights α_ij and the softmax of the logits over the
+anchor's other candidates (l = similarity / τ, :func:`feature_logits`):
+
+    log q_ij = l_ij − log Σ_{k≠i} exp(l_ik)
+    ℓ_i      = −Σ_{j≠i} α_ij log q_ij,     Σ_{j≠i} α_ij = 1
+    L        = mean of ℓ_i over the anchors that have targets (L = 0, still back-propagating, if none)
+
+* :class:`YAwareInfoNCELoss` — Dufumier, Gori, Victor, Grigis, Wessa, Brambilla, Favre, Duchesnay,
+  "Contrastive Learning with Continuous Proxy Meta-Data for 3D MRI Classification", MICCAI 2021:
+  α_ij = w_ij / Σ_{k≠i} w_ik with the Gaussian kernel w_ij = exp(−(y_i − y_j)² / (2σ²)). The weights are a
+  softmax of −d²/(2σ²) over the candidates (computed in float64), so huge score gaps cannot turn Σ w into 0:
+  an isolated anchor's weight goes to its nearest candidates. σ is in the units of the scores passed; the
+  toolkit passes standardised scores, so ``loss.kernel_sigma`` is in train-split standard deviations
+  (σ_std = σ_score / std). With one view per scan j ≠ i (the paper's two-view form also counts the anchor's
+  other view).
+* :class:`SupConBinsLoss` — Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu, Krishnan,
+  "Supervised Contrastive Learning", NeurIPS 2020, L^sup_out, with classes given by score bins: class(y) =
+  #{edges e : e + tol < y} (a value on an edge belongs to the lower bin, as in
+  :mod:`learner.data.scales`; ``tol`` absorbs the rounding of standardising scores and edges separately).
+  α_ij = 1/|P(i)| on P(i) = {j ≠ i : class_j = class_i}; an anchor without a positive contributes nothing.
+
+References (a cross-batch memory) are extra candidates j, k, detached (:mod:`learner.losses.references`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from learner.config import FeatureSimilarity
+from learner.losses.references import Candidates, candidates
+from learner.losses.similarity import feature_logits
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def soft_target_infonce(logits: Tensor, targets: Tensor, is_self: Tensor) -> Tensor:
+    """Mean over anchors with any target of −Σ_j α_ij log q_ij (module docstring).
+
+    Args:
+        logits: l (B, R). targets: α (B, R), each row summing to 1 or all 0 (no targets), 0 on ``is_self``.
+        is_self: (B, R) bool, the anchor's own column (excluded from the softmax).
+
+    Returns:
+        scalar; 0 (with a zero gradient) when no anchor has targets.
+    """
+    others = logits.masked_fill(is_self, float("-inf"))  # (B, R)
+    log_q = logits - torch.logsumexp(others, dim=1, keepdim=True)  # (B, R), finite: R ≥ 2
+    zero = torch.zeros((), dtype=log_q.dtype, device=log_q.device)
+    weighted = torch.where(targets > 0, targets.to(log_q) * log_q, zero)  # unselected: never NaN
+    active = (targets > 0).any(dim=1)  # (B,)
+    return -weighted.sum() / active.sum().clamp(min=1)
+
+
+def _prepare(
+    embeddings: Tensor, scores: Tensor, ref_embeddings: Tensor | None, ref_scores: Tensor | None
+) -> tuple[Tensor, Candidates]:
+    u = embeddings.float() if embeddings.dtype in _HALF else embeddings
+    return u, candidates(u, scores.to(u.device), ref_embeddings, ref_scores)
+
+
+class YAwareInfoNCELoss(nn.Module):
+    """y-Aware InfoNCE (Dufumier et al., MICCAI 2021); the maths is in the module docstring.
+
+    Args:
+        sigma: σ > 0 of the Gaussian kernel, in the units of the scores passed (standardised in the toolkit).
+        temperature: τ > 0.
+        similarity: ``cosine`` (cos / τ) or ``neg_l2`` (−‖u_i − u_j‖ / τ).
+
+    Shape:
+        embeddings (B, D), scores (B,) → scalar; optional ``ref_embeddings`` (N, D), ``ref_scores`` (N,).
+
+    Example::
+
+        loss = YAwareInfoNCELoss(sigma=0.5, temperature=0.1)(embeddings, scores_std)
+    """
+
+    def __init__(
+        self, sigma: float = 1.0, temperature: float = 1.0, similarity: FeatureSimilarity = "cosine"
+    ) -> None:
+        super().__init__()
+        if not sigma > 0:
+            raise ValueError(f"yaware kernel sigma should be > 0, got {sigma}")
+        if not temperature > 0:
+            raise ValueError(f"yaware temperature should be > 0, got {temperature}")
+        self.sigma, self.temperature = sigma, temperature
+        self.similarity: FeatureSimilarity = similarity
+
+    def weights(self, c: Candidates) -> Tensor:
+        """α (B, R) float64: the kernel normalised over each anchor's other candidates (rows sum to 1)."""
+        batch = c.is_self.shape[0]
+        d = c.scores[:batch, None] - c.scores[None, :]  # (B, R)
+        energy = (-(d.square()) / (2 * self.sigma**2)).masked_fill(c.is_self, float("-inf"))
+        return energy.softmax(dim=1)  # exp(−d²/2σ²) / Σ_{k≠i}: stable for any gap
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        scores: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_scores: Tensor | None = None,
+    ) -> Tensor:
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            u, c = _prepare(embeddings, scores, ref_embeddings, ref_scores)
+            logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
+            return soft_target_infonce(logits, self.weights(c), c.is_self)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, temperature={self.temperature}, similarity={self.similarity!r}"
+
+
+class SupConBinsLoss(nn.Module):
+    """SupCon (Khosla et al., NeurIPS 2020, L^sup_out) with score bins as classes (module docstring).
+
+    Args:
+        edges: ascending bin edges in the units of the scores passed (the toolkit's registry standardises
+            the scale's clinical bins or threshold bands); no edges means one class.
+        temperature: τ > 0.
+        similarity: ``cosine`` (cos / τ, SupCon's) or ``neg_l2``.
+        tolerance: a score within ``tolerance`` above an edge still counts as on it (lower bin).
+
+    Shape:
+        embeddings (B, D), scores (B,) → scalar; optional ``ref_embeddings`` (N, D), ``ref_scores`` (N,).
+
+    Example::
+
+        loss = SupConBinsLoss(edges=[180, 275, 430], temperature=0.1)(embeddings, sf_scores)
+    """
+
+    def __init__(
+        self,
+        edges: Sequence[float],
+        temperature: float = 1.0,
+        similarity: FeatureSimilarity = "cosine",
+        tolerance: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        edges = tuple(float(e) for e in edges)
+        if list(edges) != sorted(set(edges)) or not all(math.isfinite(e) for e in edges):
+            raise ValueError(f"supcon_bins edges should be finite and strictly ascending, got {list(edges)}")
+        if not temperature > 0:
+            raise ValueError(f"supcon_bins temperature should be > 0, got {temperature}")
+        if not tolerance >= 0:
+            raise ValueError(f"supcon_bins tolerance should be ≥ 0, got {tolerance}")
+        self.edges, self.temperature, self.tolerance = edges, temperature, tolerance
+        self.similarity: FeatureSimilarity = similarity
+
+    def classes(self, scores: Tensor) -> Tensor:
+        """Bin index (int64) of each score, 0 for the lowest bin; an edge value belongs to the lower bin."""
+        edges = torch.tensor(self.edges, dtype=torch.float64, device=scores.device) + self.tolerance
+        return torch.bucketize(scores.detach().to(torch.float64), edges, right=False)
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        scores: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_scores: Tensor | None = None,
+    ) -> Tensor:
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            u, c = _prepare(embeddings, scores, ref_embeddings, ref_scores)
+            logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
+            labels = self.classes(c.scores)  # (R,)
+            positive = (labels[: u.shape[0], None] == labels[None, :]) & ~c.is_self  # (B, R)
+            counts = positive.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+            targets = positive.to(torch.float64) / counts  # (B, R) float64, rows sum to 1 (or 0: no positive)
+            return soft_target_infonce(logits, targets, c.is_self)
+
+    def extra_repr(self) -> str:
+        return f"edges={self.edges}, temperature={self.temperature}, similarity={self.similarity!r}"
