@@ -220,12 +220,13 @@ def _experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source
         sections.append(_figure_section(results))
     encoders = unique_encoders(results.cells)
     encoder_keys = _key_names(results.cells, ENCODER_KEYS)
+    balance_keys = _key_names(results.cells, ("dataset", "setting", "seed"))
     sections.append("## Regression quality of each encoder\n\n" + regression_section(encoders, encoder_keys))
     sections.append(
         "## Class balance of every pair set\n\n"
         + pair_balance_section(
-            [([c.key.dataset, str(c.seed)], c.pair_counts) for c in results.cells],
-            ["dataset", "seed"],
+            [([str(c.coordinates()[k]) for k in balance_keys], c.pair_counts) for c in results.cells],
+            balance_keys,
         )
     )
     sections.append("## Every cell\n\n" + _cell_section(results.cells))

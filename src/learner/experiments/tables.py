@@ -104,7 +104,7 @@ def render_ablation(results: Results) -> str:
     return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {F1_NOTE}\n"
 
 
-SWEEP_TARGETS: dict[str, str] = {"latent": "ρ vs |Δ latent|", "score": "ρ vs |Δ score|"}
+SWEEP_TARGETS: dict[str, str] = {"latent": r"ρ vs \|Δ latent\|", "score": r"ρ vs \|Δ score\|"}
 """Fig. 1 target → its sweep column, latent first (the ground truth, when the cohort is a phantom)."""
 
 
@@ -126,7 +126,7 @@ def render_sweep(results: Results) -> str:
                 f"{plain(row.rho[t].mean)} {interval_plain(*row.rho_ci[t])}" if t in row.rho else "—"
                 for t in targets
             ]
-            seconds = "n/a" if row.pretrain_seconds is None else f"{row.pretrain_seconds.mean:.0f}"
+            seconds = "n/a" if row.pretrain_seconds is None else f"{row.pretrain_seconds.mean:.1f}"
             table.append(
                 [
                     row.key.setting,
