@@ -139,15 +139,19 @@ def test_the_checker_sees_a_backward_and_a_lazy_import(tmp_path: Path) -> None:
     assert layer_of("learner.experiments.table3")[1] > layer_of(module_name(fake))[1]  # type: ignore[operator]
 
 
-DOC_MODULE = re.compile(r"`((?:[a-z_]+/)*[a-z_0-9]+\.py)`")
+DOC_MODULE = re.compile(r"^\| [a-z]+ \| `((?:[a-z_]+/)*[a-z_0-9]+\.py)` \|", re.MULTILINE)
 
 
 def test_architecture_doc_lists_exactly_the_modules() -> None:
-    """``docs/architecture.md`` names every module as a path relative to ``src/learner`` in backticks."""
+    """The module table of ``docs/architecture.md`` (``| layer | `path` | holds |``, paths relative to
+    ``src/learner``) lists every module once and nothing else, each under its real layer."""
     documented = set(DOC_MODULE.findall(ARCHITECTURE_DOC.read_text(encoding="utf-8")))
     actual = {str(path.relative_to(SOURCE)) for path in SOURCE.rglob("*.py") if path.name != "__init__.py"}
     assert sorted(actual - documented) == [], "modules missing from docs/architecture.md"
     assert sorted(documented - actual) == [], "docs/architecture.md names modules that do not exist"
+    for layer, path in re.findall(r"^\| ([a-z]+) \| `([^`]+)`", ARCHITECTURE_DOC.read_text(), re.MULTILINE):
+        top = path.split("/")[0].removesuffix(".py")
+        assert layer == ("shared" if top in SHARED else "cli" if top == "__main__" else top), path
 
 
 @pytest.mark.parametrize("limit", [400])

@@ -236,3 +236,32 @@ def test_open_registry_names_are_checked_before_any_work() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             check_names(load_config(None, [override]))
+
+
+def test_a_config_stored_before_the_keys_moved_is_upgraded_not_refused(tmp_path: Path) -> None:
+    """Run directories and checkpoints written before the runtime section existed still load: the stored
+    values move to their new keys (a user's file with an old key is refused instead, tested above)."""
+    import yaml
+
+    from learner.config import stored_config
+    from learner.runs import load_run_config
+
+    old = Config().model_dump(mode="json")
+    old.pop("runtime")
+    old["classifier"].pop("bootstrap")
+    old["optim"] |= {"device": "cpu", "amp": False, "channels_last": False}
+    old["data"] |= {"num_workers": 3, "cache_dir": "/somewhere/cache"}
+    old["experiment"] = {"losses": ["mse"], "seeds": [0], "bootstrap": 77}
+    upgraded = stored_config(old)
+    assert (upgraded.runtime.device, upgraded.runtime.amp, upgraded.runtime.channels_last) == (
+        "cpu",
+        False,
+        False,
+    )
+    assert (upgraded.runtime.workers, str(upgraded.runtime.cache_dir)) == (3, "/somewhere/cache")
+    assert upgraded.classifier.bootstrap == 77
+    assert upgraded.result_settings() == Config(classifier={"bootstrap": 77}).result_settings()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_run_config(tmp_path) == upgraded
+    with pytest.raises(ConfigError, match=r"^optim\.device moved to runtime\.device$"):
+        config_from_dict(old)

@@ -1,5 +1,8 @@
 """One typed configuration for a whole LEARNER run, loadable from YAML with ``key.sub=value`` overrides.
 
+One module because the configuration is one schema: its sections, the moved-key table and the override
+parser are read together, and the config reference is generated from this one place.
+
 Defaults are the paper's (Table 2: batch 16, Adam, initial LR 1e-3, 100 epochs, cosine annealing;
 λ = 0.9 in the pretraining loss). Every section forbids unknown keys, so a typo is an error that names the
 key and lists the allowed ones, never a silently ignored setting; a key that moved (:data:`MOVED_KEYS`) is
@@ -406,6 +409,23 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     """Validate a nested dict into a :class:`Config`, turning pydantic errors into one-line ConfigErrors."""
     _check_moved(raw)
     return _validate(Config, raw)
+
+
+def stored_config(raw: dict[str, Any]) -> Config:
+    """A :class:`Config` that learner itself stored (a run's ``config.yaml``, a checkpoint's metadata),
+    upgraded from before :data:`MOVED_KEYS` moved: each old key is moved to its new place and a per-run
+    ``experiment`` section (only its ``bootstrap`` was used) is dropped. The values are the ones the run
+    used, so nothing changes meaning; a file a user writes gets :func:`config_from_dict`'s error instead.
+    """
+    upgraded = {section: dict(value) if isinstance(value, dict) else value for section, value in raw.items()}
+    for old, new in MOVED_KEYS.items():
+        old_section, old_name = old.split(".")
+        section = upgraded.get(old_section)
+        if isinstance(section, dict) and old_name in section:
+            new_section, new_name = new.split(".")
+            upgraded.setdefault(new_section, {})[new_name] = section.pop(old_name)
+    upgraded.pop("experiment", None)
+    return config_from_dict(upgraded)
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:

@@ -1,5 +1,8 @@
 """``REPORT.md``: a finished run's data source, tables, Fig. 1, regression quality, pair balance, settings.
 
+One module because a report is one document: its sections share the number formatting and are read
+top to bottom in the order they appear in ``REPORT.md``.
+
 :func:`write_report` turns a run directory into ``REPORT.md`` next to its plots. The kind of run is read from
 its results file and picks the sections from :data:`REPORTS`:
 

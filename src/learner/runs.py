@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from learner import atomic
-from learner.config import Config, config_from_dict
+from learner.config import Config, stored_config
 from learner.errors import RunDirError
 
 TRACKED_PACKAGES = (
@@ -99,13 +99,13 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def load_run_config(path: str | os.PathLike[str]) -> Config:
-    """The resolved config stored in a run directory."""
+    """The resolved config stored in a run directory (upgraded if an older learner wrote it)."""
     import yaml
 
     source = Path(path) / "config.yaml"
     if not source.is_file():
         raise RunDirError(f"{Path(path)} is not a run directory (no config.yaml)")
-    return config_from_dict(yaml.safe_load(source.read_text(encoding="utf-8")) or {})
+    return stored_config(yaml.safe_load(source.read_text(encoding="utf-8")) or {})
 
 
 def environment_record(seed: int) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """The downstream health-change classifier on pairs of frozen embeddings (Section 2.4, Table 4).
 
+One module because fitting, early stopping, prediction and the on-disk format of one classifier change
+together.
+
 Two scans with embeddings u_t (first, earlier) and u_{t+1} (second, later) become one feature vector
 through a registered combine function — ``difference`` d_t = u_{t+1} − u_t (the paper's choice) or
 ``concatenate`` [u_t, u_{t+1}] (Table 4's alternative) — and a small MLP head predicts 0 deteriorated /
