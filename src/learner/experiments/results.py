@@ -12,6 +12,9 @@ them: they are the stages' own file formats, carried through unchanged.
 
 NaN (an undefined interval, a Pearson r of a constant prediction) is written as ``null``
 (:func:`learner.atomic.write_json`) and read back as NaN.
+
+One module because ``results.json`` has one format: every row type it holds (Table 3's, Table 4's and the
+sweep's :class:`Sweep`) is written and read back here, beside the :class:`Results` that contains them.
 """
 
 from __future__ import annotations
@@ -197,8 +200,8 @@ class Correlation:
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Correlation:
         """Read back :func:`dataclasses.asdict` of a correlation (``null`` → NaN)."""
-        bounds = (json_number(row[name]) for name in ("rho", "ci_low", "ci_high"))
-        return cls(*bounds, n_pairs=int(row["n_pairs"]))
+        rho, low, high = (json_number(row[name]) for name in ("rho", "ci_low", "ci_high"))
+        return cls(rho=rho, ci_low=low, ci_high=high, n_pairs=int(row["n_pairs"]))
 
 
 @dataclass(frozen=True)
