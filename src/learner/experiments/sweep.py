@@ -99,13 +99,14 @@ def run_sweep(
         base = base.model_copy(update={"settings": {name: dict(keys) for name, keys in settings.items()}})
     experiment = engine.with_grid(base, datasets=datasets, losses=losses, seeds=seeds)
     plan = sweep_plan(config, experiment)
+    manifests = {d.name: engine.dataset_manifest(config, d) for d in experiment.datasets}  # all read first
     run_dir = engine.open_experiment(config, experiment, out_dir, resume=resume, force=force)
     device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
     cells: list[Cell] = []
     extras: list[SweepCell] = []
     sources: list[DatasetSummary] = []
     for dataset in experiment.datasets:
-        manifest = engine.dataset_manifest(config, dataset)
+        manifest = manifests[dataset.name]
         sources.append(engine.describe_dataset(dataset, manifest))
         targets = distance_targets(manifest)
         for key, where, cfg in plan[dataset.name]:
