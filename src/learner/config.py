@@ -342,6 +342,11 @@ class ExperimentConfig(_Section):
     classifiers: list[ClassifierHead] = Field(
         default_factory=_all_classifier_heads, description="classifier.head (Table 4)"
     )
+    settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="the sweep's named settings: name → dotted config overrides, e.g. "
+        "{small: {data.size: 32, data.frames: 4}} (`learner experiment sweep`)",
+    )
 
 
 class _ExperimentFile(Config):
@@ -372,7 +377,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     Raises :class:`ConfigError` with a one-line message naming the key and what is allowed.
     """
     for item in overrides or []:
-        key, _ = _split_override(item)
+        key, _ = split_override(item)
         if key.split(".")[0] == "experiment" and key not in MOVED_KEYS:
             raise ConfigError(
                 f"{key} is an experiment grid key; a single run does not use it (see `learner experiment`)"
@@ -400,7 +405,7 @@ def load_experiment(
         raw = loaded or {}
         _check_moved(raw, f"{source}: ")
     for item in overrides or []:
-        key, value = _split_override(item)
+        key, value = split_override(item)
         _set_dotted(raw, key, value, _ExperimentFile)
     parsed = _validate(_ExperimentFile, raw)
     return Experiment(Config.model_validate(parsed.model_dump(exclude={"experiment"})), parsed.experiment)
@@ -471,7 +476,8 @@ def _check_moved(raw: dict[str, Any], where: str = "") -> None:
             raise ConfigError(f"{where}{old} moved to {new}")
 
 
-def _split_override(item: str) -> tuple[str, Any]:
+def split_override(item: str) -> tuple[str, Any]:
+    """``section.key=value`` → (key, value), the value parsed as a YAML scalar or list."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value")

@@ -43,12 +43,14 @@ from learner.experiments.tables import (
     percent,
     plain,
     render_ablation,
+    render_sweep,
     render_table3,
 )
 
 REPORT_FILE = "REPORT.md"
-ENCODER_KEYS: tuple[str, ...] = ("dataset", "backbone", "loss", "seed")  # what identifies a pretraining
-CELL_KEYS: tuple[str, ...] = ("dataset", "backbone", "combine", "loss", "classifier", "seed")
+# what identifies a pretraining, and a cell
+ENCODER_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "loss", "seed")
+CELL_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "combine", "loss", "classifier", "seed")
 PAIR_SETS: tuple[str, ...] = ("train", "val", "test")
 CLEAR_MARGIN = 0.10  # an encoder "clearly" beats the baseline when its val MAE is at least 10% lower
 
@@ -218,26 +220,24 @@ def environment_section(run_dir: Path) -> str:
 
 # ---------------------------------------------------------------------------------------- the reports
 def _experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source], list[str]]:
-    """Data sources and sections of a Table 3 or ablation experiment (its ``results.json``)."""
+    """Data sources and sections of a Table 3, ablation or sweep experiment (its ``results.json``)."""
     results = Results.from_json(data)
     sources = [Source(d.name, d.manifest, d.data_source, d.phantom) for d in results.datasets]
-    table3 = results.kind == "table3"
-    sections = [
-        f"## {'Table 3' if table3 else 'Table 4 (ablation)'}\n\n"
-        + (render_table3(results) if table3 else render_ablation(results))
-    ]
+    title, render = EXPERIMENT_TABLES[results.kind]
+    sections = [f"## {title}\n\n" + render(results)]
     if results.comparisons:
         sections.append(_comparison_section(results))
     if results.figures:
         sections.append(_figure_section(results))
     encoders = unique_encoders(results.cells)
     encoder_keys = _key_names(results.cells, ENCODER_KEYS)
+    balance_keys = _key_names(results.cells, ("dataset", "setting", "seed"))
     sections.append("## Regression quality of each encoder\n\n" + regression_section(encoders, encoder_keys))
     sections.append(
         "## Class balance of every pair set\n\n"
         + pair_balance_section(
-            [([c.key.dataset, str(c.seed)], c.pair_counts) for c in results.cells],
-            ["dataset", "seed"],
+            [([str(c.coordinates()[k]) for k in balance_keys], c.pair_counts) for c in results.cells],
+            balance_keys,
         )
     )
     sections.append("## Every cell\n\n" + _cell_section(results.cells))
@@ -370,9 +370,17 @@ def _classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list
     return [Source("data", metrics["manifest"], metrics["data_source"])], sections
 
 
+EXPERIMENT_TABLES: dict[str, tuple[str, Callable[[Results], str]]] = {
+    "table3": ("Table 3", render_table3),
+    "ablation": ("Table 4 (ablation)", render_ablation),
+    "sweep": ("Sweep", render_sweep),
+}
+"""Experiment kind → the title and renderer of its table in the report."""
+
 REPORTS: dict[str, Callable[[Path, dict[str, Any]], tuple[list[Source], list[str]]]] = {
     "table3": _experiment_report,
     "ablation": _experiment_report,
+    "sweep": _experiment_report,
     "classification": _classification_report,
 }
 """Run kind (the ``kind`` of its results file) → the data sources and sections of its report."""

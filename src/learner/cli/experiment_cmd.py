@@ -1,7 +1,9 @@
-"""``learner experiment table3 | ablation`` (Tables 3 and 4) and ``learner demo`` (Table 3 on the phantom)."""
+"""``learner experiment table3 | ablation | sweep`` (Tables 3 and 4, the settings sweep) and ``learner demo``
+(Table 3 on the phantom)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,11 +11,12 @@ from typing import Annotated, Any
 import typer
 
 from learner.cli.options import ConfigOption, SetOption
-from learner.config import DatasetSpec, Experiment, load_experiment
+from learner.config import DatasetSpec, Experiment, load_experiment, split_override
 from learner.errors import ConfigError
 
 experiment_app = typer.Typer(
-    help="The paper's experiments: Table 3 (loss × dataset × seed) and Table 4 (the ablation grid).",
+    help="The paper's experiments: Table 3 (loss × dataset × seed), Table 4 (the ablation grid), and a "
+    "sweep of named settings.",
     no_args_is_help=True,
 )
 
@@ -30,6 +33,19 @@ ResumeOption = Annotated[
     bool, typer.Option("--resume", help="Continue OUT: finished cells are reused, new cells computed.")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Wipe a non-empty OUT first.")]
+SettingOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--setting",
+        metavar="NAME:KEY=VALUE,...",
+        help="A named setting of the sweep, e.g. small:data.size=32,data.frames=4 (repeatable; replaces a "
+        "setting of the same name in experiment.settings).",
+        show_default=False,
+    ),
+]
+
+_NEXT_KEY = re.compile(r",(?=\s*[A-Za-z_][\w.]*\s*=)")
+"""A comma that starts the next ``key=value`` of a --setting (commas inside values such as [3,2,1] stay)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -47,11 +63,30 @@ def parse_dataset(text: str, default_scale: str) -> DatasetSpec:
     return DatasetSpec(name=name, manifest=Path(manifest), scale=scale)
 
 
-def _grid_config(config: Path | None, sets: list[str] | None, datasets: list[str] | None) -> Experiment:
+def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:key=value,key=value`` → (name, {dotted key: value}); values are YAML scalars or lists
+    (``data.split.counts=[3,2,1]``). ``NAME:`` alone is the base config under that name."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip():
+        raise ConfigError(f"--setting {text!r} must look like NAME:key=value,key=value")
+    items = [item for item in _NEXT_KEY.split(rest) if item.strip()]
+    return name.strip(), dict(split_override(item) for item in items)
+
+
+def _grid_config(
+    config: Path | None,
+    sets: list[str] | None,
+    datasets: list[str] | None,
+    settings: list[str] | None = None,
+) -> Experiment:
     experiment = load_experiment(config, sets or [])
+    update: dict[str, Any] = {}
     if datasets:
-        specs = [parse_dataset(text, experiment.config.data.scale) for text in datasets]
-        experiment = Experiment(experiment.config, experiment.grid.model_copy(update={"datasets": specs}))
+        update["datasets"] = [parse_dataset(text, experiment.config.data.scale) for text in datasets]
+    if settings:
+        update["settings"] = experiment.grid.settings | dict(parse_setting(text) for text in settings)
+    if update:
+        experiment = Experiment(experiment.config, experiment.grid.model_copy(update=update))
     return experiment
 
 
@@ -102,6 +137,29 @@ def ablation_command(
     from learner.experiments.ablation import run_ablation
 
     _run_and_report(run_ablation, _grid_config(config, sets, dataset), out, resume=resume, force=force)
+
+
+@experiment_app.command("sweep")
+def sweep_command(
+    out: OutOption,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+    setting: SettingOption = None,
+    dataset: DatasetOption = None,
+    resume: ResumeOption = False,
+    force: ForceOption = False,
+) -> None:
+    """A sweep: every named setting (experiment.settings, --setting) × loss × seed on every dataset.
+
+    Reports per setting and loss Fig. 1's ρ against the latent ground truth (phantom) and |Δ score|,
+    intra-patient macro-F1, val MAE against the predict-the-mean baseline and the pretraining wall time.
+    Writes OUT/sweep.md, sweep.csv, results.json and OUT/REPORT.md; every cell's config is checked before
+    the first pretraining. An interrupted sweep continues with --resume.
+    """
+    from learner.experiments.sweep import run_sweep
+
+    experiment = _grid_config(config, sets, dataset, setting)
+    _run_and_report(run_sweep, experiment, out, resume=resume, force=force)
 
 
 def demo_command(

@@ -38,13 +38,9 @@ def figure_one(out_dir: Path, cells: Sequence[Cell], manifest: Manifest, n_boot:
     """
     seed = min(c.seed for c in cells)
     shown = [c for c in cells if c.seed == seed]
-    targets: dict[str, str | dict[str, float]] = {"score": "score"}
-    truth = latent_severity(manifest)
-    if truth is not None:
-        targets["latent"] = truth
     figures: dict[str, Figure] = {}
-    for key, target in targets.items():
-        analyses = {c.key.loss: _distance_analysis(out_dir, c, manifest, target, n_boot) for c in shown}
+    for key, target in distance_targets(manifest).items():
+        analyses = {c.key.loss: cell_distance_analysis(out_dir, c, manifest, target, n_boot) for c in shown}
         png = f"fig1_{shown[0].key.dataset}_{key}.png"
         panels = {loss_label(k): a for k, a in analyses.items()}
         plot_distance_panels(panels, out_dir / png, xlabel=FIGURE_TARGETS[key])
@@ -52,9 +48,22 @@ def figure_one(out_dir: Path, cells: Sequence[Cell], manifest: Manifest, n_boot:
     return figures
 
 
-def _distance_analysis(
+def distance_targets(manifest: Manifest) -> dict[str, str | dict[str, float]]:
+    """Fig. 1's targets for a dataset: ``score`` always, and ``latent`` (scan_id → latent severity) when the
+    manifest's scans come from a phantom cohort (keys of :data:`FIGURE_TARGETS`)."""
+    targets: dict[str, str | dict[str, float]] = {"score": "score"}
+    truth = latent_severity(manifest)
+    if truth is not None:
+        targets["latent"] = truth
+    return targets
+
+
+def cell_distance_analysis(
     out_dir: Path, cell: Cell, manifest: Manifest, target: str | dict[str, float], n_boot: int
 ) -> DistanceAnalysis:
+    """Fig. 1's analysis of one finished cell: its test intra-patient pairs (``<cell>/classifier/pairs``)
+    and its encoder's cached embeddings, against ``target`` (see :func:`distance_targets`); the bootstrap
+    is seeded with the cell's seed."""
     folder = out_dir / cell.dir
     pairs = pd.read_csv(folder / "classifier" / "pairs" / "test.csv", dtype=_ID_COLUMNS)
     table = embed_scans(folder / "encoder", manifest, clips_per_scan=cell.clips_per_scan)  # cached

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -57,12 +58,17 @@ COMPLETE = "complete.json"
 
 @dataclass(frozen=True)
 class EncoderStage:
-    """``complete.json`` of a pretraining stage: the config digest, the fingerprint of ``checkpoints/best``
-    and pretraining's ``metrics.json`` (best/last val MAE, RMSE, r and the predict-the-mean baseline)."""
+    """``complete.json`` of a pretraining stage: the config digest, the fingerprint of ``checkpoints/best``,
+    pretraining's ``metrics.json`` (best/last val MAE, RMSE, r and the predict-the-mean baseline), and the
+    measured wall time of the :func:`pretrain` call that finished it (``seconds``; ``resumed``: that call
+    continued an interrupted run, so the time before the interruption is not in it). Records written before
+    the time was measured read back with ``seconds`` None."""
 
     config_digest: str
     fingerprint: str
     metrics: dict[str, Any]
+    seconds: float | None = None
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,14 @@ def ensure_encoder(config: Config, directory: Path) -> EncoderStage:
         return EncoderStage(**record)
     resume = (directory / "config.yaml").is_file()
     occupied = directory.is_dir() and any(directory.iterdir())
+    start = time.perf_counter()
     pretrain(config, directory, resume=resume, force=occupied and not resume)
     stage = EncoderStage(
         config_digest=config_digest(config),
         fingerprint=checkpoint_fingerprint(directory / "checkpoints" / "best"),
         metrics=json.loads((directory / "metrics.json").read_text(encoding="utf-8")),
+        seconds=time.perf_counter() - start,
+        resumed=resume,
     )
     atomic.write_json(directory / COMPLETE, asdict(stage))
     return stage
@@ -154,7 +163,27 @@ def cell_result(
         regression=encoder.metrics["best"],
         pair_counts=classified.metrics["pair_counts"],
         encoder_fingerprint=encoder.fingerprint,
+        pretrain_seconds=encoder.seconds,
+        pretrain_resumed=encoder.resumed,
     )
+
+
+def run_cell(
+    run_dir: Path, where: Path, key: GridKey, config: Config, manifest: Manifest, device: str
+) -> Cell:
+    """One cell of a grid whose every cell has its own encoder (Table 3, the sweep): pretrain into
+    ``run_dir/where/encoder`` and classify into ``run_dir/where/classifier``, each unless complete."""
+    encoder = ensure_encoder(config, run_dir / where / "encoder")
+    classified = ensure_classification(
+        run_dir / where / "encoder", manifest, config, run_dir / where / "classifier", device
+    )
+    return cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
+
+
+def mean_std(values: Sequence[float]) -> MeanStd:
+    """Mean and sample std (ddof 1; 0 for one value) of a number over seeds."""
+    array = np.asarray(values, dtype=np.float64)
+    return MeanStd(mean=float(array.mean()), std=float(array.std(ddof=1)) if len(array) > 1 else 0.0)
 
 
 def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
@@ -164,11 +193,7 @@ def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
         groups[cell.key].append(cell)
     rows = []
     for key, members in groups.items():
-        stats = {}
-        for name in METRICS:
-            values = np.array([m.metric(name) for m in members], dtype=np.float64)
-            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            stats[name] = MeanStd(mean=float(values.mean()), std=std)
+        stats = {name: mean_std([m.metric(name) for m in members]) for name in METRICS}
         rows.append(SummaryRow(key=key, n_seeds=len(members), stats=stats))
     return rows
 

@@ -12,6 +12,9 @@ them: they are the stages' own file formats, carried through unchanged.
 
 NaN (an undefined interval, a Pearson r of a constant prediction) is written as ``null``
 (:func:`learner.atomic.write_json`) and read back as NaN.
+
+One module because ``results.json`` has one format: every row type it holds (Table 3's, Table 4's and the
+sweep's :class:`Sweep`) is written and read back here, beside the :class:`Results` that contains them.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from learner.evaluation.metrics import PairedDifference
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1")
 """The test-pair metrics every cell reports and every summary averages."""
 
-GRID_AXES: tuple[str, ...] = ("dataset", "backbone", "combine", "loss", "classifier")
-"""The axes a grid key may have, in the order rows and files list them (Table 4's column order)."""
+GRID_AXES: tuple[str, ...] = ("dataset", "setting", "backbone", "combine", "loss", "classifier")
+"""The axes a grid key may have, in the order rows and files list them (Table 4's column order; ``setting``
+is the sweep's)."""
 
 OPTIONAL_AXES: tuple[str, ...] = ("backbones", "combines", "classifiers")
 """Grid axes only the ablation varies (Table 3 keeps the config's backbone, combine and classifier)."""
@@ -48,6 +52,7 @@ class GridKey:
 
     dataset: str
     loss: str
+    setting: str | None = None
     backbone: str | None = None
     combine: str | None = None
     classifier: str | None = None
@@ -66,7 +71,9 @@ class GridKey:
 class Cell:
     """One finished cell (one seed of one grid key): its test metrics with 95% patient-bootstrap intervals
     (``ci``: metric → (low, high)), its encoder's val-split regression quality (pretraining's
-    ``metrics.json["best"]`` row) and the class balance of every pair set."""
+    ``metrics.json["best"]`` row), the class balance of every pair set, and the measured wall time of its
+    pretraining (:class:`learner.experiments.grid.EncoderStage`; None when not measured, and only the part
+    after the resume when ``pretrain_resumed``)."""
 
     key: GridKey
     seed: int
@@ -80,6 +87,8 @@ class Cell:
     regression: dict[str, Scalar]
     pair_counts: dict[str, dict[str, int]]
     encoder_fingerprint: str
+    pretrain_seconds: float | None = None
+    pretrain_resumed: bool = False
 
     def metric(self, name: str) -> float:
         """The test value of one of :data:`METRICS`."""
@@ -101,12 +110,14 @@ class Cell:
             "regression": self.regression,
             "pair_counts": self.pair_counts,
             "encoder_fingerprint": self.encoder_fingerprint,
+            "pretrain_seconds": self.pretrain_seconds,
+            "pretrain_resumed": self.pretrain_resumed,
         }
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Cell:
         """A cell from its ``results.json`` row."""
-        plain = {f.name: row[f.name] for f in fields(cls) if f.name not in ("key", "ci")}
+        plain = {f.name: row[f.name] for f in fields(cls) if f.name not in ("key", "ci") and f.name in row}
         ci = {name: (json_number(low), json_number(high)) for name, (low, high) in row["ci"].items()}
         return cls(key=GridKey.from_json(row), ci=ci, **plain)
 
@@ -136,9 +147,7 @@ class SummaryRow:
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> SummaryRow:
         """A summary row from ``results.json``."""
-        stats = {
-            name: MeanStd(json_number(row[name]["mean"]), json_number(row[name]["std"])) for name in METRICS
-        }
+        stats = {name: _mean_std(row[name]) for name in METRICS}
         return cls(key=GridKey.from_json(row), n_seeds=row["n_seeds"], stats=stats)
 
 
@@ -178,6 +187,130 @@ class Figure:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Correlation:
+    """Fig. 1's statistic of one encoder against one target: Spearman ρ between the cosine distance and the
+    |Δ target| of the test intra-patient pairs, with its 95% patient-bootstrap interval."""
+
+    rho: float
+    ci_low: float
+    ci_high: float
+    n_pairs: int
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> Correlation:
+        """Read back :func:`dataclasses.asdict` of a correlation (``null`` → NaN)."""
+        rho, low, high = (json_number(row[name]) for name in ("rho", "ci_low", "ci_high"))
+        return cls(rho=rho, ci_low=low, ci_high=high, n_pairs=int(row["n_pairs"]))
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    """The sweep's extra numbers of one cell (one seed): Fig. 1's ρ per target (``score``, and ``latent``
+    on a phantom cohort)."""
+
+    key: GridKey
+    seed: int
+    correlations: dict[str, Correlation]
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``sweep.cells`` row of ``results.json``."""
+        targets = {target: asdict(c) for target, c in self.correlations.items()}
+        return {**self.key.to_json(), "seed": self.seed, "correlations": targets}
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> SweepCell:
+        """A sweep cell from its ``results.json`` row."""
+        targets = {target: Correlation.from_json(c) for target, c in row["correlations"].items()}
+        return cls(key=GridKey.from_json(row), seed=row["seed"], correlations=targets)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One row of ``sweep.md``: a (dataset, setting, loss) over its seeds.
+
+    ``rho`` (target → mean ± std over seeds of Spearman ρ) with ``rho_ci`` (target → the 95%
+    patient-bootstrap interval of the lowest seed, ``ci_seed``, as Fig. 1 shows it); intra-patient
+    ``macro_f1``; the encoders' best val MAE and the predict-the-train-mean ``baseline_mae`` (score units);
+    ``pretrain_seconds`` (None when a cell's time was not measured); ``resumed``: a cell's time covers only
+    the part after a resume.
+    """
+
+    key: GridKey
+    n_seeds: int
+    ci_seed: int
+    rho: dict[str, MeanStd]
+    rho_ci: dict[str, tuple[float, float]]
+    macro_f1: MeanStd
+    val_mae: MeanStd
+    baseline_mae: MeanStd
+    pretrain_seconds: MeanStd | None
+    resumed: bool
+
+    @property
+    def mae_reduction(self) -> float:
+        """1 − val MAE / baseline MAE of the seed means (0.25: the encoders' error is 25% lower)."""
+        return 1.0 - self.val_mae.mean / self.baseline_mae.mean if self.baseline_mae.mean else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``sweep.rows`` row of ``results.json``."""
+        out: dict[str, Any] = {**self.key.to_json(), "n_seeds": self.n_seeds, "ci_seed": self.ci_seed}
+        out["rho"] = {target: asdict(v) for target, v in self.rho.items()}
+        out["rho_ci"] = {target: list(bounds) for target, bounds in self.rho_ci.items()}
+        for name in ("macro_f1", "val_mae", "baseline_mae", "pretrain_seconds"):
+            value = getattr(self, name)
+            out[name] = asdict(value) if value is not None else None
+        return out | {"mae_reduction": self.mae_reduction, "resumed": self.resumed}
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> SweepRow:
+        """A sweep row from ``results.json``."""
+        seconds = row["pretrain_seconds"]
+        return cls(
+            key=GridKey.from_json(row),
+            n_seeds=row["n_seeds"],
+            ci_seed=row["ci_seed"],
+            rho={target: _mean_std(v) for target, v in row["rho"].items()},
+            rho_ci={t: (json_number(low), json_number(high)) for t, (low, high) in row["rho_ci"].items()},
+            macro_f1=_mean_std(row["macro_f1"]),
+            val_mae=_mean_std(row["val_mae"]),
+            baseline_mae=_mean_std(row["baseline_mae"]),
+            pretrain_seconds=None if seconds is None else _mean_std(seconds),
+            resumed=row["resumed"],
+        )
+
+
+def _mean_std(value: Mapping[str, Any]) -> MeanStd:
+    return MeanStd(json_number(value["mean"]), json_number(value["std"]))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What a sweep adds to :class:`Results`: its named settings (name → dotted config overrides), the
+    per-cell correlations and the rows of ``sweep.md``."""
+
+    settings: dict[str, dict[str, Any]]
+    cells: list[SweepCell]
+    rows: list[SweepRow]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``sweep`` entry of ``results.json``."""
+        return {
+            "settings": self.settings,
+            "cells": [c.to_json() for c in self.cells],
+            "rows": [r.to_json() for r in self.rows],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sweep:
+        """Read back :meth:`to_json`."""
+        return cls(
+            settings={name: dict(keys) for name, keys in data["settings"].items()},
+            cells=[SweepCell.from_json(c) for c in data["cells"]],
+            rows=[SweepRow.from_json(r) for r in data["rows"]],
+        )
+
+
 Comparisons = dict[str, dict[str, dict[str, PairedDifference]]]
 """dataset → loss → metric → the paired difference (loss − baseline) over seeds."""
 
@@ -186,9 +319,9 @@ Comparisons = dict[str, dict[str, dict[str, PairedDifference]]]
 class Results:
     """Everything an experiment grid computed (``results.json``).
 
-    ``kind`` is ``table3`` or ``ablation``. ``backbones``, ``combines`` and ``classifiers`` are the
-    ablation's axes (None for Table 3); ``baseline_loss``, ``comparisons`` and ``figures`` (dataset →
-    target → :class:`Figure`) are Table 3's (None for the ablation).
+    ``kind`` is ``table3``, ``ablation`` or ``sweep``. ``backbones``, ``combines`` and ``classifiers`` are
+    the ablation's axes (None otherwise); ``baseline_loss``, ``comparisons`` and ``figures`` (dataset →
+    target → :class:`Figure`) are Table 3's; ``sweep`` (:class:`Sweep`) is the sweep's.
     """
 
     kind: str
@@ -203,6 +336,7 @@ class Results:
     baseline_loss: str | None = None
     comparisons: Comparisons | None = None
     figures: dict[str, dict[str, Figure]] | None = None
+    sweep: Sweep | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The content of ``results.json`` (only the fields of this kind of experiment)."""
@@ -224,6 +358,8 @@ class Results:
                 dataset: {target: figure.to_json() for target, figure in targets.items()}
                 for dataset, targets in self.figures.items()
             }
+        if self.sweep is not None:
+            out["sweep"] = self.sweep.to_json()
         return out
 
     @classmethod
@@ -254,6 +390,7 @@ class Results:
             baseline_loss=data.get("baseline_loss"),
             comparisons=comparisons,
             figures=figures,
+            sweep=Sweep.from_json(data["sweep"]) if "sweep" in data else None,
         )
 
 

@@ -92,14 +92,8 @@ def run_table3(
                 cfg = engine.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
                 where = Path(dataset.name) / loss / f"seed-{seed}"
                 log.info("table 3 cell %s", where)
-                encoder = engine.ensure_encoder(cfg, run_dir / where / "encoder")
-                classified = engine.ensure_classification(
-                    run_dir / where / "encoder", manifest, cfg, run_dir / where / "classifier", device
-                )
                 key = GridKey(dataset=dataset.name, loss=loss)
-                rows.append(
-                    engine.cell_result(key, seed, where, cfg.classifier.clips_per_scan, encoder, classified)
-                )
+                rows.append(engine.run_cell(run_dir, where, key, cfg, manifest, device))
         figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap)
         cells += rows
     baseline = BASELINE_LOSS if BASELINE_LOSS in experiment.losses else experiment.losses[0]

@@ -102,3 +102,58 @@ def render_ablation(results: Results) -> str:
         parts.append(f"**{dataset.name}**\n\n" + markdown_table(header, rows))
     seeds = len(results.seeds)
     return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {F1_NOTE}\n"
+
+
+SWEEP_TARGETS: dict[str, str] = {"latent": r"ρ vs \|Δ latent\|", "score": r"ρ vs \|Δ score\|"}
+"""Fig. 1 target → its sweep column, latent first (the ground truth, when the cohort is a phantom)."""
+
+
+def render_sweep(results: Results) -> str:
+    """The sweep's table, one block per dataset: setting × loss with Fig. 1's ρ (mean over seeds, the lowest
+    seed's 95% patient-bootstrap CI), intra-patient macro-F1 (%), val MAE against the predict-the-mean
+    baseline, and the measured pretraining wall time; then the settings and what each column means."""
+    sweep = results.sweep
+    assert sweep is not None
+    parts = []
+    for dataset in results.datasets:
+        rows = [r for r in sweep.rows if r.key.dataset == dataset.name]
+        targets = [t for t in SWEEP_TARGETS if any(t in r.rho for r in rows)]
+        header = ["Setting", "Loss", *(SWEEP_TARGETS[t] for t in targets)]
+        header += ["macro-F1 (%)", "val MAE", "baseline MAE", "MAE −%", "pretrain s"]
+        table = []
+        for row in rows:
+            rhos = [
+                f"{plain(row.rho[t].mean)} {interval_plain(*row.rho_ci[t])}" if t in row.rho else "—"
+                for t in targets
+            ]
+            seconds = "n/a" if row.pretrain_seconds is None else f"{row.pretrain_seconds.mean:.1f}"
+            table.append(
+                [
+                    row.key.setting,
+                    loss_label(row.key.loss),
+                    *rhos,
+                    mean_std(row.macro_f1),
+                    f"{row.val_mae.mean:.3f}",
+                    f"{row.baseline_mae.mean:.3f}",
+                    percent(row.mae_reduction),
+                    seconds + ("†" if row.resumed else ""),
+                ]
+            )
+        version = (dataset.phantom or {}).get("version")
+        source = f"{dataset.data_source}" + (f", generator version {version}" if version is not None else "")
+        parts.append(f"**{dataset.name}** ({source})\n\n" + markdown_table(header, table))
+    settings = "\n".join(
+        f"- `{name}`: " + (", ".join(f"`{k}={v}`" for k, v in keys.items()) or "the base config")
+        for name, keys in sweep.settings.items()
+    )
+    seeds = len(results.seeds)
+    caption = (
+        f"Over {seeds} seed{'s' if seeds != 1 else ''} ({', '.join(map(str, results.seeds))}). ρ: Spearman "
+        "correlation between the cosine distance of a test intra-patient pair's embeddings and its change "
+        "(Fig. 1), mean over seeds, with the 95% patient-bootstrap interval of the lowest seed. macro-F1: "
+        "the health-change classifier on the test intra-patient pairs, mean ± std. val MAE: the encoders' "
+        "best val-split MAE (score units, mean over seeds) against predicting the train mean (baseline "
+        "MAE); MAE −%: how much lower it is. pretrain s: measured wall time of the pretraining, mean over "
+        "seeds († only the part after a resume).\n\nSettings:\n\n" + settings + "\n"
+    )
+    return "\n".join(parts) + "\n" + caption

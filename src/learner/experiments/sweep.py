@@ -1,0 +1,241 @@
+"""The sweep: which settings make the pretraining learn, measured (issue 9's instrument).
+
+A sweep is named **settings** (each a set of dotted config overrides, ``experiment.settings``) × losses ×
+seeds on one or more datasets. Every cell is pretrained → embedded → classified on the resumable stages of
+:mod:`learner.experiments.grid`, like a Table 3 cell, and reports per (dataset, setting, loss):
+
+* Fig. 1's Spearman ρ between embedding distance and change (:mod:`learner.experiments.figure1`), against
+  |Δ latent severity| on a phantom cohort and against |Δ score| always: mean ± std over seeds, with the
+  95% patient-bootstrap interval of the lowest seed (as Fig. 1 shows it; every seed's ρ and interval are in
+  ``results.json``);
+* intra-patient macro-F1 of the health-change classifier, mean ± std over seeds;
+* the encoders' best val MAE against the predict-the-train-mean baseline (pretraining's ``metrics.json``);
+* the measured wall time of each cell's pretraining (:class:`learner.experiments.grid.EncoderStage`).
+
+The budget is the settings' own: an epoch budget is ``optim.epochs`` (and ``optim.max_steps_per_epoch``)
+in every setting or the base config; the wall time is measured, not imposed, so the results stay
+reproducible from the config alone.
+
+Layout of ``OUT``::
+
+    config.yaml run.json log.txt                         the experiment's run directory
+    <dataset>/<setting>/<loss>/seed-<k>/encoder/           a pretraining run   (complete.json written last)
+    <dataset>/<setting>/<loss>/seed-<k>/classifier/        a classification run (complete.json written last)
+    sweep.md sweep.csv results.json                      the table, long-form numbers, everything
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from learner.config import Config, DatasetSpec, ExperimentConfig
+from learner.errors import ConfigError
+from learner.evaluation.embedding_analysis import DistanceAnalysis
+from learner.experiments import grid as engine
+from learner.experiments.figure1 import cell_distance_analysis, distance_targets
+from learner.experiments.results import (
+    Cell,
+    Correlation,
+    DatasetSummary,
+    ExperimentResult,
+    GridKey,
+    Results,
+    Sweep,
+    SweepCell,
+    SweepRow,
+)
+from learner.experiments.tables import render_sweep
+from learner.training.device import resolve_device
+from learner.training.names import check_names
+
+log = logging.getLogger(__name__)
+
+SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+"""A setting's name is a folder name: letters, digits, ``_ . + -``, not starting with a symbol."""
+
+SWEEP_KEYS: tuple[str, ...] = ("data.manifest", "data.scale", "loss.name", "seed")
+"""Keys the sweep's own axes set (datasets, losses, seeds); a setting may not override them."""
+
+
+def run_sweep(
+    config: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    datasets: Sequence[DatasetSpec] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    losses: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    grid: ExperimentConfig | None = None,
+    resume: bool = False,
+    force: bool = False,
+) -> ExperimentResult:
+    """Run (or continue) a sweep: dataset × setting × loss × seed, each pretrained → embedded → classified.
+
+    Args:
+        config: the base config of every cell (a setting's overrides are applied to it).
+        out_dir: the experiment's run directory (see the module docstring for its layout).
+        datasets, settings, losses, seeds: override ``grid.datasets`` / ``settings`` / ``losses`` /
+            ``seeds``.
+        grid: the experiment's axes (default: :class:`ExperimentConfig`'s, which has no settings).
+        resume: continue a sweep in ``out_dir`` (finished cells are reused, never recomputed).
+        force: wipe ``out_dir`` first.
+
+    Raises:
+        ConfigError: no setting, a bad setting name or key or value (naming the setting and key), an empty
+            axis or unknown loss: every cell's config is built and checked before the first pretraining.
+        RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
+    """
+    base = grid or ExperimentConfig()
+    if settings is not None:
+        base = base.model_copy(update={"settings": {name: dict(keys) for name, keys in settings.items()}})
+    experiment = engine.with_grid(base, datasets=datasets, losses=losses, seeds=seeds)
+    plan = sweep_plan(config, experiment)
+    manifests = {d.name: engine.dataset_manifest(config, d) for d in experiment.datasets}  # all read first
+    run_dir = engine.open_experiment(config, experiment, out_dir, resume=resume, force=force)
+    device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
+    cells: list[Cell] = []
+    extras: list[SweepCell] = []
+    sources: list[DatasetSummary] = []
+    for dataset in experiment.datasets:
+        manifest = manifests[dataset.name]
+        sources.append(engine.describe_dataset(dataset, manifest))
+        targets = distance_targets(manifest)
+        for key, where, cfg in plan[dataset.name]:
+            log.info("sweep cell %s", where)
+            cell = engine.run_cell(run_dir, where, key, cfg, manifest, device)
+            n_boot = cfg.classifier.bootstrap
+            correlations = {
+                name: _correlation(cell_distance_analysis(run_dir, cell, manifest, target, n_boot))
+                for name, target in targets.items()
+            }
+            cells.append(cell)
+            extras.append(SweepCell(key=key, seed=cell.seed, correlations=correlations))
+    sweep = Sweep(settings=experiment.settings, cells=extras, rows=sweep_rows(cells, extras))
+    results = Results(
+        kind="sweep",
+        datasets=sources,
+        losses=list(experiment.losses),
+        seeds=list(experiment.seeds),
+        cells=cells,
+        summary=engine.summarise(cells),
+        sweep=sweep,
+    )
+    return engine.write_outputs(run_dir, "sweep", results, render_sweep(results), long_form(results))
+
+
+def sweep_plan(config: Config, experiment: ExperimentConfig) -> dict[str, list[tuple[GridKey, Path, Config]]]:
+    """dataset → its cells (grid key, folder, config) in dataset, setting, loss, seed order; every config
+    is built and its registry names checked here, before any work.
+
+    Raises:
+        ConfigError: no setting, or a setting whose name, keys or values are invalid (naming both).
+    """
+    if not experiment.settings:
+        raise ConfigError(
+            "experiment.settings is empty; name at least one setting (experiment.settings in the config "
+            "file, or --setting NAME:key=value,...)"
+        )
+    plan: dict[str, list[tuple[GridKey, Path, Config]]] = {}
+    for dataset in experiment.datasets:
+        plan[dataset.name] = []
+        for name, overrides in experiment.settings.items():
+            for loss in experiment.losses:
+                for seed in experiment.seeds:
+                    cfg = setting_config(config, dataset, name, overrides, loss=loss, seed=seed)
+                    key = GridKey(dataset=dataset.name, setting=name, loss=loss)
+                    plan[dataset.name].append((key, Path(dataset.name) / name / loss / f"seed-{seed}", cfg))
+    return plan
+
+
+def setting_config(
+    config: Config, dataset: DatasetSpec, name: str, overrides: Mapping[str, Any], *, loss: str, seed: int
+) -> Config:
+    """The config of one sweep cell: ``config`` with the setting's ``overrides``, on ``dataset``, with
+    ``loss`` and ``seed``; validated, its registry names included.
+
+    Raises:
+        ConfigError: one line naming the setting and the offending key.
+    """
+    if not SETTING_NAME.fullmatch(name):
+        raise ConfigError(
+            f"setting name {name!r} must be letters, digits, '_', '.', '+' or '-' (it names a folder)"
+        )
+    for key in overrides:
+        if key in SWEEP_KEYS:
+            raise ConfigError(
+                f"setting {name!r}: {key} is set by the sweep's own axes (experiment.datasets/losses/seeds)"
+            )
+    try:
+        cfg = engine.cell_config(config, dataset, **overrides, **{"loss.name": loss, "seed": seed})
+        check_names(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"setting {name!r}: {exc}") from None
+    return cfg
+
+
+def sweep_rows(cells: Sequence[Cell], extras: Sequence[SweepCell]) -> list[SweepRow]:
+    """One row per (dataset, setting, loss), in the cells' order, over the seeds it has."""
+    groups: dict[GridKey, list[tuple[Cell, SweepCell]]] = defaultdict(list)
+    for cell, extra in zip(cells, extras, strict=True):
+        groups[cell.key].append((cell, extra))
+    rows = []
+    for key, members in groups.items():
+        lowest = min(members, key=lambda m: m[0].seed)[1]
+        targets = list(lowest.correlations)
+        seconds = [c.pretrain_seconds for c, _ in members]
+        measured = [s for s in seconds if s is not None]
+        rows.append(
+            SweepRow(
+                key=key,
+                n_seeds=len(members),
+                ci_seed=lowest.seed,
+                rho={t: engine.mean_std([e.correlations[t].rho for _, e in members]) for t in targets},
+                rho_ci={t: (lowest.correlations[t].ci_low, lowest.correlations[t].ci_high) for t in targets},
+                macro_f1=engine.mean_std([c.macro_f1 for c, _ in members]),
+                val_mae=engine.mean_std([_number(c.regression["val_mae"]) for c, _ in members]),
+                baseline_mae=engine.mean_std([_number(c.regression["baseline_mae"]) for c, _ in members]),
+                pretrain_seconds=engine.mean_std(measured) if len(measured) == len(seconds) else None,
+                resumed=any(c.pretrain_resumed for c, _ in members),
+            )
+        )
+    return rows
+
+
+def long_form(results: Results) -> pd.DataFrame:
+    """``sweep.csv``: one row per (dataset, setting, loss) with the setting's overrides and every number."""
+    assert results.sweep is not None
+    rows = []
+    for row in results.sweep.rows:
+        overrides = results.sweep.settings[row.key.setting or ""]
+        flat: dict[str, Any] = row.key.to_json() | {
+            "overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()),
+            "n_seeds": row.n_seeds,
+            "ci_seed": row.ci_seed,
+        }
+        for target, stats in row.rho.items():
+            low, high = row.rho_ci[target]
+            flat |= {f"rho_{target}_mean": stats.mean, f"rho_{target}_std": stats.std}
+            flat |= {f"rho_{target}_ci_low": low, f"rho_{target}_ci_high": high}
+        for name in ("macro_f1", "val_mae", "baseline_mae", "pretrain_seconds"):
+            stats = getattr(row, name)
+            flat[f"{name}_mean"] = stats.mean if stats else np.nan
+            flat[f"{name}_std"] = stats.std if stats else np.nan
+        rows.append(flat | {"mae_reduction": row.mae_reduction, "resumed": row.resumed})
+    return pd.DataFrame(rows)
+
+
+def _correlation(analysis: DistanceAnalysis) -> Correlation:
+    return Correlation(analysis.rho, analysis.ci_low, analysis.ci_high, analysis.n_pairs)
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)

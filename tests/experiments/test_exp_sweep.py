@@ -1,0 +1,186 @@
+"""``learner experiment sweep``: named settings × losses × seeds on the grid engine. Pretraining is the
+copying stand-in of conftest (the sweep's own numbers are what is checked), recomputed independently from
+the files the cells leave behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+from sklearn.metrics import f1_score
+
+from learner.cli import run
+from learner.cli.experiment_cmd import parse_setting
+from learner.config import Config, DatasetSpec, load_experiment
+from learner.errors import ConfigError, RunDirError
+from learner.evaluation.embed import EmbeddingTable
+from learner.experiments import grid as engine
+from learner.experiments.results import Cell, Correlation, GridKey, MeanStd, Results, SweepCell
+from learner.experiments.sweep import run_sweep, sweep_rows
+
+SETTINGS = {"narrow": {"classifier.hidden": 16}, "long": {"optim.epochs": 2, "classifier.hidden": 32}}
+_IDS = {"first_scan_id": str, "second_scan_id": str}
+
+
+def _rho(folder: Path, change: pd.Series, pairs: pd.DataFrame) -> float:
+    """Spearman ρ of cosine distance vs ``change``, from the cell's saved embeddings and test pairs."""
+    table = EmbeddingTable.load(next((folder / "encoder" / "embeddings").glob("*.npz")))
+    index = {s: i for i, s in enumerate(table.scan_ids)}
+    a = table.embeddings[[index[s] for s in pairs["first_scan_id"]]].astype(np.float64)
+    b = table.embeddings[[index[s] for s in pairs["second_scan_id"]]].astype(np.float64)
+    cosine = np.einsum("pd,pd->p", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(stats.spearmanr(change, 1 - cosine).statistic)
+
+
+def test_sweep_numbers_match_independent_recomputation(
+    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+) -> None:
+    lus = tiny_datasets[0]
+    result = run_sweep(
+        tiny_config, tmp_path / "sweep", datasets=[lus], settings=SETTINGS, losses=["mse"], seeds=[0]
+    )
+    out = result.out_dir
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["kind"] == "sweep"
+    assert Results.from_json(on_disk).to_json() == on_disk  # typed end to end
+    rows = {r["setting"]: r for r in on_disk["sweep"]["rows"]}
+    assert list(rows) == ["narrow", "long"]
+    truth = pd.read_csv(Path(lus.manifest).parent / "ground_truth.csv", dtype={"scan_id": str})
+    latent = dict(zip(truth["scan_id"], truth["severity_zone"], strict=True))
+    for name, overrides in SETTINGS.items():
+        folder = out / "LUS" / name / "mse" / "seed-0"
+        stored = yaml.safe_load((folder / "encoder" / "config.yaml").read_text())
+        assert stored["classifier"]["hidden"] == overrides["classifier.hidden"]  # the setting reached it
+        assert stored["optim"]["epochs"] == overrides.get("optim.epochs", tiny_config.optim.epochs)
+        row = rows[name]
+        pairs = pd.read_csv(folder / "classifier" / "pairs" / "test.csv", dtype=_IDS)
+        by_score = _rho(folder, (pairs["second_score"] - pairs["first_score"]).abs(), pairs)
+        severity = pairs[["first_scan_id", "second_scan_id"]].apply(lambda ids: ids.map(latent))
+        by_latent = _rho(folder, (severity["second_scan_id"] - severity["first_scan_id"]).abs(), pairs)
+        assert row["rho"]["score"]["mean"] == pytest.approx(by_score)
+        assert row["rho"]["latent"]["mean"] == pytest.approx(by_latent)
+        low, high = row["rho_ci"]["latent"]
+        assert -1 <= low <= high <= 1
+        assert row["ci_seed"] == 0
+        predictions = pd.read_csv(folder / "classifier" / "predictions.csv")
+        macro = f1_score(predictions["label"], predictions["predicted"], average="macro")
+        assert row["macro_f1"] == {"mean": pytest.approx(macro), "std": 0.0}
+        best = json.loads((folder / "encoder" / "metrics.json").read_text())["best"]
+        assert row["val_mae"]["mean"] == pytest.approx(best["val_mae"])
+        assert row["baseline_mae"]["mean"] == pytest.approx(best["baseline_mae"])
+        assert row["mae_reduction"] == pytest.approx(1 - best["val_mae"] / best["baseline_mae"])
+        record = json.loads((folder / "encoder" / engine.COMPLETE).read_text())
+        assert record["seconds"] > 0  # measured around the pretraining call
+        assert record["resumed"] is False
+        assert row["pretrain_seconds"]["mean"] == pytest.approx(record["seconds"])
+    csv = pd.read_csv(out / "sweep.csv")
+    assert list(csv["setting"]) == ["narrow", "long"]
+    assert csv.loc[1, "overrides"] == "optim.epochs=2, classifier.hidden=32"
+    assert csv.loc[0, "rho_latent_mean"] == pytest.approx(rows["narrow"]["rho"]["latent"]["mean"])
+    table = (out / "sweep.md").read_text()
+    assert r"| Setting | Loss | ρ vs \|Δ latent\| | ρ vs \|Δ score\| |" in table.splitlines()[2]
+    assert "phantom, generator version" in table
+    assert "- `long`: `optim.epochs=2`" in table
+
+
+def test_resume_reuses_finished_cells_and_computes_new_settings(
+    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+) -> None:
+    grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
+    run_sweep(tiny_config, tmp_path / "s", settings={"a": {"classifier.hidden": 16}}, **grid)
+    done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
+    stamp = done.stat().st_mtime_ns
+    grown = {"a": {"classifier.hidden": 16}, "b": {"classifier.hidden": 24}}
+    result = run_sweep(tiny_config, tmp_path / "s", settings=grown, resume=True, **grid)
+    assert len(fake_pretrain.calls) == 2  # only b's encoder was pretrained on resume
+    assert done.stat().st_mtime_ns == stamp
+    assert [r.key.setting for r in result.results.sweep.rows] == ["a", "b"]
+    changed = {"a": {"classifier.hidden": 17}}
+    with pytest.raises(RunDirError, match="another config"):  # a finished cell's setting was edited
+        run_sweep(tiny_config, tmp_path / "s", settings=changed, resume=True, **grid)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ok": {}, "bad": {"optim.epoch": 3}}, r"setting 'bad': unknown config key 'optim.epoch'"),
+        ({"bad": {"data.size": 4}}, r"setting 'bad': invalid config value for 'data.size'"),
+        ({"bad": {"model.backbone": "resnet9000"}}, r"setting 'bad': unknown model.backbone"),
+        ({"bad": {"loss.name": "mse"}}, r"setting 'bad': loss.name is set by the sweep's own axes"),
+        ({"a/b": {}}, r"setting name 'a/b'"),
+        ({}, r"experiment.settings is empty"),
+    ],
+)
+def test_a_bad_setting_fails_before_any_work(
+    tmp_path: Path,
+    fake_pretrain: Any,
+    tiny_config: Config,
+    tiny_datasets: list[DatasetSpec],
+    settings: dict[str, Any],
+    message: str,
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(tiny_config, tmp_path / "s", datasets=tiny_datasets, settings=settings, seeds=[0])
+    assert fake_pretrain.calls == []
+    assert not (tmp_path / "s").exists()
+
+
+def test_rows_average_seeds_and_show_the_lowest_seeds_interval() -> None:
+    key = GridKey(dataset="LUS", loss="mse", setting="a")
+
+    def cell(seed: int, f1: float, mae: float, seconds: float | None) -> Cell:
+        regression = {"val_mae": mae, "baseline_mae": 2.0}
+        return Cell(key, seed, "x", 1, 0.5, f1, 0.5, {}, 10, regression, {}, "f", seconds)
+
+    cells = [cell(1, 0.4, 1.0, 10.0), cell(0, 0.6, 1.5, 20.0)]
+    extras = [
+        SweepCell(key, 1, {"latent": Correlation(0.2, 0.0, 0.4, 10)}),
+        SweepCell(key, 0, {"latent": Correlation(0.4, 0.1, 0.7, 10)}),
+    ]
+    (row,) = sweep_rows(cells, extras)
+    assert (row.n_seeds, row.ci_seed, row.rho_ci["latent"]) == (2, 0, (0.1, 0.7))
+    assert row.rho["latent"].mean == pytest.approx(0.3)
+    assert row.rho["latent"].std == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert row.macro_f1.mean == pytest.approx(0.5)
+    assert row.val_mae.mean == pytest.approx(1.25)
+    assert row.mae_reduction == pytest.approx(1 - 1.25 / 2.0)
+    assert row.pretrain_seconds == MeanStd(15.0, pytest.approx(np.std([10.0, 20.0], ddof=1)))
+    (unmeasured,) = sweep_rows([cell(0, 0.5, 1.0, None)], extras[1:])
+    assert unmeasured.pretrain_seconds is None
+
+
+def test_setting_flags_and_the_yaml_axis(tmp_path: Path) -> None:
+    assert parse_setting("small:data.size=32,data.frames=4") == ("small", {"data.size": 32, "data.frames": 4})
+    assert parse_setting("c:data.split.counts=[3,2,1],optim.lr=0.0003") == (
+        "c", {"data.split.counts": [3, 2, 1], "optim.lr": 0.0003}
+    )  # fmt: skip
+    assert parse_setting("base:") == ("base", {})
+    with pytest.raises(ConfigError, match="NAME:key=value"):
+        parse_setting("data.size=32")
+    config = tmp_path / "sweep.yaml"
+    config.write_text("experiment:\n  settings:\n    small: {data.size: 32, data.frames: 4}\n")
+    assert load_experiment(config).grid.settings == {"small": {"data.size": 32, "data.frames": 4}}
+
+
+def test_cli_runs_a_sweep_and_refuses_a_bad_setting(
+    tmp_path: Path, fake_pretrain: Any, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+) -> None:
+    lus = tiny_datasets[0]
+    argv = ["experiment", "sweep", "--out", str(tmp_path / "s"), "--dataset", f"LUS={lus.manifest}@sf"]
+    argv += ["--set", "experiment.losses=[mse]", "--set", "experiment.seeds=[0]", "--set", "data.frames=2"]
+    argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "classifier.bootstrap=10"]
+    bad = [*argv, "--setting", "a:classifier.hidden=16", "--setting", "b:optim.epoch=3"]
+    assert run(bad) == 2
+    assert "error: setting 'b': unknown config key 'optim.epoch'" in capsys.readouterr().err
+    assert fake_pretrain.calls == []
+    assert run([*argv, "--setting", "a:classifier.hidden=16"]) == 0
+    output = capsys.readouterr().out
+    assert "| Setting | Loss |" in output
+    assert "REPORT.md" in output
+    assert "## Sweep" in (tmp_path / "s" / "REPORT.md").read_text()
