@@ -24,14 +24,14 @@ def test_pretrain_command_trains_and_reports_mae_against_the_baseline(
     manifest = str(make_tiny_pretrain_config().data.manifest)
     sets = ["--set", "optim.epochs=5", "--set", "loss.name=mse+cl", "--set", "optim.lr=0.002"]
     argv = ["pretrain", "--config", str(config_file), *sets, "--manifest", manifest, "--out", str(out)]
-    code, out, _ = cli([*argv, "--loss", "mse", "--epochs", "1", "--seed", "3", "--device", "cpu"])
+    code, stdout, _ = cli([*argv, "--loss", "mse", "--epochs", "1", "--seed", "3", "--device", "cpu"])
     assert code == 0
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert stored["loss"]["name"] == "mse"  # an explicit flag beats --set, which beats the file
     assert (stored["optim"]["epochs"], stored["seed"], stored["optim"]["lr"]) == (1, 3, 0.002)
     assert (stored["model"]["size"], stored["data"]["manifest"]) == ("tiny", manifest)
     final = json.loads((out / "metrics.json").read_text())
-    printed = out.strip().splitlines()[-1]
+    printed = stdout.strip().splitlines()[-1]
     assert printed.startswith(f"best val MAE {final['best']['val_mae']:.3f} (epoch 1)")
     assert f"vs {final['last']['baseline_mae']:.3f} predicting the train mean" in printed
 
