@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from learner.cli import run
 from learner.data.manifest import load_manifest, validate_manifest
 from learner.data.scales import get_scale
 
 SF = get_scale("sf")
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = run(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # Test patients' scores per visit (both sites alike): p6 rises a bin then falls one, p7 holds then falls.
@@ -60,8 +53,8 @@ def _row(text: str, *cells: object) -> bool:
     return re.search(rf"(?<![^\s│┃|]){pattern}(?![^\s│┃|])", text) is not None
 
 
-def test_check_clean_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["data", "check", str(_cohort(tmp_path))], capsys)
+def test_check_clean_manifest(tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
+    code, out, _ = cli(["data", "check", str(_cohort(tmp_path))])
     assert code == 0
     assert "no problems found (18 scans, scale sf)" in out
     assert "No complete split column" not in out
@@ -79,10 +72,10 @@ def test_check_clean_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_check_without_split_column_shows_the_split_it_would_make(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     argv = ["data", "check", str(_cohort(tmp_path, split=False)), "--set", "data.split.stratify=false"]
-    code, out, _ = _run(argv, capsys)
+    code, out, _ = cli(argv)
     assert code == 0
     assert "No complete split column" in out
     assert _row(out, "train", 4)  # 2:1:1 of 8 patients
@@ -91,7 +84,7 @@ def test_check_without_split_column_shows_the_split_it_would_make(
 
 
 def test_check_broken_manifest_lists_every_problem(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     path = _cohort(tmp_path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -102,7 +95,7 @@ def test_check_broken_manifest_lists_every_problem(
     frame.loc[8, "split"] = "train"  # p6 is test on its other rows
     frame.to_csv(path, index=False)
     expected = [str(p) for p in validate_manifest(frame, SF, tmp_path)]
-    code, out, err = _run(["data", "check", str(path)], capsys)
+    code, out, err = cli(["data", "check", str(path)])
     assert code == 2
     assert f"{len(expected)} problem(s)" in out
     for problem in expected:
@@ -114,17 +107,21 @@ def test_check_broken_manifest_lists_every_problem(
     assert len(err.strip().splitlines()) == 1
 
 
-def test_check_missing_manifest_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["data", "check", str(tmp_path / "nope.csv")], capsys)
+def test_check_missing_manifest_is_one_line_error(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    code, _, err = cli(["data", "check", str(tmp_path / "nope.csv")])
     assert code == 2
     assert err.strip() == f"error: manifest not found: {tmp_path / 'nope.csv'}"
 
 
-def test_split_writes_a_reusable_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_split_writes_a_reusable_split(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
     source = _cohort(tmp_path, split=False)
     out = tmp_path / "split" / "manifest.split.csv"
     argv = ["data", "split", str(source), "--out", str(out), "--counts", "5,1,2", "--seed", "4"]
-    code, printed, _ = _run(argv, capsys)
+    code, printed, _ = cli(argv)
     assert code == 0
     assert f"wrote {out}" in printed
     manifest = load_manifest(out, SF)
@@ -132,25 +129,29 @@ def test_split_writes_a_reusable_split(tmp_path: Path, capsys: pytest.CaptureFix
     assert sorted(mapping.values()) == ["test", "test", "train", "train", "train", "train", "train", "val"]
     assert {p for p, s in mapping.items() if s == "test"} == {"p6", "p7"}  # the only patients with 2+ visits
     first = out.read_text()
-    assert _run(argv, capsys)[0] == 0
+    assert cli(argv)[0] == 0
     assert out.read_text() == first  # deterministic
-    code, printed, _ = _run(["data", "check", str(out)], capsys)
+    code, printed, _ = cli(["data", "check", str(out)])
     assert code == 0
     assert "No complete split column" not in printed
 
 
-def test_split_rejects_ratios_with_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_split_rejects_ratios_with_counts(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
     argv = ["data", "split", str(_cohort(tmp_path)), "--out", str(tmp_path / "o.csv")]
-    code, _, err = _run([*argv, "--ratios", "2,1,1", "--counts", "4,2,2"], capsys)
+    code, _, err = cli([*argv, "--ratios", "2,1,1", "--counts", "4,2,2"])
     assert code == 2
     assert "not both" in err
-    code, _, err = _run([*argv, "--ratios", "2,1"], capsys)
+    code, _, err = cli([*argv, "--ratios", "2,1"])
     assert code == 2
     assert "--ratios takes three" in err
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_adni_command_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_adni_command_prints_the_report(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
     pd.DataFrame(
         {
             "RID": ["1", "1", "2"],
@@ -177,15 +178,15 @@ def test_adni_command_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFi
         "--out",
         str(out),
     ]
-    code, printed, _ = _run(argv, capsys)
+    code, printed, _ = cli(argv)
     assert code == 0
     assert _row(printed, "scans written", 2)
     assert _row(printed, "dropped: no MMSE", 1)
     assert len(load_manifest(out, get_scale("mmse")).records) == 2
 
 
-def test_check_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(["data", "check", "--help"], capsys)
+def test_check_help_reads_well(cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
+    code, out, _ = cli(["data", "check", "--help"])
     assert code == 0
     for option in ("--scale", "--config", "--set", "MANIFEST"):
         assert option in out.replace("{manifest}", "MANIFEST")
@@ -193,13 +194,13 @@ def test_check_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_check_of_a_clean_manifest_that_the_default_split_cannot_fit_exits_0(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     frame = pd.read_csv(_cohort(tmp_path, split=False))
     single_visit = frame[frame["visit"] == 1]  # nobody has the two visits a test patient needs
     path = tmp_path / "single.csv"
     single_visit.to_csv(path, index=False)
-    code, out, _ = _run(["data", "check", str(path)], capsys)
+    code, out, _ = cli(["data", "check", str(path)])
     assert code == 0
     assert "warning: no split shown" in out
     assert "no problems found" in out
@@ -207,39 +208,39 @@ def test_check_of_a_clean_manifest_that_the_default_split_cannot_fit_exits_0(
 
 
 def test_check_warns_on_the_terminal_about_test_patients_without_pairs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     frame = pd.read_csv(_cohort(tmp_path))
     lonely = frame[~((frame["patient_id"] == "p7") & (frame["visit"] > 1))]  # p7 keeps one visit
     path = tmp_path / "lonely.csv"
     lonely.to_csv(path, index=False)
-    code, _, err = _run(["data", "check", str(path), "--set", "data.split.test_min_visits=1"], capsys)
+    code, _, err = cli(["data", "check", str(path), "--set", "data.split.test_min_visits=1"])
     assert code == 0
     assert "warning: 1 test patient(s) yield no intra-patient pair: p7" in err
 
 
 def test_cache_builds_then_reuses_and_reports_every_bad_scan(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     from learner.data.phantom.lus import generate_lus_cohort
 
     manifest = generate_lus_cohort(tmp_path / "lus", patients=(2, 1, 1), frames=4, size=32, workers=1)
     scans = len(pd.read_csv(manifest))
     argv = ["data", "cache", str(manifest), "--workers", "1"]
-    code, out, _ = _run(argv, capsys)
+    code, out, _ = cli(argv)
     assert code == 0
     assert f"cache: {scans} built, 0 reused, 0 skipped" in out
-    code, out, _ = _run(argv, capsys)
+    code, out, _ = cli(argv)
     assert f"cache: 0 built, {scans} reused, 0 skipped" in out
 
     frame = pd.read_csv(manifest)
     broken = frame.iloc[0]
     (manifest.parent / broken["path"]).write_bytes(b"not a video")
-    code, _, err = _run(argv, capsys)
+    code, _, err = cli(argv)
     assert code == 2
     assert err.startswith("error: ")
     assert broken["path"] in err
-    code, out, _ = _run([*argv, "--skip-bad"], capsys)
+    code, out, _ = cli([*argv, "--skip-bad"])
     assert code == 0
     assert f"cache: 0 built, {scans - 1} reused, 1 skipped" in out
     assert f"skipped {broken['scan_id']}: " in out

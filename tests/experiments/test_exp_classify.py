@@ -25,14 +25,14 @@ IDS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "
 def test_classification_run(
     tmp_path: Path,
     tiny_table3: ExperimentResult,
-    tiny_config: Config,
+    tiny_experiment_config: Config,
     tiny_datasets: list[DatasetSpec],
     combine: str,
     head: str,
 ) -> None:
     encoder = tiny_table3.out_dir / "LUS" / "mse+wcl" / "seed-0" / "encoder"
     manifest = load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
-    config = apply_overrides(tiny_config, {"classifier.combine": combine, "classifier.head": head})
+    config = apply_overrides(tiny_experiment_config, {"classifier.combine": combine, "classifier.head": head})
     result = run_classification(encoder, manifest, config, tmp_path / "cls")
 
     dim = result.embeddings.embeddings.shape[1]
@@ -78,11 +78,14 @@ def test_classification_run(
 
 
 def test_refuses_a_non_empty_out_dir(
-    tmp_path: Path, tiny_table3: ExperimentResult, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_experiment_config: Config,
+    tiny_datasets: list[DatasetSpec],
 ) -> None:
     encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "keep.txt").write_text("x")
     manifest = load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
     with pytest.raises(RunDirError, match="not empty"):
-        run_classification(encoder, manifest, tiny_config, tmp_path / "cls")
+        run_classification(encoder, manifest, tiny_experiment_config, tmp_path / "cls")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from learner.cli import run
 from learner.cli.experiment_cmd import parse_dataset
 from learner.config import Config, Experiment, ExperimentConfig
 from learner.errors import ConfigError
@@ -21,11 +21,11 @@ def test_demo_generates_runs_reports_and_continues(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fake_pretrain: Any,
-    tiny_config: Config,
+    tiny_experiment_config: Config,
     tiny_mode: DemoMode,
 ) -> None:
     monkeypatch.setitem(demo.MODES, "demo", tiny_mode)
-    one_seed = Experiment(tiny_config, ExperimentConfig(seeds=[0]))
+    one_seed = Experiment(tiny_experiment_config, ExperimentConfig(seeds=[0]))
     monkeypatch.setattr(demo, "demo_config", lambda mode: one_seed)
     result = demo.run_demo(tmp_path / "demo", dataset="both")
     assert (tmp_path / "demo" / "phantom-lus-demo" / "manifest.csv").is_file()
@@ -50,14 +50,14 @@ def test_demo_config_is_valid_and_small() -> None:
 
 
 def test_experiment_cli_runs_table3(
-    tmp_path: Path, fake_pretrain: Any, tiny_datasets: list, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fake_pretrain: Any, tiny_datasets: list, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     lus = tiny_datasets[0]
     argv = ["experiment", "table3", "--out", str(tmp_path / "t3"), "--dataset", f"lus={lus.manifest}@sf"]
     argv += ["--set", "experiment.losses=[mse]", "--set", "experiment.seeds=[0]", "--set", "data.frames=2"]
     argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "classifier.bootstrap=10"]
-    assert run(argv) == 0
-    output = capsys.readouterr().out
+    code, output, _ = cli(argv)
+    assert code == 0
     assert output.startswith("| Loss | lus Accuracy | lus F1 |")
     assert (tmp_path / "t3" / "REPORT.md").is_file()
     assert len(fake_pretrain.calls) == 1

@@ -32,7 +32,7 @@ def encoder_run(tmp_path: Path, tiny_table3: ExperimentResult) -> Path:
 
 
 @pytest.fixture
-def lus_manifest(tiny_datasets: list[DatasetSpec]) -> Manifest:
+def loaded_lus_manifest(tiny_datasets: list[DatasetSpec]) -> Manifest:
     return load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
 
 
@@ -51,31 +51,31 @@ def forwards(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_second_call_reads_the_cache_without_any_forward(
-    encoder_run: Path, lus_manifest: Manifest, forwards: list[int]
+    encoder_run: Path, loaded_lus_manifest: Manifest, forwards: list[int]
 ) -> None:
-    first = embed.embed_scans(encoder_run, lus_manifest)
-    assert sum(forwards) == len(lus_manifest.records)
+    first = embed.embed_scans(encoder_run, loaded_lus_manifest)
+    assert sum(forwards) == len(loaded_lus_manifest.records)
     forwards.clear()
-    again = embed.embed_scans(encoder_run, lus_manifest)
+    again = embed.embed_scans(encoder_run, loaded_lus_manifest)
     assert forwards == []
-    assert again.scan_ids == [r.scan_id for r in lus_manifest.records]
+    assert again.scan_ids == [r.scan_id for r in loaded_lus_manifest.records]
     np.testing.assert_array_equal(again.embeddings, first.embeddings)
     np.testing.assert_array_equal(again.scores, first.scores)
     assert len(list((encoder_run / "embeddings").glob("*.npz"))) == 1
 
 
 def test_a_changed_checkpoint_is_embedded_again(
-    encoder_run: Path, lus_manifest: Manifest, forwards: list[int]
+    encoder_run: Path, loaded_lus_manifest: Manifest, forwards: list[int]
 ) -> None:
-    before = embed.embed_scans(encoder_run, lus_manifest)
+    before = embed.embed_scans(encoder_run, loaded_lus_manifest)
     best = encoder_run / "checkpoints" / "best"
     model, _ = load_regressor(encoder_run)
     with torch.no_grad():
         model.head.mlp[-1].bias.add_(1.0)  # the predicted (standardised) score moves by exactly 1
     save_checkpoint(best, model, read_meta(best))
     forwards.clear()
-    after = embed.embed_scans(encoder_run, lus_manifest)
-    assert sum(forwards) == len(lus_manifest.records)
+    after = embed.embed_scans(encoder_run, loaded_lus_manifest)
+    assert sum(forwards) == len(loaded_lus_manifest.records)
     assert after.fingerprint != before.fingerprint
     np.testing.assert_allclose(after.embeddings, before.embeddings, rtol=1e-5, atol=1e-6)
     std = read_meta(best).score_standardisation.std
@@ -83,29 +83,30 @@ def test_a_changed_checkpoint_is_embedded_again(
 
 
 def test_a_changed_scan_file_is_embedded_again(
-    encoder_run: Path, lus_manifest: Manifest, forwards: list[int]
+    encoder_run: Path, loaded_lus_manifest: Manifest, forwards: list[int]
 ) -> None:
-    embed.embed_scans(encoder_run, lus_manifest)
-    path = lus_manifest.records[0].path
+    embed.embed_scans(encoder_run, loaded_lus_manifest)
+    path = loaded_lus_manifest.records[0].path
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     forwards.clear()
-    embed.embed_scans(encoder_run, lus_manifest)
-    assert sum(forwards) == len(lus_manifest.records)
+    embed.embed_scans(encoder_run, loaded_lus_manifest)
+    assert sum(forwards) == len(loaded_lus_manifest.records)
     assert len(list((encoder_run / "embeddings").glob("*.npz"))) == 2
 
 
 def test_embeddings_equal_an_independent_forward_on_eval_clips(
-    encoder_run: Path, lus_manifest: Manifest
+    encoder_run: Path, loaded_lus_manifest: Manifest
 ) -> None:
-    table = embed.embed_scans(encoder_run, lus_manifest)
+    table = embed.embed_scans(encoder_run, loaded_lus_manifest)
     model, meta = load_regressor(encoder_run)
     config = meta.config
     cache = ScanCache(
-        default_cache_root(lus_manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+        default_cache_root(loaded_lus_manifest, config.runtime.cache_dir),
+        Preprocessor.from_config(config.data),
     )
     dataset = ScanDataset(
-        lus_manifest.records, cache, frames=config.data.frames, channels=1, train=False, augment=None
+        loaded_lus_manifest.records, cache, frames=config.data.frames, channels=1, train=False, augment=None
     )
     clips = torch.stack(
         [dataset.clip(i, (0, i)) for i in range(3)]
@@ -119,15 +120,16 @@ def test_embeddings_equal_an_independent_forward_on_eval_clips(
 
 
 def test_several_clips_per_scan_average_the_clip_embeddings(
-    encoder_run: Path, lus_manifest: Manifest
+    encoder_run: Path, loaded_lus_manifest: Manifest
 ) -> None:
-    table = embed.embed_scans(encoder_run, lus_manifest, clips_per_scan=2)
+    table = embed.embed_scans(encoder_run, loaded_lus_manifest, clips_per_scan=2)
     model, meta = load_regressor(encoder_run)
     config = meta.config
     cached = ScanCache(
-        default_cache_root(lus_manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+        default_cache_root(loaded_lus_manifest, config.runtime.cache_dir),
+        Preprocessor.from_config(config.data),
     )
-    frames = np.asarray(cached.get(lus_manifest.records[0]))  # (4, 32, 32): 4 frames, T = 2, K = 2
+    frames = np.asarray(cached.get(loaded_lus_manifest.records[0]))  # (4, 32, 32): 4 frames, T = 2, K = 2
     assert len(frames) == 4
     clips = torch.from_numpy(frames[[[0, 2], [1, 3]]]).float().div(255).unsqueeze(2)  # centres of quarters
     with torch.no_grad():

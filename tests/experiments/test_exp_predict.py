@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from learner.cli import run
 from learner.config import DatasetSpec
 from learner.data.manifest import load_manifest
 from learner.data.scales import CLASS_NAMES, get_scale
@@ -53,12 +53,15 @@ def test_prediction_equals_the_classify_pipeline(
 
 
 def test_cli_json_output(
-    tiny_table3: ExperimentResult, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+    tiny_table3: ExperimentResult,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
 ) -> None:
     cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
     args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier"), "--json"]
-    assert run([*args, str(paths[row["first_scan_id"]]), str(paths[row["second_scan_id"]])]) == 0
-    output = json.loads(capsys.readouterr().out)
+    code, out, _ = cli([*args, str(paths[row["first_scan_id"]]), str(paths[row["second_scan_id"]])])
+    assert code == 0
+    output = json.loads(out)
     assert set(output) >= {"prediction", "probabilities", "predicted_scores", "embedding_cosine_distance"}
     assert output["prediction"] == row["predicted_name"]
     assert set(output["probabilities"]) == set(CLASS_NAMES)
@@ -66,18 +69,20 @@ def test_cli_json_output(
 
 
 def test_a_classifier_of_another_encoder_is_refused(
-    tiny_table3: ExperimentResult, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+    tiny_table3: ExperimentResult,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
 ) -> None:
     cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
     other = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
     scans = paths[row["first_scan_id"]], paths[row["second_scan_id"]]
     with pytest.raises(CheckpointError, match="trained on encoder"):
         predict_pair(other, cell / "classifier", *scans)
-    assert (
-        run(["predict", "--encoder", str(other), "--classifier", str(cell / "classifier"), *map(str, scans)])
-        == 2
+    code, _, err = cli(
+        ["predict", "--encoder", str(other), "--classifier", str(cell / "classifier"), *map(str, scans)]
     )
-    assert capsys.readouterr().err.startswith("error: ")
+    assert code == 2
+    assert err.startswith("error: ")
 
 
 def test_missing_and_unreadable_scans_are_named(

@@ -24,7 +24,7 @@ def test_interrupted_table3_continues_where_it_stopped(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fake_pretrain: Any,
-    tiny_config: Config,
+    tiny_experiment_config: Config,
     tiny_datasets: list[DatasetSpec],
 ) -> None:
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0, 1]}
@@ -39,22 +39,24 @@ def test_interrupted_table3_continues_where_it_stopped(
 
     monkeypatch.setattr(engine, "run_classification", interrupted)
     with pytest.raises(Interrupted):
-        table3.run_table3(tiny_config, tmp_path / "t3", **grid)
+        table3.run_table3(tiny_experiment_config, tmp_path / "t3", **grid)
     assert len(fake_pretrain.calls) == 2  # cell 1 finished; cell 2 pretrained, its classification interrupted
     done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
     stamp = done.stat().st_mtime_ns
 
     with pytest.raises(RunDirError, match="--resume"):
-        table3.run_table3(tiny_config, tmp_path / "t3", **grid)
+        table3.run_table3(tiny_experiment_config, tmp_path / "t3", **grid)
     classified.clear()
-    result = table3.run_table3(tiny_config, tmp_path / "t3", resume=True, **grid)
+    result = table3.run_table3(tiny_experiment_config, tmp_path / "t3", resume=True, **grid)
     assert len(fake_pretrain.calls) == 2  # both encoders were complete: nothing pretrained again
     assert [p.parent.name for p in classified] == ["seed-1"]  # only the interrupted classification is redone
     assert done.stat().st_mtime_ns == stamp
     assert [c["seed"] for c in result.results.to_json()["cells"]] == [0, 1]
 
     classified.clear()
-    grown = table3.run_table3(tiny_config, tmp_path / "t3", resume=True, **{**grid, "seeds": [0, 1, 2]})
+    grown = table3.run_table3(
+        tiny_experiment_config, tmp_path / "t3", resume=True, **{**grid, "seeds": [0, 1, 2]}
+    )
     assert [c["seed"] for c in fake_pretrain.calls] == [0, 1, 2]  # a grown grid computes only its new cell
     assert [p.parent.name for p in classified] == ["seed-2"]
     assert json.loads((tmp_path / "t3" / "results.json").read_text())["seeds"] == [0, 1, 2]
@@ -62,38 +64,44 @@ def test_interrupted_table3_continues_where_it_stopped(
 
 
 def test_an_interrupted_pretraining_is_resumed_not_restarted(
-    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     encoder = tmp_path / "encoder"
     encoder.mkdir()
-    tiny_config_cell = engine.cell_config(tiny_config, tiny_datasets[0])
-    (encoder / "config.yaml").write_text(tiny_config_cell.to_yaml())  # what an interrupted pretrain leaves
-    record = engine.ensure_encoder(tiny_config_cell, encoder)
+    tiny_cell_config = engine.cell_config(tiny_experiment_config, tiny_datasets[0])
+    (encoder / "config.yaml").write_text(tiny_cell_config.to_yaml())  # what an interrupted pretrain leaves
+    record = engine.ensure_encoder(tiny_cell_config, encoder)
     assert fake_pretrain.calls[-1]["resume"] is True
     assert fake_pretrain.calls[-1]["force"] is False
-    assert engine.ensure_encoder(tiny_config_cell, encoder) == record
+    assert engine.ensure_encoder(tiny_cell_config, encoder) == record
     assert len(fake_pretrain.calls) == 1
 
 
 def test_a_finished_cell_with_another_config_is_refused(
-    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
-    table3.run_table3(tiny_config, tmp_path / "t3", **grid)
-    changed = apply_overrides(tiny_config, {"optim.epochs": 2})
+    table3.run_table3(tiny_experiment_config, tmp_path / "t3", **grid)
+    changed = apply_overrides(tiny_experiment_config, {"optim.epochs": 2})
     with pytest.raises(RunDirError, match="another config"):
         table3.run_table3(changed, tmp_path / "t3", resume=True, **grid)
 
 
 def test_a_bad_grid_fails_before_any_pretraining(
-    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     with pytest.raises(ConfigError, match="unknown term 'cls'"):
         table3.run_table3(
-            tiny_config, tmp_path / "a", datasets=tiny_datasets, losses=["mse", "mse+cls"], seeds=[0]
+            tiny_experiment_config,
+            tmp_path / "a",
+            datasets=tiny_datasets,
+            losses=["mse", "mse+cls"],
+            seeds=[0],
         )
     with pytest.raises(ConfigError, match=r"classifier\.head"):
-        ablation.run_ablation(tiny_config, tmp_path / "b", datasets=tiny_datasets, classifiers=["mlp", "svm"])
+        ablation.run_ablation(
+            tiny_experiment_config, tmp_path / "b", datasets=tiny_datasets, classifiers=["mlp", "svm"]
+        )
     assert fake_pretrain.calls == []
 
 
@@ -101,7 +109,7 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fake_pretrain: Any,
-    tiny_config: Config,
+    tiny_experiment_config: Config,
     tiny_datasets: list[DatasetSpec],
 ) -> None:
     fake_pretrain.keep_embeddings = False  # so every new encoder has to embed the scans
@@ -120,7 +128,9 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         "losses": ["mse"],
         "seeds": [0],
     }
-    result = ablation.run_ablation(tiny_config, tmp_path / "t4", datasets=tiny_datasets[:1], **axes)
+    result = ablation.run_ablation(
+        tiny_experiment_config, tmp_path / "t4", datasets=tiny_datasets[:1], **axes
+    )
     assert len(fake_pretrain.calls) == 2  # backbones × losses × seeds, not × 4 classifier variants
     assert {(c["backbone"], c["loss"], c["seed"]) for c in fake_pretrain.calls} == {
         ("tsm_resnet18", "mse", 0),
@@ -140,7 +150,7 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         assert cell["accuracy"] == metrics["test"]["accuracy"]
     assert (tmp_path / "t4" / "table4.md").read_text().count("| tsm_resnet18 |") == 4
     again = ablation.run_ablation(
-        tiny_config, tmp_path / "t4", resume=True, datasets=tiny_datasets[:1], **axes
+        tiny_experiment_config, tmp_path / "t4", resume=True, datasets=tiny_datasets[:1], **axes
     )
     assert len(fake_pretrain.calls) == 2
     assert len(embedded) == 2

@@ -101,7 +101,8 @@ def test_cl_by_hand() -> None:
         LOG_FLOOR - math.log(1 / 2),  # −8.5172
     ]
     expected = sum(per_anchor) / 4  # −4.79057
-    assert expected == pytest.approx(-4.790568624)
+    # the hand-derived sets and similarities agree with the loop over the vectors and the miner's sets
+    assert expected == pytest.approx(reference_loss(HAND_U, HAND_S, "cl"), abs=1e-12)
     got = PairwiseContrastiveLoss(Unweighted(), ShiftedCosine(FLOOR))(HAND_U, HAND_S)
     assert got.item() == pytest.approx(expected, abs=1e-12)
 
@@ -114,8 +115,8 @@ def test_wcl_by_hand() -> None:
         math.log(1 / 2) + math.log(3.1) - math.log(S12) / 2.1,
         LOG_FLOOR + math.log(6.1) - math.log(1 / 2) / 3.1,
     ]
-    expected = sum(per_anchor) / 4
-    assert expected == pytest.approx(-3.335807637)
+    expected = sum(per_anchor) / 4  # −3.33581
+    assert expected == pytest.approx(reference_loss(HAND_U, HAND_S, "wcl"), abs=1e-12)
     got = PairwiseContrastiveLoss(WEIGHTINGS["wcl"], ShiftedCosine(FLOOR))(HAND_U, HAND_S)
     assert got.item() == pytest.approx(expected, abs=1e-12)
 

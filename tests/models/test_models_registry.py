@@ -12,12 +12,12 @@ from learner.config import ModelConfig
 from learner.errors import ConfigError
 from learner.models import monai_backbones, tsm_resnet
 from learner.models.encoder import SIZES
-from learner.models.registry import available_encoders, build_encoder, create_encoder
+from learner.models.registry import ENCODERS, available_encoders, build_encoder, create_encoder
 
 
 def test_the_paper_backbones_are_registered() -> None:
     assert {"tsm_resnet18", "vit", "swin"} <= set(available_encoders())
-    assert available_encoders() == sorted(available_encoders())
+    assert available_encoders() == sorted(ENCODERS)  # exactly the table's names, sorted
 
 
 def test_every_preset_table_covers_every_size() -> None:
@@ -49,10 +49,11 @@ def test_bad_channels_and_sizes_name_their_config_key(
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("name", available_encoders())
+@pytest.mark.parametrize("name", sorted(ENCODERS))
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_smoke_every_encoder(name: str, in_channels: int) -> None:
     encoder = build_encoder(ModelConfig(backbone=name, size="tiny"), in_channels, img_size=32)
+    assert type(encoder) is ENCODERS[name]
     clips = torch.rand(2, 3, in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
     embeddings = encoder(clips)
     assert embeddings.shape == (2, encoder.embed_dim)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,35 +11,32 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from learner.cli import run
 from learner.data.phantom.preview import render_preview
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = run(argv)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
-def test_lus_command_writes_then_reuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lus_command_writes_then_reuses(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
     argv = ["phantom", "lus", str(tmp_path / "lus"), "--patients", "3,2,2", "--frames", "2", "--size", "32"]
-    code, out = _run([*argv, "--workers", "1"], capsys)
-    assert code == 0, out
+    code, out, err = cli([*argv, "--workers", "1"])
+    assert code == 0, out + err
     manifest = pd.read_csv(tmp_path / "lus" / "manifest.csv")
-    assert re.search(rf"written \S+manifest.csv \({len(manifest)} clips\)", out)
-    assert re.search(r"│ test\s+│ 2\s+│", out)  # the per-split table shows 2 test patients
-    code, out = _run([*argv, "--workers", "1"], capsys)
+    assert re.search(rf"written \S+manifest.csv \({len(manifest)} clips\)", out + err)
+    assert re.search(r"│ test\s+│ 2\s+│", out + err)  # the per-split table shows 2 test patients
+    code, out, err = cli([*argv, "--workers", "1"])
     assert code == 0
-    assert "reused" in out
+    assert "reused" in out + err
 
 
-def test_mri_command_reports_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mri_command_reports_the_table(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
     argv = ["phantom", "mri", str(tmp_path / "mri"), "--patients", "2,1,1", "--size", "24", "--workers", "1"]
-    code, out = _run(argv, capsys)
-    assert code == 0, out
+    code, out, err = cli(argv)
+    assert code == 0, out + err
     table = pd.read_csv(tmp_path / "mri" / "ADNIMERGE.csv")
     images = len(list((tmp_path / "mri" / "images").iterdir()))
-    assert f"4 patients, {len(table)} visits, {images} volumes" in out
+    assert f"4 patients, {len(table)} visits, {images} volumes" in out + err
     assert images == table.IMAGEUID.notna().sum()
 
 
@@ -51,12 +49,12 @@ def test_mri_command_reports_the_table(tmp_path: Path, capsys: pytest.CaptureFix
     ],
 )
 def test_bad_flags_exit_2_naming_the_problem(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]], argv: list[str], message: str
 ) -> None:
     argv = [str(tmp_path / a) if a == "X" else a for a in argv]
-    code, out = _run(argv, capsys)
+    code, out, err = cli(argv)
     assert code == 2
-    assert message in out
+    assert message in out + err
     assert not (tmp_path / "X").exists()
 
 
@@ -68,9 +66,11 @@ def test_preview_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert first.read_bytes() != other.read_bytes()
 
 
-def test_preview_command_writes_the_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _run(["phantom", "preview", str(tmp_path / "fig" / "preview.png")], capsys)
-    assert code == 0, out
+def test_preview_command_writes_the_figure(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    code, out, err = cli(["phantom", "preview", str(tmp_path / "fig" / "preview.png")])
+    assert code == 0, out + err
     with Image.open(tmp_path / "fig" / "preview.png") as image:
         assert image.format == "PNG"
         assert image.size == (1170, 630)  # 13 x 7 inches at 90 dpi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,8 +44,15 @@ def _nuisance(row: dict[str, object]) -> LusNuisance:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_lus_cohort(tmp_path_factory.mktemp("lus") / "cohort", seed=0, workers=1, **TINY)
+def cohort(tiny_lus_manifest: Path) -> Path:
+    """The session's tiny LUS cohort (tests/conftest.py), which must be the one of seed 0 and :data:`TINY`."""
+    record = json.loads((tiny_lus_manifest.parent / "phantom.json").read_text())
+    assert {key: record[key] for key in ("seed", *TINY)} == {
+        "seed": 0,
+        **TINY,
+        "patients": list(TINY["patients"]),
+    }
+    return tiny_lus_manifest
 
 
 def test_manifest_validates_and_matches_the_files(cohort: Path) -> None:

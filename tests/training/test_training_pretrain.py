@@ -60,10 +60,12 @@ def _sabotage(monkeypatch: pytest.MonkeyPatch, at: int, action: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """One uninterrupted 2-epoch run (2 steps per epoch) that the other tests compare against."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    pretrain(tiny_config(), run_dir)
+    pretrain(make_tiny_pretrain_config(), run_dir)
     return run_dir
 
 
@@ -73,9 +75,9 @@ def _weights(run_dir: Path, which: str = "last") -> dict[str, torch.Tensor]:
 
 
 def test_same_seed_on_cpu_gives_identical_metrics_and_weights(
-    reference: Path, tiny_config: Callable[..., Config], tmp_path: Path
+    reference: Path, make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
 ) -> None:
-    pretrain(tiny_config(), tmp_path / "again")
+    pretrain(make_tiny_pretrain_config(), tmp_path / "again")
     first, second = pd.read_csv(reference / "metrics.csv"), pd.read_csv(tmp_path / "again" / "metrics.csv")
     pd.testing.assert_frame_equal(first, second, check_exact=True)
     assert checkpoint_fingerprint(reference / "checkpoints" / "last") == checkpoint_fingerprint(
@@ -84,16 +86,19 @@ def test_same_seed_on_cpu_gives_identical_metrics_and_weights(
 
 
 def test_resume_after_an_interruption_ends_with_the_same_weights(
-    reference: Path, tiny_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    reference: Path,
+    make_tiny_pretrain_config: Callable[..., Config],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run_dir = tmp_path / "run"
     _sabotage(monkeypatch, at=4, action="interrupt")  # epoch 2, its second step: mid-epoch
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny_config(), run_dir)
+        pretrain(make_tiny_pretrain_config(), run_dir)
     assert json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["epoch"] == 1
     monkeypatch.undo()
 
-    result = pretrain(tiny_config(), run_dir, resume=True)
+    result = pretrain(make_tiny_pretrain_config(), run_dir, resume=True)
     assert result.last["epoch"] == 2
     expected, resumed = _weights(reference), _weights(run_dir)
     assert expected.keys() == resumed.keys()
@@ -105,11 +110,11 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(
 
 
 def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_checkpoint(
-    tiny_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _sabotage(monkeypatch, at=3, action="nan")
     with pytest.raises(NonFiniteLossError, match=r"at epoch 2, step 3;.*checkpoints/last is kept"):
-        pretrain(tiny_config(), tmp_path / "run")
+        pretrain(make_tiny_pretrain_config(), tmp_path / "run")
     model_state, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
     assert (meta.epoch, meta.step) == (1, 2)
     assert all(torch.isfinite(value).all() for value in model_state.values())
@@ -117,14 +122,14 @@ def test_non_finite_loss_names_epoch_and_step_and_keeps_the_last_checkpoint(
 
 
 def test_metrics_checkpoints_and_splits_agree_with_an_independent_recomputation(
-    reference: Path, lus_manifest: Path, tiny_config: Callable[..., Config]
+    reference: Path, tiny_lus_manifest: Path, make_tiny_pretrain_config: Callable[..., Config]
 ) -> None:
     metrics = pd.read_csv(reference / "metrics.csv")
     assert list(metrics.columns) == COLUMNS
     assert metrics["step"].tolist() == [2, 4]
     assert metrics["lr"].tolist() == pytest.approx([cosine_lr(1, 4, 1e-3), cosine_lr(3, 4, 1e-3)], abs=0)
 
-    table = pd.read_csv(lus_manifest)
+    table = pd.read_csv(tiny_lus_manifest)
     train_mean = table.loc[table["split"] == "train", "score"].mean()
     val_scores = table.loc[table["split"] == "val", "score"].to_numpy()
     assert metrics["baseline_mae"].tolist() == pytest.approx([np.abs(val_scores - train_mean).mean()] * 2)
@@ -144,8 +149,8 @@ def test_metrics_checkpoints_and_splits_agree_with_an_independent_recomputation(
     }
     assert meta.score_standardisation.mean == pytest.approx(train_mean)
     standardiser = meta.score_standardisation
-    config = tiny_config()
-    manifest = load_manifest(lus_manifest, get_scale("sf"))
+    config = make_tiny_pretrain_config()
+    manifest = load_manifest(tiny_lus_manifest, get_scale("sf"))
     cache = ScanCache(
         default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
     )
@@ -172,13 +177,13 @@ def test_metrics_checkpoints_and_splits_agree_with_an_independent_recomputation(
 
 
 def test_resume_refuses_a_changed_config_and_accepts_a_new_runtime(
-    reference: Path, tiny_config: Callable[..., Config]
+    reference: Path, make_tiny_pretrain_config: Callable[..., Config]
 ) -> None:
     with pytest.raises(ConfigError, match=r"differs from .*config\.yaml in loss\.lam, optim\.lr"):
-        pretrain(tiny_config(**{"loss.lam": 0.5, "optim.lr": 0.1}), reference, resume=True)
+        pretrain(make_tiny_pretrain_config(**{"loss.lam": 0.5, "optim.lr": 0.1}), reference, resume=True)
     before = checkpoint_fingerprint(reference / "checkpoints" / "last")
     runtime = {"runtime.device": "auto", "runtime.amp": False, "runtime.channels_last": False}
-    result = pretrain(tiny_config(**runtime), reference, resume=True)  # already complete
+    result = pretrain(make_tiny_pretrain_config(**runtime), reference, resume=True)  # already complete
     assert result.last["epoch"] == 2
     assert checkpoint_fingerprint(reference / "checkpoints" / "last") == before
 
@@ -200,11 +205,13 @@ def test_load_regressor_refuses_metadata_that_disagrees_with_the_weights(
         load_regressor(tmp_path, which="last")
 
 
-def test_bad_inputs_are_one_line_config_errors(tiny_config: Callable[..., Config], tmp_path: Path) -> None:
+def test_bad_inputs_are_one_line_config_errors(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match=r"data\.manifest is not set"):
-        pretrain(tiny_config(**{"data.manifest": None}), tmp_path / "a")
+        pretrain(make_tiny_pretrain_config(**{"data.manifest": None}), tmp_path / "a")
     with pytest.raises(ConfigError, match=r"optim\.batch_size=64 exceeds the \d+ train scans"):
-        pretrain(tiny_config(**{"optim.batch_size": 64}), tmp_path / "b")
+        pretrain(make_tiny_pretrain_config(**{"optim.batch_size": 64}), tmp_path / "b")
 
 
 def test_regression_metrics_match_scikit_learn_and_scipy() -> None:

@@ -1,0 +1,170 @@
+"""Fixtures shared by every test folder.
+
+* :func:`cli`: runs ``learner ...`` in-process through the console-script entry point and returns
+  (exit code, stdout, stderr).
+* The tiny phantom cohorts (:func:`tiny_lus`, :func:`tiny_mri`; :func:`tiny_mode` holds their sizes): built
+  once per session. Under pytest-xdist the first worker to need one builds it in a folder that every worker
+  of the session shares (guarded by a file lock) and the others read it.
+* The tiny configs, one fixture per meaning: :func:`make_tiny_pretrain_config` (a factory: one pretraining
+  run on the tiny LUS cohort, plus dotted overrides) and :func:`tiny_experiment_config` (the settings of an
+  experiment grid; its datasets come from the grid).
+
+The learner imports of the fixtures are inside them, so that collecting a test folder that uses none of
+them imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pytest
+
+if TYPE_CHECKING:
+    from learner.config import Config, DatasetSpec
+    from learner.experiments.demo import DemoMode
+
+TINY_LUS: dict[str, Any] = {"patients": (6, 3, 3), "frames": 4, "size": 32}
+"""The tiny phantom LUS cohort: 6/3/3 patients, 4 frames of 32 px, seed 0 (~60 scans)."""
+TINY_MRI: dict[str, Any] = {"patients": (6, 3, 3), "size": 32}
+"""The tiny phantom MRI cohort: 6/3/3 patients, 32³ volumes (split 2:1:1 by the ADNI adapter)."""
+
+TINY_PRETRAIN: dict[str, Any] = {
+    "data.frames": 2,
+    "data.size": 32,
+    "runtime.workers": 0,
+    "model.size": "tiny",
+    "model.head_hidden": 16,
+    "model.dropout": 0.2,  # so that resuming must restore the global torch RNG exactly
+    "loss.name": "mse+wcl",
+    "optim.batch_size": 4,
+    "optim.epochs": 2,
+    "optim.max_steps_per_epoch": 2,
+    "runtime.device": "cpu",
+}
+"""2 epochs × 2 steps of 4 clips (2 frames, 32 px) through the tiny TSM: a couple of seconds on CPU."""
+
+TINY_EXPERIMENT: list[str] = [
+    "data.frames=2",
+    "data.size=32",
+    "runtime.workers=0",
+    "optim.epochs=1",
+    "optim.batch_size=8",
+    "optim.max_steps_per_epoch=2",
+    "classifier.epochs=15",
+    "classifier.patience=5",
+    "classifier.bootstrap=30",
+]
+"""Experiment cells: 1 epoch × 2 steps of 8 clips per encoder, a short pair classifier, 30 bootstraps."""
+
+
+class CliResult(NamedTuple):
+    """What one ``learner`` command left: exit code, stdout and stderr."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], CliResult]:
+    """``code, out, err = cli(["data", "check", path])``: run ``learner data check PATH`` in-process and
+    return its exit code and what it printed (a :class:`CliResult`)."""
+    from learner.cli import run
+
+    def invoke(argv: list[str]) -> CliResult:
+        capsys.readouterr()  # drop whatever the test printed before
+        code = run(argv)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every xdist worker of this session (the per-worker base folder's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def shared_lock(shared_root: Path) -> Callable[[str], AbstractContextManager[None]]:
+    """``with shared_lock("tiny-lus"):`` holds ``<shared_root>/tiny-lus.lock`` exclusively, so that one
+    xdist worker at a time builds (or reuses) what lives under :func:`shared_root`."""
+
+    @contextmanager
+    def hold(name: str) -> Iterator[None]:
+        with (shared_root / f"{name}.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return hold
+
+
+@pytest.fixture(scope="session")
+def tiny_mode() -> DemoMode:
+    """The tiny cohorts' sizes as a demo mode (:data:`TINY_LUS`, :data:`TINY_MRI`)."""
+    from learner.experiments.demo import DemoMode
+
+    return DemoMode("demo.yaml", lus=TINY_LUS, mri=TINY_MRI)
+
+
+@pytest.fixture(scope="session")
+def tiny_lus(
+    shared_root: Path, shared_lock: Callable[[str], AbstractContextManager[None]], tiny_mode: DemoMode
+) -> DatasetSpec:
+    """The tiny phantom LUS cohort (mp4 clips, S/F scale, its own split column) as the dataset ``LUS``.
+
+    Shared by the whole session: tests may read it and add caches next to it, never change its files.
+    """
+    from learner.experiments.demo import prepare_lus
+
+    with shared_lock("tiny-lus"):
+        return prepare_lus(shared_root / "tiny-cohorts" / "lus", tiny_mode, workers=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_lus_manifest(tiny_lus: DatasetSpec) -> Path:
+    """The manifest (csv) of :func:`tiny_lus`."""
+    return tiny_lus.manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_mri(
+    shared_root: Path, shared_lock: Callable[[str], AbstractContextManager[None]], tiny_mode: DemoMode
+) -> DatasetSpec:
+    """The tiny phantom MRI cohort through the ADNI adapter, split 2:1:1 by patient: the dataset ``MRI``."""
+    from learner.experiments.demo import prepare_mri
+
+    with shared_lock("tiny-mri"):
+        return prepare_mri(shared_root / "tiny-cohorts" / "mri", tiny_mode, workers=0)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_pretrain_config(tiny_lus_manifest: Path) -> Callable[..., Config]:
+    """``make_tiny_pretrain_config(**{"optim.epochs": 3})``: :data:`TINY_PRETRAIN` on the tiny LUS cohort,
+    plus dotted overrides."""
+    from learner.config import Config, apply_overrides
+
+    def make(**overrides: Any) -> Config:
+        return apply_overrides(
+            Config(), {"data.manifest": str(tiny_lus_manifest), **TINY_PRETRAIN, **overrides}
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment_config() -> Config:
+    """:data:`TINY_EXPERIMENT` on the default config: the settings every cell of a tiny experiment shares."""
+    from learner.config import load_config
+
+    return load_config(None, TINY_EXPERIMENT)
