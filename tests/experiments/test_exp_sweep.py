@@ -5,6 +5,7 @@ the files the cells leave behind."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ import yaml
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from learner.cli import run
 from learner.cli.experiment_cmd import parse_setting
 from learner.config import Config, DatasetSpec, load_experiment
 from learner.errors import ConfigError, RunDirError
@@ -39,11 +39,16 @@ def _rho(folder: Path, change: pd.Series, pairs: pd.DataFrame) -> float:
 
 
 def test_sweep_numbers_match_independent_recomputation(
-    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     lus = tiny_datasets[0]
     result = run_sweep(
-        tiny_config, tmp_path / "sweep", datasets=[lus], settings=SETTINGS, losses=["mse"], seeds=[0]
+        tiny_experiment_config,
+        tmp_path / "sweep",
+        datasets=[lus],
+        settings=SETTINGS,
+        losses=["mse"],
+        seeds=[0],
     )
     out = result.out_dir
     on_disk = json.loads((out / "results.json").read_text())
@@ -57,7 +62,7 @@ def test_sweep_numbers_match_independent_recomputation(
         folder = out / "LUS" / name / "mse" / "seed-0"
         stored = yaml.safe_load((folder / "encoder" / "config.yaml").read_text())
         assert stored["classifier"]["hidden"] == overrides["classifier.hidden"]  # the setting reached it
-        assert stored["optim"]["epochs"] == overrides.get("optim.epochs", tiny_config.optim.epochs)
+        assert stored["optim"]["epochs"] == overrides.get("optim.epochs", tiny_experiment_config.optim.epochs)
         row = rows[name]
         pairs = pd.read_csv(folder / "classifier" / "pairs" / "test.csv", dtype=_IDS)
         by_score = _rho(folder, (pairs["second_score"] - pairs["first_score"]).abs(), pairs)
@@ -90,20 +95,20 @@ def test_sweep_numbers_match_independent_recomputation(
 
 
 def test_resume_reuses_finished_cells_and_computes_new_settings(
-    tmp_path: Path, fake_pretrain: Any, tiny_config: Config, tiny_datasets: list[DatasetSpec]
+    tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
-    run_sweep(tiny_config, tmp_path / "s", settings={"a": {"classifier.hidden": 16}}, **grid)
+    run_sweep(tiny_experiment_config, tmp_path / "s", settings={"a": {"classifier.hidden": 16}}, **grid)
     done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
     stamp = done.stat().st_mtime_ns
     grown = {"a": {"classifier.hidden": 16}, "b": {"classifier.hidden": 24}}
-    result = run_sweep(tiny_config, tmp_path / "s", settings=grown, resume=True, **grid)
+    result = run_sweep(tiny_experiment_config, tmp_path / "s", settings=grown, resume=True, **grid)
     assert len(fake_pretrain.calls) == 2  # only b's encoder was pretrained on resume
     assert done.stat().st_mtime_ns == stamp
     assert [r.key.setting for r in result.results.sweep.rows] == ["a", "b"]
     changed = {"a": {"classifier.hidden": 17}}
     with pytest.raises(RunDirError, match="another config"):  # a finished cell's setting was edited
-        run_sweep(tiny_config, tmp_path / "s", settings=changed, resume=True, **grid)
+        run_sweep(tiny_experiment_config, tmp_path / "s", settings=changed, resume=True, **grid)
 
 
 @pytest.mark.parametrize(
@@ -120,13 +125,15 @@ def test_resume_reuses_finished_cells_and_computes_new_settings(
 def test_a_bad_setting_fails_before_any_work(
     tmp_path: Path,
     fake_pretrain: Any,
-    tiny_config: Config,
+    tiny_experiment_config: Config,
     tiny_datasets: list[DatasetSpec],
     settings: dict[str, Any],
     message: str,
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        run_sweep(tiny_config, tmp_path / "s", datasets=tiny_datasets, settings=settings, seeds=[0])
+        run_sweep(
+            tiny_experiment_config, tmp_path / "s", datasets=tiny_datasets, settings=settings, seeds=[0]
+        )
     assert fake_pretrain.calls == []
     assert not (tmp_path / "s").exists()
 
@@ -169,18 +176,22 @@ def test_setting_flags_and_the_yaml_axis(tmp_path: Path) -> None:
 
 
 def test_cli_runs_a_sweep_and_refuses_a_bad_setting(
-    tmp_path: Path, fake_pretrain: Any, tiny_datasets: list[DatasetSpec], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    fake_pretrain: Any,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
 ) -> None:
     lus = tiny_datasets[0]
     argv = ["experiment", "sweep", "--out", str(tmp_path / "s"), "--dataset", f"LUS={lus.manifest}@sf"]
     argv += ["--set", "experiment.losses=[mse]", "--set", "experiment.seeds=[0]", "--set", "data.frames=2"]
     argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "classifier.bootstrap=10"]
     bad = [*argv, "--setting", "a:classifier.hidden=16", "--setting", "b:optim.epoch=3"]
-    assert run(bad) == 2
-    assert "error: setting 'b': unknown config key 'optim.epoch'" in capsys.readouterr().err
+    code, _, err = cli(bad)
+    assert code == 2
+    assert "error: setting 'b': unknown config key 'optim.epoch'" in err
     assert fake_pretrain.calls == []
-    assert run([*argv, "--setting", "a:classifier.hidden=16"]) == 0
-    output = capsys.readouterr().out
+    code, output, _ = cli([*argv, "--setting", "a:classifier.hidden=16"])
+    assert code == 0
     assert "| Setting | Loss |" in output
     assert "REPORT.md" in output
     assert "## Sweep" in (tmp_path / "s" / "REPORT.md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,6 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from learner.cli import run
 from learner.config import ModelConfig
 from learner.errors import CheckpointError
 from learner.models.registry import build_encoder
@@ -255,19 +255,22 @@ def paper(channels: int) -> TSMResNet18:
     return TSMResNet18(in_channels=channels, size="paper")
 
 
-def test_weights_convert_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_weights_convert_command(tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
     src, dst = tmp_path / "resnet18-f37072fd.pth", tmp_path / "out" / "r18.safetensors"
     torch.save(torchvision_resnet18_state(), src)
-    assert run(["weights", "convert", str(src), str(dst)]) == 0
-    assert f"wrote {dst}" in capsys.readouterr().out
+    code, out, _ = cli(["weights", "convert", str(src), str(dst)])
+    assert code == 0
+    assert f"wrote {dst}" in out
     grey = paper(1)
     load_init_weights(grey, dst)  # the project's default: grey frames, the RGB stem summed
     torch.testing.assert_close(grey.conv1.weight, torchvision_resnet18_state()["conv1.weight"].sum(1, True))
     dst.unlink()
-    assert run(["weights", "convert", str(src), str(dst), "--set", "model.size=tiny"]) == 2
-    err = capsys.readouterr().err.strip()
+    code, _, err = cli(["weights", "convert", str(src), str(dst), "--set", "model.size=tiny"])
+    assert code == 2
+    err = err.strip()
     assert err.startswith(f"error: {src}: does not match TSMResNet18")
     assert "\n" not in err
     assert not dst.exists()
-    assert run(["weights", "convert", str(src), str(tmp_path / "r18.pth")]) == 2
-    assert "must end in .safetensors" in capsys.readouterr().err
+    code, _, err = cli(["weights", "convert", str(src), str(tmp_path / "r18.pth")])
+    assert code == 2
+    assert "must end in .safetensors" in err

@@ -156,9 +156,9 @@ class _Interrupt:
 
 @pytest.mark.slow
 def test_resume_with_memory_is_bit_identical(
-    tiny_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tiny_config(**{"loss.name": "mse+rnc", "loss.memory": 6})
+    config = make_tiny_pretrain_config(**{"loss.name": "mse+rnc", "loss.memory": 6})
     pretrain(config, tmp_path / "reference")
     state = load_train_state(tmp_path / "reference" / "checkpoints" / "last")
     assert state["memory"]["scores"].shape == (6,)  # 4 steps × 4 clips, the newest 6 kept
@@ -197,9 +197,9 @@ def test_resume_with_memory_is_bit_identical(
     ids=lambda o: o["loss.name"] + ("+memory" if "loss.memory" in o else ""),
 )
 def test_pretrain_runs_with_every_new_objective(
-    tiny_config: Callable[..., Config], tmp_path: Path, overrides: dict[str, object]
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, overrides: dict[str, object]
 ) -> None:
-    config = tiny_config(**{"optim.epochs": 1, **overrides})
+    config = make_tiny_pretrain_config(**{"optim.epochs": 1, **overrides})
     result = pretrain(config, tmp_path / "run")
     term = next(t for t in str(overrides["loss.name"]).split("+") if t != "mse")
     assert all(

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 
-from learner.cli import run
 from learner.config import Config, ModelConfig
 from learner.data.datasets import TwoViews
 from learner.data.manifest import load_manifest
@@ -28,7 +27,7 @@ SSL = {"loss.name": "vicreg"}
 
 @pytest.fixture(scope="module")
 def ssl_run(
-    tiny_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[list[str]]]:
     """A 2-epoch VICReg run, and the scan ids of every TwoViews dataset it built (train first, then val)."""
     seen: list[list[str]] = []
@@ -41,15 +40,15 @@ def ssl_run(
     run_dir = tmp_path_factory.mktemp("ssl") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pretrain_module, "TwoViews", Recording)
-        pretrain(tiny_config(**SSL), run_dir)
+        pretrain(make_tiny_pretrain_config(**SSL), run_dir)
     return run_dir, seen
 
 
 def test_the_ssl_stage_sees_train_and_val_scans_and_never_a_test_scan(
-    ssl_run: tuple[Path, list[list[str]]], tiny_config: Callable[..., Config]
+    ssl_run: tuple[Path, list[list[str]]], make_tiny_pretrain_config: Callable[..., Config]
 ) -> None:
     run_dir, (train_ids, val_ids) = ssl_run
-    manifest = load_manifest(tiny_config().data.manifest, get_scale("sf"))
+    manifest = load_manifest(make_tiny_pretrain_config().data.manifest, get_scale("sf"))
     by_split = {split: {r.scan_id for r in manifest.by_split(split)} for split in ("train", "val", "test")}
     assert by_split["test"]  # the cohort has test scans, and none of them reaches the stage
     assert set(train_ids) == by_split["train"] | by_split["val"]
@@ -78,10 +77,12 @@ def test_ssl_metrics_and_an_untouched_head(ssl_run: tuple[Path, list[list[str]]]
 
 
 def test_init_from_the_ssl_run_starts_from_its_best_encoder_and_is_recorded(
-    ssl_run: tuple[Path, list[list[str]]], tiny_config: Callable[..., Config], tmp_path: Path
+    ssl_run: tuple[Path, list[list[str]]], make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
 ) -> None:
     ssl_dir, _ = ssl_run
-    config = tiny_config(**{"model.init": str(ssl_dir), "optim.epochs": 1, "loss.name": "mse+wcl"})
+    config = make_tiny_pretrain_config(
+        **{"model.init": str(ssl_dir), "optim.epochs": 1, "loss.name": "mse+wcl"}
+    )
     pretrain(config, tmp_path / "fine")
     record = json.loads((tmp_path / "fine" / "run.json").read_text())["init"]
     assert record["path"] == str(ssl_dir.resolve())
@@ -100,15 +101,18 @@ def test_init_from_a_run_of_another_backbone_names_the_run(ssl_run: tuple[Path, 
 
 
 def test_pretrain_command_runs_the_ssl_stage_and_chains_it(
-    tiny_config: Callable[..., Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_tiny_pretrain_config: Callable[..., Config],
+    tmp_path: Path,
+    cli: Callable[[list[str]], tuple[int, str, str]],
 ) -> None:
     config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(tiny_config(**{"optim.epochs": 1}).to_yaml())
+    config_file.write_text(make_tiny_pretrain_config(**{"optim.epochs": 1}).to_yaml())
     base = ["pretrain", "--config", str(config_file), "--device", "cpu"]
-    assert run([*base, "--loss", "vicreg", "--out", str(tmp_path / "ssl")]) == 0
-    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    code, out, _ = cli([*base, "--loss", "vicreg", "--out", str(tmp_path / "ssl")])
+    assert code == 0
+    printed = out.strip().splitlines()[-1]
     assert printed.startswith("best val loss ")
     assert printed.endswith(f"chain with --init {tmp_path / 'ssl'}")
     argv = [*base, "--loss", "mse", "--init", str(tmp_path / "ssl"), "--out", str(tmp_path / "fine")]
-    assert run(argv) == 0
+    assert cli(argv)[0] == 0
     assert "init" in json.loads((tmp_path / "fine" / "run.json").read_text())
