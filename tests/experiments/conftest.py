@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from learner import atomic
-from learner.config import Config, DatasetSpec
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.experiments import grid, table3
 from learner.experiments.results import ExperimentResult, Results
 
@@ -45,9 +45,8 @@ def tiny_table3(
         if (out / "results.json").is_file():  # built by another worker of this session
             results = json.loads((out / "results.json").read_text())
             return ExperimentResult(out, Results.from_json(results), (out / "table3.md").read_text())
-        return table3.run_table3(
-            tiny_experiment_config, out, datasets=tiny_datasets, losses=LOSSES, seeds=[0]
-        )
+        grid = ExperimentConfig(datasets=tiny_datasets, losses=LOSSES, seeds=[0])
+        return table3.run_table3(Experiment(tiny_experiment_config, grid), out)
 
 
 class FakePretrain:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from learner.config import Config, DatasetSpec, apply_overrides
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, apply_overrides, load_experiment
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation import embed
 from learner.experiments import ablation, table3
@@ -39,24 +39,25 @@ def test_interrupted_table3_continues_where_it_stopped(
 
     monkeypatch.setattr(engine, "run_classification", interrupted)
     with pytest.raises(Interrupted):
-        table3.run_table3(tiny_experiment_config, tmp_path / "t3", **grid)
+        table3.run_table3(Experiment(tiny_experiment_config, ExperimentConfig(**grid)), tmp_path / "t3")
     assert len(fake_pretrain.calls) == 2  # cell 1 finished; cell 2 pretrained, its classification interrupted
     done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
     stamp = done.stat().st_mtime_ns
 
     with pytest.raises(RunDirError, match="--resume"):
-        table3.run_table3(tiny_experiment_config, tmp_path / "t3", **grid)
+        table3.run_table3(Experiment(tiny_experiment_config, ExperimentConfig(**grid)), tmp_path / "t3")
     classified.clear()
-    result = table3.run_table3(tiny_experiment_config, tmp_path / "t3", resume=True, **grid)
+    result = table3.run_table3(
+        Experiment(tiny_experiment_config, ExperimentConfig(**grid)), tmp_path / "t3", resume=True
+    )
     assert len(fake_pretrain.calls) == 2  # both encoders were complete: nothing pretrained again
     assert [p.parent.name for p in classified] == ["seed-1"]  # only the interrupted classification is redone
     assert done.stat().st_mtime_ns == stamp
     assert [c["seed"] for c in result.results.to_json()["cells"]] == [0, 1]
 
     classified.clear()
-    grown = table3.run_table3(
-        tiny_experiment_config, tmp_path / "t3", resume=True, **{**grid, "seeds": [0, 1, 2]}
-    )
+    more_seeds = ExperimentConfig(**{**grid, "seeds": [0, 1, 2]})
+    grown = table3.run_table3(Experiment(tiny_experiment_config, more_seeds), tmp_path / "t3", resume=True)
     assert [c["seed"] for c in fake_pretrain.calls] == [0, 1, 2]  # a grown grid computes only its new cell
     assert [p.parent.name for p in classified] == ["seed-2"]
     assert json.loads((tmp_path / "t3" / "results.json").read_text())["seeds"] == [0, 1, 2]
@@ -81,27 +82,23 @@ def test_a_finished_cell_with_another_config_is_refused(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
-    table3.run_table3(tiny_experiment_config, tmp_path / "t3", **grid)
+    table3.run_table3(Experiment(tiny_experiment_config, ExperimentConfig(**grid)), tmp_path / "t3")
     changed = apply_overrides(tiny_experiment_config, {"optim.epochs": 2})
     with pytest.raises(RunDirError, match="another config"):
-        table3.run_table3(changed, tmp_path / "t3", resume=True, **grid)
+        table3.run_table3(Experiment(changed, ExperimentConfig(**grid)), tmp_path / "t3", resume=True)
 
 
 def test_a_bad_grid_fails_before_any_pretraining(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
+    grid = ExperimentConfig(datasets=tiny_datasets, losses=["mse", "mse+cls"], seeds=[0])
     with pytest.raises(ConfigError, match="unknown term 'cls'"):
-        table3.run_table3(
-            tiny_experiment_config,
-            tmp_path / "a",
-            datasets=tiny_datasets,
-            losses=["mse", "mse+cls"],
-            seeds=[0],
-        )
-    with pytest.raises(ConfigError, match=r"classifier\.head"):
-        ablation.run_ablation(
-            tiny_experiment_config, tmp_path / "b", datasets=tiny_datasets, classifiers=["mlp", "svm"]
-        )
+        table3.run_table3(Experiment(tiny_experiment_config, grid), tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"experiment\.classifiers"):  # refused as the grid is read
+        load_experiment(None, ["experiment.classifiers=[mlp, svm]"])
+    grid = ExperimentConfig(datasets=tiny_datasets, backbones=["tsm_resnet18", "resnet9000"])
+    with pytest.raises(ConfigError, match=r"model\.backbone"):
+        ablation.run_ablation(Experiment(tiny_experiment_config, grid), tmp_path / "b")
     assert fake_pretrain.calls == []
 
 
@@ -128,9 +125,8 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         "losses": ["mse"],
         "seeds": [0],
     }
-    result = ablation.run_ablation(
-        tiny_experiment_config, tmp_path / "t4", datasets=tiny_datasets[:1], **axes
-    )
+    experiment = Experiment(tiny_experiment_config, ExperimentConfig(datasets=tiny_datasets[:1], **axes))
+    result = ablation.run_ablation(experiment, tmp_path / "t4")
     assert len(fake_pretrain.calls) == 2  # backbones × losses × seeds, not × 4 classifier variants
     assert {(c["backbone"], c["loss"], c["seed"]) for c in fake_pretrain.calls} == {
         ("tsm_resnet18", "mse", 0),
@@ -149,9 +145,7 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         assert (metrics["combine"], metrics["head"]) == (cell["combine"], cell["classifier"])
         assert cell["accuracy"] == metrics["test"]["accuracy"]
     assert (tmp_path / "t4" / "table4.md").read_text().count("| tsm_resnet18 |") == 4
-    again = ablation.run_ablation(
-        tiny_experiment_config, tmp_path / "t4", resume=True, datasets=tiny_datasets[:1], **axes
-    )
+    again = ablation.run_ablation(experiment, tmp_path / "t4", resume=True)
     assert len(fake_pretrain.calls) == 2
     assert len(embedded) == 2
     assert again.results.to_json()["summary"] == result.results.to_json()["summary"]

@@ -17,7 +17,7 @@ from scipy import stats
 from sklearn.metrics import f1_score
 
 from learner.cli.experiment_cmd import parse_setting
-from learner.config import Config, DatasetSpec, load_experiment
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, load_experiment
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation.embed import EmbeddingTable
 from learner.experiments import grid as engine
@@ -42,14 +42,8 @@ def test_sweep_numbers_match_independent_recomputation(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     lus = tiny_datasets[0]
-    result = run_sweep(
-        tiny_experiment_config,
-        tmp_path / "sweep",
-        datasets=[lus],
-        settings=SETTINGS,
-        losses=["mse"],
-        seeds=[0],
-    )
+    grid = ExperimentConfig(datasets=[lus], settings=SETTINGS, losses=["mse"], seeds=[0])
+    result = run_sweep(Experiment(tiny_experiment_config, grid), tmp_path / "sweep")
     out = result.out_dir
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["kind"] == "sweep"
@@ -98,17 +92,23 @@ def test_resume_reuses_finished_cells_and_computes_new_settings(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
-    run_sweep(tiny_experiment_config, tmp_path / "s", settings={"a": {"classifier.hidden": 16}}, **grid)
+    first = ExperimentConfig(settings={"a": {"classifier.hidden": 16}}, **grid)
+    run_sweep(Experiment(tiny_experiment_config, first), tmp_path / "s")
     done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
     stamp = done.stat().st_mtime_ns
     grown = {"a": {"classifier.hidden": 16}, "b": {"classifier.hidden": 24}}
-    result = run_sweep(tiny_experiment_config, tmp_path / "s", settings=grown, resume=True, **grid)
+    result = run_sweep(
+        Experiment(tiny_experiment_config, ExperimentConfig(settings=grown, **grid)),
+        tmp_path / "s",
+        resume=True,
+    )
     assert len(fake_pretrain.calls) == 2  # only b's encoder was pretrained on resume
     assert done.stat().st_mtime_ns == stamp
     assert [r.key.setting for r in result.results.sweep.rows] == ["a", "b"]
     changed = {"a": {"classifier.hidden": 17}}
+    edited = Experiment(tiny_experiment_config, ExperimentConfig(settings=changed, **grid))
     with pytest.raises(RunDirError, match="another config"):  # a finished cell's setting was edited
-        run_sweep(tiny_experiment_config, tmp_path / "s", settings=changed, resume=True, **grid)
+        run_sweep(edited, tmp_path / "s", resume=True)
 
 
 @pytest.mark.parametrize(
@@ -130,10 +130,9 @@ def test_a_bad_setting_fails_before_any_work(
     settings: dict[str, Any],
     message: str,
 ) -> None:
+    grid = ExperimentConfig(datasets=tiny_datasets, settings=settings, seeds=[0])
     with pytest.raises(ConfigError, match=message):
-        run_sweep(
-            tiny_experiment_config, tmp_path / "s", datasets=tiny_datasets, settings=settings, seeds=[0]
-        )
+        run_sweep(Experiment(tiny_experiment_config, grid), tmp_path / "s")
     assert fake_pretrain.calls == []
     assert not (tmp_path / "s").exists()
 

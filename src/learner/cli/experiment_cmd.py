@@ -96,7 +96,7 @@ def _run_and_report(
     """Run an experiment grid, print its table, write and name its report."""
     from learner.report import write_report
 
-    result = runner(experiment.config, out, grid=experiment.grid, resume=resume, force=force)
+    result = runner(experiment, out, resume=resume, force=force)
     typer.echo(result.table)
     typer.echo(f"report: {write_report(result.out_dir)}")
 

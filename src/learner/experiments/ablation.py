@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from learner.config import Config, DatasetSpec, ExperimentConfig
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.experiments import grid as engine
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
@@ -29,26 +29,14 @@ from learner.training.device import resolve_device
 
 
 def run_ablation(
-    config: Config,
-    out_dir: str | os.PathLike[str],
-    *,
-    datasets: Sequence[DatasetSpec] | None = None,
-    backbones: Sequence[str] | None = None,
-    combines: Sequence[str] | None = None,
-    classifiers: Sequence[str] | None = None,
-    losses: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    grid: ExperimentConfig | None = None,
-    resume: bool = False,
-    force: bool = False,
+    experiment: Experiment, out_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
 ) -> ExperimentResult:
     """Run (or continue) the Table 4 grid; finished stages are reused, never recomputed.
 
     Args:
-        config: the base config of every cell.
+        experiment: the base config of every cell and the grid (``datasets``, ``backbones``, ``combines``,
+            ``classifiers``, ``losses``, ``seeds``).
         out_dir: the experiment's run directory.
-        datasets, backbones, combines, classifiers, losses, seeds: override the axes of ``grid``.
-        grid: the experiment's axes (default: :class:`ExperimentConfig`'s).
         resume: continue an experiment in ``out_dir``. force: wipe ``out_dir`` first.
 
     Raises:
@@ -56,28 +44,24 @@ def run_ablation(
             ``cuda`` without CUDA.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished stage with another config.
     """
-    axes = {"backbones": backbones, "combines": combines, "classifiers": classifiers}
-    experiment = engine.with_grid(
-        grid or ExperimentConfig(), datasets=datasets, losses=losses, seeds=seeds, **axes
-    )
+    axes = ("losses", "seeds", "backbones", "combines", "classifiers")
+    config, grid = experiment.config, engine.check_grid(experiment.grid, axes)
     plan: list[tuple[DatasetSpec, Path, Config, list[tuple[str, Config]]]] = []
-    for dataset in experiment.datasets:  # every config is built (so validated) before the first pretraining
-        for backbone, loss, seed in itertools.product(
-            experiment.backbones, experiment.losses, experiment.seeds
-        ):
+    for dataset in grid.datasets:  # every config is built (so validated) before the first pretraining
+        for backbone, loss, seed in itertools.product(grid.backbones, grid.losses, grid.seeds):
             keys = {"model.backbone": backbone, "loss.name": loss, "seed": seed}
             variants = [
                 (
                     f"classify-{combine}-{head}",
                     engine.cell_config(config, dataset, **keys, **classifier_keys(combine, head)),
                 )
-                for combine, head in itertools.product(experiment.combines, experiment.classifiers)
+                for combine, head in itertools.product(grid.combines, grid.classifiers)
             ]
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
             plan.append((dataset, where, engine.cell_config(config, dataset, **keys), variants))
-    run_dir = engine.open_experiment(config, experiment, out_dir, resume=resume, force=force)
+    run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
     device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
-    manifests = {d.name: engine.dataset_manifest(config, d) for d in experiment.datasets}
+    manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}
     cells: list[Cell] = []
     for dataset, where, encoder_cfg, variants in plan:
         encoder = engine.ensure_encoder(encoder_cfg, run_dir / where / "encoder")
@@ -98,14 +82,14 @@ def run_ablation(
             )
     results = Results(
         kind="ablation",
-        datasets=[engine.describe_dataset(d, manifests[d.name]) for d in experiment.datasets],
-        losses=list(experiment.losses),
-        seeds=list(experiment.seeds),
+        datasets=[engine.describe_dataset(d, manifests[d.name]) for d in grid.datasets],
+        losses=list(grid.losses),
+        seeds=list(grid.seeds),
         cells=cells,
-        summary=_paper_order(engine.summarise(cells), experiment),
-        backbones=list(experiment.backbones),
-        combines=list(experiment.combines),
-        classifiers=list(experiment.classifiers),
+        summary=_paper_order(engine.summarise(cells), grid),
+        backbones=list(grid.backbones),
+        combines=list(grid.combines),
+        classifiers=list(grid.classifiers),
     )
     return engine.write_outputs(run_dir, "table4", results, render_ablation(results), _long_form(results))
 
@@ -115,14 +99,14 @@ def classifier_keys(combine: str, head: str) -> dict[str, str]:
     return {"classifier.combine": combine, "classifier.head": head}
 
 
-def _paper_order(rows: list[SummaryRow], experiment: ExperimentConfig) -> list[SummaryRow]:
+def _paper_order(rows: list[SummaryRow], grid: ExperimentConfig) -> list[SummaryRow]:
     """Table 4's row order: dataset, backbone, combine, classifier, then loss, each in grid order."""
     orders: dict[str, Sequence[str]] = {
-        "dataset": [d.name for d in experiment.datasets],
-        "backbone": experiment.backbones,
-        "combine": experiment.combines,
-        "classifier": experiment.classifiers,
-        "loss": experiment.losses,
+        "dataset": [d.name for d in grid.datasets],
+        "backbone": grid.backbones,
+        "combine": grid.combines,
+        "classifier": grid.classifiers,
+        "loss": grid.losses,
     }
     return sorted(rows, key=lambda r: tuple(orders[k].index(getattr(r.key, k)) for k in orders))
 

@@ -132,7 +132,6 @@ def run_demo(
     ]
     experiment_dir = root / f"table3-{mode_name}"
     resume = not force and (experiment_dir / "config.yaml").is_file()
-    result = run_table3(
-        experiment.config, experiment_dir, grid=experiment.grid, datasets=specs, resume=resume, force=force
-    )
+    grid = experiment.grid.model_copy(update={"datasets": specs})
+    result = run_table3(Experiment(experiment.config, grid), experiment_dir, resume=resume, force=force)
     return DemoResult(result, time.perf_counter() - started)

@@ -51,6 +51,7 @@ from learner.experiments.results import (
 from learner.losses.registry import parse_loss_name
 from learner.runs import open_run_dir
 from learner.training.checkpoint import checkpoint_fingerprint
+from learner.training.names import check_names
 from learner.training.pretrain import pretrain
 
 COMPLETE = "complete.json"
@@ -81,10 +82,17 @@ class ClassifierStage:
 
 # ------------------------------------------------------------------------------------------------ cells
 def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
-    """The config of one grid cell: ``base`` pointed at ``dataset`` with dotted ``keys`` overridden."""
-    return apply_overrides(
+    """The config of one grid cell: ``base`` pointed at ``dataset`` with dotted ``keys`` overridden, its
+    registry names (backbone, loss, scale) checked so that a bad cell fails before any work.
+
+    Raises:
+        ConfigError: a bad key, value or name (one line naming the key).
+    """
+    cell = apply_overrides(
         base, {"data.manifest": str(dataset.manifest), "data.scale": dataset.scale, **keys}
     )
+    check_names(cell)
+    return cell
 
 
 def config_digest(config: Config) -> str:
@@ -199,27 +207,19 @@ def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
 
 
 # ------------------------------------------------------------------------------------------ the grid
-def with_grid(
-    grid: ExperimentConfig,
-    *,
-    datasets: Sequence[DatasetSpec] | None = None,
-    losses: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    **more: Sequence[str] | None,
-) -> ExperimentConfig:
-    """``grid`` with the given axes replacing its own, validated up front.
+def check_grid(grid: ExperimentConfig, axes: Sequence[str] = ("losses", "seeds")) -> ExperimentConfig:
+    """``grid``, validated before any work: datasets with unique names, every axis in ``axes`` non-empty,
+    every loss name known.
 
     Raises:
         ConfigError: an empty axis, no dataset, two datasets sharing a name, or an unknown loss.
     """
-    given = {"datasets": datasets, "losses": losses, "seeds": seeds, **more}
-    grid = grid.model_copy(update={k: list(v) for k, v in given.items() if v is not None})
     if not grid.datasets:
         raise ConfigError("experiment.datasets is empty; list at least one {name, manifest, scale}")
     names = [d.name for d in grid.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"experiment.datasets: dataset names must be unique, got {names}")
-    for axis in ("losses", "seeds", *more):
+    for axis in axes:
         if not getattr(grid, axis):
             raise ConfigError(f"experiment.{axis} is empty")
     for loss in grid.losses:

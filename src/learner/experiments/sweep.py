@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learner.config import Config, DatasetSpec, ExperimentConfig
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.errors import ConfigError
 from learner.evaluation.embedding_analysis import DistanceAnalysis
 from learner.experiments import grid as engine
@@ -55,7 +55,6 @@ from learner.experiments.results import (
 )
 from learner.experiments.tables import render_sweep
 from learner.training.device import resolve_device
-from learner.training.names import check_names
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +66,14 @@ SWEEP_KEYS: tuple[str, ...] = ("data.manifest", "data.scale", "loss.name", "seed
 
 
 def run_sweep(
-    config: Config,
-    out_dir: str | os.PathLike[str],
-    *,
-    datasets: Sequence[DatasetSpec] | None = None,
-    settings: Mapping[str, Mapping[str, Any]] | None = None,
-    losses: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    grid: ExperimentConfig | None = None,
-    resume: bool = False,
-    force: bool = False,
+    experiment: Experiment, out_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
 ) -> ExperimentResult:
     """Run (or continue) a sweep: dataset × setting × loss × seed, each pretrained → embedded → classified.
 
     Args:
-        config: the base config of every cell (a setting's overrides are applied to it).
+        experiment: the base config of every cell (a setting's overrides are applied to it) and the grid
+            (``datasets``, ``settings``, ``losses``, ``seeds``).
         out_dir: the experiment's run directory (see the module docstring for its layout).
-        datasets, settings, losses, seeds: override ``grid.datasets`` / ``settings`` / ``losses`` /
-            ``seeds``.
-        grid: the experiment's axes (default: :class:`ExperimentConfig`'s, which has no settings).
         resume: continue a sweep in ``out_dir`` (finished cells are reused, never recomputed).
         force: wipe ``out_dir`` first.
 
@@ -94,18 +82,15 @@ def run_sweep(
             axis or unknown loss: every cell's config is built and checked before the first pretraining.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
-    base = grid or ExperimentConfig()
-    if settings is not None:
-        base = base.model_copy(update={"settings": {name: dict(keys) for name, keys in settings.items()}})
-    experiment = engine.with_grid(base, datasets=datasets, losses=losses, seeds=seeds)
-    plan = sweep_plan(config, experiment)
-    manifests = {d.name: engine.dataset_manifest(config, d) for d in experiment.datasets}  # all read first
-    run_dir = engine.open_experiment(config, experiment, out_dir, resume=resume, force=force)
+    config, grid = experiment.config, engine.check_grid(experiment.grid)
+    plan = sweep_plan(config, grid)
+    manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}  # all read first
+    run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
     device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
     cells: list[Cell] = []
     extras: list[SweepCell] = []
     sources: list[DatasetSummary] = []
-    for dataset in experiment.datasets:
+    for dataset in grid.datasets:
         manifest = manifests[dataset.name]
         sources.append(engine.describe_dataset(dataset, manifest))
         targets = distance_targets(manifest)
@@ -119,12 +104,12 @@ def run_sweep(
             }
             cells.append(cell)
             extras.append(SweepCell(key=key, seed=cell.seed, correlations=correlations))
-    sweep = Sweep(settings=experiment.settings, cells=extras, rows=sweep_rows(cells, extras))
+    sweep = Sweep(settings=grid.settings, cells=extras, rows=sweep_rows(cells, extras))
     results = Results(
         kind="sweep",
         datasets=sources,
-        losses=list(experiment.losses),
-        seeds=list(experiment.seeds),
+        losses=list(grid.losses),
+        seeds=list(grid.seeds),
         cells=cells,
         summary=engine.summarise(cells),
         sweep=sweep,
@@ -132,24 +117,24 @@ def run_sweep(
     return engine.write_outputs(run_dir, "sweep", results, render_sweep(results), long_form(results))
 
 
-def sweep_plan(config: Config, experiment: ExperimentConfig) -> dict[str, list[tuple[GridKey, Path, Config]]]:
+def sweep_plan(config: Config, grid: ExperimentConfig) -> dict[str, list[tuple[GridKey, Path, Config]]]:
     """dataset → its cells (grid key, folder, config) in dataset, setting, loss, seed order; every config
     is built and its registry names checked here, before any work.
 
     Raises:
         ConfigError: no setting, or a setting whose name, keys or values are invalid (naming both).
     """
-    if not experiment.settings:
+    if not grid.settings:
         raise ConfigError(
             "experiment.settings is empty; name at least one setting (experiment.settings in the config "
             "file, or --setting NAME:key=value,...)"
         )
     plan: dict[str, list[tuple[GridKey, Path, Config]]] = {}
-    for dataset in experiment.datasets:
+    for dataset in grid.datasets:
         plan[dataset.name] = []
-        for name, overrides in experiment.settings.items():
-            for loss in experiment.losses:
-                for seed in experiment.seeds:
+        for name, overrides in grid.settings.items():
+            for loss in grid.losses:
+                for seed in grid.seeds:
                     cfg = setting_config(config, dataset, name, overrides, loss=loss, seed=seed)
                     key = GridKey(dataset=dataset.name, setting=name, loss=loss)
                     plan[dataset.name].append((key, Path(dataset.name) / name / loss / f"seed-{seed}", cfg))
@@ -176,7 +161,6 @@ def setting_config(
             )
     try:
         cfg = engine.cell_config(config, dataset, **overrides, **{"loss.name": loss, "seed": seed})
-        check_names(cfg)
     except ConfigError as exc:
         raise ConfigError(f"setting {name!r}: {exc}") from None
     return cfg

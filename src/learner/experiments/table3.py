@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learner.config import Config, DatasetSpec, ExperimentConfig
+from learner.config import Experiment
 from learner.evaluation.metrics import paired_difference_ci
 from learner.experiments import grid as engine
 from learner.experiments.figure1 import figure_one
@@ -53,23 +53,13 @@ BASELINE_LOSS = "mse"
 
 
 def run_table3(
-    config: Config,
-    out_dir: str | os.PathLike[str],
-    *,
-    datasets: Sequence[DatasetSpec] | None = None,
-    losses: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    grid: ExperimentConfig | None = None,
-    resume: bool = False,
-    force: bool = False,
+    experiment: Experiment, out_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
 ) -> ExperimentResult:
     """Run (or continue) the Table 3 grid: dataset × loss × seed, each pretrained → embedded → classified.
 
     Args:
-        config: the base config of every cell.
+        experiment: the base config of every cell and the grid (``datasets``, ``losses``, ``seeds``).
         out_dir: the experiment's run directory (see the module docstring for its layout).
-        datasets, losses, seeds: override ``grid.datasets`` / ``losses`` / ``seeds``.
-        grid: the experiment's axes (default: :class:`ExperimentConfig`'s).
         resume: continue an experiment in ``out_dir`` (finished cells are reused, never recomputed).
         force: wipe ``out_dir`` first.
 
@@ -77,18 +67,18 @@ def run_table3(
         ConfigError: an empty grid, an unknown loss, two datasets with one name, or ``cuda`` without CUDA.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
-    experiment = engine.with_grid(grid or ExperimentConfig(), datasets=datasets, losses=losses, seeds=seeds)
-    run_dir = engine.open_experiment(config, experiment, out_dir, resume=resume, force=force)
+    config, grid = experiment.config, engine.check_grid(experiment.grid)
+    run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
     device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
     cells: list[Cell] = []
     figures: dict[str, dict[str, Figure]] = {}
     sources: list[DatasetSummary] = []
-    for dataset in experiment.datasets:
+    for dataset in grid.datasets:
         manifest = engine.dataset_manifest(config, dataset)
         sources.append(engine.describe_dataset(dataset, manifest))
         rows = []
-        for loss in experiment.losses:
-            for seed in experiment.seeds:
+        for loss in grid.losses:
+            for seed in grid.seeds:
                 cfg = engine.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
                 where = Path(dataset.name) / loss / f"seed-{seed}"
                 log.info("table 3 cell %s", where)
@@ -96,12 +86,12 @@ def run_table3(
                 rows.append(engine.run_cell(run_dir, where, key, cfg, manifest, device))
         figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap)
         cells += rows
-    baseline = BASELINE_LOSS if BASELINE_LOSS in experiment.losses else experiment.losses[0]
+    baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
     results = Results(
         kind="table3",
         datasets=sources,
-        losses=list(experiment.losses),
-        seeds=list(experiment.seeds),
+        losses=list(grid.losses),
+        seeds=list(grid.seeds),
         cells=cells,
         summary=engine.summarise(cells),
         baseline_loss=baseline,
