@@ -14,7 +14,7 @@ from learner.losses.contrastive import (
     WeightedContrastiveLoss,
     _masked_row_mean,
 )
-from learner.losses.references import candidates
+from learner.losses.references import Candidates, ReferenceLoss, candidates
 from learner.losses.selection import select_pairs
 from learner.losses.similarity import ShiftedCosine, cosine_matrix
 
@@ -86,3 +86,23 @@ def test_weighted_contrastive_loss_is_the_registry_wcl() -> None:
     assert torch.equal(WeightedContrastiveLoss(eps=0.2, weight_max=5.0)(u, s), literal)
     scaled = PairwiseContrastiveLoss(ScaledWeighting())(u, s)
     assert torch.equal(WeightedContrastiveLoss(scaled=True)(u, s), scaled)
+
+
+class _Probe(ReferenceLoss):
+    """Records what :class:`ReferenceLoss` hands to ``compute``."""
+
+    def compute(self, u: torch.Tensor, c: Candidates) -> torch.Tensor:
+        self.seen = (u.dtype, c.embeddings.shape, c.scores.dtype, torch.is_autocast_enabled("cpu"))
+        return u.sum()
+
+
+def test_reference_loss_prepares_candidates_and_calls_compute() -> None:
+    with pytest.raises(TypeError):
+        ReferenceLoss()  # type: ignore[abstract]
+    probe = _Probe()
+    embeddings = torch.randn(3, 2, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        probe(embeddings, torch.arange(3.0), torch.randn(4, 2), torch.zeros(4))
+    assert probe.seen == (torch.float32, (7, 2), torch.float64, False)
+    with pytest.raises(ValueError, match=r"\(B, D\)"):
+        probe(torch.randn(3, 2), torch.zeros(2))

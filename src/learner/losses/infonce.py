@@ -30,13 +30,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from learner.config import FeatureSimilarity
-from learner.losses.references import Candidates, candidates
+from learner.losses.references import Candidates, ReferenceLoss
 from learner.losses.similarity import feature_logits
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def soft_target_infonce(logits: Tensor, targets: Tensor, is_self: Tensor) -> Tensor:
@@ -57,14 +55,7 @@ def soft_target_infonce(logits: Tensor, targets: Tensor, is_self: Tensor) -> Ten
     return -weighted.sum() / active.sum().clamp(min=1)
 
 
-def _prepare(
-    embeddings: Tensor, scores: Tensor, ref_embeddings: Tensor | None, ref_scores: Tensor | None
-) -> tuple[Tensor, Candidates]:
-    u = embeddings.float() if embeddings.dtype in _HALF else embeddings
-    return u, candidates(u, scores.to(u.device), ref_embeddings, ref_scores)
-
-
-class YAwareInfoNCELoss(nn.Module):
+class YAwareInfoNCELoss(ReferenceLoss):
     """y-Aware InfoNCE (Dufumier et al., MICCAI 2021); the maths is in the module docstring.
 
     Args:
@@ -98,23 +89,15 @@ class YAwareInfoNCELoss(nn.Module):
         energy = (-(d.square()) / (2 * self.sigma**2)).masked_fill(c.is_self, float("-inf"))
         return energy.softmax(dim=1)  # exp(−d²/2σ²) / Σ_{k≠i}: stable for any gap
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        scores: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_scores: Tensor | None = None,
-    ) -> Tensor:
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            u, c = _prepare(embeddings, scores, ref_embeddings, ref_scores)
-            logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
-            return soft_target_infonce(logits, self.weights(c), c.is_self)
+    def compute(self, u: Tensor, c: Candidates) -> Tensor:
+        logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
+        return soft_target_infonce(logits, self.weights(c), c.is_self)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, temperature={self.temperature}, similarity={self.similarity!r}"
 
 
-class SupConBinsLoss(nn.Module):
+class SupConBinsLoss(ReferenceLoss):
     """SupCon (Khosla et al., NeurIPS 2020, L^sup_out) with score bins as classes (module docstring).
 
     Args:
@@ -155,21 +138,13 @@ class SupConBinsLoss(nn.Module):
         edges = torch.tensor(self.edges, dtype=torch.float64, device=scores.device) + self.tolerance
         return torch.bucketize(scores.detach().to(torch.float64), edges, right=False)
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        scores: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_scores: Tensor | None = None,
-    ) -> Tensor:
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            u, c = _prepare(embeddings, scores, ref_embeddings, ref_scores)
-            logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
-            labels = self.classes(c.scores)  # (R,)
-            positive = (labels[: u.shape[0], None] == labels[None, :]) & ~c.is_self  # (B, R)
-            counts = positive.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
-            targets = positive.to(torch.float64) / counts  # (B, R) float64, rows sum to 1 (or 0: no positive)
-            return soft_target_infonce(logits, targets, c.is_self)
+    def compute(self, u: Tensor, c: Candidates) -> Tensor:
+        logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
+        labels = self.classes(c.scores)  # (R,)
+        positive = (labels[: u.shape[0], None] == labels[None, :]) & ~c.is_self  # (B, R)
+        counts = positive.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+        targets = positive.to(torch.float64) / counts  # (B, R) float64, rows sum to 1 (or 0: no positive)
+        return soft_target_infonce(logits, targets, c.is_self)
 
     def extra_repr(self) -> str:
         return f"edges={self.edges}, temperature={self.temperature}, similarity={self.similarity!r}"

@@ -26,13 +26,11 @@ B = 2 without references gives 0 (each S_ij = {j}); all-equal scores make every 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from learner.config import FeatureSimilarity
-from learner.losses.references import candidates
+from learner.losses.references import Candidates, ReferenceLoss
 from learner.losses.similarity import feature_logits
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def rank_n_contrast_terms(logits: Tensor, distance: Tensor, is_self: Tensor) -> Tensor:
@@ -52,7 +50,7 @@ def rank_n_contrast_terms(logits: Tensor, distance: Tensor, is_self: Tensor) -> 
     return suffix.gather(1, start) - logits
 
 
-class RankNContrastLoss(nn.Module):
+class RankNContrastLoss(ReferenceLoss):
     """Rank-N-Contrast (Zha et al., NeurIPS 2023); the maths is in the module docstring.
 
     Args:
@@ -75,22 +73,13 @@ class RankNContrastLoss(nn.Module):
         self.temperature = temperature
         self.similarity: FeatureSimilarity = similarity
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        scores: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_scores: Tensor | None = None,
-    ) -> Tensor:
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            u = embeddings.float() if embeddings.dtype in _HALF else embeddings
-            c = candidates(u, scores.to(u.device), ref_embeddings, ref_scores)
-            logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
-            distance = (c.scores[: u.shape[0], None] - c.scores[None, :]).abs()  # (B, R) float64
-            terms = rank_n_contrast_terms(logits, distance, c.is_self)
-            pair = ~c.is_self
-            zero = torch.zeros((), dtype=terms.dtype, device=terms.device)
-            return torch.where(pair, terms, zero).sum() / pair.sum()
+    def compute(self, u: Tensor, c: Candidates) -> Tensor:
+        logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
+        distance = (c.scores[: u.shape[0], None] - c.scores[None, :]).abs()  # (B, R) float64
+        terms = rank_n_contrast_terms(logits, distance, c.is_self)
+        pair = ~c.is_self
+        zero = torch.zeros((), dtype=terms.dtype, device=terms.device)
+        return torch.where(pair, terms, zero).sum() / pair.sum()
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, similarity={self.similarity!r}"

@@ -8,14 +8,21 @@ the current batch; references are **detached**, so gradients flow only through t
 (pytorch-metric-learning calls them ``ref_emb``; Wang et al., "Cross-Batch Memory for Embedding Learning",
 CVPR 2020). Stored embeddings come from an older encoder ("staleness", as in MoCo), so the memory should stay
 small compared with how fast the encoder changes.
+
+:class:`ReferenceLoss` is the base of the losses built on candidates (y-Aware InfoNCE, SupCon over bins,
+Rank-N-Contrast), in the style of pytorch-metric-learning: its ``forward`` checks the shapes and prepares the
+inputs, a subclass implements only :meth:`ReferenceLoss.compute`.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -78,3 +85,30 @@ def candidates(
         raise ValueError(f"need at least 2 candidates (batch + references), got {r.shape[0]}")
     is_self = torch.eye(s.shape[0], r.shape[0], dtype=torch.bool, device=s.device)  # (B, R)
     return Candidates(embeddings=u, scores=r, is_self=is_self)
+
+
+class ReferenceLoss(nn.Module, ABC):
+    """A loss of each anchor against its :class:`Candidates`; subclasses implement only :meth:`compute`.
+
+    ``forward`` disables autocast, upcasts float16/bfloat16 embeddings to float32 (u), moves the scores to
+    u's device, builds the candidates (:func:`candidates`: shape checks, references detached) and returns
+    ``compute(u, candidates)``.
+
+    Shape:
+        embeddings (B, D), scores (B,) → scalar; optional ``ref_embeddings`` (N, D), ``ref_scores`` (N,).
+    """
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        scores: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_scores: Tensor | None = None,
+    ) -> Tensor:
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            u = embeddings.float() if embeddings.dtype in _HALF else embeddings
+            return self.compute(u, candidates(u, scores.to(u.device), ref_embeddings, ref_scores))
+
+    @abstractmethod
+    def compute(self, u: Tensor, c: Candidates) -> Tensor:
+        """The loss of anchors u (B, D), ≥ float32 with autocast off, against candidates c (R = B [+ N])."""
