@@ -16,8 +16,8 @@ from learner.evaluation.metrics import (
     classification_metrics,
     macro_f1,
     paired_difference_ci,
-    patient_bootstrap_ci,
     patient_bootstrap_samples,
+    percentile_interval,
 )
 
 
@@ -103,8 +103,9 @@ def test_patient_bootstrap_is_wider_than_pair_bootstrap_for_correlated_pairs() -
     y_true = np.zeros(groups.size, dtype=int)
     y_pred = np.where(groups == 0, 0, 1)
     point = accuracy(y_true, y_pred)
-    pair_low, pair_high = patient_bootstrap_ci(y_true, y_pred, np.arange(groups.size), accuracy, 400, seed=1)
-    low, high = patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 400, seed=1)
+    by_pair = patient_bootstrap_samples(y_true, y_pred, np.arange(groups.size), accuracy, 400, seed=1)
+    pair_low, pair_high = percentile_interval(by_pair)
+    low, high = percentile_interval(patient_bootstrap_samples(y_true, y_pred, groups, accuracy, 400, seed=1))
     assert pair_low <= point <= pair_high
     assert low <= point <= high
     # patient 0 is absent from ~35% of resamples (accuracy 0 then), so the patient CI reaches 0
@@ -118,17 +119,25 @@ def test_bootstrap_two_patients_matches_the_exact_distribution() -> None:
     values = patient_bootstrap_samples(y_true, y_pred, groups, accuracy, n_boot=4000, seed=0)
     freq = np.array([np.mean(values == v) for v in (0.0, 0.5, 1.0)])
     np.testing.assert_allclose(freq, [0.25, 0.5, 0.25], atol=0.03)
-    assert patient_bootstrap_ci(y_true, y_pred, groups, accuracy, n_boot=4000, seed=0) == (0.0, 1.0)
+    assert percentile_interval(
+        patient_bootstrap_samples(y_true, y_pred, groups, accuracy, n_boot=4000, seed=0)
+    ) == (0.0, 1.0)
 
 
 def test_bootstrap_is_deterministic_for_a_seed() -> None:
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
     groups = rng.integers(0, 12, 60)
-    first = patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=5)
-    assert first == patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=5)
-    assert first != patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 200, seed=6)
-    assert np.isnan(patient_bootstrap_ci(y_true, y_pred, groups, accuracy, 0, seed=5)).all()
+    first = percentile_interval(patient_bootstrap_samples(y_true, y_pred, groups, accuracy, 200, seed=5))
+    assert first == percentile_interval(
+        patient_bootstrap_samples(y_true, y_pred, groups, accuracy, 200, seed=5)
+    )
+    assert first != percentile_interval(
+        patient_bootstrap_samples(y_true, y_pred, groups, accuracy, 200, seed=6)
+    )
+    assert np.isnan(
+        percentile_interval(patient_bootstrap_samples(y_true, y_pred, groups, accuracy, 0, seed=5))
+    ).all()
 
 
 def test_paired_difference_t_interval() -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -101,42 +103,44 @@ def _run_and_report(
     typer.echo(f"report: {write_report(result.out_dir)}")
 
 
-@experiment_app.command("table3")
-def table3_command(
-    out: OutOption,
-    config: ConfigOption = None,
-    sets: SetOption = None,
-    dataset: DatasetOption = None,
-    resume: ResumeOption = False,
-    force: ForceOption = False,
-) -> None:
+def _grid_command(name: str, runner: str, doc: str) -> None:
+    """Register ``learner experiment NAME``: run ``runner`` (``module:function``, imported only when the
+    command runs, so ``learner --help`` stays fast) on the grid of ``--config``, ``--set``, ``--dataset``."""
+
+    def command(
+        out: OutOption,
+        config: ConfigOption = None,
+        sets: SetOption = None,
+        dataset: DatasetOption = None,
+        resume: ResumeOption = False,
+        force: ForceOption = False,
+    ) -> None:
+        module, _, function = runner.partition(":")
+        run = getattr(importlib.import_module(module), function)
+        _run_and_report(run, _grid_config(config, sets, dataset), out, resume=resume, force=force)
+
+    command.__doc__ = inspect.cleandoc(doc)
+    experiment_app.command(name)(command)
+
+
+_grid_command(
+    "table3",
+    "learner.experiments.table3:run_table3",
     """Table 3: pretrain with every loss of experiment.losses on every dataset and seed, classify, compare.
 
     Writes OUT/table3.md (the paper's layout, mean ± std over seeds), table3.csv, results.json, the Fig. 1
     panels and OUT/REPORT.md. An interrupted run continues with --resume.
-    """
-    from learner.experiments.table3 import run_table3
-
-    _run_and_report(run_table3, _grid_config(config, sets, dataset), out, resume=resume, force=force)
-
-
-@experiment_app.command("ablation")
-def ablation_command(
-    out: OutOption,
-    config: ConfigOption = None,
-    sets: SetOption = None,
-    dataset: DatasetOption = None,
-    resume: ResumeOption = False,
-    force: ForceOption = False,
-) -> None:
+    """,
+)
+_grid_command(
+    "ablation",
+    "learner.experiments.ablation:run_ablation",
     """Table 4: backbone × combine × loss × classifier (experiment.backbones/combines/losses/classifiers).
 
     Each (backbone, loss, seed) is pretrained once; its cached embeddings serve every combine and
     classifier. Writes OUT/table4.md, table4.csv, results.json and OUT/REPORT.md.
-    """
-    from learner.experiments.ablation import run_ablation
-
-    _run_and_report(run_ablation, _grid_config(config, sets, dataset), out, resume=resume, force=force)
+    """,
+)
 
 
 @experiment_app.command("sweep")

@@ -28,7 +28,7 @@ from scipy import stats
 
 from learner.atomic import atomic_path
 from learner.errors import LearnerError
-from learner.evaluation.metrics import patient_bootstrap_ci
+from learner.evaluation.metrics import patient_bootstrap_samples, percentile_interval
 from learner.evaluation.pair_classifier import pair_embeddings
 
 
@@ -144,7 +144,9 @@ def distance_vs_change(
     change = np.abs(second - first)
     patient_ids = pairs["first_patient_id"].astype(str).to_numpy()
     low, high = (
-        patient_bootstrap_ci(change, distance, patient_ids, spearman_rho, n_boot, seed, alpha)
+        percentile_interval(
+            patient_bootstrap_samples(change, distance, patient_ids, spearman_rho, n_boot, seed), alpha
+        )
         if n_boot > 0
         else (float("nan"), float("nan"))
     )

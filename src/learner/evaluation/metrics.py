@@ -2,8 +2,9 @@
 
 * :func:`classification_metrics` — accuracy, macro/weighted F1, per-class precision/recall/F1/support and
   the confusion matrix of the three-way health-change task (scikit-learn does the arithmetic).
-* :func:`patient_bootstrap_ci` — a percentile confidence interval that resamples *patients*, because the
-  pairs of one patient are correlated and must not be counted as independent evidence.
+* :func:`patient_bootstrap_samples` + :func:`percentile_interval` — a percentile confidence interval that
+  resamples *patients*, because the pairs of one patient are correlated and must not be counted as
+  independent evidence.
 * :func:`paired_difference_ci` — an objective against a baseline across seeds (e.g. MSE+wCL − MSE).
 """
 
@@ -129,28 +130,19 @@ def patient_bootstrap_samples(
     return values
 
 
-def patient_bootstrap_ci(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    groups: np.ndarray,
-    metric_fn: MetricFn,
-    n_boot: int,
-    seed: int,
-    alpha: float = 0.05,
-) -> tuple[float, float]:
-    """Percentile (1 − alpha) confidence interval of ``metric_fn`` resampling patients, not pairs.
+def percentile_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """The (alpha/2, 1 − alpha/2) quantiles of bootstrap ``values`` (B,), ignoring undefined (NaN) ones:
+    with :func:`patient_bootstrap_samples`, the percentile (1 − alpha) CI that resamples patients.
 
-    See :func:`patient_bootstrap_samples` for the resampling. The interval is the (alpha/2, 1 − alpha/2)
-    quantiles of the resampled values, ignoring resamples on which the metric is undefined (NaN).
-    Returns ``(nan, nan)`` when ``n_boot`` is 0 or the metric is undefined on every resample.
+    Returns ``(nan, nan)`` when there are no values (``n_boot`` 0) or none is defined.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha should be in (0, 1), got {alpha}")
-    values = patient_bootstrap_samples(y_true, y_pred, groups, metric_fn, n_boot, seed)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
         return float("nan"), float("nan")
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 

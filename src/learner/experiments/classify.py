@@ -42,7 +42,13 @@ from learner.data.phantom.ground_truth import data_source
 from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.errors import LearnerError, RunDirError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
-from learner.evaluation.metrics import accuracy, classification_metrics, macro_f1, patient_bootstrap_ci
+from learner.evaluation.metrics import (
+    accuracy,
+    classification_metrics,
+    macro_f1,
+    patient_bootstrap_samples,
+    percentile_interval,
+)
 from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
 from learner.runs import open_run_dir
 
@@ -192,7 +198,11 @@ def _test_metrics(test_pairs: pd.DataFrame, predicted: np.ndarray, config: Confi
     metrics = classification_metrics(truth, predicted)
     n_boot = config.classifier.bootstrap
     metrics["ci"] = {  # (nan, nan) when there is no bootstrap; atomic.write_json stores null
-        name: list(patient_bootstrap_ci(truth, predicted, patients, fn, n_boot, config.seed))
+        name: list(
+            percentile_interval(
+                patient_bootstrap_samples(truth, predicted, patients, fn, n_boot, config.seed)
+            )
+        )
         for name, fn in BOOTSTRAP_METRICS.items()
     }
     metrics["n_boot"] = n_boot
