@@ -37,6 +37,7 @@ GENERATOR_VERSION = 3  # 2: x264 without macroblock-tree (reproducible bytes); 3
 MAX_B_LINES = 48  # candidate B-lines per zone layout (P(Poisson(14) > 48) < 1e-11)
 MAX_CONSOLIDATIONS = 8  # candidate consolidation patches per zone layout
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+TABLE_1_PATIENTS: tuple[int, int, int] = (160, 44, 17)  # the paper's LUS cohort: train / val / test patients
 SITES: tuple[str, ...] = ("L1", "L2", "L3", "L4", "R1", "R2", "R3", "R4")
 CLIPS_PER_PATIENT: dict[str, float] = {"train": 701 / 160, "val": 194 / 44, "test": 106 / 17}  # Table 1
 FOV_CM = 3.8  # lateral footprint of a linear probe
@@ -116,7 +117,7 @@ def sf_from_severity(severity: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.round(np.clip(sf + rng.normal(0.0, SF_NOISE, size=sf.shape), 0.0, 500.0), 1)
 
 
-def draw_lus_latents(patients: tuple[int, int, int] = (160, 44, 17), seed: int = 0) -> pd.DataFrame:
+def draw_lus_latents(patients: tuple[int, int, int] = TABLE_1_PATIENTS, seed: int = 0) -> pd.DataFrame:
     """The whole cohort without pixels: one row per clip, manifest columns plus ground truth.
 
     Patient-visit severity starts at ``Beta(1.6, 1.6)``; test patients get 2 days (3 with p = 0.25),
@@ -379,7 +380,7 @@ def write_mp4(path: Path, frames: np.ndarray, *, codec: str, fps: int = FPS) -> 
 def generate_lus_cohort(
     out_dir: str | os.PathLike[str],
     *,
-    patients: tuple[int, int, int] = (160, 44, 17),
+    patients: tuple[int, int, int] = TABLE_1_PATIENTS,
     seed: int = 0,
     frames: int = 16,
     size: int = 64,
