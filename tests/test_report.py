@@ -10,10 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.errors import RunDirError
 from learner.experiments.results import Cell, DatasetSummary, GridKey, MeanStd, Results, SummaryRow
 from learner.experiments.tables import loss_label, render_ablation, render_table3
-from learner.report import Source, regression_section, regression_summary, source_banner, write_report
+from learner.report import (
+    Source,
+    phantom_cohort,
+    regression_section,
+    regression_summary,
+    source_banner,
+    write_report,
+)
 
 
 def _stats(values: list[float]) -> MeanStd:
@@ -165,3 +173,17 @@ def test_undefined_numbers_read_n_a() -> None:
     assert [plain(0.12345), plain(None), plain(float("nan"))] == ["0.123", "n/a", "n/a"]
     assert [interval_plain(-0.5, 0.25), interval_plain(None, 0.2)] == ["[-0.500, 0.250]", "n/a"]
     assert [percent(0.7246), percent(None), interval(0.1, float("inf"))] == ["72.46", "n/a", "n/a"]
+
+
+def test_phantom_cohort_is_described_against_table_1() -> None:
+    """The report says, from the cohort's own record, how its LUS split compares with the paper's."""
+    record = {"kind": "lus", "version": 3, "patients": [160, 44, 50], "seed": 0, "size": 32, "table": "m.csv"}
+    described = phantom_cohort(record)
+    paper = "/".join(map(str, TABLE_1_PATIENTS))
+    assert described.startswith(f"160/44/50 train/val/test patients (the paper's Table 1: {paper}; 50 test ")
+    assert "narrower Fig. 1 intervals" in described
+    assert "m.csv" not in described
+    assert "more test" not in phantom_cohort(record | {"patients": list(TABLE_1_PATIENTS)})
+    assert phantom_cohort(record | {"patients": [8, 4, 2]}).startswith("8/4/2 train/val/test patients")
+    mri = {"kind": "mri", "version": 1, "patients": [80, 40, 40], "seed": 0}
+    assert phantom_cohort(mri) == "kind mri, version 1, patients [80, 40, 40], seed 0"

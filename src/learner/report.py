@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from learner import atomic
+from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.data.scales import CLASS_NAMES
 from learner.errors import RunDirError
 from learner.evaluation.metrics import PairedDifference
@@ -202,9 +203,28 @@ def settings_section(config: dict[str, Any], sources: Sequence[Source]) -> str:
         lines.append(f"- {label} (`{dotted}`): {value}")
     for source in sources:
         if source.phantom:
-            described = ", ".join(f"{k} {v}" for k, v in source.phantom.items() if k not in ("table",))
-            lines.append(f"- phantom cohort of {source.name}: {described}")
+            lines.append(f"- phantom cohort of {source.name}: {phantom_cohort(source.phantom)}")
     return "\n".join(lines) + "\n"
+
+
+def phantom_cohort(record: Mapping[str, object]) -> str:
+    """A phantom's record in words; an LUS cohort's patients per split are compared with the paper's Table 1
+    (the demo may have more test patients, which narrows Fig. 1's intervals)."""
+    patients = record.get("patients")
+    if record.get("kind") != "lus" or not isinstance(patients, list) or len(patients) != 3:
+        return ", ".join(f"{k} {v}" for k, v in record.items() if k != "table")
+    described = ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("table", "patients"))
+    counts = "/".join(str(n) for n in patients)
+    paper = "/".join(str(n) for n in TABLE_1_PATIENTS)
+    if tuple(patients) == TABLE_1_PATIENTS:
+        return f"{counts} train/val/test patients (the paper's Table 1), {described}"
+    test, paper_test = patients[-1], TABLE_1_PATIENTS[-1]
+    more = (
+        f"; {test} test patients instead of {paper_test}: more test pairs, narrower Fig. 1 intervals"
+        if test > paper_test
+        else ""
+    )
+    return f"{counts} train/val/test patients (the paper's Table 1: {paper}{more}), {described}"
 
 
 def environment_section(run_dir: Path) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from learner.cli.experiment_cmd import parse_dataset
 from learner.config import Config, Experiment, ExperimentConfig
+from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.errors import ConfigError
 from learner.experiments import demo
 from learner.experiments.demo import DemoMode
@@ -47,6 +48,15 @@ def test_demo_config_is_valid_and_small() -> None:
     experiment = demo.demo_config("demo")
     assert experiment.grid.losses == ["mse", "mse+cl", "mse+wcl"]
     assert experiment.config.optim.epochs < demo.demo_config("full").config.optim.epochs == 100
+
+
+def test_demo_cohort_keeps_table_1_training_patients() -> None:
+    """The CPU demo may test on more patients than Table 1 (narrower Fig. 1 intervals), never train on
+    other ones; ``--full`` is Table 1 exactly."""
+    train, val, test = demo.MODES["demo"].lus["patients"]
+    assert (train, val) == TABLE_1_PATIENTS[:2]
+    assert test >= TABLE_1_PATIENTS[2]
+    assert demo.MODES["full"].lus["patients"] == TABLE_1_PATIENTS
 
 
 def test_experiment_cli_runs_table3(

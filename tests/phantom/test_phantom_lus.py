@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from pathlib import Path
 
 import av
@@ -25,6 +25,7 @@ from learner.data.phantom.lus import (
     draw_patient_nuisance,
     generate_lus_cohort,
     render_lus_clip,
+    zone_lesion_seed,
 )
 from learner.data.scales import get_scale
 from learner.errors import ConfigError, LearnerError
@@ -40,7 +41,7 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def _nuisance(row: dict[str, object]) -> LusNuisance:
-    return LusNuisance(**{f.name: row[f.name] for f in fields(LusNuisance)})
+    return LusNuisance(**{f.name: row[f.name] for f in dataclasses.fields(LusNuisance)})
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +277,38 @@ def test_lung_below_the_pleura_brightens_with_severity() -> None:
 
     means = [lung_mean(s) for s in (0.1, 0.5, 0.9)]
     assert means[0] < means[1] < means[2]
+
+
+def test_each_patient_zone_keeps_its_lesion_layout_from_day_to_day(cohort: Path) -> None:
+    """Generator 3: a zone's B-lines sit where they sat the day before (another clip, another render seed,
+    a little worse), while another zone, or another patient, has its own layout."""
+    size = 64
+
+    def b_line_profile(severity: float, zone: LusNuisance, render_seed: int) -> np.ndarray:
+        """Lung brightness per column (B-lines are bright columns), centred."""
+        clip = render_lus_clip(severity, zone, frames=8, size=size, rng=np.random.default_rng(render_seed))
+        below_pleura = int(np.ceil(zone.wall_cm / zone.depth_cm * size)) + 4
+        profile = clip[:, below_pleura:, :].astype(float).mean(axis=(0, 1))
+        return profile - profile.mean()
+
+    same_zone, other_zone, other_patient = [], [], []
+    for patient_seed in range(6):
+        patient = draw_patient_nuisance(np.random.default_rng(100 + patient_seed))
+        # a still probe over a wide window: no sliding, tilt or rib shadow to move the columns
+        still = dataclasses.replace(patient, sliding_mm=0.0, tilt_deg=0.0, window_cm=8.0, window_shift_cm=0.0)
+        seed = patient.texture_seed
+        zone = [dataclasses.replace(still, lesion_seed=zone_lesion_seed(seed, z)) for z in (0, 1)]
+        stranger = dataclasses.replace(zone[0], lesion_seed=zone_lesion_seed(seed + 1, 0))
+        day_one = b_line_profile(0.5, zone[0], render_seed=1)
+        same_zone.append(np.corrcoef(day_one, b_line_profile(0.6, zone[0], render_seed=2))[0, 1])
+        other_zone.append(np.corrcoef(day_one, b_line_profile(0.5, zone[1], render_seed=3))[0, 1])
+        other_patient.append(np.corrcoef(day_one, b_line_profile(0.5, stranger, render_seed=4))[0, 1])
+    assert np.mean(same_zone) > 0.6  # 0.85; generator 2 redrew the lines for every clip: -0.19 here
+    assert np.mean(other_zone) < 0.3  # 0.06
+    assert np.mean(other_patient) < 0.3  # 0.05
+
+    truth = pd.read_csv(cohort.parent / "ground_truth.csv")
+    per_zone = truth.groupby(["patient_id", "site"]).lesion_seed.nunique()
+    assert (per_zone == 1).all()  # every day of a zone renders the same layout
+    assert truth.groupby("patient_id").lesion_seed.nunique().gt(1).any()  # a patient's zones differ
+    assert truth.drop_duplicates(["patient_id", "site"]).lesion_seed.is_unique

@@ -1,5 +1,8 @@
 """The phantom lung-ultrasound cohort: B-mode-like mp4 clips with one S/F ratio per patient-visit.
 
+One module because the generative model is one document: the latent table, the nuisance, the lesion layout
+and the renderer are read together with the parameter table of docs/phantom.md.
+
 The generative model (docs/phantom.md has the full parameter table) mirrors the paper's LUS data
 (Section 2.1, Table 1): 160/44/17 train/val/test patients, about 701/194/106 clips, several lung zones per
 visit, and sequential days only for test patients. Its point is the paper's premise: patient-level
@@ -34,8 +37,11 @@ from learner.atomic import atomic_path
 from learner.data.phantom.cohort import build_cohort, check_patients, run_jobs
 from learner.errors import ConfigError
 
-GENERATOR_VERSION = 2  # 2: x264 without macroblock-tree (reproducible bytes)
+GENERATOR_VERSION = 3  # 2: x264 without macroblock-tree (reproducible bytes); 3: lesion layout per zone
+MAX_B_LINES = 48  # candidate B-lines per zone layout (P(Poisson(14) > 48) < 1e-11)
+MAX_CONSOLIDATIONS = 8  # candidate consolidation patches per zone layout
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+TABLE_1_PATIENTS: tuple[int, int, int] = (160, 44, 17)  # the paper's LUS cohort: train / val / test patients
 SITES: tuple[str, ...] = ("L1", "L2", "L3", "L4", "R1", "R2", "R3", "R4")
 CLIPS_PER_PATIENT: dict[str, float] = {"train": 701 / 160, "val": 194 / 44, "test": 106 / 17}  # Table 1
 FOV_CM = 3.8  # lateral footprint of a linear probe
@@ -69,6 +75,7 @@ class LusNuisance:
     sliding_mm: float  # lung-sliding amplitude with breathing
     breath_phase: float  # breathing phase at the first frame (radians)
     texture_seed: int  # the patient's fascia layout
+    lesion_seed: int  # the zone's lesion layout: where its B-lines, consolidations and pleural gaps sit
 
 
 def draw_patient_nuisance(rng: np.random.Generator) -> LusNuisance:
@@ -87,8 +94,14 @@ def draw_patient_nuisance(rng: np.random.Generator) -> LusNuisance:
         speckle_px=rng.uniform(0.6, 1.5),
         sliding_mm=rng.uniform(1.0, 3.0),
         breath_phase=0.0,
-        texture_seed=int(rng.integers(2**31)),
+        texture_seed=(texture := int(rng.integers(2**31))),
+        lesion_seed=zone_lesion_seed(texture, 0),
     )
+
+
+def zone_lesion_seed(texture_seed: int, zone: int) -> int:
+    """The lesion layout of a patient's lung zone, the same on every day (derived, draws nothing)."""
+    return int(np.random.SeedSequence([texture_seed, zone, 0x1E5]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def jitter_clip_nuisance(patient: LusNuisance, rng: np.random.Generator) -> LusNuisance:
@@ -108,7 +121,7 @@ def sf_from_severity(severity: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.round(np.clip(sf + rng.normal(0.0, SF_NOISE, size=sf.shape), 0.0, 500.0), 1)
 
 
-def draw_lus_latents(patients: tuple[int, ...] = (160, 44, 17), seed: int = 0) -> pd.DataFrame:
+def draw_lus_latents(patients: tuple[int, ...] = TABLE_1_PATIENTS, seed: int = 0) -> pd.DataFrame:
     """The whole cohort without pixels: one row per clip, manifest columns plus ground truth.
 
     Patient-visit severity starts at ``Beta(1.6, 1.6)``; test patients get 2 days (3 with p = 0.25),
@@ -178,6 +191,7 @@ def _patient_rows(
                     "severity_patient_visit": float(severity),
                     "severity_zone": local,
                     **asdict(jitter_clip_nuisance(nuisance, rng)),
+                    "lesion_seed": zone_lesion_seed(nuisance.texture_seed, SITES.index(site)),
                 }
             )
     return rows
@@ -211,7 +225,8 @@ def render_lus_clip(
     lung_x = lateral[None, :] - slide_cm[:, None]  # (T, W) lateral position in lung coordinates
 
     wall = _chest_wall(n, depth, lateral, dy)  # (H, W)
-    lung = _lung(s, dy, pleura, lung_x, rng)  # (T, H, W)
+    layout = np.random.default_rng(n.lesion_seed)  # the zone's lesion layout, the same on every day
+    lung = _lung(s, dy, pleura, lung_x, rng, layout)  # (T, H, W)
     speckle_wall, speckle_lung = _speckle(n, frames, size, slide_cm * size / FOV_CM, rng)
     power = wall * speckle_wall + lung * speckle_lung
     power *= _rib_shadows(n, lateral, dy)  # (H, W) ribs sit in the chest wall and do not slide
@@ -236,31 +251,53 @@ def _chest_wall(n: LusNuisance, depth: np.ndarray, lateral: np.ndarray, dy: np.n
 
 
 def _lung(
-    s: float, dy: np.ndarray, pleura: np.ndarray, lung_x: np.ndarray, rng: np.random.Generator
+    s: float,
+    dy: np.ndarray,
+    pleura: np.ndarray,
+    lung_x: np.ndarray,
+    rng: np.random.Generator,
+    layout: np.random.Generator,
 ) -> np.ndarray:
-    """Pleural line, A-lines, B-lines and consolidations below (and at) the pleura (T, H, W)."""
+    """Pleural line, A-lines, B-lines and consolidations below (and at) the pleura (T, H, W).
+
+    ``layout`` (the zone's lesion layout) places the pleural gaps, B-lines and consolidations the same way
+    on every day; ``rng`` (the clip) draws only the B-lines' flicker. B-line ``i`` of the layout appears
+    once ``14 s^2`` passes its arrival time (a unit-rate Poisson process), so a clip shows Poisson(14 s^2)
+    lines as before, but a zone that worsens keeps its lines and gains new ones (each fading in over one
+    unit of ``14 s^2``); consolidations likewise (``1 + Poisson(3 (s - 0.6))`` of the layout's patches).
+    """
     frames = lung_x.shape[0]
     x = lung_x[:, None, :]  # (T, 1, W)
     below = dy[None] > 0  # (1, H, W)
-    phases = rng.uniform(0, 2 * np.pi, 3)
+    phases = layout.uniform(0, 2 * np.pi, 3)
+    b_arrival = np.cumsum(layout.exponential(1.0, MAX_B_LINES))
+    b_centre = layout.uniform(-FOV_CM / 2, FOV_CM / 2, MAX_B_LINES)
+    b_amplitude = layout.uniform(0.5, 1.0, MAX_B_LINES)
+    b_width = layout.uniform(0.03, 0.07, MAX_B_LINES)
+    c_arrival = np.concatenate([[0.0], np.cumsum(layout.exponential(1.0, MAX_CONSOLIDATIONS - 1))])
+    c_centre = layout.uniform(-FOV_CM / 3, FOV_CM / 3, MAX_CONSOLIDATIONS)
+    c_width = layout.uniform(0.25, 0.6, MAX_CONSOLIDATIONS)
+    c_thickness = layout.uniform(0.8, 2.0, MAX_CONSOLIDATIONS)
     rough = 0.08 * s * np.sin(9.0 * x + phases[0]) * np.sin(3.7 * x + phases[1])  # irregular pleura
     gaps = np.sin(6.0 * x + phases[2]) > 1.0 - 1.2 * s  # fragmented pleura
     power = _gauss(dy[None] - rough, 0.03 + 0.05 * s) * np.where(gaps, 0.15, 1.0)
     power = power + 10 ** (-4.2) * below * np.exp(-np.maximum(dy, 0) / 3.0)
 
     b_lines = np.zeros_like(x)
-    for centre in rng.uniform(-FOV_CM / 2, FOV_CM / 2, rng.poisson(14 * s**2)):
+    rate = 14 * s**2
+    for i in np.flatnonzero(b_arrival < rate):
         flicker = rng.uniform(0.75, 1.0, (frames, 1, 1))
-        line = rng.uniform(0.5, 1.0) * flicker * _gauss(x - centre, rng.uniform(0.03, 0.07))
+        fade = min(1.0, rate - b_arrival[i])
+        line = b_amplitude[i] * fade * flicker * _gauss(x - b_centre[i], b_width[i])
         b_lines = np.maximum(b_lines, line)
     power = power + 10 ** ((-16 + 12 * s) / 10) * b_lines * below * np.exp(-np.maximum(dy, 0) / (2 + 3 * s))
 
     patch = np.zeros(np.broadcast_shapes(x.shape, dy[None].shape), dtype=bool)
     if s > 0.6:
-        for centre in rng.uniform(-FOV_CM / 3, FOV_CM / 3, 1 + rng.poisson(3 * (s - 0.6))):
-            half_width = rng.uniform(0.25, 0.6) * (s - 0.45) / 0.55
-            thickness = rng.uniform(0.8, 2.0) * (s - 0.4)
-            patch |= ((x - centre) / half_width) ** 2 + (dy[None] / thickness) ** 2 < 1
+        for i in np.flatnonzero(c_arrival <= 3 * (s - 0.6)):
+            half_width = c_width[i] * (s - 0.45) / 0.55
+            thickness = c_thickness[i] * (s - 0.4)
+            patch |= ((x - c_centre[i]) / half_width) ** 2 + (dy[None] / thickness) ** 2 < 1
         patch &= below
     power = np.where(patch, 10 ** (-2.2), power)
     shadowed = patch.any(axis=1, keepdims=True)  # no reverberation below a consolidation
@@ -356,7 +393,7 @@ def write_mp4(path: Path, frames: np.ndarray, *, codec: VideoCodec, fps: int = F
 def generate_lus_cohort(
     out_dir: str | os.PathLike[str],
     *,
-    patients: tuple[int, int, int] = (160, 44, 17),
+    patients: tuple[int, int, int] = TABLE_1_PATIENTS,
     seed: int = 0,
     frames: int = 16,
     size: int = 64,
