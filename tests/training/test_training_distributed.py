@@ -68,7 +68,7 @@ def _loss_and_grads(model: nn.Module, inputs: torch.Tensor, scores: torch.Tensor
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)  # forked child: never enter an OpenMP pool the parent may have started
+    torch.set_num_threads(1)  # two ranks share 2 cores: one thread each
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(WORLD),
@@ -107,9 +107,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    # fork, not spawn: re-importing torch in two children costs ~10 s on a busy 2-core machine
+    # spawn, not fork: a child forked from a worker whose OpenMP pool or I/O threads are busy can hang
     workers = mp.start_processes(
-        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="fork"
+        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 120
     while not workers.join(timeout=1):  # raises if a worker failed

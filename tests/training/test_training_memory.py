@@ -120,7 +120,7 @@ def _free_port() -> int:
 
 def test_ddp_queues_are_identical_and_equal_the_single_process_queue(tmp_path: Path) -> None:
     workers = mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="fork"
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 300  # generous: the shared CI machine can be heavily loaded
     while not workers.join(timeout=1):
