@@ -138,7 +138,7 @@ def test_custom_scale_from_config_carries_every_field() -> None:
 def test_bundled_configs_load_by_name_and_ship_in_the_package() -> None:
     from learner.config import BUNDLED_CONFIGS, bundled_configs
 
-    assert {"demo", "lus", "adni"} <= set(bundled_configs())
+    assert {"demo", "lus", "adni", "paper", "small-cohort"} <= set(bundled_configs())
     assert BUNDLED_CONFIGS.parent.name == "learner"  # inside the package, so a wheel carries them
     lus = load_config("lus")
     assert lus.optim.epochs == 100  # Table 2
@@ -265,3 +265,73 @@ def test_a_config_stored_before_the_keys_moved_is_upgraded_not_refused(tmp_path:
     assert load_run_config(tmp_path) == upgraded
     with pytest.raises(ConfigError, match=r"^optim\.device moved to runtime\.device$"):
         config_from_dict(old)
+
+
+TABLE_2 = {
+    "optim.batch_size": 16,
+    "optim.lr": 1e-3,
+    "optim.optimizer": "adam",
+    "optim.epochs": 100,
+    "optim.scheduler": "cosine",
+    "loss.lam": 0.9,  # Eq. 4
+    "model.backbone": "tsm_resnet18",  # Section 2.2
+    "classifier.combine": "difference",  # Section 2.4
+    "classifier.head": "mlp",  # one hidden layer (Section 3.2)
+}
+"""The paper's training settings: Table 2 and the method sections."""
+
+
+def _dotted(config: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+@pytest.mark.parametrize("name", ["paper", "lus", "adni"])
+def test_the_paper_presets_hold_table_2(name: str) -> None:
+    config = load_config(name)
+    assert {key: _dotted(config, key) for key in TABLE_2} == TABLE_2
+    assert config.classifier.hidden >= 1
+    assert config.classifier.head == "mlp"
+
+
+def test_the_paper_preset_sets_nothing_dataset_specific() -> None:
+    experiment = load_experiment("paper")
+    assert experiment.config.data == Config().data  # scale, frames, size, split: the code defaults
+    assert experiment.grid.losses == ["mse", "mse+cl", "mse+wcl"]  # Table 3 rows
+
+
+CUSTOM_SCALE = [
+    "data.scale=custom",
+    "data.custom_scale.low=0",
+    "data.custom_scale.high=3",
+    "data.custom_scale.integer=true",
+    "data.custom_scale.higher_is_better=false",
+    "data.custom_scale.threshold=1",
+]
+
+
+def test_small_cohort_preset_validates_with_any_custom_scale() -> None:
+    from learner.data.scales import scale_from_config
+    from learner.experiments.grid import check_grid
+    from learner.training.names import check_names
+
+    experiment = load_experiment("small-cohort", CUSTOM_SCALE)
+    config = experiment.config
+    check_names(config)
+    scale = scale_from_config(config.data)
+    assert (scale.low, scale.high, scale.threshold, scale.higher_is_better) == (0, 3, 1, False)
+    dataset = {"name": "X", "manifest": "m.csv", "scale": "custom"}
+    check_grid(ExperimentConfig.model_validate({**experiment.grid.model_dump(), "datasets": [dataset]}))
+    assert experiment.grid.losses == ["mse", "mse+cl", "mse+wcl"]
+    assert experiment.grid.seeds == [0]
+    # nothing dataset-specific: no manifest, no scale, no split counts, the default pairs
+    raw = load_experiment("small-cohort").config
+    assert raw.data.manifest is None
+    assert raw.data.scale == Config().data.scale
+    assert raw.data.custom_scale is None
+    assert raw.data.split == SplitConfig()
+    assert raw.data.pairs == Config().data.pairs
+    # the paper's settings apart from what the preset's header explains (size, frames, epochs)
+    table_2 = {key: value for key, value in TABLE_2.items() if key != "optim.epochs"}
+    assert {key: _dotted(config, key) for key in table_2} == table_2
+    assert (config.data.size, config.data.frames, config.optim.epochs) == (64, 4, 15)

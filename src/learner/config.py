@@ -28,7 +28,7 @@ alias below that the matching registry is keyed by (a test asserts they agree); 
 Example::
 
     cfg = load_config("my.yaml", overrides=["optim.epochs=5", "loss.name=mse+wcl"])
-    cfg = load_config("lus")  # a bundled config by name: demo, lus, adni
+    cfg = load_config("lus")  # a bundled config by name: demo, lus, adni, paper, small-cohort
     experiment = load_experiment("lus", overrides=["experiment.seeds=[0]"])
 """
 
@@ -412,7 +412,9 @@ def load_experiment(
 
 
 BUNDLED_CONFIGS = Path(__file__).parent / "configs"
-"""YAML configs shipped inside the package: ``demo`` (CPU demo), ``lus`` and ``adni`` (paper scale)."""
+"""YAML configs shipped inside the package: ``paper`` (Table 2, no dataset), ``lus`` and ``adni`` (paper
+scale with the paper's datasets), ``demo`` (CPU demo on the phantom), ``small-cohort`` (a few hundred real
+scans on a CPU)."""
 
 
 def bundled_configs() -> list[str]:
