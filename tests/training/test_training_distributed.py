@@ -3,14 +3,11 @@ single-process loss and gradients on the concatenated batch (the contrastive ter
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from gloo_ranks import run_gloo_ranks
 from torch import nn
 
 from learner.config import LossConfig
@@ -67,15 +64,7 @@ def _loss_and_grads(model: nn.Module, inputs: torch.Tensor, scores: torch.Tensor
     return {"loss": out.total.detach(), "terms": out.terms, "grads": grads}
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)  # two ranks share 2 cores: one thread each
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+def _worker(rank: int, out_dir: str) -> None:
     with distributed("cpu") as info:
         assert info == DistInfo(rank, WORLD, rank)
         results = _rank_results(info)  # the DDP model dies in there, before the group is destroyed
@@ -98,25 +87,10 @@ def _rank_results(info: DistInfo) -> dict:
     return results
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    # spawn, not fork: a child forked from a worker whose OpenMP pool or I/O threads are busy can hang
-    workers = mp.start_processes(
-        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 120
-    while not workers.join(timeout=1):  # raises if a worker failed
-        if time.monotonic() > deadline:
-            for process in workers.processes:
-                process.kill()
-            pytest.fail("the two DDP workers did not finish within 120 s")
+    run_gloo_ranks(_worker, out, world=WORLD)
     return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from gloo_ranks import run_gloo_ranks
 from torch import nn
 
 from learner.config import Config, LossConfig
@@ -98,36 +95,14 @@ def _steps(model: nn.Module, rank: int, world: int) -> dict[str, object]:
     return {"losses": torch.stack(losses), "memory": memory.state_dict()}
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+def _worker(rank: int, out_dir: str) -> None:
     with distributed("cpu") as info:
         model = wrap_model(_model(), info, torch.device("cpu"))
         torch.save(_steps(model, info.rank, info.world_size), Path(out_dir) / f"rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_ddp_queues_are_identical_and_equal_the_single_process_queue(tmp_path: Path) -> None:
-    workers = mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 300  # generous: the shared CI machine can be heavily loaded
-    while not workers.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in workers.processes:
-                process.kill()
-            pytest.fail("the two DDP workers did not finish within 300 s")
+    run_gloo_ranks(_worker, tmp_path, world=WORLD)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
     single = _steps(_model(), 0, 1)
     assert ranks[0]["memory"]["scores"].shape == (MEMORY,)  # 3 steps × 6 > 8: the FIFO has wrapped
