@@ -45,6 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from learner.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
+LoggerName = Literal["csv", "tensorboard", "mlflow"]
+LauncherName = Literal["inline", "submitit", "submitit-local"]
 """``runtime.device``: ``auto`` is CUDA when visible, else CPU."""
 Crop = Literal["none", "fan", "foreground"]
 """``data.crop``: the keys of :data:`learner.data.preprocess.CROPS`."""
@@ -282,6 +284,19 @@ class RuntimeConfig(_Section):
     )
     amp: bool = Field(default=True, description="mixed precision on GPU (bf16 where supported, else fp16)")
     channels_last: bool = Field(default=True, description="channels-last (NHWC) weights on GPU")
+    logger: LoggerName = Field(
+        default="csv",
+        description="pretraining metrics: csv (metrics.csv only), tensorboard or mlflow (also metrics.csv)",
+    )
+    launcher: LauncherName = Field(
+        default="inline",
+        description="experiment grids: inline (this process), submitit (one SLURM job per cell) or "
+        "submitit-local (one local process per cell)",
+    )
+    launcher_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="submitit executor parameters, e.g. {slurm_partition: gpu, timeout_min: '120'}",
+    )
 
 
 class Config(_Section):

@@ -24,9 +24,10 @@ app = typer.Typer(
         "on the built-in phantom cohort."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
 
 # Each module defines ``register(app)``; the order is the order of `learner --help`.
@@ -46,13 +47,27 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+VERBOSITY_LEVELS: dict[int, int] = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}
+"""``-q`` / default / ``-v``: the lowest level of the library's log messages shown on stderr."""
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Also show progress messages (cells, splits, epochs) on stderr."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Show errors only, no warnings."),
 ) -> None:
     """LEARNER command line."""
+    if verbose and quiet:
+        raise typer.BadParameter("-v and -q exclude each other")
+    level = VERBOSITY_LEVELS[int(verbose) - int(quiet)]
+    _console_handler().setLevel(level)
+    if verbose:  # a run directory sets INFO too (its log.txt); before one is open the logger must pass INFO
+        logging.getLogger("learner").setLevel(logging.INFO)
 
 
 def _register_commands() -> None:
@@ -63,13 +78,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """``warning: …`` / ``error: …`` for problems, the bare message for progress (INFO, with ``-v``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
 class _StderrWarnings(logging.StreamHandler):  # type: ignore[type-arg]
-    """WARNING and above as ``warning: …`` on whatever ``sys.stderr`` is at the time of the message."""
+    """The library's log messages at the chosen verbosity (default: WARNING and above) on whatever
+    ``sys.stderr`` is at the time of the message."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setLevel(logging.WARNING)
-        self.setFormatter(logging.Formatter("warning: %(message)s"))
+        self.setFormatter(_ConsoleFormatter())
 
     @property
     def stream(self) -> object:
@@ -80,11 +104,16 @@ class _StderrWarnings(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always the current sys.stderr (it may be swapped, e.g. by a test harness)
 
 
-def _console_warnings() -> None:
-    """Warnings from the library (skipped scans, patients without pairs, rare classes) reach the terminal."""
+def _console_handler() -> _StderrWarnings:
+    """The one handler through which the library's messages (skipped scans, patients without pairs, rare
+    classes; with ``-v`` also progress) reach the terminal."""
     logger = logging.getLogger("learner")
-    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
-        logger.addHandler(_StderrWarnings())
+    for handler in logger.handlers:
+        if isinstance(handler, _StderrWarnings):
+            return handler
+    handler = _StderrWarnings()
+    logger.addHandler(handler)
+    return handler
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -94,7 +123,7 @@ def run(argv: list[str] | None = None) -> int:
     caught here); anything else propagates, so only the toolkit's own user-facing errors become
     ``error: …`` lines.
     """
-    _console_warnings()
+    _console_handler().setLevel(logging.WARNING)  # each command starts at the default verbosity
     try:
         app(args=argv, prog_name="learner")
     except SystemExit as exc:

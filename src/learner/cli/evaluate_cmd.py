@@ -23,7 +23,17 @@ ManifestOption = Annotated[
     typer.Option("--manifest", "-m", help="Manifest of the scans (default: the run's data.manifest)."),
 ]
 WhichOption = Annotated[str, typer.Option("--which", help="Encoder checkpoint: best or last.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="Where the frozen encoder runs: cpu or cuda.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option("--device", help="Where the frozen encoder runs: auto (CUDA when visible), cpu or cuda."),
+]
+
+
+def _device(requested: str) -> str:
+    """``--device`` → cpu or cuda (the one device rule, :func:`learner.training.device.resolve_device`)."""
+    from learner.training.device import resolve_device
+
+    return str(resolve_device(requested))
 
 
 def register(app: typer.Typer) -> None:
@@ -52,26 +62,41 @@ def embed_command(
     clips_per_scan: Annotated[
         int, typer.Option("--clips-per-scan", min=1, help="Deterministic clips averaged per scan.")
     ] = 1,
-    device: DeviceOption = "cpu",
+    device: DeviceOption = "auto",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Also write the table here: .parquet or .csv (scan_id, patient_id, split, score, "
+            "predicted_score, emb_0 …) or .npz (the cache's format).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Embed every scan with the frozen encoder of RUN_DIR, cached in RUN_DIR/embeddings.
 
     The table (scan IDs, embeddings, predicted scores) is keyed by the checkpoint's weights and the
-    scans, so it is computed once and reused by every classifier on that encoder.
+    scans, so it is computed once and reused by every classifier on that encoder. The split column of
+    --out is the run's own patient split (splits.csv).
     """
-    from learner.evaluation.embed import embed_scans, embedding_cache_path
+    from learner.evaluation.embed import embed_scans, embedding_cache_path, write_embeddings
+    from learner.experiments.classify import SPLITS_FILE, read_splits
     from learner.runs import load_run_config
 
     config = load_run_config(run_dir)
     loaded = _load_manifest(manifest, config)
     target, _ = embedding_cache_path(run_dir, loaded, which=which, clips_per_scan=clips_per_scan)
     cached = target.is_file()
-    table = embed_scans(run_dir, loaded, which=which, clips_per_scan=clips_per_scan, device=device)
+    table = embed_scans(run_dir, loaded, which=which, clips_per_scan=clips_per_scan, device=_device(device))
     status = "reused" if cached else "computed"
     typer.echo(
         f"{len(table.scan_ids)} scans × {table.embeddings.shape[1]} dims ({status}): {target}"
         + (f"; {len(table.skipped)} unreadable scan(s) skipped" if table.skipped else "")
     )
+    if out is not None:
+        splits = read_splits(run_dir) if (run_dir / SPLITS_FILE).is_file() else None
+        typer.echo(f"written: {write_embeddings(table, loaded, out, splits=splits)}")
 
 
 def classify_command(
@@ -88,7 +113,7 @@ def classify_command(
     ] = None,
     sets: SetOption = None,
     which: WhichOption = "best",
-    device: DeviceOption = "cpu",
+    device: DeviceOption = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
 ) -> None:
     """Train the improved / stable / deteriorated classifier on ENCODER_RUN's frozen embeddings and test it.
@@ -106,7 +131,7 @@ def classify_command(
         **{"classifier.combine": combine, "classifier.head": head},
     )
     result = run_classification(
-        encoder_run, _load_manifest(manifest, cfg), cfg, out, which=which, device=device, force=force
+        encoder_run, _load_manifest(manifest, cfg), cfg, out, which=which, device=_device(device), force=force
     )
     test = result.metrics["test"]
     typer.echo(
@@ -128,31 +153,68 @@ def report_command(
 
 
 def predict_command(
-    earlier: Annotated[
-        Path, typer.Argument(help="The earlier scan (any readable file).", show_default=False)
-    ],
-    later: Annotated[Path, typer.Argument(help="The later scan of the same patient.", show_default=False)],
     encoder: Annotated[Path, typer.Option("--encoder", help="The pretraining run directory.")],
     classifier: Annotated[
         Path, typer.Option("--classifier", help="The classification run (learner classify --out).")
     ],
+    earlier: Annotated[
+        Path | None, typer.Argument(help="The earlier scan (any readable file).", show_default=False)
+    ] = None,
+    later: Annotated[
+        Path | None, typer.Argument(help="The later scan of the same patient.", show_default=False)
+    ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(
+            "--pairs",
+            help="A CSV of many pairs (columns earlier, later: scan paths, relative to the CSV) instead of "
+            "EARLIER LATER; one output row per pair.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="With --pairs: write the CSV here (default: stdout).", show_default=False
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     which: WhichOption = "best",
-    device: DeviceOption = "cpu",
+    device: DeviceOption = "auto",
 ) -> None:
-    """Did the patient improve, stay stable or deteriorate from EARLIER to LATER?
+    """Did the patient improve, stay stable or deteriorate from EARLIER to LATER (or every pair of --pairs)?
 
     Both scans are decoded with the encoder's training preprocessing; prints the class with its
-    probabilities, each scan's predicted score and the cosine distance of their embeddings.
+    probabilities, each scan's predicted score and the cosine distance of their embeddings, and, as a
+    caveat, the classifier's own test accuracy and macro-F1.
     """
-    from learner.evaluation.predict import predict_pair
+    from learner.atomic import atomic_path
+    from learner.evaluation.predict import classifier_caveat, predict_pair, predict_pairs
 
-    result = predict_pair(encoder, classifier, earlier, later, which=which, device=device)
+    if (pairs is None) != (earlier is not None and later is not None) or (pairs and earlier):
+        raise ConfigError("give either EARLIER LATER or --pairs PAIRS.csv")
+    caveat = classifier_caveat(classifier)
+    if pairs is not None:
+        table = predict_pairs(encoder, classifier, pairs, which=which, device=_device(device))
+        if out is None:
+            typer.echo(table.to_csv(index=False), nl=False)
+        else:
+            with atomic_path(out) as tmp:
+                table.to_csv(tmp, index=False)
+            typer.echo(f"{len(table)} pair(s): {out}")
+        if caveat:
+            typer.echo(caveat, err=True)
+        return
+    result = predict_pair(
+        encoder, classifier, earlier or Path(), later or Path(), which=which, device=_device(device)
+    )
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(json.dumps(result.to_json() | {"caveat": caveat}, indent=2))
         return
     probabilities = ", ".join(f"{name} {p:.3f}" for name, p in result.probabilities.items())
     typer.echo(f"{result.label.upper()}  ({probabilities})")
     for side, path in result.scans.items():
         typer.echo(f"  {side:8s} predicted score {result.scores[side]:8.2f}  {path}")
     typer.echo(f"  embedding cosine distance {result.distance:.4f}")
+    if caveat:
+        typer.echo(caveat)

@@ -50,6 +50,13 @@ def pretrain_command(
         str | None, typer.Option("--device", help="auto, cpu or cuda (runtime.device).")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of every RNG (seed).")] = None,
+    logger: Annotated[
+        str | None,
+        typer.Option(
+            "--logger",
+            help="Metrics sink besides metrics.csv: csv (none), tensorboard or mlflow (runtime.logger).",
+        ),
+    ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -95,8 +102,10 @@ def pretrain_command(
         cfg = load_run_config(out)
     else:
         cfg = config_from_options(config, sets, **dict(flags.values()))
-    if device is not None:
-        cfg = apply_overrides(cfg, {"runtime.device": device})  # a resumed run may change runtime
+    runtime = {"runtime.device": device, "runtime.logger": logger}
+    given_runtime = {key: value for key, value in runtime.items() if value is not None}
+    if given_runtime:
+        cfg = apply_overrides(cfg, given_runtime)  # a resumed run may change runtime
     result = pretrain(cfg, out, resume=resume is not None, force=force)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports

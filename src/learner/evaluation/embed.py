@@ -24,10 +24,13 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from learner.atomic import atomic_path
@@ -37,7 +40,7 @@ from learner.data.datasets import frames_to_clip
 from learner.data.manifest import Manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.sampling import segment_indices
-from learner.errors import CheckpointError, ScanReadError
+from learner.errors import CheckpointError, ConfigError, ScanReadError
 from learner.formats import FORMATS
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
@@ -71,8 +74,14 @@ class EmbeddingTable:
 
     def save(self, path: Path) -> Path:
         """Atomically write the table as an ``.npz`` of plain arrays (no pickled objects)."""
+        with atomic_path(path) as tmp:
+            self.write_npz(tmp)
+        return path
+
+    def write_npz(self, path: Path) -> None:
+        """Write the ``.npz`` to ``path`` as it is (not atomic; :meth:`save` is)."""
         skipped = np.array([list(s) for s in self.skipped], dtype=str).reshape(-1, 2)
-        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        with path.open("wb") as handle:
             np.savez(
                 handle,
                 scan_ids=np.array(self.scan_ids, dtype=str),
@@ -82,7 +91,6 @@ class EmbeddingTable:
                 clips_per_scan=np.array(self.clips_per_scan),
                 skipped=skipped,
             )
-        return path
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingTable:
@@ -99,6 +107,74 @@ class EmbeddingTable:
                 )
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: unreadable embedding table ({exc})") from None
+
+
+def embedding_frame(
+    table: EmbeddingTable, manifest: Manifest, splits: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """The table as one row per embedded scan: ``scan_id``, ``patient_id``, ``split``, ``score`` (the
+    manifest's), ``predicted_score`` and ``emb_0 … emb_{D-1}``.
+
+    ``split`` is the patient's in ``splits`` (a pretraining run's ``splits.csv``), else the manifest's,
+    else empty (a patient the run never saw, in a manifest without a split column).
+    """
+    records = {record.scan_id: record for record in manifest.records}
+    rows = [records[scan_id] for scan_id in table.scan_ids]
+    known = splits or {}
+    columns: dict[str, Any] = {
+        "scan_id": table.scan_ids,
+        "patient_id": [r.patient_id for r in rows],
+        "split": [known.get(r.patient_id) or r.split or "" for r in rows],
+        "score": np.array([r.score for r in rows], dtype=np.float64),
+        "predicted_score": table.scores.astype(np.float64),
+    }
+    columns |= {f"emb_{d}": table.embeddings[:, d] for d in range(table.embeddings.shape[1])}
+    return pd.DataFrame(columns)
+
+
+def _write_parquet(table: EmbeddingTable, frame: Callable[[], pd.DataFrame], tmp: Path) -> None:
+    frame().to_parquet(tmp, index=False)
+
+
+def _write_csv(table: EmbeddingTable, frame: Callable[[], pd.DataFrame], tmp: Path) -> None:
+    frame().to_csv(tmp, index=False)
+
+
+def _write_npz(table: EmbeddingTable, frame: Callable[[], pd.DataFrame], tmp: Path) -> None:
+    table.write_npz(tmp)  # the cache's own format (EmbeddingTable.load reads it back)
+
+
+EMBEDDING_WRITERS: dict[str, Callable[[EmbeddingTable, Callable[[], pd.DataFrame], Path], None]] = {
+    ".parquet": _write_parquet,
+    ".csv": _write_csv,
+    ".npz": _write_npz,
+}
+"""File suffix of ``learner embed --out`` → writer."""
+
+
+def write_embeddings(
+    table: EmbeddingTable,
+    manifest: Manifest,
+    path: str | os.PathLike[str],
+    *,
+    splits: Mapping[str, str] | None = None,
+) -> Path:
+    """Atomically write ``table`` to ``path`` in the format its suffix names (:data:`EMBEDDING_WRITERS`);
+    tables as :func:`embedding_frame` (``manifest`` and ``splits`` give the per-scan columns).
+
+    Raises:
+        ConfigError: an unknown suffix.
+    """
+    target = Path(path)
+    writer = EMBEDDING_WRITERS.get(target.suffix.lower())
+    if writer is None:
+        raise ConfigError(
+            f"{target}: unknown embedding file type {target.suffix!r}; use {', '.join(EMBEDDING_WRITERS)}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        writer(table, lambda: embedding_frame(table, manifest, splits), tmp)
+    return target
 
 
 def clip_indices(n_frames: int, frames: int, clips: int) -> np.ndarray:

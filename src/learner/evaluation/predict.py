@@ -13,10 +13,14 @@ Example::
 
     result = predict_pair("runs/lus-wcl", "runs/lus-wcl-classify", "day1.mp4", "day2.mp4")
     print(result.label, result.probabilities)
+
+Many pairs, the models loaded once: :class:`Predictor`, or :func:`predict_pairs` on a CSV of
+``earlier,later`` paths.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,7 @@ import torch
 
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES
-from learner.errors import ScanReadError
+from learner.errors import ManifestError, ScanReadError
 from learner.evaluation.embed import clips_from_frames, embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
 from learner.evaluation.pair_classifier import META_FILE, FittedPairClassifier, pair_features
@@ -80,6 +84,61 @@ def classifier_location(path: str | os.PathLike[str]) -> tuple[Path, int]:
     return folder, 1
 
 
+class Predictor:
+    """An encoder run and its classifier loaded once, for any number of scan pairs (:meth:`predict`).
+
+    Raises (on construction):
+        CheckpointError: a missing/invalid encoder or classifier, or a classifier trained on another encoder.
+    """
+
+    def __init__(
+        self,
+        encoder_run: str | os.PathLike[str],
+        classifier: str | os.PathLike[str],
+        *,
+        which: str = "best",
+        device: str = "cpu",
+    ) -> None:
+        self.fingerprint = checkpoint_fingerprint(Path(encoder_run) / "checkpoints" / which)
+        folder, self.clips_per_scan = classifier_location(classifier)
+        self.classifier = FittedPairClassifier.load(folder, encoder_fingerprint=self.fingerprint)
+        self.model, self.meta = load_regressor(encoder_run, which=which, device=device)
+        self.preprocessor = Preprocessor.from_config(self.meta.config.data)
+
+    def predict(self, earlier: str | os.PathLike[str], later: str | os.PathLike[str]) -> Prediction:
+        """Classify the change from scan ``earlier`` to scan ``later`` (files of any readable type).
+
+        Raises:
+            ScanReadError: a scan is missing or cannot be decoded (the message names the file).
+        """
+        paths = {side: Path(p) for side, p in zip(SIDES, (earlier, later), strict=True)}
+        for path in paths.values():
+            if not path.exists():
+                raise ScanReadError(f"{path}: file not found")
+        frames, channels = self.meta.config.data.frames, self.meta.encoder.in_channels
+        clips = torch.stack(
+            [
+                clips_from_frames(self.preprocessor.load(path), frames, self.clips_per_scan, channels)
+                for path in paths.values()
+            ]
+        )  # (2, K, T, C, H, W)
+        embeddings, scores = embed_clips(self.model, clips, self.meta.score_standardisation)  # (2, D), (2,)
+        pair = pd.DataFrame({"first_scan_id": ["earlier"], "second_scan_id": ["later"]})
+        combine = self.classifier.meta.combine
+        features = pair_features(pair, embeddings, list(SIDES), combine)
+        probabilities = self.classifier.predict_proba(features)[0].astype(np.float64)
+        distance = cosine_distances_for_pairs(pair, embeddings, list(SIDES))[0]
+        return Prediction(
+            label=CLASS_NAMES[int(probabilities.argmax())],
+            probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities, strict=True)},
+            scores={side: float(s) for side, s in zip(SIDES, scores, strict=True)},
+            distance=float(distance),
+            scans={side: str(path) for side, path in paths.items()},
+            encoder_fingerprint=self.fingerprint,
+            combine=combine,
+        )
+
+
 def predict_pair(
     encoder_run: str | os.PathLike[str],
     classifier: str | os.PathLike[str],
@@ -95,35 +154,64 @@ def predict_pair(
         ScanReadError: a scan is missing or cannot be decoded (the message names the file).
         CheckpointError: a missing/invalid encoder or classifier, or a classifier trained on another encoder.
     """
-    checkpoint = Path(encoder_run) / "checkpoints" / which
-    fingerprint = checkpoint_fingerprint(checkpoint)
-    folder, clips_per_scan = classifier_location(classifier)
-    fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
-    paths = {side: Path(p) for side, p in zip(SIDES, (earlier, later), strict=True)}
-    for path in paths.values():
-        if not path.exists():
-            raise ScanReadError(f"{path}: file not found")
-    model, meta = load_regressor(encoder_run, which=which, device=device)
-    config = meta.config
-    preprocessor = Preprocessor.from_config(config.data)
-    channels = meta.encoder.in_channels
-    clips = torch.stack(
-        [
-            clips_from_frames(preprocessor.load(path), config.data.frames, clips_per_scan, channels)
-            for path in paths.values()
-        ]
-    )  # (2, K, T, C, H, W)
-    embeddings, scores = embed_clips(model, clips, meta.score_standardisation)  # (2, D), (2,)
-    pair = pd.DataFrame({"first_scan_id": ["earlier"], "second_scan_id": ["later"]})
-    features = pair_features(pair, embeddings, list(SIDES), fitted.meta.combine)
-    probabilities = fitted.predict_proba(features)[0].astype(np.float64)
-    distance = cosine_distances_for_pairs(pair, embeddings, list(SIDES))[0]
-    return Prediction(
-        label=CLASS_NAMES[int(probabilities.argmax())],
-        probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities, strict=True)},
-        scores={side: float(s) for side, s in zip(SIDES, scores, strict=True)},
-        distance=float(distance),
-        scans={side: str(path) for side, path in paths.items()},
-        encoder_fingerprint=fingerprint,
-        combine=fitted.meta.combine,
+    return Predictor(encoder_run, classifier, which=which, device=device).predict(earlier, later)
+
+
+PAIR_COLUMNS: tuple[str, ...] = ("earlier", "later")
+"""The columns ``learner predict --pairs`` needs: one scan path each (relative paths: to the CSV's folder)."""
+
+
+def predict_pairs(
+    encoder_run: str | os.PathLike[str],
+    classifier: str | os.PathLike[str],
+    pairs_csv: str | os.PathLike[str],
+    *,
+    which: str = "best",
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Every pair of ``pairs_csv`` (columns ``earlier``, ``later``; others are kept) → one row each with
+    ``prediction``, ``p_<class>``, ``score_earlier``, ``score_later`` and ``distance``, in file order.
+
+    The encoder and classifier are loaded once.
+
+    Raises:
+        ManifestError: the CSV is unreadable or lacks a column.
+        ScanReadError: a scan is missing or undecodable; the message names the CSV row (1-based data row).
+    """
+    source = Path(pairs_csv)
+    try:
+        table = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{source}: unreadable pair table ({exc})") from None
+    missing = [column for column in PAIR_COLUMNS if column not in table.columns]
+    if missing:
+        raise ManifestError(f"{source}: missing column(s) {', '.join(missing)} (one scan path each)")
+    predictor = Predictor(encoder_run, classifier, which=which, device=device)
+    rows: list[dict[str, Any]] = []
+    for row, (earlier, later) in enumerate(zip(table["earlier"], table["later"], strict=True), start=1):
+        try:
+            result = predictor.predict(source.parent / earlier, source.parent / later)
+        except ScanReadError as exc:
+            raise ScanReadError(f"{source}: row {row}: {exc}") from None
+        rows.append(
+            {"prediction": result.label}
+            | {f"p_{name}": p for name, p in result.probabilities.items()}
+            | {f"score_{side}": score for side, score in result.scores.items()}
+            | {"distance": result.distance}
+        )
+    return pd.concat([table, pd.DataFrame(rows, index=table.index)], axis=1)
+
+
+def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
+    """One line with the classifier's own test result (its run's ``metrics.json``): how far to trust its
+    predictions. None when the classifier folder has no run around it."""
+    folder = Path(classifier)
+    run = folder if (folder / "metrics.json").is_file() else folder.parent
+    try:
+        test = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["test"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return (
+        f"caveat: this classifier scored accuracy {test['accuracy']:.1%}, macro-F1 {test['macro_f1']:.1%} "
+        f"on {test['n']} test pairs of {test['n_patients']} patients ({run / 'metrics.json'})"
     )

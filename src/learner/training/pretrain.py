@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -72,6 +73,7 @@ from learner.training.distributed import (
     distributed,
     wrap_model,
 )
+from learner.training.loggers import check_logger, flatten_settings, open_loggers
 from learner.training.memory import CrossBatchMemory
 from learner.training.names import check_names
 from learner.training.seeding import rng_state, seed_everything, set_rng_state
@@ -139,6 +141,7 @@ def pretrain(
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; ``checkpoints/last`` is kept).
     """
     check_names(config)
+    check_logger(config.runtime.logger)
     use_cuda = resolve_device(config.runtime.device).type == "cuda"
     with distributed("cuda" if use_cuda else "cpu") as info:
         device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
@@ -244,9 +247,9 @@ def _pretrain(
         memory.load_state_dict(state.get("memory", {}), device)
         log.info("resumed %s at epoch %d, step %d", run_dir, len(history), step)
     ddp = wrap_model(model, info, device, find_unused_parameters="mse" not in objective.names)
-    writer = _tensorboard(run_dir) if run is not None else None
+    sinks = open_loggers(runtime.logger, run_dir, config) if run is not None else []
     # ---- Alg. 1: for each batch, U = θ_V(B), Y = θ_M(U), θ ← θ − η∇(λ·MSE + (1 − λ)·CL) ----
-    with _progress(enabled=info.is_main) as progress:
+    with _progress(enabled=info.is_main and sys.stdout.isatty()) as progress:  # plain lines in logs
         for epoch in range(len(history) + 1, optim.epochs + 1):
             train_set.set_epoch(epoch)
             sampler.set_epoch(epoch)
@@ -307,12 +310,12 @@ def _pretrain(
                     "history": history, "best": best, "rng": rng_state(), "memory": memory.state_dict(),
                 }  # fmt: skip
                 save_checkpoint(last_dir, model, summary, train_state=train_state)
-                with atomic_path(run.file("metrics.csv")) as tmp:
-                    pd.DataFrame(history).to_csv(tmp, index=False, na_rep="nan")
-                _report(progress, writer, row)
+                for sink in sinks:
+                    sink.log(row, history)
+                _report(progress, row, optim.epochs)
             barrier()
-    if writer is not None:
-        writer.close()
+    for sink in sinks:
+        sink.close()
     if run is not None:
         run.write_metrics({
             "best": finite(best), "last": finite(history[-1]), "train_mean": standardiser.mean,
@@ -323,21 +326,14 @@ def _pretrain(
 
 def _check_resumable(config: Config, run_dir: Path) -> None:
     """A resumed run may change ``runtime`` only: it must compute what the interrupted one would have."""
-    stored = _flatten(load_run_config(run_dir).result_settings())
-    current = _flatten(config.result_settings())
+    stored = flatten_settings(load_run_config(run_dir).result_settings())
+    current = flatten_settings(config.result_settings())
     changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
     if changed:
         raise ConfigError(
             f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changed)}; "
             "resume with the stored config or start a new run"
         )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat |= _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
-    return flat
 
 
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -354,16 +350,7 @@ def _progress(*, enabled: bool) -> Progress:
     )  # fmt: skip
 
 
-def _tensorboard(run_dir: Path) -> Any | None:
-    """A SummaryWriter under ``run_dir/tensorboard`` when tensorboard is installed (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(run_dir / "tensorboard")
-
-
-def _report(progress: Progress, writer: Any | None, row: dict[str, float]) -> None:
+def _report(progress: Progress, row: dict[str, float], epochs: int) -> None:
     if "val_mae" in row:
         quality = (
             f"val MAE {row['val_mae']:.3f} RMSE {row['val_rmse']:.3f} r {row['val_r']:.3f} | "
@@ -373,9 +360,6 @@ def _report(progress: Progress, writer: Any | None, row: dict[str, float]) -> No
         quality = "val " + ", ".join(
             f"{k.removeprefix('val_')} {v:.4f}" for k, v in row.items() if k[:4] == "val_"
         )
-    text = f"epoch {row['epoch']}: loss {row['train_loss']:.4f} | {quality}"
+    text = f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} | {quality}"
     progress.console.print(text, markup=False, soft_wrap=True)
     log.info(text)
-    for key, value in row.items():
-        if writer is not None and key != "epoch":
-            writer.add_scalar(key, value, row["epoch"])
