@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -136,3 +138,43 @@ def test_several_clips_per_scan_average_the_clip_embeddings(
         expected = model.encoder(clips).mean(dim=0).numpy()
     np.testing.assert_allclose(table.embeddings[0], expected, rtol=1e-4, atol=1e-5)
     assert table.clips_per_scan == 2
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_embed_out_writes_scan_split_score_and_embedding_columns(
+    tmp_path: Path,
+    encoder_run: Path,
+    loaded_lus_manifest: Manifest,
+    cli: Callable[[list[str]], tuple[int, str, str]],
+    suffix: str,
+) -> None:
+    out = tmp_path / f"emb{suffix}"
+    code, stdout, err = cli(["embed", str(encoder_run), "--out", str(out), "--device", "cpu"])
+    assert code == 0, err
+    assert stdout.strip().endswith(f"written: {out}")
+    frame = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out, dtype={"scan_id": str})
+    cached = embed.EmbeddingTable.load(next((encoder_run / "embeddings").glob("*.npz")))
+    assert frame["scan_id"].tolist() == cached.scan_ids
+    dims = [f"emb_{d}" for d in range(cached.embeddings.shape[1])]
+    assert list(frame.columns) == ["scan_id", "patient_id", "split", "score", "predicted_score", *dims]
+    np.testing.assert_allclose(frame[dims].to_numpy(), cached.embeddings, rtol=1e-6)
+    np.testing.assert_allclose(frame["predicted_score"], cached.scores, rtol=1e-6)
+    splits = pd.read_csv(encoder_run / "splits.csv", dtype=str).set_index("patient_id")["split"]
+    records = {r.scan_id: r for r in loaded_lus_manifest.records}
+    assert frame["split"].tolist() == [splits[records[s].patient_id] for s in frame["scan_id"]]
+    assert frame["score"].tolist() == [records[s].score for s in frame["scan_id"]]
+
+
+def test_embed_out_npz_is_the_cache_format_and_an_unknown_suffix_is_an_error(
+    tmp_path: Path, encoder_run: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    code, _, err = cli(["embed", str(encoder_run), "--out", str(tmp_path / "emb.npz"), "--device", "cpu"])
+    assert code == 0, err
+    table = embed.EmbeddingTable.load(tmp_path / "emb.npz")
+    cached = embed.EmbeddingTable.load(next((encoder_run / "embeddings").glob("*.npz")))
+    assert table.scan_ids == cached.scan_ids
+    np.testing.assert_array_equal(table.embeddings, cached.embeddings)
+    code, _, err = cli(["embed", str(encoder_run), "--out", str(tmp_path / "emb.xlsx"), "--device", "cpu"])
+    assert code == 2
+    expected = f"{tmp_path / 'emb.xlsx'}: unknown embedding file type '.xlsx'; use .parquet, .csv, .npz"
+    assert err.strip() == f"error: {expected}"

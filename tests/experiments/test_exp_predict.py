@@ -96,3 +96,59 @@ def test_missing_and_unreadable_scans_are_named(
     broken.write_bytes(b"not a video")
     with pytest.raises(ScanReadError, match=r"broken\.mp4"):
         predict_pair(cell / "encoder", cell / "classifier", broken, good)
+
+
+def _pairs_csv(tmp_path: Path, cell: Path, paths: dict) -> tuple[Path, pd.DataFrame]:
+    """The first three test pairs of ``cell`` as a --pairs CSV (absolute paths, plus an extra column)."""
+    known = pd.read_csv(
+        cell / "classifier" / "predictions.csv", dtype={"first_scan_id": str, "second_scan_id": str}
+    ).head(3)
+    table = pd.DataFrame({
+        "case": [f"case-{k}" for k in range(len(known))],
+        "earlier": [str(paths[s]) for s in known["first_scan_id"]],
+        "later": [str(paths[s]) for s in known["second_scan_id"]],
+    })  # fmt: skip
+    source = tmp_path / "pairs.csv"
+    table.to_csv(source, index=False)
+    return source, known
+
+
+def test_predict_pairs_gives_one_row_per_pair_as_the_classify_pipeline_did(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    cell, _, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    source, known = _pairs_csv(tmp_path, cell, paths)
+    args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier")]
+    code, out, err = cli([*args, "--pairs", str(source), "--out", str(tmp_path / "predicted.csv")])
+    assert code == 0, err
+    assert out.strip() == f"3 pair(s): {tmp_path / 'predicted.csv'}"
+    predicted = pd.read_csv(tmp_path / "predicted.csv")
+    assert predicted["case"].tolist() == ["case-0", "case-1", "case-2"]  # input columns kept, file order
+    assert predicted["prediction"].tolist() == known["predicted_name"].tolist()
+    for name in CLASS_NAMES:
+        np.testing.assert_allclose(predicted[f"p_{name}"], known[f"p_{name}"], atol=1e-4)
+    test = json.loads((cell / "classifier" / "metrics.json").read_text())["test"]
+    assert f"accuracy {test['accuracy']:.1%}, macro-F1 {test['macro_f1']:.1%}" in err  # the caveat
+    assert f"on {test['n']} test pairs of {test['n_patients']} patients" in err
+
+
+def test_predict_pairs_names_the_row_of_a_bad_scan(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    cell, _, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    source, _ = _pairs_csv(tmp_path, cell, paths)
+    table = pd.read_csv(source)
+    table.loc[1, "later"] = "gone.mp4"  # relative: to the CSV's folder
+    table.to_csv(source, index=False)
+    args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier")]
+    code, _, err = cli([*args, "--pairs", str(source)])
+    assert code == 2
+    assert err.strip() == f"error: {source}: row 2: {tmp_path / 'gone.mp4'}: file not found"
+    code, _, err = cli([*args, "--pairs", str(source), str(paths[next(iter(paths))])])
+    assert (code, err.strip()) == (2, "error: give either EARLIER LATER or --pairs PAIRS.csv")

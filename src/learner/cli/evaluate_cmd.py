@@ -1,4 +1,4 @@
-"""``learner embed | classify | report | predict``: the frozen encoder at work (Section 2.4), reports."""
+"""``learner embed | classify | report | predict | export``: the frozen encoder at work (Section 2.4)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
     app.command("classify")(classify_command)
     app.command("report")(report_command)
     app.command("predict")(predict_command)
+    app.command("export")(export_command)
 
 
 def _load_manifest(path: Path | None, config: Config) -> Manifest:
@@ -218,3 +219,37 @@ def predict_command(
     typer.echo(f"  embedding cosine distance {result.distance:.4f}")
     if caveat:
         typer.echo(caveat)
+
+
+def export_command(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="A classification run (learner classify --out) or a grid cell (holding encoder/ and "
+            "classifier/).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the exported files.")],
+    encoder: Annotated[
+        Path | None,
+        typer.Option(
+            "--encoder", help="The pretraining run (default: the one RUN records).", show_default=False
+        ),
+    ] = None,
+    onnx: Annotated[
+        bool, typer.Option("--onnx/--no-onnx", help="Also write ONNX (needs pip install 'learner[export]').")
+    ] = True,
+    which: WhichOption = "best",
+) -> None:
+    """Export RUN's encoder and pair classifier as TorchScript and ONNX, with the preprocessing beside them.
+
+    Writes OUT/encoder.{onnx,pt} (clips → embedding, score), OUT/pair_classifier.{onnx,pt} (two embeddings →
+    class probabilities), OUT/preprocessing.json and OUT/PREPROCESSING.md (frames, size, channels, crop,
+    intensity scaling, score scale, class order).
+    """
+    from learner.evaluation.export import export_run, locate_runs
+
+    encoder_run, classifier = locate_runs(run, encoder)
+    exported = export_run(encoder_run, classifier, out, which=which, onnx=onnx)
+    typer.echo("exported: " + ", ".join(sorted(exported.files)) + f" in {out}")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from learner.cli.options import ConfigOption, SetOption
-from learner.config import DatasetSpec, Experiment, load_experiment, split_override
+from learner.config import DatasetSpec, Experiment, apply_overrides, load_experiment, split_override
 from learner.errors import ConfigError
 
 experiment_app = typer.Typer(
@@ -42,6 +42,35 @@ SettingOption = Annotated[
         metavar="NAME:KEY=VALUE,...",
         help="A named setting of the sweep, e.g. small:data.size=32,data.frames=4 (repeatable; replaces a "
         "setting of the same name in experiment.settings).",
+        show_default=False,
+    ),
+]
+
+LauncherOption = Annotated[
+    str | None,
+    typer.Option(
+        "--launcher",
+        help="Where cells run: inline (here), submitit (one SLURM job per cell) or submitit-local "
+        "(runtime.launcher; needs pip install 'learner[cluster]').",
+        show_default=False,
+    ),
+]
+LauncherOptOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--launcher-opt",
+        metavar="KEY=VALUE",
+        help="A submitit executor parameter, e.g. slurm_partition=gpu, timeout_min=120, gpus_per_node=1 "
+        "(repeatable; runtime.launcher_options).",
+        show_default=False,
+    ),
+]
+LoggerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--logger",
+        help="Every pretraining's metrics sink besides metrics.csv: csv, tensorboard or mlflow "
+        "(runtime.logger).",
         show_default=False,
     ),
 ]
@@ -75,13 +104,30 @@ def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), dict(split_override(item) for item in items)
 
 
+def runtime_overrides(
+    launcher: str | None, launcher_opts: list[str] | None, logger: str | None
+) -> dict[str, Any]:
+    """``--launcher``, ``--launcher-opt KEY=VALUE`` and ``--logger`` as dotted ``runtime`` overrides."""
+    overrides: dict[str, Any] = {"runtime.launcher": launcher, "runtime.logger": logger}
+    if launcher_opts:
+        pairs = [text.partition("=") for text in launcher_opts]
+        bad = [key + sep + value for key, sep, value in pairs if not sep or not key.strip()]
+        if bad:
+            raise ConfigError(f"--launcher-opt {bad[0]!r} must look like KEY=VALUE")
+        overrides["runtime.launcher_options"] = {key.strip(): value for key, _, value in pairs}
+    return {key: value for key, value in overrides.items() if value is not None}
+
+
 def _grid_config(
     config: Path | None,
     sets: list[str] | None,
     datasets: list[str] | None,
     settings: list[str] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> Experiment:
     experiment = load_experiment(config, sets or [])
+    if runtime:
+        experiment = Experiment(apply_overrides(experiment.config, runtime), experiment.grid)
     update: dict[str, Any] = {}
     if datasets:
         update["datasets"] = [parse_dataset(text, experiment.config.data.scale) for text in datasets]
@@ -114,10 +160,15 @@ def _grid_command(name: str, runner: str, doc: str) -> None:
         dataset: DatasetOption = None,
         resume: ResumeOption = False,
         force: ForceOption = False,
+        launcher: LauncherOption = None,
+        launcher_opt: LauncherOptOption = None,
+        logger: LoggerOption = None,
     ) -> None:
         module, _, function = runner.partition(":")
         run = getattr(importlib.import_module(module), function)
-        _run_and_report(run, _grid_config(config, sets, dataset), out, resume=resume, force=force)
+        runtime = runtime_overrides(launcher, launcher_opt, logger)
+        experiment = _grid_config(config, sets, dataset, runtime=runtime)
+        _run_and_report(run, experiment, out, resume=resume, force=force)
 
     command.__doc__ = inspect.cleandoc(doc)
     experiment_app.command(name)(command)
@@ -152,6 +203,9 @@ def sweep_command(
     dataset: DatasetOption = None,
     resume: ResumeOption = False,
     force: ForceOption = False,
+    launcher: LauncherOption = None,
+    launcher_opt: LauncherOptOption = None,
+    logger: LoggerOption = None,
 ) -> None:
     """A sweep: every named setting (experiment.settings, --setting) × loss × seed on every dataset.
 
@@ -162,7 +216,8 @@ def sweep_command(
     """
     from learner.experiments.sweep import run_sweep
 
-    experiment = _grid_config(config, sets, dataset, setting)
+    runtime = runtime_overrides(launcher, launcher_opt, logger)
+    experiment = _grid_config(config, sets, dataset, setting, runtime)
     _run_and_report(run_sweep, experiment, out, resume=resume, force=force)
 
 

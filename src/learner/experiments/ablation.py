@@ -23,9 +23,9 @@ import pandas as pd
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.experiments import grid as engine
+from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
-from learner.training.device import resolve_device
 
 
 def run_ablation(
@@ -59,11 +59,18 @@ def run_ablation(
             ]
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
             plan.append((dataset, where, engine.cell_config(config, dataset, **keys), variants))
+    check_launcher(config.runtime)
     run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
-    device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
     manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}
+    jobs = [
+        engine.CellJob(run_dir, where, encoder_cfg, tuple(variants), manifests[dataset.name])
+        for dataset, where, encoder_cfg, variants in plan
+    ]
+    launch_cells(run_dir, jobs, config.runtime)
+    device = engine.collect_device(config)  # where the frozen encoders embed
     cells: list[Cell] = []
-    for dataset, where, encoder_cfg, variants in plan:
+    for index, (dataset, where, encoder_cfg, variants) in enumerate(plan, 1):
+        engine.announce(index, len(plan), where)
         encoder = engine.ensure_encoder(encoder_cfg, run_dir / where / "encoder")
         for name, cfg in variants:
             manifest = manifests[dataset.name]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections import defaultdict
@@ -51,8 +52,11 @@ from learner.experiments.results import (
 from learner.losses.registry import parse_loss_name
 from learner.runs import open_run_dir
 from learner.training.checkpoint import checkpoint_fingerprint
+from learner.training.device import resolve_device
 from learner.training.names import check_names
 from learner.training.pretrain import pretrain
+
+log = logging.getLogger(__name__)
 
 COMPLETE = "complete.json"
 
@@ -186,6 +190,41 @@ def run_cell(
         run_dir / where / "encoder", manifest, config, run_dir / where / "classifier", device
     )
     return cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """The stages of one grid cell, self-contained so that another process (a cluster job) can run them:
+    pretrain ``encoder`` into ``run_dir/where/encoder``, then classify on it into ``run_dir/where/<name>``
+    for each ``(name, config)`` of ``classifications``."""
+
+    run_dir: Path
+    where: Path
+    encoder: Config
+    classifications: tuple[tuple[str, Config], ...]
+    manifest: Manifest
+
+    def __call__(self) -> str:
+        """Run the stages that are not complete yet (on the device the cell's config asks for, resolved
+        where the job runs); returns the cell's folder."""
+        folder = self.run_dir / self.where
+        ensure_encoder(self.encoder, folder / "encoder")
+        device = str(resolve_device(self.encoder.runtime.device))
+        for name, config in self.classifications:
+            ensure_classification(folder / "encoder", self.manifest, config, folder / name, device)
+        return str(self.where)
+
+
+def announce(index: int, total: int, where: Path) -> None:
+    """One progress line per cell in the experiment's log (and on stderr with ``-v``)."""
+    log.info("cell %d/%d: %s", index, total, where.as_posix())
+
+
+def collect_device(config: Config) -> str:
+    """Where this process embeds: the config's device, except that when the cells ran elsewhere
+    (``runtime.launcher`` not ``inline``) every stage is complete and nothing here needs CUDA."""
+    requested = config.runtime.device if config.runtime.launcher == "inline" else "cpu"
+    return str(resolve_device(requested))
 
 
 def mean_std(values: Sequence[float]) -> MeanStd:

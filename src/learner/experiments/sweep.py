@@ -42,6 +42,7 @@ from learner.errors import ConfigError
 from learner.evaluation.embedding_analysis import DistanceAnalysis
 from learner.experiments import grid as engine
 from learner.experiments.figure1 import cell_distance_analysis, distance_targets
+from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import (
     Cell,
     Correlation,
@@ -54,7 +55,6 @@ from learner.experiments.results import (
     SweepRow,
 )
 from learner.experiments.tables import render_sweep
-from learner.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,16 @@ def run_sweep(
     config, grid = experiment.config, engine.check_grid(experiment.grid)
     plan = sweep_plan(config, grid)
     manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}  # all read first
+    check_launcher(config.runtime)
     run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
-    device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
+    jobs = [
+        engine.CellJob(run_dir, where, cfg, (("classifier", cfg),), manifests[name])
+        for name, cells_of_dataset in plan.items()
+        for _, where, cfg in cells_of_dataset
+    ]
+    launch_cells(run_dir, jobs, config.runtime)
+    device = engine.collect_device(config)  # where the frozen encoders embed
+    total, index = len(jobs), 0
     cells: list[Cell] = []
     extras: list[SweepCell] = []
     sources: list[DatasetSummary] = []
@@ -95,7 +103,8 @@ def run_sweep(
         sources.append(engine.describe_dataset(dataset, manifest))
         targets = distance_targets(manifest)
         for key, where, cfg in plan[dataset.name]:
-            log.info("sweep cell %s", where)
+            index += 1
+            engine.announce(index, total, where)
             cell = engine.run_cell(run_dir, where, key, cfg, manifest, device)
             n_boot = cfg.classifier.bootstrap
             correlations = {

@@ -34,6 +34,7 @@ from learner.config import Experiment
 from learner.evaluation.metrics import paired_difference_ci
 from learner.experiments import grid as engine
 from learner.experiments.figure1 import figure_one
+from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import (
     METRICS,
     Cell,
@@ -45,7 +46,6 @@ from learner.experiments.results import (
     Results,
 )
 from learner.experiments.tables import render_table3
-from learner.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,35 @@ def run_table3(
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
     config, grid = experiment.config, engine.check_grid(experiment.grid)
+    check_launcher(config.runtime)
+    plan = [
+        (dataset, loss, engine.cell_config(config, dataset, **{"loss.name": loss, "seed": seed}))
+        for dataset in grid.datasets
+        for loss in grid.losses
+        for seed in grid.seeds
+    ]  # every cell's config is built (so checked) before any work
+    manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}
     run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
-    device = str(resolve_device(config.runtime.device))  # where the frozen encoders embed
+    folders = [Path(dataset.name) / loss / f"seed-{cfg.seed}" for dataset, loss, cfg in plan]
+    jobs = [
+        engine.CellJob(run_dir, where, cfg, (("classifier", cfg),), manifests[dataset.name])
+        for (dataset, _, cfg), where in zip(plan, folders, strict=True)
+    ]
+    launch_cells(run_dir, jobs, config.runtime)
+    device = engine.collect_device(config)  # where the frozen encoders embed
     cells: list[Cell] = []
     figures: dict[str, dict[str, Figure]] = {}
     sources: list[DatasetSummary] = []
     for dataset in grid.datasets:
-        manifest = engine.dataset_manifest(config, dataset)
+        manifest = manifests[dataset.name]
         sources.append(engine.describe_dataset(dataset, manifest))
         rows = []
-        for loss in grid.losses:
-            for seed in grid.seeds:
-                cfg = engine.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
-                where = Path(dataset.name) / loss / f"seed-{seed}"
-                log.info("table 3 cell %s", where)
-                key = GridKey(dataset=dataset.name, loss=loss)
-                rows.append(engine.run_cell(run_dir, where, key, cfg, manifest, device))
+        for index, ((cell_dataset, loss, cfg), where) in enumerate(zip(plan, folders, strict=True), 1):
+            if cell_dataset is not dataset:
+                continue
+            engine.announce(index, len(plan), where)
+            key = GridKey(dataset=dataset.name, loss=loss)
+            rows.append(engine.run_cell(run_dir, where, key, cfg, manifest, device))
         figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap)
         cells += rows
     baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]

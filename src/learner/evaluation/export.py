@@ -1,0 +1,273 @@
+"""``learner export``: a pretrained encoder and its pair classifier as ONNX and TorchScript files, with the
+preprocessing they expect written beside them, for use outside this package (onnxruntime, C++, a browser).
+
+Files in ``OUT``::
+
+    encoder.onnx  encoder.pt           clips (N, T, C, H, W) float32 → embedding (N, D), score (N,)
+    pair_classifier.onnx  pair_classifier.pt
+                                       earlier (N, D), later (N, D) embeddings → probabilities (N, 3)
+    preprocessing.json  PREPROCESSING.md
+                                       how a scan becomes a clip; the score scale; the class order
+
+The encoder graph holds θ_V and θ_M with the score de-standardisation built in (``score`` is in score
+units, as :func:`learner.evaluation.embed.embed_clips` returns it). The classifier graph holds the whole
+Section 2.4 head as :class:`learner.evaluation.pair_classifier.FittedPairClassifier` applies it: the pair
+combination (difference later − earlier, or concatenation [earlier, later]), the train-fitted feature
+standardisation, the MLP and the softmax. Both graphs take a dynamic batch N; T, C, H and W are the run's.
+
+ONNX needs the ``export`` extra (``pip install 'learner[export]'``: onnx, and onnxruntime to run and check
+the files); the graphs use the TorchScript-based exporter (``dynamo=False``, opset 17), which needs no
+onnxscript. TorchScript files need nothing beyond torch (``torch.jit.load``).
+
+Example::
+
+    files = export_run("runs/lus-wcl", "runs/lus-wcl-classify", "exported/")
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from learner.atomic import atomic_path, write_json, write_text
+from learner.data.scales import CLASS_NAMES, scale_from_config
+from learner.errors import ConfigError, RunDirError
+from learner.evaluation.pair_classifier import FittedPairClassifier
+from learner.evaluation.predict import classifier_location
+from learner.models.heads import ScoreRegressor
+from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, load_regressor
+
+ONNX_OPSET = 17
+"""The ONNX opset of the exported graphs (onnxruntime ≥ 1.14 runs it)."""
+
+
+class EncoderGraph(nn.Module):
+    """θ_V and θ_M, the score standardisation undone: clips (N, T, C, H, W) → (N, D), (N,) in score units."""
+
+    def __init__(self, model: ScoreRegressor, mean: float, std: float) -> None:
+        super().__init__()
+        self.model = model
+        self.mean, self.std = mean, std
+
+    def forward(self, clips: Tensor) -> tuple[Tensor, Tensor]:
+        embeddings, standardised = self.model(clips)
+        return embeddings, standardised * self.std + self.mean
+
+
+class PairClassifierGraph(nn.Module):
+    """Two embeddings (N, D) each → class probabilities (N, 3): combine, standardise, MLP, softmax."""
+
+    def __init__(self, fitted: FittedPairClassifier) -> None:
+        super().__init__()
+        self.head = fitted.head
+        self.concatenate = fitted.meta.combine == "concatenate"
+        self.mean = nn.Buffer(torch.from_numpy(np.asarray(fitted.scaler.mean, dtype=np.float32)))
+        self.std = nn.Buffer(torch.from_numpy(np.asarray(fitted.scaler.std, dtype=np.float32)))
+
+    def forward(self, earlier: Tensor, later: Tensor) -> Tensor:
+        features = torch.cat([earlier, later], dim=1) if self.concatenate else later - earlier
+        logits: Tensor = self.head((features - self.mean) / self.std)
+        return torch.softmax(logits, dim=1)
+
+
+@dataclass(frozen=True)
+class ExportedModels:
+    """What :func:`export_run` wrote (paths) and the two graphs it exported (in eval mode, on the CPU)."""
+
+    files: dict[str, Path]
+    encoder: EncoderGraph
+    classifier: PairClassifierGraph
+    example_clips: Tensor
+
+
+def locate_runs(
+    run: str | os.PathLike[str], encoder: str | os.PathLike[str] | None = None
+) -> tuple[Path, Path]:
+    """(encoder run, classifier) of ``run``: a grid cell (``encoder/`` and ``classifier/`` inside) or a
+    classification run, whose encoder is ``encoder`` or else the one its ``metrics.json`` records.
+
+    Raises:
+        RunDirError: neither layout, or no encoder recorded and none given.
+    """
+    folder = Path(run)
+    if (folder / "encoder").is_dir() and (folder / "classifier").is_dir():
+        return Path(encoder or folder / "encoder"), folder / "classifier"
+    if encoder is not None:
+        return Path(encoder), folder
+    try:
+        recorded = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["encoder_run"]
+    except (OSError, ValueError, KeyError):
+        raise RunDirError(
+            f"{folder}: not a classification run with a recorded encoder (metrics.json) nor a grid cell; "
+            "pass --encoder RUN_DIR"
+        ) from None
+    return Path(recorded), folder
+
+
+def preprocessing_record(meta: CheckpointMeta, clips_per_scan: int, fingerprint: str) -> dict[str, Any]:
+    """How a scan becomes the encoder's input, and what the outputs mean (``preprocessing.json``)."""
+    data = meta.config.data
+    scale = scale_from_config(data)
+    return {
+        "input": {
+            "name": "clips",
+            "shape": ["N", data.frames, meta.encoder.in_channels, data.size, data.size],
+            "dtype": "float32",
+            "range": "pixel / 255 (uint8 grey levels to [0, 1]); no mean/std normalisation",
+        },
+        "frames": {
+            "count": data.frames,
+            "sampling": "TSN centre frames: split the scan's frames into T equal segments and take the "
+            "centre frame of each (learner.data.sampling.segment_indices with train=False)",
+            "max_cached_frames": data.max_cached_frames,
+            "clips_per_scan": clips_per_scan,
+            "clips_note": "the classifier was trained on the mean embedding of this many clips per scan",
+        },
+        "pixels": {
+            "channels": meta.encoder.in_channels,
+            "colour": "grey (ITU-R BT.601 luma); a grey frame is repeated to 3 channels when channels is 3",
+            "crop": data.crop,
+            "crop_note": "fan: bounding box of pixels that vary over time and are bright (> 12 grey levels, "
+            "temporal std > 3); foreground: pixels brighter than 12; none: the whole frame",
+            "square": "the crop is zero-padded to a centred square",
+            "size": data.size,
+            "resize": "bilinear, antialiased (torch.nn.functional.interpolate)",
+            "volumes": f"NIfTI sliced along {data.nifti_axis}; 1st-99th percentile of non-zero voxels → "
+            "0-255",
+        },
+        "outputs": {
+            "embedding": ["N", meta.encoder.embed_dim],
+            "score": "predicted clinical score, in score units",
+            "probabilities": {"shape": ["N", len(CLASS_NAMES)], "classes": list(CLASS_NAMES)},
+        },
+        "score_scale": {
+            "name": scale.name,
+            "range": [scale.low, scale.high],
+            "higher_is_better": scale.higher_is_better,
+            "unit": scale.unit,
+            "change_rule": {"bins": list(scale.bins)} if scale.bins else {"threshold": scale.threshold},
+        },
+        "score_standardisation": {
+            "mean": meta.score_standardisation.mean,
+            "std": meta.score_standardisation.std,
+        },
+        "encoder": {"backbone": meta.encoder.name, "fingerprint": fingerprint},
+        "onnx_opset": ONNX_OPSET,
+    }
+
+
+def export_run(
+    encoder_run: str | os.PathLike[str],
+    classifier: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    which: str = "best",
+    onnx: bool = True,
+) -> ExportedModels:
+    """Write the encoder of ``encoder_run`` and the classifier ``classifier`` (a classification run or its
+    ``classifier/`` folder) to ``out_dir`` as TorchScript, ONNX (with ``onnx``) and the preprocessing files.
+
+    Raises:
+        CheckpointError: a missing encoder or classifier, or a classifier trained on another encoder.
+        ConfigError: ``onnx`` without the onnx package installed.
+    """
+    if onnx and importlib.util.find_spec("onnx") is None:
+        raise ConfigError("ONNX export needs the onnx package: pip install 'learner[export]'")
+    fingerprint = checkpoint_fingerprint(Path(encoder_run) / "checkpoints" / which)
+    folder, clips_per_scan = classifier_location(classifier)
+    fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
+    model, meta = load_regressor(encoder_run, which=which, device="cpu")
+    standardiser = meta.score_standardisation
+    encoder = EncoderGraph(model, float(standardiser.mean), float(standardiser.std)).eval()
+    pair = PairClassifierGraph(fitted).eval()
+    data = meta.config.data
+    clips = torch.rand(2, data.frames, meta.encoder.in_channels, data.size, data.size, generator=_generator())
+    embeddings = torch.randn(2, meta.encoder.embed_dim, generator=_generator())
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    files = {
+        "encoder.pt": _torchscript(encoder, (clips,), target / "encoder.pt"),
+        "pair_classifier.pt": _torchscript(pair, (embeddings, embeddings), target / "pair_classifier.pt"),
+    }
+    if onnx:
+        files["encoder.onnx"] = _onnx(
+            encoder, (clips,), target / "encoder.onnx", ["clips"], ["embedding", "score"]
+        )
+        files["pair_classifier.onnx"] = _onnx(
+            pair, (embeddings, embeddings), target / "pair_classifier.onnx", ["earlier", "later"],
+            ["probabilities"],
+        )  # fmt: skip
+    record = preprocessing_record(meta, clips_per_scan, fingerprint)
+    files["preprocessing.json"] = write_json(target / "preprocessing.json", record)
+    files["PREPROCESSING.md"] = write_text(target / "PREPROCESSING.md", preprocessing_markdown(record))
+    return ExportedModels(files, encoder, pair, clips)
+
+
+def preprocessing_markdown(record: dict[str, Any]) -> str:
+    """``PREPROCESSING.md``: the record of :func:`preprocessing_record` for a reader."""
+    frames, pixels, outputs = record["frames"], record["pixels"], record["outputs"]
+    scale, std = record["score_scale"], record["score_standardisation"]
+    shape = " × ".join(str(s) for s in record["input"]["shape"])
+    return "\n".join([
+        "# Exported LEARNER models",
+        "",
+        f"Encoder `{record['encoder']['backbone']}` (fingerprint `{record['encoder']['fingerprint'][:16]}`).",
+        "",
+        "| file | input | output |",
+        "|---|---|---|",
+        f"| `encoder.onnx`, `encoder.pt` | `clips` {shape} float32 | `embedding` "
+        f"N × {outputs['embedding'][1]}, `score` N (score units) |",
+        "| `pair_classifier.onnx`, `pair_classifier.pt` | `earlier`, `later`: embeddings | `probabilities` "
+        f"N × 3 ({', '.join(outputs['probabilities']['classes'])}) |",
+        "",
+        "## From a scan to `clips`",
+        "",
+        f"1. Decode the scan; colour → {pixels['colour']}.",
+        f"2. Keep at most {frames['max_cached_frames']} frames, evenly spaced.",
+        f"3. Crop: `{pixels['crop']}` ({pixels['crop_note']}); {pixels['square']}.",
+        f"4. Resize to {pixels['size']} × {pixels['size']}: {pixels['resize']}.",
+        f"   Volumes: {pixels['volumes']}.",
+        f"5. Take T = {frames['count']} frames: {frames['sampling']}.",
+        f"6. Scale: {record['input']['range']}; channels: {pixels['channels']}.",
+        f"7. The classifier saw the mean embedding of {frames['clips_per_scan']} clip(s) per scan.",
+        "",
+        f"Scores are on the `{scale['name']}` scale (range {scale['range'][0]} to {scale['range'][1]}); the "
+        f"encoder graph already undoes the training standardisation (mean {std['mean']:.4g}, "
+        f"std {std['std']:.4g}).",
+        "",
+    ])  # fmt: skip
+
+
+def _generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)  # fixed example inputs: exports are reproducible
+
+
+def _torchscript(module: nn.Module, example: tuple[Tensor, ...], path: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export; it still works
+        traced = torch.jit.trace(module, example)  # type: ignore[no-untyped-call]  # untyped in torch
+    with atomic_path(path) as tmp:
+        torch.jit.save(traced, str(tmp))
+    return path
+
+
+def _onnx(
+    module: nn.Module, example: tuple[Tensor, ...], path: Path, inputs: list[str], outputs: list[str]
+) -> Path:
+    batch = {name: {0: "N"} for name in inputs + outputs}
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated in favour of dynamo
+        torch.onnx.export(
+            module, example, str(tmp), input_names=inputs, output_names=outputs, dynamic_axes=batch,
+            opset_version=ONNX_OPSET, dynamo=False,
+        )  # fmt: skip
+    return path
