@@ -20,6 +20,7 @@ from learner.evaluation.embed import EmbeddingTable, clips_from_frames
 from learner.experiments.results import ExperimentResult
 
 ort = pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")

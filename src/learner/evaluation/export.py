@@ -252,10 +252,9 @@ def _generator() -> torch.Generator:
 
 
 def _torchscript(module: nn.Module, example: tuple[Tensor, ...], path: Path) -> Path:
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export; it still works
         traced = torch.jit.trace(module, example)  # type: ignore[no-untyped-call]  # untyped in torch
-    with atomic_path(path) as tmp:
         torch.jit.save(traced, str(tmp))
     return path
 

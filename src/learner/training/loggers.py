@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from learner.atomic import atomic_path
+from learner.atomic import atomic_path, write_json
 from learner.config import Config, LoggerName
 from learner.errors import ConfigError
 
@@ -99,7 +99,7 @@ class MlflowLogger:
             self.client.log_param(
                 self.run_id, key, json.dumps(value) if not isinstance(value, str) else value
             )
-        record.write_text(json.dumps({"run_id": self.run_id}), encoding="utf-8")
+        write_json(record, {"run_id": self.run_id})
 
     def log(self, row: dict[str, float], history: Sequence[dict[str, float]]) -> None:
         from mlflow.entities import Metric

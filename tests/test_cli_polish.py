@@ -1,0 +1,76 @@
+"""The command line's conventions: ``-h`` everywhere, ``-v`` / ``-q``, shell completion, ``--device auto``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import click
+import pytest
+import typer.main
+
+from learner.cli import app, run
+
+CliRun = Callable[[list[str]], tuple[int, str, str]]
+
+
+def _commands(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    yield path, command
+    for name, child in getattr(command, "commands", {}).items():
+        yield from _commands(child, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "learner")
+def test_every_command_takes_dash_h(path: tuple[str, ...], cli: CliRun) -> None:
+    code, out, _ = cli([*path, "-h"])
+    assert code == 0
+    assert "Usage: learner" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [([], {"warning: w"}), (["-q"], set()), (["-v"], {"warning: w", "i"})],
+)
+def test_verbosity_flags_choose_what_reaches_stderr(
+    flags: list[str], shown: set[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run([*flags, "data", "check", "-h"]) == 0  # the root options apply before the command runs
+    capsys.readouterr()
+    logger = logging.getLogger("learner.test_cli_polish")
+    logger.info("i")
+    logger.warning("w")
+    assert set(capsys.readouterr().err.splitlines()) == shown
+
+
+def test_verbose_and_quiet_exclude_each_other(cli: CliRun) -> None:
+    code, _, err = cli(["-v", "-q", "data", "check", "-h"])
+    assert code == 2
+    assert "-v and -q exclude each other" in err
+
+
+def test_shell_completion_script(cli: CliRun) -> None:
+    code, out, _ = cli(["--show-completion", "bash"])
+    assert code == 0
+    assert "_learner_completion" in out
+    assert "complete " in out
+
+
+def test_device_defaults_to_auto_everywhere() -> None:
+    devices = {
+        " ".join(path): param.default
+        for path, command in COMMANDS
+        for param in command.params
+        if param.name == "device"
+    }
+    assert {"embed", "classify", "predict", "pretrain"} <= set(devices)
+    # pretrain's None leaves runtime.device, whose default is auto
+    assert all(default == "auto" for name, default in devices.items() if name != "pretrain")
+    assert devices["pretrain"] is None
+    from learner.config import RuntimeConfig
+
+    assert RuntimeConfig().device == "auto"
