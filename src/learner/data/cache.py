@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -145,7 +146,7 @@ def build_cache(
         rows[Path(record.path)].append(record.scan_id)
     built = reused = 0
     skipped: list[tuple[str, str]] = []
-    with Progress(transient=True) as progress:
+    with Progress(transient=True, disable=not sys.stdout.isatty()) as progress:  # no bar in a log file
         task = progress.add_task("caching scans", total=len(rows))
         for path, outcome in _outcomes(cache, list(rows), workers):
             if isinstance(outcome, ScanReadError):

@@ -26,7 +26,6 @@ Layout of ``OUT``::
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections import defaultdict
@@ -55,8 +54,6 @@ from learner.experiments.results import (
     SweepRow,
 )
 from learner.experiments.tables import render_sweep
-
-log = logging.getLogger(__name__)
 
 SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 """A setting's name is a folder name: letters, digits, ``_ . + -``, not starting with a symbol."""

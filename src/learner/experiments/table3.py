@@ -20,7 +20,6 @@ mean per-seed difference and its t-interval (:func:`learner.evaluation.metrics.p
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -46,8 +45,6 @@ from learner.experiments.results import (
     Results,
 )
 from learner.experiments.tables import render_table3
-
-log = logging.getLogger(__name__)
 
 BASELINE_LOSS = "mse"
 
