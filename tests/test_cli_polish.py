@@ -53,7 +53,10 @@ def test_verbose_and_quiet_exclude_each_other(cli: CliRun) -> None:
     assert "-v and -q exclude each other" in err
 
 
-def test_shell_completion_script(cli: CliRun) -> None:
+def test_shell_completion_script(monkeypatch: pytest.MonkeyPatch, cli: CliRun) -> None:
+    # typer's own switch: take the shell from the argument instead of detecting the parent process's
+    # (a pytest-xdist worker has no shell above it)
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     code, out, _ = cli(["--show-completion", "bash"])
     assert code == 0
     assert "_learner_completion" in out
