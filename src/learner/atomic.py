@@ -3,10 +3,17 @@
 A reader never sees a half-written file and concurrent writers of the same path cannot interleave: the
 last complete write wins. Every file the toolkit writes (manifests, metrics, caches, checkpoints) goes
 through here.
+
+Writing can fail for reasons of the place, not of the toolkit: a file where a folder is needed, a path under
+``/dev/null``, no permission, a read-only file system, a full disk. :func:`usable_folder` refuses such a
+place before any work starts, and :func:`storage_errors` (which :func:`atomic_path` applies) turns the
+failure of a write already under way into a one-line :class:`~learner.errors.OutputError` naming the path;
+the temporary file is removed, so the previous version of the file stays as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -15,6 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from learner.errors import OutputError
+
+STORAGE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+        errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
+    }
+)  # fmt: skip
+"""The errors that say the place cannot take the write (rather than that the toolkit has a bug)."""
 
 
 def _current_umask() -> int:
@@ -36,17 +53,57 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             frame.to_csv(tmp, index=False)
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
+    with storage_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def storage_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an :data:`STORAGE_ERRNOS` ``OSError`` raised while writing ``path`` into a one-line
+    :class:`OutputError` naming ``path`` (other errors pass through unchanged).
+
+    Example::
+
+        with storage_errors(run / "checkpoints" / "last"):
+            save_file(tensors, staging / "model.safetensors")
+    """
     try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        raise OutputError(f"{path}: cannot write: {exc.strerror}{where}") from exc
+
+
+def usable_folder(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a Path once it is known that a folder can be written there (it is not created).
+
+    Raises:
+        OutputError: ``path`` or the nearest existing folder above it is a file (``/dev/null/x``), or that
+            folder is not writable. The message starts with ``what`` (e.g. ``--out``) and names the path.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} {folder} is a file, not a folder")
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what} {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {folder}: {existing} is not writable")
+    return folder
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

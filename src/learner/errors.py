@@ -34,6 +34,11 @@ class RunDirError(LearnerError):
     """A run directory that cannot be used as asked (non-empty without --resume/--force, missing files)."""
 
 
+class OutputError(LearnerError):
+    """A file or folder that cannot be written: a file where a folder is needed, a path under a file,
+    no permission, a read-only file system, no space left. The message names the path."""
+
+
 class CheckpointError(LearnerError):
     """A checkpoint that is missing, malformed, or does not match the model or the encoder it claims."""
 

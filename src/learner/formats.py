@@ -12,6 +12,8 @@ kind                      where the version lives
                           by :func:`check` (:mod:`learner.evaluation.pair_classifier`)
 ``embedding_cache``       hashed into the embedding cache's file name (:mod:`learner.evaluation.embed`)
 ``preprocess``            hashed into the scan cache's key (:mod:`learner.data.preprocess`)
+``scan_cache``            the ``format`` of a scan cache entry's header; an entry of another version is
+                          rebuilt, like a corrupt one (:mod:`learner.data.cache`)
 ========================  =================================================================================
 
 A hashed kind is never checked: a new version changes the key, so old cache entries are simply not found.
@@ -28,6 +30,7 @@ FORMATS: dict[str, int] = {
     "pair_classifier": 1,
     "embedding_cache": 1,
     "preprocess": 1,
+    "scan_cache": 1,
 }
 
 

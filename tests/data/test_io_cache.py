@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from learner.config import DataConfig
-from learner.data.cache import ScanCache, build_cache, default_cache_root
+from learner.data.cache import ScanCache, build_cache, default_cache_root, read_entry
 from learner.data.manifest import ScanRecord, manifest_from_frame
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import get_scale
@@ -61,7 +61,7 @@ def test_touching_or_rewriting_the_file_rebuilds_and_drops_the_stale_entry(tmp_p
     assert cache.decode_count == 3
     assert not np.array_equal(new, old)
     np.testing.assert_array_equal(new, PREP.load(clip))
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # stale entries removed
+    assert len(list((tmp_path / "cache").glob("*.lcache"))) == 1  # stale entries removed
 
 
 def test_changing_a_preprocessing_parameter_rebuilds(tmp_path: Path) -> None:
@@ -104,10 +104,11 @@ def test_concurrent_writers_of_one_entry_leave_one_valid_file(tmp_path: Path) ->
     assert [worker.exitcode for worker in workers] == [0, 0]
     decoded = [results.get(timeout=5) for _ in workers]
     assert 1 <= sum(decoded) <= 2
-    files = list(root.glob("*.npy"))
+    files = list(root.glob("*.lcache"))
     assert len(files) == 1
     assert leftovers(root) == []
-    np.testing.assert_array_equal(np.load(files[0]), PREP.load(clip))
+    np.testing.assert_array_equal(ScanCache(root, PREP).get(clip), PREP.load(clip))
+    assert read_entry(files[0], ScanCache(root, PREP)._entry(clip).source)[0].shape == PREP.load(clip).shape
 
 
 def _manifest(tmp_path: Path, bad: bool) -> Any:
@@ -138,7 +139,7 @@ def test_build_cache_in_a_process_pool_skips_and_reports_bad_scans(tmp_path: Pat
     assert "broken.mp4" in reason
     root = default_cache_root(manifest, None)
     assert root == tmp_path / ".learner-cache"
-    assert len(list(root.glob("*.npy"))) == 3
+    assert len(list(root.glob("*.lcache"))) == 3
     assert leftovers(root) == []
 
 
@@ -169,3 +170,114 @@ def test_a_warm_cache_starts_no_worker_pool(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(cache_module, "ProcessPoolExecutor", no_pool)
     report = build_cache(manifest, cfg, workers=2)
     assert (report.built, report.reused, report.skipped) == (0, 3, [])
+
+
+def _corruptions() -> dict[str, Any]:
+    """Ways an entry file goes bad: each takes the entry's path and damages it in place."""
+
+    def truncate(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[:-7])
+
+    def zero(path: Path) -> None:
+        path.write_bytes(bytes(path.stat().st_size))
+
+    def flip(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        data[-5] ^= 0x40  # one pixel bit: header and size stay right, only the checksum can tell
+        path.write_bytes(bytes(data))
+
+    def float_npy(path: Path) -> None:
+        with path.open("wb") as handle:
+            np.save(handle, np.ones((6, 16, 16), np.float32))
+
+    def object_npy(path: Path) -> None:
+        with path.open("wb") as handle:
+            np.save(handle, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+    def empty(path: Path) -> None:
+        path.write_bytes(b"")
+
+    return {
+        "truncated": truncate,
+        "zeroed": zero,
+        "byte-flipped": flip,
+        "float array": float_npy,
+        "object array": object_npy,
+        "zero bytes": empty,
+    }
+
+
+@pytest.mark.parametrize("damage", list(_corruptions()))
+def test_a_corrupt_entry_is_rebuilt_from_its_source_never_used(tmp_path: Path, damage: str) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    expected = PREP.load(clip)
+    entry = ScanCache(tmp_path / "cache", PREP).ensure(clip)[0]
+    _corruptions()[damage](entry)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    assert cache.ensure(clip) == (entry, "rebuilt")
+    assert (cache.decode_count, cache.rebuilt_count) == (1, 1)
+    np.testing.assert_array_equal(cache.get(clip), expected)
+    assert ScanCache(tmp_path / "cache", PREP).ensure(clip)[1] == "reused"  # the rebuilt entry is sound
+
+
+def test_an_entry_copied_from_another_scan_is_rebuilt(tmp_path: Path) -> None:
+    first, second = write_clip(tmp_path / "a.gif", seed=0), write_clip(tmp_path / "b.gif", seed=1)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    entry_a, entry_b = cache.ensure(first)[0], cache.ensure(second)[0]
+    entry_a.write_bytes(entry_b.read_bytes())  # a sound entry, but of the other scan
+    fresh = ScanCache(tmp_path / "cache", PREP)
+    np.testing.assert_array_equal(fresh.get(first), PREP.load(first))
+    assert fresh.rebuilt_count == 1
+
+
+def test_an_instance_checks_an_entry_again_once_the_file_changes(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    entry = cache.ensure(clip)[0]
+    cache.get(clip)  # checked once: later reads of the same file only stat it
+    _corruptions()["byte-flipped"](entry)
+    np.testing.assert_array_equal(cache.get(clip), PREP.load(clip))
+    assert cache.rebuilt_count == 1
+
+
+def test_build_cache_counts_corrupt_entries_as_rebuilt(tmp_path: Path) -> None:
+    cfg = DataConfig(size=16, max_cached_frames=4)
+    manifest = _manifest(tmp_path, bad=False)
+    assert build_cache(manifest, cfg, workers=0).built == 3
+    entries = sorted(default_cache_root(manifest, None).glob("*.lcache"))
+    _corruptions()["zeroed"](entries[0])
+    _corruptions()["truncated"](entries[1])
+    report = build_cache(manifest, cfg, workers=0)
+    assert (report.built, report.reused, report.rebuilt, report.skipped) == (0, 1, 2, [])
+    assert build_cache(manifest, cfg, workers=0).reused == 3
+
+
+def test_a_corrupt_entry_of_a_vanished_source_is_skipped_with_skip_bad(tmp_path: Path) -> None:
+    cfg = DataConfig(size=16, max_cached_frames=4)
+    manifest = _manifest(tmp_path, bad=False)
+    build_cache(manifest, cfg, workers=0)
+    source = manifest.records[0].path
+    entry = ScanCache(default_cache_root(manifest, None), Preprocessor.from_config(cfg)).path_for(source)
+    stat = source.stat()
+    source.write_bytes(b"GIF89a broken")  # the source now fails to decode, with its old identity
+    os.truncate(source, stat.st_size)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ScanCache(entry.parent, Preprocessor.from_config(cfg)).path_for(source) == entry
+    _corruptions()["zeroed"](entry)
+    report = build_cache(manifest, cfg, workers=0, skip_bad=True)
+    assert [scan_id for scan_id, _ in report.skipped] == ["s0"]
+    assert (report.reused, report.rebuilt) == (2, 0)
+    with pytest.raises(ScanReadError, match=r"clip0\.gif"):
+        build_cache(manifest, cfg, workers=0)
+
+
+def test_a_cache_dir_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    from learner.errors import OutputError
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    manifest = _manifest(tmp_path, bad=False)
+    with pytest.raises(OutputError, match=r"runtime\.cache_dir .*cache is a file"):
+        build_cache(manifest, DataConfig(size=16), workers=0, cache_dir=blocker)
+    with pytest.raises(OutputError, match=r"/dev/null is a file"):
+        build_cache(manifest, DataConfig(size=16), workers=0, cache_dir=Path("/dev/null/cache"))

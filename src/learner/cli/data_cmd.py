@@ -197,8 +197,8 @@ def cache(
         loaded, cfg.data, cfg.runtime.workers, cfg.data.skip_bad_scans, cache_dir=cfg.runtime.cache_dir
     )
     typer.echo(
-        f"cache: {report.built} built, {report.reused} reused, {len(report.skipped)} skipped "
-        f"({report.seconds:.1f} s)"
+        f"cache: {report.built} built, {report.reused} reused, {len(report.skipped)} skipped, "
+        f"{report.rebuilt} rebuilt (corrupt) in {report.seconds:.1f} s"
     )
     for scan_id, reason in report.skipped:  # only with --skip-bad; otherwise the first bad scan stops it
         typer.echo(f"skipped {scan_id}: {reason}")

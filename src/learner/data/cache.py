@@ -1,12 +1,20 @@
-"""Decode-once scan cache: each scan is read and preprocessed once into a uint8 ``.npy`` that every later
-epoch memory-maps (so after the first epoch no video is decoded again).
+"""Decode-once scan cache: each scan is read and preprocessed once into a checksummed uint8 entry that every
+later epoch memory-maps (so after the first epoch no video is decoded again).
 
-Layout: ``<root>/<entry>-<identity>.npy`` where ``entry`` hashes the absolute path and the
+Layout: ``<root>/<entry>-<identity>.lcache`` where ``entry`` hashes the absolute path and the
 :meth:`Preprocessor.key` and ``identity`` hashes the file's size and ``mtime_ns``. Changing the file or any
-preprocessing parameter therefore misses the old array and rebuilds; a rebuild removes the stale
-``<entry>-*.npy`` siblings. Arrays are written to a temporary name and renamed into place
+preprocessing parameter therefore misses the old entry and rebuilds; a rebuild removes the stale
+``<entry>-*`` siblings. Entries are written to a temporary name and renamed into place
 (:mod:`learner.atomic`), so concurrent writers of one entry cannot corrupt it: the last complete write wins
 and readers only ever see whole files.
+
+The cache never trusts its files. An entry is ``MAGIC``, a 4-byte little-endian header length, a JSON
+header (format version, dtype ``uint8``, shape, the source identity it was built from, the CRC-32 of the
+pixel bytes) padded so that the pixels start on a 64-byte boundary, then the pixels. Reading checks all of
+it: a truncated, zeroed, byte-flipped or foreign file (a float or object ``.npy`` dropped in its place, an
+entry copied from another scan) fails the check and is rebuilt from its source — counted as "rebuilt
+(corrupt)" by :func:`build_cache` — and never used. An instance checks an entry once, then only its
+``stat`` (inode, size, ``mtime_ns``) on later reads, so an epoch costs one ``stat`` per item.
 
 Example::
 
@@ -17,23 +25,27 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import os
 import sys
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from learner.atomic import atomic_path
+from learner.atomic import atomic_path, usable_folder
 from learner.data.manifest import ScanRecord
 from learner.data.preprocess import Preprocessor
-from learner.errors import ScanReadError
+from learner.errors import OutputError, ScanReadError
+from learner.formats import FORMATS
 
 if TYPE_CHECKING:
     from learner.config import DataConfig
@@ -41,71 +53,205 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SUFFIX = ".lcache"
+MAGIC = b"\x93LEARNER-SCAN\n"
+_LENGTH_BYTES = 4
+_ALIGN = 64  # the pixels start on a 64-byte boundary (memory-mapped reads stay aligned)
+_MAX_HEADER = 4096
+_OLD_SUFFIXES = (".npy",)  # entries of earlier learner versions: removed when their entry is rebuilt
+
+Outcome = Literal["built", "reused", "rebuilt"]
+"""What :meth:`ScanCache.ensure` did: decoded a missing entry, reused a sound one, or rebuilt a corrupt one."""
+
+_Signature = tuple[int, int, int]  # (inode, size, mtime_ns) of a checked entry
+
+
+class CorruptEntryError(Exception):
+    """A cache entry that failed its check (internal: the cache rebuilds it, users never see this)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """Where a source's entry lives and the identity its header must record."""
+
+    path: Path
+    source: str
+
 
 class ScanCache:
-    """Memory-mapped, decode-once cache of preprocessed scans under ``root``.
+    """Memory-mapped, decode-once, checksummed cache of preprocessed scans under ``root``.
 
     Attributes:
         root: the cache folder (created on first write).
         preprocessor: the deterministic :class:`Preprocessor` whose output is cached.
-        decode_count: scans this instance decoded (not counting cache hits).
+        decode_count: scans this instance decoded (not counting cache hits), rebuilds included.
+        rebuilt_count: entries this instance found corrupt and rebuilt.
     """
 
     def __init__(self, root: Path, preprocessor: Preprocessor) -> None:
         self.root = Path(root)
         self.preprocessor = preprocessor
         self.decode_count = 0
+        self.rebuilt_count = 0
+        self._checked: dict[Path, tuple[_Signature, tuple[int, ...], int]] = {}
 
     def path_for(self, source: ScanRecord | str | os.PathLike[str]) -> Path:
         """The cache file that holds ``source`` as it is now on disk (it may not exist yet)."""
-        path = _source_path(source)
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            raise ScanReadError(f"{path}: file not found") from None
-        if path.is_dir():  # a folder of frames changes when any member does
-            members = [p.stat() for p in path.iterdir() if p.is_file()]
-            size, mtime = sum(m.st_size for m in members), max((m.st_mtime_ns for m in members), default=0)
-        else:
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        entry = _digest(f"{path}\0{self.preprocessor.key()}", 20)
-        identity = _digest(f"{size}:{mtime}", 12)
-        return self.root / f"{entry}-{identity}.npy"
+        return self._entry(source).path
 
-    def ensure(self, source: ScanRecord | str | os.PathLike[str]) -> tuple[Path, bool]:
-        """Build the entry for ``source`` unless it exists: (cache file, True when this call decoded it)."""
-        target = self.path_for(source)
-        if target.exists():
-            return target, False
-        frames = self.preprocessor.load(_source_path(source))
-        with atomic_path(target) as tmp, tmp.open("wb") as handle:
-            np.save(handle, frames)  # a file handle: np.save would append ".npy" to a path
-        self.decode_count += 1
-        entry = target.name.rsplit("-", 1)[0]
-        for stale in self.root.glob(f"{entry}-*.npy"):
-            if stale != target:
-                stale.unlink(missing_ok=True)
-        return target, True
+    def ensure(self, source: ScanRecord | str | os.PathLike[str]) -> tuple[Path, Outcome]:
+        """Build the entry for ``source`` unless a sound one exists: (cache file, what was done)."""
+        entry, _, outcome = self._fetch(source)
+        return entry.path, outcome
 
     def get(self, source: ScanRecord | str | os.PathLike[str]) -> np.ndarray:
         """The preprocessed scan, ``(T', H, W)`` or ``(T', H, W, 3)`` uint8, memory-mapped read-only.
 
         Raises:
             ScanReadError: the scan cannot be read (the message names the file).
+            OutputError: the cache folder cannot be written.
         """
-        target, _ = self.ensure(source)
-        scan: np.ndarray = np.load(target, mmap_mode="r")
+        return self._fetch(source)[1]
+
+    def _fetch(self, source: ScanRecord | str | os.PathLike[str]) -> tuple[_Entry, np.ndarray, Outcome]:
+        entry = self._entry(source)
+        outcome: Outcome = "built"
+        try:
+            return entry, self._read(entry), "reused"
+        except FileNotFoundError:
+            pass
+        except CorruptEntryError as exc:
+            log.warning("cache entry %s is corrupt (%s); rebuilding it from %s", entry.path, exc, entry.source)
+            outcome = "rebuilt"
+        frames = self.preprocessor.load(_source_path(source))
+        write_entry(entry.path, frames, entry.source)
+        self.decode_count += 1
+        self.rebuilt_count += outcome == "rebuilt"
+        stem = entry.path.name.rsplit("-", 1)[0]
+        for suffix in (SUFFIX, *_OLD_SUFFIXES):
+            for stale in self.root.glob(f"{stem}-*{suffix}"):
+                if stale != entry.path:
+                    stale.unlink(missing_ok=True)
+        try:
+            return entry, self._read(entry), outcome
+        except (CorruptEntryError, FileNotFoundError) as exc:  # the file just written does not read back
+            raise OutputError(f"{entry.path}: cache entry does not read back after writing ({exc})") from exc
+
+    def _entry(self, source: ScanRecord | str | os.PathLike[str]) -> _Entry:
+        path = _source_path(source)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise ScanReadError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise ScanReadError(f"{path}: cannot read ({exc.strerror})") from None
+        if path.is_dir():  # a folder of frames changes when any member does
+            members = [p.stat() for p in path.iterdir() if p.is_file()]
+            size, mtime = sum(m.st_size for m in members), max((m.st_mtime_ns for m in members), default=0)
+        else:
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        key = self.preprocessor.key()
+        entry, identity = _digest(f"{path}\0{key}", 20), _digest(f"{size}:{mtime}", 12)
+        return _Entry(self.root / f"{entry}-{identity}{SUFFIX}", f"{path}|{key}|{size}:{mtime}")
+
+    def _read(self, entry: _Entry) -> np.ndarray:
+        """The entry's pixels, checked in full on this instance's first read and by ``stat`` afterwards."""
+        stat = entry.path.stat()  # FileNotFoundError: no entry yet
+        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        known = self._checked.get(entry.path)
+        if known is not None and known[0] == signature:
+            return np.memmap(entry.path, dtype=np.uint8, mode="r", offset=known[2], shape=known[1])
+        scan, offset = read_entry(entry.path, entry.source)
+        self._checked[entry.path] = (signature, scan.shape, offset)
         return scan
+
+
+def write_entry(path: Path, frames: np.ndarray, source: str) -> None:
+    """Atomically write ``frames`` (uint8) as a cache entry whose header records ``source`` and a CRC-32."""
+    pixels = np.ascontiguousarray(frames)
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"cache entries hold uint8 frames, got {pixels.dtype}")
+    fields = {
+        "format": FORMATS["scan_cache"],
+        "dtype": "uint8",
+        "shape": list(pixels.shape),
+        "source": source,
+        "crc32": zlib.crc32(pixels),
+    }
+    header = json.dumps(fields).encode()
+    header += b" " * (-(len(MAGIC) + _LENGTH_BYTES + len(header)) % _ALIGN)
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        handle.write(MAGIC + len(header).to_bytes(_LENGTH_BYTES, "little") + header)
+        handle.write(memoryview(pixels).cast("B"))
+
+
+def read_entry(path: Path, source: str) -> tuple[np.memmap, int]:  # type: ignore[type-arg]
+    """(pixels memory-mapped read-only, their byte offset) after checking everything the header claims.
+
+    Raises:
+        FileNotFoundError: no entry. CorruptEntryError: anything else wrong, with the reason.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(MAGIC) + _LENGTH_BYTES)
+            if len(head) < len(MAGIC) + _LENGTH_BYTES or head[: len(MAGIC)] != MAGIC:
+                raise CorruptEntryError(f"not a learner cache entry ({len(head)}-byte start)")
+            length = int.from_bytes(head[len(MAGIC) :], "little")
+            if length > _MAX_HEADER:
+                raise CorruptEntryError(f"header length {length} exceeds {_MAX_HEADER}")
+            raw = handle.read(length)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CorruptEntryError(f"cannot read it ({exc.strerror or exc})") from None
+    if len(raw) < length:
+        raise CorruptEntryError(f"header cut off at {len(head) + len(raw)} bytes")
+    shape, crc = _checked_header(raw, source)
+    offset = len(MAGIC) + _LENGTH_BYTES + length
+    expected = offset + math.prod(shape)
+    if size != expected:
+        raise CorruptEntryError(f"{size} bytes where the header declares {expected}")
+    pixels = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
+    if zlib.crc32(pixels) != crc:
+        raise CorruptEntryError("checksum mismatch: the pixels changed after writing")
+    return pixels, offset
+
+
+def _checked_header(raw: bytes, source: str) -> tuple[tuple[int, ...], int]:
+    """(shape, crc32) of a header that is valid JSON with the current format, uint8 pixels of a frame
+    layout and ``source`` as its identity."""
+    try:
+        fields = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CorruptEntryError("header is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise CorruptEntryError("header is not a JSON object")
+    if fields.get("format") != FORMATS["scan_cache"]:
+        raise CorruptEntryError(f"format {fields.get('format')!r}; this learner writes {FORMATS['scan_cache']}")
+    if fields.get("dtype") != "uint8":
+        raise CorruptEntryError(f"dtype {fields.get('dtype')!r}, not uint8")
+    shape, crc = fields.get("shape"), fields.get("crc32")
+    layout = isinstance(shape, list) and all(type(n) is int and n >= 1 for n in shape)
+    if not layout or not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)):  # type: ignore[arg-type]
+        raise CorruptEntryError(f"shape {shape!r} is not (T, H, W) or (T, H, W, 3)")
+    if type(crc) is not int:
+        raise CorruptEntryError("header has no checksum")
+    if fields.get("source") != source:
+        raise CorruptEntryError(f"built from {fields.get('source')!r}, not from this file")
+    return tuple(shape), crc  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class CacheReport:
-    """What :func:`build_cache` did: files ``built`` and ``reused``, ``skipped`` (scan_id, reason) pairs."""
+    """What :func:`build_cache` did: files ``built`` (new), ``reused`` and ``rebuilt`` (corrupt entries
+    decoded again), ``skipped`` (scan_id, reason) pairs."""
 
     built: int
     reused: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    rebuilt: int = 0
 
 
 def default_cache_root(manifest: Manifest, cache_dir: Path | None) -> Path:
@@ -124,7 +270,8 @@ def build_cache(
     """Decode every scan of ``manifest`` into the cache ahead of training, with a progress bar.
 
     Each distinct file is built once (rows sharing a file share its entry). ``workers`` >= 2 decodes in
-    that many processes; 0 or 1 decodes in this process.
+    that many processes; 0 or 1 decodes in this process. Every existing entry is checked (header and
+    checksum); a corrupt one is rebuilt and counted in ``rebuilt``.
 
     Args:
         manifest: the validated manifest (``.root``, ``.records``).
@@ -136,15 +283,18 @@ def build_cache(
 
     Raises:
         ScanReadError: the first unreadable scan, when ``skip_bad`` is False.
+        OutputError: the cache folder is a file or cannot be written.
     """
     from rich.progress import Progress
 
     started = time.perf_counter()
-    cache = ScanCache(default_cache_root(manifest, cache_dir), Preprocessor.from_config(data_cfg))
+    root = default_cache_root(manifest, cache_dir)
+    usable_folder(root, "runtime.cache_dir" if cache_dir is not None else "the scan cache folder")
+    cache = ScanCache(root, Preprocessor.from_config(data_cfg))
     rows: dict[Path, list[str]] = defaultdict(list)
     for record in manifest.records:
         rows[Path(record.path)].append(record.scan_id)
-    built = reused = 0
+    counts: dict[Outcome, int] = {"built": 0, "reused": 0, "rebuilt": 0}
     skipped: list[tuple[str, str]] = []
     with Progress(transient=True, disable=not sys.stdout.isatty()) as progress:  # no bar in a log file
         task = progress.add_task("caching scans", total=len(rows))
@@ -154,33 +304,33 @@ def build_cache(
                     raise outcome
                 log.warning("skipped unreadable scan: %s", outcome)
                 skipped.extend((scan_id, str(outcome)) for scan_id in rows[path])
-            elif outcome:
-                built += 1
             else:
-                reused += 1
+                counts[outcome] += 1
             progress.advance(task)
-    return CacheReport(built, reused, skipped, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return CacheReport(counts["built"], counts["reused"], skipped, seconds, counts["rebuilt"])
 
 
 def _outcomes(
     cache: ScanCache, paths: Sequence[Path], workers: int
-) -> Iterator[tuple[Path, bool | ScanReadError]]:
-    """(path, built? or its read error) as each finishes, in this process or in a spawn-started pool.
+) -> Iterator[tuple[Path, Outcome | ScanReadError]]:
+    """(path, outcome or its read error) as each finishes, in this process or in a spawn-started pool.
 
-    Entries already cached are answered here first, so a warm cache (every run after the first) never
-    starts a pool of processes that each import torch.
+    Sound entries are answered here first, so a warm cache (every run after the first) never starts a
+    pool of processes that each import torch.
     """
     misses = []
     for path in paths:
         try:
-            hit = cache.path_for(path).exists()
+            entry = cache._entry(path)
+            cache._read(entry)
         except ScanReadError as exc:
             yield path, exc
             continue
-        if hit:
-            yield path, False
-        else:
+        except (FileNotFoundError, CorruptEntryError):
             misses.append(path)
+            continue
+        yield path, "reused"
     if workers <= 1 or len(misses) <= 1:
         for path in misses:
             yield path, _ensure_one(cache.root, cache.preprocessor, path)
@@ -198,7 +348,7 @@ def _outcomes(
         pool.shutdown(wait=True, cancel_futures=True)  # an early stop drops the queued scans
 
 
-def _ensure_one(root: Path, preprocessor: Preprocessor, path: Path) -> bool | ScanReadError:
+def _ensure_one(root: Path, preprocessor: Preprocessor, path: Path) -> Outcome | ScanReadError:
     """Worker task: build one entry; a read error is returned (not raised) so the caller decides."""
     try:
         return ScanCache(root, preprocessor).ensure(path)[1]
