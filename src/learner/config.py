@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -78,6 +78,18 @@ MOVED_KEYS: dict[str, str] = {
     "experiment.bootstrap": "classifier.bootstrap",
 }
 """Old key → its new place; an old key in a file or override is a ConfigError saying where it moved."""
+
+
+SEED_MAX = 2**32 - 1
+"""Seeds run from 0 to 2³² − 1: what every RNG the toolkit seeds (numpy, torch, data-loader workers) takes."""
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
+
+def check_seed(value: int, flag: str = "--seed") -> int:
+    """``value`` when it is a valid seed; else a one-line :class:`ConfigError` naming ``flag``."""
+    if not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{flag} {value} is outside the seed range 0 … 2**32 - 1 ({SEED_MAX})")
+    return value
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -282,6 +294,11 @@ class RuntimeConfig(_Section):
     cache_dir: Path | None = Field(
         default=None, description="decoded-scan cache folder; default: <manifest folder>/.learner-cache"
     )
+    data_root: Path | None = Field(
+        default=None,
+        description="refuse manifest paths that resolve (.. and symlinks followed) outside this folder; "
+        "unset: paths are trusted",
+    )
     amp: bool = Field(default=True, description="mixed precision on GPU (bf16 where supported, else fp16)")
     channels_last: bool = Field(default=True, description="channels-last (NHWC) weights on GPU")
     logger: LoggerName = Field(
@@ -302,7 +319,9 @@ class RuntimeConfig(_Section):
 class Config(_Section):
     """Everything one run needs. ``seed`` seeds every RNG in one place."""
 
-    seed: int = Field(default=0, description="seeds every RNG: split, initialisation, sampling, augmentation")
+    seed: Seed = Field(
+        default=0, description="seeds every RNG: split, initialisation, sampling, augmentation"
+    )
     data: DataConfig = Field(default_factory=DataConfig, description="scans, clips, split and pairs")
     model: ModelConfig = Field(default_factory=ModelConfig, description="encoder and regression head")
     loss: LossConfig = Field(default_factory=LossConfig, description="the pretraining objective")
@@ -348,7 +367,7 @@ class ExperimentConfig(_Section):
         default_factory=lambda: ["mse", "mse+cl", "mse+wcl"],
         description="loss.name of the cells (Table 3 rows)",
     )
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="seed of the cells")
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], description="seed of the cells")
     datasets: list[DatasetSpec] = Field(default_factory=list, description="the dataset columns")
     backbones: list[str] = Field(
         default_factory=lambda: ["tsm_resnet18", "vit", "swin"], description="model.backbone (Table 4)"
@@ -415,6 +434,8 @@ def load_experiment(
             loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not a text file (byte {exc.start} is not UTF-8)") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
         raw = loaded or {}

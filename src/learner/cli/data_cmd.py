@@ -21,6 +21,14 @@ from learner.errors import ConfigError, LearnerError, ManifestError
 ManifestArgument = Annotated[
     Path, typer.Argument(help="Manifest CSV or Parquet, one row per scan.", show_default=False)
 ]
+DataRootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Refuse scan paths that resolve outside this folder (runtime.data_root); default: trusted.",
+        show_default=False,
+    ),
+]
 
 data_app = typer.Typer(
     help="Manifests: check them, split them by patient, convert ADNIMERGE, build the scan cache.",
@@ -39,6 +47,7 @@ def check(
     scale: ScaleOption = None,
     config: ConfigOption = None,
     sets: SetOption = None,
+    data_root: DataRootOption = None,
 ) -> None:
     """Validate MANIFEST and summarise it per split: patients, scans, visits, scores, pairs per change class.
 
@@ -48,9 +57,9 @@ def check(
 
     Without a split column it shows the split that `learner data split` would make.
     """
-    cfg = config_from_options(config, sets, **{"data.scale": scale})
+    cfg = config_from_options(config, sets, **{"data.scale": scale, "runtime.data_root": data_root})
     score_scale = scale_from_config(cfg.data)
-    loaded = _load_or_list_problems(manifest, score_scale)
+    loaded = _load_or_list_problems(manifest, score_scale, cfg.runtime.data_root)
     console = Console()
     clean = f"{manifest}: no problems found ({len(loaded.records)} scans, scale {score_scale.name})."
     try:
@@ -133,7 +142,7 @@ def split(
         )
     if counts is not None:
         cfg = apply_overrides(cfg, {"data.split.counts": _three(counts, int, "--counts")})
-    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data))
+    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data), cfg.runtime.data_root)
     assigned = loaded.with_splits(assign_splits(loaded, cfg.data.split, cfg.seed))
     write_manifest(assigned, out)
     table = Table("split", "patients", "scans", title=f"Patient-level split (seed {cfg.seed})")
@@ -186,13 +195,19 @@ def cache(
         bool | None,
         typer.Option("--skip-bad/--no-skip-bad", help="Skip unreadable scans (listed) instead of stopping."),
     ] = None,
+    data_root: DataRootOption = None,
 ) -> None:
     """Decode every scan of MANIFEST once into the cache (runtime.cache_dir) so training reads arrays."""
     from learner.data.cache import build_cache
 
-    explicit = {"data.scale": scale, "data.skip_bad_scans": skip_bad, "runtime.workers": workers}
+    explicit = {
+        "data.scale": scale,
+        "data.skip_bad_scans": skip_bad,
+        "runtime.workers": workers,
+        "runtime.data_root": data_root,
+    }
     cfg = config_from_options(config, sets, **explicit)
-    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data))
+    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data), cfg.runtime.data_root)
     report = build_cache(
         loaded, cfg.data, cfg.runtime.workers, cfg.data.skip_bad_scans, cache_dir=cfg.runtime.cache_dir
     )
@@ -204,11 +219,11 @@ def cache(
         typer.echo(f"skipped {scan_id}: {reason}")
 
 
-def _load_or_list_problems(path: Path, scale: ScoreScale) -> Manifest:
+def _load_or_list_problems(path: Path, scale: ScoreScale, data_root: Path | None) -> Manifest:
     """The validated manifest; otherwise every problem is printed, one per line, before the ManifestError
     (exit code 2) is raised."""
     try:
-        return load_manifest(path, scale)
+        return load_manifest(path, scale, data_root=data_root)
     except ManifestError as exc:
         if not exc.problems:
             raise  # unreadable file: its one-line error

@@ -53,7 +53,7 @@ def _load_manifest(path: Path | None, config: Config) -> Manifest:
     source = path or config.data.manifest
     if source is None:
         raise ConfigError("no manifest: pass --manifest or set data.manifest")
-    return load_manifest(source, scale_from_config(config.data))
+    return load_manifest(source, scale_from_config(config.data), data_root=config.runtime.data_root)
 
 
 def embed_command(

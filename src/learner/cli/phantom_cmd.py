@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from learner.config import check_seed
+
 phantom_app = typer.Typer(
     help="Generated stand-in data: LUS clips with S/F ratios, brain MRI with MMSE (see docs/phantom.md).",
     no_args_is_help=True,
@@ -70,7 +72,12 @@ def lus(
 
     started = time.time()
     manifest = generate_lus_cohort(
-        out_dir, patients=_patients(patients), seed=seed, frames=frames, size=size, workers=workers
+        out_dir,
+        patients=_patients(patients),
+        seed=check_seed(seed),
+        frames=frames,
+        size=size,
+        workers=workers,
     )
     frame = pd.read_csv(manifest)
     table = Table("split", "patients", "visits", "clips", title=f"LUS phantom ({frames}×{size}×{size} mp4)")
@@ -106,7 +113,7 @@ def mri(
 
     started = time.time()
     table_path = generate_mri_cohort(
-        out_dir, patients=_patients(patients), seed=seed, size=size, workers=workers
+        out_dir, patients=_patients(patients), seed=check_seed(seed), size=size, workers=workers
     )
     frame = pd.read_csv(table_path)
     images, unscored = int(frame["IMAGEUID"].notna().sum()), int(frame["MMSE"].isna().sum())
@@ -126,5 +133,5 @@ def preview(
     from learner.data.phantom.preview import render_preview
 
     started = time.time()
-    written = render_preview(out_png, seed=seed)
+    written = render_preview(out_png, seed=check_seed(seed))
     typer.echo(f"wrote {written} in {time.time() - started:.1f} s")

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 import numpy as np
 
@@ -61,7 +61,7 @@ _MAX_HEADER = 4096
 _OLD_SUFFIXES = (".npy",)  # entries of earlier learner versions: removed when their entry is rebuilt
 
 Outcome = Literal["built", "reused", "rebuilt"]
-"""What :meth:`ScanCache.ensure` did: decoded a missing entry, reused a sound one, or rebuilt a corrupt one."""
+"""What :meth:`ScanCache.ensure` did: decoded a missing entry, reused a sound one, rebuilt a corrupt one."""
 
 _Signature = tuple[int, int, int]  # (inode, size, mtime_ns) of a checked entry
 
@@ -121,7 +121,9 @@ class ScanCache:
         except FileNotFoundError:
             pass
         except CorruptEntryError as exc:
-            log.warning("cache entry %s is corrupt (%s); rebuilding it from %s", entry.path, exc, entry.source)
+            log.warning(
+                "cache entry %s is corrupt (%s); rebuilding it from %s", entry.path, exc, entry.source
+            )
             outcome = "rebuilt"
         frames = self.preprocessor.load(_source_path(source))
         write_entry(entry.path, frames, entry.source)
@@ -176,16 +178,16 @@ def write_entry(path: Path, frames: np.ndarray, source: str) -> None:
         "dtype": "uint8",
         "shape": list(pixels.shape),
         "source": source,
-        "crc32": zlib.crc32(pixels),
+        "crc32": zlib.crc32(pixels.data),
     }
     header = json.dumps(fields).encode()
     header += b" " * (-(len(MAGIC) + _LENGTH_BYTES + len(header)) % _ALIGN)
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         handle.write(MAGIC + len(header).to_bytes(_LENGTH_BYTES, "little") + header)
-        handle.write(memoryview(pixels).cast("B"))
+        handle.write(pixels.data.cast("B"))
 
 
-def read_entry(path: Path, source: str) -> tuple[np.memmap, int]:  # type: ignore[type-arg]
+def read_entry(path: Path, source: str) -> tuple[np.ndarray, int]:
     """(pixels memory-mapped read-only, their byte offset) after checking everything the header claims.
 
     Raises:
@@ -213,7 +215,7 @@ def read_entry(path: Path, source: str) -> tuple[np.memmap, int]:  # type: ignor
     if size != expected:
         raise CorruptEntryError(f"{size} bytes where the header declares {expected}")
     pixels = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
-    if zlib.crc32(pixels) != crc:
+    if zlib.crc32(pixels.data) != crc:
         raise CorruptEntryError("checksum mismatch: the pixels changed after writing")
     return pixels, offset
 
@@ -228,18 +230,26 @@ def _checked_header(raw: bytes, source: str) -> tuple[tuple[int, ...], int]:
     if not isinstance(fields, dict):
         raise CorruptEntryError("header is not a JSON object")
     if fields.get("format") != FORMATS["scan_cache"]:
-        raise CorruptEntryError(f"format {fields.get('format')!r}; this learner writes {FORMATS['scan_cache']}")
+        raise CorruptEntryError(
+            f"format {fields.get('format')!r}; this learner writes {FORMATS['scan_cache']}"
+        )
     if fields.get("dtype") != "uint8":
         raise CorruptEntryError(f"dtype {fields.get('dtype')!r}, not uint8")
     shape, crc = fields.get("shape"), fields.get("crc32")
-    layout = isinstance(shape, list) and all(type(n) is int and n >= 1 for n in shape)
-    if not layout or not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)):  # type: ignore[arg-type]
+    if not _frame_layout(shape):
         raise CorruptEntryError(f"shape {shape!r} is not (T, H, W) or (T, H, W, 3)")
     if type(crc) is not int:
         raise CorruptEntryError("header has no checksum")
     if fields.get("source") != source:
         raise CorruptEntryError(f"built from {fields.get('source')!r}, not from this file")
-    return tuple(shape), crc  # type: ignore[arg-type]
+    return tuple(shape), crc
+
+
+def _frame_layout(shape: object) -> TypeGuard[list[int]]:
+    """A JSON shape of positive ints, ``(T, H, W)`` or ``(T, H, W, 3)``."""
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 1 for n in shape):
+        return False
+    return len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from learner.atomic import atomic_path
+from learner.data.readers import FRAME_READERS, suffix_of
 from learner.data.scales import ScoreScale
 from learner.errors import ManifestError
 
@@ -117,15 +118,25 @@ class Manifest:
         return replace(self, records=records, frame=frame)
 
 
-def load_manifest(path: str | os.PathLike[str], scale: ScoreScale, *, check_files: bool = True) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str],
+    scale: ScoreScale,
+    *,
+    check_files: bool = True,
+    data_root: str | os.PathLike[str] | None = None,
+) -> Manifest:
     """Read a CSV or Parquet manifest and validate it against ``scale``.
 
     Raises :class:`ManifestError` (its ``problems`` list every problem found, each naming its row) when
-    the file cannot be read or any row is invalid; with ``check_files`` every scan file must exist.
+    the file cannot be read, holds no rows, or any row is invalid; with ``check_files`` every scan file
+    must exist (a folder must hold frame files). With ``data_root`` (``runtime.data_root``) every path
+    must resolve, symbolic links followed, inside that folder; without it paths are trusted.
     """
     source = Path(path)
     root = source.absolute().parent
-    return manifest_from_frame(read_frame(source), scale, root=root, source=source, check_files=check_files)
+    return manifest_from_frame(
+        read_frame(source), scale, root=root, source=source, check_files=check_files, data_root=data_root
+    )
 
 
 def manifest_from_frame(
@@ -135,9 +146,10 @@ def manifest_from_frame(
     root: Path,
     source: Path | None = None,
     check_files: bool = True,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> Manifest:
     """Validate an in-memory manifest table; relative paths are taken relative to ``root``."""
-    records, problems = _parse(frame, scale, root, check_files)
+    records, problems = _parse(frame, scale, root, check_files, data_root)
     where = source if source is not None else root
     if problems:
         raise ManifestError(
@@ -154,16 +166,37 @@ def validate_manifest(
 
 
 def read_frame(path: Path) -> pd.DataFrame:
-    """The manifest table as stored (CSV cells as strings, so IDs like ``002_S_0295`` keep their zeros)."""
+    """The manifest table as stored (CSV cells as strings, so IDs like ``002_S_0295`` keep their zeros).
+
+    Raises:
+        ManifestError: unsupported suffix, not a regular file, unreadable, or no data rows; a hint names
+            the likely cause (an Excel workbook, a ``;``- or tab-separated export).
+    """
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise ManifestError(f"{path}: unsupported manifest type {path.suffix!r}; use {', '.join(_READERS)}")
-    if not path.is_file():
+        hint = _EXCEL_HINT if path.suffix.lower() in (".xlsx", ".xls", ".xlsm", ".ods") else ""
+        raise ManifestError(
+            f"{path}: unsupported manifest type {path.suffix!r}; use {', '.join(_READERS)}{hint}"
+        )
+    if not path.exists():
         raise ManifestError(f"manifest not found: {path}")
+    if not path.is_file():
+        raise ManifestError(f"{path}: the manifest is not a regular file")
     try:
-        return reader(path)
+        frame = reader(path)
     except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
-        raise ManifestError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from exc
+        raise ManifestError(f"{path}: cannot read ({str(exc).splitlines()[0]}){_sniffed_hint(path)}") from exc
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    header = "".join(str(column) for column in frame.columns)
+    separator = next((name for char, name in _SEPARATORS.items() if char in header), None)
+    if missing and separator is not None:
+        raise ManifestError(
+            f"{path}: required columns {', '.join(missing)} not found, and the header holds {separator}s: "
+            f"the file looks {separator}-separated; a manifest CSV is comma-separated"
+        )
+    if frame.empty:
+        raise ManifestError(f"{path}: no scans (a header and no data rows)")
+    return frame
 
 
 def write_manifest(manifest_or_frame: Manifest | pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -185,6 +218,22 @@ def write_manifest(manifest_or_frame: Manifest | pd.DataFrame, path: str | os.Pa
     with atomic_path(target) as tmp:
         writer(frame, tmp)
     return target
+
+
+_EXCEL_HINT = "; save spreadsheets as 'CSV UTF-8 (comma delimited)'"
+_SEPARATORS = {";": "semicolon", "\t": "tab"}
+_SIGNATURES = {
+    b"PK\x03\x04": "a zip archive such as an Excel .xlsx",
+    b"\xd0\xcf\x11\xe0": "an Excel .xls workbook",
+}
+
+
+def _sniffed_hint(path: Path) -> str:
+    """A hint at the cause of an unreadable manifest from its first bytes (spreadsheets saved as .csv)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    what = _SIGNATURES.get(head)
+    return f"; the file is {what}, not CSV{_EXCEL_HINT}" if what else ""
 
 
 _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
@@ -275,7 +324,11 @@ _Columns = dict[str, list[object]]
 
 
 def _parse(
-    frame: pd.DataFrame, scale: ScoreScale, root: Path, check_files: bool
+    frame: pd.DataFrame,
+    scale: ScoreScale,
+    root: Path,
+    check_files: bool,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> tuple[list[ScanRecord], list[Problem]]:
     problems = [Problem(None, c, "required column is missing") for c in REQUIRED_COLUMNS if c not in frame]
     columns: _Columns = {}
@@ -296,6 +349,10 @@ def _parse(
         problems.extend(check(columns))
     if "split" in frame:
         problems.extend(_partial_split([_text(cell) for cell in frame["split"]]))
+    if not len(frame):
+        problems.append(Problem(None, "path", "no scans (no data rows)"))
+    if data_root is not None and "path" in columns:
+        problems.extend(_outside_root(columns["path"], root, Path(data_root)))
     if check_files and "path" in columns:
         problems.extend(_missing_files(columns["path"], root))
     problems.sort(key=lambda p: (p.row is not None, p.row or 0))
@@ -418,8 +475,27 @@ _TABLE_CHECKS: tuple[Callable[[_Columns], list[Problem]], ...] = (
 
 
 def _missing_files(paths: list[object], root: Path) -> list[Problem]:
-    """Every scan file is checked up front; the count comes first, then the first few rows."""
+    """Every scan file is checked up front; the count comes first, then the first few rows. A folder
+    (a clip of frame files) with no frame file in it is as good as missing."""
     resolved = {index + 1: _resolve(str(p), root) for index, p in enumerate(paths) if p is not None}
     missing = [row for row, path in resolved.items() if not path.exists()]
     summary = f"{len(missing)} of {len(resolved)} files missing"
-    return _summarised(missing, "path", summary, lambda row: f"file not found: {resolved[row]}")
+    problems = _summarised(missing, "path", summary, lambda row: f"file not found: {resolved[row]}")
+    empty = [row for row, path in resolved.items() if path.is_dir() and not _has_frames(path)]
+    summary = f"{len(empty)} folder(s) hold no frame files ({' '.join(sorted(FRAME_READERS))})"
+    return problems + _summarised(empty, "path", summary, lambda row: f"no frame files in {resolved[row]}")
+
+
+def _has_frames(folder: Path) -> bool:
+    return any(p.is_file() and suffix_of(p) in FRAME_READERS for p in folder.iterdir())
+
+
+def _outside_root(paths: list[object], root: Path, data_root: Path) -> list[Problem]:
+    """Rows whose path resolves (``..`` and symbolic links followed) outside ``data_root``."""
+    allowed = data_root.resolve()
+    resolved = {
+        index + 1: Path(os.path.realpath(root / str(p))) for index, p in enumerate(paths) if p is not None
+    }
+    outside = [row for row, path in resolved.items() if not path.is_relative_to(allowed)]
+    summary = f"{len(outside)} path(s) resolve outside the data root {allowed} (runtime.data_root)"
+    return _summarised(outside, "path", summary, lambda row: f"{resolved[row]} is outside {allowed}")

@@ -27,6 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +97,7 @@ def read_scan(
         raise ValueError(f"max_frames should be >= 1 or None, got {max_frames}")
     if not source.exists():
         raise ScanReadError(f"{source}: file not found")
+    refuse_special_file(source)
     if source.is_file() and source.stat().st_size == 0:
         raise ScanReadError(f"{source}: file is empty")
     reader = read_frame_folder if source.is_dir() else _reader_for(source)
@@ -109,8 +113,31 @@ def read_scan(
         bad = int(frames.size - np.count_nonzero(np.isfinite(frames)))
         if bad:
             raise ScanReadError(f"{source}: {bad} NaN/inf pixel(s) or voxel(s)")
+        low, high = float(frames.min()), float(frames.max())
+        if low == high:  # nothing to normalise: the intensity scaling would divide by zero
+            raise ScanReadError(f"{source}: every pixel or voxel is {low:g}; a blank scan carries no image")
     scan.meta["n_frames"] = int(frames.shape[0])
     return scan
+
+
+_SPECIAL_FILES: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def refuse_special_file(path: Path) -> None:
+    """Refuse anything but a regular file or a folder before opening it (opening a FIFO blocks forever).
+
+    Raises:
+        ScanReadError: one line naming ``path`` and what it is.
+    """
+    mode = path.stat().st_mode
+    for test, what in _SPECIAL_FILES:
+        if test(mode):
+            raise ScanReadError(f"{path}: is {what}, not a regular file; refusing to read it")
 
 
 def suffix_of(path: Path) -> str:
@@ -200,6 +227,7 @@ def _decode_imageio(
     path: Path, max_frames: int | None, pyav_error: Exception | None
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     import imageio.v3 as iio
+    from PIL import Image
 
     frames: list[np.ndarray] = []
     try:
@@ -207,6 +235,8 @@ def _decode_imageio(
             frames.append(_to_uint8_rgb_or_grey(np.asarray(frame), path))
             if max_frames is not None and len(frames) >= max_frames:
                 break
+    except Image.DecompressionBombError as exc:  # subclasses Exception alone
+        raise _decode_error(path, "video", exc) from exc
     except (OSError, ValueError, RuntimeError, SyntaxError) as exc:
         raise _decode_error(path, "video", pyav_error or exc) from exc
     meta = {
@@ -301,15 +331,57 @@ def read_image(path: Path, options: ReadOptions) -> Scan:
 
     frames: list[np.ndarray] = []
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only; refuses decompression bombs
+            check = _IMAGE_TRUNCATION_CHECKS.get(image.format or "")
+            if check is not None and (problem := check(path)):
+                raise ScanReadError(f"{path}: file is truncated ({problem})")
             for page in ImageSequence.Iterator(image):
                 frames.append(_pil_array(ImageOps.exif_transpose(page)))
                 if options.max_frames is not None and len(frames) >= options.max_frames:
                     break
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise _decode_error(path, "image", exc) from exc
     meta = {"source_format": suffix_of(path).lstrip("."), "fps": None, "pixel_spacing": None}
     return Scan(_stack_frames(frames, path), meta)
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type → samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_truncation(path: Path) -> str | None:
+    """Pillow zero-fills the rows of a PNG whose compressed stream ends early but cleanly, so the
+    decompressed IDAT size is checked against the size IHDR implies (per Adam7 pass when interlaced)."""
+    data = path.read_bytes()
+    offset, idat, header = 8, bytearray(), None
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        body = data[offset + 8 : offset + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat += body
+        elif kind == b"IEND":
+            break
+        offset += 12 + length
+    if header is None:
+        return None  # not a PNG Pillow would read: Pillow reports the real problem
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            expected += rows * (1 + -(-columns * bits // 8))
+    try:
+        got = len(zlib.decompressobj().decompress(bytes(idat), expected))
+    except zlib.error:
+        return None  # a corrupt stream: Pillow reports it
+    return f"pixel data holds {got} of {expected} bytes" if got < expected else None
+
+
+_IMAGE_TRUNCATION_CHECKS: dict[str, Callable[[Path], str | None]] = {"PNG": _png_truncation}
 
 
 def _pil_array(image: Any) -> np.ndarray:

@@ -279,7 +279,8 @@ def open_experiment(
 
 def dataset_manifest(config: Config, dataset: DatasetSpec) -> Manifest:
     """The validated manifest of a dataset column, read with the column's score scale."""
-    return load_manifest(dataset.manifest, scale_from_config(cell_config(config, dataset).data))
+    scale = scale_from_config(cell_config(config, dataset).data)
+    return load_manifest(dataset.manifest, scale, data_root=config.runtime.data_root)
 
 
 def describe_dataset(dataset: DatasetSpec, manifest: Manifest) -> DatasetSummary:

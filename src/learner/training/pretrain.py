@@ -164,7 +164,7 @@ def _pretrain(
     if data.manifest is None:
         raise ConfigError("data.manifest is not set; pass --manifest or set data.manifest")
     scale = scale_from_config(data)
-    manifest = load_manifest(data.manifest, scale)
+    manifest = load_manifest(data.manifest, scale, data_root=runtime.data_root)
     splits, from_file = resolve_splits(manifest, data.split, config.seed)
     manifest = manifest.with_splits(splits)
     if info.is_main:
