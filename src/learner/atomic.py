@@ -54,7 +54,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     with storage_errors(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            usable_folder(target.parent, str(target))  # names the file in the way, if that is the cause
+            raise
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
@@ -91,18 +95,19 @@ def usable_folder(path: str | os.PathLike[str], what: str) -> Path:
 
     Raises:
         OutputError: ``path`` or the nearest existing folder above it is a file (``/dev/null/x``), or that
-            folder is not writable. The message starts with ``what`` (e.g. ``--out``) and names the path.
+            folder is not writable. The message starts with ``what`` (e.g. ``run directory``), then names
+            the path.
     """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{what} {folder} is a file, not a folder")
+        raise OutputError(f"{what}: {folder} is a file, not a folder")
     existing = folder.absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputError(f"{what} {folder}: {existing} is a file, not a folder")
+        raise OutputError(f"{what}: {existing} (in {folder}) is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {folder}: {existing} is not writable")
+        raise OutputError(f"{what}: {existing} (in {folder}) is not writable")
     return folder
 
 

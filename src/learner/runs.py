@@ -72,7 +72,7 @@ def open_run_dir(
     Raises :class:`RunDirError` for a non-empty directory without ``resume``/``force``, and for
     ``resume`` of a directory that holds no run.
     """
-    root = Path(path)
+    root = atomic.usable_folder(path, "run directory")
     if resume and force:
         raise RunDirError("--resume and --force exclude each other")
     occupied = root.exists() and any(root.iterdir())

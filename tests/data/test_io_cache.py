@@ -277,7 +277,7 @@ def test_a_cache_dir_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
     blocker = tmp_path / "cache"
     blocker.write_text("not a folder")
     manifest = _manifest(tmp_path, bad=False)
-    with pytest.raises(OutputError, match=r"runtime\.cache_dir .*cache is a file"):
+    with pytest.raises(OutputError, match=r"runtime\.cache_dir: .*cache is a file"):
         build_cache(manifest, DataConfig(size=16), workers=0, cache_dir=blocker)
-    with pytest.raises(OutputError, match=r"/dev/null is a file"):
+    with pytest.raises(OutputError, match=r"/dev/null \(in /dev/null/cache\) is a file"):
         build_cache(manifest, DataConfig(size=16), workers=0, cache_dir=Path("/dev/null/cache"))

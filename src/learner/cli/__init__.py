@@ -1,7 +1,7 @@
 """The ``learner`` command line (typer). Each command group lives in its own module and registers itself.
 
 Errors caused by the user's input are :class:`learner.errors.LearnerError` s: printed as one line
-``error: …`` on stderr with a non-zero exit code, no traceback.
+``error: …`` on stderr with a non-zero exit code, no traceback (``learner --debug …`` prints it first).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import traceback
 
 import typer
 
@@ -41,6 +42,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+_OPTIONS = {"debug": False}  # root options that outlive the callback: set by _root, reset by run()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"learner {__version__}")
@@ -60,8 +64,12 @@ def _root(
         False, "--verbose", "-v", help="Also show progress messages (cells, splits, epochs) on stderr."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Show errors only, no warnings."),
+    debug: bool = typer.Option(
+        False, "--debug", help="On an error, print its traceback before the one-line message."
+    ),
 ) -> None:
     """LEARNER command line."""
+    _OPTIONS["debug"] = debug
     if verbose and quiet:
         raise typer.BadParameter("-v and -q exclude each other")
     level = VERBOSITY_LEVELS[int(verbose) - int(quiet)]
@@ -124,11 +132,14 @@ def run(argv: list[str] | None = None) -> int:
     ``error: …`` lines.
     """
     _console_handler().setLevel(logging.WARNING)  # each command starts at the default verbosity
+    _OPTIONS["debug"] = False
     try:
         app(args=argv, prog_name="learner")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except LearnerError as exc:
+        if _OPTIONS["debug"]:
+            traceback.print_exc(file=sys.stderr)
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     return 0

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from learner.atomic import write_json
+from learner.atomic import usable_folder, write_json
 from learner.errors import ConfigError, LearnerError
 
 RECORD_NAME = "phantom.json"
@@ -51,6 +51,7 @@ def build_cohort(
         return reusable
     if target.exists() and not target.is_dir():
         raise LearnerError(f"{target}: exists and is not a folder; choose a folder for the phantom cohort")
+    usable_folder(target, "the phantom cohort folder")  # e.g. a path under a file such as /dev/null
     if target.is_dir() and any(target.iterdir()) and not (target / RECORD_NAME).is_file():
         raise LearnerError(f"{target}: folder is not empty and holds no {RECORD_NAME}; choose a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
