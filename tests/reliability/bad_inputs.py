@@ -1,0 +1,491 @@
+"""The catalogue of bad inputs: each entry writes one bad input into a folder and returns the ``learner``
+command that must refuse it with one ``error:`` line naming ``culprit`` (exit 2, no traceback, nothing
+left behind). Add an entry for every new way a user's input can be wrong.
+
+Writers of small valid inputs (:func:`still`, :func:`write_manifest`, :func:`good_rows`) are shared with
+the fuzz tests.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HEADER = ("patient_id", "scan_id", "path", "visit", "score")
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One catalogue entry: ``build(folder) -> argv``; the error line must contain ``culprit``."""
+
+    name: str
+    culprit: str
+    build: Callable[[Path], list[str]]
+
+
+CATALOGUE: list[BadInput] = []
+
+
+def bad_input(name: str, culprit: str) -> Callable[[Callable[[Path], list[str]]], Callable[[Path], list[str]]]:
+    """Register the decorated builder in :data:`CATALOGUE`."""
+
+    def register(build: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+        CATALOGUE.append(BadInput(name, culprit, build))
+        return build
+
+    return register
+
+
+# ------------------------------------------------------------------------------------------ writers
+def still(path: Path, seed: int = 0, size: int = 24) -> Path:
+    """A random grey PNG still (one frame) of ``size`` × ``size``."""
+    pixels = np.random.default_rng(seed).integers(20, 235, (size, size), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def good_rows(folder: Path, patients: int = 4) -> list[list[str]]:
+    """``patients`` patients × 2 visits of PNG stills written into ``folder`` (S/F scores in range)."""
+    rows = []
+    for p in range(patients):
+        for visit in (1, 2):
+            name = f"p{p}_v{visit}.png"
+            still(folder / name, seed=10 * p + visit)
+            rows.append([f"p{p}", f"p{p}_v{visit}", name, str(visit), str(150 + 40 * p + 5 * visit)])
+    return rows
+
+
+def write_manifest(
+    path: Path, rows: list[list[str]], header: tuple[str, ...] = HEADER, sep: str = ","
+) -> Path:
+    path.write_text("\n".join(sep.join(cells) for cells in [list(header), *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def manifest_of(folder: Path, scan: str, name: str = "manifest.csv") -> Path:
+    """A one-row manifest whose scan is ``scan`` (relative to ``folder``)."""
+    return write_manifest(folder / name, [["p0", "s0", scan, "1", "300"]])
+
+
+def png_with_rows(path: Path, rows_written: int, height: int = 32, width: int = 32) -> Path:
+    """A grey PNG whose IHDR says ``height`` rows and whose (complete) zlib stream holds ``rows_written``."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    pixels = np.random.default_rng(0).integers(1, 255, (height, width), dtype=np.uint8)
+    raw = b"".join(b"\x00" + pixels[r].tobytes() for r in range(rows_written))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def nifti(path: Path, volume: np.ndarray) -> Path:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    return path
+
+
+def check(manifest: Path, *extra: str) -> list[str]:
+    return ["data", "check", str(manifest), *extra]
+
+
+def cache(manifest: Path, *extra: str) -> list[str]:
+    return ["data", "cache", str(manifest), "--workers", "0", *extra]
+
+
+def rows_with(folder: Path, column: str, value: str, row: int = 0) -> Path:
+    """The good manifest with one cell replaced."""
+    rows = good_rows(folder)
+    rows[row][HEADER.index(column)] = value
+    return write_manifest(folder / "manifest.csv", rows)
+
+
+# ------------------------------------------------------------------------------------------ manifests
+@bad_input("manifest missing", "nothere.csv")
+def _(folder: Path) -> list[str]:
+    return check(folder / "nothere.csv")
+
+
+@bad_input("manifest of an unsupported type", "scans.txt")
+def _(folder: Path) -> list[str]:
+    (folder / "scans.txt").write_text("a,b\n")
+    return check(folder / "scans.txt")
+
+
+@bad_input("manifest saved from Excel as .xlsx", "CSV UTF-8")
+def _(folder: Path) -> list[str]:
+    (folder / "scans.xlsx").write_bytes(b"PK\x03\x04")
+    return check(folder / "scans.xlsx")
+
+
+@bad_input("Excel workbook renamed .csv", "Excel")
+def _(folder: Path) -> list[str]:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as workbook:
+        workbook.writestr("xl/workbook.xml", "<workbook/>")
+    (folder / "scans.csv").write_bytes(buffer.getvalue())
+    return check(folder / "scans.csv")
+
+
+@bad_input("semicolon-separated manifest", "semicolon-separated")
+def _(folder: Path) -> list[str]:
+    return check(write_manifest(folder / "m.csv", good_rows(folder), sep=";"))
+
+
+@bad_input("tab-separated manifest", "tab-separated")
+def _(folder: Path) -> list[str]:
+    return check(write_manifest(folder / "m.csv", good_rows(folder), sep="\t"))
+
+
+@bad_input("header-only manifest", "no scans")
+def _(folder: Path) -> list[str]:
+    return check(write_manifest(folder / "m.csv", []))
+
+
+@bad_input("zero-byte manifest", "m.csv")
+def _(folder: Path) -> list[str]:
+    (folder / "m.csv").write_bytes(b"")
+    return check(folder / "m.csv")
+
+
+@bad_input("manifest that is a folder", "not a regular file")
+def _(folder: Path) -> list[str]:
+    (folder / "m.csv").mkdir()
+    return check(folder / "m.csv")
+
+
+@bad_input("manifest that is a FIFO", "not a regular file")
+def _(folder: Path) -> list[str]:
+    os.mkfifo(folder / "m.csv")
+    return check(folder / "m.csv")
+
+
+@bad_input("corrupt Parquet manifest", "m.parquet")
+def _(folder: Path) -> list[str]:
+    (folder / "m.parquet").write_bytes(b"PAR1 not really")
+    return check(folder / "m.parquet")
+
+
+@bad_input("manifest without a required column", "problem")
+def _(folder: Path) -> list[str]:
+    return check(write_manifest(folder / "m.csv", [r[:4] for r in good_rows(folder)], HEADER[:4]))
+
+
+@bad_input("empty required value", "problem")
+def _(folder: Path) -> list[str]:
+    return check(rows_with(folder, "patient_id", ""))
+
+
+@bad_input("duplicate scan_id", "problem")
+def _(folder: Path) -> list[str]:
+    return check(rows_with(folder, "scan_id", "p0_v2"))
+
+
+for _text in ("abc", "nan", "inf", "-5", "9999"):
+
+    @bad_input(f"score {_text}", "problem")
+    def _(folder: Path, text: str = _text) -> list[str]:
+        return check(rows_with(folder, "score", text))
+
+
+@bad_input("MMSE score not whole", "problem")
+def _(folder: Path) -> list[str]:
+    rows = [[*r[:4], "25"] for r in good_rows(folder)]
+    rows[0][4] = "25.5"
+    return check(write_manifest(folder / "m.csv", rows), "--scale", "mmse")
+
+
+@bad_input("visit neither a date nor an integer", "problem")
+def _(folder: Path) -> list[str]:
+    return check(rows_with(folder, "visit", "yesterday"))
+
+
+@bad_input("patient mixing integer and date visits", "problem")
+def _(folder: Path) -> list[str]:
+    return check(rows_with(folder, "visit", "2021-03-04"))
+
+
+def _with_split(folder: Path, splits: list[str]) -> Path:
+    rows = [[*row, split] for row, split in zip(good_rows(folder), splits, strict=True)]
+    return write_manifest(folder / "m.csv", rows, (*HEADER, "split"))
+
+
+@bad_input("patient in two splits", "problem")
+def _(folder: Path) -> list[str]:
+    return check(_with_split(folder, ["train", "val", "train", "train", "val", "val", "test", "test"]))
+
+
+@bad_input("unknown split", "problem")
+def _(folder: Path) -> list[str]:
+    return check(_with_split(folder, ["train", "train", "dev", "dev", "val", "val", "test", "test"]))
+
+
+@bad_input("split on some rows only", "problem")
+def _(folder: Path) -> list[str]:
+    return check(_with_split(folder, ["train", "train", "", "", "val", "val", "test", "test"]))
+
+
+@bad_input("unknown modality", "problem")
+def _(folder: Path) -> list[str]:
+    rows = [[*row, "video"] for row in good_rows(folder)]
+    rows[0][-1] = "hologram"
+    return check(write_manifest(folder / "m.csv", rows, (*HEADER, "modality")))
+
+
+@bad_input("scan file missing", "problem")
+def _(folder: Path) -> list[str]:
+    return check(rows_with(folder, "path", "gone.png"))
+
+
+@bad_input("path naming an empty folder", "problem")
+def _(folder: Path) -> list[str]:
+    (folder / "frames").mkdir()
+    return check(rows_with(folder, "path", "frames"))
+
+
+@bad_input("path outside --data-root", "problem")
+def _(folder: Path) -> list[str]:
+    (folder / "data").mkdir()
+    manifest = write_manifest(folder / "data" / "m.csv", good_rows(folder / "data"))
+    rows = good_rows(folder / "data")
+    rows[0][2] = "../outside.png"
+    still(folder / "outside.png")
+    write_manifest(manifest, rows)
+    return check(manifest, "--data-root", str(folder / "data"))
+
+
+# ------------------------------------------------------------------------------------------ scan files
+@bad_input("zero-byte scan", "empty.mp4")
+def _(folder: Path) -> list[str]:
+    (folder / "empty.mp4").write_bytes(b"")
+    return cache(manifest_of(folder, "empty.mp4"))
+
+
+@bad_input("scan of an unsupported type", "notes.txt")
+def _(folder: Path) -> list[str]:
+    (folder / "notes.txt").write_text("hello")
+    return cache(manifest_of(folder, "notes.txt"))
+
+
+@bad_input("random bytes named .mp4", "noise.mp4")
+def _(folder: Path) -> list[str]:
+    (folder / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    return cache(manifest_of(folder, "noise.mp4"))
+
+
+@bad_input("FIFO named .mp4", "named pipe")
+def _(folder: Path) -> list[str]:
+    os.mkfifo(folder / "pipe.mp4")
+    return cache(manifest_of(folder, "pipe.mp4"))
+
+
+@bad_input("20000 x 20000 PNG (decompression bomb)", "bomb.png")
+def _(folder: Path) -> list[str]:
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png")
+    return cache(manifest_of(folder, "bomb.png"))
+
+
+@bad_input("PNG whose pixel stream ends early", "truncated")
+def _(folder: Path) -> list[str]:
+    png_with_rows(folder / "short.png", rows_written=16)
+    return cache(manifest_of(folder, "short.png"))
+
+
+@bad_input("PNG cut off mid-file", "cut.png")
+def _(folder: Path) -> list[str]:
+    data = still(folder / "cut.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    return cache(manifest_of(folder, "cut.png"))
+
+
+@bad_input("all-zero volume", "blank scan")
+def _(folder: Path) -> list[str]:
+    nifti(folder / "zero.nii.gz", np.zeros((8, 8, 8), np.float32))
+    return cache(manifest_of(folder, "zero.nii.gz"))
+
+
+@bad_input("volume with NaN voxels", "NaN")
+def _(folder: Path) -> list[str]:
+    volume = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    volume[1, 2, 3] = np.nan
+    nifti(folder / "nan.nii.gz", volume)
+    return cache(manifest_of(folder, "nan.nii.gz"))
+
+
+@bad_input("2-D NIfTI", "2-D")
+def _(folder: Path) -> list[str]:
+    nifti(folder / "flat.nii.gz", np.random.default_rng(0).random((8, 8)).astype(np.float32))
+    return cache(manifest_of(folder, "flat.nii.gz"))
+
+
+@bad_input("4-D NIfTI series", "4-D")
+def _(folder: Path) -> list[str]:
+    nifti(folder / "series.nii.gz", np.random.default_rng(0).random((8, 8, 8, 2)).astype(np.float32))
+    return cache(manifest_of(folder, "series.nii.gz"))
+
+
+@bad_input("frame size changing within a folder", "f2.png")
+def _(folder: Path) -> list[str]:
+    (folder / "clip").mkdir()
+    still(folder / "clip" / "f1.png", size=24)
+    still(folder / "clip" / "f2.png", size=32)
+    return cache(manifest_of(folder, "clip"))
+
+
+@bad_input("DICOM without pixel data", "no pixel data")
+def _(folder: Path) -> list[str]:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ds.save_as(folder / "empty.dcm", enforce_file_format=True)
+    return cache(manifest_of(folder, "empty.dcm"))
+
+
+# ------------------------------------------------------------------------------------------ config, flags
+def _good(folder: Path) -> Path:
+    return write_manifest(folder / "m.csv", good_rows(folder))
+
+
+@bad_input("negative seed", "seed")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--set", "seed=-1")
+
+
+@bad_input("seed of 2**32", "seed")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--set", f"seed={2**32}")
+
+
+@bad_input("negative --seed of data split", "seed")
+def _(folder: Path) -> list[str]:
+    return ["data", "split", str(_good(folder)), "--out", str(folder / "out.csv"), "--seed", "-7"]
+
+
+@bad_input("negative --seed of a phantom", "--seed")
+def _(folder: Path) -> list[str]:
+    return ["phantom", "lus", str(folder / "cohort"), "--seed", "-1"]
+
+
+@bad_input("experiment seed of 2**32", "seeds")
+def _(folder: Path) -> list[str]:
+    (folder / "grid.yaml").write_text(f"experiment:\n  seeds: [0, {2**32}]\n")
+    return ["experiment", "table3", "--config", str(folder / "grid.yaml"), "--out", str(folder / "out")]
+
+
+@bad_input("unknown config key", "data.sise")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--set", "data.sise=32")
+
+
+@bad_input("moved config key data.cache_dir", "runtime.cache_dir")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--set", "data.cache_dir=somewhere")
+
+
+@bad_input("config value of the wrong type", "data.size")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--set", "data.size=large")
+
+
+@bad_input("config file missing", "nothere.yaml")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--config", str(folder / "nothere.yaml"))
+
+
+@bad_input("config file not YAML", "not valid YAML")
+def _(folder: Path) -> list[str]:
+    (folder / "c.yaml").write_text("data: [unclosed\n")
+    return check(_good(folder), "--config", str(folder / "c.yaml"))
+
+
+@bad_input("config file of binary bytes", "not a text file")
+def _(folder: Path) -> list[str]:
+    (folder / "c.yaml").write_bytes(b"\xff\xfe\x00binary")
+    return check(_good(folder), "--config", str(folder / "c.yaml"))
+
+
+@bad_input("config file whose top level is a list", "mapping")
+def _(folder: Path) -> list[str]:
+    (folder / "c.yaml").write_text("- a\n- b\n")
+    return check(_good(folder), "--config", str(folder / "c.yaml"))
+
+
+@bad_input("runtime.cache_dir naming a file", "runtime.cache_dir")
+def _(folder: Path) -> list[str]:
+    (folder / "cachefile").write_text("x")
+    return cache(_good(folder), "--set", f"runtime.cache_dir={folder / 'cachefile'}")
+
+
+@bad_input("runtime.cache_dir under /dev/null", "/dev/null")
+def _(folder: Path) -> list[str]:
+    return cache(_good(folder), "--set", "runtime.cache_dir=/dev/null/cache")
+
+
+@bad_input("--ratios that are not three numbers", "--ratios")
+def _(folder: Path) -> list[str]:
+    return ["data", "split", str(_good(folder)), "--out", str(folder / "o.csv"), "--ratios", "2,1"]
+
+
+@bad_input("data split --out under /dev/null", "/dev/null")
+def _(folder: Path) -> list[str]:
+    return ["data", "split", str(_good(folder)), "--out", "/dev/null/split.csv"]
+
+
+@bad_input("pretrain --out naming a file", "out.txt")
+def _(folder: Path) -> list[str]:
+    (folder / "out.txt").write_text("x")
+    return ["pretrain", "--out", str(folder / "out.txt"), "--manifest", str(_good(folder))]
+
+
+@bad_input("pretrain --out under /dev/null", "/dev/null")
+def _(folder: Path) -> list[str]:
+    return ["pretrain", "--out", "/dev/null/run", "--manifest", str(_good(folder))]
+
+
+@bad_input("phantom folder under /dev/null", "/dev/null")
+def _(folder: Path) -> list[str]:
+    return ["phantom", "lus", "/dev/null/cohort", "--patients", "2,1,1"]
+
+
+# ------------------------------------------------------------------------------------------ run folders
+@bad_input("embed of a folder that is no run", "no config.yaml")
+def _(folder: Path) -> list[str]:
+    (folder / "run").mkdir()
+    return ["embed", str(folder / "run"), "--manifest", str(_good(folder))]
+
+
+@bad_input("report of a folder that is no run", "run")
+def _(folder: Path) -> list[str]:
+    (folder / "run").mkdir()
+    return ["report", str(folder / "run")]
+
+
+def assert_refused(code: int, out: str, err: str, culprit: str) -> str:
+    """Exit code 2, no traceback, and exactly one ``error:`` line on stderr (other stderr lines may only be
+    warnings) that names ``culprit``; returns that line."""
+    assert "Traceback" not in out + err, err
+    assert code == 2, (code, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert all(line.startswith(("error: ", "warning: ")) for line in lines), err
+    assert culprit in errors[0], errors[0]
+    return errors[0]
