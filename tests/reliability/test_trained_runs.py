@@ -1,0 +1,176 @@
+"""Bad inputs that need a trained encoder and classifier (``learner predict``), damaged checkpoints, the
+cache report after corruption, ``--skip-bad`` with a decompression bomb, and a full disk while a checkpoint
+is written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bad_inputs import assert_refused, cache, good_rows, png_with_rows, still, write_manifest
+from PIL import Image
+
+Cli = Callable[[list[str]], tuple[int, str, str]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, make_tiny_pretrain_config: Callable[..., Any]) -> Path:
+    """A tiny encoder run (``encoder/``) and its classifier (``classifier/``) on the tiny LUS cohort."""
+    from learner.config import apply_overrides
+    from learner.data.manifest import load_manifest
+    from learner.data.scales import scale_from_config
+    from learner.experiments.classify import run_classification
+    from learner.training.pretrain import pretrain
+
+    root = tmp_path_factory.mktemp("trained")
+    config = make_tiny_pretrain_config(**{"optim.epochs": 1})
+    pretrain(config, root / "encoder")
+    config = apply_overrides(config, {"classifier.epochs": 3, "classifier.bootstrap": 0})
+    manifest = load_manifest(config.data.manifest, scale_from_config(config.data))
+    run_classification(root / "encoder", manifest, config, root / "classifier")
+    return root
+
+
+def _predict(trained: Path, earlier: Path, later: Path) -> list[str]:
+    return ["predict", str(earlier), str(later), "--encoder", str(trained / "encoder"),
+            "--classifier", str(trained / "classifier")]  # fmt: skip
+
+
+def _bomb(path: Path) -> Path:
+    Image.new("1", (20000, 20000)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "culprit"),
+    [
+        ("bomb.png", _bomb, "DecompressionBombError"),
+        ("pipe.mp4", lambda path: os.mkfifo(path), "named pipe"),
+        ("short.png", lambda path: png_with_rows(path, rows_written=8), "truncated"),
+    ],
+)
+def test_predict_refuses_a_bad_scan_in_one_line(
+    trained: Path, tmp_path: Path, cli: Cli, name: str, write: Callable[[Path], Any], culprit: str
+) -> None:
+    write(tmp_path / name)
+    good = still(tmp_path / "good.png", size=32)
+    code, out, err = cli(_predict(trained, tmp_path / name, good))
+    assert name in assert_refused(code, out, err, culprit)
+
+
+def _damage(run: Path) -> dict[str, Callable[[], str]]:
+    """Ways to break the encoder's best checkpoint; each returns what the error must name."""
+    best = run / "checkpoints" / "best"
+
+    def missing() -> str:
+        shutil.rmtree(best)
+        return "checkpoints/best"
+
+    def no_weights() -> str:
+        (best / "model.safetensors").unlink()
+        return "model.safetensors"
+
+    def bad_json() -> str:
+        (best / "meta.json").write_text("{not json")
+        return "meta.json"
+
+    def other_version() -> str:
+        text = (best / "meta.json").read_text().replace('"schema_version": 1', '"schema_version": 99')
+        (best / "meta.json").write_text(text)
+        return "schema_version"
+
+    def classifier_json() -> str:
+        (run.parent / "classifier" / "classifier" / "classifier.json").write_bytes(b"\x00\xff garbage")
+        return "classifier.json"
+
+    def classifier_weights() -> str:
+        (run.parent / "classifier" / "classifier" / "classifier.safetensors").write_bytes(b"garbage")
+        return "classifier.safetensors"
+
+    return {"missing": missing, "no weights": no_weights, "bad json": bad_json,
+            "other version": other_version, "classifier json": classifier_json,
+            "classifier weights": classifier_weights}  # fmt: skip
+
+
+DAMAGES = ["missing", "no weights", "bad json", "other version", "classifier json", "classifier weights"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_predict_names_a_damaged_checkpoint(
+    trained: Path, tmp_path: Path, cli: Cli, listing: Callable[[Path], list[str]], damage: str
+) -> None:
+    shutil.copytree(trained, tmp_path / "runs")
+    culprit = _damage(tmp_path / "runs" / "encoder")[damage]()
+    scans = [still(tmp_path / f"s{i}.png", seed=i, size=32) for i in range(2)]
+    before = listing(tmp_path)
+    code, out, err = cli(_predict(tmp_path / "runs", *scans))
+    assert_refused(code, out, err, culprit)
+    assert listing(tmp_path) == before
+
+
+def test_skip_bad_skips_a_decompression_bomb_by_name(tmp_path: Path, cli: Cli) -> None:
+    rows = good_rows(tmp_path)
+    rows[0][2] = _bomb(tmp_path / "bomb.png").name
+    code, out, err = cli(cache(write_manifest(tmp_path / "m.csv", rows), "--skip-bad"))
+    assert "Traceback" not in err
+    assert code == 0
+    assert "cache: 7 built, 0 reused, 1 skipped, 0 rebuilt (corrupt)" in out
+    assert f"skipped {rows[0][1]}: " in out and "bomb.png" in out
+
+
+def test_data_cache_rebuilds_and_reports_corrupt_entries(tmp_path: Path, cli: Cli) -> None:
+    argv = cache(write_manifest(tmp_path / "m.csv", good_rows(tmp_path)))
+    assert cli(argv)[0] == 0
+    entries = sorted((tmp_path / ".learner-cache").iterdir())
+    entries[0].write_bytes(b"")  # the zero-byte entry that used to end in a bare "Aborted."
+    entries[1].write_bytes(entries[1].read_bytes()[:-3])
+    code, out, err = cli(argv)
+    assert (code, "Aborted" in out + err) == (0, False)
+    assert "cache: 0 built, 6 reused, 0 skipped, 2 rebuilt (corrupt)" in out
+    assert "cache: 0 built, 8 reused, 0 skipped, 0 rebuilt (corrupt)" in cli(argv)[1]
+
+
+_FULL_DISK = """
+import resource, signal, sys
+import torch
+from learner.errors import OutputError
+from learner.training.checkpoint import load_checkpoint, save_checkpoint
+from learner.config import Config
+from learner.losses.regression import ScoreStandardiser
+from learner.training.checkpoint import CheckpointMeta, EncoderMeta
+
+target = sys.argv[1]
+meta = CheckpointMeta(Config(), ScoreStandardiser(mean=1.0, std=2.0), EncoderMeta("tsm_resnet18", 4, 1, 5))
+torch.manual_seed(0)
+good = torch.nn.Linear(64, 64)
+save_checkpoint(target, good, meta, {"optimizer": {"step": 1}})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    save_checkpoint(target, torch.nn.Linear(64, 64), meta, {"optimizer": {"step": 2}})
+except OutputError as exc:
+    print("error:", exc)
+state, _ = load_checkpoint(target)
+print("kept:", bool(torch.equal(state["weight"], good.weight)))
+"""
+
+
+def test_a_full_disk_while_saving_a_checkpoint_names_it_and_keeps_the_previous_one(tmp_path: Path) -> None:
+    target = tmp_path / "checkpoints" / "last"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_FULL_DISK), str(target)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"error: {target}: cannot write: File too large"), lines
+    assert lines[1] == "kept: True"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last"]  # no staging folder left
