@@ -62,6 +62,14 @@ TINY_EXPERIMENT: list[str] = [
 """Experiment cells: 1 epoch × 2 steps of 8 clips per encoder, a short pair classifier, 30 bootstraps."""
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="run the fuzz tests of tests/reliability with thousands of cases instead of a few hundred",
+    )
+
+
 class CliResult(NamedTuple):
     """What one ``learner`` command left: exit code, stdout and stderr."""
 

@@ -35,10 +35,13 @@ class BadInput:
 CATALOGUE: list[BadInput] = []
 
 
-def bad_input(name: str, culprit: str) -> Callable[[Callable[[Path], list[str]]], Callable[[Path], list[str]]]:
+Builder = Callable[[Path], list[str]]
+
+
+def bad_input(name: str, culprit: str) -> Callable[[Builder], Builder]:
     """Register the decorated builder in :data:`CATALOGUE`."""
 
-    def register(build: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+    def register(build: Builder) -> Builder:
         CATALOGUE.append(BadInput(name, culprit, build))
         return build
 

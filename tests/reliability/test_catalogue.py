@@ -26,9 +26,7 @@ def test_a_bad_input_is_one_clean_error_and_leaves_nothing(
     assert listing(tmp_path) == before
 
 
-def test_debug_shows_the_traceback_above_the_same_line(
-    tmp_path: Path, cli: Cli
-) -> None:
+def test_debug_shows_the_traceback_above_the_same_line(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "empty.mp4").write_bytes(b"")
     argv = cache(manifest_of(tmp_path, "empty.mp4"))
     plain_code, _, plain_err = cli(argv)
