@@ -113,6 +113,14 @@ class ScanCache:
         """
         return self._fetch(source)[1]
 
+    def is_cached(self, source: ScanRecord | str | os.PathLike[str]) -> bool:
+        """Whether a sound entry for ``source`` exists (checked as a read is; a corrupt one is not)."""
+        try:
+            self._read(self._entry(source))
+        except (FileNotFoundError, CorruptEntryError):
+            return False
+        return True
+
     def _fetch(self, source: ScanRecord | str | os.PathLike[str]) -> tuple[_Entry, np.ndarray, Outcome]:
         entry = self._entry(source)
         outcome: Outcome = "built"
@@ -332,15 +340,14 @@ def _outcomes(
     misses = []
     for path in paths:
         try:
-            entry = cache._entry(path)
-            cache._read(entry)
+            hit = cache.is_cached(path)
         except ScanReadError as exc:
             yield path, exc
             continue
-        except (FileNotFoundError, CorruptEntryError):
+        if hit:
+            yield path, "reused"
+        else:
             misses.append(path)
-            continue
-        yield path, "reused"
     if workers <= 1 or len(misses) <= 1:
         for path in misses:
             yield path, _ensure_one(cache.root, cache.preprocessor, path)

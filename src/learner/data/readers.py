@@ -374,8 +374,13 @@ def _png_truncation(path: Path) -> str | None:
         columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
         if columns > 0 and rows > 0:
             expected += rows * (1 + -(-columns * bits // 8))
+    stream, pending, got = zlib.decompressobj(), bytes(idat), 0
     try:
-        got = len(zlib.decompressobj().decompress(bytes(idat), expected))
+        while pending and got < expected:  # counted in 1 MiB pieces: the pixels are never held here
+            piece = stream.decompress(pending, min(1 << 20, expected - got))
+            got, pending = got + len(piece), stream.unconsumed_tail
+            if not piece:
+                break
     except zlib.error:
         return None  # a corrupt stream: Pillow reports it
     return f"pixel data holds {got} of {expected} bytes" if got < expected else None
