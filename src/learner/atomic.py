@@ -78,8 +78,8 @@ def storage_errors(path: str | os.PathLike[str]) -> Iterator[None]:
 
     Example::
 
-        with storage_errors(run / "checkpoints" / "last"):
-            save_file(tensors, staging / "model.safetensors")
+        with storage_errors(out / "table.parquet"):
+            frame.to_parquet(staging / "table.parquet")
     """
     try:
         yield

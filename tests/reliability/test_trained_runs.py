@@ -5,10 +5,11 @@ is written."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,40 +139,28 @@ def test_data_cache_rebuilds_and_reports_corrupt_entries(tmp_path: Path, cli: Cl
     assert "cache: 0 built, 8 reused, 0 skipped, 0 rebuilt (corrupt)" in cli(argv)[1]
 
 
-_FULL_DISK = """
-import resource, signal, sys
-import torch
-from learner.errors import OutputError
-from learner.training.checkpoint import load_checkpoint, save_checkpoint
-from learner.config import Config
-from learner.losses.regression import ScoreStandardiser
-from learner.training.checkpoint import CheckpointMeta, EncoderMeta
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """A child-process set-up: writes past ``limit`` bytes fail with EFBIG, as writes to a full disk fail."""
 
-target = sys.argv[1]
-meta = CheckpointMeta(Config(), ScoreStandardiser(mean=1.0, std=2.0), EncoderMeta("tsm_resnet18", 4, 1, 5))
-torch.manual_seed(0)
-good = torch.nn.Linear(64, 64)
-save_checkpoint(target, good, meta, {"optimizer": {"step": 1}})
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
-try:
-    save_checkpoint(target, torch.nn.Linear(64, 64), meta, {"optimizer": {"step": 2}})
-except OutputError as exc:
-    print("error:", exc)
-state, _ = load_checkpoint(target)
-print("kept:", bool(torch.equal(state["weight"], good.weight)))
-"""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited by the exec'd interpreter
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return apply
 
 
-def test_a_full_disk_while_saving_a_checkpoint_names_it_and_keeps_the_previous_one(tmp_path: Path) -> None:
-    target = tmp_path / "checkpoints" / "last"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def test_a_full_disk_while_writing_is_one_line_naming_the_file_and_keeps_the_old_one(
+    tmp_path: Path, listing: Callable[[Path], list[str]]
+) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", good_rows(tmp_path, patients=40))
+    out = tmp_path / "split.csv"
+    out.write_text("the previous split\n")
+    before = listing(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_FULL_DISK), str(target)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        [sys.executable, "-m", "learner", "data", "split", str(manifest), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, preexec_fn=_file_size_limit(1024),
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"error: {target}: cannot write: File too large"), lines
-    assert lines[1] == "kept: True"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["last"]  # no staging folder left
+    line = assert_refused(done.returncode, done.stdout, done.stderr, f"{out}: cannot write: File too large")
+    assert out.read_text() == "the previous split\n", line
+    assert listing(tmp_path) == before  # no temporary file left beside it

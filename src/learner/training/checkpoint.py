@@ -18,7 +18,6 @@ complete in the ``.<name>.old-*`` folder, which :func:`load_checkpoint`'s error 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from learner import atomic, formats
@@ -139,25 +138,20 @@ def save_checkpoint(
         ``directory`` as a Path.
     """
     target = Path(directory)
-    with atomic.storage_errors(target):  # a full disk: one line naming the checkpoint; the old one stays
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = _sibling(target, "tmp")
-        staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide it
-        try:
-            tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-            version = formats.FORMATS["checkpoint"]
-            # serialised in memory, then written by Python: a failed write is then an OSError that says
-            # why (safetensors and torch.save report it as an opaque library error)
-            (staging / MODEL_FILE).write_bytes(save(tensors, metadata={"schema_version": str(version)}))
-            atomic.write_json(staging / META_FILE, meta.to_json())
-            if train_state is not None:
-                buffer = io.BytesIO()
-                torch.save(train_state, buffer)
-                (staging / TRAIN_STATE_FILE).write_bytes(buffer.getbuffer())
-            _swap_into_place(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(target, "tmp")
+    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide the checkpoint
+    try:
+        tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        version = formats.FORMATS["checkpoint"]
+        save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(version)})
+        atomic.write_json(staging / META_FILE, meta.to_json())
+        if train_state is not None:
+            torch.save(train_state, staging / TRAIN_STATE_FILE)
+        _swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return target
 
 
