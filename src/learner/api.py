@@ -164,4 +164,4 @@ def _manifest(manifest: Manifest | PathLike | None, config: Config) -> Manifest:
     source = manifest if manifest is not None else config.data.manifest
     if source is None:
         raise ConfigError("no manifest: pass manifest= or set data.manifest")
-    return load_manifest(source, scale_from_config(config.data))
+    return load_manifest(source, scale_from_config(config.data), data_root=config.runtime.data_root)
