@@ -13,10 +13,12 @@ from learner.config import (
     Combine,
     Config,
     Crop,
+    EmbedNorm,
     ExperimentConfig,
     IntraPairing,
     ModelSize,
     NiftiAxis,
+    Norm,
     Optimizer,
     Schedule,
     Similarity,
@@ -209,14 +211,16 @@ def _closed_sets() -> list[tuple[Any, object]]:
     from learner.data.readers import _NIFTI_AXES
     from learner.evaluation.pair_classifier import COMBINES
     from learner.losses.registry import SIMILARITIES
-    from learner.models.encoder import SIZES
+    from learner.models.encoder import EMBEDDING_NORMS, SIZES
     from learner.models.heads import CLASSIFIER_DEPTHS
+    from learner.models.tsm_resnet import NORM_LAYERS
     from learner.training.pretrain import LR_SCHEDULES, OPTIMIZERS
 
     return [
         (Crop, CROPS), (NiftiAxis, _NIFTI_AXES), (IntraPairing, _VISIT_PAIRINGS), (ModelSize, SIZES),
         (Similarity, SIMILARITIES), (Optimizer, OPTIMIZERS), (Schedule, LR_SCHEDULES),
-        (ClassifierHead, CLASSIFIER_DEPTHS), (Combine, COMBINES),
+        (ClassifierHead, CLASSIFIER_DEPTHS), (Combine, COMBINES), (Norm, NORM_LAYERS),
+        (EmbedNorm, EMBEDDING_NORMS),
     ]  # fmt: skip
 
 
@@ -335,3 +339,21 @@ def test_small_cohort_preset_validates_with_any_custom_scale() -> None:
     table_2 = {key: value for key, value in TABLE_2.items() if key != "optim.epochs"}
     assert {key: _dotted(config, key) for key in table_2} == table_2
     assert (config.data.size, config.data.frames, config.optim.epochs) == (64, 4, 15)
+
+
+def test_new_options_default_to_todays_behaviour_and_classifier_keys_do_not_change_pretraining() -> None:
+    cfg = Config()
+    assert (cfg.optim.warmup_epochs, cfg.model.norm, cfg.model.embed_norm) == (0.0, "batch", "none")
+    with pytest.raises(
+        ConfigError, match=r"'optim': Value error, 'warmup_epochs' \(4.0\) exceeds 'epochs' \(3\)"
+    ):
+        apply_overrides(cfg, {"optim.epochs": 3, "optim.warmup_epochs": 4})
+    classifier_only = apply_overrides(cfg, {"classifier.hidden": 7, "data.pairs.intra": "all"})
+    assert classifier_only.pretraining_settings() == cfg.pretraining_settings()
+    assert classifier_only.result_settings() != cfg.result_settings()
+    pretraining = cfg.pretraining_settings()
+    assert "classifier" not in pretraining
+    assert "pairs" not in pretraining["data"]
+    assert "runtime" not in pretraining
+    assert pretraining["data"]["split"] == cfg.result_settings()["data"]["split"]
+    assert apply_overrides(cfg, {"model.embed_norm": "l2"}).pretraining_settings() != pretraining

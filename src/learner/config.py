@@ -56,6 +56,10 @@ IntraPairing = Literal["consecutive", "all"]
 """``data.pairs.intra``: which visits of a test patient are paired (:mod:`learner.data.pairs`)."""
 ModelSize = Literal["tiny", "small", "paper"]
 """``model.size``: :data:`learner.models.registry.SIZES`."""
+Norm = Literal["batch", "group", "frozen_bn"]
+"""``model.norm``: the keys of :data:`learner.models.tsm_resnet.NORM_LAYERS`."""
+EmbedNorm = Literal["none", "l2", "layer"]
+"""``model.embed_norm``: the keys of :data:`learner.models.encoder.EMBEDDING_NORMS`."""
 Similarity = Literal["shifted_cosine", "exp_cosine"]
 """``loss.similarity``: the keys of :data:`learner.losses.similarity.SIMILARITIES`."""
 FeatureSimilarity = Literal["cosine", "neg_l2"]
@@ -90,6 +94,12 @@ def check_seed(value: int, flag: str = "--seed") -> int:
     if not 0 <= value <= SEED_MAX:
         raise ConfigError(f"{flag} {value} is outside the seed range 0 … 2**32 - 1 ({SEED_MAX})")
     return value
+
+
+CLASSIFICATION_ONLY: dict[str, Any] = {"classifier": True, "data": {"pairs": True}}
+"""The keys only the classify stage reads (the classifier and the pairs it is trained and tested on), as
+a pydantic ``exclude``: a setting that changes only these reuses an encoder
+(:meth:`Config.pretraining_settings`)."""
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -207,6 +217,17 @@ class ModelConfig(_Section):
     )
     init: Path | None = Field(default=None, description="local weights (safetensors or .pth) for the encoder")
     shift_fraction: float = Field(default=0.125, ge=0, le=0.5, description="TSM: fraction shifted each way")
+    norm: Norm = Field(
+        default="batch",
+        description="tsm_resnet18's normalisation layers: batch (BatchNorm), group (GroupNorm, 32 groups or "
+        "one per channel below 32 channels), frozen_bn (BatchNorm always normalising with its stored "
+        "statistics, never updated: meant for model.init weights); vit and swin take only batch",
+    )
+    embed_norm: EmbedNorm = Field(
+        default="none",
+        description="applied to the embedding u (N, D) after the temporal average, so the contrastive term, "
+        "θ_M, `learner embed` and the classifier all see it: none, l2 (unit length) or layer (LayerNorm)",
+    )
     head_hidden: int = Field(default=256, ge=1, description="hidden width of the regression head θ_M")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout in the regression head")
 
@@ -256,10 +277,22 @@ class OptimConfig(_Section):
     scheduler: Schedule = Field(
         default="cosine", description="LR per step: cosine annealing towards 0, or constant"
     )
+    warmup_epochs: float = Field(
+        default=0.0,
+        ge=0,
+        description="linear LR warm-up over this many epochs (rounded to whole steps), then the scheduler "
+        "over the remaining steps; 0: none",
+    )
     grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient norm to this")
     max_steps_per_epoch: int | None = Field(
         default=None, ge=1, description="cap steps per epoch (demo, tests)"
     )
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> OptimConfig:
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"'warmup_epochs' ({self.warmup_epochs}) exceeds 'epochs' ({self.epochs})")
+        return self
 
 
 class ClassifierConfig(_Section):
@@ -340,6 +373,12 @@ class Config(_Section):
     def result_settings(self) -> dict[str, Any]:
         """Everything that decides what the run computes (all but ``runtime``), as plain JSON values."""
         return self.model_dump(mode="json", exclude={"runtime"})
+
+    def pretraining_settings(self) -> dict[str, Any]:
+        """Everything that decides what a pretraining computes: :meth:`result_settings` without the keys
+        only the classify stage reads (:data:`CLASSIFICATION_ONLY`). Two configs that agree here train
+        the same encoder."""
+        return self.model_dump(mode="json", exclude={"runtime": True, **CLASSIFICATION_ONLY})
 
 
 class DatasetSpec(_Section):

@@ -96,7 +96,7 @@ def test_resume_reuses_finished_cells_and_computes_new_settings(
     run_sweep(Experiment(tiny_experiment_config, first), tmp_path / "s")
     done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
     stamp = done.stat().st_mtime_ns
-    grown = {"a": {"classifier.hidden": 16}, "b": {"classifier.hidden": 24}}
+    grown = {"a": {"classifier.hidden": 16}, "b": {"optim.lr": 3e-4}}
     result = run_sweep(
         Experiment(tiny_experiment_config, ExperimentConfig(settings=grown, **grid)),
         tmp_path / "s",
@@ -194,3 +194,65 @@ def test_cli_runs_a_sweep_and_refuses_a_bad_setting(
     assert "| Setting | Loss |" in output
     assert "REPORT.md" in output
     assert "## Sweep" in (tmp_path / "s" / "REPORT.md").read_text()
+
+
+def test_a_classifier_only_setting_reuses_the_encoder_instead_of_pretraining_again(
+    tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
+) -> None:
+    settings = {"base": {}, "wide": {"classifier.hidden": 24}, "pairs": {"data.pairs.per_scan": 2.0}}
+    settings |= {"lr": {"optim.lr": 3e-4}, "lr-wide": {"optim.lr": 3e-4, "classifier.hidden": 24}}
+    grid = ExperimentConfig(datasets=tiny_datasets[:1], settings=settings, losses=["mse"], seeds=[0])
+    result = run_sweep(Experiment(tiny_experiment_config, grid), tmp_path / "s")
+    assert [c["loss"] for c in fake_pretrain.calls] == ["mse", "mse"]  # base and lr; the rest reuse theirs
+    out = tmp_path / "s" / "LUS"
+    owners = {"base": None, "wide": "base", "pairs": "base", "lr": None, "lr-wide": "lr"}
+    cells = {c.key.setting: c for c in result.results.cells}
+    for name, owner in owners.items():
+        folder = out / name / "mse" / "seed-0"
+        assert (folder / "encoder").exists() == (owner is None), name
+        expected = f"LUS/{owner or name}/mse/seed-0/encoder"
+        assert cells[name].encoder_folder == expected
+        fitted_on = json.loads((folder / "classifier" / "metrics.json").read_text())["encoder_fingerprint"]
+        assert fitted_on == cells[name].encoder_fingerprint == cells[owner or name].encoder_fingerprint
+    rows = {r.key.setting: r for r in result.results.sweep.rows}
+    assert {name: row.encoders_of for name, row in rows.items()} == owners
+    # same embeddings and the same test pairs (data.pairs.per_scan shapes only the train/val pairs): same ρ
+    assert rows["wide"].rho == rows["pairs"].rho == rows["base"].rho
+    assert rows["lr-wide"].rho == rows["lr"].rho
+    assert (
+        Results.from_json(json.loads((tmp_path / "s" / "results.json").read_text())).sweep
+        == result.results.sweep
+    )
+    table = (tmp_path / "s" / "sweep.md").read_text()
+    assert "| wide | MSE |" in table
+    assert "`base`'s |" in table.split("| wide | MSE |")[1].splitlines()[0]
+    assert pd.read_csv(tmp_path / "s" / "sweep.csv").fillna("")["encoders_of"].tolist() == [
+        "", "base", "base", "", "lr"
+    ]  # fmt: skip
+
+
+def test_a_classification_fitted_on_other_encoder_weights_is_redone(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_experiment_config: Config,
+    tiny_datasets: list[DatasetSpec],
+) -> None:
+    config = engine.cell_config(tiny_experiment_config, tiny_datasets[0])
+    stage = tmp_path / "classifier"
+    stage.mkdir()
+    (stage / engine.COMPLETE).write_text(
+        json.dumps({"config_digest": engine.config_digest(config), "metrics": {"encoder_fingerprint": "old"}})
+    )
+    calls: list[Path] = []
+
+    def classify(encoder_dir: Path, *args: Any, **kwargs: Any) -> Any:
+        calls.append(encoder_dir)
+        return type("Result", (), {"metrics": {"encoder_fingerprint": "new"}})()
+
+    monkeypatch.setattr(engine, "run_classification", classify)
+    manifest: Any = None  # passed through to the classification, which is replaced here
+    kept = engine.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "old")
+    assert (kept.metrics, calls) == ({"encoder_fingerprint": "old"}, [])
+    redone = engine.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "new")
+    assert (redone.metrics, calls) == ({"encoder_fingerprint": "new"}, [tmp_path / "e"])
+    assert json.loads((stage / engine.COMPLETE).read_text())["metrics"] == {"encoder_fingerprint": "new"}

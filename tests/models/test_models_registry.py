@@ -12,7 +12,13 @@ from learner.config import ModelConfig
 from learner.errors import ConfigError
 from learner.models import monai_backbones, tsm_resnet
 from learner.models.encoder import SIZES
-from learner.models.registry import ENCODERS, available_encoders, build_encoder, create_encoder
+from learner.models.registry import (
+    ENCODERS,
+    available_encoders,
+    build_encoder,
+    build_regressor,
+    create_encoder,
+)
 
 
 def test_the_paper_backbones_are_registered() -> None:
@@ -86,3 +92,41 @@ def test_build_encoder_forwards_shift_fraction_and_loads_init(tmp_path: Path) ->
 def test_build_encoder_unknown_backbone_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="available"):
         build_encoder(ModelConfig(backbone="nope"), in_channels=1)
+
+
+def test_model_norm_reaches_tsm_and_is_refused_by_a_backbone_without_the_choice() -> None:
+    encoder = build_encoder(ModelConfig(size="tiny", norm="group"), in_channels=1, img_size=32)
+    assert isinstance(encoder.bn1, torch.nn.GroupNorm)
+    for backbone in ("vit", "swin"):
+        with pytest.raises(
+            ConfigError, match=rf"model.norm='frozen_bn' is not supported by model.backbone='{backbone}'"
+        ):
+            build_encoder(
+                ModelConfig(backbone=backbone, size="tiny", norm="frozen_bn"), in_channels=1, img_size=32
+            )
+
+
+@pytest.mark.parametrize("name", ["l2", "layer"])
+def test_embedding_norm_is_what_the_head_and_every_embedding_see(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_regressor(ModelConfig(size="tiny", embed_norm=name, head_hidden=8), 1, 32).eval()
+    clips = torch.rand(3, 2, 1, 32, 32)
+    raw = model.encoder.frame_features(clips).mean(dim=1).double()  # the paper's u, (3, D)
+    if name == "l2":
+        hand = raw / raw.pow(2).sum(dim=1, keepdim=True).sqrt()
+    else:  # LayerNorm at its initial identity affine: zero mean, unit (biased) variance over D
+        centred = raw - raw.mean(dim=1, keepdim=True)
+        hand = centred / torch.sqrt(centred.pow(2).mean(dim=1, keepdim=True) + 1e-5)
+    embeddings, predictions = model(clips)
+    torch.testing.assert_close(embeddings.double(), hand, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.encoder(clips), embeddings, rtol=0, atol=0)  # what `learner embed` sees
+    torch.testing.assert_close(predictions, model.head(embeddings), rtol=0, atol=0)
+    layer_keys = {"encoder.embedding_norm.weight", "encoder.embedding_norm.bias"}
+    assert (layer_keys <= set(model.state_dict())) == (name == "layer")
+
+
+def test_default_embedding_norm_adds_no_weights() -> None:
+    plain = create_encoder("tsm_resnet18", in_channels=1, size="tiny")
+    built = build_encoder(ModelConfig(size="tiny"), in_channels=1, img_size=32)
+    assert list(built.state_dict()) == list(plain.state_dict())
+    assert isinstance(built.embedding_norm, torch.nn.Identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learner.models.tsm_resnet import TSMResNet18, temporal_shift
+from learner.models.tsm_resnet import FrozenBatchNorm2d, TSMResNet18, temporal_shift
 
 N_CLIPS, N_FRAMES, SIZE = 2, 3, 32
 
@@ -149,3 +150,51 @@ def test_channels_last_and_strided_input_give_the_same_embeddings() -> None:
         expected = model(strided.contiguous())
         got = model.to(memory_format=torch.channels_last)(strided)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_bn_trains_with_the_stored_statistics_and_never_updates_them() -> None:
+    generator = torch.Generator().manual_seed(3)
+    model = TSMResNet18(in_channels=1, size="tiny", shift_fraction=0.0, norm="frozen_bn")
+    randomise_batch_norms(model, generator)
+    frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert frozen
+    assert all(type(m) is FrozenBatchNorm2d for m in frozen)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frames = torch.rand(N_CLIPS * N_FRAMES, 1, SIZE, SIZE, generator=generator)
+    model.train()  # BatchNorm would use batch statistics here and update its running ones
+    trained = model.embed_frames(frames, N_FRAMES)
+    expected = reference_resnet18(before, frames, shift=lambda x: x)  # eval-mode BN, stored statistics
+    torch.testing.assert_close(trained, expected, rtol=1e-4, atol=1e-5)
+    trained.sum().backward()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # running_mean, running_var, num_batches_tracked
+    assert frozen[0].weight.grad is not None  # the affine parameters still learn
+    model.eval()
+    torch.testing.assert_close(model.embed_frames(frames, N_FRAMES), trained.detach(), rtol=0, atol=0)
+
+
+def test_group_norm_has_32_groups_or_one_per_channel_and_normalises_each_group() -> None:
+    model = TSMResNet18(in_channels=1, size="tiny", norm="group")
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+    assert all(isinstance(m, nn.GroupNorm) for m in norms)
+    groups = {m.num_channels: m.num_groups for m in norms}
+    assert groups == {16: 16, 32: 32, 64: 32, 128: 32}  # tiny widths 16 … 128
+    assert set(model.state_dict()) == set(TSMResNet18(in_channels=1, size="tiny").state_dict()) - {
+        k for k in TSMResNet18(in_channels=1, size="tiny").state_dict() if "running" in k or "batches" in k
+    }  # the same names (bn1, downsample.1, …), without BatchNorm's buffers
+    layer = copy.deepcopy(model.layer4[0].bn1).double()  # 128 channels in 32 groups of 4
+    x = torch.randn(2, 128, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grouped = x.reshape(2, 32, 4 * 9)  # float64 by hand: each group over its 4 channels × 3 × 3
+    hand = (grouped - grouped.mean(-1, keepdim=True)) / torch.sqrt(
+        grouped.var(-1, unbiased=False, keepdim=True) + 1e-5
+    )
+    torch.testing.assert_close(layer(x), hand.reshape_as(x))
+    frames = torch.rand(N_CLIPS * N_FRAMES, 1, SIZE, SIZE)
+    model.eval()
+    alone = model.embed_frames(frames[:N_FRAMES], N_FRAMES)
+    torch.testing.assert_close(model.embed_frames(frames, N_FRAMES)[:N_FRAMES], alone)  # batch-independent
+
+
+def test_unknown_norm_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="unknown norm 'layer'; available: batch, group, frozen_bn"):
+        TSMResNet18(in_channels=1, size="tiny", norm="layer")

@@ -26,7 +26,7 @@ from learner.errors import CheckpointError, ConfigError, NonFiniteLossError
 from learner.losses.registry import LossOutput, Objective
 from learner.training import pretrain as pretrain_module
 from learner.training.checkpoint import checkpoint_fingerprint, load_checkpoint, load_regressor
-from learner.training.pretrain import cosine_lr, pretrain
+from learner.training.pretrain import cosine_lr, pretrain, scheduled_lr
 from learner.training.validation import regression_metrics
 
 pytestmark = pytest.mark.slow
@@ -238,3 +238,32 @@ def test_cosine_lr_matches_torch_cosine_annealing() -> None:
         scheduler.step()
     assert cosine_lr(0, total, base) == base
     assert cosine_lr(total, total, base) == pytest.approx(0.0, abs=1e-18)
+
+
+def test_warmup_rises_linearly_then_runs_the_schedule_over_the_remaining_steps() -> None:
+    base = 1e-3  # 6 steps, 2 of warm-up: 1e-3·1/2, 1e-3·2/2, then cosine over 4 steps, ½(1 + cos(πk/4))
+    hand = [0.5e-3, 1e-3, 1e-3, 0.5e-3 * (1 + math.sqrt(0.5)), 0.5e-3, 0.5e-3 * (1 - math.sqrt(0.5))]
+    assert [scheduled_lr("cosine", s, 6, base, warmup=2) for s in range(6)] == pytest.approx(hand, abs=1e-18)
+    assert [scheduled_lr("constant", s, 6, base, warmup=4) for s in range(6)] == pytest.approx(
+        [0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3, 1e-3], abs=1e-18
+    )
+    assert [scheduled_lr("cosine", s, 6, base) for s in range(6)] == [cosine_lr(s, 6, base) for s in range(6)]
+
+
+def test_pretraining_uses_the_warmup_lr(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used: list[float] = []
+    step = torch.optim.Adam.step
+
+    def record(self: torch.optim.Adam, *args: object, **kwargs: object) -> object:
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    pretrain(make_tiny_pretrain_config(**{"optim.warmup_epochs": 1}), tmp_path / "run")
+    # 2 epochs of 2 steps (the tiny config), 1 epoch of warm-up: 1e-3·1/2, 1e-3, then cosine over 2 steps
+    assert used == pytest.approx([0.5e-3, 1e-3, 1e-3, 0.5e-3], abs=1e-18)
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["lr"].tolist() == pytest.approx(
+        [1e-3, 0.5e-3], abs=1e-18
+    )

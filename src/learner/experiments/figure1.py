@@ -62,11 +62,11 @@ def cell_distance_analysis(
     out_dir: Path, cell: Cell, manifest: Manifest, target: str | dict[str, float], n_boot: int
 ) -> DistanceAnalysis:
     """Fig. 1's analysis of one finished cell: its test intra-patient pairs (``<cell>/classifier/pairs``)
-    and its encoder's cached embeddings, against ``target`` (see :func:`distance_targets`); the bootstrap
-    is seeded with the cell's seed."""
-    folder = out_dir / cell.dir
-    pairs = pd.read_csv(folder / "classifier" / "pairs" / "test.csv", dtype=_ID_COLUMNS)
-    table = embed_scans(folder / "encoder", manifest, clips_per_scan=cell.clips_per_scan)  # cached
+    and its encoder's (:attr:`Cell.encoder_folder`) cached embeddings, against ``target`` (see
+    :func:`distance_targets`); the bootstrap is seeded with the cell's seed."""
+    pairs = pd.read_csv(out_dir / cell.dir / "classifier" / "pairs" / "test.csv", dtype=_ID_COLUMNS)
+    encoder = out_dir / cell.encoder_folder  # its own, or the one it shares (a sweep's classifier setting)
+    table = embed_scans(encoder, manifest, clips_per_scan=cell.clips_per_scan)  # cached
     name = "score" if isinstance(target, str) else "latent severity"
     return distance_vs_change(
         pairs, table.embeddings, table.scan_ids, target, target_name=name, n_boot=n_boot, seed=cell.seed

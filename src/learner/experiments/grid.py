@@ -24,7 +24,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,17 @@ def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
 
 def config_digest(config: Config) -> str:
     """Hash of everything in ``config`` that changes results (all but ``runtime``)."""
-    return hashlib.sha256(json.dumps(config.result_settings(), sort_keys=True).encode()).hexdigest()[:16]
+    return _digest(config.result_settings())
+
+
+def pretraining_digest(config: Config) -> str:
+    """Hash of everything in ``config`` that changes its pretraining (:meth:`Config.pretraining_settings`):
+    cells with equal digests would train the same encoder."""
+    return _digest(config.pretraining_settings())
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def completed(directory: Path, config: Config) -> dict[str, Any] | None:
@@ -142,11 +152,18 @@ def ensure_encoder(config: Config, directory: Path) -> EncoderStage:
 
 
 def ensure_classification(
-    encoder_dir: Path, manifest: Manifest, config: Config, directory: Path, device: str
+    encoder_dir: Path,
+    manifest: Manifest,
+    config: Config,
+    directory: Path,
+    device: str,
+    encoder_fingerprint: str | None = None,
 ) -> ClassifierStage:
-    """Fit and test the classifier on ``encoder_dir`` into ``directory`` unless complete."""
+    """Fit and test the classifier on ``encoder_dir`` into ``directory`` unless complete. Given the
+    encoder's ``encoder_fingerprint``, a complete stage fitted on other encoder weights is redone (a sweep
+    cell that now shares another cell's encoder; classifying takes seconds)."""
     record = completed(directory, config)
-    if record is not None:
+    if record is not None and encoder_fingerprint in (None, record["metrics"].get("encoder_fingerprint")):
         return ClassifierStage(**record)
     result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
     stage = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
@@ -181,15 +198,29 @@ def cell_result(
 
 
 def run_cell(
-    run_dir: Path, where: Path, key: GridKey, config: Config, manifest: Manifest, device: str
+    run_dir: Path,
+    where: Path,
+    key: GridKey,
+    config: Config,
+    manifest: Manifest,
+    device: str,
+    shares: tuple[Path, Config] | None = None,
 ) -> Cell:
-    """One cell of a grid whose every cell has its own encoder (Table 3, the sweep): pretrain into
-    ``run_dir/where/encoder`` and classify into ``run_dir/where/classifier``, each unless complete."""
-    encoder = ensure_encoder(config, run_dir / where / "encoder")
+    """One cell of a grid (Table 3, the sweep): pretrain into ``run_dir/where/encoder`` and classify into
+    ``run_dir/where/classifier``, each unless complete.
+
+    ``shares`` = (``other``, its config): the cell's config differs from that earlier cell's only in keys
+    the classify stage reads (:meth:`Config.pretraining_settings`), so it reuses
+    ``run_dir/other/encoder`` (completing it under ``other``'s config if needed) instead of pretraining
+    the same encoder again; the cell records that folder as its ``encoder_dir``."""
+    encoder_where, encoder_config = shares or (where, config)
+    encoder_dir = run_dir / encoder_where / "encoder"
+    encoder = ensure_encoder(encoder_config, encoder_dir)
     classified = ensure_classification(
-        run_dir / where / "encoder", manifest, config, run_dir / where / "classifier", device
+        encoder_dir, manifest, config, run_dir / where / "classifier", device, encoder.fingerprint
     )
-    return cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
+    cell = cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
+    return cell if shares is None else replace(cell, encoder_dir=str(encoder_where / "encoder"))
 
 
 @dataclass(frozen=True)

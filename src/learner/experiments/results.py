@@ -73,7 +73,8 @@ class Cell:
     (``ci``: metric → (low, high)), its encoder's val-split regression quality (pretraining's
     ``metrics.json["best"]`` row), the class balance of every pair set, and the measured wall time of its
     pretraining (:class:`learner.experiments.grid.EncoderStage`; None when not measured, and only the part
-    after the resume when ``pretrain_resumed``)."""
+    after the resume when ``pretrain_resumed``). ``encoder_dir`` is None when the encoder is the cell's own
+    (``<dir>/encoder``), else the folder of the encoder it reuses (see :attr:`encoder_folder`)."""
 
     key: GridKey
     seed: int
@@ -89,6 +90,13 @@ class Cell:
     encoder_fingerprint: str
     pretrain_seconds: float | None = None
     pretrain_resumed: bool = False
+    encoder_dir: str | None = None
+
+    @property
+    def encoder_folder(self) -> str:
+        """The cell's encoder run, relative to the experiment: ``<dir>/encoder``, or ``encoder_dir`` when
+        the cell reuses another cell's encoder (a sweep setting that changes only the classifier)."""
+        return self.encoder_dir or str(Path(self.dir) / "encoder")
 
     def metric(self, name: str) -> float:
         """The test value of one of :data:`METRICS`."""
@@ -112,6 +120,7 @@ class Cell:
             "encoder_fingerprint": self.encoder_fingerprint,
             "pretrain_seconds": self.pretrain_seconds,
             "pretrain_resumed": self.pretrain_resumed,
+            "encoder_dir": self.encoder_dir,
         }
 
     @classmethod
@@ -207,22 +216,30 @@ class Correlation:
 @dataclass(frozen=True)
 class SweepCell:
     """The sweep's extra numbers of one cell (one seed): Fig. 1's ρ per target (``score``, and ``latent``
-    on a phantom cohort)."""
+    on a phantom cohort); ``encoders_of``: the setting whose encoder the cell reuses (it changes only the
+    classifier), None for its own."""
 
     key: GridKey
     seed: int
     correlations: dict[str, Correlation]
+    encoders_of: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A ``sweep.cells`` row of ``results.json``."""
         targets = {target: asdict(c) for target, c in self.correlations.items()}
-        return {**self.key.to_json(), "seed": self.seed, "correlations": targets}
+        out = {**self.key.to_json(), "seed": self.seed, "correlations": targets}
+        return out | {"encoders_of": self.encoders_of}
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> SweepCell:
         """A sweep cell from its ``results.json`` row."""
         targets = {target: Correlation.from_json(c) for target, c in row["correlations"].items()}
-        return cls(key=GridKey.from_json(row), seed=row["seed"], correlations=targets)
+        return cls(
+            key=GridKey.from_json(row),
+            seed=row["seed"],
+            correlations=targets,
+            encoders_of=row.get("encoders_of"),
+        )
 
 
 @dataclass(frozen=True)
@@ -233,7 +250,8 @@ class SweepRow:
     patient-bootstrap interval of the lowest seed, ``ci_seed``, as Fig. 1 shows it); intra-patient
     ``macro_f1``; the encoders' best val MAE and the predict-the-train-mean ``baseline_mae`` (score units);
     ``pretrain_seconds`` (None when a cell's time was not measured); ``resumed``: a cell's time covers only
-    the part after a resume.
+    the part after a resume; ``encoders_of``: the setting whose encoders the row reuses (its seconds are
+    that setting's, spent once), None when it pretrained its own.
     """
 
     key: GridKey
@@ -246,6 +264,7 @@ class SweepRow:
     baseline_mae: MeanStd
     pretrain_seconds: MeanStd | None
     resumed: bool
+    encoders_of: str | None = None
 
     @property
     def mae_reduction(self) -> float:
@@ -260,7 +279,8 @@ class SweepRow:
         for name in ("macro_f1", "val_mae", "baseline_mae", "pretrain_seconds"):
             value = getattr(self, name)
             out[name] = asdict(value) if value is not None else None
-        return out | {"mae_reduction": self.mae_reduction, "resumed": self.resumed}
+        out |= {"mae_reduction": self.mae_reduction, "resumed": self.resumed}
+        return out | {"encoders_of": self.encoders_of}
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> SweepRow:
@@ -277,6 +297,7 @@ class SweepRow:
             baseline_mae=_mean_std(row["baseline_mae"]),
             pretrain_seconds=None if seconds is None else _mean_std(seconds),
             resumed=row["resumed"],
+            encoders_of=row.get("encoders_of"),
         )
 
 

@@ -12,6 +12,10 @@ seeds on one or more datasets. Every cell is pretrained → embedded → classif
 * the encoders' best val MAE against the predict-the-train-mean baseline (pretraining's ``metrics.json``);
 * the measured wall time of each cell's pretraining (:class:`learner.experiments.grid.EncoderStage`).
 
+A setting that changes only what the classify stage reads (``classifier.*``, ``data.pairs.*``) trains the
+same encoders as an earlier setting, so its cells reuse those (:func:`sweep_plan`): only its classifiers
+are fitted, and its row names the setting whose encoders (and wall time) it shares.
+
 The budget is the settings' own: an epoch budget is ``optim.epochs`` (and ``optim.max_steps_per_epoch``)
 in every setting or the base config; the wall time is measured, not imposed, so the results stay
 reproducible from the config alone.
@@ -19,7 +23,8 @@ reproducible from the config alone.
 Layout of ``OUT``::
 
     config.yaml run.json log.txt                         the experiment's run directory
-    <dataset>/<setting>/<loss>/seed-<k>/encoder/           a pretraining run   (complete.json written last)
+    <dataset>/<setting>/<loss>/seed-<k>/encoder/           a pretraining run   (complete.json written last;
+                                                           absent when the cell reuses another's encoder)
     <dataset>/<setting>/<loss>/seed-<k>/classifier/        a classification run (complete.json written last)
     sweep.md sweep.csv results.json                      the table, long-form numbers, everything
 """
@@ -30,6 +35,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +90,15 @@ def run_sweep(
     manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}  # all read first
     check_launcher(config.runtime)
     run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
-    jobs = [
-        engine.CellJob(run_dir, where, cfg, (("classifier", cfg),), manifests[name])
+    jobs = [  # one job per encoder; a cell sharing another's encoder is classified below, in this process
+        engine.CellJob(run_dir, c.where, c.config, (("classifier", c.config),), manifests[name])
         for name, cells_of_dataset in plan.items()
-        for _, where, cfg in cells_of_dataset
+        for c in cells_of_dataset
+        if c.shares is None
     ]
     launch_cells(run_dir, jobs, config.runtime)
     device = engine.collect_device(config)  # where the frozen encoders embed
-    total, index = len(jobs), 0
+    total, index = sum(len(cells) for cells in plan.values()), 0
     cells: list[Cell] = []
     extras: list[SweepCell] = []
     sources: list[DatasetSummary] = []
@@ -99,17 +106,20 @@ def run_sweep(
         manifest = manifests[dataset.name]
         sources.append(engine.describe_dataset(dataset, manifest))
         targets = distance_targets(manifest)
-        for key, where, cfg in plan[dataset.name]:
+        for planned in plan[dataset.name]:
+            key, cfg, shares = planned.key, planned.config, planned.shares
             index += 1
-            engine.announce(index, total, where)
-            cell = engine.run_cell(run_dir, where, key, cfg, manifest, device)
+            engine.announce(index, total, planned.where)
+            encoder = None if shares is None else (shares.where, shares.config)
+            cell = engine.run_cell(run_dir, planned.where, key, cfg, manifest, device, encoder)
             n_boot = cfg.classifier.bootstrap
             correlations = {
                 name: _correlation(cell_distance_analysis(run_dir, cell, manifest, target, n_boot))
                 for name, target in targets.items()
             }
             cells.append(cell)
-            extras.append(SweepCell(key=key, seed=cell.seed, correlations=correlations))
+            owner = None if shares is None else shares.key.setting
+            extras.append(SweepCell(key=key, seed=cell.seed, correlations=correlations, encoders_of=owner))
     sweep = Sweep(settings=grid.settings, cells=extras, rows=sweep_rows(cells, extras))
     results = Results(
         kind="sweep",
@@ -123,9 +133,23 @@ def run_sweep(
     return engine.write_outputs(run_dir, "sweep", results, render_sweep(results), long_form(results))
 
 
-def sweep_plan(config: Config, grid: ExperimentConfig) -> dict[str, list[tuple[GridKey, Path, Config]]]:
-    """dataset → its cells (grid key, folder, config) in dataset, setting, loss, seed order; every config
-    is built and its registry names checked here, before any work.
+@dataclass(frozen=True)
+class PlannedCell:
+    """One cell of the sweep before it runs: grid key, folder (relative to the experiment), config, and
+    ``shares``: the earlier cell whose encoder it reuses (None: it pretrains its own)."""
+
+    key: GridKey
+    where: Path
+    config: Config
+    shares: PlannedCell | None = None
+
+
+def sweep_plan(config: Config, grid: ExperimentConfig) -> dict[str, list[PlannedCell]]:
+    """dataset → its cells in dataset, setting, loss, seed order; every config is built and its registry
+    names checked here, before any work. A cell whose pretraining settings
+    (:meth:`Config.pretraining_settings`) equal an earlier cell's, i.e. a setting that changes only the
+    classifier (``classifier.*``, ``data.pairs.*``), shares that cell's encoder instead of pretraining it
+    again.
 
     Raises:
         ConfigError: no setting, or a setting whose name, keys or values are invalid (naming both).
@@ -135,15 +159,19 @@ def sweep_plan(config: Config, grid: ExperimentConfig) -> dict[str, list[tuple[G
             "experiment.settings is empty; name at least one setting (experiment.settings in the config "
             "file, or --setting NAME:key=value,...)"
         )
-    plan: dict[str, list[tuple[GridKey, Path, Config]]] = {}
+    plan: dict[str, list[PlannedCell]] = {}
     for dataset in grid.datasets:
         plan[dataset.name] = []
+        owners: dict[str, PlannedCell] = {}  # pretraining digest → the first cell that trains that encoder
         for name, overrides in grid.settings.items():
             for loss in grid.losses:
                 for seed in grid.seeds:
                     cfg = setting_config(config, dataset, name, overrides, loss=loss, seed=seed)
                     key = GridKey(dataset=dataset.name, setting=name, loss=loss)
-                    plan[dataset.name].append((key, Path(dataset.name) / name / loss / f"seed-{seed}", cfg))
+                    where = Path(dataset.name) / name / loss / f"seed-{seed}"
+                    owner = owners.setdefault(engine.pretraining_digest(cfg), PlannedCell(key, where, cfg))
+                    shared = owner if owner.where != where else None
+                    plan[dataset.name].append(PlannedCell(key, where, cfg, shared))
     return plan
 
 
@@ -195,6 +223,7 @@ def sweep_rows(cells: Sequence[Cell], extras: Sequence[SweepCell]) -> list[Sweep
                 baseline_mae=engine.mean_std([_number(c.regression["baseline_mae"]) for c, _ in members]),
                 pretrain_seconds=engine.mean_std(measured) if len(measured) == len(seconds) else None,
                 resumed=any(c.pretrain_resumed for c, _ in members),
+                encoders_of=lowest.encoders_of,
             )
         )
     return rows
@@ -219,7 +248,8 @@ def long_form(results: Results) -> pd.DataFrame:
             stats = getattr(row, name)
             flat[f"{name}_mean"] = stats.mean if stats else np.nan
             flat[f"{name}_std"] = stats.std if stats else np.nan
-        rows.append(flat | {"mae_reduction": row.mae_reduction, "resumed": row.resumed})
+        flat |= {"mae_reduction": row.mae_reduction, "resumed": row.resumed}
+        rows.append(flat | {"encoders_of": row.encoders_of or ""})
     return pd.DataFrame(rows)
 
 

@@ -127,6 +127,8 @@ def render_sweep(results: Results) -> str:
                 for t in targets
             ]
             seconds = "n/a" if row.pretrain_seconds is None else f"{row.pretrain_seconds.mean:.1f}"
+            if row.encoders_of is not None:  # no pretraining of its own: the encoders (and time) of another
+                seconds = f"`{row.encoders_of}`'s"
             table.append(
                 [
                     row.key.setting,
@@ -154,6 +156,7 @@ def render_sweep(results: Results) -> str:
         "the health-change classifier on the test intra-patient pairs, mean ± std. val MAE: the encoders' "
         "best val-split MAE (score units, mean over seeds) against predicting the train mean (baseline "
         "MAE); MAE −%: how much lower it is. pretrain s: measured wall time of the pretraining, mean over "
-        "seeds († only the part after a resume).\n\nSettings:\n\n" + settings + "\n"
+        "seeds († only the part after a resume; `name`'s: a setting that changes only the classifier reuses "
+        "that setting's encoders).\n\nSettings:\n\n" + settings + "\n"
     )
     return "\n".join(parts) + "\n" + caption

@@ -7,7 +7,10 @@ import only this module, so the registry can import them without a cycle.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 SIZES: tuple[str, ...] = ("tiny", "small", "paper")
@@ -17,20 +20,55 @@ IN_CHANNELS: tuple[int, ...] = (1, 3)
 """Channel counts C every encoder accepts: 1 (grey ultrasound, MRI slices) or 3 (RGB)."""
 
 
+class L2Normalise(nn.Module):
+    """Embeddings (N, D) → the same directions at unit Euclidean length (``model.embed_norm=l2``)."""
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        """(N, D) → (N, D), each row divided by its L2 norm (floored at 1e-12)."""
+        return F.normalize(embeddings, dim=-1)
+
+
+EMBEDDING_NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "none": lambda dim: nn.Identity(),  # the paper's u: the temporal average as it is
+    "l2": lambda dim: L2Normalise(),  # every u on the unit sphere, where the cosine terms measure it
+    "layer": nn.LayerNorm,  # zero mean, unit variance over D, with a learned per-dimension scale and shift
+}
+"""``model.embed_norm`` → the module applied to the embedding u (N, D), built from D."""
+
+
 class Encoder(nn.Module, ABC):
-    """Base of every encoder: clips (N, T, C, H, W) → embeddings (N, D), the frame features averaged over T.
+    """Base of every encoder: clips (N, T, C, H, W) → embeddings (N, D), the frame features averaged over T,
+    then :attr:`embedding_norm` (``model.embed_norm``; the identity by default).
 
     Subclasses set ``embed_dim`` (D) and ``in_channels`` (C) and implement :meth:`embed_frames`, which
     sees the frames of all clips flattened to (N·T, C, H, W) with each clip's T frames contiguous
-    (clip-major, as TSM expects). The temporal average is the TSN/TSM consensus (Section 2.2).
+    (clip-major, as TSM expects). The temporal average is the TSN/TSM consensus (Section 2.2). The
+    embedding norm sits here, inside θ_V, so that pretraining (the contrastive term and θ_M), ``learner
+    embed`` and the classifier all see the same u.
     """
 
     embed_dim: int
     in_channels: int
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # nn.Module's signature: subclasses add keywords
+        super().__init__(*args, **kwargs)
+        self.embedding_norm: nn.Module = nn.Identity()
+
+    def set_embedding_norm(self, name: str) -> None:
+        """Apply :data:`EMBEDDING_NORMS` ``[name]`` to every embedding from now on (``LayerNorm`` adds the
+        state-dict keys ``embedding_norm.weight`` and ``embedding_norm.bias``).
+
+        Raises:
+            ValueError: unknown ``name`` (the message lists the available ones).
+        """
+        if name not in EMBEDDING_NORMS:
+            raise ValueError(f"unknown embedding norm {name!r}; available: {', '.join(EMBEDDING_NORMS)}")
+        self.embedding_norm = EMBEDDING_NORMS[name](self.embed_dim)
+
     def forward(self, clips: Tensor) -> Tensor:
         """Embed clips (N, T, C, H, W) → (N, D)."""
-        return self.frame_features(clips).mean(dim=1)
+        embeddings: Tensor = self.embedding_norm(self.frame_features(clips).mean(dim=1))
+        return embeddings
 
     def frame_features(self, clips: Tensor) -> Tensor:
         """Per-frame features before the consensus: clips (N, T, C, H, W) → (N, T, D).

@@ -25,7 +25,7 @@ from learner.models.tsm_resnet import TSMResNet18
 from learner.models.weights import load_init_weights
 
 ENCODERS: dict[str, type[Encoder]] = {
-    "tsm_resnet18": TSMResNet18,  # TSM, ResNet-18 backbone (Section 2.2); options: shift_fraction
+    "tsm_resnet18": TSMResNet18,  # TSM, ResNet-18 backbone (Section 2.2); options: shift_fraction, norm
     "vit": ViTEncoder,  # MONAI ViT per frame (Table 4 "ViT"); options: img_size
     "swin": SwinEncoder,  # MONAI Swin per frame (Table 4 "Swin"); options: img_size
 }
@@ -72,16 +72,37 @@ def build_encoder(model_cfg: ModelConfig, in_channels: int, *, img_size: int = 1
     backbone = model_cfg.backbone
     _check_choices((("model.backbone", backbone, ENCODERS), ("data.channels", in_channels, IN_CHANNELS),
                     ("model.size", model_cfg.size, SIZES)), ConfigError)  # fmt: skip
+    check_norm(model_cfg)
     options: dict[str, Any] = (
-        {"shift_fraction": model_cfg.shift_fraction} if backbone == "tsm_resnet18" else {"img_size": img_size}
+        {"shift_fraction": model_cfg.shift_fraction, "norm": model_cfg.norm}
+        if backbone == "tsm_resnet18"
+        else {"img_size": img_size}
     )
     try:
         encoder = create_encoder(backbone, in_channels=in_channels, size=model_cfg.size, **options)
     except ValueError as exc:
         raise ConfigError(f"model.backbone={backbone!r} with data.size={img_size}: {exc}") from None
+    encoder.set_embedding_norm(model_cfg.embed_norm)  # before the init weights: a LayerNorm's are in them
     if model_cfg.init is not None:
         load_init_weights(encoder, model_cfg.init, backbone=backbone)
     return encoder
+
+
+NORM_BACKBONES: frozenset[str] = frozenset({"tsm_resnet18"})
+"""The backbones whose normalisation ``model.norm`` chooses; the others keep their own (``batch``)."""
+
+
+def check_norm(model_cfg: ModelConfig) -> None:
+    """Refuse a ``model.norm`` other than ``batch`` on a backbone that has no choice of normalisation.
+
+    Raises:
+        ConfigError: one line naming both keys and the backbones that take the option.
+    """
+    if model_cfg.norm != "batch" and model_cfg.backbone not in NORM_BACKBONES:
+        raise ConfigError(
+            f"model.norm={model_cfg.norm!r} is not supported by model.backbone={model_cfg.backbone!r} "
+            f"(its normalisation is its own; model.norm applies to {', '.join(sorted(NORM_BACKBONES))})"
+        )
 
 
 def build_regressor(model_cfg: ModelConfig, in_channels: int, img_size: int) -> ScoreRegressor:

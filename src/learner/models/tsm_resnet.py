@@ -14,6 +14,8 @@ weights load with :func:`learner.models.weights.load_init_weights`. The ``paper`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +24,36 @@ from learner.models.encoder import Encoder
 
 WIDTHS: dict[str, int] = {"tiny": 16, "small": 32, "paper": 64}
 """Channels of the stem and ``layer1`` per size preset; each later stage doubles them."""
+
+GROUPS = 32
+"""GroupNorm's groups (Wu & He 2018's default); a layer with fewer channels gets one group per channel."""
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its stored ``running_mean`` / ``running_var`` and never updates
+    them, in training as in evaluation; its affine ``weight`` and ``bias`` still train. Train and eval
+    therefore compute the same function. The statistics are those loaded with ``model.init`` (from scratch:
+    mean 0, variance 1, i.e. only the learned per-channel scale and shift). Same state-dict keys as
+    :class:`torch.nn.BatchNorm2d`, so weights move freely between the two."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) → (N, C, H, W), normalised with the stored statistics."""
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm over ``min(GROUPS, channels)`` groups (the widths are powers of two, so they divide)."""
+    return nn.GroupNorm(min(GROUPS, channels), channels)
+
+
+NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
+    "batch": nn.BatchNorm2d,  # the paper's (ResNet's) choice
+    "group": group_norm,  # independent of the batch: train and eval compute the same function
+    "frozen_bn": FrozenBatchNorm2d,  # stored statistics only (for model.init weights)
+}
+"""``model.norm`` → the normalisation layer after every convolution, built from its channel count."""
 
 
 def temporal_shift(frames: Tensor, num_frames: int, fold: int) -> Tensor:
@@ -58,19 +90,27 @@ class BasicBlock(nn.Module):
         planes: output channels.
         stride: stride of ``conv1`` (and of the 1×1 downsample when present).
         shift_fraction: fraction of ``inplanes`` shifted each way (fold = ⌊inplanes·fraction⌋).
+        norm: builds the normalisation layer of a channel count (a value of :data:`NORM_LAYERS`).
     """
 
-    def __init__(self, inplanes: int, planes: int, stride: int, shift_fraction: float) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        shift_fraction: float,
+        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         self.fold = int(inplanes * shift_fraction)
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm(planes)
         self.downsample: nn.Sequential | None = None
         if stride != 1 or inplanes != planes:
             self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), norm(planes)
             )
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
@@ -90,31 +130,39 @@ class TSMResNet18(Encoder):
         size: ``tiny`` | ``small`` | ``paper`` (base width 16 | 32 | 64).
         shift_fraction: fraction of channels shifted each way in every block (TSM default 1/8; 0 turns
             the network into a per-frame 2-D ResNet-18).
+        norm: the normalisation layers, a key of :data:`NORM_LAYERS` (``model.norm``; the parameter names
+            stay ``bn1``, ``bn2``, ``downsample.1`` whichever it is).
     """
 
-    def __init__(self, *, in_channels: int, size: str = "paper", shift_fraction: float = 0.125) -> None:
+    def __init__(
+        self, *, in_channels: int, size: str = "paper", shift_fraction: float = 0.125, norm: str = "batch"
+    ) -> None:
         super().__init__()
         if not 0.0 <= shift_fraction <= 0.5:
             raise ValueError(f"shift_fraction must be in [0, 0.5], got {shift_fraction}")
-        width = WIDTHS[size]
+        if norm not in NORM_LAYERS:
+            raise ValueError(f"unknown norm {norm!r}; available: {', '.join(NORM_LAYERS)}")
+        width, norm_layer = WIDTHS[size], NORM_LAYERS[norm]
         self.in_channels = in_channels
         self.embed_dim = 8 * width
         self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(width)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = self._stage(width, width, 1, shift_fraction)
-        self.layer2 = self._stage(width, 2 * width, 2, shift_fraction)
-        self.layer3 = self._stage(2 * width, 4 * width, 2, shift_fraction)
-        self.layer4 = self._stage(4 * width, 8 * width, 2, shift_fraction)
+        self.layer1 = self._stage(width, width, 1, shift_fraction, norm_layer)
+        self.layer2 = self._stage(width, 2 * width, 2, shift_fraction, norm_layer)
+        self.layer3 = self._stage(2 * width, 4 * width, 2, shift_fraction, norm_layer)
+        self.layer4 = self._stage(4 * width, 8 * width, 2, shift_fraction, norm_layer)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     @staticmethod
-    def _stage(inplanes: int, planes: int, stride: int, shift_fraction: float) -> nn.Sequential:
+    def _stage(
+        inplanes: int, planes: int, stride: int, shift_fraction: float, norm: Callable[[int], nn.Module]
+    ) -> nn.Sequential:
         return nn.Sequential(
-            BasicBlock(inplanes, planes, stride, shift_fraction),
-            BasicBlock(planes, planes, 1, shift_fraction),
+            BasicBlock(inplanes, planes, stride, shift_fraction, norm),
+            BasicBlock(planes, planes, 1, shift_fraction, norm),
         )
 
     def embed_frames(self, frames: Tensor, num_frames: int) -> Tensor:

@@ -7,7 +7,8 @@ optimiser, objective → resume → the epoch loop (train, validate, checkpoint,
 Choices the paper leaves open (Table 2 gives batch 16, Adam, LR 1e-3, 100 epochs, cosine annealing):
 
 * the LR follows :func:`cosine_lr` per optimiser step over all epochs, a pure function of the step, so a
-  resumed run needs only the step count (``optim.scheduler=constant`` keeps the initial LR);
+  resumed run needs only the step count (``optim.scheduler=constant`` keeps the initial LR); with
+  ``optim.warmup_epochs`` it first rises linearly over that many epochs' steps (:func:`scheduled_lr`);
 * ``optim.batch_size`` is the GLOBAL batch: with N processes each loads batch_size / N clips and the loss
   is evaluated on the gathered batch (:mod:`learner.training.distributed`), so 1 and N processes optimise
   the same objective;
@@ -110,6 +111,16 @@ LR_SCHEDULES: dict[Schedule, Callable[[int, int, float], float]] = {
     "cosine": cosine_lr,
     "constant": constant_lr,
 }
+
+
+def scheduled_lr(schedule: Schedule, step: int, total: int, base: float, warmup: int = 0) -> float:
+    """The LR of update ``step`` (0-based) of ``total``: a linear warm-up ``base · (step + 1) / warmup``
+    over the first ``warmup`` updates (so the last warm-up update reaches ``base``), then ``schedule``
+    over the remaining ``total − warmup`` updates as if they were the whole run. ``warmup = 0`` is the
+    schedule alone."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return LR_SCHEDULES[schedule](step - warmup, total - warmup, base)
 
 
 @dataclass(frozen=True)
@@ -221,6 +232,7 @@ def _pretrain(
     if steps_per_epoch == 0:
         raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {len(train_records)} train scans")
     total_steps = optim.epochs * steps_per_epoch
+    warmup_steps = round(optim.warmup_epochs * steps_per_epoch)  # optim.warmup_epochs ≤ epochs (config)
     # ---- model θ = {θ_V, θ_M}, optimiser, objective, mixed precision (GPU only) ----
     model = build_regressor(config.model, data.channels, data.size).to(device)
     if device.type == "cuda" and runtime.channels_last:
@@ -257,7 +269,7 @@ def _pretrain(
             task = progress.add_task(f"epoch {epoch}/{optim.epochs}", total=steps_per_epoch, loss=math.nan)
             sums: dict[str, float] = defaultdict(float)
             for clips, scores, _ in itertools.islice(train_loader, steps_per_epoch):
-                lr = LR_SCHEDULES[optim.scheduler](step, total_steps, optim.lr)
+                lr = scheduled_lr(optim.scheduler, step, total_steps, optim.lr, warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 clips = clips.to(device, non_blocking=True)  # (b, T, C, H, W); two views: (b, 2, T, C, H, W)
