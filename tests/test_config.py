@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, get_args
 
@@ -357,3 +359,20 @@ def test_new_options_default_to_todays_behaviour_and_classifier_keys_do_not_chan
     assert "runtime" not in pretraining
     assert pretraining["data"]["split"] == cfg.result_settings()["data"]["split"]
     assert apply_overrides(cfg, {"model.embed_norm": "l2"}).pretraining_settings() != pretraining
+
+
+def test_options_added_later_keep_the_digest_of_runs_from_before_them_while_at_their_default() -> None:
+    from learner.experiments.grid import config_digest
+
+    cfg = Config()
+    before = cfg.model_dump(
+        mode="json", exclude={"runtime"}
+    )  # the settings as runs before the keys stored them
+    for key in ("optim.warmup_epochs", "model.norm", "model.embed_norm"):
+        section, name = key.split(".")
+        del before[section][name]
+    assert cfg.result_settings() == before
+    expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_digest(cfg) == expected
+    assert config_digest(apply_overrides(cfg, {"model.norm": "group"})) != expected
+    assert apply_overrides(cfg, {"optim.warmup_epochs": 1}).result_settings()["optim"]["warmup_epochs"] == 1.0

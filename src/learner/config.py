@@ -96,6 +96,12 @@ def check_seed(value: int, flag: str = "--seed") -> int:
     return value
 
 
+ADDED_KEYS: dict[str, Any] = {"optim.warmup_epochs": 0.0, "model.norm": "batch", "model.embed_norm": "none"}
+"""Keys added after results digests were first stored, with their defaults (today's behaviour).
+:meth:`Config.result_settings` leaves such a key out while it has its default, so a finished stage from
+before the key existed keeps its digest and is still reused on resume; any other value is hashed."""
+
+
 CLASSIFICATION_ONLY: dict[str, Any] = {"classifier": True, "data": {"pairs": True}}
 """The keys only the classify stage reads (the classifier and the pairs it is trained and tested on), as
 a pydantic ``exclude``: a setting that changes only these reuses an encoder
@@ -371,14 +377,26 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def result_settings(self) -> dict[str, Any]:
-        """Everything that decides what the run computes (all but ``runtime``), as plain JSON values."""
-        return self.model_dump(mode="json", exclude={"runtime"})
+        """Everything that decides what the run computes (all but ``runtime``), as plain JSON values; a
+        key of :data:`ADDED_KEYS` at its default is left out (it computes what runs without it did)."""
+        return _without_added_defaults(self.model_dump(mode="json", exclude={"runtime"}))
 
     def pretraining_settings(self) -> dict[str, Any]:
         """Everything that decides what a pretraining computes: :meth:`result_settings` without the keys
         only the classify stage reads (:data:`CLASSIFICATION_ONLY`). Two configs that agree here train
         the same encoder."""
-        return self.model_dump(mode="json", exclude={"runtime": True, **CLASSIFICATION_ONLY})
+        settings = self.model_dump(mode="json", exclude={"runtime": True, **CLASSIFICATION_ONLY})
+        return _without_added_defaults(settings)
+
+
+def _without_added_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (nested, plain JSON) without the :data:`ADDED_KEYS` that hold their default."""
+    for key, default in ADDED_KEYS.items():
+        section, name = key.split(".")
+        values = settings.get(section, {})
+        if name in values and values[name] == default:
+            del values[name]
+    return settings
 
 
 class DatasetSpec(_Section):
