@@ -107,8 +107,9 @@ class Cell:
         return {**self.key.to_json(), "seed": self.seed}
 
     def to_json(self) -> dict[str, Any]:
-        """A ``cells`` row of ``results.json``."""
-        return {
+        """A ``cells`` row of ``results.json`` (``encoder_dir`` only when the encoder is another cell's, so
+        grids without shared encoders keep their format)."""
+        row = {
             **self.coordinates(),
             "dir": self.dir,
             "clips_per_scan": self.clips_per_scan,
@@ -120,8 +121,8 @@ class Cell:
             "encoder_fingerprint": self.encoder_fingerprint,
             "pretrain_seconds": self.pretrain_seconds,
             "pretrain_resumed": self.pretrain_resumed,
-            "encoder_dir": self.encoder_dir,
         }
+        return row if self.encoder_dir is None else row | {"encoder_dir": self.encoder_dir}
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Cell:
