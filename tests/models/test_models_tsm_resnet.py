@@ -198,3 +198,59 @@ def test_group_norm_has_32_groups_or_one_per_channel_and_normalises_each_group()
 def test_unknown_norm_lists_the_available_ones() -> None:
     with pytest.raises(ValueError, match="unknown norm 'layer'; available: batch, group, frozen_bn"):
         TSMResNet18(in_channels=1, size="tiny", norm="layer")
+
+
+def slicing_shift(frames: Tensor, num_frames: int, fold: int) -> Tensor:
+    """The shift as it was first written (zero tensor + three sliced copies, autograd's own backward)."""
+    nt, c, h, w = frames.shape
+    x = frames.reshape(nt // num_frames, num_frames, c, h, w)
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]
+    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
+    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
+    return out.reshape(nt, c, h, w)
+
+
+@pytest.mark.parametrize(
+    ("clips", "num_frames", "channels", "fold", "channels_last"),
+    [(2, 4, 8, 1, False), (3, 1, 6, 2, False), (2, 5, 8, 4, False), (2, 3, 16, 2, True)],
+)
+def test_shift_and_its_gradient_equal_the_slicing_form(
+    clips: int, num_frames: int, channels: int, fold: int, channels_last: bool
+) -> None:
+    generator = torch.Generator().manual_seed(fold)
+    shape = (clips * num_frames, channels, 3, 2)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    upstream = torch.randn(shape, generator=generator, dtype=torch.float64)
+    got, expected = temporal_shift(x, num_frames, fold), slicing_shift(x, num_frames, fold)
+    assert torch.equal(got, expected)
+    (grad_got,) = torch.autograd.grad(got, x, upstream, create_graph=True)
+    (grad_expected,) = torch.autograd.grad(expected, x, upstream, create_graph=True)
+    assert torch.equal(grad_got, grad_expected)
+    # Second order (the backward is itself a shift): d/dx of <grad, v> is zero for a linear map, and
+    # d/d upstream of <grad_x, v> is the forward shift of v.
+    v = torch.randn(shape, generator=generator, dtype=torch.float64)
+    upstream.requires_grad_(True)
+    (grad_got,) = torch.autograd.grad(temporal_shift(x, num_frames, fold), x, upstream, create_graph=True)
+    (second,) = torch.autograd.grad((grad_got * v).sum(), upstream)
+    assert torch.equal(second, slicing_shift(v, num_frames, fold))
+
+
+def test_model_gradients_equal_with_the_slicing_shift(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = paper_model(shift_fraction=0.125)
+    clips = random_clips()
+
+    def gradients() -> list[Tensor]:
+        model.zero_grad(set_to_none=True)
+        model(clips).square().sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    got = gradients()
+    monkeypatch.setattr("learner.models.tsm_resnet.temporal_shift", slicing_shift)
+    expected = gradients()
+    assert len(got) == len(expected) == len(list(model.parameters()))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
