@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ def test_demo_generates_runs_reports_and_continues(
     assert [d["name"] for d in result.experiment.results.to_json()["datasets"]] == ["LUS", "MRI"]
     assert len(fake_pretrain.calls) == 2 * 3  # 2 datasets × the default 3 losses × 1 seed
     assert "PHANTOM" in write_report(result.experiment.out_dir).read_text()
+    stored = json.loads((result.experiment.out_dir / "results.json").read_text())["timing"]
+    assert stored["calls"]["cohort"] == 1
+    assert stored["total"] == result.seconds
+    assert sum(stored["seconds"].values()) <= stored["total"]
 
     again = demo.run_demo(tmp_path / "demo", dataset="both")  # a second run continues: nothing recomputed
     assert len(fake_pretrain.calls) == 6
@@ -71,6 +76,10 @@ def test_experiment_cli_runs_table3(
     assert output.startswith("| Loss | lus Accuracy | lus F1 |")
     assert (tmp_path / "t3" / "REPORT.md").is_file()
     assert len(fake_pretrain.calls) == 1
+    timing = json.loads((tmp_path / "t3" / "results.json").read_text())["timing"]
+    assert {"pretrain lus/mse/seed-0", "classification", "figures", "report"} <= set(timing["seconds"])
+    assert sum(timing["seconds"].values()) <= timing["total"]
+    assert "| report |" in output  # the per-stage table is printed
 
 
 def test_parse_dataset() -> None:

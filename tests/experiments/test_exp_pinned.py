@@ -64,7 +64,8 @@ def test_tiny_table3_output_formats_are_unchanged(tiny_table3: ExperimentResult)
     out = tiny_table3.out_dir
     on_disk = json.loads((out / "results.json").read_text())
     assert sorted(on_disk) == [
-        "baseline_loss", "cells", "comparisons", "datasets", "figures", "kind", "losses", "seeds", "summary"
+        "baseline_loss", "cells", "comparisons", "datasets", "figures", "kind", "losses", "seeds", "summary",
+        "timing",  # the wall time per stage (issue 11)
     ]  # fmt: skip
     # pretrain_*: the measured pretraining wall time, added with the sweep (issue 9)
     assert sorted(on_disk["cells"][0]) == [

@@ -11,6 +11,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from learner.experiments.results import ExperimentResult
+from learner.timing import Timing
 
 
 def test_cells_summary_and_files_match_independent_recomputation(tiny_table3: ExperimentResult) -> None:
@@ -74,3 +75,17 @@ def test_fig1_panels_match_scipy_spearman(tiny_table3: ExperimentResult) -> None
         change = (pairs["second_score"] - pairs["first_score"]).abs()
         rho = stats.spearmanr(change, 1 - cosine).statistic
         assert figures[dataset]["score"]["panels"]["mse"]["spearman_rho"] == pytest.approx(rho, nan_ok=True)
+
+
+def test_results_record_the_wall_time_of_every_stage(tiny_table3: ExperimentResult) -> None:
+    stored = json.loads((tiny_table3.out_dir / "results.json").read_text())
+    timing = Timing.from_json(stored["timing"])
+    pretrain = [name for name in timing.seconds if name.startswith("pretrain ")]
+    assert sorted(pretrain) == sorted(f"pretrain {c.dir}" for c in tiny_table3.results.cells)
+    expected = {"manifest", "cache", "validation", "checkpoints", "classification", "embedding", "classifier"}
+    assert expected | {"bootstrap", "figures", "outputs"} <= set(timing.seconds)
+    assert timing.calls["classifier"] == len(tiny_table3.results.cells)
+    assert all(seconds >= 0 for seconds in timing.seconds.values())
+    assert sum(timing.seconds.values()) <= timing.total
+    for cell in tiny_table3.results.cells:  # a stage's time is at most its cell's measured pretraining
+        assert timing.seconds[f"pretrain {cell.dir}"] <= cell.pretrain_seconds

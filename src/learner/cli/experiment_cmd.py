@@ -15,6 +15,7 @@ import typer
 from learner.cli.options import ConfigOption, SetOption
 from learner.config import DatasetSpec, Experiment, apply_overrides, load_experiment, split_override
 from learner.errors import ConfigError
+from learner.timing import CLOCK, Mark, stage
 
 experiment_app = typer.Typer(
     help="The paper's experiments: Table 3 (loss × dataset × seed), Table 4 (the ablation grid), and a "
@@ -141,12 +142,26 @@ def _grid_config(
 def _run_and_report(
     runner: Callable[..., Any], experiment: Experiment, out: Path, *, resume: bool, force: bool
 ) -> None:
-    """Run an experiment grid, print its table, write and name its report."""
+    """Run an experiment grid, print its table, write and name its report, print the per-stage times."""
     from learner.report import write_report
 
+    started = CLOCK.mark()
     result = runner(experiment, out, resume=resume, force=force)
     typer.echo(result.table)
-    typer.echo(f"report: {write_report(result.out_dir)}")
+    typer.echo(f"report: {_report_and_timing(result.out_dir, started, write_report)}")
+
+
+def _report_and_timing(out_dir: Path, started: Mark, write_report: Callable[[Path], Path]) -> Path:
+    """Write the report (timed as the stage ``report``), store the whole run's stages in ``results.json``
+    and print them as a table."""
+    from learner.experiments.grid import record_timing
+
+    with stage("report"):
+        path = write_report(out_dir)
+    timing = CLOCK.since(started)
+    record_timing(out_dir, timing)
+    typer.echo(f"wall time per stage (this run):\n{timing.table()}")
+    return path
 
 
 def _grid_command(name: str, runner: str, doc: str) -> None:
@@ -243,8 +258,9 @@ def demo_command(
     from learner.experiments.demo import run_demo
     from learner.report import regression_summary, write_report
 
+    started = CLOCK.mark()
     result = run_demo(out, dataset=dataset, full=full, force=force)
     typer.echo(result.experiment.table)
     typer.echo(regression_summary(result.experiment.results.cells))
-    typer.echo(f"report: {write_report(result.experiment.out_dir)}")
-    typer.echo(f"wall time: {result.seconds / 60:.1f} min")
+    typer.echo(f"report: {_report_and_timing(result.experiment.out_dir, started, write_report)}")
+    typer.echo(f"wall time: {(CLOCK.since(started).total) / 60:.1f} min")

@@ -44,6 +44,7 @@ from learner.errors import CheckpointError, ConfigError, ScanReadError
 from learner.formats import FORMATS
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
+from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, read_meta
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ def embedding_cache_path(
     return Path(run_dir) / "embeddings" / name, fingerprint
 
 
+@stage("embedding")
 def embed_scans(
     run_dir: str | os.PathLike[str],
     manifest: Manifest,

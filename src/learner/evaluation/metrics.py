@@ -24,6 +24,7 @@ from sklearn.metrics import (
 )
 
 from learner.data.scales import CLASS_NAMES
+from learner.timing import stage
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -87,6 +88,7 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(2 * np.diag(confusion)[present] / (n_true + n_pred)[present]))
 
 
+@stage("bootstrap")
 def patient_bootstrap_samples(
     y_true: np.ndarray,
     y_pred: np.ndarray,

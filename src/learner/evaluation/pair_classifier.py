@@ -39,6 +39,7 @@ from learner.data.scales import ChangeLabel
 from learner.errors import CheckpointError, ConfigError, LearnerError, NonFiniteLossError
 from learner.evaluation.metrics import macro_f1
 from learner.models.heads import PairClassifierHead
+from learner.timing import stage
 
 NUM_CLASSES = len(ChangeLabel)
 WEIGHTS_FILE = "classifier.safetensors"
@@ -278,6 +279,7 @@ class FittedPairClassifier:
         return cls(head=head, scaler=scaler, meta=meta, history=history, best_epoch=best_epoch)
 
 
+@stage("classifier")
 def fit_pair_classifier(
     train_X: np.ndarray,
     train_y: np.ndarray,

@@ -26,6 +26,7 @@ from learner.experiments import grid as engine
 from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
+from learner.timing import CLOCK
 
 
 def run_ablation(
@@ -45,6 +46,7 @@ def run_ablation(
         RunDirError: ``out_dir`` not empty without resume/force, or a finished stage with another config.
     """
     axes = ("losses", "seeds", "backbones", "combines", "classifiers")
+    started = CLOCK.mark()
     config, grid = experiment.config, engine.check_grid(experiment.grid, axes)
     plan: list[tuple[DatasetSpec, Path, Config, list[tuple[str, Config]]]] = []
     for dataset in grid.datasets:  # every config is built (so validated) before the first pretraining
@@ -71,7 +73,7 @@ def run_ablation(
     cells: list[Cell] = []
     for index, (dataset, where, encoder_cfg, variants) in enumerate(plan, 1):
         engine.announce(index, len(plan), where)
-        encoder = engine.ensure_encoder(encoder_cfg, run_dir / where / "encoder")
+        encoder = engine.ensure_encoder(encoder_cfg, run_dir / where / "encoder", str(where))
         for name, cfg in variants:
             manifest = manifests[dataset.name]
             classified = engine.ensure_classification(
@@ -98,7 +100,9 @@ def run_ablation(
         combines=list(grid.combines),
         classifiers=list(grid.classifiers),
     )
-    return engine.write_outputs(run_dir, "table4", results, render_ablation(results), _long_form(results))
+    return engine.write_outputs(
+        run_dir, "table4", results, render_ablation(results), _long_form(results), started
+    )
 
 
 def classifier_keys(combine: str, head: str) -> dict[str, str]:

@@ -51,6 +51,7 @@ from learner.experiments.results import (
 )
 from learner.losses.registry import parse_loss_name
 from learner.runs import open_run_dir
+from learner.timing import CLOCK, Mark, Timing, stage
 from learner.training.checkpoint import checkpoint_fingerprint
 from learner.training.device import resolve_device
 from learner.training.names import check_names
@@ -131,24 +132,26 @@ def completed(directory: Path, config: Config) -> dict[str, Any] | None:
     return record
 
 
-def ensure_encoder(config: Config, directory: Path) -> EncoderStage:
-    """Pretrain into ``directory`` unless complete; continue an interrupted run from its last checkpoint."""
+def ensure_encoder(config: Config, directory: Path, label: str | None = None) -> EncoderStage:
+    """Pretrain into ``directory`` unless complete; continue an interrupted run from its last checkpoint.
+    The pretraining is timed as the stage ``pretrain <label>`` (default: the directory)."""
     record = completed(directory, config)
     if record is not None:
         return EncoderStage(**record)
     resume = (directory / "config.yaml").is_file()
     occupied = directory.is_dir() and any(directory.iterdir())
     start = time.perf_counter()
-    pretrain(config, directory, resume=resume, force=occupied and not resume)
-    stage = EncoderStage(
+    with stage(f"pretrain {label or directory}"):
+        pretrain(config, directory, resume=resume, force=occupied and not resume)
+    finished = EncoderStage(
         config_digest=config_digest(config),
         fingerprint=checkpoint_fingerprint(directory / "checkpoints" / "best"),
         metrics=json.loads((directory / "metrics.json").read_text(encoding="utf-8")),
         seconds=time.perf_counter() - start,
         resumed=resume,
     )
-    atomic.write_json(directory / COMPLETE, asdict(stage))
-    return stage
+    atomic.write_json(directory / COMPLETE, asdict(finished))
+    return finished
 
 
 def ensure_classification(
@@ -165,10 +168,11 @@ def ensure_classification(
     record = completed(directory, config)
     if record is not None and encoder_fingerprint in (None, record["metrics"].get("encoder_fingerprint")):
         return ClassifierStage(**record)
-    result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
-    stage = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
-    atomic.write_json(directory / COMPLETE, asdict(stage))
-    return stage
+    with stage("classification"):
+        result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
+    finished = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
+    atomic.write_json(directory / COMPLETE, asdict(finished))
+    return finished
 
 
 def cell_result(
@@ -215,7 +219,7 @@ def run_cell(
     the same encoder again; the cell records that folder as its ``encoder_dir``."""
     encoder_where, encoder_config = shares or (where, config)
     encoder_dir = run_dir / encoder_where / "encoder"
-    encoder = ensure_encoder(encoder_config, encoder_dir)
+    encoder = ensure_encoder(encoder_config, encoder_dir, str(encoder_where))
     classified = ensure_classification(
         encoder_dir, manifest, config, run_dir / where / "classifier", device, encoder.fingerprint
     )
@@ -311,7 +315,8 @@ def open_experiment(
 def dataset_manifest(config: Config, dataset: DatasetSpec) -> Manifest:
     """The validated manifest of a dataset column, read with the column's score scale."""
     scale = scale_from_config(cell_config(config, dataset).data)
-    return load_manifest(dataset.manifest, scale, data_root=config.runtime.data_root)
+    with stage("manifest"):
+        return load_manifest(dataset.manifest, scale, data_root=config.runtime.data_root)
 
 
 def describe_dataset(dataset: DatasetSpec, manifest: Manifest) -> DatasetSummary:
@@ -328,11 +333,22 @@ def describe_dataset(dataset: DatasetSpec, manifest: Manifest) -> DatasetSummary
 
 
 def write_outputs(
-    run_dir: Path, name: str, results: Results, table: str, long_form: pd.DataFrame
+    run_dir: Path, name: str, results: Results, table: str, long_form: pd.DataFrame, started: Mark
 ) -> ExperimentResult:
-    """Write ``<name>.md`` (the paper's table), ``<name>.csv`` (long-form numbers) and ``results.json``."""
-    atomic.write_text(run_dir / f"{name}.md", table)
-    with atomic.atomic_path(run_dir / f"{name}.csv") as tmp:
-        long_form.to_csv(tmp, index=False)
+    """Write ``<name>.md`` (the paper's table), ``<name>.csv`` (long-form numbers) and ``results.json``, whose
+    ``timing`` is the per-stage wall time since ``started`` (the experiment's start on :data:`CLOCK`)."""
+    with stage("outputs"):
+        atomic.write_text(run_dir / f"{name}.md", table)
+        with atomic.atomic_path(run_dir / f"{name}.csv") as tmp:
+            long_form.to_csv(tmp, index=False)
+    results = replace(results, timing=CLOCK.since(started))
     atomic.write_json(run_dir / "results.json", results.to_json())
     return ExperimentResult(run_dir, results, table)
+
+
+def record_timing(run_dir: Path, timing: Timing) -> None:
+    """Replace the ``timing`` of ``run_dir/results.json``: a caller that did more than the experiment (the
+    demo's cohorts, the CLI's report) records the whole run's stages."""
+    path = run_dir / "results.json"
+    results = Results.from_json(json.loads(path.read_text(encoding="utf-8")))
+    atomic.write_json(path, replace(results, timing=timing).to_json())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.evaluation.metrics import PairedDifference
+from learner.timing import Timing
 
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1")
 """The test-pair metrics every cell reports and every summary averages."""
@@ -343,7 +344,9 @@ class Results:
 
     ``kind`` is ``table3``, ``ablation`` or ``sweep``. ``backbones``, ``combines`` and ``classifiers`` are
     the ablation's axes (None otherwise); ``baseline_loss``, ``comparisons`` and ``figures`` (dataset →
-    target → :class:`Figure`) are Table 3's; ``sweep`` (:class:`Sweep`) is the sweep's.
+    target → :class:`Figure`) are Table 3's; ``sweep`` (:class:`Sweep`) is the sweep's. ``timing``: the wall
+    time per stage of the run that wrote the file (only that invocation: a resumed run's earlier work is not
+    in it; None in files written before it was measured).
     """
 
     kind: str
@@ -359,6 +362,7 @@ class Results:
     comparisons: Comparisons | None = None
     figures: dict[str, dict[str, Figure]] | None = None
     sweep: Sweep | None = None
+    timing: Timing | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The content of ``results.json`` (only the fields of this kind of experiment)."""
@@ -382,6 +386,8 @@ class Results:
             }
         if self.sweep is not None:
             out["sweep"] = self.sweep.to_json()
+        if self.timing is not None:
+            out["timing"] = self.timing.to_json()
         return out
 
     @classmethod
@@ -413,6 +419,7 @@ class Results:
             comparisons=comparisons,
             figures=figures,
             sweep=Sweep.from_json(data["sweep"]) if "sweep" in data else None,
+            timing=Timing.from_json(data["timing"]) if "timing" in data else None,
         )
 
 

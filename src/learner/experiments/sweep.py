@@ -60,6 +60,7 @@ from learner.experiments.results import (
     SweepRow,
 )
 from learner.experiments.tables import render_sweep
+from learner.timing import CLOCK, stage
 
 SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 """A setting's name is a folder name: letters, digits, ``_ . + -``, not starting with a symbol."""
@@ -85,6 +86,8 @@ def run_sweep(
             axis or unknown loss: every cell's config is built and checked before the first pretraining.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
+    started = CLOCK.mark()
+    started = CLOCK.mark()
     config, grid = experiment.config, engine.check_grid(experiment.grid)
     plan = sweep_plan(config, grid)
     manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}  # all read first
@@ -113,10 +116,11 @@ def run_sweep(
             encoder = None if shares is None else (shares.where, shares.config)
             cell = engine.run_cell(run_dir, planned.where, key, cfg, manifest, device, encoder)
             n_boot = cfg.classifier.bootstrap
-            correlations = {
-                name: _correlation(cell_distance_analysis(run_dir, cell, manifest, target, n_boot))
-                for name, target in targets.items()
-            }
+            with stage("figures"):  # Fig. 1's analysis, without the figure
+                correlations = {
+                    name: _correlation(cell_distance_analysis(run_dir, cell, manifest, target, n_boot))
+                    for name, target in targets.items()
+                }
             cells.append(cell)
             owner = None if shares is None else shares.key.setting
             extras.append(SweepCell(key=key, seed=cell.seed, correlations=correlations, encoders_of=owner))
@@ -130,7 +134,7 @@ def run_sweep(
         summary=engine.summarise(cells),
         sweep=sweep,
     )
-    return engine.write_outputs(run_dir, "sweep", results, render_sweep(results), long_form(results))
+    return engine.write_outputs(run_dir, "sweep", results, render_sweep(results), long_form(results), started)
 
 
 @dataclass(frozen=True)

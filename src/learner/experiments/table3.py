@@ -45,6 +45,7 @@ from learner.experiments.results import (
     Results,
 )
 from learner.experiments.tables import render_table3
+from learner.timing import CLOCK, stage
 
 BASELINE_LOSS = "mse"
 
@@ -64,6 +65,8 @@ def run_table3(
         ConfigError: an empty grid, an unknown loss, two datasets with one name, or ``cuda`` without CUDA.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
+    started = CLOCK.mark()
+    started = CLOCK.mark()
     config, grid = experiment.config, engine.check_grid(experiment.grid)
     check_launcher(config.runtime)
     plan = [
@@ -94,7 +97,8 @@ def run_table3(
             engine.announce(index, len(plan), where)
             key = GridKey(dataset=dataset.name, loss=loss)
             rows.append(engine.run_cell(run_dir, where, key, cfg, manifest, device))
-        figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap)
+        with stage("figures"):
+            figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap)
         cells += rows
     baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
     results = Results(
@@ -108,7 +112,9 @@ def run_table3(
         comparisons=compare_with_baseline(cells, baseline),
         figures=figures,
     )
-    return engine.write_outputs(run_dir, "table3", results, render_table3(results), long_form(results))
+    return engine.write_outputs(
+        run_dir, "table3", results, render_table3(results), long_form(results), started
+    )
 
 
 def compare_with_baseline(cells: Sequence[Cell], baseline: str) -> Comparisons:

@@ -57,6 +57,7 @@ from learner.losses.registry import ScoreLabels, ViewObjective, build_objective,
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
 from learner.runs import load_run_config, open_run_dir
+from learner.timing import stage
 from learner.training.checkpoint import (
     CheckpointMeta,
     EncoderMeta,
@@ -179,9 +180,10 @@ def _pretrain(
     splits, from_file = resolve_splits(manifest, data.split, config.seed)
     manifest = manifest.with_splits(splits)
     if info.is_main:
-        report = build_cache(
-            manifest, data, runtime.workers, data.skip_bad_scans, cache_dir=runtime.cache_dir
-        )
+        with stage("cache"):
+            report = build_cache(
+                manifest, data, runtime.workers, data.skip_bad_scans, cache_dir=runtime.cache_dir
+            )
     barrier()  # rank 0 decodes; the other ranks then find every array cached and collect the same skips
     if not info.is_main:
         report = build_cache(
@@ -303,28 +305,30 @@ def _pretrain(
                     sums[f"train_{name}"] += value.item()
                 progress.update(task, advance=1, loss=loss)
             row = {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps_per_epoch for k, v in sums.items()}
-            if run is not None and isinstance(objective, ViewObjective):
-                row |= view_loss(model, val_loader, objective, device, amp_dtype, optim.batch_size)
-            elif run is not None:
-                pred, truth = predict_scores(model, val_loader, standardiser, device, amp_dtype)
-                row |= regression_metrics(pred, truth, standardiser.mean)
+            with stage("validation"):
+                if run is not None and isinstance(objective, ViewObjective):
+                    row |= view_loss(model, val_loader, objective, device, amp_dtype, optim.batch_size)
+                elif run is not None:
+                    pred, truth = predict_scores(model, val_loader, standardiser, device, amp_dtype)
+                    row |= regression_metrics(pred, truth, standardiser.mean)
             row = broadcast_object(row)  # rank 0 alone validates; every rank keeps the same history
             history.append(row)
             monitor = "val_loss" if two_views else "val_mae"
             improved = not best or row[monitor] < best[monitor]
             best = row if improved else best
-            if run is not None:
-                summary = replace(meta, epoch=epoch, step=step, metrics=finite(row))
-                if improved:
-                    save_checkpoint(best_dir, model, summary)  # best before last: a crash between redoes both
-                train_state = {
-                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                    "history": history, "best": best, "rng": rng_state(), "memory": memory.state_dict(),
-                }  # fmt: skip
-                save_checkpoint(last_dir, model, summary, train_state=train_state)
-                for sink in sinks:
-                    sink.log(row, history)
-                _report(progress, row, optim.epochs)
+            with stage("checkpoints"):
+                if run is not None:
+                    summary = replace(meta, epoch=epoch, step=step, metrics=finite(row))
+                    if improved:  # best before last: a crash between redoes both
+                        save_checkpoint(best_dir, model, summary)
+                    train_state = {
+                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                        "history": history, "best": best, "rng": rng_state(), "memory": memory.state_dict(),
+                    }  # fmt: skip
+                    save_checkpoint(last_dir, model, summary, train_state=train_state)
+                    for sink in sinks:
+                        sink.log(row, history)
+                    _report(progress, row, optim.epochs)
             barrier()
     for sink in sinks:
         sink.close()
