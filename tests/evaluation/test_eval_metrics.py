@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -152,3 +154,34 @@ def test_paired_difference_t_interval() -> None:
     single = paired_difference_ci(a[:1], b[:1])
     assert single.mean == pytest.approx(0.2)
     assert np.isnan(single.low)
+
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def loop_bootstrap(
+    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, metric: Metric, n_boot: int, seed: int
+) -> np.ndarray:
+    """The bootstrap as first written: per resample, draw G patients, gather their pairs, call the metric."""
+    _, group_index = np.unique(groups, return_inverse=True)
+    members = np.split(np.argsort(group_index, kind="stable"), np.cumsum(np.bincount(group_index))[:-1])
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(members), size=len(members))])
+        values[b] = metric(y_true[rows], y_pred[rows])
+    return values
+
+
+@pytest.mark.parametrize("metric", [accuracy, macro_f1, lambda t, p: float(np.mean(t == p))])
+@pytest.mark.parametrize(
+    ("pairs", "patients", "classes", "seed"), [(60, 17, 3, 0), (7, 3, 2, 4), (300, 50, 3, 9), (9, 9, 3, 2)]
+)
+def test_vectorised_bootstrap_equals_the_per_resample_loop(
+    metric: Metric, pairs: int, patients: int, classes: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(0, classes, pairs), rng.integers(0, classes, pairs)
+    groups = np.array([f"p{g}" for g in rng.integers(0, patients, pairs)])  # unequal pairs per patient
+    got = patient_bootstrap_samples(y_true, y_pred, groups, metric, 500, seed)
+    np.testing.assert_array_equal(got, loop_bootstrap(y_true, y_pred, groups, metric, 500, seed))

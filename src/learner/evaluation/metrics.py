@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,52 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(2 * np.diag(confusion)[present] / (n_true + n_pred)[present]))
 
 
+@dataclass(frozen=True)
+class AdditiveMetric:
+    """A metric that is a function of sums over pairs: ``from_sums(Σ_i per_pair(y_true, y_pred)[i])``.
+
+    The bootstrap then needs only each patient's sums (G, S) and each resample's patient counts (B, G):
+    a resample's sums are one matrix product, with no per-resample indexing.
+
+    Attributes:
+        per_pair: ``(y_true, y_pred) -> (P, S)`` integer statistics of every pair.
+        from_sums: ``(B, S) -> (B,)`` the metric of every resample from its summed statistics; it must
+            give exactly (bit for bit) the plain metric of the resample.
+    """
+
+    per_pair: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    from_sums: Callable[[np.ndarray], np.ndarray]
+
+
+def _confusion_cells(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """(P, K²) one-hot of each pair's confusion cell ``true·K + pred``, K = the largest label + 1."""
+    k = int(max(y_true.max(), y_pred.max())) + 1
+    return np.eye(k * k, dtype=np.int64)[y_true.astype(np.int64) * k + y_pred.astype(np.int64)]
+
+
+def _macro_f1_from_confusions(confusions: np.ndarray) -> np.ndarray:
+    """(B, K²) confusion counts → (B,) :func:`macro_f1` (absent classes left out, as there)."""
+    k = math.isqrt(confusions.shape[1])
+    confusion = confusions.reshape(-1, k, k)
+    n_true, n_pred = confusion.sum(axis=2), confusion.sum(axis=1)  # (B, K)
+    both = n_true + n_pred
+    present = both > 0
+    f1 = np.where(present, 2 * np.diagonal(confusion, axis1=1, axis2=2) / np.where(present, both, 1), 0.0)
+    mean: np.ndarray = f1.sum(axis=1) / present.sum(axis=1)
+    return mean  # a mean over the present classes, summed in class order
+
+
+ADDITIVE_METRICS: dict[MetricFn, AdditiveMetric] = {
+    accuracy: AdditiveMetric(
+        per_pair=lambda t, p: np.stack([np.asarray(t) == np.asarray(p), np.ones(len(t), bool)], 1),
+        from_sums=lambda sums: sums[:, 0] / sums[:, 1],
+    ),
+    macro_f1: AdditiveMetric(per_pair=_confusion_cells, from_sums=_macro_f1_from_confusions),
+}
+"""Bootstrap metrics with a vectorised form (:func:`patient_bootstrap_samples` uses it): the same values as
+the per-resample loop for the same seed (tests/evaluation/test_eval_metrics.py)."""
+
+
 @stage("bootstrap")
 def patient_bootstrap_samples(
     y_true: np.ndarray,
@@ -100,7 +147,10 @@ def patient_bootstrap_samples(
     """The metric on ``n_boot`` cluster-bootstrap resamples, drawing whole patients with replacement.
 
     Each resample draws G patients from the G distinct ``groups`` with replacement and keeps *all* pairs
-    of every drawn patient (a patient drawn twice contributes its pairs twice).
+    of every drawn patient (a patient drawn twice contributes its pairs twice). The draws are one
+    ``(B, G)`` array of ``rng.integers``, row b the patients of resample b. A metric of
+    :data:`ADDITIVE_METRICS` (accuracy, macro-F1) is computed for all resamples at once from per-patient
+    sums; any other ``metric_fn`` (e.g. a rank correlation) runs once per resample on its pairs.
 
     Args:
         y_true, y_pred: (P,) paired values handed to ``metric_fn`` (labels, or any two paired arrays).
@@ -122,12 +172,20 @@ def patient_bootstrap_samples(
     if y_true.shape[0] == 0:
         raise ValueError("cannot bootstrap an empty set of pairs")
     _, group_index = np.unique(groups, return_inverse=True)
+    n_groups = int(group_index.max()) + 1
+    drawn = np.random.default_rng(seed).integers(0, n_groups, size=(n_boot, n_groups))  # (B, G)
+    additive = ADDITIVE_METRICS.get(metric_fn)
+    if additive is not None:
+        per_pair = additive.per_pair(y_true, y_pred).astype(np.int64)  # (P, S)
+        per_group = np.zeros((n_groups, per_pair.shape[1]), dtype=np.int64)  # (G, S)
+        np.add.at(per_group, group_index, per_pair)
+        counts = np.zeros((n_boot, n_groups), dtype=np.int64)  # how often resample b drew patient g
+        np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1)
+        return np.asarray(additive.from_sums(counts @ per_group), dtype=np.float64)
     members = np.split(np.argsort(group_index, kind="stable"), np.cumsum(np.bincount(group_index))[:-1])
-    rng = np.random.default_rng(seed)
     values = np.empty(n_boot, dtype=np.float64)
     for b in range(n_boot):
-        drawn = rng.integers(0, len(members), size=len(members))
-        rows = np.concatenate([members[g] for g in drawn])
+        rows = np.concatenate([members[g] for g in drawn[b]])
         values[b] = metric_fn(y_true[rows], y_pred[rows])
     return values
 
