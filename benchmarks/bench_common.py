@@ -137,15 +137,3 @@ def conv_linear_flops(model: torch.nn.Module, example: torch.Tensor) -> float:
     for hook in hooks:
         hook.remove()
     return 3.0 * total
-
-
-def gemm_peak(size: int = 1024, reps: int = 5) -> float:
-    """Float32 GFLOP/s of a square matmul on this machine now (median of ``reps`` after one warm-up)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / statistics.median(times) / 1e9
