@@ -85,6 +85,21 @@ def test_same_seed_on_cpu_gives_identical_metrics_and_weights(
     )
 
 
+def test_cpu_channels_last_matches_the_default_layout_within_float_tolerance(
+    reference: Path, make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    pretrain(make_tiny_pretrain_config(**{"runtime.cpu_channels_last": True}), tmp_path / "nhwc")
+    first, second = pd.read_csv(reference / "metrics.csv"), pd.read_csv(tmp_path / "nhwc" / "metrics.csv")
+    pd.testing.assert_frame_equal(first, second, check_exact=False, rtol=1e-4, atol=1e-5)
+    nhwc, nchw = _weights(tmp_path / "nhwc"), _weights(reference)
+    # Adam moves a weight by about lr per step whatever its gradient's size, so a near-zero gradient
+    # that rounds differently in the other layout may move a few weights by up to lr (1e-3) each step;
+    # the weights as a whole stay equal to float precision.
+    difference = torch.cat([(nhwc[name] - value).abs().flatten() for name, value in nchw.items()])
+    assert difference.max() < 4 * 1e-3  # 4 steps of lr
+    assert difference.mean() < 1e-6
+
+
 def test_resume_after_an_interruption_ends_with_the_same_weights(
     reference: Path,
     make_tiny_pretrain_config: Callable[..., Config],

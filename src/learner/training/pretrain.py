@@ -237,7 +237,7 @@ def _pretrain(
     warmup_steps = round(optim.warmup_epochs * steps_per_epoch)  # optim.warmup_epochs ≤ epochs (config)
     # ---- model θ = {θ_V, θ_M}, optimiser, objective, mixed precision (GPU only) ----
     model = build_regressor(config.model, data.channels, data.size).to(device)
-    if device.type == "cuda" and runtime.channels_last:
+    if runtime.channels_last if device.type == "cuda" else runtime.cpu_channels_last:
         # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
