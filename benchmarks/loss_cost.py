@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_common import machine
 from torch import Tensor
 
 from learner.losses import (
@@ -85,22 +84,6 @@ def seconds(loss: Loss, batch: int, args: argparse.Namespace) -> float:
         if rep >= args.warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
 
 
 def main() -> None:
