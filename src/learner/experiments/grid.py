@@ -243,7 +243,7 @@ class CellJob:
         """Run the stages that are not complete yet (on the device the cell's config asks for, resolved
         where the job runs); returns the cell's folder."""
         folder = self.run_dir / self.where
-        ensure_encoder(self.encoder, folder / "encoder")
+        ensure_encoder(self.encoder, folder / "encoder", str(self.where))
         device = str(resolve_device(self.encoder.runtime.device))
         for name, config in self.classifications:
             ensure_classification(folder / "encoder", self.manifest, config, folder / name, device)

@@ -79,6 +79,8 @@ def temporal_shift(frames: Tensor, num_frames: int, fold: int) -> Tensor:
     """
     if fold == 0:
         return frames
+    if not (torch.is_grad_enabled() and frames.requires_grad) or torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]
+        return _shift(frames, num_frames, fold, reverse=False)  # no backward: traced/exported as plain ops
     shifted: Tensor = _TemporalShift.apply(frames, num_frames, fold, False)  # type: ignore[no-untyped-call]
     return shifted
 
