@@ -25,6 +25,8 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,29 +66,40 @@ class RunDir:
         return atomic.write_json(self.file(name), metrics)
 
 
-def open_run_dir(
-    path: str | os.PathLike[str], config: Config, *, resume: bool = False, force: bool = False
-) -> RunDir:
-    """Create (or reopen with ``resume``) a run directory and record config, seed and environment.
+def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False, force: bool = False) -> None:
+    """Refuse what :func:`open_run_dir` would refuse, touching nothing: run it before any work.
 
-    Raises :class:`RunDirError` for a non-empty directory without ``resume``/``force``, and for
-    ``resume`` of a directory that holds no run.
+    Raises :class:`OutputError` for a path that is (or lies under) a file or a folder that cannot be
+    written (:func:`learner.atomic.usable_folder`), and :class:`RunDirError` for ``resume`` with ``force``, a
+    non-empty directory without ``resume``/``force`` (or one holding no
+    run with ``force``), and ``resume`` of a directory that holds no run.
     """
     root = atomic.usable_folder(path, "run directory")
     if resume and force:
         raise RunDirError("--resume and --force exclude each other")
-    occupied = root.exists() and any(root.iterdir())
     if resume:
         if not (root / "config.yaml").is_file():
             raise RunDirError(f"{root}: nothing to resume (no config.yaml)")
-    elif occupied:
+    elif root.exists() and any(root.iterdir()):
         if not force:
             raise RunDirError(f"{root} is not empty; pass --resume to continue it or --force to overwrite it")
         if not is_run_dir(root):
             raise RunDirError(
                 f"{root} holds files but no learner run; --force only overwrites a run directory"
             )
-        shutil.rmtree(root)
+
+
+def open_run_dir(
+    path: str | os.PathLike[str], config: Config, *, resume: bool = False, force: bool = False
+) -> RunDir:
+    """Create (or reopen with ``resume``) a run directory and record config, seed and environment.
+
+    Raises :class:`RunDirError` as :func:`check_run_dir` does.
+    """
+    root = Path(path)
+    check_run_dir(root, resume=resume, force=force)
+    if not resume and root.is_dir() and any(root.iterdir()):
+        shutil.rmtree(root)  # --force, of a folder check_run_dir found to hold a run
     root.mkdir(parents=True, exist_ok=True)
     run = RunDir(root, config)
     if resume:
@@ -97,6 +110,21 @@ def open_run_dir(
         atomic.write_json(root / "run.json", environment_record(config.seed))
     _attach_log(root / "log.txt")
     return run
+
+
+@contextmanager
+def removed_unless_started(path: str | os.PathLike[str], started: str, *, new: bool) -> Iterator[None]:
+    """Run the block; if it raises (or is interrupted) and ``new`` (the block opens a new run directory at
+    ``path``) while nothing matches the glob ``started`` in it (e.g. ``checkpoints/last``: nothing worth
+    resuming yet), delete the run directory, so that a failed start leaves nothing behind."""
+    try:
+        yield
+    except BaseException:
+        root = Path(path)
+        if new and root.is_dir() and is_run_dir(root) and not any(root.glob(started)):
+            _detach_log(root)
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
@@ -148,6 +176,17 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def _detach_log(root: Path) -> None:
+    """Close the log handlers of the run at ``root`` and of the runs inside it (before it is deleted)."""
+    logger = logging.getLogger("learner")
+    resolved = root.resolve()
+    for handler in list(logger.handlers):
+        owner = getattr(handler, "learner_run_dir", None)
+        if owner is not None and (owner == resolved or resolved in owner.parents):
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def _attach_log(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from dataclasses import replace
@@ -14,6 +15,7 @@ from torch import nn
 from learner.config import Config
 from learner.errors import CheckpointError
 from learner.losses.regression import ScoreStandardiser
+from learner.training import checkpoint as checkpoint_module
 from learner.training.checkpoint import (
     MODEL_FILE,
     TRAIN_STATE_FILE,
@@ -23,6 +25,7 @@ from learner.training.checkpoint import (
     load_checkpoint,
     load_train_state,
     read_meta,
+    recover_checkpoint,
     save_checkpoint,
 )
 from learner.training.seeding import rng_state
@@ -65,7 +68,10 @@ def test_round_trip_is_exact_and_strict(tmp_path: Path) -> None:
         "step",
         "metrics",
         "schema_version",
+        "sha256",
     }
+    weights = hashlib.sha256((tmp_path / "last" / MODEL_FILE).read_bytes()).hexdigest()
+    assert on_disk["sha256"] == {MODEL_FILE: weights}  # written last, over the files beside it
     state, _ = load_checkpoint(tmp_path / "last")
     assert set(state) == set(source.state_dict())
 
@@ -165,7 +171,9 @@ def test_fingerprint_is_the_sha256_of_the_weights_file(tmp_path: Path) -> None:
 def test_a_crash_between_the_two_renames_is_pointed_out(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "last", _built(0), _meta(1))
     (tmp_path / "last").rename(tmp_path / ".last.old-1-abcd")  # as if the process died mid-swap
-    with pytest.raises(CheckpointError, match=r"left .*\.last\.old-1-abcd; rename it to last"):
+    with pytest.raises(
+        CheckpointError, match=r"left .*\.last\.old-1-abcd; --resume recovers it, or rename it to last"
+    ):
         read_meta(tmp_path / "last")
 
 
@@ -184,3 +192,82 @@ def test_malformed_metadata_is_one_line_naming_the_file(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match=r"meta\.json: ") as caught:
             read_meta(tmp_path / "ck")
         assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", [MODEL_FILE, TRAIN_STATE_FILE])
+def test_a_file_changed_after_saving_fails_its_checksum_naming_it(tmp_path: Path, name: str) -> None:
+    save_checkpoint(tmp_path / "last", _built(0), _meta(1), train_state={"step": 1})
+    path = tmp_path / "last" / name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last byte: the file still parses, its weights are wrong
+    path.write_bytes(bytes(data))
+    load = load_checkpoint if name == MODEL_FILE else load_train_state
+    with pytest.raises(CheckpointError, match=rf"^{path}: checksum mismatch") as caught:
+        load(tmp_path / "last")
+    assert "\n" not in str(caught.value)
+
+
+def _interrupted_swap(tmp_path: Path, *, new_complete: bool) -> None:
+    """``last`` at epoch 1, then a save of epoch 2 killed between its two renames."""
+    save_checkpoint(tmp_path / "last", _built(0), _meta(1), train_state={"step": 1})
+    save_checkpoint(tmp_path / "new", _built(1), _meta(2), train_state={"step": 2})
+    (tmp_path / "last").rename(tmp_path / ".last.old-1-aaaa")
+    if not new_complete:  # killed while writing: meta.json (written last) is missing
+        (tmp_path / "new" / "meta.json").unlink()
+    (tmp_path / "new").rename(tmp_path / ".last.tmp-1-bbbb")
+
+
+@pytest.mark.parametrize(("new_complete", "epoch", "seed"), [(True, 2, 1), (False, 1, 0)])
+def test_recovery_takes_the_newest_complete_copy_and_clears_the_rest(
+    tmp_path: Path, new_complete: bool, epoch: int, seed: int
+) -> None:
+    _interrupted_swap(tmp_path, new_complete=new_complete)
+    assert recover_checkpoint(tmp_path / "last")
+    state, meta = load_checkpoint(tmp_path / "last")
+    assert meta.epoch == epoch
+    assert torch.equal(state["0.weight"], _built(seed)[0].weight)
+    assert load_train_state(tmp_path / "last")["step"] == epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_recovery_prefers_a_complete_newer_staging_folder_over_the_current_one(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "last", _built(0), _meta(1))
+    save_checkpoint(tmp_path / "new", _built(1), _meta(2))
+    (tmp_path / "new").rename(tmp_path / ".last.tmp-1-cccc")  # killed before the first rename
+    assert recover_checkpoint(tmp_path / "last")
+    assert read_meta(tmp_path / "last").epoch == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_recovery_without_any_complete_copy_touches_nothing(tmp_path: Path) -> None:
+    (tmp_path / ".last.tmp-1-dddd").mkdir()
+    assert not recover_checkpoint(tmp_path / "last")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.tmp-1-dddd"]
+
+
+def test_the_next_save_removes_what_an_interrupted_save_left(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "last", _built(0), _meta(1))
+    (tmp_path / ".last.tmp-9-eeee").mkdir()
+    (tmp_path / ".last.old-9-ffff").mkdir()
+    (tmp_path / ".best.tmp-9-ffff").mkdir()  # another checkpoint's: not this save's to remove
+    save_checkpoint(tmp_path / "last", _built(1), _meta(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".best.tmp-9-ffff", "last"]
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _built(0)
+    save_checkpoint(tmp_path / "last", first, _meta(1), train_state={"step": 1})
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full)
+    with pytest.raises(CheckpointError, match=r"last: the checkpoint could not be written \(No space left"):
+        save_checkpoint(tmp_path / "last", _built(1), _meta(2), train_state={"step": 2})
+    state, meta = load_checkpoint(tmp_path / "last")
+    assert meta.epoch == 1
+    assert torch.equal(state["0.weight"], first[0].weight)
+    assert load_train_state(tmp_path / "last")["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]

@@ -56,6 +56,16 @@ def _load_manifest(path: Path | None, config: Config) -> Manifest:
     return load_manifest(source, scale_from_config(config.data), data_root=config.runtime.data_root)
 
 
+def _check_runtime(which: str, device: str) -> None:
+    """``--which`` and ``--device``, checked before anything is read or decoded."""
+    from learner.training.checkpoint import CHECKPOINT_NAMES
+    from learner.training.device import resolve_device
+
+    if which not in CHECKPOINT_NAMES:
+        raise ConfigError(f"--which {which!r}: choose one of {', '.join(CHECKPOINT_NAMES)}")
+    resolve_device(device)  # cuda without a device: an error before anything is read
+
+
 def embed_command(
     run_dir: EncoderRunArgument,
     manifest: ManifestOption = None,
@@ -74,6 +84,14 @@ def embed_command(
             show_default=False,
         ),
     ] = None,
+    skip_bad: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-bad/--no-skip-bad",
+            help="Leave unreadable scans out, counted and reported (default: the run's data.skip_bad_scans).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Embed every scan with the frozen encoder of RUN_DIR, cached in RUN_DIR/embeddings.
 
@@ -85,11 +103,15 @@ def embed_command(
     from learner.experiments.classify import SPLITS_FILE, read_splits
     from learner.runs import load_run_config
 
+    _check_runtime(which, device)
     config = load_run_config(run_dir)
     loaded = _load_manifest(manifest, config)
     target, _ = embedding_cache_path(run_dir, loaded, which=which, clips_per_scan=clips_per_scan)
     cached = target.is_file()
-    table = embed_scans(run_dir, loaded, which=which, clips_per_scan=clips_per_scan, device=_device(device))
+    skip = config.data.skip_bad_scans if skip_bad is None else skip_bad
+    table = embed_scans(
+        run_dir, loaded, which=which, clips_per_scan=clips_per_scan, device=_device(device), skip_bad=skip
+    )
     status = "reused" if cached else "computed"
     typer.echo(
         f"{len(table.scan_ids)} scans × {table.embeddings.shape[1]} dims ({status}): {target}"
@@ -126,6 +148,7 @@ def classify_command(
     from learner.experiments.classify import run_classification
     from learner.experiments.tables import interval, percent
 
+    _check_runtime(which, device)
     cfg = config_from_options(
         config or encoder_run / "config.yaml",
         sets,
@@ -192,6 +215,7 @@ def predict_command(
     from learner.atomic import atomic_path
     from learner.evaluation.predict import classifier_caveat, predict_pair, predict_pairs
 
+    _check_runtime(which, device)
     if (pairs is None) != (earlier is not None and later is not None) or (pairs and earlier):
         raise ConfigError("give either EARLIER LATER or --pairs PAIRS.csv")
     caveat = classifier_caveat(classifier)

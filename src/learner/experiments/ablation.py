@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
+from learner.config import Config, Experiment, ExperimentConfig
 from learner.experiments import grid as engine
 from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
-from learner.timing import CLOCK
+from learner.timing import CLOCK, Mark
+from learner.training.faults import fault_point
 
 
 def run_ablation(
@@ -45,53 +46,68 @@ def run_ablation(
             ``cuda`` without CUDA.
         RunDirError: ``out_dir`` not empty without resume/force, or a finished stage with another config.
     """
-    axes = ("losses", "seeds", "backbones", "combines", "classifiers")
     started = CLOCK.mark()
-    config, grid = experiment.config, engine.check_grid(experiment.grid, axes)
-    plan: list[tuple[DatasetSpec, Path, Config, list[tuple[str, Config]]]] = []
-    for dataset in grid.datasets:  # every config is built (so validated) before the first pretraining
+    plan = plan_ablation(experiment, out_dir, resume=resume, force=force)
+    return engine.execute(plan, lambda run_dir: _run(plan, run_dir, started))
+
+
+AXES = ("losses", "seeds", "backbones", "combines", "classifiers")
+
+
+def plan_ablation(
+    experiment: Experiment, out_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
+) -> engine.GridPlan:
+    """Table 4 checked before any work (:func:`learner.experiments.grid.plan_grid`), cells as
+    :func:`ablation_cells` builds them."""
+    check_launcher(experiment.config.runtime)
+    return engine.plan_grid(experiment, out_dir, ablation_cells, axes=AXES, resume=resume, force=force)
+
+
+def ablation_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCell]:
+    """One cell per dataset × backbone × loss × seed (one encoder), with one classification stage per
+    combine × classifier; every config built and checked."""
+    cells = []
+    for dataset in grid.datasets:
         for backbone, loss, seed in itertools.product(grid.backbones, grid.losses, grid.seeds):
             keys = {"model.backbone": backbone, "loss.name": loss, "seed": seed}
-            variants = [
-                (
-                    f"classify-{combine}-{head}",
-                    engine.cell_config(config, dataset, **keys, **classifier_keys(combine, head)),
-                )
-                for combine, head in itertools.product(grid.combines, grid.classifiers)
-            ]
+            variants = []
+            for combine, head in itertools.product(grid.combines, grid.classifiers):
+                cfg = engine.cell_config(config, dataset, **keys, **classifier_keys(combine, head))
+                key = GridKey(dataset.name, loss, backbone=backbone, combine=combine, classifier=head)
+                variants.append((f"classify-{combine}-{head}", key, cfg))
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
-            plan.append((dataset, where, engine.cell_config(config, dataset, **keys), variants))
-    check_launcher(config.runtime)
-    run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
-    manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}
-    jobs = [
-        engine.CellJob(run_dir, where, encoder_cfg, tuple(variants), manifests[dataset.name])
-        for dataset, where, encoder_cfg, variants in plan
-    ]
-    launch_cells(run_dir, jobs, config.runtime)
-    device = engine.collect_device(config)  # where the frozen encoders embed
+            encoder = engine.cell_config(config, dataset, **keys)
+            cells.append(engine.PlannedCell(dataset.name, where, encoder, tuple(variants)))
+    return cells
+
+
+def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResult:
+    grid = plan.grid
+    launch_cells(run_dir, engine.cell_jobs(plan, run_dir), plan.config.runtime)
     cells: list[Cell] = []
-    for index, (dataset, where, encoder_cfg, variants) in enumerate(plan, 1):
-        engine.announce(index, len(plan), where)
-        encoder = engine.ensure_encoder(encoder_cfg, run_dir / where / "encoder", str(where))
-        for name, cfg in variants:
-            manifest = manifests[dataset.name]
+    for index, planned in enumerate(plan.cells, 1):
+        engine.announce(index, len(plan.cells), planned.where)
+        encoder = engine.ensure_encoder(
+            planned.encoder, run_dir / planned.where / "encoder", str(planned.where)
+        )
+        manifest = plan.manifests[planned.dataset]
+        for name, key, cfg in planned.classifiers:
             classified = engine.ensure_classification(
-                run_dir / where / "encoder", manifest, cfg, run_dir / where / name, device
-            )
-            key = GridKey(
-                dataset=dataset.name,
-                loss=cfg.loss.name,
-                backbone=cfg.model.backbone,
-                combine=cfg.classifier.combine,
-                classifier=cfg.classifier.head,
+                run_dir / planned.where / "encoder",
+                manifest,
+                cfg,
+                run_dir / planned.where / name,
+                plan.device,
             )
             cells.append(
-                engine.cell_result(key, cfg.seed, where, cfg.classifier.clips_per_scan, encoder, classified)
+                engine.cell_result(
+                    key, cfg.seed, planned.where, cfg.classifier.clips_per_scan, encoder, classified
+                )
             )
+        fault_point("cell")
     results = Results(
         kind="ablation",
-        datasets=[engine.describe_dataset(d, manifests[d.name]) for d in grid.datasets],
+        datasets=[engine.describe_dataset(d, plan.manifests[d.name]) for d in grid.datasets],
         losses=list(grid.losses),
         seeds=list(grid.seeds),
         cells=cells,

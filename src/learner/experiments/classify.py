@@ -40,7 +40,7 @@ from learner.data.manifest import Manifest
 from learner.data.pairs import pair_class_counts, split_pairs, write_pair_table
 from learner.data.phantom.ground_truth import data_source
 from learner.data.scales import CLASS_NAMES, scale_from_config
-from learner.errors import LearnerError, RunDirError
+from learner.errors import ConfigError, LearnerError, RunDirError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
 from learner.evaluation.metrics import (
     accuracy,
@@ -50,11 +50,14 @@ from learner.evaluation.metrics import (
     percentile_interval,
 )
 from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
-from learner.runs import open_run_dir
+from learner.runs import RunDir, check_run_dir, open_run_dir, removed_unless_started
+from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta
 
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.csv"
+METRICS_FILE = "metrics.json"
+"""Written last: a classification run without it failed and is deleted."""
 BOOTSTRAP_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
 
 
@@ -107,10 +110,56 @@ def run_classification(
         RunDirError: ``out_dir`` not empty without ``force``, or ``encoder_run`` has no split.
         LearnerError: no pairs in a split.
     """
+    plan = plan_classification(encoder_run, manifest, config, out_dir, which=which, force=force)
     run = open_run_dir(out_dir, config, force=force)
+    with removed_unless_started(run.path, METRICS_FILE, new=True):
+        return _classify(plan, run, device)
+
+
+@dataclass(frozen=True)
+class ClassificationPlan:
+    """A classification checked before any work (:func:`plan_classification`): the encoder run and
+    checkpoint, the manifest with the run's split, and the pair tables (before unreadable scans are
+    dropped); ``no_pair``: test patients without an intra-patient pair."""
+
+    encoder_run: Path
+    which: str
+    manifest: Manifest
+    config: Config
+    pairs: dict[str, pd.DataFrame]
+    no_pair: list[str]
+
+
+def plan_classification(
+    encoder_run: str | os.PathLike[str],
+    manifest: Manifest,
+    config: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    which: str = "best",
+    force: bool = False,
+) -> ClassificationPlan:
+    """Check a classification before it creates ``out_dir`` or decodes a scan: the output folder, the
+    encoder's checkpoint and split, and that the split yields test pairs.
+
+    Raises:
+        RunDirError, CheckpointError, ConfigError, LearnerError: one line naming the folder, file or key.
+    """
+    check_run_dir(out_dir, force=force)
+    if which not in CHECKPOINT_NAMES:
+        raise ConfigError(f"--which {which!r}: choose one of {', '.join(CHECKPOINT_NAMES)}")
+    read_meta(Path(encoder_run) / "checkpoints" / which)
     manifest = manifest.with_splits(read_splits(encoder_run))
     records = {split: manifest.by_split(split) for split in ("train", "val", "test")}
     pairs, no_pair = split_pairs(records, scale_from_config(config.data), config.data.pairs, config.seed)
+    if len(pairs["test"]) == 0:
+        raise LearnerError(f"{manifest.source}: no test intra-patient pairs (test patients need 2+ visits)")
+    return ClassificationPlan(Path(encoder_run), which, manifest, config, pairs, list(no_pair))
+
+
+def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> ClassificationResult:
+    encoder_run, which, manifest, config = plan.encoder_run, plan.which, plan.manifest, plan.config
+    pairs, no_pair = plan.pairs, plan.no_pair
     table = embed_scans(
         encoder_run,
         manifest,

@@ -40,7 +40,9 @@ from learner.errors import ConfigError
 from learner.experiments.grid import record_timing
 from learner.experiments.results import ExperimentResult
 from learner.experiments.table3 import run_table3
+from learner.runs import check_run_dir
 from learner.timing import CLOCK, Timing, stage
+from learner.training.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -135,13 +137,15 @@ def run_demo(
     mode_name = "full" if full else "demo"
     mode, experiment = MODES[mode_name], demo_config(mode_name)
     root = Path(out_dir)
+    experiment_dir = root / f"table3-{mode_name}"
+    resume = not force and (experiment_dir / "config.yaml").is_file()
+    check_run_dir(experiment_dir, resume=resume, force=force)  # before any cohort is rendered
+    resolve_device(experiment.config.runtime.device)
     with stage("cohort"):
         specs = [
             prepare(root / f"phantom-{prepare.__name__.removeprefix('prepare_')}-{mode_name}", mode, workers)
             for prepare in DATASETS[dataset]
         ]
-    experiment_dir = root / f"table3-{mode_name}"
-    resume = not force and (experiment_dir / "config.yaml").is_file()
     grid = experiment.grid.model_copy(update={"datasets": specs})
     result = run_table3(Experiment(experiment.config, grid), experiment_dir, resume=resume, force=force)
     timing = CLOCK.since(started)

@@ -5,6 +5,10 @@ pretraining (:func:`ensure_encoder`) and classification on the frozen encoder (:
 :mod:`learner.experiments.classify`). :mod:`learner.experiments.table3` and
 :mod:`learner.experiments.ablation` only say which cells exist and how their folders are named.
 
+**Checked first.** :func:`plan_grid` builds every cell's config, reads every manifest and checks the
+output folder (and, on resume, every stage already in it) before :func:`execute` creates the run directory;
+a new directory that fails before any cell saved a checkpoint is deleted again.
+
 **Resumable.** A stage whose folder holds ``complete.json`` (its stage record, written last) is never
 recomputed; an interrupted pretraining continues from its last checkpoint; an interrupted classification is
 redone (it is cheap). A completed stage whose stored config differs from the requested one is an error,
@@ -23,7 +27,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,11 +54,13 @@ from learner.experiments.results import (
     json_number,
 )
 from learner.losses.registry import parse_loss_name
-from learner.runs import open_run_dir
+from learner.runs import check_run_dir, open_run_dir, removed_unless_started
 from learner.timing import CLOCK, Mark, Timing, stage
 from learner.training.checkpoint import checkpoint_fingerprint
 from learner.training.device import resolve_device
+from learner.training.faults import fault_point
 from learner.training.names import check_names
+from learner.training.plan import check_pretraining, check_resumable
 from learner.training.pretrain import pretrain
 
 log = logging.getLogger(__name__)
@@ -224,6 +230,7 @@ def run_cell(
         encoder_dir, manifest, config, run_dir / where / "classifier", device, encoder.fingerprint
     )
     cell = cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
+    fault_point("cell")
     return cell if shares is None else replace(cell, encoder_dir=str(encoder_where / "encoder"))
 
 
@@ -299,6 +306,99 @@ def check_grid(grid: ExperimentConfig, axes: Sequence[str] = ("losses", "seeds")
     for loss in grid.losses:
         parse_loss_name(loss)
     return grid
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One cell of a grid before it runs: its folder (relative to the experiment), its pretraining config
+    (``<where>/encoder``) and its classification stages (folder name under ``where``, grid key, config).
+
+    Table 3 and the sweep have one classification stage per cell (``classifier``); the ablation has one
+    per classifier variant, all on the same encoder. ``shares``: the earlier cell whose encoder this one
+    reuses instead of pretraining its own (a sweep setting that changes only the classifier), else None."""
+
+    dataset: str
+    where: Path
+    encoder: Config
+    classifiers: tuple[tuple[str, GridKey, Config], ...]
+    shares: PlannedCell | None = None
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """An experiment checked before any work (:func:`plan_grid`): settings, grid, every cell's config,
+    the datasets' manifests, and the run directory's state."""
+
+    config: Config
+    grid: ExperimentConfig
+    out_dir: Path
+    resume: bool
+    force: bool
+    manifests: dict[str, Manifest]
+    cells: tuple[PlannedCell, ...]
+    device: str
+
+
+def plan_grid(
+    experiment: Experiment,
+    out_dir: str | os.PathLike[str],
+    cells: Callable[[Config, ExperimentConfig], Sequence[PlannedCell]],
+    *,
+    axes: Sequence[str] = ("losses", "seeds"),
+    resume: bool = False,
+    force: bool = False,
+) -> GridPlan:
+    """Check an experiment before it creates its run directory or decodes a scan: the grid's axes, every
+    cell's config (built by ``cells``), every dataset's manifest, the device, the run directory and, with
+    ``resume``, that every finished or interrupted stage in it was computed with the config asked for now.
+
+    Raises:
+        ConfigError, ManifestError, RunDirError: one line naming the key, file, row or stage folder.
+    """
+    config, grid = experiment.config, check_grid(experiment.grid, axes)
+    planned = tuple(cells(config, grid))
+    manifests = {d.name: dataset_manifest(config, d) for d in grid.datasets}
+    models: set[str] = set()
+    for cell in planned:  # split, batch size, objective and model of every cell, before the first one runs
+        model = (
+            cell.encoder.model.model_dump_json() + f"{cell.encoder.data.channels}/{cell.encoder.data.size}"
+        )
+        check_pretraining(cell.encoder, manifests[cell.dataset], build_model=model not in models)
+        models.add(model)
+    device = collect_device(config)  # where the frozen encoders embed
+    root = Path(out_dir)
+    check_run_dir(root, resume=resume, force=force)
+    if resume:  # a refused resume must fail here, before config.yaml is rewritten with settings never used
+        for cell in planned:
+            encoder = root / cell.where / "encoder"
+            if completed(encoder, cell.encoder) is None and (encoder / "config.yaml").is_file():
+                check_resumable(cell.encoder, encoder)
+            for name, _, cfg in cell.classifiers:
+                completed(root / cell.where / name, cfg)
+    return GridPlan(config, grid, root, resume, force, manifests, planned, device)
+
+
+def cell_jobs(plan: GridPlan, run_dir: Path) -> list[CellJob]:
+    """The planned cells as self-contained jobs (what ``runtime.launcher`` hands to another process)."""
+    return [
+        CellJob(
+            run_dir,
+            cell.where,
+            cell.encoder,
+            tuple((name, cfg) for name, _, cfg in cell.classifiers),
+            plan.manifests[cell.dataset],
+        )
+        for cell in plan.cells
+        if cell.shares is None  # a cell sharing another's encoder is classified by the caller
+    ]
+
+
+def execute(plan: GridPlan, body: Callable[[Path], ExperimentResult]) -> ExperimentResult:
+    """Open the experiment's run directory and run ``body(run_dir)``; a new directory is deleted again if
+    ``body`` fails before any cell saved a checkpoint."""
+    run_dir = open_experiment(plan.config, plan.grid, plan.out_dir, resume=plan.resume, force=plan.force)
+    with removed_unless_started(run_dir, "**/checkpoints/last", new=not plan.resume):
+        return body(run_dir)
 
 
 def open_experiment(

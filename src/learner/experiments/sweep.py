@@ -35,7 +35,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from learner.experiments.results import (
     SweepRow,
 )
 from learner.experiments.tables import render_sweep
-from learner.timing import CLOCK, stage
+from learner.timing import CLOCK, Mark, stage
 
 SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 """A setting's name is a folder name: letters, digits, ``_ . + -``, not starting with a symbol."""
@@ -87,34 +87,38 @@ def run_sweep(
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
     started = CLOCK.mark()
-    started = CLOCK.mark()
-    config, grid = experiment.config, engine.check_grid(experiment.grid)
-    plan = sweep_plan(config, grid)
-    manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}  # all read first
-    check_launcher(config.runtime)
-    run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
-    jobs = [  # one job per encoder; a cell sharing another's encoder is classified below, in this process
-        engine.CellJob(run_dir, c.where, c.config, (("classifier", c.config),), manifests[name])
-        for name, cells_of_dataset in plan.items()
-        for c in cells_of_dataset
-        if c.shares is None
-    ]
-    launch_cells(run_dir, jobs, config.runtime)
-    device = engine.collect_device(config)  # where the frozen encoders embed
-    total, index = sum(len(cells) for cells in plan.values()), 0
+    plan = plan_sweep(experiment, out_dir, resume=resume, force=force)
+    return engine.execute(plan, lambda run_dir: _run(plan, run_dir, started))
+
+
+def plan_sweep(
+    experiment: Experiment, out_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
+) -> engine.GridPlan:
+    """The sweep checked before any work (:func:`learner.experiments.grid.plan_grid`), cells as
+    :func:`sweep_cells` builds them."""
+    check_launcher(experiment.config.runtime)
+    return engine.plan_grid(experiment, out_dir, sweep_cells, resume=resume, force=force)
+
+
+def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResult:
+    grid = plan.grid
+    # one job per encoder; a cell sharing another's encoder is classified below, in this process
+    launch_cells(run_dir, engine.cell_jobs(plan, run_dir), plan.config.runtime)
     cells: list[Cell] = []
     extras: list[SweepCell] = []
     sources: list[DatasetSummary] = []
     for dataset in grid.datasets:
-        manifest = manifests[dataset.name]
+        manifest = plan.manifests[dataset.name]
         sources.append(engine.describe_dataset(dataset, manifest))
         targets = distance_targets(manifest)
-        for planned in plan[dataset.name]:
-            key, cfg, shares = planned.key, planned.config, planned.shares
-            index += 1
-            engine.announce(index, total, planned.where)
-            encoder = None if shares is None else (shares.where, shares.config)
-            cell = engine.run_cell(run_dir, planned.where, key, cfg, manifest, device, encoder)
+        for index, planned in enumerate(plan.cells, 1):
+            if planned.dataset != dataset.name:
+                continue
+            engine.announce(index, len(plan.cells), planned.where)
+            (_, key, cfg), *_ = planned.classifiers
+            shares = planned.shares
+            encoder = None if shares is None else (shares.where, shares.encoder)
+            cell = engine.run_cell(run_dir, planned.where, key, cfg, manifest, plan.device, encoder)
             n_boot = cfg.classifier.bootstrap
             with stage("figures"):  # Fig. 1's analysis, without the figure
                 correlations = {
@@ -122,7 +126,7 @@ def run_sweep(
                     for name, target in targets.items()
                 }
             cells.append(cell)
-            owner = None if shares is None else shares.key.setting
+            owner = None if shares is None else shares.classifiers[0][1].setting
             extras.append(SweepCell(key=key, seed=cell.seed, correlations=correlations, encoders_of=owner))
     sweep = Sweep(settings=grid.settings, cells=extras, rows=sweep_rows(cells, extras))
     results = Results(
@@ -137,23 +141,11 @@ def run_sweep(
     return engine.write_outputs(run_dir, "sweep", results, render_sweep(results), long_form(results), started)
 
 
-@dataclass(frozen=True)
-class PlannedCell:
-    """One cell of the sweep before it runs: grid key, folder (relative to the experiment), config, and
-    ``shares``: the earlier cell whose encoder it reuses (None: it pretrains its own)."""
-
-    key: GridKey
-    where: Path
-    config: Config
-    shares: PlannedCell | None = None
-
-
-def sweep_plan(config: Config, grid: ExperimentConfig) -> dict[str, list[PlannedCell]]:
-    """dataset → its cells in dataset, setting, loss, seed order; every config is built and its registry
-    names checked here, before any work. A cell whose pretraining settings
-    (:meth:`Config.pretraining_settings`) equal an earlier cell's, i.e. a setting that changes only the
-    classifier (``classifier.*``, ``data.pairs.*``), shares that cell's encoder instead of pretraining it
-    again.
+def sweep_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCell]:
+    """The cells in dataset, setting, loss, seed order; every config is built and its registry names
+    checked here, before any work. A cell whose pretraining settings (:meth:`Config.pretraining_settings`)
+    equal an earlier cell's, i.e. a setting that changes only the classifier (``classifier.*``,
+    ``data.pairs.*``), shares that cell's encoder (``shares``) instead of pretraining it again.
 
     Raises:
         ConfigError: no setting, or a setting whose name, keys or values are invalid (naming both).
@@ -163,20 +155,19 @@ def sweep_plan(config: Config, grid: ExperimentConfig) -> dict[str, list[Planned
             "experiment.settings is empty; name at least one setting (experiment.settings in the config "
             "file, or --setting NAME:key=value,...)"
         )
-    plan: dict[str, list[PlannedCell]] = {}
+    cells: list[engine.PlannedCell] = []
     for dataset in grid.datasets:
-        plan[dataset.name] = []
-        owners: dict[str, PlannedCell] = {}  # pretraining digest → the first cell that trains that encoder
+        owners: dict[str, engine.PlannedCell] = {}  # pretraining digest → the first cell that trains it
         for name, overrides in grid.settings.items():
             for loss in grid.losses:
                 for seed in grid.seeds:
                     cfg = setting_config(config, dataset, name, overrides, loss=loss, seed=seed)
                     key = GridKey(dataset=dataset.name, setting=name, loss=loss)
                     where = Path(dataset.name) / name / loss / f"seed-{seed}"
-                    owner = owners.setdefault(engine.pretraining_digest(cfg), PlannedCell(key, where, cfg))
-                    shared = owner if owner.where != where else None
-                    plan[dataset.name].append(PlannedCell(key, where, cfg, shared))
-    return plan
+                    cell = engine.PlannedCell(dataset.name, where, cfg, (("classifier", key, cfg),))
+                    owner = owners.setdefault(engine.pretraining_digest(cfg), cell)
+                    cells.append(cell if owner is cell else replace(cell, shares=owner))
+    return cells
 
 
 def setting_config(

@@ -20,6 +20,7 @@ mean per-seed difference and its t-interval (:func:`learner.evaluation.metrics.p
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learner.config import Experiment
+from learner.config import Config, Experiment, ExperimentConfig
 from learner.evaluation.metrics import paired_difference_ci
 from learner.experiments import grid as engine
 from learner.experiments.figure1 import figure_one
@@ -45,7 +46,7 @@ from learner.experiments.results import (
     Results,
 )
 from learner.experiments.tables import render_table3
-from learner.timing import CLOCK, stage
+from learner.timing import CLOCK, Mark, stage
 
 BASELINE_LOSS = "mse"
 
@@ -66,37 +67,46 @@ def run_table3(
         RunDirError: ``out_dir`` not empty without resume/force, or a finished cell with another config.
     """
     started = CLOCK.mark()
-    started = CLOCK.mark()
-    config, grid = experiment.config, engine.check_grid(experiment.grid)
-    check_launcher(config.runtime)
-    plan = [
-        (dataset, loss, engine.cell_config(config, dataset, **{"loss.name": loss, "seed": seed}))
-        for dataset in grid.datasets
-        for loss in grid.losses
-        for seed in grid.seeds
-    ]  # every cell's config is built (so checked) before any work
-    manifests = {d.name: engine.dataset_manifest(config, d) for d in grid.datasets}
-    run_dir = engine.open_experiment(config, grid, out_dir, resume=resume, force=force)
-    folders = [Path(dataset.name) / loss / f"seed-{cfg.seed}" for dataset, loss, cfg in plan]
-    jobs = [
-        engine.CellJob(run_dir, where, cfg, (("classifier", cfg),), manifests[dataset.name])
-        for (dataset, _, cfg), where in zip(plan, folders, strict=True)
-    ]
-    launch_cells(run_dir, jobs, config.runtime)
-    device = engine.collect_device(config)  # where the frozen encoders embed
+    plan = plan_table3(experiment, out_dir, resume=resume, force=force)
+    return engine.execute(plan, lambda run_dir: _run(plan, run_dir, started))
+
+
+def plan_table3(
+    experiment: Experiment, out_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
+) -> engine.GridPlan:
+    """Table 3 checked before any work (:func:`learner.experiments.grid.plan_grid`): one cell per dataset,
+    loss and seed, in that order."""
+    check_launcher(experiment.config.runtime)
+    return engine.plan_grid(experiment, out_dir, table3_cells, resume=resume, force=force)
+
+
+def table3_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCell]:
+    """dataset × loss × seed, each cell's config built and checked."""
+    cells = []
+    for dataset, loss, seed in itertools.product(grid.datasets, grid.losses, grid.seeds):
+        cfg = engine.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
+        key = GridKey(dataset=dataset.name, loss=loss)
+        where = Path(dataset.name) / loss / f"seed-{seed}"
+        cells.append(engine.PlannedCell(dataset.name, where, cfg, (("classifier", key, cfg),)))
+    return cells
+
+
+def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResult:
+    config, grid = plan.config, plan.grid
+    launch_cells(run_dir, engine.cell_jobs(plan, run_dir), config.runtime)
     cells: list[Cell] = []
     figures: dict[str, dict[str, Figure]] = {}
     sources: list[DatasetSummary] = []
     for dataset in grid.datasets:
-        manifest = manifests[dataset.name]
+        manifest = plan.manifests[dataset.name]
         sources.append(engine.describe_dataset(dataset, manifest))
         rows = []
-        for index, ((cell_dataset, loss, cfg), where) in enumerate(zip(plan, folders, strict=True), 1):
-            if cell_dataset is not dataset:
+        for index, cell in enumerate(plan.cells, 1):
+            if cell.dataset != dataset.name:
                 continue
-            engine.announce(index, len(plan), where)
-            key = GridKey(dataset=dataset.name, loss=loss)
-            rows.append(engine.run_cell(run_dir, where, key, cfg, manifest, device))
+            engine.announce(index, len(plan.cells), cell.where)
+            (_, key, cfg), *_ = cell.classifiers
+            rows.append(engine.run_cell(run_dir, cell.where, key, cfg, manifest, plan.device))
         with stage("figures"):
             figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap)
         cells += rows

@@ -3,16 +3,20 @@
 Layout of ``RUN_DIR/checkpoints/<name>/`` (``last`` after every epoch, ``best`` at the lowest val MAE)::
 
     model.safetensors   the ScoreRegressor state dict (encoder θ_V + head θ_M), float tensors only
-    meta.json           a :class:`CheckpointMeta`: schema_version, config, score standardisation, epoch,
-                        step, metrics, encoder {name, embed_dim, in_channels, img_size}
     train_state.pt      optimiser state, schedule step, RNG states, history, the cross-batch memory's
                         entries: plain tensors / dicts / lists,
                         readable with ``torch.load(weights_only=True)`` (only ``last`` carries it)
+    meta.json           a :class:`CheckpointMeta`: schema_version, config, score standardisation, epoch,
+                        step, metrics, encoder {name, embed_dim, in_channels, img_size}; ``sha256``: the
+                        SHA-256 of the two other files, checked on every load (written last)
 
 A checkpoint is written into a hidden temporary folder beside its target and renamed into place, so a reader
 sees the old checkpoint or the new one, never a mixture. Replacing an existing folder takes two renames
 (old → ``.<name>.old-*``, new → ``<name>``); a crash exactly between them leaves the previous checkpoint
-complete in the ``.<name>.old-*`` folder, which :func:`load_checkpoint`'s error message points to.
+complete in the ``.<name>.old-*`` folder and the new one in ``.<name>.tmp-*``: :func:`recover_checkpoint`
+(run by ``--resume``) puts the newest complete one back in place, and the next save deletes what an
+interrupted save left. A save that fails (disk full) deletes its staging folder and keeps the previous
+checkpoint.
 """
 
 from __future__ import annotations
@@ -38,10 +42,15 @@ from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.models.registry import build_regressor
 from learner.models.weights import CHECKPOINT_META, CHECKPOINT_WEIGHTS, describe_mismatch, init_weights_file
+from learner.training.faults import fault_point
 
 MODEL_FILE = CHECKPOINT_WEIGHTS  # defined beside the --init reader of checkpoint folders (models/weights.py)
 META_FILE = CHECKPOINT_META
 TRAIN_STATE_FILE = "train_state.pt"
+CHECKPOINT_NAMES = ("best", "last")
+"""The checkpoints a pretraining keeps: the lowest val MAE (val loss) and the latest epoch."""
+CHECKSUMS = "sha256"
+"""The ``meta.json`` key of {file name: SHA-256} of the checkpoint's other files, checked on every load."""
 
 
 @dataclass(frozen=True)
@@ -125,30 +134,45 @@ def save_checkpoint(
     meta: CheckpointMeta,
     train_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Atomically (re)write the checkpoint folder ``directory``.
+    """Atomically (re)write the checkpoint folder ``directory``; leftovers of an interrupted save go first.
 
     Args:
         directory: the checkpoint folder (e.g. ``run/checkpoints/last``); its parent is created.
         model: the unwrapped model; its ``state_dict()`` goes to ``model.safetensors`` (moved to CPU,
             made contiguous so channels_last weights store in the standard layout).
-        meta: what ``meta.json`` records.
+        meta: what ``meta.json`` records (with the SHA-256 of every other file, written last).
         train_state: optional resume state of plain tensors / dicts / lists / numbers / strings.
 
     Returns:
         ``directory`` as a Path.
+
+    Raises:
+        CheckpointError: the files could not be written (disk full, ...): one line naming ``directory``;
+            the previous checkpoint is kept.
     """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
     staging = _sibling(target, "tmp")
-    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide the checkpoint
     try:
+        staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide it
         tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         version = formats.FORMATS["checkpoint"]
         save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(version)})
-        atomic.write_json(staging / META_FILE, meta.to_json())
+        fault_point("checkpoint-write")
+        files = [MODEL_FILE]
         if train_state is not None:
             torch.save(train_state, staging / TRAIN_STATE_FILE)
+            files.append(TRAIN_STATE_FILE)
+        checksums = {name: _sha256(staging / name) for name in files}
+        atomic.write_json(staging / META_FILE, meta.to_json() | {CHECKSUMS: checksums})  # last: complete
         _swap_into_place(staging, target)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save reports a full disk as RuntimeError
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise CheckpointError(
+            f"{target}: the checkpoint could not be written ({reason}); the previous one is kept"
+        ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -161,6 +185,7 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         return
     retired = _sibling(target, "old")
     os.replace(target, retired)  # rename(2) cannot replace a non-empty folder: move the old one aside first
+    fault_point("checkpoint-swap")
     os.replace(staging, target)
     shutil.rmtree(retired, ignore_errors=True)
 
@@ -168,6 +193,72 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 def _sibling(target: Path, kind: str) -> Path:
     """A fresh hidden name beside ``target``: ``.<name>.<kind>-<pid>-<random>``."""
     return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _leftovers(target: Path) -> list[Path]:
+    """The staging (``.tmp-*``) and retired (``.old-*``) folders of interrupted saves beside ``target``."""
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for kind in ("tmp", "old") for p in target.parent.glob(f".{target.name}.{kind}-*"))
+
+
+def remove_leftovers(directory: str | os.PathLike[str]) -> None:
+    """Delete what interrupted saves left beside the checkpoint folder ``directory``."""
+    for leftover in _leftovers(Path(directory)):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def recover_checkpoint(directory: str | os.PathLike[str]) -> bool:
+    """After a crash, make ``directory`` the newest complete checkpoint among itself and the leftovers of an
+    interrupted save, and delete the leftovers.
+
+    A save killed between its two renames leaves the previous checkpoint in ``.<name>.old-*`` and the new,
+    complete one in ``.<name>.tmp-*``; one killed while writing leaves an incomplete ``.tmp-*``. Complete
+    means ``meta.json`` (written last) is readable and every file it lists has its SHA-256; the newest is
+    the highest (epoch, step), ``directory`` itself on a tie. With no complete candidate nothing is touched.
+
+    Returns:
+        Whether ``directory`` now holds a complete checkpoint.
+    """
+    target = Path(directory)
+    progress = {c: p for c in [target, *_leftovers(target)] if (p := _complete(c)) is not None}
+    if not progress:
+        return False
+    newest = max(progress, key=lambda c: progress[c])  # the first maximal one: directory itself on a tie
+    if newest != target:
+        if target.is_dir():
+            _swap_into_place(newest, target)
+        else:
+            os.replace(newest, target)
+    remove_leftovers(target)
+    return True
+
+
+def _complete(folder: Path) -> tuple[int, int] | None:
+    """(epoch, step) of a checkpoint folder whose files are all present and match their checksums."""
+    try:
+        data = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        checksums = data.get(CHECKSUMS, {MODEL_FILE: None})
+        for name, digest in checksums.items():
+            if not (folder / name).is_file() or (digest is not None and _sha256(folder / name) != digest):
+                return None
+        return int(data["epoch"]), int(data["step"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _verify(folder: Path, name: str) -> None:
+    """Check ``folder/name`` against the SHA-256 its ``meta.json`` recorded (older checkpoints have none)."""
+    try:
+        recorded = json.loads((folder / META_FILE).read_text(encoding="utf-8")).get(CHECKSUMS, {})
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    expected = recorded.get(name) if isinstance(recorded, dict) else None
+    if expected is not None and _sha256(folder / name) != expected:
+        raise CheckpointError(
+            f"{folder / name}: checksum mismatch (changed or damaged since it was saved); the checkpoint "
+            "cannot be trusted"
+        )
 
 
 def read_meta(directory: str | os.PathLike[str]) -> CheckpointMeta:
@@ -180,7 +271,12 @@ def read_meta(directory: str | os.PathLike[str]) -> CheckpointMeta:
     folder = Path(directory)
     if not folder.is_dir():
         leftovers = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.parent.is_dir() else []
-        hint = f" (an interrupted save left {leftovers[-1]}; rename it to {folder.name})" if leftovers else ""
+        hint = (
+            f" (an interrupted save left {leftovers[-1]}; --resume recovers it, or rename it to "
+            f"{folder.name})"
+            if leftovers
+            else ""
+        )
         raise CheckpointError(f"checkpoint not found: {folder}{hint}")
     for name in (MODEL_FILE, META_FILE):
         if not (folder / name).is_file():
@@ -205,6 +301,7 @@ def load_checkpoint(
     """
     folder = Path(directory)
     meta = read_meta(folder)
+    _verify(folder, MODEL_FILE)
     try:
         state = load_file(folder / MODEL_FILE)
     except (SafetensorError, OSError) as exc:
@@ -227,6 +324,7 @@ def load_train_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / TRAIN_STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint {Path(directory)} has no {TRAIN_STATE_FILE}; it cannot be resumed")
+    _verify(path.parent, TRAIN_STATE_FILE)
     try:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         return state

@@ -1,8 +1,11 @@
 """Pretraining (Algorithm 1): encoder θ_V + regression head θ_M trained on λ·MSE + (1 − λ)·contrastive.
 
-:func:`pretrain` reads in the order a run happens: device and processes → seeds → run directory → manifest,
-patient-level split, scan cache → score standardisation (train split) → datasets and loaders → model,
-optimiser, objective → resume → the epoch loop (train, validate, checkpoint, log) → final metrics.
+:func:`pretrain` reads in the order a run happens: the plan (config, run directory, manifest, split, model
+and objective checked before any work: :mod:`learner.training.plan`) → device and processes → seeds → run
+directory → scan cache → score standardisation (train split) → datasets and loaders → model, optimiser,
+objective → resume (recovering a checkpoint an interrupted save left aside) → the epoch loop (train,
+validate, checkpoint, log) → final metrics. A new run directory that fails before its first checkpoint is
+deleted.
 
 Choices the paper leaves open (Table 2 gives batch 16, Adam, LR 1e-3, 100 epochs, cosine annealing):
 
@@ -48,15 +51,13 @@ from learner.config import Config, Optimizer, Schedule
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache, build_cache, default_cache_root
 from learner.data.datasets import ScanDataset, TwoViews, make_loader, views_to_batch
-from learner.data.manifest import load_manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
-from learner.data.splits import resolve_splits
 from learner.errors import ConfigError, NonFiniteLossError
 from learner.losses.registry import ScoreLabels, ViewObjective, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
-from learner.runs import load_run_config, open_run_dir
+from learner.runs import open_run_dir, removed_unless_started
 from learner.timing import stage
 from learner.training.checkpoint import (
     CheckpointMeta,
@@ -64,6 +65,7 @@ from learner.training.checkpoint import (
     init_record,
     load_checkpoint,
     load_train_state,
+    recover_checkpoint,
     save_checkpoint,
 )
 from learner.training.device import resolve_device
@@ -75,9 +77,10 @@ from learner.training.distributed import (
     distributed,
     wrap_model,
 )
-from learner.training.loggers import check_logger, flatten_settings, open_loggers
+from learner.training.faults import fault_point
+from learner.training.loggers import CsvLogger, open_loggers
 from learner.training.memory import CrossBatchMemory
-from learner.training.names import check_names
+from learner.training.plan import PretrainPlan, plan_pretraining
 from learner.training.seeding import rng_state, seed_everything, set_rng_state
 from learner.training.validation import predict_scores, regression_metrics, view_loss
 
@@ -152,33 +155,26 @@ def pretrain(
         ConfigError, ManifestError, RunDirError, CheckpointError: bad input, each named in one line.
         NonFiniteLossError: the loss became NaN/inf (names epoch and step; ``checkpoints/last`` is kept).
     """
-    check_names(config)
-    check_logger(config.runtime.logger)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked again once the group is up
+    plan = plan_pretraining(config, run_dir, resume=resume, force=force, world_size=world_size)
     use_cuda = resolve_device(config.runtime.device).type == "cuda"
     with distributed("cuda" if use_cuda else "cpu") as info:
         device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
-        return _pretrain(config, Path(run_dir), info, device, resume=resume, force=force)
+        with removed_unless_started(plan.run_dir, "checkpoints/last", new=info.is_main and not resume):
+            return _pretrain(plan, info, device)
 
 
-def _pretrain(
-    config: Config, run_dir: Path, info: DistInfo, device: torch.device, *, resume: bool, force: bool
-) -> PretrainResult:
+def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> PretrainResult:
+    config, run_dir, resume = plan.config, plan.run_dir, plan.resume
     optim, data, runtime = config.optim, config.data, config.runtime
     # ---- seeds and run directory (rank 0 alone writes files) ----
     seed_everything(config.seed, deterministic=device.type == "cpu")
-    if resume:
-        _check_resumable(config, run_dir)
-    run = open_run_dir(run_dir, config, resume=resume, force=force) if info.is_main else None
+    run = open_run_dir(run_dir, config, resume=resume, force=plan.force) if info.is_main else None
     if run is not None and not resume and config.model.init is not None:
         run.record(init=init_record(config.model.init))  # the run or file the encoder starts from
     barrier()  # --force must have wiped the folder before any rank looks for a checkpoint in it
-    # ---- manifest, patient-level split, decode-once cache (skipped scans are counted, never silent) ----
-    if data.manifest is None:
-        raise ConfigError("data.manifest is not set; pass --manifest or set data.manifest")
-    scale = scale_from_config(data)
-    manifest = load_manifest(data.manifest, scale, data_root=runtime.data_root)
-    splits, from_file = resolve_splits(manifest, data.split, config.seed)
-    manifest = manifest.with_splits(splits)
+    # ---- decode-once cache of the planned manifest (skipped scans are counted, never silent) ----
+    manifest = plan.manifest
     if info.is_main:
         with stage("cache"):
             report = build_cache(
@@ -200,8 +196,9 @@ def _pretrain(
         train_records = train_records + val_records  # train AND val scans; the test split stays unseen
     if run is not None:
         with atomic_path(run.file("splits.csv")) as tmp:
-            pd.DataFrame(sorted(splits.items()), columns=["patient_id", "split"]).to_csv(tmp, index=False)
-        origin = "the manifest's" if from_file else f"made with seed {config.seed}"
+            splits = pd.DataFrame(sorted(plan.splits.items()), columns=["patient_id", "split"])
+            splits.to_csv(tmp, index=False)
+        origin = "the manifest's" if plan.split_from_file else f"made with seed {config.seed}"
         log.info("split: %s; %d train / %d val scans", origin, len(train_records), len(val_records))
         if skipped:
             log.warning("skipped %d unreadable scan(s): %s", len(skipped), ", ".join(sorted(skipped)))
@@ -241,7 +238,7 @@ def _pretrain(
         # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    labels = ScoreLabels(standardiser, scale.class_edges())
+    labels = ScoreLabels(standardiser, scale_from_config(data).class_edges())
     objective = build_view_objective(config.loss) or build_objective(config.loss, labels)
     memory = CrossBatchMemory(config.loss.memory)  # loss.memory: earlier steps' pairs as references
     amp_dtype = _amp_dtype(device, runtime.amp)
@@ -251,7 +248,9 @@ def _pretrain(
     # ---- resume: everything a step depends on is restored, so the continuation is bit-identical ----
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     step, history, best = 0, [], {}
-    if resume and last_dir.is_dir():
+    if resume:
+        recover_checkpoint(best_dir)  # a kill between a save's two renames: take the newest complete copy
+    if resume and recover_checkpoint(last_dir):
         load_checkpoint(last_dir, model)
         state = load_train_state(last_dir)
         optimizer.load_state_dict(state["optimizer"])
@@ -260,6 +259,10 @@ def _pretrain(
         set_rng_state(state["rng"])
         memory.load_state_dict(state.get("memory", {}), device)
         log.info("resumed %s at epoch %d, step %d", run_dir, len(history), step)
+        if run is not None:  # a kill after the last save but before this write would lose that epoch's row
+            CsvLogger(run_dir, config).log(history[-1], history)
+    elif resume:
+        log.info("resumed %s: no checkpoint was saved yet, starting at epoch 1", run_dir)
     ddp = wrap_model(model, info, device, find_unused_parameters="mse" not in objective.names)
     sinks = open_loggers(runtime.logger, run_dir, config) if run is not None else []
     # ---- Alg. 1: for each batch, U = θ_V(B), Y = θ_M(U), θ ← θ − η∇(λ·MSE + (1 − λ)·CL) ----
@@ -289,17 +292,17 @@ def _pretrain(
                 step += 1
                 loss = out.total.item()
                 if not math.isfinite(loss):
-                    kept = f"{last_dir} is kept" if last_dir.is_dir() else "no checkpoint was saved yet"
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss}) at epoch {epoch}, step {step}; {kept}"
-                    )
+                    raise NonFiniteLossError(_non_finite(f"loss ({loss})", epoch, step, last_dir))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out.total).backward()  # type: ignore[no-untyped-call]  # untyped in torch
                 if optim.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+                if not scaler.is_enabled() and not _finite_gradients(model):  # fp16 scaling skips such steps
+                    raise NonFiniteLossError(_non_finite("gradient", epoch, step, last_dir))
                 scaler.step(optimizer)
                 scaler.update()
+                fault_point("step")
                 sums["train_loss"] += loss
                 for name, value in out.terms.items():
                     sums[f"train_{name}"] += value.item()
@@ -326,6 +329,7 @@ def _pretrain(
                         "history": history, "best": best, "rng": rng_state(), "memory": memory.state_dict(),
                     }  # fmt: skip
                     save_checkpoint(last_dir, model, summary, train_state=train_state)
+                    fault_point("checkpoint-saved")
                     for sink in sinks:
                         sink.log(row, history)
                     _report(progress, row, optim.epochs)
@@ -340,16 +344,16 @@ def _pretrain(
     return PretrainResult(run_dir, best=best, last=history[-1], history=history)
 
 
-def _check_resumable(config: Config, run_dir: Path) -> None:
-    """A resumed run may change ``runtime`` only: it must compute what the interrupted one would have."""
-    stored = flatten_settings(load_run_config(run_dir).result_settings())
-    current = flatten_settings(config.result_settings())
-    changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
-    if changed:
-        raise ConfigError(
-            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changed)}; "
-            "resume with the stored config or start a new run"
-        )
+def _finite_gradients(model: nn.Module) -> bool:
+    """Whether every parameter's gradient is free of NaN and inf (one device sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
+
+
+def _non_finite(what: str, epoch: int, step: int, last_dir: Path) -> str:
+    """The one-line error of a non-finite loss or gradient; the weights have not been updated with it."""
+    kept = f"{last_dir} is kept" if last_dir.is_dir() else "no checkpoint was saved yet"
+    return f"non-finite {what} at epoch {epoch}, step {step}; {kept}"
 
 
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:

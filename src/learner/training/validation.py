@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from learner.data.datasets import views_to_batch
 from learner.losses.registry import ViewObjective
 from learner.losses.regression import ScoreStandardiser
+from learner.training.faults import fault_point
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray, train_mean: float) -> dict[str, float]:
@@ -52,6 +53,7 @@ def predict_scores(
             _, pred_std = model(clips.to(device, non_blocking=True))  # (B,) standardised
         preds.append(standardiser.destandardise(pred_std.double().cpu()))
         targets.append(scores.double())
+        fault_point("validation")
     return torch.cat(preds).numpy(), torch.cat(targets).numpy()
 
 
@@ -75,6 +77,7 @@ def view_loss(
         first, second = embeddings.float().chunk(2)
         firsts.append(first)
         seconds.append(second)
+        fault_point("validation")
     view_a, view_b = torch.cat(firsts), torch.cat(seconds)  # (N, D) each
     starts = range(0, max(len(view_a) - batch_size + 1, 1), batch_size)
     outs = [objective(view_a[s : s + batch_size], view_b[s : s + batch_size]) for s in starts]

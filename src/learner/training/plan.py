@@ -1,0 +1,147 @@
+"""Everything a pretraining needs checked before it starts: :func:`plan_pretraining`.
+
+It reads the config, the run directory's state, the manifest and its split, and builds the model and the
+objective once, decoding nothing and writing nothing; any problem is a one-line :class:`LearnerError`.
+:func:`learner.training.pretrain.pretrain` runs it before it creates the run directory or decodes a scan,
+and ``--dry-run`` can print what it returns.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from learner.config import Config
+from learner.data.manifest import Manifest, load_manifest
+from learner.data.scales import scale_from_config
+from learner.data.splits import resolve_splits
+from learner.errors import ConfigError
+from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
+from learner.losses.regression import ScoreStandardiser
+from learner.models.registry import build_regressor
+from learner.runs import check_run_dir, load_run_config
+from learner.training.device import resolve_device
+from learner.training.loggers import check_logger, flatten_settings
+from learner.training.names import check_names
+
+
+@dataclass(frozen=True)
+class PretrainPlan:
+    """A pretraining that can start: its config, where it writes, and the manifest with the split applied.
+
+    Attributes:
+        config: the run's config (``data.manifest`` set).
+        run_dir: the run directory (created or reopened only when the run starts).
+        resume: continue ``run_dir`` from its checkpoints; force: wipe it first.
+        manifest: the validated manifest, every record's ``split`` set.
+        split_from_file: the split is the manifest's own column (else made with ``config.seed``).
+        scans: scans per split before decoding (``train``, ``val``, ``test``); a self-supervised run trains
+            on ``train`` + ``val``.
+        steps_per_epoch: optimiser updates per epoch if no scan is skipped.
+    """
+
+    config: Config
+    run_dir: Path
+    resume: bool
+    force: bool
+    manifest: Manifest
+    split_from_file: bool
+    scans: dict[str, int]
+    steps_per_epoch: int
+
+    @property
+    def splits(self) -> dict[str, str]:
+        """Patient → split."""
+        return {r.patient_id: str(r.split) for r in self.manifest.records}
+
+
+def plan_pretraining(
+    config: Config,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    force: bool = False,
+    world_size: int = 1,
+) -> PretrainPlan:
+    """Check a pretraining before any work: registry names, device, run directory (and, with ``resume``,
+    that only ``runtime`` changed), manifest, split, batch size, model and objective.
+
+    Raises:
+        ConfigError, ManifestError, RunDirError, CheckpointError: one line naming the key, file or row.
+    """
+    check_names(config)
+    resolve_device(config.runtime.device)
+    check_logger(config.runtime.logger)
+    root = Path(run_dir)
+    check_run_dir(root, resume=resume, force=force)
+    if resume:
+        check_resumable(config, root)
+    if config.data.manifest is None:
+        raise ConfigError("data.manifest is not set; pass --manifest or set data.manifest")
+    manifest = load_manifest(
+        config.data.manifest, scale_from_config(config.data), data_root=config.runtime.data_root
+    )
+    plan = check_pretraining(config, manifest, world_size=world_size)
+    return replace(plan, run_dir=root, resume=resume, force=force)
+
+
+def check_pretraining(
+    config: Config, manifest: Manifest, *, world_size: int = 1, build_model: bool = True
+) -> PretrainPlan:
+    """The checks of :func:`plan_pretraining` that need no run directory, on a loaded ``manifest`` (an
+    experiment grid runs them for every cell before its first pretraining; ``build_model=False`` skips
+    building a model another cell already built). ``run_dir`` of the result is empty.
+
+    Raises:
+        ConfigError, ManifestError, CheckpointError: one line naming the key, file or row.
+    """
+    check_names(config)
+    data, optim = config.data, config.optim
+    scale = scale_from_config(data)
+    splits, from_file = resolve_splits(manifest, data.split, config.seed)
+    manifest = manifest.with_splits(splits)
+    scans = {split: len(manifest.by_split(split)) for split in ("train", "val", "test")}
+    for split in ("train", "val"):
+        if not scans[split]:
+            raise ConfigError(f"{manifest.source}: the {split} split has no scans (data.split)")
+    self_supervised = build_view_objective(config.loss) is not None
+    train_scans = scans["train"] + scans["val"] * self_supervised
+    if optim.batch_size % world_size:
+        raise ConfigError(
+            f"optim.batch_size={optim.batch_size} must divide evenly over {world_size} processes"
+        )
+    batches = train_scans // optim.batch_size
+    if batches == 0:
+        raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {train_scans} train scans")
+    if not self_supervised:  # its terms' settings (bins, margins) are checked against the scale here
+        scores = [r.score for r in manifest.by_split("train")]
+        build_objective(config.loss, ScoreLabels(ScoreStandardiser.fit(scores), scale.class_edges()))
+    if build_model:
+        build_regressor(config.model, data.channels, data.size)  # model.* and model.init, before decoding
+    return PretrainPlan(
+        config=config,
+        run_dir=Path(),
+        resume=False,
+        force=False,
+        manifest=manifest,
+        split_from_file=from_file,
+        scans=scans,
+        steps_per_epoch=min(batches, optim.max_steps_per_epoch or batches),
+    )
+
+
+def check_resumable(config: Config, run_dir: Path) -> None:
+    """A resumed run may change ``runtime`` only: it must compute what the interrupted one would have.
+
+    Raises:
+        ConfigError: naming the keys that differ from ``run_dir/config.yaml``.
+    """
+    stored = flatten_settings(load_run_config(run_dir).result_settings())
+    current = flatten_settings(config.result_settings())
+    changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    if changed:
+        raise ConfigError(
+            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changed)}; "
+            "resume with the stored config or start a new run"
+        )

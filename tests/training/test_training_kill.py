@@ -1,0 +1,106 @@
+"""kill -9 at exact points of a pretraining (the ``LEARNER_FAULT`` test hook, no timing), then ``--resume``:
+the same weights and metrics as a run never interrupted, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from learner.config import Config
+from learner.training.faults import FAULT_POINTS, FAULT_VARIABLE
+from learner.training.pretrain import pretrain
+
+pytestmark = pytest.mark.slow
+
+# 2 epochs × 2 steps; saves: epoch 1 best + last, epoch 2 (best if improved) + last
+KILL_POINTS = [
+    ("step", 1),  # mid-epoch 1, before any checkpoint: the resume starts at epoch 1
+    ("step", 3),  # mid-epoch 2
+    ("validation", 2),  # during epoch 2's validation
+    ("checkpoint-write", 3),  # epoch 2's first save: weights staged, metadata not yet
+    ("checkpoint-swap", 1),  # between the two renames of epoch 2's first replacing save (last, or best)
+    ("checkpoint-saved", 2),  # after the last checkpoint, before the last metrics.csv row is written
+]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread here, as ``OMP_NUM_THREADS=1`` gives the killed process: the same kernels."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = tmp_path_factory.mktemp("uninterrupted") / "run"
+        pretrain(make_tiny_pretrain_config(), run)
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+def killed_pretraining(config: Config, run: Path, fault: str) -> None:
+    """``learner pretrain`` in a child process that SIGKILLs itself at ``fault`` (POINT:COUNT)."""
+    config_file = run.parent / "config.yaml"
+    config_file.write_text(config.to_yaml())
+    env = os.environ | {FAULT_VARIABLE: fault, "OMP_NUM_THREADS": "1"}
+    child = subprocess.run(
+        [sys.executable, "-m", "learner", "pretrain", "--out", str(run), "--config", str(config_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+
+
+def hidden_leftovers(run: Path) -> list[str]:
+    """Staging, retired and temporary files or folders anywhere in a run directory."""
+    return sorted(str(p.relative_to(run)) for p in run.rglob(".*"))
+
+
+@pytest.mark.parametrize(("point", "count"), KILL_POINTS, ids=[f"{p}-{c}" for p, c in KILL_POINTS])
+def test_kill_then_resume_equals_the_uninterrupted_run(
+    point: str,
+    count: int,
+    uninterrupted: Path,
+    make_tiny_pretrain_config: Callable[..., Config],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+    tmp_path: Path,
+    one_thread: None,
+) -> None:
+    assert point in FAULT_POINTS
+    run = tmp_path / "run"
+    killed_pretraining(make_tiny_pretrain_config(), run, f"{point}:{count}")
+    code, _, err = cli(["pretrain", "--resume", str(run)])
+    assert code == 0, err
+    for which in ("best", "last"):
+        expected = load_file(uninterrupted / "checkpoints" / which / "model.safetensors")
+        resumed = load_file(run / "checkpoints" / which / "model.safetensors")
+        assert expected.keys() == resumed.keys()
+        for key, value in expected.items():
+            assert torch.equal(value, resumed[key]), (which, key)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(uninterrupted / "metrics.csv"), pd.read_csv(run / "metrics.csv"), check_exact=True
+    )
+    assert (run / "metrics.json").read_text() == (uninterrupted / "metrics.json").read_text()
+    assert hidden_leftovers(run) == []
