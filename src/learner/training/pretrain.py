@@ -153,7 +153,8 @@ def pretrain(
 
     Raises:
         ConfigError, ManifestError, RunDirError, CheckpointError: bad input, each named in one line.
-        NonFiniteLossError: the loss became NaN/inf (names epoch and step; ``checkpoints/last`` is kept).
+        NonFiniteLossError: the loss or a gradient became NaN/inf (names epoch and step; ``checkpoints/last``
+            is kept).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked again once the group is up
     plan = plan_pretraining(config, run_dir, resume=resume, force=force, world_size=world_size)
@@ -248,9 +249,11 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     # ---- resume: everything a step depends on is restored, so the continuation is bit-identical ----
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     step, history, best = 0, [], {}
-    if resume:
-        recover_checkpoint(best_dir)  # a kill between a save's two renames: take the newest complete copy
-    if resume and recover_checkpoint(last_dir):
+    if resume and info.is_main:  # a kill between a save's two renames: put the newest complete copy back
+        recover_checkpoint(best_dir)
+        recover_checkpoint(last_dir)
+    barrier()  # rank 0 recovers; then every rank reads the same checkpoint
+    if resume and last_dir.is_dir():
         load_checkpoint(last_dir, model)
         state = load_train_state(last_dir)
         optimizer.load_state_dict(state["optimizer"])
@@ -345,9 +348,10 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
 
 
 def _finite_gradients(model: nn.Module) -> bool:
-    """Whether every parameter's gradient is free of NaN and inf (one device sync)."""
+    """Whether every parameter's gradient is free of NaN and inf: the largest |gradient| (a fused kernel and
+    one device sync; a max, unlike the 2-norm, cannot overflow from finite values) is finite."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
+    return not grads or bool(torch.isfinite(nn.utils.get_total_norm(grads, norm_type=math.inf)))
 
 
 def _non_finite(what: str, epoch: int, step: int, last_dir: Path) -> str:
