@@ -5,6 +5,7 @@
 * The tiny phantom cohorts (:func:`tiny_lus`, :func:`tiny_mri`; :func:`tiny_mode` holds their sizes): built
   once per session. Under pytest-xdist the first worker to need one builds it in a folder that every worker
   of the session shares (guarded by a file lock) and the others read it.
+* :func:`one_thread`: one torch thread for the test (kill tests compare with a child process).
 * The tiny configs, one fixture per meaning: :func:`make_tiny_pretrain_config` (a factory: one pretraining
   run on the tiny LUS cohort, plus dotted overrides) and :func:`tiny_experiment_config` (the settings of an
   experiment grid; its datasets come from the grid).
@@ -91,6 +92,20 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread for the test: what ``OMP_NUM_THREADS=1`` gives a child process (the same
+    kernels, so bit-identical numbers across processes), and on a busy machine the fastest for tiny models."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -178,3 +178,27 @@ def test_embed_out_npz_is_the_cache_format_and_an_unknown_suffix_is_an_error(
     assert code == 2
     expected = f"{tmp_path / 'emb.xlsx'}: unknown embedding file type '.xlsx'; use .parquet, .csv, .npz"
     assert err.strip() == f"error: {expected}"
+
+
+def test_embed_command_honours_skip_bad_scans_and_reports_the_count(
+    encoder_run: Path,
+    tiny_datasets: list[DatasetSpec],
+    tmp_path: Path,
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    """Like classify: the run's data.skip_bad_scans (here false) decides, --skip-bad overrides it."""
+    cohort = tmp_path / "cohort"
+    source = tiny_datasets[0].manifest.parent
+    shutil.copytree(source, cohort, ignore=shutil.ignore_patterns(".learner-cache"))
+    broken = sorted((cohort / "clips").glob("*.mp4"))[0]
+    broken.write_bytes(b"not a video")
+    argv = ["embed", str(encoder_run), "--manifest", str(cohort / "manifest.csv")]
+    code, _, err = cli(argv)
+    assert code == 2
+    assert broken.name in err
+    code, out, err = cli([*argv, "--skip-bad"])
+    assert code == 0, err
+    scans = len(load_manifest(cohort / "manifest.csv", get_scale("sf")).records)
+    assert out.startswith(f"{scans - 1} scans × ")
+    assert out.strip().endswith("; 1 unreadable scan(s) skipped")
+    assert broken.stem in err  # the warning names the scan

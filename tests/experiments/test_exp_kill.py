@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.experiments.grid import COMPLETE
@@ -28,6 +27,7 @@ def test_a_grid_killed_after_a_cell_resumes_reusing_it(
     tiny_experiment_config: Config,
     tmp_path: Path,
     cli: Callable[[list[str]], tuple[int, str, str]],
+    one_thread: None,
 ) -> None:
     out, config_file = tmp_path / "table3", tmp_path / "experiment.yaml"
     losses = tiny_table3.results.losses  # the same cells as the uninterrupted grid's LUS column
@@ -50,12 +50,7 @@ def test_a_grid_killed_after_a_cell_resumes_reusing_it(
     kept += list((first / "encoder" / "checkpoints").rglob("*.*"))
     stamps = {path: path.stat().st_mtime_ns for path in kept}
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the killed child (OMP_NUM_THREADS=1) and the tiny_table3 fixture
-    try:
-        code, _, err = cli([*argv, "--resume"])
-    finally:
-        torch.set_num_threads(threads)
+    code, _, err = cli([*argv, "--resume"])  # one thread, as the killed child and the tiny_table3 fixture
     assert code == 0, err
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # reused, never rewritten
     resumed = Results.from_json(json.loads((out / "results.json").read_text())).cells

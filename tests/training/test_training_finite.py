@@ -77,7 +77,11 @@ def constant_manifest(tiny_lus_manifest: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.mark.parametrize("loss", ["mse+cl", "mse+wcl_scaled"])
 def test_two_hundred_adversarial_steps_stay_finite(
-    loss: str, constant_manifest: Path, make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
+    loss: str,
+    constant_manifest: Path,
+    make_tiny_pretrain_config: Callable[..., Config],
+    tmp_path: Path,
+    one_thread: None,
 ) -> None:
     config = make_tiny_pretrain_config(**{
         "data.manifest": str(constant_manifest), "data.size": 16, "loss.name": loss,

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -30,17 +30,6 @@ KILL_POINTS = [
     ("checkpoint-swap", 1),  # between the two renames of epoch 2's first replacing save (last, or best)
     ("checkpoint-saved", 2),  # after the last checkpoint, before the last metrics.csv row is written
 ]
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One intra-op thread here, as ``OMP_NUM_THREADS=1`` gives the killed process: the same kernels."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
