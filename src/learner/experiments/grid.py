@@ -380,17 +380,13 @@ def plan_grid(
 
 def cell_jobs(plan: GridPlan, run_dir: Path) -> list[CellJob]:
     """The planned cells as self-contained jobs (what ``runtime.launcher`` hands to another process)."""
-    return [
-        CellJob(
-            run_dir,
-            cell.where,
-            cell.encoder,
-            tuple((name, cfg) for name, _, cfg in cell.classifiers),
-            plan.manifests[cell.dataset],
-        )
-        for cell in plan.cells
-        if cell.shares is None  # a cell sharing another's encoder is classified by the caller
-    ]
+    jobs = []
+    for cell in plan.cells:
+        if cell.shares is not None:  # it shares another cell's encoder: the caller classifies it
+            continue
+        stages = tuple((name, cfg) for name, _, cfg in cell.classifiers)
+        jobs.append(CellJob(run_dir, cell.where, cell.encoder, stages, plan.manifests[cell.dataset]))
+    return jobs
 
 
 def execute(plan: GridPlan, body: Callable[[Path], ExperimentResult]) -> ExperimentResult:
