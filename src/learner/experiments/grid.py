@@ -17,6 +17,9 @@ not silently reused. Adding a loss, seed or dataset to the grid and resuming com
 **Summary.** Cells sharing a grid key get mean ± sample std over seeds of accuracy, macro-F1 and
 weighted-F1 (:func:`summarise`); the experiment writes its table (Markdown), its long-form CSV and
 ``results.json`` (:mod:`learner.experiments.results`) with :func:`write_outputs`.
+
+One module because the plan, the stages and the outputs share one set of conventions (a cell's folder, its
+config digest, ``complete.json``); splitting the plan out is the next step if it grows.
 """
 
 from __future__ import annotations
