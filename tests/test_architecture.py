@@ -22,7 +22,7 @@ ARCHITECTURE_DOC = SOURCE.parents[1] / "docs" / "architecture.md"
 LAYERS: tuple[str, ...] = (
     "data", "models", "losses", "training", "evaluation", "experiments", "api", "report", "cli", "__main__"
 )  # fmt: skip
-SHARED: tuple[str, ...] = ("errors", "atomic", "formats", "config", "runs", "timing")
+SHARED: tuple[str, ...] = ("errors", "atomic", "formats", "config", "config_reference", "runs", "timing")
 
 
 def module_name(path: Path) -> str:

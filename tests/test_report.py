@@ -70,7 +70,7 @@ def test_ablation_layout() -> None:
     results = Results("ablation", [_dataset("LUS")], losses=["mse+cl"], seeds=[0], cells=[], summary=[row])
     text = render_ablation(results)
     assert "| Backbone | Combine | Loss | Classifier | Accuracy | F1 |" in text
-    assert "| tsm_resnet18 | difference | MSE + CL | mlp | 58.05 ± 0.00 | 57.54 ± 0.00 |" in text
+    assert "| tsm_resnet18 | difference | MSE + CL | mlp | 58.05 ± n/a | 57.54 ± n/a |"  # one seed in text
 
 
 def test_regression_verdict_is_computed_from_the_errors() -> None:
@@ -145,7 +145,7 @@ def test_report_of_a_classification_run(tmp_path: Path) -> None:
     text = write_report(_classification_run(tmp_path)).read_text()
     assert text.startswith("# LEARNER report: cls\n\n> **Data source: REAL**")
     assert "- pretraining epochs (`optim.epochs`): 7" in text
-    assert "| 50.00 [25.00, 75.00] | 50.00 [20.00, 70.00] | 50.00 | 6 | 2 |" in text
+    assert "| classifier | 50.00 [25.00, 75.00] | 50.00 [20.00, 70.00] | 50.00 | 6 | 2 |" in text
     classes = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| deteriorated |")]
     assert classes == ["| deteriorated", "| deteriorated"]  # per-class row and confusion row
     per_class_rows = [
@@ -162,7 +162,7 @@ def test_report_of_a_classification_run(tmp_path: Path) -> None:
 
 
 def test_report_of_something_else_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "metrics.json").write_text(json.dumps({"best": {}}))  # a pretraining run: no report kind
+    (tmp_path / "metrics.json").write_text(json.dumps({"rows": {}}))  # no run learner writes
     with pytest.raises(RunDirError, match=r"no results\.json or metrics\.json"):
         write_report(tmp_path)
 
@@ -187,3 +187,38 @@ def test_phantom_cohort_is_described_against_table_1() -> None:
     assert phantom_cohort(record | {"patients": [8, 4, 2]}).startswith("8/4/2 train/val/test patients")
     mri = {"kind": "mri", "version": 1, "patients": [80, 40, 40], "seed": 0}
     assert phantom_cohort(mri) == "kind mri, version 1, patients [80, 40, 40], seed 0"
+
+
+def _pretraining_run(tmp_path: Path, *, kind: bool) -> Path:
+    run = tmp_path / "enc"
+    run.mkdir()
+    best = {
+        "epoch": 2,
+        "val_mae": 10.0,
+        "baseline_mae": 20.0,
+        "val_rmse": 12.0,
+        "baseline_rmse": 24.0,
+        "val_r": 0.7,
+    }
+    metrics = {"best": best, "last": best, "train_mean": 5.0, "scans": {"train": 8, "val": 4, "skipped": 0}}
+    (run / "metrics.json").write_text(
+        json.dumps(metrics | ({"kind": "pretraining", "data_source": "phantom"} if kind else {}))
+    )
+    (run / "metrics.csv").write_text(
+        "epoch,step,lr,train_loss,val_mae,baseline_mae\n1,2,0.0005,1.5,15.0,20.0\n2,4,0.0,1.2,10.0,20.0\n"
+    )
+    (run / "config.yaml").write_text("data:\n  manifest: m.csv\noptim:\n  epochs: 2\n")
+    return run
+
+
+@pytest.mark.parametrize("kind", [True, False])  # False: a run written before metrics.json named its kind
+def test_report_of_a_pretraining_run(tmp_path: Path, cli, kind: bool) -> None:
+    run = _pretraining_run(tmp_path, kind=kind)
+    code, _, err = cli(["report", str(run)])
+    assert code == 0, err
+    text = (run / "REPORT.md").read_text()
+    assert ("Data source: PHANTOM" in text) == kind
+    assert "| enc | 10.000 | 20.000 | 50.0% | 12.000 | 24.000 | 0.700 | clearly |" in text
+    assert "![training curves](training_curves.png)" in text
+    assert "| 2 | 0 | 1.2 | 10 | 20 |" in text  # epoch, lr, train loss, val MAE, baseline
+    assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")

@@ -110,6 +110,11 @@ a pydantic ``exclude``: a setting that changes only these reuses an encoder
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
+CUSTOM_SCALE_EXAMPLE = (
+    "data: {scale: custom, custom_scale: {low: 0, high: 3, higher_is_better: true, threshold: 1}}"
+)
+"""A working ``custom`` scale in YAML (flow style, one line), shown by every error about a custom scale."""
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -118,9 +123,11 @@ class _Section(BaseModel):
 class ScaleConfig(_Section):
     """A generic score scale defined in config (used when ``data.scale == "custom"``)."""
 
-    low: float = 0.0
-    high: float = 1.0
-    higher_is_better: bool = True
+    low: float = Field(default=0.0, description="the lowest score the scale allows")
+    high: float = Field(default=1.0, description="the highest score the scale allows")
+    higher_is_better: bool = Field(
+        default=True, description="a rising score is an improvement (false: a falling one is)"
+    )
     bins: list[float] | None = Field(
         default=None, description="ascending bin edges; a value equal to an edge belongs to the lower bin"
     )
@@ -130,9 +137,9 @@ class ScaleConfig(_Section):
     @model_validator(mode="after")
     def _one_rule(self) -> ScaleConfig:
         if (self.bins is None) == (self.threshold is None):
-            raise ValueError("set exactly one of 'bins' or 'threshold'")
+            raise ValueError(f"set exactly one of 'bins' or 'threshold', e.g. {CUSTOM_SCALE_EXAMPLE}")
         if self.high <= self.low:
-            raise ValueError("'high' must be greater than 'low'")
+            raise ValueError(f"'high' must be greater than 'low', e.g. {CUSTOM_SCALE_EXAMPLE}")
         return self
 
 

@@ -8,7 +8,13 @@ its results file and picks the sections from :data:`REPORTS`:
 
 * ``table3`` / ``ablation`` experiments (``results.json``, read back into the typed
   :class:`learner.experiments.results.Results`);
-* a single ``classification`` run (``metrics.json``, :mod:`learner.experiments.classify`).
+* a single ``classification`` run (``metrics.json``, :mod:`learner.experiments.classify`);
+* a single ``pretraining`` run (``metrics.json`` and ``metrics.csv``, :mod:`learner.training.pretrain`):
+  regression quality, the training curves (:mod:`learner.training.curves`) and every epoch.
+
+Every sentence about the data is generated from it (:mod:`learner.experiments.prose`): the class mix, the
+always-majority and chance reference rows against the models, one verdict per comparison, and warnings
+for a test set with fewer than 5 patients or a missing class.
 
 Every report opens with the data source (PHANTOM or REAL) in a banner, then the tables (Section 3's Tables 3
 and 4, rendered by :mod:`learner.experiments.tables`), Fig. 1, the regression quality of every encoder
@@ -32,11 +38,19 @@ from learner import atomic
 from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.data.scales import CLASS_NAMES
 from learner.errors import RunDirError
+from learner.evaluation.baselines import ReferenceRow, majority_row, reference_rows
 from learner.evaluation.metrics import PairedDifference
 from learner.experiments.figure1 import FIGURE_TARGETS
+from learner.experiments.prose import (
+    class_mix,
+    comparison_verdict,
+    majority_statement,
+    small_sample_warnings,
+)
 from learner.experiments.results import Cell, Results, Scalar
 from learner.experiments.tables import (
     F1_NOTE,
+    REFERENCE_LABELS,
     interval,
     interval_plain,
     loss_label,
@@ -46,7 +60,9 @@ from learner.experiments.tables import (
     render_ablation,
     render_sweep,
     render_table3,
+    test_counts_by_seed,
 )
+from learner.runs import load_run_config
 
 REPORT_FILE = "REPORT.md"
 # what identifies a pretraining, and a cell
@@ -244,7 +260,10 @@ def _experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source
     results = Results.from_json(data)
     sources = [Source(d.name, d.manifest, d.data_source, d.phantom) for d in results.datasets]
     title, render = EXPERIMENT_TABLES[results.kind]
-    sections = [f"## {title}\n\n" + render(results)]
+    sections = [f"## {title}\n\n" + render(results) + "\n" + _reading_the_table(results)]
+    warnings = _cell_warnings(run_dir, results.cells)
+    if warnings:
+        sections.insert(0, _warning_section(warnings))
     if results.comparisons:
         sections.append(_comparison_section(results))
     if results.figures:
@@ -289,7 +308,77 @@ def _comparison_section(results: Results) -> str:
         "Difference of the per-seed values (same seed = same split and pairs), mean and Student-t 95% "
         "interval over seeds, in percentage points; one seed gives no interval."
     )
-    return f"## Each objective against {baseline}\n\n{note}\n\n" + markdown_table(header, rows)
+    verdicts = [
+        f"- {dataset}: {comparison_verdict(loss_label(loss), baseline, label, diff[metric])}"
+        for dataset in (d.name for d in results.datasets)
+        for loss in results.losses
+        if (diff := (results.comparisons or {}).get(dataset, {}).get(loss))
+        for metric, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+    ]
+    return (
+        f"## Each objective against {baseline}\n\n{note}\n\n"
+        + markdown_table(header, rows)
+        + "\n"
+        + "\n".join(verdicts)
+        + "\n"
+    )
+
+
+def _reading_the_table(results: Results) -> str:
+    """Per dataset: the test pairs' class mix and whether always answering the majority class beats the
+    models on accuracy (generated from the numbers, see :mod:`learner.experiments.prose`)."""
+    lines = []
+    for dataset in (d.name for d in results.datasets):
+        counts = test_counts_by_seed(results.cells, dataset)
+        if not counts:
+            continue
+        seed = min(counts)
+        majority = _mean_majority(list(counts.values()))
+        models = {
+            _row_label(row.key.to_json()): (row.stats["accuracy"].mean, row.stats["macro_f1"].mean)
+            for row in results.summary
+            if row.key.dataset == dataset
+        }
+        lines.append(
+            f"- {dataset}: {class_mix(counts[seed])} (seed {seed}). {majority_statement(models, majority)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _row_label(key: Mapping[str, str]) -> str:
+    """A summary row's name in prose: its grid axes but the dataset, the loss in the paper's spelling."""
+    return "/".join(loss_label(v) if k == "loss" else v for k, v in key.items() if k != "dataset")
+
+
+def _mean_majority(counts_by_seed: Sequence[Mapping[str, int]]) -> ReferenceRow:
+    """The always-majority row averaged over seeds (its answer: the seeds' answers)."""
+    rows = [majority_row(counts) for counts in counts_by_seed]
+    answers = sorted({row.answer for row in rows})
+    return ReferenceRow(
+        sum(r.accuracy for r in rows) / len(rows),
+        sum(r.macro_f1 for r in rows) / len(rows),
+        answers[0] if len(answers) == 1 else "always the majority class",
+    )
+
+
+def _cell_warnings(run_dir: Path, cells: Sequence[Cell]) -> list[str]:
+    """Small-sample warnings of every distinct test set (dataset, seed) of a grid, from each cell's
+    classifier ``metrics.json`` (its number of test patients)."""
+    warnings: dict[str, None] = {}
+    for cell in cells:
+        metrics_file = run_dir / cell.dir / "classifier" / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        test = json.loads(metrics_file.read_text(encoding="utf-8"))["test"]
+        where = f"{cell.key.dataset}, seed {cell.seed}"
+        for text in small_sample_warnings(test["n_patients"], cell.pair_counts["test"]):
+            warnings[f"{where}: {text}"] = None
+    return list(warnings)
+
+
+def _warning_section(warnings: Sequence[str]) -> str:
+    """The small-sample warnings as one quoted block, one paragraph each."""
+    return "## Warnings\n\n" + "\n>\n".join(f"> **Warning:** {w}" for w in warnings) + "\n"
 
 
 def _difference(diff: PairedDifference) -> str:
@@ -348,17 +437,27 @@ def _cell_section(cells: Sequence[Cell]) -> str:
 def _classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
     """Data source and sections of one classification run (``learner classify``, its ``metrics.json``)."""
     test = metrics["test"]
+    test_counts = metrics["pair_counts"]["test"]
+    references = reference_rows(test_counts)
     summary = markdown_table(
-        ["Accuracy (95% CI)", "macro-F1 (95% CI)", "weighted-F1", "test pairs", "patients"],
+        ["", "Accuracy (95% CI)", "macro-F1 (95% CI)", "weighted-F1", "test pairs", "patients"],
         [
             [
+                "classifier",
                 f"{percent(test['accuracy'])} {interval(*test['ci']['accuracy'])}",
                 f"{percent(test['macro_f1'])} {interval(*test['ci']['macro_f1'])}",
                 percent(test["weighted_f1"]),
                 test["n"],
                 test["n_patients"],
-            ]
+            ],
+            *(
+                [f"*{REFERENCE_LABELS[name]} ({row.answer})*", percent(row.accuracy), percent(row.macro_f1)]
+                for name, row in references.items()
+            ),
         ],
+    )
+    reading = f"{class_mix(test_counts)}. " + majority_statement(
+        {"the classifier": (test["accuracy"], test["macro_f1"])}, references["majority"]
     )
     per_class = markdown_table(
         ["class", "precision", "recall", "F1", "support"],
@@ -372,11 +471,13 @@ def _classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list
         ["true \\ predicted", *CLASS_NAMES],
         [[name, *row] for name, row in zip(CLASS_NAMES, test["confusion"], strict=True)],
     )
-    sections = [
-        f"## Test intra-patient pairs ({metrics['head']}, {metrics['combine']})\n\n{summary}\n{F1_NOTE}\n\n"
-        f"{per_class}\n{confusion}"
-    ]
-    encoder_metrics = Path(metrics["encoder_run"]) / "metrics.json"
+    warnings = small_sample_warnings(test["n_patients"], test_counts)
+    sections = [_warning_section(warnings)] if warnings else []
+    sections.append(
+        f"## Test intra-patient pairs ({metrics['head']}, {metrics['combine']})\n\n{summary}\n{reading}\n\n"
+        f"{F1_NOTE}\n\n{per_class}\n{confusion}"
+    )
+    encoder_metrics = _encoder_run(run_dir, metrics) / "metrics.json"
     encoder = json.loads(encoder_metrics.read_text(encoding="utf-8")) if encoder_metrics.is_file() else {}
     best = encoder.get("best", {})
     if "val_mae" in best:  # a self-supervised encoder has no regression quality
@@ -388,6 +489,56 @@ def _classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list
         "## Class balance of every pair set\n\n" + pair_balance_section([([], metrics["pair_counts"])], [])
     )
     return [Source("data", metrics["manifest"], metrics["data_source"])], sections
+
+
+def _encoder_run(run_dir: Path, metrics: Mapping[str, Any]) -> Path:
+    """The encoder run of a classification: relative to the classification's run directory (portable), else
+    as it was given."""
+    relative = metrics.get("encoder_run_relative")
+    if relative is not None and (run_dir / str(relative)).is_dir():
+        return run_dir / str(relative)
+    return Path(metrics["encoder_run"])
+
+
+def _pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
+    """Data source and sections of one pretraining run (``learner pretrain``, its ``metrics.json``):
+    regression quality of the best checkpoint, the training curves and every epoch's row."""
+    from learner.training.curves import CURVES_FILE, plot_training_curves
+
+    manifest = str(load_run_config(run_dir).data.manifest)  # resolved against the run directory
+    source = Source("data", manifest, metrics.get("data_source", "real"))  # older runs: real unless told
+    history = _read_history(run_dir)
+    best = metrics["best"]
+    if "val_mae" in best:
+        quality = regression_section([([run_dir.name], best)], ["run"])
+    else:
+        quality = f"Self-supervised: best val loss {plain(best['val_loss'])} (epoch {best['epoch']}).\n"
+    sections = [f"## Regression quality (best checkpoint, epoch {best['epoch']})\n\n{quality}"]
+    if history:
+        plot_training_curves(history, run_dir / CURVES_FILE)
+        columns = [
+            c for c in ("epoch", "lr", "train_loss", "val_loss", "val_mae", "baseline_mae") if c in history[0]
+        ]
+        rows = [[f"{row[c]:.4g}" if c != "epoch" else int(row[c]) for c in columns] for row in history]
+        sections.append(
+            "## Training curves\n\nLoss per epoch, and val MAE against always predicting the train mean "
+            f"(score units).\n\n![training curves]({CURVES_FILE})\n\n" + markdown_table(columns, rows)
+        )
+    scans = metrics.get("scans", {})
+    if scans:
+        sections.append("## Scans\n\n" + ", ".join(f"{k} {v}" for k, v in scans.items()) + "\n")
+    return [source], sections
+
+
+def _read_history(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of ``metrics.csv`` (one per epoch), or none."""
+    import csv
+
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 EXPERIMENT_TABLES: dict[str, tuple[str, Callable[[Results], str]]] = {
@@ -402,6 +553,7 @@ REPORTS: dict[str, Callable[[Path, dict[str, Any]], tuple[list[Source], list[str
     "ablation": _experiment_report,
     "sweep": _experiment_report,
     "classification": _classification_report,
+    "pretraining": _pretraining_report,
 }
 """Run kind (the ``kind`` of its results file) → the data sources and sections of its report."""
 
@@ -435,6 +587,8 @@ def _read_results(folder: Path) -> dict[str, Any]:
         path = folder / name
         if path.is_file():
             results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if "kind" not in results and "best" in results and "train_mean" in results:
+                results["kind"] = "pretraining"  # written before pretraining's metrics.json named its kind
             if results.get("kind") in REPORTS:
                 return results
     kinds = ", ".join(REPORTS)

@@ -13,6 +13,13 @@ Layout::
 
 A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (wipe it) is given; ``force``
 only ever wipes a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other files.
+
+**Portable paths.** ``config.yaml`` stores the paths of :data:`PATH_KEYS` relative to the run directory, and
+``run.json["paths"]`` records each as it was typed and as an absolute path. :func:`load_run_config` resolves
+them against the run directory, so a run works from any working directory and after being moved together
+with its data; when the relative target is gone but the recorded absolute one exists (the run moved
+without its data), the absolute one is used. A run directory without ``run.json["paths"]`` (written before
+this rule) keeps its paths as stored.
 """
 
 from __future__ import annotations
@@ -33,8 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from learner import atomic
-from learner.config import Config, stored_config
+from learner.config import Config, apply_overrides, stored_config
 from learner.errors import RunDirError
+
+PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir")
+"""The config's file-system paths, stored relative to the run directory (see the module docstring)."""
 
 TRACKED_PACKAGES = (
     "learner", "torch", "numpy", "pandas", "monai", "scikit-learn", "scipy", "av", "pydicom", "nibabel",
@@ -106,8 +116,8 @@ def open_run_dir(
         previous = len(list(root.glob("resume-*.json")))
         atomic.write_json(root / f"resume-{previous + 1}.json", environment_record(config.seed))
     else:
-        atomic.write_text(root / "config.yaml", config.to_yaml())
-        atomic.write_json(root / "run.json", environment_record(config.seed))
+        write_run_config(root, config)
+        atomic.write_json(root / "run.json", environment_record(config.seed) | {"paths": path_record(config)})
     _attach_log(root / "log.txt")
     return run
 
@@ -134,13 +144,73 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def load_run_config(path: str | os.PathLike[str]) -> Config:
-    """The resolved config stored in a run directory (upgraded if an older learner wrote it)."""
+    """The resolved config stored in a run directory (upgraded if an older learner wrote it), its
+    :data:`PATH_KEYS` resolved against the run directory (see the module docstring)."""
     import yaml
 
-    source = Path(path) / "config.yaml"
+    root = Path(path)
+    source = root / "config.yaml"
     if not source.is_file():
-        raise RunDirError(f"{Path(path)} is not a run directory (no config.yaml)")
-    return stored_config(yaml.safe_load(source.read_text(encoding="utf-8")) or {})
+        raise RunDirError(f"{root} is not a run directory (no config.yaml)")
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    recorded = _recorded_paths(root)
+    if recorded is not None:
+        for key in PATH_KEYS:
+            section, name = key.split(".")
+            stored = (raw.get(section) or {}).get(name)
+            if stored is not None:
+                raw[section][name] = str(_resolve_stored(root, stored, recorded.get(key, {})))
+    return stored_config(raw)
+
+
+def write_run_config(root: Path, config: Config) -> Path:
+    """``root/config.yaml``: ``config`` with its :data:`PATH_KEYS` relative to ``root``."""
+    import yaml
+
+    raw = config.model_dump(mode="json")
+    for key, value in _set_paths(config).items():
+        section, name = key.split(".")
+        raw[section][name] = os.path.relpath(Path(value).resolve(), root.resolve())
+    return atomic.write_text(root / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """``config`` with its set :data:`PATH_KEYS` made absolute (relative ones against the working
+    directory), so a run's config compares equal to the one :func:`load_run_config` reads back."""
+    overrides = {key: str(Path(value).resolve()) for key, value in _set_paths(config).items()}
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def _set_paths(config: Config) -> dict[str, str]:
+    raw = config.model_dump(mode="json")
+    pairs = ((key, raw[key.split(".")[0]][key.split(".")[1]]) for key in PATH_KEYS)
+    return {key: value for key, value in pairs if value is not None}
+
+
+def path_record(config: Config) -> dict[str, dict[str, str]]:
+    """``run.json["paths"]``: each set path of :data:`PATH_KEYS` as typed and as an absolute path."""
+    return {
+        key: {"as_given": value, "absolute": str(Path(value).resolve())}
+        for key, value in _set_paths(config).items()
+    }
+
+
+def _recorded_paths(root: Path) -> dict[str, dict[str, str]] | None:
+    try:
+        record = json.loads((root / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    paths = record.get("paths") if isinstance(record, dict) else None
+    return paths if isinstance(paths, dict) else None
+
+
+def _resolve_stored(root: Path, stored: str, recorded: dict[str, str]) -> Path:
+    """A stored path: relative to the run directory, or the recorded absolute one when only it exists."""
+    candidate = Path(stored) if Path(stored).is_absolute() else (root / stored).resolve()
+    absolute = recorded.get("absolute")
+    if not candidate.exists() and absolute is not None and Path(absolute).exists():
+        return Path(absolute)
+    return candidate
 
 
 def environment_record(seed: int) -> dict[str, Any]:

@@ -84,6 +84,25 @@ def test_too_few_eligible_test_patients() -> None:
         assign_splits(manifest, SplitConfig(ratios=(0.25, 0.25, 0.5)), seed=0)
 
 
+def test_the_split_error_gives_the_visit_counts_and_a_split_that_works() -> None:
+    """Cross-sectional data (issue 13): 8 one-visit patients, 2 with two visits, 3 with three."""
+    manifest = _manifest([1] * 8 + [2, 2] + [3] * 3)
+    with pytest.raises(LearnerError) as error:
+        assign_splits(manifest, SplitConfig(ratios=(0.4, 0.2, 0.4), test_min_visits=3), seed=0)
+    message = str(error.value)
+    assert "needs 5 patients with ≥ 3 visits" in message  # 13 patients at 0.4/0.2/0.4: 5/3/5
+    assert "only 3 of 13 patients" in message
+    assert "(patients by distinct visits: 1 visit: 8, 2 visits: 2, 3 visits: 3)" in message
+    # every eligible patient in test, the other 10 as train:val 5:3 (round(10 · 5/8) = 6)
+    assert "e.g. --counts 6,4,3 (data.split.counts=[6,4,3])" in message
+    assert "lower --test-min-visits to 2" in message
+    assert "docs/data.md#cross-sectional-data-few-longitudinal-patients" in message
+    mapping = assign_splits(manifest, SplitConfig(counts=(6, 4, 3), test_min_visits=3), seed=0)
+    assert sorted(p for p, s in mapping.items() if s == "test") == ["p010", "p011", "p012"]
+    with pytest.raises(LearnerError, match="no patient can give test pairs: pretrain and embed only"):
+        assign_splits(_manifest([1] * 6), SplitConfig(), seed=0)
+
+
 def test_stratified_test_split_spans_the_score_range() -> None:
     # 40 patients with distinct mean scores; 10 test patients → one from each block of 4 by score rank.
     scores = list(np.random.default_rng(3).permutation(40) * 10.0 + 50.0)

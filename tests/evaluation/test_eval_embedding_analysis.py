@@ -92,7 +92,7 @@ def test_spearman_and_targets_match_scipy_on_noisy_data() -> None:
         distance_vs_change(pairs, embeddings, ids, target="age")
 
 
-def test_panels_one_axis_per_objective_with_rho(tmp_path) -> None:
+def test_panels_one_axis_per_objective_with_rho_outside_the_axes(tmp_path) -> None:
     pairs, embeddings, ids = _monotone_cohort()
     rng = np.random.default_rng(2)
     analyses = {
@@ -102,14 +102,44 @@ def test_panels_one_axis_per_objective_with_rho(tmp_path) -> None:
     }
     out = tmp_path / "fig" / "fig1.png"
     figure = plot_distance_panels(analyses, out, xlabel="|Δ S/F|")
-    assert [ax.get_title() for ax in figure.axes] == ["MSE", "MSE+CL", "MSE+wCL"]
-    for ax, analysis in zip(figure.axes, analyses.values(), strict=True):
+    panels = figure.axes
+    assert [ax.get_title().splitlines()[0] for ax in panels] == ["MSE", "MSE+CL", "MSE+wCL"]
+    for ax, analysis in zip(panels, analyses.values(), strict=True):
         assert ax.get_xlabel() == "|Δ S/F|"
-        assert any(f"ρ = {analysis.rho:.2f}" in text.get_text() for text in ax.texts)
+        assert f"ρ = {analysis.rho:.2f}" in ax.get_title()  # in the title, outside the axes
+        assert len(ax.texts) == 0  # nothing drawn over the points
         offsets = ax.collections[0].get_offsets()
         np.testing.assert_allclose(offsets[:, 0], analysis.change)
         np.testing.assert_allclose(offsets[:, 1], analysis.distance)
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 1000
-    assert [p.name for p in out.parent.iterdir()] == ["fig1.png"]  # no temp file left behind
+    assert out.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
+    assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "fig1.pdf",
+        "fig1.png",
+        "fig1.svg",
+    ]  # no temp file
+
+
+def test_panels_colour_points_by_true_class_with_integer_ticks(tmp_path) -> None:
+    from matplotlib.colors import to_rgba
+
+    from learner.evaluation.embedding_analysis import CLASS_COLOURS
+
+    pairs, embeddings, ids = _monotone_cohort()
+    labels = np.arange(len(pairs)) % 3
+    analysis = distance_vs_change(pairs.assign(label=labels), embeddings, ids, n_boot=0)
+    figure = plot_distance_panels({"MSE": analysis}, tmp_path / "f.png", integer_x=True)
+    (ax,) = [a for a in figure.axes if a.get_xlabel()]
+    for k, name in enumerate(("deteriorated", "stable", "improved")):
+        collection = ax.collections[k]
+        np.testing.assert_allclose(collection.get_offsets()[:, 0], analysis.change[labels == k])
+        np.testing.assert_allclose(collection.get_facecolor()[0][:3], to_rgba(CLASS_COLOURS[name])[:3])
+    ticks = ax.get_xticks()
+    np.testing.assert_array_equal(ticks, np.round(ticks))
+    assert "CI n/a" in ax.get_title()  # no bootstrap: no interval
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == [
+        "true: deteriorated", "true: stable", "true: improved"
+    ]  # fmt: skip

@@ -50,7 +50,7 @@ def test_table_in_the_papers_layout(tiny_table3: ExperimentResult) -> None:
         c for c in tiny_table3.results.to_json()["cells"] if (c["dataset"], c["loss"]) == ("MRI", "mse+wcl")
     )
     row = next(line for line in lines if line.startswith("| MSE + wCL |"))
-    assert row.split(" | ")[3] == f"{100 * wcl['accuracy']:.2f} ± 0.00"
+    assert row.split(" | ")[3] == f"{100 * wcl['accuracy']:.2f} ± n/a"  # one seed: no spread
     assert "macro-F1" in tiny_table3.table
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from learner.config import Config
+from learner.runs import load_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,9 @@ def test_pretrain_command_trains_and_reports_mae_against_the_baseline(
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert stored["loss"]["name"] == "mse"  # an explicit flag beats --set, which beats the file
     assert (stored["optim"]["epochs"], stored["seed"], stored["optim"]["lr"]) == (1, 3, 0.002)
-    assert (stored["model"]["size"], stored["data"]["manifest"]) == ("tiny", manifest)
+    assert stored["model"]["size"] == "tiny"
+    assert (out / stored["data"]["manifest"]).resolve() == Path(manifest).resolve()  # relative to the run
+    assert load_run_config(out).data.manifest == Path(manifest).resolve()
     final = json.loads((out / "metrics.json").read_text())
     printed = stdout.strip().splitlines()[-1]
     assert printed.startswith(f"best val MAE {final['best']['val_mae']:.3f} (epoch 1)")
@@ -45,7 +48,10 @@ def test_resume_refuses_config_changes(
     code, _, err = cli(argv)
     assert code == 2
     err = err.strip()
-    assert err == f"error: --resume continues {tmp_path / 'run'} with its stored config; drop --loss, --set"
+    assert err == (
+        f"error: --resume continues {tmp_path / 'run'} with its stored config; drop --loss, --set "
+        "(only --epochs / --set optim.epochs=N may extend it)"
+    )
 
 
 def test_unknown_set_key_is_a_one_line_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -64,6 +65,17 @@ def _check_runtime(which: str, device: str) -> None:
     if which not in CHECKPOINT_NAMES:
         raise ConfigError(f"--which {which!r}: choose one of {', '.join(CHECKPOINT_NAMES)}")
     resolve_device(device)  # cuda without a device: an error before anything is read
+
+
+def run_config_with(run_dir: Path, sets: list[str] | None, flags: Mapping[str, object]) -> Config:
+    """A run directory's stored config (its paths resolved, :func:`learner.runs.load_run_config`) with
+    ``--set`` overrides, then the command's flags."""
+    from learner.config import apply_overrides, split_override
+    from learner.runs import load_run_config
+
+    overrides = dict(split_override(item) for item in sets or [])
+    overrides |= {key: value for key, value in flags.items() if value is not None}
+    return apply_overrides(load_run_config(run_dir), overrides) if overrides else load_run_config(run_dir)
 
 
 def embed_command(
@@ -138,6 +150,12 @@ def classify_command(
     which: WhichOption = "best",
     device: DeviceOption = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the config, pairs per class and a rough time estimate; create nothing."
+        ),
+    ] = False,
 ) -> None:
     """Train the improved / stable / deteriorated classifier on ENCODER_RUN's frozen embeddings and test it.
 
@@ -145,15 +163,18 @@ def classify_command(
     OUT receives the pair tables, the classifier (with the encoder's fingerprint), predictions.csv and
     metrics.json (accuracy, macro-/weighted-F1, per-class, confusion, 95% patient-bootstrap CIs).
     """
+    from learner.evaluation.baselines import reference_rows
     from learner.experiments.classify import run_classification
-    from learner.experiments.tables import interval, percent
+    from learner.experiments.tables import REFERENCE_LABELS, interval, percent
 
     _check_runtime(which, device)
-    cfg = config_from_options(
-        config or encoder_run / "config.yaml",
-        sets,
-        **{"classifier.combine": combine, "classifier.head": head},
-    )
+    flags = {"classifier.combine": combine, "classifier.head": head}
+    cfg = config_from_options(config, sets, **flags) if config else run_config_with(encoder_run, sets, flags)
+    if dry_run:
+        from learner.experiments.plan import plan_classify
+
+        typer.echo(plan_classify(encoder_run, _load_manifest(manifest, cfg), cfg).render())
+        return
     result = run_classification(
         encoder_run, _load_manifest(manifest, cfg), cfg, out, which=which, device=_device(device), force=force
     )
@@ -163,14 +184,25 @@ def classify_command(
         f"{percent(test['accuracy'])} {interval(*test['ci']['accuracy'])}, macro-F1 "
         f"{percent(test['macro_f1'])} {interval(*test['ci']['macro_f1'])} (%, 95% CI); results in {out}"
     )
+    for name, row in reference_rows(result.metrics["pair_counts"]["test"]).items():
+        typer.echo(
+            f"  reference, {REFERENCE_LABELS[name]} ({row.answer}): accuracy {percent(row.accuracy)}, "
+            f"macro-F1 {percent(row.macro_f1)}"
+        )
 
 
 def report_command(
     run_dir: Annotated[
-        Path, typer.Argument(help="An experiment or classification run directory.", show_default=False)
+        Path,
+        typer.Argument(
+            help="An experiment, classification (learner classify) or pretraining (learner pretrain) run "
+            "directory.",
+            show_default=False,
+        ),
     ],
 ) -> None:
-    """Write RUN_DIR/REPORT.md: data source, tables, Fig. 1, regression quality, pair balance, config."""
+    """Write RUN_DIR/REPORT.md: data source, tables with reference rows, Fig. 1, regression quality, pair
+    balance, config; for a pretraining run its regression quality and training curves."""
     from learner.report import write_report
 
     typer.echo(f"report: {write_report(run_dir)}")

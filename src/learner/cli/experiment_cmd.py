@@ -36,6 +36,14 @@ ResumeOption = Annotated[
     bool, typer.Option("--resume", help="Continue OUT: finished cells are reused, new cells computed.")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Wipe a non-empty OUT first.")]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the resolved config, every cell, scans per split, pairs per class and a rough time "
+        "estimate; create nothing.",
+    ),
+]
 SettingOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -140,9 +148,21 @@ def _grid_config(
 
 
 def _run_and_report(
-    runner: Callable[..., Any], experiment: Experiment, out: Path, *, resume: bool, force: bool
+    runner: Callable[..., Any],
+    experiment: Experiment,
+    out: Path,
+    *,
+    resume: bool,
+    force: bool,
+    dry_run: str | None = None,
 ) -> None:
-    """Run an experiment grid, print its table, write and name its report, print the per-stage times."""
+    """Run an experiment grid, print its table, write and name its report, print the per-stage times; with
+    ``dry_run`` (the experiment's kind) only print its plan (:mod:`learner.experiments.plan`)."""
+    if dry_run is not None:
+        from learner.experiments.plan import plan_experiment
+
+        typer.echo(plan_experiment(dry_run, experiment).render())
+        return
     from learner.report import write_report
 
     started = CLOCK.mark()
@@ -178,12 +198,13 @@ def _grid_command(name: str, runner: str, doc: str) -> None:
         launcher: LauncherOption = None,
         launcher_opt: LauncherOptOption = None,
         logger: LoggerOption = None,
+        dry_run: DryRunOption = False,
     ) -> None:
         module, _, function = runner.partition(":")
         run = getattr(importlib.import_module(module), function)
         runtime = runtime_overrides(launcher, launcher_opt, logger)
         experiment = _grid_config(config, sets, dataset, runtime=runtime)
-        _run_and_report(run, experiment, out, resume=resume, force=force)
+        _run_and_report(run, experiment, out, resume=resume, force=force, dry_run=name if dry_run else None)
 
     command.__doc__ = inspect.cleandoc(doc)
     experiment_app.command(name)(command)
@@ -221,6 +242,7 @@ def sweep_command(
     launcher: LauncherOption = None,
     launcher_opt: LauncherOptOption = None,
     logger: LoggerOption = None,
+    dry_run: DryRunOption = False,
 ) -> None:
     """A sweep: every named setting (experiment.settings, --setting) × loss × seed on every dataset.
 
@@ -233,7 +255,9 @@ def sweep_command(
 
     runtime = runtime_overrides(launcher, launcher_opt, logger)
     experiment = _grid_config(config, sets, dataset, setting, runtime)
-    _run_and_report(run_sweep, experiment, out, resume=resume, force=force)
+    _run_and_report(
+        run_sweep, experiment, out, resume=resume, force=force, dry_run="sweep" if dry_run else None
+    )
 
 
 def demo_command(

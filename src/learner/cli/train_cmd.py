@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from learner.cli.options import ConfigOption, SetOption, config_from_options
-from learner.config import apply_overrides
+from learner.config import apply_overrides, split_override
 from learner.errors import ConfigError
 from learner.runs import load_run_config
 
@@ -62,11 +62,20 @@ def pretrain_command(
         typer.Option(
             "--resume",
             metavar="RUN_DIR",
-            help="Continue RUN_DIR from checkpoints/last with its stored config (instead of --out).",
+            help="Continue RUN_DIR from checkpoints/last with its stored config (instead of --out); with "
+            "--set optim.epochs=N (N larger) extend a finished run (docs/training.md).",
             show_default=False,
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the resolved config, scans per split, pairs per class and a rough time estimate; "
+            "create nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Pretrain encoder + regression head on λ·MSE + (1 − λ)·contrastive (Alg. 1, Table 2 defaults).
 
@@ -89,23 +98,42 @@ def pretrain_command(
         "--init": ("model.init", init),
         "--seed": ("seed", seed),
     }
+    if dry_run and resume is None:
+        from learner.experiments.plan import plan_pretrain
+
+        cfg = config_from_options(config, sets, **dict(flags.values()))
+        if device is not None:
+            cfg = apply_overrides(cfg, {"runtime.device": device})
+        typer.echo(plan_pretrain(cfg).render())
+        return
     if resume is not None and out is not None and resume != out:
         raise ConfigError(f"--resume {resume} continues that run; drop --out {out}")
     out = resume or out
     if out is None:
         raise ConfigError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
     if resume:
-        given = [flag for flag, (_, value) in flags.items() if value is not None]
-        given += ["--config"] * (config is not None) + ["--set"] * bool(sets)
-        if given:  # a resumed run must compute what the interrupted one would have
-            raise ConfigError(f"--resume continues {out} with its stored config; drop {', '.join(given)}")
+        extend = [item for item in sets or [] if split_override(item)[0] == "optim.epochs"]
+        given = [flag for flag, (_, value) in flags.items() if value is not None and flag != "--epochs"]
+        given += ["--config"] * (config is not None) + ["--set"] * (len(sets or []) > len(extend))
+        if given:  # a resumed run must compute what the interrupted one would have (it may only extend)
+            raise ConfigError(
+                f"--resume continues {out} with its stored config; drop {', '.join(given)} "
+                "(only --epochs / --set optim.epochs=N may extend it)"
+            )
         cfg = load_run_config(out)
+        more = dict(split_override(item) for item in extend) | ({"optim.epochs": epochs} if epochs else {})
+        cfg = apply_overrides(cfg, more) if more else cfg
     else:
         cfg = config_from_options(config, sets, **dict(flags.values()))
     runtime = {"runtime.device": device, "runtime.logger": logger}
     given_runtime = {key: value for key, value in runtime.items() if value is not None}
     if given_runtime:
         cfg = apply_overrides(cfg, given_runtime)  # a resumed run may change runtime
+    if dry_run:  # a resumed or extended run: what the rest of it would do
+        from learner.experiments.plan import plan_pretrain
+
+        typer.echo(plan_pretrain(cfg).render())
+        return
     result = pretrain(cfg, out, resume=resume is not None, force=force)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports

@@ -30,6 +30,7 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
+from learner.config import CUSTOM_SCALE_EXAMPLE
 from learner.errors import ConfigError
 
 
@@ -167,7 +168,12 @@ def scale_from_config(data: object) -> ScoreScale:
     if name == "custom":
         custom = data.custom_scale  # type: ignore[attr-defined]
         if custom is None:
-            raise ConfigError("data.scale is 'custom' but data.custom_scale is not set")
+            raise ConfigError(
+                "data.scale is 'custom' but data.custom_scale is not set; in YAML, e.g. "
+                f"{CUSTOM_SCALE_EXAMPLE} "
+                "(or --set data.custom_scale.low=0 --set data.custom_scale.high=3 "
+                "--set data.custom_scale.threshold=1)"
+            )
         return ScoreScale(
             "custom",
             low=custom.low,

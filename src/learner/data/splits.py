@@ -13,10 +13,12 @@ the whole score range.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from learner.config import SplitConfig
-from learner.data.manifest import SPLITS, Manifest
+from learner.data.manifest import SPLITS, Manifest, ScanRecord
 from learner.errors import LearnerError
 
 
@@ -58,15 +60,38 @@ def assign_splits(manifest: Manifest, cfg: SplitConfig, seed: int) -> dict[str, 
 
     eligible = [p for p in ranked if len({r.visit_order for r in patients[p]}) >= cfg.test_min_visits]
     if len(eligible) < targets["test"]:
-        raise LearnerError(
-            f"the test split needs {targets['test']} patients with ≥ {cfg.test_min_visits} visits "
-            f"(data.split.test_min_visits) but only {len(eligible)} of {len(ids)} patients have that many"
-        )
+        raise LearnerError(_too_few_longitudinal(patients, targets, len(eligible), cfg))
     test = _systematic_sample(eligible, targets["test"], rng)
     rest = [p for p in ranked if p not in test]
     val = _systematic_sample(rest, targets["val"], rng)
     mapping = {p: "test" for p in test} | {p: "val" for p in val}
     return {p: mapping.get(p, "train") for p in ids}
+
+
+CROSS_SECTIONAL_DOC = "docs/data.md#cross-sectional-data-few-longitudinal-patients"
+
+
+def _too_few_longitudinal(
+    patients: dict[str, list[ScanRecord]], targets: dict[str, int], eligible: int, cfg: SplitConfig
+) -> str:
+    """The split error with concrete numbers: patients per number of distinct visits, and a split that
+    the manifest can meet (every eligible patient in test; the rest in the configured train:val
+    proportion)."""
+    visits = Counter(len({r.visit_order for r in records}) for records in patients.values())
+    spread = ", ".join(f"{n} visit{'s' if n != 1 else ''}: {visits[n]}" for n in sorted(visits))
+    head = (
+        f"the test split needs {targets['test']} patients with ≥ {cfg.test_min_visits} visits "
+        f"(data.split.test_min_visits) but only {eligible} of {len(patients)} patients have that many "
+        f"(patients by distinct visits: {spread})"
+    )
+    if eligible == 0:
+        return f"{head}; no patient can give test pairs: pretrain and embed only ({CROSS_SECTIONAL_DOC})"
+    rest = len(patients) - eligible
+    train_share = targets["train"] / max(targets["train"] + targets["val"], 1)
+    train = round(rest * train_share)
+    counts = f"{train},{rest - train},{eligible}"
+    lower = f" or lower --test-min-visits to {cfg.test_min_visits - 1}," if cfg.test_min_visits > 2 else ""
+    return f"{head}; e.g. --counts {counts} (data.split.counts=[{counts}]),{lower} see {CROSS_SECTIONAL_DOC}"
 
 
 def resolve_splits(manifest: Manifest, cfg: SplitConfig, seed: int) -> tuple[dict[str, str], bool]:

@@ -18,6 +18,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -67,7 +68,8 @@ class DistanceAnalysis:
 
     ``change`` (P,) is |Δ target| per pair, ``distance`` (P,) the cosine distance, ``patient_ids`` (P,)
     the patient of each pair; ``rho`` is Spearman's ρ(change, distance) and ``ci_low``/``ci_high`` its
-    (1 − alpha) patient-bootstrap percentile interval from ``n_boot`` resamples.
+    (1 − alpha) patient-bootstrap percentile interval from ``n_boot`` resamples; ``labels`` (P,) the true
+    change class of each pair (0 deteriorated, 1 stable, 2 improved) when the pair table has them.
     """
 
     target: str
@@ -79,6 +81,7 @@ class DistanceAnalysis:
     ci_high: float
     n_boot: int
     alpha: float
+    labels: np.ndarray | None = None
 
     @property
     def n_pairs(self) -> int:
@@ -91,7 +94,8 @@ class DistanceAnalysis:
     def summary(self) -> str:
         """Two lines for a panel: ρ with its CI, and the pair/patient counts."""
         level = f"{100 * (1 - self.alpha):g}%"
-        ci = "n/a" if np.isnan(self.ci_low) else f"[{self.ci_low:.2f}, {self.ci_high:.2f}]"
+        degenerate = np.isnan(self.ci_low) or self.ci_low == self.ci_high  # no bootstrap, or one patient
+        ci = "n/a" if degenerate else f"[{self.ci_low:.2f}, {self.ci_high:.2f}]"
         return (
             f"Spearman ρ = {self.rho:.2f}, {level} CI {ci}\n{self.n_pairs} pairs, {self.n_patients} patients"
         )
@@ -161,37 +165,74 @@ def distance_vs_change(
         ci_high=high,
         n_boot=n_boot,
         alpha=alpha,
+        labels=pairs["label"].to_numpy(dtype=np.int64) if "label" in pairs.columns else None,
     )
 
 
+CLASS_COLOURS: dict[str, str] = {"deteriorated": "tab:red", "stable": "tab:grey", "improved": "tab:green"}
+"""Fig. 1's colour of each true change class."""
+FIGURE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
+"""Fig. 1 is written as PNG (the report embeds it) with vector copies beside it."""
+
+
 def plot_distance_panels(
-    analyses: Mapping[str, DistanceAnalysis], out_png: str | os.PathLike[str], xlabel: str = "|Δ score|"
+    analyses: Mapping[str, DistanceAnalysis],
+    out_png: str | os.PathLike[str],
+    xlabel: str = "|Δ score|",
+    *,
+    integer_x: bool = False,
 ) -> Figure:
-    """Fig. 1: one scatter panel per pretraining objective, side by side, ρ and its CI on each; PNG.
+    """Fig. 1: one scatter panel per pretraining objective, side by side; PNG, SVG and PDF.
+
+    Each panel's statistics (ρ, its CI, pairs and patients) are in its title, outside the axes, so they
+    never hide a point; points are coloured by their true change class (:data:`CLASS_COLOURS`) when the
+    analyses carry labels.
 
     Args:
         analyses: objective name (panel title) → its :class:`DistanceAnalysis`, in panel order.
-        out_png: where the PNG goes (written atomically).
-        xlabel: the x-axis label, e.g. ``"|Δ S/F|"`` or ``"|Δ latent severity|"``.
+        out_png: where the PNG goes (written atomically); ``.svg`` and ``.pdf`` copies go beside it.
+        xlabel: the x-axis label with its unit, e.g. ``"|Δ score| (S/F)"``.
+        integer_x: integer ticks on the x axis (an integer score such as MMSE).
 
     Returns:
         The matplotlib figure (Agg canvas, not registered with pyplot, so nothing global is touched).
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    from learner.data.scales import CLASS_NAMES
+
     if not analyses:
         raise ValueError("plot_distance_panels needs at least one analysis")
-    figure = Figure(figsize=(4.0 * len(analyses), 3.8), layout="constrained")
+    figure = Figure(figsize=(4.0 * len(analyses), 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(analyses), sharey=True, squeeze=False)[0]
     for ax, (name, analysis) in zip(axes, analyses.items(), strict=True):
-        ax.scatter(analysis.change, analysis.distance, s=14, alpha=0.7, edgecolors="none")
-        ax.set_title(name)
+        if analysis.labels is None:
+            ax.scatter(analysis.change, analysis.distance, s=14, alpha=0.7, edgecolors="none")
+        else:
+            for k, cls in enumerate(CLASS_NAMES):
+                chosen = analysis.labels == k
+                ax.scatter(
+                    analysis.change[chosen], analysis.distance[chosen], s=14, alpha=0.75,
+                    edgecolors="none", color=CLASS_COLOURS[cls],
+                )  # fmt: skip
+        ax.set_title(f"{name}\n{analysis.summary()}", fontsize=9)
         ax.set_xlabel(xlabel)
-        box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.8}
-        ax.text(0.03, 0.97, analysis.summary(), transform=ax.transAxes, va="top", fontsize=8, bbox=box)
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("embedding cosine distance")
-    with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+    if any(a.labels is not None for a in analyses.values()):
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=CLASS_COLOURS[cls], label=f"true: {cls}")
+            for cls in CLASS_NAMES
+        ]
+        figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    target = Path(out_png)
+    for fmt in FIGURE_FORMATS:
+        with atomic_path(target.with_suffix(f".{fmt}")) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=120)
     return figure
 
 

@@ -50,6 +50,7 @@ from learner.evaluation.metrics import (
     percentile_interval,
 )
 from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
+from learner.experiments.prose import small_sample_warnings
 from learner.runs import RunDir, check_run_dir, open_run_dir, removed_unless_started
 from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta
 
@@ -190,9 +191,10 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
     predictions = _prediction_table(pairs["test"], probabilities)
     with atomic_path(run.file("predictions.csv")) as tmp:
         predictions.to_csv(tmp, index=False)
-    metrics = {
+    metrics: dict[str, Any] = {
         "kind": "classification",
         "encoder_run": str(Path(encoder_run)),
+        "encoder_run_relative": os.path.relpath(Path(encoder_run).resolve(), run.path.resolve()),
         "encoder_fingerprint": table.fingerprint,
         "checkpoint": which,
         "manifest": str(manifest.source),
@@ -210,6 +212,9 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
         "test_patients_without_pairs": no_pair,
     }
     run.write_metrics(metrics)
+    test = metrics["test"]
+    for warning in small_sample_warnings(test["n_patients"], metrics["pair_counts"]["test"]):
+        log.warning("%s: %s", run.path, warning)
     return ClassificationResult(run.path, metrics, predictions, fitted, table)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from learner.data.manifest import Manifest
 from learner.data.phantom.ground_truth import latent_severity
+from learner.data.scales import ScoreScale
 from learner.evaluation.embed import embed_scans
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
 from learner.experiments.results import Cell, Figure
@@ -29,9 +30,12 @@ FIGURE_TARGETS: dict[str, str] = {
 _ID_COLUMNS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
 
 
-def figure_one(out_dir: Path, cells: Sequence[Cell], manifest: Manifest, n_boot: int) -> dict[str, Figure]:
+def figure_one(
+    out_dir: Path, cells: Sequence[Cell], manifest: Manifest, n_boot: int, scale: ScoreScale | None = None
+) -> dict[str, Figure]:
     """Fig. 1 of one dataset from its lowest-seed cells (their test pairs in ``<cell>/classifier/pairs``),
-    written as ``fig1_<dataset>_<target>.png`` into ``out_dir``.
+    written as ``fig1_<dataset>_<target>.png`` (with ``.svg`` and ``.pdf``) into ``out_dir``; the score
+    axis carries ``scale``'s unit, with integer ticks for an integer score.
 
     Returns:
         target (``score``, and ``latent`` on a phantom) → the :class:`Figure` (file, seed, panels).
@@ -43,7 +47,9 @@ def figure_one(out_dir: Path, cells: Sequence[Cell], manifest: Manifest, n_boot:
         analyses = {c.key.loss: cell_distance_analysis(out_dir, c, manifest, target, n_boot) for c in shown}
         png = f"fig1_{shown[0].key.dataset}_{key}.png"
         panels = {loss_label(k): a for k, a in analyses.items()}
-        plot_distance_panels(panels, out_dir / png, xlabel=FIGURE_TARGETS[key])
+        unit = f" ({scale.unit})" if key == "score" and scale is not None and scale.unit else ""
+        integer = key == "score" and scale is not None and scale.integer
+        plot_distance_panels(panels, out_dir / png, xlabel=FIGURE_TARGETS[key] + unit, integer_x=integer)
         figures[key] = Figure(png=png, seed=seed, panels={k: a.to_metrics() for k, a in analyses.items()})
     return figures
 

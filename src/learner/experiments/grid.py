@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from learner import atomic
@@ -63,8 +62,9 @@ from learner.training.checkpoint import checkpoint_fingerprint
 from learner.training.device import resolve_device
 from learner.training.faults import fault_point
 from learner.training.names import check_names
-from learner.training.plan import check_pretraining, check_resumable
+from learner.training.plan import check_pretraining
 from learner.training.pretrain import pretrain
+from learner.training.resume import check_resumable
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +273,8 @@ def collect_device(config: Config) -> str:
 
 
 def mean_std(values: Sequence[float]) -> MeanStd:
-    """Mean and sample std (ddof 1; 0 for one value) of a number over seeds."""
-    array = np.asarray(values, dtype=np.float64)
-    return MeanStd(mean=float(array.mean()), std=float(array.std(ddof=1)) if len(array) > 1 else 0.0)
+    """Mean and sample std (ddof 1; 0 for one value) of a number over seeds (:meth:`MeanStd.over`)."""
+    return MeanStd.over(values)
 
 
 def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:

@@ -20,10 +20,12 @@ sweep's :class:`Sweep`) is written and read back here, beside the :class:`Result
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from learner.evaluation.metrics import PairedDifference
 from learner.timing import Timing
@@ -139,6 +141,12 @@ class MeanStd:
 
     mean: float
     std: float
+
+    @classmethod
+    def over(cls, values: Sequence[float]) -> MeanStd:
+        """Mean and sample std (ddof 1; 0 for one value) of a number over seeds (float64)."""
+        array = np.asarray(values, dtype=np.float64)
+        return cls(mean=float(array.mean()), std=float(array.std(ddof=1)) if len(array) > 1 else 0.0)
 
 
 @dataclass(frozen=True)

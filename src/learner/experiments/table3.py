@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from learner.config import Config, Experiment, ExperimentConfig
+from learner.data.scales import scale_from_config
 from learner.evaluation.metrics import paired_difference_ci
 from learner.experiments import grid as engine
 from learner.experiments.figure1 import figure_one
@@ -107,8 +108,9 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
             engine.announce(index, len(plan.cells), cell.where)
             (_, key, cfg), *_ = cell.classifiers
             rows.append(engine.run_cell(run_dir, cell.where, key, cfg, manifest, plan.device))
+        scale = scale_from_config(engine.cell_config(config, dataset).data)
         with stage("figures"):
-            figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap)
+            figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap, scale)
         cells += rows
     baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
     results = Results(

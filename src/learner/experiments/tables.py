@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from learner.experiments.results import MeanStd, Results
+from learner.evaluation.baselines import REFERENCES, reference_rows
+from learner.experiments.results import Cell, MeanStd, Results
 
 F1_NOTE = (
-    "F1 is **macro-F1**, the unweighted mean of the per-class F1 of deteriorated, stable and improved. The "
-    "test pairs are imbalanced (most intra-patient pairs are stable) and the paper's three-class F1 is most "
-    "naturally the macro average; with it a classifier that always answers 'stable' cannot score well. "
-    "Weighted-F1 is in the CSV/JSON files."
+    "F1 is **macro-F1**, the unweighted mean of the per-class F1 of deteriorated, stable and improved (the "
+    "classes that occur): the paper's three-class F1 is most naturally the macro average, and unlike "
+    "accuracy it does not reward answering the commonest class. The reference rows (in italics) need no "
+    "model: always answering the test set's majority class, and answering uniformly at random (expected "
+    "values). Weighted-F1 is in the CSV/JSON files."
 )
 
 LOSS_LABELS: dict[str, str] = {"mse": "MSE", "cl": "CL", "wcl": "wCL", "wcl_scaled": "wCL (scaled)"}
@@ -32,14 +34,17 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
 
 
-def mean_std(stats: MeanStd) -> str:
-    """Mean and std of a fraction → ``"72.46 ± 1.30"`` (percent)."""
-    return f"{percent(stats.mean)} ± {percent(stats.std)}"
+def mean_std(stats: MeanStd, n: int) -> str:
+    """Mean and std over ``n`` seeds of a fraction → ``"72.46 ± 1.30"`` (percent); the spread is 'n/a'
+    when it is degenerate (one seed, or zero variance), never a misleading ``± 0.00``."""
+    spread = "n/a" if n < 2 or stats.std == 0 else percent(stats.std)
+    return f"{percent(stats.mean)} ± {spread}"
 
 
 def interval(low: float | None, high: float | None) -> str:
-    """A fraction interval as ``[a, b]`` in percent, or 'n/a'."""
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+    """A fraction interval as ``[a, b]`` in percent, or 'n/a' when undefined or degenerate (``low ==
+    high``: one patient, or no variation over the resamples)."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) or low == high:
         return "n/a"
     return f"[{percent(low)}, {percent(high)}]"
 
@@ -52,6 +57,37 @@ def plain(value: float | None) -> str:
 def interval_plain(low: float | None, high: float | None) -> str:
     """An interval of plain numbers (not fractions) as ``[a, b]``, or 'n/a'."""
     return "n/a" if "n/a" in (plain(low), plain(high)) else f"[{plain(low)}, {plain(high)}]"
+
+
+REFERENCE_LABELS: dict[str, str] = {"majority": "always-majority", "chance": "chance (uniform)"}
+"""Reference row (:data:`learner.evaluation.baselines.REFERENCES`) → its label in the tables."""
+
+
+def test_counts_by_seed(cells: Sequence[Cell], dataset: str) -> dict[int, dict[str, int]]:
+    """Seed → the test pairs' class counts of one dataset (every cell of a seed shares its split and
+    pairs)."""
+    return {c.seed: c.pair_counts["test"] for c in cells if c.key.dataset == dataset}
+
+
+def reference_cells(counts_by_seed: dict[int, dict[str, int]]) -> dict[str, tuple[str, list[str]]]:
+    """Reference name → (its label, [accuracy, macro-F1] as mean ± std over seeds), for a table row;
+    empty without test pairs."""
+    per_seed = [reference_rows(counts) for counts in counts_by_seed.values() if sum(counts.values())]
+    if not per_seed:
+        return {}
+    n = len(per_seed)
+    out = {}
+    for name in REFERENCES:
+        answers = sorted({rows[name].answer for rows in per_seed})
+        label = REFERENCE_LABELS[name]
+        if name == "majority":
+            label += f" ({answers[0].removeprefix('always ')})" if len(answers) == 1 else " (per seed)"
+        values = [
+            mean_std(MeanStd.over([getattr(rows[name], metric) for rows in per_seed]), n)
+            for metric in ("accuracy", "macro_f1")
+        ]
+        out[name] = (f"*{label}*", values)
+    return out
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -71,8 +107,14 @@ def render_table3(results: Results) -> str:
         cells = [loss_label(loss)]
         for dataset in datasets:
             row = summary.get((dataset, loss))
-            cells += [mean_std(row.stats["accuracy"]), mean_std(row.stats["macro_f1"])] if row else ["—", "—"]
+            stats = [mean_std(row.stats[m], row.n_seeds) for m in ("accuracy", "macro_f1")] if row else []
+            cells += stats or ["—", "—"]
         rows.append(cells)
+    references = {d: reference_cells(test_counts_by_seed(results.cells, d)) for d in datasets}
+    for name in REFERENCES if all(references.values()) else ():
+        labels = {references[d][name][0] for d in datasets}
+        label = labels.pop() if len(labels) == 1 else f"*{REFERENCE_LABELS[name]}*"
+        rows.append([label] + [value for d in datasets for value in references[d][name][1]])
     seeds = len(results.seeds)
     caption = (
         "Health-change classification on the test intra-patient pairs: accuracy and F1 in %, mean ± std "
@@ -92,12 +134,14 @@ def render_ablation(results: Results) -> str:
                 row.key.combine,
                 loss_label(row.key.loss),
                 row.key.classifier,
-                mean_std(row.stats["accuracy"]),
-                mean_std(row.stats["macro_f1"]),
+                mean_std(row.stats["accuracy"], row.n_seeds),
+                mean_std(row.stats["macro_f1"], row.n_seeds),
             ]
             for row in results.summary
             if row.key.dataset == dataset.name
         ]
+        references = reference_cells(test_counts_by_seed(results.cells, dataset.name))
+        rows += [[label, "", "", "", *values] for label, values in references.values()]
         header = ["Backbone", "Combine", "Loss", "Classifier", "Accuracy", "F1"]
         parts.append(f"**{dataset.name}**\n\n" + markdown_table(header, rows))
     seeds = len(results.seeds)
@@ -134,7 +178,7 @@ def render_sweep(results: Results) -> str:
                     row.key.setting,
                     loss_label(row.key.loss),
                     *rhos,
-                    mean_std(row.macro_f1),
+                    mean_std(row.macro_f1, row.n_seeds),
                     f"{row.val_mae.mean:.3f}",
                     f"{row.baseline_mae.mean:.3f}",
                     percent(row.mae_reduction),

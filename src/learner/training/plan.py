@@ -20,10 +20,11 @@ from learner.errors import ConfigError
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
-from learner.runs import check_run_dir, load_run_config
+from learner.runs import check_run_dir
 from learner.training.device import resolve_device
-from learner.training.loggers import check_logger, flatten_settings
+from learner.training.loggers import check_logger
 from learner.training.names import check_names
+from learner.training.resume import check_resumable
 
 
 @dataclass(frozen=True)
@@ -129,19 +130,3 @@ def check_pretraining(
         scans=scans,
         steps_per_epoch=min(batches, optim.max_steps_per_epoch or batches),
     )
-
-
-def check_resumable(config: Config, run_dir: Path) -> None:
-    """A resumed run may change ``runtime`` only: it must compute what the interrupted one would have.
-
-    Raises:
-        ConfigError: naming the keys that differ from ``run_dir/config.yaml``.
-    """
-    stored = flatten_settings(load_run_config(run_dir).result_settings())
-    current = flatten_settings(config.result_settings())
-    changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
-    if changed:
-        raise ConfigError(
-            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changed)}; "
-            "resume with the stored config or start a new run"
-        )

@@ -51,6 +51,7 @@ from learner.config import Config, Optimizer, Schedule
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache, build_cache, default_cache_root
 from learner.data.datasets import ScanDataset, TwoViews, make_loader, views_to_batch
+from learner.data.phantom.ground_truth import data_source
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
 from learner.errors import ConfigError, NonFiniteLossError
@@ -68,6 +69,7 @@ from learner.training.checkpoint import (
     recover_checkpoint,
     save_checkpoint,
 )
+from learner.training.curves import CURVES_FILE, plot_training_curves
 from learner.training.device import resolve_device
 from learner.training.distributed import (
     DistInfo,
@@ -81,6 +83,7 @@ from learner.training.faults import fault_point
 from learner.training.loggers import CsvLogger, open_loggers
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan, plan_pretraining
+from learner.training.resume import check_resumable, record_extension
 from learner.training.seeding import rng_state, seed_everything, set_rng_state
 from learner.training.validation import predict_scores, regression_metrics, view_loss
 
@@ -170,6 +173,7 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     optim, data, runtime = config.optim, config.data, config.runtime
     # ---- seeds and run directory (rank 0 alone writes files) ----
     seed_everything(config.seed, deterministic=device.type == "cpu")
+    stored_epochs = check_resumable(config, run_dir) if resume else optim.epochs
     run = open_run_dir(run_dir, config, resume=resume, force=plan.force) if info.is_main else None
     if run is not None and not resume and config.model.init is not None:
         run.record(init=init_record(config.model.init))  # the run or file the encoder starts from
@@ -266,6 +270,12 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
             CsvLogger(run_dir, config).log(history[-1], history)
     elif resume:
         log.info("resumed %s: no checkpoint was saved yet, starting at epoch 1", run_dir)
+    if run is not None and stored_epochs != optim.epochs:
+
+        def schedule(step: int, total: int, base: float) -> float:
+            return scheduled_lr(optim.scheduler, step, total, base, warmup_steps)
+
+        record_extension(run, config, stored_epochs, step, steps_per_epoch, schedule)
     ddp = wrap_model(model, info, device, find_unused_parameters="mse" not in objective.names)
     sinks = open_loggers(runtime.logger, run_dir, config) if run is not None else []
     # ---- Alg. 1: for each batch, U = θ_V(B), Y = θ_M(U), θ ← θ − η∇(λ·MSE + (1 − λ)·CL) ----
@@ -340,8 +350,10 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     for sink in sinks:
         sink.close()
     if run is not None:
+        plot_training_curves(history, run.file(CURVES_FILE))  # once, at the end (a report redraws it)
         run.write_metrics({
-            "best": finite(best), "last": finite(history[-1]), "train_mean": standardiser.mean,
+            "kind": "pretraining", "best": finite(best), "last": finite(history[-1]),
+            "train_mean": standardiser.mean, "data_source": data_source(manifest),
             "scans": {"train": len(train_records), "val": len(val_records), "skipped": len(skipped)},
         })  # fmt: skip
     return PretrainResult(run_dir, best=best, last=history[-1], history=history)

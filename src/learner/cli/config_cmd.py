@@ -1,0 +1,52 @@
+"""``learner config show | docs``: a resolved config with each key's description, and the config reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from learner.cli.options import ConfigOption, SetOption
+
+config_app = typer.Typer(
+    help="The configuration: show a resolved config with descriptions, or write docs/config.md.",
+    no_args_is_help=True,
+)
+
+DEFAULT_DOCS = Path("docs") / "config.md"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``config`` group to the ``learner`` app."""
+    app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def show_command(config: ConfigOption = None, sets: SetOption = None) -> None:
+    """Print the resolved config (defaults ← --config ← --set) as YAML, each key's description above it.
+
+    The experiment grid (experiment:) is shown when the file has one or a --set names it.
+    """
+    import yaml
+
+    from learner.config import load_experiment, resolve_config_path
+    from learner.config_reference import commented_yaml
+
+    experiment = load_experiment(config, sets or [])
+    raw = yaml.safe_load(resolve_config_path(config).read_text(encoding="utf-8")) if config else None
+    has_grid = (isinstance(raw, dict) and "experiment" in raw) or any(
+        item.startswith("experiment.") for item in sets or []
+    )
+    typer.echo(commented_yaml(experiment if has_grid else experiment.config), nl=False)
+
+
+@config_app.command("docs")
+def docs_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the reference.")] = DEFAULT_DOCS,
+) -> None:
+    """Write the config reference (every key, type, default, description) generated from the code."""
+    from learner.atomic import write_text
+    from learner.config_reference import reference_markdown
+
+    typer.echo(f"config reference: {write_text(out, reference_markdown())}")

@@ -1,0 +1,61 @@
+"""Reference rows of every classification table: what a model must beat to mean anything.
+
+Both rows are computed from the test set's class counts alone (no model), with the same metric
+definitions as :func:`learner.evaluation.metrics.classification_metrics` (macro-F1 averages the classes
+that occur in the truth or the predictions):
+
+* **always-majority**: answer the test set's most frequent class for every pair (the best any constant
+  answer can do on accuracy). Accuracy ``n_m / N``; that class's F1 is ``2·n_m / (n_m + N)``, every other
+  occurring class scores 0.
+* **chance**: answer one of the K classes uniformly at random. Expected accuracy ``1 / K``; macro-F1 is the
+  F1 of the expected confusion matrix (``E[C_cj] = n_c / K``): ``F1_c = 2·n_c / (K·n_c + N)``, averaged over
+  all K classes (each is predicted). It is the large-sample value, stated as such.
+
+Example::
+
+    rows = reference_rows({"deteriorated": 5, "stable": 42, "improved": 10})
+    rows["majority"].accuracy  # 42 / 57
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A model-free answer's test accuracy and macro-F1 (fractions); ``answer`` names what it answers."""
+
+    accuracy: float
+    macro_f1: float
+    answer: str
+
+
+def majority_row(counts: Mapping[str, int]) -> ReferenceRow:
+    """Always answering the most frequent class of ``counts`` (class name → test pairs; ties: first)."""
+    total = sum(counts.values())
+    if total == 0:
+        raise ValueError("no test pairs: a reference row needs at least one")
+    majority = max(counts, key=lambda name: counts[name])
+    n_m = counts[majority]
+    occurring = sum(1 for name, n in counts.items() if n > 0 or name == majority)
+    return ReferenceRow(n_m / total, 2 * n_m / (n_m + total) / occurring, f"always {majority}")
+
+
+def chance_row(counts: Mapping[str, int]) -> ReferenceRow:
+    """Answering one of the ``len(counts)`` classes uniformly at random (expected values)."""
+    total, k = sum(counts.values()), len(counts)
+    if total == 0:
+        raise ValueError("no test pairs: a reference row needs at least one")
+    f1 = [2 * n / (k * n + total) for n in counts.values()]
+    return ReferenceRow(1 / k, sum(f1) / k, "uniform random")
+
+
+REFERENCES = {"majority": majority_row, "chance": chance_row}
+"""Reference name → its row from the test class counts (the order the tables list them)."""
+
+
+def reference_rows(counts: Mapping[str, int]) -> dict[str, ReferenceRow]:
+    """Every row of :data:`REFERENCES` for one test set's class counts."""
+    return {name: row(counts) for name, row in REFERENCES.items()}

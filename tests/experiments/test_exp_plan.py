@@ -1,0 +1,97 @@
+"""`--dry-run` (issue 13): the plan of pretrain, classify and the experiment grids, computed from the config
+and the manifest alone; nothing is created."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from learner.config import DatasetSpec
+from learner.data.manifest import load_manifest
+from learner.data.scales import CLASS_NAMES, get_scale
+from learner.experiments.plan import DECODE_SECONDS_PER_SCAN, TSM_SECONDS_PER_FRAME_PIXEL
+from learner.experiments.results import ExperimentResult
+
+TINY = [
+    "--set",
+    "data.size=32",
+    "--set",
+    "data.frames=2",
+    "--set",
+    "optim.epochs=3",
+    "--set",
+    "model.size=paper",
+]
+
+
+def test_pretrain_dry_run_counts_scans_pairs_and_estimates_time(
+    cli, tiny_lus: DatasetSpec, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    code, text, err = cli(
+        ["pretrain", "--manifest", str(tiny_lus.manifest), "--out", str(out), "--dry-run", *TINY]
+    )
+    assert code == 0, err
+    assert not out.exists()
+    manifest = load_manifest(tiny_lus.manifest, get_scale("sf"))
+    scans = {s: len(manifest.by_split(s)) for s in ("train", "val", "test")}
+    assert f"scans train {scans['train']} (" in text
+    assert f"val {scans['val']} (" in text
+    assert "  # " not in text  # the plain resolved YAML
+    assert "epochs: 3" in text
+    # hand-computed: 3 epochs × (⌊train / 16⌋ steps × 16 clips + 0.3 × val clips) × 2 frames × 32² px
+    clips = (scans["train"] // 16) * 16 + 0.3 * scans["val"]
+    expected = (
+        3 * clips * 2 * 32**2 * TSM_SECONDS_PER_FRAME_PIXEL + len(manifest.records) * DECODE_SECONDS_PER_SCAN
+    )
+    total = re.search(r"Time estimate .*: ≈ (\d+) s", text)
+    assert total is not None
+    assert int(total.group(1)) == round(expected)
+    assert "nothing was created" in text
+
+
+def test_classify_dry_run_shows_the_pairs_the_classifier_would_get(
+    cli, tiny_table3: ExperimentResult, tmp_path: Path
+) -> None:
+    encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
+    code, text, err = cli(["classify", str(encoder), "--out", str(tmp_path / "c"), "--dry-run"])
+    assert code == 0, err
+    assert not (tmp_path / "c").exists()
+    stored = json.loads((encoder.parent / "classifier" / "metrics.json").read_text())["pair_counts"]
+    for split, counts in stored.items():
+        kind = "intra-patient" if split == "test" else "inter-patient"
+        listed = ", ".join(f"{name} {counts[name]}" for name in CLASS_NAMES)
+        assert f"{split} {kind} pairs: {listed} ({sum(counts.values())})" in text
+    assert "split: the encoder run's splits.csv" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "cells", "pretrainings"),
+    [
+        ("table3", [], 4, 4),  # 2 datasets × 2 losses × 1 seed
+        ("ablation", ["--set", "experiment.backbones=[tsm_resnet18]"], 16, 4),  # × 2 combines × 2 heads
+    ],
+)
+def test_experiment_dry_run_lists_every_cell_and_creates_nothing(
+    cli, tiny_lus: DatasetSpec, tiny_mri: DatasetSpec, tmp_path: Path, kind: str, extra: list[str],
+    cells: int, pretrainings: int,
+) -> None:  # fmt: skip
+    out = tmp_path / "exp"
+    datasets = ["--dataset", f"LUS={tiny_lus.manifest}@sf", "--dataset", f"MRI={tiny_mri.manifest}@mmse"]
+    grid = ["--set", "experiment.losses=[mse,mse+wcl]", "--set", "experiment.seeds=[0]"]
+    code, text, err = cli(["experiment", kind, "--out", str(out), "--dry-run", *datasets, *grid, *extra])
+    assert code == 0, err
+    assert not out.exists()
+    assert f"Cells ({cells}):" in text
+    assert f"cell {cells}/{cells}: MRI/" in text
+    assert text.count("pretrain ≈") == pretrainings
+    assert "experiment:" in text  # the resolved grid is shown
+
+
+def test_a_bad_loss_fails_the_dry_run_too(cli, tiny_lus: DatasetSpec) -> None:
+    code, _, err = cli(["pretrain", "--manifest", str(tiny_lus.manifest), "--loss", "foo", "--dry-run"])
+    assert code == 2
+    assert "foo" in err

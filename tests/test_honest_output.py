@@ -1,0 +1,172 @@
+"""Honest small-sample output (issue 13): reference rows, degenerate intervals, warnings, generated prose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from learner.data.scales import CLASS_NAMES
+from learner.evaluation.baselines import chance_row, majority_row
+from learner.evaluation.metrics import PairedDifference
+from learner.experiments.prose import class_mix, comparison_verdict, majority_statement, small_sample_warnings
+from learner.experiments.results import Cell, DatasetSummary, GridKey, MeanStd, Results, SummaryRow
+from learner.experiments.tables import interval, mean_std, render_table3
+from learner.report import write_report
+
+COUNTS = {"deteriorated": 5, "stable": 42, "improved": 10}  # the demo's 57 test pairs
+REGRESSION: dict[str, Any] = {
+    "val_mae": 1.0, "baseline_mae": 2.0, "val_rmse": 1.0, "baseline_rmse": 2.0, "val_r": 0.5
+}  # fmt: skip
+
+
+def _labels(counts: dict[str, int]) -> np.ndarray:
+    return np.repeat([CLASS_NAMES.index(n) for n in counts], list(counts.values()))
+
+
+@pytest.mark.parametrize("counts", [COUNTS, {"deteriorated": 0, "stable": 3, "improved": 1}])
+def test_majority_row_equals_scikit_learn_on_a_constant_answer(counts: dict[str, int]) -> None:
+    truth = _labels(counts)
+    answer = np.full_like(truth, CLASS_NAMES.index("stable"))
+    row = majority_row(counts)
+    assert row.answer == "always stable"
+    assert row.accuracy == pytest.approx(accuracy_score(truth, answer))
+    assert row.macro_f1 == pytest.approx(f1_score(truth, answer, average="macro", zero_division=0))
+
+
+def test_chance_row_is_the_f1_of_the_expected_confusion_matrix() -> None:
+    """Each pair answered once with every class is the expected confusion matrix of a uniform guess (×3)."""
+    truth = np.repeat(_labels(COUNTS), 3)
+    answer = np.tile([0, 1, 2], len(truth) // 3)
+    row = chance_row(COUNTS)
+    assert row.accuracy == pytest.approx(1 / 3)
+    assert row.macro_f1 == pytest.approx(f1_score(truth, answer, average="macro"))
+
+
+def test_degenerate_spreads_and_intervals_read_n_a() -> None:
+    assert mean_std(MeanStd(0.6364, 0.0), 1) == "63.64 ± n/a"  # one seed
+    assert mean_std(MeanStd(0.6364, 0.0), 3) == "63.64 ± n/a"  # zero variance
+    assert mean_std(MeanStd(0.6364, 0.013), 3) == "63.64 ± 1.30"
+    assert interval(0.5, 0.5) == "n/a"  # one patient
+    assert interval(0.25, 0.75) == "[25.00, 75.00]"
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("diff", "expected"),
+    [
+        (
+            PairedDifference(-0.047, -0.09, 0.01, 0.02, 3),
+            "CL did not beat MSE on macro-F1: Δ −4.70 points, 95% CI [−9.00, +1.00] includes 0",
+        ),
+        (
+            PairedDifference(0.05, 0.01, 0.09, 0.02, 3),
+            "CL beat MSE on macro-F1: Δ +5.00 points, 95% CI [+1.00, +9.00] excludes 0",
+        ),
+        (
+            PairedDifference(-0.05, -0.09, -0.01, 0.02, 3),
+            "CL was worse than MSE on macro-F1: Δ −5.00 points, 95% CI [−9.00, −1.00] excludes 0",
+        ),
+        (
+            PairedDifference(0.05, NAN, NAN, NAN, 1),
+            "CL vs MSE on macro-F1: Δ +5.00 points from 1 seed(s), no interval: cannot tell",
+        ),
+    ],
+)
+def test_comparison_verdicts_follow_the_interval(diff: PairedDifference, expected: str) -> None:
+    assert comparison_verdict("CL", "MSE", "macro-F1", diff) == expected
+
+
+def test_small_sample_warnings() -> None:
+    assert small_sample_warnings(5, COUNTS) == []
+    few, missing = small_sample_warnings(2, {"deteriorated": 0, "stable": 3, "improved": 1})
+    assert "2 patient(s), fewer than 5" in few
+    assert missing.startswith("no test pair is deteriorated")
+
+
+def test_majority_statement_says_when_the_constant_answer_wins_accuracy() -> None:
+    majority = majority_row(COUNTS)
+    text = majority_statement({"MSE": (0.70, 0.45), "MSE + CL": (0.75, 0.50)}, majority)
+    assert text.startswith(
+        "Answering 'stable' for every pair scores 73.68% accuracy, above 1 of 2 models (MSE)"
+    )
+    assert "macro-F1 weighs each class equally" in text
+    assert "28.28%, below every model" in text
+    assert majority_statement({"MSE": (0.80, 0.5)}, majority).endswith("matches or beats that on accuracy.")
+    assert class_mix(COUNTS) == "42 of 57 test pairs (73.7%) are stable, 10 improved, 5 deteriorated"
+
+
+def _cell(loss: str, seed: int, accuracy: float, macro_f1: float) -> Cell:
+    return Cell(
+        key=GridKey("LUS", loss), seed=seed, dir=f"LUS/{loss}/seed-{seed}", clips_per_scan=1,
+        accuracy=accuracy, macro_f1=macro_f1, weighted_f1=0.5,
+        ci={"accuracy": (accuracy, accuracy), "macro_f1": (0.1, 0.9)},
+        n_test_pairs=57, regression=REGRESSION, pair_counts={"test": COUNTS}, encoder_fingerprint="",
+    )  # fmt: skip
+
+
+def _results(tmp_path: Path) -> Results:
+    cells = [_cell("mse", 0, 0.70, 0.45), _cell("mse+cl", 0, 0.65, 0.40)]
+    for cell in cells:
+        folder = tmp_path / cell.dir / "classifier"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"test": {"n_patients": 3}}))
+    summary = [
+        SummaryRow(c.key, 1, {m: MeanStd(c.metric(m), 0.0) for m in ("accuracy", "macro_f1", "weighted_f1")})
+        for c in cells
+    ]
+    dataset = DatasetSummary("LUS", "m.csv", "sf", scans=0, patients=0, data_source="real", phantom=None)
+    diff = PairedDifference(-0.05, float("nan"), float("nan"), float("nan"), 1)
+    return Results(
+        "table3", [dataset], ["mse", "mse+cl"], [0], cells, summary, baseline_loss="mse",
+        comparisons={"LUS": {"mse+cl": {"accuracy": diff, "macro_f1": diff}}},
+    )  # fmt: skip
+
+
+def test_table3_has_reference_rows_and_one_seed_reads_n_a(tmp_path: Path) -> None:
+    lines = render_table3(_results(tmp_path)).splitlines()
+    assert lines[2] == "| MSE | 70.00 ± n/a | 45.00 ± n/a |"
+    assert lines[4] == "| *always-majority (stable)* | 73.68 ± n/a | 28.28 ± n/a |"
+    assert lines[5].startswith("| *chance (uniform)* | 33.33 ± n/a |")
+
+
+def test_experiment_report_words_come_from_the_numbers(tmp_path: Path) -> None:
+    results = _results(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps(results.to_json()))
+    text = write_report(tmp_path).read_text()
+    assert "± 0.00" not in text
+    assert "[70.00, 70.00]" not in text
+    assert "LUS, seed 0: the test set has 3 patient(s), fewer than 5" in text
+    assert "42 of 57 test pairs (73.7%) are stable" in text
+    assert "above every model (MSE, MSE + CL)" not in text  # "every model" is said as such
+    assert "scores 73.68% accuracy, above every model" in text
+    assert (
+        "- LUS: MSE + CL vs MSE on accuracy: Δ −5.00 points from 1 seed(s), no interval: cannot tell" in text
+    )
+    assert "most intra-patient pairs are stable" not in text  # no fixed claim about the data
+
+
+def test_classification_report_warns_and_has_reference_rows(tmp_path: Path) -> None:
+    metrics: dict[str, Any] = {
+        "kind": "classification", "encoder_run": str(tmp_path / "none"), "manifest": "m.csv",
+        "data_source": "real", "combine": "difference", "head": "mlp",
+        "test": {
+            "n": 4, "n_patients": 1, "accuracy": 0.75, "macro_f1": 0.4, "weighted_f1": 0.5,
+            "ci": {"accuracy": [0.75, 0.75], "macro_f1": [0.4, 0.4]},
+            "per_class": {}, "confusion": [[0, 0, 0], [0, 3, 0], [0, 1, 0]],
+        },
+        "pair_counts": {"test": {"deteriorated": 0, "stable": 3, "improved": 1}},
+    }  # fmt: skip
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    text = write_report(tmp_path).read_text()
+    assert "| classifier | 75.00 n/a | 40.00 n/a | 50.00 | 4 | 1 |" in text
+    assert "| *always-majority (always stable)* | 75.00 | 42.86 |" in text
+    assert "1 patient(s), fewer than 5" in text
+    assert "no test pair is deteriorated" in text
+    assert "every model matches or beats that on accuracy" in text
