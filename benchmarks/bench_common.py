@@ -99,7 +99,7 @@ def training_step(
     device = device or torch.device("cpu")
     torch.manual_seed(seed)
     model_cfg = ModelConfig(backbone=backbone, size=preset, shift_fraction=shift_fraction)
-    model = build_regressor(model_cfg, 1, size).to(device)
+    model = build_regressor(model_cfg, 1, size, frames=frames).to(device)
     clips = torch.rand(batch, frames, 1, size, size, device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -55,7 +55,9 @@ def projected_steps(batch: int) -> int:
 def step_seconds(backbone: str, args: argparse.Namespace, device: torch.device, info: DistInfo) -> float:
     """Median seconds of one DDP training step of ``backbone`` (global batch ``args.batch``)."""
     torch.manual_seed(0)
-    model = build_regressor(ModelConfig(backbone=backbone, size=args.preset), 1, args.size).to(device)
+    model = build_regressor(
+        ModelConfig(backbone=backbone, size=args.preset), 1, args.size, frames=args.frames
+    ).to(device)
     channels_last = device.type == "cuda" and args.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -22,6 +22,7 @@ from learner.config import (
     NiftiAxis,
     Norm,
     Optimizer,
+    Sampling,
     Schedule,
     Similarity,
     SplitConfig,
@@ -89,6 +90,14 @@ def test_out_of_range_value_is_rejected() -> None:
         load_config(None, ["loss.lam=1.5"])
     with pytest.raises(ConfigError, match=r"optim\.lr"):
         load_config(None, ["optim.lr=-1"])
+
+
+def test_a_resampled_scan_has_one_clip() -> None:
+    assert load_config(None, ["data.sampling=resample"]).data.sampling == "resample"
+    with pytest.raises(ConfigError, match=r"classifier\.clips_per_scan=3 needs data\.sampling=segments"):
+        load_config(None, ["data.sampling=resample", "classifier.clips_per_scan=3"])
+    with pytest.raises(ConfigError, match=r"data\.sampling.*'segments' or 'resample'"):
+        load_config(None, ["data.sampling=nearest"])
 
 
 def test_malformed_override_and_bad_file(tmp_path: Path) -> None:
@@ -211,6 +220,8 @@ def _closed_sets() -> list[tuple[Any, object]]:
     from learner.data.pairs import _VISIT_PAIRINGS
     from learner.data.preprocess import CROPS
     from learner.data.readers import _NIFTI_AXES
+    from learner.data.sampling import SAMPLINGS
+    from learner.evaluation.export import SAMPLING_STEPS
     from learner.evaluation.pair_classifier import COMBINES
     from learner.losses.registry import SIMILARITIES
     from learner.models.encoder import EMBEDDING_NORMS, SIZES
@@ -222,7 +233,7 @@ def _closed_sets() -> list[tuple[Any, object]]:
         (Crop, CROPS), (NiftiAxis, _NIFTI_AXES), (IntraPairing, _VISIT_PAIRINGS), (ModelSize, SIZES),
         (Similarity, SIMILARITIES), (Optimizer, OPTIMIZERS), (Schedule, LR_SCHEDULES),
         (ClassifierHead, CLASSIFIER_DEPTHS), (Combine, COMBINES), (Norm, NORM_LAYERS),
-        (EmbedNorm, EMBEDDING_NORMS),
+        (EmbedNorm, EMBEDDING_NORMS), (Sampling, SAMPLINGS), (Sampling, SAMPLING_STEPS),
     ]  # fmt: skip
 
 

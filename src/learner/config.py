@@ -50,6 +50,9 @@ LauncherName = Literal["inline", "submitit", "submitit-local"]
 """``runtime.device``: ``auto`` is CUDA when visible, else CPU."""
 Crop = Literal["none", "fan", "foreground"]
 """``data.crop``: the keys of :data:`learner.data.preprocess.CROPS`."""
+Sampling = Literal["segments", "resample"]
+"""``data.sampling``: TSN segments of the cached frames, or the whole scan resampled to T slices
+(:mod:`learner.data.sampling`)."""
 NiftiAxis = Literal["axial", "coronal", "sagittal"]
 """``data.nifti_axis``: the RAS+ axis a volume is sliced along (:mod:`learner.data.readers`)."""
 IntraPairing = Literal["consecutive", "all"]
@@ -202,13 +205,22 @@ class DataConfig(_Section):
     )
     custom_scale: ScaleConfig | None = Field(default=None, description="the scale when scale is 'custom'")
     mmse_threshold: float = Field(default=2.0, gt=0, description="mmse: |Δ| < threshold → stable")
-    frames: int = Field(default=8, ge=1, description="T: frames (or slices) sampled per clip (TSN segments)")
+    frames: int = Field(
+        default=8,
+        ge=1,
+        description="T: frames (or slices) per clip: TSN segments, or the depth of the resampled grid",
+    )
     size: int = Field(default=112, ge=16, description="H = W after resizing")
     channels: Literal[1, 3] = Field(
         default=1, description="C: 1 (grey) or 3 (grey repeated, for RGB weights)"
     )
     crop: Crop = Field(
         default="fan", description="crop before resizing: none, the ultrasound fan, or foreground"
+    )
+    sampling: Sampling = Field(
+        default="segments",
+        description="how a scan becomes T frames: one per TSN segment, or the whole scan resampled "
+        "(trilinear) to T × size × size, the fixed grid of a 3-D encoder",
     )
     max_cached_frames: int = Field(default=64, ge=1, description="frames kept per scan in the cache")
     nifti_axis: NiftiAxis = Field(default="axial", description="the axis a NIfTI volume is sliced along")
@@ -383,6 +395,15 @@ class Config(_Section):
     runtime: RuntimeConfig = Field(
         default_factory=RuntimeConfig, description="where and how fast the run goes (never its results)"
     )
+
+    @model_validator(mode="after")
+    def _one_clip_per_resampled_scan(self) -> Config:
+        if self.data.sampling == "resample" and self.classifier.clips_per_scan > 1:
+            raise ValueError(
+                f"classifier.clips_per_scan={self.classifier.clips_per_scan} needs data.sampling=segments: "
+                "a scan resampled to one grid gives one clip"
+            )
+        return self
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (what every run directory stores)."""

@@ -62,6 +62,23 @@ def test_eval_item_is_the_centre_frames_scaled_to_unit_range(
     assert index == 2
 
 
+def test_resample_items_are_the_whole_scan_on_the_grid_in_train_and_eval(
+    records: list[ScanRecord], tmp_path: Path
+) -> None:
+    cache = make_cache(tmp_path)
+    train = ScanDataset(records, cache, frames=3, channels=1, train=True, augment=None, sampling="resample")
+    evaluation = ScanDataset(
+        records, cache, frames=3, channels=1, train=False, augment=None, sampling="resample"
+    )
+    clip, _, _ = evaluation[2]
+    # slice k of 3 samples frame (k + ½)·12/3 − ½ = 1.5, 5.5, 9.5; the levels are linear in the frame
+    expected = torch.tensor([20 + 15 * position + 2 for position in (1.5, 5.5, 9.5)]) / 255
+    torch.testing.assert_close(clip[:, 0, 4, 4], expected)
+    for epoch in (0, 1):  # no random frame per segment: every epoch sees the same grid
+        train.set_epoch(epoch)
+        assert torch.equal(train[2][0], clip)
+
+
 def test_grey_cache_is_repeated_to_three_channels(records: list[ScanRecord], tmp_path: Path) -> None:
     dataset = ScanDataset(records, make_cache(tmp_path), frames=3, channels=3, train=False, augment=None)
     clip, _, _ = dataset[0]

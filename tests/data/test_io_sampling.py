@@ -1,13 +1,15 @@
-"""TSN segment sampling: deterministic centres in eval, uniform frames within segments in train."""
+"""TSN segment sampling: deterministic centres in eval, uniform frames within segments in train; the
+whole-scan resampling to a fixed grid against SciPy and a hand-computed case."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.ndimage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner.data.sampling import segment_indices
+from learner.data.sampling import resample_volume, sampling_source, segment_indices
 
 
 @pytest.mark.parametrize(
@@ -66,3 +68,38 @@ def test_invalid_requests_are_rejected() -> None:
         segment_indices(0, 4, train=False)
     with pytest.raises(ValueError, match="Generator"):
         segment_indices(10, 4, train=True, generator=None)
+
+
+def test_resample_halving_the_depth_averages_slice_pairs() -> None:
+    # align_corners=False: output slice k samples input position (k + ½)·4/2 − ½ = 0.5, 2.5
+    volume = np.stack([np.full((2, 3), value, dtype=np.uint8) for value in (0, 10, 100, 200)])
+    resampled = resample_volume(volume, (2, 2, 3))
+    assert resampled.dtype == np.float32
+    np.testing.assert_array_equal(resampled, np.stack([np.full((2, 3), 5.0), np.full((2, 3), 150.0)]))
+
+
+@pytest.mark.parametrize("grid", [(3, 5, 6), (12, 5, 6), (4, 9, 3), (1, 1, 1)])
+def test_resample_matches_scipy_zoom(grid: tuple[int, int, int]) -> None:
+    volume = np.random.default_rng(0).integers(0, 256, (7, 5, 6)).astype(np.uint8)
+    factors = [g / s for g, s in zip(grid, volume.shape, strict=True)]
+    expected = scipy.ndimage.zoom(volume.astype(np.float64), factors, order=1, mode="nearest", grid_mode=True)
+    np.testing.assert_allclose(resample_volume(volume, grid), expected, atol=1e-3)
+
+
+def test_resample_keeps_colour_channels_separate() -> None:
+    rng = np.random.default_rng(1)
+    colour = rng.integers(0, 256, (6, 4, 4, 3)).astype(np.uint8)
+    resampled = resample_volume(colour, (3, 4, 4))
+    assert resampled.shape == (3, 4, 4, 3)
+    for channel in range(3):
+        np.testing.assert_allclose(resampled[..., channel], resample_volume(colour[..., channel], (3, 4, 4)))
+
+
+def test_sampling_source_segments_is_the_cache_and_resample_is_the_grid() -> None:
+    cached = np.random.default_rng(2).integers(0, 256, (9, 4, 4)).astype(np.uint8)
+    assert sampling_source(cached, 4, "segments") is cached
+    np.testing.assert_array_equal(sampling_source(cached, 4, "resample"), resample_volume(cached, (4, 4, 4)))
+    with pytest.raises(ValueError, match="unknown sampling 'nearest'; available: segments, resample"):
+        sampling_source(cached, 4, "nearest")
+    with pytest.raises(ValueError, match="volume must be"):
+        resample_volume(cached[0], (1, 4, 4))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner.data.sampling import segment_indices
+from learner.data.sampling import resample_volume, segment_indices
 from learner.errors import CheckpointError
 from learner.evaluation.embed import EmbeddingTable, clip_indices, clips_from_frames
 
@@ -44,6 +44,14 @@ def test_clips_from_grey_and_colour_frames() -> None:
     torch.testing.assert_close(
         clips[1, 1], torch.from_numpy(colour[3].astype(np.float32) / 255).permute(2, 0, 1)
     )
+
+
+def test_resampled_clips_are_the_scan_on_the_grid_and_identical() -> None:
+    grey = np.random.default_rng(1).integers(0, 256, size=(7, 5, 4), dtype=np.uint8)
+    clips = clips_from_frames(grey, frames=3, clips=2, channels=1, sampling="resample")
+    expected = torch.from_numpy(resample_volume(grey, (3, 5, 4)) / 255.0).float()
+    torch.testing.assert_close(clips[0, :, 0], expected)
+    assert torch.equal(clips[0], clips[1])  # one grid, so K clips coincide
 
 
 def test_table_round_trip_without_pickle(tmp_path: Path) -> None:

@@ -58,9 +58,9 @@ def test_bad_channels_and_sizes_name_their_config_key(
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_smoke_every_encoder(name: str, in_channels: int) -> None:
-    encoder = build_encoder(ModelConfig(backbone=name, size="tiny"), in_channels, img_size=32)
-    assert type(encoder) is ENCODERS[name]
-    clips = torch.rand(2, 3, in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    encoder = build_encoder(ModelConfig(backbone=name, size="tiny"), in_channels, img_size=32, frames=4)
+    assert type(encoder) is ENCODERS[name].encoder
+    clips = torch.rand(2, 4, in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
     embeddings = encoder(clips)
     assert embeddings.shape == (2, encoder.embed_dim)
     assert torch.isfinite(embeddings).all()

@@ -36,7 +36,10 @@ def pretrain_command(
     sets: SetOption = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (optim.epochs).")] = None,
     backbone: Annotated[
-        str | None, typer.Option("--backbone", help="Encoder: tsm_resnet18, vit or swin (model.backbone).")
+        str | None,
+        typer.Option(
+            "--backbone", help="Encoder (model.backbone): tsm_resnet18, vit, swin, resnet18_3d, vit_3d."
+        ),
     ] = None,
     init: Annotated[
         Path | None,

@@ -51,7 +51,7 @@ def convert(
 
     cfg = config_from_options(config, sets, **{"model.backbone": backbone, "data.channels": channels})
     model_cfg = cfg.model.model_copy(update={"init": None})
-    encoder = build_encoder(model_cfg, cfg.data.channels, img_size=cfg.data.size)
+    encoder = build_encoder(model_cfg, cfg.data.channels, img_size=cfg.data.size, frames=cfg.data.frames)
     convert_weights(source, target, encoder)
     typer.echo(
         f"wrote {target}: {len(encoder.state_dict())} tensors of {model_cfg.backbone} ({model_cfg.size}, "

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache
 from learner.data.manifest import ScanRecord
-from learner.data.sampling import segment_indices
+from learner.data.sampling import sampling_source, segment_indices
 
 
 class _SharedEpoch:
@@ -67,6 +67,8 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         records: the scans, in item order.
         cache: where the preprocessed arrays come from (built on first access if missing).
         frames: T, frames per clip (TSN segments).
+        sampling: ``segments`` or ``resample`` (the whole scan resampled to T slices first), see
+            :mod:`learner.data.sampling`.
         channels: C of the returned clips; a grey cache is repeated to 3 channels when ``channels == 3``.
         train: random frame per segment and augmentation (if given) vs centre frames, no augmentation.
         augment: clip-consistent augmentation, used only when ``train``.
@@ -83,6 +85,7 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         channels: int,
         train: bool,
         augment: ClipAugment | None,
+        sampling: str = "segments",
         score_fn: Callable[[float], float] | None = None,
         seed: int = 0,
     ) -> None:
@@ -93,6 +96,7 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         self.records = list(records)
         self.cache = cache
         self.frames = frames
+        self.sampling = sampling
         self.channels = channels
         self.train = train
         self.augment = augment
@@ -115,6 +119,7 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         """Clip ``(T, C, H, W)`` float32 in [0, 1] of scan ``index``, randomness seeded by ``key``."""
         rng = np.random.default_rng([self.seed, *key])
         cached = self.cache.get(self.records[index])  # (T', H, W) or (T', H, W, 3) uint8, memory-mapped
+        cached = sampling_source(cached, self.frames, self.sampling)
         picks = segment_indices(len(cached), self.frames, train=self.train, generator=rng)
         augment = None
         if self.train and self.augment is not None:

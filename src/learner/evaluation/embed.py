@@ -8,9 +8,10 @@ are averaged.
 
 The table is cached at ``RUN_DIR/embeddings/<fingerprint>-<inputs>-<K>.npz`` where ``fingerprint`` is the
 checkpoint's weight hash (:func:`learner.training.checkpoint.checkpoint_fingerprint`) and ``inputs`` hashes
-every scan (ID, file, size, mtime) plus the preprocessing and T of the run's config. Every classifier on one
-encoder reuses the file; retraining the encoder or changing a scan or the manifest changes the name, so a
-stale table is never read. The ``.npz`` holds plain arrays only and is loaded with ``allow_pickle=False``.
+every scan (ID, file, size, mtime) plus the preprocessing, T and sampling of the run's config. Every
+classifier on one encoder reuses the file; retraining the encoder or changing a scan or the manifest
+changes the name, so a stale table is never read. The ``.npz`` holds plain arrays only and is loaded
+with ``allow_pickle=False``.
 
 Example::
 
@@ -39,7 +40,7 @@ from learner.data.cache import ScanCache, default_cache_root
 from learner.data.datasets import frames_to_clip
 from learner.data.manifest import Manifest
 from learner.data.preprocess import Preprocessor
-from learner.data.sampling import segment_indices
+from learner.data.sampling import sampling_source, segment_indices
 from learner.errors import CheckpointError, ConfigError, ScanReadError
 from learner.formats import FORMATS
 from learner.losses.regression import ScoreStandardiser
@@ -187,13 +188,19 @@ def clip_indices(n_frames: int, frames: int, clips: int) -> np.ndarray:
     return segment_indices(n_frames, frames * clips, train=False).reshape(frames, clips).T
 
 
-def clips_from_frames(cached: np.ndarray, frames: int, clips: int, channels: int) -> torch.Tensor:
+def clips_from_frames(
+    cached: np.ndarray, frames: int, clips: int, channels: int, *, sampling: str = "segments"
+) -> torch.Tensor:
     """Preprocessed uint8 frames (T', H, W) or (T', H, W, 3) → K clips (K, T, C, H, W) float32 in [0, 1].
+
+    With ``sampling="resample"`` the frames are first resampled to T slices
+    (:func:`learner.data.sampling.sampling_source`), so the K clips are identical.
 
     The conversion :class:`learner.data.datasets.ScanDataset` uses
     (:func:`learner.data.datasets.frames_to_clip`: a grey array is repeated to 3 channels when the encoder
     takes 3), so embeddings match what the encoder was trained on.
     """
+    cached = sampling_source(cached, frames, sampling)
     picks = clip_indices(len(cached), frames, clips)  # (K, T)
     clip = frames_to_clip(cached, picks.reshape(-1), channels)  # (K·T, C, H, W)
     return clip.reshape(clips, frames, *clip.shape[1:])  # (K, T, C, H, W)
@@ -218,11 +225,12 @@ def embed_clips(
 
 
 def inputs_hash(manifest: Manifest, config: Config) -> str:
-    """16 hex digits over every scan's (ID, path, size, mtime) and the run's preprocessing and T."""
+    """16 hex digits over every scan's (ID, path, size, mtime) and the run's preprocessing, T and sampling."""
     digest = hashlib.sha256()
     preprocessing = {
         "key": Preprocessor.from_config(config.data).key(),
         "frames": config.data.frames,
+        "sampling": config.data.sampling,
         "format": FORMATS["embedding_cache"],
     }
     digest.update(json.dumps(preprocessing, sort_keys=True).encode())
@@ -272,7 +280,8 @@ def embed_scans(
 
     Raises:
         CheckpointError: no such checkpoint or unusable metadata. ScanReadError: an unreadable scan
-            (without ``skip_bad``).
+            (without ``skip_bad``). ConfigError: ``clips_per_scan > 1`` for a run with
+            ``data.sampling=resample``.
     """
     if clips_per_scan < 1:
         raise ValueError(f"clips_per_scan should be >= 1, got {clips_per_scan}")
@@ -281,6 +290,12 @@ def embed_scans(
         return EmbeddingTable.load(target)
     model, meta = load_regressor(run_dir, which=which, device=device)
     config = meta.config
+    data = config.data
+    if data.sampling == "resample" and clips_per_scan > 1:
+        raise ConfigError(
+            f"clips per scan {clips_per_scan} needs data.sampling=segments; the run {run_dir} resamples "
+            "every scan to one grid, so it has one clip per scan"
+        )
     cache = ScanCache(
         default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
     )
@@ -300,7 +315,9 @@ def embed_scans(
                 skipped.append((record.scan_id, str(exc)))
                 continue
             kept.append(record.scan_id)
-            clips.append(clips_from_frames(cached, config.data.frames, clips_per_scan, channels))
+            clips.append(
+                clips_from_frames(cached, data.frames, clips_per_scan, channels, sampling=data.sampling)
+            )
         if clips:
             batch = torch.stack(clips)  # (N, K, T, C, H, W)
             parts.append(embed_clips(model, batch, meta.score_standardisation))

@@ -113,6 +113,16 @@ def locate_runs(
     return Path(recorded), folder
 
 
+SAMPLING_STEPS: dict[str, str] = {
+    "segments": "TSN centre frames: split the scan's frames into T equal segments and take the "
+    "centre frame of each (learner.data.sampling.segment_indices with train=False)",
+    "resample": "the whole scan resampled to T × size × size by trilinear interpolation with voxel "
+    "centres aligned (torch interpolate, align_corners=False; learner.data.sampling.resample_volume), "
+    "then every slice",
+}
+"""``data.sampling`` → how T frames are taken, in words (``preprocessing.json``)."""
+
+
 def preprocessing_record(meta: CheckpointMeta, clips_per_scan: int, fingerprint: str) -> dict[str, Any]:
     """How a scan becomes the encoder's input, and what the outputs mean (``preprocessing.json``)."""
     data = meta.config.data
@@ -126,8 +136,7 @@ def preprocessing_record(meta: CheckpointMeta, clips_per_scan: int, fingerprint:
         },
         "frames": {
             "count": data.frames,
-            "sampling": "TSN centre frames: split the scan's frames into T equal segments and take the "
-            "centre frame of each (learner.data.sampling.segment_indices with train=False)",
+            "sampling": SAMPLING_STEPS[data.sampling],
             "max_cached_frames": data.max_cached_frames,
             "clips_per_scan": clips_per_scan,
             "clips_note": "the classifier was trained on the mean embedding of this many clips per scan",

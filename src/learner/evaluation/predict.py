@@ -115,10 +115,16 @@ class Predictor:
         for path in paths.values():
             if not path.exists():
                 raise ScanReadError(f"{path}: file not found")
-        frames, channels = self.meta.config.data.frames, self.meta.encoder.in_channels
+        data, channels = self.meta.config.data, self.meta.encoder.in_channels
         clips = torch.stack(
             [
-                clips_from_frames(self.preprocessor.load(path), frames, self.clips_per_scan, channels)
+                clips_from_frames(
+                    self.preprocessor.load(path),
+                    data.frames,
+                    self.clips_per_scan,
+                    channels,
+                    sampling=data.sampling,
+                )
                 for path in paths.values()
             ]
         )  # (2, K, T, C, H, W)

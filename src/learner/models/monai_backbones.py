@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from learner.models.encoder import Encoder
+from learner.models.encoder import FrameEncoder
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ SWIN_PRESETS: dict[str, SwinPreset] = {
 }
 
 
-class ViTEncoder(Encoder):
+class ViTEncoder(FrameEncoder):
     """MONAI ViT per frame, mean of the final (layer-normed) patch tokens: clips (N, T, C, H, W) → (N, D).
 
     Args:
@@ -126,7 +126,7 @@ class ViTEncoder(Encoder):
         return tokens.mean(dim=1)
 
 
-class SwinEncoder(Encoder):
+class SwinEncoder(FrameEncoder):
     """MONAI Swin Transformer per frame, last stage global-average-pooled: clips (N, T, C, H, W) → (N, D).
 
     Args:

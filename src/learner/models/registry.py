@@ -1,7 +1,8 @@
 """The encoder registry (θ_V in Alg. 1): one table of backbones, built by name or from the run's config.
 
-:data:`ENCODERS` maps a name to its :class:`~learner.models.encoder.Encoder` class; every class takes
-``(*, in_channels, size, **options)``. :func:`create_encoder` builds one from plain arguments and raises
+:data:`ENCODERS` maps a name to an :class:`EncoderSpec`: its :class:`~learner.models.encoder.Encoder`
+class, which takes ``(*, in_channels, size, **options)``, and the names of the options it takes from the
+run's config (:data:`CONFIG_OPTIONS`). :func:`create_encoder` builds one from plain arguments and raises
 ``ValueError`` on bad ones; :func:`build_encoder` and :func:`build_regressor` build from the ``model``
 config section and raise :class:`~learner.errors.ConfigError` naming the config key to change.
 
@@ -14,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from learner.config import ModelConfig
@@ -22,12 +24,32 @@ from learner.models.encoder import IN_CHANNELS, SIZES, Encoder
 from learner.models.heads import RegressionHead, ScoreRegressor
 from learner.models.monai_backbones import SwinEncoder, ViTEncoder
 from learner.models.tsm_resnet import TSMResNet18
+from learner.models.volume_backbones import ResNet18VolumeEncoder, ViTVolumeEncoder
 from learner.models.weights import load_init_weights
 
-ENCODERS: dict[str, type[Encoder]] = {
-    "tsm_resnet18": TSMResNet18,  # TSM, ResNet-18 backbone (Section 2.2); options: shift_fraction, norm
-    "vit": ViTEncoder,  # MONAI ViT per frame (Table 4 "ViT"); options: img_size
-    "swin": SwinEncoder,  # MONAI Swin per frame (Table 4 "Swin"); options: img_size
+CONFIG_OPTIONS: dict[str, str] = {
+    "shift_fraction": "model.shift_fraction",
+    "img_size": "data.size",
+    "num_frames": "data.frames",
+    "norm": "model.norm",
+}
+"""Encoder option → the config key :func:`build_encoder` takes it from."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A registered backbone: its class and the :data:`CONFIG_OPTIONS` it is built with."""
+
+    encoder: type[Encoder]
+    options: tuple[str, ...] = ()
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "tsm_resnet18": EncoderSpec(TSMResNet18, ("shift_fraction", "norm")),  # TSM, ResNet-18 (Section 2.2)
+    "vit": EncoderSpec(ViTEncoder, ("img_size",)),  # MONAI ViT per frame (Table 4 "ViT")
+    "swin": EncoderSpec(SwinEncoder, ("img_size",)),  # MONAI Swin per frame (Table 4 "Swin")
+    "resnet18_3d": EncoderSpec(ResNet18VolumeEncoder),  # MONAI 3-D ResNet-18, slices as depth
+    "vit_3d": EncoderSpec(ViTVolumeEncoder, ("img_size", "num_frames")),  # MONAI ViT on the volume
 }
 
 
@@ -43,8 +65,9 @@ def create_encoder(name: str, *, in_channels: int = 1, size: str = "paper", **kw
         name: a key of :data:`ENCODERS`.
         in_channels: C of the clips, one of :data:`~learner.models.encoder.IN_CHANNELS`.
         size: a preset from :data:`~learner.models.encoder.SIZES`.
-        **kwargs: the encoder's own options (``shift_fraction`` for ``tsm_resnet18``, ``img_size`` for
-            ``vit`` and ``swin``).
+        **kwargs: the encoder's own options (its :attr:`EncoderSpec.options`: ``shift_fraction`` for
+            ``tsm_resnet18``, ``img_size`` for ``vit`` and ``swin``, both ``img_size`` and ``num_frames``
+            for ``vit_3d``).
 
     Raises:
         ValueError: unknown name, channel count or size (the message lists the available ones), or an
@@ -52,20 +75,23 @@ def create_encoder(name: str, *, in_channels: int = 1, size: str = "paper", **kw
     """
     _check_choices((("encoder", name, ENCODERS), ("in_channels", in_channels, IN_CHANNELS),
                     ("size", size, SIZES)), ValueError)  # fmt: skip
-    return ENCODERS[name](in_channels=in_channels, size=size, **kwargs)
+    return ENCODERS[name].encoder(in_channels=in_channels, size=size, **kwargs)
 
 
-def build_encoder(model_cfg: ModelConfig, in_channels: int, *, img_size: int = 112) -> Encoder:
+def build_encoder(
+    model_cfg: ModelConfig, in_channels: int, *, img_size: int = 112, frames: int = 8
+) -> Encoder:
     """Build ``model_cfg.backbone`` and load ``model_cfg.init`` weights when set.
 
     Args:
         model_cfg: the ``model`` config section (backbone, size, init, shift_fraction).
         in_channels: C of the clips (``data.channels``).
         img_size: H = W of the frames (``data.size``); the transformers are built for it.
+        frames: T of the clips (``data.frames``); ``vit_3d`` is built for it.
 
     Raises:
         ConfigError: an unknown ``model.backbone``, ``model.size`` or ``data.channels``, or a ``data.size``
-            the backbone cannot take (one line naming the key).
+            or ``data.frames`` the backbone cannot take (one line naming the keys).
         CheckpointError: ``model_cfg.init`` (a weights file, or a learner run whose ``checkpoints/best``
             encoder is taken) is unreadable or does not match the encoder.
     """
@@ -73,22 +99,25 @@ def build_encoder(model_cfg: ModelConfig, in_channels: int, *, img_size: int = 1
     _check_choices((("model.backbone", backbone, ENCODERS), ("data.channels", in_channels, IN_CHANNELS),
                     ("model.size", model_cfg.size, SIZES)), ConfigError)  # fmt: skip
     check_norm(model_cfg)
-    options: dict[str, Any] = (
-        {"shift_fraction": model_cfg.shift_fraction, "norm": model_cfg.norm}
-        if backbone == "tsm_resnet18"
-        else {"img_size": img_size}
-    )
+    values: dict[str, Any] = {
+        "shift_fraction": model_cfg.shift_fraction,
+        "img_size": img_size,
+        "num_frames": frames,
+        "norm": model_cfg.norm,
+    }
+    options = {name: values[name] for name in ENCODERS[backbone].options}
     try:
         encoder = create_encoder(backbone, in_channels=in_channels, size=model_cfg.size, **options)
     except ValueError as exc:
-        raise ConfigError(f"model.backbone={backbone!r} with data.size={img_size}: {exc}") from None
+        given = ", ".join(f"{CONFIG_OPTIONS[name]}={value}" for name, value in options.items())
+        raise ConfigError(f"model.backbone={backbone!r} with {given or 'its defaults'}: {exc}") from None
     encoder.set_embedding_norm(model_cfg.embed_norm)  # before the init weights: a LayerNorm's are in them
     if model_cfg.init is not None:
         load_init_weights(encoder, model_cfg.init, backbone=backbone)
     return encoder
 
 
-NORM_BACKBONES: frozenset[str] = frozenset({"tsm_resnet18"})
+NORM_BACKBONES: frozenset[str] = frozenset(name for name, spec in ENCODERS.items() if "norm" in spec.options)
 """The backbones whose normalisation ``model.norm`` chooses; the others keep their own (``batch``)."""
 
 
@@ -105,13 +134,16 @@ def check_norm(model_cfg: ModelConfig) -> None:
         )
 
 
-def build_regressor(model_cfg: ModelConfig, in_channels: int, img_size: int) -> ScoreRegressor:
+def build_regressor(
+    model_cfg: ModelConfig, in_channels: int, img_size: int, *, frames: int = 8
+) -> ScoreRegressor:
     """The pretraining model of Fig. 2: encoder θ_V (:func:`build_encoder`) + regression head θ_M.
 
     Args:
         model_cfg: the ``model`` config section (the head from ``head_hidden`` and ``dropout``).
         in_channels: C of the clips (``data.channels``).
         img_size: H = W of the frames (``data.size``).
+        frames: T of the clips (``data.frames``).
 
     Returns:
         clips (N, T, C, H, W) → (embeddings (N, D), standardised score predictions (N,)).
@@ -119,7 +151,7 @@ def build_regressor(model_cfg: ModelConfig, in_channels: int, img_size: int) -> 
     Raises:
         ConfigError, CheckpointError: as :func:`build_encoder`.
     """
-    encoder = build_encoder(model_cfg, in_channels, img_size=img_size)
+    encoder = build_encoder(model_cfg, in_channels, img_size=img_size, frames=frames)
     return ScoreRegressor(
         encoder, RegressionHead(encoder.embed_dim, model_cfg.head_hidden, model_cfg.dropout)
     )

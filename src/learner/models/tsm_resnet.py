@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learner.models.encoder import Encoder
+from learner.models.encoder import FrameEncoder
 
 WIDTHS: dict[str, int] = {"tiny": 16, "small": 32, "paper": 64}
 """Channels of the stem and ``layer1`` per size preset; each later stage doubles them."""
@@ -156,7 +156,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + identity)
 
 
-class TSMResNet18(Encoder):
+class TSMResNet18(FrameEncoder):
     """TSM-ResNet-18 encoder: clips (N, T, C, H, W) → (N, D), D = 8·width (512 for ``paper``).
 
     Args:

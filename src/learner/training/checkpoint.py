@@ -353,7 +353,8 @@ def load_regressor(
             f"{folder / META_FILE}: encoder {meta.encoder.name!r} disagrees with model.backbone "
             f"{model_cfg.backbone!r}"
         )
-    model = build_regressor(model_cfg, meta.encoder.in_channels, meta.config.data.size)
+    data = meta.config.data
+    model = build_regressor(model_cfg, meta.encoder.in_channels, data.size, frames=data.frames)
     if model.encoder.embed_dim != meta.encoder.embed_dim:
         raise CheckpointError(
             f"{folder / META_FILE}: embed_dim {meta.encoder.embed_dim} but {model_cfg.backbone} "

@@ -119,7 +119,9 @@ def check_pretraining(
         scores = [r.score for r in manifest.by_split("train")]
         build_objective(config.loss, ScoreLabels(ScoreStandardiser.fit(scores), scale.class_edges()))
     if build_model:
-        build_regressor(config.model, data.channels, data.size)  # model.* and model.init, before decoding
+        build_regressor(
+            config.model, data.channels, data.size, frames=data.frames
+        )  # model.* and model.init, before decoding
     return PretrainPlan(
         config=config,
         run_dir=Path(),

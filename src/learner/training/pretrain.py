@@ -210,7 +210,12 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     standardiser = ScoreStandardiser.fit([r.score for r in train_records])
     # ---- datasets and loaders: train = random frame per segment + augmentation; val = centre frames ----
     cache = ScanCache(default_cache_root(manifest, runtime.cache_dir), Preprocessor.from_config(data))
-    clip_args: dict[str, Any] = {"frames": data.frames, "channels": data.channels, "seed": config.seed}
+    clip_args: dict[str, Any] = {
+        "frames": data.frames,
+        "sampling": data.sampling,
+        "channels": data.channels,
+        "seed": config.seed,
+    }
     augment = ClipAugment.from_config(data)
     train_scans = ScanDataset(train_records, cache, train=True, augment=augment, **clip_args)
     val_set: ScanDataset | TwoViews = ScanDataset(val_records, cache, train=False, augment=None, **clip_args)
@@ -238,7 +243,7 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     total_steps = optim.epochs * steps_per_epoch
     warmup_steps = round(optim.warmup_epochs * steps_per_epoch)  # optim.warmup_epochs ≤ epochs (config)
     # ---- model θ = {θ_V, θ_M}, optimiser, objective, mixed precision (GPU only) ----
-    model = build_regressor(config.model, data.channels, data.size).to(device)
+    model = build_regressor(config.model, data.channels, data.size, frames=data.frames).to(device)
     if runtime.channels_last if device.type == "cuda" else runtime.cpu_channels_last:
         # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
