@@ -30,8 +30,8 @@ def _nan_gradient_at(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
         calls[0] += 1
         return grad * math.nan if calls[0] == at else grad
 
-    def build(*args: object) -> nn.Module:
-        model = real(*args)  # type: ignore[arg-type]
+    def build(*args: object, **kwargs: object) -> nn.Module:
+        model = real(*args, **kwargs)  # type: ignore[arg-type]
         next(model.parameters()).register_hook(poison)
         return model
 

@@ -80,6 +80,7 @@ from learner.training.distributed import (
     wrap_model,
 )
 from learner.training.faults import fault_point
+from learner.training.finite import finite_gradients, non_finite_message
 from learner.training.loggers import CsvLogger, open_loggers
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan, plan_pretraining
@@ -310,14 +311,14 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
                 step += 1
                 loss = out.total.item()
                 if not math.isfinite(loss):
-                    raise NonFiniteLossError(_non_finite(f"loss ({loss})", epoch, step, last_dir))
+                    raise NonFiniteLossError(non_finite_message(f"loss ({loss})", epoch, step, last_dir))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out.total).backward()  # type: ignore[no-untyped-call]  # untyped in torch
                 if optim.grad_clip is not None:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-                if not scaler.is_enabled() and not _finite_gradients(model):  # fp16 scaling skips such steps
-                    raise NonFiniteLossError(_non_finite("gradient", epoch, step, last_dir))
+                if not scaler.is_enabled() and not finite_gradients(model):  # fp16 scaling skips such steps
+                    raise NonFiniteLossError(non_finite_message("gradient", epoch, step, last_dir))
                 scaler.step(optimizer)
                 scaler.update()
                 fault_point("step")
@@ -362,19 +363,6 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
             "scans": {"train": len(train_records), "val": len(val_records), "skipped": len(skipped)},
         })  # fmt: skip
     return PretrainResult(run_dir, best=best, last=history[-1], history=history)
-
-
-def _finite_gradients(model: nn.Module) -> bool:
-    """Whether every parameter's gradient is free of NaN and inf: the largest |gradient| (a fused kernel and
-    one device sync; a max, unlike the 2-norm, cannot overflow from finite values) is finite."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.isfinite(nn.utils.get_total_norm(grads, norm_type=math.inf)))
-
-
-def _non_finite(what: str, epoch: int, step: int, last_dir: Path) -> str:
-    """The one-line error of a non-finite loss or gradient; the weights have not been updated with it."""
-    kept = f"{last_dir} is kept" if last_dir.is_dir() else "no checkpoint was saved yet"
-    return f"non-finite {what} at epoch {epoch}, step {step}; {kept}"
 
 
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:

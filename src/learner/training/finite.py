@@ -1,0 +1,26 @@
+"""Non-finite steps: a NaN or inf loss or gradient is caught at the step it appears, before the update.
+
+The pretraining loop checks the loss and, without fp16 loss scaling (which skips such steps itself), the
+gradients of every step; the error names the epoch and step and says whether the last checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def finite_gradients(model: nn.Module) -> bool:
+    """Whether every parameter's gradient is free of NaN and inf: the largest |gradient| (a fused kernel and
+    one device sync; a max, unlike the 2-norm, cannot overflow from finite values) is finite."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.isfinite(nn.utils.get_total_norm(grads, norm_type=math.inf)))
+
+
+def non_finite_message(what: str, epoch: int, step: int, last_dir: Path) -> str:
+    """The one-line error of a non-finite loss or gradient; the weights have not been updated with it."""
+    kept = f"{last_dir} is kept" if last_dir.is_dir() else "no checkpoint was saved yet"
+    return f"non-finite {what} at epoch {epoch}, step {step}; {kept}"
