@@ -155,7 +155,7 @@ def test_report_of_a_classification_run(tmp_path: Path) -> None:
     ]
     assert [row.split(" | ")[0] for row in per_class_rows] == ["| deteriorated", "| stable", "| improved"]
     assert "| stable | 0 | 1 | 1 |" in text  # confusion row: true stable
-    assert "All 1 encoders clearly beat" in text
+    assert "The encoder clearly beats" in text
     assert text.index("| train | 5 | 1 | 4 | 10 |") < text.index(
         "| test | 2 | 2 | 2 | 6 |"
     )  # train, val, test order
@@ -217,8 +217,20 @@ def test_report_of_a_pretraining_run(tmp_path: Path, cli, kind: bool) -> None:
     code, _, err = cli(["report", str(run)])
     assert code == 0, err
     text = (run / "REPORT.md").read_text()
-    assert ("Data source: PHANTOM" in text) == kind
+    # an older run records no data source and its manifest (m.csv) does not exist: never claimed REAL
+    assert "Data source: PHANTOM" in text if kind else "Data source: UNKNOWN" in text
+    assert "Data source: REAL" not in text
     assert "| enc | 10.000 | 20.000 | 50.0% | 12.000 | 24.000 | 0.700 | clearly |" in text
     assert "![training curves](training_curves.png)" in text
     assert "| 2 | 0 | 1.2 | 10 | 20 |" in text  # epoch, lr, train loss, val MAE, baseline
     assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_of_an_older_pretraining_run_reads_its_data_source_from_the_manifest(
+    tmp_path: Path, cli, tiny_lus_manifest: Path
+) -> None:
+    run = _pretraining_run(tmp_path, kind=False)  # metrics.json without data_source
+    (run / "config.yaml").write_text(f"data:\n  manifest: {tiny_lus_manifest}\noptim:\n  epochs: 2\n")
+    code, _, err = cli(["report", str(run)])
+    assert code == 0, err
+    assert "Data source: PHANTOM" in (run / "REPORT.md").read_text()  # the tiny cohort is a phantom

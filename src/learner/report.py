@@ -37,7 +37,7 @@ from typing import Any
 from learner import atomic
 from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.data.scales import CLASS_NAMES
-from learner.errors import RunDirError
+from learner.errors import LearnerError, RunDirError
 from learner.evaluation.baselines import ReferenceRow, majority_row, reference_rows
 from learner.evaluation.metrics import PairedDifference
 from learner.experiments.figure1 import FIGURE_TARGETS
@@ -50,13 +50,13 @@ from learner.experiments.prose import (
 from learner.experiments.results import Cell, Results, Scalar
 from learner.experiments.tables import (
     F1_NOTE,
-    REFERENCE_LABELS,
     interval,
     interval_plain,
     loss_label,
     markdown_table,
     percent,
     plain,
+    reference_label,
     render_ablation,
     render_sweep,
     render_table3,
@@ -109,6 +109,11 @@ def source_banner(sources: Sequence[Source]) -> str:
         )
     elif kinds == {"real"}:
         head = "> **Data source: REAL** scans listed in the manifest(s) below."
+    elif "unknown" in kinds:
+        head = (
+            "> **Data source: UNKNOWN.** The run does not record it and its manifest cannot be read: do not "
+            "take these numbers for a clinical result."
+        )
     else:
         head = "> **Data source: MIXED (PHANTOM and REAL)** — read each dataset's column accordingly."
     return f"{head}\n>\n> {listed}\n"
@@ -158,6 +163,11 @@ def regression_verdict(margins: Sequence[float]) -> str:
     ``1 − val MAE / baseline MAE``."""
     clear = sum(m >= CLEAR_MARGIN for m in margins)
     beaten = sum(m > 0 for m in margins)
+    if len(margins) == 1 and clear == 1:
+        return (
+            f"The encoder clearly beats the predict-the-train-mean baseline: its val MAE is "
+            f"{100 * margins[0]:.1f}% lower."
+        )
     if margins and clear == len(margins):
         return (
             f"All {len(margins)} encoders clearly beat the predict-the-train-mean baseline: their val MAE is "
@@ -451,7 +461,7 @@ def _classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list
                 test["n_patients"],
             ],
             *(
-                [f"*{REFERENCE_LABELS[name]} ({row.answer})*", percent(row.accuracy), percent(row.macro_f1)]
+                [f"*{reference_label(name, row.answer)}*", percent(row.accuracy), percent(row.macro_f1)]
                 for name, row in references.items()
             ),
         ],
@@ -500,13 +510,27 @@ def _encoder_run(run_dir: Path, metrics: Mapping[str, Any]) -> Path:
     return Path(metrics["encoder_run"])
 
 
+def _manifest_source(run_dir: Path) -> str:
+    """The data source of a run that predates its record, from its manifest (a phantom cohort carries its
+    generator's record beside it); ``unknown`` when the manifest cannot be read."""
+    from learner.data.manifest import load_manifest
+    from learner.data.phantom.ground_truth import data_source
+    from learner.data.scales import scale_from_config
+
+    config = load_run_config(run_dir)
+    try:
+        return data_source(load_manifest(config.data.manifest, scale_from_config(config.data)))
+    except (LearnerError, OSError, TypeError):
+        return "unknown"
+
+
 def _pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
     """Data source and sections of one pretraining run (``learner pretrain``, its ``metrics.json``):
     regression quality of the best checkpoint, the training curves and every epoch's row."""
     from learner.training.curves import CURVES_FILE, plot_training_curves
 
     manifest = str(load_run_config(run_dir).data.manifest)  # resolved against the run directory
-    source = Source("data", manifest, metrics.get("data_source", "real"))  # older runs: real unless told
+    source = Source("data", manifest, metrics.get("data_source") or _manifest_source(run_dir))
     history = _read_history(run_dir)
     best = metrics["best"]
     if "val_mae" in best:

@@ -165,7 +165,7 @@ def classify_command(
     """
     from learner.evaluation.baselines import reference_rows
     from learner.experiments.classify import run_classification
-    from learner.experiments.tables import REFERENCE_LABELS, interval, percent
+    from learner.experiments.tables import interval, percent, reference_label
 
     _check_runtime(which, device)
     flags = {"classifier.combine": combine, "classifier.head": head}
@@ -186,7 +186,7 @@ def classify_command(
     )
     for name, row in reference_rows(result.metrics["pair_counts"]["test"]).items():
         typer.echo(
-            f"  reference, {REFERENCE_LABELS[name]} ({row.answer}): accuracy {percent(row.accuracy)}, "
+            f"  reference, {reference_label(name, row.answer)}: accuracy {percent(row.accuracy)}, "
             f"macro-F1 {percent(row.macro_f1)}"
         )
 

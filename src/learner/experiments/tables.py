@@ -63,6 +63,12 @@ REFERENCE_LABELS: dict[str, str] = {"majority": "always-majority", "chance": "ch
 """Reference row (:data:`learner.evaluation.baselines.REFERENCES`) → its label in the tables."""
 
 
+def reference_label(name: str, answer: str) -> str:
+    """A reference row's label; the majority row names its class: "always-majority (stable)"."""
+    label = REFERENCE_LABELS[name]
+    return f"{label} ({answer.removeprefix('always ')})" if name == "majority" else label
+
+
 def test_counts_by_seed(cells: Sequence[Cell], dataset: str) -> dict[int, dict[str, int]]:
     """Seed → the test pairs' class counts of one dataset (every cell of a seed shares its split and
     pairs)."""
