@@ -170,3 +170,12 @@ def test_classification_report_warns_and_has_reference_rows(tmp_path: Path) -> N
     assert "1 patient(s), fewer than 5" in text
     assert "no test pair is deteriorated" in text
     assert "every model matches or beats that on accuracy" in text
+
+
+def test_equal_values_over_seeds_print_n_a_despite_float_noise() -> None:
+    from learner.experiments.results import MeanStd
+    from learner.experiments.tables import mean_std
+
+    values = [142 / 167] * 3  # the demo's always-"stable" accuracy: its std came out ~1e-16, "± 0.00"
+    assert mean_std(MeanStd.over(values), 3) == "85.03 ± n/a"
+    assert mean_std(MeanStd.over([0.5, 0.52, 0.51]), 3) == "51.00 ± 1.00"

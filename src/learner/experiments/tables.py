@@ -37,7 +37,7 @@ def percent(value: float | None) -> str:
 def mean_std(stats: MeanStd, n: int) -> str:
     """Mean and std over ``n`` seeds of a fraction → ``"72.46 ± 1.30"`` (percent); the spread is 'n/a'
     when it is degenerate (one seed, or zero variance), never a misleading ``± 0.00``."""
-    spread = "n/a" if n < 2 or stats.std == 0 else percent(stats.std)
+    spread = "n/a" if n < 2 or stats.std < 1e-12 else percent(stats.std)  # float noise of equal values
     return f"{percent(stats.mean)} ± {spread}"
 
 
