@@ -518,6 +518,8 @@ def _manifest_source(run_dir: Path) -> str:
     from learner.data.scales import scale_from_config
 
     config = load_run_config(run_dir)
+    if config.data.manifest is None:
+        return "unknown"
     try:
         return data_source(load_manifest(config.data.manifest, scale_from_config(config.data)))
     except (LearnerError, OSError, TypeError):
