@@ -98,7 +98,9 @@ def _steps(model: nn.Module, rank: int, world: int) -> dict[str, object]:
 def _worker(rank: int, out_dir: str) -> None:
     with distributed("cpu") as info:
         model = wrap_model(_model(), info, torch.device("cpu"))
-        torch.save(_steps(model, info.rank, info.world_size), Path(out_dir) / f"rank{rank}.pt")
+        results = _steps(model, info.rank, info.world_size)
+        del model  # the DDP reducer must be gone before the gloo group is destroyed (training/distributed.py)
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
 def test_ddp_queues_are_identical_and_equal_the_single_process_queue(tmp_path: Path) -> None:
