@@ -66,6 +66,20 @@ def test_clean_manifest_becomes_records(tmp_path: Path) -> None:
     assert not manifest.has_complete_split
 
 
+def test_manifest_without_extra_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every column consumed: each record's extra is empty (pandas 3.0 gives no records for a column-less
+    frame, so the records were once cut short there: an IndexError on the GPU machine's pandas 3.0.6)."""
+    to_dict = pd.DataFrame.to_dict
+
+    def pandas_3_0(self: pd.DataFrame, *args: object, **kwargs: object) -> object:
+        return [] if len(self.columns) == 0 else to_dict(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(pd.DataFrame, "to_dict", pandas_3_0)
+    manifest = load_manifest(_write(tmp_path, _clean_frame().drop(columns="note")), SF)
+    assert [r.scan_id for r in manifest.records] == ["a", "b", "c", "d", "e"]
+    assert all(r.extra == {} for r in manifest.records)
+
+
 def test_patients_sorted_by_visit_order(tmp_path: Path) -> None:
     manifest = load_manifest(_write(tmp_path, _clean_frame()), SF)
     patients = manifest.patients()

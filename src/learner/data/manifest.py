@@ -366,10 +366,10 @@ def _records(frame: pd.DataFrame, columns: _Columns, root: Path) -> list[ScanRec
     n = len(frame)
     optional = {name: columns.get(name, [None] * n) for name in OPTIONAL_COLUMNS}
     visits = [_text(cell) for cell in frame["visit"]]
-    extras = [
-        {str(key): value for key, value in row.items()}  # keys are the column names: str in CSV and Parquet
-        for row in frame[[c for c in frame.columns if c not in columns]].to_dict("records")
-    ]
+    extra_columns = [c for c in frame.columns if c not in columns]
+    # pandas 3 turns a frame without columns into no records at all (pandas 2: n empty ones)
+    rows = frame[extra_columns].to_dict("records") if extra_columns else [{}] * n
+    extras = [{str(key): value for key, value in row.items()} for row in rows]  # str keys: CSV and Parquet
     return [
         ScanRecord(
             patient_id=str(columns["patient_id"][i]),
