@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import click
 import pytest
 import typer.main
+from rich.text import Text
 
 from learner.cli import app, run
 
@@ -30,6 +31,16 @@ def test_every_command_takes_dash_h(path: tuple[str, ...], cli: CliRun) -> None:
     code, out, _ = cli([*path, "-h"])
     assert code == 0
     assert "Usage: learner" in out
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "learner")
+def test_help_texts_lose_nothing_to_rich_markup(path: tuple[str, ...]) -> None:
+    """Rich markup (``rich_markup_mode``) swallows any ``[word]``: ``pip install 'learner[cluster]'`` once
+    showed as ``'learner'``. Brackets meant literally are escaped (``\\[``)."""
+    command = dict(COMMANDS)[path]
+    texts = [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]
+    for text in texts:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), text
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,8 @@ def test_submitit_local_runs_one_job_per_cell_and_merges_like_the_inline_grid(
     for where, cell in cells.items():  # the same settings computed in another process: the same numbers
         assert cell["regression"]["val_mae"] == pytest.approx(inline[where].regression["val_mae"], rel=1e-4)
         assert cell["n_test_pairs"] == inline[where].n_test_pairs
+    timing = json.loads((out / "results.json").read_text())["timing"]  # the jobs' wall time is a stage
+    assert timing["calls"]["cells (submitit-local jobs, 2)"] == 1
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert stored["runtime"]["launcher_options"] == {"timeout_min": "20"}
     # resume inline: every stage is complete, nothing is pretrained (the patch would raise) or resubmitted

@@ -294,7 +294,8 @@ def export_command(
         ),
     ] = None,
     onnx: Annotated[
-        bool, typer.Option("--onnx/--no-onnx", help="Also write ONNX (needs pip install 'learner[export]').")
+        bool,
+        typer.Option("--onnx/--no-onnx", help="Also write ONNX (needs pip install 'learner\\[export]')."),
     ] = True,
     which: WhichOption = "best",
 ) -> None:

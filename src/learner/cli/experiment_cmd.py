@@ -60,7 +60,7 @@ LauncherOption = Annotated[
     typer.Option(
         "--launcher",
         help="Where cells run: inline (here), submitit (one SLURM job per cell) or submitit-local "
-        "(runtime.launcher; needs pip install 'learner[cluster]').",
+        "(runtime.launcher; needs pip install 'learner\\[cluster]').",
         show_default=False,
     ),
 ]

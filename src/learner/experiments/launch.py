@@ -26,6 +26,7 @@ import yaml
 from learner.config import LauncherName, RuntimeConfig
 from learner.errors import ConfigError, LearnerError
 from learner.experiments.grid import COMPLETE, CellJob
+from learner.timing import stage
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,18 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
         return
     executor = submitit.AutoExecutor(folder=run_dir / "submitit", cluster=cluster)
     executor.update_parameters(name="learner", **executor_parameters(runtime.launcher_options))
-    submitted = [(job, executor.submit(job)) for job in pending]
-    log.info("submitted %d cell job(s) via %s: %s", len(submitted), runtime.launcher, run_dir / "submitit")
-    failed: list[str] = []
-    for job, handle in submitted:
-        try:
-            handle.result()
-        except Exception:  # submitit re-raises whatever the job raised, wrapped; its log has the traceback
-            failed.append(f"{job.where.as_posix()} (log: {handle.paths.stderr})")
+    # the jobs' own stages are timed in their processes: here their wall time is one stage, not "other"
+    with stage(f"cells ({runtime.launcher} jobs, {len(pending)})"):
+        submitted = [(job, executor.submit(job)) for job in pending]
+        log.info(
+            "submitted %d cell job(s) via %s: %s", len(submitted), runtime.launcher, run_dir / "submitit"
+        )
+        failed: list[str] = []
+        for job, handle in submitted:
+            try:
+                handle.result()
+            except Exception:  # submitit re-raises what the job raised, wrapped; its log has the traceback
+                failed.append(f"{job.where.as_posix()} (log: {handle.paths.stderr})")
     if failed:
         raise LearnerError(
             f"{len(failed)} of {len(submitted)} cell job(s) failed: {'; '.join(failed)}; "
