@@ -1,0 +1,35 @@
+#!/bin/bash
+# Paper-scale Table 3 on the phantom LUS cohort on one GPU, after the throughput benchmark.
+#
+#   bash benchmarks/gpu_table3.sh OUT_DIR [SEEDS]        # SEEDS: a YAML list, default [0]
+#
+# 1. benchmarks/gpu.py: tsm_resnet18 / vit / swin at 8 frames × 224 px, batch 16 (bf16 + channels-last), then
+#    tsm_resnet18 in float32, without channels-last, and compiled; figures appended to OUT_DIR/bench.jsonl.
+# 2. The phantom LUS cohort at Table 1's size (160 / 44 / 17 patients, 1001 clips) rendered at 224 px and cached.
+# 3. `learner experiment table3 --config lus` (100 epochs, batch 16, 224 px, 8 frames): its cells run side by
+#    side on the one GPU as local submitit jobs (they are bound by the CPU loaders and per-epoch validation
+#    and checkpoints, so one process alone leaves the GPU mostly idle), runtime.workers=4 each.
+# OUT_DIR/results-small.tgz holds everything but weights and cached arrays (a few MB): the tables, REPORT.md,
+# results.json, Fig. 1, every pretraining's metrics.csv and the jobs' logs. Needs `pip install 'learner[cluster]'`.
+# Measured 2026-11-30 on one H200 (16 cores): 3 × 100-epoch cells of one seed in 378 s (BENCHMARKS.md).
+set -euo pipefail
+OUT=$(realpath -m "${1:?usage: gpu_table3.sh OUT_DIR [SEEDS]}")
+SEEDS=${2:-[0]}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+B=benchmarks/gpu.py
+$PY $B --steps 30 --warmup 5 --out "$OUT/bench.jsonl"
+$PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --no-amp --out "$OUT/bench.jsonl"
+$PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --no-channels-last --out "$OUT/bench.jsonl"
+$PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --compile --out "$OUT/bench.jsonl"
+$PY -m learner phantom lus "$OUT/phantom" --size 224 --patients 160,44,17 --workers "$(nproc)"
+COMMON=(--config lus --set runtime.device=cuda --set runtime.workers=4 --set "runtime.cache_dir=$OUT/cache")
+$PY -m learner data cache "$OUT/phantom/manifest.csv" "${COMMON[@]}" --workers "$(nproc)"
+$PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3" \
+  --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" \
+  --launcher submitit-local --launcher-opt gpus_per_node=1 --launcher-opt timeout_min=240
+(cd "$OUT" && find table3 -type f \( -name '*.md' -o -name '*.json' -o -name '*.csv' -o -name '*.png' \
+  -o -name '*.yaml' -o -name '*.txt' -o -name '*.out' -o -name '*.err' \) -not -path '*/checkpoints/*' -print0 |
+  tar czf results-small.tgz --null -T - bench.jsonl)
+echo "results: $OUT/table3/REPORT.md, $OUT/results-small.tgz"
