@@ -95,3 +95,21 @@ def test_a_bad_loss_fails_the_dry_run_too(cli, tiny_lus: DatasetSpec) -> None:
     code, _, err = cli(["pretrain", "--manifest", str(tiny_lus.manifest), "--loss", "foo", "--dry-run"])
     assert code == 2
     assert "foo" in err
+
+
+def test_dry_run_with_resume_marks_the_finished_cells(cli, tiny_table3: ExperimentResult) -> None:
+    out = tiny_table3.out_dir  # complete; a dry run writes nothing, so the shared run is safe to plan on
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    argv = ["experiment", "table3", "--out", str(out), "--config", str(out / "config.yaml"), "--dry-run"]
+    code, text, err = cli([*argv, "--resume"])
+    assert code == 0, err
+    assert text.count("done (reused by --resume)") == 4
+    assert "pretrain ≈" not in text
+    code, fresh, err = cli(argv)  # without --resume every cell is planned as new work
+    assert code == 0, err
+    assert "done (reused" not in fresh
+    assert fresh.count("pretrain ≈") == 4
+    code, _, err = cli([*argv, "--resume", "--set", "optim.epochs=5"])  # the run itself would refuse this
+    assert code == 2
+    assert "computed with another config" in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

@@ -161,7 +161,7 @@ def _run_and_report(
     if dry_run is not None:
         from learner.experiments.plan import plan_experiment
 
-        typer.echo(plan_experiment(dry_run, experiment).render())
+        typer.echo(plan_experiment(dry_run, experiment, out if resume else None).render())
         return
     from learner.report import write_report
 

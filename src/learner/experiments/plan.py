@@ -78,11 +78,13 @@ class DataPlan:
 
 @dataclass(frozen=True)
 class CellPlan:
-    """One unit of work: its label and estimated seconds (pretraining None when it reuses an encoder)."""
+    """One unit of work: its label and estimated seconds (pretraining None when it reuses an encoder;
+    both None when ``done``: ``--resume`` finds it complete in the run directory and reuses it)."""
 
     label: str
     pretrain_seconds: float | None
     classify_seconds: float | None
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Plan:
         """The dry run's report: config, cells, data, time estimate; ends by saying nothing was created."""
         cells = [
             f"  cell {k}/{len(self.cells)}: {c.label}"
+            + ", done (reused by --resume)" * c.done
             + "".join(
                 f", {what} ≈ {_duration(s)}"
                 for what, s in (("pretrain", c.pretrain_seconds), ("classify", c.classify_seconds))
@@ -216,20 +219,33 @@ def plan_classify(encoder_run: Path, manifest: Manifest, config: Config) -> Plan
     return Plan(config.to_yaml(), [cell], [data], 0)
 
 
-GridCell = tuple[str, str, DatasetSpec, Config]
-"""(cell label, encoder label: cells sharing it share one pretraining, dataset, the cell's config)."""
+GridCell = tuple[str, str, DatasetSpec, Config, bool]
+"""(cell label, encoder label: cells sharing it share one pretraining, dataset, the cell's config, done)."""
 
 
-def _grid_cells(planned: Sequence[engine.PlannedCell], grid: ExperimentConfig) -> list[GridCell]:
-    """The runner's own cells (:class:`~learner.experiments.grid.PlannedCell`), one per classification."""
+def _grid_cells(
+    planned: Sequence[engine.PlannedCell], grid: ExperimentConfig, run_dir: Path | None
+) -> list[GridCell]:
+    """The runner's own cells (:class:`~learner.experiments.grid.PlannedCell`), one per classification;
+    done when ``run_dir`` (given with ``--resume``) holds its encoder and classifier stages complete.
+
+    Raises:
+        RunDirError: a complete stage there was computed with another config (as the run itself would).
+    """
     datasets = {d.name: d for d in grid.datasets}
     cells = []
     for cell in planned:
-        encoder = (cell.shares or cell).where.as_posix()
+        owner = cell.shares or cell
+        encoder_done = _complete(run_dir, owner.where / "encoder", owner.encoder)
         for name, _, cfg in cell.classifiers:
             label = cell.where.as_posix() if len(cell.classifiers) == 1 else f"{cell.where.as_posix()}/{name}"
-            cells.append((label, encoder, datasets[cell.dataset], cfg))
+            done = encoder_done and _complete(run_dir, cell.where / name, cfg)
+            cells.append((label, owner.where.as_posix(), datasets[cell.dataset], cfg, done))
     return cells
+
+
+def _complete(run_dir: Path | None, stage: Path, config: Config) -> bool:
+    return run_dir is not None and engine.completed(run_dir / stage, config) is not None
 
 
 GRID_CELLS: dict[
@@ -242,15 +258,16 @@ GRID_CELLS: dict[
 """Experiment kind → (the grid axes that must be non-empty, its cells in the order the runner runs them)."""
 
 
-def plan_experiment(kind: str, experiment: Experiment) -> Plan:
-    """``learner experiment KIND --dry-run``: every cell, the data of every distinct split, the cost."""
+def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None = None) -> Plan:
+    """``learner experiment KIND --dry-run``: every cell, the data of every distinct split, the cost; with
+    ``resume_dir`` (``--resume``) the cells complete there are marked done and cost nothing."""
     axes, enumerate_cells = GRID_CELLS[kind]
     grid = engine.check_grid(experiment.grid, axes)
-    cells = _grid_cells(enumerate_cells(experiment.config, grid), grid)
+    cells = _grid_cells(enumerate_cells(experiment.config, grid), grid, resume_dir)
     manifests = {d.name: engine.dataset_manifest(experiment.config, d) for d in grid.datasets}
     data: dict[tuple[str, int, str, str], DataPlan] = {}
     plans, pretrained = [], set()
-    for label, encoder, dataset, cfg in cells:
+    for label, encoder, dataset, cfg, done in cells:
         split_key = (
             dataset.name,
             cfg.seed,
@@ -261,6 +278,9 @@ def plan_experiment(kind: str, experiment: Experiment) -> Plan:
             data[split_key] = data_plan(f"{dataset.name}, seed {cfg.seed}", manifests[dataset.name], cfg)
         shared = encoder in pretrained
         pretrained.add(encoder)
+        if done:
+            plans.append(CellPlan(label, None, None, done=True))
+            continue
         plans.append(
             CellPlan(
                 label,
