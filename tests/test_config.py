@@ -373,7 +373,7 @@ def test_new_options_default_to_todays_behaviour_and_classifier_keys_do_not_chan
 
 
 def test_options_added_later_keep_the_digest_of_runs_from_before_them_while_at_their_default() -> None:
-    from learner.experiments.grid import config_digest
+    from learner.experiments.stages import config_digest
 
     cfg = Config()
     before = cfg.model_dump(

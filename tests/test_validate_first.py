@@ -12,6 +12,7 @@ import pytest
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.data.preprocess import Preprocessor
 from learner.experiments import grid as engine
+from learner.experiments import stages
 from learner.training.pretrain import pretrain
 
 Cli = Callable[[list[str]], tuple[int, str, str]]
@@ -201,8 +202,8 @@ def test_a_refused_table3_resume_keeps_the_stored_config(
     stored = (out / "config.yaml").read_text()
     encoder = out / "LUS" / "mse" / "seed-0" / "encoder"
     encoder.mkdir(parents=True)
-    digest = engine.config_digest(engine.cell_config(base, tiny_lus, **{"loss.name": "mse", "seed": 0}))
-    (encoder / engine.COMPLETE).write_text(f'{{"config_digest": "{digest}"}}')
+    digest = stages.config_digest(stages.cell_config(base, tiny_lus, **{"loss.name": "mse", "seed": 0}))
+    (encoder / stages.COMPLETE).write_text(f'{{"config_digest": "{digest}"}}')
     config_file = tmp_path / "experiment.yaml"
     config_file.write_text(Experiment(base, grid).to_yaml())
     argv = ["experiment", "table3", "--out", str(out), "--config", str(config_file), "--resume"]

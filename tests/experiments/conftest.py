@@ -21,7 +21,7 @@ import torch
 
 from learner import atomic
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
-from learner.experiments import grid, table3
+from learner.experiments import stages, table3
 from learner.experiments.results import ExperimentResult, Results
 
 LOSSES = ["mse", "mse+wcl"]
@@ -70,7 +70,7 @@ class FakePretrain:
                            "resume": resume, "force": force})  # fmt: skip
         if force:
             shutil.rmtree(run_dir, ignore_errors=True)
-        skipped = [grid.COMPLETE] + ([] if self.keep_embeddings else ["embeddings"])
+        skipped = [stages.COMPLETE] + ([] if self.keep_embeddings else ["embeddings"])
         source = self.sources[config.data.scale]
         shutil.copytree(source, run_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skipped))
         atomic.write_text(Path(run_dir) / "config.yaml", config.to_yaml())
@@ -83,5 +83,5 @@ def fake_pretrain(
     """Pretraining replaced by a copy of the shared encoder run (see :class:`FakePretrain`)."""
     out = tiny_table3.out_dir
     fake = FakePretrain({d.scale: out / d.name / "mse" / "seed-0" / "encoder" for d in tiny_datasets})
-    monkeypatch.setattr(grid, "pretrain", fake)
+    monkeypatch.setattr(stages, "pretrain", fake)
     return fake

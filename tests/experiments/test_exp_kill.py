@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
-from learner.experiments.grid import COMPLETE
 from learner.experiments.results import ExperimentResult, Results
+from learner.experiments.stages import COMPLETE
 from learner.training.faults import FAULT_VARIABLE
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from learner.config import Config, DatasetSpec
-from learner.experiments import grid
+from learner.experiments import stages
 from learner.experiments.results import ExperimentResult
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_submitit_local_runs_one_job_per_cell_and_merges_like_the_inline_grid(
     cli: CliRun,
 ) -> None:
     pytest.importorskip("submitit")
-    monkeypatch.setattr(grid, "pretrain", _no_pretraining_here)
+    monkeypatch.setattr(stages, "pretrain", _no_pretraining_here)
     config = _tiny_grid_file(tmp_path, tiny_experiment_config, tiny_lus)
     out = tmp_path / "exp"
     argv = ["experiment", "table3", "--config", str(config), "--out", str(out)]

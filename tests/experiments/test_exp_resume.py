@@ -12,7 +12,7 @@ import pytest
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, apply_overrides, load_experiment
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation import embed
-from learner.experiments import ablation, table3
+from learner.experiments import ablation, stages, table3
 from learner.experiments import grid as engine
 
 
@@ -29,7 +29,7 @@ def test_interrupted_table3_continues_where_it_stopped(
 ) -> None:
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0, 1]}
     classified: list[Path] = []
-    real = engine.run_classification
+    real = stages.run_classification
 
     def interrupted(encoder: Path, manifest: Any, config: Config, out: Path, **kw: Any) -> Any:
         classified.append(out)
@@ -37,11 +37,11 @@ def test_interrupted_table3_continues_where_it_stopped(
             raise Interrupted
         return real(encoder, manifest, config, out, **kw)
 
-    monkeypatch.setattr(engine, "run_classification", interrupted)
+    monkeypatch.setattr(stages, "run_classification", interrupted)
     with pytest.raises(Interrupted):
         table3.run_table3(Experiment(tiny_experiment_config, ExperimentConfig(**grid)), tmp_path / "t3")
     assert len(fake_pretrain.calls) == 2  # cell 1 finished; cell 2 pretrained, its classification interrupted
-    done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
+    done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / stages.COMPLETE
     stamp = done.stat().st_mtime_ns
 
     with pytest.raises(RunDirError, match="--resume"):
@@ -69,12 +69,12 @@ def test_an_interrupted_pretraining_is_resumed_not_restarted(
 ) -> None:
     encoder = tmp_path / "encoder"
     encoder.mkdir()
-    tiny_cell_config = engine.cell_config(tiny_experiment_config, tiny_datasets[0])
+    tiny_cell_config = stages.cell_config(tiny_experiment_config, tiny_datasets[0])
     (encoder / "config.yaml").write_text(tiny_cell_config.to_yaml())  # what an interrupted pretrain leaves
-    record = engine.ensure_encoder(tiny_cell_config, encoder)
+    record = stages.ensure_encoder(tiny_cell_config, encoder)
     assert fake_pretrain.calls[-1]["resume"] is True
     assert fake_pretrain.calls[-1]["force"] is False
-    assert engine.ensure_encoder(tiny_cell_config, encoder) == record
+    assert stages.ensure_encoder(tiny_cell_config, encoder) == record
     assert len(fake_pretrain.calls) == 1
 
 

@@ -20,7 +20,7 @@ from learner.cli.experiment_cmd import parse_setting
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, load_experiment
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation.embed import EmbeddingTable
-from learner.experiments import grid as engine
+from learner.experiments import stages
 from learner.experiments.results import Cell, Correlation, GridKey, MeanStd, Results, SweepCell
 from learner.experiments.sweep import run_sweep, sweep_rows
 
@@ -74,7 +74,7 @@ def test_sweep_numbers_match_independent_recomputation(
         assert row["val_mae"]["mean"] == pytest.approx(best["val_mae"])
         assert row["baseline_mae"]["mean"] == pytest.approx(best["baseline_mae"])
         assert row["mae_reduction"] == pytest.approx(1 - best["val_mae"] / best["baseline_mae"])
-        record = json.loads((folder / "encoder" / engine.COMPLETE).read_text())
+        record = json.loads((folder / "encoder" / stages.COMPLETE).read_text())
         assert record["seconds"] > 0  # measured around the pretraining call
         assert record["resumed"] is False
         assert row["pretrain_seconds"]["mean"] == pytest.approx(record["seconds"])
@@ -94,7 +94,7 @@ def test_resume_reuses_finished_cells_and_computes_new_settings(
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
     first = ExperimentConfig(settings={"a": {"classifier.hidden": 16}}, **grid)
     run_sweep(Experiment(tiny_experiment_config, first), tmp_path / "s")
-    done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / engine.COMPLETE
+    done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / stages.COMPLETE
     stamp = done.stat().st_mtime_ns
     grown = {"a": {"classifier.hidden": 16}, "b": {"optim.lr": 3e-4}}
     result = run_sweep(
@@ -237,11 +237,11 @@ def test_a_classification_fitted_on_other_encoder_weights_is_redone(
     tiny_experiment_config: Config,
     tiny_datasets: list[DatasetSpec],
 ) -> None:
-    config = engine.cell_config(tiny_experiment_config, tiny_datasets[0])
+    config = stages.cell_config(tiny_experiment_config, tiny_datasets[0])
     stage = tmp_path / "classifier"
     stage.mkdir()
-    (stage / engine.COMPLETE).write_text(
-        json.dumps({"config_digest": engine.config_digest(config), "metrics": {"encoder_fingerprint": "old"}})
+    (stage / stages.COMPLETE).write_text(
+        json.dumps({"config_digest": stages.config_digest(config), "metrics": {"encoder_fingerprint": "old"}})
     )
     calls: list[Path] = []
 
@@ -249,10 +249,10 @@ def test_a_classification_fitted_on_other_encoder_weights_is_redone(
         calls.append(encoder_dir)
         return type("Result", (), {"metrics": {"encoder_fingerprint": "new"}})()
 
-    monkeypatch.setattr(engine, "run_classification", classify)
+    monkeypatch.setattr(stages, "run_classification", classify)
     manifest: Any = None  # passed through to the classification, which is replaced here
-    kept = engine.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "old")
+    kept = stages.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "old")
     assert (kept.metrics, calls) == ({"encoder_fingerprint": "old"}, [])
-    redone = engine.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "new")
+    redone = stages.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "new")
     assert (redone.metrics, calls) == ({"encoder_fingerprint": "new"}, [tmp_path / "e"])
-    assert json.loads((stage / engine.COMPLETE).read_text())["metrics"] == {"encoder_fingerprint": "new"}
+    assert json.loads((stage / stages.COMPLETE).read_text())["metrics"] == {"encoder_fingerprint": "new"}

@@ -23,6 +23,7 @@ import pandas as pd
 
 from learner.config import Config, Experiment, ExperimentConfig
 from learner.experiments import grid as engine
+from learner.experiments import stages
 from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
@@ -72,11 +73,11 @@ def ablation_cells(config: Config, grid: ExperimentConfig) -> list[engine.Planne
             keys = {"model.backbone": backbone, "loss.name": loss, "seed": seed}
             variants = []
             for combine, head in itertools.product(grid.combines, grid.classifiers):
-                cfg = engine.cell_config(config, dataset, **keys, **classifier_keys(combine, head))
+                cfg = stages.cell_config(config, dataset, **keys, **classifier_keys(combine, head))
                 key = GridKey(dataset.name, loss, backbone=backbone, combine=combine, classifier=head)
                 variants.append((f"classify-{combine}-{head}", key, cfg))
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
-            encoder = engine.cell_config(config, dataset, **keys)
+            encoder = stages.cell_config(config, dataset, **keys)
             cells.append(engine.PlannedCell(dataset.name, where, encoder, tuple(variants)))
     return cells
 
@@ -87,12 +88,12 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
     cells: list[Cell] = []
     for index, planned in enumerate(plan.cells, 1):
         engine.announce(index, len(plan.cells), planned.where)
-        encoder = engine.ensure_encoder(
+        encoder = stages.ensure_encoder(
             planned.encoder, run_dir / planned.where / "encoder", str(planned.where)
         )
         manifest = plan.manifests[planned.dataset]
         for name, key, cfg in planned.classifiers:
-            classified = engine.ensure_classification(
+            classified = stages.ensure_classification(
                 run_dir / planned.where / "encoder",
                 manifest,
                 cfg,
@@ -100,7 +101,7 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
                 plan.device,
             )
             cells.append(
-                engine.cell_result(
+                stages.cell_result(
                     key, cfg.seed, planned.where, cfg.classifier.clips_per_scan, encoder, classified
                 )
             )

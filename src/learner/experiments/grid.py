@@ -1,49 +1,40 @@
-"""The grid engine behind Tables 3 and 4 (Section 3): cells, resumable stages, summaries, output files.
+"""The grid engine behind Tables 3 and 4 (Section 3): the plan of cells, summaries over seeds, output files.
 
-A grid cell is one config (:func:`cell_config`) run through two stages, each in its own run directory:
-pretraining (:func:`ensure_encoder`) and classification on the frozen encoder (:func:`ensure_classification`,
-:mod:`learner.experiments.classify`). :mod:`learner.experiments.table3` and
-:mod:`learner.experiments.ablation` only say which cells exist and how their folders are named.
+A grid cell is one config run through two resumable stages, pretraining and classification on the frozen
+encoder (:mod:`learner.experiments.stages`). :mod:`learner.experiments.table3`,
+:mod:`learner.experiments.sweep` and :mod:`learner.experiments.ablation` only say which cells exist and how
+their folders are named; this module checks them all, runs the experiment and writes what it found.
 
 **Checked first.** :func:`plan_grid` builds every cell's config, reads every manifest and checks the
 output folder (and, on resume, every stage already in it) before :func:`execute` creates the run directory;
 a new directory that fails before any cell saved a checkpoint is deleted again.
 
-**Resumable.** A stage whose folder holds ``complete.json`` (its stage record, written last) is never
-recomputed; an interrupted pretraining continues from its last checkpoint; an interrupted classification is
-redone (it is cheap). A completed stage whose stored config differs from the requested one is an error,
-not silently reused. Adding a loss, seed or dataset to the grid and resuming computes only the new cells.
+**Resumable.** Stages already complete are reused (:mod:`learner.experiments.stages`), so adding a loss,
+seed or dataset to the grid and resuming computes only the new cells.
 
 **Summary.** Cells sharing a grid key get mean ± sample std over seeds of accuracy, macro-F1 and
 weighted-F1 (:func:`summarise`); the experiment writes its table (Markdown), its long-form CSV and
 ``results.json`` (:mod:`learner.experiments.results`) with :func:`write_outputs`.
-
-One module because the plan, the stages and the outputs share one set of conventions (a cell's folder, its
-config digest, ``complete.json``); splitting the plan out is the next step if it grows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from learner import atomic
-from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, apply_overrides
+from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.phantom.ground_truth import data_source, phantom_record
 from learner.data.scales import scale_from_config
-from learner.errors import ConfigError, RunDirError
-from learner.experiments.classify import run_classification
+from learner.errors import ConfigError
 from learner.experiments.results import (
     METRICS,
     Cell,
@@ -53,211 +44,16 @@ from learner.experiments.results import (
     MeanStd,
     Results,
     SummaryRow,
-    json_number,
 )
+from learner.experiments.stages import CellJob, cell_config, completed
 from learner.losses.registry import parse_loss_name
 from learner.runs import check_run_dir, open_run_dir, removed_unless_started
 from learner.timing import CLOCK, Mark, Timing, stage
-from learner.training.checkpoint import checkpoint_fingerprint
 from learner.training.device import resolve_device
-from learner.training.faults import fault_point
-from learner.training.names import check_names
 from learner.training.plan import check_pretraining
-from learner.training.pretrain import pretrain
 from learner.training.resume import check_resumable
 
 log = logging.getLogger(__name__)
-
-COMPLETE = "complete.json"
-
-
-@dataclass(frozen=True)
-class EncoderStage:
-    """``complete.json`` of a pretraining stage: the config digest, the fingerprint of ``checkpoints/best``,
-    pretraining's ``metrics.json`` (best/last val MAE, RMSE, r and the predict-the-mean baseline), and the
-    measured wall time of the :func:`pretrain` call that finished it (``seconds``; ``resumed``: that call
-    continued an interrupted run, so the time before the interruption is not in it). Records written before
-    the time was measured read back with ``seconds`` None."""
-
-    config_digest: str
-    fingerprint: str
-    metrics: dict[str, Any]
-    seconds: float | None = None
-    resumed: bool = False
-
-
-@dataclass(frozen=True)
-class ClassifierStage:
-    """``complete.json`` of a classification stage: the config digest and the stage's ``metrics.json``."""
-
-    config_digest: str
-    metrics: dict[str, Any]
-
-
-# ------------------------------------------------------------------------------------------------ cells
-def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
-    """The config of one grid cell: ``base`` pointed at ``dataset`` with dotted ``keys`` overridden, its
-    registry names (backbone, loss, scale) checked so that a bad cell fails before any work.
-
-    Raises:
-        ConfigError: a bad key, value or name (one line naming the key).
-    """
-    cell = apply_overrides(
-        base, {"data.manifest": str(dataset.manifest), "data.scale": dataset.scale, **keys}
-    )
-    check_names(cell)
-    return cell
-
-
-def config_digest(config: Config) -> str:
-    """Hash of everything in ``config`` that changes results (all but ``runtime``)."""
-    return _digest(config.result_settings())
-
-
-def pretraining_digest(config: Config) -> str:
-    """Hash of everything in ``config`` that changes its pretraining (:meth:`Config.pretraining_settings`):
-    cells with equal digests would train the same encoder."""
-    return _digest(config.pretraining_settings())
-
-
-def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def completed(directory: Path, config: Config) -> dict[str, Any] | None:
-    """The ``complete.json`` record of a finished stage, None when unfinished.
-
-    Raises:
-        RunDirError: the stage finished with a different config (reusing it would mix settings).
-    """
-    try:
-        record: dict[str, Any] = json.loads((directory / COMPLETE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if record.get("config_digest") != config_digest(config):
-        raise RunDirError(
-            f"{directory} was computed with another config; use a new output folder or --force to redo it"
-        )
-    return record
-
-
-def ensure_encoder(config: Config, directory: Path, label: str | None = None) -> EncoderStage:
-    """Pretrain into ``directory`` unless complete; continue an interrupted run from its last checkpoint.
-    The pretraining is timed as the stage ``pretrain <label>`` (default: the directory)."""
-    record = completed(directory, config)
-    if record is not None:
-        return EncoderStage(**record)
-    resume = (directory / "config.yaml").is_file()
-    occupied = directory.is_dir() and any(directory.iterdir())
-    start = time.perf_counter()
-    with stage(f"pretrain {label or directory}"):
-        pretrain(config, directory, resume=resume, force=occupied and not resume)
-    finished = EncoderStage(
-        config_digest=config_digest(config),
-        fingerprint=checkpoint_fingerprint(directory / "checkpoints" / "best"),
-        metrics=json.loads((directory / "metrics.json").read_text(encoding="utf-8")),
-        seconds=time.perf_counter() - start,
-        resumed=resume,
-    )
-    atomic.write_json(directory / COMPLETE, asdict(finished))
-    return finished
-
-
-def ensure_classification(
-    encoder_dir: Path,
-    manifest: Manifest,
-    config: Config,
-    directory: Path,
-    device: str,
-    encoder_fingerprint: str | None = None,
-) -> ClassifierStage:
-    """Fit and test the classifier on ``encoder_dir`` into ``directory`` unless complete. Given the
-    encoder's ``encoder_fingerprint``, a complete stage fitted on other encoder weights is redone (a sweep
-    cell that now shares another cell's encoder; classifying takes seconds)."""
-    record = completed(directory, config)
-    if record is not None and encoder_fingerprint in (None, record["metrics"].get("encoder_fingerprint")):
-        return ClassifierStage(**record)
-    with stage("classification"):
-        result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
-    finished = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
-    atomic.write_json(directory / COMPLETE, asdict(finished))
-    return finished
-
-
-def cell_result(
-    key: GridKey,
-    seed: int,
-    where: Path,
-    clips_per_scan: int,
-    encoder: EncoderStage,
-    classified: ClassifierStage,
-) -> Cell:
-    """A finished cell from its two stage records: test metrics and CIs, regression quality, pairs."""
-    test = classified.metrics["test"]
-    return Cell(
-        key=key,
-        seed=seed,
-        dir=str(where),
-        clips_per_scan=clips_per_scan,
-        **{name: test[name] for name in METRICS},
-        ci={name: (json_number(low), json_number(high)) for name, (low, high) in test["ci"].items()},
-        n_test_pairs=test["n"],
-        regression=encoder.metrics["best"],
-        pair_counts=classified.metrics["pair_counts"],
-        encoder_fingerprint=encoder.fingerprint,
-        pretrain_seconds=encoder.seconds,
-        pretrain_resumed=encoder.resumed,
-    )
-
-
-def run_cell(
-    run_dir: Path,
-    where: Path,
-    key: GridKey,
-    config: Config,
-    manifest: Manifest,
-    device: str,
-    shares: tuple[Path, Config] | None = None,
-) -> Cell:
-    """One cell of a grid (Table 3, the sweep): pretrain into ``run_dir/where/encoder`` and classify into
-    ``run_dir/where/classifier``, each unless complete.
-
-    ``shares`` = (``other``, its config): the cell's config differs from that earlier cell's only in keys
-    the classify stage reads (:meth:`Config.pretraining_settings`), so it reuses
-    ``run_dir/other/encoder`` (completing it under ``other``'s config if needed) instead of pretraining
-    the same encoder again; the cell records that folder as its ``encoder_dir``."""
-    encoder_where, encoder_config = shares or (where, config)
-    encoder_dir = run_dir / encoder_where / "encoder"
-    encoder = ensure_encoder(encoder_config, encoder_dir, str(encoder_where))
-    classified = ensure_classification(
-        encoder_dir, manifest, config, run_dir / where / "classifier", device, encoder.fingerprint
-    )
-    cell = cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
-    fault_point("cell")
-    return cell if shares is None else replace(cell, encoder_dir=str(encoder_where / "encoder"))
-
-
-@dataclass(frozen=True)
-class CellJob:
-    """The stages of one grid cell, self-contained so that another process (a cluster job) can run them:
-    pretrain ``encoder`` into ``run_dir/where/encoder``, then classify on it into ``run_dir/where/<name>``
-    for each ``(name, config)`` of ``classifications``."""
-
-    run_dir: Path
-    where: Path
-    encoder: Config
-    classifications: tuple[tuple[str, Config], ...]
-    manifest: Manifest
-
-    def __call__(self) -> str:
-        """Run the stages that are not complete yet (on the device the cell's config asks for, resolved
-        where the job runs); returns the cell's folder."""
-        folder = self.run_dir / self.where
-        ensure_encoder(self.encoder, folder / "encoder", str(self.where))
-        device = str(resolve_device(self.encoder.runtime.device))
-        for name, config in self.classifications:
-            ensure_classification(folder / "encoder", self.manifest, config, folder / name, device)
-        return str(self.where)
 
 
 def announce(index: int, total: int, where: Path) -> None:

@@ -1,7 +1,7 @@
 """Where the cells of an experiment grid run (``runtime.launcher``): here, or one job per cell via submitit.
 
 * ``inline`` (default): nothing is launched; the grid's own loop runs every stage in this process.
-* ``submitit``: one SLURM job per cell (:class:`learner.experiments.grid.CellJob`), submitted together and
+* ``submitit``: one SLURM job per cell (:class:`learner.experiments.stages.CellJob`), submitted together and
   awaited; ``runtime.launcher_options`` are submitit's executor parameters (``slurm_partition``,
   ``timeout_min``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``, ...; ``--launcher-opt k=v``).
 * ``submitit-local``: the same jobs as local processes (submitit's local executor): to try a cluster set-up
@@ -25,7 +25,7 @@ import yaml
 
 from learner.config import LauncherName, RuntimeConfig
 from learner.errors import ConfigError, LearnerError
-from learner.experiments.grid import COMPLETE, CellJob
+from learner.experiments.stages import COMPLETE, CellJob
 from learner.timing import stage
 
 log = logging.getLogger(__name__)

@@ -34,6 +34,7 @@ from learner.data.scales import scale_from_config
 from learner.data.splits import resolve_splits
 from learner.errors import ConfigError
 from learner.experiments import grid as engine
+from learner.experiments import stages
 from learner.experiments.ablation import AXES as ABLATION_AXES
 from learner.experiments.ablation import ablation_cells
 from learner.experiments.classify import read_splits
@@ -245,7 +246,7 @@ def _grid_cells(
 
 
 def _complete(run_dir: Path | None, stage: Path, config: Config) -> bool:
-    return run_dir is not None and engine.completed(run_dir / stage, config) is not None
+    return run_dir is not None and stages.completed(run_dir / stage, config) is not None
 
 
 GRID_CELLS: dict[

@@ -75,7 +75,7 @@ class Cell:
     """One finished cell (one seed of one grid key): its test metrics with 95% patient-bootstrap intervals
     (``ci``: metric → (low, high)), its encoder's val-split regression quality (pretraining's
     ``metrics.json["best"]`` row), the class balance of every pair set, and the measured wall time of its
-    pretraining (:class:`learner.experiments.grid.EncoderStage`; None when not measured, and only the part
+    pretraining (:class:`learner.experiments.stages.EncoderStage`; None when not measured, and only the part
     after the resume when ``pretrain_resumed``). ``encoder_dir`` is None when the encoder is the cell's own
     (``<dir>/encoder``), else the folder of the encoder it reuses (see :attr:`encoder_folder`)."""
 

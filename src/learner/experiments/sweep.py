@@ -10,7 +10,7 @@ seeds on one or more datasets. Every cell is pretrained → embedded → classif
   ``results.json``);
 * intra-patient macro-F1 of the health-change classifier, mean ± std over seeds;
 * the encoders' best val MAE against the predict-the-train-mean baseline (pretraining's ``metrics.json``);
-* the measured wall time of each cell's pretraining (:class:`learner.experiments.grid.EncoderStage`).
+* the measured wall time of each cell's pretraining (:class:`learner.experiments.stages.EncoderStage`).
 
 A setting that changes only what the classify stage reads (``classifier.*``, ``data.pairs.*``) trains the
 same encoders as an earlier setting, so its cells reuse those (:func:`sweep_plan`): only its classifiers
@@ -46,6 +46,7 @@ from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.errors import ConfigError
 from learner.evaluation.embedding_analysis import DistanceAnalysis
 from learner.experiments import grid as engine
+from learner.experiments import stages
 from learner.experiments.figure1 import cell_distance_analysis, distance_targets
 from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import (
@@ -118,7 +119,7 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
             (_, key, cfg), *_ = planned.classifiers
             shares = planned.shares
             encoder = None if shares is None else (shares.where, shares.encoder)
-            cell = engine.run_cell(run_dir, planned.where, key, cfg, manifest, plan.device, encoder)
+            cell = stages.run_cell(run_dir, planned.where, key, cfg, manifest, plan.device, encoder)
             n_boot = cfg.classifier.bootstrap
             with stage("figures"):  # Fig. 1's analysis, without the figure
                 correlations = {
@@ -165,7 +166,7 @@ def sweep_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCe
                     key = GridKey(dataset=dataset.name, setting=name, loss=loss)
                     where = Path(dataset.name) / name / loss / f"seed-{seed}"
                     cell = engine.PlannedCell(dataset.name, where, cfg, (("classifier", key, cfg),))
-                    owner = owners.setdefault(engine.pretraining_digest(cfg), cell)
+                    owner = owners.setdefault(stages.pretraining_digest(cfg), cell)
                     cells.append(cell if owner is cell else replace(cell, shares=owner))
     return cells
 
@@ -189,7 +190,7 @@ def setting_config(
                 f"setting {name!r}: {key} is set by the sweep's own axes (experiment.datasets/losses/seeds)"
             )
     try:
-        cfg = engine.cell_config(config, dataset, **overrides, **{"loss.name": loss, "seed": seed})
+        cfg = stages.cell_config(config, dataset, **overrides, **{"loss.name": loss, "seed": seed})
     except ConfigError as exc:
         raise ConfigError(f"setting {name!r}: {exc}") from None
     return cfg

@@ -34,6 +34,7 @@ from learner.config import Config, Experiment, ExperimentConfig
 from learner.data.scales import scale_from_config
 from learner.evaluation.metrics import paired_difference_ci
 from learner.experiments import grid as engine
+from learner.experiments import stages
 from learner.experiments.figure1 import figure_one
 from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import (
@@ -85,7 +86,7 @@ def table3_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedC
     """dataset × loss × seed, each cell's config built and checked."""
     cells = []
     for dataset, loss, seed in itertools.product(grid.datasets, grid.losses, grid.seeds):
-        cfg = engine.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
+        cfg = stages.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
         key = GridKey(dataset=dataset.name, loss=loss)
         where = Path(dataset.name) / loss / f"seed-{seed}"
         cells.append(engine.PlannedCell(dataset.name, where, cfg, (("classifier", key, cfg),)))
@@ -107,8 +108,8 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
                 continue
             engine.announce(index, len(plan.cells), cell.where)
             (_, key, cfg), *_ = cell.classifiers
-            rows.append(engine.run_cell(run_dir, cell.where, key, cfg, manifest, plan.device))
-        scale = scale_from_config(engine.cell_config(config, dataset).data)
+            rows.append(stages.run_cell(run_dir, cell.where, key, cfg, manifest, plan.device))
+        scale = scale_from_config(stages.cell_config(config, dataset).data)
         with stage("figures"):
             figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap, scale)
         cells += rows

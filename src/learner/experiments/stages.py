@@ -1,0 +1,225 @@
+"""One grid cell's two resumable stages (Section 3): pretraining, then classification on the frozen encoder.
+
+A cell is one config (:func:`cell_config`). Each stage runs in its own folder: the encoder
+(:func:`ensure_encoder`, :func:`learner.training.pretrain.pretrain`) in ``<cell>/encoder`` and the pair
+classifier (:func:`ensure_classification`, :mod:`learner.experiments.classify`) in ``<cell>/classifier``.
+:func:`run_cell` runs both in this process; :class:`CellJob` is the same work packed for another process (a
+cluster job, :mod:`learner.experiments.launch`).
+
+**Resumable.** A stage whose folder holds ``complete.json`` (:data:`COMPLETE`, its stage record, written
+last) is never recomputed; an interrupted pretraining continues from its last checkpoint; an interrupted
+classification is redone (it is cheap). A completed stage whose stored config digest
+(:func:`config_digest`) differs from the requested one is an error, never silently reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from learner import atomic
+from learner.config import Config, DatasetSpec, apply_overrides
+from learner.data.manifest import Manifest
+from learner.errors import RunDirError
+from learner.experiments.classify import run_classification
+from learner.experiments.results import METRICS, Cell, GridKey, json_number
+from learner.timing import stage
+from learner.training.checkpoint import checkpoint_fingerprint
+from learner.training.device import resolve_device
+from learner.training.faults import fault_point
+from learner.training.names import check_names
+from learner.training.pretrain import pretrain
+
+COMPLETE = "complete.json"
+
+
+@dataclass(frozen=True)
+class EncoderStage:
+    """``complete.json`` of a pretraining stage: the config digest, the fingerprint of ``checkpoints/best``,
+    pretraining's ``metrics.json`` (best/last val MAE, RMSE, r and the predict-the-mean baseline), and the
+    measured wall time of the :func:`pretrain` call that finished it (``seconds``; ``resumed``: that call
+    continued an interrupted run, so the time before the interruption is not in it). Records written before
+    the time was measured read back with ``seconds`` None."""
+
+    config_digest: str
+    fingerprint: str
+    metrics: dict[str, Any]
+    seconds: float | None = None
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class ClassifierStage:
+    """``complete.json`` of a classification stage: the config digest and the stage's ``metrics.json``."""
+
+    config_digest: str
+    metrics: dict[str, Any]
+
+
+def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
+    """The config of one grid cell: ``base`` pointed at ``dataset`` with dotted ``keys`` overridden, its
+    registry names (backbone, loss, scale) checked so that a bad cell fails before any work.
+
+    Raises:
+        ConfigError: a bad key, value or name (one line naming the key).
+    """
+    cell = apply_overrides(
+        base, {"data.manifest": str(dataset.manifest), "data.scale": dataset.scale, **keys}
+    )
+    check_names(cell)
+    return cell
+
+
+def config_digest(config: Config) -> str:
+    """Hash of everything in ``config`` that changes results (all but ``runtime``)."""
+    return _digest(config.result_settings())
+
+
+def pretraining_digest(config: Config) -> str:
+    """Hash of everything in ``config`` that changes its pretraining (:meth:`Config.pretraining_settings`):
+    cells with equal digests would train the same encoder."""
+    return _digest(config.pretraining_settings())
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def completed(directory: Path, config: Config) -> dict[str, Any] | None:
+    """The ``complete.json`` record of a finished stage, None when unfinished.
+
+    Raises:
+        RunDirError: the stage finished with a different config (reusing it would mix settings).
+    """
+    try:
+        record: dict[str, Any] = json.loads((directory / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("config_digest") != config_digest(config):
+        raise RunDirError(
+            f"{directory} was computed with another config; use a new output folder or --force to redo it"
+        )
+    return record
+
+
+def ensure_encoder(config: Config, directory: Path, label: str | None = None) -> EncoderStage:
+    """Pretrain into ``directory`` unless complete; continue an interrupted run from its last checkpoint.
+    The pretraining is timed as the stage ``pretrain <label>`` (default: the directory)."""
+    record = completed(directory, config)
+    if record is not None:
+        return EncoderStage(**record)
+    resume = (directory / "config.yaml").is_file()
+    occupied = directory.is_dir() and any(directory.iterdir())
+    start = time.perf_counter()
+    with stage(f"pretrain {label or directory}"):
+        pretrain(config, directory, resume=resume, force=occupied and not resume)
+    finished = EncoderStage(
+        config_digest=config_digest(config),
+        fingerprint=checkpoint_fingerprint(directory / "checkpoints" / "best"),
+        metrics=json.loads((directory / "metrics.json").read_text(encoding="utf-8")),
+        seconds=time.perf_counter() - start,
+        resumed=resume,
+    )
+    atomic.write_json(directory / COMPLETE, asdict(finished))
+    return finished
+
+
+def ensure_classification(
+    encoder_dir: Path,
+    manifest: Manifest,
+    config: Config,
+    directory: Path,
+    device: str,
+    encoder_fingerprint: str | None = None,
+) -> ClassifierStage:
+    """Fit and test the classifier on ``encoder_dir`` into ``directory`` unless complete. Given the
+    encoder's ``encoder_fingerprint``, a complete stage fitted on other encoder weights is redone (a sweep
+    cell that now shares another cell's encoder; classifying takes seconds)."""
+    record = completed(directory, config)
+    if record is not None and encoder_fingerprint in (None, record["metrics"].get("encoder_fingerprint")):
+        return ClassifierStage(**record)
+    with stage("classification"):
+        result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
+    finished = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
+    atomic.write_json(directory / COMPLETE, asdict(finished))
+    return finished
+
+
+def cell_result(
+    key: GridKey,
+    seed: int,
+    where: Path,
+    clips_per_scan: int,
+    encoder: EncoderStage,
+    classified: ClassifierStage,
+) -> Cell:
+    """A finished cell from its two stage records: test metrics and CIs, regression quality, pairs."""
+    test = classified.metrics["test"]
+    return Cell(
+        key=key,
+        seed=seed,
+        dir=str(where),
+        clips_per_scan=clips_per_scan,
+        **{name: test[name] for name in METRICS},
+        ci={name: (json_number(low), json_number(high)) for name, (low, high) in test["ci"].items()},
+        n_test_pairs=test["n"],
+        regression=encoder.metrics["best"],
+        pair_counts=classified.metrics["pair_counts"],
+        encoder_fingerprint=encoder.fingerprint,
+        pretrain_seconds=encoder.seconds,
+        pretrain_resumed=encoder.resumed,
+    )
+
+
+def run_cell(
+    run_dir: Path,
+    where: Path,
+    key: GridKey,
+    config: Config,
+    manifest: Manifest,
+    device: str,
+    shares: tuple[Path, Config] | None = None,
+) -> Cell:
+    """One cell of a grid (Table 3, the sweep): pretrain into ``run_dir/where/encoder`` and classify into
+    ``run_dir/where/classifier``, each unless complete.
+
+    ``shares`` = (``other``, its config): the cell's config differs from that earlier cell's only in keys
+    the classify stage reads (:meth:`Config.pretraining_settings`), so it reuses
+    ``run_dir/other/encoder`` (completing it under ``other``'s config if needed) instead of pretraining
+    the same encoder again; the cell records that folder as its ``encoder_dir``."""
+    encoder_where, encoder_config = shares or (where, config)
+    encoder_dir = run_dir / encoder_where / "encoder"
+    encoder = ensure_encoder(encoder_config, encoder_dir, str(encoder_where))
+    classified = ensure_classification(
+        encoder_dir, manifest, config, run_dir / where / "classifier", device, encoder.fingerprint
+    )
+    cell = cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
+    fault_point("cell")
+    return cell if shares is None else replace(cell, encoder_dir=str(encoder_where / "encoder"))
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """The stages of one grid cell, self-contained so that another process (a cluster job) can run them:
+    pretrain ``encoder`` into ``run_dir/where/encoder``, then classify on it into ``run_dir/where/<name>``
+    for each ``(name, config)`` of ``classifications``."""
+
+    run_dir: Path
+    where: Path
+    encoder: Config
+    classifications: tuple[tuple[str, Config], ...]
+    manifest: Manifest
+
+    def __call__(self) -> str:
+        """Run the stages that are not complete yet (on the device the cell's config asks for, resolved
+        where the job runs); returns the cell's folder."""
+        folder = self.run_dir / self.where
+        ensure_encoder(self.encoder, folder / "encoder", str(self.where))
+        device = str(resolve_device(self.encoder.runtime.device))
+        for name, config in self.classifications:
+            ensure_classification(folder / "encoder", self.manifest, config, folder / name, device)
+        return str(self.where)
