@@ -14,13 +14,13 @@ from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.errors import RunDirError
 from learner.experiments.results import Cell, DatasetSummary, GridKey, MeanStd, Results, SummaryRow
 from learner.experiments.tables import loss_label, render_ablation, render_table3
-from learner.report import (
+from learner.report import write_report
+from learner.report.sections import (
     Source,
     phantom_cohort,
     regression_section,
     regression_summary,
     source_banner,
-    write_report,
 )
 
 

@@ -13,7 +13,6 @@ from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, ap
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation import embed
 from learner.experiments import ablation, stages, table3
-from learner.experiments import grid as engine
 
 
 class Interrupted(Exception):

@@ -280,7 +280,8 @@ def demo_command(
     experiment.
     """
     from learner.experiments.demo import run_demo
-    from learner.report import regression_summary, write_report
+    from learner.report import write_report
+    from learner.report.sections import regression_summary
 
     started = CLOCK.mark()
     result = run_demo(out, dataset=dataset, full=full, force=force)

@@ -1,0 +1,83 @@
+"""The report of one classification run (``learner classify``, its ``metrics.json``): the test intra-patient
+pairs against the reference rows, per-class scores and the confusion matrix, the encoder's regression quality
+and the class balance of every pair set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from learner.data.scales import CLASS_NAMES
+from learner.evaluation.baselines import reference_rows
+from learner.experiments.prose import class_mix, majority_statement, small_sample_warnings
+from learner.experiments.tables import F1_NOTE, interval, markdown_table, percent, reference_label
+from learner.report.sections import Source, pair_balance_section, regression_section, warning_section
+
+
+def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
+    """Data source and sections of one classification run (``learner classify``, its ``metrics.json``)."""
+    test = metrics["test"]
+    test_counts = metrics["pair_counts"]["test"]
+    references = reference_rows(test_counts)
+    summary = markdown_table(
+        ["", "Accuracy (95% CI)", "macro-F1 (95% CI)", "weighted-F1", "test pairs", "patients"],
+        [
+            [
+                "classifier",
+                f"{percent(test['accuracy'])} {interval(*test['ci']['accuracy'])}",
+                f"{percent(test['macro_f1'])} {interval(*test['ci']['macro_f1'])}",
+                percent(test["weighted_f1"]),
+                test["n"],
+                test["n_patients"],
+            ],
+            *(
+                [f"*{reference_label(name, row.answer)}*", percent(row.accuracy), percent(row.macro_f1)]
+                for name, row in references.items()
+            ),
+        ],
+    )
+    reading = f"{class_mix(test_counts)}. " + majority_statement(
+        {"the classifier": (test["accuracy"], test["macro_f1"])}, references["majority"]
+    )
+    per_class = markdown_table(
+        ["class", "precision", "recall", "F1", "support"],
+        [
+            [name, percent(v["precision"]), percent(v["recall"]), percent(v["f1"]), v["support"]]
+            for name in CLASS_NAMES
+            if (v := test["per_class"].get(name))
+        ],
+    )
+    confusion = markdown_table(
+        ["true \\ predicted", *CLASS_NAMES],
+        [[name, *row] for name, row in zip(CLASS_NAMES, test["confusion"], strict=True)],
+    )
+    warnings = small_sample_warnings(test["n_patients"], test_counts)
+    sections = [warning_section(warnings)] if warnings else []
+    sections.append(
+        f"## Test intra-patient pairs ({metrics['head']}, {metrics['combine']})\n\n{summary}\n{reading}\n\n"
+        f"{F1_NOTE}\n\n{per_class}\n{confusion}"
+    )
+    encoder_metrics = _encoder_run(run_dir, metrics) / "metrics.json"
+    encoder = json.loads(encoder_metrics.read_text(encoding="utf-8")) if encoder_metrics.is_file() else {}
+    best = encoder.get("best", {})
+    if "val_mae" in best:  # a self-supervised encoder has no regression quality
+        sections.append(
+            "## Regression quality of the encoder\n\n"
+            + regression_section([([metrics["encoder_run"]], best)], ["encoder run"])
+        )
+    sections.append(
+        "## Class balance of every pair set\n\n" + pair_balance_section([([], metrics["pair_counts"])], [])
+    )
+    return [Source("data", metrics["manifest"], metrics["data_source"])], sections
+
+
+def _encoder_run(run_dir: Path, metrics: Mapping[str, Any]) -> Path:
+    """The encoder run of a classification: relative to the classification's run directory (portable), else
+    as it was given."""
+    relative = metrics.get("encoder_run_relative")
+    if relative is not None and (run_dir / str(relative)).is_dir():
+        return run_dir / str(relative)
+    return Path(metrics["encoder_run"])

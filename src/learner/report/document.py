@@ -1,0 +1,73 @@
+"""The ``REPORT.md`` document: a banner naming the data source, the settings, the sections of the run's kind
+(:data:`REPORTS`), then the config and environment. :func:`write_report` picks the kind from the run's
+results file (``results.json`` or ``metrics.json``) and writes the file atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from learner import atomic
+from learner.errors import RunDirError
+from learner.report.classification import classification_report
+from learner.report.experiment import experiment_report
+from learner.report.pretraining import pretraining_report
+from learner.report.sections import Source, environment_section, settings_section, source_banner
+
+REPORT_FILE = "REPORT.md"
+
+REPORTS: dict[str, Callable[[Path, dict[str, Any]], tuple[list[Source], list[str]]]] = {
+    "table3": experiment_report,
+    "ablation": experiment_report,
+    "sweep": experiment_report,
+    "classification": classification_report,
+    "pretraining": pretraining_report,
+}
+"""Run kind (the ``kind`` of its results file) → the data sources and sections of its report."""
+
+RESULT_FILES: tuple[str, ...] = ("results.json", "metrics.json")
+
+
+def write_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``RUN_DIR/REPORT.md`` for a finished experiment or classification run and return its path.
+
+    Raises:
+        RunDirError: no results file of a known kind in ``run_dir``.
+    """
+    folder = Path(run_dir)
+    results = _read_results(folder)
+    config = _read_yaml(folder / "config.yaml")
+    sources, sections = REPORTS[results["kind"]](folder, results)
+    text = "\n".join(
+        [
+            f"# LEARNER report: {folder.name}\n",
+            source_banner(sources),
+            "## Settings\n\n" + settings_section(config, sources),
+            *sections,
+            "## Config and environment\n\n" + environment_section(folder),
+        ]
+    )
+    return atomic.write_text(folder / REPORT_FILE, text)
+
+
+def _read_results(folder: Path) -> dict[str, Any]:
+    for name in RESULT_FILES:
+        path = folder / name
+        if path.is_file():
+            results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            if "kind" not in results and "best" in results and "train_mean" in results:
+                results["kind"] = "pretraining"  # written before pretraining's metrics.json named its kind
+            if results.get("kind") in REPORTS:
+                return results
+    kinds = ", ".join(REPORTS)
+    raise RunDirError(f"{folder}: no results.json or metrics.json of a reportable run ({kinds})")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}

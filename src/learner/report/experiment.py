@@ -1,0 +1,225 @@
+"""The report of a Table 3, Table 4 (ablation) or sweep experiment, from its ``results.json`` (read back into
+:class:`learner.experiments.results.Results`): the table and how to read it against the always-majority and
+chance rows, each objective against the baseline loss, Fig. 1, every encoder's regression quality, the class
+balance of every pair set, every cell, and small-sample warnings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from learner.evaluation.baselines import ReferenceRow, majority_row
+from learner.evaluation.metrics import PairedDifference
+from learner.experiments.figure1 import FIGURE_TARGETS
+from learner.experiments.prose import class_mix, comparison_verdict, majority_statement, small_sample_warnings
+from learner.experiments.results import Cell, Results
+from learner.experiments.tables import (
+    interval,
+    interval_plain,
+    loss_label,
+    markdown_table,
+    percent,
+    plain,
+    render_ablation,
+    render_sweep,
+    render_table3,
+    test_counts_by_seed,
+)
+from learner.report.sections import (
+    ENCODER_KEYS,
+    Source,
+    key_names,
+    metric_number,
+    pair_balance_section,
+    regression_section,
+    unique_encoders,
+    warning_section,
+)
+
+# what identifies a cell
+CELL_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "combine", "loss", "classifier", "seed")
+
+
+def experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source], list[str]]:
+    """Data sources and sections of a Table 3, ablation or sweep experiment (its ``results.json``)."""
+    results = Results.from_json(data)
+    sources = [Source(d.name, d.manifest, d.data_source, d.phantom) for d in results.datasets]
+    title, render = EXPERIMENT_TABLES[results.kind]
+    sections = [f"## {title}\n\n" + render(results) + "\n" + _reading_the_table(results)]
+    warnings = _cell_warnings(run_dir, results.cells)
+    if warnings:
+        sections.insert(0, warning_section(warnings))
+    if results.comparisons:
+        sections.append(_comparison_section(results))
+    if results.figures:
+        sections.append(_figure_section(results))
+    encoders = unique_encoders(results.cells)
+    encoder_keys = key_names(results.cells, ENCODER_KEYS)
+    balance_keys = key_names(results.cells, ("dataset", "setting", "seed"))
+    sections.append("## Regression quality of each encoder\n\n" + regression_section(encoders, encoder_keys))
+    sections.append(
+        "## Class balance of every pair set\n\n"
+        + pair_balance_section(
+            [([str(c.coordinates()[k]) for k in balance_keys], c.pair_counts) for c in results.cells],
+            balance_keys,
+        )
+    )
+    sections.append("## Every cell\n\n" + _cell_section(results.cells))
+    return sources, sections
+
+
+def _comparison_section(results: Results) -> str:
+    baseline = loss_label(results.baseline_loss or "")
+    rows = [
+        [
+            dataset,
+            loss_label(loss),
+            _difference(diff["accuracy"]),
+            _difference(diff["macro_f1"]),
+            diff["accuracy"].n,
+        ]
+        for dataset in (d.name for d in results.datasets)
+        for loss in results.losses
+        if (diff := (results.comparisons or {}).get(dataset, {}).get(loss))
+    ]
+    header = [
+        "Dataset",
+        "Loss",
+        f"Δ Accuracy vs {baseline} (95% CI)",
+        f"Δ F1 vs {baseline} (95% CI)",
+        "seeds",
+    ]
+    note = (
+        "Difference of the per-seed values (same seed = same split and pairs), mean and Student-t 95% "
+        "interval over seeds, in percentage points; one seed gives no interval."
+    )
+    verdicts = [
+        f"- {dataset}: {comparison_verdict(loss_label(loss), baseline, label, diff[metric])}"
+        for dataset in (d.name for d in results.datasets)
+        for loss in results.losses
+        if (diff := (results.comparisons or {}).get(dataset, {}).get(loss))
+        for metric, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
+    ]
+    return (
+        f"## Each objective against {baseline}\n\n{note}\n\n"
+        + markdown_table(header, rows)
+        + "\n"
+        + "\n".join(verdicts)
+        + "\n"
+    )
+
+
+def _reading_the_table(results: Results) -> str:
+    """Per dataset: the test pairs' class mix and whether always answering the majority class beats the
+    models on accuracy (generated from the numbers, see :mod:`learner.experiments.prose`)."""
+    lines = []
+    for dataset in (d.name for d in results.datasets):
+        counts = test_counts_by_seed(results.cells, dataset)
+        if not counts:
+            continue
+        seed = min(counts)
+        majority = _mean_majority(list(counts.values()))
+        models = {
+            _row_label(row.key.to_json()): (row.stats["accuracy"].mean, row.stats["macro_f1"].mean)
+            for row in results.summary
+            if row.key.dataset == dataset
+        }
+        lines.append(
+            f"- {dataset}: {class_mix(counts[seed])} (seed {seed}). {majority_statement(models, majority)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _row_label(key: Mapping[str, str]) -> str:
+    """A summary row's name in prose: its grid axes but the dataset, the loss in the paper's spelling."""
+    return "/".join(loss_label(v) if k == "loss" else v for k, v in key.items() if k != "dataset")
+
+
+def _mean_majority(counts_by_seed: Sequence[Mapping[str, int]]) -> ReferenceRow:
+    """The always-majority row averaged over seeds (its answer: the seeds' answers)."""
+    rows = [majority_row(counts) for counts in counts_by_seed]
+    answers = sorted({row.answer for row in rows})
+    return ReferenceRow(
+        sum(r.accuracy for r in rows) / len(rows),
+        sum(r.macro_f1 for r in rows) / len(rows),
+        answers[0] if len(answers) == 1 else "always the majority class",
+    )
+
+
+def _cell_warnings(run_dir: Path, cells: Sequence[Cell]) -> list[str]:
+    """Small-sample warnings of every distinct test set (dataset, seed) of a grid, from each cell's
+    classifier ``metrics.json`` (its number of test patients)."""
+    warnings: dict[str, None] = {}
+    for cell in cells:
+        metrics_file = run_dir / cell.dir / "classifier" / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        test = json.loads(metrics_file.read_text(encoding="utf-8"))["test"]
+        where = f"{cell.key.dataset}, seed {cell.seed}"
+        for text in small_sample_warnings(test["n_patients"], cell.pair_counts["test"]):
+            warnings[f"{where}: {text}"] = None
+    return list(warnings)
+
+
+def _difference(diff: PairedDifference) -> str:
+    """A paired difference of fractions: mean and interval, in percentage points."""
+    return f"{percent(diff.mean)} {interval(diff.low, diff.high)}"
+
+
+def _figure_section(results: Results) -> str:
+    parts = [
+        "## Fig. 1: embedding distance against change\n\nEach point is a test intra-patient pair: the cosine "
+        "distance between the two scans' embeddings against the absolute change. The paper expects the "
+        "distance to grow with the change, more so with contrastive pretraining (larger Spearman ρ).\n"
+    ]
+    for dataset in (d.name for d in results.datasets):
+        figures = (results.figures or {}).get(dataset, {})
+        for target, title in FIGURE_TARGETS.items():
+            figure = figures.get(target)
+            if figure is None:
+                continue
+            rows = [
+                [
+                    loss_label(loss),
+                    plain(metric_number(m["spearman_rho"])),
+                    interval_plain(metric_number(m["ci_low"]), metric_number(m["ci_high"])),
+                    m["n_pairs"],
+                    m["n_patients"],
+                ]
+                for loss in results.losses
+                if (m := figure.panels.get(loss))
+            ]
+            table = markdown_table(["Loss", "Spearman ρ", "95% CI (patients)", "pairs", "patients"], rows)
+            parts.append(
+                f"### {dataset}: distance vs {title} (seed {figure.seed})\n\n"
+                f"![Fig. 1 {dataset} {target}]({figure.png})\n\n{table}"
+            )
+    return "\n".join(parts)
+
+
+def _cell_section(cells: Sequence[Cell]) -> str:
+    keys = key_names(cells, CELL_KEYS)
+    rows = [
+        [
+            *(loss_label(c.key.loss) if k == "loss" else c.coordinates()[k] for k in keys),
+            f"{percent(c.accuracy)} {interval(*c.ci['accuracy'])}",
+            f"{percent(c.macro_f1)} {interval(*c.ci['macro_f1'])}",
+            percent(c.weighted_f1),
+            c.n_test_pairs,
+        ]
+        for c in cells
+    ]
+    header = [*keys, "Accuracy (95% CI)", "macro-F1 (95% CI)", "weighted-F1", "test pairs"]
+    note = "Intervals: 95% percentile bootstrap over test patients (all pairs of a drawn patient kept)."
+    return f"{note}\n\n" + markdown_table(header, rows)
+
+
+EXPERIMENT_TABLES: dict[str, tuple[str, Callable[[Results], str]]] = {
+    "table3": ("Table 3", render_table3),
+    "ablation": ("Table 4 (ablation)", render_ablation),
+    "sweep": ("Sweep", render_sweep),
+}
+"""Experiment kind → the title and renderer of its table in the report."""

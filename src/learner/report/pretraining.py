@@ -1,0 +1,71 @@
+"""The report of one pretraining run (``learner pretrain``, its ``metrics.json`` and ``metrics.csv``): the
+regression quality of the best checkpoint, the training curves (:mod:`learner.training.curves`) and every
+epoch's row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from learner.errors import LearnerError
+from learner.experiments.tables import markdown_table, plain
+from learner.report.sections import Source, regression_section
+from learner.runs import load_run_config
+
+
+def _manifest_source(run_dir: Path) -> str:
+    """The data source of a run that predates its record, from its manifest (a phantom cohort carries its
+    generator's record beside it); ``unknown`` when the manifest cannot be read."""
+    from learner.data.manifest import load_manifest
+    from learner.data.phantom.ground_truth import data_source
+    from learner.data.scales import scale_from_config
+
+    config = load_run_config(run_dir)
+    if config.data.manifest is None:
+        return "unknown"
+    try:
+        return data_source(load_manifest(config.data.manifest, scale_from_config(config.data)))
+    except (LearnerError, OSError, TypeError):
+        return "unknown"
+
+
+def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
+    """Data source and sections of one pretraining run (``learner pretrain``, its ``metrics.json``):
+    regression quality of the best checkpoint, the training curves and every epoch's row."""
+    from learner.training.curves import CURVES_FILE, plot_training_curves
+
+    manifest = str(load_run_config(run_dir).data.manifest)  # resolved against the run directory
+    source = Source("data", manifest, metrics.get("data_source") or _manifest_source(run_dir))
+    history = _read_history(run_dir)
+    best = metrics["best"]
+    if "val_mae" in best:
+        quality = regression_section([([run_dir.name], best)], ["run"])
+    else:
+        quality = f"Self-supervised: best val loss {plain(best['val_loss'])} (epoch {best['epoch']}).\n"
+    sections = [f"## Regression quality (best checkpoint, epoch {best['epoch']})\n\n{quality}"]
+    if history:
+        plot_training_curves(history, run_dir / CURVES_FILE)
+        columns = [
+            c for c in ("epoch", "lr", "train_loss", "val_loss", "val_mae", "baseline_mae") if c in history[0]
+        ]
+        rows = [[f"{row[c]:.4g}" if c != "epoch" else int(row[c]) for c in columns] for row in history]
+        sections.append(
+            "## Training curves\n\nLoss per epoch, and val MAE against always predicting the train mean "
+            f"(score units).\n\n![training curves]({CURVES_FILE})\n\n" + markdown_table(columns, rows)
+        )
+    scans = metrics.get("scans", {})
+    if scans:
+        sections.append("## Scans\n\n" + ", ".join(f"{k} {v}" for k, v in scans.items()) + "\n")
+    return [source], sections
+
+
+def _read_history(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of ``metrics.csv`` (one per epoch), or none."""
+    import csv
+
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]

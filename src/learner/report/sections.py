@@ -1,0 +1,216 @@
+"""The sections every report shares: the data-source banner, regression quality against the predict-the-mean
+baseline, the class balance of pair sets, the settings, the config and environment, and warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from learner.data.phantom.lus import TABLE_1_PATIENTS
+from learner.data.scales import CLASS_NAMES
+from learner.experiments.results import Cell, Scalar
+from learner.experiments.tables import markdown_table, plain
+
+# what identifies a pretraining
+ENCODER_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "loss", "seed")
+PAIR_SETS: tuple[str, ...] = ("train", "val", "test")
+CLEAR_MARGIN = 0.10  # an encoder "clearly" beats the baseline when its val MAE is at least 10% lower
+
+SETTINGS: tuple[tuple[str, str], ...] = (
+    ("model.backbone", "backbone"),
+    ("data.frames", "frames per clip (T)"),
+    ("data.size", "frame size (px)"),
+    ("optim.epochs", "pretraining epochs"),
+    ("optim.batch_size", "batch size"),
+    ("optim.lr", "initial LR"),
+    ("optim.max_steps_per_epoch", "max steps per epoch"),
+    ("loss.lam", "λ (MSE weight)"),
+    ("classifier.head", "classifier head"),
+    ("classifier.combine", "pair combine"),
+    ("classifier.bootstrap", "bootstrap resamples"),
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset as the banner and the settings name it: PHANTOM or REAL, and a phantom's record."""
+
+    name: str
+    manifest: str
+    data_source: str
+    phantom: Mapping[str, object] | None = None
+
+
+def source_banner(sources: Sequence[Source]) -> str:
+    """The data-source statement that opens every report."""
+    kinds = {s.data_source for s in sources}
+    listed = "; ".join(f"{s.name}: {s.data_source.upper()} ({s.manifest})" for s in sources)
+    if kinds == {"phantom"}:
+        head = (
+            "> **Data source: PHANTOM.** Every number below comes from generated stand-in cohorts "
+            "(`learner phantom`), not from patients. It shows that the pipeline works and what it "
+            "measures; it is not a clinical result."
+        )
+    elif kinds == {"real"}:
+        head = "> **Data source: REAL** scans listed in the manifest(s) below."
+    elif "unknown" in kinds:
+        head = (
+            "> **Data source: UNKNOWN.** The run does not record it and its manifest cannot be read: do not "
+            "take these numbers for a clinical result."
+        )
+    else:
+        head = "> **Data source: MIXED (PHANTOM and REAL)** — read each dataset's column accordingly."
+    return f"{head}\n>\n> {listed}\n"
+
+
+def regression_section(
+    encoders: Sequence[tuple[list[str], Mapping[str, Scalar]]], key_names: Sequence[str]
+) -> str:
+    """Val-split regression quality of each encoder (best checkpoint) against predicting the train mean.
+
+    Args:
+        encoders: (key values, pretraining ``metrics.json["best"]`` row) per encoder.
+        key_names: column names of the key values.
+    """
+    rows, margins = [], []
+    for keys, best in encoders:
+        margin = _margin(best)
+        margins.append(margin)
+        verdict = "clearly" if margin >= CLEAR_MARGIN else ("yes" if margin > 0 else "**no**")
+        rows.append(
+            [
+                *keys,
+                f"{best['val_mae']:.3f}",
+                f"{best['baseline_mae']:.3f}",
+                f"{100 * margin:.1f}%",
+                f"{best['val_rmse']:.3f}",
+                f"{best['baseline_rmse']:.3f}",
+                plain(metric_number(best.get("val_r"))),
+                verdict,
+            ]
+        )
+    header = [*key_names, "val MAE", "mean-baseline MAE", "MAE reduction", "val RMSE", "baseline RMSE"]
+    table = markdown_table([*header, "Pearson r", "beats baseline"], rows)
+    note = "Val split, best checkpoint (lowest val MAE), score units."
+    return f"{regression_verdict(margins)}\n\n{note}\n\n{table}"
+
+
+def metric_number(value: Scalar) -> float | None:
+    """A numeric value of a metrics record (None where JSON holds null: an undefined statistic)."""
+    if isinstance(value, str):
+        raise TypeError(f"metrics record value {value!r} is not a number")
+    return value
+
+
+def regression_verdict(margins: Sequence[float]) -> str:
+    """One sentence on whether the encoders beat predicting the train mean, from their relative MAE margins
+    ``1 − val MAE / baseline MAE``."""
+    clear = sum(m >= CLEAR_MARGIN for m in margins)
+    beaten = sum(m > 0 for m in margins)
+    if len(margins) == 1 and clear == 1:
+        return (
+            f"The encoder clearly beats the predict-the-train-mean baseline: its val MAE is "
+            f"{100 * margins[0]:.1f}% lower."
+        )
+    if margins and clear == len(margins):
+        return (
+            f"All {len(margins)} encoders clearly beat the predict-the-train-mean baseline: their val MAE is "
+            f"{100 * min(margins):.1f}–{100 * max(margins):.1f}% lower."
+        )
+    return (
+        f"{beaten} of {len(margins)} encoders beat the predict-the-train-mean baseline on val MAE, "
+        f"{clear} of them clearly (by ≥ {100 * CLEAR_MARGIN:.0f}%); an encoder that does not clearly beat "
+        "it has learned little of the score, and its downstream numbers say little about the objective."
+    )
+
+
+def unique_encoders(cells: Sequence[Cell]) -> list[tuple[list[str], Mapping[str, Scalar]]]:
+    """(dataset, backbone?, loss, seed) → the best-checkpoint regression row, once per encoder (ablation
+    cells share an encoder across classifier variants)."""
+    names = key_names(cells, ENCODER_KEYS)
+    encoders = {tuple(str(c.coordinates()[k]) for k in names): c.regression for c in cells}
+    return [(list(keys), best) for keys, best in encoders.items()]
+
+
+def regression_summary(cells: Sequence[Cell]) -> str:
+    """The regression verdict of an experiment's encoders (what ``learner demo`` prints)."""
+    return regression_verdict([_margin(best) for _, best in unique_encoders(cells)])
+
+
+def _margin(best: Mapping[str, Any]) -> float:
+    margin: float = 1.0 - best["val_mae"] / best["baseline_mae"]
+    return margin
+
+
+def key_names(cells: Sequence[Cell], candidates: Sequence[str]) -> list[str]:
+    """The ``candidates`` that are key columns of these cells (an ablation has more axes than Table 3)."""
+    present = cells[0].coordinates() if cells else {}
+    return [k for k in candidates if k in present]
+
+
+def pair_balance_section(
+    entries: Sequence[tuple[list[str], dict[str, dict[str, int]]]], key_names: Sequence[str]
+) -> str:
+    """Class balance of every pair set; identical sets (e.g. one split shared by several losses) once."""
+    rows, seen = [], set()
+    for keys, counts in entries:
+        for split in (s for s in PAIR_SETS if s in counts):
+            by_class = counts[split]
+            row = (*keys, split, *(by_class[name] for name in CLASS_NAMES), sum(by_class.values()))
+            if row not in seen:
+                seen.add(row)
+                rows.append(list(row))
+    return markdown_table([*key_names, "pairs", *CLASS_NAMES, "total"], rows)
+
+
+def settings_section(config: dict[str, Any], sources: Sequence[Source]) -> str:
+    """The settings that decide cost and quality (from ``config.yaml``) and each phantom cohort's size."""
+    lines = []
+    for dotted, label in SETTINGS:
+        value: Any = config
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        lines.append(f"- {label} (`{dotted}`): {value}")
+    for source in sources:
+        if source.phantom:
+            lines.append(f"- phantom cohort of {source.name}: {phantom_cohort(source.phantom)}")
+    return "\n".join(lines) + "\n"
+
+
+def phantom_cohort(record: Mapping[str, object]) -> str:
+    """A phantom's record in words; an LUS cohort's patients per split are compared with the paper's Table 1
+    (the demo may have more test patients, which narrows Fig. 1's intervals)."""
+    patients = record.get("patients")
+    if record.get("kind") != "lus" or not isinstance(patients, list) or len(patients) != 3:
+        return ", ".join(f"{k} {v}" for k, v in record.items() if k != "table")
+    described = ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("table", "patients"))
+    counts = "/".join(str(n) for n in patients)
+    paper = "/".join(str(n) for n in TABLE_1_PATIENTS)
+    if tuple(patients) == TABLE_1_PATIENTS:
+        return f"{counts} train/val/test patients (the paper's Table 1), {described}"
+    test, paper_test = patients[-1], TABLE_1_PATIENTS[-1]
+    more = (
+        f"; {test} test patients instead of {paper_test}: more test pairs, narrower Fig. 1 intervals"
+        if test > paper_test
+        else ""
+    )
+    return f"{counts} train/val/test patients (the paper's Table 1: {paper}{more}), {described}"
+
+
+def environment_section(run_dir: Path) -> str:
+    """Config (YAML) and environment (``run.json``) of the run, verbatim."""
+    config = (
+        (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
+    )
+    environment = (
+        (run_dir / "run.json").read_text(encoding="utf-8") if (run_dir / "run.json").is_file() else "{}"
+    )
+    return f"### Config\n\n```yaml\n{config}```\n\n### Environment\n\n```json\n{environment}```\n"
+
+
+def warning_section(warnings: Sequence[str]) -> str:
+    """The small-sample warnings as one quoted block, one paragraph each."""
+    return "## Warnings\n\n" + "\n>\n".join(f"> **Warning:** {w}" for w in warnings) + "\n"
