@@ -10,7 +10,10 @@ patients, then one :func:`learner.training.pretrain.pretrain` epoch of the paper
 4 frames, batch 16, one loader worker. The stage clock (:mod:`learner.timing`) splits the run into the cache
 build (decode), the training epoch (``pretrain``: steps and loader waits), validation and checkpoints.
 Peak RSS is ``ru_maxrss`` of the process and of its largest child (loader worker). Target: time per train
-clip flat (time linear in the cohort) and memory flat. Appends a JSON line to ``--out``.
+clip flat (time linear in the cohort) and memory flat. Linear here means affine: a fixed per-run cost (model
+build, loader start-up) plus a cost per clip, so the script fits ``seconds = fixed + per_clip × train clips``
+by least squares over the factors and prints both terms and each factor's residual. Appends a JSON line to
+``--out``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from bench_common import RESULTS, append_record
 
@@ -88,8 +92,26 @@ def main() -> None:
             f"peak RSS {row['peak_rss_mb']:6.0f} MB (child {row['peak_child_rss_mb']:4.0f} MB)",
             flush=True,
         )
+    fit = affine_fit([row["train_scans"] for row in rows], [row["seconds"]["pretrain"] for row in rows])
+    if fit is not None:
+        print(
+            f"fit: epoch = {fit['fixed_s']:.1f} s + {fit['per_clip_ms']:.1f} ms × clips; "
+            f"residuals {', '.join(f'{r:+.1%}' for r in fit['relative_residuals'])}"
+        )
     settings = vars(args) | {"out": str(args.out)}
-    print(f"# {append_record(args.out, 'scaling', {'settings': settings, 'rows': rows})['machine']}")
+    record = {"settings": settings, "rows": rows, "fit": fit}
+    print(f"# {append_record(args.out, 'scaling', record)['machine']}")
+
+
+def affine_fit(clips: list[int], seconds: list[float]) -> dict[str, object] | None:
+    """Least-squares ``seconds ≈ fixed + per_clip × clips`` and each point's residual relative to its time;
+    None with fewer than two cohort sizes."""
+    if len(set(clips)) < 2:
+        return None
+    per_clip, fixed = np.polyfit(np.asarray(clips, float), np.asarray(seconds, float), 1)
+    fitted = fixed + per_clip * np.asarray(clips, float)
+    residuals = [float(r) for r in (np.asarray(seconds) - fitted) / np.asarray(seconds)]
+    return {"fixed_s": float(fixed), "per_clip_ms": float(per_clip * 1e3), "relative_residuals": residuals}
 
 
 if __name__ == "__main__":
