@@ -22,7 +22,20 @@ import torch.multiprocessing as mp
 def run_gloo_ranks(
     worker: Callable[[int, str], None], out_dir: Path, *, world: int = 2, timeout_s: float = 300
 ) -> None:
-    """Run ``worker`` on ``world`` spawned ranks; fail the test on a failed rank or after ``timeout_s``."""
+    """Run ``worker`` on ``world`` spawned ranks; fail the test on a failed rank or after ``timeout_s``.
+
+    The port is picked free and released before rank 0 listens on it, so another process (the other
+    pytest-xdist worker starting its own ranks) can take it in between; only that failure is retried, on a
+    new port."""
+    for attempt in range(3):
+        try:
+            return _run_once(worker, out_dir, world, timeout_s)
+        except mp.ProcessRaisedException as exc:
+            if "EADDRINUSE" not in str(exc) or attempt == 2:
+                raise
+
+
+def _run_once(worker: Callable[[int, str], None], out_dir: Path, world: int, timeout_s: float) -> None:
     ranks = mp.start_processes(
         _rank,
         args=(world, _free_port(), worker, str(out_dir)),
