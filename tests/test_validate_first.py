@@ -11,6 +11,7 @@ import pytest
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.data.preprocess import Preprocessor
+from learner.data.splits import read_splits
 from learner.experiments import grid as engine
 from learner.experiments import stages
 from learner.training.pretrain import pretrain
@@ -133,6 +134,37 @@ def test_classify_checks_its_encoder_run_and_split_first(
     (no_test / "splits.csv").unlink()
     code, _, err = cli(["classify", str(no_test), "--out", str(out)])
     _one_line_error(code, err, "splits.csv")
+    assert not out.exists()
+    assert decoded == []
+
+
+def test_an_init_run_that_trained_on_test_patients_is_refused_first(
+    encoder_run: Path,
+    tiny_lus: DatasetSpec,
+    tiny_experiment_config: Config,
+    tmp_path: Path,
+    cli: Cli,
+    decoded: list[Path],
+) -> None:
+    """A start (``--init``, ``model.init``) made with another split, in which a test patient of this
+    split was a train patient (as a VICReg stage made with another seed would have it): pretrain and every
+    experiment refuse it, before any directory or decoding."""
+    other_split = tmp_path / "other-split"
+    shutil.copytree(encoder_run, other_split, ignore=shutil.ignore_patterns("embeddings"))
+    splits = read_splits(other_split)
+    leaked = sorted(p for p, split in splits.items() if split == "test")[0]
+    text = (other_split / "splits.csv").read_text().replace(f"{leaked},test", f"{leaked},train")
+    (other_split / "splits.csv").write_text(text)
+    expected = ("model.init", str(other_split), "1 patient(s)", f"({leaked})")
+    out = tmp_path / "run"
+    argv = ["pretrain", "--out", str(out), "--manifest", str(tiny_lus.manifest), "--init", str(other_split)]
+    code, _, err = cli([*argv, "--set", "model.size=tiny"])
+    _one_line_error(code, err, *expected)
+    assert not out.exists()
+    out = tmp_path / "experiment"
+    init = ["--set", f"model.init={other_split}"]
+    code, _, err = cli(_grid_argv("table3", out, tiny_experiment_config, tiny_lus, *init))
+    _one_line_error(code, err, *expected)
     assert not out.exists()
     assert decoded == []
 

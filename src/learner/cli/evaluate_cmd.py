@@ -111,8 +111,8 @@ def embed_command(
     scans, so it is computed once and reused by every classifier on that encoder. The split column of
     --out is the run's own patient split (splits.csv).
     """
+    from learner.data.splits import SPLITS_FILE, read_splits
     from learner.evaluation.embed import embed_scans, embedding_cache_path, write_embeddings
-    from learner.experiments.classify import SPLITS_FILE, read_splits
     from learner.runs import load_run_config
 
     _check_runtime(which, device)

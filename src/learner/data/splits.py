@@ -13,13 +13,19 @@ the whole score range.
 
 from __future__ import annotations
 
+import csv
+import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 from learner.config import SplitConfig
 from learner.data.manifest import SPLITS, Manifest, ScanRecord
-from learner.errors import LearnerError
+from learner.errors import LearnerError, RunDirError
+
+SPLITS_FILE = "splits.csv"
+"""A pretraining run's patient split (columns ``patient_id``, ``split``), written when the run starts."""
 
 
 def split_counts(n_patients: int, cfg: SplitConfig) -> dict[str, int]:
@@ -101,6 +107,22 @@ def resolve_splits(manifest: Manifest, cfg: SplitConfig, seed: int) -> tuple[dic
             r.patient_id: str(r.split) for r in sorted(manifest.records, key=lambda r: r.patient_id)
         }, True
     return assign_splits(manifest, cfg, seed), False
+
+
+def read_splits(run_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Patient → split of a pretraining run (its :data:`SPLITS_FILE`).
+
+    Raises:
+        RunDirError: no such file, or not the columns ``patient_id`` and ``split``.
+    """
+    path = Path(run_dir) / SPLITS_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found; is {run_dir} a finished pretraining run?")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"patient_id", "split"} <= set(rows[0]):
+        raise RunDirError(f"{path}: expected the columns patient_id and split")
+    return {row["patient_id"]: row["split"] for row in rows}
 
 
 def _systematic_sample(ranked: list[str], k: int, rng: np.random.Generator) -> set[str]:

@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass
@@ -40,7 +39,8 @@ from learner.data.manifest import Manifest
 from learner.data.pairs import pair_class_counts, split_pairs, write_pair_table
 from learner.data.phantom.ground_truth import data_source
 from learner.data.scales import CLASS_NAMES, scale_from_config
-from learner.errors import ConfigError, LearnerError, RunDirError
+from learner.data.splits import read_splits
+from learner.errors import ConfigError, LearnerError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
 from learner.evaluation.metrics import (
     accuracy,
@@ -56,7 +56,6 @@ from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta
 
 log = logging.getLogger(__name__)
 
-SPLITS_FILE = "splits.csv"
 METRICS_FILE = "metrics.json"
 """Written last: a classification run without it failed and is deleted."""
 BOOTSTRAP_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
@@ -72,18 +71,6 @@ class ClassificationResult:
     predictions: pd.DataFrame
     classifier: FittedPairClassifier
     embeddings: EmbeddingTable
-
-
-def read_splits(encoder_run: str | os.PathLike[str]) -> dict[str, str]:
-    """Patient → split of a pretraining run (its ``splits.csv``: columns ``patient_id``, ``split``)."""
-    path = Path(encoder_run) / SPLITS_FILE
-    if not path.is_file():
-        raise RunDirError(f"{path}: not found; is {encoder_run} a finished pretraining run?")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"patient_id", "split"} <= set(rows[0]):
-        raise RunDirError(f"{path}: expected the columns patient_id and split")
-    return {row["patient_id"]: row["split"] for row in rows}
 
 
 def run_classification(

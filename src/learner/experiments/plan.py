@@ -31,13 +31,12 @@ from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.pairs import pair_class_counts, split_pairs
 from learner.data.scales import scale_from_config
-from learner.data.splits import resolve_splits
+from learner.data.splits import read_splits, resolve_splits
 from learner.errors import ConfigError
 from learner.experiments import grid as engine
 from learner.experiments import stages
 from learner.experiments.ablation import AXES as ABLATION_AXES
 from learner.experiments.ablation import ablation_cells
-from learner.experiments.classify import read_splits
 from learner.experiments.sweep import sweep_cells
 from learner.experiments.table3 import table3_cells
 from learner.training.names import check_names

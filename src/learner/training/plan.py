@@ -4,18 +4,25 @@ It reads the config, the run directory's state, the manifest and its split, and 
 objective once, decoding nothing and writing nothing; any problem is a one-line :class:`LearnerError`.
 :func:`learner.training.pretrain.pretrain` runs it before it creates the run directory or decodes a scan,
 and ``--dry-run`` can print what it returns.
+
+**The test split stays unseen, also through ``model.init``.** A run that starts from another learner run
+(a self-supervised stage, a previous fine-tune) inherits what that run trained on. When the two splits
+differ (another seed without a manifest split column, another ``data.split``), the start may have trained
+on scans of this run's test patients, and the intra-patient test pairs would no longer be unseen.
+:func:`check_init_split` refuses that before any work.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from learner.config import Config
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
-from learner.data.splits import resolve_splits
+from learner.data.splits import SPLITS_FILE, read_splits, resolve_splits
 from learner.errors import ConfigError
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
@@ -101,6 +108,7 @@ def check_pretraining(
     data, optim = config.data, config.optim
     scale = scale_from_config(data)
     splits, from_file = resolve_splits(manifest, data.split, config.seed)
+    check_init_split(config.model.init, splits)
     manifest = manifest.with_splits(splits)
     scans = {split: len(manifest.by_split(split)) for split in ("train", "val", "test")}
     for split in ("train", "val"):
@@ -132,3 +140,40 @@ def check_pretraining(
         scans=scans,
         steps_per_epoch=min(batches, optim.max_steps_per_epoch or batches),
     )
+
+
+def check_init_split(init: str | os.PathLike[str] | None, splits: Mapping[str, str]) -> None:
+    """Refuse a ``model.init`` run that trained on a test patient of ``splits`` (patient → split).
+
+    ``init`` may be a learner run or one of its checkpoint folders (``RUN/checkpoints/best``); the run's
+    ``splits.csv`` names what it saw. Train and val patients count as seen: a supervised run fitted the
+    one and selected its checkpoint on the other, a self-supervised run (``--loss vicreg``) trains on
+    both. A weights file from elsewhere carries no split and is not checked.
+
+    Raises:
+        ConfigError: one line naming the run, how many test patients it saw and the first few.
+    """
+    run = _init_run(init)
+    if run is None:
+        return
+    seen = read_splits(run)
+    leaked = sorted(p for p, split in seen.items() if split in ("train", "val") and splits.get(p) == "test")
+    if leaked:
+        listed = ", ".join(leaked[:5]) + (", ..." if len(leaked) > 5 else "")
+        raise ConfigError(
+            f"model.init: {run} trained on {len(leaked)} patient(s) that are test patients of this run's "
+            f"split ({listed}); start from a run made with the same split (the same seed and data.split, "
+            "or a manifest split column)"
+        )
+
+
+def _init_run(init: str | os.PathLike[str] | None) -> Path | None:
+    """The learner run a ``model.init`` path comes from: the run itself or the run above its checkpoint
+    folder; None for a file or a folder that is not from a run."""
+    if init is None:
+        return None
+    path = Path(init)
+    if not path.is_dir():
+        return None
+    candidates = [path, path.parent.parent] if path.parent.name == "checkpoints" else [path]
+    return next((run for run in candidates if (run / SPLITS_FILE).is_file()), None)

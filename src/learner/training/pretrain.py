@@ -54,6 +54,7 @@ from learner.data.datasets import ScanDataset, TwoViews, make_loader, views_to_b
 from learner.data.phantom.ground_truth import data_source
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
+from learner.data.splits import SPLITS_FILE
 from learner.errors import ConfigError, NonFiniteLossError
 from learner.losses.registry import ScoreLabels, ViewObjective, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
@@ -201,7 +202,7 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     if two_views:
         train_records = train_records + val_records  # train AND val scans; the test split stays unseen
     if run is not None:
-        with atomic_path(run.file("splits.csv")) as tmp:
+        with atomic_path(run.file(SPLITS_FILE)) as tmp:
             splits = pd.DataFrame(sorted(plan.splits.items()), columns=["patient_id", "split"])
             splits.to_csv(tmp, index=False)
         origin = "the manifest's" if plan.split_from_file else f"made with seed {config.seed}"

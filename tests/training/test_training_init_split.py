@@ -1,0 +1,54 @@
+"""``model.init`` never brings in a test patient: a start from a learner run whose split put one of this
+run's test patients in train or val is refused before any work (:func:`check_init_split`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from learner.data.splits import SPLITS_FILE
+from learner.errors import ConfigError
+from learner.training.plan import check_init_split
+
+HERE = {"P1": "test", "P2": "train", "P3": "test", "P4": "val"}
+
+
+def _run(folder: Path, splits: dict[str, str]) -> Path:
+    """A finished run's split file and checkpoint folder (no weights: the check reads only the split)."""
+    (folder / "checkpoints" / "best").mkdir(parents=True)
+    rows = "".join(f"{patient},{split}\n" for patient, split in splits.items())
+    (folder / SPLITS_FILE).write_text("patient_id,split\n" + rows)
+    return folder
+
+
+@pytest.mark.parametrize("seen_as", ["train", "val"])
+def test_a_start_that_saw_a_test_patient_is_refused(tmp_path: Path, seen_as: str) -> None:
+    run = _run(tmp_path / "ssl", {"P1": seen_as, "P2": "train", "P3": "test", "P4": "val"})
+    for init in (run, run / "checkpoints" / "best"):  # the run, or its checkpoint folder
+        with pytest.raises(ConfigError) as error:
+            check_init_split(init, HERE)
+        message = str(error.value)
+        assert "\n" not in message
+        assert f"model.init: {run} trained on 1 patient(s)" in message
+        assert "(P1)" in message
+
+
+def test_many_leaked_patients_are_counted_and_the_first_named(tmp_path: Path) -> None:
+    here = {f"P{i:02d}": "test" for i in range(8)}
+    run = _run(tmp_path / "ssl", dict.fromkeys(here, "train"))
+    with pytest.raises(ConfigError, match=r"8 patient\(s\) .* \(P00, P01, P02, P03, P04, \.\.\.\)"):
+        check_init_split(run, here)
+
+
+def test_the_same_split_and_unknown_origins_pass(tmp_path: Path) -> None:
+    check_init_split(_run(tmp_path / "same", HERE), HERE)  # test patients that were test there too
+    # a patient the start never saw, or saw only as test, is no leak
+    check_init_split(_run(tmp_path / "other", {"P1": "test", "P9": "train"}), HERE)
+    check_init_split(None, HERE)
+    weights = tmp_path / "imagenet.safetensors"  # a weights file carries no split
+    weights.write_bytes(b"")
+    check_init_split(weights, HERE)
+    plain = tmp_path / "plain" / "checkpoints" / "best"  # a checkpoint folder outside any run
+    plain.mkdir(parents=True)
+    check_init_split(plain, HERE)
