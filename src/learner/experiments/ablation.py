@@ -1,9 +1,10 @@
 """Table 4 (Section 3): the ablation grid backbone × combine × loss × classifier (× seed), on each dataset.
 
-Wiring only, on the resumable stages of :mod:`learner.experiments.grid`. Each (dataset, backbone, loss,
-seed) is pretrained ONCE; its embedding table (cached in the encoder's run dir) serves every combine ×
-classifier variant, so a grid of B backbones, L losses and S seeds costs B·L·S pretrainings however many
-classifier variants it has (the paper's 3 × 3 = 9 per seed for 36 rows).
+Wiring only, on the grid engine (:mod:`learner.experiments.grid`) and its resumable stages
+(:mod:`learner.experiments.stages`). Each (dataset, backbone, loss, seed) is pretrained ONCE; its embedding
+table (cached in the encoder's run dir) serves every combine × classifier variant, so a grid of B backbones, L
+losses and S seeds costs B·L·S pretrainings however many classifier variants it has (the paper's 3 × 3 = 9 per
+seed for 36 rows).
 
 Layout of ``OUT``::
 

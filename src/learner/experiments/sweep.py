@@ -2,7 +2,7 @@
 
 A sweep is named **settings** (each a set of dotted config overrides, ``experiment.settings``) × losses ×
 seeds on one or more datasets. Every cell is pretrained → embedded → classified on the resumable stages of
-:mod:`learner.experiments.grid`, like a Table 3 cell, and reports per (dataset, setting, loss):
+:mod:`learner.experiments.stages`, like a Table 3 cell, and reports per (dataset, setting, loss):
 
 * Fig. 1's Spearman ρ between embedding distance and change (:mod:`learner.experiments.figure1`), against
   |Δ latent severity| on a phantom cohort and against |Δ score| always: mean ± std over seeds, with the

@@ -1,9 +1,9 @@
 """Table 3 and Fig. 1 (Section 3): every pretraining objective × dataset × seed, pretrained → embedded →
 classified.
 
-Wiring only, on the resumable stages of :mod:`learner.experiments.grid`; the numbers come from
-:mod:`learner.training.pretrain`, :mod:`learner.experiments.classify`, :mod:`learner.evaluation.metrics`
-and :mod:`learner.experiments.figure1`.
+Wiring only, on :mod:`learner.experiments.grid` and its stages (:mod:`learner.experiments.stages`); the
+numbers come from :mod:`learner.training.pretrain`, :mod:`learner.experiments.classify`,
+:mod:`learner.evaluation.metrics` and :mod:`learner.experiments.figure1`.
 
 Layout of ``OUT``::
 
