@@ -108,9 +108,9 @@ def affine_fit(clips: list[int], seconds: list[float]) -> dict[str, object] | No
     None with fewer than two cohort sizes."""
     if len(set(clips)) < 2:
         return None
-    per_clip, fixed = np.polyfit(np.asarray(clips, float), np.asarray(seconds, float), 1)
-    fitted = fixed + per_clip * np.asarray(clips, float)
-    residuals = [float(r) for r in (np.asarray(seconds) - fitted) / np.asarray(seconds)]
+    x, y = np.asarray(clips, float), np.asarray(seconds, float)
+    per_clip, fixed = np.polyfit(x, y, 1)
+    residuals = [float(r) for r in (y - (fixed + per_clip * x)) / y]
     return {"fixed_s": float(fixed), "per_clip_ms": float(per_clip * 1e3), "relative_residuals": residuals}
 
 

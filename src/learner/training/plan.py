@@ -27,6 +27,7 @@ from learner.errors import ConfigError
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
+from learner.models.weights import RUN_CHECKPOINT
 from learner.runs import check_run_dir
 from learner.training.device import resolve_device
 from learner.training.loggers import check_logger
@@ -175,5 +176,5 @@ def _init_run(init: str | os.PathLike[str] | None) -> Path | None:
     path = Path(init)
     if not path.is_dir():
         return None
-    candidates = [path, path.parent.parent] if path.parent.name == "checkpoints" else [path]
+    candidates = [path, path.parent.parent] if path.parent.name == RUN_CHECKPOINT[0] else [path]
     return next((run for run in candidates if (run / SPLITS_FILE).is_file()), None)
