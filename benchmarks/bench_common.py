@@ -21,27 +21,18 @@ import torch
 from learner.config import LossConfig, ModelConfig
 from learner.losses.registry import build_objective
 from learner.models.registry import build_regressor
+from learner.runs import machine_record
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 """Where a benchmark appends its JSON line unless told otherwise (``--out``)."""
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads, Python, and the 1/5/15-minute load average now."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+    """The run record's machine facts (CPU model, ISA flags, torch's CPU kernels, oneDNN / MKL versions,
+    threads: :func:`learner.runs.machine_record`), torch and Python versions, and the 1/5/15-minute load
+    average now."""
+    return machine_record() | {
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "load": [round(x, 2) for x in os.getloadavg()],
     }

@@ -34,25 +34,38 @@ def tiny_datasets(tiny_lus: DatasetSpec, tiny_mri: DatasetSpec) -> list[DatasetS
 
 
 @pytest.fixture(scope="session")
+def run_tiny_table3(
+    tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
+) -> Callable[[Path], ExperimentResult]:
+    """``run_tiny_table3(out)``: Table 3 on both tiny cohorts, 2 datasets × (MSE, MSE+wCL) × seed 0, every
+    stage real, written to ``out``; on one thread, so that its numbers do not depend on the machine's cores
+    (with two threads the float reduction order differs)."""
+
+    def run(out: Path) -> ExperimentResult:
+        grid = ExperimentConfig(datasets=tiny_datasets, losses=LOSSES, seeds=[0])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return table3.run_table3(Experiment(tiny_experiment_config, grid), out)
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def tiny_table3(
     shared_root: Path,
     shared_lock: Callable[[str], AbstractContextManager[None]],
-    tiny_experiment_config: Config,
-    tiny_datasets: list[DatasetSpec],
+    run_tiny_table3: Callable[[Path], ExperimentResult],
 ) -> ExperimentResult:
-    """Table 3 on both tiny cohorts: 2 datasets × (MSE, MSE+wCL) × seed 0, every stage real."""
+    """The session's one :func:`run_tiny_table3`, shared by every xdist worker."""
     out = shared_root / "tiny-table3"
     with shared_lock("tiny-table3"):
         if (out / "results.json").is_file():  # built by another worker of this session
             results = json.loads((out / "results.json").read_text())
             return ExperimentResult(out, Results.from_json(results), (out / "table3.md").read_text())
-        grid = ExperimentConfig(datasets=tiny_datasets, losses=LOSSES, seeds=[0])
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one thread: the pinned numbers must not depend on the machine's cores
-        try:
-            return table3.run_table3(Experiment(tiny_experiment_config, grid), out)
-        finally:
-            torch.set_num_threads(threads)
+        return run_tiny_table3(out)
 
 
 class FakePretrain:
