@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from learner.config import LossConfig, ModelConfig
+from learner.environment import machine_record
 from learner.losses.registry import build_objective
 from learner.models.registry import build_regressor
-from learner.runs import machine_record
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 """Where a benchmark appends its JSON line unless told otherwise (``--out``)."""
@@ -29,8 +29,8 @@ RESULTS = Path(__file__).with_name("results.jsonl")
 
 def machine() -> dict[str, Any]:
     """The run record's machine facts (CPU model, ISA flags, torch's CPU kernels, oneDNN / MKL versions,
-    threads: :func:`learner.runs.machine_record`), torch and Python versions, and the 1/5/15-minute load
-    average now."""
+    threads: :func:`learner.environment.machine_record`), torch and Python versions, and the 1/5/15-minute
+    load average now."""
     return machine_record() | {
         "torch": torch.__version__,
         "python": platform.python_version(),

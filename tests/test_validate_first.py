@@ -235,7 +235,7 @@ def test_a_refused_table3_resume_keeps_the_stored_config(
     encoder = out / "LUS" / "mse" / "seed-0" / "encoder"
     encoder.mkdir(parents=True)
     digest = stages.config_digest(stages.cell_config(base, tiny_lus, **{"loss.name": "mse", "seed": 0}))
-    (encoder / stages.COMPLETE).write_text(f'{{"config_digest": "{digest}"}}')
+    (encoder / "complete.json").write_text(f'{{"config_digest": "{digest}"}}')
     config_file = tmp_path / "experiment.yaml"
     config_file.write_text(Experiment(base, grid).to_yaml())
     argv = ["experiment", "table3", "--out", str(out), "--config", str(config_file), "--resume"]

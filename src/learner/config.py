@@ -1,8 +1,5 @@
 """One typed configuration for a whole LEARNER run, loadable from YAML with ``key.sub=value`` overrides.
 
-One module because the configuration is one schema: its sections, the moved-key table and the override
-parser are read together, and the config reference is generated from this one place.
-
 Defaults are the paper's (Table 2: batch 16, Adam, initial LR 1e-3, 100 epochs, cosine annealing;
 λ = 0.9 in the pretraining loss). Every section forbids unknown keys, so a typo is an error that names the
 key and lists the allowed ones, never a silently ignored setting; a key that moved (:data:`MOVED_KEYS`) is

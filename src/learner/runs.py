@@ -1,16 +1,17 @@
 """Run directories: every command that produces results writes one.
 
-Layout::
+Layout (every name is :class:`RunLayout`'s; no other module builds one)::
 
     RUN_DIR/
       config.yaml      the resolved Config
       run.json         seed, command line, start time, git commit, package versions, platform, and the
-                       machine: CPU model, ISA flags, torch's CPU kernels, oneDNN / MKL versions, threads
+                       machine: CPU model, ISA flags, torch's CPU kernels, oneDNN / MKL versions, threads;
+                       a resume adds resume-<n>.json beside it
       log.txt          the run's log (appended on --resume)
-      run.json         how and where the run started; a resume adds resume-<n>.json beside it
       metrics.json     final metrics (written atomically)
       metrics.csv      one row per epoch (rewritten atomically after each epoch)
-      ...              checkpoints/, pairs/, embeddings/, figures as each stage adds them
+      ...              checkpoints/, splits.csv, pairs/, classifier/, embeddings/, figures as each stage
+                       adds them; an experiment grid: results.json and <cell>/{encoder,classifier}/
 
 A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (wipe it) is given; ``force``
 only ever wipes a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other files.
@@ -25,33 +26,136 @@ this rule) keeps its paths as stored.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
 import os
-import platform
-import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from learner import atomic
 from learner.config import Config, apply_overrides, stored_config
+from learner.environment import environment_record
 from learner.errors import RunDirError
 
 PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir")
 """The config's file-system paths, stored relative to the run directory (see the module docstring)."""
 
-TRACKED_PACKAGES = (
-    "learner", "torch", "numpy", "pandas", "monai", "scikit-learn", "scipy", "av", "pydicom", "nibabel",
-    "safetensors", "pydantic",
-)  # fmt: skip
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The name of every file and folder of a run directory: owned here, built nowhere else.
+
+    Three kinds of run directory share it. A **pretraining run** (``learner pretrain``, a grid cell's encoder
+    stage) holds ``checkpoints/{best,last}``, ``metrics.csv`` and ``metrics.json``; a **classification run**
+    (``learner classify``, a grid cell's classification stage) holds ``classifier/`` and ``metrics.json``; an
+    **experiment grid** holds ``results.json`` and one folder per cell (``<dataset>/.../seed-<k>``) with an
+    encoder stage and one classification stage per classifier variant (:meth:`encoder`,
+    :meth:`classification`). Every run directory holds ``config.yaml``, ``run.json`` and ``log.txt``.
+
+    Paths only: nothing is created or read (:class:`RunDir` writes).
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def config(self) -> Path:
+        """``config.yaml``: the resolved config, paths relative to the run directory."""
+        return self.root / "config.yaml"
+
+    @property
+    def record(self) -> Path:
+        """``run.json``: seed, command line, versions, machine (:func:`environment_record`)."""
+        return self.root / "run.json"
+
+    def next_resume_record(self) -> Path:
+        """``resume-<n>.json``: how and where the n-th ``--resume`` of this run started."""
+        return self.root / f"resume-{len(list(self.root.glob('resume-*.json'))) + 1}.json"
+
+    @property
+    def log(self) -> Path:
+        """``log.txt``: the run's log, appended on ``--resume``."""
+        return self.root / "log.txt"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.json``: a pretraining's best/last rows or a classification's test metrics."""
+        return self.root / "metrics.json"
+
+    @property
+    def epochs(self) -> Path:
+        """``metrics.csv``: one row per pretraining epoch."""
+        return self.root / "metrics.csv"
+
+    @property
+    def results(self) -> Path:
+        """``results.json``: an experiment grid's cells, summary and figures."""
+        return self.root / "results.json"
+
+    @property
+    def complete(self) -> Path:
+        """``complete.json``: a grid stage's record, written last (the stage is never recomputed)."""
+        return self.root / "complete.json"
+
+    @property
+    def splits(self) -> Path:
+        """``splits.csv``: a pretraining run's patient → split (columns ``patient_id``, ``split``)."""
+        return self.root / "splits.csv"
+
+    @property
+    def embeddings(self) -> Path:
+        """``embeddings/``: a pretraining run's cached embedding tables, one per checkpoint and manifest."""
+        return self.root / "embeddings"
+
+    def pairs(self, split: str) -> Path:
+        """``pairs/<split>.csv``: a classification run's pair table of one split."""
+        return self.root / "pairs" / f"{split}.csv"
+
+    @property
+    def predictions(self) -> Path:
+        """``predictions.csv``: a classification run's prediction per test pair."""
+        return self.root / "predictions.csv"
+
+    @property
+    def classifier(self) -> Path:
+        """``classifier/``: a classification run's fitted pair classifier."""
+        return self.root / "classifier"
+
+    def started(self) -> bool:
+        """Whether the run holds something worth resuming: a ``last`` checkpoint of its own or of a grid
+        cell's encoder, or a classification's metrics."""
+        return self.metrics.is_file() or any(self.root.glob("**/checkpoints/last"))
+
+    def checkpoint(self, which: str) -> Path:
+        """``checkpoints/<which>``: a pretraining checkpoint folder (``best`` or ``last``)."""
+        return self.root / "checkpoints" / which
+
+    def encoder(self, cell: str | os.PathLike[str] = ".") -> RunLayout:
+        """A grid cell's encoder stage (a pretraining run): ``<cell>/encoder``."""
+        return RunLayout(self.root / cell / ENCODER_STAGE)
+
+    def classification(
+        self, cell: str | os.PathLike[str] = ".", variant: tuple[str, str] | None = None
+    ) -> RunLayout:
+        """A grid cell's classification stage (a classification run): ``<cell>/classifier``, or
+        ``<cell>/classify-<combine>-<head>`` for the ``(combine, head)`` variant of an ablation grid."""
+        return RunLayout(self.root / cell / classification_stage(variant))
+
+
+ENCODER_STAGE = "encoder"
+"""The folder of a grid cell's pretraining stage."""
+
+
+def classification_stage(variant: tuple[str, str] | None = None) -> str:
+    """The folder name of a grid cell's classification stage: ``classifier``, or
+    ``classify-<combine>-<head>`` for one of several classifier variants (the ablation)."""
+    return "classifier" if variant is None else f"classify-{variant[0]}-{variant[1]}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +165,11 @@ class RunDir:
     path: Path
     config: Config
 
+    @property
+    def layout(self) -> RunLayout:
+        """The names of this run directory's files and folders."""
+        return RunLayout(self.path)
+
     def file(self, *parts: str) -> Path:
         """Path of a file inside the run directory (parent folders are created)."""
         target = self.path.joinpath(*parts)
@@ -69,13 +178,13 @@ class RunDir:
 
     def record(self, **entries: Any) -> Path:
         """Add ``entries`` to ``run.json`` (e.g. ``init``: the weights the run started from)."""
-        path = self.file("run.json")
+        path = self.layout.record
         existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         return atomic.write_json(path, existing | entries)
 
-    def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> Path:
-        """Atomically write final metrics as JSON."""
-        return atomic.write_json(self.file(name), metrics)
+    def write_metrics(self, metrics: dict[str, Any]) -> Path:
+        """Atomically write final metrics as JSON (:attr:`RunLayout.metrics`)."""
+        return atomic.write_json(self.layout.metrics, metrics)
 
 
 def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False, force: bool = False) -> None:
@@ -90,7 +199,7 @@ def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False, force: 
     if resume and force:
         raise RunDirError("--resume and --force exclude each other")
     if resume:
-        if not (root / "config.yaml").is_file():
+        if not RunLayout(root).config.is_file():
             raise RunDirError(f"{root}: nothing to resume (no config.yaml)")
     elif root.exists() and any(root.iterdir()):
         if not force:
@@ -115,25 +224,24 @@ def open_run_dir(
     root.mkdir(parents=True, exist_ok=True)
     run = RunDir(root, config)
     if resume:
-        previous = len(list(root.glob("resume-*.json")))
-        atomic.write_json(root / f"resume-{previous + 1}.json", environment_record(config.seed))
+        atomic.write_json(run.layout.next_resume_record(), environment_record(config.seed))
     else:
         write_run_config(root, config)
-        atomic.write_json(root / "run.json", environment_record(config.seed) | {"paths": path_record(config)})
-    _attach_log(root / "log.txt")
+        atomic.write_json(run.layout.record, environment_record(config.seed) | {"paths": path_record(config)})
+    _attach_log(run.layout.log)
     return run
 
 
 @contextmanager
-def removed_unless_started(path: str | os.PathLike[str], started: str, *, new: bool) -> Iterator[None]:
+def removed_unless_started(path: str | os.PathLike[str], *, new: bool) -> Iterator[None]:
     """Run the block; if it raises (or is interrupted) and ``new`` (the block opens a new run directory at
-    ``path``) while nothing matches the glob ``started`` in it (e.g. ``checkpoints/last``: nothing worth
-    resuming yet), delete the run directory, so that a failed start leaves nothing behind."""
+    ``path``) while the run has not started (:meth:`RunLayout.started`: nothing worth resuming yet), delete
+    the run directory, so that a failed start leaves nothing behind."""
     try:
         yield
     except BaseException:
         root = Path(path)
-        if new and root.is_dir() and is_run_dir(root) and not any(root.glob(started)):
+        if new and root.is_dir() and is_run_dir(root) and not RunLayout(root).started():
             _detach_log(root)
             shutil.rmtree(root, ignore_errors=True)
         raise
@@ -142,7 +250,7 @@ def removed_unless_started(path: str | os.PathLike[str], started: str, *, new: b
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` holds a learner run (what ``--force`` may wipe)."""
     root = Path(path)
-    return (root / "config.yaml").is_file() or (root / "run.json").is_file()
+    return RunLayout(root).config.is_file() or RunLayout(root).record.is_file()
 
 
 def load_run_config(path: str | os.PathLike[str]) -> Config:
@@ -151,7 +259,7 @@ def load_run_config(path: str | os.PathLike[str]) -> Config:
     import yaml
 
     root = Path(path)
-    source = root / "config.yaml"
+    source = RunLayout(root).config
     if not source.is_file():
         raise RunDirError(f"{root} is not a run directory (no config.yaml)")
     raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
@@ -173,7 +281,7 @@ def write_run_config(root: Path, config: Config) -> Path:
     for key, value in _set_paths(config).items():
         section, name = key.split(".")
         raw[section][name] = os.path.relpath(Path(value).resolve(), root.resolve())
-    return atomic.write_text(root / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
+    return atomic.write_text(RunLayout(root).config, yaml.safe_dump(raw, sort_keys=False))
 
 
 def with_absolute_paths(config: Config) -> Config:
@@ -199,7 +307,7 @@ def path_record(config: Config) -> dict[str, dict[str, str]]:
 
 def _recorded_paths(root: Path) -> dict[str, dict[str, str]] | None:
     try:
-        record = json.loads((root / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(RunLayout(root).record.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     paths = record.get("paths") if isinstance(record, dict) else None
@@ -213,109 +321,6 @@ def _resolve_stored(root: Path, stored: str, recorded: dict[str, str]) -> Path:
     if not candidate.exists() and absolute is not None and Path(absolute).exists():
         return Path(absolute)
     return candidate
-
-
-def environment_record(seed: int) -> dict[str, Any]:
-    """Seed, command line, time, git commit (if any), Python, platform and package versions."""
-    return {
-        "seed": seed,
-        "argv": sys.argv,
-        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": {name: _version(name) for name in TRACKED_PACKAGES},
-        "machine": machine_record(),
-    }
-
-
-ISA_FLAG = re.compile(r"^(sse4_[12]|avx\w*|fma\w*|f16c|amx\w*)$")
-"""The ``/proc/cpuinfo`` flags that choose float kernels (vector width, fused multiply-add, matrix units)."""
-
-CPU_ID_FIELDS = ("vendor_id", "cpu family", "model", "stepping")
-"""The ``/proc/cpuinfo`` fields that name a CPU generation where its model name does not (``AMD EPYC``)."""
-
-KERNEL_ENVIRONMENT = (
-    "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
-)  # fmt: skip
-"""Environment variables that change which CPU kernels run, or how many threads share a reduction."""
-
-
-def machine_record() -> dict[str, Any]:
-    """The machine facts that decide a run's last float digits (docs/reproducibility.md).
-
-    float32 convolutions and matrix products take different kernels on different CPUs (oneDNN and MKL pick
-    them by instruction set), so the same seed gives bit-identical numbers on one machine and software, and
-    close but not identical ones elsewhere. This records what is needed to tell the two cases apart: the CPU
-    model and its ISA flags, torch's ATen kernel level, the oneDNN and MKL versions, the thread count and
-    the environment variables that override any of them. oneDNN also sizes its blocks by the caches, so
-    they are recorded too.
-    """
-    import torch  # here, so that reading runs.py stays light for the commands that never build a model
-
-    cpuinfo = _cpuinfo()
-    built = torch.__config__.show()
-    onednn = re.search(r"MKL-DNN (v[\d.]+)", built)
-    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", built)
-    return {
-        "cpu": cpuinfo.get("model name") or platform.processor() or platform.machine(),
-        "cpu_id": " ".join(cpuinfo.get(key, "?") for key in CPU_ID_FIELDS) if cpuinfo else None,
-        "caches": _cache_sizes(),
-        "isa_flags": sorted(flag for flag in cpuinfo.get("flags", "").split() if ISA_FLAG.match(flag)),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "onednn": onednn.group(1) if onednn else None,
-        "mkl": mkl.group(1) if mkl else None,
-        "environment": {name: os.environ[name] for name in KERNEL_ENVIRONMENT if name in os.environ},
-    }
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's ``name : value`` lines of ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    fields: dict[str, str] = {}
-    for line in text.split("\n\n", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields
-
-
-def _cache_sizes() -> dict[str, str]:
-    """CPU 0's caches as Linux lists them, e.g. ``{"L1d": "32K", "L1i": "32K", "L2": "1024K", ...}``."""
-    sizes: dict[str, str] = {}
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        try:
-            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
-        except OSError:
-            continue
-        sizes[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
-    return sizes
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _detach_log(root: Path) -> None:

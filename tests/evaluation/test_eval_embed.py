@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from learner.data.datasets import clip_indices, clips_from_frames
 from learner.data.sampling import resample_volume, segment_indices
 from learner.errors import CheckpointError
-from learner.evaluation.embed import EmbeddingTable, clip_indices, clips_from_frames
+from learner.evaluation.embed import EmbeddingTable
 
 
 @pytest.mark.parametrize(("n", "frames"), [(1, 1), (7, 3), (16, 8), (3, 5)])

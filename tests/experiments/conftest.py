@@ -83,7 +83,7 @@ class FakePretrain:
                            "resume": resume, "force": force})  # fmt: skip
         if force:
             shutil.rmtree(run_dir, ignore_errors=True)
-        skipped = [stages.COMPLETE] + ([] if self.keep_embeddings else ["embeddings"])
+        skipped = ["complete.json"] + ([] if self.keep_embeddings else ["embeddings"])
         source = self.sources[config.data.scale]
         shutil.copytree(source, run_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skipped))
         atomic.write_text(Path(run_dir) / "config.yaml", config.to_yaml())

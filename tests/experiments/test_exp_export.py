@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from learner.config import DatasetSpec
+from learner.data.datasets import clips_from_frames
 from learner.data.manifest import load_manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES, get_scale
-from learner.evaluation.embed import EmbeddingTable, clips_from_frames
+from learner.evaluation.embed import EmbeddingTable
 from learner.experiments.results import ExperimentResult
 
 ort = pytest.importorskip("onnxruntime")

@@ -15,7 +15,6 @@ import pytest
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.experiments.results import ExperimentResult, Results
-from learner.experiments.stages import COMPLETE
 from learner.training.faults import FAULT_VARIABLE
 
 pytestmark = pytest.mark.slow
@@ -44,9 +43,9 @@ def test_a_grid_killed_after_a_cell_resumes_reusing_it(
     )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     first, second = (out / "LUS" / loss / "seed-0" for loss in losses)
-    assert (first / "classifier" / COMPLETE).is_file()
+    assert (first / "classifier" / "complete.json").is_file()
     assert not (second / "encoder").exists()
-    kept = [first / stage / COMPLETE for stage in ("encoder", "classifier")]
+    kept = [first / stage / "complete.json" for stage in ("encoder", "classifier")]
     kept += list((first / "encoder" / "checkpoints").rglob("*.*"))
     stamps = {path: path.stat().st_mtime_ns for path in kept}
 

@@ -13,6 +13,7 @@ from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, ap
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation import embed
 from learner.experiments import ablation, stages, table3
+from learner.report import write_report
 
 
 class Interrupted(Exception):
@@ -40,7 +41,7 @@ def test_interrupted_table3_continues_where_it_stopped(
     with pytest.raises(Interrupted):
         table3.run_table3(Experiment(tiny_experiment_config, ExperimentConfig(**grid)), tmp_path / "t3")
     assert len(fake_pretrain.calls) == 2  # cell 1 finished; cell 2 pretrained, its classification interrupted
-    done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / stages.COMPLETE
+    done = tmp_path / "t3" / "LUS" / "mse" / "seed-0" / "classifier" / "complete.json"
     stamp = done.stat().st_mtime_ns
 
     with pytest.raises(RunDirError, match="--resume"):
@@ -144,6 +145,12 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         assert (metrics["combine"], metrics["head"]) == (cell["combine"], cell["classifier"])
         assert cell["accuracy"] == metrics["test"]["accuracy"]
     assert (tmp_path / "t4" / "table4.md").read_text().count("| tsm_resnet18 |") == 4
+    # the report reads each variant's own classification stage (it once looked for <cell>/classifier, which
+    # an ablation never writes, and silently dropped the small-sample warnings)
+    test = json.loads((folder / "metrics.json").read_text())["test"]
+    assert test["n_patients"] < 5
+    report = write_report(tmp_path / "t4").read_text()
+    assert f"LUS, seed 0: the test set has {test['n_patients']} patient(s), fewer than 5" in report
     again = ablation.run_ablation(experiment, tmp_path / "t4", resume=True)
     assert len(fake_pretrain.calls) == 2
     assert len(embedded) == 2

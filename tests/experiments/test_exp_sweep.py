@@ -74,7 +74,7 @@ def test_sweep_numbers_match_independent_recomputation(
         assert row["val_mae"]["mean"] == pytest.approx(best["val_mae"])
         assert row["baseline_mae"]["mean"] == pytest.approx(best["baseline_mae"])
         assert row["mae_reduction"] == pytest.approx(1 - best["val_mae"] / best["baseline_mae"])
-        record = json.loads((folder / "encoder" / stages.COMPLETE).read_text())
+        record = json.loads((folder / "encoder" / "complete.json").read_text())
         assert record["seconds"] > 0  # measured around the pretraining call
         assert record["resumed"] is False
         assert row["pretrain_seconds"]["mean"] == pytest.approx(record["seconds"])
@@ -94,7 +94,7 @@ def test_resume_reuses_finished_cells_and_computes_new_settings(
     grid = {"datasets": tiny_datasets[:1], "losses": ["mse"], "seeds": [0]}
     first = ExperimentConfig(settings={"a": {"classifier.hidden": 16}}, **grid)
     run_sweep(Experiment(tiny_experiment_config, first), tmp_path / "s")
-    done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / stages.COMPLETE
+    done = tmp_path / "s" / "LUS" / "a" / "mse" / "seed-0" / "classifier" / "complete.json"
     stamp = done.stat().st_mtime_ns
     grown = {"a": {"classifier.hidden": 16}, "b": {"optim.lr": 3e-4}}
     result = run_sweep(
@@ -240,7 +240,7 @@ def test_a_classification_fitted_on_other_encoder_weights_is_redone(
     config = stages.cell_config(tiny_experiment_config, tiny_datasets[0])
     stage = tmp_path / "classifier"
     stage.mkdir()
-    (stage / stages.COMPLETE).write_text(
+    (stage / "complete.json").write_text(
         json.dumps({"config_digest": stages.config_digest(config), "metrics": {"encoder_fingerprint": "old"}})
     )
     calls: list[Path] = []
@@ -255,4 +255,4 @@ def test_a_classification_fitted_on_other_encoder_weights_is_redone(
     assert (kept.metrics, calls) == ({"encoder_fingerprint": "old"}, [])
     redone = stages.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "new")
     assert (redone.metrics, calls) == ({"encoder_fingerprint": "new"}, [tmp_path / "e"])
-    assert json.loads((stage / stages.COMPLETE).read_text())["metrics"] == {"encoder_fingerprint": "new"}
+    assert json.loads((stage / "complete.json").read_text())["metrics"] == {"encoder_fingerprint": "new"}

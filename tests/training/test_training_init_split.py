@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from learner.data.splits import SPLITS_FILE
 from learner.errors import ConfigError
 from learner.training.plan import check_init_split
 
@@ -18,7 +17,7 @@ def _run(folder: Path, splits: dict[str, str]) -> Path:
     """A finished run's split file and checkpoint folder (no weights: the check reads only the split)."""
     (folder / "checkpoints" / "best").mkdir(parents=True)
     rows = "".join(f"{patient},{split}\n" for patient, split in splits.items())
-    (folder / SPLITS_FILE).write_text("patient_id,split\n" + rows)
+    (folder / "splits.csv").write_text("patient_id,split\n" + rows)
     return folder
 
 

@@ -111,9 +111,9 @@ def embed_command(
     scans, so it is computed once and reused by every classifier on that encoder. The split column of
     --out is the run's own patient split (splits.csv).
     """
-    from learner.data.splits import SPLITS_FILE, read_splits
+    from learner.data.splits import read_splits
     from learner.evaluation.embed import embed_scans, embedding_cache_path, write_embeddings
-    from learner.runs import load_run_config
+    from learner.runs import RunLayout, load_run_config
 
     _check_runtime(which, device)
     config = load_run_config(run_dir)
@@ -130,7 +130,7 @@ def embed_command(
         + (f"; {len(table.skipped)} unreadable scan(s) skipped" if table.skipped else "")
     )
     if out is not None:
-        splits = read_splits(run_dir) if (run_dir / SPLITS_FILE).is_file() else None
+        splits = read_splits(run_dir) if RunLayout(run_dir).splits.is_file() else None
         typer.echo(f"written: {write_embeddings(table, loaded, out, splits=splits)}")
 
 

@@ -284,6 +284,7 @@ def build_cache(
     skip_bad: bool = False,
     *,
     cache_dir: Path | None = None,
+    cache: ScanCache | None = None,
 ) -> CacheReport:
     """Decode every scan of ``manifest`` into the cache ahead of training, with a progress bar.
 
@@ -298,6 +299,8 @@ def build_cache(
         skip_bad: list unreadable scans in ``CacheReport.skipped`` (every row of the file, with the
             reason) instead of raising.
         cache_dir: the cache folder (``runtime.cache_dir``); None: :func:`default_cache_root`.
+        cache: the :class:`ScanCache` to fill, instead of a new one at ``cache_dir``: it remembers the
+            entries it checked, so the caller's later reads through it do not check them again.
 
     Raises:
         ScanReadError: the first unreadable scan, when ``skip_bad`` is False.
@@ -306,9 +309,9 @@ def build_cache(
     from rich.progress import Progress
 
     started = time.perf_counter()
-    root = default_cache_root(manifest, cache_dir)
+    root = cache.root if cache is not None else default_cache_root(manifest, cache_dir)
     usable_folder(root, "runtime.cache_dir" if cache_dir is not None else "the scan cache folder")
-    cache = ScanCache(root, Preprocessor.from_config(data_cfg))
+    cache = cache or ScanCache(root, Preprocessor.from_config(data_cfg))
     rows: dict[Path, list[str]] = defaultdict(list)
     for record in manifest.records:
         rows[Path(record.path)].append(record.scan_id)

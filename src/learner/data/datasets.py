@@ -60,6 +60,33 @@ def frames_to_clip(
     return clip.contiguous()
 
 
+def clip_indices(n_frames: int, frames: int, clips: int) -> np.ndarray:
+    """(K, T) frame indices of K deterministic clips of T frames from a scan of ``n_frames`` frames.
+
+    Clip k takes, in every TSN segment, the centre of the k-th of K equal sub-segments: the eval centre
+    sampling applied to K·T segments and read column-wise. K = 1 is exactly the eval centre frame.
+    """
+    return segment_indices(n_frames, frames * clips, train=False).reshape(frames, clips).T
+
+
+def clips_from_frames(
+    cached: np.ndarray, frames: int, clips: int, channels: int, *, sampling: str = "segments"
+) -> torch.Tensor:
+    """Preprocessed uint8 frames (T', H, W) or (T', H, W, 3) → K clips (K, T, C, H, W) float32 in [0, 1].
+
+    With ``sampling="resample"`` the frames are first resampled to T slices
+    (:func:`learner.data.sampling.sampling_source`), so the K clips are identical.
+
+    The eval clips of :class:`ScanDataset` (K = 1), of frozen-encoder embeddings and of ``learner predict``
+    all come from here, through :func:`frames_to_clip` as training clips do (a grey array is repeated to 3
+    channels when the encoder takes 3), so embeddings match what the encoder was trained and validated on.
+    """
+    cached = sampling_source(cached, frames, sampling)
+    picks = clip_indices(len(cached), frames, clips)  # (K, T)
+    clip = frames_to_clip(cached, picks.reshape(-1), channels)  # (K·T, C, H, W)
+    return clip.reshape(clips, frames, *clip.shape[1:])  # (K, T, C, H, W)
+
+
 class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
     """Clips of cached scans with their (transformed) scores.
 
@@ -117,15 +144,23 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
 
     def clip(self, index: int, key: Sequence[int]) -> torch.Tensor:
         """Clip ``(T, C, H, W)`` float32 in [0, 1] of scan ``index``, randomness seeded by ``key``."""
+        if not self.train:
+            return self.eval_clips(index, 1)[0]  # the centre frames: no randomness
         rng = np.random.default_rng([self.seed, *key])
         cached = self.cache.get(self.records[index])  # (T', H, W) or (T', H, W, 3) uint8, memory-mapped
         cached = sampling_source(cached, self.frames, self.sampling)
-        picks = segment_indices(len(cached), self.frames, train=self.train, generator=rng)
+        picks = segment_indices(len(cached), self.frames, train=True, generator=rng)
         augment = None
-        if self.train and self.augment is not None:
+        if self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             augment = functools.partial(self.augment, generator=generator)
         return frames_to_clip(cached, picks, self.channels, augment)
+
+    def eval_clips(self, index: int, clips: int) -> torch.Tensor:
+        """K deterministic clips ``(K, T, C, H, W)`` float32 in [0, 1] of scan ``index``
+        (:func:`clips_from_frames`; K = 1 is the eval clip of :meth:`clip`)."""
+        cached = self.cache.get(self.records[index])
+        return clips_from_frames(cached, self.frames, clips, self.channels, sampling=self.sampling)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         score = self.records[index].score

@@ -1,7 +1,5 @@
 """The longitudinal manifest: one row per scan, parsed and validated once into :class:`ScanRecord` s.
 
-One module because validation must see the whole table at once to report every problem in one pass.
-
 Columns: ``patient_id``, ``scan_id`` (unique), ``path`` (relative to the manifest's folder or absolute),
 ``visit`` (ISO date or integer order within a patient), ``score`` (float health score); optional
 ``split`` (train/val/test), ``site`` (e.g. lung zone), ``modality`` (video/volume/image). Extra columns

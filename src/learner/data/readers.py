@@ -1,8 +1,5 @@
 """Scan readers: one entry point, :func:`read_scan`, that turns any supported file into frames.
 
-One module because every reader (about forty lines each) returns the same :class:`Scan` and is chosen
-from one suffix table; the table and the readers are read side by side.
-
 Every reader returns a :class:`Scan` whose ``frames`` are ``(T, H, W)`` grey or ``(T, H, W, 3)`` RGB,
 ``uint8`` for videos and images, ``float32`` for volumes and for deeper-than-8-bit images. The frame axis
 is time for clips and the slice axis for volumes (Section 2.1: LUS videos, ADNI MRI volumes).

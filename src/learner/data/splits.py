@@ -16,16 +16,13 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from learner.config import SplitConfig
 from learner.data.manifest import SPLITS, Manifest, ScanRecord
 from learner.errors import LearnerError, RunDirError
-
-SPLITS_FILE = "splits.csv"
-"""A pretraining run's patient split (columns ``patient_id``, ``split``), written when the run starts."""
+from learner.runs import RunLayout
 
 
 def split_counts(n_patients: int, cfg: SplitConfig) -> dict[str, int]:
@@ -110,12 +107,12 @@ def resolve_splits(manifest: Manifest, cfg: SplitConfig, seed: int) -> tuple[dic
 
 
 def read_splits(run_dir: str | os.PathLike[str]) -> dict[str, str]:
-    """Patient → split of a pretraining run (its :data:`SPLITS_FILE`).
+    """Patient → split of a pretraining run (its ``splits.csv``, :attr:`RunLayout.splits`).
 
     Raises:
         RunDirError: no such file, or not the columns ``patient_id`` and ``split``.
     """
-    path = Path(run_dir) / SPLITS_FILE
+    path = RunLayout(run_dir).splits
     if not path.is_file():
         raise RunDirError(f"{path}: not found; is {run_dir} a finished pretraining run?")
     with path.open(newline="", encoding="utf-8") as handle:

@@ -37,14 +37,14 @@ import torch
 from learner.atomic import atomic_path
 from learner.config import Config
 from learner.data.cache import ScanCache, default_cache_root
-from learner.data.datasets import frames_to_clip
+from learner.data.datasets import ScanDataset
 from learner.data.manifest import Manifest
 from learner.data.preprocess import Preprocessor
-from learner.data.sampling import sampling_source, segment_indices
 from learner.errors import CheckpointError, ConfigError, ScanReadError
 from learner.formats import FORMATS
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
+from learner.runs import RunLayout
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, read_meta
 
@@ -179,33 +179,6 @@ def write_embeddings(
     return target
 
 
-def clip_indices(n_frames: int, frames: int, clips: int) -> np.ndarray:
-    """(K, T) frame indices of K deterministic clips of T frames from a scan of ``n_frames`` frames.
-
-    Clip k takes, in every TSN segment, the centre of the k-th of K equal sub-segments: the eval centre
-    sampling applied to K·T segments and read column-wise. K = 1 is exactly the eval centre frame.
-    """
-    return segment_indices(n_frames, frames * clips, train=False).reshape(frames, clips).T
-
-
-def clips_from_frames(
-    cached: np.ndarray, frames: int, clips: int, channels: int, *, sampling: str = "segments"
-) -> torch.Tensor:
-    """Preprocessed uint8 frames (T', H, W) or (T', H, W, 3) → K clips (K, T, C, H, W) float32 in [0, 1].
-
-    With ``sampling="resample"`` the frames are first resampled to T slices
-    (:func:`learner.data.sampling.sampling_source`), so the K clips are identical.
-
-    The conversion :class:`learner.data.datasets.ScanDataset` uses
-    (:func:`learner.data.datasets.frames_to_clip`: a grey array is repeated to 3 channels when the encoder
-    takes 3), so embeddings match what the encoder was trained on.
-    """
-    cached = sampling_source(cached, frames, sampling)
-    picks = clip_indices(len(cached), frames, clips)  # (K, T)
-    clip = frames_to_clip(cached, picks.reshape(-1), channels)  # (K·T, C, H, W)
-    return clip.reshape(clips, frames, *clip.shape[1:])  # (K, T, C, H, W)
-
-
 @torch.no_grad()
 def embed_clips(
     model: ScoreRegressor, clips: torch.Tensor, standardiser: ScoreStandardiser
@@ -248,11 +221,11 @@ def embedding_cache_path(
     run_dir: str | os.PathLike[str], manifest: Manifest, *, which: str = "best", clips_per_scan: int = 1
 ) -> tuple[Path, str]:
     """Where :func:`embed_scans` keeps the table for this checkpoint, manifest and K, and the fingerprint."""
-    checkpoint = Path(run_dir) / "checkpoints" / which
-    fingerprint = checkpoint_fingerprint(checkpoint)
-    config = read_meta(checkpoint).config
+    run = RunLayout(run_dir)
+    fingerprint = checkpoint_fingerprint(run.checkpoint(which))
+    config = read_meta(run.checkpoint(which)).config
     name = f"{fingerprint[:16]}-{inputs_hash(manifest, config)}-{clips_per_scan}.npz"
-    return Path(run_dir) / "embeddings" / name, fingerprint
+    return run.embeddings / name, fingerprint
 
 
 @stage("embedding")
@@ -299,15 +272,23 @@ def embed_scans(
     cache = ScanCache(
         default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
     )
-    channels = meta.encoder.in_channels
+    scans = ScanDataset(  # the eval clips that validation saw during training
+        manifest.records,
+        cache,
+        frames=data.frames,
+        channels=meta.encoder.in_channels,
+        train=False,
+        augment=None,
+        sampling=data.sampling,
+    )
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []
     parts: list[tuple[np.ndarray, np.ndarray]] = []
-    for start in range(0, len(manifest.records), EMBED_BATCH):
+    for start in range(0, len(scans), EMBED_BATCH):
         clips: list[torch.Tensor] = []
-        for record in manifest.records[start : start + EMBED_BATCH]:
+        for index, record in enumerate(scans.records[start : start + EMBED_BATCH], start):
             try:
-                cached = cache.get(record)
+                clips.append(scans.eval_clips(index, clips_per_scan))  # (K, T, C, H, W)
             except ScanReadError as exc:
                 if not skip_bad:
                     raise
@@ -315,9 +296,6 @@ def embed_scans(
                 skipped.append((record.scan_id, str(exc)))
                 continue
             kept.append(record.scan_id)
-            clips.append(
-                clips_from_frames(cached, data.frames, clips_per_scan, channels, sampling=data.sampling)
-            )
         if clips:
             batch = torch.stack(clips)  # (N, K, T, C, H, W)
             parts.append(embed_clips(model, batch, meta.score_standardisation))

@@ -44,6 +44,7 @@ from learner.errors import ConfigError, RunDirError
 from learner.evaluation.pair_classifier import FittedPairClassifier
 from learner.evaluation.predict import classifier_location
 from learner.models.heads import ScoreRegressor
+from learner.runs import RunLayout
 from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, load_regressor
 
 ONNX_OPSET = 17
@@ -99,12 +100,13 @@ def locate_runs(
         RunDirError: neither layout, or no encoder recorded and none given.
     """
     folder = Path(run)
-    if (folder / "encoder").is_dir() and (folder / "classifier").is_dir():
-        return Path(encoder or folder / "encoder"), folder / "classifier"
+    cell = RunLayout(folder)
+    if cell.encoder().root.is_dir() and cell.classification().root.is_dir():
+        return Path(encoder or cell.encoder().root), cell.classification().root
     if encoder is not None:
         return Path(encoder), folder
     try:
-        recorded = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["encoder_run"]
+        recorded = json.loads(cell.metrics.read_text(encoding="utf-8"))["encoder_run"]
     except (OSError, ValueError, KeyError):
         raise RunDirError(
             f"{folder}: not a classification run with a recorded encoder (metrics.json) nor a grid cell; "
@@ -191,7 +193,7 @@ def export_run(
     """
     if onnx and importlib.util.find_spec("onnx") is None:
         raise ConfigError("ONNX export needs the onnx package: pip install 'learner[export]'")
-    fingerprint = checkpoint_fingerprint(Path(encoder_run) / "checkpoints" / which)
+    fingerprint = checkpoint_fingerprint(RunLayout(encoder_run).checkpoint(which))
     folder, clips_per_scan = classifier_location(classifier)
     fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
     model, meta = load_regressor(encoder_run, which=which, device="cpu")

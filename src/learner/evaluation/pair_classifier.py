@@ -1,8 +1,5 @@
 """The downstream health-change classifier on pairs of frozen embeddings (Section 2.4, Table 4).
 
-One module because fitting, early stopping, prediction and the on-disk format of one classifier change
-together.
-
 Two scans with embeddings u_t (first, earlier) and u_{t+1} (second, later) become one feature vector
 through a registered combine function — ``difference`` d_t = u_{t+1} − u_t (the paper's choice) or
 ``concatenate`` [u_t, u_{t+1}] (Table 4's alternative) — and a small MLP head predicts 0 deteriorated /
@@ -13,7 +10,7 @@ Example::
 
     X = pair_features(train_pairs, embeddings, scan_ids, combine="difference")
     fitted = fit_pair_classifier(X, train_pairs["label"].to_numpy(), val_X, val_y, cfg.classifier, seed=0)
-    fitted.save(run.file("classifier"))
+    fitted.save(run.layout.classifier)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :func:`predict_pair` decodes both scans exactly as training did — the run's
 :meth:`learner.data.preprocess.Preprocessor.load` (the same call that fills the scan cache), then the clips of
-:func:`learner.evaluation.embed.clips_from_frames` — embeds them with the frozen encoder, combines the two
+:func:`learner.data.datasets.clips_from_frames` — embeds them with the frozen encoder, combines the two
 embeddings as the classifier was trained (difference or concatenation, earlier scan first) and returns the
 class probabilities, each scan's predicted score (score units) and the cosine distance of the embeddings.
 
@@ -30,13 +30,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from learner.data.datasets import clips_from_frames
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES
 from learner.errors import ManifestError, ScanReadError
-from learner.evaluation.embed import clips_from_frames, embed_clips
+from learner.evaluation.embed import embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
 from learner.evaluation.pair_classifier import META_FILE, FittedPairClassifier, pair_features
-from learner.runs import load_run_config
+from learner.runs import RunLayout, load_run_config
 from learner.training.checkpoint import checkpoint_fingerprint, load_regressor
 
 SIDES: tuple[str, ...] = ("earlier", "later")
@@ -79,8 +80,8 @@ def classifier_location(path: str | os.PathLike[str]) -> tuple[Path, int]:
     used) or the classifier folder itself (one clip per scan, the default).
     """
     folder = Path(path)
-    if (folder / "classifier" / META_FILE).is_file():
-        return folder / "classifier", load_run_config(folder).classifier.clips_per_scan
+    if (RunLayout(folder).classifier / META_FILE).is_file():
+        return RunLayout(folder).classifier, load_run_config(folder).classifier.clips_per_scan
     return folder, 1
 
 
@@ -99,7 +100,7 @@ class Predictor:
         which: str = "best",
         device: str = "cpu",
     ) -> None:
-        self.fingerprint = checkpoint_fingerprint(Path(encoder_run) / "checkpoints" / which)
+        self.fingerprint = checkpoint_fingerprint(RunLayout(encoder_run).checkpoint(which))
         folder, self.clips_per_scan = classifier_location(classifier)
         self.classifier = FittedPairClassifier.load(folder, encoder_fingerprint=self.fingerprint)
         self.model, self.meta = load_regressor(encoder_run, which=which, device=device)
@@ -212,12 +213,14 @@ def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
     """One line with the classifier's own test result (its run's ``metrics.json``): how far to trust its
     predictions. None when the classifier folder has no run around it."""
     folder = Path(classifier)
-    run = folder if (folder / "metrics.json").is_file() else folder.parent
+    metrics = RunLayout(folder).metrics
+    if not metrics.is_file():
+        metrics = RunLayout(folder.parent).metrics
     try:
-        test = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["test"]
+        test = json.loads(metrics.read_text(encoding="utf-8"))["test"]
     except (OSError, ValueError, KeyError):
         return None
     return (
         f"caveat: this classifier scored accuracy {test['accuracy']:.1%}, macro-F1 {test['macro_f1']:.1%} "
-        f"on {test['n']} test pairs of {test['n_patients']} patients ({run / 'metrics.json'})"
+        f"on {test['n']} test pairs of {test['n_patients']} patients ({metrics})"
     )

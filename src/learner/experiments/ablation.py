@@ -28,6 +28,7 @@ from learner.experiments import stages
 from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
+from learner.runs import RunLayout, classification_stage
 from learner.timing import CLOCK, Mark
 from learner.training.faults import fault_point
 
@@ -76,7 +77,7 @@ def ablation_cells(config: Config, grid: ExperimentConfig) -> list[engine.Planne
             for combine, head in itertools.product(grid.combines, grid.classifiers):
                 cfg = stages.cell_config(config, dataset, **keys, **classifier_keys(combine, head))
                 key = GridKey(dataset.name, loss, backbone=backbone, combine=combine, classifier=head)
-                variants.append((f"classify-{combine}-{head}", key, cfg))
+                variants.append((classification_stage((combine, head)), key, cfg))
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
             encoder = stages.cell_config(config, dataset, **keys)
             cells.append(engine.PlannedCell(dataset.name, where, encoder, tuple(variants)))
@@ -89,13 +90,12 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
     cells: list[Cell] = []
     for index, planned in enumerate(plan.cells, 1):
         engine.announce(index, len(plan.cells), planned.where)
-        encoder = stages.ensure_encoder(
-            planned.encoder, run_dir / planned.where / "encoder", str(planned.where)
-        )
+        encoder_dir = RunLayout(run_dir).encoder(planned.where).root
+        encoder = stages.ensure_encoder(planned.encoder, encoder_dir, str(planned.where))
         manifest = plan.manifests[planned.dataset]
         for name, key, cfg in planned.classifiers:
             classified = stages.ensure_classification(
-                run_dir / planned.where / "encoder",
+                encoder_dir,
                 manifest,
                 cfg,
                 run_dir / planned.where / name,

@@ -51,12 +51,11 @@ from learner.evaluation.metrics import (
 )
 from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
 from learner.experiments.prose import small_sample_warnings
-from learner.runs import RunDir, check_run_dir, open_run_dir, removed_unless_started
+from learner.runs import RunDir, RunLayout, check_run_dir, open_run_dir, removed_unless_started
 from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 """Written last: a classification run without it failed and is deleted."""
 BOOTSTRAP_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
 
@@ -100,7 +99,7 @@ def run_classification(
     """
     plan = plan_classification(encoder_run, manifest, config, out_dir, which=which, force=force)
     run = open_run_dir(out_dir, config, force=force)
-    with removed_unless_started(run.path, METRICS_FILE, new=True):
+    with removed_unless_started(run.path, new=True):
         return _classify(plan, run, device)
 
 
@@ -136,7 +135,7 @@ def plan_classification(
     check_run_dir(out_dir, force=force)
     if which not in CHECKPOINT_NAMES:
         raise ConfigError(f"--which {which!r}: choose one of {', '.join(CHECKPOINT_NAMES)}")
-    read_meta(Path(encoder_run) / "checkpoints" / which)
+    read_meta(RunLayout(encoder_run).checkpoint(which))
     manifest = manifest.with_splits(read_splits(encoder_run))
     records = {split: manifest.by_split(split) for split in ("train", "val", "test")}
     pairs, no_pair = split_pairs(records, scale_from_config(config.data), config.data.pairs, config.seed)
@@ -158,7 +157,9 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
     )
     pairs, dropped = _without_skipped(pairs, table)
     for split, frame in pairs.items():
-        write_pair_table(frame, run.file("pairs", f"{split}.csv"))
+        path = run.layout.pairs(split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_pair_table(frame, path)
     if len(pairs["test"]) == 0:
         raise LearnerError(f"{manifest.source}: no test intra-patient pairs (test patients need 2+ visits)")
     combine = config.classifier.combine
@@ -173,10 +174,10 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
         seed=config.seed,
         encoder_fingerprint=table.fingerprint,
     )
-    fitted.save(run.path / "classifier")
+    fitted.save(run.layout.classifier)
     probabilities = fitted.predict_proba(features["test"])  # (P, 3)
     predictions = _prediction_table(pairs["test"], probabilities)
-    with atomic_path(run.file("predictions.csv")) as tmp:
+    with atomic_path(run.layout.predictions) as tmp:
         predictions.to_csv(tmp, index=False)
     metrics: dict[str, Any] = {
         "kind": "classification",

@@ -20,6 +20,7 @@ from learner.evaluation.embed import embed_scans
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
 from learner.experiments.results import Cell, Figure
 from learner.experiments.tables import loss_label
+from learner.runs import RunLayout
 
 FIGURE_TARGETS: dict[str, str] = {
     "score": "|Δ score|",
@@ -70,7 +71,7 @@ def cell_distance_analysis(
     """Fig. 1's analysis of one finished cell: its test intra-patient pairs (``<cell>/classifier/pairs``)
     and its encoder's (:attr:`Cell.encoder_folder`) cached embeddings, against ``target`` (see
     :func:`distance_targets`); the bootstrap is seeded with the cell's seed."""
-    pairs = pd.read_csv(out_dir / cell.dir / "classifier" / "pairs" / "test.csv", dtype=_ID_COLUMNS)
+    pairs = pd.read_csv(RunLayout(out_dir / cell.classification_folder).pairs("test"), dtype=_ID_COLUMNS)
     encoder = out_dir / cell.encoder_folder  # its own, or the one it shares (a sweep's classifier setting)
     table = embed_scans(encoder, manifest, clips_per_scan=cell.clips_per_scan)  # cached
     name = "score" if isinstance(target, str) else "latent severity"

@@ -47,7 +47,7 @@ from learner.experiments.results import (
 )
 from learner.experiments.stages import CellJob, cell_config, completed
 from learner.losses.registry import parse_loss_name
-from learner.runs import check_run_dir, open_run_dir, removed_unless_started
+from learner.runs import RunLayout, check_run_dir, open_run_dir, removed_unless_started
 from learner.timing import CLOCK, Mark, Timing, stage
 from learner.training.device import resolve_device
 from learner.training.plan import check_pretraining
@@ -168,9 +168,9 @@ def plan_grid(
     check_run_dir(root, resume=resume, force=force)
     if resume:  # a refused resume must fail here, before config.yaml is rewritten with settings never used
         for cell in planned:
-            encoder = root / cell.where / "encoder"
-            if completed(encoder, cell.encoder) is None and (encoder / "config.yaml").is_file():
-                check_resumable(cell.encoder, encoder)
+            encoder = RunLayout(root).encoder(cell.where)
+            if completed(encoder.root, cell.encoder) is None and encoder.config.is_file():
+                check_resumable(cell.encoder, encoder.root)
             for name, _, cfg in cell.classifiers:
                 completed(root / cell.where / name, cfg)
     return GridPlan(config, grid, root, resume, force, manifests, planned, device)
@@ -191,7 +191,7 @@ def execute(plan: GridPlan, body: Callable[[Path], ExperimentResult]) -> Experim
     """Open the experiment's run directory and run ``body(run_dir)``; a new directory is deleted again if
     ``body`` fails before any cell saved a checkpoint."""
     run_dir = open_experiment(plan.config, plan.grid, plan.out_dir, resume=plan.resume, force=plan.force)
-    with removed_unless_started(run_dir, "**/checkpoints/last", new=not plan.resume):
+    with removed_unless_started(run_dir, new=not plan.resume):
         return body(run_dir)
 
 
@@ -236,13 +236,13 @@ def write_outputs(
         with atomic.atomic_path(run_dir / f"{name}.csv") as tmp:
             long_form.to_csv(tmp, index=False)
     results = replace(results, timing=CLOCK.since(started))
-    atomic.write_json(run_dir / "results.json", results.to_json())
+    atomic.write_json(RunLayout(run_dir).results, results.to_json())
     return ExperimentResult(run_dir, results, table)
 
 
 def record_timing(run_dir: Path, timing: Timing) -> None:
     """Replace the ``timing`` of ``run_dir/results.json``: a caller that did more than the experiment (the
     demo's cohorts, the CLI's report) records the whole run's stages."""
-    path = run_dir / "results.json"
+    path = RunLayout(run_dir).results
     results = Results.from_json(json.loads(path.read_text(encoding="utf-8")))
     atomic.write_json(path, replace(results, timing=timing).to_json())

@@ -25,7 +25,8 @@ import yaml
 
 from learner.config import LauncherName, RuntimeConfig
 from learner.errors import ConfigError, LearnerError
-from learner.experiments.stages import COMPLETE, CellJob
+from learner.experiments.stages import CellJob
+from learner.runs import RunLayout
 from learner.timing import stage
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,6 @@ def executor_parameters(options: dict[str, str]) -> dict[str, Any]:
 
 
 def _complete(job: CellJob) -> bool:
-    folder = job.run_dir / job.where
-    stages = ["encoder", *(name for name, _ in job.classifications)]
-    return all((folder / stage / COMPLETE).is_file() for stage in stages)
+    cell = RunLayout(job.run_dir / job.where)
+    stages = [cell.encoder(), *(RunLayout(cell.root / name) for name, _ in job.classifications)]
+    return all(stage.complete.is_file() for stage in stages)

@@ -39,6 +39,7 @@ from learner.experiments.ablation import AXES as ABLATION_AXES
 from learner.experiments.ablation import ablation_cells
 from learner.experiments.sweep import sweep_cells
 from learner.experiments.table3 import table3_cells
+from learner.runs import RunLayout
 from learner.training.names import check_names
 
 TSM_SECONDS_PER_FRAME_PIXEL = 1.7e-6
@@ -236,7 +237,7 @@ def _grid_cells(
     cells = []
     for cell in planned:
         owner = cell.shares or cell
-        encoder_done = _complete(run_dir, owner.where / "encoder", owner.encoder)
+        encoder_done = _complete(run_dir, RunLayout(owner.where).encoder().root, owner.encoder)
         for name, _, cfg in cell.classifiers:
             label = cell.where.as_posix() if len(cell.classifiers) == 1 else f"{cell.where.as_posix()}/{name}"
             done = encoder_done and _complete(run_dir, cell.where / name, cfg)

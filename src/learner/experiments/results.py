@@ -12,9 +12,6 @@ them: they are the stages' own file formats, carried through unchanged.
 
 NaN (an undefined interval, a Pearson r of a constant prediction) is written as ``null``
 (:func:`learner.atomic.write_json`) and read back as NaN.
-
-One module because ``results.json`` has one format: every row type it holds (Table 3's, Table 4's and the
-sweep's :class:`Sweep`) is written and read back here, beside the :class:`Results` that contains them.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from learner.evaluation.metrics import PairedDifference
+from learner.runs import RunLayout
 from learner.timing import Timing
 
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1")
@@ -96,10 +94,17 @@ class Cell:
     encoder_dir: str | None = None
 
     @property
+    def classification_folder(self) -> Path:
+        """The cell's classification stage, relative to the experiment: ``<dir>/classifier``, or
+        ``<dir>/classify-<combine>-<head>`` for one classifier variant of an ablation cell."""
+        variant = None if self.key.combine is None else (self.key.combine, str(self.key.classifier))
+        return RunLayout(self.dir).classification(variant=variant).root
+
+    @property
     def encoder_folder(self) -> str:
         """The cell's encoder run, relative to the experiment: ``<dir>/encoder``, or ``encoder_dir`` when
         the cell reuses another cell's encoder (a sweep setting that changes only the classifier)."""
-        return self.encoder_dir or str(Path(self.dir) / "encoder")
+        return self.encoder_dir or str(RunLayout(self.dir).encoder().root)
 
     def metric(self, name: str) -> float:
         """The test value of one of :data:`METRICS`."""

@@ -6,9 +6,9 @@ classifier (:func:`ensure_classification`, :mod:`learner.experiments.classify`) 
 :func:`run_cell` runs both in this process; :class:`CellJob` is the same work packed for another process (a
 cluster job, :mod:`learner.experiments.launch`).
 
-**Resumable.** A stage whose folder holds ``complete.json`` (:data:`COMPLETE`, its stage record, written
-last) is never recomputed; an interrupted pretraining continues from its last checkpoint; an interrupted
-classification is redone (it is cheap). A completed stage whose stored config digest
+**Resumable.** A stage whose folder holds ``complete.json`` (:attr:`RunLayout.complete`, its stage record,
+written last) is never recomputed; an interrupted pretraining continues from its last checkpoint; an
+interrupted classification is redone (it is cheap). A completed stage whose stored config digest
 (:func:`config_digest`) differs from the requested one is an error, never silently reused.
 """
 
@@ -27,14 +27,13 @@ from learner.data.manifest import Manifest
 from learner.errors import RunDirError
 from learner.experiments.classify import run_classification
 from learner.experiments.results import METRICS, Cell, GridKey, json_number
+from learner.runs import RunLayout
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint
 from learner.training.device import resolve_device
 from learner.training.faults import fault_point
 from learner.training.names import check_names
 from learner.training.pretrain import pretrain
-
-COMPLETE = "complete.json"
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ def completed(directory: Path, config: Config) -> dict[str, Any] | None:
         RunDirError: the stage finished with a different config (reusing it would mix settings).
     """
     try:
-        record: dict[str, Any] = json.loads((directory / COMPLETE).read_text(encoding="utf-8"))
+        record: dict[str, Any] = json.loads(RunLayout(directory).complete.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if record.get("config_digest") != config_digest(config):
@@ -112,19 +111,20 @@ def ensure_encoder(config: Config, directory: Path, label: str | None = None) ->
     record = completed(directory, config)
     if record is not None:
         return EncoderStage(**record)
-    resume = (directory / "config.yaml").is_file()
+    stage_dir = RunLayout(directory)
+    resume = stage_dir.config.is_file()
     occupied = directory.is_dir() and any(directory.iterdir())
     start = time.perf_counter()
     with stage(f"pretrain {label or directory}"):
         pretrain(config, directory, resume=resume, force=occupied and not resume)
     finished = EncoderStage(
         config_digest=config_digest(config),
-        fingerprint=checkpoint_fingerprint(directory / "checkpoints" / "best"),
-        metrics=json.loads((directory / "metrics.json").read_text(encoding="utf-8")),
+        fingerprint=checkpoint_fingerprint(stage_dir.checkpoint("best")),
+        metrics=json.loads(stage_dir.metrics.read_text(encoding="utf-8")),
         seconds=time.perf_counter() - start,
         resumed=resume,
     )
-    atomic.write_json(directory / COMPLETE, asdict(finished))
+    atomic.write_json(stage_dir.complete, asdict(finished))
     return finished
 
 
@@ -145,7 +145,7 @@ def ensure_classification(
     with stage("classification"):
         result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
     finished = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
-    atomic.write_json(directory / COMPLETE, asdict(finished))
+    atomic.write_json(RunLayout(directory).complete, asdict(finished))
     return finished
 
 
@@ -192,14 +192,16 @@ def run_cell(
     ``run_dir/other/encoder`` (completing it under ``other``'s config if needed) instead of pretraining
     the same encoder again; the cell records that folder as its ``encoder_dir``."""
     encoder_where, encoder_config = shares or (where, config)
-    encoder_dir = run_dir / encoder_where / "encoder"
+    grid = RunLayout(run_dir)
+    encoder_dir = grid.encoder(encoder_where).root
     encoder = ensure_encoder(encoder_config, encoder_dir, str(encoder_where))
     classified = ensure_classification(
-        encoder_dir, manifest, config, run_dir / where / "classifier", device, encoder.fingerprint
+        encoder_dir, manifest, config, grid.classification(where).root, device, encoder.fingerprint
     )
     cell = cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
     fault_point("cell")
-    return cell if shares is None else replace(cell, encoder_dir=str(encoder_where / "encoder"))
+    shared = RunLayout(encoder_where).encoder().root
+    return cell if shares is None else replace(cell, encoder_dir=str(shared))
 
 
 @dataclass(frozen=True)
@@ -218,8 +220,9 @@ class CellJob:
         """Run the stages that are not complete yet (on the device the cell's config asks for, resolved
         where the job runs); returns the cell's folder."""
         folder = self.run_dir / self.where
-        ensure_encoder(self.encoder, folder / "encoder", str(self.where))
+        encoder = RunLayout(folder).encoder().root
+        ensure_encoder(self.encoder, encoder, str(self.where))
         device = str(resolve_device(self.encoder.runtime.device))
         for name, config in self.classifications:
-            ensure_classification(folder / "encoder", self.manifest, config, folder / name, device)
+            ensure_classification(encoder, self.manifest, config, folder / name, device)
         return str(self.where)

@@ -61,6 +61,7 @@ from learner.experiments.results import (
     SweepRow,
 )
 from learner.experiments.tables import render_sweep
+from learner.runs import classification_stage
 from learner.timing import CLOCK, Mark, stage
 
 SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -165,7 +166,8 @@ def sweep_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCe
                     cfg = setting_config(config, dataset, name, overrides, loss=loss, seed=seed)
                     key = GridKey(dataset=dataset.name, setting=name, loss=loss)
                     where = Path(dataset.name) / name / loss / f"seed-{seed}"
-                    cell = engine.PlannedCell(dataset.name, where, cfg, (("classifier", key, cfg),))
+                    classifier = (classification_stage(), key, cfg)
+                    cell = engine.PlannedCell(dataset.name, where, cfg, (classifier,))
                     owner = owners.setdefault(stages.pretraining_digest(cfg), cell)
                     cells.append(cell if owner is cell else replace(cell, shares=owner))
     return cells

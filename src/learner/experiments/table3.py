@@ -48,6 +48,7 @@ from learner.experiments.results import (
     Results,
 )
 from learner.experiments.tables import render_table3
+from learner.runs import classification_stage
 from learner.timing import CLOCK, Mark, stage
 
 BASELINE_LOSS = "mse"
@@ -89,7 +90,7 @@ def table3_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedC
         cfg = stages.cell_config(config, dataset, **{"loss.name": loss, "seed": seed})
         key = GridKey(dataset=dataset.name, loss=loss)
         where = Path(dataset.name) / loss / f"seed-{seed}"
-        cells.append(engine.PlannedCell(dataset.name, where, cfg, (("classifier", key, cfg),)))
+        cells.append(engine.PlannedCell(dataset.name, where, cfg, ((classification_stage(), key, cfg),)))
     return cells
 
 

@@ -37,12 +37,13 @@ from torch import Tensor, nn
 from learner import formats
 from learner.atomic import atomic_path
 from learner.errors import CheckpointError
+from learner.runs import RunLayout
 
 CHECKPOINT_WEIGHTS = (
     "model.safetensors"  # the checkpoint folder layout (learner.training.checkpoint uses these)
 )
 CHECKPOINT_META = "meta.json"
-RUN_CHECKPOINT = ("checkpoints", "best")  # the checkpoint of a run directory that --init reads
+INIT_CHECKPOINT = "best"  # the checkpoint of a run directory that --init reads
 ENCODER_PREFIX = "encoder."  # the encoder's keys in a ScoreRegressor state dict
 STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "base_model.")
 DROPPED_PREFIXES: tuple[str, ...] = ("fc.", "new_fc.")
@@ -88,12 +89,13 @@ def checkpoint_folder(path: str | os.PathLike[str]) -> Path:
         CheckpointError: neither the directory nor its ``checkpoints/best`` holds ``model.safetensors``.
     """
     folder = Path(path)
-    for candidate in (folder.joinpath(*RUN_CHECKPOINT), folder):
+    best = RunLayout(folder).checkpoint(INIT_CHECKPOINT)
+    for candidate in (best, folder):
         if (candidate / CHECKPOINT_WEIGHTS).is_file():
             return candidate
+    expected = (best / CHECKPOINT_WEIGHTS).relative_to(folder)
     raise CheckpointError(
-        f"{folder}: not a learner run or checkpoint folder (no {Path(*RUN_CHECKPOINT, CHECKPOINT_WEIGHTS)} "
-        f"or {CHECKPOINT_WEIGHTS})"
+        f"{folder}: not a learner run or checkpoint folder (no {expected} or {CHECKPOINT_WEIGHTS})"
     )
 
 

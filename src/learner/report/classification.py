@@ -15,6 +15,7 @@ from learner.evaluation.baselines import reference_rows
 from learner.experiments.prose import class_mix, majority_statement, small_sample_warnings
 from learner.experiments.tables import F1_NOTE, interval, markdown_table, percent, reference_label
 from learner.report.sections import Source, pair_balance_section, regression_section, warning_section
+from learner.runs import RunLayout
 
 
 def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
@@ -60,7 +61,7 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
         f"## Test intra-patient pairs ({metrics['head']}, {metrics['combine']})\n\n{summary}\n{reading}\n\n"
         f"{F1_NOTE}\n\n{per_class}\n{confusion}"
     )
-    encoder_metrics = _encoder_run(run_dir, metrics) / "metrics.json"
+    encoder_metrics = RunLayout(_encoder_run(run_dir, metrics)).metrics
     encoder = json.loads(encoder_metrics.read_text(encoding="utf-8")) if encoder_metrics.is_file() else {}
     best = encoder.get("best", {})
     if "val_mae" in best:  # a self-supervised encoder has no regression quality

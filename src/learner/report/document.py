@@ -17,6 +17,7 @@ from learner.report.classification import classification_report
 from learner.report.experiment import experiment_report
 from learner.report.pretraining import pretraining_report
 from learner.report.sections import Source, environment_section, settings_section, source_banner
+from learner.runs import RunLayout
 
 REPORT_FILE = "REPORT.md"
 
@@ -29,8 +30,6 @@ REPORTS: dict[str, Callable[[Path, dict[str, Any]], tuple[list[Source], list[str
 }
 """Run kind (the ``kind`` of its results file) → the data sources and sections of its report."""
 
-RESULT_FILES: tuple[str, ...] = ("results.json", "metrics.json")
-
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``RUN_DIR/REPORT.md`` for a finished experiment or classification run and return its path.
@@ -40,7 +39,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """
     folder = Path(run_dir)
     results = _read_results(folder)
-    config = _read_yaml(folder / "config.yaml")
+    config = _read_yaml(RunLayout(folder).config)
     sources, sections = REPORTS[results["kind"]](folder, results)
     text = "\n".join(
         [
@@ -55,8 +54,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def _read_results(folder: Path) -> dict[str, Any]:
-    for name in RESULT_FILES:
-        path = folder / name
+    run = RunLayout(folder)
+    for path in (run.results, run.metrics):
         if path.is_file():
             results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             if "kind" not in results and "best" in results and "train_mean" in results:

@@ -38,6 +38,7 @@ from learner.report.sections import (
     unique_encoders,
     warning_section,
 )
+from learner.runs import RunLayout
 
 # what identifies a cell
 CELL_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "combine", "loss", "classifier", "seed")
@@ -154,7 +155,7 @@ def _cell_warnings(run_dir: Path, cells: Sequence[Cell]) -> list[str]:
     classifier ``metrics.json`` (its number of test patients)."""
     warnings: dict[str, None] = {}
     for cell in cells:
-        metrics_file = run_dir / cell.dir / "classifier" / "metrics.json"
+        metrics_file = RunLayout(run_dir / cell.classification_folder).metrics
         if not metrics_file.is_file():
             continue
         test = json.loads(metrics_file.read_text(encoding="utf-8"))["test"]

@@ -11,7 +11,7 @@ from typing import Any
 from learner.errors import LearnerError
 from learner.experiments.tables import markdown_table, plain
 from learner.report.sections import Source, regression_section
-from learner.runs import load_run_config
+from learner.runs import RunLayout, load_run_config
 
 
 def _manifest_source(run_dir: Path) -> str:
@@ -64,7 +64,7 @@ def _read_history(run_dir: Path) -> list[dict[str, float]]:
     """The rows of ``metrics.csv`` (one per epoch), or none."""
     import csv
 
-    path = run_dir / "metrics.csv"
+    path = RunLayout(run_dir).epochs
     if not path.is_file():
         return []
     with path.open(newline="", encoding="utf-8") as handle:

@@ -42,6 +42,7 @@ from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.models.registry import build_regressor
 from learner.models.weights import CHECKPOINT_META, CHECKPOINT_WEIGHTS, describe_mismatch, init_weights_file
+from learner.runs import RunLayout
 from learner.training.faults import fault_point
 
 MODEL_FILE = CHECKPOINT_WEIGHTS  # defined beside the --init reader of checkpoint folders (models/weights.py)
@@ -345,7 +346,7 @@ def load_regressor(
         CheckpointError: missing files, an encoder whose name / embed_dim / in_channels disagree with the
             metadata, or weights that do not load strictly.
     """
-    folder = Path(run_dir) / "checkpoints" / which
+    folder = RunLayout(run_dir).checkpoint(which)
     meta = read_meta(folder)
     model_cfg = meta.config.model.model_copy(update={"init": None})
     if meta.encoder.name != model_cfg.backbone:

@@ -29,8 +29,7 @@ import pandas as pd
 from learner.atomic import atomic_path, write_json
 from learner.config import Config, LoggerName
 from learner.errors import ConfigError
-
-METRICS_CSV = "metrics.csv"
+from learner.runs import RunLayout
 
 
 class MetricsLogger(Protocol):
@@ -47,7 +46,7 @@ class CsvLogger:
     """``RUN_DIR/metrics.csv``: one row per epoch, rewritten atomically after each epoch."""
 
     def __init__(self, run_dir: Path, config: Config) -> None:
-        self.path = run_dir / METRICS_CSV
+        self.path = RunLayout(run_dir).epochs
 
     def log(self, row: dict[str, float], history: Sequence[dict[str, float]]) -> None:
         with atomic_path(self.path) as tmp:

@@ -22,13 +22,12 @@ from pathlib import Path
 from learner.config import Config
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
-from learner.data.splits import SPLITS_FILE, read_splits, resolve_splits
+from learner.data.splits import read_splits, resolve_splits
 from learner.errors import ConfigError
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
-from learner.models.weights import RUN_CHECKPOINT
-from learner.runs import check_run_dir
+from learner.runs import RunLayout, check_run_dir
 from learner.training.device import resolve_device
 from learner.training.loggers import check_logger
 from learner.training.names import check_names
@@ -176,5 +175,6 @@ def _init_run(init: str | os.PathLike[str] | None) -> Path | None:
     path = Path(init)
     if not path.is_dir():
         return None
-    candidates = [path, path.parent.parent] if path.parent.name == RUN_CHECKPOINT[0] else [path]
-    return next((run for run in candidates if (run / SPLITS_FILE).is_file()), None)
+    above = path.parent.parent  # the run whose checkpoints/<which> ``path`` may be
+    candidates = [path, above] if RunLayout(above).checkpoint(path.name) == path else [path]
+    return next((run for run in candidates if RunLayout(run).splits.is_file()), None)

@@ -1,11 +1,23 @@
 """Pretraining (Algorithm 1): encoder θ_V + regression head θ_M trained on λ·MSE + (1 − λ)·contrastive.
 
-:func:`pretrain` reads in the order a run happens: the plan (config, run directory, manifest, split, model
-and objective checked before any work: :mod:`learner.training.plan`) → device and processes → seeds → run
-directory → scan cache → score standardisation (train split) → datasets and loaders → model, optimiser,
-objective → resume (recovering a checkpoint an interrupted save left aside) → the epoch loop (train,
-validate, checkpoint, log) → final metrics. A new run directory that fails before its first checkpoint is
-deleted.
+:func:`pretrain` checks the plan first (config, run directory, manifest, split, model and objective before
+any work: :mod:`learner.training.plan`), joins the processes and hands over to :func:`_pretrain`, a short
+driver that reads in the order a run happens, one named part per stage, each callable alone:
+
+1. seeds, then :func:`open_run`: the run directory (rank 0 alone writes files);
+2. :func:`prepare_scans`: the decode-once scan cache, built and checked once per process
+   (:func:`build_scan_cache`), the usable train / val scans, ``splits.csv``, the score standardisation
+   (train split) → :class:`Scans`;
+3. :func:`build_loaders`: datasets, sampler, loaders and steps per epoch →
+   :class:`~learner.training.epoch.Loaders`;
+4. :func:`build_model_and_objective`: model, optimiser, objective, cross-batch memory, mixed precision →
+   :class:`~learner.training.epoch.Trainee`;
+5. then the epoch loop of :mod:`learner.training.epoch`: :func:`~learner.training.epoch.restore` (with
+   ``resume``, everything a step depends on), and each epoch :func:`~learner.training.epoch.train_one_epoch`
+   (Alg. 1's updates) then :func:`~learner.training.epoch.validate_and_checkpoint`;
+6. :func:`finish`: ``metrics.json`` and the training curves.
+
+A new run directory that fails before its first checkpoint is deleted.
 
 Choices the paper leaves open (Table 2 gives batch 16, Adam, LR 1e-3, 100 epochs, cosine annealing):
 
@@ -29,12 +41,10 @@ lowest).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,52 +52,45 @@ from typing import Any, Protocol
 
 import pandas as pd
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from learner.atomic import atomic_path, finite
-from learner.config import Config, Optimizer, Schedule
+from learner.config import Config, OptimConfig, Optimizer, Schedule
 from learner.data.augment import ClipAugment
-from learner.data.cache import ScanCache, build_cache, default_cache_root
-from learner.data.datasets import ScanDataset, TwoViews, make_loader, views_to_batch
+from learner.data.cache import CacheReport, ScanCache, build_cache, default_cache_root
+from learner.data.datasets import ScanDataset, TwoViews, make_loader
+from learner.data.manifest import ScanRecord
 from learner.data.phantom.ground_truth import data_source
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
-from learner.data.splits import SPLITS_FILE
-from learner.errors import ConfigError, NonFiniteLossError
-from learner.losses.registry import ScoreLabels, ViewObjective, build_objective, build_view_objective
+from learner.errors import ConfigError
+from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
-from learner.runs import open_run_dir, removed_unless_started
+from learner.runs import RunDir, RunLayout, open_run_dir, removed_unless_started
 from learner.timing import stage
 from learner.training.checkpoint import (
     CheckpointMeta,
     EncoderMeta,
     init_record,
-    load_checkpoint,
-    load_train_state,
-    recover_checkpoint,
-    save_checkpoint,
 )
 from learner.training.curves import CURVES_FILE, plot_training_curves
 from learner.training.device import resolve_device
-from learner.training.distributed import (
-    DistInfo,
-    all_gather_with_grad,
-    barrier,
-    broadcast_object,
-    distributed,
-    wrap_model,
+from learner.training.distributed import DistInfo, barrier, distributed, wrap_model
+from learner.training.epoch import (
+    Loaders,
+    LoopState,
+    Trainee,
+    progress_bar,
+    restore,
+    train_one_epoch,
+    validate_and_checkpoint,
 )
-from learner.training.faults import fault_point
-from learner.training.finite import finite_gradients, non_finite_message
-from learner.training.loggers import CsvLogger, open_loggers
+from learner.training.loggers import MetricsLogger, open_loggers
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan, plan_pretraining
 from learner.training.resume import check_resumable, record_extension
-from learner.training.seeding import rng_state, seed_everything, set_rng_state
-from learner.training.validation import predict_scores, regression_metrics, view_loss
+from learner.training.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,20 @@ class PretrainResult:
     history: list[dict[str, float]]
 
 
+@dataclass(frozen=True)
+class Scans:
+    """The planned split's usable scans once the cache is built: ``train`` (train AND val scans for a
+    self-supervised objective, ``two_views``), ``val``, the ``skipped`` unreadable scan ids, the ``cache``
+    they are read from and the score ``standardiser`` fitted on ``train``."""
+
+    train: list[ScanRecord]
+    val: list[ScanRecord]
+    skipped: set[str]
+    cache: ScanCache
+    standardiser: ScoreStandardiser
+    two_views: bool
+
+
 def pretrain(
     config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
 ) -> PretrainResult:
@@ -166,43 +183,101 @@ def pretrain(
     use_cuda = resolve_device(config.runtime.device).type == "cuda"
     with distributed("cuda" if use_cuda else "cpu") as info:
         device = torch.device("cuda", info.local_rank) if use_cuda else torch.device("cpu")
-        with removed_unless_started(plan.run_dir, "checkpoints/last", new=info.is_main and not resume):
+        with removed_unless_started(plan.run_dir, new=info.is_main and not resume):
             return _pretrain(plan, info, device)
 
 
 def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> PretrainResult:
-    config, run_dir, resume = plan.config, plan.run_dir, plan.resume
-    optim, data, runtime = config.optim, config.data, config.runtime
-    # ---- seeds and run directory (rank 0 alone writes files) ----
+    """The run, part by part (the module docstring lists them); every rank runs all of it."""
+    config, run_dir, optim = plan.config, plan.run_dir, plan.config.optim
     seed_everything(config.seed, deterministic=device.type == "cpu")
-    stored_epochs = check_resumable(config, run_dir) if resume else optim.epochs
-    run = open_run_dir(run_dir, config, resume=resume, force=plan.force) if info.is_main else None
-    if run is not None and not resume and config.model.init is not None:
+    stored_epochs = check_resumable(config, run_dir) if plan.resume else optim.epochs
+    run = open_run(plan, info)
+    scans = prepare_scans(plan, info, run)
+    loaders = build_loaders(config, scans, info, device)
+    trainee = build_model_and_objective(config, scans.standardiser, device)
+    last_dir, best_dir = (RunLayout(run_dir).checkpoint(which) for which in ("last", "best"))
+    state = restore(plan, info, run, trainee, last_dir, best_dir)
+    schedule = lr_schedule(optim, loaders.steps_per_epoch)
+    if run is not None and stored_epochs != optim.epochs:
+        record_extension(run, config, stored_epochs, state.step, loaders.steps_per_epoch, schedule)
+    total_steps = optim.epochs * loaders.steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        return schedule(step, total_steps, optim.lr)
+
+    unused = "mse" not in trainee.objective.names  # a contrastive-only objective never reaches the head
+    trainee = replace(trainee, network=wrap_model(trainee.model, info, device, find_unused_parameters=unused))
+    sinks = open_loggers(config.runtime.logger, run_dir, config) if run is not None else []
+    with progress_bar(enabled=info.is_main and sys.stdout.isatty()) as progress:  # plain lines in logs
+        for epoch in range(len(state.history) + 1, optim.epochs + 1):
+            row = train_one_epoch(
+                trainee, loaders, epoch, state.step, lr_at,
+                grad_clip=optim.grad_clip, last_dir=last_dir, progress=progress, epochs=optim.epochs,
+            )  # fmt: skip
+            state = validate_and_checkpoint(
+                row, state, trainee, loaders, run, sinks,
+                last_dir=last_dir, best_dir=best_dir, batch_size=optim.batch_size, progress=progress,
+                epochs=optim.epochs,
+            )  # fmt: skip
+    return finish(plan, run, scans, state, sinks)
+
+
+def open_run(plan: PretrainPlan, info: DistInfo) -> RunDir | None:
+    """Create (or reopen) the run directory on rank 0 and record where ``model.init`` came from; None on the
+    other ranks, which wait until it exists (``--force`` must have wiped it before any rank reads it)."""
+    config = plan.config
+    run = open_run_dir(plan.run_dir, config, resume=plan.resume, force=plan.force) if info.is_main else None
+    if run is not None and not plan.resume and config.model.init is not None:
         run.record(init=init_record(config.model.init))  # the run or file the encoder starts from
     barrier()  # --force must have wiped the folder before any rank looks for a checkpoint in it
-    # ---- decode-once cache of the planned manifest (skipped scans are counted, never silent) ----
-    manifest = plan.manifest
-    if info.is_main:
-        with stage("cache"):
-            report = build_cache(
-                manifest, data, runtime.workers, data.skip_bad_scans, cache_dir=runtime.cache_dir
-            )
-    barrier()  # rank 0 decodes; the other ranks then find every array cached and collect the same skips
+    return run
+
+
+def build_scan_cache(plan: PretrainPlan, info: DistInfo) -> tuple[CacheReport, ScanCache]:
+    """Decode every scan of the planned manifest into the scan cache and check every entry, once per process:
+    rank 0 first, then the other ranks, which find every array cached and collect the same skips
+    (unreadable scans with ``data.skip_bad_scans``). Returns the report and the cache the datasets read
+    (``(T', H, W)`` uint8 per scan, memory-mapped)."""
+    data, runtime = plan.config.data, plan.config.runtime
+    cache = ScanCache(default_cache_root(plan.manifest, runtime.cache_dir), Preprocessor.from_config(data))
     if not info.is_main:
+        barrier()  # rank 0 decodes first
+    with stage("cache"):
         report = build_cache(
-            manifest, data, runtime.workers, data.skip_bad_scans, cache_dir=runtime.cache_dir
+            plan.manifest,
+            data,
+            runtime.workers,
+            data.skip_bad_scans,
+            cache_dir=runtime.cache_dir,
+            cache=cache,  # checked once: the datasets read through this cache and skip what it checked
         )
+    if info.is_main:
+        barrier()  # the other ranks may read the cache now
+    return report, cache
+
+
+def prepare_scans(plan: PretrainPlan, info: DistInfo, run: RunDir | None) -> Scans:
+    """The scan cache (:func:`build_scan_cache`), the usable scans of the split (skipped scans are counted,
+    never silent) and the score standardisation fitted on the train scans; rank 0 (``run``) writes
+    ``splits.csv`` and logs the split.
+
+    Raises:
+        ConfigError: the train or val split has no usable scan.
+    """
+    config, manifest = plan.config, plan.manifest
+    report, cache = build_scan_cache(plan, info)
     skipped = {scan_id for scan_id, _ in report.skipped}
     train_records = [r for r in manifest.by_split("train") if r.scan_id not in skipped]
     val_records = [r for r in manifest.by_split("val") if r.scan_id not in skipped]
     for name, records in (("train", train_records), ("val", val_records)):
         if not records:
-            raise ConfigError(f"{data.manifest}: the {name} split has no usable scans (data.split)")
+            raise ConfigError(f"{config.data.manifest}: the {name} split has no usable scans (data.split)")
     two_views = build_view_objective(config.loss) is not None  # self-supervised: no scores needed
     if two_views:
         train_records = train_records + val_records  # train AND val scans; the test split stays unseen
     if run is not None:
-        with atomic_path(run.file(SPLITS_FILE)) as tmp:
+        with atomic_path(run.layout.splits) as tmp:
             splits = pd.DataFrame(sorted(plan.splits.items()), columns=["patient_id", "split"])
             splits.to_csv(tmp, index=False)
         origin = "the manifest's" if plan.split_from_file else f"made with seed {config.seed}"
@@ -210,8 +285,19 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
         if skipped:
             log.warning("skipped %d unreadable scan(s): %s", len(skipped), ", ".join(sorted(skipped)))
     standardiser = ScoreStandardiser.fit([r.score for r in train_records])
-    # ---- datasets and loaders: train = random frame per segment + augmentation; val = centre frames ----
-    cache = ScanCache(default_cache_root(manifest, runtime.cache_dir), Preprocessor.from_config(data))
+    return Scans(train_records, val_records, skipped, cache, standardiser, two_views)
+
+
+def build_loaders(config: Config, scans: Scans, info: DistInfo, device: torch.device) -> Loaders:
+    """Datasets and loaders: train = a random frame per TSN segment + augmentation, this rank's share of a
+    (seed, epoch) shuffle, last incomplete batch dropped, ``optim.batch_size / world_size`` clips a batch;
+    val = centre frames, no augmentation. Self-supervised: two train-mode views of each scan; the val views
+    stay those of epoch 0.
+
+    Raises:
+        ConfigError: the batch does not divide over the processes, or exceeds the train scans.
+    """
+    data, optim, runtime = config.data, config.optim, config.runtime
     clip_args: dict[str, Any] = {
         "frames": data.frames,
         "sampling": data.sampling,
@@ -219,12 +305,14 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
         "seed": config.seed,
     }
     augment = ClipAugment.from_config(data)
-    train_scans = ScanDataset(train_records, cache, train=True, augment=augment, **clip_args)
-    val_set: ScanDataset | TwoViews = ScanDataset(val_records, cache, train=False, augment=None, **clip_args)
+    train_scans = ScanDataset(scans.train, scans.cache, train=True, augment=augment, **clip_args)
     train_set: ScanDataset | TwoViews = train_scans
-    if two_views:  # two train-mode draws of each scan; the val views stay those of epoch 0
+    val_set: ScanDataset | TwoViews = ScanDataset(
+        scans.val, scans.cache, train=False, augment=None, **clip_args
+    )
+    if scans.two_views:  # two train-mode draws of each scan; the val views stay those of epoch 0
         train_set = TwoViews(train_scans)
-        val_set = TwoViews(ScanDataset(val_records, cache, train=True, augment=augment, **clip_args))
+        val_set = TwoViews(ScanDataset(scans.val, scans.cache, train=True, augment=augment, **clip_args))
     if optim.batch_size % info.world_size:
         raise ConfigError(
             f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
@@ -241,14 +329,22 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     val_loader = make_loader(val_set, batch_size=optim.batch_size, shuffle=False, **loader_args)
     steps_per_epoch = min(len(train_loader), optim.max_steps_per_epoch or len(train_loader))
     if steps_per_epoch == 0:
-        raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {len(train_records)} train scans")
-    total_steps = optim.epochs * steps_per_epoch
-    warmup_steps = round(optim.warmup_epochs * steps_per_epoch)  # optim.warmup_epochs ≤ epochs (config)
-    # ---- model θ = {θ_V, θ_M}, optimiser, objective, mixed precision (GPU only) ----
+        raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {len(scans.train)} train scans")
+    return Loaders(train_set, sampler, train_loader, val_loader, steps_per_epoch, scans.two_views)
+
+
+def build_model_and_objective(
+    config: Config, standardiser: ScoreStandardiser, device: torch.device
+) -> Trainee:
+    """θ = {θ_V, θ_M} on ``device`` (channels-last where configured), its optimiser, the objective (label
+    objective on ``standardiser``'s scores, or the two-view one), the cross-batch memory and mixed
+    precision (GPU only). ``network`` is the model itself until :func:`wrap_model`."""
+    data, runtime = config.data, config.runtime
     model = build_regressor(config.model, data.channels, data.size, frames=data.frames).to(device)
     if runtime.channels_last if device.type == "cuda" else runtime.cpu_channels_last:
         # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optim = config.optim
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     labels = ScoreLabels(standardiser, scale_from_config(data).class_edges())
     objective = build_view_objective(config.loss) or build_objective(config.loss, labels)
@@ -257,113 +353,35 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     encoder_meta = EncoderMeta(config.model.backbone, model.encoder.embed_dim, data.channels, data.size)
     meta = CheckpointMeta(config=config, score_standardisation=standardiser, encoder=encoder_meta)
-    # ---- resume: everything a step depends on is restored, so the continuation is bit-identical ----
-    last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
-    step, history, best = 0, [], {}
-    if resume and info.is_main:  # a kill between a save's two renames: put the newest complete copy back
-        recover_checkpoint(best_dir)
-        recover_checkpoint(last_dir)
-    barrier()  # rank 0 recovers; then every rank reads the same checkpoint
-    if resume and last_dir.is_dir():
-        load_checkpoint(last_dir, model)
-        state = load_train_state(last_dir)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, history, best = state["step"], state["history"], state["best"]
-        set_rng_state(state["rng"])
-        memory.load_state_dict(state.get("memory", {}), device)
-        log.info("resumed %s at epoch %d, step %d", run_dir, len(history), step)
-        if run is not None:  # a kill after the last save but before this write would lose that epoch's row
-            CsvLogger(run_dir, config).log(history[-1], history)
-    elif resume:
-        log.info("resumed %s: no checkpoint was saved yet, starting at epoch 1", run_dir)
-    if run is not None and stored_epochs != optim.epochs:
+    return Trainee(model, model, optimizer, scaler, objective, memory, amp_dtype, standardiser, meta, device)
 
-        def schedule(step: int, total: int, base: float) -> float:
-            return scheduled_lr(optim.scheduler, step, total, base, warmup_steps)
 
-        record_extension(run, config, stored_epochs, step, steps_per_epoch, schedule)
-    ddp = wrap_model(model, info, device, find_unused_parameters="mse" not in objective.names)
-    sinks = open_loggers(runtime.logger, run_dir, config) if run is not None else []
-    # ---- Alg. 1: for each batch, U = θ_V(B), Y = θ_M(U), θ ← θ − η∇(λ·MSE + (1 − λ)·CL) ----
-    with _progress(enabled=info.is_main and sys.stdout.isatty()) as progress:  # plain lines in logs
-        for epoch in range(len(history) + 1, optim.epochs + 1):
-            train_set.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            ddp.train()
-            task = progress.add_task(f"epoch {epoch}/{optim.epochs}", total=steps_per_epoch, loss=math.nan)
-            sums: dict[str, float] = defaultdict(float)
-            for clips, scores, _ in itertools.islice(train_loader, steps_per_epoch):
-                lr = scheduled_lr(optim.scheduler, step, total_steps, optim.lr, warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                clips = clips.to(device, non_blocking=True)  # (b, T, C, H, W); two views: (b, 2, T, C, H, W)
-                inputs = views_to_batch(clips) if two_views else clips  # two views: (2b, T, C, H, W)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    embeddings, predictions = ddp(inputs)  # (b, D), (b,); two views: (2b, D), (2b,)
-                if isinstance(objective, ViewObjective):  # the two views' embeddings (b, D) each, no scores
-                    view_a, view_b = embeddings.float().chunk(2)
-                    out = objective(all_gather_with_grad(view_a), all_gather_with_grad(view_b))
-                else:  # on the GLOBAL batch (world·b), identical on every rank
-                    target = standardiser.standardise(scores.to(device))  # (b,), this rank's slice
-                    u, y = all_gather_with_grad(embeddings.float()), all_gather_with_grad(target)
-                    out = objective(u, all_gather_with_grad(predictions.float()), y, *memory.references())
-                    memory.push(u, y)  # the gathered batch, detached: identical on every rank
-                step += 1
-                loss = out.total.item()
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(non_finite_message(f"loss ({loss})", epoch, step, last_dir))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.total).backward()  # type: ignore[no-untyped-call]  # untyped in torch
-                if optim.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-                if not scaler.is_enabled() and not finite_gradients(model):  # fp16 scaling skips such steps
-                    raise NonFiniteLossError(non_finite_message("gradient", epoch, step, last_dir))
-                scaler.step(optimizer)
-                scaler.update()
-                fault_point("step")
-                sums["train_loss"] += loss
-                for name, value in out.terms.items():
-                    sums[f"train_{name}"] += value.item()
-                progress.update(task, advance=1, loss=loss)
-            row = {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps_per_epoch for k, v in sums.items()}
-            with stage("validation"):
-                if run is not None and isinstance(objective, ViewObjective):
-                    row |= view_loss(model, val_loader, objective, device, amp_dtype, optim.batch_size)
-                elif run is not None:
-                    pred, truth = predict_scores(model, val_loader, standardiser, device, amp_dtype)
-                    row |= regression_metrics(pred, truth, standardiser.mean)
-            row = broadcast_object(row)  # rank 0 alone validates; every rank keeps the same history
-            history.append(row)
-            monitor = "val_loss" if two_views else "val_mae"
-            improved = not best or row[monitor] < best[monitor]
-            best = row if improved else best
-            with stage("checkpoints"):
-                if run is not None:
-                    summary = replace(meta, epoch=epoch, step=step, metrics=finite(row))
-                    if improved:  # best before last: a crash between redoes both
-                        save_checkpoint(best_dir, model, summary)
-                    train_state = {
-                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                        "history": history, "best": best, "rng": rng_state(), "memory": memory.state_dict(),
-                    }  # fmt: skip
-                    save_checkpoint(last_dir, model, summary, train_state=train_state)
-                    fault_point("checkpoint-saved")
-                    for sink in sinks:
-                        sink.log(row, history)
-                    _report(progress, row, optim.epochs)
-            barrier()
+def lr_schedule(optim: OptimConfig, steps_per_epoch: int) -> Callable[[int, int, float], float]:
+    """``(step, total, base) → LR`` of ``optim.scheduler`` after a warm-up over
+    ``round(optim.warmup_epochs · steps_per_epoch)`` updates (:func:`scheduled_lr`)."""
+    warmup_steps = round(optim.warmup_epochs * steps_per_epoch)  # optim.warmup_epochs ≤ epochs (config)
+
+    def schedule(step: int, total: int, base: float) -> float:
+        return scheduled_lr(optim.scheduler, step, total, base, warmup_steps)
+
+    return schedule
+
+
+def finish(
+    plan: PretrainPlan, run: RunDir | None, scans: Scans, state: LoopState, sinks: list[MetricsLogger]
+) -> PretrainResult:
+    """Close ``sinks``; rank 0 draws the training curves once and writes ``metrics.json`` (best and last
+    rows, the train mean, the data source, scan counts)."""
     for sink in sinks:
         sink.close()
     if run is not None:
-        plot_training_curves(history, run.file(CURVES_FILE))  # once, at the end (a report redraws it)
+        plot_training_curves(state.history, run.file(CURVES_FILE))  # once, at the end (a report redraws it)
         run.write_metrics({
-            "kind": "pretraining", "best": finite(best), "last": finite(history[-1]),
-            "train_mean": standardiser.mean, "data_source": data_source(manifest),
-            "scans": {"train": len(train_records), "val": len(val_records), "skipped": len(skipped)},
+            "kind": "pretraining", "best": finite(state.best), "last": finite(state.history[-1]),
+            "train_mean": scans.standardiser.mean, "data_source": data_source(plan.manifest),
+            "scans": {"train": len(scans.train), "val": len(scans.val), "skipped": len(scans.skipped)},
         })  # fmt: skip
-    return PretrainResult(run_dir, best=best, last=history[-1], history=history)
+    return PretrainResult(plan.run_dir, best=state.best, last=state.history[-1], history=state.history)
 
 
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -371,25 +389,3 @@ def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if device.type != "cuda" or not amp:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _progress(*, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=not enabled,
-    )  # fmt: skip
-
-
-def _report(progress: Progress, row: dict[str, float], epochs: int) -> None:
-    if "val_mae" in row:
-        quality = (
-            f"val MAE {row['val_mae']:.3f} RMSE {row['val_rmse']:.3f} r {row['val_r']:.3f} | "
-            f"predict-the-mean MAE {row['baseline_mae']:.3f}"
-        )
-    else:  # self-supervised: the objective on fixed val views
-        quality = "val " + ", ".join(
-            f"{k.removeprefix('val_')} {v:.4f}" for k, v in row.items() if k[:4] == "val_"
-        )
-    text = f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} | {quality}"
-    progress.console.print(text, markup=False, soft_wrap=True)
-    log.info(text)

@@ -61,7 +61,7 @@ def record_extension(
         "next_lr_old_schedule": schedule(step, stored_epochs * steps_per_epoch, optim.lr),
         "next_lr_new_schedule": schedule(step, optim.epochs * steps_per_epoch, optim.lr),
     }
-    previous = json.loads(run.file("run.json").read_text(encoding="utf-8")).get("extensions", [])
+    previous = json.loads(run.layout.record.read_text(encoding="utf-8")).get("extensions", [])
     run.record(extensions=[*previous, record])
     write_run_config(run.path, config)
     log.info(

@@ -1,8 +1,5 @@
 """The phantom lung-ultrasound cohort: B-mode-like mp4 clips with one S/F ratio per patient-visit.
 
-One module because the generative model is one document: the latent table, the nuisance, the lesion layout
-and the renderer are read together with the parameter table of docs/phantom.md.
-
 The generative model (docs/phantom.md has the full parameter table) mirrors the paper's LUS data
 (Section 2.1, Table 1): 160/44/17 train/val/test patients, about 701/194/106 clips, several lung zones per
 visit, and sequential days only for test patients. Its point is the paper's premise: patient-level
