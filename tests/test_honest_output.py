@@ -15,7 +15,7 @@ from learner.evaluation.baselines import chance_row, majority_row
 from learner.evaluation.metrics import PairedDifference
 from learner.experiments.prose import class_mix, comparison_verdict, majority_statement, small_sample_warnings
 from learner.experiments.results import Cell, DatasetSummary, GridKey, MeanStd, Results, SummaryRow
-from learner.experiments.tables import interval, mean_std, render_table3
+from learner.experiments.tables import format_mean_std, interval, render_table3
 from learner.report import write_report
 
 COUNTS = {"deteriorated": 5, "stable": 42, "improved": 10}  # the demo's 57 test pairs
@@ -48,9 +48,9 @@ def test_chance_row_is_the_f1_of_the_expected_confusion_matrix() -> None:
 
 
 def test_degenerate_spreads_and_intervals_read_n_a() -> None:
-    assert mean_std(MeanStd(0.6364, 0.0), 1) == "63.64 ± n/a"  # one seed
-    assert mean_std(MeanStd(0.6364, 0.0), 3) == "63.64 ± n/a"  # zero variance
-    assert mean_std(MeanStd(0.6364, 0.013), 3) == "63.64 ± 1.30"
+    assert format_mean_std(MeanStd(0.6364, 0.0), 1) == "63.64 ± n/a"  # one seed
+    assert format_mean_std(MeanStd(0.6364, 0.0), 3) == "63.64 ± n/a"  # zero variance
+    assert format_mean_std(MeanStd(0.6364, 0.013), 3) == "63.64 ± 1.30"
     assert interval(0.5, 0.5) == "n/a"  # one patient
     assert interval(0.25, 0.75) == "[25.00, 75.00]"
 
@@ -174,8 +174,8 @@ def test_classification_report_warns_and_has_reference_rows(tmp_path: Path) -> N
 
 def test_equal_values_over_seeds_print_n_a_despite_float_noise() -> None:
     from learner.experiments.results import MeanStd
-    from learner.experiments.tables import mean_std
+    from learner.experiments.tables import format_mean_std
 
     values = [142 / 167] * 3  # the demo's always-"stable" accuracy: its std came out ~1e-16, "± 0.00"
-    assert mean_std(MeanStd.over(values), 3) == "85.03 ± n/a"
-    assert mean_std(MeanStd.over([0.5, 0.52, 0.51]), 3) == "51.00 ± 1.00"
+    assert format_mean_std(MeanStd.over(values), 3) == "85.03 ± n/a"
+    assert format_mean_std(MeanStd.over([0.5, 0.52, 0.51]), 3) == "51.00 ± 1.00"

@@ -159,6 +159,24 @@ def test_report_of_a_classification_run(tmp_path: Path) -> None:
     assert text.index("| train | 5 | 1 | 4 | 10 |") < text.index(
         "| test | 2 | 2 | 2 | 6 |"
     )  # train, val, test order
+    assert "Δ predicted score" not in text  # a run written before the regressor's own answer was recorded
+
+
+def test_classification_report_shows_the_regressors_own_answer(tmp_path: Path) -> None:
+    run = _classification_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    ci = {"accuracy": [0.5, 1.0], "macro_f1": [0.3, 0.9]}
+    delta = {"accuracy": 2 / 3, "macro_f1": 0.6, "weighted_f1": 0.62, "ci": ci}
+    metrics["delta_score"] = metrics["test"] | delta
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = write_report(run).read_text()
+    lines = text.splitlines()
+    classifier = lines.index("| classifier | 50.00 [25.00, 75.00] | 50.00 [20.00, 70.00] | 50.00 | 6 | 2 |")
+    assert (
+        lines[classifier + 1]
+        == "| *Δ predicted score* | 66.67 [50.00, 100.00] | 60.00 [30.00, 90.00] | 62.00 | 6 | 2 |"
+    )
+    assert "a pair classifier on that encoder should beat it" in text
 
 
 def test_report_of_something_else_is_refused(tmp_path: Path) -> None:

@@ -76,6 +76,19 @@ def test_classification_run(
     assert 0.0 <= low <= high <= 1.0
     assert metrics["test"]["n_patients"] == test["first_patient_id"].nunique()
 
+    # the regressor's own answer: its predicted S/F of both scans, through the paper's four S/F bins by hand
+    score = dict(zip(result.embeddings.scan_ids, result.embeddings.scores.astype(float), strict=True))
+    bins = [180.0, 275.0, 430.0]  # ≤ 180, 180-275, 275-430, > 430 (Section 2.1); higher is better
+    moved = [
+        np.sign(np.searchsorted(bins, score[b]) - np.searchsorted(bins, score[a]))
+        for a, b in zip(test["first_scan_id"], test["second_scan_id"], strict=True)
+    ]
+    answer = np.asarray(moved, dtype=np.int64) + 1  # 0 deteriorated, 1 stable, 2 improved
+    delta = metrics["delta_score"]
+    assert delta["accuracy"] == pytest.approx(accuracy_score(test["label"], answer))
+    assert delta["macro_f1"] == pytest.approx(f1_score(test["label"], answer, average="macro"))
+    assert delta["n"] == len(test)
+
 
 def test_refuses_a_non_empty_out_dir(
     tmp_path: Path,

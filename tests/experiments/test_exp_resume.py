@@ -144,7 +144,9 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         metrics = json.loads((folder / "metrics.json").read_text())
         assert (metrics["combine"], metrics["head"]) == (cell["combine"], cell["classifier"])
         assert cell["accuracy"] == metrics["test"]["accuracy"]
-    assert (tmp_path / "t4" / "table4.md").read_text().count("| tsm_resnet18 |") == 4
+    table4 = (tmp_path / "t4" / "table4.md").read_text()
+    assert table4.count("| tsm_resnet18 |") == 5  # 4 classifier variants and the regressor's own answer
+    assert table4.count("| *Δ predicted score* |") == 2  # one per encoder (backbone × loss), not per variant
     # the report reads each variant's own classification stage (it once looked for <cell>/classifier, which
     # an ablation never writes, and silently dropped the small-sample warnings)
     test = json.loads((folder / "metrics.json").read_text())["test"]

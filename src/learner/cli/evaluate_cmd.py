@@ -171,7 +171,7 @@ def classify_command(
     flags = {"classifier.combine": combine, "classifier.head": head}
     cfg = config_from_options(config, sets, **flags) if config else run_config_with(encoder_run, sets, flags)
     if dry_run:
-        from learner.experiments.plan import plan_classify
+        from learner.experiments.dry_run import plan_classify
 
         typer.echo(plan_classify(encoder_run, _load_manifest(manifest, cfg), cfg).render())
         return

@@ -157,9 +157,9 @@ def _run_and_report(
     dry_run: str | None = None,
 ) -> None:
     """Run an experiment grid, print its table, write and name its report, print the per-stage times; with
-    ``dry_run`` (the experiment's kind) only print its plan (:mod:`learner.experiments.plan`)."""
+    ``dry_run`` (the experiment's kind) only print its plan (:mod:`learner.experiments.dry_run`)."""
     if dry_run is not None:
-        from learner.experiments.plan import plan_experiment
+        from learner.experiments.dry_run import plan_experiment
 
         typer.echo(plan_experiment(dry_run, experiment, out if resume else None).render())
         return

@@ -102,7 +102,7 @@ def pretrain_command(
         "--seed": ("seed", seed),
     }
     if dry_run and resume is None:
-        from learner.experiments.plan import plan_pretrain
+        from learner.experiments.dry_run import plan_pretrain
 
         cfg = config_from_options(config, sets, **dict(flags.values()))
         if device is not None:
@@ -133,7 +133,7 @@ def pretrain_command(
     if given_runtime:
         cfg = apply_overrides(cfg, given_runtime)  # a resumed run may change runtime
     if dry_run:  # a resumed or extended run: what the rest of it would do
-        from learner.experiments.plan import plan_pretrain
+        from learner.experiments.dry_run import plan_pretrain
 
         typer.echo(plan_pretrain(cfg).render())
         return

@@ -58,7 +58,6 @@ MAGIC = b"\x93LEARNER-SCAN\n"
 _LENGTH_BYTES = 4
 _ALIGN = 64  # the pixels start on a 64-byte boundary (memory-mapped reads stay aligned)
 _MAX_HEADER = 4096
-_OLD_SUFFIXES = (".npy",)  # entries of earlier learner versions: removed when their entry is rebuilt
 
 Outcome = Literal["built", "reused", "rebuilt"]
 """What :meth:`ScanCache.ensure` did: decoded a missing entry, reused a sound one, rebuilt a corrupt one."""
@@ -138,10 +137,9 @@ class ScanCache:
         self.decode_count += 1
         self.rebuilt_count += outcome == "rebuilt"
         stem = entry.path.name.rsplit("-", 1)[0]
-        for suffix in (SUFFIX, *_OLD_SUFFIXES):
-            for stale in self.root.glob(f"{stem}-*{suffix}"):
-                if stale != entry.path:
-                    stale.unlink(missing_ok=True)
+        for stale in self.root.glob(f"{stem}-*{SUFFIX}"):
+            if stale != entry.path:
+                stale.unlink(missing_ok=True)
         try:
             return entry, self._read(entry), outcome
         except (CorruptEntryError, FileNotFoundError) as exc:  # the file just written does not read back

@@ -192,6 +192,7 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
         "clips_per_scan": config.classifier.clips_per_scan,
         "seed": config.seed,
         "test": _test_metrics(pairs["test"], predictions["predicted"].to_numpy(), config),
+        "delta_score": _test_metrics(pairs["test"], regressor_answer(pairs["test"], table, config), config),
         "val": classification_metrics(labels["val"], fitted.predict(features["val"])),
         "best_epoch": fitted.best_epoch,
         "pair_counts": {split: pair_class_counts(p) for split, p in pairs.items()},
@@ -204,6 +205,19 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
     for warning in small_sample_warnings(test["n_patients"], metrics["pair_counts"]["test"]):
         log.warning("%s: %s", run.path, warning)
     return ClassificationResult(run.path, metrics, predictions, fitted, table)
+
+
+def regressor_answer(pairs: pd.DataFrame, table: EmbeddingTable, config: Config) -> np.ndarray:
+    """The pretrained regressor's own answer for each pair, (P,) class indices: the scale's change rule
+    (the one that labels the pairs) applied to the head's predicted scores of the two scans, earlier first.
+
+    It needs no classifier and sees what the encoder learned about the score directly, so it is the answer
+    a pair classifier on the same encoder has to beat (the "Δ predicted score" rows of the tables).
+    """
+    predicted = dict(zip(table.scan_ids, table.scores.astype(np.float64), strict=True))
+    earlier = pairs["first_scan_id"].map(predicted).to_numpy(dtype=np.float64)
+    later = pairs["second_scan_id"].map(predicted).to_numpy(dtype=np.float64)
+    return scale_from_config(config.data).change_labels(earlier, later)
 
 
 def _without_skipped(

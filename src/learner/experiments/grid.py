@@ -68,11 +68,6 @@ def collect_device(config: Config) -> str:
     return str(resolve_device(requested))
 
 
-def mean_std(values: Sequence[float]) -> MeanStd:
-    """Mean and sample std (ddof 1; 0 for one value) of a number over seeds (:meth:`MeanStd.over`)."""
-    return MeanStd.over(values)
-
-
 def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
     """Mean, sample std (ddof 1; 0 for one seed) and n of every metric over the cells sharing a grid key."""
     groups: dict[GridKey, list[Cell]] = defaultdict(list)
@@ -80,8 +75,14 @@ def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
         groups[cell.key].append(cell)
     rows = []
     for key, members in groups.items():
-        stats = {name: mean_std([m.metric(name) for m in members]) for name in METRICS}
-        rows.append(SummaryRow(key=key, n_seeds=len(members), stats=stats))
+        stats = {name: MeanStd.over([m.metric(name) for m in members]) for name in METRICS}
+        answers = [m.delta_score for m in members if m.delta_score is not None]
+        delta = (
+            {name: MeanStd.over([getattr(a, name) for a in answers]) for name in METRICS}
+            if len(answers) == len(members)
+            else None
+        )
+        rows.append(SummaryRow(key=key, n_seeds=len(members), stats=stats, delta_score=delta))
     return rows
 
 

@@ -69,6 +69,29 @@ class GridKey:
 
 
 @dataclass(frozen=True)
+class PairAnswer:
+    """The test metrics (fractions) of one answer to a cell's test pairs, with 95% patient-bootstrap
+    intervals: here the pretrained regressor's own answer (the "Δ predicted score" rows,
+    :func:`learner.experiments.classify.regressor_answer`), which the cell's pair classifier has to beat."""
+
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    ci: dict[str, tuple[float, float]]
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> PairAnswer:
+        """From a classification's test metrics (``metrics.json``) or a ``results.json`` entry."""
+        ci = {name: (json_number(low), json_number(high)) for name, (low, high) in row["ci"].items()}
+        return cls(**{name: float(row[name]) for name in METRICS}, ci=ci)
+
+    def to_json(self) -> dict[str, Any]:
+        """A cell's ``delta_score`` entry of ``results.json``."""
+        ci = {name: list(bounds) for name, bounds in self.ci.items()}
+        return {**{name: getattr(self, name) for name in METRICS}, "ci": ci}
+
+
+@dataclass(frozen=True)
 class Cell:
     """One finished cell (one seed of one grid key): its test metrics with 95% patient-bootstrap intervals
     (``ci``: metric → (low, high)), its encoder's val-split regression quality (pretraining's
@@ -92,6 +115,7 @@ class Cell:
     pretrain_seconds: float | None = None
     pretrain_resumed: bool = False
     encoder_dir: str | None = None
+    delta_score: PairAnswer | None = None
 
     @property
     def classification_folder(self) -> Path:
@@ -130,14 +154,18 @@ class Cell:
             "pretrain_seconds": self.pretrain_seconds,
             "pretrain_resumed": self.pretrain_resumed,
         }
+        if self.delta_score is not None:
+            row["delta_score"] = self.delta_score.to_json()
         return row if self.encoder_dir is None else row | {"encoder_dir": self.encoder_dir}
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Cell:
         """A cell from its ``results.json`` row."""
-        plain = {f.name: row[f.name] for f in fields(cls) if f.name not in ("key", "ci") and f.name in row}
+        typed = ("key", "ci", "delta_score")
+        plain = {f.name: row[f.name] for f in fields(cls) if f.name not in typed and f.name in row}
         ci = {name: (json_number(low), json_number(high)) for name, (low, high) in row["ci"].items()}
-        return cls(key=GridKey.from_json(row), ci=ci, **plain)
+        delta = PairAnswer.from_json(row["delta_score"]) if "delta_score" in row else None
+        return cls(key=GridKey.from_json(row), ci=ci, delta_score=delta, **plain)
 
 
 @dataclass(frozen=True)
@@ -153,6 +181,11 @@ class MeanStd:
         array = np.asarray(values, dtype=np.float64)
         return cls(mean=float(array.mean()), std=float(array.std(ddof=1)) if len(array) > 1 else 0.0)
 
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> MeanStd:
+        """Read back :func:`dataclasses.asdict` of a mean ± std (``null`` → NaN)."""
+        return cls(json_number(value["mean"]), json_number(value["std"]))
+
 
 @dataclass(frozen=True)
 class SummaryRow:
@@ -161,18 +194,25 @@ class SummaryRow:
     key: GridKey
     n_seeds: int
     stats: dict[str, MeanStd]
+    delta_score: dict[str, MeanStd] | None = None
+    """The same metrics of the regressor's own answer (:class:`PairAnswer`), when every seed has one."""
 
     def to_json(self) -> dict[str, Any]:
         """A ``summary`` row of ``results.json``."""
-        return {**self.key.to_json(), "n_seeds": self.n_seeds} | {
+        row = {**self.key.to_json(), "n_seeds": self.n_seeds} | {
             name: asdict(value) for name, value in self.stats.items()
         }
+        if self.delta_score is not None:
+            row["delta_score"] = {name: asdict(value) for name, value in self.delta_score.items()}
+        return row
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> SummaryRow:
         """A summary row from ``results.json``."""
-        stats = {name: _mean_std(row[name]) for name in METRICS}
-        return cls(key=GridKey.from_json(row), n_seeds=row["n_seeds"], stats=stats)
+        stats = {name: MeanStd.from_json(row[name]) for name in METRICS}
+        delta = row.get("delta_score")
+        delta_stats = None if delta is None else {name: MeanStd.from_json(delta[name]) for name in METRICS}
+        return cls(key=GridKey.from_json(row), n_seeds=row["n_seeds"], stats=stats, delta_score=delta_stats)
 
 
 @dataclass(frozen=True)
@@ -305,19 +345,15 @@ class SweepRow:
             key=GridKey.from_json(row),
             n_seeds=row["n_seeds"],
             ci_seed=row["ci_seed"],
-            rho={target: _mean_std(v) for target, v in row["rho"].items()},
+            rho={target: MeanStd.from_json(v) for target, v in row["rho"].items()},
             rho_ci={t: (json_number(low), json_number(high)) for t, (low, high) in row["rho_ci"].items()},
-            macro_f1=_mean_std(row["macro_f1"]),
-            val_mae=_mean_std(row["val_mae"]),
-            baseline_mae=_mean_std(row["baseline_mae"]),
-            pretrain_seconds=None if seconds is None else _mean_std(seconds),
+            macro_f1=MeanStd.from_json(row["macro_f1"]),
+            val_mae=MeanStd.from_json(row["val_mae"]),
+            baseline_mae=MeanStd.from_json(row["baseline_mae"]),
+            pretrain_seconds=None if seconds is None else MeanStd.from_json(seconds),
             resumed=row["resumed"],
             encoders_of=row.get("encoders_of"),
         )
-
-
-def _mean_std(value: Mapping[str, Any]) -> MeanStd:
-    return MeanStd(json_number(value["mean"]), json_number(value["std"]))
 
 
 @dataclass(frozen=True)

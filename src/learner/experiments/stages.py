@@ -26,7 +26,7 @@ from learner.config import Config, DatasetSpec, apply_overrides
 from learner.data.manifest import Manifest
 from learner.errors import RunDirError
 from learner.experiments.classify import run_classification
-from learner.experiments.results import METRICS, Cell, GridKey, json_number
+from learner.experiments.results import METRICS, Cell, GridKey, PairAnswer, json_number
 from learner.runs import RunLayout
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint
@@ -172,6 +172,9 @@ def cell_result(
         encoder_fingerprint=encoder.fingerprint,
         pretrain_seconds=encoder.seconds,
         pretrain_resumed=encoder.resumed,
+        delta_score=PairAnswer.from_json(classified.metrics["delta_score"])
+        if "delta_score" in classified.metrics
+        else None,
     )
 
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from learner.evaluation.baselines import REFERENCES, reference_rows
-from learner.experiments.results import Cell, MeanStd, Results
+from learner.experiments.results import Cell, MeanStd, Results, SummaryRow
 
 F1_NOTE = (
     "F1 is **macro-F1**, the unweighted mean of the per-class F1 of deteriorated, stable and improved (the "
@@ -34,7 +34,7 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
 
 
-def mean_std(stats: MeanStd, n: int) -> str:
+def format_mean_std(stats: MeanStd, n: int) -> str:
     """Mean and std over ``n`` seeds of a fraction → ``"72.46 ± 1.30"`` (percent); the spread is 'n/a'
     when it is degenerate (one seed, or zero variance), never a misleading ``± 0.00``."""
     spread = "n/a" if n < 2 or stats.std < 1e-12 else percent(stats.std)  # float noise of equal values
@@ -89,7 +89,7 @@ def reference_cells(counts_by_seed: dict[int, dict[str, int]]) -> dict[str, tupl
         if name == "majority":
             label += f" ({answers[0].removeprefix('always ')})" if len(answers) == 1 else " (per seed)"
         values = [
-            mean_std(MeanStd.over([getattr(rows[name], metric) for rows in per_seed]), n)
+            format_mean_std(MeanStd.over([getattr(rows[name], metric) for rows in per_seed]), n)
             for metric in ("accuracy", "macro_f1")
         ]
         out[name] = (f"*{label}*", values)
@@ -113,9 +113,17 @@ def render_table3(results: Results) -> str:
         cells = [loss_label(loss)]
         for dataset in datasets:
             row = summary.get((dataset, loss))
-            stats = [mean_std(row.stats[m], row.n_seeds) for m in ("accuracy", "macro_f1")] if row else []
+            stats = (
+                [format_mean_std(row.stats[m], row.n_seeds) for m in ("accuracy", "macro_f1")] if row else []
+            )
             cells += stats or ["—", "—"]
         rows.append(cells)
+    delta_rows = 0
+    for loss in results.losses:  # each encoder's regressor answering by itself, when the cells have it
+        answers = [summary.get((dataset, loss)) for dataset in datasets]
+        if all(row is not None and row.delta_score is not None for row in answers):
+            rows.append([f"*{DELTA_LABEL}, {loss_label(loss)}*", *_delta_cells(answers)])
+            delta_rows += 1
     references = {d: reference_cells(test_counts_by_seed(results.cells, d)) for d in datasets}
     for name in REFERENCES if all(references.values()) else ():
         labels = {references[d][name][0] for d in datasets}
@@ -125,14 +133,32 @@ def render_table3(results: Results) -> str:
     caption = (
         "Health-change classification on the test intra-patient pairs: accuracy and F1 in %, mean ± std "
         "over "
-        f"{seeds} seed{'s' if seeds != 1 else ''}. {F1_NOTE}\n"
+        f"{seeds} seed{'s' if seeds != 1 else ''}. {F1_NOTE}{f' {DELTA_NOTE}' if delta_rows else ''}\n"
     )
     return markdown_table(header, rows) + "\n" + caption
 
 
+DELTA_LABEL = "Δ predicted score"
+DELTA_NOTE = (
+    f"*{DELTA_LABEL}* rows: the pretrained encoder's regression head answers by itself, its predicted scores "
+    "of the two scans labelled by the scale's change rule (no pair classifier); a pair classifier on that "
+    "encoder should beat it."
+)
+
+
+def _delta_cells(rows: Sequence[SummaryRow | None]) -> list[str]:
+    """Accuracy and F1 cells of the regressor's own answer of each summary row (mean ± std, %)."""
+    cells = []
+    for row in rows:
+        assert row is not None
+        assert row.delta_score is not None
+        cells += [format_mean_std(row.delta_score[m], row.n_seeds) for m in ("accuracy", "macro_f1")]
+    return cells
+
+
 def render_ablation(results: Results) -> str:
     """Table 4's layout: Backbone | Combine | Loss | Classifier | Accuracy | F1 (macro), mean ± std (%)."""
-    parts = []
+    parts, delta_rows = [], 0
     for dataset in results.datasets:
         rows = [
             [
@@ -140,18 +166,28 @@ def render_ablation(results: Results) -> str:
                 row.key.combine,
                 loss_label(row.key.loss),
                 row.key.classifier,
-                mean_std(row.stats["accuracy"], row.n_seeds),
-                mean_std(row.stats["macro_f1"], row.n_seeds),
+                format_mean_std(row.stats["accuracy"], row.n_seeds),
+                format_mean_std(row.stats["macro_f1"], row.n_seeds),
             ]
             for row in results.summary
             if row.key.dataset == dataset.name
         ]
+        encoders: dict[tuple[str | None, str], SummaryRow] = {}  # every variant of an encoder: one answer
+        for row in results.summary:
+            if row.key.dataset == dataset.name and row.delta_score is not None:
+                encoders.setdefault((row.key.backbone, row.key.loss), row)
+        rows += [
+            [backbone, "", loss_label(loss), f"*{DELTA_LABEL}*", *_delta_cells([row])]
+            for (backbone, loss), row in encoders.items()
+        ]
+        delta_rows += len(encoders)
         references = reference_cells(test_counts_by_seed(results.cells, dataset.name))
         rows += [[label, "", "", "", *values] for label, values in references.values()]
         header = ["Backbone", "Combine", "Loss", "Classifier", "Accuracy", "F1"]
         parts.append(f"**{dataset.name}**\n\n" + markdown_table(header, rows))
     seeds = len(results.seeds)
-    return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {F1_NOTE}\n"
+    note = f"{F1_NOTE} {DELTA_NOTE}" if delta_rows else F1_NOTE
+    return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {note}\n"
 
 
 SWEEP_TARGETS: dict[str, str] = {"latent": r"ρ vs \|Δ latent\|", "score": r"ρ vs \|Δ score\|"}
@@ -184,7 +220,7 @@ def render_sweep(results: Results) -> str:
                     row.key.setting,
                     loss_label(row.key.loss),
                     *rhos,
-                    mean_std(row.macro_f1, row.n_seeds),
+                    format_mean_std(row.macro_f1, row.n_seeds),
                     f"{row.val_mae.mean:.3f}",
                     f"{row.baseline_mae.mean:.3f}",
                     percent(row.mae_reduction),

@@ -13,7 +13,15 @@ from typing import Any
 from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import reference_rows
 from learner.experiments.prose import class_mix, majority_statement, small_sample_warnings
-from learner.experiments.tables import F1_NOTE, interval, markdown_table, percent, reference_label
+from learner.experiments.tables import (
+    DELTA_LABEL,
+    DELTA_NOTE,
+    F1_NOTE,
+    interval,
+    markdown_table,
+    percent,
+    reference_label,
+)
 from learner.report.sections import Source, pair_balance_section, regression_section, warning_section
 from learner.runs import RunLayout
 
@@ -23,17 +31,23 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
     test = metrics["test"]
     test_counts = metrics["pair_counts"]["test"]
     references = reference_rows(test_counts)
+    answers = {"classifier": test}
+    if "delta_score" in metrics:  # the encoder's regression head answering by itself
+        answers[f"*{DELTA_LABEL}*"] = metrics["delta_score"]
     summary = markdown_table(
         ["", "Accuracy (95% CI)", "macro-F1 (95% CI)", "weighted-F1", "test pairs", "patients"],
         [
-            [
-                "classifier",
-                f"{percent(test['accuracy'])} {interval(*test['ci']['accuracy'])}",
-                f"{percent(test['macro_f1'])} {interval(*test['ci']['macro_f1'])}",
-                percent(test["weighted_f1"]),
-                test["n"],
-                test["n_patients"],
-            ],
+            *(
+                [
+                    name,
+                    f"{percent(answer['accuracy'])} {interval(*answer['ci']['accuracy'])}",
+                    f"{percent(answer['macro_f1'])} {interval(*answer['ci']['macro_f1'])}",
+                    percent(answer["weighted_f1"]),
+                    answer["n"],
+                    answer["n_patients"],
+                ]
+                for name, answer in answers.items()
+            ),
             *(
                 [f"*{reference_label(name, row.answer)}*", percent(row.accuracy), percent(row.macro_f1)]
                 for name, row in references.items()
@@ -43,6 +57,8 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
     reading = f"{class_mix(test_counts)}. " + majority_statement(
         {"the classifier": (test["accuracy"], test["macro_f1"])}, references["majority"]
     )
+    if "delta_score" in metrics:
+        reading += f" {DELTA_NOTE}"
     per_class = markdown_table(
         ["class", "precision", "recall", "F1", "support"],
         [

@@ -86,6 +86,9 @@ def distributed(device_type: str) -> Iterator[DistInfo]:
     group destroyed from such an owner joins its worker threads while holding the GIL, which deadlocks when
     a worker still needs the GIL to free a finished collective's tensors (pytorch/pytorch#56297). On an
     exception the traceback would keep the block's locals (the model) alive, so its frames are cleared first.
+    A block that ends normally waits at a barrier first, so that no rank closes its connections while
+    another still uses them (a rank aborted with "terminate called without an active exception" when its
+    peer tore the group down first).
     """
     created = dist.is_available() and not dist.is_initialized()
     info = init_distributed(device_type)
@@ -94,6 +97,9 @@ def distributed(device_type: str) -> Iterator[DistInfo]:
     except BaseException as exc:
         traceback.clear_frames(exc.__traceback__)
         raise
+    else:
+        if created and info.world_size > 1:
+            dist.barrier()
     finally:
         if created and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

@@ -12,7 +12,7 @@ import pytest
 from learner.config import DatasetSpec
 from learner.data.manifest import load_manifest
 from learner.data.scales import CLASS_NAMES, get_scale
-from learner.experiments.plan import DECODE_SECONDS_PER_SCAN, TSM_SECONDS_PER_FRAME_PIXEL
+from learner.experiments.dry_run import DECODE_SECONDS_PER_SCAN, TSM_SECONDS_PER_FRAME_PIXEL
 from learner.experiments.results import ExperimentResult
 
 TINY = [

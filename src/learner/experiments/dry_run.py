@@ -126,7 +126,7 @@ class Plan:
                 "Data:",
                 *(d.render() for d in self.data),
                 "",
-                "Time estimate (rough, 2 CPU cores; see learner.experiments.plan): "
+                "Time estimate (rough, 2 CPU cores; see learner.experiments.dry_run): "
                 f"≈ {_duration(self.seconds)}, of which decoding {self.scans_to_decode} scans once ≈ "
                 f"{_duration(self.scans_to_decode * DECODE_SECONDS_PER_SCAN)} (first run only). "
                 "Calibrated at load average ≤ 3; a machine busy with other jobs can take 10× longer or "
