@@ -6,7 +6,8 @@ Usage::
     python benchmarks/loader_throughput.py --manifest M.csv --scale sf --workers 4
     python benchmarks/loader_throughput.py --config demo        # the demo's data settings, vs the model
     python benchmarks/loader_throughput.py --config small-cohort --manifest runs/pocus/manifest.csv \
-        --set data.scale=custom --set data.custom_scale.high=3 --set data.custom_scale.threshold=1
+        --set data.scale=custom --set data.custom_scale.high=3 --set data.custom_scale.threshold=1 \
+        --set data.custom_scale.higher_is_better=false
 
 The cache always starts cold (a fresh temporary folder unless ``--cache-dir``), so the first pass measures
 decoding. The cached pass then reads the memory-mapped arrays through ``ScanDataset`` + ``make_loader``

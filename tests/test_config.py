@@ -124,9 +124,30 @@ def test_yaml_round_trip_and_apply_overrides(tmp_path: Path) -> None:
 def test_custom_scale_needs_exactly_one_rule() -> None:
     with pytest.raises(ConfigError, match="exactly one"):
         load_config(None, ["data.custom_scale={low: 0, high: 10}"])
-    cfg = load_config(None, ["data.scale=custom", "data.custom_scale={low: 0, high: 10, threshold: 1}"])
+    scale = "data.custom_scale={low: 0, high: 10, threshold: 1, higher_is_better: true}"
+    cfg = load_config(None, ["data.scale=custom", scale])
     assert cfg.data.custom_scale is not None
     assert cfg.data.custom_scale.threshold == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.custom_scale={low: 0, high: 3, threshold: 1}"],  # the README's old small-cohort example
+        ["data.custom_scale.low=0", "data.custom_scale.high=3", "data.custom_scale.threshold=1"],
+    ],
+)
+def test_a_custom_scale_must_state_its_direction(overrides: list[str]) -> None:
+    """A severity scale (higher is worse) taken as higher-is-better swaps improved and deteriorated without a
+    word, so the direction is never defaulted."""
+    with pytest.raises(
+        ConfigError, match=r"data\.custom_scale.*set 'higher_is_better'.*never guessed"
+    ) as error:
+        load_config(None, ["data.scale=custom", *overrides])
+    assert "\n" not in str(error.value)
+    stated = load_config(None, ["data.scale=custom", *overrides, "data.custom_scale.higher_is_better=false"])
+    assert stated.data.custom_scale is not None
+    assert stated.data.custom_scale.higher_is_better is False
 
 
 def test_custom_scale_from_config_carries_every_field() -> None:

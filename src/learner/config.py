@@ -125,8 +125,10 @@ class ScaleConfig(_Section):
 
     low: float = Field(default=0.0, description="the lowest score the scale allows")
     high: float = Field(default=1.0, description="the highest score the scale allows")
-    higher_is_better: bool = Field(
-        default=True, description="a rising score is an improvement (false: a falling one is)"
+    higher_is_better: bool | None = Field(
+        default=None,
+        description="required: true when a rising score is an improvement (S/F, MMSE), false when it is a "
+        "worsening (a severity score); never guessed, since a wrong guess swaps improved and deteriorated",
     )
     bins: list[float] | None = Field(
         default=None, description="ascending bin edges; a value equal to an edge belongs to the lower bin"
@@ -140,6 +142,11 @@ class ScaleConfig(_Section):
             raise ValueError(f"set exactly one of 'bins' or 'threshold', e.g. {CUSTOM_SCALE_EXAMPLE}")
         if self.high <= self.low:
             raise ValueError(f"'high' must be greater than 'low', e.g. {CUSTOM_SCALE_EXAMPLE}")
+        if self.higher_is_better is None:
+            raise ValueError(
+                "set 'higher_is_better': true when a rising score is an improvement, false when it is a "
+                f"worsening (a severity score); it is never guessed. E.g. {CUSTOM_SCALE_EXAMPLE}"
+            )
         return self
 
 

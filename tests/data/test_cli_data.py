@@ -71,6 +71,31 @@ def test_check_clean_manifest(tmp_path: Path, cli: Callable[[list[str]], tuple[i
     assert "warning" not in out
 
 
+def test_check_warns_when_the_scores_do_not_fill_the_scale(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """A 0–3 severity score checked without --scale (the sf default) is valid S/F, but every pair would be
+    'stable': the check says so in one line per sign, and names the registered scales that fit better."""
+    path = _cohort(tmp_path)
+    frame = pd.read_csv(path, dtype=str)
+    frame["score"] = [str(i % 4) for i in range(len(frame))]
+    frame.to_csv(path, index=False)
+    code, out, _ = cli(["data", "check", str(path)])
+    assert code == 0
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    hint = "; is the scale right? (check --scale or data.scale, or use a custom scale)"
+    assert warnings == [
+        "warning: the scores (0–3) span 1% of the sf range [0, 500]: most pairs will look stable" + hint,
+        "warning: every score sits in the lowest tenth of the sf range" + hint,
+    ]
+    frame["score"] = [str(20 + i % 11) for i in range(len(frame))]  # MMSE-like, read as S/F
+    frame.to_csv(path, index=False)
+    _, out, _ = cli(["data", "check", str(path)])
+    assert "the scores fit mmse, mmse_binned better" in out
+    _, out, _ = cli(["data", "check", str(path), "--scale", "mmse"])
+    assert "warning: the scores" not in out
+
+
 def test_check_without_split_column_shows_the_split_it_would_make(
     tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

@@ -61,6 +61,8 @@ def check(
     score_scale = scale_from_config(cfg.data)
     loaded = _load_or_list_problems(manifest, score_scale, cfg.runtime.data_root)
     console = Console()
+    for warning in score_scale.fit_warnings([record.score for record in loaded.records]):
+        typer.echo(f"warning: {warning}")
     clean = f"{manifest}: no problems found ({len(loaded.records)} scans, scale {score_scale.name})."
     try:
         splits, from_file = resolve_splits(loaded, cfg.data.split, cfg.seed)

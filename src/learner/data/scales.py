@@ -49,6 +49,10 @@ class ChangeLabel(IntEnum):
 CLASS_NAMES: tuple[str, ...] = tuple(label.display for label in ChangeLabel)
 
 
+NARROW_SPAN = 0.1
+"""Scores spanning less than this fraction of their scale's range are flagged (``fit_warnings``)."""
+
+
 @dataclass(frozen=True)
 class ScoreScale:
     """A health score's range, direction and change rule (exactly one of ``bins`` / ``threshold``)."""
@@ -79,6 +83,34 @@ class ScoreScale:
         if self.integer and score != round(score):
             return f"score {score:g} is not an integer ({self.name} scores are whole numbers)"
         return None
+
+    def fit_warnings(self, scores: npt.ArrayLike) -> list[str]:
+        """One line per sign that valid ``scores`` were read on the wrong scale: they span under
+        :data:`NARROW_SPAN` of its range, or all sit in its lowest or highest tenth. Each line ends with the
+        registered scales on which the scores would span at least twice that. Empty when they fit.
+        """
+        values = np.asarray(scores, dtype=float)
+        if values.size < 2:
+            return []
+        low, high, width = float(values.min()), float(values.max()), self.high - self.low
+        span = (high - low) / width
+        signs = []
+        if span < NARROW_SPAN:
+            signs.append(f"the scores ({low:g}–{high:g}) span {span:.0%} of the {self.name} range "
+                         f"[{self.low:g}, {self.high:g}]: most pairs will look stable")  # fmt: skip
+        if high <= self.low + width / 10 or low >= self.high - width / 10:
+            end = "lowest" if high <= self.low + width / 10 else "highest"
+            signs.append(f"every score sits in the {end} tenth of the {self.name} range")
+        better = [
+            name
+            for name in available_scales()
+            if name != self.name
+            and (other := get_scale(name)).low <= low
+            and high <= other.high
+            and (high - low) / (other.high - other.low) >= 2 * NARROW_SPAN  # comfortably not narrow there
+        ]
+        hint = f"the scores fit {', '.join(better)} better" if better else "check --scale or data.scale"
+        return [f"{sign}; is the scale right? ({hint}, or use a custom scale)" for sign in signs]
 
     def bin_of(self, scores: np.ndarray | float) -> np.ndarray:
         """Bin index of each score, 0 for the lowest bin (requires a binned scale)."""
@@ -172,7 +204,7 @@ def scale_from_config(data: object) -> ScoreScale:
                 "data.scale is 'custom' but data.custom_scale is not set; in YAML, e.g. "
                 f"{CUSTOM_SCALE_EXAMPLE} "
                 "(or --set data.custom_scale.low=0 --set data.custom_scale.high=3 "
-                "--set data.custom_scale.threshold=1)"
+                "--set data.custom_scale.threshold=1 --set data.custom_scale.higher_is_better=true)"
             )
         return ScoreScale(
             "custom",

@@ -320,6 +320,8 @@ class SweepRow:
     pretrain_seconds: MeanStd | None
     resumed: bool
     encoders_of: str | None = None
+    delta_macro_f1: MeanStd | None = None
+    """Macro-F1 of the regressor's own answer (:class:`PairAnswer`), when every seed has one."""
 
     @property
     def mae_reduction(self) -> float:
@@ -331,7 +333,7 @@ class SweepRow:
         out: dict[str, Any] = {**self.key.to_json(), "n_seeds": self.n_seeds, "ci_seed": self.ci_seed}
         out["rho"] = {target: asdict(v) for target, v in self.rho.items()}
         out["rho_ci"] = {target: list(bounds) for target, bounds in self.rho_ci.items()}
-        for name in ("macro_f1", "val_mae", "baseline_mae", "pretrain_seconds"):
+        for name in ("macro_f1", "delta_macro_f1", "val_mae", "baseline_mae", "pretrain_seconds"):
             value = getattr(self, name)
             out[name] = asdict(value) if value is not None else None
         out |= {"mae_reduction": self.mae_reduction, "resumed": self.resumed}
@@ -353,6 +355,9 @@ class SweepRow:
             pretrain_seconds=None if seconds is None else MeanStd.from_json(seconds),
             resumed=row["resumed"],
             encoders_of=row.get("encoders_of"),
+            delta_macro_f1=None
+            if row.get("delta_macro_f1") is None
+            else MeanStd.from_json(row["delta_macro_f1"]),
         )
 
 

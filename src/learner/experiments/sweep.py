@@ -210,6 +210,7 @@ def sweep_rows(cells: Sequence[Cell], extras: Sequence[SweepCell]) -> list[Sweep
         targets = list(lowest.correlations)
         seconds = [c.pretrain_seconds for c, _ in members]
         measured = [s for s in seconds if s is not None]
+        answers = [c.delta_score.macro_f1 for c, _ in members if c.delta_score is not None]
         rows.append(
             SweepRow(
                 key=key,
@@ -223,6 +224,7 @@ def sweep_rows(cells: Sequence[Cell], extras: Sequence[SweepCell]) -> list[Sweep
                 pretrain_seconds=MeanStd.over(measured) if len(measured) == len(seconds) else None,
                 resumed=any(c.pretrain_resumed for c, _ in members),
                 encoders_of=lowest.encoders_of,
+                delta_macro_f1=MeanStd.over(answers) if len(answers) == len(members) else None,
             )
         )
     return rows
@@ -243,7 +245,7 @@ def long_form(results: Results) -> pd.DataFrame:
             low, high = row.rho_ci[target]
             flat |= {f"rho_{target}_mean": stats.mean, f"rho_{target}_std": stats.std}
             flat |= {f"rho_{target}_ci_low": low, f"rho_{target}_ci_high": high}
-        for name in ("macro_f1", "val_mae", "baseline_mae", "pretrain_seconds"):
+        for name in ("macro_f1", "delta_macro_f1", "val_mae", "baseline_mae", "pretrain_seconds"):
             stats = getattr(row, name)
             flat[f"{name}_mean"] = stats.mean if stats else np.nan
             flat[f"{name}_std"] = stats.std if stats else np.nan

@@ -205,7 +205,7 @@ def render_sweep(results: Results) -> str:
         rows = [r for r in sweep.rows if r.key.dataset == dataset.name]
         targets = [t for t in SWEEP_TARGETS if any(t in r.rho for r in rows)]
         header = ["Setting", "Loss", *(SWEEP_TARGETS[t] for t in targets)]
-        header += ["macro-F1 (%)", "val MAE", "baseline MAE", "MAE −%", "pretrain s"]
+        header += ["macro-F1 (%)", f"{DELTA_LABEL} F1 (%)", "val MAE", "baseline MAE", "MAE −%", "pretrain s"]
         table = []
         for row in rows:
             rhos = [
@@ -221,6 +221,7 @@ def render_sweep(results: Results) -> str:
                     loss_label(row.key.loss),
                     *rhos,
                     format_mean_std(row.macro_f1, row.n_seeds),
+                    "n/a" if row.delta_macro_f1 is None else format_mean_std(row.delta_macro_f1, row.n_seeds),
                     f"{row.val_mae.mean:.3f}",
                     f"{row.baseline_mae.mean:.3f}",
                     percent(row.mae_reduction),
@@ -239,7 +240,10 @@ def render_sweep(results: Results) -> str:
         f"Over {seeds} seed{'s' if seeds != 1 else ''} ({', '.join(map(str, results.seeds))}). ρ: Spearman "
         "correlation between the cosine distance of a test intra-patient pair's embeddings and its change "
         "(Fig. 1), mean over seeds, with the 95% patient-bootstrap interval of the lowest seed. macro-F1: "
-        "the health-change classifier on the test intra-patient pairs, mean ± std. val MAE: the encoders' "
+        "the health-change classifier on the test intra-patient pairs, mean ± std; "
+        f"{DELTA_LABEL} F1: the same for the encoders' regression heads answering by themselves (their "
+        "predicted scores of the two scans labelled by the scale's change rule), which the classifier "
+        "should beat. val MAE: the encoders' "
         "best val-split MAE (score units, mean over seeds) against predicting the train mean (baseline "
         "MAE); MAE −%: how much lower it is. pretrain s: measured wall time of the pretraining, mean over "
         "seeds († only the part after a resume; `name`'s: a setting that changes only the classifier reuses "
