@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,13 @@ import pytest
 from learner import atomic
 from learner.config import Config, apply_overrides
 from learner.errors import RunDirError
-from learner.runs import load_run_config, open_run_dir
+from learner.runs import (
+    check_inputs_outside,
+    check_run_dir,
+    load_run_config,
+    open_run_dir,
+    removed_unless_started,
+)
 
 
 def test_new_run_records_config_seed_and_versions(tmp_path: Path) -> None:
@@ -110,3 +120,77 @@ def test_cell_logs_go_to_the_cell_and_its_experiment_never_to_a_sibling(tmp_path
     assert "cell two" not in one
     assert "cell two" in two
     assert "cell one" not in two
+
+
+# ---- a run folder is owned (issue 21: data loss) ----
+
+
+@contextmanager
+def _held_by_another_process(root: Path) -> Iterator[None]:
+    """Another process holds ``root``'s lock (as a learner run writing there does) for the block."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+HOLD_LOCK = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_a_second_writer_is_refused_and_deletes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    with removed_unless_started(root, new=True):  # a finished run: its lock ended with it
+        open_run_dir(root, Config()).write_metrics({"mae": 1.0})
+    before = sorted(p.name for p in root.iterdir())
+    with _held_by_another_process(root):
+        with pytest.raises(RunDirError, match="another learner process") as refused:
+            open_run_dir(root, Config(), force=True)
+        assert "\n" not in str(refused.value)
+        # the refused command's clean-up (a new run that failed before it started) must not touch the other's
+        with pytest.raises(RuntimeError), removed_unless_started(root, new=True):
+            raise RuntimeError("the refused run fails")
+        assert sorted(p.name for p in root.iterdir()) == before
+    open_run_dir(root, Config(), force=True)  # free again once the other process is gone
+
+
+def test_a_failed_new_run_of_this_process_is_still_removed(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+
+    def start_then_fail() -> None:
+        with removed_unless_started(root, new=True):
+            open_run_dir(root, Config())
+            raise RuntimeError("fails before its first checkpoint")
+
+    with pytest.raises(RuntimeError):
+        start_then_fail()
+    assert not root.exists()
+
+
+def test_force_refuses_when_an_input_lies_inside_the_run_folder(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    open_run_dir(root, Config())
+    manifest = root / "manifest.csv"
+    manifest.write_text("patient_id,scan_id,path,visit,score\n")
+    with pytest.raises(RunDirError, match=r"--force would delete .*manifest\.csv"):
+        check_inputs_outside(root, [tmp_path / "elsewhere.csv", manifest])
+    check_inputs_outside(root, [tmp_path / "elsewhere.csv"])  # inputs outside: nothing to refuse
+    assert manifest.is_file()
+
+
+def test_resume_of_another_kind_of_run_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "cls"
+    open_run_dir(root, Config(), kind="classification").write_metrics({"kind": "classification"})
+    with pytest.raises(RunDirError, match="holds a classification run; --resume here continues only a pretr"):
+        check_run_dir(root, resume=True, kind="pretraining")
+    check_run_dir(root, resume=True, kind="classification")
+    assert json.loads((root / "run.json").read_text())["kind"] == "classification"

@@ -1,6 +1,6 @@
 """Run directories: every command that produces results writes one.
 
-Layout (every name is :class:`RunLayout`'s; no other module builds one)::
+Layout (every name is :class:`learner.layout.RunLayout`'s; no other module builds one)::
 
     RUN_DIR/
       config.yaml      the resolved Config
@@ -14,7 +14,14 @@ Layout (every name is :class:`RunLayout`'s; no other module builds one)::
                        adds them; an experiment grid: results.json and <cell>/{encoder,classifier}/
 
 A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (wipe it) is given; ``force``
-only ever wipes a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other files.
+only ever wipes a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other files,
+and never one that holds the run's own inputs (:func:`check_inputs_outside`).
+
+**Owned.** The process that opens a run directory holds an exclusive lock on it (``flock`` on the folder)
+until its :func:`removed_unless_started` block ends (or the process dies); a second process that opens the
+same folder is refused in one line before it touches anything, and never deletes what the first one wrote.
+``run.json["kind"]`` records what the folder holds (:data:`RUN_KINDS`); ``--resume`` of another kind is
+refused.
 
 **Portable paths.** ``config.yaml`` stores the paths of :data:`PATH_KEYS` relative to the run directory, and
 ``run.json["paths"]`` records each as it was typed and as an absolute path. :func:`load_run_config` resolves
@@ -26,11 +33,12 @@ this rule) keeps its paths as stored.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,122 +48,10 @@ from learner import atomic
 from learner.config import Config, apply_overrides, stored_config
 from learner.environment import environment_record
 from learner.errors import RunDirError
+from learner.layout import RunLayout
 
 PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir")
 """The config's file-system paths, stored relative to the run directory (see the module docstring)."""
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """The name of every file and folder of a run directory: owned here, built nowhere else.
-
-    Three kinds of run directory share it. A **pretraining run** (``learner pretrain``, a grid cell's encoder
-    stage) holds ``checkpoints/{best,last}``, ``metrics.csv`` and ``metrics.json``; a **classification run**
-    (``learner classify``, a grid cell's classification stage) holds ``classifier/`` and ``metrics.json``; an
-    **experiment grid** holds ``results.json`` and one folder per cell (``<dataset>/.../seed-<k>``) with an
-    encoder stage and one classification stage per classifier variant (:meth:`encoder`,
-    :meth:`classification`). Every run directory holds ``config.yaml``, ``run.json`` and ``log.txt``.
-
-    Paths only: nothing is created or read (:class:`RunDir` writes).
-    """
-
-    root: Path
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "root", Path(root))
-
-    @property
-    def config(self) -> Path:
-        """``config.yaml``: the resolved config, paths relative to the run directory."""
-        return self.root / "config.yaml"
-
-    @property
-    def record(self) -> Path:
-        """``run.json``: seed, command line, versions, machine (:func:`environment_record`)."""
-        return self.root / "run.json"
-
-    def next_resume_record(self) -> Path:
-        """``resume-<n>.json``: how and where the n-th ``--resume`` of this run started."""
-        return self.root / f"resume-{len(list(self.root.glob('resume-*.json'))) + 1}.json"
-
-    @property
-    def log(self) -> Path:
-        """``log.txt``: the run's log, appended on ``--resume``."""
-        return self.root / "log.txt"
-
-    @property
-    def metrics(self) -> Path:
-        """``metrics.json``: a pretraining's best/last rows or a classification's test metrics."""
-        return self.root / "metrics.json"
-
-    @property
-    def epochs(self) -> Path:
-        """``metrics.csv``: one row per pretraining epoch."""
-        return self.root / "metrics.csv"
-
-    @property
-    def results(self) -> Path:
-        """``results.json``: an experiment grid's cells, summary and figures."""
-        return self.root / "results.json"
-
-    @property
-    def complete(self) -> Path:
-        """``complete.json``: a grid stage's record, written last (the stage is never recomputed)."""
-        return self.root / "complete.json"
-
-    @property
-    def splits(self) -> Path:
-        """``splits.csv``: a pretraining run's patient → split (columns ``patient_id``, ``split``)."""
-        return self.root / "splits.csv"
-
-    @property
-    def embeddings(self) -> Path:
-        """``embeddings/``: a pretraining run's cached embedding tables, one per checkpoint and manifest."""
-        return self.root / "embeddings"
-
-    def pairs(self, split: str) -> Path:
-        """``pairs/<split>.csv``: a classification run's pair table of one split."""
-        return self.root / "pairs" / f"{split}.csv"
-
-    @property
-    def predictions(self) -> Path:
-        """``predictions.csv``: a classification run's prediction per test pair."""
-        return self.root / "predictions.csv"
-
-    @property
-    def classifier(self) -> Path:
-        """``classifier/``: a classification run's fitted pair classifier."""
-        return self.root / "classifier"
-
-    def started(self) -> bool:
-        """Whether the run holds something worth resuming: a ``last`` checkpoint of its own or of a grid
-        cell's encoder, or a classification's metrics."""
-        return self.metrics.is_file() or any(self.root.glob("**/checkpoints/last"))
-
-    def checkpoint(self, which: str) -> Path:
-        """``checkpoints/<which>``: a pretraining checkpoint folder (``best`` or ``last``)."""
-        return self.root / "checkpoints" / which
-
-    def encoder(self, cell: str | os.PathLike[str] = ".") -> RunLayout:
-        """A grid cell's encoder stage (a pretraining run): ``<cell>/encoder``."""
-        return RunLayout(self.root / cell / ENCODER_STAGE)
-
-    def classification(
-        self, cell: str | os.PathLike[str] = ".", variant: tuple[str, str] | None = None
-    ) -> RunLayout:
-        """A grid cell's classification stage (a classification run): ``<cell>/classifier``, or
-        ``<cell>/classify-<combine>-<head>`` for the ``(combine, head)`` variant of an ablation grid."""
-        return RunLayout(self.root / cell / classification_stage(variant))
-
-
-ENCODER_STAGE = "encoder"
-"""The folder of a grid cell's pretraining stage."""
-
-
-def classification_stage(variant: tuple[str, str] | None = None) -> str:
-    """The folder name of a grid cell's classification stage: ``classifier``, or
-    ``classify-<combine>-<head>`` for one of several classifier variants (the ablation)."""
-    return "classifier" if variant is None else f"classify-{variant[0]}-{variant[1]}"
 
 
 @dataclass(frozen=True)
@@ -187,13 +83,19 @@ class RunDir:
         return atomic.write_json(self.layout.metrics, metrics)
 
 
-def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False, force: bool = False) -> None:
+RUN_KINDS = ("pretraining", "classification", "experiment")
+"""What a run directory holds, recorded as ``run.json["kind"]`` when it is created."""
+
+
+def check_run_dir(
+    path: str | os.PathLike[str], *, resume: bool = False, force: bool = False, kind: str | None = None
+) -> None:
     """Refuse what :func:`open_run_dir` would refuse, touching nothing: run it before any work.
 
     Raises :class:`OutputError` for a path that is (or lies under) a file or a folder that cannot be
     written (:func:`learner.atomic.usable_folder`), and :class:`RunDirError` for ``resume`` with ``force``, a
     non-empty directory without ``resume``/``force`` (or one holding no
-    run with ``force``), and ``resume`` of a directory that holds no run.
+    run with ``force``), and ``resume`` of a directory that holds no run or a run of another ``kind``.
     """
     root = atomic.usable_folder(path, "run directory")
     if resume and force:
@@ -201,6 +103,9 @@ def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False, force: 
     if resume:
         if not RunLayout(root).config.is_file():
             raise RunDirError(f"{root}: nothing to resume (no config.yaml)")
+        stored = stored_kind(root)
+        if kind is not None and stored is not None and stored != kind:
+            raise RunDirError(f"{root} holds a {stored} run; --resume here continues only a {kind} run")
     elif root.exists() and any(root.iterdir()):
         if not force:
             raise RunDirError(f"{root} is not empty; pass --resume to continue it or --force to overwrite it")
@@ -211,40 +116,113 @@ def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False, force: 
 
 
 def open_run_dir(
-    path: str | os.PathLike[str], config: Config, *, resume: bool = False, force: bool = False
+    path: str | os.PathLike[str],
+    config: Config,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    kind: str | None = None,
 ) -> RunDir:
-    """Create (or reopen with ``resume``) a run directory and record config, seed and environment.
+    """Create (or reopen with ``resume``) a run directory, lock it for this process, and record config,
+    seed, environment and ``kind``.
 
-    Raises :class:`RunDirError` as :func:`check_run_dir` does.
+    Raises :class:`RunDirError` as :func:`check_run_dir` does, and when another process holds the folder.
     """
     root = Path(path)
-    check_run_dir(root, resume=resume, force=force)
-    if not resume and root.is_dir() and any(root.iterdir()):
-        shutil.rmtree(root)  # --force, of a folder check_run_dir found to hold a run
+    check_run_dir(root, resume=resume, force=force, kind=kind)
     root.mkdir(parents=True, exist_ok=True)
+    _lock(root)  # before anything in it is touched
+    if not resume:
+        for child in list(root.iterdir()):  # --force, of a folder check_run_dir found to hold a run
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     run = RunDir(root, config)
     if resume:
         atomic.write_json(run.layout.next_resume_record(), environment_record(config.seed))
     else:
         write_run_config(root, config)
-        atomic.write_json(run.layout.record, environment_record(config.seed) | {"paths": path_record(config)})
+        record = environment_record(config.seed) | {"paths": path_record(config)}
+        atomic.write_json(run.layout.record, record | ({"kind": kind} if kind is not None else {}))
     _attach_log(run.layout.log)
     return run
 
 
+def stored_kind(root: Path) -> str | None:
+    """``run.json["kind"]`` of a run directory; None when it records none (or cannot be read)."""
+    try:
+        kind = json.loads(RunLayout(root).record.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+def check_inputs_outside(root: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """``--force`` wipes the run directory: refuse, touching nothing, when one of the run's ``inputs`` (its
+    manifest, a scan, the encoder or weights it starts from) lies inside it.
+
+    Raises:
+        RunDirError: names the first such input.
+    """
+    base = Path(root).resolve()
+    if not base.is_dir():
+        return
+    for item in inputs:
+        resolved = Path(item).resolve()
+        if resolved == base or base in resolved.parents:
+            raise RunDirError(
+                f"--force would delete {item}, an input of this run inside {root}; move it out or choose "
+                "another --out"
+            )
+
+
+_HELD: dict[Path, int] = {}
+"""Run directory (resolved) → the descriptor whose ``flock`` this process holds on it."""
+
+
+def _lock(root: Path) -> None:
+    """Take the exclusive lock on ``root`` for this process (again: a no-op), or refuse in one line."""
+    key = root.resolve()
+    if key in _HELD:
+        return
+    descriptor = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise RunDirError(
+            f"{root} is being written by another learner process; wait for it to end or choose another --out"
+        ) from None
+    _HELD[key] = descriptor
+
+
+def _unlock(root: Path) -> bool:
+    """Release this process's lock on ``root``; whether it held one."""
+    descriptor = _HELD.pop(root.resolve(), None)
+    if descriptor is None:
+        return False
+    os.close(descriptor)  # closing the descriptor releases the flock
+    return True
+
+
 @contextmanager
 def removed_unless_started(path: str | os.PathLike[str], *, new: bool) -> Iterator[None]:
-    """Run the block; if it raises (or is interrupted) and ``new`` (the block opens a new run directory at
-    ``path``) while the run has not started (:meth:`RunLayout.started`: nothing worth resuming yet), delete
-    the run directory, so that a failed start leaves nothing behind."""
+    """Run the block, the life of the run at ``path``; if it raises (or is interrupted) and ``new`` (the block
+    opens a new run directory at ``path``) while the run has not started (:meth:`RunLayout.started`: nothing
+    worth resuming yet), delete the run directory, so that a failed start leaves nothing behind; only a
+    folder this process locked (:func:`open_run_dir`) is ever deleted. The lock ends with the block."""
+    root = Path(path)
     try:
         yield
     except BaseException:
-        root = Path(path)
-        if new and root.is_dir() and is_run_dir(root) and not RunLayout(root).started():
+        owned = root.is_dir() and root.resolve() in _HELD  # never a folder another process is writing
+        if new and owned and is_run_dir(root) and not RunLayout(root).started():
             _detach_log(root)
             shutil.rmtree(root, ignore_errors=True)
         raise
+    finally:
+        _unlock(root)
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:

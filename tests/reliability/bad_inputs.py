@@ -481,6 +481,41 @@ def _(folder: Path) -> list[str]:
     return ["report", str(folder / "run")]
 
 
+def _old_run(folder: Path, kind: str | None = None) -> Path:
+    """A previous run's folder (what --force may wipe and --resume continue), with its ``run.json`` kind."""
+    run = folder / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n", encoding="utf-8")
+    (run / "run.json").write_text("{}" if kind is None else f'{{"kind": "{kind}"}}', encoding="utf-8")
+    return run
+
+
+@bad_input("pretrain --force over a run folder holding its own manifest and scans", "m.csv")
+def _(folder: Path) -> list[str]:
+    run = _old_run(folder)  # the user keeps the cohort inside the run folder: --force must not delete it
+    return ["pretrain", "--out", str(run), "--force", "--manifest", str(_good(run))]
+
+
+@bad_input("classify --force over a folder holding the encoder run", "enc")
+def _(folder: Path) -> list[str]:
+    run = _old_run(folder)
+    encoder = _old_run(run, "pretraining").rename(run / "enc")
+    return [
+        "classify",
+        str(encoder),
+        "--manifest",
+        str(_good(folder)),
+        "--out",
+        str(run),
+        "--force",
+    ]
+
+
+@bad_input("pretrain --resume of a classification run", "holds a classification run")
+def _(folder: Path) -> list[str]:
+    return ["pretrain", "--resume", str(_old_run(folder, "classification"))]
+
+
 def assert_refused(code: int, out: str, err: str, culprit: str) -> str:
     """Exit code 2, no traceback, and exactly one ``error:`` line on stderr (other stderr lines may only be
     warnings) that names ``culprit``; returns that line."""

@@ -113,7 +113,8 @@ def embed_command(
     """
     from learner.data.splits import read_splits
     from learner.evaluation.embed import embed_scans, embedding_cache_path, write_embeddings
-    from learner.runs import RunLayout, load_run_config
+    from learner.layout import RunLayout
+    from learner.runs import load_run_config
 
     _check_runtime(which, device)
     config = load_run_config(run_dir)

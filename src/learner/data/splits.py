@@ -22,7 +22,7 @@ import numpy as np
 from learner.config import SplitConfig
 from learner.data.manifest import SPLITS, Manifest, ScanRecord
 from learner.errors import LearnerError, RunDirError
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 
 
 def split_counts(n_patients: int, cfg: SplitConfig) -> dict[str, int]:

@@ -42,9 +42,9 @@ from learner.data.manifest import Manifest
 from learner.data.preprocess import Preprocessor
 from learner.errors import CheckpointError, ConfigError, ScanReadError
 from learner.formats import FORMATS
+from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
-from learner.runs import RunLayout
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, read_meta
 

@@ -43,8 +43,8 @@ from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation.pair_classifier import FittedPairClassifier
 from learner.evaluation.predict import classifier_location
+from learner.layout import RunLayout
 from learner.models.heads import ScoreRegressor
-from learner.runs import RunLayout
 from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, load_regressor
 
 ONNX_OPSET = 17

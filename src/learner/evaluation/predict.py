@@ -37,7 +37,8 @@ from learner.errors import ManifestError, ScanReadError
 from learner.evaluation.embed import embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
 from learner.evaluation.pair_classifier import META_FILE, FittedPairClassifier, pair_features
-from learner.runs import RunLayout, load_run_config
+from learner.layout import RunLayout
+from learner.runs import load_run_config
 from learner.training.checkpoint import checkpoint_fingerprint, load_regressor
 
 SIDES: tuple[str, ...] = ("earlier", "later")

@@ -28,7 +28,7 @@ from learner.experiments import stages
 from learner.experiments.launch import check_launcher, launch_cells
 from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
 from learner.experiments.tables import render_ablation
-from learner.runs import RunLayout, classification_stage
+from learner.layout import RunLayout, classification_stage
 from learner.timing import CLOCK, Mark
 from learner.training.faults import fault_point
 

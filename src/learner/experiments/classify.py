@@ -51,7 +51,8 @@ from learner.evaluation.metrics import (
 )
 from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
 from learner.experiments.prose import small_sample_warnings
-from learner.runs import RunDir, RunLayout, check_run_dir, open_run_dir, removed_unless_started
+from learner.layout import RunLayout
+from learner.runs import RunDir, check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
 from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def run_classification(
         LearnerError: no pairs in a split.
     """
     plan = plan_classification(encoder_run, manifest, config, out_dir, which=which, force=force)
-    run = open_run_dir(out_dir, config, force=force)
+    run = open_run_dir(out_dir, config, force=force, kind="classification")
     with removed_unless_started(run.path, new=True):
         return _classify(plan, run, device)
 
@@ -132,7 +133,9 @@ def plan_classification(
     Raises:
         RunDirError, CheckpointError, ConfigError, LearnerError: one line naming the folder, file or key.
     """
-    check_run_dir(out_dir, force=force)
+    check_run_dir(out_dir, force=force, kind="classification")
+    if force:
+        check_inputs_outside(out_dir, [manifest.source, *(r.path for r in manifest.records), encoder_run])
     if which not in CHECKPOINT_NAMES:
         raise ConfigError(f"--which {which!r}: choose one of {', '.join(CHECKPOINT_NAMES)}")
     read_meta(RunLayout(encoder_run).checkpoint(which))

@@ -139,7 +139,7 @@ def run_demo(
     root = Path(out_dir)
     experiment_dir = root / f"table3-{mode_name}"
     resume = not force and (experiment_dir / "config.yaml").is_file()
-    check_run_dir(experiment_dir, resume=resume, force=force)  # before any cohort is rendered
+    check_run_dir(experiment_dir, resume=resume, force=force, kind="experiment")  # before any cohort
     resolve_device(experiment.config.runtime.device)
     with stage("cohort"):
         specs = [

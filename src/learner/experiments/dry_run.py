@@ -39,7 +39,7 @@ from learner.experiments.ablation import AXES as ABLATION_AXES
 from learner.experiments.ablation import ablation_cells
 from learner.experiments.sweep import sweep_cells
 from learner.experiments.table3 import table3_cells
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 from learner.training.names import check_names
 
 TSM_SECONDS_PER_FRAME_PIXEL = 1.7e-6

@@ -20,7 +20,7 @@ from learner.evaluation.embed import embed_scans
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
 from learner.experiments.results import Cell, Figure
 from learner.experiments.tables import loss_label
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 
 FIGURE_TARGETS: dict[str, str] = {
     "score": "|Δ score|",

@@ -46,8 +46,9 @@ from learner.experiments.results import (
     SummaryRow,
 )
 from learner.experiments.stages import CellJob, cell_config, completed
+from learner.layout import RunLayout
 from learner.losses.registry import parse_loss_name
-from learner.runs import RunLayout, check_run_dir, open_run_dir, removed_unless_started
+from learner.runs import check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
 from learner.timing import CLOCK, Mark, Timing, stage
 from learner.training.device import resolve_device
 from learner.training.plan import check_pretraining
@@ -166,7 +167,11 @@ def plan_grid(
         models.add(model)
     device = collect_device(config)  # where the frozen encoders embed
     root = Path(out_dir)
-    check_run_dir(root, resume=resume, force=force)
+    check_run_dir(root, resume=resume, force=force, kind="experiment")
+    if force:
+        check_inputs_outside(
+            root, [path for m in manifests.values() for path in (m.source, *(r.path for r in m.records))]
+        )
     if resume:  # a refused resume must fail here, before config.yaml is rewritten with settings never used
         for cell in planned:
             encoder = RunLayout(root).encoder(cell.where)
@@ -202,7 +207,7 @@ def open_experiment(
     """The experiment's run directory (see :func:`learner.runs.open_run_dir`); its ``config.yaml`` holds the
     run settings and the grid (:class:`learner.config.Experiment`), rewritten on resume because the grid may
     have grown."""
-    run = open_run_dir(out_dir, config, resume=resume, force=force)
+    run = open_run_dir(out_dir, config, resume=resume, force=force, kind="experiment")
     atomic.write_text(run.path / "config.yaml", Experiment(config, grid).to_yaml())
     return run.path
 

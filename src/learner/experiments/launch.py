@@ -26,7 +26,7 @@ import yaml
 from learner.config import LauncherName, RuntimeConfig
 from learner.errors import ConfigError, LearnerError
 from learner.experiments.stages import CellJob
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 from learner.timing import stage
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from learner.evaluation.metrics import PairedDifference
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 from learner.timing import Timing
 
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "weighted_f1")

@@ -27,7 +27,7 @@ from learner.data.manifest import Manifest
 from learner.errors import RunDirError
 from learner.experiments.classify import run_classification
 from learner.experiments.results import METRICS, Cell, GridKey, PairAnswer, json_number
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint
 from learner.training.device import resolve_device

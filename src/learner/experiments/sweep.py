@@ -62,7 +62,7 @@ from learner.experiments.results import (
     SweepRow,
 )
 from learner.experiments.tables import render_sweep
-from learner.runs import classification_stage
+from learner.layout import classification_stage
 from learner.timing import CLOCK, Mark, stage
 
 SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")

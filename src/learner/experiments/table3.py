@@ -48,7 +48,7 @@ from learner.experiments.results import (
     Results,
 )
 from learner.experiments.tables import render_table3
-from learner.runs import classification_stage
+from learner.layout import classification_stage
 from learner.timing import CLOCK, Mark, stage
 
 BASELINE_LOSS = "mse"

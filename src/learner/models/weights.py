@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from learner import formats
 from learner.atomic import atomic_path
 from learner.errors import CheckpointError
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 
 CHECKPOINT_WEIGHTS = (
     "model.safetensors"  # the checkpoint folder layout (learner.training.checkpoint uses these)

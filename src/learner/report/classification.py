@@ -22,8 +22,8 @@ from learner.experiments.tables import (
     percent,
     reference_label,
 )
+from learner.layout import RunLayout
 from learner.report.sections import Source, pair_balance_section, regression_section, warning_section
-from learner.runs import RunLayout
 
 
 def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:

@@ -13,11 +13,11 @@ from typing import Any
 
 from learner import atomic
 from learner.errors import RunDirError
+from learner.layout import RunLayout
 from learner.report.classification import classification_report
 from learner.report.experiment import experiment_report
 from learner.report.pretraining import pretraining_report
 from learner.report.sections import Source, environment_section, settings_section, source_banner
-from learner.runs import RunLayout
 
 REPORT_FILE = "REPORT.md"
 

@@ -28,6 +28,7 @@ from learner.experiments.tables import (
     render_table3,
     test_counts_by_seed,
 )
+from learner.layout import RunLayout
 from learner.report.sections import (
     ENCODER_KEYS,
     Source,
@@ -38,7 +39,6 @@ from learner.report.sections import (
     unique_encoders,
     warning_section,
 )
-from learner.runs import RunLayout
 
 # what identifies a cell
 CELL_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "combine", "loss", "classifier", "seed")

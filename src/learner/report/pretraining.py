@@ -10,8 +10,9 @@ from typing import Any
 
 from learner.errors import LearnerError
 from learner.experiments.tables import markdown_table, plain
+from learner.layout import RunLayout
 from learner.report.sections import Source, regression_section
-from learner.runs import RunLayout, load_run_config
+from learner.runs import load_run_config
 
 
 def _manifest_source(run_dir: Path) -> str:

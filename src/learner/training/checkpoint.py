@@ -38,11 +38,11 @@ from torch import nn
 from learner import atomic, formats
 from learner.config import Config, stored_config
 from learner.errors import CheckpointError, LearnerError
+from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.models.registry import build_regressor
 from learner.models.weights import CHECKPOINT_META, CHECKPOINT_WEIGHTS, describe_mismatch, init_weights_file
-from learner.runs import RunLayout
 from learner.training.faults import fault_point
 
 MODEL_FILE = CHECKPOINT_WEIGHTS  # defined beside the --init reader of checkpoint folders (models/weights.py)

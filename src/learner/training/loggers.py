@@ -29,7 +29,7 @@ import pandas as pd
 from learner.atomic import atomic_path, write_json
 from learner.config import Config, LoggerName
 from learner.errors import ConfigError
-from learner.runs import RunLayout
+from learner.layout import RunLayout
 
 
 class MetricsLogger(Protocol):

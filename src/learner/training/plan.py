@@ -24,10 +24,11 @@ from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
 from learner.data.splits import read_splits, resolve_splits
 from learner.errors import ConfigError
+from learner.layout import RunLayout
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
-from learner.runs import RunLayout, check_run_dir
+from learner.runs import check_inputs_outside, check_run_dir
 from learner.training.device import resolve_device
 from learner.training.loggers import check_logger
 from learner.training.names import check_names
@@ -82,7 +83,7 @@ def plan_pretraining(
     resolve_device(config.runtime.device)
     check_logger(config.runtime.logger)
     root = Path(run_dir)
-    check_run_dir(root, resume=resume, force=force)
+    check_run_dir(root, resume=resume, force=force, kind="pretraining")
     if resume:
         check_resumable(config, root)
     if config.data.manifest is None:
@@ -90,6 +91,9 @@ def plan_pretraining(
     manifest = load_manifest(
         config.data.manifest, scale_from_config(config.data), data_root=config.runtime.data_root
     )
+    if force:
+        init = [config.model.init] if config.model.init is not None else []
+        check_inputs_outside(root, [manifest.source, *(r.path for r in manifest.records), *init])
     plan = check_pretraining(config, manifest, world_size=world_size)
     return replace(plan, run_dir=root, resume=resume, force=force)
 

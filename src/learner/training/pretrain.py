@@ -64,10 +64,11 @@ from learner.data.phantom.ground_truth import data_source
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
 from learner.errors import ConfigError
+from learner.layout import RunLayout
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
-from learner.runs import RunDir, RunLayout, open_run_dir, removed_unless_started
+from learner.runs import RunDir, open_run_dir, removed_unless_started
 from learner.timing import stage
 from learner.training.checkpoint import (
     CheckpointMeta,
@@ -227,7 +228,11 @@ def open_run(plan: PretrainPlan, info: DistInfo) -> RunDir | None:
     """Create (or reopen) the run directory on rank 0 and record where ``model.init`` came from; None on the
     other ranks, which wait until it exists (``--force`` must have wiped it before any rank reads it)."""
     config = plan.config
-    run = open_run_dir(plan.run_dir, config, resume=plan.resume, force=plan.force) if info.is_main else None
+    run = (
+        open_run_dir(plan.run_dir, config, resume=plan.resume, force=plan.force, kind="pretraining")
+        if info.is_main
+        else None
+    )
     if run is not None and not plan.resume and config.model.init is not None:
         run.record(init=init_record(config.model.init))  # the run or file the encoder starts from
     barrier()  # --force must have wiped the folder before any rank looks for a checkpoint in it
