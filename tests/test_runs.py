@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from learner import atomic
+from learner import atomic, runs
 from learner.config import Config, apply_overrides
 from learner.errors import RunDirError
 from learner.runs import (
@@ -194,3 +196,26 @@ def test_resume_of_another_kind_of_run_is_refused(tmp_path: Path) -> None:
         check_run_dir(root, resume=True, kind="pretraining")
     check_run_dir(root, resume=True, kind="classification")
     assert json.loads((root / "run.json").read_text())["kind"] == "classification"
+
+
+def test_a_file_system_without_flock_runs_unguarded_and_still_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some network mounts (NFS, Lustre without flock) answer ENOLCK: the run goes on, says so, and a failed
+    new run of this process is still removed."""
+
+    def no_flock(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runs.fcntl, "flock", no_flock)
+    root = tmp_path / "run"
+
+    def start_then_fail() -> None:
+        with removed_unless_started(root, new=True):
+            open_run_dir(root, Config())
+            raise RuntimeError("fails before its first checkpoint")
+
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError):
+        start_then_fail()
+    assert "cannot lock the folder" in caplog.text
+    assert not root.exists()

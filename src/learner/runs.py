@@ -177,8 +177,9 @@ def check_inputs_outside(root: str | os.PathLike[str], inputs: Iterable[str | os
             )
 
 
-_HELD: dict[Path, int] = {}
-"""Run directory (resolved) → the descriptor whose ``flock`` this process holds on it."""
+_HELD: dict[Path, int | None] = {}
+"""Run directory (resolved) this process opened → the descriptor whose ``flock`` it holds on it; None where
+the file system has no ``flock`` (some network mounts): the folder is still this process's to clean up."""
 
 
 def _lock(root: Path) -> None:
@@ -194,15 +195,24 @@ def _lock(root: Path) -> None:
         raise RunDirError(
             f"{root} is being written by another learner process; wait for it to end or choose another --out"
         ) from None
+    except OSError as exc:  # no flock on this file system (ENOLCK, ENOSYS, EINVAL): run unguarded
+        os.close(descriptor)
+        logging.getLogger(__name__).warning(
+            "%s: cannot lock the folder (%s); a second writer would not be refused", root, exc
+        )
+        _HELD[key] = None
+        return
     _HELD[key] = descriptor
 
 
 def _unlock(root: Path) -> bool:
     """Release this process's lock on ``root``; whether it held one."""
-    descriptor = _HELD.pop(root.resolve(), None)
-    if descriptor is None:
+    key = root.resolve()
+    if key not in _HELD:
         return False
-    os.close(descriptor)  # closing the descriptor releases the flock
+    descriptor = _HELD.pop(key)
+    if descriptor is not None:
+        os.close(descriptor)  # closing the descriptor releases the flock
     return True
 
 
