@@ -130,9 +130,19 @@ def test_predict_pairs_gives_one_row_per_pair_as_the_classify_pipeline_did(
     assert predicted["prediction"].tolist() == known["predicted_name"].tolist()
     for name in CLASS_NAMES:
         np.testing.assert_allclose(predicted[f"p_{name}"], known[f"p_{name}"], atol=1e-4)
-    test = json.loads((cell / "classifier" / "metrics.json").read_text())["test"]
+    metrics = json.loads((cell / "classifier" / "metrics.json").read_text())
+    test = metrics["test"]
     assert f"accuracy {test['accuracy']:.1%}, macro-F1 {test['macro_f1']:.1%}" in err  # the caveat
     assert f"on {test['n']} test pairs of {test['n_patients']} patients" in err
+    # beside it, what needs no classifier, and in words what the classifier is below
+    counts = metrics["pair_counts"]["test"]
+    majority = max(counts, key=counts.get)
+    share = counts[majority] / sum(counts.values())
+    assert f"always {majority} {share:.1%} / " in err
+    assert "uniform random 33.3% / " in err
+    assert f"the encoder's own predicted scores {metrics['delta_score']['accuracy']:.1%} / " in err
+    below_majority = test["accuracy"] < share
+    assert (f"always {majority} (accuracy" in err.split("it is below")[-1]) == below_majority
 
 
 def test_predict_pairs_names_the_row_of_a_bad_scan(

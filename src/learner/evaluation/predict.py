@@ -34,6 +34,7 @@ from learner.data.datasets import clips_from_frames
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES
 from learner.errors import ManifestError, ScanReadError
+from learner.evaluation.baselines import reference_rows
 from learner.evaluation.embed import embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
 from learner.evaluation.pair_classifier import META_FILE, FittedPairClassifier, pair_features
@@ -211,17 +212,38 @@ def predict_pairs(
 
 
 def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
-    """One line with the classifier's own test result (its run's ``metrics.json``): how far to trust its
+    """One line with the classifier's own test result (its run's ``metrics.json``) beside what needs no
+    classifier on the same test pairs (always the majority class, uniform chance, and the encoder's own
+    predicted scores when recorded), saying plainly what the classifier is below: how far to trust its
     predictions. None when the classifier folder has no run around it."""
     folder = Path(classifier)
-    metrics = RunLayout(folder).metrics
-    if not metrics.is_file():
-        metrics = RunLayout(folder.parent).metrics
+    metrics_file = RunLayout(folder).metrics
+    if not metrics_file.is_file():
+        metrics_file = RunLayout(folder.parent).metrics
     try:
-        test = json.loads(metrics.read_text(encoding="utf-8"))["test"]
-    except (OSError, ValueError, KeyError):
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        test, counts = metrics["test"], metrics["pair_counts"]["test"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    answers = {row.answer: (row.accuracy, row.macro_f1) for row in reference_rows(counts).values()}
+    if "delta_score" in metrics:
+        answers["the encoder's own predicted scores"] = (
+            metrics["delta_score"]["accuracy"],
+            metrics["delta_score"]["macro_f1"],
+        )
+    scored = "; ".join(f"{name} {acc:.1%} / {f1:.1%}" for name, (acc, f1) in answers.items())
+    below = []
+    for name, (acc, f1) in answers.items():
+        metrics_below = [
+            m
+            for m, theirs, ours in (("accuracy", acc, test["accuracy"]), ("macro-F1", f1, test["macro_f1"]))
+            if ours < theirs
+        ]
+        if metrics_below:
+            below.append(f"{name} ({' and '.join(metrics_below)})")
+    verdict = f"it is below {', '.join(below)}" if below else "it beats every one of them"
     return (
         f"caveat: this classifier scored accuracy {test['accuracy']:.1%}, macro-F1 {test['macro_f1']:.1%} "
-        f"on {test['n']} test pairs of {test['n_patients']} patients ({metrics})"
+        f"on {test['n']} test pairs of {test['n_patients']} patients ({metrics_file}); without it, "
+        f"accuracy / macro-F1 on those pairs: {scored}; {verdict}."
     )
