@@ -40,6 +40,7 @@ from learner.errors import ConfigError
 from learner.experiments.grid import record_timing
 from learner.experiments.results import ExperimentResult
 from learner.experiments.table3 import run_table3
+from learner.layout import RunLayout
 from learner.runs import check_run_dir
 from learner.timing import CLOCK, Timing, stage
 from learner.training.device import resolve_device
@@ -138,7 +139,7 @@ def run_demo(
     mode, experiment = MODES[mode_name], demo_config(mode_name)
     root = Path(out_dir)
     experiment_dir = root / f"table3-{mode_name}"
-    resume = not force and (experiment_dir / "config.yaml").is_file()
+    resume = not force and RunLayout(experiment_dir).config.is_file()
     check_run_dir(experiment_dir, resume=resume, force=force, kind="experiment")  # before any cohort
     resolve_device(experiment.config.runtime.device)
     with stage("cohort"):

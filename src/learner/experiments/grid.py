@@ -208,7 +208,7 @@ def open_experiment(
     run settings and the grid (:class:`learner.config.Experiment`), rewritten on resume because the grid may
     have grown."""
     run = open_run_dir(out_dir, config, resume=resume, force=force, kind="experiment")
-    atomic.write_text(run.path / "config.yaml", Experiment(config, grid).to_yaml())
+    atomic.write_text(run.layout.config, Experiment(config, grid).to_yaml())
     return run.path
 
 

@@ -13,6 +13,7 @@ from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.data.scales import CLASS_NAMES
 from learner.experiments.results import Cell, Scalar
 from learner.experiments.tables import markdown_table, plain
+from learner.layout import RunLayout
 
 # what identifies a pretraining
 ENCODER_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "loss", "seed")
@@ -202,12 +203,9 @@ def phantom_cohort(record: Mapping[str, object]) -> str:
 
 def environment_section(run_dir: Path) -> str:
     """Config (YAML) and environment (``run.json``) of the run, verbatim."""
-    config = (
-        (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
-    )
-    environment = (
-        (run_dir / "run.json").read_text(encoding="utf-8") if (run_dir / "run.json").is_file() else "{}"
-    )
+    run = RunLayout(run_dir)
+    config = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
+    environment = run.record.read_text(encoding="utf-8") if run.record.is_file() else "{}"
     return f"### Config\n\n```yaml\n{config}```\n\n### Environment\n\n```json\n{environment}```\n"
 
 
