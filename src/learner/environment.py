@@ -58,7 +58,7 @@ def machine_record() -> dict[str, Any]:
     the environment variables that override any of them. oneDNN also sizes its blocks by the caches, so
     they are recorded too.
     """
-    import torch  # here, so that reading runs.py stays light for the commands that never build a model
+    import torch  # here: importing this module (every command does, through runs.py) stays light
 
     cpuinfo = _cpuinfo()
     built = torch.__config__.show()
