@@ -167,7 +167,7 @@ def test_classification_report_shows_the_regressors_own_answer(tmp_path: Path) -
     metrics = json.loads((run / "metrics.json").read_text())
     ci = {"accuracy": [0.5, 1.0], "macro_f1": [0.3, 0.9]}
     delta = {"accuracy": 2 / 3, "macro_f1": 0.6, "weighted_f1": 0.62, "ci": ci}
-    metrics["delta_score"] = metrics["test"] | delta
+    metrics["answers"] = {"delta_score": metrics["test"] | delta}
     (run / "metrics.json").write_text(json.dumps(metrics))
     text = write_report(run).read_text()
     lines = text.splitlines()

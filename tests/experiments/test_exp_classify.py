@@ -14,7 +14,7 @@ from learner.config import Config, DatasetSpec, apply_overrides
 from learner.data.manifest import load_manifest
 from learner.data.scales import get_scale
 from learner.errors import RunDirError
-from learner.experiments.classify import run_classification
+from learner.experiments.classify import ANSWERS, run_classification
 from learner.experiments.results import ExperimentResult
 from learner.training.checkpoint import checkpoint_fingerprint
 
@@ -84,10 +84,27 @@ def test_classification_run(
         for a, b in zip(test["first_scan_id"], test["second_scan_id"], strict=True)
     ]
     answer = np.asarray(moved, dtype=np.int64) + 1  # 0 deteriorated, 1 stable, 2 improved
-    delta = metrics["delta_score"]
+    answers = metrics["answers"]
+    assert sorted(answers) == sorted(ANSWERS)
+    delta = answers["delta_score"]
     assert delta["accuracy"] == pytest.approx(accuracy_score(test["label"], answer))
     assert delta["macro_f1"] == pytest.approx(f1_score(test["label"], answer, average="macro"))
     assert delta["n"] == len(test)
+    # with the val-calibrated margin: stable wherever the predicted scores differ by less than it
+    margin = answers["delta_score_margin"]["margin"]
+    gap = np.abs(
+        [score[b] - score[a] for a, b in zip(test["first_scan_id"], test["second_scan_id"], strict=True)]
+    )
+    held = np.where(gap < margin, 1, answer)
+    assert answers["delta_score_margin"]["accuracy"] == pytest.approx(accuracy_score(test["label"], held))
+    # EM and BBSE: the classifier's test probabilities times prior / train prior, argmax
+    train_prior = np.bincount(pairs["train"]["label"], minlength=3) / len(pairs["train"])
+    for name in ("classifier_em", "classifier_bbse"):
+        prior = np.asarray(answers[name]["prior"])
+        assert prior.sum() == pytest.approx(1.0)
+        adapted = (probabilities * prior / train_prior).argmax(axis=1)
+        assert answers[name]["accuracy"] == pytest.approx(accuracy_score(truth, adapted))
+        assert answers[name]["macro_f1"] == pytest.approx(f1_score(truth, adapted, average="macro"))
 
 
 def test_refuses_a_non_empty_out_dir(

@@ -140,7 +140,7 @@ def test_predict_pairs_gives_one_row_per_pair_as_the_classify_pipeline_did(
     share = counts[majority] / sum(counts.values())
     assert f"always {majority} {share:.1%} / " in err
     assert "uniform random 33.3% / " in err
-    assert f"the encoder's own predicted scores {metrics['delta_score']['accuracy']:.1%} / " in err
+    assert f"the encoder's own predicted scores {metrics['answers']['delta_score']['accuracy']:.1%} / " in err
     below_majority = test["accuracy"] < share
     assert (f"always {majority} (accuracy" in err.split("it is below")[-1]) == below_majority
 

@@ -172,14 +172,21 @@ def test_tiny_table3_output_formats_are_unchanged(tiny_table3: ExperimentResult)
         "timing",  # the wall time per stage (issue 11)
     ]  # fmt: skip
     # pretrain_*: the measured pretraining wall time, added with the sweep (issue 9)
-    # delta_score: the regressor's own answer to the test pairs (issue 20)
+    # answers: the regressor's own answers and the classifier adapted to the test prior (issue 20)
     assert sorted(on_disk["cells"][0]) == [
-        "accuracy", "ci", "clips_per_scan", "dataset", "delta_score", "dir", "encoder_fingerprint", "loss",
+        "accuracy", "answers", "ci", "clips_per_scan", "dataset", "dir", "encoder_fingerprint", "loss",
         "macro_f1", "n_test_pairs", "pair_counts", "pretrain_resumed", "pretrain_seconds", "regression",
         "seed", "weighted_f1",
     ]  # fmt: skip
-    assert sorted(on_disk["cells"][0]["delta_score"]) == ["accuracy", "ci", "macro_f1", "weighted_f1"]
-    assert all("delta_score" in row for row in on_disk["summary"])
+    answers = ["classifier_bbse", "classifier_em", "delta_score", "delta_score_margin"]
+    assert sorted(on_disk["cells"][0]["answers"]) == answers
+    assert sorted(on_disk["cells"][0]["answers"]["delta_score"]) == [
+        "accuracy",
+        "ci",
+        "macro_f1",
+        "weighted_f1",
+    ]
+    assert all(sorted(row["answers"]) == answers for row in on_disk["summary"])
     panel = on_disk["figures"]["LUS"]["latent"]["panels"]["mse"]
     assert sorted(panel) == [
         "alpha", "ci_high", "ci_low", "n_boot", "n_pairs", "n_patients", "spearman_rho", "target"
@@ -188,8 +195,15 @@ def test_tiny_table3_output_formats_are_unchanged(tiny_table3: ExperimentResult)
     assert lines[:2] == ["| Loss | LUS Accuracy | LUS F1 | MRI Accuracy | MRI F1 |", "|---|---|---|---|---|"]
     # one seed: no spread (issue 13 made a degenerate ± 0.00 read n/a)
     figure = r"\d{1,3}\.\d\d ± n/a"
-    names = ("MSE", "MSE \\+ wCL", "\\*Δ predicted score, MSE\\*", "\\*Δ predicted score, MSE \\+ wCL\\*")
-    for line, name in zip(lines[2:6], names, strict=True):
+    answers = [
+        "Δ predicted score",
+        "Δ predicted score, val margin",
+        r"classifier \+ EM test prior \(transductive\)",
+        r"classifier \+ BBSE test prior \(transductive\)",
+    ]
+    losses = ["MSE", r"MSE \+ wCL"]
+    names = losses + [rf"\*{answer}, {loss}\*" for answer in answers for loss in losses]
+    for line, name in zip(lines[2:12], names, strict=True):
         assert re.fullmatch(rf"\| {name} \| {figure} \| {figure} \| {figure} \| {figure} \|", line), line
     columns = ["dataset", "loss", "n_seeds"] + [
         f"{metric}_{part}"

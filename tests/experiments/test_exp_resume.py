@@ -145,7 +145,8 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         assert (metrics["combine"], metrics["head"]) == (cell["combine"], cell["classifier"])
         assert cell["accuracy"] == metrics["test"]["accuracy"]
     table4 = (tmp_path / "t4" / "table4.md").read_text()
-    assert table4.count("| tsm_resnet18 |") == 5  # 4 classifier variants and the regressor's own answer
+    # 4 classifier variants, the regressor's own two answers, each variant adapted by EM and by BBSE
+    assert table4.count("| tsm_resnet18 |") == 4 + 2 + 8
     assert table4.count("| *Δ predicted score* |") == 2  # one per encoder (backbone × loss), not per variant
     # the report reads each variant's own classification stage (it once looked for <cell>/classifier, which
     # an ablation never writes, and silently dropped the small-sample warnings)

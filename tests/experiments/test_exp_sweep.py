@@ -87,7 +87,7 @@ def test_sweep_numbers_match_independent_recomputation(
     # the regressor's own answer beside the classifier, from every seed's cell
     assert "| macro-F1 (%) | Δ predicted score F1 (%) |" in table.splitlines()[2]
     cells = result.results.cells
-    narrow = [c.delta_score.macro_f1 for c in cells if c.key.setting == "narrow" and c.delta_score]
+    narrow = [c.answers["delta_score"].macro_f1 for c in cells if c.key.setting == "narrow" and c.answers]
     assert len(narrow) == len([c for c in cells if c.key.setting == "narrow"])
     assert rows["narrow"]["delta_macro_f1"]["mean"] == pytest.approx(sum(narrow) / len(narrow))
     assert csv.loc[0, "delta_macro_f1_mean"] == pytest.approx(rows["narrow"]["delta_macro_f1"]["mean"])

@@ -226,11 +226,13 @@ def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     answers = {row.answer: (row.accuracy, row.macro_f1) for row in reference_rows(counts).values()}
-    if "delta_score" in metrics:
-        answers["the encoder's own predicted scores"] = (
-            metrics["delta_score"]["accuracy"],
-            metrics["delta_score"]["macro_f1"],
-        )
+    own = {
+        "delta_score": "the encoder's own predicted scores",
+        "delta_score_margin": "those with a val margin",
+    }
+    for name, answer in own.items():
+        if name in metrics.get("answers", {}):
+            answers[answer] = (metrics["answers"][name]["accuracy"], metrics["answers"][name]["macro_f1"])
     scored = "; ".join(f"{name} {acc:.1%} / {f1:.1%}" for name, (acc, f1) in answers.items())
     below = []
     for name, (acc, f1) in answers.items():

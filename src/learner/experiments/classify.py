@@ -42,6 +42,7 @@ from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.data.splits import read_splits
 from learner.errors import ConfigError, LearnerError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
+from learner.evaluation.label_shift import bbse_prior, em_prior, reweight
 from learner.evaluation.metrics import (
     accuracy,
     classification_metrics,
@@ -49,7 +50,13 @@ from learner.evaluation.metrics import (
     patient_bootstrap_samples,
     percentile_interval,
 )
-from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
+from learner.evaluation.pair_classifier import (
+    NUM_CLASSES,
+    FittedPairClassifier,
+    fit_pair_classifier,
+    pair_features,
+)
+from learner.evaluation.score_change import calibrate_margin, score_change_labels
 from learner.experiments.prose import small_sample_warnings
 from learner.layout import RunLayout
 from learner.runs import RunDir, check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
@@ -195,7 +202,7 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
         "clips_per_scan": config.classifier.clips_per_scan,
         "seed": config.seed,
         "test": _test_metrics(pairs["test"], predictions["predicted"].to_numpy(), config),
-        "delta_score": _test_metrics(pairs["test"], regressor_answer(pairs["test"], table, config), config),
+        "answers": _other_answers(pairs, table, fitted, features, config),
         "val": classification_metrics(labels["val"], fitted.predict(features["val"])),
         "best_epoch": fitted.best_epoch,
         "pair_counts": {split: pair_class_counts(p) for split, p in pairs.items()},
@@ -210,17 +217,66 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
     return ClassificationResult(run.path, metrics, predictions, fitted, table)
 
 
-def regressor_answer(pairs: pd.DataFrame, table: EmbeddingTable, config: Config) -> np.ndarray:
-    """The pretrained regressor's own answer for each pair, (P,) class indices: the scale's change rule
-    (the one that labels the pairs) applied to the head's predicted scores of the two scans, earlier first.
+ANSWERS: tuple[str, ...] = ("delta_score", "delta_score_margin", "classifier_em", "classifier_bbse")
+"""The answers to the test pairs recorded beside the classifier's (``metrics.json["answers"]``), in order:
 
-    It needs no classifier and sees what the encoder learned about the score directly, so it is the answer
-    a pair classifier on the same encoder has to beat (the "Δ predicted score" rows of the tables).
-    """
+* ``delta_score``: the encoder's regression head alone, its predicted scores of the two scans labelled by
+  the scale's change rule (:mod:`learner.evaluation.score_change`); the answer a pair classifier on the same
+  encoder has to beat.
+* ``delta_score_margin``: the same with a stable margin calibrated on the val pairs (``margin``).
+* ``classifier_em`` / ``classifier_bbse``: the classifier's posteriors re-weighted to a test prior estimated
+  from the unlabelled test pairs (:mod:`learner.evaluation.label_shift`; ``prior``, in class order) —
+  transductive: they look at the test pairs' embeddings, never their labels.
+"""
+
+
+def _other_answers(
+    pairs: dict[str, pd.DataFrame],
+    table: EmbeddingTable,
+    fitted: FittedPairClassifier,
+    features: dict[str, np.ndarray],
+    config: Config,
+) -> dict[str, dict[str, Any]]:
+    """Test metrics (with intervals) of every answer of :data:`ANSWERS`, keyed by name."""
+    scale = scale_from_config(config.data)
+    earlier, later = {}, {}
+    for split in ("val", "test"):
+        earlier[split], later[split] = predicted_scores(pairs[split], table)
+    margin = calibrate_margin(scale, earlier["val"], later["val"], pairs["val"]["label"].to_numpy())
+    train_labels = pairs["train"]["label"].to_numpy(dtype=np.int64)
+    source_prior = (  # the prior the classifier's loss saw: balanced by the class weights, else the pairs'
+        np.full(NUM_CLASSES, 1.0 / NUM_CLASSES)
+        if config.classifier.class_weights
+        else np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
+    )
+    test_probabilities = fitted.predict_proba(features["test"])
+    priors = {
+        "classifier_em": em_prior(test_probabilities, source_prior),
+        "classifier_bbse": bbse_prior(
+            fitted.predict_proba(features["val"]), pairs["val"]["label"].to_numpy(), test_probabilities
+        ),
+    }
+    answers = {
+        "delta_score": _test_metrics(
+            pairs["test"], scale.change_labels(earlier["test"], later["test"]), config
+        ),
+        "delta_score_margin": _test_metrics(
+            pairs["test"], score_change_labels(scale, earlier["test"], later["test"], margin), config
+        )
+        | {"margin": margin},
+    }
+    for name, prior in priors.items():
+        adapted = reweight(test_probabilities, source_prior, prior).argmax(axis=1)
+        answers[name] = _test_metrics(pairs["test"], adapted, config) | {"prior": prior.tolist()}
+    return answers
+
+
+def predicted_scores(pairs: pd.DataFrame, table: EmbeddingTable) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's predicted scores (float64) of every pair's earlier and later scan, each (P,)."""
     predicted = dict(zip(table.scan_ids, table.scores.astype(np.float64), strict=True))
-    earlier = pairs["first_scan_id"].map(predicted).to_numpy(dtype=np.float64)
-    later = pairs["second_scan_id"].map(predicted).to_numpy(dtype=np.float64)
-    return scale_from_config(config.data).change_labels(earlier, later)
+    earlier = pairs["first_scan_id"].astype(str).map(predicted).to_numpy(dtype=np.float64)
+    later = pairs["second_scan_id"].astype(str).map(predicted).to_numpy(dtype=np.float64)
+    return earlier, later
 
 
 def _without_skipped(

@@ -3,7 +3,10 @@ between its scans, one panel per pretraining objective, from a finished Table 3 
 
 The change is |Δ score| and, on a phantom cohort, also |Δ latent severity|, the ground truth the scans were
 rendered from (:mod:`learner.data.phantom.ground_truth`). Each panel carries Spearman's ρ with a patient
-bootstrap interval (:func:`learner.evaluation.embedding_analysis.distance_vs_change`).
+bootstrap interval (:func:`learner.evaluation.embedding_analysis.distance_vs_change`); the same statistic
+of two references on the same pairs — a frozen randomly initialised encoder and the raw pixels
+(:func:`learner.evaluation.embed.reference_embeddings`) — says how much of a ρ the data give with no
+pretraining at all.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pandas as pd
 from learner.data.manifest import Manifest
 from learner.data.phantom.ground_truth import latent_severity
 from learner.data.scales import ScoreScale
-from learner.evaluation.embed import embed_scans
+from learner.evaluation.embed import embed_scans, reference_embeddings
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
 from learner.experiments.results import Cell, Figure
 from learner.experiments.tables import loss_label
@@ -27,6 +30,12 @@ FIGURE_TARGETS: dict[str, str] = {
     "latent": "|Δ latent severity| (phantom ground truth)",
 }
 """Figure target → the change on its x axis."""
+
+REFERENCE_LABELS: dict[str, str] = {
+    "random_init": "frozen random-init encoder",
+    "raw_pixels": "raw pixels",
+}
+"""Each of :data:`learner.evaluation.embed.REFERENCE_EMBEDDINGS` → its row label in the Fig. 1 tables."""
 
 _ID_COLUMNS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
 
@@ -43,15 +52,32 @@ def figure_one(
     """
     seed = min(c.seed for c in cells)
     shown = [c for c in cells if c.seed == seed]
+    pairs = cell_test_pairs(out_dir, shown[0])  # every cell of a seed shares its split and pairs
+    scan_ids = sorted(set(pairs["first_scan_id"]) | set(pairs["second_scan_id"]))
+    references = reference_embeddings(
+        out_dir / shown[0].encoder_folder,
+        manifest,
+        scan_ids,
+        seed=seed,
+        clips_per_scan=shown[0].clips_per_scan,
+    )
     figures: dict[str, Figure] = {}
     for key, target in distance_targets(manifest).items():
         analyses = {c.key.loss: cell_distance_analysis(out_dir, c, manifest, target, n_boot) for c in shown}
+        name = "score" if isinstance(target, str) else "latent severity"
+        reference_rows = {
+            reference: distance_vs_change(
+                pairs, embeddings, scan_ids, target, target_name=name, n_boot=n_boot, seed=seed
+            ).to_metrics()
+            for reference, embeddings in references.items()
+        }
         png = f"fig1_{shown[0].key.dataset}_{key}.png"
         panels = {loss_label(k): a for k, a in analyses.items()}
         unit = f" ({scale.unit})" if key == "score" and scale is not None and scale.unit else ""
         integer = key == "score" and scale is not None and scale.integer
         plot_distance_panels(panels, out_dir / png, xlabel=FIGURE_TARGETS[key] + unit, integer_x=integer)
-        figures[key] = Figure(png=png, seed=seed, panels={k: a.to_metrics() for k, a in analyses.items()})
+        panel_rows = {k: a.to_metrics() for k, a in analyses.items()}
+        figures[key] = Figure(png=png, seed=seed, panels=panel_rows, references=reference_rows)
     return figures
 
 
@@ -71,10 +97,15 @@ def cell_distance_analysis(
     """Fig. 1's analysis of one finished cell: its test intra-patient pairs (``<cell>/classifier/pairs``)
     and its encoder's (:attr:`Cell.encoder_folder`) cached embeddings, against ``target`` (see
     :func:`distance_targets`); the bootstrap is seeded with the cell's seed."""
-    pairs = pd.read_csv(RunLayout(out_dir / cell.classification_folder).pairs("test"), dtype=_ID_COLUMNS)
+    pairs = cell_test_pairs(out_dir, cell)
     encoder = out_dir / cell.encoder_folder  # its own, or the one it shares (a sweep's classifier setting)
     table = embed_scans(encoder, manifest, clips_per_scan=cell.clips_per_scan)  # cached
     name = "score" if isinstance(target, str) else "latent severity"
     return distance_vs_change(
         pairs, table.embeddings, table.scan_ids, target, target_name=name, n_boot=n_boot, seed=cell.seed
     )
+
+
+def cell_test_pairs(out_dir: Path, cell: Cell) -> pd.DataFrame:
+    """The test intra-patient pairs of a finished cell (``<cell>/classifier/pairs/test.csv``)."""
+    return pd.read_csv(RunLayout(out_dir / cell.classification_folder).pairs("test"), dtype=_ID_COLUMNS)

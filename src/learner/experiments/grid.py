@@ -77,13 +77,14 @@ def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
     rows = []
     for key, members in groups.items():
         stats = {name: MeanStd.over([m.metric(name) for m in members]) for name in METRICS}
-        answers = [m.delta_score for m in members if m.delta_score is not None]
-        delta = (
-            {name: MeanStd.over([getattr(a, name) for a in answers]) for name in METRICS}
-            if len(answers) == len(members)
-            else None
-        )
-        rows.append(SummaryRow(key=key, n_seeds=len(members), stats=stats, delta_score=delta))
+        answers = {  # an answer every seed has
+            answer: {
+                name: MeanStd.over([getattr(m.answers[answer], name) for m in members]) for name in METRICS
+            }
+            for answer in members[0].answers
+            if all(answer in m.answers for m in members)
+        }
+        rows.append(SummaryRow(key=key, n_seeds=len(members), stats=stats, answers=answers))
     return rows
 
 

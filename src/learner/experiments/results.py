@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,9 @@ class GridKey:
 
 @dataclass(frozen=True)
 class PairAnswer:
-    """The test metrics (fractions) of one answer to a cell's test pairs, with 95% patient-bootstrap
-    intervals: here the pretrained regressor's own answer (the "Δ predicted score" rows,
-    :func:`learner.experiments.classify.regressor_answer`), which the cell's pair classifier has to beat."""
+    """The test metrics (fractions) of one answer to a cell's test pairs other than its pair classifier's,
+    with 95% patient-bootstrap intervals: the pretrained regressor's own answer, or the classifier adapted to
+    the test prior (:data:`learner.experiments.classify.ANSWERS`)."""
 
     accuracy: float
     macro_f1: float
@@ -86,7 +86,7 @@ class PairAnswer:
         return cls(**{name: float(row[name]) for name in METRICS}, ci=ci)
 
     def to_json(self) -> dict[str, Any]:
-        """A cell's ``delta_score`` entry of ``results.json``."""
+        """An entry of a cell's ``answers`` in ``results.json``."""
         ci = {name: list(bounds) for name, bounds in self.ci.items()}
         return {**{name: getattr(self, name) for name in METRICS}, "ci": ci}
 
@@ -115,7 +115,8 @@ class Cell:
     pretrain_seconds: float | None = None
     pretrain_resumed: bool = False
     encoder_dir: str | None = None
-    delta_score: PairAnswer | None = None
+    answers: dict[str, PairAnswer] = field(default_factory=dict)
+    """Other answers to the same test pairs, by :data:`learner.experiments.classify.ANSWERS` name."""
 
     @property
     def classification_folder(self) -> Path:
@@ -154,18 +155,18 @@ class Cell:
             "pretrain_seconds": self.pretrain_seconds,
             "pretrain_resumed": self.pretrain_resumed,
         }
-        if self.delta_score is not None:
-            row["delta_score"] = self.delta_score.to_json()
+        if self.answers:
+            row["answers"] = {name: answer.to_json() for name, answer in self.answers.items()}
         return row if self.encoder_dir is None else row | {"encoder_dir": self.encoder_dir}
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Cell:
         """A cell from its ``results.json`` row."""
-        typed = ("key", "ci", "delta_score")
+        typed = ("key", "ci", "answers")
         plain = {f.name: row[f.name] for f in fields(cls) if f.name not in typed and f.name in row}
         ci = {name: (json_number(low), json_number(high)) for name, (low, high) in row["ci"].items()}
-        delta = PairAnswer.from_json(row["delta_score"]) if "delta_score" in row else None
-        return cls(key=GridKey.from_json(row), ci=ci, delta_score=delta, **plain)
+        answers = {name: PairAnswer.from_json(answer) for name, answer in row.get("answers", {}).items()}
+        return cls(key=GridKey.from_json(row), ci=ci, answers=answers, **plain)
 
 
 @dataclass(frozen=True)
@@ -194,25 +195,30 @@ class SummaryRow:
     key: GridKey
     n_seeds: int
     stats: dict[str, MeanStd]
-    delta_score: dict[str, MeanStd] | None = None
-    """The same metrics of the regressor's own answer (:class:`PairAnswer`), when every seed has one."""
+    answers: dict[str, dict[str, MeanStd]] = field(default_factory=dict)
+    """The same metrics of every other answer (:class:`PairAnswer`) that each seed has, by name."""
 
     def to_json(self) -> dict[str, Any]:
         """A ``summary`` row of ``results.json``."""
         row = {**self.key.to_json(), "n_seeds": self.n_seeds} | {
             name: asdict(value) for name, value in self.stats.items()
         }
-        if self.delta_score is not None:
-            row["delta_score"] = {name: asdict(value) for name, value in self.delta_score.items()}
+        if self.answers:
+            row["answers"] = {
+                answer: {name: asdict(value) for name, value in stats.items()}
+                for answer, stats in self.answers.items()
+            }
         return row
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> SummaryRow:
         """A summary row from ``results.json``."""
         stats = {name: MeanStd.from_json(row[name]) for name in METRICS}
-        delta = row.get("delta_score")
-        delta_stats = None if delta is None else {name: MeanStd.from_json(delta[name]) for name in METRICS}
-        return cls(key=GridKey.from_json(row), n_seeds=row["n_seeds"], stats=stats, delta_score=delta_stats)
+        answers = {
+            answer: {name: MeanStd.from_json(values[name]) for name in METRICS}
+            for answer, values in row.get("answers", {}).items()
+        }
+        return cls(key=GridKey.from_json(row), n_seeds=row["n_seeds"], stats=stats, answers=answers)
 
 
 @dataclass(frozen=True)
@@ -239,12 +245,14 @@ class DatasetSummary:
 
 @dataclass(frozen=True)
 class Figure:
-    """One Fig. 1 image of one dataset: the file (in the experiment folder), the seed its cells share, and
-    per objective the panel's Spearman ρ record (:meth:`DistanceAnalysis.to_metrics`)."""
+    """One Fig. 1 image of one dataset: the file (in the experiment folder), the seed its cells share, per
+    objective the panel's Spearman ρ record (:meth:`DistanceAnalysis.to_metrics`), and the same record of
+    each reference embedding (:data:`learner.evaluation.embed.REFERENCE_EMBEDDINGS`) of the same pairs."""
 
     png: str
     seed: int
     panels: Mapping[str, Mapping[str, Scalar]]
+    references: Mapping[str, Mapping[str, Scalar]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A ``figures[dataset][target]`` entry of ``results.json``."""

@@ -172,9 +172,10 @@ def cell_result(
         encoder_fingerprint=encoder.fingerprint,
         pretrain_seconds=encoder.seconds,
         pretrain_resumed=encoder.resumed,
-        delta_score=PairAnswer.from_json(classified.metrics["delta_score"])
-        if "delta_score" in classified.metrics
-        else None,
+        answers={
+            name: PairAnswer.from_json(answer)
+            for name, answer in classified.metrics.get("answers", {}).items()
+        },
     )
 
 

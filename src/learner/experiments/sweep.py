@@ -210,7 +210,7 @@ def sweep_rows(cells: Sequence[Cell], extras: Sequence[SweepCell]) -> list[Sweep
         targets = list(lowest.correlations)
         seconds = [c.pretrain_seconds for c, _ in members]
         measured = [s for s in seconds if s is not None]
-        answers = [c.delta_score.macro_f1 for c, _ in members if c.delta_score is not None]
+        answers = [c.answers["delta_score"].macro_f1 for c, _ in members if "delta_score" in c.answers]
         rows.append(
             SweepRow(
                 key=key,

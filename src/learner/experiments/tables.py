@@ -118,12 +118,15 @@ def render_table3(results: Results) -> str:
             )
             cells += stats or ["—", "—"]
         rows.append(cells)
-    delta_rows = 0
-    for loss in results.losses:  # each encoder's regressor answering by itself, when the cells have it
-        answers = [summary.get((dataset, loss)) for dataset in datasets]
-        if all(row is not None and row.delta_score is not None for row in answers):
-            rows.append([f"*{DELTA_LABEL}, {loss_label(loss)}*", *_delta_cells(answers)])
-            delta_rows += 1
+    answered = []
+    for answer in ANSWER_LABELS:  # other answers to the same pairs, one row per encoder, when cells have them
+        for loss in results.losses:
+            answers = [summary.get((dataset, loss)) for dataset in datasets]
+            if all(row is not None and answer in row.answers for row in answers):
+                rows.append(
+                    [f"*{ANSWER_LABELS[answer]}, {loss_label(loss)}*", *_answer_cells(answers, answer)]
+                )
+                answered.append(answer)
     references = {d: reference_cells(test_counts_by_seed(results.cells, d)) for d in datasets}
     for name in REFERENCES if all(references.values()) else ():
         labels = {references[d][name][0] for d in datasets}
@@ -133,33 +136,56 @@ def render_table3(results: Results) -> str:
     caption = (
         "Health-change classification on the test intra-patient pairs: accuracy and F1 in %, mean ± std "
         "over "
-        f"{seeds} seed{'s' if seeds != 1 else ''}. {F1_NOTE}{f' {DELTA_NOTE}' if delta_rows else ''}\n"
+        f"{seeds} seed{'s' if seeds != 1 else ''}. {F1_NOTE}{answers_note(answered)}\n"
     )
     return markdown_table(header, rows) + "\n" + caption
 
 
-DELTA_LABEL = "Δ predicted score"
-DELTA_NOTE = (
-    f"*{DELTA_LABEL}* rows: the pretrained encoder's regression head answers by itself, its predicted scores "
-    "of the two scans labelled by the scale's change rule (no pair classifier); a pair classifier on that "
-    "encoder should beat it."
-)
+ANSWER_LABELS: dict[str, str] = {
+    "delta_score": "Δ predicted score",
+    "delta_score_margin": "Δ predicted score, val margin",
+    "classifier_em": "classifier + EM test prior (transductive)",
+    "classifier_bbse": "classifier + BBSE test prior (transductive)",
+}
+"""Each answer of :data:`learner.experiments.classify.ANSWERS` → its row label in the tables."""
+
+ANSWER_NOTES: dict[str, str] = {
+    "delta_score": "the pretrained encoder's regression head answers by itself, its predicted scores of "
+    "the two scans labelled by the scale's change rule (no pair classifier); a pair classifier on that "
+    "encoder should beat it",
+    "delta_score_margin": "the same, but a pair is stable unless its predicted scores differ by at least a "
+    "margin chosen for the best macro-F1 on the val pairs",
+    "classifier_em": "the pair classifier's probabilities re-weighted to the test prior that EM estimates "
+    "from the unlabelled test pairs (Saerens et al. 2002)",
+    "classifier_bbse": "the same with the test prior of black-box shift estimation (Lipton et al. 2018); "
+    "*transductive* rows look at the test pairs' embeddings (never their labels)",
+}
+"""What each answer's rows mean, for the tables' captions."""
+
+ENCODER_ANSWERS: tuple[str, ...] = ("delta_score", "delta_score_margin")
+"""Answers of the encoder alone (one per encoder, whatever the classifier); the others adapt a classifier."""
 
 
-def _delta_cells(rows: Sequence[SummaryRow | None]) -> list[str]:
-    """Accuracy and F1 cells of the regressor's own answer of each summary row (mean ± std, %)."""
+def answers_note(answered: Sequence[str]) -> str:
+    """The caption sentences of the answer rows a table shows (empty when it shows none)."""
+    shown = [name for name in ANSWER_LABELS if name in answered]
+    return "".join(f" *{ANSWER_LABELS[name]}*: {ANSWER_NOTES[name]}." for name in shown)
+
+
+def _answer_cells(rows: Sequence[SummaryRow | None], answer: str) -> list[str]:
+    """Accuracy and F1 cells of one answer of each summary row (mean ± std, %)."""
     cells = []
     for row in rows:
         assert row is not None
-        assert row.delta_score is not None
-        cells += [format_mean_std(row.delta_score[m], row.n_seeds) for m in ("accuracy", "macro_f1")]
+        cells += [format_mean_std(row.answers[answer][m], row.n_seeds) for m in ("accuracy", "macro_f1")]
     return cells
 
 
 def render_ablation(results: Results) -> str:
     """Table 4's layout: Backbone | Combine | Loss | Classifier | Accuracy | F1 (macro), mean ± std (%)."""
-    parts, delta_rows = [], 0
+    parts, answered = [], []
     for dataset in results.datasets:
+        summary = [row for row in results.summary if row.key.dataset == dataset.name]
         rows = [
             [
                 row.key.backbone,
@@ -169,25 +195,34 @@ def render_ablation(results: Results) -> str:
                 format_mean_std(row.stats["accuracy"], row.n_seeds),
                 format_mean_std(row.stats["macro_f1"], row.n_seeds),
             ]
-            for row in results.summary
-            if row.key.dataset == dataset.name
+            for row in summary
         ]
-        encoders: dict[tuple[str | None, str], SummaryRow] = {}  # every variant of an encoder: one answer
-        for row in results.summary:
-            if row.key.dataset == dataset.name and row.delta_score is not None:
-                encoders.setdefault((row.key.backbone, row.key.loss), row)
-        rows += [
-            [backbone, "", loss_label(loss), f"*{DELTA_LABEL}*", *_delta_cells([row])]
-            for (backbone, loss), row in encoders.items()
-        ]
-        delta_rows += len(encoders)
+        for answer, label in ANSWER_LABELS.items():
+            if answer in ENCODER_ANSWERS:  # one row per encoder: every classifier variant shares it
+                encoders: dict[tuple[str | None, str], SummaryRow] = {}
+                for row in summary:
+                    if answer in row.answers:
+                        encoders.setdefault((row.key.backbone, row.key.loss), row)
+                shown: list[tuple[str | None, str | None, str, str, SummaryRow]] = [
+                    (b, "", loss, f"*{label}*", row) for (b, loss), row in encoders.items()
+                ]
+            else:  # one row per classifier variant
+                shown = [
+                    (row.key.backbone, row.key.combine, row.key.loss, f"{row.key.classifier} *{label}*", row)
+                    for row in summary
+                    if answer in row.answers
+                ]
+            rows += [
+                [backbone, combine, loss_label(loss), name, *_answer_cells([row], answer)]
+                for backbone, combine, loss, name, row in shown
+            ]
+            answered += [answer] if shown else []
         references = reference_cells(test_counts_by_seed(results.cells, dataset.name))
         rows += [[label, "", "", "", *values] for label, values in references.values()]
         header = ["Backbone", "Combine", "Loss", "Classifier", "Accuracy", "F1"]
         parts.append(f"**{dataset.name}**\n\n" + markdown_table(header, rows))
     seeds = len(results.seeds)
-    note = f"{F1_NOTE} {DELTA_NOTE}" if delta_rows else F1_NOTE
-    return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {note}\n"
+    return "\n".join(parts) + f"\nMean ± std over {seeds} seed(s), in %. {F1_NOTE}{answers_note(answered)}\n"
 
 
 SWEEP_TARGETS: dict[str, str] = {"latent": r"ρ vs \|Δ latent\|", "score": r"ρ vs \|Δ score\|"}
@@ -205,7 +240,14 @@ def render_sweep(results: Results) -> str:
         rows = [r for r in sweep.rows if r.key.dataset == dataset.name]
         targets = [t for t in SWEEP_TARGETS if any(t in r.rho for r in rows)]
         header = ["Setting", "Loss", *(SWEEP_TARGETS[t] for t in targets)]
-        header += ["macro-F1 (%)", f"{DELTA_LABEL} F1 (%)", "val MAE", "baseline MAE", "MAE −%", "pretrain s"]
+        header += [
+            "macro-F1 (%)",
+            f"{ANSWER_LABELS['delta_score']} F1 (%)",
+            "val MAE",
+            "baseline MAE",
+            "MAE −%",
+            "pretrain s",
+        ]
         table = []
         for row in rows:
             rhos = [
@@ -241,7 +283,8 @@ def render_sweep(results: Results) -> str:
         "correlation between the cosine distance of a test intra-patient pair's embeddings and its change "
         "(Fig. 1), mean over seeds, with the 95% patient-bootstrap interval of the lowest seed. macro-F1: "
         "the health-change classifier on the test intra-patient pairs, mean ± std; "
-        f"{DELTA_LABEL} F1: the same for the encoders' regression heads answering by themselves (their "
+        f"{ANSWER_LABELS['delta_score']} F1: the same for the encoders' regression heads answering by "
+        "themselves (their "
         "predicted scores of the two scans labelled by the scale's change rule), which the classifier "
         "should beat. val MAE: the encoders' "
         "best val-split MAE (score units, mean over seeds) against predicting the train mean (baseline "

@@ -14,9 +14,9 @@ from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import reference_rows
 from learner.experiments.prose import class_mix, majority_statement, small_sample_warnings
 from learner.experiments.tables import (
-    DELTA_LABEL,
-    DELTA_NOTE,
+    ANSWER_LABELS,
     F1_NOTE,
+    answers_note,
     interval,
     markdown_table,
     percent,
@@ -31,9 +31,8 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
     test = metrics["test"]
     test_counts = metrics["pair_counts"]["test"]
     references = reference_rows(test_counts)
-    answers = {"classifier": test}
-    if "delta_score" in metrics:  # the encoder's regression head answering by itself
-        answers[f"*{DELTA_LABEL}*"] = metrics["delta_score"]
+    others = metrics.get("answers", {})  # the encoder alone, the classifier adapted to the test prior
+    answers = {"classifier": test} | {f"*{ANSWER_LABELS[name]}*": others[name] for name in others}
     summary = markdown_table(
         ["", "Accuracy (95% CI)", "macro-F1 (95% CI)", "weighted-F1", "test pairs", "patients"],
         [
@@ -57,8 +56,7 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
     reading = f"{class_mix(test_counts)}. " + majority_statement(
         {"the classifier": (test["accuracy"], test["macro_f1"])}, references["majority"]
     )
-    if "delta_score" in metrics:
-        reading += f" {DELTA_NOTE}"
+    reading += answers_note(list(others))
     per_class = markdown_table(
         ["class", "precision", "recall", "F1", "support"],
         [

@@ -13,9 +13,9 @@ from typing import Any
 
 from learner.evaluation.baselines import ReferenceRow, majority_row
 from learner.evaluation.metrics import PairedDifference
-from learner.experiments.figure1 import FIGURE_TARGETS
+from learner.experiments.figure1 import FIGURE_TARGETS, REFERENCE_LABELS
 from learner.experiments.prose import class_mix, comparison_verdict, majority_statement, small_sample_warnings
-from learner.experiments.results import Cell, Results
+from learner.experiments.results import Cell, Results, Scalar
 from learner.experiments.tables import (
     interval,
     interval_plain,
@@ -174,7 +174,11 @@ def _figure_section(results: Results) -> str:
     parts = [
         "## Fig. 1: embedding distance against change\n\nEach point is a test intra-patient pair: the cosine "
         "distance between the two scans' embeddings against the absolute change. The paper expects the "
-        "distance to grow with the change, more so with contrastive pretraining (larger Spearman ρ).\n"
+        "distance to grow with the change, more so with contrastive pretraining (larger Spearman ρ). The "
+        "rows in italics are references on the same pairs that had no pretraining: the encoder's "
+        "architecture randomly initialised (the seed's) and frozen, and the raw pixels "
+        "(every frame area-averaged to at most 32 px a side); an objective's ρ means something "
+        "where it clears them.\n"
     ]
     for dataset in (d.name for d in results.datasets):
         figures = (results.figures or {}).get(dataset, {})
@@ -183,22 +187,26 @@ def _figure_section(results: Results) -> str:
             if figure is None:
                 continue
             rows = [
-                [
-                    loss_label(loss),
-                    plain(metric_number(m["spearman_rho"])),
-                    interval_plain(metric_number(m["ci_low"]), metric_number(m["ci_high"])),
-                    m["n_pairs"],
-                    m["n_patients"],
-                ]
-                for loss in results.losses
-                if (m := figure.panels.get(loss))
+                _rho_row(loss_label(loss), m) for loss in results.losses if (m := figure.panels.get(loss))
             ]
+            rows += [_rho_row(f"*{REFERENCE_LABELS[name]}*", m) for name, m in figure.references.items()]
             table = markdown_table(["Loss", "Spearman ρ", "95% CI (patients)", "pairs", "patients"], rows)
             parts.append(
                 f"### {dataset}: distance vs {title} (seed {figure.seed})\n\n"
                 f"![Fig. 1 {dataset} {target}]({figure.png})\n\n{table}"
             )
     return "\n".join(parts)
+
+
+def _rho_row(label: str, m: Mapping[str, Scalar]) -> list[object]:
+    """A Fig. 1 table row: Spearman ρ, its patient-bootstrap interval, pairs and patients."""
+    return [
+        label,
+        plain(metric_number(m["spearman_rho"])),
+        interval_plain(metric_number(m["ci_low"]), metric_number(m["ci_high"])),
+        m["n_pairs"],
+        m["n_patients"],
+    ]
 
 
 def _cell_section(cells: Sequence[Cell]) -> str:
