@@ -64,6 +64,8 @@ Similarity = Literal["shifted_cosine", "exp_cosine"]
 """``loss.similarity``: the keys of :data:`learner.losses.similarity.SIMILARITIES`."""
 FeatureSimilarity = Literal["cosine", "neg_l2"]
 """``loss.feature_similarity``: the logits of :func:`learner.losses.similarity.feature_logits`."""
+Reduction = Literal["mean", "sum"]
+"""``loss.reduction``: average Eqs. 1–3 over the batch (and pairs), or sum them as the paper writes them."""
 Optimizer = Literal["adam", "adamw"]
 """``optim.optimizer``: the keys of :data:`learner.training.pretrain.OPTIMIZERS`."""
 Schedule = Literal["cosine", "constant"]
@@ -272,15 +274,25 @@ class LossConfig(_Section):
     similarity: Similarity = Field(
         default="shifted_cosine", description="maps cosine to (0, 1] before the log"
     )
-    temperature: float = Field(
-        default=1.0, gt=0, description="τ of exp_cosine and of the rnc, yaware and supcon_bins logits"
+    temperature: float | None = Field(
+        default=None,
+        gt=0,
+        description="τ of exp_cosine and of the rnc, yaware and supcon_bins logits; unset: each term's "
+        "authors' τ (learner.losses.registry.AUTHORS_SETTINGS: rnc 2, yaware 0.1, supcon_bins 0.1, "
+        "exp_cosine 1)",
     )
     sim_floor: float = Field(default=1e-4, gt=0, lt=1, description="shifted_cosine is clamped to ≥ this")
     eps: float = Field(default=0.1, gt=0, description="ε in w = |Δ| + ε, on standardised scores")
     weight_max: float = Field(default=10.0, ge=1, description="upper bound on every contrastive weight")
-    feature_similarity: FeatureSimilarity = Field(
-        default="cosine",
-        description="logit of rnc, yaware, supcon_bins: cos(u_i, u_j)/τ, or −‖u_i − u_j‖/τ (RnC's paper)",
+    feature_similarity: FeatureSimilarity | None = Field(
+        default=None,
+        description="logit of rnc, yaware, supcon_bins: cos(u_i, u_j)/τ, or −‖u_i − u_j‖/τ; unset: each "
+        "term's authors' choice (rnc: neg_l2, the others: cosine)",
+    )
+    reduction: Reduction = Field(
+        default="mean",
+        description="mean: Eqs. 1–3 averaged over the batch and pairs (λ's balance independent of B); "
+        "sum: the paper's Eqs. 1–3 literally (mse, cl, wcl, wcl_scaled only)",
     )
     kernel_sigma: float = Field(
         default=1.0,

@@ -34,8 +34,10 @@ def reference_loss(
     tau: float | None = None,
     eps: float = EPS,
     wmax: float = WMAX,
+    reduction: str = "mean",
 ) -> float:
-    """Eqs. 2–3 as loops over anchors and pairs in Python floats (the sets come from the tested miner)."""
+    """Eqs. 2–3 as loops over anchors and pairs in Python floats (the sets come from the tested miner):
+    per anchor the mean over each set (``mean``) or the sum (``sum``, Eqs. 2–3 as printed)."""
     u = embeddings.tolist()
     s = scores.tolist()
     sel = select_pairs(scores)
@@ -66,9 +68,14 @@ def reference_loss(
             mean_inv = sum(1 / w[j] for j in pos) / len(pos) if pos else 1.0
             n = {j: min(w[j] / mean_w, wmax) * log_sim(i, j) for j in neg}
             p = {j: min((1 / w[j]) / mean_inv, wmax) * log_sim(i, j) for j in pos}
+        if reduction == "sum":
+            per_anchor.append(sum(n.values()) - sum(p.values()))
+            continue
         side_neg = sum(n.values()) / len(neg) if neg else 0.0
         side_pos = sum(p.values()) / len(pos) if pos else 0.0
         per_anchor.append(side_neg - side_pos)
+    if reduction == "sum":
+        return sum(per_anchor)
     return sum(per_anchor) / len(per_anchor) if per_anchor else 0.0
 
 
@@ -105,6 +112,11 @@ def test_cl_by_hand() -> None:
     assert expected == pytest.approx(reference_loss(HAND_U, HAND_S, "cl"), abs=1e-12)
     got = PairwiseContrastiveLoss(Unweighted(), ShiftedCosine(FLOOR))(HAND_U, HAND_S)
     assert got.item() == pytest.approx(expected, abs=1e-12)
+    # Eq. 2 as printed sums every selected pair: anchor 2 counts both of its negatives in full
+    literal = sum(per_anchor) + (math.log(1 / 2) + math.log(1 / 2)) / 2  # −19.8609
+    summed = PairwiseContrastiveLoss(Unweighted(), ShiftedCosine(FLOOR), reduction="sum")(HAND_U, HAND_S)
+    assert summed.item() == pytest.approx(literal, abs=1e-12)
+    assert literal == pytest.approx(reference_loss(HAND_U, HAND_S, "cl", reduction="sum"), abs=1e-12)
 
 
 def test_wcl_by_hand() -> None:
@@ -131,11 +143,13 @@ def test_wcl_scaled_by_hand_equals_cl_when_each_set_has_equal_weights() -> None:
 @pytest.mark.parametrize("kind", list(WEIGHTINGS))
 @pytest.mark.parametrize(("batch", "ties"), [(4, False), (5, True), (6, False), (6, True)])
 @pytest.mark.parametrize("tau", [None, 0.5], ids=["shifted", "exp"])
-def test_matches_slow_reference(kind: str, batch: int, ties: bool, tau: float | None) -> None:
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_matches_slow_reference(kind: str, batch: int, ties: bool, tau: float | None, reduction: str) -> None:
     embeddings, scores = random_batch(seed=batch * 10 + ties, batch=batch, ties=ties)
     similarity: SimilarityMapping = ShiftedCosine(FLOOR) if tau is None else ExpCosine(tau)
-    got = PairwiseContrastiveLoss(WEIGHTINGS[kind], similarity)(embeddings, scores)
-    assert got.item() == pytest.approx(reference_loss(embeddings, scores, kind, tau=tau), abs=1e-10)
+    got = PairwiseContrastiveLoss(WEIGHTINGS[kind], similarity, reduction=reduction)(embeddings, scores)
+    expected = reference_loss(embeddings, scores, kind, tau=tau, reduction=reduction)
+    assert got.item() == pytest.approx(expected, abs=1e-10)
 
 
 @pytest.mark.parametrize(

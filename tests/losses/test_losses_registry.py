@@ -1,4 +1,5 @@
-"""``loss.name`` parsing into λ·MSE + (1 − λ)·contrastive, its errors, and registering a new term."""
+"""``loss.name`` parsing into λ·MSE + (1 − λ)·contrastive, its errors, a new term, the reduction and the
+authors' temperatures."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from learner.losses import registry
 from learner.losses.contrastive import LiteralWeighting, PairwiseContrastiveLoss, ScaledWeighting, Unweighted
 from learner.losses.infonce import SupConBinsLoss, YAwareInfoNCELoss
 from learner.losses.rank_n_contrast import RankNContrastLoss
-from learner.losses.registry import available_losses, build_objective, register_loss
+from learner.losses.registry import available_losses, build_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.losses.similarity import ExpCosine, ShiftedCosine
 
@@ -110,24 +111,44 @@ def test_bad_names_are_config_errors(name: str, match: str) -> None:
         build_objective(LossConfig(name=name))
 
 
-def test_register_a_new_term(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "LOSSES", dict(registry.LOSSES))  # keep the global table untouched
-
+def test_a_new_term_joins_by_an_entry_in_losses(monkeypatch: pytest.MonkeyPatch) -> None:
     def mean_norm(loss_cfg: LossConfig, labels: registry.ScoreLabels) -> registry.ContrastiveLoss:
-        return lambda embeddings, scores: embeddings.norm(dim=1).mean() * loss_cfg.temperature
+        return lambda embeddings, scores: embeddings.norm(dim=1).mean() * loss_cfg.eps
 
-    register_loss("norm", mean_norm)
+    monkeypatch.setitem(registry.LOSSES, "norm", mean_norm)
     embeddings, pred, target = batch()
-    out = build_objective(LossConfig(name="mse+norm", lam=0.5, temperature=2.0))(embeddings, pred, target)
+    out = build_objective(LossConfig(name="mse+norm", lam=0.5, eps=2.0))(embeddings, pred, target)
     expected = 0.5 * plain_mse(pred, target) + 0.5 * 2.0 * embeddings.norm(dim=1).mean().item()
     assert out.total.item() == pytest.approx(expected, rel=1e-6)
     assert "norm" in available_losses()
-    with pytest.raises(ValueError, match="already registered"):
-        register_loss("norm", mean_norm)
-    with pytest.raises(ValueError, match="already registered"):
-        register_loss("mse", mean_norm)
-    with pytest.raises(ValueError, match="without"):
-        register_loss("a+b", mean_norm)
+
+
+def test_sum_reduction_is_eqs_1_to_3_as_printed() -> None:
+    embeddings, pred, target = batch()
+    objective = build_objective(LossConfig(name="mse+cl", lam=0.9, reduction="sum"))
+    literal_cl = PairwiseContrastiveLoss(Unweighted(), reduction="sum")(embeddings, target).item()
+    squared = plain_mse(pred, target) * len(target)  # Eq. 1: Σ_i, not the mean
+    out = objective(embeddings, pred, target)
+    assert out.total.item() == pytest.approx(0.9 * squared + 0.1 * literal_cl, rel=1e-6)
+    assert out.terms["mse"].item() == pytest.approx(squared, rel=1e-6)
+    with pytest.raises(ConfigError, match=r"loss\.reduction=sum .* rnc is its authors' mean"):
+        build_objective(LossConfig(name="mse+rnc", reduction="sum"))
+
+
+@pytest.mark.parametrize(
+    ("name", "temperature", "similarity"),
+    [("rnc", 2.0, "neg_l2"), ("yaware", 0.1, "cosine"), ("supcon_bins", 0.1, "cosine")],
+)
+def test_unset_temperature_is_the_authors(name: str, temperature: float, similarity: str) -> None:
+    term = build_objective(LossConfig(name=f"mse+{name}"), LABELS).contrastive
+    assert term is not None
+    assert (term.temperature, term.similarity) == (temperature, similarity)  # type: ignore[attr-defined]
+    chosen = build_objective(
+        LossConfig(name=f"mse+{name}", temperature=0.5, feature_similarity="neg_l2"), LABELS
+    )
+    assert (chosen.contrastive.temperature, chosen.contrastive.similarity) == (0.5, "neg_l2")  # type: ignore[union-attr]
+    exp = build_objective(LossConfig(name="mse+cl", similarity="exp_cosine")).contrastive
+    assert exp.similarity.temperature == 1.0  # type: ignore[union-attr]
 
 
 LABELS = registry.ScoreLabels(ScoreStandardiser(mean=10.0, std=2.0), class_edges=(9.0, 10.0, 12.0))

@@ -22,17 +22,20 @@ pytestmark = pytest.mark.slow
 
 
 def _nan_gradient_at(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
-    """The regressor's first parameter gets a NaN gradient in backward pass ``at`` (1-based)."""
+    """The regressor's first parameter gets a NaN gradient in backward pass ``at`` (1-based), counted where
+    a gradient is accumulated into ``.grad`` (an update's backward; measuring passes such as the gradient
+    share's ``autograd.grad`` accumulate nothing)."""
     real = pretrain_module.build_regressor
     calls = [0]
 
-    def poison(grad: torch.Tensor) -> torch.Tensor:
+    def poison(param: torch.Tensor) -> None:
         calls[0] += 1
-        return grad * math.nan if calls[0] == at else grad
+        if calls[0] == at and param.grad is not None:
+            param.grad.mul_(math.nan)
 
     def build(*args: object, **kwargs: object) -> nn.Module:
         model = real(*args, **kwargs)  # type: ignore[arg-type]
-        next(model.parameters()).register_hook(poison)
+        next(model.parameters()).register_post_accumulate_grad_hook(poison)
         return model
 
     monkeypatch.setattr(pretrain_module, "build_regressor", build)

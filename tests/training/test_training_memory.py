@@ -189,5 +189,5 @@ def test_supcon_bins_in_pretrain_gets_the_scales_standardised_edges() -> None:
         LossConfig(name="supcon_bins"),
         ScoreLabels(pretrain_module.ScoreStandardiser(250.0, 50.0), (200.0, 300.0)),
     )
-    loss = objective.terms[0].compute.args[0]  # type: ignore[attr-defined]
+    loss = objective.contrastive
     assert loss.edges == (-1.0, 1.0)

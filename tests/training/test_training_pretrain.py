@@ -32,7 +32,7 @@ from learner.training.validation import regression_metrics
 pytestmark = pytest.mark.slow
 
 COLUMNS = [
-    "epoch", "step", "lr", "train_loss", "train_mse", "train_wcl",
+    "epoch", "step", "lr", "train_loss", "train_mse", "train_wcl", "grad_share_contrastive",
     "val_mae", "val_rmse", "val_r", "baseline_mae", "baseline_rmse",
 ]  # fmt: skip
 

@@ -8,10 +8,11 @@ negative-side term n_ij and a positive-side term p_ij. The reduction is
     ℓ_i = mean_{j∈i⁻} n_ij − mean_{j∈i⁺} p_ij        (a mean over an empty set counts as 0)
     L   = (1 / |I|) Σ_{i∈I} ℓ_i,   I = anchors with i⁺ ∪ i⁻ ≠ ∅  (L = 0 when I is empty)
 
-The paper sums over pairs and anchors; we average so that the loss scale does not grow with B and λ keeps
-its meaning at any batch size. An anchor with only one non-empty set contributes only that side (with the
-default miner an anchor has both or neither). L = 0 on a batch with no pairs (all-equal scores, B = 2) still
-back-propagates (a zero gradient).
+The paper sums over pairs and anchors; by default we average so that the loss scale does not grow with B
+and λ keeps its meaning at any batch size. ``reduction="sum"`` is Eqs. 2–3 literally:
+L = Σ_{i} (Σ_{j∈i⁻} n_ij − Σ_{j∈i⁺} p_ij). An anchor with only one non-empty set contributes only that
+side (with the default miner an anchor has both or neither). L = 0 on a batch with no pairs (all-equal
+scores, B = 2) still back-propagates (a zero gradient).
 
 Weightings, with d_ij = |Δ_ij| on **standardised** scores and ε = ``eps``:
 
@@ -123,6 +124,7 @@ class PairwiseContrastiveLoss(nn.Module):
         similarity: the mapping cos → log s (default: ``shifted_cosine`` with floor 1e-4).
         selector: the miner, scores (B,) [, ref_scores (N,)] → :class:`PairSelection` (default:
             Algorithm 1's :func:`select_pairs`).
+        reduction: ``mean`` (the module docstring's L) or ``sum`` (Eqs. 2–3 as printed).
 
     Shape:
         embeddings (B, D) and standardised scores (B,) → scalar; optional ``ref_embeddings`` (N, D) and
@@ -139,8 +141,12 @@ class PairwiseContrastiveLoss(nn.Module):
         weighting: Weighting | None = None,
         similarity: SimilarityMapping | None = None,
         selector: Selector = select_pairs,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction should be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
         self.weighting = weighting if weighting is not None else Unweighted()
         self.similarity = similarity if similarity is not None else ShiftedCosine()
         self.selector = selector
@@ -166,13 +172,17 @@ class PairwiseContrastiveLoss(nn.Module):
                 cos = cosine_matrix(u, torch.cat([u, ref_embeddings.detach().to(u)]))  # (B, R)
             log_s = self.similarity(cos)
             n, p = self.weighting(log_s, selection)  # (B, R) each
+            if self.reduction == "sum":  # Eqs. 2-3 as printed: every selected pair of every anchor
+                zero = torch.zeros((), dtype=n.dtype, device=n.device)
+                negative = torch.where(selection.negative, n, zero).sum()
+                return negative - torch.where(selection.positive, p, zero).sum()
             per_anchor = _masked_row_mean(n, selection.negative) - _masked_row_mean(p, selection.positive)
             active = selection.negative.any(dim=1) | selection.positive.any(dim=1)  # (B,)
             # Inactive anchors have per_anchor = 0, so summing all of them equals summing the active ones.
             return per_anchor.sum() / active.sum().clamp(min=1)
 
     def extra_repr(self) -> str:
-        return f"weighting={self.weighting}, similarity={self.similarity}"
+        return f"weighting={self.weighting}, similarity={self.similarity}, reduction={self.reduction}"
 
 
 def _masked_row_mean(values: Tensor, mask: Tensor) -> Tensor:

@@ -14,10 +14,12 @@ plain arguments (``temperature``, ``floor``, ``eps``, ``weight_max``, ``sigma``,
 * ``<c>`` — the contrastive term alone, weight 1 (the regression head then gets no gradient).
 
 Terms may appear in any order, each at most once, with at most one contrastive term. A new contrastive
-term is added with :func:`register_loss`: a factory ``(LossConfig, ScoreLabels) → (embeddings (B, D),
-scores_std (B,)[, ref_embeddings (N, D), ref_scores (N,)]) → scalar``. :class:`ScoreLabels` carries what a
-term may need to know about the scores beyond the config (the train standardisation and the scale's class
-edges, in score units); the registry translates it into standardised units for the maths classes.
+term is an entry of :data:`LOSSES`: a factory ``(LossConfig, ScoreLabels) → (embeddings (B, D),
+scores_std (B,)[, ref_embeddings (N, D), ref_scores (N,)]) → scalar``. Terms with a temperature run at
+their authors' τ and feature similarity unless the config sets one (:data:`AUTHORS_SETTINGS`).
+:class:`ScoreLabels` carries what a term may need to know about the scores beyond the config (the train
+standardisation and the scale's class edges, in score units); the registry translates it into
+standardised units for the maths classes.
 
 A self-supervised objective (:data:`SELF_SUPERVISED`: ``vicreg``) stands alone in ``loss.name``: it sees two
 views of each scan and no scores, so it is a :class:`ViewObjective` built by :func:`build_view_objective`
@@ -34,12 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
-from learner.config import LossConfig
+from learner.config import FeatureSimilarity, LossConfig, Reduction
 from learner.errors import ConfigError
 from learner.losses.contrastive import (
     LiteralWeighting,
@@ -87,9 +89,30 @@ class ScoreLabels:
 
 ContrastiveFactory = Callable[[LossConfig, ScoreLabels], ContrastiveLoss]
 
+AUTHORS_SETTINGS: dict[str, tuple[float, FeatureSimilarity]] = {
+    "exp_cosine": (1.0, "cosine"),  # CL / wCL with exp(cos / τ): the paper gives no τ; 1 keeps exp(cos)
+    "rnc": (2.0, "neg_l2"),  # Zha et al. 2023, Rank-N-Contrast: −‖u_i − u_j‖₂ / 2 (their code's default)
+    "yaware": (0.1, "cosine"),  # Dufumier et al. 2021, y-Aware InfoNCE: cosine / 0.1
+    "supcon_bins": (0.1, "cosine"),  # Khosla et al. 2020, SupCon: cosine / 0.1 (0.07 in their code)
+}
+"""The temperature τ and the feature similarity each τ-using term runs at when ``loss.temperature`` /
+``loss.feature_similarity`` are unset: its authors' published settings (source in each comment)."""
+
+
+def temperature_of(loss_cfg: LossConfig, term: str) -> float:
+    """``loss.temperature`` if set, else the authors' τ of ``term`` (:data:`AUTHORS_SETTINGS`)."""
+    return loss_cfg.temperature if loss_cfg.temperature is not None else AUTHORS_SETTINGS[term][0]
+
+
+def feature_similarity_of(loss_cfg: LossConfig, term: str) -> FeatureSimilarity:
+    """``loss.feature_similarity`` if set, else the authors' choice for ``term``."""
+    chosen = loss_cfg.feature_similarity
+    return chosen if chosen is not None else AUTHORS_SETTINGS[term][1]
+
+
 SIMILARITIES: dict[str, Callable[[LossConfig], SimilarityMapping]] = {
     "shifted_cosine": lambda loss_cfg: ShiftedCosine(floor=loss_cfg.sim_floor),
-    "exp_cosine": lambda loss_cfg: ExpCosine(temperature=loss_cfg.temperature),
+    "exp_cosine": lambda loss_cfg: ExpCosine(temperature=temperature_of(loss_cfg, "exp_cosine")),
 }
 """``loss.similarity`` → the cos → log s mapping, with its option from the config."""
 
@@ -109,7 +132,7 @@ def similarity_from_config(loss_cfg: LossConfig) -> SimilarityMapping:
 def _pairwise(weighting: Callable[[LossConfig], Weighting]) -> ContrastiveFactory:
     """A factory of the :class:`PairwiseContrastiveLoss` with ``weighting`` and the config's similarity."""
     return lambda loss_cfg, labels: PairwiseContrastiveLoss(
-        weighting(loss_cfg), similarity_from_config(loss_cfg)
+        weighting(loss_cfg), similarity_from_config(loss_cfg), reduction=loss_cfg.reduction
     )
 
 
@@ -120,28 +143,28 @@ def _supcon_bins(loss_cfg: LossConfig, labels: ScoreLabels) -> SupConBinsLoss:
             "loss term 'supcon_bins' needs the score scale's class edges: "
             "build_objective(loss_cfg, ScoreLabels(standardiser, scale.class_edges()))"
         )
-    return SupConBinsLoss(edges, loss_cfg.temperature, loss_cfg.feature_similarity)
+    return SupConBinsLoss(
+        edges, temperature_of(loss_cfg, "supcon_bins"), feature_similarity_of(loss_cfg, "supcon_bins")
+    )
 
 
 LOSSES: dict[str, ContrastiveFactory] = {
     "cl": _pairwise(lambda cfg: Unweighted()),
     "wcl": _pairwise(lambda cfg: LiteralWeighting(eps=cfg.eps, weight_max=cfg.weight_max)),
     "wcl_scaled": _pairwise(lambda cfg: ScaledWeighting(eps=cfg.eps, weight_max=cfg.weight_max)),
-    "rnc": lambda cfg, labels: RankNContrastLoss(cfg.temperature, cfg.feature_similarity),
+    "rnc": lambda cfg, labels: RankNContrastLoss(
+        temperature_of(cfg, "rnc"), feature_similarity_of(cfg, "rnc")
+    ),
     "yaware": lambda cfg, labels: YAwareInfoNCELoss(
-        cfg.kernel_sigma, cfg.temperature, cfg.feature_similarity
+        cfg.kernel_sigma, temperature_of(cfg, "yaware"), feature_similarity_of(cfg, "yaware")
     ),
     "supcon_bins": _supcon_bins,
 }
+"""Contrastive term name → its factory ``(LossConfig, ScoreLabels) → ContrastiveLoss``; a new term joins
+``loss.name`` by an entry here."""
 
-
-def register_loss(name: str, factory: ContrastiveFactory) -> None:
-    """Make ``name`` usable in ``loss.name`` (as ``"mse+" + name``); unique, and without ``+``."""
-    if name == MSE or name in LOSSES:
-        raise ValueError(f"loss {name!r} is already registered")
-    if not name or "+" in name or name != name.strip():
-        raise ValueError(f"loss name {name!r} must be non-empty, without '+' or surrounding spaces")
-    LOSSES[name] = factory
+SUMMABLE: tuple[str, ...] = (MSE, "cl", "wcl", "wcl_scaled")
+"""The terms that ``loss.reduction=sum`` applies to: the paper's Eqs. 1–3, which it writes as sums."""
 
 
 def available_losses() -> list[str]:
@@ -151,40 +174,32 @@ def available_losses() -> list[str]:
 
 @dataclass(frozen=True)
 class LossOutput:
-    """``total`` (scalar, with gradient) and each term's unweighted value (scalars, detached, for logging)."""
+    """``total`` (scalar, with gradient) and each term's unweighted value (scalars, detached, for logging);
+    ``weighted``: each term times its weight, with gradient (they sum to ``total``), for measuring how much
+    of the update each term drives."""
 
     total: Tensor
     terms: dict[str, Tensor]
-
-
-class TermFunction(Protocol):
-    """(embeddings (B, D), pred_std (B,), target_std (B,), ref_embeddings (N, D) | None, ref_scores (N,) |
-    None) → scalar."""
-
-    def __call__(
-        self, embeddings: Tensor, pred_std: Tensor, target_std: Tensor, refs: tuple[Tensor, Tensor] | None
-    ) -> Tensor: ...
+    weighted: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class WeightedTerm:
-    """One term of the objective: name, weight in the total, and its :class:`TermFunction`."""
-
-    name: str
-    weight: float
-    compute: TermFunction
-
-
 class Objective:
-    """Σ_k weight_k · term_k over the parsed terms (λ·MSE + (1 − λ)·contrastive)."""
+    """λ·MSE + (1 − λ)·C (Section 2.3.1, Eqs. 1–3): ``weights`` maps each term of ``loss.name`` to its
+    weight, MSE first (``mse`` alone: 1; a contrastive term alone: 1); ``contrastive`` computes C.
 
-    def __init__(self, terms: tuple[WeightedTerm, ...]) -> None:
-        self.terms = terms
+    ``reduction`` ``mean`` averages Eq. 1 over the batch and Eqs. 2–3 over anchors and pairs, so the loss
+    scale and λ's balance do not change with B; ``sum`` is the paper's Eqs. 1–3 literally.
+    """
+
+    weights: dict[str, float]
+    contrastive: ContrastiveLoss | None = None
+    reduction: Reduction = "mean"
 
     @property
     def names(self) -> tuple[str, ...]:
         """The term names in evaluation order, MSE first (the keys of ``LossOutput.terms``)."""
-        return tuple(term.name for term in self.terms)
+        return tuple(self.weights)
 
     def __call__(
         self,
@@ -206,15 +221,19 @@ class Objective:
         """
         if (ref_embeddings is None) != (ref_scores is None):
             raise ValueError("pass ref_embeddings and ref_scores together, or neither")
-        refs = None if ref_embeddings is None or ref_scores is None else (ref_embeddings, ref_scores)
-        values = {term.name: term.compute(embeddings, pred_std, target_std, refs) for term in self.terms}
-        total = sum(term.weight * values[term.name] for term in self.terms)
-        if not isinstance(total, Tensor):  # the int start of sum(): an Objective without terms
-            raise ValueError("an Objective needs at least one term")
-        return LossOutput(total=total, terms={name: value.detach() for name, value in values.items()})
+        values: dict[str, Tensor] = {}
+        for name in self.weights:
+            if name == MSE:
+                values[name] = mse_loss(pred_std, target_std, reduction=self.reduction)
+            elif self.contrastive is not None:
+                refs = () if ref_embeddings is None or ref_scores is None else (ref_embeddings, ref_scores)
+                values[name] = self.contrastive(embeddings, target_std, *refs)
+        weighted = {name: weight * values[name] for name, weight in self.weights.items()}
+        total = torch.stack(list(weighted.values())).sum()
+        return LossOutput(total, {name: value.detach() for name, value in values.items()}, weighted)
 
     def __repr__(self) -> str:
-        return " + ".join(f"{term.weight:g}·{term.name}" for term in self.terms)
+        return " + ".join(f"{weight:g}·{name}" for name, weight in self.weights.items())
 
 
 def parse_loss_name(name: str) -> tuple[str, ...]:
@@ -257,32 +276,20 @@ def build_objective(loss_cfg: LossConfig, labels: ScoreLabels | None = None) -> 
             edges.
     """
     names = parse_loss_name(loss_cfg.name)
-    labels = labels if labels is not None else ScoreLabels()
     contrastive = [name for name in names if name != MSE]
-    terms: list[WeightedTerm] = []
+    if loss_cfg.reduction == "sum" and any(name not in SUMMABLE for name in names):
+        raise ConfigError(
+            f"loss.reduction=sum is the paper's Eqs. 1–3 as sums, for {', '.join(SUMMABLE)}; "
+            f"{', '.join(n for n in names if n not in SUMMABLE)} is its authors' mean "
+            "(use loss.reduction=mean)"
+        )
+    weights: dict[str, float] = {}
     if MSE in names:
-        terms.append(WeightedTerm(MSE, loss_cfg.lam if contrastive else 1.0, _mse_term))
+        weights[MSE] = loss_cfg.lam if contrastive else 1.0
     for name in contrastive:
-        weight = 1.0 - loss_cfg.lam if MSE in names else 1.0
-        loss = LOSSES[name](loss_cfg, labels)
-        terms.append(WeightedTerm(name, weight, partial(_contrastive_term, loss)))
-    return Objective(tuple(terms))
-
-
-def _mse_term(
-    embeddings: Tensor, pred_std: Tensor, target_std: Tensor, refs: tuple[Tensor, Tensor] | None
-) -> Tensor:
-    return mse_loss(pred_std, target_std)
-
-
-def _contrastive_term(
-    loss: ContrastiveLoss,
-    embeddings: Tensor,
-    pred_std: Tensor,
-    target_std: Tensor,
-    refs: tuple[Tensor, Tensor] | None,
-) -> Tensor:
-    return loss(embeddings, target_std) if refs is None else loss(embeddings, target_std, *refs)
+        weights[name] = 1.0 - loss_cfg.lam if MSE in names else 1.0
+    term = LOSSES[contrastive[0]](loss_cfg, labels or ScoreLabels()) if contrastive else None
+    return Objective(weights, term, loss_cfg.reduction)
 
 
 # ---- self-supervised objectives: two views of each scan, no scores, no regression head ----

@@ -21,25 +21,30 @@ from learner.errors import CheckpointError
 ScoresT = TypeVar("ScoresT", Tensor, np.ndarray, float)
 
 
-def mse_loss(pred_std: Tensor, target_std: Tensor) -> Tensor:
-    """Mean squared error of standardised predictions, Eq. 1 averaged over the batch instead of summed.
+def mse_loss(pred_std: Tensor, target_std: Tensor, reduction: str = "mean") -> Tensor:
+    """Squared error of standardised predictions: Eq. 1 averaged over the batch (``mean``), or summed as
+    the paper writes it (``sum``).
 
     Computed in at least float32 (half-precision inputs are upcast).
 
     Args:
         pred_std: predicted standardised scores, shape (B,).
         target_std: standardised ground-truth scores, shape (B,).
+        reduction: ``mean`` or ``sum``.
 
     Returns:
-        scalar, (1/B) Σ_i (HS_i − ĤS_i)².
+        scalar, (1/B) Σ_i (HS_i − ĤS_i)² (``mean``) or Σ_i (HS_i − ĤS_i)² (``sum``).
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction should be 'mean' or 'sum', got {reduction!r}")
     if pred_std.ndim != 1 or pred_std.shape != target_std.shape:
         raise ValueError(
             f"pred_std and target_std should both have shape (B,), got {tuple(pred_std.shape)} "
             f"and {tuple(target_std.shape)}"
         )
     dtype = torch.promote_types(torch.promote_types(pred_std.dtype, target_std.dtype), torch.float32)
-    return (pred_std.to(dtype) - target_std.to(dtype)).square().mean()
+    squared = (pred_std.to(dtype) - target_std.to(dtype)).square()
+    return squared.sum() if reduction == "sum" else squared.mean()
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,9 @@ def train_one_epoch(
 
     Returns:
         The epoch's ``metrics.csv`` row so far: ``epoch``, ``step`` (the updates done after this epoch),
-        ``lr`` (of its last update), ``train_loss`` and ``train_<term>`` (means over its steps).
+        ``lr`` (of its last update), ``train_loss`` and ``train_<term>`` (means over its steps), and for
+        λ·MSE + (1 − λ)·C ``grad_share_contrastive`` on the epoch's first batch
+        (:func:`contrastive_gradient_share`).
 
     Raises:
         NonFiniteLossError: the loss or a gradient became NaN/inf (names the epoch and the step).
@@ -175,12 +177,14 @@ def train_one_epoch(
     progress = progress_bar(enabled=False) if progress is None else progress
     task = progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss=math.nan)
     sums: dict[str, float] = defaultdict(float)
-    lr = math.nan
+    lr, share = math.nan, None
     for clips, scores, _ in itertools.islice(loaders.train, steps):
         lr = lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         out = batch_loss(trainee, clips, scores, two_views=loaders.two_views)
+        if not sums:  # the epoch's first batch: how much of the update the contrastive term drives
+            share = contrastive_gradient_share(model, out)
         step += 1
         loss = out.total.item()
         if not math.isfinite(loss):
@@ -199,7 +203,26 @@ def train_one_epoch(
         for name, value in out.terms.items():
             sums[f"train_{name}"] += value.item()
         progress.update(task, advance=1, loss=loss)
-    return {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps for k, v in sums.items()}
+    row = {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps for k, v in sums.items()}
+    return row if share is None else row | {"grad_share_contrastive": share}
+
+
+def contrastive_gradient_share(model: nn.Module, out: LossOutput) -> float | None:
+    """‖∇_θ (1 − λ)·C‖ / (‖∇_θ λ·MSE‖ + ‖∇_θ (1 − λ)·C‖) over every trainable parameter, on one batch: the
+    share of the update the contrastive term drives (0: MSE alone, 1: C alone). None unless the objective
+    has exactly two terms. Two extra backward passes through the batch's graph (kept for the update); they
+    read gradients without accumulating them, so the update and the RNG are untouched."""
+    if len(out.weighted) != 2:
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms = []
+    for value in out.weighted.values():  # MSE first, then the contrastive term
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        norms.append(
+            torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads if g is not None]))
+        )
+    mse, contrastive = (float(n) for n in norms)
+    return contrastive / (mse + contrastive) if mse + contrastive > 0 else math.nan
 
 
 def batch_loss(trainee: Trainee, clips: torch.Tensor, scores: torch.Tensor, *, two_views: bool) -> LossOutput:
