@@ -93,6 +93,24 @@ def test_imports_never_point_back_up_the_pipeline() -> None:
     assert not backwards, "imports against the pipeline order:\n" + "\n".join(sorted(backwards))
 
 
+PHANTOM_MAKERS: tuple[str, ...] = ("learner.experiments.demo", "learner.cli.phantom_cmd")
+"""The modules above ``data/`` that generate phantom cohorts; everything else learns what it needs about a
+phantom (its record, the latent truth) as data, through ``learner.data.provenance``."""
+
+
+def test_nothing_above_data_imports_the_phantom_generators() -> None:
+    leaks = [
+        f"{source} → {target}"
+        for source, targets in import_graph().items()
+        if not source.startswith("learner.data") and source not in PHANTOM_MAKERS
+        for target in targets
+        if target.startswith("learner.data.phantom")
+    ]
+    assert not leaks, "phantom imports above data/ (use learner.data.provenance):\n" + "\n".join(
+        sorted(leaks)
+    )
+
+
 def test_no_import_circle() -> None:
     graph = import_graph()
     index: dict[str, int] = {}

@@ -283,3 +283,20 @@ def test_manifest_from_frame_without_files(tmp_path: Path) -> None:
     manifest = manifest_from_frame(_clean_frame(), SF, root=tmp_path, check_files=False)
     assert len(manifest.records) == 5
     assert manifest.source == tmp_path
+
+
+def test_latent_column_is_read_and_checked(tmp_path: Path) -> None:
+    from learner.data.provenance import latent_values
+
+    frame = _clean_frame().assign(latent=["0.1", "0.25", "-1e-3", "0.5", "1"])
+    manifest = load_manifest(_write(tmp_path, frame), SF)
+    assert [r.latent for r in manifest.records] == [0.1, 0.25, -0.001, 0.5, 1.0]
+    assert latent_values(manifest) == {"a": 0.1, "b": 0.25, "c": -0.001, "d": 0.5, "e": 1.0}
+    assert latent_values(load_manifest(_write(tmp_path, _clean_frame(), "plain.csv"), SF)) is None  # real
+    bad = _clean_frame().assign(latent=["0.1", "high", "", "inf", "1"])
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(_write(tmp_path, bad, "bad.csv"), SF)
+    text = "\n".join(caught.value.problems)
+    assert "row 2, column 'latent': 'high' is not a number" in text
+    assert "row 4, column 'latent': 'inf' is not a finite number" in text
+    assert "row 3, column 'latent'" not in text  # optional: an empty cell is no value, not a problem

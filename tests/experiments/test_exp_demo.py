@@ -12,7 +12,7 @@ import pytest
 
 from learner.cli.experiment_cmd import parse_dataset
 from learner.config import Config, Experiment, ExperimentConfig
-from learner.data.phantom.lus import TABLE_1_PATIENTS
+from learner.data.splits import TABLE_1_PATIENTS
 from learner.errors import ConfigError
 from learner.experiments import demo
 from learner.experiments.demo import DemoMode

@@ -15,7 +15,11 @@ from learner.data.datasets import ScanDataset
 from learner.data.manifest import load_manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import get_scale
-from learner.evaluation.embed import REFERENCE_EMBEDDINGS, raw_pixel_features, reference_embeddings
+from learner.evaluation.reference_embeddings import (
+    REFERENCE_EMBEDDINGS,
+    raw_pixel_features,
+    reference_embeddings,
+)
 from learner.experiments.results import ExperimentResult
 from learner.models.registry import build_encoder
 from learner.report.document import write_report

@@ -2,8 +2,9 @@
 
 Columns: ``patient_id``, ``scan_id`` (unique), ``path`` (relative to the manifest's folder or absolute),
 ``visit`` (ISO date or integer order within a patient), ``score`` (float health score); optional
-``split`` (train/val/test), ``site`` (e.g. lung zone), ``modality`` (video/volume/image). Extra columns
-are kept in ``ScanRecord.extra`` and written back unchanged.
+``split`` (train/val/test), ``site`` (e.g. lung zone), ``modality`` (video/volume/image), ``latent`` (a
+ground-truth quantity behind the score, e.g. a phantom's latent severity: Fig. 1's second target). Extra
+columns are kept in ``ScanRecord.extra`` and written back unchanged.
 
 Validation reports *every* problem at once as a :class:`Problem` naming the row and the column. Rows are
 numbered from 1 for the first data row under the header (in a CSV, row ``r`` is on line ``r + 1``).
@@ -16,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
@@ -32,7 +34,7 @@ from learner.data.scales import ScoreScale
 from learner.errors import ManifestError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "scan_id", "path", "visit", "score")
-OPTIONAL_COLUMNS: tuple[str, ...] = ("split", "site", "modality")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("split", "site", "modality", "latent")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MODALITIES: tuple[str, ...] = ("video", "volume", "image")
 
@@ -56,6 +58,7 @@ class ScanRecord:
     split: str | None = None
     site: str | None = None
     modality: str | None = None
+    latent: float | None = None
     row: int = 0
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -291,6 +294,14 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[str, ScoreScale], _Parsed]:
     return parse
 
 
+def _parse_latent(text: str, scale: ScoreScale) -> _Parsed:
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"{text!r} is not a number"
+    return (value, None) if math.isfinite(value) else (None, f"{text!r} is not a finite number")
+
+
 def _as_is(text: str, scale: ScoreScale) -> _Parsed:
     return text, None
 
@@ -304,6 +315,7 @@ _PARSERS: dict[str, Callable[[str, ScoreScale], _Parsed]] = {
     "split": _one_of(SPLITS),
     "site": _as_is,
     "modality": _one_of(MODALITIES),
+    "latent": _parse_latent,
 }
 
 
@@ -379,6 +391,7 @@ def _records(frame: pd.DataFrame, columns: _Columns, root: Path) -> list[ScanRec
             split=optional["split"][i],  # type: ignore[arg-type]
             site=optional["site"][i],  # type: ignore[arg-type]
             modality=optional["modality"][i],  # type: ignore[arg-type]
+            latent=optional["latent"][i],  # type: ignore[arg-type]
             row=i + 1,
             extra=extras[i],
         )

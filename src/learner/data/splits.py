@@ -24,6 +24,9 @@ from learner.data.manifest import SPLITS, Manifest, ScanRecord
 from learner.errors import LearnerError, RunDirError
 from learner.layout import RunLayout
 
+TABLE_1_PATIENTS: tuple[int, int, int] = (160, 44, 17)
+"""The paper's LUS cohort (Table 1): train / val / test patients."""
+
 
 def split_counts(n_patients: int, cfg: SplitConfig) -> dict[str, int]:
     """Patients per split: ``cfg.counts`` (which must add up to ``n_patients``) or ``cfg.ratios`` rounded

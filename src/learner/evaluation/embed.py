@@ -45,7 +45,6 @@ from learner.formats import FORMATS
 from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
-from learner.models.registry import build_encoder
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, read_meta
 
@@ -270,8 +269,8 @@ def embed_scans(
             f"clips per scan {clips_per_scan} needs data.sampling=segments; the run {run_dir} resamples "
             "every scan to one grid, so it has one clip per scan"
         )
-    scans = _eval_dataset(manifest, manifest.records, config, meta.encoder.in_channels)
-    kept, skipped, embeddings, scores = _embed_dataset(
+    scans = eval_dataset(manifest, manifest.records, config, meta.encoder.in_channels)
+    kept, skipped, embeddings, scores = embed_dataset(
         lambda clips: embed_clips(model, clips, meta.score_standardisation), scans, clips_per_scan, skip_bad
     )
     dim = model.encoder.embed_dim
@@ -291,7 +290,7 @@ ClipForward = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 """Clips (N, K, T, C, H, W) of N scans → embeddings (N, D) and predicted scores (N,)."""
 
 
-def _eval_dataset(
+def eval_dataset(
     manifest: Manifest, records: Sequence[ScanRecord], config: Config, channels: int
 ) -> ScanDataset:
     """The eval clips that validation saw during training, of ``records`` (scans of ``manifest``)."""
@@ -309,7 +308,7 @@ def _eval_dataset(
     )
 
 
-def _embed_dataset(
+def embed_dataset(
     forward: ClipForward, scans: ScanDataset, clips_per_scan: int, skip_bad: bool
 ) -> tuple[list[str], list[tuple[str, str]], np.ndarray, np.ndarray]:
     """Every scan of ``scans`` through ``forward`` in batches of :data:`EMBED_BATCH`: the kept scan IDs,
@@ -335,80 +334,3 @@ def _embed_dataset(
     if not parts:
         return kept, skipped, np.zeros((0, 0), np.float32), np.zeros(0, np.float32)
     return kept, skipped, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-RAW_PIXEL_SIDE = 32
-"""The raw-pixel reference averages every frame down to at most this many pixels a side (area pooling)."""
-
-REFERENCE_EMBEDDINGS: tuple[str, ...] = ("random_init", "raw_pixels")
-"""Fig. 1's reference rows (:func:`reference_embeddings`), in the order the report lists them."""
-
-
-@stage("embedding")
-def reference_embeddings(
-    run_dir: str | os.PathLike[str],
-    manifest: Manifest,
-    scan_ids: Sequence[str],
-    *,
-    seed: int,
-    clips_per_scan: int = 1,
-    which: str = "best",
-    device: str = "cpu",
-) -> dict[str, np.ndarray]:
-    """What Fig. 1's ρ is worth without pretraining: the scans embedded by two references, with the same
-    clips as the run's encoder (Section 3's Fig. 1 has no such rows; they say how much of a ρ the data
-    give for free).
-
-    * ``random_init``: the run's encoder architecture (``model.backbone`` and its options) randomly
-      initialised with ``seed`` (``model.init`` cleared) and frozen, in eval mode.
-    * ``raw_pixels``: each clip's frames area-averaged to at most :data:`RAW_PIXEL_SIDE` pixels a side and
-      flattened, (T·C·h·w,).
-
-    Args:
-        run_dir: a pretraining run directory (its config decides the clips and the architecture).
-        manifest: the scans' manifest; scan_ids: the scans to embed (e.g. those of the test pairs).
-        seed: the random initialisation's seed. clips_per_scan: K clips averaged per scan.
-
-    Returns:
-        reference name (:data:`REFERENCE_EMBEDDINGS`) → (S, D) float32 embeddings in ``scan_ids`` order.
-    """
-    meta = read_meta(RunLayout(run_dir).checkpoint(which))
-    config = meta.config
-    records = {record.scan_id: record for record in manifest.records}
-    missing = [scan_id for scan_id in scan_ids if scan_id not in records]
-    if missing:
-        raise ConfigError(f"{manifest.source}: no scan {missing[0]!r} for the reference embeddings")
-    scans = _eval_dataset(manifest, [records[s] for s in scan_ids], config, meta.encoder.in_channels)
-    model_cfg = config.model.model_copy(update={"init": None})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        encoder = build_encoder(
-            model_cfg, meta.encoder.in_channels, img_size=config.data.size, frames=config.data.frames
-        )
-    encoder = encoder.to(device).eval()
-    forwards: dict[str, ClipForward] = {
-        "random_init": lambda clips: _mean_over_clips(clips, lambda x: encoder(x.to(device)).float().cpu()),
-        "raw_pixels": lambda clips: _mean_over_clips(clips, raw_pixel_features),
-    }
-    out = {}
-    for name, forward in forwards.items():
-        with torch.no_grad():
-            out[name] = _embed_dataset(forward, scans, clips_per_scan, skip_bad=False)[2].astype(np.float32)
-    return out
-
-
-def _mean_over_clips(
-    clips: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, K, T, C, H, W) → per-scan mean of ``features`` over its K clips (N, D), and no scores (zeros)."""
-    n, k = clips.shape[:2]
-    values = features(clips.flatten(0, 1)).reshape(n, k, -1).mean(dim=1)
-    return values.numpy(), np.zeros(n, np.float32)
-
-
-def raw_pixel_features(clips: torch.Tensor) -> torch.Tensor:
-    """(M, T, C, H, W) → (M, T·C·h·w): every frame area-averaged to at most RAW_PIXEL_SIDE a side."""
-    m, t, c, h, w = clips.shape
-    side = (min(h, RAW_PIXEL_SIDE), min(w, RAW_PIXEL_SIDE))
-    pooled = torch.nn.functional.adaptive_avg_pool2d(clips.float().reshape(m * t, c, h, w), side)
-    return pooled.reshape(m, -1)

@@ -37,7 +37,7 @@ from learner.atomic import atomic_path
 from learner.config import Config
 from learner.data.manifest import Manifest
 from learner.data.pairs import pair_class_counts, split_pairs, write_pair_table
-from learner.data.phantom.ground_truth import data_source
+from learner.data.provenance import data_source
 from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.data.splits import read_splits
 from learner.errors import ConfigError, LearnerError

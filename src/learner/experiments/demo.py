@@ -32,10 +32,10 @@ from typing import Any
 from learner.config import DatasetSpec, Experiment, SplitConfig, load_experiment
 from learner.data.adni import adnimerge_to_manifest
 from learner.data.manifest import load_manifest, write_manifest
-from learner.data.phantom.lus import TABLE_1_PATIENTS, generate_lus_cohort
+from learner.data.phantom.lus import generate_lus_cohort
 from learner.data.phantom.mri import generate_mri_cohort
 from learner.data.scales import get_scale
-from learner.data.splits import assign_splits
+from learner.data.splits import TABLE_1_PATIENTS, assign_splits
 from learner.errors import ConfigError
 from learner.experiments.grid import record_timing
 from learner.experiments.results import ExperimentResult

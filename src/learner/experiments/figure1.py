@@ -2,11 +2,11 @@
 between its scans, one panel per pretraining objective, from a finished Table 3 grid.
 
 The change is |Δ score| and, on a phantom cohort, also |Δ latent severity|, the ground truth the scans were
-rendered from (:mod:`learner.data.phantom.ground_truth`). Each panel carries Spearman's ρ with a patient
+rendered from (:mod:`learner.data.provenance`). Each panel carries Spearman's ρ with a patient
 bootstrap interval (:func:`learner.evaluation.embedding_analysis.distance_vs_change`); the same statistic
 of two references on the same pairs — a frozen randomly initialised encoder and the raw pixels
-(:func:`learner.evaluation.embed.reference_embeddings`) — says how much of a ρ the data give with no
-pretraining at all.
+(:mod:`learner.evaluation.reference_embeddings`) — says how much of a ρ the data give with no pretraining
+at all.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from learner.data.manifest import Manifest
-from learner.data.phantom.ground_truth import latent_severity
+from learner.data.provenance import latent_values
 from learner.data.scales import ScoreScale
-from learner.evaluation.embed import embed_scans, reference_embeddings
+from learner.evaluation.embed import embed_scans
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
+from learner.evaluation.reference_embeddings import reference_embeddings
 from learner.experiments.results import Cell, Figure
 from learner.experiments.tables import loss_label
 from learner.layout import RunLayout
@@ -35,7 +36,7 @@ REFERENCE_LABELS: dict[str, str] = {
     "random_init": "frozen random-init encoder",
     "raw_pixels": "raw pixels",
 }
-"""Each of :data:`learner.evaluation.embed.REFERENCE_EMBEDDINGS` → its row label in the Fig. 1 tables."""
+"""Each reference of :mod:`learner.evaluation.reference_embeddings` → its row label in the Fig. 1 tables."""
 
 _ID_COLUMNS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
 
@@ -85,7 +86,7 @@ def distance_targets(manifest: Manifest) -> dict[str, str | dict[str, float]]:
     """Fig. 1's targets for a dataset: ``score`` always, and ``latent`` (scan_id → latent severity) when the
     manifest's scans come from a phantom cohort (keys of :data:`FIGURE_TARGETS`)."""
     targets: dict[str, str | dict[str, float]] = {"score": "score"}
-    truth = latent_severity(manifest)
+    truth = latent_values(manifest)
     if truth is not None:
         targets["latent"] = truth
     return targets

@@ -32,7 +32,7 @@ import pandas as pd
 from learner import atomic
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.data.manifest import Manifest, load_manifest
-from learner.data.phantom.ground_truth import data_source, phantom_record
+from learner.data.provenance import data_source, phantom_record
 from learner.data.scales import scale_from_config
 from learner.errors import ConfigError
 from learner.experiments.results import (

@@ -247,7 +247,7 @@ class DatasetSummary:
 class Figure:
     """One Fig. 1 image of one dataset: the file (in the experiment folder), the seed its cells share, per
     objective the panel's Spearman ρ record (:meth:`DistanceAnalysis.to_metrics`), and the same record of
-    each reference embedding (:data:`learner.evaluation.embed.REFERENCE_EMBEDDINGS`) of the same pairs."""
+    each reference embedding (:mod:`learner.evaluation.reference_embeddings`) of the same pairs."""
 
     png: str
     seed: int

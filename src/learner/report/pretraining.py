@@ -19,7 +19,7 @@ def _manifest_source(run_dir: Path) -> str:
     """The data source of a run that predates its record, from its manifest (a phantom cohort carries its
     generator's record beside it); ``unknown`` when the manifest cannot be read."""
     from learner.data.manifest import load_manifest
-    from learner.data.phantom.ground_truth import data_source
+    from learner.data.provenance import data_source
     from learner.data.scales import scale_from_config
 
     config = load_run_config(run_dir)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.data.scales import CLASS_NAMES
+from learner.data.splits import TABLE_1_PATIENTS
 from learner.experiments.results import Cell, Scalar
 from learner.experiments.tables import markdown_table, plain
 from learner.layout import RunLayout

@@ -60,8 +60,8 @@ from learner.data.augment import ClipAugment
 from learner.data.cache import CacheReport, ScanCache, build_cache, default_cache_root
 from learner.data.datasets import ScanDataset, TwoViews, make_loader
 from learner.data.manifest import ScanRecord
-from learner.data.phantom.ground_truth import data_source
 from learner.data.preprocess import Preprocessor
+from learner.data.provenance import data_source
 from learner.data.scales import scale_from_config
 from learner.errors import ConfigError
 from learner.layout import RunLayout

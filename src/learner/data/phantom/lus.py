@@ -32,13 +32,13 @@ import pandas as pd
 
 from learner.atomic import atomic_path
 from learner.data.phantom.cohort import build_cohort, check_patients, run_jobs
+from learner.data.splits import TABLE_1_PATIENTS
 from learner.errors import ConfigError
 
 GENERATOR_VERSION = 3  # 2: x264 without macroblock-tree (reproducible bytes); 3: lesion layout per zone
 MAX_B_LINES = 48  # candidate B-lines per zone layout (P(Poisson(14) > 48) < 1e-11)
 MAX_CONSOLIDATIONS = 8  # candidate consolidation patches per zone layout
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-TABLE_1_PATIENTS: tuple[int, int, int] = (160, 44, 17)  # the paper's LUS cohort: train / val / test patients
 SITES: tuple[str, ...] = ("L1", "L2", "L3", "L4", "R1", "R2", "R3", "R4")
 CLIPS_PER_PATIENT: dict[str, float] = {"train": 701 / 160, "val": 194 / 44, "test": 106 / 17}  # Table 1
 FOV_CM = 3.8  # lateral footprint of a linear probe
@@ -47,8 +47,9 @@ BREATH_FRAMES = 60  # a 3 s breathing cycle at FPS
 SF_HEALTHY, SF_WHITE_LUNG, SF_NOISE = 480.0, 80.0, 15.0
 START_DATE = dt.date(2020, 4, 1)
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "patient_id", "scan_id", "path", "visit", "score", "split", "site", "modality",
+    "patient_id", "scan_id", "path", "visit", "score", "split", "site", "modality", "latent",
 )  # fmt: skip
+"""The manifest's columns; ``latent`` is the zone severity the clip was rendered from (Fig. 1)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def draw_lus_latents(patients: tuple[int, ...] = TABLE_1_PATIENTS, seed: int = 0
     visit_severity = table.groupby(visits)["severity_patient_visit"].first().to_numpy()
     table["score"] = sf_from_severity(visit_severity, rng)[visits]
     table["render_seed"] = rng.integers(2**63, size=len(table))
+    table["latent"] = table["severity_zone"]
     return table.sort_values(["patient_id", "visit", "site"], ignore_index=True)
 
 

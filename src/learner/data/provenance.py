@@ -1,9 +1,12 @@
-"""What a generated cohort knows that real data cannot: its record and the latent severity behind every scan.
+"""Where a manifest's scans come from (PHANTOM or REAL, and the generator's record) and the latent quantity
+behind each score when one is known: the one module above which nothing needs to know about phantoms.
 
 The phantom cohorts (:mod:`learner.data.phantom.lus`, :mod:`learner.data.phantom.mri`) write a record
 (:data:`learner.data.phantom.cohort.RECORD_NAME`) and ``ground_truth.csv`` beside their scans. Reports use
-the record to say that numbers come from a PHANTOM, and Fig. 1 (Section 3) plots embedding distance against
-the change of the latent severity the scans were rendered from, which no real cohort can provide.
+the record to say that numbers come from a PHANTOM. Fig. 1 (Section 3) plots embedding distance against the
+change of the latent severity the scans were rendered from: the manifest's optional ``latent`` column (the
+LUS phantom writes it; a real cohort may carry any ground-truth quantity there), else the phantom's
+``ground_truth.csv`` (the MRI phantom, which reaches its manifest through the ADNI adapter).
 """
 
 from __future__ import annotations
@@ -45,8 +48,11 @@ def phantom_record(manifest: Manifest) -> dict[str, object] | None:
     return _read_record(folder) if folder else None
 
 
-def latent_severity(manifest: Manifest) -> dict[str, float] | None:
-    """scan_id → the phantom's latent severity (LUS: zone severity; MRI: atrophy); None for real data."""
+def latent_values(manifest: Manifest) -> dict[str, float] | None:
+    """scan_id → the latent quantity behind the score: the manifest's ``latent`` column when every scan has
+    one, else the phantom's ground truth (LUS: zone severity; MRI: atrophy); None when neither is known."""
+    if manifest.records and all(record.latent is not None for record in manifest.records):
+        return {record.scan_id: float(record.latent) for record in manifest.records}  # type: ignore[arg-type]
     folder = phantom_folder(manifest)
     if folder is None:
         return None
