@@ -179,3 +179,16 @@ def test_equal_values_over_seeds_print_n_a_despite_float_noise() -> None:
     values = [142 / 167] * 3  # the demo's always-"stable" accuracy: its std came out ~1e-16, "± 0.00"
     assert format_mean_std(MeanStd.over(values), 3) == "85.03 ± n/a"
     assert format_mean_std(MeanStd.over([0.5, 0.52, 0.51]), 3) == "51.00 ± 1.00"
+
+
+def test_chance_and_zero_rho_statements_fire_only_when_every_interval_includes_them() -> None:
+    from learner.experiments.prose import chance_statement, zero_rho_statement
+
+    counts = {"deteriorated": 2, "stable": 2, "improved": 2}  # chance: accuracy 1/3, macro-F1 1/3
+    wide = ((0.2, 0.6), (0.1, 0.5), counts)
+    clear = ((0.5, 0.9), (0.1, 0.5), counts)  # accuracy's interval is above chance
+    assert chance_statement("LUS", [wide, wide]) is not None
+    assert chance_statement("LUS", [wide, clear]) is None
+    assert chance_statement("LUS", [((np.nan, np.nan), (0.1, 0.5), counts)]) is None  # no bootstrap: silent
+    assert zero_rho_statement("LUS", [(-0.1, 0.3), (-0.2, 0.0)]) is not None
+    assert zero_rho_statement("LUS", [(-0.1, 0.3), (0.05, 0.4)]) is None

@@ -155,6 +155,8 @@ def test_report_of_a_classification_run(tmp_path: Path) -> None:
     ]
     assert [row.split(" | ")[0] for row in per_class_rows] == ["| deteriorated", "| stable", "| improved"]
     assert "| stable | 0 | 1 | 1 |" in text  # confusion row: true stable
+    # both intervals include chance (1/3 accuracy, 1/3 macro-F1 for 2/2/2 pairs): said in words (issue 23)
+    assert "test pairs: every 95% interval of accuracy and of macro-F1 includes chance" in text
     assert "The encoder clearly beats" in text
     assert text.index("| train | 5 | 1 | 4 | 10 |") < text.index(
         "| test | 2 | 2 | 2 | 6 |"

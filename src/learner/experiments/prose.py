@@ -13,9 +13,9 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from learner.evaluation.baselines import ReferenceRow
+from learner.evaluation.baselines import ReferenceRow, chance_row
 from learner.evaluation.metrics import PairedDifference
 
 MIN_TEST_PATIENTS = 5
@@ -100,3 +100,43 @@ def majority_statement(models: Mapping[str, tuple[float, float]], majority: Refe
         f"{head}, above {which}. Accuracy rewards answering the commonest class; macro-F1 weighs each "
         f"class equally, and there the constant answer scores {100 * majority.macro_f1:.2f}%, {f1_part}."
     )
+
+
+Interval = tuple[float, float]
+
+
+def chance_statement(where: str, cells: Sequence[tuple[Interval, Interval, Mapping[str, int]]]) -> str | None:
+    """One warning when *every* classifier result of a test set is indistinguishable from guessing: each
+    (accuracy interval, macro-F1 interval, test class counts) includes the chance row's accuracy and
+    macro-F1 (:func:`learner.evaluation.baselines.chance_row`), whatever the test size. None otherwise, or
+    when a result has no interval (no bootstrap)."""
+    if not cells or not all(_finite(acc) and _finite(f1) for acc, f1, _ in cells):
+        return None
+    if all(
+        _includes(acc, chance_row(c).accuracy) and _includes(f1, chance_row(c).macro_f1)
+        for acc, f1, c in cells
+    ):
+        return (
+            f"{where}: every 95% interval of accuracy and of macro-F1 includes chance (uniform answers): on "
+            "this test set no classifier here can be told from guessing"
+        )
+    return None
+
+
+def zero_rho_statement(where: str, intervals: Sequence[Interval]) -> str | None:
+    """One warning when every Fig. 1 ρ interval includes 0 (no encoder's distance is shown to follow the
+    change); None otherwise, or when an interval is undefined."""
+    if intervals and all(_finite(ci) for ci in intervals) and all(_includes(ci, 0.0) for ci in intervals):
+        return (
+            f"{where}: every Fig. 1 ρ interval includes 0: no encoder's embedding distance is shown to "
+            "follow the change"
+        )
+    return None
+
+
+def _finite(interval: Interval) -> bool:
+    return all(value is not None and math.isfinite(value) for value in interval)
+
+
+def _includes(interval: Interval, value: float) -> bool:
+    return interval[0] <= value <= interval[1]

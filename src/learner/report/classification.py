@@ -12,7 +12,8 @@ from typing import Any
 
 from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import reference_rows
-from learner.experiments.prose import class_mix, majority_statement, small_sample_warnings
+from learner.experiments.prose import chance_statement, class_mix, majority_statement, small_sample_warnings
+from learner.experiments.results import json_number
 from learner.experiments.tables import (
     ANSWER_LABELS,
     F1_NOTE,
@@ -70,6 +71,9 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
         [[name, *row] for name, row in zip(CLASS_NAMES, test["confusion"], strict=True)],
     )
     warnings = small_sample_warnings(test["n_patients"], test_counts)
+    ci = {name: (json_number(low), json_number(high)) for name, (low, high) in test["ci"].items()}
+    chance = chance_statement("test pairs", [(ci["accuracy"], ci["macro_f1"], test_counts)])
+    warnings += [chance] if chance else []
     sections = [warning_section(warnings)] if warnings else []
     sections.append(
         f"## Test intra-patient pairs ({metrics['head']}, {metrics['combine']})\n\n{summary}\n{reading}\n\n"

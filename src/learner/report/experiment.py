@@ -7,6 +7,7 @@ balance of every pair set, every cell, and small-sample warnings.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ from typing import Any
 from learner.evaluation.baselines import ReferenceRow, majority_row
 from learner.evaluation.metrics import PairedDifference
 from learner.experiments.figure1 import FIGURE_TARGETS, REFERENCE_LABELS
-from learner.experiments.prose import class_mix, comparison_verdict, majority_statement, small_sample_warnings
+from learner.experiments.prose import (
+    chance_statement,
+    class_mix,
+    comparison_verdict,
+    majority_statement,
+    small_sample_warnings,
+    zero_rho_statement,
+)
 from learner.experiments.results import Cell, Results, Scalar
 from learner.experiments.tables import (
     interval,
@@ -50,7 +58,7 @@ def experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source]
     sources = [Source(d.name, d.manifest, d.data_source, d.phantom) for d in results.datasets]
     title, render = EXPERIMENT_TABLES[results.kind]
     sections = [f"## {title}\n\n" + render(results) + "\n" + _reading_the_table(results)]
-    warnings = _cell_warnings(run_dir, results.cells)
+    warnings = _cell_warnings(run_dir, results.cells) + _interval_warnings(results)
     if warnings:
         sections.insert(0, warning_section(warnings))
     if results.comparisons:
@@ -163,6 +171,33 @@ def _cell_warnings(run_dir: Path, cells: Sequence[Cell]) -> list[str]:
         for text in small_sample_warnings(test["n_patients"], cell.pair_counts["test"]):
             warnings[f"{where}: {text}"] = None
     return list(warnings)
+
+
+def _interval_warnings(results: Results) -> list[str]:
+    """Per dataset, in words: every classifier interval includes chance, every Fig. 1 ρ interval includes 0
+    (:func:`chance_statement`, :func:`zero_rho_statement`), whatever the test size."""
+    warnings = []
+    for dataset in (d.name for d in results.datasets):
+        cells = [c for c in results.cells if c.key.dataset == dataset]
+        chance = chance_statement(
+            dataset, [(c.ci["accuracy"], c.ci["macro_f1"], c.pair_counts["test"]) for c in cells]
+        )
+        figures = (results.figures or {}).get(dataset, {})
+        rho = [
+            zero_rho_statement(
+                f"{dataset} ({FIGURE_TARGETS[target]})",
+                [(_number(m["ci_low"]), _number(m["ci_high"])) for m in figure.panels.values()],
+            )
+            for target, figure in figures.items()
+        ]
+        warnings += [text for text in (chance, *rho) if text is not None]
+    return warnings
+
+
+def _number(value: Scalar) -> float:
+    """A figure record's value as a float (null, an undefined statistic, → NaN)."""
+    number = metric_number(value)
+    return math.nan if number is None else number
 
 
 def _difference(diff: PairedDifference) -> str:

@@ -22,6 +22,7 @@ CLEAR_MARGIN = 0.10  # an encoder "clearly" beats the baseline when its val MAE 
 
 SETTINGS: tuple[tuple[str, str], ...] = (
     ("model.backbone", "backbone"),
+    ("model.init", "encoder start (a pretrained run or weights; None: random)"),
     ("data.frames", "frames per clip (T)"),
     ("data.size", "frame size (px)"),
     ("optim.epochs", "pretraining epochs"),
@@ -29,6 +30,8 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("optim.lr", "initial LR"),
     ("optim.max_steps_per_epoch", "max steps per epoch"),
     ("loss.lam", "λ (MSE weight)"),
+    ("loss.temperature", "τ (None: each objective's authors')"),
+    ("loss.reduction", "reduction of Eqs. 1–3"),
     ("classifier.head", "classifier head"),
     ("classifier.combine", "pair combine"),
     ("classifier.bootstrap", "bootstrap resamples"),
