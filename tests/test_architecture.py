@@ -21,7 +21,8 @@ LAYERS: tuple[str, ...] = (
     "data", "models", "losses", "training", "evaluation", "experiments", "api", "report", "cli", "__main__"
 )  # fmt: skip
 SHARED: tuple[str, ...] = (
-    "errors", "atomic", "formats", "config", "config_reference", "environment", "layout", "runs", "timing"
+    "errors", "atomic", "console", "formats", "config", "config_reference", "environment", "layout", "runs",
+    "timing",
 )  # fmt: skip
 
 

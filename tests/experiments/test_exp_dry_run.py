@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from learner.config import DatasetSpec
+from learner.config import DatasetSpec, load_config
+from learner.data.cache import build_cache
 from learner.data.manifest import load_manifest
 from learner.data.scales import CLASS_NAMES, get_scale
 from learner.experiments.dry_run import DECODE_SECONDS_PER_SCAN, TSM_SECONDS_PER_FRAME_PIXEL
@@ -30,10 +31,9 @@ TINY = [
 def test_pretrain_dry_run_counts_scans_pairs_and_estimates_time(
     cli, tiny_lus: DatasetSpec, tmp_path: Path
 ) -> None:
-    out = tmp_path / "run"
-    code, text, err = cli(
-        ["pretrain", "--manifest", str(tiny_lus.manifest), "--out", str(out), "--dry-run", *TINY]
-    )
+    out, cache = tmp_path / "run", tmp_path / "cache"  # an empty cache: every scan is still to decode
+    dry_run = ["pretrain", "--manifest", str(tiny_lus.manifest), "--out", str(out), "--dry-run", *TINY]
+    code, text, err = cli([*dry_run, "--set", f"runtime.cache_dir={cache}"])
     assert code == 0, err
     assert not out.exists()
     manifest = load_manifest(tiny_lus.manifest, get_scale("sf"))
@@ -50,7 +50,16 @@ def test_pretrain_dry_run_counts_scans_pairs_and_estimates_time(
     total = re.search(r"Time estimate .*: ≈ (\d+) s", text)
     assert total is not None
     assert int(total.group(1)) == round(expected)
+    assert f"decoding the {len(manifest.records)} scans not in the cache" in text
     assert "nothing was created" in text
+    # once the cache holds every scan, the estimate has no decoding left in it (issue 23 point 8)
+    config = load_config(None, [f"runtime.cache_dir={cache}", "data.size=32", "data.frames=2"])
+    build_cache(manifest, config.data, workers=0, cache_dir=cache)
+    code, text, err = cli([*dry_run, "--set", f"runtime.cache_dir={cache}"])
+    assert "decoding the 0 scans not in the cache" in text
+    assert int(re.search(r"≈ (\d+) s", text).group(1)) == round(
+        expected - len(manifest.records) * DECODE_SECONDS_PER_SCAN
+    )  # type: ignore[union-attr]
 
 
 def test_classify_dry_run_shows_the_pairs_the_classifier_would_get(

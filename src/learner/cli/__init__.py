@@ -14,6 +14,7 @@ import traceback
 import typer
 
 from learner import __version__
+from learner.console import ON_CONSOLE
 from learner.errors import LearnerError
 
 app = typer.Typer(
@@ -103,6 +104,7 @@ class _StderrWarnings(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self.setLevel(logging.WARNING)
         self.setFormatter(_ConsoleFormatter())
+        self.addFilter(lambda record: not getattr(record, ON_CONSOLE, False))  # printed already: once only
 
     @property
     def stream(self) -> object:

@@ -120,6 +120,14 @@ class ScanCache:
             return False
         return True
 
+    def has_entry(self, source: ScanRecord | str | os.PathLike[str]) -> bool:
+        """Whether an entry for ``source``'s current file exists, by its name alone (nothing is read, so it is
+        cheap enough for an estimate; :meth:`is_cached` also checks the entry). False for a missing file."""
+        try:
+            return self._entry(source).path.is_file()
+        except ScanReadError:
+            return False
+
     def _fetch(self, source: ScanRecord | str | os.PathLike[str]) -> tuple[_Entry, np.ndarray, Outcome]:
         entry = self._entry(source)
         outcome: Outcome = "built"

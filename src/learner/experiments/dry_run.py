@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
+from learner.data.cache import ScanCache, default_cache_root
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.pairs import pair_class_counts, split_pairs
+from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
 from learner.data.splits import read_splits, resolve_splits
 from learner.errors import ConfigError
@@ -127,8 +129,8 @@ class Plan:
                 *(d.render() for d in self.data),
                 "",
                 "Time estimate (rough, 2 CPU cores; see learner.experiments.dry_run): "
-                f"≈ {_duration(self.seconds)}, of which decoding {self.scans_to_decode} scans once ≈ "
-                f"{_duration(self.scans_to_decode * DECODE_SECONDS_PER_SCAN)} (first run only). "
+                f"≈ {_duration(self.seconds)}, of which decoding the {self.scans_to_decode} scans not in the "
+                f"cache ≈ {_duration(self.scans_to_decode * DECODE_SECONDS_PER_SCAN)}. "
                 "Calibrated at load average ≤ 3; a machine busy with other jobs can take 10× longer or "
                 "more; a GPU is far faster.",
                 "Dry run: nothing was created or decoded.",
@@ -209,7 +211,7 @@ def plan_pretrain(config: Config) -> Plan:
     manifest = _manifest(config)
     data = data_plan(str(config.data.manifest), manifest, config)
     cell = CellPlan(f"pretrain {config.loss.name}, seed {config.seed}", pretrain_seconds(config, data), None)
-    return Plan(config.to_yaml(), [cell], [data], len(manifest.records))
+    return Plan(config.to_yaml(), [cell], [data], uncached_scans(manifest, config))
 
 
 def plan_classify(encoder_run: Path, manifest: Manifest, config: Config) -> Plan:
@@ -289,5 +291,13 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
                 embed_seconds(cfg, len(manifests[dataset.name].records)) if not shared else None,
             )
         )
-    scans = sum(len(m.records) for m in manifests.values())
+    scans = sum(uncached_scans(m, experiment.config) for m in manifests.values())
     return Plan(experiment.to_yaml(), plans, list(data.values()), scans)
+
+
+def uncached_scans(manifest: Manifest, config: Config) -> int:
+    """How many of the manifest's scans have no decoded entry in the cache yet (only those cost decoding)."""
+    cache = ScanCache(
+        default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
+    )
+    return sum(not cache.has_entry(record) for record in manifest.records)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from learner.atomic import finite
+from learner.console import ON_CONSOLE
 from learner.data.datasets import ScanDataset, TwoViews, views_to_batch
 from learner.errors import NonFiniteLossError
 from learner.losses.registry import LossOutput, Objective, ViewObjective
@@ -324,4 +325,4 @@ def _report(progress: Progress, row: dict[str, float], epochs: int) -> None:
         )
     text = f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} | {quality}"
     progress.console.print(text, markup=False, soft_wrap=True)
-    log.info(text)
+    log.info(text, extra={ON_CONSOLE: True})  # for log.txt; the terminal has it already
