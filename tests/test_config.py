@@ -10,7 +10,6 @@ from typing import Any, get_args
 import pytest
 
 from learner.config import (
-    MOVED_KEYS,
     ClassifierHead,
     Combine,
     Config,
@@ -27,7 +26,6 @@ from learner.config import (
     Similarity,
     SplitConfig,
     apply_overrides,
-    config_from_dict,
     load_config,
     load_experiment,
 )
@@ -180,17 +178,9 @@ def test_bundled_configs_load_by_name_and_ship_in_the_package() -> None:
         load_config("nonexistent")
 
 
-@pytest.mark.parametrize(("old", "new"), sorted(MOVED_KEYS.items()))
-def test_a_moved_key_says_where_it_went(tmp_path: Path, old: str, new: str) -> None:
-    with pytest.raises(ConfigError, match=rf"^{old} moved to {new}$"):
-        load_config(None, [f"{old}=1"])
-    section, name = old.split(".")
-    source = tmp_path / "old.yaml"
-    source.write_text(f"{section}:\n  {name}: 1\n")
-    with pytest.raises(ConfigError, match=rf"old\.yaml: {old} moved to {new}$"):
-        load_experiment(source)
-    with pytest.raises(ConfigError, match=rf"^{old} moved to {new}$"):
-        config_from_dict({section: {name: 1}})  # a stored run config of an older version
+def test_a_key_of_an_older_version_is_an_unknown_key() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.device"):
+        load_config(None, ["optim.device=cpu"])  # runtime.device since 0.1; no moved-key table (issue 19)
 
 
 def test_runtime_is_outside_the_result_settings() -> None:
@@ -276,33 +266,19 @@ def test_open_registry_names_are_checked_before_any_work() -> None:
             check_names(load_config(None, [override]))
 
 
-def test_a_config_stored_before_the_keys_moved_is_upgraded_not_refused(tmp_path: Path) -> None:
-    """Run directories and checkpoints written before the runtime section existed still load: the stored
-    values move to their new keys (a user's file with an old key is refused instead, tested above)."""
+def test_a_run_config_of_an_older_layout_is_a_one_line_error(tmp_path: Path) -> None:
     import yaml
 
-    from learner.config import stored_config
+    from learner.errors import RunDirError
     from learner.runs import load_run_config
 
     old = Config().model_dump(mode="json")
-    old.pop("runtime")
-    old["classifier"].pop("bootstrap")
-    old["optim"] |= {"device": "cpu", "amp": False, "channels_last": False}
-    old["data"] |= {"num_workers": 3, "cache_dir": "/somewhere/cache"}
-    old["experiment"] = {"losses": ["mse"], "seeds": [0], "bootstrap": 77}
-    upgraded = stored_config(old)
-    assert (upgraded.runtime.device, upgraded.runtime.amp, upgraded.runtime.channels_last) == (
-        "cpu",
-        False,
-        False,
-    )
-    assert (upgraded.runtime.workers, str(upgraded.runtime.cache_dir)) == (3, "/somewhere/cache")
-    assert upgraded.classifier.bootstrap == 77
-    assert upgraded.result_settings() == Config(classifier={"bootstrap": 77}).result_settings()
+    old["optim"] |= {"device": "cpu"}  # a key that moved to runtime before 0.1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    assert load_run_config(tmp_path) == upgraded
-    with pytest.raises(ConfigError, match=r"^optim\.device moved to runtime\.device$"):
-        config_from_dict(old)
+    with pytest.raises(
+        RunDirError, match=r"config\.yaml: not a config this learner can read .*optim\.device"
+    ):
+        load_run_config(tmp_path)
 
 
 TABLE_2 = {
@@ -391,18 +367,13 @@ def test_new_options_default_to_todays_behaviour_and_classifier_keys_do_not_chan
     assert apply_overrides(cfg, {"model.embed_norm": "l2"}).pretraining_settings() != pretraining
 
 
-def test_options_added_later_keep_the_digest_of_runs_from_before_them_while_at_their_default() -> None:
+def test_the_digest_hashes_every_result_setting() -> None:
     from learner.experiments.stages import config_digest
 
     cfg = Config()
-    before = cfg.model_dump(
-        mode="json", exclude={"runtime"}
-    )  # the settings as runs before the keys stored them
-    for key in ("optim.warmup_epochs", "model.norm", "model.embed_norm"):
-        section, name = key.split(".")
-        del before[section][name]
-    assert cfg.result_settings() == before
-    expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    settings = cfg.model_dump(mode="json", exclude={"runtime"})
+    assert cfg.result_settings() == settings  # every key, at any value (no pre-0.1 exceptions)
+    expected = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     assert config_digest(cfg) == expected
     assert config_digest(apply_overrides(cfg, {"model.norm": "group"})) != expected
-    assert apply_overrides(cfg, {"optim.warmup_epochs": 1}).result_settings()["optim"]["warmup_epochs"] == 1.0
+    assert config_digest(apply_overrides(cfg, {"runtime.workers": 0})) == expected

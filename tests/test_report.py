@@ -231,26 +231,21 @@ def _pretraining_run(tmp_path: Path, *, kind: bool) -> Path:
     return run
 
 
-@pytest.mark.parametrize("kind", [True, False])  # False: a run written before metrics.json named its kind
-def test_report_of_a_pretraining_run(tmp_path: Path, cli, kind: bool) -> None:
-    run = _pretraining_run(tmp_path, kind=kind)
+def test_report_of_a_pretraining_run(tmp_path: Path, cli) -> None:
+    run = _pretraining_run(tmp_path, kind=True)
     code, _, err = cli(["report", str(run)])
     assert code == 0, err
     text = (run / "REPORT.md").read_text()
-    # an older run records no data source and its manifest (m.csv) does not exist: never claimed REAL
-    assert "Data source: PHANTOM" in text if kind else "Data source: UNKNOWN" in text
-    assert "Data source: REAL" not in text
+    assert "Data source: PHANTOM" in text
     assert "| enc | 10.000 | 20.000 | 50.0% | 12.000 | 24.000 | 0.700 | clearly |" in text
     assert "![training curves](training_curves.png)" in text
     assert "| 2 | 0 | 1.2 | 10 | 20 |" in text  # epoch, lr, train loss, val MAE, baseline
     assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_report_of_an_older_pretraining_run_reads_its_data_source_from_the_manifest(
-    tmp_path: Path, cli, tiny_lus_manifest: Path
-) -> None:
-    run = _pretraining_run(tmp_path, kind=False)  # metrics.json without data_source
-    (run / "config.yaml").write_text(f"data:\n  manifest: {tiny_lus_manifest}\noptim:\n  epochs: 2\n")
+def test_a_run_from_before_0_1_gets_a_one_line_error(tmp_path: Path, cli) -> None:
+    run = _pretraining_run(tmp_path, kind=False)  # metrics.json without its kind: no guessing (issue 19)
     code, _, err = cli(["report", str(run)])
-    assert code == 0, err
-    assert "Data source: PHANTOM" in (run / "REPORT.md").read_text()  # the tiny cohort is a phantom
+    assert code != 0
+    assert err.strip().count("\n") == 0
+    assert "no results.json or metrics.json of a reportable run" in err

@@ -2,8 +2,7 @@
 
 Defaults are the paper's (Table 2: batch 16, Adam, initial LR 1e-3, 100 epochs, cosine annealing;
 λ = 0.9 in the pretraining loss). Every section forbids unknown keys, so a typo is an error that names the
-key and lists the allowed ones, never a silently ignored setting; a key that moved (:data:`MOVED_KEYS`) is
-an error that says where to.
+key and lists the allowed ones, never a silently ignored setting.
 
 Two kinds of settings are kept apart:
 
@@ -75,17 +74,6 @@ ClassifierHead = Literal["mlp", "mlp_large"]
 Combine = Literal["difference", "concatenate"]
 """``classifier.combine``: the keys of :data:`learner.evaluation.pair_classifier.COMBINES`."""
 
-MOVED_KEYS: dict[str, str] = {
-    "optim.device": "runtime.device",
-    "optim.amp": "runtime.amp",
-    "optim.channels_last": "runtime.channels_last",
-    "data.num_workers": "runtime.workers",
-    "data.cache_dir": "runtime.cache_dir",
-    "experiment.bootstrap": "classifier.bootstrap",
-}
-"""Old key → its new place; an old key in a file or override is a ConfigError saying where it moved."""
-
-
 SEED_MAX = 2**32 - 1
 """Seeds run from 0 to 2³² − 1: what every RNG the toolkit seeds (numpy, torch, data-loader workers) takes."""
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -96,12 +84,6 @@ def check_seed(value: int, flag: str = "--seed") -> int:
     if not 0 <= value <= SEED_MAX:
         raise ConfigError(f"{flag} {value} is outside the seed range 0 … 2**32 - 1 ({SEED_MAX})")
     return value
-
-
-ADDED_KEYS: dict[str, Any] = {"optim.warmup_epochs": 0.0, "model.norm": "batch", "model.embed_norm": "none"}
-"""Keys added after results digests were first stored, with their defaults (today's behaviour).
-:meth:`Config.result_settings` leaves such a key out while it has its default, so a finished stage from
-before the key existed keeps its digest and is still reused on resume; any other value is hashed."""
 
 
 CLASSIFICATION_ONLY: dict[str, Any] = {"classifier": True, "data": {"pairs": True}}
@@ -426,34 +408,14 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def result_settings(self) -> dict[str, Any]:
-        """Everything that decides what the run computes (all but ``runtime``), as plain JSON values; a
-        key of :data:`ADDED_KEYS` at its default is left out (it computes what runs without it did)."""
-        return _without_added_defaults(self.model_dump(mode="json", exclude={"runtime"}))
+        """Everything that decides what the run computes (all but ``runtime``), as plain JSON values."""
+        return self.model_dump(mode="json", exclude={"runtime"})
 
     def pretraining_settings(self) -> dict[str, Any]:
         """Everything that decides what a pretraining computes: :meth:`result_settings` without the keys
         only the classify stage reads (:data:`CLASSIFICATION_ONLY`). Two configs that agree here train
         the same encoder."""
-        settings = self.model_dump(mode="json", exclude={"runtime": True, **CLASSIFICATION_ONLY})
-        return _without_added_defaults(settings)
-
-
-def _without_added_defaults(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` (nested, plain JSON) without the :data:`ADDED_KEYS` that hold their default."""
-    for key, default in ADDED_KEYS.items():
-        section, name = key.split(".")
-        values = settings.get(section, {})
-        if name in values and values[name] == default:
-            del values[name]
-    return settings
-
-
-class DatasetSpec(_Section):
-    """One dataset column of an experiment table."""
-
-    name: str = Field(description="the column's name in the tables and the cells' folder name")
-    manifest: Path = Field(description="the dataset's manifest")
-    scale: str = Field(default="sf", description="its score scale (data.scale of its cells)")
+        return self.model_dump(mode="json", exclude={"runtime": True, **CLASSIFICATION_ONLY})
 
 
 def _all_combines() -> list[Combine]:
@@ -462,6 +424,14 @@ def _all_combines() -> list[Combine]:
 
 def _all_classifier_heads() -> list[ClassifierHead]:
     return ["mlp_large", "mlp"]
+
+
+class DatasetSpec(_Section):
+    """One dataset column of an experiment table."""
+
+    name: str = Field(description="the column's name in the tables and the cells' folder name")
+    manifest: Path = Field(description="the dataset's manifest")
+    scale: str = Field(default="sf", description="its score scale (data.scale of its cells)")
 
 
 class ExperimentConfig(_Section):
@@ -518,7 +488,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     """
     for item in overrides or []:
         key, _ = split_override(item)
-        if key.split(".")[0] == "experiment" and key not in MOVED_KEYS:
+        if key.split(".")[0] == "experiment":
             raise ConfigError(
                 f"{key} is an experiment grid key; a single run does not use it (see `learner experiment`)"
             )
@@ -545,7 +515,6 @@ def load_experiment(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
         raw = loaded or {}
-        _check_moved(raw, f"{source}: ")
     for item in overrides or []:
         key, value = split_override(item)
         _set_dotted(raw, key, value, _ExperimentFile)
@@ -576,25 +545,7 @@ def resolve_config_path(path: str | os.PathLike[str]) -> Path:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Validate a nested dict into a :class:`Config`, turning pydantic errors into one-line ConfigErrors."""
-    _check_moved(raw)
     return _validate(Config, raw)
-
-
-def stored_config(raw: dict[str, Any]) -> Config:
-    """A :class:`Config` that learner itself stored (a run's ``config.yaml``, a checkpoint's metadata),
-    upgraded from before :data:`MOVED_KEYS` moved: each old key is moved to its new place and a per-run
-    ``experiment`` section (only its ``bootstrap`` was used) is dropped. The values are the ones the run
-    used, so nothing changes meaning; a file a user writes gets :func:`config_from_dict`'s error instead.
-    """
-    upgraded = {section: dict(value) if isinstance(value, dict) else value for section, value in raw.items()}
-    for old, new in MOVED_KEYS.items():
-        old_section, old_name = old.split(".")
-        section = upgraded.get(old_section)
-        if isinstance(section, dict) and old_name in section:
-            new_section, new_name = new.split(".")
-            upgraded.setdefault(new_section, {})[new_name] = section.pop(old_name)
-    upgraded.pop("experiment", None)
-    return config_from_dict(upgraded)
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
@@ -612,14 +563,6 @@ def _validate(model: type[_Model], raw: dict[str, Any]) -> _Model:
         raise ConfigError(_describe(exc, model)) from None
 
 
-def _check_moved(raw: dict[str, Any], where: str = "") -> None:
-    """A one-line ConfigError for the first key of :data:`MOVED_KEYS` present in the nested ``raw``."""
-    for old, new in MOVED_KEYS.items():
-        section, name = old.split(".")
-        if isinstance(raw.get(section), dict) and name in raw[section]:
-            raise ConfigError(f"{where}{old} moved to {new}")
-
-
 def split_override(item: str) -> tuple[str, Any]:
     """``section.key=value`` → (key, value), the value parsed as a YAML scalar or list."""
     key, sep, text = item.partition("=")
@@ -633,8 +576,6 @@ def split_override(item: str) -> tuple[str, Any]:
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel]) -> None:
-    if key in MOVED_KEYS:
-        raise ConfigError(f"{key} moved to {MOVED_KEYS[key]}")
     parts = key.split(".")
     node = raw
     model: type[BaseModel] | None = root

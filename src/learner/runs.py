@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from learner import atomic
-from learner.config import Config, apply_overrides, stored_config
+from learner.config import Config, apply_overrides, config_from_dict
 from learner.environment import environment_record
-from learner.errors import RunDirError
+from learner.errors import ConfigError, RunDirError
 from learner.layout import RunLayout
 
 PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir")
@@ -258,7 +258,10 @@ def load_run_config(path: str | os.PathLike[str]) -> Config:
             stored = (raw.get(section) or {}).get(name)
             if stored is not None:
                 raw[section][name] = str(_resolve_stored(root, stored, recorded.get(key, {})))
-    return stored_config(raw)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:  # a run written by another version of learner
+        raise RunDirError(f"{source}: not a config this learner can read ({exc})") from None
 
 
 def write_run_config(root: Path, config: Config) -> Path:

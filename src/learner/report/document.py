@@ -58,8 +58,6 @@ def _read_results(folder: Path) -> dict[str, Any]:
     for path in (run.results, run.metrics):
         if path.is_file():
             results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            if "kind" not in results and "best" in results and "train_mean" in results:
-                results["kind"] = "pretraining"  # written before pretraining's metrics.json named its kind
             if results.get("kind") in REPORTS:
                 return results
     kinds = ", ".join(REPORTS)

@@ -8,27 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from learner.errors import LearnerError
 from learner.experiments.tables import markdown_table, plain
 from learner.layout import RunLayout
 from learner.report.sections import Source, regression_section
 from learner.runs import load_run_config
-
-
-def _manifest_source(run_dir: Path) -> str:
-    """The data source of a run that predates its record, from its manifest (a phantom cohort carries its
-    generator's record beside it); ``unknown`` when the manifest cannot be read."""
-    from learner.data.manifest import load_manifest
-    from learner.data.provenance import data_source
-    from learner.data.scales import scale_from_config
-
-    config = load_run_config(run_dir)
-    if config.data.manifest is None:
-        return "unknown"
-    try:
-        return data_source(load_manifest(config.data.manifest, scale_from_config(config.data)))
-    except (LearnerError, OSError, TypeError):
-        return "unknown"
 
 
 def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
@@ -37,7 +20,7 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
     from learner.training.curves import CURVES_FILE, plot_training_curves
 
     manifest = str(load_run_config(run_dir).data.manifest)  # resolved against the run directory
-    source = Source("data", manifest, metrics.get("data_source") or _manifest_source(run_dir))
+    source = Source("data", manifest, metrics["data_source"])
     history = _read_history(run_dir)
     best = metrics["best"]
     if "val_mae" in best:

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from learner import atomic, formats
-from learner.config import Config, stored_config
+from learner.config import Config, config_from_dict
 from learner.errors import CheckpointError, LearnerError
 from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
@@ -113,7 +113,7 @@ class CheckpointMeta:
             if not isinstance(metrics, dict):
                 raise TypeError(f"metrics is a {type(metrics).__name__}, not an object")
             return cls(
-                config=stored_config(data["config"]),
+                config=config_from_dict(data["config"]),
                 score_standardisation=ScoreStandardiser.from_dict(data["score_standardisation"]),
                 encoder=EncoderMeta(
                     name=str(encoder["name"]),
