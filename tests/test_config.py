@@ -377,3 +377,38 @@ def test_the_digest_hashes_every_result_setting() -> None:
     assert config_digest(cfg) == expected
     assert config_digest(apply_overrides(cfg, {"model.norm": "group"})) != expected
     assert config_digest(apply_overrides(cfg, {"runtime.workers": 0})) == expected
+
+
+def test_base_extends_a_preset_or_a_file_key_by_key(tmp_path: Path, cli) -> None:
+    """``base:`` (issue 23 point 10): the file's keys win, section by section; lists are replaced."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: demo\noptim:\n  epochs: 7\nexperiment:\n  seeds: [4]\n")
+    experiment = load_experiment(mine)
+    demo = load_experiment("demo")
+    assert experiment.config.optim.epochs == 7
+    assert experiment.config.optim.batch_size == demo.config.optim.batch_size == 16  # kept from the base
+    assert (experiment.config.data.size, experiment.config.data.frames) == (32, 4)  # demo's, not the default
+    assert experiment.grid.seeds == [4]
+    assert experiment.grid.losses == demo.grid.losses
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("base: ../mine.yaml\nloss:\n  lam: 0.5\n")  # a path relative to the file
+    config = load_config(child)
+    assert (config.loss.lam, config.optim.epochs, config.data.size) == (0.5, 7, 32)
+    code, out, err = cli(["config", "show", "--config", str(child)])
+    assert code == 0, err
+    assert "epochs: 7" in out
+    assert "lam: 0.5" in out
+
+
+def test_a_circle_of_bases_or_a_bad_base_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"base: makes a circle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: [demo]\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: base: should name a bundled config or a file"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"config file not found: nowhere\.yaml"):
+        load_config(tmp_path / "d.yaml")

@@ -499,27 +499,60 @@ def load_experiment(
     path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
 ) -> Experiment:
     """Build an :class:`Experiment` like :func:`load_config`, with the file's ``experiment:`` grid and
-    ``experiment.*`` overrides (``experiment.seeds=[0,1]``) as its grid.
+    ``experiment.*`` overrides (``experiment.seeds=[0,1]``) as its grid. A file may extend a preset or
+    another file with ``base: NAME_OR_PATH`` (:func:`_read_config_file`).
 
     Raises :class:`ConfigError` with a one-line message naming the key and what is allowed.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        source = resolve_config_path(path)
-        try:
-            loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{source}: not a text file (byte {exc.start} is not UTF-8)") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
-        raw = loaded or {}
+    raw: dict[str, Any] = _read_config_file(resolve_config_path(path)) if path is not None else {}
     for item in overrides or []:
         key, value = split_override(item)
         _set_dotted(raw, key, value, _ExperimentFile)
     parsed = _validate(_ExperimentFile, raw)
     return Experiment(Config.model_validate(parsed.model_dump(exclude={"experiment"})), parsed.experiment)
+
+
+BASE_KEY = "base"
+"""A config file's ``base: demo`` (a bundled preset) or ``base: ../common.yaml`` (a path relative to the
+file) extends that config: the file's keys replace the base's, section by section, key by key."""
+
+
+def _read_config_file(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's sections, with its ``base:`` chain merged in (the file's own keys win).
+
+    Raises:
+        ConfigError: unreadable YAML, a top level that is not a mapping, a ``base`` that is not a name or
+            path, or a circle of bases (one line naming the files).
+    """
+    try:
+        loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not a text file (byte {exc.start} is not UTF-8)") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    raw: dict[str, Any] = loaded or {}
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{source}: base: should name a bundled config or a file, got {base!r}")
+    beside = source.parent / base
+    parent = beside if beside.is_file() else resolve_config_path(base)
+    if parent.resolve() in (*chain, source.resolve()):
+        circle = " → ".join(str(p) for p in (*chain, source.resolve(), parent.resolve()))
+        raise ConfigError(f"{source}: base: makes a circle ({circle})")
+    return _merged(_read_config_file(parent, (*chain, source.resolve())), raw)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
 
 
 BUNDLED_CONFIGS = Path(__file__).parent / "configs"
