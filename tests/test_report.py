@@ -73,17 +73,30 @@ def test_ablation_layout() -> None:
     assert "| tsm_resnet18 | difference | MSE + CL | mlp | 58.05 ± n/a | 57.54 ± n/a |"  # one seed in text
 
 
-def test_regression_verdict_is_computed_from_the_errors() -> None:
-    good = {"val_mae": 30.0, "baseline_mae": 60.0, "val_rmse": 40.0, "baseline_rmse": 70.0, "val_r": 0.8}
-    bad = {"val_mae": 61.0, "baseline_mae": 60.0, "val_rmse": 75.0, "baseline_rmse": 70.0, "val_r": None}
-    text = regression_section([(["LUS", "mse"], good), (["LUS", "mse+cl"], bad)], ["dataset", "loss"])
-    assert "| LUS | mse | 30.000 | 60.000 | 50.0% | 40.000 | 70.000 | 0.800 | clearly |" in text
-    assert "| LUS | mse+cl | 61.000 | 60.000 | -1.7% | 75.000 | 70.000 | n/a | **no** |" in text
-    assert text.startswith("1 of 2 encoders beat")
+def test_regression_verdict_needs_the_gain_interval_above_zero() -> None:
+    base = {"epoch": 3, "last_epoch": 5, "last_val_mae": 33.0, "val_mae": 30.0, "baseline_mae": 60.0}
+    good = base | {"mae_gain_low": 20.0, "mae_gain_high": 40.0, "val_r": 0.8}
+    noisy = base | {"mae_gain_low": -5.0, "mae_gain_high": 45.0, "val_r": 0.2}  # 50% lower, but noise
+    worse = base | {"val_mae": 61.0, "mae_gain_low": -3.0, "mae_gain_high": -0.5, "val_r": None}
+    unknown = {"val_mae": 30.0, "baseline_mae": 60.0}  # no val predictions to bootstrap
+    rows = [(["LUS", "mse"], good), (["LUS", "cl"], noisy), (["LUS", "wcl"], worse), (["LUS", "x"], unknown)]
+    text = regression_section(rows, ["dataset", "loss"])
+    assert (
+        "| LUS | mse | 3 / 5 | 30.000 | 33.000 | 60.000 | 50.0% | [20.000, 40.000] | 0.800 | clearly |"
+        in text
+    )
+    assert text.count("| **not shown** |") == 1
+    assert (
+        "| LUS | wcl | 3 / 5 | 61.000 | 33.000 | 60.000 | -1.7% | [-3.000, -0.500] | n/a | **worse** |"
+        in text
+    )
+    assert "| LUS | x | n/a / n/a | 30.000 | n/a | 60.000 | 50.0% | n/a | n/a | n/a |" in text
+    assert text.startswith("1 of 4 encoders beat")
+    assert "1 recorded no val predictions" in text
     cells = [_cell("LUS", "mse", s, good) for s in (0, 1)]
     cells.append(replace(cells[0], regression=good))  # a second classifier on the same encoder
     assert regression_summary(cells).startswith("All 2 encoders clearly beat")
-    assert "50.0–50.0% lower" in regression_summary(cells)
+    assert regression_summary([_cell("LUS", "mse", 0, noisy)]).startswith("0 of 1 encoders beat")
 
 
 @pytest.mark.parametrize(
@@ -112,7 +125,10 @@ def _classification_run(tmp_path: Path) -> Path:
     encoder = tmp_path / "encoder"
     encoder.mkdir()
     best = {"val_mae": 12.5, "baseline_mae": 25.0, "val_rmse": 15.0, "baseline_rmse": 30.0, "val_r": 0.9}
-    (encoder / "metrics.json").write_text(json.dumps({"best": best}))
+    (encoder / "metrics.json").write_text(json.dumps({"best": best, "train_mean": 5.0}))
+    (encoder / "val_predictions.csv").write_text(  # MAE 12.5 against the mean's 25, for each of 3 patients
+        "scan_id,patient_id,score,predicted\na,P1,30,17.5\nb,P2,30,42.5\nc,P3,30,17.5\n"
+    )
     per_class = {
         n: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
         for n in ("stable", "improved", "deteriorated")
@@ -228,6 +244,10 @@ def _pretraining_run(tmp_path: Path, *, kind: bool) -> Path:
         "epoch,step,lr,train_loss,val_mae,baseline_mae\n1,2,0.0005,1.5,15.0,20.0\n2,4,0.0,1.2,10.0,20.0\n"
     )
     (run / "config.yaml").write_text("data:\n  manifest: m.csv\noptim:\n  epochs: 2\n")
+    # four val patients, train mean 5: every one predicted 10 closer than the mean, so the gain is 10
+    (run / "val_predictions.csv").write_text(
+        "scan_id,patient_id,score,predicted\na,P1,25,15\nb,P2,25,35\nc,P3,25,15\nd,P4,25,35\n"
+    )
     return run
 
 
@@ -237,7 +257,7 @@ def test_report_of_a_pretraining_run(tmp_path: Path, cli) -> None:
     assert code == 0, err
     text = (run / "REPORT.md").read_text()
     assert "Data source: PHANTOM" in text
-    assert "| enc | 10.000 | 20.000 | 50.0% | 12.000 | 24.000 | 0.700 | clearly |" in text
+    assert "| enc | 2 / 2 | 10.000 | 10.000 | 20.000 | 50.0% | [10.000, 10.000] | 0.700 | clearly |" in text
     assert "![training curves](training_curves.png)" in text
     assert "| 2 | 0 | 1.2 | 10 | 20 |" in text  # epoch, lr, train loss, val MAE, baseline
     assert (run / "training_curves.png").read_bytes().startswith(b"\x89PNG")

@@ -70,6 +70,12 @@ class RunLayout:
         return self.root / "complete.json"
 
     @property
+    def val_predictions(self) -> Path:
+        """``val_predictions.csv``: the best checkpoint's val predictions (``scan_id``, ``patient_id``,
+        ``score``, ``predicted``), rewritten whenever the best checkpoint is."""
+        return self.root / "val_predictions.csv"
+
+    @property
     def splits(self) -> Path:
         """``splits.csv``: a pretraining run's patient → split (columns ``patient_id``, ``split``)."""
         return self.root / "splits.csv"

@@ -103,7 +103,13 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
             )
             cells.append(
                 stages.cell_result(
-                    key, cfg.seed, planned.where, cfg.classifier.clips_per_scan, encoder, classified
+                    key,
+                    cfg.seed,
+                    planned.where,
+                    cfg.classifier.clips_per_scan,
+                    encoder,
+                    classified,
+                    encoder_dir,
                 )
             )
         fault_point("cell")

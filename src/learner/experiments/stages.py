@@ -25,6 +25,7 @@ from learner import atomic
 from learner.config import Config, DatasetSpec, apply_overrides
 from learner.data.manifest import Manifest
 from learner.errors import RunDirError
+from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.classify import run_classification
 from learner.experiments.results import METRICS, Cell, GridKey, PairAnswer, json_number
 from learner.layout import RunLayout
@@ -156,8 +157,11 @@ def cell_result(
     clips_per_scan: int,
     encoder: EncoderStage,
     classified: ClassifierStage,
+    encoder_dir: Path,
 ) -> Cell:
-    """A finished cell from its two stage records: test metrics and CIs, regression quality, pairs."""
+    """A finished cell from its two stage records: test metrics and CIs, pairs, and the regression quality
+    of its encoder (``encoder_dir``: the best row, the last epoch's val MAE and the interval of its gain over
+    the baseline, :func:`learner.evaluation.regression_quality.regression_quality`)."""
     test = classified.metrics["test"]
     return Cell(
         key=key,
@@ -167,7 +171,7 @@ def cell_result(
         **{name: test[name] for name in METRICS},
         ci={name: (json_number(low), json_number(high)) for name, (low, high) in test["ci"].items()},
         n_test_pairs=test["n"],
-        regression=encoder.metrics["best"],
+        regression=regression_quality(encoder_dir, seed=seed),
         pair_counts=classified.metrics["pair_counts"],
         encoder_fingerprint=encoder.fingerprint,
         pretrain_seconds=encoder.seconds,
@@ -202,7 +206,9 @@ def run_cell(
     classified = ensure_classification(
         encoder_dir, manifest, config, grid.classification(where).root, device, encoder.fingerprint
     )
-    cell = cell_result(key, config.seed, where, config.classifier.clips_per_scan, encoder, classified)
+    cell = cell_result(
+        key, config.seed, where, config.classifier.clips_per_scan, encoder, classified, encoder_dir
+    )
     fault_point("cell")
     shared = RunLayout(encoder_where).encoder().root
     return cell if shares is None else replace(cell, encoder_dir=str(shared))

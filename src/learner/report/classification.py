@@ -5,13 +5,13 @@ and the class balance of every pair set.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import reference_rows
+from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.prose import chance_statement, class_mix, majority_statement, small_sample_warnings
 from learner.experiments.results import json_number
 from learner.experiments.tables import (
@@ -79,13 +79,12 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
         f"## Test intra-patient pairs ({metrics['head']}, {metrics['combine']})\n\n{summary}\n{reading}\n\n"
         f"{F1_NOTE}\n\n{per_class}\n{confusion}"
     )
-    encoder_metrics = RunLayout(_encoder_run(run_dir, metrics)).metrics
-    encoder = json.loads(encoder_metrics.read_text(encoding="utf-8")) if encoder_metrics.is_file() else {}
-    best = encoder.get("best", {})
-    if "val_mae" in best:  # a self-supervised encoder has no regression quality
+    encoder_run = _encoder_run(run_dir, metrics)
+    quality = regression_quality(encoder_run) if RunLayout(encoder_run).metrics.is_file() else {}
+    if "val_mae" in quality:  # a self-supervised encoder has no regression quality
         sections.append(
             "## Regression quality of the encoder\n\n"
-            + regression_section([([metrics["encoder_run"]], best)], ["encoder run"])
+            + regression_section([([metrics["encoder_run"]], quality)], ["encoder run"])
         )
     sections.append(
         "## Class balance of every pair set\n\n" + pair_balance_section([([], metrics["pair_counts"])], [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.tables import markdown_table, plain
 from learner.layout import RunLayout
 from learner.report.sections import Source, regression_section
@@ -24,7 +25,7 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
     history = _read_history(run_dir)
     best = metrics["best"]
     if "val_mae" in best:
-        quality = regression_section([([run_dir.name], best)], ["run"])
+        quality = regression_section([([run_dir.name], regression_quality(run_dir))], ["run"])
     else:
         quality = f"Self-supervised: best val loss {plain(best['val_loss'])} (epoch {best['epoch']}).\n"
     sections = [f"## Regression quality (best checkpoint, epoch {best['epoch']})\n\n{quality}"]

@@ -4,6 +4,7 @@ baseline, the class balance of pair sets, the settings, the config and environme
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 from learner.data.scales import CLASS_NAMES
 from learner.data.splits import TABLE_1_PATIENTS
 from learner.experiments.results import Cell, Scalar
-from learner.experiments.tables import markdown_table, plain
+from learner.experiments.tables import interval_plain, markdown_table, plain
 from learner.layout import RunLayout
 
 # what identifies a pretraining
@@ -73,33 +74,53 @@ def source_banner(sources: Sequence[Source]) -> str:
 def regression_section(
     encoders: Sequence[tuple[list[str], Mapping[str, Scalar]]], key_names: Sequence[str]
 ) -> str:
-    """Val-split regression quality of each encoder (best checkpoint) against predicting the train mean.
+    """Val-split regression quality of each encoder against predicting the train mean.
 
     Args:
-        encoders: (key values, pretraining ``metrics.json["best"]`` row) per encoder.
+        encoders: (key values, :func:`learner.evaluation.regression_quality.regression_quality`) per
+            encoder: the best row (lowest val MAE) plus the last epoch's val MAE and the 95% patient-bootstrap
+            interval of the MAE gain over the baseline.
         key_names: column names of the key values.
     """
-    rows, margins = [], []
-    for keys, best in encoders:
-        margin = _margin(best)
-        margins.append(margin)
-        verdict = "clearly" if margin >= CLEAR_MARGIN else ("yes" if margin > 0 else "**no**")
+    rows, verdicts = [], []
+    for keys, quality in encoders:
+        verdict = baseline_verdict(quality)
+        verdicts.append(verdict)
         rows.append(
             [
                 *keys,
-                f"{best['val_mae']:.3f}",
-                f"{best['baseline_mae']:.3f}",
-                f"{100 * margin:.1f}%",
-                f"{best['val_rmse']:.3f}",
-                f"{best['baseline_rmse']:.3f}",
-                plain(metric_number(best.get("val_r"))),
+                f"{quality.get('epoch', 'n/a')} / {quality.get('last_epoch', 'n/a')}",
+                f"{quality['val_mae']:.3f}",
+                plain(metric_number(quality.get("last_val_mae"))),
+                f"{quality['baseline_mae']:.3f}",
+                f"{100 * _margin(quality):.1f}%",
+                interval_plain(
+                    metric_number(quality.get("mae_gain_low")), metric_number(quality.get("mae_gain_high"))
+                ),
+                plain(metric_number(quality.get("val_r"))),
                 verdict,
             ]
         )
-    header = [*key_names, "val MAE", "mean-baseline MAE", "MAE reduction", "val RMSE", "baseline RMSE"]
-    table = markdown_table([*header, "Pearson r", "beats baseline"], rows)
-    note = "Val split, best checkpoint (lowest val MAE), score units."
-    return f"{regression_verdict(margins)}\n\n{note}\n\n{table}"
+    header = [*key_names, "best / last epoch", "val MAE (best)", "val MAE (last)", "mean-baseline MAE"]
+    header += ["MAE reduction", "gain 95% CI", "Pearson r", "beats baseline"]
+    note = (
+        "Val split, score units. The best epoch (lowest val MAE) is chosen on these same val scans, so its "
+        "MAE is optimistic; the last epoch's is beside it. *gain 95% CI*: patient-bootstrap interval of "
+        "baseline MAE − best val MAE; an encoder beats the baseline only when it lies above 0 (*clearly*: "
+        f"also ≥ {100 * CLEAR_MARGIN:.0f}% lower MAE); *not shown*: it includes 0."
+    )
+    return f"{regression_verdict(verdicts)}\n\n{note}\n\n" + markdown_table(header, rows)
+
+
+def baseline_verdict(quality: Mapping[str, Scalar]) -> str:
+    """Whether one encoder beats predicting the train mean: from its gain interval (``clearly``, ``yes``,
+    ``**worse**``, ``**not shown**``), or ``n/a`` when the run has no val predictions to bootstrap."""
+    low, high = metric_number(quality.get("mae_gain_low")), metric_number(quality.get("mae_gain_high"))
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    if low > 0:
+        return "clearly" if _margin(quality) >= CLEAR_MARGIN else "yes"
+    return "**worse**" if high < 0 else "**not shown**"
 
 
 def metric_number(value: Scalar) -> float | None:
@@ -109,31 +130,30 @@ def metric_number(value: Scalar) -> float | None:
     return value
 
 
-def regression_verdict(margins: Sequence[float]) -> str:
-    """One sentence on whether the encoders beat predicting the train mean, from their relative MAE margins
-    ``1 − val MAE / baseline MAE``."""
-    clear = sum(m >= CLEAR_MARGIN for m in margins)
-    beaten = sum(m > 0 for m in margins)
-    if len(margins) == 1 and clear == 1:
+def regression_verdict(verdicts: Sequence[str]) -> str:
+    """One sentence on whether the encoders beat predicting the train mean, from their
+    :func:`baseline_verdict` s."""
+    beaten = sum(v in ("clearly", "yes") for v in verdicts)
+    clear = sum(v == "clearly" for v in verdicts)
+    unknown = sum(v == "n/a" for v in verdicts)
+    n = len(verdicts)
+    if n and clear == n:
         return (
-            f"The encoder clearly beats the predict-the-train-mean baseline: its val MAE is "
-            f"{100 * margins[0]:.1f}% lower."
+            ("The encoder clearly beats" if n == 1 else f"All {n} encoders clearly beat")
+            + " the predict-the-train-mean baseline: the 95% patient-bootstrap interval of the val MAE gain "
+            "lies above 0."
         )
-    if margins and clear == len(margins):
-        return (
-            f"All {len(margins)} encoders clearly beat the predict-the-train-mean baseline: their val MAE is "
-            f"{100 * min(margins):.1f}–{100 * max(margins):.1f}% lower."
-        )
-    return (
-        f"{beaten} of {len(margins)} encoders beat the predict-the-train-mean baseline on val MAE, "
-        f"{clear} of them clearly (by ≥ {100 * CLEAR_MARGIN:.0f}%); an encoder that does not clearly beat "
-        "it has learned little of the score, and its downstream numbers say little about the objective."
+    sentence = (
+        f"{beaten} of {n} encoders beat the predict-the-train-mean baseline on val MAE beyond patient "
+        f"sampling noise, {clear} of them clearly (≥ {100 * CLEAR_MARGIN:.0f}% lower MAE); an encoder that "
+        "does not has learned little of the score, and its downstream numbers say little about the objective."
     )
+    return sentence + (f" {unknown} recorded no val predictions to tell." if unknown else "")
 
 
 def unique_encoders(cells: Sequence[Cell]) -> list[tuple[list[str], Mapping[str, Scalar]]]:
-    """(dataset, backbone?, loss, seed) → the best-checkpoint regression row, once per encoder (ablation
-    cells share an encoder across classifier variants)."""
+    """(dataset, backbone?, loss, seed) → the encoder's regression quality (:attr:`Cell.regression`), once
+    per encoder (ablation cells share an encoder across classifier variants)."""
     names = key_names(cells, ENCODER_KEYS)
     encoders = {tuple(str(c.coordinates()[k]) for k in names): c.regression for c in cells}
     return [(list(keys), best) for keys, best in encoders.items()]
@@ -141,11 +161,11 @@ def unique_encoders(cells: Sequence[Cell]) -> list[tuple[list[str], Mapping[str,
 
 def regression_summary(cells: Sequence[Cell]) -> str:
     """The regression verdict of an experiment's encoders (what ``learner demo`` prints)."""
-    return regression_verdict([_margin(best) for _, best in unique_encoders(cells)])
+    return regression_verdict([baseline_verdict(quality) for _, quality in unique_encoders(cells)])
 
 
-def _margin(best: Mapping[str, Any]) -> float:
-    margin: float = 1.0 - best["val_mae"] / best["baseline_mae"]
+def _margin(quality: Mapping[str, Any]) -> float:
+    margin: float = 1.0 - quality["val_mae"] / quality["baseline_mae"]
     return margin
 
 

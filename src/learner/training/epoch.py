@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
@@ -47,7 +48,7 @@ from learner.training.loggers import CsvLogger, MetricsLogger
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan
 from learner.training.seeding import rng_state, set_rng_state
-from learner.training.validation import predict_scores, regression_metrics, view_loss
+from learner.training.validation import predict_scores, regression_metrics, view_loss, write_val_predictions
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +276,14 @@ def validate_and_checkpoint(
     """
     model, objective, device = trainee.model, trainee.objective, trainee.device
     epoch, step = int(row["epoch"]), int(row["step"])
+    predictions: tuple[np.ndarray, np.ndarray] | None = None
     with stage("validation"):
         if run is not None and isinstance(objective, ViewObjective):
             row |= view_loss(model, loaders.val, objective, device, trainee.amp_dtype, batch_size)
         elif run is not None:
             pred, truth = predict_scores(model, loaders.val, trainee.standardiser, device, trainee.amp_dtype)
             row |= regression_metrics(pred, truth, trainee.standardiser.mean)
+            predictions = (pred, truth)
     row = broadcast_object(row)  # rank 0 alone validates; every rank keeps the same history
     history = [*state.history, row]
     monitor = "val_loss" if loaders.two_views else "val_mae"
@@ -291,6 +294,9 @@ def validate_and_checkpoint(
             summary = replace(trainee.meta, epoch=epoch, step=step, metrics=finite(row))
             if improved:  # best before last: a crash between redoes both
                 save_checkpoint(best_dir, model, summary)
+                if predictions is not None:
+                    val_scans = loaders.val.dataset.records  # type: ignore[attr-defined]  # a ScanDataset
+                    write_val_predictions(run.layout.val_predictions, val_scans, *predictions)
             train_state = {
                 "optimizer": trainee.optimizer.state_dict(), "scaler": trainee.scaler.state_dict(),
                 "step": step, "history": history, "best": best, "rng": rng_state(),

@@ -10,14 +10,19 @@ a model that does not clearly beat it has learnt nothing about the score.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from learner.atomic import atomic_path
 from learner.data.datasets import views_to_batch
+from learner.data.manifest import ScanRecord
 from learner.losses.registry import ViewObjective
 from learner.losses.regression import ScoreStandardiser
 from learner.training.faults import fault_point
@@ -35,6 +40,26 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray, train_mean: float) 
         "baseline_mae": float(np.abs(baseline).mean()),
         "baseline_rmse": float(np.sqrt(np.square(baseline).mean())),
     }
+
+
+def write_val_predictions(
+    path: Path, records: Sequence[ScanRecord], predicted: np.ndarray, truth: np.ndarray
+) -> None:
+    """Atomically write the val predictions (N,) of ``records`` (the val scans, in loader order) as CSV:
+    ``scan_id``, ``patient_id``, ``score`` and ``predicted`` (score units); the report bootstraps the MAE
+    against the train mean over patients from it."""
+    if not len(records) == len(predicted) == len(truth):
+        raise ValueError(f"{len(records)} val scans but {len(predicted)} predictions and {len(truth)} scores")
+    frame = pd.DataFrame(
+        {
+            "scan_id": [r.scan_id for r in records],
+            "patient_id": [r.patient_id for r in records],
+            "score": truth,
+            "predicted": predicted,
+        }
+    )
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 @torch.no_grad()
