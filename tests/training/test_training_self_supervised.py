@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -63,7 +64,10 @@ def test_ssl_metrics_and_an_untouched_head(ssl_run: tuple[Path, list[list[str]]]
     metrics = pd.read_csv(run_dir / "metrics.csv")
     terms = ["invariance", "variance", "covariance"]
     expected = ["epoch", "step", "lr", "train_loss", *(f"train_{t}" for t in terms), "val_loss"]
-    assert list(metrics.columns) == [*expected, *(f"val_{t}" for t in terms)]
+    diagnostics = ["val_embedding_std", "val_effective_rank"]  # collapse, per epoch (issue 23 point 9)
+    assert list(metrics.columns) == [*expected, *(f"val_{t}" for t in terms), *diagnostics]
+    assert (metrics["val_embedding_std"] > 0).all()
+    assert (metrics["val_effective_rank"] >= 1).all()
     final = json.loads((run_dir / "metrics.json").read_text())
     assert final["best"]["val_loss"] == metrics["val_loss"].min()
     assert "val_mae" not in final["best"]
@@ -116,3 +120,32 @@ def test_pretrain_command_runs_the_ssl_stage_and_chains_it(
     argv = [*base, "--loss", "mse", "--init", str(tmp_path / "ssl"), "--out", str(tmp_path / "fine")]
     assert cli(argv)[0] == 0
     assert "init" in json.loads((tmp_path / "fine" / "run.json").read_text())
+
+
+def test_collapse_diagnostics_by_hand() -> None:
+    from learner.training.validation import collapse_diagnostics
+
+    spread = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # two equal directions
+    found = collapse_diagnostics(spread)
+    assert found["val_effective_rank"] == pytest.approx(2.0)
+    assert found["val_embedding_std"] == pytest.approx(float(np.sqrt(2 / 3)))  # each dim: values ±1, 0, 0
+    line = torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]])  # collapsed onto one line
+    assert collapse_diagnostics(line)["val_effective_rank"] == pytest.approx(1.0)
+
+
+def test_the_ssl_report_says_whether_it_collapsed_and_levelled_off(
+    ssl_run: tuple[Path, list[list[str]]],
+) -> None:
+    from learner.report.pretraining import self_supervised_reading
+
+    run_dir, _ = ssl_run
+    history = pd.read_csv(run_dir / "metrics.csv").to_dict("records")
+    best = json.loads((run_dir / "metrics.json").read_text())["best"]
+    text = self_supervised_reading(best, history)
+    assert f"effective rank {history[-1]['val_effective_rank']:.1f}" in text
+    falling = [dict(row, epoch=i + 1, val_loss=10.0 - i) for i, row in enumerate(history * 2)]  # falling fast
+    assert "still falling" in self_supervised_reading(best, falling)
+    flat = [dict(row, val_loss=1.0) for row in falling]
+    assert "levelled off" in self_supervised_reading(best, flat)
+    drifting = [dict(row, val_embedding_std=1.0 / row["epoch"]) for row in flat]
+    assert "towards collapse" in self_supervised_reading(best, drifting)

@@ -5,6 +5,7 @@ epoch's row.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,22 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
     if "val_mae" in best:
         quality = regression_section([([run_dir.name], regression_quality(run_dir))], ["run"])
     else:
-        quality = f"Self-supervised: best val loss {plain(best['val_loss'])} (epoch {best['epoch']}).\n"
+        quality = self_supervised_reading(best, history) + "\n"
     sections = [f"## Regression quality (best checkpoint, epoch {best['epoch']})\n\n{quality}"]
     if history:
         plot_training_curves(history, run_dir / CURVES_FILE)
         columns = [
-            c for c in ("epoch", "lr", "train_loss", "val_loss", "val_mae", "baseline_mae") if c in history[0]
+            c
+            for c in (
+                "epoch",
+                "lr",
+                "train_loss",
+                "val_loss",
+                "val_mae",
+                "baseline_mae",
+                "val_effective_rank",
+            )
+            if c in history[0]
         ]
         rows = [[f"{row[c]:.4g}" if c != "epoch" else int(row[c]) for c in columns] for row in history]
         sections.append(
@@ -54,3 +65,31 @@ def _read_history(run_dir: Path) -> list[dict[str, float]]:
         return []
     with path.open(newline="", encoding="utf-8") as handle:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def self_supervised_reading(best: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """A self-supervised stage in words: its best val loss, whether its embeddings collapsed (effective rank,
+    per-dimension std at the last epoch and their trend) and whether its val loss had levelled off."""
+    text = f"Self-supervised: best val loss {plain(best['val_loss'])} (epoch {best['epoch']})."
+    first, last = (history[0], history[-1]) if history else (best, best)
+    if "val_effective_rank" in last:
+        text += (
+            f" At the last epoch the val embeddings have effective rank {last['val_effective_rank']:.1f} "
+            f"and mean per-dimension std {last['val_embedding_std']:.3f} (VICReg's variance term aims at 1; "
+            "a std near 0 or a rank near 1 is collapse)."
+        )
+        if last["val_embedding_std"] < 0.9 * first["val_embedding_std"]:
+            text += (
+                f" The std fell from {first['val_embedding_std']:.3f} at epoch {first['epoch']}: the "
+                "embeddings are drifting towards collapse."
+            )
+    if len(history) >= 3 and "val_loss" in history[-3]:
+        before = history[-3]["val_loss"]
+        change = (last["val_loss"] - before) / abs(before) if before else math.nan
+        moved = f"{100 * change:+.1f}% over the last two epochs"
+        text += (
+            f" The val loss was still falling ({moved}): a longer stage may help."
+            if change < -0.02
+            else f" The val loss changed by {moved}: it has levelled off."
+        )
+    return text

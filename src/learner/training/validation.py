@@ -107,6 +107,21 @@ def view_loss(
     starts = range(0, max(len(view_a) - batch_size + 1, 1), batch_size)
     outs = [objective(view_a[s : s + batch_size], view_b[s : s + batch_size]) for s in starts]
     row = {"val_loss": float(np.mean([out.total.item() for out in outs]))}
-    return row | {
-        f"val_{name}": float(np.mean([out.terms[name].item() for out in outs])) for name in outs[0].terms
-    }
+    row |= {f"val_{name}": float(np.mean([out.terms[name].item() for out in outs])) for name in outs[0].terms}
+    return row | collapse_diagnostics(view_a)
+
+
+def collapse_diagnostics(embeddings: torch.Tensor) -> dict[str, float]:
+    """Whether embeddings (N, D) collapsed: ``val_embedding_std``, the mean over dimensions of each
+    dimension's std (VICReg's variance term pushes it to 1; near 0 is collapse), and
+    ``val_effective_rank``, exp of the entropy of the normalised singular values of the centred embeddings
+    (Roy & Vetterli 2007): D for a full-rank spread, 1 when every embedding lies on one line."""
+    values = embeddings.detach().double()
+    if values.shape[0] < 2:
+        return {"val_embedding_std": math.nan, "val_effective_rank": math.nan}
+    centred = values - values.mean(dim=0)
+    singular = torch.linalg.svdvals(centred)
+    share = singular / singular.sum() if singular.sum() > 0 else singular
+    nonzero = share[share > 0]
+    rank = float(torch.exp(-(nonzero * nonzero.log()).sum())) if nonzero.numel() else 0.0
+    return {"val_embedding_std": float(values.std(dim=0).mean()), "val_effective_rank": rank}
