@@ -412,3 +412,16 @@ def test_a_circle_of_bases_or_a_bad_base_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "d.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"config file not found: nowhere\.yaml"):
         load_config(tmp_path / "d.yaml")
+
+
+def test_the_radiograph_recipe_in_the_docs_loads(tmp_path: Path) -> None:
+    import re
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "data.md"
+    block = re.search(r"```yaml\n# xray.yaml\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert block is not None
+    (tmp_path / "xray.yaml").write_text(block.group(1))
+    config = load_config(tmp_path / "xray.yaml")
+    assert (config.data.frames, config.data.crop) == (1, "foreground")
+    assert config.data.custom_scale is not None
+    assert config.data.custom_scale.higher_is_better is False

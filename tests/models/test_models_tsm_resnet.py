@@ -103,6 +103,19 @@ def test_without_shift_per_frame_features_equal_a_plain_resnet18() -> None:
     torch.testing.assert_close(pooled, expected.reshape(N_CLIPS, N_FRAMES, 512).mean(1), rtol=1e-7, atol=1e-9)
 
 
+def test_a_single_frame_is_a_plain_resnet18_not_one_with_zeroed_channels() -> None:
+    """A still image (T = 1) has nothing to shift from: the shifted model equals the plain ResNet-18
+    (issue 23 point 6; the shift once zeroed 2·fold channels of every block)."""
+    model = paper_model(shift_fraction=0.125)
+    image = random_clips()[:, :1]  # (N, 1, C, H, W)
+    with torch.no_grad():
+        got = model(image)
+        expected = reference_resnet18(model.state_dict(), image.reshape(-1, 1, SIZE, SIZE), lambda x: x)
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+    x = torch.rand(4, 16, 2, 2)
+    assert temporal_shift(x, num_frames=1, fold=2) is x
+
+
 @pytest.mark.parametrize("fraction", [0.125, 0.25])
 def test_with_shift_equals_a_slow_loop_shift(fraction: float) -> None:
     model = paper_model(shift_fraction=fraction)
@@ -201,7 +214,10 @@ def test_unknown_norm_lists_the_available_ones() -> None:
 
 
 def slicing_shift(frames: Tensor, num_frames: int, fold: int) -> Tensor:
-    """The shift as it was first written (zero tensor + three sliced copies, autograd's own backward)."""
+    """The shift as it was first written (zero tensor + three sliced copies, autograd's own backward); a
+    single frame passes unchanged (nothing to shift from)."""
+    if num_frames == 1:
+        return frames
     nt, c, h, w = frames.shape
     x = frames.reshape(nt // num_frames, num_frames, c, h, w)
     out = torch.zeros_like(x)

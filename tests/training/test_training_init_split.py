@@ -3,10 +3,12 @@ run's test patients in train or val is refused before any work (:func:`check_ini
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from learner.config import Config
 from learner.errors import ConfigError
 from learner.training.plan import check_init_split
 
@@ -51,3 +53,30 @@ def test_the_same_split_and_unknown_origins_pass(tmp_path: Path) -> None:
     plain = tmp_path / "plain" / "checkpoints" / "best"  # a checkpoint folder outside any run
     plain.mkdir(parents=True)
     check_init_split(plain, HERE)
+
+
+def test_still_images_with_several_frames_are_warned_about(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pandas as pd
+
+    from learner.data.manifest import load_manifest
+    from learner.data.scales import get_scale
+    from learner.training.plan import check_pretraining
+
+    config = make_tiny_pretrain_config()
+    table = pd.read_csv(config.data.manifest)
+    table["modality"] = "image"  # as a radiograph cohort's manifest says
+    table["path"] = [str((Path(config.data.manifest).parent / p).resolve()) for p in table["path"]]
+    still = tmp_path / "still.csv"
+    table.to_csv(still, index=False)
+    manifest = load_manifest(still, get_scale("sf"))
+    with caplog.at_level("WARNING", logger="learner"):
+        check_pretraining(config, manifest, build_model=False)
+    assert f"{len(table)} scan(s) are still images" in caplog.text
+    assert "set data.frames=1" in caplog.text
+    caplog.clear()
+    one = make_tiny_pretrain_config(**{"data.frames": 1})
+    with caplog.at_level("WARNING", logger="learner"):
+        check_pretraining(one, manifest, build_model=False)
+    assert "still images" not in caplog.text

@@ -69,6 +69,10 @@ def temporal_shift(frames: Tensor, num_frames: int, fold: int) -> Tensor:
     shift cost up to 18% of a training step at 112 px (BENCHMARKS.md). Outputs and gradients equal
     the plain slicing form exactly (tests/models/test_models_tsm_resnet.py).
 
+    A clip of one frame (T = 1: a still image, a radiograph) has no neighbour to shift from, so it passes
+    unchanged: the network is then a plain 2-D ResNet-18, instead of one that zeroes 2·fold channels of
+    every block.
+
     Args:
         frames: (N·T, C, H, W), each clip's ``num_frames`` frames contiguous.
         num_frames: T.
@@ -77,7 +81,7 @@ def temporal_shift(frames: Tensor, num_frames: int, fold: int) -> Tensor:
     Returns:
         (N·T, C, H, W), the same layout.
     """
-    if fold == 0:
+    if fold == 0 or num_frames == 1:
         return frames
     if not (torch.is_grad_enabled() and frames.requires_grad) or torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]
         return _shift(frames, num_frames, fold, reverse=False)  # no backward: traced/exported as plain ops

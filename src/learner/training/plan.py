@@ -14,6 +14,7 @@ on scans of this run's test patients, and the intra-patient test pairs would no 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -33,6 +34,8 @@ from learner.training.device import resolve_device
 from learner.training.loggers import check_logger
 from learner.training.names import check_names
 from learner.training.resume import check_resumable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,16 @@ def check_pretraining(
     batches = train_scans // optim.batch_size
     if batches == 0:
         raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {train_scans} train scans")
+    still = sum(record.modality == "image" for record in manifest.records)
+    if still and data.frames > 1:
+        log.warning(
+            "%s: %d scan(s) are still images (modality image): with data.frames=%d every clip is %d copies "
+            "of one image; set data.frames=1 (the TSM encoder then runs as a plain 2-D ResNet-18)",
+            manifest.source,
+            still,
+            data.frames,
+            data.frames,
+        )
     if not self_supervised:  # its terms' settings (bins, margins) are checked against the scale here
         scores = [r.score for r in manifest.by_split("train")]
         build_objective(config.loss, ScoreLabels(ScoreStandardiser.fit(scores), scale.class_edges()))
