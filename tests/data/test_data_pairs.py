@@ -14,8 +14,9 @@ import pytest
 from learner.config import PairConfig
 from learner.data.manifest import ScanRecord, manifest_from_frame
 from learner.data.pairs import (
+    BALANCED,
     PAIR_COLUMNS,
-    balanced_quotas,
+    class_quotas,
     inter_patient_pairs,
     intra_patient_pairs,
     pair_class_counts,
@@ -207,7 +208,7 @@ def test_single_patient_or_no_records_give_no_pairs(caplog: pytest.LogCaptureFix
 def test_balanced_pairs_with_plentiful_classes() -> None:
     rows = [(f"p{i:02d}", f"s{i:02d}", "1", 50.0 + 15.0 * i, None) for i in range(30)]
     records = _records(rows)
-    frame = inter_patient_pairs(records, SF, count=31, seed=1, balanced=True)
+    frame = inter_patient_pairs(records, SF, count=31, seed=1, mix=BALANCED)
     assert pair_class_counts(frame) == {"deteriorated": 11, "stable": 10, "improved": 10}
     reference = _all_inter_pairs(records)
     keys = list(zip(frame["first_scan_id"], frame["second_scan_id"], strict=True))
@@ -221,7 +222,7 @@ def test_balanced_pairs_take_all_of_a_rare_class(caplog: pytest.LogCaptureFixtur
     records = _records(rows)
     assert Counter(_all_inter_pairs(records).values()) == {STABLE: 30, DET: 6, IMP: 6}
     with caplog.at_level(logging.WARNING, logger="learner.data.pairs"):
-        frame = inter_patient_pairs(records, SF, count=30, seed=0, balanced=True)
+        frame = inter_patient_pairs(records, SF, count=30, seed=0, mix=BALANCED)
     assert pair_class_counts(frame) == {"deteriorated": 6, "stable": 18, "improved": 6}
     assert "only 6 deteriorated" in caplog.text
     assert "only 6 improved" in caplog.text
@@ -239,7 +240,37 @@ def test_balanced_pairs_take_all_of_a_rare_class(caplog: pytest.LogCaptureFixtur
     ],
 )
 def test_balanced_quotas(available: list[int], total: int, expected: list[int]) -> None:
-    assert balanced_quotas(np.array(available), total).tolist() == expected
+    assert class_quotas(np.array(available), total).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("available", "total", "mix", "expected"),
+    [
+        ([100, 100, 100], 30, (0.1, 0.8, 0.1), [3, 24, 3]),
+        ([100, 100, 100], 11, (0.1, 0.8, 0.1), [1, 9, 1]),  # 1.1, 8.8, 1.1: the largest remainder, stable
+        ([100, 10, 100], 30, (0.1, 0.8, 0.1), [10, 10, 10]),  # stable short: the rest by the other shares
+        ([100, 10, 100], 30, (0.0, 1.0, 0.0), [0, 10, 0]),  # a share of 0 never gets any
+    ],
+)
+def test_quotas_follow_a_stated_class_mix(
+    available: list[int], total: int, mix: tuple[float, ...], expected: list[int]
+) -> None:
+    assert class_quotas(np.array(available), total, mix).tolist() == expected
+
+
+def test_a_stated_class_mix_draws_those_shares_and_the_config_checks_it() -> None:
+    from pydantic import ValidationError
+
+    from learner.config import PairConfig
+
+    rows = [(f"p{i:02d}", f"s{i:02d}", "1", 50.0 + 15.0 * i, None) for i in range(30)]
+    frame = inter_patient_pairs(_records(rows), SF, count=40, seed=1, mix=(0.1, 0.8, 0.1))
+    assert pair_class_counts(frame) == {"deteriorated": 4, "stable": 32, "improved": 4}
+    assert PairConfig(class_mix=[0.1, 0.8, 0.1]).class_mix == [0.1, 0.8, 0.1]
+    with pytest.raises(ValidationError, match="summing to 1"):
+        PairConfig(class_mix=[0.5, 0.6, 0.1])
+    with pytest.raises(ValidationError, match="not both"):
+        PairConfig(class_mix=[0.2, 0.6, 0.2], balanced=True)
 
 
 def test_pair_count_follows_the_config() -> None:

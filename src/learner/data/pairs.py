@@ -47,14 +47,19 @@ def pair_count(n_scans: int, pair_cfg: PairConfig, split: str) -> int:
 
 
 def inter_patient_pairs(
-    records: Sequence[ScanRecord], scale: ScoreScale, count: int, seed: int, balanced: bool = False
+    records: Sequence[ScanRecord],
+    scale: ScoreScale,
+    count: int,
+    seed: int,
+    mix: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """``count`` distinct random ordered pairs of scans from different patients, in random order.
 
     Pairs are drawn uniformly without replacement from the ``n² − Σ_p n_p²`` ordered different-patient
     pairs (``n_p`` scans of patient ``p``). When fewer exist, all are returned and a warning is logged.
-    With ``balanced`` each class gets ``count / 3`` pairs; a class with fewer pairs gives all it has
-    (warned) and the others share the rest equally, so the total stays ``count`` where possible.
+    With ``mix`` (shares of deteriorated, stable, improved summing to 1; :data:`BALANCED` for equal thirds)
+    each class gets its share of ``count``; a class with fewer pairs gives all it has (warned) and the
+    others share the rest in proportion to their shares, so the total stays ``count`` where possible.
 
     Returns:
         A table with :data:`PAIR_COLUMNS`, one row per pair.
@@ -69,7 +74,7 @@ def inter_patient_pairs(
             "asked for %d inter-patient pairs but only %d exist; using all of them", count, available
         )
     rng = np.random.default_rng(seed)
-    first, second, labels = _draw(patient_codes, scores, scale, wanted, available, balanced, rng)
+    first, second, labels = _draw(patient_codes, scores, scale, wanted, available, mix, rng)
     return _pair_frame([records[i] for i in first], [records[j] for j in second], labels)
 
 
@@ -79,7 +84,7 @@ def _draw(
     scale: ScoreScale,
     wanted: int,
     available: int,
-    balanced: bool,
+    mix: Sequence[float] | None,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices (first, second) and labels of the chosen pairs.
@@ -90,7 +95,7 @@ def _draw(
     """
     n = len(patient_codes)
     total = n * n
-    margin = 4.0 if balanced else 1.5
+    margin = 4.0 if mix is not None else 1.5
     size = min(total, int(np.ceil(wanted * total / max(available, 1) * margin)) + 64)
     while True:
         flat = rng.choice(total, size=size, replace=False) if total else np.zeros(0, dtype=np.int64)
@@ -99,7 +104,9 @@ def _draw(
         first, second = first[keep], second[keep]
         labels = scale.change_labels(scores[first], scores[second])
         complete = size == total
-        chosen = _balanced_choice(labels, wanted, complete) if balanced else _first(labels, wanted, complete)
+        chosen = (
+            _first(labels, wanted, complete) if mix is None else _mixed_choice(labels, wanted, complete, mix)
+        )
         if chosen is not None:
             return first[chosen], second[chosen], labels[chosen]
         size = min(total, size * 4)
@@ -111,42 +118,56 @@ def _first(labels: np.ndarray, wanted: int, complete: bool) -> np.ndarray | None
     return np.arange(min(wanted, len(labels)))
 
 
-def _balanced_choice(labels: np.ndarray, wanted: int, complete: bool) -> np.ndarray | None:
+def _mixed_choice(labels: np.ndarray, wanted: int, complete: bool, mix: Sequence[float]) -> np.ndarray | None:
     """Positions of the first ``quota[c]`` pairs of each class, in draw order; None if more must be drawn."""
     found = np.bincount(labels, minlength=len(CLASS_NAMES))
-    even = _even_split(wanted, len(CLASS_NAMES))
-    if not complete and np.any(found < even):
+    shares = _split(wanted, mix)
+    if not complete and np.any(found < shares):
         return None  # some class is short in this prefix; a longer prefix may hold more of it
-    for label in np.flatnonzero(found < even):
+    for label in np.flatnonzero(found < shares):
         logger.warning(
-            "only %d %s inter-patient pairs exist (balanced share %d): using all of them",
+            "only %d %s inter-patient pairs exist (its share: %d): using all of them",
             found[label],
             CLASS_NAMES[label],
-            even[label],
+            shares[label],
         )
-    quotas = balanced_quotas(found, wanted)
+    quotas = class_quotas(found, wanted, mix)
     return np.flatnonzero(_rank_within_class(labels) < quotas[labels])
 
 
-def balanced_quotas(available: np.ndarray, total: int) -> np.ndarray:
-    """Per-class counts summing to ``min(total, Σ available)``, as equal as availability allows.
+BALANCED: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+"""``data.pairs.balanced``: equal shares of deteriorated, stable and improved."""
 
-    Every class starts from an equal share (the remainder going to the lowest class indices); a class
-    with fewer pairs gives all it has, and what it leaves is shared equally by the classes that have more.
+
+def class_quotas(available: np.ndarray, total: int, mix: Sequence[float] = BALANCED) -> np.ndarray:
+    """Per-class counts summing to ``min(total, Σ available)`` where the shares allow, as close to ``mix``
+    (the shares of each class) as availability allows.
+
+    Every class starts from its share of the total (largest remainders rounded up, ties to the lowest class
+    index); a class with fewer pairs gives all it has, and what it leaves is shared by the classes that have
+    more, in proportion to their shares (a class of share 0 never gets any).
     """
     available = np.asarray(available, dtype=np.int64)
+    weights = np.asarray(mix, dtype=np.float64)
     target = min(total, int(available.sum()))
-    quotas: npt.NDArray[np.int64] = np.minimum(available, _even_split(target, len(available)))
+    quotas: npt.NDArray[np.int64] = np.minimum(available, _split(target, weights))
     while (remaining := target - int(quotas.sum())) > 0:
-        open_classes = np.flatnonzero(available > quotas)
-        extra = _even_split(remaining, len(open_classes))
+        open_classes = np.flatnonzero((available > quotas) & (weights > 0))
+        if not len(open_classes):
+            break
+        extra = _split(remaining, weights[open_classes] / weights[open_classes].sum())
         quotas[open_classes] += np.minimum(available[open_classes] - quotas[open_classes], extra)
     return quotas
 
 
-def _even_split(total: int, parts: int) -> np.ndarray:
-    """``total`` split into ``parts`` near-equal integers, the larger ones first."""
-    return total // parts + (np.arange(parts) < total % parts).astype(np.int64)
+def _split(total: int, shares: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``total`` split in proportion to ``shares`` (summing to 1) into integers summing to ``total``: the
+    floors, then one more for the largest remainders (ties: the lowest index first)."""
+    raw = total * np.asarray(shares, dtype=np.float64)
+    counts = np.floor(raw + 1e-9).astype(np.int64)
+    order = np.argsort(-(raw - counts), kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    return counts
 
 
 def _rank_within_class(labels: np.ndarray) -> np.ndarray:
@@ -234,7 +255,8 @@ def split_pairs(
     for offset, split in enumerate(("train", "val")):
         records = records_by_split.get(split, [])
         count = pair_count(len(records), pair_cfg, split)
-        pairs[split] = inter_patient_pairs(records, scale, count, seed + offset, pair_cfg.balanced)
+        mix = pair_cfg.class_mix or (BALANCED if pair_cfg.balanced else None)
+        pairs[split] = inter_patient_pairs(records, scale, count, seed + offset, mix)
     pairs["test"], no_pair = intra_patient_pairs(
         records_by_split.get("test", []), scale, pair_cfg.intra, pair_cfg.match_site
     )
