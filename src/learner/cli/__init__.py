@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "learner.cli.weights_cmd",
     "learner.cli.evaluate_cmd",
     "learner.cli.experiment_cmd",
+    "learner.cli.report_cmd",
     "learner.cli.config_cmd",
 )
 

@@ -1,4 +1,4 @@
-"""``learner embed | classify | report | predict | export``: the frozen encoder at work (Section 2.4)."""
+"""``learner embed | classify | predict | export``: the frozen encoder at work (Section 2.4)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,9 @@ def _device(requested: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``embed``, ``classify``, ``report`` and ``predict`` to the ``learner`` app."""
+    """Add ``embed``, ``classify``, ``predict`` and ``export`` to the ``learner`` app."""
     app.command("embed")(embed_command)
     app.command("classify")(classify_command)
-    app.command("report")(report_command)
     app.command("predict")(predict_command)
     app.command("export")(export_command)
 
@@ -190,23 +189,6 @@ def classify_command(
             f"  reference, {reference_label(name, row.answer)}: accuracy {percent(row.accuracy)}, "
             f"macro-F1 {percent(row.macro_f1)}"
         )
-
-
-def report_command(
-    run_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="An experiment, classification (learner classify) or pretraining (learner pretrain) run "
-            "directory.",
-            show_default=False,
-        ),
-    ],
-) -> None:
-    """Write RUN_DIR/REPORT.md: data source, tables with reference rows, Fig. 1, regression quality, pair
-    balance, config; for a pretraining run its regression quality and training curves."""
-    from learner.report import write_report
-
-    typer.echo(f"report: {write_report(run_dir)}")
 
 
 def predict_command(
