@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 import traceback
 
@@ -150,5 +151,12 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: :func:`run`, then exit with its code."""
+    """Console-script entry point: :func:`run`, then exit with its code. SIGTERM (what ``kill``, ``docker
+    stop`` and SLURM send) is handled as Ctrl-C: a run folder without a checkpoint yet is removed, a
+    checkpointed one is kept for ``--resume``."""
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(run(argv))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")

@@ -146,12 +146,30 @@ def plan_classification(
     if which not in CHECKPOINT_NAMES:
         raise ConfigError(f"--which {which!r}: choose one of {', '.join(CHECKPOINT_NAMES)}")
     read_meta(RunLayout(encoder_run).checkpoint(which))
+    _warn_if_unfinished(Path(encoder_run))
     manifest = manifest.with_splits(read_splits(encoder_run))
     records = {split: manifest.by_split(split) for split in ("train", "val", "test")}
     pairs, no_pair = split_pairs(records, scale_from_config(config.data), config.data.pairs, config.seed)
     if len(pairs["test"]) == 0:
         raise LearnerError(f"{manifest.source}: no test intra-patient pairs (test patients need 2+ visits)")
     return ClassificationPlan(Path(encoder_run), which, manifest, config, pairs, list(no_pair))
+
+
+def _warn_if_unfinished(encoder_run: Path) -> None:
+    """One warning when the encoder's pretraining stopped before its last epoch (an interrupted run)."""
+    last = RunLayout(encoder_run).checkpoint("last")
+    if not last.is_dir():
+        return
+    meta = read_meta(last)
+    if meta.epoch < meta.config.optim.epochs:
+        log.warning(
+            "%s: its pretraining stopped after epoch %d of %d, so this encoder is unfinished; "
+            "`learner pretrain --resume %s` completes it",
+            encoder_run,
+            meta.epoch,
+            meta.config.optim.epochs,
+            encoder_run,
+        )
 
 
 def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> ClassificationResult:
