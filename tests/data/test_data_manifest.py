@@ -300,3 +300,28 @@ def test_latent_column_is_read_and_checked(tmp_path: Path) -> None:
     assert "row 2, column 'latent': 'high' is not a number" in text
     assert "row 4, column 'latent': 'inf' is not a finite number" in text
     assert "row 3, column 'latent'" not in text  # optional: an empty cell is no value, not a problem
+
+
+def test_patient_ids_written_differently_are_one_patient_and_said_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import unicodedata
+
+    nfc = unicodedata.normalize("NFC", "Müller")
+    nfd = unicodedata.normalize("NFD", "Müller")
+    frame = _clean_frame()
+    frame["patient_id"] = [nfc, nfd, nfc + "\u200b", " P2", "P2  "]  # NFD, a zero-width space, spaces
+    with caplog.at_level("WARNING", logger="learner"):
+        manifest = load_manifest(_write(tmp_path, frame), SF)
+    assert {r.patient_id for r in manifest.records} == {nfc, "P2"}
+    assert len(manifest.patients()) == 2
+    assert "1 patient ID(s) written differently are one patient" in caplog.text  # spaces: stripped silently
+    assert ascii(nfd) in caplog.text  # the invisible difference shown
+
+
+def test_one_file_for_two_patients_is_refused(tmp_path: Path) -> None:
+    frame = _clean_frame()
+    frame.loc[3, "path"] = "a.mp4"  # P2's scan d points at P1's file
+    problems = validate_manifest(frame, SF, tmp_path, check_files=False)
+    assert [(p.row, p.key) for p in problems] == [(4, "path")]
+    assert "file 'a.mp4' is also patient 'P1''s scan (row 1)" in problems[0].message

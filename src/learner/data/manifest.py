@@ -17,9 +17,11 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +34,8 @@ from learner.atomic import atomic_path
 from learner.data.readers import FRAME_READERS, suffix_of
 from learner.data.scales import ScoreScale
 from learner.errors import ManifestError
+
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "scan_id", "path", "visit", "score")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("split", "site", "modality", "latent")
@@ -302,12 +306,27 @@ def _parse_latent(text: str, scale: ScoreScale) -> _Parsed:
     return (value, None) if math.isfinite(value) else (None, f"{text!r} is not a finite number")
 
 
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+"""Zero-width and soft-hyphen characters, deleted from patient IDs (they make one name look like two)."""
+
+
+def normalise_patient_id(text: str) -> str:
+    """A patient ID as compared and stored: Unicode NFC, invisible characters deleted, whitespace runs
+    collapsed and stripped, so that "Müller" typed on two systems (NFC vs NFD) is one patient."""
+    return " ".join(unicodedata.normalize("NFC", text).translate(INVISIBLE).split())
+
+
+def _patient_id(text: str, scale: ScoreScale) -> _Parsed:
+    normalised = normalise_patient_id(text)
+    return (normalised, None) if normalised else (None, "empty after removing invisible characters")
+
+
 def _as_is(text: str, scale: ScoreScale) -> _Parsed:
     return text, None
 
 
 _PARSERS: dict[str, Callable[[str, ScoreScale], _Parsed]] = {
-    "patient_id": _as_is,
+    "patient_id": _patient_id,
     "scan_id": _as_is,
     "path": _as_is,
     "visit": _parse_visit,
@@ -357,6 +376,8 @@ def _parse(
         columns[name] = values
     for check in _TABLE_CHECKS:
         problems.extend(check(columns))
+    if "patient_id" in frame:
+        _warn_merged_patients([_text(cell) for cell in frame["patient_id"]])
     if "split" in frame:
         problems.extend(_partial_split([_text(cell) for cell in frame["split"]]))
     if not len(frame):
@@ -469,6 +490,41 @@ def _patients_in_two_splits(columns: _Columns) -> list[Problem]:
     return _conflicts(columns, "split", "is in more than one split", lambda v: v)
 
 
+def _warn_merged_patients(raw: list[str]) -> None:
+    """One warning naming patient IDs written differently that :func:`normalise_patient_id` made one."""
+    spellings: dict[str, set[str]] = defaultdict(set)
+    for text in raw:
+        if text:
+            spellings[normalise_patient_id(text)].add(text)
+    merged = {patient: sorted(found) for patient, found in spellings.items() if len(found) > 1}
+    if merged:
+        listed = "; ".join(" = ".join(ascii(t) for t in found) for found in merged.values())
+        log.warning(
+            "%d patient ID(s) written differently are one patient (Unicode form, invisible "
+            "characters or spaces): %s",
+            len(merged),
+            listed,
+        )
+
+
+def _file_of_two_patients(columns: _Columns) -> list[Problem]:
+    """One scan file listed for two patients: at least one of them is wrong, and across splits it leaks."""
+    if "path" not in columns or "patient_id" not in columns:
+        return []
+    owner: dict[str, tuple[object, int]] = {}
+    problems = []
+    for index, (path, patient) in enumerate(zip(columns["path"], columns["patient_id"], strict=True)):
+        if path is None or patient is None:
+            continue
+        key = os.path.normpath(str(path))
+        if key in owner and owner[key][0] != patient:
+            first, row = owner[key]
+            message = f"file {path!r} is also patient {first!r}'s scan (row {row}): one file, two patients"
+            problems.append(Problem(index + 1, "path", message))
+        owner.setdefault(key, (patient, index + 1))
+    return problems
+
+
 def _partial_split(cells: list[str]) -> list[Problem]:
     """A split column must be filled on every row or on none (an all-empty column means "not split yet")."""
     empty = [index + 1 for index, cell in enumerate(cells) if not cell]
@@ -482,6 +538,7 @@ _TABLE_CHECKS: tuple[Callable[[_Columns], list[Problem]], ...] = (
     _duplicate_scan_ids,
     _mixed_visit_kinds,
     _patients_in_two_splits,
+    _file_of_two_patients,
 )
 
 
