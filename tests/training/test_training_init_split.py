@@ -80,3 +80,23 @@ def test_still_images_with_several_frames_are_warned_about(
     with caplog.at_level("WARNING", logger="learner"):
         check_pretraining(one, manifest, build_model=False)
     assert "still images" not in caplog.text
+
+
+def test_constant_train_scores_are_refused_before_training(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from learner.data.manifest import load_manifest
+    from learner.data.scales import get_scale
+    from learner.errors import LearnerError
+    from learner.training.plan import check_pretraining
+
+    config = make_tiny_pretrain_config()
+    table = pd.read_csv(config.data.manifest)
+    table["score"] = 250.0  # every scan the same: MAE 0 would look like a perfect model
+    table["path"] = [str((Path(config.data.manifest).parent / p).resolve()) for p in table["path"]]
+    table.to_csv(tmp_path / "flat.csv", index=False)
+    manifest = load_manifest(tmp_path / "flat.csv", get_scale("sf"))
+    with pytest.raises(LearnerError, match=r"flat\.csv: every one of the \d+ train scans has the score 250"):
+        check_pretraining(config, manifest, build_model=False)

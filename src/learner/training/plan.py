@@ -24,7 +24,7 @@ from learner.config import Config
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
 from learner.data.splits import read_splits, resolve_splits
-from learner.errors import ConfigError
+from learner.errors import ConfigError, LearnerError
 from learner.layout import RunLayout
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
@@ -142,6 +142,11 @@ def check_pretraining(
         )
     if not self_supervised:  # its terms' settings (bins, margins) are checked against the scale here
         scores = [r.score for r in manifest.by_split("train")]
+        if len(set(scores)) == 1:
+            raise LearnerError(
+                f"{manifest.source}: every one of the {len(scores)} train scans has the score {scores[0]:g}: "
+                "there is nothing to regress (check the score column, or pretrain with --loss vicreg)"
+            )
         build_objective(config.loss, ScoreLabels(ScoreStandardiser.fit(scores), scale.class_edges()))
     if build_model:
         build_regressor(
