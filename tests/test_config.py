@@ -425,3 +425,21 @@ def test_the_radiograph_recipe_in_the_docs_loads(tmp_path: Path) -> None:
     assert (config.data.frames, config.data.crop) == (1, "foreground")
     assert config.data.custom_scale is not None
     assert config.data.custom_scale.higher_is_better is False
+
+
+def test_a_billion_laughs_is_refused_in_one_line_and_quickly(tmp_path: Path) -> None:
+    import time
+
+    levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i, name in enumerate("bcdefghi"):
+        previous = "abcdefghi"[i]
+        levels.append(f"{name}: &{name} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}]")
+    bomb = "\n".join(levels) + "\n"  # 9 · 5⁸ ≈ 3.5 million strings once expanded
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: the YAML expands to more than 100,000 values"):
+        load_config(tmp_path / "bomb.yaml")
+    with pytest.raises(ConfigError, match=r"--set optim\.lr: the YAML expands"):
+        load_config(None, ["optim.lr=" + "{" + bomb.replace("\n", ", ") + "}"])
+    assert time.perf_counter() - start < 10  # refused before anything is built (it once took 83 s)
+    assert load_config(None, ["optim.lr=3e-4"]).optim.lr == 3e-4  # small values are untouched

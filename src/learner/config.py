@@ -521,11 +521,11 @@ def load_experiment(
 ) -> Experiment:
     """Build an :class:`Experiment` like :func:`load_config`, with the file's ``experiment:`` grid and
     ``experiment.*`` overrides (``experiment.seeds=[0,1]``) as its grid. A file may extend a preset or
-    another file with ``base: NAME_OR_PATH`` (:func:`_read_config_file`).
+    another file with ``base: NAME_OR_PATH`` (:func:`read_config_file`).
 
     Raises :class:`ConfigError` with a one-line message naming the key and what is allowed.
     """
-    raw: dict[str, Any] = _read_config_file(resolve_config_path(path)) if path is not None else {}
+    raw: dict[str, Any] = read_config_file(resolve_config_path(path)) if path is not None else {}
     for item in overrides or []:
         key, value = split_override(item)
         _set_dotted(raw, key, value, _ExperimentFile)
@@ -538,7 +538,53 @@ BASE_KEY = "base"
 file) extends that config: the file's keys replace the base's, section by section, key by key."""
 
 
-def _read_config_file(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+YAML_MAX_VALUES = 100_000
+"""The most values (scalars, lists, mappings) a YAML document may expand to, aliases counted each time they
+are used: a config has hundreds; a "billion laughs" of nested aliases is refused before it is built."""
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``, refused in one line (naming ``where``) when it would expand to more than
+    :data:`YAML_MAX_VALUES` values or nest too deeply to walk.
+
+    Raises:
+        ConfigError: not valid YAML, or too large once expanded.
+    """
+    try:
+        _refuse_expansion(text, where)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def _refuse_expansion(text: str, where: str) -> None:
+    """A one-line ConfigError when ``text`` expands past :data:`YAML_MAX_VALUES` values (or nests too deeply
+    to count); ``yaml.YAMLError`` when it is not YAML at all."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        too_big = node is not None and _expanded_size(node, {}) > YAML_MAX_VALUES
+    except RecursionError:
+        raise ConfigError(f"{where}: the YAML nests too deeply") from None
+    if too_big:
+        raise ConfigError(
+            f"{where}: the YAML expands to more than {YAML_MAX_VALUES:,} values (nested aliases)"
+        )
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` becomes when every alias is expanded (shared nodes counted per use)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(key, memo) + _expanded_size(value, memo) for key, value in node.value)
+    memo[id(node)] = size
+    return size
+
+
+def read_config_file(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file's sections, with its ``base:`` chain merged in (the file's own keys win).
 
     Raises:
@@ -546,11 +592,10 @@ def _read_config_file(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, A
             path, or a circle of bases (one line naming the files).
     """
     try:
-        loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        text = source.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not a text file (byte {exc.start} is not UTF-8)") from exc
+    loaded = load_yaml(text, str(source))
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw: dict[str, Any] = loaded or {}
@@ -564,7 +609,7 @@ def _read_config_file(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, A
     if parent.resolve() in (*chain, source.resolve()):
         circle = " → ".join(str(p) for p in (*chain, source.resolve(), parent.resolve()))
         raise ConfigError(f"{source}: base: makes a circle ({circle})")
-    return _merged(_read_config_file(parent, (*chain, source.resolve())), raw)
+    return _merged(read_config_file(parent, (*chain, source.resolve())), raw)
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -623,9 +668,10 @@ def split_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value")
     try:
+        _refuse_expansion(text, f"--set {key.strip()}")
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
-        value = text
+        value = text  # not YAML: the text as it is
     return key.strip(), value
 
 

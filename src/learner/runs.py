@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from learner import atomic
-from learner.config import Config, apply_overrides, config_from_dict
+from learner.config import Config, apply_overrides, config_from_dict, load_yaml
 from learner.environment import environment_record
 from learner.errors import ConfigError, RunDirError
 from learner.layout import RunLayout
@@ -242,15 +242,13 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def load_run_config(path: str | os.PathLike[str]) -> Config:
-    """The resolved config stored in a run directory (upgraded if an older learner wrote it), its
-    :data:`PATH_KEYS` resolved against the run directory (see the module docstring)."""
-    import yaml
-
+    """The resolved config stored in a run directory, its :data:`PATH_KEYS` resolved against the run
+    directory (see the module docstring)."""
     root = Path(path)
     source = RunLayout(root).config
     if not source.is_file():
         raise RunDirError(f"{root} is not a run directory (no config.yaml)")
-    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    raw = load_yaml(source.read_text(encoding="utf-8"), str(source)) or {}
     recorded = _recorded_paths(root)
     if recorded is not None:
         for key in PATH_KEYS:

@@ -398,7 +398,7 @@ def _(folder: Path) -> list[str]:
     return check(_good(folder), "--set", "data.sise=32")
 
 
-@bad_input("moved config key data.cache_dir", "runtime.cache_dir")
+@bad_input("config key of a pre-0.1 layout data.cache_dir", "unknown config key 'data.cache_dir'")
 def _(folder: Path) -> list[str]:
     return check(_good(folder), "--set", "data.cache_dir=somewhere")
 

@@ -28,13 +28,11 @@ def show_command(config: ConfigOption = None, sets: SetOption = None) -> None:
 
     The experiment grid (experiment:) is shown when the file has one or a --set names it.
     """
-    import yaml
-
-    from learner.config import load_experiment, resolve_config_path
+    from learner.config import load_experiment, read_config_file, resolve_config_path
     from learner.config_reference import commented_yaml
 
     experiment = load_experiment(config, sets or [])
-    raw = yaml.safe_load(resolve_config_path(config).read_text(encoding="utf-8")) if config else None
+    raw = read_config_file(resolve_config_path(config)) if config else None  # with its base: chain
     has_grid = (isinstance(raw, dict) and "experiment" in raw) or any(
         item.startswith("experiment.") for item in sets or []
     )
