@@ -527,3 +527,8 @@ def assert_refused(code: int, out: str, err: str, culprit: str) -> str:
     assert all(line.startswith(("error: ", "warning: ")) for line in lines), err
     assert culprit in errors[0], errors[0]
     return errors[0]
+
+
+@bad_input("an --out path whose name is too long for the file system", "File name too long")
+def _(folder: Path) -> list[str]:
+    return ["pretrain", "--manifest", str(_good(folder)), "--out", str(folder / ("x" * 300))]

@@ -147,7 +147,19 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except OSError as exc:  # the system refused: name the file and the reason in one line, not a traceback
+        if _OPTIONS["debug"]:
+            traceback.print_exc(file=sys.stderr)
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        return LearnerError.exit_code
     return 0
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <the system's reason>`` (e.g. ``runs/x: No space left on device``), or the reason alone."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    files = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    return f"{' → '.join(files)}: {reason}" if files else reason
 
 
 def main(argv: list[str] | None = None) -> None:
