@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -184,14 +183,18 @@ def _report_and_timing(out_dir: Path, started: Mark, write_report: Callable[[Pat
     return path
 
 
-def _grid_command(name: str, runner: str, doc: str) -> None:
-    """Register ``learner experiment NAME``: run ``runner`` (``module:function``, imported only when the
-    command runs, so ``learner --help`` stays fast) on the grid of ``--config``, ``--set``, ``--dataset``."""
+def _grid_command(
+    name: str, load_runner: Callable[[], Callable[..., Any]], doc: str, *, settings: bool = False
+) -> None:
+    """Register ``learner experiment NAME``: run the grid of ``--config``, ``--set``, ``--dataset`` (and,
+    with ``settings``, ``--setting``) through the runner ``load_runner()`` returns (imported only when the
+    command runs, so ``learner --help`` stays fast). Every grid command has this one option set."""
 
     def command(
         out: OutOption,
         config: ConfigOption = None,
         sets: SetOption = None,
+        setting: SettingOption = None,
         dataset: DatasetOption = None,
         resume: ResumeOption = False,
         force: ForceOption = False,
@@ -200,19 +203,41 @@ def _grid_command(name: str, runner: str, doc: str) -> None:
         logger: LoggerOption = None,
         dry_run: DryRunOption = False,
     ) -> None:
-        module, _, function = runner.partition(":")
-        run = getattr(importlib.import_module(module), function)
         runtime = runtime_overrides(launcher, launcher_opt, logger)
-        experiment = _grid_config(config, sets, dataset, runtime=runtime)
-        _run_and_report(run, experiment, out, resume=resume, force=force, dry_run=name if dry_run else None)
+        experiment = _grid_config(config, sets, dataset, setting, runtime)
+        _run_and_report(
+            load_runner(), experiment, out, resume=resume, force=force, dry_run=name if dry_run else None
+        )
 
+    if not settings:  # only a sweep has named settings: the others do not offer --setting at all
+        signature = inspect.signature(command, eval_str=True)  # typer reads a __signature__ as it is
+        kept = [p for p in signature.parameters.values() if p.name != "setting"]
+        command.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
     command.__doc__ = inspect.cleandoc(doc)
     experiment_app.command(name)(command)
 
 
+def _table3() -> Callable[..., Any]:
+    from learner.experiments.table3 import run_table3
+
+    return run_table3
+
+
+def _ablation() -> Callable[..., Any]:
+    from learner.experiments.ablation import run_ablation
+
+    return run_ablation
+
+
+def _sweep() -> Callable[..., Any]:
+    from learner.experiments.sweep import run_sweep
+
+    return run_sweep
+
+
 _grid_command(
     "table3",
-    "learner.experiments.table3:run_table3",
+    _table3,
     """Table 3: pretrain with every loss of experiment.losses on every dataset and seed, classify, compare.
 
     Writes OUT/table3.md (the paper's layout, mean ± std over seeds), table3.csv, results.json, the Fig. 1
@@ -221,43 +246,25 @@ _grid_command(
 )
 _grid_command(
     "ablation",
-    "learner.experiments.ablation:run_ablation",
+    _ablation,
     """Table 4: backbone × combine × loss × classifier (experiment.backbones/combines/losses/classifiers).
 
     Each (backbone, loss, seed) is pretrained once; its cached embeddings serve every combine and
     classifier. Writes OUT/table4.md, table4.csv, results.json and OUT/REPORT.md.
     """,
 )
-
-
-@experiment_app.command("sweep")
-def sweep_command(
-    out: OutOption,
-    config: ConfigOption = None,
-    sets: SetOption = None,
-    setting: SettingOption = None,
-    dataset: DatasetOption = None,
-    resume: ResumeOption = False,
-    force: ForceOption = False,
-    launcher: LauncherOption = None,
-    launcher_opt: LauncherOptOption = None,
-    logger: LoggerOption = None,
-    dry_run: DryRunOption = False,
-) -> None:
+_grid_command(
+    "sweep",
+    _sweep,
     """A sweep: every named setting (experiment.settings, --setting) × loss × seed on every dataset.
 
     Reports per setting and loss Fig. 1's ρ against the latent ground truth (phantom) and |Δ score|,
     intra-patient macro-F1, val MAE against the predict-the-mean baseline and the pretraining wall time.
     Writes OUT/sweep.md, sweep.csv, results.json and OUT/REPORT.md; every cell's config is checked before
     the first pretraining. An interrupted sweep continues with --resume.
-    """
-    from learner.experiments.sweep import run_sweep
-
-    runtime = runtime_overrides(launcher, launcher_opt, logger)
-    experiment = _grid_config(config, sets, dataset, setting, runtime)
-    _run_and_report(
-        run_sweep, experiment, out, resume=resume, force=force, dry_run="sweep" if dry_run else None
-    )
+    """,
+    settings=True,
+)
 
 
 def demo_command(
