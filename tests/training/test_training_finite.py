@@ -4,6 +4,7 @@ duplicated, batch size 2) train for 200 steps with finite losses and weights."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,16 +65,23 @@ def test_a_non_finite_gradient_before_any_checkpoint_leaves_no_run_directory(
 
 @pytest.fixture(scope="module")
 def constant_manifest(tiny_lus_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """404 train rows that are all ONE clip with ONE score (101 patients × 4 sites), 4 val, 4 test."""
+    """404 train rows that are all one clip (a hard link per scan: one file may not serve two patients)
+    with one score but for a single scan (all-equal train scores are refused), 4 val, 4 test: almost every
+    batch of two has equal scores."""
     clip = sorted((tiny_lus_manifest.parent / "clips").glob("*.mp4"))[0].resolve()
-    rows = [
-        {"patient_id": f"{split}{p:03d}", "scan_id": f"{split}{p:03d}_L{s}", "path": str(clip),
-         "visit": "2021-01-01", "score": 300.0, "split": split, "site": f"L{s}", "modality": "video"}
-        for split, patients in (("train", 101), ("val", 1), ("test", 1))
-        for p in range(patients)
-        for s in range(1, 5)
-    ]  # fmt: skip
-    target = tmp_path_factory.mktemp("constant") / "manifest.csv"
+    folder = tmp_path_factory.mktemp("constant")
+    rows = []
+    for split, patients in (("train", 101), ("val", 1), ("test", 1)):
+        for p in range(patients):
+            for s in range(1, 5):
+                scan = f"{split}{p:03d}_L{s}"
+                os.link(clip, folder / f"{scan}.mp4")
+                rows.append(
+                    {"patient_id": f"{split}{p:03d}", "scan_id": scan, "path": f"{scan}.mp4",
+                     "visit": "2021-01-01", "score": 301.0 if scan == "train000_L1" else 300.0,
+                     "split": split, "site": f"L{s}", "modality": "video"}
+                )  # fmt: skip
+    target = folder / "manifest.csv"
     pd.DataFrame(rows).to_csv(target, index=False)
     return target
 
