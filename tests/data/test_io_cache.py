@@ -260,10 +260,11 @@ def test_a_corrupt_entry_of_a_vanished_source_is_skipped_with_skip_bad(tmp_path:
     source = manifest.records[0].path
     entry = ScanCache(default_cache_root(manifest, None), Preprocessor.from_config(cfg)).path_for(source)
     stat = source.stat()
-    source.write_bytes(b"GIF89a broken")  # the source now fails to decode, with its old identity
+    source.write_bytes(b"GIF89a broken")  # the source now fails to decode, with its old size and mtime
     os.truncate(source, stat.st_size)
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert ScanCache(entry.parent, Preprocessor.from_config(cfg)).path_for(source) == entry
+    # its ctime moved, so it no longer passes for the file the entry was built from (issue 21)
+    assert ScanCache(entry.parent, Preprocessor.from_config(cfg)).path_for(source) != entry
     _corruptions()["zeroed"](entry)
     report = build_cache(manifest, cfg, workers=0, skip_bad=True)
     assert [scan_id for scan_id, _ in report.skipped] == ["s0"]
@@ -282,3 +283,26 @@ def test_a_cache_dir_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
         build_cache(manifest, DataConfig(size=16), workers=0, cache_dir=blocker)
     with pytest.raises(OutputError, match=r"/dev/null \(in /dev/null/cache\) is a file"):
         build_cache(manifest, DataConfig(size=16), workers=0, cache_dir=Path("/dev/null/cache"))
+
+
+def test_two_same_size_files_swapped_with_their_mtimes_are_never_served_stale(tmp_path: Path) -> None:
+    """As after extracting an archive over a folder: sizes and mtimes all as before, contents swapped."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    first, second = tmp_path / "a.nii", tmp_path / "b.nii"  # uncompressed: equal shapes, equal sizes
+    for path in (first, second):
+        nib.save(nib.Nifti1Image(rng.integers(0, 255, (12, 12, 6)).astype(np.uint8), np.eye(4)), path)
+    assert first.stat().st_size == second.stat().st_size
+    cache = ScanCache(tmp_path / "cache", PREP)
+    old_first = np.array(cache.get(first))
+    times = {p: (p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in (first, second)}
+    swap = tmp_path / "swap.nii"
+    first.rename(swap)
+    second.rename(first)
+    swap.rename(second)
+    for path, ns in times.items():
+        os.utime(path, ns=ns)
+    now_first = cache.get(first)
+    assert not np.array_equal(now_first, old_first)
+    np.testing.assert_array_equal(now_first, PREP.load(first))

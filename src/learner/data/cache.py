@@ -2,11 +2,12 @@
 later epoch memory-maps (so after the first epoch no video is decoded again).
 
 Layout: ``<root>/<entry>-<identity>.lcache`` where ``entry`` hashes the absolute path and the
-:meth:`Preprocessor.key` and ``identity`` hashes the file's size and ``mtime_ns``. Changing the file or any
-preprocessing parameter therefore misses the old entry and rebuilds; a rebuild removes the stale
-``<entry>-*`` siblings. Entries are written to a temporary name and renamed into place
-(:mod:`learner.atomic`), so concurrent writers of one entry cannot corrupt it: the last complete write wins
-and readers only ever see whole files.
+:meth:`Preprocessor.key` and ``identity`` hashes the file's size, ``mtime_ns``, inode and ``ctime_ns`` (for a
+frame folder: every member's name and those four), so a swapped or re-extracted file is never served
+stale. Changing the file or any preprocessing parameter therefore misses the old entry and rebuilds; a
+rebuild removes the stale ``<entry>-*`` siblings. Entries are written to a temporary name and renamed into
+place (:mod:`learner.atomic`), so concurrent writers of one entry cannot corrupt it: the last complete write
+wins and readers only ever see whole files.
 
 The cache never trusts its files. An entry is ``MAGIC``, a 4-byte little-endian header length, a JSON
 header (format version, dtype ``uint8``, shape, the source identity it was built from, the CRC-32 of the
@@ -161,14 +162,14 @@ class ScanCache:
             raise ScanReadError(f"{path}: file not found") from None
         except OSError as exc:
             raise ScanReadError(f"{path}: cannot read ({exc.strerror})") from None
-        if path.is_dir():  # a folder of frames changes when any member does
-            members = [p.stat() for p in path.iterdir() if p.is_file()]
-            size, mtime = sum(m.st_size for m in members), max((m.st_mtime_ns for m in members), default=0)
+        if path.is_dir():  # a folder of frames changes when any member does, or when they swap names
+            members = sorted((p.name, _identity(p.stat())) for p in path.iterdir() if p.is_file())
+            version = ";".join(f"{name}={ident}" for name, ident in members)
         else:
-            size, mtime = stat.st_size, stat.st_mtime_ns
+            version = _identity(stat)
         key = self.preprocessor.key()
-        entry, identity = _digest(f"{path}\0{key}", 20), _digest(f"{size}:{mtime}", 12)
-        return _Entry(self.root / f"{entry}-{identity}{SUFFIX}", f"{path}|{key}|{size}:{mtime}")
+        entry, identity = _digest(f"{path}\0{key}", 20), _digest(version, 12)
+        return _Entry(self.root / f"{entry}-{identity}{SUFFIX}", f"{path}|{key}|{_digest(version, 16)}")
 
     def _read(self, entry: _Entry) -> np.ndarray:
         """The entry's pixels, checked in full on this instance's first read and by ``stat`` afterwards."""
@@ -180,6 +181,13 @@ class ScanCache:
         scan, offset = read_entry(entry.path, entry.source)
         self._checked[entry.path] = (signature, scan.shape, offset)
         return scan
+
+
+def _identity(stat: os.stat_result) -> str:
+    """A file's version as the cache sees it: size, mtime, inode and ctime. The kernel sets ctime on every
+    write, rename or extraction and no program can set it back, so two same-size files swapped (or unpacked
+    with their old mtimes) never pass for the old ones; the price is a rebuild after a copy (new inodes)."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
 
 
 def write_entry(path: Path, frames: np.ndarray, source: str) -> None:
