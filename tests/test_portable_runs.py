@@ -77,6 +77,8 @@ def test_classify_and_report_work_from_another_folder(
     code, out, err = cli(["classify", "../work/runs/enc", "--out", "cls", *settings])
     assert code == 0, err
     assert "reference, always-majority" in out
+    assert "  Δ predicted score: accuracy " in out  # the encoder's own answer beside the classifier's
+    assert "classifier + EM test prior (transductive): accuracy " in out
     assert "fewer than 5" in err  # the tiny cohort's 3 test patients: a warning in the terminal
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(["report", "elsewhere/cls"])

@@ -165,7 +165,7 @@ def classify_command(
     """
     from learner.evaluation.baselines import reference_rows
     from learner.experiments.classify import run_classification
-    from learner.experiments.tables import interval, percent, reference_label
+    from learner.experiments.tables import ANSWER_LABELS, interval, percent, reference_label
 
     _check_runtime(which, device)
     flags = {"classifier.combine": combine, "classifier.head": head}
@@ -184,6 +184,12 @@ def classify_command(
         f"{percent(test['accuracy'])} {interval(*test['ci']['accuracy'])}, macro-F1 "
         f"{percent(test['macro_f1'])} {interval(*test['ci']['macro_f1'])} (%, 95% CI); results in {out}"
     )
+    answers = result.metrics["answers"]  # the same pairs answered another way, in the tables' order
+    for name in (name for name in ANSWER_LABELS if name in answers):
+        typer.echo(
+            f"  {ANSWER_LABELS[name]}: accuracy {percent(answers[name]['accuracy'])}, "
+            f"macro-F1 {percent(answers[name]['macro_f1'])}"
+        )
     for name, row in reference_rows(result.metrics["pair_counts"]["test"]).items():
         typer.echo(
             f"  reference, {reference_label(name, row.answer)}: accuracy {percent(row.accuracy)}, "
