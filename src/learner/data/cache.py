@@ -121,14 +121,6 @@ class ScanCache:
             return False
         return True
 
-    def has_entry(self, source: ScanRecord | str | os.PathLike[str]) -> bool:
-        """Whether an entry for ``source``'s current file exists, by its name alone (nothing is read, so it is
-        cheap enough for an estimate; :meth:`is_cached` also checks the entry). False for a missing file."""
-        try:
-            return self._entry(source).path.is_file()
-        except ScanReadError:
-            return False
-
     def _fetch(self, source: ScanRecord | str | os.PathLike[str]) -> tuple[_Entry, np.ndarray, Outcome]:
         entry = self._entry(source)
         outcome: Outcome = "built"
@@ -184,9 +176,8 @@ class ScanCache:
 
 
 def _identity(stat: os.stat_result) -> str:
-    """A file's version as the cache sees it: size, mtime, inode and ctime. The kernel sets ctime on every
-    write, rename or extraction and no program can set it back, so two same-size files swapped (or unpacked
-    with their old mtimes) never pass for the old ones; the price is a rebuild after a copy (new inodes)."""
+    """A file's version: size, mtime, inode and ctime. The kernel sets ctime on every write, rename or
+    extraction and no program can set it back (a copied folder is rebuilt: new inodes)."""
     return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
 
 

@@ -34,7 +34,7 @@ from learner.data.pairs import pair_class_counts, split_pairs
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import scale_from_config
 from learner.data.splits import read_splits, resolve_splits
-from learner.errors import ConfigError
+from learner.errors import ConfigError, ScanReadError
 from learner.experiments import grid as engine
 from learner.experiments import stages
 from learner.experiments.ablation import AXES as ABLATION_AXES
@@ -296,8 +296,15 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
 
 
 def uncached_scans(manifest: Manifest, config: Config) -> int:
-    """How many of the manifest's scans have no decoded entry in the cache yet (only those cost decoding)."""
+    """How many of the manifest's scans have no decoded entry in the cache yet (only those cost decoding);
+    by entry name, nothing is read."""
     cache = ScanCache(
         default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
     )
-    return sum(not cache.has_entry(record) for record in manifest.records)
+    missing = 0
+    for record in manifest.records:
+        try:
+            missing += not cache.path_for(record).is_file()
+        except ScanReadError:  # the file is missing: decoding it is what will fail
+            missing += 1
+    return missing
