@@ -45,6 +45,7 @@ import numpy as np
 from learner.atomic import atomic_path, usable_folder
 from learner.data.manifest import ScanRecord
 from learner.data.preprocess import Preprocessor
+from learner.data.workers import die_with_parent
 from learner.errors import OutputError, ScanReadError
 from learner.formats import FORMATS
 
@@ -384,6 +385,7 @@ def _ensure_one(root: Path, preprocessor: Preprocessor, path: Path) -> Outcome |
 def _init_worker() -> None:
     import torch
 
+    die_with_parent()
     torch.set_num_threads(1)  # one decoding process per core; intra-op threads would oversubscribe
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.atomic import usable_folder, write_json
+from learner.data.workers import die_with_parent
 from learner.errors import ConfigError, LearnerError
 
 RECORD_NAME = "phantom.json"
@@ -89,7 +90,8 @@ def run_jobs(function: Callable[[Any], None], jobs: Iterable[Any], workers: int)
             function(job)
         return
     chunk = max(1, len(jobs) // (8 * workers))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool:
         for _ in pool.map(function, jobs, chunksize=chunk):
             pass
 
