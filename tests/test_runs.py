@@ -69,8 +69,9 @@ def test_resume_keeps_the_original_start_record(tmp_path: Path) -> None:
     root = tmp_path / "run"
     open_run_dir(root, Config())
     first = (root / "run.json").read_text()
-    open_run_dir(root, Config(), resume=True)
-    open_run_dir(root, Config(), resume=True)
+    assert not list(root.glob("resume-*.json"))  # recorded only once a resume passed its checks
+    open_run_dir(root, Config(), resume=True).record_resume()
+    open_run_dir(root, Config(), resume=True).record_resume()
     assert (root / "run.json").read_text() == first
     assert sorted(p.name for p in root.glob("resume-*.json")) == ["resume-1.json", "resume-2.json"]
 

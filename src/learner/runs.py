@@ -78,6 +78,11 @@ class RunDir:
         existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         return atomic.write_json(path, existing | entries)
 
+    def record_resume(self) -> Path:
+        """Write ``resume-<n>.json`` (how and where this ``--resume`` started), once the resume has passed
+        its checks (a refused one, e.g. of a damaged checkpoint, leaves nothing behind)."""
+        return atomic.write_json(self.layout.next_resume_record(), environment_record(self.config.seed))
+
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
         """Atomically write final metrics as JSON (:attr:`RunLayout.metrics`)."""
         return atomic.write_json(self.layout.metrics, metrics)
@@ -139,9 +144,7 @@ def open_run_dir(
             else:
                 child.unlink()
     run = RunDir(root, config)
-    if resume:
-        atomic.write_json(run.layout.next_resume_record(), environment_record(config.seed))
-    else:
+    if not resume:  # a resume is recorded by RunDir.record_resume once it has passed its own checks
         write_run_config(root, config)
         record = environment_record(config.seed) | {"paths": path_record(config)}
         atomic.write_json(run.layout.record, record | ({"kind": kind} if kind is not None else {}))

@@ -123,3 +123,22 @@ def test_sigterm_after_a_checkpoint_keeps_the_run_for_resume(
     assert "stopped after epoch 1 of 2, so this encoder is unfinished" in err  # classify says so
     code, _, err = cli(["pretrain", "--resume", str(run)])
     assert code == 0, err
+
+
+def test_a_refused_resume_of_a_damaged_checkpoint_leaves_no_resume_record(
+    make_tiny_pretrain_config: Callable[..., Config],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+    tmp_path: Path,
+) -> None:
+    """Issue 21: every refused --resume once wrote resume-N.json before refusing."""
+    run = tmp_path / "run"
+    pretrain(make_tiny_pretrain_config(), run)
+    weights = run / "checkpoints" / "last" / "model.safetensors"
+    damaged = bytearray(weights.read_bytes())
+    damaged[-8:] = b"\x00" * 8
+    weights.write_bytes(bytes(damaged))
+    before = sorted(p.name for p in run.iterdir())
+    code, _, err = cli(["pretrain", "--resume", str(run)])
+    assert code == 2
+    assert "checksum mismatch" in err
+    assert sorted(p.name for p in run.iterdir()) == before  # no resume-1.json, nothing else either

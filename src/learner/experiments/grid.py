@@ -209,6 +209,8 @@ def open_experiment(
     run settings and the grid (:class:`learner.config.Experiment`), rewritten on resume because the grid may
     have grown."""
     run = open_run_dir(out_dir, config, resume=resume, force=force, kind="experiment")
+    if resume:
+        run.record_resume()
     atomic.write_text(run.layout.config, Experiment(config, grid).to_yaml())
     return run.path
 

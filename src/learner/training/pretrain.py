@@ -199,6 +199,8 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     trainee = build_model_and_objective(config, scans.standardiser, device)
     last_dir, best_dir = (RunLayout(run_dir).checkpoint(which) for which in ("last", "best"))
     state = restore(plan, info, run, trainee, last_dir, best_dir)
+    if run is not None and plan.resume:
+        run.record_resume()
     schedule = lr_schedule(optim, loaders.steps_per_epoch)
     if run is not None and stored_epochs != optim.epochs:
         record_extension(run, config, stored_epochs, state.step, loaders.steps_per_epoch, schedule)
