@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import av
@@ -163,7 +164,7 @@ def test_multipage_tiff_and_exif_orientation(tmp_path: Path) -> None:
 
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    Image.fromarray(np.zeros((6, 9, 3), np.uint8)).save(tmp_path / "rotated.jpg", exif=exif)
+    Image.fromarray(np.arange(162, dtype=np.uint8).reshape(6, 9, 3)).save(tmp_path / "rotated.jpg", exif=exif)
     assert read_scan(tmp_path / "rotated.jpg").frames.shape == (1, 9, 6, 3)
 
 
@@ -231,7 +232,7 @@ def test_dicom_patient_fields_never_leave_the_reader(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    pixels = np.zeros((2, 8, 8), np.uint8)
+    pixels = np.arange(128, dtype=np.uint8).reshape(2, 8, 8)  # not blank (a blank scan is refused)
     scan = read_scan(write_dicom(tmp_path / "a.dcm", pixels, "MONOCHROME2"))
     broken = write_dicom(tmp_path / "b.dcm", pixels, "MONOCHROME2")
     ds = pydicom.dcmread(broken)
@@ -358,3 +359,23 @@ def test_nan_in_a_float_image_is_an_error_not_black_pixels(tmp_path: Path) -> No
     Image.fromarray(pixels, mode="F").save(target)
     with pytest.raises(ScanReadError, match=r"float\.tif: 1 NaN/inf"):
         read_scan(target)
+
+
+@pytest.mark.parametrize(
+    ("shape", "value", "message"),
+    [
+        ((16, 16), 0, "every pixel or voxel is 0; a blank scan"),  # an all-black image
+        ((1, 1), 200, "every pixel or voxel is 200"),  # a 1 × 1 icon is blank too
+        ((1, 50), None, "frames of 1 × 50 pixels; a scan needs ≥ 4 a side"),  # a strip
+    ],
+)
+def test_blank_or_degenerate_images_are_refused(
+    tmp_path: Path, shape: tuple[int, int], value: int | None, message: str
+) -> None:
+    from PIL import Image
+
+    pixels = np.full(shape, value, np.uint8) if value is not None else np.arange(50, dtype=np.uint8)[None]
+    path = tmp_path / "x.png"
+    Image.fromarray(pixels).save(path)
+    with pytest.raises(ScanReadError, match=re.escape(f"{path}: {message}")):
+        read_scan(path)

@@ -110,12 +110,20 @@ def read_scan(
         bad = int(frames.size - np.count_nonzero(np.isfinite(frames)))
         if bad:
             raise ScanReadError(f"{source}: {bad} NaN/inf pixel(s) or voxel(s)")
-        low, high = float(frames.min()), float(frames.max())
-        if low == high:  # nothing to normalise: the intensity scaling would divide by zero
-            raise ScanReadError(f"{source}: every pixel or voxel is {low:g}; a blank scan carries no image")
+    low, high = float(frames.min()), float(frames.max())
+    if low == high:  # an all-black image or video, or a constant volume (nothing to normalise either)
+        raise ScanReadError(f"{source}: every pixel or voxel is {low:g}; a blank scan carries no image")
+    height, width = frames.shape[1:3]
+    if min(height, width) < MIN_SIDE:
+        raise ScanReadError(
+            f"{source}: frames of {height} × {width} pixels; a scan needs ≥ {MIN_SIDE} a side"
+        )
     scan.meta["n_frames"] = int(frames.shape[0])
     return scan
 
+
+MIN_SIDE = 4
+"""The fewest pixels a frame may have a side: below it (a 1 × 1 icon, a 1 × 5000 strip) it is no scan."""
 
 _SPECIAL_FILES: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
