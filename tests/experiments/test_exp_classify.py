@@ -119,3 +119,20 @@ def test_refuses_a_non_empty_out_dir(
     manifest = load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
     with pytest.raises(RunDirError, match="not empty"):
         run_classification(encoder, manifest, tiny_experiment_config, tmp_path / "cls")
+
+
+def test_a_class_without_training_pairs_drops_only_the_prior_adapted_rows(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_experiment_config: Config,
+    tiny_datasets: list[DatasetSpec],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
+    manifest = load_manifest(tiny_datasets[0].manifest, get_scale("sf"))
+    config = apply_overrides(tiny_experiment_config, {"data.pairs.class_mix": [0.0, 0.5, 0.5]})
+    with caplog.at_level("WARNING", logger="learner"):
+        result = run_classification(encoder, manifest, config, tmp_path / "cls")
+    assert result.metrics["pair_counts"]["train"]["deteriorated"] == 0  # the stated mix was drawn
+    assert sorted(result.metrics["answers"]) == ["delta_score", "delta_score_margin"]
+    assert "no prior-adapted rows" in caplog.text

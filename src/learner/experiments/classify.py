@@ -268,12 +268,16 @@ def _other_answers(
         else np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
     )
     test_probabilities = fitted.predict_proba(features["test"])
-    priors = {
-        "classifier_em": em_prior(test_probabilities, source_prior),
-        "classifier_bbse": bbse_prior(
-            fitted.predict_proba(features["val"]), pairs["val"]["label"].to_numpy(), test_probabilities
-        ),
-    }
+    if (source_prior > 0).all():
+        priors = {
+            "classifier_em": em_prior(test_probabilities, source_prior),
+            "classifier_bbse": bbse_prior(
+                fitted.predict_proba(features["val"]), pairs["val"]["label"].to_numpy(), test_probabilities
+            ),
+        }
+    else:  # a prior ratio needs every class among the training pairs
+        priors = {}
+        log.warning("no prior-adapted rows: a change class has no training pair (EM and BBSE need all three)")
     answers = {
         "delta_score": _test_metrics(
             pairs["test"], scale.change_labels(earlier["test"], later["test"]), config
