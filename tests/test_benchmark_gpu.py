@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess that imports torch and trains (10 s): the full suite runs it
 def test_gpu_benchmark_runs_tiny_on_cpu_and_projects_steps_times_step_time(tmp_path: Path) -> None:
     out = tmp_path / "gpu.jsonl"
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}

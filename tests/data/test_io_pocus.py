@@ -30,6 +30,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.slow  # decodes every real clip (12 s): the full suite runs it
 def test_every_pocus_clip_and_image_decodes_and_preprocesses() -> None:
     preprocess = Preprocessor(size=64, crop="fan")
     suffixes: set[str] = set()

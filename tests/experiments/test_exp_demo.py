@@ -19,6 +19,7 @@ from learner.experiments.demo import DemoMode
 from learner.report import write_report
 
 
+@pytest.mark.slow  # 30 s end to end: the full suite (CI) runs it, the fast lane leaves it out
 def test_demo_generates_runs_reports_and_continues(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
