@@ -21,7 +21,7 @@ import torch
 
 from learner.data.manifest import Manifest
 from learner.errors import ConfigError
-from learner.evaluation.embed import ClipForward, embed_dataset, eval_dataset
+from learner.evaluation.embed import embed_dataset, eval_dataset
 from learner.layout import RunLayout
 from learner.models.registry import build_encoder
 from learner.timing import stage
@@ -76,15 +76,18 @@ def reference_embeddings(
             model_cfg, meta.encoder.in_channels, img_size=config.data.size, frames=config.data.frames
         )
     encoder = encoder.to(device).eval()
-    forwards: dict[str, ClipForward] = {
-        "random_init": lambda clips: _mean_over_clips(clips, lambda x: encoder(x.to(device)).float().cpu()),
-        "raw_pixels": lambda clips: _mean_over_clips(clips, raw_pixel_features),
+    pixels: list[np.ndarray] = []
+
+    def forward(clips: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:  # one read of each scan serves both
+        pixels.append(_mean_over_clips(clips, raw_pixel_features)[0])
+        return _mean_over_clips(clips, lambda x: encoder(x.to(device)).float().cpu())
+
+    with torch.no_grad():
+        random_init = embed_dataset(forward, scans, clips_per_scan, skip_bad=False)[2]
+    return {
+        "random_init": random_init.astype(np.float32),
+        "raw_pixels": np.concatenate(pixels).astype(np.float32),
     }
-    out = {}
-    for name, forward in forwards.items():
-        with torch.no_grad():
-            out[name] = embed_dataset(forward, scans, clips_per_scan, skip_bad=False)[2].astype(np.float32)
-    return out
 
 
 def _mean_over_clips(

@@ -65,10 +65,9 @@ def figure_one(
     figures: dict[str, Figure] = {}
     for key, target in distance_targets(manifest).items():
         analyses = {c.key.loss: cell_distance_analysis(out_dir, c, manifest, target, n_boot) for c in shown}
-        name = "score" if isinstance(target, str) else "latent severity"
         reference_rows = {
             reference: distance_vs_change(
-                pairs, embeddings, scan_ids, target, target_name=name, n_boot=n_boot, seed=seed
+                pairs, embeddings, scan_ids, target, target_name=target_name(target), n_boot=n_boot, seed=seed
             ).to_metrics()
             for reference, embeddings in references.items()
         }
@@ -101,10 +100,20 @@ def cell_distance_analysis(
     pairs = cell_test_pairs(out_dir, cell)
     encoder = out_dir / cell.encoder_folder  # its own, or the one it shares (a sweep's classifier setting)
     table = embed_scans(encoder, manifest, clips_per_scan=cell.clips_per_scan)  # cached
-    name = "score" if isinstance(target, str) else "latent severity"
     return distance_vs_change(
-        pairs, table.embeddings, table.scan_ids, target, target_name=name, n_boot=n_boot, seed=cell.seed
+        pairs,
+        table.embeddings,
+        table.scan_ids,
+        target,
+        target_name=target_name(target),
+        n_boot=n_boot,
+        seed=cell.seed,
     )
+
+
+def target_name(target: str | dict[str, float]) -> str:
+    """The name a Fig. 1 analysis records for a target of :func:`distance_targets`."""
+    return "score" if isinstance(target, str) else "latent severity"
 
 
 def cell_test_pairs(out_dir: Path, cell: Cell) -> pd.DataFrame:

@@ -7,13 +7,13 @@ balance of every pair set, every cell, and small-sample warnings.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from learner.evaluation.baselines import ReferenceRow, majority_row
 from learner.evaluation.metrics import PairedDifference
+from learner.evaluation.reference_embeddings import RAW_PIXEL_SIDE
 from learner.experiments.figure1 import FIGURE_TARGETS, REFERENCE_LABELS
 from learner.experiments.prose import (
     chance_statement,
@@ -23,7 +23,7 @@ from learner.experiments.prose import (
     small_sample_warnings,
     zero_rho_statement,
 )
-from learner.experiments.results import Cell, Results, Scalar
+from learner.experiments.results import Cell, Results, Scalar, json_number
 from learner.experiments.tables import (
     interval,
     interval_plain,
@@ -186,18 +186,15 @@ def _interval_warnings(results: Results) -> list[str]:
         rho = [
             zero_rho_statement(
                 f"{dataset} ({FIGURE_TARGETS[target]})",
-                [(_number(m["ci_low"]), _number(m["ci_high"])) for m in figure.panels.values()],
+                [
+                    (json_number(metric_number(m["ci_low"])), json_number(metric_number(m["ci_high"])))
+                    for m in figure.panels.values()
+                ],
             )
             for target, figure in figures.items()
         ]
         warnings += [text for text in (chance, *rho) if text is not None]
     return warnings
-
-
-def _number(value: Scalar) -> float:
-    """A figure record's value as a float (null, an undefined statistic, → NaN)."""
-    number = metric_number(value)
-    return math.nan if number is None else number
 
 
 def _difference(diff: PairedDifference) -> str:
@@ -212,8 +209,8 @@ def _figure_section(results: Results) -> str:
         "distance to grow with the change, more so with contrastive pretraining (larger Spearman ρ). The "
         "rows in italics are references on the same pairs that had no pretraining: the encoder's "
         "architecture randomly initialised (the seed's) and frozen, and the raw pixels "
-        "(every frame area-averaged to at most 32 px a side); an objective's ρ means something "
-        "where it clears them.\n"
+        f"(every frame area-averaged to at most {RAW_PIXEL_SIDE} px a side); an objective's ρ means "
+        "something where it clears them.\n"
     ]
     for dataset in (d.name for d in results.datasets):
         figures = (results.figures or {}).get(dataset, {})

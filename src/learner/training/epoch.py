@@ -180,12 +180,12 @@ def train_one_epoch(
     task = progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss=math.nan)
     sums: dict[str, float] = defaultdict(float)
     lr, share = math.nan, None
-    for clips, scores, _ in itertools.islice(loaders.train, steps):
+    for index, (clips, scores, _) in enumerate(itertools.islice(loaders.train, steps)):
         lr = lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         out = batch_loss(trainee, clips, scores, two_views=loaders.two_views)
-        if not sums:  # the epoch's first batch: how much of the update the contrastive term drives
+        if index == 0:  # the epoch's first batch: how much of the update the contrastive term drives
             share = contrastive_gradient_share(model, out)
         step += 1
         loss = out.total.item()
