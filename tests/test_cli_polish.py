@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -12,6 +14,8 @@ from rich.text import Text
 
 from learner.cli import app, run
 from learner.console import ON_CONSOLE
+from learner.data.manifest import Manifest
+from learner.data.scales import ScoreScale
 
 CliRun = Callable[[list[str]], tuple[int, str, str]]
 
@@ -90,3 +94,52 @@ def test_device_defaults_to_auto_everywhere() -> None:
     from learner.config import RuntimeConfig
 
     assert RuntimeConfig().device == "auto"
+
+
+def _manifest(folder: Path) -> Path:
+    """A valid manifest: 4 patients × 2 visits of random grey PNG stills."""
+    import numpy as np
+    from PIL import Image
+
+    rows = ["patient_id,scan_id,path,visit,score"]
+    for patient in range(4):
+        for visit in (1, 2):
+            pixels = np.random.default_rng(10 * patient + visit).integers(20, 235, (24, 24), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"p{patient}_v{visit}.png")
+            rows.append(
+                f"p{patient},p{patient}_v{visit},p{patient}_v{visit}.png,{visit},{150 + 40 * patient + visit}"
+            )
+    (folder / "m.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder / "m.csv"
+
+
+@pytest.mark.parametrize(
+    ("flags", "fail", "shown"),
+    [([], True, 0), (["--debug"], True, 1), ([], False, 1), (["-q"], False, 0)],
+    ids=["failing", "failing --debug", "succeeding", "succeeding -q"],
+)
+def test_library_warnings_never_come_before_the_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRun, flags: list[str], fail: bool, shown: int
+) -> None:
+    """A failing command ends in its one error line with no library warning above it (``--debug`` shows
+    them, above the traceback); a successful one still shows them, unless ``-q`` asks for errors only."""
+    from learner.cli import data_cmd
+    from learner.errors import ManifestError
+
+    manifest = _manifest(tmp_path)
+    real = data_cmd._load_or_list_problems
+
+    def load(path: Path, scale: ScoreScale, data_root: Path | None) -> Manifest:
+        warnings.warn("a library's UserWarning", UserWarning, stacklevel=1)
+        if fail:
+            raise ManifestError(f"{path}: broken")
+        return real(path, scale, data_root)
+
+    monkeypatch.setattr(data_cmd, "_load_or_list_problems", load)
+    with warnings.catch_warnings(record=True) as seen:  # pytest's capture: where shown warnings go
+        warnings.simplefilter("always")
+        code, _, err = cli([*flags, "data", "check", str(manifest)])
+    assert [str(w.message) for w in seen] == ["a library's UserWarning"] * shown
+    assert code == (2 if fail else 0)
+    if fail and not flags:
+        assert err.strip().splitlines() == [f"error: {manifest}: broken"]

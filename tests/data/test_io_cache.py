@@ -306,3 +306,72 @@ def test_two_same_size_files_swapped_with_their_mtimes_are_never_served_stale(tm
     now_first = cache.get(first)
     assert not np.array_equal(now_first, old_first)
     np.testing.assert_array_equal(now_first, PREP.load(first))
+
+
+def _freeze_stat(monkeypatch: pytest.MonkeyPatch, paths: list[Path]) -> None:
+    """Make ``paths`` report the ``stat`` they have now, whatever is written to them later: a file system
+    whose ctime is coarse (one kernel tick) or absent, where a same-size rewrite with its mtime restored
+    leaves every field as it was."""
+    frozen = {path: path.stat() for path in paths}
+    real = Path.stat
+
+    def stat(self: Path, *, follow_symlinks: bool = True) -> os.stat_result:
+        return frozen.get(self) or real(self, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(Path, "stat", stat)
+
+
+def test_a_rewrite_that_leaves_every_stat_field_as_it_was_is_never_served_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    scan, other = tmp_path / "a.nii", tmp_path / "b.nii"  # uncompressed: equal shapes, equal sizes
+    for path in (scan, other):
+        nib.save(nib.Nifti1Image(rng.integers(0, 255, (12, 12, 6)).astype(np.uint8), np.eye(4)), path)
+    old = np.array(ScanCache(tmp_path / "cache", PREP).get(scan))
+    _freeze_stat(monkeypatch, [scan])
+    scan.write_bytes(other.read_bytes())  # in place: same inode, same size
+    now = ScanCache(tmp_path / "cache", PREP).get(scan)  # a new process: no memory of the old content
+    assert not np.array_equal(now, old)
+    np.testing.assert_array_equal(now, PREP.load(other))
+
+
+def test_two_frames_of_a_folder_swapped_under_frozen_stat_fields_are_never_served_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    frames = [folder / f"frame_{n}.png" for n in (1, 2, 3)]
+    for path in frames:  # random pixels of equal size: raw PNGs of equal length
+        Image.fromarray(rng.integers(20, 235, (24, 24), dtype=np.uint8)).save(path, compress_level=0)
+    assert len({path.stat().st_size for path in frames}) == 1
+    old = np.array(ScanCache(tmp_path / "cache", PREP).get(folder))
+    _freeze_stat(monkeypatch, frames)
+    first, second = frames[0].read_bytes(), frames[1].read_bytes()
+    frames[0].write_bytes(second)
+    frames[1].write_bytes(first)
+    now = ScanCache(tmp_path / "cache", PREP).get(folder)
+    assert not np.array_equal(now, old)
+    np.testing.assert_array_equal(now, PREP.load(folder))
+
+
+def test_an_instance_hashes_a_source_once_while_its_stat_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from learner.data import cache as cache_module
+
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    hashed: list[Path] = []
+    real = cache_module.content_digest
+    monkeypatch.setattr(cache_module, "content_digest", lambda path: hashed.append(path) or real(path))
+    cache = ScanCache(tmp_path / "cache", PREP)
+    for _ in range(3):  # an epoch costs a stat per item, not a read of the source
+        cache.get(clip)
+    assert hashed == [clip]
+    stat = clip.stat()
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    cache.get(clip)
+    assert hashed == [clip, clip]

@@ -125,7 +125,7 @@ def test_imageio_takes_over_when_pyav_fails(tmp_path: Path, monkeypatch: pytest.
     path = write_gif(tmp_path / "clip.gif")
     expected = read_scan(path).frames
 
-    def broken(path: Path, max_frames: int | None, grey: bool) -> None:
+    def broken(path: Path, options: readers.ReadOptions) -> None:
         raise av.error.InvalidDataError(1094995529, "simulated PyAV failure")
 
     monkeypatch.setattr(readers, "_decode_pyav", broken)
@@ -379,3 +379,75 @@ def test_blank_or_degenerate_images_are_refused(
     Image.fromarray(pixels).save(path)
     with pytest.raises(ScanReadError, match=re.escape(f"{path}: {message}")):
         read_scan(path)
+
+
+# --------------------------------------------------------------------------------------------- size guard
+def _size_guard_cases(tmp: Path) -> dict[str, Path]:
+    """One small file per reader (and a folder of frames), each read whole under a limit of its own size."""
+    folder = tmp / "frames"
+    folder.mkdir()
+    for number in range(3):
+        Image.fromarray(np.full((8, 8), 10 * number + 5, np.uint8)).save(folder / f"f{number}.png")
+    pages = [Image.fromarray(np.full((8, 8), level, np.uint8)) for level in (10, 90)]
+    pages[0].save(tmp / "pages.tif", save_all=True, append_images=pages[1:])
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(tmp / "still.png")
+    cine = np.random.default_rng(1).integers(0, 256, (4, 10, 12), dtype=np.uint8)
+    volume = np.random.default_rng(2).random((6, 7, 8)).astype(np.float32)
+    return {
+        "mp4 (PyAV)": write_video(tmp / "clip.mp4", "libx264", "yuv420p"),
+        "gif": write_gif(tmp / "clip.gif"),
+        "png": tmp / "still.png",
+        "multi-page tiff": tmp / "pages.tif",
+        "DICOM": write_dicom(tmp / "cine.dcm", cine, "MONOCHROME2"),
+        "NIfTI": _nifti(tmp / "volume.nii.gz", volume),
+        "frame folder": folder,
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["mp4 (PyAV)", "gif", "png", "multi-page tiff", "DICOM", "NIfTI", "frame folder"]
+)
+def test_every_reader_refuses_frames_over_the_limit_in_one_line(tmp_path: Path, kind: str) -> None:
+    path = _size_guard_cases(tmp_path)[kind]
+    size = read_scan(path).frames.nbytes
+    assert read_scan(path, max_bytes=size).frames.nbytes == size  # the limit is exact: at it, read
+    with pytest.raises(ScanReadError) as error:
+        read_scan(path, max_bytes=size - 1)
+    message = str(error.value)
+    assert message.startswith(f"{path}: "), message
+    assert "\n" not in message, message
+    assert f"over the {(size - 1) / 1e9:.3g} GB limit for one scan" in message, message
+
+
+def test_the_limit_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from learner.errors import ConfigError
+
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(tmp_path / "still.png")
+    monkeypatch.setenv(readers.MAX_SCAN_GB_VARIABLE, "1e-7")  # 100 bytes: under the still's 256
+    with pytest.raises(ScanReadError, match=r"still\.png: the image declares 1 × 16 × 16 samples"):
+        read_scan(tmp_path / "still.png")
+    monkeypatch.setenv(readers.MAX_SCAN_GB_VARIABLE, "lots")
+    with pytest.raises(ConfigError, match="LEARNER_MAX_SCAN_GB='lots': should be a positive number"):
+        read_scan(tmp_path / "still.png")
+
+
+def test_a_dicom_decoder_error_is_one_complete_line(tmp_path: Path) -> None:
+    """pydicom's message is several lines: "... by all available plugins:" and then each plugin's reason;
+    the error line once ended at the colon."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    pixels = np.zeros((16, 16), np.uint8)
+    path = write_dicom(tmp_path / "j2k.dcm", pixels, "MONOCHROME2")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([bytes(100)])  # not a JPEG 2000 code stream
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ScanReadError) as error:
+        read_scan(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: cannot decode DICOM ("), message
+    assert "\n" not in message, message
+    assert not message.endswith(":)"), message
+    assert re.search(r"plugins: \w+: ", message), message  # the plugin's own reason follows the colon

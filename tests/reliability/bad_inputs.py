@@ -163,6 +163,28 @@ def _(folder: Path) -> list[str]:
     return check(folder / "m.csv")
 
 
+def _manifest_text(folder: Path) -> str:
+    return "\n".join(",".join(cells) for cells in [list(HEADER), *good_rows(folder)]) + "\n"
+
+
+@bad_input("manifest saved as UTF-16 (Excel's 'Unicode Text')", "m.csv: the file is UTF-16 text")
+def _(folder: Path) -> list[str]:
+    (folder / "m.csv").write_text(_manifest_text(folder), encoding="utf-16")
+    return check(folder / "m.csv")
+
+
+@bad_input("manifest in UTF-16 without a byte-order mark", "m.csv: the file holds NUL bytes: UTF-16")
+def _(folder: Path) -> list[str]:
+    (folder / "m.csv").write_text(_manifest_text(folder), encoding="utf-16-le")
+    return check(folder / "m.csv")
+
+
+@bad_input("manifest in Latin-1", "not UTF-8 text")
+def _(folder: Path) -> list[str]:
+    (folder / "m.csv").write_text(_manifest_text(folder).replace("p0", "pé"), encoding="latin-1")
+    return check(folder / "m.csv")
+
+
 @bad_input("manifest that is a folder", "not a regular file")
 def _(folder: Path) -> list[str]:
     (folder / "m.csv").mkdir()
@@ -347,19 +369,66 @@ def _(folder: Path) -> list[str]:
     return cache(manifest_of(folder, "clip"))
 
 
-@bad_input("DICOM without pixel data", "no pixel data")
-def _(folder: Path) -> list[str]:
+def dicom(path: Path, syntax: str = "1.2.840.10008.1.2.1", **elements: object) -> Path:
+    """An ultrasound DICOM file of ``syntax`` (default: explicit VR little endian) with ``elements`` set."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+    from pydicom.uid import UID, UltrasoundImageStorage, generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.Modality = "US"
-    ds.save_as(folder / "empty.dcm", enforce_file_format=True)
-    return cache(manifest_of(folder, "empty.dcm"))
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+_GREY_8_BIT = {
+    "SamplesPerPixel": 1,
+    "PhotometricInterpretation": "MONOCHROME2",
+    "BitsAllocated": 8,
+    "BitsStored": 8,
+    "HighBit": 7,
+    "PixelRepresentation": 0,
+}
+
+
+@bad_input("DICOM without pixel data", "no pixel data")
+def _(folder: Path) -> list[str]:
+    return cache(manifest_of(folder, dicom(folder / "empty.dcm").name))
+
+
+@bad_input("DICOM whose header declares 300 frames of 4096 x 4096", "big.dcm: the DICOM header declares")
+def _(folder: Path) -> list[str]:
+    elements = {**_GREY_8_BIT, "Rows": 4096, "Columns": 4096, "NumberOfFrames": 300, "PixelData": bytes(64)}
+    return cache(manifest_of(folder, dicom(folder / "big.dcm", **elements).name))
+
+
+@bad_input("DICOM of a compression no installed plugin decodes", "j2k.dcm: cannot decode DICOM")
+def _(folder: Path) -> list[str]:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    frames = encapsulate([bytes(100)])  # not a JPEG 2000 code stream
+    dicom(folder / "j2k.dcm", JPEG2000Lossless, **_GREY_8_BIT, Rows=16, Columns=16, PixelData=frames)
+    return cache(manifest_of(folder, "j2k.dcm"))
+
+
+@bad_input("1 KB .nii.gz whose header declares 1400³ voxels", "huge.nii.gz: the NIfTI header declares 1400")
+def _(folder: Path) -> list[str]:
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((1400, 1400, 1400))  # 2.7 GB on disk, 11 GB as float32: refused before reading
+    with gzip.open(folder / "huge.nii.gz", "wb") as handle:
+        handle.write(header.binaryblock + bytes(4) + bytes(1000))
+    return cache(manifest_of(folder, "huge.nii.gz"))
 
 
 # ------------------------------------------------------------------------------------------ config, flags
@@ -391,6 +460,26 @@ def _(folder: Path) -> list[str]:
 def _(folder: Path) -> list[str]:
     (folder / "grid.yaml").write_text(f"experiment:\n  seeds: [0, {2**32}]\n")
     return ["experiment", "table3", "--config", str(folder / "grid.yaml"), "--out", str(folder / "out")]
+
+
+@bad_input("unknown option (a usage error, not a box)", "No such option: --bogus")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--bogus")
+
+
+@bad_input("missing argument", "Missing argument 'manifest'; see 'learner data check --help'")
+def _(folder: Path) -> list[str]:
+    return ["data", "check"]
+
+
+@bad_input("option value of the wrong type", "Invalid value for '--seed'")
+def _(folder: Path) -> list[str]:
+    return ["phantom", "lus", str(folder / "cohort"), "--seed", "abc"]
+
+
+@bad_input("unknown command", "No such command 'chek'")
+def _(folder: Path) -> list[str]:
+    return ["data", "chek", str(_good(folder))]
 
 
 @bad_input("unknown config key", "data.sise")

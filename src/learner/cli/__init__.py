@@ -2,6 +2,7 @@
 
 Errors caused by the user's input are :class:`learner.errors.LearnerError` s: printed as one line
 ``error: …`` on stderr with a non-zero exit code, no traceback (``learner --debug …`` prints it first).
+Usage errors (an unknown option, a missing argument, a bad value) are one such line too, with exit code 2.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import logging
 import signal
 import sys
 import traceback
+import warnings
 
 import typer
+from typer.exceptions import TyperException
 
 from learner import __version__
 from learner.console import ON_CONSOLE
@@ -132,27 +135,76 @@ def _console_handler() -> _StderrWarnings:
 def run(argv: list[str] | None = None) -> int:
     """Run one ``learner`` command in this process and return its exit code (0 on success).
 
-    Typer's standalone mode handles usage errors and ``typer.Exit`` codes itself (by exiting, which is
-    caught here); anything else propagates, so only the toolkit's own user-facing errors become
-    ``error: …`` lines.
+    Click's errors (usage errors, exit code 2), the toolkit's user-facing errors and OS errors become one
+    ``error: …`` line; anything else propagates with its traceback. ``typer.Exit(code)`` gives ``code``.
+
+    Python warnings raised by libraries while the command runs (a torch ``UserWarning``, ...) are held,
+    not shown as they come, so that a failing command ends in its one error line and nothing above it.
+    They are shown when the command succeeds (after its output, which is when a user reads them; ``-q``
+    asks for errors only and drops them), and before the traceback with ``--debug``; a failing command
+    without ``--debug`` drops them, as its error line is what the user must act on.
     """
     _console_handler().setLevel(logging.WARNING)  # each command starts at the default verbosity
     _OPTIONS["debug"] = False
+    failure: LearnerError | OSError | None = None
+    with warnings.catch_warnings(record=True) as held:
+        try:
+            code = _invoke(argv)
+        except (LearnerError, OSError) as exc:
+            failure = exc
+    if failure is None:
+        if code == 0 and _console_handler().level <= logging.WARNING:
+            _show(held)
+        return code
+    if _OPTIONS["debug"]:
+        _show(held)
+        traceback.print_exception(failure, file=sys.stderr)
+    if isinstance(failure, LearnerError):
+        typer.echo(f"error: {failure}", err=True)
+        return failure.exit_code
+    # the system refused: name the file and the reason in one line, not a traceback
+    typer.echo(f"error: {os_error_line(failure)}", err=True)
+    return LearnerError.exit_code
+
+
+def _invoke(argv: list[str] | None) -> int:
+    """Run the command through click outside its standalone mode, which would print usage errors as a
+    multi-line box: here they are one ``error:`` line naming the command's ``--help``."""
     try:
-        app(args=argv, prog_name="learner")
-    except SystemExit as exc:
+        result = app(args=argv, prog_name="learner", standalone_mode=False)
+    except SystemExit as exc:  # shell completion exits by itself
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    except LearnerError as exc:
-        if _OPTIONS["debug"]:
-            traceback.print_exc(file=sys.stderr)
-        typer.echo(f"error: {exc}", err=True)
+    except TyperException as exc:  # typer's click exceptions: usage errors (exit code 2) and the like
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `learner` alone: typer has printed the help
+            return exc.exit_code
+        lines = [line.strip() for line in exc.format_message().splitlines() if line.strip()]
+        context = getattr(exc, "ctx", None)
+        see = f"; see '{context.command_path} --help'" if context is not None else ""
+        typer.echo(f"error: {' '.join(lines).rstrip('.')}{see}", err=True)
         return exc.exit_code
-    except OSError as exc:  # the system refused: name the file and the reason in one line, not a traceback
-        if _OPTIONS["debug"]:
-            traceback.print_exc(file=sys.stderr)
-        typer.echo(f"error: {os_error_line(exc)}", err=True)
-        return LearnerError.exit_code
-    return 0
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("error: aborted", err=True)
+        return 1
+    # outside standalone mode click returns typer.Exit's code, or the command's own return value: none
+    # returns one, so anything but an int is success
+    return result if type(result) is int else 0
+
+
+def _show(held: list[warnings.WarningMessage]) -> None:
+    """Show held warnings as Python would have, once each."""
+    seen = set()
+    for message in held:
+        key = (message.category, str(message.message), message.filename, message.lineno)
+        if key not in seen:
+            seen.add(key)
+            warnings.showwarning(
+                message.message,
+                message.category,
+                message.filename,
+                message.lineno,
+                message.file,
+                message.line,
+            )
 
 
 def os_error_line(exc: OSError) -> str:

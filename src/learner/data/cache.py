@@ -2,12 +2,16 @@
 later epoch memory-maps (so after the first epoch no video is decoded again).
 
 Layout: ``<root>/<entry>-<identity>.lcache`` where ``entry`` hashes the absolute path and the
-:meth:`Preprocessor.key` and ``identity`` hashes the file's size, ``mtime_ns``, inode and ``ctime_ns`` (for a
-frame folder: every member's name and those four), so a swapped or re-extracted file is never served
-stale. Changing the file or any preprocessing parameter therefore misses the old entry and rebuilds; a
-rebuild removes the stale ``<entry>-*`` siblings. Entries are written to a temporary name and renamed into
-place (:mod:`learner.atomic`), so concurrent writers of one entry cannot corrupt it: the last complete write
-wins and readers only ever see whole files.
+:meth:`Preprocessor.key` and ``identity`` hashes the file's content (BLAKE2b of its bytes) with its size,
+``mtime_ns``, inode and ``ctime_ns`` (for a frame folder: every member's name, in the order the reader takes
+them, with those five), so a swapped, rewritten or re-extracted file is never served stale, even where
+every ``stat`` field came out as before (a file system with coarse or no ctime). Changing the file or any
+preprocessing parameter therefore misses the old entry and rebuilds; a rebuild removes the stale
+``<entry>-*`` siblings. An instance hashes a source once, and again only when its ``stat`` fields change, so
+the bytes of each scan are read once per process for its identity (about 1.3 ms per MB, under 0.2% of a
+decode: BENCHMARKS.md, "Scan cache: content identity"). Entries are written to a temporary name and renamed
+into place (:mod:`learner.atomic`), so concurrent writers of one entry cannot corrupt it: the last complete
+write wins and readers only ever see whole files.
 
 The cache never trusts its files. An entry is ``MAGIC``, a 4-byte little-endian header length, a JSON
 header (format version, dtype ``uint8``, shape, the source identity it was built from, the CRC-32 of the
@@ -45,6 +49,7 @@ import numpy as np
 from learner.atomic import atomic_path, usable_folder
 from learner.data.manifest import ScanRecord
 from learner.data.preprocess import Preprocessor
+from learner.data.readers import natural_key, refuse_special_file
 from learner.data.workers import die_with_parent
 from learner.errors import OutputError, ScanReadError
 from learner.formats import FORMATS
@@ -95,6 +100,7 @@ class ScanCache:
         self.decode_count = 0
         self.rebuilt_count = 0
         self._checked: dict[Path, tuple[_Signature, tuple[int, ...], int]] = {}
+        self._versions: dict[Path, str] = {}  # source file → its identity, while its stat fields hold
 
     def path_for(self, source: ScanRecord | str | os.PathLike[str]) -> Path:
         """The cache file that holds ``source`` as it is now on disk (it may not exist yet)."""
@@ -156,13 +162,21 @@ class ScanCache:
         except OSError as exc:
             raise ScanReadError(f"{path}: cannot read ({exc.strerror})") from None
         if path.is_dir():  # a folder of frames changes when any member does, or when they swap names
-            members = sorted((p.name, _identity(p.stat())) for p in path.iterdir() if p.is_file())
-            version = ";".join(f"{name}={ident}" for name, ident in members)
+            members = sorted((p for p in path.iterdir() if p.is_file()), key=natural_key)
+            version = ";".join(f"{p.name}={self._identity(p, p.stat())}" for p in members)
         else:
-            version = _identity(stat)
+            version = self._identity(path, stat)
         key = self.preprocessor.key()
         entry, identity = _digest(f"{path}\0{key}", 20), _digest(version, 12)
         return _Entry(self.root / f"{entry}-{identity}{SUFFIX}", f"{path}|{key}|{_digest(version, 16)}")
+
+    def _identity(self, path: Path, stat: os.stat_result) -> str:
+        """``path``'s version: its stat fields and a content hash, hashed again only when a field changed."""
+        fields = f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
+        known = self._versions.get(path)
+        if known is None or not known.startswith(f"{fields}:"):
+            known = self._versions[path] = f"{fields}:{content_digest(path)}"
+        return known
 
     def _read(self, entry: _Entry) -> np.ndarray:
         """The entry's pixels, checked in full on this instance's first read and by ``stat`` afterwards."""
@@ -176,10 +190,22 @@ class ScanCache:
         return scan
 
 
-def _identity(stat: os.stat_result) -> str:
-    """A file's version: size, mtime, inode and ctime. The kernel sets ctime on every write, rename or
-    extraction and no program can set it back (a copied folder is rebuilt: new inodes)."""
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
+def content_digest(path: Path) -> str:
+    """BLAKE2b (128-bit) of the file's bytes, read in streamed blocks (never the whole file in memory).
+
+    The stat fields alone are not enough: ctime, which no program can set back, is as coarse as the
+    kernel's clock tick on some file systems and absent on others, so a same-size rewrite with its mtime
+    restored can leave every field as it was. BLAKE2b is the fastest strong hash in :mod:`hashlib`.
+
+    Raises:
+        ScanReadError: the file cannot be read, or is a FIFO or device (opening a FIFO blocks forever).
+    """
+    refuse_special_file(path)
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    except OSError as exc:
+        raise ScanReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def write_entry(path: Path, frames: np.ndarray, source: str) -> None:

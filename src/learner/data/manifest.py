@@ -175,7 +175,7 @@ def read_frame(path: Path) -> pd.DataFrame:
 
     Raises:
         ManifestError: unsupported suffix, not a regular file, unreadable, or no data rows; a hint names
-            the likely cause (an Excel workbook, a ``;``- or tab-separated export).
+            the likely cause (an Excel workbook, a ``;``- or tab-separated export, text not in UTF-8).
     """
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
@@ -187,10 +187,13 @@ def read_frame(path: Path) -> pd.DataFrame:
         raise ManifestError(f"manifest not found: {path}")
     if not path.is_file():
         raise ManifestError(f"{path}: the manifest is not a regular file")
+    if path.suffix.lower() == ".csv" and (problem := _utf16_problem(path)):
+        raise ManifestError(f"{path}: {problem}, not UTF-8{_EXCEL_HINT}")
     try:
         frame = reader(path)
     except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
-        raise ManifestError(f"{path}: cannot read ({str(exc).splitlines()[0]}){_sniffed_hint(path)}") from exc
+        hint = _sniffed_hint(path, exc)
+        raise ManifestError(f"{path}: cannot read ({str(exc).splitlines()[0]}){hint}") from exc
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     header = "".join(str(column) for column in frame.columns)
     separator = next((name for char, name in _SEPARATORS.items() if char in header), None)
@@ -233,12 +236,46 @@ _SIGNATURES = {
 }
 
 
-def _sniffed_hint(path: Path) -> str:
-    """A hint at the cause of an unreadable manifest from its first bytes (spreadsheets saved as .csv)."""
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+"""Byte-order marks of text that is not UTF-8, longest first (UTF-32's little-endian mark starts with
+UTF-16's)."""
+
+
+def _sniffed_hint(path: Path, exc: Exception) -> str:
+    """A hint at the cause of an unreadable manifest: a spreadsheet saved as .csv (from its first bytes), or
+    text in a legacy 8-bit encoding (a byte pandas could not decode as UTF-8)."""
     with path.open("rb") as handle:
         head = handle.read(4)
     what = _SIGNATURES.get(head)
-    return f"; the file is {what}, not CSV{_EXCEL_HINT}" if what else ""
+    if what:
+        return f"; the file is {what}, not CSV{_EXCEL_HINT}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"; the file is not UTF-8 text (Latin-1 or Windows-1252?){_EXCEL_HINT}"
+    return ""
+
+
+def _utf16_problem(path: Path) -> str | None:
+    """Why a CSV is UTF-16 or UTF-32 text, from its first bytes; None when it does not look so.
+
+    Checked before pandas reads the file: with a byte-order mark pandas reports an undecodable byte 0xff,
+    without one it reads column names full of NUL bytes and the manifest seems to lack every column.
+    Spreadsheet signatures are left to :func:`_sniffed_hint`.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(1024)
+    if head[:4] in _SIGNATURES:
+        return None
+    for mark, name in _BOMS:
+        if head.startswith(mark):
+            return f"the file is {name} text (byte-order mark {mark.hex(' ')})"
+    if b"\x00" in head:
+        return "the file holds NUL bytes: UTF-16 text without a byte-order mark (or no text at all)"
+    return None
 
 
 _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {

@@ -17,11 +17,19 @@ Readers are chosen from :data:`READERS` by file suffix (case-insensitive, ``.nii
 ``meta`` holds only technical fields (source format, fps, pixel spacing in mm, frame count, ...). For DICOM
 the fields are copied from an explicit allow-list, so no patient-identifying header ever leaves the reader.
 Every failure is a :class:`~learner.errors.ScanReadError` whose one-line message names the file.
+
+Every reader checks what the file *declares* (frames × rows × columns × samples, times the bytes per sample
+of the frames it returns) against one limit, :func:`max_scan_bytes` (``LEARNER_MAX_SCAN_GB``, default
+:data:`DEFAULT_MAX_SCAN_GB`), before it allocates the frames: a 1 KB ``.nii.gz`` whose header claims 1400³
+voxels or a DICOM claiming 10⁵ frames is refused in one line, not answered with a ``MemoryError`` or the
+kernel's OOM killer. Where a header may lie or say nothing (videos, GIFs, folders of frames) the frames
+decoded so far are counted against the same limit.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import stat
@@ -34,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from learner.errors import ScanReadError
+from learner.errors import ConfigError, ScanReadError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,33 @@ class Scan:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_MAX_SCAN_GB = 4.0
+"""The default limit on one decoded scan: far above a clinical clip or volume (a 256³ float32 MRI volume is
+0.07 GB, 64 frames of 1080p RGB 0.4 GB), below what a laptop can hold twice (a reader briefly holds a
+decoded scan and a copy of it)."""
+
+MAX_SCAN_GB_VARIABLE = "LEARNER_MAX_SCAN_GB"
+"""The environment variable that overrides :data:`DEFAULT_MAX_SCAN_GB`. An environment variable rather than a
+config key, because the limit is about the machine, not the experiment (it changes no result, so it belongs
+in no cache key), and the spawned cache workers inherit it."""
+
+
+def max_scan_bytes() -> int:
+    """The limit on one decoded scan in bytes: ``LEARNER_MAX_SCAN_GB`` (decimal GB) or the default.
+
+    Raises:
+        ConfigError: the variable is set to anything but a positive number.
+    """
+    text = os.environ.get(MAX_SCAN_GB_VARIABLE, "").strip()
+    try:
+        gigabytes = float(text) if text else DEFAULT_MAX_SCAN_GB
+    except ValueError:
+        gigabytes = math.nan
+    if not (math.isfinite(gigabytes) and gigabytes > 0):
+        raise ConfigError(f"{MAX_SCAN_GB_VARIABLE}={text[:40]!r}: should be a positive number of GB")
+    return int(gigabytes * 1e9)
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """Options every reader receives (each uses the ones that apply to it)."""
@@ -63,6 +98,30 @@ class ReadOptions:
     nifti_axis: NiftiAxis = "axial"
     max_frames: int | None = None
     grey: bool = False
+    max_bytes: int = field(default_factory=max_scan_bytes)
+    """The most bytes the decoded frames may take."""
+
+
+def refuse_oversize(path: Path, shape: tuple[int, ...], itemsize: int, max_bytes: int, what: str) -> None:
+    """Refuse frames of ``shape`` × ``itemsize`` bytes over ``max_bytes``, before anything allocates them.
+
+    Args:
+        path: the file named in the message.
+        shape: the declared (or decoded so far) frames, e.g. ``(T, H, W)`` or ``(T, H, W, 3)``.
+        itemsize: bytes per sample of the frames the reader returns (1 for uint8, 4 for float32).
+        max_bytes: the limit (:func:`max_scan_bytes`).
+        what: how the size is known, e.g. ``"the NIfTI header declares"``.
+
+    Raises:
+        ScanReadError: one line naming the file, the shape, its size and the limit.
+    """
+    size = math.prod(shape) * itemsize
+    if size > max_bytes:
+        dims = " × ".join(str(n) for n in shape)
+        raise ScanReadError(
+            f"{path}: {what} {dims} samples of {itemsize} byte(s) = {size / 1e9:.3g} GB decoded, over the "
+            f"{max_bytes / 1e9:.3g} GB limit for one scan (set {MAX_SCAN_GB_VARIABLE} to raise it)"
+        )
 
 
 Reader = Callable[[Path, ReadOptions], Scan]
@@ -74,6 +133,7 @@ def read_scan(
     nifti_axis: NiftiAxis = "axial",
     max_frames: int | None = None,
     grey: bool = False,
+    max_bytes: int | None = None,
 ) -> Scan:
     """Read a video, DICOM, NIfTI volume, image or folder of frames into a :class:`Scan`.
 
@@ -84,10 +144,12 @@ def read_scan(
         max_frames: decode at most this many frames from the start (None: all).
         grey: return ``(T, H, W)`` luminance for colour sources too (videos are then decoded straight to
             grey, which takes a third of the memory and about half the time).
+        max_bytes: the most bytes the decoded frames may take (None: :func:`max_scan_bytes`).
 
     Raises:
         ScanReadError: missing, unsupported, truncated or corrupt file, zero frames, a 2-D or 4-D volume,
-            non-finite voxels. The message names the file.
+            non-finite voxels, frames over ``max_bytes``. The message names the file.
+        ConfigError: ``LEARNER_MAX_SCAN_GB`` is not a positive number.
     """
     source = Path(path)
     if max_frames is not None and max_frames < 1:
@@ -98,7 +160,8 @@ def read_scan(
     if source.is_file() and source.stat().st_size == 0:
         raise ScanReadError(f"{source}: file is empty")
     reader = read_frame_folder if source.is_dir() else _reader_for(source)
-    scan = reader(source, ReadOptions(nifti_axis=nifti_axis, max_frames=max_frames, grey=grey))
+    limit = max_scan_bytes() if max_bytes is None else max_bytes
+    scan = reader(source, ReadOptions(nifti_axis, max_frames, grey, limit))
     if grey and scan.frames.ndim == 4:
         scan = Scan(luminance(scan.frames), scan.meta)
     frames = scan.frames
@@ -192,29 +255,34 @@ def read_video(path: Path, options: ReadOptions) -> Scan:
         raise ScanReadError(f"{path}: file is truncated ({problem})")
     failure: Exception | None = None
     try:
-        frames, meta = _decode_pyav(path, options.max_frames, options.grey)
+        frames, meta = _decode_pyav(path, options)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         frames, meta, failure = [], {}, exc
     if not frames and suffix_of(path) in _PILLOW_FALLBACK:
         log.info("%s: PyAV decoded no frames (%s); trying imageio", path, type(failure).__name__)
-        frames, meta = _decode_imageio(path, options.max_frames, failure)
+        frames, meta = _decode_imageio(path, options, failure)
     elif failure is not None:
         raise _decode_error(path, "video", failure) from failure
     return Scan(_stack_frames(frames, path), meta)
 
 
-def _decode_pyav(path: Path, max_frames: int | None, grey: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
+def _decode_pyav(path: Path, options: ReadOptions) -> tuple[list[np.ndarray], dict[str, Any]]:
     import av
 
+    max_frames = options.max_frames
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise ScanReadError(f"{path}: contains no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        grey = grey or (stream.codec_context.pix_fmt or "").startswith("gray")
+        grey = options.grey or (stream.codec_context.pix_fmt or "").startswith("gray")
+        declared = min(stream.frames, max_frames or stream.frames)  # 0: the container does not say
+        layout = (stream.codec_context.height, stream.codec_context.width, *(() if grey else (3,)))
+        refuse_oversize(path, (declared, *layout), 1, options.max_bytes, "the video declares")
         frames: list[np.ndarray] = []
         for frame in container.decode(stream):
             frames.append(frame.to_ndarray(format="gray" if grey else "rgb24"))
+            _refuse_decoded(path, frames, options.max_bytes)
             if max_frames is not None and len(frames) >= max_frames:
                 break
         rate = stream.average_rate or stream.guessed_rate
@@ -229,15 +297,17 @@ def _decode_pyav(path: Path, max_frames: int | None, grey: bool) -> tuple[list[n
 
 
 def _decode_imageio(
-    path: Path, max_frames: int | None, pyav_error: Exception | None
+    path: Path, options: ReadOptions, pyav_error: Exception | None
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     import imageio.v3 as iio
     from PIL import Image
 
+    max_frames = options.max_frames
     frames: list[np.ndarray] = []
     try:
         for frame in iio.imiter(path, plugin="pillow"):
             frames.append(_to_uint8_rgb_or_grey(np.asarray(frame), path))
+            _refuse_decoded(path, frames, options.max_bytes)
             if max_frames is not None and len(frames) >= max_frames:
                 break
     except Image.DecompressionBombError as exc:  # subclasses Exception alone
@@ -253,6 +323,13 @@ def _decode_imageio(
     return frames, meta
 
 
+def _refuse_decoded(path: Path, frames: list[np.ndarray], max_bytes: int) -> None:
+    """The frame count a video declares may be missing or false: count the frames decoded so far too."""
+    refuse_oversize(
+        path, (len(frames), *frames[-1].shape), frames[-1].itemsize, max_bytes, "decoding reached"
+    )
+
+
 def _to_uint8_rgb_or_grey(frame: np.ndarray, path: Path) -> np.ndarray:
     """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) → (H, W) or (H, W, 3) uint8 (alpha dropped)."""
     if frame.dtype != np.uint8:
@@ -265,9 +342,13 @@ def _to_uint8_rgb_or_grey(frame: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _decode_error(path: Path, what: str, exc: BaseException) -> ScanReadError:
-    """One-line error naming the file, what failed and the library's first message line."""
-    text = str(exc).strip()
-    detail = text.splitlines()[0] if text else "no details"
+    """One-line error naming the file, what failed and the library's whole message, its lines joined.
+
+    The whole message, not its first line: pydicom's first line ends in "... by all available plugins:"
+    and the reason (each plugin's complaint) follows on the next lines.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = " ".join(lines) if lines else "no details"
     return ScanReadError(f"{path}: cannot decode {what} ({type(exc).__name__}: {detail})")
 
 
@@ -340,6 +421,10 @@ def read_image(path: Path, options: ReadOptions) -> Scan:
             check = _IMAGE_TRUNCATION_CHECKS.get(image.format or "")
             if check is not None and (problem := check(path)):
                 raise ScanReadError(f"{path}: file is truncated ({problem})")
+            pages = min(getattr(image, "n_frames", 1), options.max_frames or math.inf)
+            samples, itemsize = _pil_layout(image.mode)
+            shape = (int(pages), image.height, image.width, *((samples,) if samples > 1 else ()))
+            refuse_oversize(path, shape, itemsize, options.max_bytes, "the image declares")
             for page in ImageSequence.Iterator(image):
                 frames.append(_pil_array(ImageOps.exif_transpose(page)))
                 if options.max_frames is not None and len(frames) >= options.max_frames:
@@ -394,12 +479,18 @@ def _png_truncation(path: Path) -> str | None:
 _IMAGE_TRUNCATION_CHECKS: dict[str, Callable[[Path], str | None]] = {"PNG": _png_truncation}
 
 
+def _pil_layout(mode: str) -> tuple[int, int]:
+    """(samples per pixel, bytes per sample) of what :func:`_pil_array` returns for a page of ``mode``."""
+    if mode in _PIL_FLOAT_MODES:
+        return 1, 4
+    return (1, 1) if mode in ("1", "L", "LA") else (3, 1)
+
+
 def _pil_array(image: Any) -> np.ndarray:
-    if image.mode in _PIL_FLOAT_MODES:
+    samples, itemsize = _pil_layout(image.mode)
+    if itemsize == 4:
         return np.asarray(image, dtype=np.float32)
-    if image.mode in ("1", "L", "LA"):
-        return np.asarray(image.convert("L"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("L" if samples == 1 else "RGB"), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------------------------- DICOM
@@ -420,18 +511,23 @@ def read_dicom(path: Path, options: ReadOptions) -> Scan:
         ds = pydicom.dcmread(path, force=True)
         if "PixelData" not in ds:
             raise ScanReadError(f"{path}: DICOM file has no pixel data")
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        colour = int(ds.get("SamplesPerPixel", 1)) == 3
+        rescaled = not colour and ("RescaleSlope" in ds or "RescaleIntercept" in ds)
+        # pydicom decodes every frame whatever max_frames says; the frames come back uint8 or float32
+        itemsize = 1 if int(ds.get("BitsAllocated", 8)) <= 8 and not rescaled else 4
+        shape = (n_frames, int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), *((3,) if colour else ()))
+        refuse_oversize(path, shape, itemsize, options.max_bytes, "the DICOM header declares")
         pixels = pixel_array(ds)
     except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError, EOFError, RuntimeError) as exc:
         # Messages from pydicom describe structure (lengths, tags, syntaxes), never element values.
         raise _decode_error(path, "DICOM", exc) from exc
 
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    colour = int(ds.get("SamplesPerPixel", 1)) == 3
     frames = pixels if n_frames > 1 else pixels[np.newaxis]  # (T, H, W[, 3])
     if options.max_frames is not None:
         frames = frames[: options.max_frames]
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    if not colour and ("RescaleSlope" in ds or "RescaleIntercept" in ds):
+    if rescaled:
         frames = apply_modality_lut(frames, ds)
     if frames.dtype != np.uint8:
         frames = frames.astype(np.float32)
@@ -503,6 +599,8 @@ def read_nifti(path: Path, options: ReadOptions) -> Scan:
             raise ScanReadError(
                 f"{path}: NIfTI image is {len(shape)}-D (shape {shape}); one volume is needed"
             )
+        # the whole volume is read as float32 whatever max_frames says (slices are cut after reorienting)
+        refuse_oversize(path, shape[:3], 4, options.max_bytes, "the NIfTI header declares")
         image = nib.as_closest_canonical(image)
         volume = image.get_fdata(dtype=np.float32)
         volume = volume.reshape(volume.shape[:3])  # drop trailing singleton axes (e.g. a 1-point time axis)
@@ -531,7 +629,7 @@ def read_frame_folder(path: Path, options: ReadOptions) -> Scan:
     Hidden files are ignored; other files with no frame reader are counted in ``meta["ignored_files"]``.
     """
     files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
-    members = sorted((p for p in files if suffix_of(p) in FRAME_READERS), key=_natural_key)
+    members = sorted((p for p in files if suffix_of(p) in FRAME_READERS), key=natural_key)
     ignored = len(files) - len(members)
     if ignored:
         log.warning("%s: ignored %d file(s) that are not frames", path, ignored)
@@ -539,6 +637,12 @@ def read_frame_folder(path: Path, options: ReadOptions) -> Scan:
     first_meta: dict[str, Any] = {}
     for member in members:
         scan = FRAME_READERS[suffix_of(member)](member, options)
+        if not frames:  # the first member tells what all of them declare: refuse before reading the rest
+            total = min(len(members) * len(scan.frames), options.max_frames or math.inf)
+            declared = (int(total), *scan.frames.shape[1:])
+            refuse_oversize(
+                path, declared, scan.frames.itemsize, options.max_bytes, "the frame files declare"
+            )
         first_meta = first_meta or scan.meta
         if frames and (scan.frames.shape[1:] != frames[0].shape[1:] or scan.frames.dtype != frames[0].dtype):
             raise ScanReadError(
@@ -559,7 +663,7 @@ def read_frame_folder(path: Path, options: ReadOptions) -> Scan:
     return Scan(stacked, meta)
 
 
-def _natural_key(path: Path) -> tuple[tuple[int, int | str], ...]:
+def natural_key(path: Path) -> tuple[tuple[int, int | str], ...]:
     """Sort key comparing digit runs as numbers: frame_2 < frame_10."""
     parts = re.split(r"(\d+)", path.name.lower())
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in parts)
