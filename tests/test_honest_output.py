@@ -12,11 +12,19 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import chance_row, majority_row
-from learner.evaluation.metrics import PairedDifference
-from learner.experiments.prose import class_mix, comparison_verdict, majority_statement, small_sample_warnings
-from learner.experiments.results import Cell, DatasetSummary, GridKey, MeanStd, Results, SummaryRow
-from learner.experiments.tables import format_mean_std, interval, render_table3
+from learner.evaluation.metrics import PairedDifference, small_sample_warnings
+from learner.experiments.results import (
+    METRICS,
+    Cell,
+    DatasetSummary,
+    GridKey,
+    MeanStd,
+    SummaryRow,
+    Table3Results,
+)
 from learner.report import write_report
+from learner.report.prose import class_mix, comparison_verdict, majority_statement
+from learner.report.tables import format_mean_std, interval, render_table3
 
 COUNTS = {"deteriorated": 5, "stable": 42, "improved": 10}  # the demo's 57 test pairs
 REGRESSION: dict[str, Any] = {
@@ -48,9 +56,9 @@ def test_chance_row_is_the_f1_of_the_expected_confusion_matrix() -> None:
 
 
 def test_degenerate_spreads_and_intervals_read_n_a() -> None:
-    assert format_mean_std(MeanStd(0.6364, 0.0), 1) == "63.64 ± n/a"  # one seed
-    assert format_mean_std(MeanStd(0.6364, 0.0), 3) == "63.64 ± n/a"  # zero variance
-    assert format_mean_std(MeanStd(0.6364, 0.013), 3) == "63.64 ± 1.30"
+    assert format_mean_std(MeanStd(mean=0.6364, std=0.0), 1) == "63.64 ± n/a"  # one seed
+    assert format_mean_std(MeanStd(mean=0.6364, std=0.0), 3) == "63.64 ± n/a"  # zero variance
+    assert format_mean_std(MeanStd(mean=0.6364, std=0.013), 3) == "63.64 ± 1.30"
     assert interval(0.5, 0.5) == "n/a"  # one patient
     assert interval(0.25, 0.75) == "[25.00, 75.00]"
 
@@ -104,28 +112,34 @@ def test_majority_statement_says_when_the_constant_answer_wins_accuracy() -> Non
 
 def _cell(loss: str, seed: int, accuracy: float, macro_f1: float) -> Cell:
     return Cell(
-        key=GridKey("LUS", loss), seed=seed, dir=f"LUS/{loss}/seed-{seed}", clips_per_scan=1,
+        key=GridKey(dataset="LUS", loss=loss), seed=seed, dir=f"LUS/{loss}/seed-{seed}", clips_per_scan=1,
         accuracy=accuracy, macro_f1=macro_f1, weighted_f1=0.5,
         ci={"accuracy": (accuracy, accuracy), "macro_f1": (0.1, 0.9)},
         n_test_pairs=57, regression=REGRESSION, pair_counts={"test": COUNTS}, encoder_fingerprint="",
     )  # fmt: skip
 
 
-def _results(tmp_path: Path) -> Results:
+def _results(tmp_path: Path) -> Table3Results:
     cells = [_cell("mse", 0, 0.70, 0.45), _cell("mse+cl", 0, 0.65, 0.40)]
     for cell in cells:
         folder = tmp_path / cell.dir / "classifier"
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps({"test": {"n_patients": 3}}))
     summary = [
-        SummaryRow(c.key, 1, {m: MeanStd(c.metric(m), 0.0) for m in ("accuracy", "macro_f1", "weighted_f1")})
+        SummaryRow(
+            key=c.key,
+            n_seeds=1,
+            **{m: MeanStd(mean=c.metric(m), std=0.0) for m in METRICS},
+        )
         for c in cells
     ]
-    dataset = DatasetSummary("LUS", "m.csv", "sf", scans=0, patients=0, data_source="real", phantom=None)
+    dataset = DatasetSummary(
+        name="LUS", manifest="m.csv", scale="sf", scans=0, patients=0, data_source="real", phantom=None
+    )
     diff = PairedDifference(-0.05, float("nan"), float("nan"), float("nan"), 1)
-    return Results(
-        "table3", [dataset], ["mse", "mse+cl"], [0], cells, summary, baseline_loss="mse",
-        comparisons={"LUS": {"mse+cl": {"accuracy": diff, "macro_f1": diff}}},
+    return Table3Results(
+        datasets=[dataset], losses=["mse", "mse+cl"], seeds=[0], cells=cells, summary=summary, figures={},
+        baseline_loss="mse", comparisons={"LUS": {"mse+cl": {"accuracy": diff, "macro_f1": diff}}},
     )  # fmt: skip
 
 
@@ -174,7 +188,7 @@ def test_classification_report_warns_and_has_reference_rows(tmp_path: Path) -> N
 
 def test_equal_values_over_seeds_print_n_a_despite_float_noise() -> None:
     from learner.experiments.results import MeanStd
-    from learner.experiments.tables import format_mean_std
+    from learner.report.tables import format_mean_std
 
     values = [142 / 167] * 3  # the demo's always-"stable" accuracy: its std came out ~1e-16, "± 0.00"
     assert format_mean_std(MeanStd.over(values), 3) == "85.03 ± n/a"
@@ -182,7 +196,7 @@ def test_equal_values_over_seeds_print_n_a_despite_float_noise() -> None:
 
 
 def test_chance_and_zero_rho_statements_fire_only_when_every_interval_includes_them() -> None:
-    from learner.experiments.prose import chance_statement, zero_rho_statement
+    from learner.report.prose import chance_statement, zero_rho_statement
 
     counts = {"deteriorated": 2, "stable": 2, "improved": 2}  # chance: accuracy 1/3, macro-F1 1/3
     wide = ((0.2, 0.6), (0.1, 0.5), counts)

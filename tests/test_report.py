@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,16 @@ import pytest
 
 from learner.data.phantom.lus import TABLE_1_PATIENTS
 from learner.errors import RunDirError
-from learner.experiments.results import Cell, DatasetSummary, GridKey, MeanStd, Results, SummaryRow
-from learner.experiments.tables import loss_label, render_ablation, render_table3
+from learner.experiments.results import (
+    AblationResults,
+    Cell,
+    DatasetSummary,
+    GridKey,
+    MeanStd,
+    SummaryRow,
+    Table3Results,
+)
+from learner.losses.registry import loss_label
 from learner.report import write_report
 from learner.report.sections import (
     Source,
@@ -22,6 +29,7 @@ from learner.report.sections import (
     regression_summary,
     source_banner,
 )
+from learner.report.tables import render_ablation, render_table3
 
 
 def _stats(values: list[float]) -> MeanStd:
@@ -29,30 +37,41 @@ def _stats(values: list[float]) -> MeanStd:
 
 
 def _dataset(name: str) -> DatasetSummary:
-    return DatasetSummary(name, "m.csv", "sf", scans=0, patients=0, data_source="real", phantom=None)
+    return DatasetSummary(
+        name=name, manifest="m.csv", scale="sf", scans=0, patients=0, data_source="real", phantom=None
+    )
 
 
 def _cell(dataset: str, loss: str, seed: int, regression: dict[str, Any]) -> Cell:
     return Cell(
-        key=GridKey(dataset, loss), seed=seed, dir="", clips_per_scan=1, accuracy=0.5, macro_f1=0.5,
-        weighted_f1=0.5, ci={}, n_test_pairs=0, regression=regression, pair_counts={}, encoder_fingerprint="",
+        key=GridKey(dataset=dataset, loss=loss), seed=seed, dir="", clips_per_scan=1, accuracy=0.5,
+        macro_f1=0.5, weighted_f1=0.5, ci={}, n_test_pairs=0, regression=regression, pair_counts={},
+        encoder_fingerprint="",
     )  # fmt: skip
 
 
 def test_table3_layout_with_mean_and_std_in_percent() -> None:
     acc = {"mse": [0.50, 0.55], "mse+wcl": [0.70, 0.75]}
     f1 = {"mse": [0.40, 0.44], "mse+wcl": [0.60, 0.62]}
-    results = Results(
-        kind="table3",
+    results = Table3Results(
         datasets=[_dataset("LUS"), _dataset("ADNI")],
         losses=["mse", "mse+wcl"],
         seeds=[0, 1],
         cells=[],
         summary=[
-            SummaryRow(GridKey(d, loss), 2, {"accuracy": _stats(acc[loss]), "macro_f1": _stats(f1[loss])})
+            SummaryRow(
+                key=GridKey(dataset=d, loss=loss),
+                n_seeds=2,
+                accuracy=_stats(acc[loss]),
+                macro_f1=_stats(f1[loss]),
+                weighted_f1=_stats(f1[loss]),
+            )
             for d in ("LUS", "ADNI")
             for loss in ("mse", "mse+wcl")
         ],
+        baseline_loss="mse",
+        comparisons={},
+        figures={},
     )
     lines = render_table3(results).splitlines()
     assert lines[0] == "| Loss | LUS Accuracy | LUS F1 | ADNI Accuracy | ADNI F1 |"
@@ -66,8 +85,12 @@ def test_ablation_layout() -> None:
     key = GridKey(
         dataset="LUS", backbone="tsm_resnet18", combine="difference", loss="mse+cl", classifier="mlp"
     )
-    row = SummaryRow(key, 1, {"accuracy": MeanStd(0.5805, 0.0), "macro_f1": MeanStd(0.5754, 0.0)})
-    results = Results("ablation", [_dataset("LUS")], losses=["mse+cl"], seeds=[0], cells=[], summary=[row])
+    accuracy, f1 = MeanStd(mean=0.5805, std=0.0), MeanStd(mean=0.5754, std=0.0)
+    row = SummaryRow(key=key, n_seeds=1, accuracy=accuracy, macro_f1=f1, weighted_f1=f1)
+    results = AblationResults(
+        datasets=[_dataset("LUS")], losses=["mse+cl"], seeds=[0], cells=[], summary=[row],
+        backbones=["tsm_resnet18"], combines=["difference"], classifiers=["mlp"],
+    )  # fmt: skip
     text = render_ablation(results)
     assert "| Backbone | Combine | Loss | Classifier | Accuracy | F1 |" in text
     assert "| tsm_resnet18 | difference | MSE + CL | mlp | 58.05 ± n/a | 57.54 ± n/a |"  # one seed in text
@@ -94,7 +117,7 @@ def test_regression_verdict_needs_the_gain_interval_above_zero() -> None:
     assert text.startswith("1 of 4 encoders beat")
     assert "1 recorded no val predictions" in text
     cells = [_cell("LUS", "mse", s, good) for s in (0, 1)]
-    cells.append(replace(cells[0], regression=good))  # a second classifier on the same encoder
+    cells.append(cells[0].model_copy(update={"regression": good}))  # a second classifier on the same encoder
     assert regression_summary(cells).startswith("All 2 encoders clearly beat")
     assert regression_summary([_cell("LUS", "mse", 0, noisy)]).startswith("0 of 1 encoders beat")
 
@@ -204,7 +227,7 @@ def test_report_of_something_else_is_refused(tmp_path: Path) -> None:
 
 
 def test_undefined_numbers_read_n_a() -> None:
-    from learner.experiments.tables import interval, interval_plain, percent, plain
+    from learner.report.tables import interval, interval_plain, percent, plain
 
     assert [plain(0.12345), plain(None), plain(float("nan"))] == ["0.123", "n/a", "n/a"]
     assert [interval_plain(-0.5, 0.25), interval_plain(None, 0.2)] == ["[-0.500, 0.250]", "n/a"]

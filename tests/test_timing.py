@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import TypeAdapter
 
 from learner import timing
 from learner.timing import StageClock, Timing
@@ -48,7 +49,8 @@ def test_nested_stages_are_exclusive_and_marks_give_one_run(monkeypatch: pytest.
 def test_timing_round_trips_and_renders_a_table() -> None:
     seconds = {"pretrain LUS/mse/seed-0": 6.0, "bootstrap": 1.0}
     run = Timing(total=10.0, seconds=seconds, calls={"bootstrap": 2})
-    assert Timing.from_json(run.to_json()) == run
+    as_stored = TypeAdapter(Timing)  # as results.json holds it (pydantic validates the dataclass)
+    assert as_stored.validate_json(as_stored.dump_json(run)) == run
     table = run.table().splitlines()
     assert table[2] == "| pretrain LUS/mse/seed-0 | 6.0 | 60.0% |  |"
     assert table[3] == "| bootstrap | 1.0 | 10.0% | 2 |"

@@ -7,7 +7,7 @@ typed result of the function the CLI calls (no second implementation):
 ``embed``          the frozen encoder on every scan → :class:`~learner.evaluation.embed.EmbeddingTable`
 ``classify``       the health-change classifier → :class:`~learner.experiments.classify.ClassificationResult`
 ``predict``        one pair of scans → :class:`~learner.evaluation.predict.Prediction`
-``table3``         the Table 3 grid → :class:`~learner.experiments.results.ExperimentResult`
+``table3``         the Table 3 grid and its report → :class:`~learner.experiments.results.ExperimentResult`
 =================  ==========================================================================================
 
 ``device`` defaults to ``auto`` (CUDA when visible) everywhere, as on the command line. See
@@ -37,6 +37,7 @@ from learner.evaluation.predict import Prediction, predict_pair
 from learner.experiments.classify import ClassificationResult, run_classification
 from learner.experiments.results import ExperimentResult
 from learner.experiments.table3 import run_table3
+from learner.report import write_report
 from learner.runs import load_run_config
 from learner.training.device import resolve_device
 from learner.training.pretrain import PretrainResult
@@ -144,7 +145,7 @@ def table3(
 ) -> ExperimentResult:
     """Table 3 (dataset × loss × seed: pretrain → embed → classify) into ``out``; ``datasets``, ``losses``
     and ``seeds`` replace the grid's axes (default: the experiment config's, which a YAML ``config`` may
-    give in its ``experiment:`` section)."""
+    give in its ``experiment:`` section). Writes the report (``REPORT.md``, ``table3.md``) as the CLI does."""
     if isinstance(config, Config):
         experiment = Experiment(config, ExperimentConfig())
     else:
@@ -155,7 +156,9 @@ def table3(
     )
     settings = load_config(experiment.config, overrides)
     checked = ExperimentConfig.model_validate(grid.model_dump())
-    return run_table3(Experiment(settings, checked), out, resume=resume, force=force)
+    result = run_table3(Experiment(settings, checked), out, resume=resume, force=force)
+    write_report(result.out_dir)  # REPORT.md and table3.md, as `learner experiment table3` writes them
+    return result
 
 
 def _manifest(manifest: Manifest | PathLike | None, config: Config) -> Manifest:

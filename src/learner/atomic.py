@@ -118,13 +118,14 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Atomically write ``obj`` as strict, indented JSON.
+def write_json(path: str | os.PathLike[str], obj: Any, *, sort_keys: bool = True) -> Path:
+    """Atomically write ``obj`` as strict, indented JSON, its keys sorted unless ``sort_keys`` is False (a
+    typed record whose field order, or whose mappings' order, is the user's: a sweep's settings).
 
     Paths, numpy/torch scalars and arrays are converted; NaN and ±inf (an undefined Pearson r, say)
     become ``null`` because JSON has no such numbers and a file other tools cannot parse helps nobody.
     """
-    text = json.dumps(finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    text = json.dumps(finite(obj), indent=2, sort_keys=sort_keys, default=_json_default, allow_nan=False)
     return write_text(path, text + "\n")
 
 

@@ -20,7 +20,9 @@ class RunLayout:
     (``learner classify``, a grid cell's classification stage) holds ``classifier/`` and ``metrics.json``; an
     **experiment grid** holds ``results.json`` and one folder per cell (``<dataset>/.../seed-<k>``) with an
     encoder stage and one classification stage per classifier variant (:meth:`encoder`,
-    :meth:`classification`). Every run directory holds ``config.yaml``, ``run.json`` and ``log.txt``.
+    :meth:`classification`); a **ceiling study** (``learner experiment ceiling``) holds
+    ``latent_manifest.csv``, an ``oracle/`` pretraining run, ``ceiling.md`` and ``metrics.json``. Every run
+    directory holds ``config.yaml``, ``run.json`` and ``log.txt``.
 
     Paths only: nothing is created or read (:class:`RunDir` writes).
     """
@@ -51,7 +53,8 @@ class RunLayout:
 
     @property
     def metrics(self) -> Path:
-        """``metrics.json``: a pretraining's best/last rows or a classification's test metrics."""
+        """``metrics.json``: a pretraining's best/last rows, a classification's test metrics or a ceiling
+        study's rows."""
         return self.root / "metrics.json"
 
     @property
@@ -99,6 +102,22 @@ class RunLayout:
         """``classifier/``: a classification run's fitted pair classifier."""
         return self.root / "classifier"
 
+    def table(self, kind: str, suffix: str) -> Path:
+        """An experiment's table, named for the paper: ``table3``, ``table4`` (the ablation), ``sweep`` or
+        ``ceiling``, with ``suffix`` ``.md`` (the report's rendering) or ``.csv`` (long-form numbers)."""
+        return self.root / f"{EXPERIMENT_TABLES[kind]}{suffix}"
+
+    @property
+    def oracle(self) -> RunLayout:
+        """``oracle/``: a ceiling study's oracle encoder, a pretraining run on :attr:`latent_manifest`."""
+        return RunLayout(self.root / "oracle")
+
+    @property
+    def latent_manifest(self) -> Path:
+        """``latent_manifest.csv``: a ceiling study's copy of its manifest whose ``score`` is each scan's
+        latent value (the oracle's training target)."""
+        return self.root / "latent_manifest.csv"
+
     def started(self) -> bool:
         """Whether the run holds something worth resuming: a ``last`` checkpoint of its own or of a grid
         cell's encoder, or a classification's metrics."""
@@ -119,6 +138,14 @@ class RunLayout:
         ``<cell>/classify-<combine>-<head>`` for the ``(combine, head)`` variant of an ablation grid."""
         return RunLayout(self.root / cell / classification_stage(variant))
 
+
+EXPERIMENT_TABLES: dict[str, str] = {
+    "table3": "table3",
+    "ablation": "table4",
+    "sweep": "sweep",
+    "ceiling": "ceiling",
+}
+"""An experiment's kind → the name of its table files (:meth:`RunLayout.table`)."""
 
 ENCODER_STAGE = "encoder"
 """The folder of a grid cell's pretraining stage."""

@@ -88,7 +88,7 @@ class RunDir:
         return atomic.write_json(self.layout.metrics, metrics)
 
 
-RUN_KINDS = ("pretraining", "classification", "experiment")
+RUN_KINDS = ("pretraining", "classification", "experiment", "ceiling")
 """What a run directory holds, recorded as ``run.json["kind"]`` when it is created."""
 
 

@@ -15,7 +15,7 @@ main process spends waiting for it, under the stage that waits.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,15 +33,6 @@ class Timing:
     def other(self) -> float:
         """Seconds outside every stage (never negative: rounding of the clock reads is clamped away)."""
         return max(0.0, self.total - sum(self.seconds.values()))
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``timing`` entry of ``results.json``."""
-        return {"total": self.total, "seconds": dict(self.seconds), "calls": dict(self.calls)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Timing:
-        """Read back :meth:`to_json`."""
-        return cls(float(data["total"]), dict(data["seconds"]), {k: int(v) for k, v in data["calls"].items()})
 
     def table(self) -> str:
         """A Markdown table: one row per stage in first-seen order, then ``other`` and ``total``, each with

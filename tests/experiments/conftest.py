@@ -9,7 +9,6 @@ session share (guarded by a file lock), and read by the others.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -22,7 +21,8 @@ import torch
 from learner import atomic
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
 from learner.experiments import stages, table3
-from learner.experiments.results import ExperimentResult, Results
+from learner.experiments.results import ExperimentResult, load_results
+from learner.report import write_report
 
 LOSSES = ["mse", "mse+wcl"]
 
@@ -46,9 +46,11 @@ def run_tiny_table3(
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return table3.run_table3(Experiment(tiny_experiment_config, grid), out)
+            result = table3.run_table3(Experiment(tiny_experiment_config, grid), out)
         finally:
             torch.set_num_threads(threads)
+        write_report(out)  # table3.md and REPORT.md, as `learner experiment table3` writes them
+        return result
 
     return run
 
@@ -63,8 +65,7 @@ def tiny_table3(
     out = shared_root / "tiny-table3"
     with shared_lock("tiny-table3"):
         if (out / "results.json").is_file():  # built by another worker of this session
-            results = json.loads((out / "results.json").read_text())
-            return ExperimentResult(out, Results.from_json(results), (out / "table3.md").read_text())
+            return ExperimentResult(out, load_results(out / "results.json"))
         return run_tiny_table3(out)
 
 

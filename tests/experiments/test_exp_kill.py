@@ -3,7 +3,6 @@ the finished cell is reused untouched, and every cell equals the one of an unint
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
-from learner.experiments.results import ExperimentResult, Results
+from learner.experiments.results import ExperimentResult, load_results
 from learner.training.faults import FAULT_VARIABLE
 
 pytestmark = pytest.mark.slow
@@ -52,7 +51,7 @@ def test_a_grid_killed_after_a_cell_resumes_reusing_it(
     code, _, err = cli([*argv, "--resume"])  # one thread, as the killed child and the tiny_table3 fixture
     assert code == 0, err
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # reused, never rewritten
-    resumed = Results.from_json(json.loads((out / "results.json").read_text())).cells
+    resumed = load_results(out / "results.json").cells
     expected = [c for c in tiny_table3.results.cells if c.key.dataset == "LUS"]
     assert [(c.key, c.seed) for c in resumed] == [(c.key, c.seed) for c in expected]
     for got, want in zip(resumed, expected, strict=True):

@@ -18,7 +18,7 @@ def test_report_states_the_source_and_carries_the_numbers(tiny_table3: Experimen
     text = report.read_text()
     assert report == out / "REPORT.md"
     assert "**Data source: PHANTOM.**" in text.split("##")[0]  # before the first section
-    assert tiny_table3.table.splitlines()[0] in text
+    assert (out / "table3.md").read_text().splitlines()[0] in text  # written with the report
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
         assert (out / image).is_file()
 

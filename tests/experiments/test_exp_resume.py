@@ -144,6 +144,7 @@ def test_ablation_pretrains_each_backbone_loss_seed_once(
         metrics = json.loads((folder / "metrics.json").read_text())
         assert (metrics["combine"], metrics["head"]) == (cell["combine"], cell["classifier"])
         assert cell["accuracy"] == metrics["test"]["accuracy"]
+    write_report(tmp_path / "t4")  # writes table4.md beside REPORT.md
     table4 = (tmp_path / "t4" / "table4.md").read_text()
     # 4 classifier variants, the regressor's own two answers, each variant adapted by EM and by BBSE
     assert table4.count("| tsm_resnet18 |") == 4 + 2 + 8

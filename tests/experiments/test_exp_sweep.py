@@ -21,8 +21,9 @@ from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, lo
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation.embed import EmbeddingTable
 from learner.experiments import stages
-from learner.experiments.results import Cell, Correlation, GridKey, MeanStd, Results, SweepCell
+from learner.experiments.results import Cell, Correlation, GridKey, SweepCell, load_results
 from learner.experiments.sweep import run_sweep, sweep_rows
+from learner.report import write_report
 
 SETTINGS = {"narrow": {"classifier.hidden": 16}, "long": {"optim.epochs": 2, "classifier.hidden": 32}}
 _IDS = {"first_scan_id": str, "second_scan_id": str}
@@ -47,7 +48,7 @@ def test_sweep_numbers_match_independent_recomputation(
     out = result.out_dir
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["kind"] == "sweep"
-    assert Results.from_json(on_disk).to_json() == on_disk  # typed end to end
+    assert load_results(out / "results.json").to_json() == on_disk  # typed end to end
     rows = {r["setting"]: r for r in on_disk["sweep"]["rows"]}
     assert list(rows) == ["narrow", "long"]
     truth = pd.read_csv(Path(lus.manifest).parent / "ground_truth.csv", dtype={"scan_id": str})
@@ -82,6 +83,7 @@ def test_sweep_numbers_match_independent_recomputation(
     assert list(csv["setting"]) == ["narrow", "long"]
     assert csv.loc[1, "overrides"] == "optim.epochs=2, classifier.hidden=32"
     assert csv.loc[0, "rho_latent_mean"] == pytest.approx(rows["narrow"]["rho"]["latent"]["mean"])
+    write_report(out)  # writes sweep.md beside REPORT.md
     table = (out / "sweep.md").read_text()
     assert r"| Setting | Loss | ρ vs \|Δ latent\| | ρ vs \|Δ score\| |" in table.splitlines()[2]
     # the regressor's own answer beside the classifier, from every seed's cell
@@ -149,12 +151,24 @@ def test_rows_average_seeds_and_show_the_lowest_seeds_interval() -> None:
 
     def cell(seed: int, f1: float, mae: float, seconds: float | None) -> Cell:
         regression = {"val_mae": mae, "baseline_mae": 2.0}
-        return Cell(key, seed, "x", 1, 0.5, f1, 0.5, {}, 10, regression, {}, "f", seconds)
+        return Cell(
+            key=key, seed=seed, dir="x", clips_per_scan=1, accuracy=0.5, macro_f1=f1, weighted_f1=0.5, ci={},
+            n_test_pairs=10, regression=regression, pair_counts={}, encoder_fingerprint="f",
+            pretrain_seconds=seconds,
+        )  # fmt: skip
 
     cells = [cell(1, 0.4, 1.0, 10.0), cell(0, 0.6, 1.5, 20.0)]
     extras = [
-        SweepCell(key, 1, {"latent": Correlation(0.2, 0.0, 0.4, 10)}),
-        SweepCell(key, 0, {"latent": Correlation(0.4, 0.1, 0.7, 10)}),
+        SweepCell(
+            key=key,
+            seed=1,
+            correlations={"latent": Correlation(rho=0.2, ci_low=0.0, ci_high=0.4, n_pairs=10)},
+        ),
+        SweepCell(
+            key=key,
+            seed=0,
+            correlations={"latent": Correlation(rho=0.4, ci_low=0.1, ci_high=0.7, n_pairs=10)},
+        ),
     ]
     (row,) = sweep_rows(cells, extras)
     assert (row.n_seeds, row.ci_seed, row.rho_ci["latent"]) == (2, 0, (0.1, 0.7))
@@ -163,7 +177,11 @@ def test_rows_average_seeds_and_show_the_lowest_seeds_interval() -> None:
     assert row.macro_f1.mean == pytest.approx(0.5)
     assert row.val_mae.mean == pytest.approx(1.25)
     assert row.mae_reduction == pytest.approx(1 - 1.25 / 2.0)
-    assert row.pretrain_seconds == MeanStd(15.0, pytest.approx(np.std([10.0, 20.0], ddof=1)))
+    assert row.pretrain_seconds is not None
+    assert (row.pretrain_seconds.mean, row.pretrain_seconds.std) == (
+        15.0,
+        pytest.approx(np.std([10.0, 20.0], ddof=1)),
+    )
     (unmeasured,) = sweep_rows([cell(0, 0.5, 1.0, None)], extras[1:])
     assert unmeasured.pretrain_seconds is None
 
@@ -226,10 +244,8 @@ def test_a_classifier_only_setting_reuses_the_encoder_instead_of_pretraining_aga
     # same embeddings and the same test pairs (data.pairs.per_scan shapes only the train/val pairs): same ρ
     assert rows["wide"].rho == rows["pairs"].rho == rows["base"].rho
     assert rows["lr-wide"].rho == rows["lr"].rho
-    assert (
-        Results.from_json(json.loads((tmp_path / "s" / "results.json").read_text())).sweep
-        == result.results.sweep
-    )
+    assert load_results(tmp_path / "s" / "results.json").sweep == result.results.sweep
+    write_report(tmp_path / "s")
     table = (tmp_path / "s" / "sweep.md").read_text()
     assert "| wide | MSE |" in table
     assert "`base`'s |" in table.split("| wide | MSE |")[1].splitlines()[0]

@@ -165,7 +165,7 @@ def classify_command(
     """
     from learner.evaluation.baselines import reference_rows
     from learner.experiments.classify import run_classification
-    from learner.experiments.tables import ANSWER_LABELS, interval, percent, reference_label
+    from learner.report.tables import ANSWER_LABELS, interval, percent, reference_label
 
     _check_runtime(which, device)
     flags = {"classifier.combine": combine, "classifier.head": head}

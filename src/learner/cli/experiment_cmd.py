@@ -1,5 +1,5 @@
-"""``learner experiment table3 | ablation | sweep`` (Tables 3 and 4, the settings sweep) and ``learner demo``
-(Table 3 on the phantom)."""
+"""``learner experiment table3 | ablation | sweep | ceiling`` (Tables 3 and 4, the settings sweep, the ceiling
+study) and ``learner demo`` (Table 3 on the phantom)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from learner.cli.options import ConfigOption, SetOption
+from learner.cli.options import ConfigOption, ScaleOption, SetOption, config_from_options
 from learner.config import DatasetSpec, Experiment, apply_overrides, load_experiment, split_override
 from learner.errors import ConfigError
 from learner.timing import CLOCK, Mark, stage
 
 experiment_app = typer.Typer(
-    help="The paper's experiments: Table 3 (loss × dataset × seed), Table 4 (the ablation grid), and a "
-    "sweep of named settings.",
+    help="The paper's experiments: Table 3 (loss × dataset × seed), Table 4 (the ablation grid), a "
+    "sweep of named settings, and the ceiling study of Fig. 1's ρ.",
     no_args_is_help=True,
 )
 
@@ -163,10 +163,11 @@ def _run_and_report(
         typer.echo(plan_experiment(dry_run, experiment, out if resume else None).render())
         return
     from learner.report import write_report
+    from learner.report.tables import render_experiment_table
 
     started = CLOCK.mark()
     result = runner(experiment, out, resume=resume, force=force)
-    typer.echo(result.table)
+    typer.echo(render_experiment_table(result.results))
     typer.echo(f"report: {_report_and_timing(result.out_dir, started, write_report)}")
 
 
@@ -267,6 +268,57 @@ _grid_command(
 )
 
 
+def ceiling_command(
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="Manifest CSV or Parquet with a latent column (the phantom cohorts write one).",
+            show_default=False,
+        ),
+    ],
+    out: OutOption,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+    scale: ScaleOption = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the split, oracle, random init and bootstrap (seed)."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="The oracle's pretraining epochs (optim.epochs).")
+    ] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="Frames per clip (data.frames).")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Frame height = width (data.size).")] = None,
+    force: ForceOption = False,
+) -> None:
+    """Ceiling study: how far Fig. 1's ρ against |Δ latent| can go on MANIFEST's test intra-patient pairs.
+
+    Rows: an oracle (the encoder pretrained with MSE on each scan's latent instead of its score), a frozen
+    random-init encoder, the raw pixels, and hand features (mean frame, depth profile, lower-half brightness,
+    column variance), each with Spearman ρ and its patient-bootstrap interval. Prints the table and writes
+    OUT/metrics.json, the report (OUT/REPORT.md, OUT/ceiling.md) and the oracle's run in OUT/oracle.
+    """
+    from learner.experiments.ceiling import run_ceiling
+    from learner.report import write_report
+    from learner.report.ceiling import render_ceiling
+
+    flags = {
+        "data.manifest": manifest,
+        "data.scale": scale,
+        "seed": seed,
+        "optim.epochs": epochs,
+        "data.frames": frames,
+        "data.size": size,
+    }
+    cfg = config_from_options(config, sets, **flags)
+    result = run_ceiling(cfg, out, force=force)
+    typer.echo(render_ceiling(result.results))
+    typer.echo(f"report: {write_report(result.out_dir)} ({result.results.seconds:.0f} s)")
+
+
+experiment_app.command("ceiling")(ceiling_command)
+
+
 def demo_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the cohorts and the experiment.")
@@ -289,10 +341,11 @@ def demo_command(
     from learner.experiments.demo import run_demo
     from learner.report import write_report
     from learner.report.sections import regression_summary
+    from learner.report.tables import render_experiment_table
 
     started = CLOCK.mark()
     result = run_demo(out, dataset=dataset, full=full, force=force)
-    typer.echo(result.experiment.table)
+    typer.echo(render_experiment_table(result.experiment.results))
     typer.echo(regression_summary(result.experiment.results.cells))
     typer.echo(f"report: {_report_and_timing(result.experiment.out_dir, started, write_report)}")
     typer.echo(f"wall time: {(CLOCK.since(started).total) / 60:.1f} min")

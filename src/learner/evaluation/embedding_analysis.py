@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,31 @@ def cosine_distances_for_pairs(
     return 1.0 - np.clip(cosine, -1.0, 1.0)
 
 
+def euclidean_distances_for_pairs(
+    pairs: pd.DataFrame, embeddings: np.ndarray, scan_ids: Sequence[str]
+) -> np.ndarray:
+    """Euclidean distance between the two scans of every pair (float64); for a scalar feature (D = 1) it is
+    |Δ feature|, where the cosine of two same-sign numbers is always 1 and says nothing.
+
+    Args:
+        pairs: pair table (P rows) with ``first_scan_id`` / ``second_scan_id``.
+        embeddings: (S, D) scan features in ``scan_ids`` order; scan_ids: the S scan IDs.
+
+    Returns:
+        (P,) distances ≥ 0.
+    """
+    first, second = (side.astype(np.float64) for side in pair_embeddings(pairs, embeddings, scan_ids))
+    distance: npt.NDArray[np.float64] = np.linalg.norm(first - second, axis=1)
+    return distance
+
+
+PAIR_DISTANCES: dict[str, Callable[[pd.DataFrame, np.ndarray, Sequence[str]], np.ndarray]] = {
+    "cosine": cosine_distances_for_pairs,
+    "euclidean": euclidean_distances_for_pairs,
+}
+"""Distance name → the (P,) distances of a pair table's scans; Fig. 1 uses ``cosine``."""
+
+
 def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation of two (P,) arrays; NaN when it is undefined (fewer than 2 or constant)."""
     if len(x) < 2:
@@ -66,10 +91,11 @@ def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
 class DistanceAnalysis:
     """The Fig. 1 data of one encoder and its summary statistics.
 
-    ``change`` (P,) is |Δ target| per pair, ``distance`` (P,) the cosine distance, ``patient_ids`` (P,)
-    the patient of each pair; ``rho`` is Spearman's ρ(change, distance) and ``ci_low``/``ci_high`` its
-    (1 − alpha) patient-bootstrap percentile interval from ``n_boot`` resamples; ``labels`` (P,) the true
-    change class of each pair (0 deteriorated, 1 stable, 2 improved) when the pair table has them.
+    ``change`` (P,) is |Δ target| per pair, ``distance`` (P,) the embedding distance (Fig. 1: cosine),
+    ``patient_ids`` (P,) the patient of each pair; ``rho`` is Spearman's ρ(change, distance) and
+    ``ci_low``/``ci_high`` its (1 − alpha) patient-bootstrap percentile interval from ``n_boot`` resamples;
+    ``labels`` (P,) the true change class of each pair (0 deteriorated, 1 stable, 2 improved) when the pair
+    table has them.
     """
 
     target: str
@@ -124,8 +150,10 @@ def distance_vs_change(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    distance: str = "cosine",
 ) -> DistanceAnalysis:
-    """Cosine distance against |Δ target| for every pair, with Spearman ρ and a patient-bootstrap CI.
+    """Cosine (or another :data:`PAIR_DISTANCES`) distance against |Δ target| for every pair, with Spearman
+    ρ and a patient-bootstrap CI.
 
     Args:
         pairs: pair table (P rows): ``first_scan_id``, ``second_scan_id``, ``first_patient_id`` and, for a
@@ -137,19 +165,24 @@ def distance_vs_change(
         target_name: label stored in the result (default: the column name, or ``"ground_truth"``).
         n_boot: patient-bootstrap resamples for the CI (0: no CI). seed: the bootstrap's seed.
         alpha: the CI is (1 − alpha).
+        distance: a key of :data:`PAIR_DISTANCES` (Fig. 1: ``cosine``; ``euclidean`` for hand features,
+            some of which are scalars).
 
     Raises:
         LearnerError: a missing pair-table column or a scan with no value in the ``target`` mapping.
+        ValueError: an unknown ``distance``.
     """
+    if distance not in PAIR_DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; expected one of {', '.join(PAIR_DISTANCES)}")
     if "first_patient_id" not in pairs.columns:
         raise LearnerError("the pair table has no 'first_patient_id' column")
-    distance = cosine_distances_for_pairs(pairs, embeddings, scan_ids)
+    distances = PAIR_DISTANCES[distance](pairs, embeddings, scan_ids)
     first, second = _target_values(pairs, target)
     change = np.abs(second - first)
     patient_ids = pairs["first_patient_id"].astype(str).to_numpy()
     low, high = (
         percentile_interval(
-            patient_bootstrap_samples(change, distance, patient_ids, spearman_rho, n_boot, seed), alpha
+            patient_bootstrap_samples(change, distances, patient_ids, spearman_rho, n_boot, seed), alpha
         )
         if n_boot > 0
         else (float("nan"), float("nan"))
@@ -158,9 +191,9 @@ def distance_vs_change(
     return DistanceAnalysis(
         target=name,
         change=change,
-        distance=distance,
+        distance=distances,
         patient_ids=patient_ids,
-        rho=spearman_rho(change, distance),
+        rho=spearman_rho(change, distances),
         ci_low=low,
         ci_high=high,
         n_boot=n_boot,

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,6 +240,29 @@ def paired_difference_ci(values_a: np.ndarray, values_b: np.ndarray, alpha: floa
     std = float(diff.std(ddof=1))
     half = float(stats.t.ppf(1 - alpha / 2, df=n - 1)) * std / np.sqrt(n)
     return PairedDifference(mean=mean, low=mean - half, high=mean + half, std=std, n=n)
+
+
+MIN_TEST_PATIENTS = 5
+"""Below this many test patients a patient-bootstrap interval rests on too few draws to mean much."""
+
+
+def small_sample_warnings(n_patients: int, test_counts: Mapping[str, int]) -> list[str]:
+    """Warnings for a test set too small to support its intervals: fewer than :data:`MIN_TEST_PATIENTS`
+    patients, or a class with no test pair (its F1 and recall are then undefined and left out of
+    macro-F1)."""
+    warnings = []
+    if n_patients < MIN_TEST_PATIENTS:
+        warnings.append(
+            f"the test set has {n_patients} patient(s), fewer than {MIN_TEST_PATIENTS}: its intervals rest "
+            "on too few patients to mean much"
+        )
+    missing = [name for name, n in test_counts.items() if n == 0]
+    if missing:
+        warnings.append(
+            f"no test pair is {', '.join(missing)}: macro-F1 averages only the classes that occur, and "
+            "nothing is learned about how the model handles the missing class(es)"
+        )
+    return warnings
 
 
 def _check_paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

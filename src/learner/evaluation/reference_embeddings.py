@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ RAW_PIXEL_SIDE = 32
 REFERENCE_EMBEDDINGS: tuple[str, ...] = ("random_init", "raw_pixels")
 """Fig. 1's reference rows (:func:`reference_embeddings`), in the order the report lists them."""
 
+ClipFeatures = Callable[[torch.Tensor], torch.Tensor]
+"""Clips (M, T, C, H, W) → features (M, D), with no learning (e.g. :func:`raw_pixel_features`)."""
+
 
 @stage("embedding")
 def reference_embeddings(
@@ -44,6 +47,7 @@ def reference_embeddings(
     clips_per_scan: int = 1,
     which: str = "best",
     device: str = "cpu",
+    features: Mapping[str, ClipFeatures] | None = None,
 ) -> dict[str, np.ndarray]:
     """What Fig. 1's ρ is worth without pretraining: the scans embedded by two references, with the same
     clips as the run's encoder (Section 3's Fig. 1 has no such rows; they say how much of a ρ the data
@@ -58,10 +62,18 @@ def reference_embeddings(
         run_dir: a pretraining run directory (its config decides the clips and the architecture).
         manifest: the scans' manifest; scan_ids: the scans to embed (e.g. those of the test pairs).
         seed: the random initialisation's seed. clips_per_scan: K clips averaged per scan.
+        features: more pixel features, name → :data:`ClipFeatures`, computed from the same clips in the
+            same read of each scan (the ceiling study's hand features); averaged over the K clips too.
 
     Returns:
-        reference name (:data:`REFERENCE_EMBEDDINGS`) → (S, D) float32 embeddings in ``scan_ids`` order.
+        reference name (:data:`REFERENCE_EMBEDDINGS`, then the names of ``features``) → (S, D) float32
+        embeddings in ``scan_ids`` order.
     """
+    pixel_features: dict[str, ClipFeatures] = {"raw_pixels": raw_pixel_features}
+    clashes = sorted(set(features or {}) & set(REFERENCE_EMBEDDINGS))
+    if clashes:
+        raise ValueError(f"feature name {clashes[0]!r} is taken by a reference embedding")
+    pixel_features.update(features or {})
     meta = read_meta(RunLayout(run_dir).checkpoint(which))
     config = meta.config
     records = {record.scan_id: record for record in manifest.records}
@@ -76,18 +88,17 @@ def reference_embeddings(
             model_cfg, meta.encoder.in_channels, img_size=config.data.size, frames=config.data.frames
         )
     encoder = encoder.to(device).eval()
-    pixels: list[np.ndarray] = []
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in pixel_features}
 
-    def forward(clips: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:  # one read of each scan serves both
-        pixels.append(_mean_over_clips(clips, raw_pixel_features)[0])
+    def forward(clips: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:  # one read of each scan serves all
+        for name, feature in pixel_features.items():
+            collected[name].append(_mean_over_clips(clips, feature)[0])
         return _mean_over_clips(clips, lambda x: encoder(x.to(device)).float().cpu())
 
     with torch.no_grad():
         random_init = embed_dataset(forward, scans, clips_per_scan, skip_bad=False)[2]
-    return {
-        "random_init": random_init.astype(np.float32),
-        "raw_pixels": np.concatenate(pixels).astype(np.float32),
-    }
+    pixels = {name: np.concatenate(parts).astype(np.float32) for name, parts in collected.items()}
+    return {"random_init": random_init.astype(np.float32), **pixels}
 
 
 def _mean_over_clips(

@@ -10,7 +10,7 @@ Layout of ``OUT``::
 
     <dataset>/<backbone>/<loss>/seed-<k>/encoder/                      a pretraining run
     <dataset>/<backbone>/<loss>/seed-<k>/classify-<combine>-<head>/    one classification run per variant
-    table4.md table4.csv results.json
+    table4.csv results.json                                            (the report adds table4.md)
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ from learner.config import Config, Experiment, ExperimentConfig
 from learner.experiments import grid as engine
 from learner.experiments import stages
 from learner.experiments.launch import check_launcher, launch_cells
-from learner.experiments.results import METRICS, Cell, ExperimentResult, GridKey, Results, SummaryRow
-from learner.experiments.tables import render_ablation
-from learner.layout import RunLayout, classification_stage
+from learner.experiments.results import METRICS, AblationResults, Cell, ExperimentResult, GridKey, SummaryRow
+from learner.layout import classification_stage
 from learner.timing import CLOCK, Mark
-from learner.training.faults import fault_point
 
 
 def run_ablation(
@@ -76,7 +74,9 @@ def ablation_cells(config: Config, grid: ExperimentConfig) -> list[engine.Planne
             variants = []
             for combine, head in itertools.product(grid.combines, grid.classifiers):
                 cfg = stages.cell_config(config, dataset, **keys, **classifier_keys(combine, head))
-                key = GridKey(dataset.name, loss, backbone=backbone, combine=combine, classifier=head)
+                key = GridKey(
+                    dataset=dataset.name, loss=loss, backbone=backbone, combine=combine, classifier=head
+                )
                 variants.append((classification_stage((combine, head)), key, cfg))
             where = Path(dataset.name) / backbone / loss / f"seed-{seed}"
             encoder = stages.cell_config(config, dataset, **keys)
@@ -90,31 +90,14 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
     cells: list[Cell] = []
     for index, planned in enumerate(plan.cells, 1):
         engine.announce(index, len(plan.cells), planned.where)
-        encoder_dir = RunLayout(run_dir).encoder(planned.where).root
-        encoder = stages.ensure_encoder(planned.encoder, encoder_dir, str(planned.where))
-        manifest = plan.manifests[planned.dataset]
-        for name, key, cfg in planned.classifiers:
-            classified = stages.ensure_classification(
-                encoder_dir,
-                manifest,
-                cfg,
-                run_dir / planned.where / name,
-                plan.device,
+        encoder = (planned.where, planned.encoder)  # one pretraining serves every classifier variant
+        cells += [
+            stages.run_cell(
+                run_dir, planned.where, key, cfg, plan.manifests[planned.dataset], plan.device, encoder
             )
-            cells.append(
-                stages.cell_result(
-                    key,
-                    cfg.seed,
-                    planned.where,
-                    cfg.classifier.clips_per_scan,
-                    encoder,
-                    classified,
-                    encoder_dir,
-                )
-            )
-        fault_point("cell")
-    results = Results(
-        kind="ablation",
+            for _, key, cfg in planned.classifiers
+        ]
+    results = AblationResults(
         datasets=[engine.describe_dataset(d, plan.manifests[d.name]) for d in grid.datasets],
         losses=list(grid.losses),
         seeds=list(grid.seeds),
@@ -124,9 +107,7 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
         combines=list(grid.combines),
         classifiers=list(grid.classifiers),
     )
-    return engine.write_outputs(
-        run_dir, "table4", results, render_ablation(results), _long_form(results), started
-    )
+    return engine.write_outputs(run_dir, results, _long_form(results), started)
 
 
 def classifier_keys(combine: str, head: str) -> dict[str, str]:
@@ -146,11 +127,11 @@ def _paper_order(rows: list[SummaryRow], grid: ExperimentConfig) -> list[Summary
     return sorted(rows, key=lambda r: tuple(orders[k].index(getattr(r.key, k)) for k in orders))
 
 
-def _long_form(results: Results) -> pd.DataFrame:
+def _long_form(results: AblationResults) -> pd.DataFrame:
     """``table4.csv``: one row per grid row with every metric's mean and std over seeds."""
     return pd.DataFrame(
         [
-            row.key.to_json()
+            row.key.axes()
             | {"n_seeds": row.n_seeds}
             | {
                 f"{name}_{stat}": getattr(row.stats[name], stat)

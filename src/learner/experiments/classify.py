@@ -49,6 +49,7 @@ from learner.evaluation.metrics import (
     macro_f1,
     patient_bootstrap_samples,
     percentile_interval,
+    small_sample_warnings,
 )
 from learner.evaluation.pair_classifier import (
     NUM_CLASSES,
@@ -57,7 +58,6 @@ from learner.evaluation.pair_classifier import (
     pair_features,
 )
 from learner.evaluation.score_change import calibrate_margin, score_change_labels
-from learner.experiments.prose import small_sample_warnings
 from learner.layout import RunLayout
 from learner.runs import RunDir, check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
 from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta

@@ -151,4 +151,5 @@ def run_demo(
     result = run_table3(Experiment(experiment.config, grid), experiment_dir, resume=resume, force=force)
     timing = CLOCK.since(started)
     record_timing(experiment_dir, timing)  # the cohorts' time too
-    return DemoResult(replace(result, results=replace(result.results, timing=timing)), timing)
+    timed = replace(result, results=result.results.model_copy(update={"timing": timing}))
+    return DemoResult(timed, timing)

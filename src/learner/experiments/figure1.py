@@ -23,8 +23,8 @@ from learner.evaluation.embed import embed_scans
 from learner.evaluation.embedding_analysis import DistanceAnalysis, distance_vs_change, plot_distance_panels
 from learner.evaluation.reference_embeddings import reference_embeddings
 from learner.experiments.results import Cell, Figure
-from learner.experiments.tables import loss_label
 from learner.layout import RunLayout
+from learner.losses.registry import loss_label
 
 FIGURE_TARGETS: dict[str, str] = {
     "score": "|Δ score|",

@@ -13,18 +13,17 @@ a new directory that fails before any cell saved a checkpoint is deleted again.
 seed or dataset to the grid and resuming computes only the new cells.
 
 **Summary.** Cells sharing a grid key get mean ± sample std over seeds of accuracy, macro-F1 and
-weighted-F1 (:func:`summarise`); the experiment writes its table (Markdown), its long-form CSV and
-``results.json`` (:mod:`learner.experiments.results`) with :func:`write_outputs`.
+weighted-F1 (:func:`summarise`); the experiment writes its long-form CSV and ``results.json``
+(:mod:`learner.experiments.results`) with :func:`write_outputs`; :mod:`learner.report` renders its table.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +43,7 @@ from learner.experiments.results import (
     MeanStd,
     Results,
     SummaryRow,
+    load_results,
 )
 from learner.experiments.stages import CellJob, cell_config, completed
 from learner.layout import RunLayout
@@ -84,7 +84,7 @@ def summarise(cells: Sequence[Cell]) -> list[SummaryRow]:
             for answer in members[0].answers
             if all(answer in m.answers for m in members)
         }
-        rows.append(SummaryRow(key=key, n_seeds=len(members), stats=stats, answers=answers))
+        rows.append(SummaryRow(key=key, n_seeds=len(members), **stats, answers=answers))
     return rows
 
 
@@ -236,22 +236,22 @@ def describe_dataset(dataset: DatasetSpec, manifest: Manifest) -> DatasetSummary
 
 
 def write_outputs(
-    run_dir: Path, name: str, results: Results, table: str, long_form: pd.DataFrame, started: Mark
+    run_dir: Path, results: Results, long_form: pd.DataFrame, started: Mark
 ) -> ExperimentResult:
-    """Write ``<name>.md`` (the paper's table), ``<name>.csv`` (long-form numbers) and ``results.json``, whose
-    ``timing`` is the per-stage wall time since ``started`` (the experiment's start on :data:`CLOCK`)."""
-    with stage("outputs"):
-        atomic.write_text(run_dir / f"{name}.md", table)
-        with atomic.atomic_path(run_dir / f"{name}.csv") as tmp:
-            long_form.to_csv(tmp, index=False)
-    results = replace(results, timing=CLOCK.since(started))
-    atomic.write_json(RunLayout(run_dir).results, results.to_json())
-    return ExperimentResult(run_dir, results, table)
+    """Write the long-form numbers (``table3.csv``, ``table4.csv`` or ``sweep.csv``: :meth:`RunLayout.table`)
+    and ``results.json``, whose ``timing`` is the per-stage wall time since ``started`` (the experiment's
+    start on :data:`CLOCK`)."""
+    run = RunLayout(run_dir)
+    with stage("outputs"), atomic.atomic_path(run.table(results.kind, ".csv")) as tmp:
+        long_form.to_csv(tmp, index=False)
+    results = results.model_copy(update={"timing": CLOCK.since(started)})
+    atomic.write_json(run.results, results.to_json(), sort_keys=False)  # keeps the grid's orders
+    return ExperimentResult(run_dir, results)
 
 
 def record_timing(run_dir: Path, timing: Timing) -> None:
     """Replace the ``timing`` of ``run_dir/results.json``: a caller that did more than the experiment (the
     demo's cohorts, the CLI's report) records the whole run's stages."""
     path = RunLayout(run_dir).results
-    results = Results.from_json(json.loads(path.read_text(encoding="utf-8")))
-    atomic.write_json(path, replace(results, timing=timing).to_json())
+    timed = load_results(path).model_copy(update={"timing": timing})
+    atomic.write_json(path, timed.to_json(), sort_keys=False)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from learner import atomic
 from learner.config import Config, DatasetSpec, apply_overrides
@@ -27,7 +29,7 @@ from learner.data.manifest import Manifest
 from learner.errors import RunDirError
 from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.classify import run_classification
-from learner.experiments.results import METRICS, Cell, GridKey, PairAnswer, json_number
+from learner.experiments.results import METRICS, Cell, GridKey, Record
 from learner.layout import RunLayout
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint
@@ -37,27 +39,27 @@ from learner.training.names import check_names
 from learner.training.pretrain import pretrain
 
 
-@dataclass(frozen=True)
-class EncoderStage:
+class EncoderStage(Record):
     """``complete.json`` of a pretraining stage: the config digest, the fingerprint of ``checkpoints/best``,
     pretraining's ``metrics.json`` (best/last val MAE, RMSE, r and the predict-the-mean baseline), and the
     measured wall time of the :func:`pretrain` call that finished it (``seconds``; ``resumed``: that call
-    continued an interrupted run, so the time before the interruption is not in it). Records written before
-    the time was measured read back with ``seconds`` None."""
+    continued an interrupted run, so the time before the interruption is not in it)."""
 
     config_digest: str
     fingerprint: str
     metrics: dict[str, Any]
-    seconds: float | None = None
-    resumed: bool = False
+    seconds: float | None
+    resumed: bool
 
 
-@dataclass(frozen=True)
-class ClassifierStage:
+class ClassifierStage(Record):
     """``complete.json`` of a classification stage: the config digest and the stage's ``metrics.json``."""
 
     config_digest: str
     metrics: dict[str, Any]
+
+
+StageRecord = TypeVar("StageRecord", EncoderStage, ClassifierStage)
 
 
 def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
@@ -106,12 +108,27 @@ def completed(directory: Path, config: Config) -> dict[str, Any] | None:
     return record
 
 
+def _stage_record(kind: type[StageRecord], directory: Path, record: dict[str, Any]) -> StageRecord:
+    """A finished stage's ``complete.json`` as its typed record.
+
+    Raises:
+        RunDirError: the record is not one this version writes (one line naming the file).
+    """
+    try:
+        return kind.model_validate(record)
+    except ValidationError as error:
+        raise RunDirError(
+            f"{RunLayout(directory).complete}: not a stage record of this version ({error.error_count()} "
+            "problem(s)); use a new output folder or --force to redo it"
+        ) from None
+
+
 def ensure_encoder(config: Config, directory: Path, label: str | None = None) -> EncoderStage:
     """Pretrain into ``directory`` unless complete; continue an interrupted run from its last checkpoint.
     The pretraining is timed as the stage ``pretrain <label>`` (default: the directory)."""
     record = completed(directory, config)
     if record is not None:
-        return EncoderStage(**record)
+        return _stage_record(EncoderStage, directory, record)
     stage_dir = RunLayout(directory)
     resume = stage_dir.config.is_file()
     occupied = directory.is_dir() and any(directory.iterdir())
@@ -125,7 +142,7 @@ def ensure_encoder(config: Config, directory: Path, label: str | None = None) ->
         seconds=time.perf_counter() - start,
         resumed=resume,
     )
-    atomic.write_json(stage_dir.complete, asdict(finished))
+    atomic.write_json(stage_dir.complete, finished.to_json())
     return finished
 
 
@@ -142,11 +159,11 @@ def ensure_classification(
     cell that now shares another cell's encoder; classifying takes seconds)."""
     record = completed(directory, config)
     if record is not None and encoder_fingerprint in (None, record["metrics"].get("encoder_fingerprint")):
-        return ClassifierStage(**record)
+        return _stage_record(ClassifierStage, directory, record)
     with stage("classification"):
         result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
     finished = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
-    atomic.write_json(RunLayout(directory).complete, asdict(finished))
+    atomic.write_json(RunLayout(directory).complete, finished.to_json())
     return finished
 
 
@@ -169,17 +186,14 @@ def cell_result(
         dir=str(where),
         clips_per_scan=clips_per_scan,
         **{name: test[name] for name in METRICS},
-        ci={name: (json_number(low), json_number(high)) for name, (low, high) in test["ci"].items()},
+        ci=test["ci"],
         n_test_pairs=test["n"],
         regression=regression_quality(encoder_dir, seed=seed),
         pair_counts=classified.metrics["pair_counts"],
         encoder_fingerprint=encoder.fingerprint,
         pretrain_seconds=encoder.seconds,
         pretrain_resumed=encoder.resumed,
-        answers={
-            name: PairAnswer.from_json(answer)
-            for name, answer in classified.metrics.get("answers", {}).items()
-        },
+        answers=classified.metrics.get("answers", {}),
     )
 
 
@@ -190,28 +204,32 @@ def run_cell(
     config: Config,
     manifest: Manifest,
     device: str,
-    shares: tuple[Path, Config] | None = None,
+    encoder: tuple[Path, Config] | None = None,
 ) -> Cell:
-    """One cell of a grid (Table 3, the sweep): pretrain into ``run_dir/where/encoder`` and classify into
-    ``run_dir/where/classifier``, each unless complete.
+    """One cell of a grid (Tables 3 and 4, the sweep): pretrain into ``run_dir/where/encoder`` and classify
+    into the cell's classification stage (``run_dir/where/classifier``, or ``classify-<combine>-<head>`` for
+    an ablation variant: :attr:`GridKey.variant`), each unless complete.
 
-    ``shares`` = (``other``, its config): the cell's config differs from that earlier cell's only in keys
-    the classify stage reads (:meth:`Config.pretraining_settings`), so it reuses
-    ``run_dir/other/encoder`` (completing it under ``other``'s config if needed) instead of pretraining
-    the same encoder again; the cell records that folder as its ``encoder_dir``."""
-    encoder_where, encoder_config = shares or (where, config)
+    ``encoder`` = (``cell``, its config): the encoder stage to pretrain under that config (unless complete)
+    and classify on, when it is not this cell's own config: an ablation's classifier variants share their
+    cell's encoder, and a sweep cell whose config differs from an earlier cell's only in keys the classify
+    stage reads (:meth:`Config.pretraining_settings`) reuses ``run_dir/cell/encoder`` instead of pretraining
+    the same encoder again. A cell on another cell's encoder records that folder as its ``encoder_dir``."""
+    encoder_where, encoder_config = encoder or (where, config)
     grid = RunLayout(run_dir)
     encoder_dir = grid.encoder(encoder_where).root
-    encoder = ensure_encoder(encoder_config, encoder_dir, str(encoder_where))
+    pretrained = ensure_encoder(encoder_config, encoder_dir, str(encoder_where))
+    stage_dir = grid.classification(where, key.variant).root
     classified = ensure_classification(
-        encoder_dir, manifest, config, grid.classification(where).root, device, encoder.fingerprint
+        encoder_dir, manifest, config, stage_dir, device, pretrained.fingerprint
     )
     cell = cell_result(
-        key, config.seed, where, config.classifier.clips_per_scan, encoder, classified, encoder_dir
+        key, config.seed, where, config.classifier.clips_per_scan, pretrained, classified, encoder_dir
     )
     fault_point("cell")
-    shared = RunLayout(encoder_where).encoder().root
-    return cell if shares is None else replace(cell, encoder_dir=str(shared))
+    if encoder_where == where:
+        return cell
+    return cell.model_copy(update={"encoder_dir": str(RunLayout(encoder_where).encoder().root)})
 
 
 @dataclass(frozen=True)

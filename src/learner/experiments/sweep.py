@@ -26,7 +26,7 @@ Layout of ``OUT``::
     <dataset>/<setting>/<loss>/seed-<k>/encoder/           a pretraining run   (complete.json written last;
                                                            absent when the cell reuses another's encoder)
     <dataset>/<setting>/<loss>/seed-<k>/classifier/        a classification run (complete.json written last)
-    sweep.md sweep.csv results.json                      the table, long-form numbers, everything
+    sweep.csv results.json                               long-form numbers, everything (+ sweep.md: report)
 """
 
 from __future__ import annotations
@@ -56,12 +56,11 @@ from learner.experiments.results import (
     ExperimentResult,
     GridKey,
     MeanStd,
-    Results,
     Sweep,
     SweepCell,
+    SweepResults,
     SweepRow,
 )
-from learner.experiments.tables import render_sweep
 from learner.layout import classification_stage
 from learner.timing import CLOCK, Mark, stage
 
@@ -132,8 +131,7 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
             owner = None if shares is None else shares.classifiers[0][1].setting
             extras.append(SweepCell(key=key, seed=cell.seed, correlations=correlations, encoders_of=owner))
     sweep = Sweep(settings=grid.settings, cells=extras, rows=sweep_rows(cells, extras))
-    results = Results(
-        kind="sweep",
+    results = SweepResults(
         datasets=sources,
         losses=list(grid.losses),
         seeds=list(grid.seeds),
@@ -141,7 +139,7 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
         summary=engine.summarise(cells),
         sweep=sweep,
     )
-    return engine.write_outputs(run_dir, "sweep", results, render_sweep(results), long_form(results), started)
+    return engine.write_outputs(run_dir, results, long_form(results), started)
 
 
 def sweep_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCell]:
@@ -230,13 +228,12 @@ def sweep_rows(cells: Sequence[Cell], extras: Sequence[SweepCell]) -> list[Sweep
     return rows
 
 
-def long_form(results: Results) -> pd.DataFrame:
+def long_form(results: SweepResults) -> pd.DataFrame:
     """``sweep.csv``: one row per (dataset, setting, loss) with the setting's overrides and every number."""
-    assert results.sweep is not None
     rows = []
     for row in results.sweep.rows:
         overrides = results.sweep.settings[row.key.setting or ""]
-        flat: dict[str, Any] = row.key.to_json() | {
+        flat: dict[str, Any] = row.key.axes() | {
             "overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()),
             "n_seeds": row.n_seeds,
             "ci_seed": row.ci_seed,
@@ -255,7 +252,9 @@ def long_form(results: Results) -> pd.DataFrame:
 
 
 def _correlation(analysis: DistanceAnalysis) -> Correlation:
-    return Correlation(analysis.rho, analysis.ci_low, analysis.ci_high, analysis.n_pairs)
+    return Correlation(
+        rho=analysis.rho, ci_low=analysis.ci_low, ci_high=analysis.ci_high, n_pairs=analysis.n_pairs
+    )
 
 
 def _number(value: Any) -> float:

@@ -12,7 +12,7 @@ Layout of ``OUT``::
     <dataset>/<loss>/seed-<k>/classifier/  a classification run (complete.json written last)
     fig1_<dataset>_score.png            Fig. 1: cosine distance vs |Δ score|, one panel per objective
     fig1_<dataset>_latent.png           … vs |Δ latent severity| (phantom cohorts only)
-    table3.md table3.csv results.json   the table in the paper's layout, long-form numbers, everything
+    table3.csv results.json             long-form numbers, everything (the report adds table3.md)
 
 **Comparison.** Each objective is compared with the baseline objective (``mse`` when in the grid) by the
 mean per-seed difference and its t-interval (:func:`learner.evaluation.metrics.paired_difference_ci`).
@@ -45,9 +45,8 @@ from learner.experiments.results import (
     ExperimentResult,
     Figure,
     GridKey,
-    Results,
+    Table3Results,
 )
-from learner.experiments.tables import render_table3
 from learner.layout import classification_stage
 from learner.timing import CLOCK, Mark, stage
 
@@ -115,8 +114,7 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
             figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap, scale)
         cells += rows
     baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
-    results = Results(
-        kind="table3",
+    results = Table3Results(
         datasets=sources,
         losses=list(grid.losses),
         seeds=list(grid.seeds),
@@ -126,9 +124,7 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
         comparisons=compare_with_baseline(cells, baseline),
         figures=figures,
     )
-    return engine.write_outputs(
-        run_dir, "table3", results, render_table3(results), long_form(results), started
-    )
+    return engine.write_outputs(run_dir, results, long_form(results), started)
 
 
 def compare_with_baseline(cells: Sequence[Cell], baseline: str) -> Comparisons:
@@ -149,13 +145,13 @@ def compare_with_baseline(cells: Sequence[Cell], baseline: str) -> Comparisons:
     return dict(out)
 
 
-def long_form(results: Results) -> pd.DataFrame:
+def long_form(results: Table3Results) -> pd.DataFrame:
     """``table3.csv``: one row per (dataset, loss) with every metric's mean/std and its difference from the
     baseline objective (mean, CI low, CI high)."""
     rows = []
     for row in results.summary:
         flat: dict[str, Any] = {"dataset": row.key.dataset, "loss": row.key.loss, "n_seeds": row.n_seeds}
-        versus = (results.comparisons or {}).get(row.key.dataset, {}).get(row.key.loss, {})
+        versus = results.comparisons.get(row.key.dataset, {}).get(row.key.loss, {})
         for name in METRICS:
             flat[f"{name}_mean"], flat[f"{name}_std"] = row.stats[name].mean, row.stats[name].std
             diff = versus.get(name)

@@ -167,6 +167,15 @@ SUMMABLE: tuple[str, ...] = (MSE, "cl", "wcl", "wcl_scaled")
 """The terms that ``loss.reduction=sum`` applies to: the paper's Eqs. 1–3, which it writes as sums."""
 
 
+LOSS_LABELS: dict[str, str] = {"mse": "MSE", "cl": "CL", "wcl": "wCL", "wcl_scaled": "wCL (scaled)"}
+"""A term's name → its spelling in the paper (tables, figures); other terms are shown as they are named."""
+
+
+def loss_label(name: str) -> str:
+    """``mse+wcl`` → ``MSE + wCL`` (the paper's spelling; unknown terms are shown as they are)."""
+    return " + ".join(LOSS_LABELS.get(part, part) for part in name.split("+"))
+
+
 def available_losses() -> list[str]:
     """Every term accepted in ``loss.name``: ``mse`` and the registered contrastive terms."""
     return sorted([MSE, *LOSSES])

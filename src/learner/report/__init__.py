@@ -10,17 +10,17 @@ plots. The kind of run is read from its results file and picks the sections:
 The sections they share (banner, regression quality, pair balance, settings, environment) are in
 :mod:`learner.report.sections`.
 
-Every sentence about the data is generated from it (:mod:`learner.experiments.prose`): the class mix, the
+Every sentence about the data is generated from it (:mod:`learner.report.prose`): the class mix, the
 always-majority and chance reference rows against the models, one verdict per comparison, and warnings
 for a test set with fewer than 5 patients or a missing class.
 
 Every report opens with the data source (PHANTOM or REAL) in a banner, then the tables (Section 3's Tables 3
-and 4, rendered by :mod:`learner.experiments.tables`), Fig. 1, the regression quality of every encoder
+and 4, rendered by :mod:`learner.report.tables`), Fig. 1, the regression quality of every encoder
 against the predict-the-train-mean baseline (computed from the stored metrics, with a verdict), the
 class balance of every pair set, the settings, the config and the environment (``run.json``).
 
 This package comes after :mod:`learner.experiments` in the import order: it reads what the experiments
-produce, and nothing but the CLI imports it.
+produce, and only the Python API and the CLI import it.
 """
 
 from learner.report.document import REPORT_FILE, write_report

@@ -11,10 +11,13 @@ from typing import Any
 
 from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import reference_rows
+from learner.evaluation.metrics import small_sample_warnings
 from learner.evaluation.regression_quality import regression_quality
-from learner.experiments.prose import chance_statement, class_mix, majority_statement, small_sample_warnings
 from learner.experiments.results import json_number
-from learner.experiments.tables import (
+from learner.layout import RunLayout
+from learner.report.prose import chance_statement, class_mix, majority_statement
+from learner.report.sections import Source, pair_balance_section, regression_section, warning_section
+from learner.report.tables import (
     ANSWER_LABELS,
     F1_NOTE,
     answers_note,
@@ -23,8 +26,6 @@ from learner.experiments.tables import (
     percent,
     reference_label,
 )
-from learner.layout import RunLayout
-from learner.report.sections import Source, pair_balance_section, regression_section, warning_section
 
 
 def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:

@@ -14,6 +14,7 @@ from typing import Any
 from learner import atomic
 from learner.errors import RunDirError
 from learner.layout import RunLayout
+from learner.report.ceiling import ceiling_report
 from learner.report.classification import classification_report
 from learner.report.experiment import experiment_report
 from learner.report.pretraining import pretraining_report
@@ -27,6 +28,7 @@ REPORTS: dict[str, Callable[[Path, dict[str, Any]], tuple[list[Source], list[str
     "sweep": experiment_report,
     "classification": classification_report,
     "pretraining": pretraining_report,
+    "ceiling": ceiling_report,
 }
 """Run kind (the ``kind`` of its results file) → the data sources and sections of its report."""
 

@@ -1,5 +1,5 @@
 """The report of a Table 3, Table 4 (ablation) or sweep experiment, from its ``results.json`` (read back into
-:class:`learner.experiments.results.Results`): the table and how to read it against the always-majority and
+:data:`learner.experiments.results.Results`): the table and how to read it against the always-majority and
 chance rows, each objective against the baseline loss, Fig. 1, every encoder's regression quality, the class
 balance of every pair set, every cell, and small-sample warnings.
 """
@@ -7,36 +7,24 @@ balance of every pair set, every cell, and small-sample warnings.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from learner.evaluation.baselines import ReferenceRow, majority_row
-from learner.evaluation.metrics import PairedDifference
+from learner.evaluation.metrics import PairedDifference, small_sample_warnings
 from learner.evaluation.reference_embeddings import RAW_PIXEL_SIDE
 from learner.experiments.figure1 import FIGURE_TARGETS, REFERENCE_LABELS
-from learner.experiments.prose import (
+from learner.experiments.results import Cell, Results, Scalar, Table3Results, json_number, load_results
+from learner.layout import RunLayout
+from learner.losses.registry import loss_label
+from learner.report.prose import (
     chance_statement,
     class_mix,
     comparison_verdict,
     majority_statement,
-    small_sample_warnings,
     zero_rho_statement,
 )
-from learner.experiments.results import Cell, Results, Scalar, json_number
-from learner.experiments.tables import (
-    interval,
-    interval_plain,
-    loss_label,
-    markdown_table,
-    percent,
-    plain,
-    render_ablation,
-    render_sweep,
-    render_table3,
-    test_counts_by_seed,
-)
-from learner.layout import RunLayout
 from learner.report.sections import (
     ENCODER_KEYS,
     Source,
@@ -47,24 +35,36 @@ from learner.report.sections import (
     unique_encoders,
     warning_section,
 )
+from learner.report.tables import (
+    interval,
+    interval_plain,
+    markdown_table,
+    percent,
+    plain,
+    test_counts_by_seed,
+    write_experiment_table,
+)
 
 # what identifies a cell
 CELL_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "combine", "loss", "classifier", "seed")
 
 
 def experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source], list[str]]:
-    """Data sources and sections of a Table 3, ablation or sweep experiment (its ``results.json``)."""
-    results = Results.from_json(data)
+    """Data sources and sections of a Table 3, ablation or sweep experiment (its ``results.json``, read
+    back into its typed results); writes the experiment's table (``table3.md``, ``table4.md`` or
+    ``sweep.md``) beside it."""
+    results = load_results(RunLayout(run_dir).results)
     sources = [Source(d.name, d.manifest, d.data_source, d.phantom) for d in results.datasets]
-    title, render = EXPERIMENT_TABLES[results.kind]
-    sections = [f"## {title}\n\n" + render(results) + "\n" + _reading_the_table(results)]
+    table = write_experiment_table(run_dir, results)
+    sections = [f"## {EXPERIMENT_TITLES[results.kind]}\n\n" + table + "\n" + _reading_the_table(results)]
     warnings = _cell_warnings(run_dir, results.cells) + _interval_warnings(results)
     if warnings:
         sections.insert(0, warning_section(warnings))
-    if results.comparisons:
-        sections.append(_comparison_section(results))
-    if results.figures:
-        sections.append(_figure_section(results))
+    if isinstance(results, Table3Results):
+        if results.comparisons:
+            sections.append(_comparison_section(results))
+        if results.figures:
+            sections.append(_figure_section(results))
     encoders = unique_encoders(results.cells)
     encoder_keys = key_names(results.cells, ENCODER_KEYS)
     balance_keys = key_names(results.cells, ("dataset", "setting", "seed"))
@@ -80,8 +80,8 @@ def experiment_report(run_dir: Path, data: dict[str, Any]) -> tuple[list[Source]
     return sources, sections
 
 
-def _comparison_section(results: Results) -> str:
-    baseline = loss_label(results.baseline_loss or "")
+def _comparison_section(results: Table3Results) -> str:
+    baseline = loss_label(results.baseline_loss)
     rows = [
         [
             dataset,
@@ -92,7 +92,7 @@ def _comparison_section(results: Results) -> str:
         ]
         for dataset in (d.name for d in results.datasets)
         for loss in results.losses
-        if (diff := (results.comparisons or {}).get(dataset, {}).get(loss))
+        if (diff := results.comparisons.get(dataset, {}).get(loss))
     ]
     header = [
         "Dataset",
@@ -109,7 +109,7 @@ def _comparison_section(results: Results) -> str:
         f"- {dataset}: {comparison_verdict(loss_label(loss), baseline, label, diff[metric])}"
         for dataset in (d.name for d in results.datasets)
         for loss in results.losses
-        if (diff := (results.comparisons or {}).get(dataset, {}).get(loss))
+        if (diff := results.comparisons.get(dataset, {}).get(loss))
         for metric, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"))
     ]
     return (
@@ -123,7 +123,7 @@ def _comparison_section(results: Results) -> str:
 
 def _reading_the_table(results: Results) -> str:
     """Per dataset: the test pairs' class mix and whether always answering the majority class beats the
-    models on accuracy (generated from the numbers, see :mod:`learner.experiments.prose`)."""
+    models on accuracy (generated from the numbers, see :mod:`learner.report.prose`)."""
     lines = []
     for dataset in (d.name for d in results.datasets):
         counts = test_counts_by_seed(results.cells, dataset)
@@ -132,7 +132,7 @@ def _reading_the_table(results: Results) -> str:
         seed = min(counts)
         majority = _mean_majority(list(counts.values()))
         models = {
-            _row_label(row.key.to_json()): (row.stats["accuracy"].mean, row.stats["macro_f1"].mean)
+            _row_label(row.key.axes()): (row.stats["accuracy"].mean, row.stats["macro_f1"].mean)
             for row in results.summary
             if row.key.dataset == dataset
         }
@@ -182,7 +182,7 @@ def _interval_warnings(results: Results) -> list[str]:
         chance = chance_statement(
             dataset, [(c.ci["accuracy"], c.ci["macro_f1"], c.pair_counts["test"]) for c in cells]
         )
-        figures = (results.figures or {}).get(dataset, {})
+        figures = results.figures.get(dataset, {}) if isinstance(results, Table3Results) else {}
         rho = [
             zero_rho_statement(
                 f"{dataset} ({FIGURE_TARGETS[target]})",
@@ -202,7 +202,7 @@ def _difference(diff: PairedDifference) -> str:
     return f"{percent(diff.mean)} {interval(diff.low, diff.high)}"
 
 
-def _figure_section(results: Results) -> str:
+def _figure_section(results: Table3Results) -> str:
     parts = [
         "## Fig. 1: embedding distance against change\n\nEach point is a test intra-patient pair: the cosine "
         "distance between the two scans' embeddings against the absolute change. The paper expects the "
@@ -213,7 +213,7 @@ def _figure_section(results: Results) -> str:
         "something where it clears them.\n"
     ]
     for dataset in (d.name for d in results.datasets):
-        figures = (results.figures or {}).get(dataset, {})
+        figures = results.figures.get(dataset, {})
         for target, title in FIGURE_TARGETS.items():
             figure = figures.get(target)
             if figure is None:
@@ -258,9 +258,5 @@ def _cell_section(cells: Sequence[Cell]) -> str:
     return f"{note}\n\n" + markdown_table(header, rows)
 
 
-EXPERIMENT_TABLES: dict[str, tuple[str, Callable[[Results], str]]] = {
-    "table3": ("Table 3", render_table3),
-    "ablation": ("Table 4 (ablation)", render_ablation),
-    "sweep": ("Sweep", render_sweep),
-}
-"""Experiment kind → the title and renderer of its table in the report."""
+EXPERIMENT_TITLES: dict[str, str] = {"table3": "Table 3", "ablation": "Table 4 (ablation)", "sweep": "Sweep"}
+"""Experiment kind → the title of its table in the report."""

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from learner.evaluation.regression_quality import regression_quality
-from learner.experiments.tables import markdown_table, plain
 from learner.layout import RunLayout
 from learner.report.sections import Source, regression_section
+from learner.report.tables import markdown_table, plain
 from learner.runs import load_run_config
 
 

@@ -2,7 +2,7 @@
 
 Nothing here is a fixed claim about the data: every sentence is chosen by a comparison of measured values
 (a class mix, an interval against 0, a reference row against the models), so it cannot be false for the
-run it describes. Used by :mod:`learner.experiments.tables`, :mod:`learner.report` and the CLI.
+run it describes. Used by :mod:`learner.report.tables`, :mod:`learner.report` and the CLI.
 
 Example::
 
@@ -18,32 +18,10 @@ from collections.abc import Mapping, Sequence
 from learner.evaluation.baselines import ReferenceRow, chance_row
 from learner.evaluation.metrics import PairedDifference
 
-MIN_TEST_PATIENTS = 5
-"""Below this many test patients a patient-bootstrap interval rests on too few draws to mean much."""
-
 
 def points(value: float) -> str:
     """A difference of fractions in signed percentage points, with a real minus sign (``−4.70``)."""
     return f"{100 * value:+.2f}".replace("-", "−")
-
-
-def small_sample_warnings(n_patients: int, test_counts: Mapping[str, int]) -> list[str]:
-    """Warnings for a test set too small to support its intervals: fewer than :data:`MIN_TEST_PATIENTS`
-    patients, or a class with no test pair (its F1 and recall are then undefined and left out of
-    macro-F1)."""
-    warnings = []
-    if n_patients < MIN_TEST_PATIENTS:
-        warnings.append(
-            f"the test set has {n_patients} patient(s), fewer than {MIN_TEST_PATIENTS}: its intervals rest "
-            "on too few patients to mean much"
-        )
-    missing = [name for name, n in test_counts.items() if n == 0]
-    if missing:
-        warnings.append(
-            f"no test pair is {', '.join(missing)}: macro-F1 averages only the classes that occur, and "
-            "nothing is learned about how the model handles the missing class(es)"
-        )
-    return warnings
 
 
 def class_mix(counts: Mapping[str, int]) -> str:

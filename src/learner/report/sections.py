@@ -13,8 +13,8 @@ from typing import Any
 from learner.data.scales import CLASS_NAMES
 from learner.data.splits import TABLE_1_PATIENTS
 from learner.experiments.results import Cell, Scalar
-from learner.experiments.tables import interval_plain, markdown_table, plain
 from learner.layout import RunLayout
+from learner.report.tables import interval_plain, markdown_table, plain
 
 # what identifies a pretraining
 ENCODER_KEYS: tuple[str, ...] = ("dataset", "setting", "backbone", "loss", "seed")

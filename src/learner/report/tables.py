@@ -1,17 +1,29 @@
-"""The paper's tables in Markdown: Table 3 (loss × dataset) and Table 4 (the ablation), Section 3.
+"""The paper's tables in Markdown (Section 3): Table 3 (loss × dataset), Table 4 (the ablation), the sweep.
 
-The experiments write these themselves (``table3.md``, ``table4.md``) and ``learner report`` embeds them;
-the number formatters here are shared with the report and the CLI. The F1 shown is **macro-F1**
-(see :data:`F1_NOTE`).
+:func:`write_experiment_table` renders an experiment's typed results into ``table3.md``, ``table4.md`` or
+``sweep.md`` when its report is written, and the CLI prints the same text; the number formatters here are
+shared with the rest of the report and the CLI. The F1 shown is **macro-F1** (see :data:`F1_NOTE`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
+from learner import atomic
 from learner.evaluation.baselines import REFERENCES, reference_rows
-from learner.experiments.results import Cell, MeanStd, Results, SummaryRow
+from learner.experiments.results import (
+    AblationResults,
+    Cell,
+    MeanStd,
+    Results,
+    SummaryRow,
+    SweepResults,
+    Table3Results,
+)
+from learner.layout import RunLayout
+from learner.losses.registry import loss_label
 
 F1_NOTE = (
     "F1 is **macro-F1**, the unweighted mean of the per-class F1 of deteriorated, stable and improved (the "
@@ -20,13 +32,6 @@ F1_NOTE = (
     "model: always answering the test set's majority class, and answering uniformly at random (expected "
     "values). Weighted-F1 is in the CSV/JSON files."
 )
-
-LOSS_LABELS: dict[str, str] = {"mse": "MSE", "cl": "CL", "wcl": "wCL", "wcl_scaled": "wCL (scaled)"}
-
-
-def loss_label(name: str) -> str:
-    """``mse+wcl`` → ``MSE + wCL`` (the paper's spelling; unknown terms are shown as they are)."""
-    return " + ".join(LOSS_LABELS.get(part, part) for part in name.split("+"))
 
 
 def percent(value: float | None) -> str:
@@ -103,7 +108,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines) + "\n"
 
 
-def render_table3(results: Results) -> str:
+def render_table3(results: Table3Results) -> str:
     """Table 3's layout: one row per loss, Accuracy and F1 (macro) per dataset, mean ± std over seeds (%)."""
     datasets = [d.name for d in results.datasets]
     summary = {(row.key.dataset, row.key.loss): row for row in results.summary}
@@ -181,7 +186,7 @@ def _answer_cells(rows: Sequence[SummaryRow | None], answer: str) -> list[str]:
     return cells
 
 
-def render_ablation(results: Results) -> str:
+def render_ablation(results: AblationResults) -> str:
     """Table 4's layout: Backbone | Combine | Loss | Classifier | Accuracy | F1 (macro), mean ± std (%)."""
     parts, answered = [], []
     for dataset in results.datasets:
@@ -229,12 +234,11 @@ SWEEP_TARGETS: dict[str, str] = {"latent": r"ρ vs \|Δ latent\|", "score": r"ρ
 """Fig. 1 target → its sweep column, latent first (the ground truth, when the cohort is a phantom)."""
 
 
-def render_sweep(results: Results) -> str:
+def render_sweep(results: SweepResults) -> str:
     """The sweep's table, one block per dataset: setting × loss with Fig. 1's ρ (mean over seeds, the lowest
     seed's 95% patient-bootstrap CI), intra-patient macro-F1 (%), val MAE against the predict-the-mean
     baseline, and the measured pretraining wall time; then the settings and what each column means."""
     sweep = results.sweep
-    assert sweep is not None
     parts = []
     for dataset in results.datasets:
         rows = [r for r in sweep.rows if r.key.dataset == dataset.name]
@@ -293,3 +297,20 @@ def render_sweep(results: Results) -> str:
         "that setting's encoders).\n\nSettings:\n\n" + settings + "\n"
     )
     return "\n".join(parts) + "\n" + caption
+
+
+def render_experiment_table(results: Results) -> str:
+    """The table of an experiment of any kind, in the paper's layout (Table 3, Table 4 or the sweep's)."""
+    if isinstance(results, Table3Results):
+        return render_table3(results)
+    if isinstance(results, AblationResults):
+        return render_ablation(results)
+    return render_sweep(results)
+
+
+def write_experiment_table(run_dir: str | os.PathLike[str], results: Results) -> str:
+    """Write the experiment's table (``table3.md``, ``table4.md`` or ``sweep.md``: :meth:`RunLayout.table`)
+    into ``run_dir`` and return its text."""
+    table = render_experiment_table(results)
+    atomic.write_text(RunLayout(run_dir).table(results.kind, ".md"), table)
+    return table
