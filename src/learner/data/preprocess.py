@@ -33,7 +33,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from learner.data.readers import NiftiAxis, Scan, luminance, read_scan
+from learner.config import NiftiAxis
+from learner.data.readers import Scan, luminance, read_scan
 from learner.formats import FORMATS
 
 _RESIZE_CHUNK = 16  # frames resized at once: bounds float32 memory for long, large clips

@@ -38,15 +38,15 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from learner.config import NiftiAxis
 from learner.errors import ConfigError, ScanReadError
 
 log = logging.getLogger(__name__)
 
-NiftiAxis = Literal["axial", "coronal", "sagittal"]
 BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB → luma weights
 
 

@@ -71,6 +71,32 @@ SWIN_PRESETS: dict[str, SwinPreset] = {
 }
 
 
+def build_vit(
+    preset: ViTPreset, in_channels: int, grid: int | tuple[int, int, int], patch: int | tuple[int, int, int]
+) -> nn.Module:
+    """A MONAI ViT of ``preset`` without a classification head, on frames (``grid`` = H = W, 2-D) or on
+    volumes (``grid`` = (D, H, W), 3-D), cut into patches of ``patch``."""
+    from monai.networks.nets.vit import ViT
+
+    vit = ViT(
+        in_channels=in_channels,
+        img_size=grid,
+        patch_size=patch,
+        hidden_size=preset.hidden_size,
+        mlp_dim=4 * preset.hidden_size,
+        num_layers=preset.num_layers,
+        num_heads=preset.num_heads,
+        classification=False,
+        spatial_dims=2 if isinstance(grid, int) else 3,
+        qkv_bias=True,
+    )
+    for block in vit.blocks:
+        # MONAI builds this norm even without cross-attention; unused, it would get no gradient and
+        # break DDP's every-parameter-is-used check.
+        block.norm_cross_attn = nn.Identity()
+    return vit
+
+
 class ViTEncoder(FrameEncoder):
     """MONAI ViT per frame, mean of the final (layer-normed) patch tokens: clips (N, T, C, H, W) → (N, D).
 
@@ -84,8 +110,6 @@ class ViTEncoder(FrameEncoder):
     """
 
     def __init__(self, *, in_channels: int, size: str = "paper", img_size: int = 112) -> None:
-        from monai.networks.nets.vit import ViT
-
         super().__init__()
         preset = VIT_PRESETS[size]
         if img_size % preset.patch_size:
@@ -96,22 +120,7 @@ class ViTEncoder(FrameEncoder):
         self.in_channels = in_channels
         self.embed_dim = preset.hidden_size
         self.img_size = img_size
-        self.vit = ViT(
-            in_channels=in_channels,
-            img_size=img_size,
-            patch_size=preset.patch_size,
-            hidden_size=preset.hidden_size,
-            mlp_dim=4 * preset.hidden_size,
-            num_layers=preset.num_layers,
-            num_heads=preset.num_heads,
-            classification=False,
-            spatial_dims=2,
-            qkv_bias=True,
-        )
-        for block in self.vit.blocks:
-            # MONAI builds this norm even without cross-attention; unused, it would get no gradient and
-            # break DDP's every-parameter-is-used check.
-            block.norm_cross_attn = nn.Identity()
+        self.vit = build_vit(preset, in_channels, img_size, preset.patch_size)
 
     def embed_frames(self, frames: Tensor, num_frames: int) -> Tensor:
         """Frames (N·T, C, H, W) → (N·T, D); frames are independent, ``num_frames`` is unused."""

@@ -15,10 +15,10 @@ imported in the constructors, so importing the encoder registry stays cheap.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from learner.models.encoder import VolumeEncoder
-from learner.models.monai_backbones import VIT_PRESETS
+from learner.models.monai_backbones import VIT_PRESETS, build_vit
 from learner.models.tsm_resnet import WIDTHS
 
 DEPTH_PATCH = 2
@@ -72,8 +72,6 @@ class ViTVolumeEncoder(VolumeEncoder):
     def __init__(
         self, *, in_channels: int, size: str = "paper", img_size: int = 112, num_frames: int = 8
     ) -> None:
-        from monai.networks.nets.vit import ViT
-
         super().__init__()
         preset = VIT_PRESETS[size]
         if img_size % preset.patch_size or num_frames % DEPTH_PATCH:
@@ -84,21 +82,9 @@ class ViTVolumeEncoder(VolumeEncoder):
         self.in_channels = in_channels
         self.embed_dim = preset.hidden_size
         self.grid = (num_frames, img_size, img_size)
-        self.vit = ViT(
-            in_channels=in_channels,
-            img_size=self.grid,
-            patch_size=(DEPTH_PATCH, preset.patch_size, preset.patch_size),
-            hidden_size=preset.hidden_size,
-            mlp_dim=4 * preset.hidden_size,
-            num_layers=preset.num_layers,
-            num_heads=preset.num_heads,
-            classification=False,
-            spatial_dims=3,
-            qkv_bias=True,
+        self.vit = build_vit(
+            preset, in_channels, self.grid, (DEPTH_PATCH, preset.patch_size, preset.patch_size)
         )
-        for block in self.vit.blocks:
-            # unused without cross-attention: it would get no gradient and break DDP (as for the 2-D ViT)
-            block.norm_cross_attn = nn.Identity()
 
     def embed_volumes(self, volumes: Tensor) -> Tensor:
         """Volumes (N, C, D, H, W) → (N, hidden_size).
