@@ -478,6 +478,16 @@ class ExperimentConfig(_Section):
         description="the sweep's named settings: name → dotted config overrides, e.g. "
         "{small: {data.size: 32, data.frames: 4}} (`learner experiment sweep`)",
     )
+    init: str | None = Field(
+        default=None,
+        description="a self-supervised objective (vicreg): one stage per dataset and seed (and encoder "
+        "settings) on the train and val scans, no scores, whose encoder starts every cell (model.init)",
+    )
+    init_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dotted overrides of that stage only, e.g. {optim.epochs: 10} (not its split, seed, "
+        "manifest, model or loss.name: the cells' own)",
+    )
 
 
 class _ExperimentFile(Config):

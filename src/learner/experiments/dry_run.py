@@ -266,10 +266,20 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
     ``resume_dir`` (``--resume``) the cells complete there are marked done and cost nothing."""
     axes, enumerate_cells = GRID_CELLS[kind]
     grid = engine.check_grid(experiment.grid, axes)
-    cells = _grid_cells(enumerate_cells(experiment.config, grid), grid, resume_dir)
+    # the stages' paths (model.init) matter only to match a resumed run's stages
+    planned, inits = engine.init_stages(enumerate_cells(experiment.config, grid), grid, resume_dir or Path())
+    cells = _grid_cells(planned, grid, resume_dir)
     manifests = {d.name: engine.dataset_manifest(experiment.config, d) for d in grid.datasets}
     data: dict[tuple[str, int, str, str], DataPlan] = {}
     plans, pretrained = [], set()
+    for init in inits:  # the self-supervised stages run first, one pretraining each
+        stage = RunLayout(init.where).encoder().root
+        label = f"{init.where.as_posix()} ({init.config.loss.name}, no scores)"
+        if _complete(resume_dir, stage, init.config):
+            plans.append(CellPlan(label, None, None, done=True))
+            continue
+        plan = data_plan(init.dataset, manifests[init.dataset], init.config)
+        plans.append(CellPlan(label, pretrain_seconds(init.config, plan), None))
     for label, encoder, dataset, cfg, done in cells:
         split_key = (
             dataset.name,

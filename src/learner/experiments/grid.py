@@ -23,13 +23,22 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from learner import atomic
-from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig
+from learner.config import (
+    ClassifierConfig,
+    Config,
+    DatasetSpec,
+    Experiment,
+    ExperimentConfig,
+    LossConfig,
+    PairConfig,
+    apply_overrides,
+)
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.provenance import data_source, phantom_record
 from learner.data.scales import scale_from_config
@@ -45,9 +54,9 @@ from learner.experiments.results import (
     SummaryRow,
     load_results,
 )
-from learner.experiments.stages import CellJob, cell_config, completed
+from learner.experiments.stages import CellJob, cell_config, completed, ensure_encoder, pretraining_digest
 from learner.layout import RunLayout
-from learner.losses.registry import parse_loss_name
+from learner.losses.registry import build_view_objective, parse_loss_name
 from learner.runs import check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
 from learner.timing import CLOCK, Mark, Timing, stage
 from learner.training.device import resolve_device
@@ -126,9 +135,20 @@ class PlannedCell:
 
 
 @dataclass(frozen=True)
+class InitStage:
+    """A self-supervised stage of a grid (``experiment.init``): a pretraining on the train and val scans of
+    ``dataset``, without scores, in ``<where>/encoder``, whose encoder starts every cell planned with it."""
+
+    dataset: str
+    where: Path
+    config: Config
+
+
+@dataclass(frozen=True)
 class GridPlan:
     """An experiment checked before any work (:func:`plan_grid`): settings, grid, every cell's config,
-    the datasets' manifests, and the run directory's state."""
+    the self-supervised stages that start them (none without ``experiment.init``), the datasets'
+    manifests, and the run directory's state."""
 
     config: Config
     grid: ExperimentConfig
@@ -138,6 +158,62 @@ class GridPlan:
     manifests: dict[str, Manifest]
     cells: tuple[PlannedCell, ...]
     device: str
+    inits: tuple[InitStage, ...] = ()
+
+
+INIT_FIXED: tuple[str, ...] = ("seed", "data.manifest", "data.scale", "data.split", "model", "loss.name")
+"""Keys ``experiment.init_settings`` may not set: the stage shares them with the cells it starts (the split
+above all: it must never see a test patient of theirs)."""
+
+
+def init_stages(
+    cells: Sequence[PlannedCell], grid: ExperimentConfig, root: Path
+) -> tuple[tuple[PlannedCell, ...], tuple[InitStage, ...]]:
+    """The self-supervised stage of every cell (``experiment.init``) and the cells started from it.
+
+    A cell's stage is its encoder's config with the loss replaced by ``experiment.init`` (its other loss
+    keys, the classifier and the pairs back at their defaults: a stage serves every objective and
+    classifier) and ``experiment.init_settings`` applied; cells whose stages agree share one, in
+    ``<dataset>/init-<name>/seed-<k>-<digest>``. Each cell's configs then get ``model.init`` = that stage's
+    encoder run, whose split :func:`learner.training.plan.check_init_split` checks again when it starts.
+
+    Raises:
+        ConfigError: ``experiment.init`` is not a self-supervised objective, or ``init_settings`` sets a
+            key the stage shares with the cells (:data:`INIT_FIXED`) or an invalid one.
+    """
+    name = grid.init
+    if name is None:
+        return tuple(cells), ()
+    if build_view_objective(LossConfig(name=name)) is None:
+        raise ConfigError(f"experiment.init: {name!r} is not a self-supervised objective (vicreg)")
+    for key in grid.init_settings:
+        if any(key == fixed or key.startswith(f"{fixed}.") for fixed in INIT_FIXED):
+            raise ConfigError(f"experiment.init_settings: {key} is the cells' own (the stage shares it)")
+    stages_by_digest: dict[str, InitStage] = {}
+    started: dict[int, PlannedCell] = {}  # id of a planned cell → the same cell started from its stage
+    for cell in cells:
+        base = cell.encoder.model_copy(
+            update={
+                "loss": LossConfig(name=name),
+                "classifier": ClassifierConfig(),
+                "data": cell.encoder.data.model_copy(update={"pairs": PairConfig()}),
+            }
+        )
+        try:
+            config = apply_overrides(base, grid.init_settings)
+        except ConfigError as exc:
+            raise ConfigError(f"experiment.init_settings: {exc}") from None
+        digest = pretraining_digest(config)
+        where = Path(cell.dataset) / f"init-{name}" / f"seed-{config.seed}-{digest[:8]}"
+        stage = stages_by_digest.setdefault(digest, InitStage(cell.dataset, where, config))
+        init = {"model.init": str(RunLayout(root).encoder(stage.where).root)}
+        started[id(cell)] = replace(
+            cell,
+            encoder=apply_overrides(cell.encoder, init),
+            classifiers=tuple((n, key, apply_overrides(cfg, init)) for n, key, cfg in cell.classifiers),
+            shares=None if cell.shares is None else started[id(cell.shares)],
+        )
+    return tuple(started[id(cell)] for cell in cells), tuple(stages_by_digest.values())
 
 
 def plan_grid(
@@ -157,30 +233,32 @@ def plan_grid(
         ConfigError, ManifestError, RunDirError: one line naming the key, file, row or stage folder.
     """
     config, grid = experiment.config, check_grid(experiment.grid, axes)
-    planned = tuple(cells(config, grid))
+    root = Path(out_dir)
+    unstarted = tuple(cells(config, grid))
+    planned, inits = init_stages(unstarted, grid, root)
     manifests = {d.name: dataset_manifest(config, d) for d in grid.datasets}
     models: set[str] = set()
-    for cell in planned:  # split, batch size, objective and model of every cell, before the first one runs
-        model = (
-            cell.encoder.model.model_dump_json() + f"{cell.encoder.data.channels}/{cell.encoder.data.size}"
-        )
-        check_pretraining(cell.encoder, manifests[cell.dataset], build_model=model not in models)
+    pretrainings = [(c.dataset, c.encoder) for c in unstarted] + [(s.dataset, s.config) for s in inits]
+    for dataset, settings in pretrainings:  # split, batch, objective and model of every pretraining first
+        model = settings.model.model_dump_json() + f"{settings.data.channels}/{settings.data.size}"
+        check_pretraining(settings, manifests[dataset], build_model=model not in models)
         models.add(model)
     device = collect_device(config)  # where the frozen encoders embed
-    root = Path(out_dir)
     check_run_dir(root, resume=resume, force=force, kind="experiment")
     if force:
         check_inputs_outside(
             root, [path for m in manifests.values() for path in (m.source, *(r.path for r in m.records))]
         )
     if resume:  # a refused resume must fail here, before config.yaml is rewritten with settings never used
+        encoders = [(s.where, s.config) for s in inits] + [(c.where, c.encoder) for c in planned]
+        for where, settings in encoders:
+            stage = RunLayout(root).encoder(where)
+            if completed(stage.root, settings) is None and stage.config.is_file():
+                check_resumable(settings, stage.root)
         for cell in planned:
-            encoder = RunLayout(root).encoder(cell.where)
-            if completed(encoder.root, cell.encoder) is None and encoder.config.is_file():
-                check_resumable(cell.encoder, encoder.root)
             for name, _, cfg in cell.classifiers:
                 completed(root / cell.where / name, cfg)
-    return GridPlan(config, grid, root, resume, force, manifests, planned, device)
+    return GridPlan(config, grid, root, resume, force, manifests, planned, device, inits)
 
 
 def cell_jobs(plan: GridPlan, run_dir: Path) -> list[CellJob]:
@@ -199,6 +277,8 @@ def execute(plan: GridPlan, body: Callable[[Path], ExperimentResult]) -> Experim
     ``body`` fails before any cell saved a checkpoint."""
     run_dir = open_experiment(plan.config, plan.grid, plan.out_dir, resume=plan.resume, force=plan.force)
     with removed_unless_started(run_dir, new=not plan.resume):
+        for init in plan.inits:  # here, before any cell is launched: every cell of a seed waits for it
+            ensure_encoder(init.config, RunLayout(run_dir).encoder(init.where).root, str(init.where))
         return body(run_dir)
 
 
