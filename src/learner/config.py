@@ -203,6 +203,12 @@ class PairConfig(_Section):
         default="consecutive", description="test pairs: consecutive visits of a patient, or all visit pairs"
     )
     match_site: bool = Field(default=True, description="intra-patient pairs join scans of the same site")
+    within_patient: bool = Field(
+        default=False,
+        description="train and val also get the intra-patient pairs of their own patients with 2+ visits "
+        "(the test pairs' rule: intra, match_site), beside the inter-patient ones; beyond the paper, which "
+        "trains on pairs of different patients only",
+    )
 
 
 class DataConfig(_Section):

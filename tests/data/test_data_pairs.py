@@ -21,6 +21,7 @@ from learner.data.pairs import (
     intra_patient_pairs,
     pair_class_counts,
     pair_count,
+    split_pairs,
     write_pair_table,
 )
 from learner.data.scales import ScoreScale, get_scale
@@ -370,3 +371,28 @@ def test_class_edges_are_the_bins_or_threshold_bands() -> None:
     assert get_scale("mmse", threshold=4).class_edges() == (4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0)
     bands = ScoreScale("custom", low=1.0, high=2.0, threshold=0.5)
     assert bands.class_edges() == (1.5,)  # (−inf, 1.5] and (1.5, inf): within a band |Δ| < 0.5
+
+
+def test_within_patient_pairs_join_the_train_and_val_pairs_only_when_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    train = _records(
+        [("A", "a1", "1", 300.0, "z1"), ("A", "a2", "2", 150.0, "z1"), ("A", "a3", "2", 160.0, "z2"),
+         ("B", "b1", "1", 400.0, "z1"), ("C", "c1", "1", 200.0, "z1")]
+    )  # fmt: skip
+    val = _records([("D", "d1", "1", 300.0, None), ("E", "e1", "1", 100.0, None)])
+    by_split = {"train": train, "val": val, "test": []}
+    paper, _ = split_pairs(by_split, SF, PairConfig(per_scan=1.0), seed=0)
+    assert not (paper["train"]["first_patient_id"] == paper["train"]["second_patient_id"]).any()
+
+    with caplog.at_level(logging.WARNING, logger="learner.data.pairs"):
+        within, _ = split_pairs(by_split, SF, PairConfig(per_scan=1.0, within_patient=True), seed=0)
+    assert within["train"].iloc[: len(paper["train"])].equals(paper["train"])  # the same inter-patient draw
+    added = within["train"].iloc[len(paper["train"]) :]
+    # A's one site seen on two visits (z1): 300 → 150 falls a bin; z2 was scanned once, so no pair
+    assert list(zip(added["first_scan_id"], added["second_scan_id"], added["label"], strict=True)) == [
+        ("a1", "a2", DET)
+    ]
+    assert list(within["train"].columns) == list(PAIR_COLUMNS)
+    assert within["val"].equals(paper["val"])  # no val patient has two visits: warned, nothing added
+    assert "no val patient has scans from two visits" in caplog.text

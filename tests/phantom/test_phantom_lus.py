@@ -78,6 +78,19 @@ def test_split_counts_and_only_test_patients_have_several_days(cohort: Path) -> 
     assert frame.groupby("patient_id")["split"].nunique().max() == 1
 
 
+def test_a_longitudinal_cohort_gives_every_patient_several_days() -> None:
+    paper = draw_lus_latents((20, 6, 6), seed=3)
+    longitudinal = draw_lus_latents((20, 6, 6), seed=3, longitudinal=True)
+    days = longitudinal.groupby("patient_id").agg(split=("split", "first"), days=("visit", "nunique"))
+    assert days["days"].between(2, 3).all()
+    assert set(days["split"]) == {"train", "val", "test"}
+    # the same patients in the same splits, with Table 1's clip rates: only their days differ
+    for frame in (paper, longitudinal):
+        assert frame.groupby("split")["patient_id"].nunique().to_dict() == {"train": 20, "val": 6, "test": 6}
+    assert len(longitudinal) == len(paper)
+    assert draw_lus_latents((20, 6, 6), seed=3, longitudinal=True).equals(longitudinal)  # seeded
+
+
 def test_one_score_per_patient_visit(cohort: Path) -> None:
     frame = pd.read_csv(cohort)
     assert frame.groupby(["patient_id", "visit"])["score"].nunique().max() == 1

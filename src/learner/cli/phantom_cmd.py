@@ -63,10 +63,18 @@ def lus(
     frames: Annotated[int, typer.Option("--frames", min=1, help="Frames per clip.")] = 16,
     size: Annotated[int, typer.Option("--size", min=16, help="Frame height = width in pixels (even).")] = 64,
     workers: WorkersOption = 2,
+    longitudinal: Annotated[
+        bool,
+        typer.Option(
+            "--longitudinal",
+            help="Train and val patients get 2-3 days too (the paper's: test patients only).",
+        ),
+    ] = False,
 ) -> None:
     """Write phantom lung-ultrasound clips (mp4), manifest.csv (sf scale) and ground_truth.csv to OUT_DIR.
 
-    Only test patients have two or more days. An existing complete cohort with the same flags is reused.
+    Only test patients have two or more days, unless --longitudinal. An existing complete cohort with the
+    same flags is reused.
     """
     from learner.data.phantom.lus import generate_lus_cohort
 
@@ -78,6 +86,7 @@ def lus(
         frames=frames,
         size=size,
         workers=workers,
+        longitudinal=longitudinal,
     )
     frame = pd.read_csv(manifest)
     table = Table("split", "patients", "visits", "clips", title=f"LUS phantom ({frames}×{size}×{size} mp4)")

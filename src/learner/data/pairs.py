@@ -5,7 +5,8 @@
   (first, second). The paper forms about 3 per scan (2103 from 701 train scans, 582 from 194 val scans).
 * **Intra-patient pairs** (test): ordered pairs of one patient's scans from different visits, earlier
   first — consecutive visits by default, or every ordered visit pair; with a ``site`` column, a pair
-  joins scans of the same site.
+  joins scans of the same site. With ``data.pairs.within_patient`` (beyond the paper) the train and val
+  patients' own intra-patient pairs join their inter-patient ones.
 
 Every pair table has the columns :data:`PAIR_COLUMNS` (+ ``site`` for intra-patient pairs) so each later
 number can be traced back to its scans.
@@ -245,8 +246,9 @@ def split_pairs(
     """The three pair sets of Section 2.1 for one split manifest — what ``learner data check`` counts and
     what the classifier trains and is tested on, from this one function so the two can never disagree.
 
-    Train and val get inter-patient pairs (``pair_count`` of them, seeds ``seed`` and ``seed + 1``);
-    test gets the intra-patient pairs.
+    Train and val get inter-patient pairs (``pair_count`` of them, seeds ``seed`` and ``seed + 1``), and
+    with ``pair_cfg.within_patient`` also the intra-patient pairs of their own patients (the test pairs'
+    rule; a warning when a split has no patient with two visits); test gets the intra-patient pairs.
 
     Returns:
         ``{"train", "val", "test"} → pair table`` and the test patients that yield no pair (warned about).
@@ -257,6 +259,16 @@ def split_pairs(
         count = pair_count(len(records), pair_cfg, split)
         mix = pair_cfg.class_mix or (BALANCED if pair_cfg.balanced else None)
         pairs[split] = inter_patient_pairs(records, scale, count, seed + offset, mix)
+        if pair_cfg.within_patient:
+            within, _ = intra_patient_pairs(records, scale, pair_cfg.intra, pair_cfg.match_site)
+            if within.empty:
+                logger.warning(
+                    "data.pairs.within_patient: no %s patient has scans from two visits; its pairs stay "
+                    "inter-patient only",
+                    split,
+                )
+            else:
+                pairs[split] = pd.concat([pairs[split], within[list(PAIR_COLUMNS)]], ignore_index=True)
     pairs["test"], no_pair = intra_patient_pairs(
         records_by_split.get("test", []), scale, pair_cfg.intra, pair_cfg.match_site
     )

@@ -119,10 +119,13 @@ def sf_from_severity(severity: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.round(np.clip(sf + rng.normal(0.0, SF_NOISE, size=sf.shape), 0.0, 500.0), 1)
 
 
-def draw_lus_latents(patients: tuple[int, ...] = TABLE_1_PATIENTS, seed: int = 0) -> pd.DataFrame:
+def draw_lus_latents(
+    patients: tuple[int, ...] = TABLE_1_PATIENTS, seed: int = 0, longitudinal: bool = False
+) -> pd.DataFrame:
     """The whole cohort without pixels: one row per clip, manifest columns plus ground truth.
 
-    Patient-visit severity starts at ``Beta(1.6, 1.6)``; test patients get 2 days (3 with p = 0.25),
+    Patient-visit severity starts at ``Beta(1.6, 1.6)``; test patients (with ``longitudinal`` every
+    patient, beyond the paper's cohort) get 2 days (3 with p = 0.25),
     1–3 days apart, each a step ``N(trend, 0.07)`` with a per-patient ``trend ~ N(0, 0.05)``. A zone's
     severity is the visit's plus a persistent zone offset ``N(0, 0.08)`` and ``N(0, 0.03)`` noise.
     Clip counts follow Table 1's clips-per-patient rates, spread evenly over visits (1–8 zones each).
@@ -137,7 +140,7 @@ def draw_lus_latents(patients: tuple[int, ...] = TABLE_1_PATIENTS, seed: int = 0
     rows: list[dict[str, Any]] = []
     for split, n_patients in zip(SPLITS, counts, strict=True):
         ids, names = names[:n_patients], names[n_patients:]
-        days = [2 + int(rng.random() < 0.25) if split == "test" else 1 for _ in ids]
+        days = [2 + int(rng.random() < 0.25) if split == "test" or longitudinal else 1 for _ in ids]
         per_visit = _spread(round(n_patients * CLIPS_PER_PATIENT[split]), sum(days), rng)
         for patient_id, n_days in zip(ids, days, strict=True):
             rows += _patient_rows(patient_id, split, [per_visit.pop() for _ in range(n_days)], rng)
@@ -397,8 +400,12 @@ def generate_lus_cohort(
     frames: int = 16,
     size: int = 64,
     workers: int = 2,
+    longitudinal: bool = False,
 ) -> Path:
     """Write the phantom LUS cohort and return its manifest path (reused when already complete).
+
+    ``longitudinal`` gives train and val patients several days too (the paper's cohort has them only for
+    test patients), for the within-patient options of the pairs (``data.pairs.within_patient``).
 
     Writes ``clips/<scan_id>.mp4``, ``manifest.csv`` (:data:`MANIFEST_COLUMNS`, ``sf`` scale),
     ``ground_truth.csv`` (scan_id, patient_id, visit, site, severities, nuisance, render_seed) and
@@ -413,9 +420,11 @@ def generate_lus_cohort(
     codec = video_codec()
     record = {"kind": "lus", "version": GENERATOR_VERSION, "patients": list(counts), "seed": seed}
     record |= {"frames": frames, "size": size, "codec": codec, "fps": FPS}
+    if longitudinal:  # recorded only when set, so that every earlier cohort keeps its record
+        record["longitudinal"] = True
 
     def build(folder: Path) -> str:
-        table = draw_lus_latents(counts, seed)
+        table = draw_lus_latents(counts, seed, longitudinal)
         jobs = [
             {**row, "frames": frames, "size": size, "codec": codec, "out": str(folder / row["path"])}
             for row in table.to_dict("records")
