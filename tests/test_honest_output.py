@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from learner.data.scales import CLASS_NAMES
@@ -19,6 +20,7 @@ from learner.experiments.results import (
     DatasetSummary,
     GridKey,
     MeanStd,
+    PairAnswer,
     SummaryRow,
     Table3Results,
 )
@@ -164,6 +166,29 @@ def test_experiment_report_words_come_from_the_numbers(tmp_path: Path) -> None:
         "- LUS: MSE + CL vs MSE on accuracy: Δ −5.00 points from 1 seed(s), no interval: cannot tell" in text
     )
     assert "most intra-patient pairs are stable" not in text  # no fixed claim about the data
+
+
+def test_every_answer_is_set_against_always_majority_seed_by_seed(tmp_path: Path) -> None:
+    cells = [_cell("mse", 0, 0.70, 0.45), _cell("mse", 1, 0.60, 0.40)]
+    answer = PairAnswer(accuracy=0.80, macro_f1=0.33, weighted_f1=0.5, ci={})
+    cells[1] = cells[1].model_copy(update={"answers": {"delta_score": answer}})  # seed 0 has no such answer
+    results = _results(tmp_path).model_copy(update={"cells": cells, "seeds": [0, 1]})  # writes seed 0's folder
+    folder = tmp_path / cells[1].dir / "classifier"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"test": {"n_patients": 5}}))
+    (tmp_path / "results.json").write_text(json.dumps(results.to_json()))
+    section = write_report(tmp_path).read_text().split("## Each answer against always-majority")[1]
+    # majority (42 of 57 stable): accuracy 42/57; macro-F1 the stable class's F1 2·42/99 over the 3 classes
+    majority_acc, majority_f1 = 42 / 57, 2 * 42 / (42 + 57) / 3
+    acc = [0.70 - majority_acc, 0.60 - majority_acc]
+    f1 = [0.45 - majority_f1, 0.40 - majority_f1]
+    half = [stats.t.ppf(0.975, 1) * np.std(d, ddof=1) / np.sqrt(2) for d in (acc, f1)]
+    expected = [
+        f"{100 * np.mean(d):.2f} [{100 * (np.mean(d) - h):.2f}, {100 * (np.mean(d) + h):.2f}]"
+        for d, h in zip((acc, f1), half, strict=True)
+    ]
+    assert f"| LUS | MSE | pair classifier | {expected[0]} | {expected[1]} | 2 |" in section
+    assert "Δ predicted score" not in section  # an answer only some seeds have is not compared
 
 
 def test_classification_report_warns_and_has_reference_rows(tmp_path: Path) -> None:
