@@ -49,6 +49,32 @@ def test_non_empty_dir_is_refused_without_resume_or_force(tmp_path: Path) -> Non
     assert not (root / "metrics.json").exists()  # wiped
 
 
+def test_force_replaces_the_previous_run_only_once_the_new_one_has_started(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    old = open_run_dir(root, Config())
+    old.write_metrics({"mae": 1.0})
+    set_aside: list[bool] = []
+
+    def failing_start() -> None:  # a decode fails, say, before the new run saved anything
+        with removed_unless_started(root, new=True):
+            open_run_dir(root, apply_overrides(Config(), {"seed": 5}), force=True)
+            set_aside.append(not (root / "metrics.json").exists())
+            raise RuntimeError("the new run failed")
+
+    with pytest.raises(RuntimeError, match="the new run failed"):
+        failing_start()
+    assert set_aside == [True]  # the previous run was out of the way while the new one started
+    assert json.loads((root / "metrics.json").read_text()) == {"mae": 1.0}  # the previous run is back
+    assert load_run_config(root).seed == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # and no sibling is left
+
+    with removed_unless_started(root, new=True):
+        open_run_dir(root, apply_overrides(Config(), {"seed": 5}), force=True)
+    assert not (root / "metrics.json").exists()  # replaced for good
+    assert load_run_config(root).seed == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_resume_needs_an_existing_run(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="nothing to resume"):
         open_run_dir(tmp_path / "empty", Config(), resume=True)

@@ -13,9 +13,14 @@ Layout (every name is :class:`learner.layout.RunLayout`'s; no other module build
       ...              checkpoints/, splits.csv, pairs/, classifier/, embeddings/, figures as each stage
                        adds them; an experiment grid: results.json and <cell>/{encoder,classifier}/
 
-A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (wipe it) is given; ``force``
-only ever wipes a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other files,
-and never one that holds the run's own inputs (:func:`check_inputs_outside`).
+A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (replace it) is given; ``force``
+only ever replaces a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other
+files, and never one that holds the run's own inputs (:func:`check_inputs_outside`). The previous run is not
+deleted at once: it is set aside in a hidden sibling (``.<name>.replaced-*``, a rename on the same file
+system) and deleted only once the new run has started (:meth:`RunLayout.started`: it read its inputs and
+saved something worth resuming) or finished; a new run that fails before that puts the previous one back
+(:func:`removed_unless_started`). Only a process killed outright in between leaves the sibling, with the
+previous run intact in it.
 
 **Owned.** The process that opens a run directory holds an exclusive lock on it (``flock`` on the folder)
 until its :func:`removed_unless_started` block ends (or the process dies); a second process that opens the
@@ -38,6 +43,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,12 +143,8 @@ def open_run_dir(
     check_run_dir(root, resume=resume, force=force, kind=kind)
     root.mkdir(parents=True, exist_ok=True)
     _lock(root)  # before anything in it is touched
-    if not resume:
-        for child in list(root.iterdir()):  # --force, of a folder check_run_dir found to hold a run
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    if not resume and any(root.iterdir()):  # --force, of a folder check_run_dir found to hold a run
+        _set_aside(root)
     run = RunDir(root, config)
     if not resume:  # a resume is recorded by RunDir.record_resume once it has passed its own checks
         write_run_config(root, config)
@@ -232,10 +234,39 @@ def removed_unless_started(path: str | os.PathLike[str], *, new: bool) -> Iterat
         owned = root.is_dir() and root.resolve() in _HELD  # never a folder another process is writing
         if new and owned and is_run_dir(root) and not RunLayout(root).started():
             _detach_log(root)
-            shutil.rmtree(root, ignore_errors=True)
+            previous = _REPLACED.pop(root.resolve(), None)
+            if previous is None:
+                shutil.rmtree(root, ignore_errors=True)
+            else:  # --force: the new run never started, so the run it was to replace stays
+                _empty(root)
+                for child in list(previous.iterdir()):
+                    os.replace(child, root / child.name)
+                previous.rmdir()
         raise
     finally:
+        if (previous := _REPLACED.pop(root.resolve(), None)) is not None:  # replaced for good
+            shutil.rmtree(previous, ignore_errors=True)
         _unlock(root)
+
+
+_REPLACED: dict[Path, Path] = {}
+"""Run directory (resolved) opened with ``force`` → the hidden sibling its previous run waits in."""
+
+
+def _set_aside(root: Path) -> None:
+    """Move every entry of ``root`` into a new hidden sibling (:data:`_REPLACED`), renames only."""
+    previous = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent))
+    for child in list(root.iterdir()):
+        os.replace(child, previous / child.name)
+    _REPLACED[root.resolve()] = previous
+
+
+def _empty(root: Path) -> None:
+    for child in list(root.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
