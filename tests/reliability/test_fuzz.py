@@ -3,12 +3,14 @@ entries give a clean error or a correct result, never a crash or a hang.
 
 * a corrupted manifest: ``learner data check`` exits 0 with exactly the scans :func:`load_manifest` reads,
   or 2 with one ``error:`` line and no traceback;
+* a corrupted config file (YAML, with ``base:`` and an ``experiment:`` grid): ``learner config show`` exits 0
+  with the config :func:`load_experiment` reads, or 2 with one ``error:`` line and no traceback;
 * a corrupted scan: :meth:`ScanCache.get` returns a ``(T, S, S)`` uint8 array or raises ``ScanReadError``;
 * a corrupted cache entry: :meth:`ScanCache.get` returns exactly the scan's preprocessing (a damaged entry
   is rebuilt, never used).
 
 Every case runs under a deadline (SIGALRM), so a hang fails. CI runs a few hundred cases in all;
-``pytest --fuzz-long tests/reliability/test_fuzz.py`` runs twenty times as many.
+``pytest --fuzz-long tests/reliability/test_fuzz.py`` runs 22 times as many (over 10,000).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import yaml
 from bad_inputs import assert_refused, good_rows, still, write_manifest
 from deadlines import deadline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from learner.config import load_experiment
+from learner.config_reference import commented_yaml
 from learner.data.cache import ScanCache
 from learner.data.manifest import load_manifest
 from learner.data.preprocess import Preprocessor
@@ -33,8 +38,8 @@ from learner.errors import LearnerError, ScanReadError
 
 CASE_DEADLINE_S = 10
 PREP = Preprocessor(size=16, crop="fan", max_cached_frames=8)
-EXAMPLES = {"manifest": 150, "scan": 120, "cache": 120}  # CI: 390 cases, about 20 s on one core
-LONG = 20  # --fuzz-long: 7800 cases
+EXAMPLES = {"manifest": 150, "config": 80, "scan": 120, "cache": 120}  # CI: 470 cases, ~30 s on one core
+LONG = 22  # --fuzz-long: 10,340 cases
 
 Cli = Callable[[list[str]], tuple[int, str, str]]
 
@@ -86,6 +91,46 @@ def test_fuzzed_manifests_give_a_clean_error_or_the_right_scans(
         if code == 0:
             scans = len(load_manifest(target, get_scale("sf")).records)
             assert f"no problems found ({scans} scans, scale sf)" in out
+        else:
+            assert_refused(code, out, err, "")
+        outcomes[code] += 1
+
+    case()
+    assert outcomes[2] > 0  # the corruptions do reach the checks
+
+
+CONFIG_TEXT = b"""base: demo
+seed: 3
+data:
+  size: 48
+  pairs: {per_scan: 2.0, class_mix: [0.1, 0.8, 0.1]}
+optim: {lr: 3.0e-4, epochs: 2}
+loss: {name: mse+wcl, lam: 0.5}
+experiment:
+  losses: [mse, mse+cl]
+  seeds: [0, 1]
+  settings: {small: {data.size: 32}}
+  init: vicreg
+"""
+CONFIG_ALPHABET = b"{}[]:,&*!|>-?#%@'\"\n\t 0123456789.eE+_abcdelmnoprstyz~"
+
+
+def test_fuzzed_config_files_give_a_clean_error_or_the_config(
+    tmp_path: Path, cli: Cli, examples: Callable[[str], int]
+) -> None:
+    target = tmp_path / "fuzzed.yaml"
+    outcomes = {0: 0, 2: 0}
+
+    @settings(max_examples=examples("config"), deadline=None, database=None)
+    @given(text=corrupted(CONFIG_TEXT, CONFIG_ALPHABET))
+    def case(text: bytes) -> None:
+        target.write_bytes(text)
+        with deadline(CASE_DEADLINE_S):
+            code, out, err = cli(["config", "show", "--config", str(target)])
+        if code == 0:  # the config as read, with its grid when the file has one
+            shown, experiment = yaml.safe_load(out), load_experiment(target)
+            expected = commented_yaml(experiment if "experiment" in shown else experiment.config)
+            assert shown == yaml.safe_load(expected)
         else:
             assert_refused(code, out, err, "")
         outcomes[code] += 1
