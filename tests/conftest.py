@@ -95,11 +95,14 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], CliResult]:
 
 
 @pytest.fixture
-def one_thread() -> Iterator[None]:
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """One torch intra-op thread for the test: what ``OMP_NUM_THREADS=1`` gives a child process (the same
-    kernels, so bit-identical numbers across processes), and on a busy machine the fastest for tiny models."""
+    kernels, so bit-identical numbers across processes), and on a busy machine the fastest for tiny models.
+    The variable is set too, so that a command run in-process (which picks its own thread count,
+    :func:`learner.training.device.thread_count`) takes one thread as well."""
     import torch
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

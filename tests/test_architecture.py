@@ -94,7 +94,7 @@ def test_imports_never_point_back_up_the_pipeline() -> None:
     assert not backwards, "imports against the pipeline order:\n" + "\n".join(sorted(backwards))
 
 
-PHANTOM_MAKERS: tuple[str, ...] = ("learner.experiments.demo", "learner.cli.phantom_cmd")
+PHANTOM_MAKERS: tuple[str, ...] = ("learner.experiments.demo", "learner.api", "learner.cli.phantom_cmd")
 """The modules above ``data/`` that generate phantom cohorts; everything else learns what it needs about a
 phantom (its record, the latent truth) as data, through ``learner.data.provenance``."""
 

@@ -172,7 +172,7 @@ def test_every_answer_is_set_against_always_majority_seed_by_seed(tmp_path: Path
     cells = [_cell("mse", 0, 0.70, 0.45), _cell("mse", 1, 0.60, 0.40)]
     answer = PairAnswer(accuracy=0.80, macro_f1=0.33, weighted_f1=0.5, ci={})
     cells[1] = cells[1].model_copy(update={"answers": {"delta_score": answer}})  # seed 0 has no such answer
-    results = _results(tmp_path).model_copy(update={"cells": cells, "seeds": [0, 1]})  # writes seed 0's folder
+    results = _results(tmp_path).model_copy(update={"cells": cells, "seeds": [0, 1]})  # makes seed 0 folder
     folder = tmp_path / cells[1].dir / "classifier"
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"test": {"n_patients": 5}}))

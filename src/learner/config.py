@@ -382,6 +382,12 @@ class RuntimeConfig(_Section):
         description="refuse manifest paths that resolve (.. and symlinks followed) outside this folder; "
         "unset: paths are trusted",
     )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch intra-op CPU threads of a command; unset: OMP_NUM_THREADS when set, else the "
+        "cores left after runtime.workers loader processes, at least 1 (1 on 2 cores; docs/training.md)",
+    )
     amp: bool = Field(default=True, description="mixed precision on GPU (bf16 where supported, else fp16)")
     channels_last: bool = Field(default=True, description="channels-last (NHWC) weights on GPU")
     cpu_channels_last: bool = Field(

@@ -28,15 +28,9 @@ def show_command(config: ConfigOption = None, sets: SetOption = None) -> None:
 
     The experiment grid (experiment:) is shown when the file has one or a --set names it.
     """
-    from learner.config import load_experiment, read_config_file, resolve_config_path
-    from learner.config_reference import commented_yaml
+    from learner import api
 
-    experiment = load_experiment(config, sets or [])
-    raw = read_config_file(resolve_config_path(config)) if config else None  # with its base: chain
-    has_grid = (isinstance(raw, dict) and "experiment" in raw) or any(
-        item.startswith("experiment.") for item in sets or []
-    )
-    typer.echo(commented_yaml(experiment if has_grid else experiment.config), nl=False)
+    typer.echo(api.show_config(config, sets or []), nl=False)
 
 
 @config_app.command("docs")
@@ -44,7 +38,6 @@ def docs_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the reference.")] = DEFAULT_DOCS,
 ) -> None:
     """Write the config reference (every key, type, default, description) generated from the code."""
-    from learner.atomic import write_text
-    from learner.config_reference import reference_markdown
+    from learner import api
 
-    typer.echo(f"config reference: {write_text(out, reference_markdown())}")
+    typer.echo(f"config reference: {api.write_config_docs(out)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -11,12 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from learner.cli.options import ConfigOption, ScaleOption, SetOption, config_from_options
-from learner.config import Config, apply_overrides
-from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest, write_manifest
-from learner.data.pairs import pair_class_counts, split_pairs
+from learner.config import apply_overrides
+from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest
+from learner.data.pairs import pair_class_counts
 from learner.data.scales import CLASS_NAMES, ScoreScale, scale_from_config
-from learner.data.splits import assign_splits, resolve_splits
-from learner.errors import ConfigError, LearnerError, ManifestError
+from learner.errors import ConfigError, ManifestError
+
+if TYPE_CHECKING:
+    from learner.api import ManifestCheck
 
 ManifestArgument = Annotated[
     Path, typer.Argument(help="Manifest CSV or Parquet, one row per scan.", show_default=False)
@@ -57,28 +59,31 @@ def check(
 
     Without a split column it shows the split that `learner data split` would make.
     """
+    from learner import api
+
     cfg = config_from_options(config, sets, **{"data.scale": scale, "runtime.data_root": data_root})
     score_scale = scale_from_config(cfg.data)
     loaded = _load_or_list_problems(manifest, score_scale, cfg.runtime.data_root)
+    checked = api.check_manifest(loaded, config=cfg)
     console = Console()
-    for warning in score_scale.fit_warnings([record.score for record in loaded.records]):
+    for warning in checked.warnings:
         typer.echo(f"warning: {warning}")
     clean = f"{manifest}: no problems found ({len(loaded.records)} scans, scale {score_scale.name})."
-    try:
-        splits, from_file = resolve_splits(loaded, cfg.data.split, cfg.seed)
-    except LearnerError as exc:  # the manifest is fine; only the default split settings do not fit it
+    if checked.split_error is not None:  # the manifest is fine; only the default split settings do not fit it
         console.print(_counts_table({"all": loaded.records}, score_scale))
-        typer.echo(f"warning: no split shown: {exc} (adjust data.split or use `learner data split`)")
+        typer.echo(
+            f"warning: no split shown: {checked.split_error} (adjust data.split or use `learner data split`)"
+        )
         typer.echo(clean)
         return
-    if not from_file:
+    if not checked.split_from_file:
         console.print(
             f"No complete split column: showing the split `learner data split` would make (seed {cfg.seed}).",
             markup=False,
         )
-    loaded = loaded.with_splits(splits)
+    loaded = checked.manifest
     console.print(_counts_table({name: loaded.by_split(name) for name in SPLITS}, score_scale))
-    console.print(_pairs_table(loaded, score_scale, cfg))  # patients without a pair are warned about
+    console.print(_pairs_table(checked))  # patients without a pair are warned about
     typer.echo(clean)
 
 
@@ -144,9 +149,10 @@ def split(
         )
     if counts is not None:
         cfg = apply_overrides(cfg, {"data.split.counts": _three(counts, int, "--counts")})
+    from learner import api
+
     loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data), cfg.runtime.data_root)
-    assigned = loaded.with_splits(assign_splits(loaded, cfg.data.split, cfg.seed))
-    write_manifest(assigned, out)
+    assigned = api.split_manifest(loaded, out, config=cfg)
     table = Table("split", "patients", "scans", title=f"Patient-level split (seed {cfg.seed})")
     for name in SPLITS:
         records = assigned.by_split(name)
@@ -167,9 +173,9 @@ def adni(
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (CSV or Parquet).")],
 ) -> None:
     """Convert an ADNIMERGE table and an image folder into a manifest on the mmse scale (see docs/data.md)."""
-    from learner.data.adni import adnimerge_to_manifest
+    from learner import api
 
-    report = adnimerge_to_manifest(adnimerge, images, out)
+    report = api.convert_adni(adnimerge, images, out)
     table = Table("", "count", title="ADNIMERGE → manifest")
     rows = {
         "ADNIMERGE rows": report.rows,
@@ -200,7 +206,7 @@ def cache(
     data_root: DataRootOption = None,
 ) -> None:
     """Decode every scan of MANIFEST once into the cache (runtime.cache_dir) so training reads arrays."""
-    from learner.data.cache import build_cache
+    from learner import api
 
     explicit = {
         "data.scale": scale,
@@ -210,9 +216,7 @@ def cache(
     }
     cfg = config_from_options(config, sets, **explicit)
     loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data), cfg.runtime.data_root)
-    report = build_cache(
-        loaded, cfg.data, cfg.runtime.workers, cfg.data.skip_bad_scans, cache_dir=cfg.runtime.cache_dir
-    )
+    report = api.build_cache(loaded, config=cfg)
     typer.echo(
         f"cache: {report.built} built, {report.reused} reused, {len(report.skipped)} skipped, "
         f"{report.rebuilt} rebuilt (corrupt) in {report.seconds:.1f} s"
@@ -267,16 +271,16 @@ def _quantiles(records: list[ScanRecord]) -> list[str]:
     return [f"{v:g}" for v in values]
 
 
-def _pairs_table(manifest: Manifest, scale: ScoreScale, cfg: Config) -> Table:
+def _pairs_table(checked: ManifestCheck) -> Table:
     """Pairs per change class: exactly the pair sets a classification run draws (``split_pairs``)."""
+    cfg = checked.config
     pairs_cfg = cfg.data.pairs
     table = Table(
         "split", "pairs", title="Pairs per change class (inter-patient for train/val, intra for test)"
     )
     for name in ("kind", *CLASS_NAMES):
         table.add_column(name, no_wrap=True)
-    records = {name: manifest.by_split(name) for name in SPLITS}
-    pairs, _ = split_pairs(records, scale, pairs_cfg, cfg.seed)
+    pairs = checked.pairs()
     kinds = {"train": f"inter, seed {cfg.seed}", "val": f"inter, seed {cfg.seed + 1}"}
     for name in SPLITS:
         kind = kinds.get(name, f"intra, {pairs_cfg.intra}")

@@ -30,13 +30,6 @@ DeviceOption = Annotated[
 ]
 
 
-def _device(requested: str) -> str:
-    """``--device`` → cpu or cuda (the one device rule, :func:`learner.training.device.resolve_device`)."""
-    from learner.training.device import resolve_device
-
-    return str(resolve_device(requested))
-
-
 def register(app: typer.Typer) -> None:
     """Add ``embed``, ``classify``, ``predict`` and ``export`` to the ``learner`` app."""
     app.command("embed")(embed_command)
@@ -110,8 +103,9 @@ def embed_command(
     scans, so it is computed once and reused by every classifier on that encoder. The split column of
     --out is the run's own patient split (splits.csv).
     """
+    from learner import api
     from learner.data.splits import read_splits
-    from learner.evaluation.embed import embed_scans, embedding_cache_path, write_embeddings
+    from learner.evaluation.embed import embedding_cache_path, write_embeddings
     from learner.layout import RunLayout
     from learner.runs import load_run_config
 
@@ -120,10 +114,12 @@ def embed_command(
     loaded = _load_manifest(manifest, config)
     target, _ = embedding_cache_path(run_dir, loaded, which=which, clips_per_scan=clips_per_scan)
     cached = target.is_file()
-    skip = config.data.skip_bad_scans if skip_bad is None else skip_bad
-    table = embed_scans(
-        run_dir, loaded, which=which, clips_per_scan=clips_per_scan, device=_device(device), skip_bad=skip
-    )
+    from learner.training.device import thread_count, torch_threads
+
+    with torch_threads(thread_count(config.runtime)[0]):
+        table = api.embed(
+            run_dir, loaded, which=which, clips_per_scan=clips_per_scan, device=device, skip_bad=skip_bad
+        )
     status = "reused" if cached else "computed"
     typer.echo(
         f"{len(table.scan_ids)} scans × {table.embeddings.shape[1]} dims ({status}): {target}"
@@ -163,8 +159,8 @@ def classify_command(
     OUT receives the pair tables, the classifier (with the encoder's fingerprint), predictions.csv and
     metrics.json (accuracy, macro-/weighted-F1, per-class, confusion, 95% patient-bootstrap CIs).
     """
+    from learner import api
     from learner.evaluation.baselines import reference_rows
-    from learner.experiments.classify import run_classification
     from learner.report.tables import ANSWER_LABELS, interval, percent, reference_label
 
     _check_runtime(which, device)
@@ -175,9 +171,13 @@ def classify_command(
 
         typer.echo(plan_classify(encoder_run, _load_manifest(manifest, cfg), cfg).render())
         return
-    result = run_classification(
-        encoder_run, _load_manifest(manifest, cfg), cfg, out, which=which, device=_device(device), force=force
-    )
+    from learner.training.device import thread_count, torch_threads
+
+    with torch_threads(thread_count(cfg.runtime)[0]):
+        result = api.classify(
+            encoder_run, out, manifest=_load_manifest(manifest, cfg), config=cfg, which=which, device=device,
+            force=force,
+        )  # fmt: skip
     test = result.metrics["test"]
     typer.echo(
         f"test ({test['n']} intra-patient pairs, {test['n_patients']} patients): accuracy "
@@ -233,15 +233,16 @@ def predict_command(
     probabilities, each scan's predicted score and the cosine distance of their embeddings, and, as a
     caveat, the classifier's own test accuracy and macro-F1.
     """
+    from learner import api
     from learner.atomic import atomic_path
-    from learner.evaluation.predict import classifier_caveat, predict_pair, predict_pairs
+    from learner.evaluation.predict import classifier_caveat
 
     _check_runtime(which, device)
     if (pairs is None) != (earlier is not None and later is not None) or (pairs and earlier):
         raise ConfigError("give either EARLIER LATER or --pairs PAIRS.csv")
     caveat = classifier_caveat(classifier)
     if pairs is not None:
-        table = predict_pairs(encoder, classifier, pairs, which=which, device=_device(device))
+        table = api.predict_pairs(encoder, classifier, pairs, which=which, device=device)
         if out is None:
             typer.echo(table.to_csv(index=False), nl=False)
         else:
@@ -251,9 +252,7 @@ def predict_command(
         if caveat:
             typer.echo(caveat, err=True)
         return
-    result = predict_pair(
-        encoder, classifier, earlier or Path(), later or Path(), which=which, device=_device(device)
-    )
+    result = api.predict(encoder, classifier, earlier or Path(), later or Path(), which=which, device=device)
     if as_json:
         typer.echo(json.dumps(result.to_json() | {"caveat": caveat}, indent=2))
         return
@@ -294,8 +293,7 @@ def export_command(
     class probabilities), OUT/preprocessing.json and OUT/PREPROCESSING.md (frames, size, channels, crop,
     intensity scaling, score scale, class order).
     """
-    from learner.evaluation.export import export_run, locate_runs
+    from learner import api
 
-    encoder_run, classifier = locate_runs(run, encoder)
-    exported = export_run(encoder_run, classifier, out, which=which, onnx=onnx)
+    exported = api.export(run, out, encoder=encoder, onnx=onnx, which=which)
     typer.echo("exported: " + ", ".join(sorted(exported.files)) + f" in {out}")

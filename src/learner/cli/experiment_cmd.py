@@ -14,7 +14,7 @@ import typer
 from learner.cli.options import ConfigOption, ScaleOption, SetOption, config_from_options
 from learner.config import DatasetSpec, Experiment, apply_overrides, load_experiment, split_override
 from learner.errors import ConfigError
-from learner.timing import CLOCK, Mark, stage
+from learner.timing import Timing
 
 experiment_app = typer.Typer(
     help="The paper's experiments: Table 3 (loss × dataset × seed), Table 4 (the ablation grid), a "
@@ -162,26 +162,23 @@ def _run_and_report(
 
         typer.echo(plan_experiment(dry_run, experiment, out if resume else None).render())
         return
-    from learner.report import write_report
     from learner.report.tables import render_experiment_table
+    from learner.training.device import thread_count, torch_threads
 
-    started = CLOCK.mark()
-    result = runner(experiment, out, resume=resume, force=force)
+    with torch_threads(thread_count(experiment.config.runtime)[0]):
+        result = runner(out, config=experiment, resume=resume, force=force)
     typer.echo(render_experiment_table(result.results))
-    typer.echo(f"report: {_report_and_timing(result.out_dir, started, write_report)}")
+    typer.echo(f"report: {_timing_and_report(result.out_dir, result.results.timing)}")
 
 
-def _report_and_timing(out_dir: Path, started: Mark, write_report: Callable[[Path], Path]) -> Path:
-    """Write the report (timed as the stage ``report``), store the whole run's stages in ``results.json``
-    and print them as a table."""
-    from learner.experiments.grid import record_timing
+def _timing_and_report(out_dir: Path, timing: Timing | None) -> Path:
+    """Print the whole run's wall time per stage (the API function wrote the report, timed as the stage
+    ``report``, and stored them in ``results.json``) and return the report's path."""
+    from learner.report import REPORT_FILE
 
-    with stage("report"):
-        path = write_report(out_dir)
-    timing = CLOCK.since(started)
-    record_timing(out_dir, timing)
-    typer.echo(f"wall time per stage (this run):\n{timing.table()}")
-    return path
+    if timing is not None:
+        typer.echo(f"wall time per stage (this run):\n{timing.table()}")
+    return out_dir / REPORT_FILE
 
 
 def _grid_command(
@@ -219,21 +216,21 @@ def _grid_command(
 
 
 def _table3() -> Callable[..., Any]:
-    from learner.experiments.table3 import run_table3
+    from learner import api
 
-    return run_table3
+    return api.table3
 
 
 def _ablation() -> Callable[..., Any]:
-    from learner.experiments.ablation import run_ablation
+    from learner import api
 
-    return run_ablation
+    return api.ablation
 
 
 def _sweep() -> Callable[..., Any]:
-    from learner.experiments.sweep import run_sweep
+    from learner import api
 
-    return run_sweep
+    return api.sweep
 
 
 _grid_command(
@@ -298,8 +295,8 @@ def ceiling_command(
     column variance), each with Spearman ρ and its patient-bootstrap interval. Prints the table and writes
     OUT/metrics.json, the report (OUT/REPORT.md, OUT/ceiling.md) and the oracle's run in OUT/oracle.
     """
-    from learner.experiments.ceiling import run_ceiling
-    from learner.report import write_report
+    from learner import api
+    from learner.report import REPORT_FILE
     from learner.report.ceiling import render_ceiling
 
     flags = {
@@ -311,9 +308,9 @@ def ceiling_command(
         "data.size": size,
     }
     cfg = config_from_options(config, sets, **flags)
-    result = run_ceiling(cfg, out, force=force)
+    result = api.ceiling(manifest, out, config=cfg, force=force)
     typer.echo(render_ceiling(result.results))
-    typer.echo(f"report: {write_report(result.out_dir)} ({result.results.seconds:.0f} s)")
+    typer.echo(f"report: {result.out_dir / REPORT_FILE} ({result.results.seconds:.0f} s)")
 
 
 experiment_app.command("ceiling")(ceiling_command)
@@ -338,14 +335,12 @@ def demo_command(
     (the bundled demo config) finish in about 10 minutes on 2 CPU cores; running it again continues the same
     experiment.
     """
-    from learner.experiments.demo import run_demo
-    from learner.report import write_report
+    from learner import api
     from learner.report.sections import regression_summary
     from learner.report.tables import render_experiment_table
 
-    started = CLOCK.mark()
-    result = run_demo(out, dataset=dataset, full=full, force=force)
+    result = api.demo(out, dataset=dataset, full=full, force=force)
     typer.echo(render_experiment_table(result.experiment.results))
     typer.echo(regression_summary(result.experiment.results.cells))
-    typer.echo(f"report: {_report_and_timing(result.experiment.out_dir, started, write_report)}")
-    typer.echo(f"wall time: {(CLOCK.since(started).total) / 60:.1f} min")
+    typer.echo(f"report: {_timing_and_report(result.experiment.out_dir, result.timing)}")
+    typer.echo(f"wall time: {result.timing.total / 60:.1f} min")

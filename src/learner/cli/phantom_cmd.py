@@ -76,10 +76,10 @@ def lus(
     Only test patients have two or more days, unless --longitudinal. An existing complete cohort with the
     same flags is reused.
     """
-    from learner.data.phantom.lus import generate_lus_cohort
+    from learner import api
 
     started = time.time()
-    manifest = generate_lus_cohort(
+    manifest = api.phantom_lus(
         out_dir,
         patients=_patients(patients),
         seed=check_seed(seed),
@@ -118,10 +118,10 @@ def mri(
     Turn them into a manifest with `learner data adni --adnimerge OUT_DIR/ADNIMERGE.csv --images
     OUT_DIR/images --out manifest.csv`. An existing complete cohort with the same flags is reused.
     """
-    from learner.data.phantom.mri import generate_mri_cohort
+    from learner import api
 
     started = time.time()
-    table_path = generate_mri_cohort(
+    table_path = api.phantom_mri(
         out_dir, patients=_patients(patients), seed=check_seed(seed), size=size, workers=workers
     )
     frame = pd.read_csv(table_path)
@@ -139,8 +139,8 @@ def preview(
     seed: SeedOption = 0,
 ) -> None:
     """Draw LUS frames across severity and patients, and MRI slices across atrophy, into OUT_PNG."""
-    from learner.data.phantom.preview import render_preview
+    from learner import api
 
     started = time.time()
-    written = render_preview(out_png, seed=check_seed(seed))
+    written = api.phantom_preview(out_png, seed=check_seed(seed))
     typer.echo(f"wrote {written} in {time.time() - started:.1f} s")

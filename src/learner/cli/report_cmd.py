@@ -26,6 +26,6 @@ def report_command(
 ) -> None:
     """Write RUN_DIR/REPORT.md: data source, tables with reference rows, Fig. 1, regression quality, pair
     balance, config; for a pretraining run its regression quality and training curves."""
-    from learner.report import write_report
+    from learner import api
 
-    typer.echo(f"report: {write_report(run_dir)}")
+    typer.echo(f"report: {api.report(run_dir)}")

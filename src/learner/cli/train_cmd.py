@@ -91,7 +91,7 @@ def pretrain_command(
 
     With N processes: torchrun --nproc_per_node=N -m learner pretrain ... (optim.batch_size is global).
     """
-    from learner.training.pretrain import pretrain
+    from learner import api
 
     flags = {
         "--manifest": ("data.manifest", manifest),
@@ -137,7 +137,10 @@ def pretrain_command(
 
         typer.echo(plan_pretrain(cfg).render())
         return
-    result = pretrain(cfg, out, resume=resume is not None, force=force)
+    from learner.training.device import thread_count, torch_threads
+
+    with torch_threads(thread_count(cfg.runtime)[0]):
+        result = api.pretrain(cfg, out, resume=resume is not None, force=force)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports
     best, last = result.best, result.last

@@ -46,14 +46,11 @@ def convert(
     kernel is summed to grey when the encoder takes 1 channel, and every tensor must match the encoder of
     the config (model.backbone, model.size, data.channels, data.size). DST is written atomically.
     """
-    from learner.models.registry import build_encoder
-    from learner.models.weights import convert_weights
+    from learner import api
 
     cfg = config_from_options(config, sets, **{"model.backbone": backbone, "data.channels": channels})
-    model_cfg = cfg.model.model_copy(update={"init": None})
-    encoder = build_encoder(model_cfg, cfg.data.channels, img_size=cfg.data.size, frames=cfg.data.frames)
-    convert_weights(source, target, encoder)
+    converted = api.convert_weights(source, target, config=cfg)
     typer.echo(
-        f"wrote {target}: {len(encoder.state_dict())} tensors of {model_cfg.backbone} ({model_cfg.size}, "
-        f"{cfg.data.channels} channel(s)); use it with --init {target}"
+        f"wrote {target}: {converted.tensors} tensors of {converted.backbone} ({converted.size}, "
+        f"{converted.channels} channel(s)); use it with --init {target}"
     )

@@ -1,28 +1,35 @@
-"""``--dry-run``: what a command would do, from the config and the manifest alone, and a rough time estimate.
+"""``--dry-run``: what a command would do, from the config and the manifest alone, and a time estimate.
 
 A plan reads the config, the manifest (CSV/Parquet, validated, no scan decoded) and, for ``classify``, the
 encoder run's ``splits.csv``; it makes the patient split and the pairs exactly as the command would
 (:func:`learner.data.splits.resolve_splits`, :func:`learner.data.pairs.split_pairs`) and writes nothing.
 This is the one place that plans commands (``learner pretrain | classify | experiment ... --dry-run``).
 
-**Cost model (rough).** Pretraining costs, per epoch, ``(train clips + 0.3 × val clips) × T × size² × s``
-seconds: ``s`` is the measured cost of one training frame-pixel (one pixel of one frame of one clip) of
-tsm_resnet18 at paper size on 2 shared CPU cores, 1.7e-6 s, calibrated on the two runs measured in
-``configs/small-cohort.yaml`` (66-75 s per 15-epoch pretraining of 154 train / 85 val clips at 64 px × 4
-frames, and 1.0 s per epoch of 32 train + 10 val POCUS clips: both 1.7e-6 s at load average 1.5-3);
-a validation clip (forward only) costs 0.3 of a training clip (measured ratio). ViT and Swin are scaled
-by BENCHMARKS.md's relative step throughput (1.3 and 0.9 against 4.2 clips/s), the tiny and small sizes
-by their measured cost against paper size (0.25, 0.75). Classification embeds every scan once per
-encoder (a validation clip each); the pair MLP takes seconds and is left out. Decoding every scan once
-into the cache (first run only) is ~0.25 s per scan (BENCHMARKS.md: 3.2-5.6 clips/s). The calibration
-holds on a lightly loaded machine (load average up to ~3 on 2 cores); on one busy with other jobs runs
-take far longer (measured: a 3-epoch pretraining of 26 + 13 clips at 64 px × 4 frames estimated at 2 s
-took 11-29 s per epoch at load average 20, with start-up 77 s in all). A GPU is far faster and is not
-modelled.
+**Time estimate: measured on this machine.** :func:`~learner.experiments.step_cost.measure_cost` builds
+the run's own model and objective (:func:`learner.training.pretrain.build_model_and_objective`) on the run's
+device and thread count (:func:`learner.training.device.thread_count`) and times the toolkit's own training
+loop (:func:`learner.training.epoch.train_one_epoch`) on synthetic clips of the run's shape (batch × T × C ×
+size², two views for a self-supervised objective): a warm-up step on 4 clips, then an epoch of two steps
+(the first also computes the contrastive gradient share, as every epoch's first step does) on the whole
+batch, or on 4 clips scaled to the batch when a whole-batch step would take over 1.5 s; then a validation
+batch, and the size of the checkpoints. About 2 s on 2 CPU cores at 32-64 px, a few seconds at 112 px × 8
+frames; settings with the same model and batch shape are measured once per process.
+
+The estimate scales that to the run: per pretraining ``start + epochs × (steps × step + first-step extra +
+val clips × eval clip + checkpoints)``, steps per epoch as the loader makes them (``⌊train / batch⌋``, capped
+by ``optim.max_steps_per_epoch``; a self-supervised stage trains on train + val scans, two views each);
+classification embeds every scan ``classifier.clips_per_scan`` times and fits the pair MLP
+(:data:`CLASSIFY_SECONDS`). Not measured: :data:`COMMAND_START_SECONDS` (importing the toolkit),
+:data:`PRETRAIN_START_SECONDS` (loader processes, cache check, run folder, curves), the disk's speed
+(:data:`~learner.experiments.step_cost.CHECKPOINT_BYTES_PER_SECOND`) and :data:`DECODE_SECONDS_PER_SCAN`
+(decoding a scan into the cache, first run only; BENCHMARKS.md: 3.2-5.6 phantom clips/s; real videos can
+take 4× longer, single PNGs far less). Data loading and augmentation run in the loader processes beside the
+steps and are not timed. The measurement holds for the machine's load when the dry run ran.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,21 +46,20 @@ from learner.experiments import grid as engine
 from learner.experiments import stages
 from learner.experiments.ablation import AXES as ABLATION_AXES
 from learner.experiments.ablation import ablation_cells
+from learner.experiments.step_cost import StepCost, measure_cost
 from learner.experiments.sweep import sweep_cells
 from learner.experiments.table3 import table3_cells
 from learner.layout import RunLayout
+from learner.losses.registry import build_view_objective
 from learner.training.names import check_names
 
-TSM_SECONDS_PER_FRAME_PIXEL = 1.7e-6
-"""tsm_resnet18, paper size, 2 shared CPU cores: calibrated on configs/small-cohort.yaml's measured runs."""
-TRAIN_SECONDS_PER_FRAME_PIXEL: dict[str, float] = {
-    "tsm_resnet18": TSM_SECONDS_PER_FRAME_PIXEL,
-    "vit": TSM_SECONDS_PER_FRAME_PIXEL * 4.2 / 1.3,
-    "swin": TSM_SECONDS_PER_FRAME_PIXEL * 4.2 / 0.9,
-}
-"""Backbone → seconds per training frame-pixel at paper size (ViT, Swin: BENCHMARKS.md's step ratios)."""
-SIZE_FACTOR: dict[str, float] = {"tiny": 0.25, "small": 0.75, "paper": 1.0}
-EVAL_FACTOR = 0.3
+COMMAND_START_SECONDS = 3.0
+"""Starting a command: importing torch and the toolkit (measured: 2-4 s on 2 shared cores)."""
+PRETRAIN_START_SECONDS = 2.5
+"""Per pretraining besides its steps: loader processes, cache check, run folder, split, curves (measured:
+2-3 s on 2 shared cores at 32 px)."""
+CLASSIFY_SECONDS = 4.0
+"""One classification besides embedding: pairs, the MLP, the patient bootstrap, its files (measured 2-5 s)."""
 DECODE_SECONDS_PER_SCAN = 0.25
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -98,12 +104,13 @@ class Plan:
     cells: list[CellPlan]
     data: list[DataPlan]
     scans_to_decode: int
+    costs: Sequence[StepCost] = ()
 
     @property
     def seconds(self) -> float:
-        """The cost model's total (see the module docstring), decoding included."""
+        """The estimate's total (see the module docstring): the command's start, the cells, decoding."""
         work = sum((c.pretrain_seconds or 0.0) + (c.classify_seconds or 0.0) for c in self.cells)
-        return work + self.scans_to_decode * DECODE_SECONDS_PER_SCAN
+        return COMMAND_START_SECONDS + work + self.scans_to_decode * DECODE_SECONDS_PER_SCAN
 
     def render(self) -> str:
         """The dry run's report: config, cells, data, time estimate; ends by saying nothing was created."""
@@ -128,11 +135,11 @@ class Plan:
                 "Data:",
                 *(d.render() for d in self.data),
                 "",
-                "Time estimate (rough, 2 CPU cores; see learner.experiments.dry_run): "
+                *(cost.render() for cost in self.costs),
+                f"Time estimate (measured at the settings above on this machine, load average {_load()}): "
                 f"≈ {_duration(self.seconds)}, of which decoding the {self.scans_to_decode} scans not in the "
-                f"cache ≈ {_duration(self.scans_to_decode * DECODE_SECONDS_PER_SCAN)}. "
-                "Calibrated at load average ≤ 3; a machine busy with other jobs can take 10× longer or "
-                "more; a GPU is far faster.",
+                f"cache ≈ {_duration(self.scans_to_decode * DECODE_SECONDS_PER_SCAN)}. A machine that gets "
+                "busier with other jobs runs slower; see learner.experiments.dry_run.",
                 "Dry run: nothing was created or decoded.",
             ]
         )
@@ -143,33 +150,34 @@ def _duration(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the model
-def frame_pixels(config: Config, clips: int) -> int:
-    """Frame-pixels of ``clips`` clips: clips × T × size²."""
-    return clips * config.data.frames * config.data.size**2
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:  # not every system reports one
+        return "unknown"
 
 
-def seconds_per_frame_pixel(config: Config) -> float:
-    """Training cost of one frame-pixel for the config's backbone and size (unknown backbone: the slowest)."""
-    per_pixel = TRAIN_SECONDS_PER_FRAME_PIXEL.get(
-        config.model.backbone, max(TRAIN_SECONDS_PER_FRAME_PIXEL.values())
-    )
-    return per_pixel * SIZE_FACTOR[config.model.size]
-
-
-def pretrain_seconds(config: Config, data: DataPlan) -> float:
-    """Estimated pretraining time: every epoch's train steps and validation pass (module docstring)."""
+def pretrain_seconds(config: Config, data: DataPlan, cost: StepCost | None = None) -> float:
+    """Estimated pretraining time (module docstring): start-up, then each epoch's train steps (the first
+    one's extra), validation clips and checkpoints, from ``cost`` (default: :func:`measure_cost`)."""
+    cost = measure_cost(config) if cost is None else cost
     optim = config.optim
-    steps = data.scans["train"] // optim.batch_size
+    two_views = build_view_objective(config.loss) is not None
+    train = data.scans["train"] + data.scans["val"] * two_views  # self-supervised: train + val scans
+    steps = train // optim.batch_size
     steps = min(steps, optim.max_steps_per_epoch or steps)
-    train = frame_pixels(config, steps * optim.batch_size)
-    val = frame_pixels(config, data.scans["val"])
-    return optim.epochs * (train + EVAL_FACTOR * val) * seconds_per_frame_pixel(config)
+    val_clips = data.scans["val"] * (2 if two_views else 1)
+    extra = cost.first_step_extra if "+" in config.loss.name else 0.0  # the share of a two-term objective
+    epoch = steps * cost.train_step + extra + val_clips * cost.eval_clip + cost.checkpoint
+    return PRETRAIN_START_SECONDS + cost.build + optim.epochs * epoch
 
 
-def embed_seconds(config: Config, scans: int) -> float:
-    """Estimated time to embed ``scans`` scans (``classifier.clips_per_scan`` clips each) once."""
-    clips = scans * config.classifier.clips_per_scan
-    return EVAL_FACTOR * frame_pixels(config, clips) * seconds_per_frame_pixel(config)
+def embed_seconds(config: Config, scans: int, cost: StepCost | None = None) -> float:
+    """Estimated classification time: ``scans`` scans embedded ``classifier.clips_per_scan`` times each
+    (eval clips from ``cost``, default :func:`measure_cost`), the model built once, and
+    :data:`CLASSIFY_SECONDS` for the pairs, the MLP and the bootstrap."""
+    cost = measure_cost(config) if cost is None else cost
+    return cost.build + scans * config.classifier.clips_per_scan * cost.eval_clip + CLASSIFY_SECONDS
 
 
 # ---------------------------------------------------------------------------------------- the data
@@ -211,7 +219,7 @@ def plan_pretrain(config: Config) -> Plan:
     manifest = _manifest(config)
     data = data_plan(str(config.data.manifest), manifest, config)
     cell = CellPlan(f"pretrain {config.loss.name}, seed {config.seed}", pretrain_seconds(config, data), None)
-    return Plan(config.to_yaml(), [cell], [data], uncached_scans(manifest, config))
+    return Plan(config.to_yaml(), [cell], [data], uncached_scans(manifest, config), [measure_cost(config)])
 
 
 def plan_classify(encoder_run: Path, manifest: Manifest, config: Config) -> Plan:
@@ -219,7 +227,7 @@ def plan_classify(encoder_run: Path, manifest: Manifest, config: Config) -> Plan
     data = data_plan(str(manifest.source), manifest, config, read_splits(encoder_run))
     seconds = embed_seconds(config, len(manifest.records))
     cell = CellPlan(f"classify on {encoder_run} ({config.classifier.head})", None, seconds)
-    return Plan(config.to_yaml(), [cell], [data], 0)
+    return Plan(config.to_yaml(), [cell], [data], 0, [measure_cost(config)])
 
 
 GridCell = tuple[str, str, DatasetSpec, Config, bool]
@@ -271,7 +279,7 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
     cells = _grid_cells(planned, grid, resume_dir)
     manifests = {d.name: engine.dataset_manifest(experiment.config, d) for d in grid.datasets}
     data: dict[tuple[str, int, str, str], DataPlan] = {}
-    plans, pretrained = [], set()
+    plans, pretrained, measured = [], set(), []
     for init in inits:  # the self-supervised stages run first, one pretraining each
         stage = RunLayout(init.where).encoder().root
         label = f"{init.where.as_posix()} ({init.config.loss.name}, no scores)"
@@ -280,6 +288,7 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
             continue
         plan = data_plan(init.dataset, manifests[init.dataset], init.config)
         plans.append(CellPlan(label, pretrain_seconds(init.config, plan), None))
+        measured.append(measure_cost(init.config))
     for label, encoder, dataset, cfg, done in cells:
         split_key = (
             dataset.name,
@@ -294,6 +303,7 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
         if done:
             plans.append(CellPlan(label, None, None, done=True))
             continue
+        measured.append(measure_cost(cfg))
         plans.append(
             CellPlan(
                 label,
@@ -302,7 +312,8 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
             )
         )
     scans = sum(uncached_scans(m, experiment.config) for m in manifests.values())
-    return Plan(experiment.to_yaml(), plans, list(data.values()), scans)
+    costs = list(dict.fromkeys(measured))  # each distinct measurement once, in the order of the cells
+    return Plan(experiment.to_yaml(), plans, list(data.values()), scans, costs)
 
 
 def uncached_scans(manifest: Manifest, config: Config) -> int:

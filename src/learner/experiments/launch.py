@@ -1,22 +1,28 @@
 """Where the cells of an experiment grid run (``runtime.launcher``): here, or one job per cell via submitit.
 
 * ``inline`` (default): nothing is launched; the grid's own loop runs every stage in this process.
-* ``submitit``: one SLURM job per cell (:class:`learner.experiments.stages.CellJob`), submitted together and
-  awaited; ``runtime.launcher_options`` are submitit's executor parameters (``slurm_partition``,
-  ``timeout_min``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``, ...; ``--launcher-opt k=v``).
+* ``submitit``: one SLURM job per cell (:class:`learner.experiments.stages.CellJob`, requeued by submitit on
+  pre-emption: :class:`RequeueableCell`), submitted together and awaited; ``runtime.launcher_options`` are
+  submitit's executor parameters (``slurm_partition``, ``timeout_min``, ``cpus_per_task``,
+  ``gpus_per_node``, ``mem_gb``, ...; ``--launcher-opt k=v``).
 * ``submitit-local``: the same jobs as local processes (submitit's local executor): to try a cluster set-up
   on one machine.
 
 Jobs write only their own cell's folders; their submitit logs go to ``OUT/submitit``. When all have
 finished, the grid's loop finds every stage complete (``complete.json``) and only collects the numbers,
 so results merge and resume exactly as with ``inline``: a cell that completed is never submitted again, a
-failed cell is named with its log and retried by ``--resume``. Needs ``pip install 'learner[cluster]'``.
+failed cell is named with its job id, its end (an error line, or a SLURM state such as ``CANCELLED``) and
+its log, and retried by ``--resume``. On SLURM each job is awaited through ``scontrol`` (no accounting
+database needed). Needs ``pip install 'learner[cluster]'``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import re
+import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +61,8 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
     """Run the unfinished ``jobs`` as ``runtime.launcher`` says and wait for them (no-op for ``inline``).
 
     Raises:
-        LearnerError: some cells failed (each named with its submitit log); the others are complete.
+        LearnerError: some cells failed or ended without a result (each named with its job id, how it ended
+            and its submitit log); the others are complete.
     """
     cluster = SUBMITIT_CLUSTERS[runtime.launcher]
     if cluster is None:
@@ -70,16 +77,22 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
     executor.update_parameters(name="learner", **executor_parameters(runtime.launcher_options))
     # the jobs' own stages are timed in their processes: here their wall time is one stage, not "other"
     with stage(f"cells ({runtime.launcher} jobs, {len(pending)})"):
-        submitted = [(job, executor.submit(job)) for job in pending]
+        submitted = [(job, executor.submit(RequeueableCell(job))) for job in pending]
         log.info(
             "submitted %d cell job(s) via %s: %s", len(submitted), runtime.launcher, run_dir / "submitit"
         )
         failed: list[str] = []
         for job, handle in submitted:
+            ended = _wait(handle) if cluster == "slurm" else None
             try:
+                if ended is not None:
+                    raise RuntimeError(ended)
                 handle.result()
-            except Exception:  # submitit re-raises what the job raised, wrapped; its log has the traceback
-                failed.append(f"{job.where.as_posix()} (log: {handle.paths.stderr})")
+            except Exception as exc:  # submitit re-raises what the job raised, wrapped; its log has it all
+                reason = ended or _last_line(exc)
+                failed.append(
+                    f"{job.where.as_posix()} (job {handle.job_id}: {reason}; log: {handle.paths.stderr})"
+                )
     if failed:
         raise LearnerError(
             f"{len(failed)} of {len(submitted)} cell job(s) failed: {'; '.join(failed)}; "
@@ -87,9 +100,79 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
         )
 
 
+class RequeueableCell:
+    """A cell's job as submitit runs it: on pre-emption or near its time limit (submitit's SIGUSR2) submitit
+    calls :meth:`checkpoint` and requeues the job, which then continues the cell's stages from their
+    checkpoints (a pretraining in a SLURM job writes one before that signal acts:
+    :mod:`learner.training.preemption`)."""
+
+    def __init__(self, job: CellJob) -> None:
+        self.job = job
+
+    def __call__(self) -> str:
+        return self.job()
+
+    def checkpoint(self) -> Any:
+        """submitit's requeue hook: the same cell again (its completed stages are reused)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
 def executor_parameters(options: dict[str, str]) -> dict[str, Any]:
     """``--launcher-opt`` values (text) → typed executor parameters (``timeout_min=60`` → 60)."""
     return {key: yaml.safe_load(value) for key, value in options.items()}
+
+
+SLURM_ENDED = frozenset({
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+    "TIMEOUT",
+})  # fmt: skip
+"""SLURM job states after which no result can come any more (a requeued job is PENDING again)."""
+
+POLL_S = 2.0
+RESULT_GRACE_S = 30.0
+"""How long a result may take to appear on a shared file system after its job ended."""
+
+
+def _wait(handle: Any) -> str | None:
+    """Wait for a SLURM job's result file; the job's final state when it ended without one (``CANCELLED``:
+    ``scancel``, ``TIMEOUT``, ...), else None. Asks ``scontrol`` (the controller, every few seconds), not
+    submitit's ``sacct`` poll, which needs the cluster's accounting database and checks once a minute."""
+    result = Path(handle.paths.result_pickle)
+    ended_at: float | None = None
+    while not result.exists():
+        state = _slurm_state(str(handle.job_id))
+        if state in SLURM_ENDED or state == "":  # "": the controller forgot it (MinJobAge)
+            ended_at = ended_at or time.monotonic()
+            if time.monotonic() - ended_at > RESULT_GRACE_S:
+                return f"ended {state or 'without a trace'} without a result"
+        else:
+            ended_at = None
+        time.sleep(POLL_S)
+    return None
+
+
+def _slurm_state(job_id: str) -> str:
+    """``JobState`` of ``job_id`` as the SLURM controller reports it; "" for a job it does not know."""
+    try:
+        done = subprocess.run(
+            ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "UNKNOWN"  # keep waiting: the controller may be busy
+    if done.returncode != 0:
+        return "" if "Invalid job id" in done.stderr else "UNKNOWN"
+    fields = dict(item.split("=", 1) for item in done.stdout.split() if "=" in item)
+    return fields.get("JobState", "UNKNOWN")
+
+
+def _last_line(exc: Exception) -> str:
+    """The job's own error line (``ManifestError: ...``) from submitit's message, which wraps the job's
+    traceback and ends with the log paths; else the message's last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"[\w.]*(Error|Exception|Interrupt)\b", line)]
+    return (errors or lines or [type(exc).__name__])[-1]
 
 
 def _complete(job: CellJob) -> bool:

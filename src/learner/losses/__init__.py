@@ -1,5 +1,7 @@
 """Losses as a library: each takes ``(embeddings (B, D), scores (B,))`` — plus optional ``ref_embeddings``
 (N, D) and ``ref_scores`` (N,) from a cross-batch memory — and returns a scalar; none needs a config object.
+The self-supervised :class:`VICRegLoss` takes two views ``(view_a (B, D), view_b (B, D))`` of the same
+scans instead (no scores).
 
 Example::
 
@@ -20,6 +22,7 @@ from learner.losses.infonce import SupConBinsLoss, YAwareInfoNCELoss
 from learner.losses.rank_n_contrast import RankNContrastLoss
 from learner.losses.regression import ScoreStandardiser, mse_loss
 from learner.losses.selection import PairSelection, select_pairs
+from learner.losses.self_supervised import VICRegLoss
 from learner.losses.similarity import ExpCosine, ShiftedCosine, cosine_matrix, feature_logits
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "ShiftedCosine",
     "SupConBinsLoss",
     "Unweighted",
+    "VICRegLoss",
     "WeightedContrastiveLoss",
     "YAwareInfoNCELoss",
     "cosine_matrix",

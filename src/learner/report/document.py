@@ -47,7 +47,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         [
             f"# LEARNER report: {folder.name}\n",
             source_banner(sources),
-            "## Settings\n\n" + settings_section(config, sources),
+            "## Settings\n\n" + settings_section(config, sources, results["kind"]),
             *sections,
             "## Config and environment\n\n" + environment_section(folder),
         ]

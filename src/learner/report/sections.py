@@ -190,10 +190,55 @@ def pair_balance_section(
     return markdown_table([*key_names, "pairs", *CLASS_NAMES, "total"], rows)
 
 
-def settings_section(config: dict[str, Any], sources: Sequence[Source]) -> str:
-    """The settings that decide cost and quality (from ``config.yaml``) and each phantom cohort's size."""
-    lines = []
+GRID_AXES: dict[str, tuple[str, ...]] = {
+    "table3": ("datasets", "losses", "seeds"),
+    "ablation": ("datasets", "losses", "seeds", "backbones", "combines", "classifiers"),
+    "sweep": ("datasets", "settings", "losses", "seeds"),
+}
+"""An experiment kind → the grid axes (``experiment.<axis>``) its cells range over."""
+AXIS_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "datasets": ("datasets", ("data.manifest", "data.scale")),
+    "settings": ("named settings (each overrides the base keys it names)", ()),
+    "losses": ("objectives", ("loss.name",)),
+    "seeds": ("seeds", ("seed",)),
+    "backbones": ("backbones", ("model.backbone",)),
+    "combines": ("pair combines", ("classifier.combine",)),
+    "classifiers": ("classifier heads", ("classifier.head",)),
+}
+"""A grid axis → its words and the config keys each cell takes from it (not the base config's)."""
+
+
+def settings_section(config: dict[str, Any], sources: Sequence[Source], kind: str | None = None) -> str:
+    """The settings that decide cost and quality (from ``config.yaml``) and each phantom cohort's size.
+
+    For an experiment grid (``kind`` in :data:`GRID_AXES`) the grid's axes come first (datasets, objectives,
+    seeds, ...; the ``experiment.init`` stage when set), and the keys each cell takes from them are left out
+    of the base settings: the config block below is the base every cell starts from, not one cell's.
+    """
+    grid = config.get("experiment") if kind in GRID_AXES else None
+    lines, per_cell = [], set[str]()
+    if isinstance(grid, dict):
+        for axis in GRID_AXES[kind or ""]:
+            words, keys = AXIS_KEYS[axis]
+            lines.append(f"- grid: {words} (`experiment.{axis}`): {_axis_values(axis, grid.get(axis))}")
+            per_cell.update(keys)
+        if grid.get("init"):
+            extra = grid.get("init_settings") or {}
+            with_settings = f", with {', '.join(f'{k}={v}' for k, v in extra.items())}" if extra else ""
+            lines.append(
+                f"- grid: self-supervised start of every cell (`experiment.init`): {grid['init']} stage per "
+                f"dataset and seed on the cell's train and val scans{with_settings}; its encoder is each "
+                "cell's `model.init`"
+            )
+            per_cell.add("model.init")
+        taken = ", ".join(f"`{key}`" for key in sorted(per_cell))
+        lines.append(
+            f"- each cell takes {taken} from the grid; the base settings below and the config block at the "
+            "end are what every cell starts from (each cell's own `config.yaml` has its values)"
+        )
     for dotted, label in SETTINGS:
+        if dotted in per_cell:
+            continue
         value: Any = config
         for part in dotted.split("."):
             value = value.get(part) if isinstance(value, dict) else None
@@ -202,6 +247,19 @@ def settings_section(config: dict[str, Any], sources: Sequence[Source]) -> str:
         if source.phantom:
             lines.append(f"- phantom cohort of {source.name}: {phantom_cohort(source.phantom)}")
     return "\n".join(lines) + "\n"
+
+
+def _axis_values(axis: str, values: Any) -> str:
+    """One grid axis in words: datasets as ``NAME (manifest, scale)``, settings as ``name (k=v, ...)``."""
+    if axis == "datasets" and isinstance(values, list):
+        named = [d if isinstance(d, dict) else {"name": d} for d in values]
+        return "; ".join(f"{d.get('name')} ({d.get('manifest')}, scale {d.get('scale')})" for d in named)
+    if axis == "settings" and isinstance(values, dict):
+        overrides = {name: ", ".join(f"{k}={v}" for k, v in (o or {}).items()) for name, o in values.items()}
+        return "; ".join(f"{name} ({keys})" for name, keys in overrides.items())
+    if isinstance(values, list):
+        return ", ".join(str(v) for v in values)
+    return str(values)
 
 
 def phantom_cohort(record: Mapping[str, object]) -> str:

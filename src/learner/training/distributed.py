@@ -2,7 +2,9 @@
 
 ``torchrun --nproc_per_node=N -m learner pretrain ...`` starts N processes with ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; :func:`distributed` reads them and joins the process
-group (nccl on GPU, gloo on CPU). Launched any other way it is a no-op and every helper here degrades to the
+group (nccl on GPU, gloo on CPU). ``srun --ntasks=N learner pretrain ...`` (a SLURM step) works the same
+way: :func:`slurm_environment` derives those variables from SLURM's. Launched any other way it is a no-op
+and every helper here degrades to the
 single-process identity, so the training loop has one code path.
 
 Why gather with gradients: the contrastive terms of Alg. 1 rank every pair in the batch, so each rank must see
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,17 +56,62 @@ class DistInfo:
         return self.world_size > 1
 
 
+SLURM_PORT_BASE = 15000
+"""``MASTER_PORT`` of an ``srun`` step when not set: ``SLURM_PORT_BASE + SLURM_JOB_ID % 20000`` (the same on
+every task of the job, and different for jobs that share a node)."""
+
+
+def slurm_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The torchrun variables of an ``srun`` task of a multi-task step, from SLURM's own: ``RANK`` ←
+    ``SLURM_PROCID``, ``WORLD_SIZE`` ← ``SLURM_STEP_NUM_TASKS`` (else ``SLURM_NTASKS``), ``LOCAL_RANK`` ←
+    ``SLURM_LOCALID``, ``MASTER_ADDR`` ← the first host of ``SLURM_STEP_NODELIST`` (else
+    ``SLURM_JOB_NODELIST``), ``MASTER_PORT`` ← derived from ``SLURM_JOB_ID``; any of them already set wins.
+    Empty outside such a step (no ``SLURM_STEP_ID``: a batch script itself is one process whatever
+    ``--ntasks`` says) and for a one-task step. torchrun's own variables, when ``RANK`` is set, win."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env or "SLURM_STEP_ID" not in env or "SLURM_PROCID" not in env:
+        return {}
+    world = env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1"))
+    if int(world) <= 1:
+        return {}
+    nodes = env.get("SLURM_STEP_NODELIST", env.get("SLURM_JOB_NODELIST", "127.0.0.1"))
+    derived = {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": world,
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": first_host(nodes),
+        "MASTER_PORT": str(SLURM_PORT_BASE + int(env.get("SLURM_JOB_ID", "0")) % 20000),
+    }
+    return {name: env.get(name, value) for name, value in derived.items()}
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[03-05,07],cpu1`` → ``gpu03``."""
+    head = nodelist.split(",")[0] if "[" not in nodelist.split(",")[0] else nodelist.split("]")[0] + "]"
+    if "[" not in head:
+        return head
+    prefix, ranges = head.rstrip("]").split("[", 1)
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def launcher_world_size() -> int:
+    """The number of processes this one was started among (torchrun's or an ``srun`` step's; 1 alone)."""
+    return int(os.environ.get("WORLD_SIZE") or slurm_environment().get("WORLD_SIZE") or 1)
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the torchrun process group (nccl for ``device_type == "cuda"``, else gloo) or do nothing.
 
-    Returns the rank information; an already-initialised process group is reused as it is. A process not
-    started by torchrun (no ``RANK``/``WORLD_SIZE`` in the environment) gets ``DistInfo(0, 1, 0)``.
+    Returns the rank information; an already-initialised process group is reused as it is. A task of a
+    multi-task ``srun`` step gets the torchrun variables from SLURM's first (:func:`slurm_environment`). A
+    process started neither way (no ``RANK``/``WORLD_SIZE`` in the environment) gets ``DistInfo(0, 1, 0)``.
 
     Raises:
         LearnerError: torchrun variables are only partly set (names the missing ones).
     """
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    os.environ.update(slurm_environment())  # an srun task: SLURM's variables as torchrun's
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
     missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]

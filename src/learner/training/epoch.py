@@ -47,6 +47,7 @@ from learner.training.finite import finite_gradients, non_finite_message
 from learner.training.loggers import CsvLogger, MetricsLogger
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan
+from learner.training.preemption import EpochPosition, Preemption, StopCheck
 from learner.training.seeding import rng_state, set_rng_state
 from learner.training.validation import predict_scores, regression_metrics, view_loss, write_val_predictions
 
@@ -102,11 +103,13 @@ class Trainee:
 @dataclass(frozen=True)
 class LoopState:
     """Where the epoch loop stands: optimiser updates done (``step``), every epoch's metrics row
-    (``history``) and the best of them (``best``; the same object as its ``history`` entry)."""
+    (``history``) and the best of them (``best``; the same object as its ``history`` entry); ``position``:
+    where a pre-empted epoch stopped (None at an epoch's end)."""
 
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
+    position: EpochPosition | None = None
 
 
 def restore(
@@ -127,11 +130,13 @@ def restore(
         saved = load_train_state(last_dir)
         trainee.optimizer.load_state_dict(saved["optimizer"])
         trainee.scaler.load_state_dict(saved["scaler"])
-        state = LoopState(saved["step"], saved["history"], saved["best"])
+        position = EpochPosition.from_state(saved.get("position"))
+        state = LoopState(saved["step"], saved["history"], saved["best"], position)
         set_rng_state(saved["rng"])
         trainee.memory.load_state_dict(saved.get("memory", {}), trainee.device)
         log.info("resumed %s at epoch %d, step %d", run_dir, len(state.history), state.step)
-        if run is not None:  # a kill after the last save but before this write would lose that epoch's row
+        # a kill after the last save but before this write would lose that epoch's row
+        if run is not None and state.history:
             CsvLogger(run_dir, plan.config).log(state.history[-1], state.history)
     elif resume:
         log.info("resumed %s: no checkpoint was saved yet, starting at epoch 1", run_dir)
@@ -149,6 +154,8 @@ def train_one_epoch(
     grad_clip: float | None = None,
     progress: Progress | None = None,
     epochs: int | None = None,
+    start: EpochPosition | None = None,
+    on_step: StopCheck | None = None,
 ) -> dict[str, float]:
     """Epoch ``epoch`` of Alg. 1: for each of ``loaders.steps_per_epoch`` batches B, U = θ_V(B),
     Y = θ_M(U), θ ← θ − η∇(λ·MSE + (1 − λ)·CL), with η = ``lr_at(step)`` and ``step`` counting updates
@@ -161,6 +168,8 @@ def train_one_epoch(
         last_dir: the checkpoint a non-finite error message points at.
         grad_clip: clip the gradient norm to this (``optim.grad_clip``).
         progress: the bar to advance (a task "epoch ``epoch``/``epochs``"); None: none shown.
+        start: where a pre-empted run stopped: for this epoch, go on from there (earlier batches skipped).
+        on_step: called after every update with the epoch's position (pre-emption checkpoints).
 
     Returns:
         The epoch's ``metrics.csv`` row so far: ``epoch``, ``step`` (the updates done after this epoch),
@@ -179,8 +188,13 @@ def train_one_epoch(
     progress = progress_bar(enabled=False) if progress is None else progress
     task = progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss=math.nan)
     sums: dict[str, float] = defaultdict(float)
-    lr, share = math.nan, None
-    for index, (clips, scores, _) in enumerate(itertools.islice(loaders.train, steps)):
+    lr, share, first = math.nan, None, 0
+    if start is not None and start.epoch == epoch:  # items are pure functions of (seed, epoch, index)
+        sums.update(start.sums)
+        lr, share, first, step = start.lr, start.share, start.index, start.step
+        progress.update(task, advance=first)
+    batches = itertools.islice(loaders.train, first, steps)
+    for index, (clips, scores, _) in enumerate(batches, start=first):
         lr = lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -205,6 +219,8 @@ def train_one_epoch(
         for name, value in out.terms.items():
             sums[f"train_{name}"] += value.item()
         progress.update(task, advance=1, loss=loss)
+        if on_step is not None:  # after the last batch too: the resumed epoch then only validates
+            on_step(EpochPosition(epoch, index + 1, step, dict(sums), share, lr))
     row = {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps for k, v in sums.items()}
     return row if share is None else row | {"grad_share_contrastive": share}
 
@@ -309,6 +325,38 @@ def validate_and_checkpoint(
             _report(progress, row, epochs)
     barrier()
     return LoopState(step, history, best)
+
+
+def preemption_checkpoint(
+    preemption: Preemption, state: LoopState, trainee: Trainee, run: RunDir | None, last_dir: Path
+) -> StopCheck:
+    """``on_step`` for :func:`train_one_epoch`: when a pre-emption signal came (every rank agrees), rank 0
+    saves ``last_dir`` at the epoch's position (weights, optimiser, scaler, memory, RNG states, the epoch's
+    running sums) and the signal goes to its old handler (:mod:`learner.training.preemption`)."""
+
+    def check(position: EpochPosition) -> None:
+        signum = preemption.requested()
+        if signum is None:
+            return
+        with stage("checkpoints"):
+            if run is not None:
+                summary = replace(trainee.meta, epoch=position.epoch - 1, step=position.step,
+                                  metrics=finite(state.history[-1]) if state.history else {})  # fmt: skip
+                train_state = {
+                    "optimizer": trainee.optimizer.state_dict(), "scaler": trainee.scaler.state_dict(),
+                    "step": position.step, "history": state.history, "best": state.best,
+                    "rng": rng_state(), "memory": trainee.memory.state_dict(),
+                    "position": position.to_state(),
+                }  # fmt: skip
+                save_checkpoint(last_dir, trainee.model, summary, train_state=train_state)
+                log.warning(
+                    "signal %d: checkpoint written after batch %d of epoch %d (step %d); --resume goes on",
+                    signum, position.index, position.epoch, position.step,
+                )  # fmt: skip
+        barrier()
+        preemption.hand_over(signum)
+
+    return check
 
 
 def progress_bar(*, enabled: bool) -> Progress:

@@ -77,11 +77,12 @@ from learner.training.checkpoint import (
 )
 from learner.training.curves import CURVES_FILE, plot_training_curves
 from learner.training.device import resolve_device
-from learner.training.distributed import DistInfo, barrier, distributed, wrap_model
+from learner.training.distributed import DistInfo, barrier, distributed, launcher_world_size, wrap_model
 from learner.training.epoch import (
     Loaders,
     LoopState,
     Trainee,
+    preemption_checkpoint,
     progress_bar,
     restore,
     train_one_epoch,
@@ -90,6 +91,7 @@ from learner.training.epoch import (
 from learner.training.loggers import MetricsLogger, open_loggers
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan, plan_pretraining
+from learner.training.preemption import checkpoint_on_signal
 from learner.training.resume import check_resumable, record_extension
 from learner.training.seeding import seed_everything
 
@@ -179,7 +181,7 @@ def pretrain(
         NonFiniteLossError: the loss or a gradient became NaN/inf (names epoch and step; ``checkpoints/last``
             is kept).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked again once the group is up
+    world_size = launcher_world_size()  # torchrun's or srun's; checked again once the group is up
     plan = plan_pretraining(config, run_dir, resume=resume, force=force, world_size=world_size)
     use_cuda = resolve_device(config.runtime.device).type == "cuda"
     with distributed("cuda" if use_cuda else "cpu") as info:
@@ -212,16 +214,16 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     unused = "mse" not in trainee.objective.names  # a contrastive-only objective never reaches the head
     trainee = replace(trainee, network=wrap_model(trainee.model, info, device, find_unused_parameters=unused))
     sinks = open_loggers(config.runtime.logger, run_dir, config) if run is not None else []
-    with progress_bar(enabled=info.is_main and sys.stdout.isatty()) as progress:  # plain lines in logs
-        for epoch in range(len(state.history) + 1, optim.epochs + 1):
+    with progress_bar(enabled=info.is_main and sys.stdout.isatty()) as bar, checkpoint_on_signal() as sig:
+        for epoch in range(len(state.history) + 1, optim.epochs + 1):  # SLURM: SIGTERM → a checkpoint first
             row = train_one_epoch(
                 trainee, loaders, epoch, state.step, lr_at,
-                grad_clip=optim.grad_clip, last_dir=last_dir, progress=progress, epochs=optim.epochs,
+                grad_clip=optim.grad_clip, last_dir=last_dir, progress=bar, epochs=optim.epochs,
+                start=state.position, on_step=preemption_checkpoint(sig, state, trainee, run, last_dir),
             )  # fmt: skip
             state = validate_and_checkpoint(
-                row, state, trainee, loaders, run, sinks,
-                last_dir=last_dir, best_dir=best_dir, batch_size=optim.batch_size, progress=progress,
-                epochs=optim.epochs,
+                row, state, trainee, loaders, run, sinks, last_dir=last_dir, best_dir=best_dir,
+                batch_size=optim.batch_size, progress=bar, epochs=optim.epochs,
             )  # fmt: skip
     return finish(plan, run, scans, state, sinks)
 
