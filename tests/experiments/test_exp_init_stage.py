@@ -29,6 +29,7 @@ def _init_of(encoder: Path) -> str:
     return str(yaml.safe_load(RunLayout(encoder).config.read_text())["model"]["init"])
 
 
+@pytest.mark.slow
 def test_one_stage_per_dataset_and_seed_starts_every_cell_and_is_reused_on_resume(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_lus: DatasetSpec
 ) -> None:
@@ -60,6 +61,7 @@ def test_one_stage_per_dataset_and_seed_starts_every_cell_and_is_reused_on_resum
     assert f"{stage.relative_to(out).as_posix()} (vicreg, no scores)" in plan
 
 
+@pytest.mark.slow
 def test_the_ablation_gets_one_stage_per_backbone(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_lus: DatasetSpec
 ) -> None:

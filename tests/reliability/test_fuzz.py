@@ -75,6 +75,7 @@ def corrupted(draw: st.DrawFn, data: bytes, alphabet: bytes = b"") -> bytes:
 MANIFEST_ALPHABET = b',;\t"\n\r \x00\xff-.0123456789abcdefgpsv_/e+N'
 
 
+@pytest.mark.slow  # the full suite (CI) runs it; the fast lane keeps the scan and cache fuzzing
 def test_fuzzed_manifests_give_a_clean_error_or_the_right_scans(
     tmp_path: Path, cli: Cli, examples: Callable[[str], int]
 ) -> None:
@@ -115,6 +116,7 @@ experiment:
 CONFIG_ALPHABET = b"{}[]:,&*!|>-?#%@'\"\n\t 0123456789.eE+_abcdelmnoprstyz~"
 
 
+@pytest.mark.slow
 def test_fuzzed_config_files_give_a_clean_error_or_the_config(
     tmp_path: Path, cli: Cli, examples: Callable[[str], int]
 ) -> None:
