@@ -336,10 +336,14 @@ def demo_command(
     experiment.
     """
     from learner import api
+    from learner.experiments.demo import demo_config
     from learner.report.sections import regression_summary
     from learner.report.tables import render_experiment_table
+    from learner.training.device import thread_count, torch_threads
 
-    result = api.demo(out, dataset=dataset, full=full, force=force)
+    runtime = demo_config("full" if full else "demo").config.runtime  # threads as every other command
+    with torch_threads(thread_count(runtime)[0]):
+        result = api.demo(out, dataset=dataset, full=full, force=force)
     typer.echo(render_experiment_table(result.experiment.results))
     typer.echo(regression_summary(result.experiment.results.cells))
     typer.echo(f"report: {_timing_and_report(result.experiment.out_dir, result.timing)}")
