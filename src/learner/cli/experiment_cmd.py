@@ -299,16 +299,18 @@ def ceiling_command(
     from learner.report import REPORT_FILE
     from learner.report.ceiling import render_ceiling
 
-    flags = {
-        "data.manifest": manifest,
-        "data.scale": scale,
-        "seed": seed,
-        "optim.epochs": epochs,
-        "data.frames": frames,
-        "data.size": size,
-    }
-    cfg = config_from_options(config, sets, **flags)
-    result = api.ceiling(manifest, out, config=cfg, force=force)
+    cfg = config_from_options(config, sets)  # the flags below override it, as api.ceiling's arguments
+    result = api.ceiling(
+        manifest,
+        out,
+        config=cfg,
+        scale=scale,
+        seed=seed,
+        epochs=epochs,
+        frames=frames,
+        size=size,
+        force=force,
+    )
     typer.echo(render_ceiling(result.results))
     typer.echo(f"report: {result.out_dir / REPORT_FILE} ({result.results.seconds:.0f} s)")
 
