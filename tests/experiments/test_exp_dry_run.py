@@ -16,7 +16,6 @@ from learner.data.manifest import load_manifest
 from learner.data.scales import CLASS_NAMES, get_scale
 from learner.experiments.dry_run import (
     COMMAND_START_SECONDS,
-    DECODE_SECONDS_PER_SCAN,
     PRETRAIN_START_SECONDS,
     DataPlan,
     StepCost,
@@ -56,8 +55,10 @@ def test_pretrain_dry_run_counts_scans_pairs_and_estimates_time(
     total = re.search(r"Time estimate .*: ≈ (\d+) s", text)
     assert cell is not None
     assert total is not None
-    decode = len(manifest.records) * DECODE_SECONDS_PER_SCAN
-    assert abs(int(total.group(1)) - (int(cell.group(1)) + COMMAND_START_SECONDS + decode)) <= 1
+    decoding = re.search(rf"decoding the {len(manifest.records)} scans not in the cache ≈ (\d+) s", text)
+    assert decoding is not None  # measured on one of them: a few ms to a second per scan
+    decode = int(decoding.group(1))
+    assert abs(int(total.group(1)) - (int(cell.group(1)) + COMMAND_START_SECONDS + decode)) <= 2
     assert re.search(r"Measured: tsm_resnet18 \(paper\), batch 16 of 2 × 32² px clips on \d+ thread", text)
     assert "a training step" in text
     assert f"decoding the {len(manifest.records)} scans not in the cache" in text

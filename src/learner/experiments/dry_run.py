@@ -1,8 +1,9 @@
 """``--dry-run``: what a command would do, from the config and the manifest alone, and a time estimate.
 
-A plan reads the config, the manifest (CSV/Parquet, validated, no scan decoded) and, for ``classify``, the
-encoder run's ``splits.csv``; it makes the patient split and the pairs exactly as the command would
-(:func:`learner.data.splits.resolve_splits`, :func:`learner.data.pairs.split_pairs`) and writes nothing.
+A plan reads the config, the manifest (CSV/Parquet, validated; one scan decoded to time it) and, for
+``classify``, the encoder run's ``splits.csv``; it makes the patient split and the pairs exactly as the
+command would (:func:`learner.data.splits.resolve_splits`, :func:`learner.data.pairs.split_pairs`) and writes
+nothing.
 This is the one place that plans commands (``learner pretrain | classify | experiment ... --dry-run``).
 
 **Time estimate: measured on this machine.** :func:`~learner.experiments.step_cost.measure_cost` builds
@@ -21,15 +22,17 @@ by ``optim.max_steps_per_epoch``; a self-supervised stage trains on train + val 
 classification embeds every scan ``classifier.clips_per_scan`` times and fits the pair MLP
 (:data:`CLASSIFY_SECONDS`). Not measured: :data:`COMMAND_START_SECONDS` (importing the toolkit),
 :data:`PRETRAIN_START_SECONDS` (loader processes, cache check, run folder, curves), the disk's speed
-(:data:`~learner.experiments.step_cost.CHECKPOINT_BYTES_PER_SECOND`) and :data:`DECODE_SECONDS_PER_SCAN`
-(decoding a scan into the cache, first run only; BENCHMARKS.md: 3.2-5.6 phantom clips/s; real videos can
-take 4× longer, single PNGs far less). Data loading and augmentation run in the loader processes beside the
-steps and are not timed. The measurement holds for the machine's load when the dry run ran.
+(:data:`~learner.experiments.step_cost.CHECKPOINT_BYTES_PER_SECOND`). Decoding the scans not in the cache
+yet (first run only) is measured too: one of them is decoded and preprocessed, not cached, and the time
+scaled by their number (:func:`scans_to_decode`; a real video takes about 1 s, a PNG a few ms, so no
+constant fits both). Data loading and augmentation run in the loader processes beside the steps and are not
+timed. The measurement holds for the machine's load when the dry run ran.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +64,8 @@ PRETRAIN_START_SECONDS = 2.5
 CLASSIFY_SECONDS = 4.0
 """One classification besides embedding: pairs, the MLP, the patient bootstrap, its files (measured 2-5 s)."""
 DECODE_SECONDS_PER_SCAN = 0.25
+"""Decoding one scan when the sampled one cannot be read (the run itself will then refuse it): BENCHMARKS.md's
+3.2-5.6 phantom clips/s."""
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -104,13 +109,14 @@ class Plan:
     cells: list[CellPlan]
     data: list[DataPlan]
     scans_to_decode: int
+    decode_seconds: float = 0.0
     costs: Sequence[StepCost] = ()
 
     @property
     def seconds(self) -> float:
         """The estimate's total (see the module docstring): the command's start, the cells, decoding."""
         work = sum((c.pretrain_seconds or 0.0) + (c.classify_seconds or 0.0) for c in self.cells)
-        return COMMAND_START_SECONDS + work + self.scans_to_decode * DECODE_SECONDS_PER_SCAN
+        return COMMAND_START_SECONDS + work + self.decode_seconds
 
     def render(self) -> str:
         """The dry run's report: config, cells, data, time estimate; ends by saying nothing was created."""
@@ -138,9 +144,9 @@ class Plan:
                 *(cost.render() for cost in self.costs),
                 f"Time estimate (measured at the settings above on this machine, load average {_load()}): "
                 f"≈ {_duration(self.seconds)}, of which decoding the {self.scans_to_decode} scans not in the "
-                f"cache ≈ {_duration(self.scans_to_decode * DECODE_SECONDS_PER_SCAN)}. A machine that gets "
-                "busier with other jobs runs slower; see learner.experiments.dry_run.",
-                "Dry run: nothing was created or decoded.",
+                f"cache ≈ {_duration(self.decode_seconds)}. A machine that gets busier with other jobs runs "
+                "slower; see learner.experiments.dry_run.",
+                "Dry run: nothing was created (one scan was decoded to time it, not cached).",
             ]
         )
 
@@ -219,7 +225,7 @@ def plan_pretrain(config: Config) -> Plan:
     manifest = _manifest(config)
     data = data_plan(str(config.data.manifest), manifest, config)
     cell = CellPlan(f"pretrain {config.loss.name}, seed {config.seed}", pretrain_seconds(config, data), None)
-    return Plan(config.to_yaml(), [cell], [data], uncached_scans(manifest, config), [measure_cost(config)])
+    return Plan(config.to_yaml(), [cell], [data], *scans_to_decode(manifest, config), [measure_cost(config)])
 
 
 def plan_classify(encoder_run: Path, manifest: Manifest, config: Config) -> Plan:
@@ -227,7 +233,7 @@ def plan_classify(encoder_run: Path, manifest: Manifest, config: Config) -> Plan
     data = data_plan(str(manifest.source), manifest, config, read_splits(encoder_run))
     seconds = embed_seconds(config, len(manifest.records))
     cell = CellPlan(f"classify on {encoder_run} ({config.classifier.head})", None, seconds)
-    return Plan(config.to_yaml(), [cell], [data], 0, [measure_cost(config)])
+    return Plan(config.to_yaml(), [cell], [data], 0, 0.0, [measure_cost(config)])
 
 
 GridCell = tuple[str, str, DatasetSpec, Config, bool]
@@ -311,21 +317,32 @@ def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None =
                 embed_seconds(cfg, len(manifests[dataset.name].records)) if not shared else None,
             )
         )
-    scans = sum(uncached_scans(m, experiment.config) for m in manifests.values())
+    decoding = [scans_to_decode(m, experiment.config) for m in manifests.values()]
     costs = list(dict.fromkeys(measured))  # each distinct measurement once, in the order of the cells
-    return Plan(experiment.to_yaml(), plans, list(data.values()), scans, costs)
+    scans, seconds = sum(n for n, _ in decoding), sum(s for _, s in decoding)
+    return Plan(experiment.to_yaml(), plans, list(data.values()), scans, seconds, costs)
 
 
-def uncached_scans(manifest: Manifest, config: Config) -> int:
-    """How many of the manifest's scans have no decoded entry in the cache yet (only those cost decoding);
-    by entry name, nothing is read."""
-    cache = ScanCache(
-        default_cache_root(manifest, config.runtime.cache_dir), Preprocessor.from_config(config.data)
-    )
-    missing = 0
+def scans_to_decode(manifest: Manifest, config: Config) -> tuple[int, float]:
+    """How many of the manifest's scans have no decoded entry in the cache yet (only those cost decoding;
+    by entry name), and the seconds to decode them: the first of them decoded and preprocessed (not cached)
+    and timed, × their number (:data:`DECODE_SECONDS_PER_SCAN` each when that one cannot be read)."""
+    preprocessor = Preprocessor.from_config(config.data)
+    cache = ScanCache(default_cache_root(manifest, config.runtime.cache_dir), preprocessor)
+    missing = []
     for record in manifest.records:
         try:
-            missing += not cache.path_for(record).is_file()
+            cached = cache.path_for(record).is_file()
         except ScanReadError:  # the file is missing: decoding it is what will fail
-            missing += 1
-    return missing
+            cached = False
+        if not cached:
+            missing.append(record)
+    if not missing:
+        return 0, 0.0
+    started = time.perf_counter()
+    try:
+        preprocessor.load(missing[0].path)
+        per_scan = time.perf_counter() - started
+    except ScanReadError:
+        per_scan = DECODE_SECONDS_PER_SCAN
+    return len(missing), len(missing) * per_scan
