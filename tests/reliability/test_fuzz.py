@@ -33,6 +33,7 @@ from learner.config_reference import commented_yaml
 from learner.data.cache import ScanCache
 from learner.data.manifest import load_manifest
 from learner.data.preprocess import Preprocessor
+from learner.data.readers import read_scan
 from learner.data.scales import get_scale
 from learner.errors import LearnerError, ScanReadError
 
@@ -139,6 +140,13 @@ def test_fuzzed_config_files_give_a_clean_error_or_the_config(
 
     case()
     assert outcomes[2] > 0  # the corruptions do reach the checks
+
+
+def test_a_video_stream_without_a_decoder_is_a_clean_error() -> None:
+    """Found by ``--fuzz-long``: an MP4 whose stream header FFmpeg cannot open a decoder for (the file is that
+    case, kept as found) raised AttributeError instead of ScanReadError."""
+    with pytest.raises(ScanReadError, match="no decoder"):
+        read_scan(Path(__file__).with_name("no_decoder.mp4"))
 
 
 def _mp4(path: Path) -> Path:

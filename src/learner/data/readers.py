@@ -274,6 +274,8 @@ def _decode_pyav(path: Path, options: ReadOptions) -> tuple[list[np.ndarray], di
         if not container.streams.video:
             raise ScanReadError(f"{path}: contains no video stream")
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg could not open a decoder for it (a corrupt header, say)
+            raise ScanReadError(f"{path}: its video stream has no decoder (corrupt, or an unsupported codec)")
         stream.thread_type = "AUTO"
         grey = options.grey or (stream.codec_context.pix_fmt or "").startswith("gray")
         declared = min(stream.frames, max_frames or stream.frames)  # 0: the container does not say
