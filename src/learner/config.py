@@ -33,10 +33,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from learner.errors import ConfigError
 
@@ -102,6 +111,27 @@ CUSTOM_SCALE_EXAMPLE = (
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``optim.epochs=true`` is a mistake, not 1: pydantic's lax mode would read a boolean as 1 or 0
+        wherever a number is expected, so a boolean is refused for a field that takes none."""
+        if isinstance(value, bool) and info.field_name is not None:
+            accepted = _types_of(cls.model_fields[info.field_name].annotation)
+            if bool not in accepted and accepted & {int, float}:
+                raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        return value
+
+
+def _types_of(annotation: Any) -> set[Any]:
+    """The plain types an annotation accepts (``int | None`` → {int, NoneType}; ``Annotated`` unwrapped)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _types_of(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return set().union(*(_types_of(arg) for arg in get_args(annotation)))
+    return {annotation}
 
 
 class ScaleConfig(_Section):
@@ -585,12 +615,35 @@ def _refuse_expansion(text: str, where: str) -> None:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         too_big = node is not None and _expanded_size(node, {}) > YAML_MAX_VALUES
+        _refuse_repeated_keys(node, where)
     except RecursionError:
         raise ConfigError(f"{where}: the YAML nests too deeply") from None
     if too_big:
         raise ConfigError(
             f"{where}: the YAML expands to more than {YAML_MAX_VALUES:,} values (nested aliases)"
         )
+
+
+def _refuse_repeated_keys(node: yaml.Node | None, where: str) -> None:
+    """A one-line ConfigError when a mapping names one key twice: YAML would keep the last value without a
+    word, so ``lr: 0.1`` … ``lr: 0.2`` in one section silently trains at 0.2."""
+    pending, seen = [node], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in keys:
+                        line = key.start_mark.line + 1
+                        raise ConfigError(f"{where}: line {line}: the key {key.value[:40]!r} appears twice")
+                    keys.add(key.value)
+                pending += [key, value]
+        elif isinstance(current, yaml.SequenceNode):
+            pending += current.value
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:

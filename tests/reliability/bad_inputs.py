@@ -497,6 +497,33 @@ def _(folder: Path) -> list[str]:
     return check(_good(folder), "--set", "data.size=large")
 
 
+@bad_input("a boolean where a number belongs (optim.epochs=true, once read as 1)", "optim.epochs")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--set", "optim.epochs=true")
+
+
+@bad_input("a config key given twice in one section (YAML keeps the last without a word)", "appears twice")
+def _(folder: Path) -> list[str]:
+    (folder / "c.yaml").write_text("optim:\n  lr: 0.1\n  lr: 0.2\n", encoding="utf-8")
+    return check(_good(folder), "--config", str(folder / "c.yaml"))
+
+
+@bad_input("a manifest naming the score column twice", "'score' twice")
+def _(folder: Path) -> list[str]:
+    rows = [[*row, row[HEADER.index("score")]] for row in good_rows(folder)]
+    return check(write_manifest(folder / "manifest.csv", rows, header=(*HEADER, "score")))
+
+
+@bad_input("a score written with underscores (1_5_5, once read as 155)", "problem")
+def _(folder: Path) -> list[str]:
+    return check(rows_with(folder, "score", "1_5_5"))
+
+
+@bad_input("a visit of 420 digits (once an OverflowError)", "problem")
+def _(folder: Path) -> list[str]:
+    return check(rows_with(folder, "visit", "9" * 420))
+
+
 @bad_input("config file missing", "nothere.yaml")
 def _(folder: Path) -> list[str]:
     return check(_good(folder), "--config", str(folder / "nothere.yaml"))

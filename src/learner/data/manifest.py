@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import os
@@ -189,6 +190,8 @@ def read_frame(path: Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: the manifest is not a regular file")
     if path.suffix.lower() == ".csv" and (problem := _utf16_problem(path)):
         raise ManifestError(f"{path}: {problem}, not UTF-8{_EXCEL_HINT}")
+    if path.suffix.lower() == ".csv" and (twice := _repeated_column(path)):
+        raise ManifestError(f"{path}: the header names the column {twice!r} twice; which one is meant?")
     try:
         frame = reader(path)
     except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
@@ -278,6 +281,18 @@ def _utf16_problem(path: Path) -> str | None:
     return None
 
 
+def _repeated_column(path: Path) -> str | None:
+    """A column the CSV header names twice (pandas would rename the second ``score.1`` and read the first
+    without a word), else None."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None  # pandas says what is wrong with the file
+    names = [name.strip() for name in header]
+    return next((name for i, name in enumerate(names) if name and name in names[:i]), None)
+
+
 _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
     ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig"),  # Excel's BOM
     ".parquet": pd.read_parquet,
@@ -308,6 +323,11 @@ _Parsed = tuple[object, str | None]
 def _parse_visit(text: str, scale: ScoreScale) -> _Parsed:
     """('integer' | 'date', order): integers are their own order, ISO dates count days since 1970-01-01."""
     if _INTEGER.fullmatch(text):
+        if len(text.lstrip("+-")) > MAX_VISIT_DIGITS:
+            return (
+                None,
+                f"visit {text[:12]}… has {len(text)} digits; a visit number has at most {MAX_VISIT_DIGITS}",
+            )
         return ("integer", float(int(text))), None
     try:
         moment = datetime.fromisoformat(text)
@@ -318,11 +338,26 @@ def _parse_visit(text: str, scale: ScoreScale) -> _Parsed:
     return ("date", (moment - _EPOCH).total_seconds() / 86400.0), None
 
 
-def _parse_score(text: str, scale: ScoreScale) -> _Parsed:
+MAX_VISIT_DIGITS = 15
+"""An integer visit is an order (a number, a day count); past this many digits it is no visit (and past
+about 308 it does not even fit a float)."""
+
+
+def _number(text: str) -> float | None:
+    """A decimal number as written in a table; None otherwise. Python's ``float`` also reads ``1_5_5`` as 155
+    (digit grouping in code), which in a data cell is a typo, not a number."""
+    if "_" in text:
+        return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        return None, f"score {text!r} is not a number"
+        return None
+
+
+def _parse_score(text: str, scale: ScoreScale) -> _Parsed:
+    value = _number(text)
+    if value is None:
+        return None, f"score {text[:40]!r} is not a number"
     return value, scale.range_problem(value)
 
 
@@ -336,10 +371,9 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[str, ScoreScale], _Parsed]:
 
 
 def _parse_latent(text: str, scale: ScoreScale) -> _Parsed:
-    try:
-        value = float(text)
-    except ValueError:
-        return None, f"{text!r} is not a number"
+    value = _number(text)
+    if value is None:
+        return None, f"{text[:40]!r} is not a number"
     return (value, None) if math.isfinite(value) else (None, f"{text!r} is not a finite number")
 
 
