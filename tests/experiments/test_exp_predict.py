@@ -162,3 +162,17 @@ def test_predict_pairs_names_the_row_of_a_bad_scan(
     assert err.strip() == f"error: {source}: row 2: {tmp_path / 'gone.mp4'}: file not found"
     code, _, err = cli([*args, "--pairs", str(source), str(paths[next(iter(paths))])])
     assert (code, err.strip()) == (2, "error: give either EARLIER LATER or --pairs PAIRS.csv")
+
+
+def test_a_header_only_pairs_file_is_refused_not_answered_with_nothing(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    cell = tiny_table3.out_dir / "LUS" / "mse" / "seed-0"
+    source = tmp_path / "pairs.csv"
+    source.write_text("earlier,later\n", encoding="utf-8")
+    args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier")]
+    code, out, err = cli([*args, "--pairs", str(source)])
+    assert (code, out) == (2, "")
+    assert err.strip() == f"error: {source}: no pairs (a header and no data rows)"

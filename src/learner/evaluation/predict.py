@@ -184,7 +184,7 @@ def predict_pairs(
     The encoder and classifier are loaded once.
 
     Raises:
-        ManifestError: the CSV is unreadable or lacks a column.
+        ManifestError: the CSV is unreadable, lacks a column or holds no pair.
         ScanReadError: a scan is missing or undecodable; the message names the CSV row (1-based data row).
     """
     source = Path(pairs_csv)
@@ -195,6 +195,8 @@ def predict_pairs(
     missing = [column for column in PAIR_COLUMNS if column not in table.columns]
     if missing:
         raise ManifestError(f"{source}: missing column(s) {', '.join(missing)} (one scan path each)")
+    if table.empty:  # an empty answer would look like a finished one
+        raise ManifestError(f"{source}: no pairs (a header and no data rows)")
     predictor = Predictor(encoder_run, classifier, which=which, device=device)
     rows: list[dict[str, Any]] = []
     for row, (earlier, later) in enumerate(zip(table["earlier"], table["later"], strict=True), start=1):
