@@ -357,7 +357,7 @@ Results = Annotated[Table3Results | AblationResults | SweepResults, Field(discri
 _RESULTS: TypeAdapter[Table3Results | AblationResults | SweepResults] = TypeAdapter(Results)
 
 
-def load_results(path: str | os.PathLike[str]) -> Table3Results | AblationResults | SweepResults:
+def load_results(path: str | os.PathLike[str]) -> Results:
     """Read an experiment's ``results.json``.
 
     Raises:
@@ -382,4 +382,4 @@ class ExperimentResult:
     """A finished experiment grid: its run directory and its results (the report renders its table)."""
 
     out_dir: Path
-    results: Table3Results | AblationResults | SweepResults
+    results: Results
