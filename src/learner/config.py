@@ -73,6 +73,7 @@ Similarity = Literal["shifted_cosine", "exp_cosine"]
 FeatureSimilarity = Literal["cosine", "neg_l2"]
 """``loss.feature_similarity``: the logits of :func:`learner.losses.similarity.feature_logits`."""
 Reduction = Literal["mean", "sum"]
+WithinPatientTerm = Literal["difference", "rank"]
 """``loss.reduction``: average Eqs. 1–3 over the batch (and pairs), or sum them as the paper writes them."""
 Optimizer = Literal["adam", "adamw"]
 """``optim.optimizer``: the keys of :data:`learner.training.pretrain.OPTIMIZERS`."""
@@ -343,6 +344,18 @@ class LossConfig(_Section):
         ge=0,
         description="cross-batch memory: the last N (embedding, score) pairs of earlier steps join every "
         "contrastive term as extra references (0: off)",
+    )
+    within_patient: float = Field(
+        default=0.0,
+        ge=0,
+        description="μ, the weight of a within-patient term added to the objective (beyond the paper): the "
+        "head's change between two visits of one patient at one site against the scores' change; batches "
+        "then hold visit pairs of train patients with 2+ visits (learner.losses.within_patient; 0: off)",
+    )
+    within_patient_term: WithinPatientTerm = Field(
+        default="difference",
+        description="difference: MSE of the predicted against the observed change; rank: RankNet on their "
+        "order",
     )
 
 

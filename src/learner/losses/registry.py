@@ -55,8 +55,11 @@ from learner.losses.rank_n_contrast import RankNContrastLoss
 from learner.losses.regression import ScoreStandardiser, mse_loss
 from learner.losses.self_supervised import VICRegLoss
 from learner.losses.similarity import ExpCosine, ShiftedCosine, SimilarityMapping
+from learner.losses.within_patient import WithinPatientLoss
 
 MSE = "mse"
+WITHIN_PATIENT = "within_patient"
+"""The within-patient term's key in ``Objective.weights`` and ``LossOutput.terms``."""
 
 
 class ContrastiveLoss(Protocol):
@@ -199,11 +202,16 @@ class Objective:
 
     ``reduction`` ``mean`` averages Eq. 1 over the batch and Eqs. 2–3 over anchors and pairs, so the loss
     scale and λ's balance do not change with B; ``sum`` is the paper's Eqs. 1–3 literally.
+
+    ``within`` (beyond the paper, ``loss.within_patient`` = μ > 0) adds μ·W, W the within-patient term on
+    the predictions (:mod:`learner.losses.within_patient`), weight key :data:`WITHIN_PATIENT`; it needs the
+    batch members' ``groups`` and ``visits``.
     """
 
     weights: dict[str, float]
     contrastive: ContrastiveLoss | None = None
     reduction: Reduction = "mean"
+    within: WithinPatientLoss | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -217,6 +225,9 @@ class Objective:
         target_std: Tensor,
         ref_embeddings: Tensor | None = None,
         ref_scores: Tensor | None = None,
+        *,
+        groups: Tensor | None = None,
+        visits: Tensor | None = None,
     ) -> LossOutput:
         """Evaluate every term on one (global) batch.
 
@@ -227,6 +238,8 @@ class Objective:
             ref_embeddings: a cross-batch memory's embeddings (N, D), extra contrastive candidates
                 (detached), or None.
             ref_scores: their standardised scores (N,), or None.
+            groups, visits: (B,) integer track (patient and site) and visit codes of the members; needed by
+                the within-patient term only.
         """
         if (ref_embeddings is None) != (ref_scores is None):
             raise ValueError("pass ref_embeddings and ref_scores together, or neither")
@@ -234,6 +247,10 @@ class Objective:
         for name in self.weights:
             if name == MSE:
                 values[name] = mse_loss(pred_std, target_std, reduction=self.reduction)
+            elif name == WITHIN_PATIENT and self.within is not None:
+                if groups is None or visits is None:
+                    raise ValueError("the within-patient term needs the members' groups and visits")
+                values[name] = self.within(pred_std, target_std, groups, visits)
             elif self.contrastive is not None:
                 refs = () if ref_embeddings is None or ref_scores is None else (ref_embeddings, ref_scores)
                 values[name] = self.contrastive(embeddings, target_std, *refs)
@@ -298,7 +315,16 @@ def build_objective(loss_cfg: LossConfig, labels: ScoreLabels | None = None) -> 
     for name in contrastive:
         weights[name] = 1.0 - loss_cfg.lam if MSE in names else 1.0
     term = LOSSES[contrastive[0]](loss_cfg, labels or ScoreLabels()) if contrastive else None
-    return Objective(weights, term, loss_cfg.reduction)
+    within = None
+    if loss_cfg.within_patient > 0:
+        if MSE not in names:
+            raise ConfigError(
+                f"loss.within_patient acts on the regression head, which loss.name={loss_cfg.name!r} "
+                "does not train; add mse to loss.name"
+            )
+        weights[WITHIN_PATIENT] = loss_cfg.within_patient
+        within = WithinPatientLoss(loss_cfg.within_patient_term)
+    return Objective(weights, term, loss_cfg.reduction, within)
 
 
 # ---- self-supervised objectives: two views of each scan, no scores, no regression head ----

@@ -28,8 +28,9 @@ from torch.utils.data.distributed import DistributedSampler
 from learner.atomic import finite
 from learner.console import ON_CONSOLE
 from learner.data.datasets import ScanDataset, TwoViews, views_to_batch
+from learner.data.patient_batches import PatientBatchSampler
 from learner.errors import NonFiniteLossError
-from learner.losses.registry import LossOutput, Objective, ViewObjective
+from learner.losses.registry import WITHIN_PATIENT, LossOutput, Objective, ViewObjective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.runs import RunDir
@@ -60,15 +61,18 @@ class Loaders:
     items chosen by ``sampler``); ``val`` yields the val scans in order, ``optim.batch_size`` at a time.
 
     Batches are ``(clips, scores, indices)``: clips (b, T, C, H, W) float32 in [0, 1] and scores (b,) raw;
-    with ``two_views`` clips are (b, 2, T, C, H, W) and the scores NaN.
+    with ``two_views`` clips are (b, 2, T, C, H, W) and the scores NaN. ``visit_codes``: with
+    ``loss.within_patient``, the (N,) track and visit codes of the train scans (by dataset index), which the
+    sampler (a :class:`PatientBatchSampler`) keeps in visit pairs; else None.
     """
 
     train_set: ScanDataset | TwoViews
-    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]]
+    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]] | PatientBatchSampler
     train: DataLoader[Any]
     val: DataLoader[Any]
     steps_per_epoch: int
     two_views: bool
+    visit_codes: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,11 +198,12 @@ def train_one_epoch(
         lr, share, first, step = start.lr, start.share, start.index, start.step
         progress.update(task, advance=first)
     batches = itertools.islice(loaders.train, first, steps)
-    for index, (clips, scores, _) in enumerate(batches, start=first):
+    for index, (clips, scores, members) in enumerate(batches, start=first):
         lr = lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        out = batch_loss(trainee, clips, scores, two_views=loaders.two_views)
+        codes = None if loaders.visit_codes is None else tuple(c[members] for c in loaders.visit_codes)
+        out = batch_loss(trainee, clips, scores, two_views=loaders.two_views, visit_codes=codes)
         if index == 0:  # the epoch's first batch: how much of the update the contrastive term drives
             share = contrastive_gradient_share(model, out)
         step += 1
@@ -230,7 +235,7 @@ def contrastive_gradient_share(model: nn.Module, out: LossOutput) -> float | Non
     share of the update the contrastive term drives (0: MSE alone, 1: C alone). None unless the objective
     has exactly two terms. Two extra backward passes through the batch's graph (kept for the update); they
     read gradients without accumulating them, so the update and the RNG are untouched."""
-    if len(out.weighted) != 2:
+    if len(out.weighted) != 2 or WITHIN_PATIENT in out.weighted:
         return None
     params = [p for p in model.parameters() if p.requires_grad]
     norms = []
@@ -243,12 +248,20 @@ def contrastive_gradient_share(model: nn.Module, out: LossOutput) -> float | Non
     return contrastive / (mse + contrastive) if mse + contrastive > 0 else math.nan
 
 
-def batch_loss(trainee: Trainee, clips: torch.Tensor, scores: torch.Tensor, *, two_views: bool) -> LossOutput:
+def batch_loss(
+    trainee: Trainee,
+    clips: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    two_views: bool,
+    visit_codes: tuple[torch.Tensor, ...] | None = None,
+) -> LossOutput:
     """The objective on one local batch, with gradient: clips (b, T, C, H, W) and raw scores (b,) →
     embeddings (b, D) and predictions (b,) → the label objective on the batch gathered over the processes
     (world·b rows, standardised scores, the memory's references), which then joins ``trainee.memory``.
-    Two views: clips (b, 2, T, C, H, W) → (2b, T, C, H, W), and the objective sees the two views'
-    embeddings (b, D) each and no score."""
+    ``visit_codes``: the members' (b,) track and visit codes, for the within-patient term. Two views: clips
+    (b, 2, T, C, H, W) → (2b, T, C, H, W), and the objective sees the two views' embeddings (b, D) each and
+    no score."""
     device, objective, memory = trainee.device, trainee.objective, trainee.memory
     clips = clips.to(device, non_blocking=True)  # (b, T, C, H, W); two views: (b, 2, T, C, H, W)
     inputs = views_to_batch(clips) if two_views else clips  # two views: (2b, T, C, H, W)
@@ -260,7 +273,11 @@ def batch_loss(trainee: Trainee, clips: torch.Tensor, scores: torch.Tensor, *, t
     # on the GLOBAL batch (world·b), identical on every rank
     target = trainee.standardiser.standardise(scores.to(device))  # (b,), this rank's slice
     u, y = all_gather_with_grad(embeddings.float()), all_gather_with_grad(target)
-    out = objective(u, all_gather_with_grad(predictions.float()), y, *memory.references())
+    groups: dict[str, torch.Tensor] = {}
+    if visit_codes is not None:  # gathered like the batch: codes are small integers, exact in float32
+        track, visit = (all_gather_with_grad(c.to(device, torch.float32)).long() for c in visit_codes)
+        groups = {"groups": track, "visits": visit}
+    out = objective(u, all_gather_with_grad(predictions.float()), y, *memory.references(), **groups)
     memory.push(u, y)  # the gathered batch, detached: identical on every rank
     return out
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from learner.config import Config
 from learner.data.manifest import Manifest, load_manifest
+from learner.data.patient_batches import PIECE, longitudinal_tracks
 from learner.data.scales import scale_from_config
 from learner.data.splits import read_splits, resolve_splits
 from learner.errors import ConfigError, LearnerError
@@ -148,6 +149,12 @@ def check_pretraining(
                 "there is nothing to regress (check the score column, or pretrain with --loss vicreg)"
             )
         build_objective(config.loss, ScoreLabels(ScoreStandardiser.fit(scores), scale.class_edges()))
+        if config.loss.within_patient > 0:
+            check_within_patient(config, manifest, world_size)
+    elif config.loss.within_patient > 0:
+        raise ConfigError(
+            f"loss.within_patient acts on the score head, which loss.name={config.loss.name} does not train"
+        )
     if build_model:
         build_regressor(
             config.model, data.channels, data.size, frames=data.frames
@@ -162,6 +169,27 @@ def check_pretraining(
         scans=scans,
         steps_per_epoch=min(batches, optim.max_steps_per_epoch or batches),
     )
+
+
+def check_within_patient(config: Config, manifest: Manifest, world_size: int) -> None:
+    """``loss.within_patient`` needs train patients scanned on 2+ visits (at one site) and local batches of
+    whole visit pairs (:class:`~learner.data.patient_batches.PatientBatchSampler`).
+
+    Raises:
+        ConfigError: no such train patient, or a local batch that is not a multiple of the pair size.
+    """
+    local = config.optim.batch_size // world_size
+    if local % PIECE:
+        raise ConfigError(
+            f"loss.within_patient needs local batches of whole visit pairs: optim.batch_size / processes = "
+            f"{local} is not a multiple of {PIECE}"
+        )
+    if not longitudinal_tracks(manifest.by_split("train")):
+        raise ConfigError(
+            f"loss.within_patient: no train patient of {manifest.source} has scans of 2+ visits at one "
+            "site, so the term would have nothing to learn from; it needs a longitudinal cohort "
+            "(e.g. learner phantom lus --longitudinal)"
+        )
 
 
 def check_init_split(init: str | os.PathLike[str] | None, splits: Mapping[str, str]) -> None:

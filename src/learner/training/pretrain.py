@@ -60,6 +60,7 @@ from learner.data.augment import ClipAugment
 from learner.data.cache import CacheReport, ScanCache, build_cache, default_cache_root
 from learner.data.datasets import ScanDataset, TwoViews, make_loader
 from learner.data.manifest import ScanRecord
+from learner.data.patient_batches import PatientBatchSampler, visit_codes
 from learner.data.preprocess import Preprocessor
 from learner.data.provenance import data_source
 from learner.data.scales import scale_from_config
@@ -326,9 +327,20 @@ def build_loaders(config: Config, scans: Scans, info: DistInfo, device: torch.de
         raise ConfigError(
             f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
         )
-    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]] = DistributedSampler(
-        train_set, info.world_size, info.rank, seed=config.seed, drop_last=True
-    )
+    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]] | PatientBatchSampler
+    visit_pairs = None
+    if config.loss.within_patient > 0 and not scans.two_views:  # batches of visit pairs (training.plan)
+        sampler = PatientBatchSampler(
+            scans.train,
+            batch_size=optim.batch_size,
+            seed=config.seed,
+            world_size=info.world_size,
+            rank=info.rank,
+        )
+        tracks, visits = visit_codes(scans.train)
+        visit_pairs = torch.from_numpy(tracks), torch.from_numpy(visits)
+    else:
+        sampler = DistributedSampler(train_set, info.world_size, info.rank, seed=config.seed, drop_last=True)
     loader_args: dict[str, Any] = {"num_workers": runtime.workers, "seed": config.seed}
     loader_args["pin_memory"] = device.type == "cuda"
     local_batch = optim.batch_size // info.world_size
@@ -339,7 +351,9 @@ def build_loaders(config: Config, scans: Scans, info: DistInfo, device: torch.de
     steps_per_epoch = min(len(train_loader), optim.max_steps_per_epoch or len(train_loader))
     if steps_per_epoch == 0:
         raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {len(scans.train)} train scans")
-    return Loaders(train_set, sampler, train_loader, val_loader, steps_per_epoch, scans.two_views)
+    return Loaders(
+        train_set, sampler, train_loader, val_loader, steps_per_epoch, scans.two_views, visit_pairs
+    )
 
 
 def build_model_and_objective(
