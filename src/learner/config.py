@@ -209,20 +209,19 @@ class PairConfig(_Section):
     )
     count_val: int | None = Field(default=None, ge=1, description="exact val pair count (overrides per_scan)")
     balanced: bool = Field(default=False, description="class-balance the inter-patient pairs")
-    class_mix: list[float] | None = Field(
+    class_mix: list[float] | Literal["within"] | None = Field(
         default=None,
         description="shares of deteriorated, stable, improved among the inter-patient (train and val) pairs, "
-        "e.g. [0.1, 0.8, 0.1] for a cohort whose consecutive scans are mostly stable (a stated prior; "
-        "unset: as drawn)",
+        "e.g. [0.1, 0.8, 0.1] for a cohort whose consecutive scans are mostly stable (a stated prior), or "
+        "'within': the shares of the train and val patients' own consecutive-visit pairs (a cohort with "
+        "repeat visits); unset: as drawn",
     )
 
     @model_validator(mode="after")
     def _one_mix(self) -> PairConfig:
-        if self.class_mix is not None:
-            if self.balanced:
-                raise ValueError(
-                    "set balanced or class_mix, not both (balanced is class_mix [1/3, 1/3, 1/3])"
-                )
+        if self.class_mix is not None and self.balanced:
+            raise ValueError("set balanced or class_mix, not both (balanced is class_mix [1/3, 1/3, 1/3])")
+        if isinstance(self.class_mix, list):
             if len(self.class_mix) != 3 or min(self.class_mix) < 0 or abs(sum(self.class_mix) - 1) > 1e-6:
                 raise ValueError(
                     f"class_mix should be three shares ≥ 0 (deteriorated, stable, improved) summing to 1, "

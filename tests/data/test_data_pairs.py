@@ -396,3 +396,25 @@ def test_within_patient_pairs_join_the_train_and_val_pairs_only_when_asked(
     assert list(within["train"].columns) == list(PAIR_COLUMNS)
     assert within["val"].equals(paper["val"])  # no val patient has two visits: warned, nothing added
     assert "no val patient has scans from two visits" in caplog.text
+
+
+def test_class_mix_within_takes_the_shares_of_the_train_and_val_visit_pairs() -> None:
+    from learner.config import PairConfig
+    from learner.data.pairs import within_class_mix
+    from learner.errors import ConfigError
+
+    # train: A falls a bin (300 → 150), B and C stay, D rises (150 → 300); 30 single-visit patients
+    train = _records(
+        [("A", "a1", "1", 300.0, None), ("A", "a2", "2", 150.0, None),
+         ("B", "b1", "1", 300.0, None), ("B", "b2", "2", 310.0, None),
+         ("C", "c1", "1", 200.0, None), ("C", "c2", "2", 210.0, None),
+         ("D", "d1", "1", 150.0, None), ("D", "d2", "2", 300.0, None)]
+        + [(f"p{i:02d}", f"s{i:02d}", "1", 50.0 + 15.0 * i, None) for i in range(30)]
+    )  # fmt: skip
+    test = _records([("T", "t1", "1", 100.0, None), ("T", "t2", "2", 450.0, None)])  # never read
+    by_split = {"train": train, "val": [], "test": test}
+    assert within_class_mix(by_split, SF, PairConfig(class_mix="within")) == (0.25, 0.5, 0.25)
+    pairs, _ = split_pairs(by_split, SF, PairConfig(count_train=40, class_mix="within"), seed=0)
+    assert pair_class_counts(pairs["train"]) == {"deteriorated": 10, "stable": 20, "improved": 10}
+    with pytest.raises(ConfigError, match="no train or val patient has scans from two visits"):
+        within_class_mix({"train": train[8:], "val": []}, SF, PairConfig(class_mix="within"))

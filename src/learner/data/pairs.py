@@ -29,6 +29,7 @@ from learner.atomic import atomic_path
 from learner.config import PairConfig
 from learner.data.manifest import ScanRecord
 from learner.data.scales import CLASS_NAMES, ScoreScale
+from learner.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -254,10 +255,14 @@ def split_pairs(
         ``{"train", "val", "test"} → pair table`` and the test patients that yield no pair (warned about).
     """
     pairs: dict[str, pd.DataFrame] = {}
+    mix: Sequence[float] | None = BALANCED if pair_cfg.balanced else None
+    if pair_cfg.class_mix == "within":
+        mix = within_class_mix(records_by_split, scale, pair_cfg)
+    elif pair_cfg.class_mix is not None:
+        mix = pair_cfg.class_mix
     for offset, split in enumerate(("train", "val")):
         records = records_by_split.get(split, [])
         count = pair_count(len(records), pair_cfg, split)
-        mix = pair_cfg.class_mix or (BALANCED if pair_cfg.balanced else None)
         pairs[split] = inter_patient_pairs(records, scale, count, seed + offset, mix)
         if pair_cfg.within_patient:
             within, _ = intra_patient_pairs(records, scale, pair_cfg.intra, pair_cfg.match_site)
@@ -275,6 +280,30 @@ def split_pairs(
     if no_pair:
         logger.warning("%d test patient(s) yield no intra-patient pair: %s", len(no_pair), ", ".join(no_pair))
     return pairs, no_pair
+
+
+def within_class_mix(
+    records_by_split: Mapping[str, Sequence[ScanRecord]], scale: ScoreScale, pair_cfg: PairConfig
+) -> tuple[float, float, float]:
+    """``data.pairs.class_mix: within``: the class shares (deteriorated, stable, improved) of the train and
+    val patients' own intra-patient pairs (the test pairs' rule), the change a cohort's consecutive scans
+    show, as the target mix of the inter-patient pairs; the test split is never read.
+
+    Raises:
+        ConfigError: no train or val patient has scans from two visits.
+    """
+    records = [*records_by_split.get("train", []), *records_by_split.get("val", [])]
+    within, _ = intra_patient_pairs(records, scale, pair_cfg.intra, pair_cfg.match_site)
+    if within.empty:
+        raise ConfigError(
+            "data.pairs.class_mix=within: no train or val patient has scans from two visits; state a prior "
+            "instead, e.g. data.pairs.class_mix=[0.1,0.8,0.1]"
+        )
+    counts = np.bincount(within["label"].to_numpy(), minlength=3) / len(within)  # CLASS_NAMES order
+    logger.info(
+        "data.pairs.class_mix=within: %d train/val visit pairs, shares %s", len(within), counts.round(3)
+    )
+    return float(counts[0]), float(counts[1]), float(counts[2])
 
 
 def write_pair_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
