@@ -221,12 +221,12 @@ class PairConfig(_Section):
     def _one_mix(self) -> PairConfig:
         if self.class_mix is not None and self.balanced:
             raise ValueError("set balanced or class_mix, not both (balanced is class_mix [1/3, 1/3, 1/3])")
-        if isinstance(self.class_mix, list):
-            if len(self.class_mix) != 3 or min(self.class_mix) < 0 or abs(sum(self.class_mix) - 1) > 1e-6:
-                raise ValueError(
-                    f"class_mix should be three shares ≥ 0 (deteriorated, stable, improved) summing to 1, "
-                    f"got {self.class_mix}"
-                )
+        mix = self.class_mix
+        if isinstance(mix, list) and (len(mix) != 3 or min(mix) < 0 or abs(sum(mix) - 1) > 1e-6):
+            raise ValueError(
+                f"class_mix should be three shares ≥ 0 (deteriorated, stable, improved) summing to 1, "
+                f"got {mix}"
+            )
         return self
 
     intra: IntraPairing = Field(
