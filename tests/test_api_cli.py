@@ -89,6 +89,7 @@ ARGUMENTS: dict[str, Callable[[Path], list[str]]] = {
     "export": lambda tmp: [str(tmp / "run"), "--out", str(tmp / "export")],
     "demo": lambda tmp: ["--out", str(tmp / "demo")],
     "report": lambda tmp: [str(tmp / "run")],
+    "track": lambda tmp: [str(tmp / "run")],
     "data check": lambda tmp: ["manifest.csv"],
     "data split": lambda tmp: ["manifest.csv", "--out", str(tmp / "split.csv")],
     "data adni": lambda tmp: ["--adnimerge", "a.csv", "--images", "images", "--out", str(tmp / "m.csv")],

@@ -129,11 +129,11 @@ def test_library_warnings_never_come_before_the_error_line(
     manifest = _manifest(tmp_path)
     real = data_cmd._load_or_list_problems
 
-    def load(path: Path, scale: ScoreScale, data_root: Path | None) -> Manifest:
+    def load(path: Path, scale: ScoreScale, data_root: Path | None, open_scans: bool = False) -> Manifest:
         warnings.warn("a library's UserWarning", UserWarning, stacklevel=1)
         if fail:
             raise ManifestError(f"{path}: broken")
-        return real(path, scale, data_root)
+        return real(path, scale, data_root, open_scans)
 
     monkeypatch.setattr(data_cmd, "_load_or_list_problems", load)
     with warnings.catch_warnings(record=True) as seen:  # pytest's capture: where shown warnings go

@@ -19,13 +19,16 @@ returns the typed record the command writes, and the command calls it (no second
 ``classify``           the health-change classifier → ``ClassificationResult``
 ``predict``            one pair of scans → ``Prediction``
 ``predict_pairs``      ``predict --pairs``: every pair of a CSV → a table, one row per pair
-``export``             TorchScript / ONNX and the preprocessing → ``ExportedModels``
+``export``             TorchScript / ONNX and the preprocessing → ``ExportedModels``; a model folder →
+                       ``ExportedFolder``
+``load_model``         a model folder rebuilt for predict, embed and ``model.init`` → ``LoadedModel``
 ``table3``             the Table 3 grid and its report → ``ExperimentResult``
 ``ablation``           the Table 4 grid and its report → ``ExperimentResult``
 ``sweep``              a sweep of named settings and its report → ``ExperimentResult``
 ``ceiling``            the ceiling study and its report → ``CeilingResult``
 ``demo``               Table 3 on the phantom cohorts, with its report → ``DemoResult``
 ``report``             ``REPORT.md`` of any finished run → its path
+``track``              a finished run or grid recorded in MLflow / TensorBoard from its files → ``TrackedRun``
 =====================  =================================================================================
 
 ``device`` defaults to ``auto`` (CUDA when visible) everywhere, as on the command line. The pipeline is
@@ -40,7 +43,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, apply_overrides, load_experiment
 from learner.config import load_config as _load_config
@@ -56,11 +59,13 @@ if TYPE_CHECKING:
     from learner.data.scales import ScoreScale
     from learner.evaluation.embed import EmbeddingTable
     from learner.evaluation.export import ExportedModels
+    from learner.evaluation.model_folder import ExportedFolder, LoadedModel
     from learner.evaluation.predict import Prediction
     from learner.experiments.ceiling import CeilingResult
     from learner.experiments.classify import ClassificationResult
     from learner.experiments.demo import DemoResult
     from learner.experiments.results import ExperimentResult
+    from learner.experiments.tracking import TrackedRun
     from learner.timing import Mark, Timing
     from learner.training.pretrain import PretrainResult
 
@@ -86,6 +91,7 @@ __all__ = [
     "embed",
     "export",
     "load_config",
+    "load_model",
     "phantom_lus",
     "phantom_mri",
     "phantom_preview",
@@ -97,6 +103,7 @@ __all__ = [
     "split_manifest",
     "sweep",
     "table3",
+    "track",
     "write_config_docs",
 ]
 """The facade; its types come from the modules named in each function's return annotation."""
@@ -486,6 +493,12 @@ def predict_pairs(
     return _predict_pairs(encoder_run, classifier, pairs, which=which, device=str(resolve_device(device)))
 
 
+ExportFormat = Literal["onnx", "torchscript", "folder"]
+"""``learner export --format``: ``onnx`` (TorchScript and ONNX graphs; TorchScript only with ``onnx=False``),
+``torchscript`` (TorchScript graphs only) or ``folder`` (a model folder for :func:`load_model`)."""
+
+
+@overload
 def export(
     run: PathLike,
     out: PathLike,
@@ -493,14 +506,63 @@ def export(
     encoder: PathLike | None = None,
     onnx: bool = True,
     which: str = "best",
-) -> ExportedModels:
+    format: Literal["onnx", "torchscript"] = "onnx",
+) -> ExportedModels: ...
+
+
+@overload
+def export(
+    run: PathLike,
+    out: PathLike,
+    *,
+    encoder: PathLike | None = None,
+    onnx: bool = True,
+    which: str = "best",
+    format: Literal["folder"],
+) -> ExportedFolder: ...
+
+
+def export(
+    run: PathLike,
+    out: PathLike,
+    *,
+    encoder: PathLike | None = None,
+    onnx: bool = True,
+    which: str = "best",
+    format: ExportFormat = "onnx",
+) -> ExportedModels | ExportedFolder:
     """``learner export``: the encoder and pair classifier of ``run`` (a classification run or a grid cell;
-    ``encoder`` defaults to the pretraining run it records) as TorchScript and, with ``onnx``, ONNX, with
-    the preprocessing files beside them, in ``out``."""
+    ``encoder`` defaults to the pretraining run it records) in ``out``: as TorchScript and, with ``onnx``,
+    ONNX, with the preprocessing files beside them; or (``format="folder"``) as a model folder with its
+    model card, which :func:`load_model` reads."""
     from learner.evaluation.export import export_run, locate_runs
 
+    if format not in ("onnx", "torchscript", "folder"):
+        raise ConfigError(f"unknown export format {format!r}; available: folder, onnx, torchscript")
     encoder_run, classifier = locate_runs(run, encoder)
-    return export_run(encoder_run, classifier, out, which=which, onnx=onnx)
+    if format == "folder":
+        from learner.evaluation.model_folder import export_model_folder
+        from learner.report.model_card import model_card
+
+        card = model_card(encoder_run, classifier, which=which)
+        return export_model_folder(encoder_run, classifier, out, which=which, card=card)
+    return export_run(encoder_run, classifier, out, which=which, onnx=onnx and format == "onnx")
+
+
+def load_model(folder: PathLike, *, device: str = "auto") -> LoadedModel:
+    """A model folder (``learner export --format folder``) rebuilt on ``device``: ``predict`` a pair of
+    scans (the answer ``learner predict`` gives on the original runs), ``embed`` a manifest, or start a
+    pretraining from its encoder with ``model.init`` set to the folder. Reads JSON and safetensors only;
+    nothing is downloaded.
+
+    Raises:
+        RunDirError, ConfigError, CheckpointError: a missing or incomplete folder, a bad ``config.json``,
+            or weights that changed or do not fit (one line naming the file).
+    """
+    from learner.evaluation.model_folder import load_model as _load_model
+    from learner.training.device import resolve_device
+
+    return _load_model(folder, device=str(resolve_device(device)))
 
 
 # --- experiments and reports --------------------------------------------------------------------------
@@ -631,6 +693,17 @@ def report(run_dir: PathLike) -> Path:
     return write_report(run_dir)
 
 
+def track(run_dir: PathLike, *, logger: str | None = None) -> TrackedRun:
+    """``learner track``: record a finished pretraining, classification or experiment grid in a tracker from
+    its files (``metrics.csv``, ``metrics.json``, ``results.json``), so that nothing is rerun; a grid becomes
+    a parent run with one nested run per cell. ``logger`` (``mlflow`` or ``tensorboard``) defaults to the
+    run's own ``runtime.logger``, else ``mlflow``; the store is the run's own (``run_dir/mlruns`` or
+    ``run_dir/tensorboard``) and what it held for the run is replaced."""
+    from learner.experiments.tracking import track_run
+
+    return track_run(run_dir, logger)
+
+
 def _reported_grid(run: Callable[[], ExperimentResult]) -> ExperimentResult:
     from learner.timing import CLOCK
 
@@ -642,6 +715,7 @@ def _report_and_time(result: ExperimentResult, started: Mark) -> tuple[Experimen
     """Write the report of a finished grid (timed as the stage ``report``) and store the wall time per
     stage since ``started`` in its ``results.json`` and its returned results."""
     from learner.experiments.grid import record_timing
+    from learner.experiments.tracking import track_outputs
     from learner.report import write_report
     from learner.timing import CLOCK, stage
 
@@ -649,6 +723,7 @@ def _report_and_time(result: ExperimentResult, started: Mark) -> tuple[Experimen
         write_report(result.out_dir)
     timing = CLOCK.since(started)
     record_timing(result.out_dir, timing)
+    track_outputs(result.out_dir)  # the grid's files as artifacts of its tracker run (runtime.logger)
     return replace(result, results=result.results.model_copy(update={"timing": timing})), timing
 
 
@@ -719,6 +794,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "experiment ceiling": ceiling,
     "demo": demo,
     "report": report,
+    "track": track,
     "config show": show_config,
     "config docs": write_config_docs,
 }

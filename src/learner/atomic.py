@@ -53,13 +53,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             frame.to_csv(tmp, index=False)
     """
     target = Path(path)
+    if problem := path_problem(target):
+        raise OutputError(f"{target}: cannot write: {problem}")
+    if target.is_dir():  # rename(2) cannot put a file over a folder (over the current folder: EBUSY)
+        raise OutputError(f"{target}: is a folder; name a file to write")
     with storage_errors(target):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             usable_folder(target.parent, str(target))  # names the file in the way, if that is the cause
             raise
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        # the temporary name is the target's, cut short: a name near the file system's limit still fits
+        prefix = f".{target.name[:TEMP_NAME_CHARS]}."
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any new file
@@ -99,6 +105,8 @@ def usable_folder(path: str | os.PathLike[str], what: str) -> Path:
             the path.
     """
     folder = Path(path)
+    if problem := path_problem(folder):
+        raise OutputError(f"{what}: {folder}: {problem}")
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{what}: {folder} is a file, not a folder")
     existing = folder.absolute()
@@ -109,6 +117,63 @@ def usable_folder(path: str | os.PathLike[str], what: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{what}: {existing} (in {folder}) is not writable")
     return folder
+
+
+def usable_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a Path once it is known that a file can be written there (:func:`atomic_path` would not
+    fail for the place): run it before the work whose result goes there.
+
+    Raises:
+        OutputError: ``path`` is a folder, its name is too long, or its folder is not usable
+            (:func:`usable_folder`); the message starts with ``what`` (e.g. ``--out``).
+    """
+    target = Path(path)
+    if problem := path_problem(target):
+        raise OutputError(f"{what}: {target}: {problem}")
+    if target.is_dir():
+        raise OutputError(f"{what}: {target} is a folder; name a file to write")
+    usable_folder(target.parent, what)
+    return target
+
+
+TEMP_NAME_CHARS = 64
+"""The most characters of a target's name that its temporary sibling's name repeats."""
+
+
+def path_problem(path: Path) -> str | None:
+    """What the file system would say to ``path`` before anything is written there: a name longer than
+    it allows (ENAMETOOLONG), a symbolic link that leads back to itself (ELOOP), a folder that cannot be
+    looked into (EACCES); None when none of these holds (or the check itself cannot tell)."""
+    limit = _name_limit(path)
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            shown = part if len(part) <= 40 else f"{part[:40]}…"
+            return f"File name too long ({shown!r} is {size} bytes; the file system allows {limit})"
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # not there yet (or under a file: usable_folder names it)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{exc.strerror} (a symbolic link that leads back to itself)"
+        if exc.errno == errno.EACCES:
+            return f"{exc.strerror} (a folder above it cannot be looked into)"
+        return None
+    return None
+
+
+def _name_limit(path: Path) -> int:
+    """The longest name (in bytes) the file system under ``path`` allows (NAME_MAX; 255 if unknown)."""
+    existing = path.absolute()
+    while existing != existing.parent:
+        try:
+            limit = os.pathconf(existing, "PC_NAME_MAX")
+        except OSError:
+            existing = existing.parent
+        else:
+            return limit if limit > 0 else 1 << 16  # -1: no limit
+    return 255
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -271,6 +271,14 @@ class DataConfig(_Section):
     nifti_axis: NiftiAxis = Field(default="axial", description="the axis a NIfTI volume is sliced along")
     augment: bool = Field(default=True, description="clip-consistent augmentation of the train clips")
     skip_bad_scans: bool = Field(default=False, description="skip unreadable scans (counted and reported)")
+    device_data: bool = Field(
+        default=False,
+        description="the GPU path of pretraining: the train scans held on the device as one uint8 tensor, "
+        "frame picks and augmentation of whole batches there, and a step that never waits for the device "
+        "(a non-finite step skips its update and fails at the epoch's end); other random draws than the "
+        "loader path (so part of the results digest), results agree within seed-to-seed spread, not bit "
+        "for bit (docs/training.md)",
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     pairs: PairConfig = Field(default_factory=PairConfig)
 
@@ -439,7 +447,8 @@ class RuntimeConfig(_Section):
     )
     logger: LoggerName = Field(
         default="csv",
-        description="pretraining metrics: csv (metrics.csv only), tensorboard or mlflow (also metrics.csv)",
+        description="also record runs in a tracker: csv (no: metrics.csv only), tensorboard or mlflow "
+        "(pretraining epochs, classification metrics, a grid's cells as nested runs; docs/training.md)",
     )
     launcher: LauncherName = Field(
         default="inline",
@@ -771,7 +780,15 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel]
         field = model.model_fields[part] if model else None
         model = _section_type(field.annotation) if field else None
         child = node.get(part)
-        if not isinstance(child, dict):
+        if child is not None and not isinstance(child, dict):  # a config file's `optim: [...]`: refuse,
+            # rather than replace it with the override alone (which would drop it without a word)
+            section = ".".join(parts[: depth + 1])
+            what = "a list" if isinstance(child, list) else f"the value {str(child)[:40]!r}"
+            raise ConfigError(
+                f"{section} is {what} in the config, not a section of key: value lines; --set {key} "
+                "cannot be merged into it"
+            )
+        if child is None:  # absent, or an empty `optim:` in the file
             child = {}
             node[part] = child
         node = child

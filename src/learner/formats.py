@@ -10,6 +10,9 @@ kind                      where the version lives
                           by :func:`check` (:mod:`learner.training.checkpoint`)
 ``pair_classifier``       ``classifier.json`` ``format`` as the tag ``learner.pair_classifier/<v>``; checked
                           by :func:`check` (:mod:`learner.evaluation.pair_classifier`)
+``model_folder``          ``config.json`` ``format`` of a model folder (``learner export --format folder``) as
+                          the tag ``learner.model_folder/<v>``; checked by :func:`check`
+                          (:mod:`learner.evaluation.model_folder`)
 ``embedding_cache``       hashed into the embedding cache's file name (:mod:`learner.evaluation.embed`)
 ``preprocess``            hashed into the scan cache's key (:mod:`learner.data.preprocess`)
 ``scan_cache``            the ``format`` of a scan cache entry's header; an entry of another version is
@@ -28,6 +31,7 @@ from learner.errors import CheckpointError
 FORMATS: dict[str, int] = {
     "checkpoint": 1,
     "pair_classifier": 1,
+    "model_folder": 1,
     "embedding_cache": 1,
     "preprocess": 1,
     "scan_cache": 1,

@@ -20,7 +20,9 @@ deleted at once: it is set aside in a hidden sibling (``.<name>.replaced-*``, a 
 system) and deleted only once the new run has started (:meth:`RunLayout.started`: it read its inputs and
 saved something worth resuming) or finished; a new run that fails before that puts the previous one back
 (:func:`removed_unless_started`). Only a process killed outright in between leaves the sibling, with the
-previous run intact in it.
+previous run intact in it (``.<name>.replacing-*`` while the entries are still moving): the next command on
+that folder names it in a warning and never deletes it, and a next ``--force`` first puts it back when the
+killed run had not started, as a failure would have (:func:`set_aside_leftovers`).
 
 **Owned.** The process that opens a run directory holds an exclusive lock on it (``flock`` on the folder)
 until its :func:`removed_unless_started` block ends (or the process dies); a second process that opens the
@@ -39,6 +41,7 @@ this rule) keeps its paths as stored.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -53,7 +56,7 @@ from typing import Any
 from learner import atomic
 from learner.config import Config, apply_overrides, config_from_dict, load_yaml
 from learner.environment import environment_record
-from learner.errors import ConfigError, RunDirError
+from learner.errors import ConfigError, OutputError, RunDirError
 from learner.layout import RunLayout
 
 PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir")
@@ -96,6 +99,8 @@ class RunDir:
 
 RUN_KINDS = ("pretraining", "classification", "experiment", "ceiling")
 """What a run directory holds, recorded as ``run.json["kind"]`` when it is created."""
+RESUMABLE_KINDS = ("pretraining", "experiment")
+"""The kinds whose command has ``--resume`` (``classify`` and the ceiling study start again instead)."""
 
 
 def check_run_dir(
@@ -111,6 +116,7 @@ def check_run_dir(
     root = atomic.usable_folder(path, "run directory")
     if resume and force:
         raise RunDirError("--resume and --force exclude each other")
+    _report_set_aside(root, restoring=force)
     if resume:
         if not RunLayout(root).config.is_file():
             raise RunDirError(f"{root}: nothing to resume (no config.yaml)")
@@ -119,7 +125,11 @@ def check_run_dir(
             raise RunDirError(f"{root} holds a {stored} run; --resume here continues only a {kind} run")
     elif root.exists() and any(root.iterdir()):
         if not force:
-            raise RunDirError(f"{root} is not empty; pass --resume to continue it or --force to overwrite it")
+            resumable = kind is None or kind in RESUMABLE_KINDS  # classify and ceiling have no --resume
+            what = "pass --resume to continue it or --force to overwrite it"
+            if not resumable:
+                what = "pass --force to overwrite it or choose another --out"
+            raise RunDirError(f"{root} is not empty; {what}")
         if not is_run_dir(root):
             raise RunDirError(
                 f"{root} holds files but no learner run; --force only overwrites a run directory"
@@ -141,8 +151,13 @@ def open_run_dir(
     """
     root = Path(path)
     check_run_dir(root, resume=resume, force=force, kind=kind)
+    cache = config.runtime.cache_dir  # config.yaml records it resolved: refuse a loop before the mkdir
+    if cache is not None and (problem := atomic.path_problem(Path(cache))):
+        raise OutputError(f"runtime.cache_dir: {cache}: {problem}")
     root.mkdir(parents=True, exist_ok=True)
     _lock(root)  # before anything in it is touched
+    if force:
+        _put_back_set_aside(root)
     if not resume and any(root.iterdir()):  # --force, of a folder check_run_dir found to hold a run
         _set_aside(root)
     run = RunDir(root, config)
@@ -253,12 +268,121 @@ _REPLACED: dict[Path, Path] = {}
 """Run directory (resolved) opened with ``force`` → the hidden sibling its previous run waits in."""
 
 
+SETTING_ASIDE, SET_ASIDE = "replacing", "replaced"
+"""The hidden sibling of a run directory that ``--force`` moves the previous run into is
+``.<name>.replacing-<random>`` while the entries move, and ``.<name>.replaced-<random>`` once all have
+(one rename): what a process killed outright leaves behind says whether the previous run is whole in it."""
+
+
 def _set_aside(root: Path) -> None:
     """Move every entry of ``root`` into a new hidden sibling (:data:`_REPLACED`), renames only."""
-    previous = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent))
+    base = Path(os.path.abspath(root))  # `--out .`: the sibling goes beside the folder, not into it
+    prefix = f".{base.name}.{SETTING_ASIDE}-"
+    moving = Path(tempfile.mkdtemp(prefix=prefix, dir=base.parent))
     for child in list(root.iterdir()):
-        os.replace(child, previous / child.name)
+        os.replace(child, moving / child.name)
+    previous = base.parent / f".{base.name}.{SET_ASIDE}-{moving.name[len(prefix) :]}"
+    os.replace(moving, previous)
     _REPLACED[root.resolve()] = previous
+
+
+def set_aside_leftovers(path: str | os.PathLike[str]) -> list[Path]:
+    """The hidden siblings of the run directory ``path`` into which a ``--force`` killed outright (kill -9,
+    a power cut) set the previous run aside (:data:`SET_ASIDE`, :data:`SETTING_ASIDE`), this process's own
+    excepted. They are the user's previous runs: never deleted here, put back or named in a warning."""
+    base = Path(os.path.abspath(path))
+    if not base.parent.is_dir():
+        return []
+    mine = set(_REPLACED.values())
+    name = glob.escape(base.name)
+    found = (p for kind in (SET_ASIDE, SETTING_ASIDE) for p in base.parent.glob(f".{name}.{kind}-*"))
+    return sorted(p for p in found if p.is_dir() and not p.is_symlink() and p not in mine)
+
+
+def _restorable(root: Path) -> Path | None:
+    """The one whole previous run (:data:`SET_ASIDE`) beside ``root`` that a killed ``--force`` set aside
+    while its new run in ``root`` had not started: what that ``--force``, had it failed instead of being
+    killed, would have put back. None when there is no such one, or more than one, or the new run in
+    ``root`` has started (then both are kept, and named)."""
+    whole = [previous for previous in set_aside_leftovers(root) if _whole(previous, root)]
+    if len(whole) != 1 or not is_run_dir(whole[0]) or (root.is_dir() and RunLayout(root).started()):
+        return None
+    return whole[0]
+
+
+def _whole(previous: Path, root: Path) -> bool:
+    """Whether the set-aside sibling ``previous`` of ``root`` received every entry (:data:`SET_ASIDE`)."""
+    return previous.name.startswith(f".{Path(os.path.abspath(root)).name}.{SET_ASIDE}-")
+
+
+_REPORTED: set[Path] = set()
+"""Set-aside siblings this process has warned about already (the checks run more than once per command)."""
+
+
+def _report_set_aside(root: Path, *, restoring: bool) -> None:
+    """Name, in one warning line each, the previous runs that a killed ``--force`` of ``root`` left in hidden
+    siblings (:func:`set_aside_leftovers`); with ``restoring`` (a new ``--force``), not the one that
+    :func:`open_run_dir` will put back. Touches nothing; a folder another process is writing is skipped:
+    its sibling is that run's own."""
+    if _locked_elsewhere(root):
+        return
+    skip = _restorable(root) if restoring else None
+    for previous in set_aside_leftovers(root):
+        if previous == skip or previous in _REPORTED:
+            continue
+        _REPORTED.add(previous)
+        held = (
+            "the previous run"
+            if _whole(previous, root)
+            else f"part of the previous run (the rest is in {root})"
+        )
+        logging.getLogger(__name__).warning(
+            "%s holds %s of %s, set aside by a --force that was killed before it ended; it is kept: move "
+            "it back or delete it",
+            previous,
+            held,
+            root,
+        )
+
+
+def _put_back_set_aside(root: Path) -> None:
+    """Before a ``--force`` of ``root`` (locked by this process) sets its content aside: if a killed
+    ``--force`` left the previous run whole in a sibling and its own new run never started
+    (:func:`_restorable`), put that run back, so that this ``--force`` replaces (or, failing, keeps) the
+    user's previous run rather than a run that never started."""
+    previous = _restorable(root)
+    if previous is None:
+        return
+    _empty(root)
+    for child in list(previous.iterdir()):
+        os.replace(child, root / child.name)
+    previous.rmdir()
+    logging.getLogger(__name__).warning(
+        "%s: put back the previous run from %s, where a --force killed before its new run started had "
+        "set it aside",
+        root,
+        previous,
+    )
+
+
+def _locked_elsewhere(root: Path) -> bool:
+    """Whether another process holds the lock of the run directory ``root`` (:func:`_lock`); touches
+    nothing (the probe's lock ends with its descriptor)."""
+    if not root.is_dir() or root.resolve() in _HELD:
+        return False
+    try:
+        descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    return False
 
 
 def _empty(root: Path) -> None:

@@ -27,7 +27,7 @@ def _cohort(tmp_path: Path, split: bool = True) -> Path:
         for v, score in enumerate(scores):
             for site in ("L1", "R1") if len(scores) > 1 else ("L1",):
                 scan = f"p{p}_v{v}_{site}"
-                (tmp_path / f"{scan}.mp4").touch()
+                (tmp_path / f"{scan}.mp4").write_bytes(b"not decoded")  # data check opens, never decodes
                 rows.append(
                     {
                         "patient_id": f"p{p}",

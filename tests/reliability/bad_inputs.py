@@ -2,18 +2,25 @@
 command that must refuse it with one ``error:`` line naming ``culprit`` (exit 2, no traceback, nothing
 left behind). Add an entry for every new way a user's input can be wrong.
 
+The command runs in that folder (so ``.`` names it), under the entry's ``during`` conditions where it has
+some (a full disk, a user without root's file-permission override: :func:`permissions.as_a_user`); an
+entry may also require text on stdout (``shown``: a listed problem) and forbid text in the error line
+(``absent``: advice of an option the command does not have).
+
 Writers of small valid inputs (:func:`still`, :func:`write_manifest`, :func:`good_rows`) are shared with
 the fuzz tests.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
 import zipfile
 import zlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +30,9 @@ from PIL import Image
 HEADER = ("patient_id", "scan_id", "path", "visit", "score")
 
 
+Conditions = Callable[[Path], AbstractContextManager[object]]
+
+
 @dataclass(frozen=True)
 class BadInput:
     """One catalogue entry: ``build(folder) -> argv``; the error line must contain ``culprit``."""
@@ -30,6 +40,12 @@ class BadInput:
     name: str
     culprit: str
     build: Callable[[Path], list[str]]
+    during: Conditions | None = None
+    """``during(folder)``: the conditions the command runs under (entered after ``build``)."""
+    shown: str = ""
+    """Text that stdout must hold too (a problem the command lists above its error line)."""
+    absent: str = ""
+    """Text that the error line must not hold."""
 
 
 CATALOGUE: list[BadInput] = []
@@ -38,11 +54,13 @@ CATALOGUE: list[BadInput] = []
 Builder = Callable[[Path], list[str]]
 
 
-def bad_input(name: str, culprit: str) -> Callable[[Builder], Builder]:
+def bad_input(
+    name: str, culprit: str, *, during: Conditions | None = None, shown: str = "", absent: str = ""
+) -> Callable[[Builder], Builder]:
     """Register the decorated builder in :data:`CATALOGUE`."""
 
     def register(build: Builder) -> Builder:
-        CATALOGUE.append(BadInput(name, culprit, build))
+        CATALOGUE.append(BadInput(name, culprit, build, during, shown, absent))
         return build
 
     return register
@@ -648,3 +666,218 @@ def assert_refused(code: int, out: str, err: str, culprit: str) -> str:
 @bad_input("an --out path whose name is too long for the file system", "File name too long")
 def _(folder: Path) -> list[str]:
     return ["pretrain", "--manifest", str(_good(folder)), "--out", str(folder / ("x" * 300))]
+
+
+# ------------------------------------------------------------------------------------------ issue 21, round 3
+# data check opens every scan file: one that cannot be read is listed by name and the check fails
+def _as_a_user(folder: Path) -> AbstractContextManager[object]:
+    from permissions import as_a_user
+
+    return as_a_user()
+
+
+def _no_access(path: Path) -> Path:
+    path.chmod(0)
+    return path
+
+
+def _rows_with_scan(folder: Path, name: str) -> Path:
+    rows = good_rows(folder)
+    rows[0][HEADER.index("path")] = name
+    return write_manifest(folder / "manifest.csv", rows)
+
+
+@bad_input("data check: a .txt file as a scan", "problem", shown="notes.txt: unsupported file type '.txt'")
+def _(folder: Path) -> list[str]:
+    (folder / "notes.txt").write_text("hello")
+    return check(_rows_with_scan(folder, "notes.txt"))
+
+
+@bad_input(
+    "data check: a scan no one may read (chmod 000)",
+    "problem",
+    during=_as_a_user,
+    shown="p0_v1.png: cannot read it: Permission denied",
+)
+def _(folder: Path) -> list[str]:
+    manifest = _good(folder)
+    _no_access(folder / "p0_v1.png")
+    return check(manifest)
+
+
+@bad_input(
+    "data check: a frame folder no one may list (chmod 000)",
+    "problem",
+    during=_as_a_user,
+    shown="clip: cannot read the folder: Permission denied",
+)
+def _(folder: Path) -> list[str]:
+    (folder / "clip").mkdir()
+    still(folder / "clip" / "f1.png")
+    manifest = _rows_with_scan(folder, "clip")
+    _no_access(folder / "clip")
+    return check(manifest)
+
+
+@bad_input(
+    "data check: a frame no one may read in a frame folder",
+    "problem",
+    during=_as_a_user,
+    shown="f2.png: cannot read it: Permission denied",
+)
+def _(folder: Path) -> list[str]:
+    (folder / "clip").mkdir()
+    still(folder / "clip" / "f1.png")
+    _no_access(still(folder / "clip" / "f2.png", seed=1))
+    return check(_rows_with_scan(folder, "clip"))
+
+
+@bad_input("data check: a named pipe as a scan", "problem", shown="pipe.mp4: is a named pipe (FIFO)")
+def _(folder: Path) -> list[str]:
+    os.mkfifo(folder / "pipe.mp4")
+    return check(_rows_with_scan(folder, "pipe.mp4"))
+
+
+@bad_input("data check: a zero-byte scan", "problem", shown="empty.mp4: empty file (0 bytes)")
+def _(folder: Path) -> list[str]:
+    (folder / "empty.mp4").write_bytes(b"")
+    return check(_rows_with_scan(folder, "empty.mp4"))
+
+
+@bad_input(
+    "data check: a scan that is a symbolic link to itself",
+    "problem",
+    shown="loop.png: cannot read it: Too many levels of symbolic links",
+)
+def _(folder: Path) -> list[str]:
+    (folder / "loop.png").symlink_to("loop.png")
+    return check(_rows_with_scan(folder, "loop.png"))
+
+
+# OS errors: one line naming the path, before any work where the place can be checked first
+@bad_input("phantom lus . (the current folder: EBUSY once the cohort was built)", "is the current folder")
+def _(folder: Path) -> list[str]:
+    return ["phantom", "lus", ".", "--patients", "2,1,1", "--frames", "2", "--size", "32"]
+
+
+@bad_input("data split --out . (a folder)", ".: unsupported manifest type")
+def _(folder: Path) -> list[str]:
+    return ["data", "split", str(_good(folder)), "--out", "."]
+
+
+LONG_NAME = "x" * 300
+"""A file name longer than any common file system allows (255 bytes): ENAMETOOLONG."""
+
+
+@bad_input("data split --out with a 300-character name", "File name too long")
+def _(folder: Path) -> list[str]:
+    return ["data", "split", str(_good(folder)), "--out", f"{LONG_NAME}.csv"]
+
+
+@bad_input("phantom lus into a folder of a 300-character name", "File name too long")
+def _(folder: Path) -> list[str]:
+    return ["phantom", "lus", LONG_NAME, "--patients", "2,1,1", "--frames", "2", "--size", "32"]
+
+
+@bad_input("pretrain --out a folder no one may enter (chmod 000)", "locked", during=_as_a_user)
+def _(folder: Path) -> list[str]:
+    manifest = _good(folder)
+    (folder / "locked").mkdir()
+    _no_access(folder / "locked")
+    return ["pretrain", "--manifest", str(manifest), "--out", "locked"]
+
+
+@bad_input("pretrain --out inside a folder no one may enter (chmod 000)", "locked", during=_as_a_user)
+def _(folder: Path) -> list[str]:
+    manifest = _good(folder)
+    (folder / "locked").mkdir()
+    _no_access(folder / "locked")
+    return ["pretrain", "--manifest", str(manifest), "--out", "locked/run"]
+
+
+@bad_input("data split --out inside a folder no one may enter (chmod 000)", "locked", during=_as_a_user)
+def _(folder: Path) -> list[str]:
+    manifest = _good(folder)
+    (folder / "locked").mkdir()
+    _no_access(folder / "locked")
+    return ["data", "split", str(manifest), "--out", "locked/split.csv"]
+
+
+@bad_input("phantom lus inside a folder no one may enter (chmod 000)", "locked", during=_as_a_user)
+def _(folder: Path) -> list[str]:
+    (folder / "locked").mkdir()
+    _no_access(folder / "locked")
+    return ["phantom", "lus", "locked/cohort", "--patients", "2,1,1", "--frames", "2", "--size", "32"]
+
+
+@bad_input("data cache of a frame folder no one may list (chmod 000)", "clip", during=_as_a_user)
+def _(folder: Path) -> list[str]:
+    (folder / "clip").mkdir()
+    still(folder / "clip" / "f1.png")
+    manifest = manifest_of(folder, "clip")
+    _no_access(folder / "clip")
+    return cache(manifest)
+
+
+@bad_input("data cache with runtime.cache_dir a symbolic link to itself", "loop")
+def _(folder: Path) -> list[str]:
+    (folder / "loop").symlink_to("loop")
+    return cache(_good(folder), "--set", "runtime.cache_dir=loop")
+
+
+SMALL_RUN = ["optim.batch_size=2", "data.size=16", "data.frames=1", "model.size=tiny", "runtime.workers=0"]
+"""Settings with which a pretraining on :func:`good_rows` passes every check before its run folder opens."""
+
+
+def _small_run(*sets: str) -> list[str]:
+    return [item for key in [*SMALL_RUN, *sets] for item in ("--set", key)]
+
+
+@bad_input("pretrain --out a symbolic link to itself (once a traceback)", "loop")
+def _(folder: Path) -> list[str]:
+    (folder / "loop").symlink_to("loop")
+    return ["pretrain", "--manifest", str(_good(folder)), "--out", "loop", *_small_run()]
+
+
+@bad_input("pretrain with runtime.cache_dir a symbolic link to itself (once a traceback)", "loop")
+def _(folder: Path) -> list[str]:
+    (folder / "loop").symlink_to("loop")
+    sets = _small_run("runtime.cache_dir=loop")
+    return ["pretrain", "--manifest", str(_good(folder)), "--out", "run", *sets]
+
+
+def _full_disk(folder: Path) -> AbstractContextManager[object]:
+    """Every CSV write fails as it does on a full disk (ENOSPC)."""
+    from unittest import mock
+
+    import pandas as pd
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return mock.patch.object(pd.DataFrame, "to_csv", side_effect=full)
+
+
+@bad_input("data split --out on a full disk (ENOSPC)", "split.csv: cannot write: No space", during=_full_disk)
+def _(folder: Path) -> list[str]:
+    return ["data", "split", str(_good(folder)), "--out", "split.csv"]
+
+
+# advice names only options the command has
+@bad_input("classify --out a folder holding files (classify has no --resume)", "--force", absent="--resume")
+def _(folder: Path) -> list[str]:
+    encoder = _old_run(folder, "pretraining").rename(folder / "enc")
+    (folder / "out").mkdir()
+    (folder / "out" / "notes.txt").write_text("mine")
+    return ["classify", str(encoder), "--manifest", str(_good(folder)), "--out", str(folder / "out")]
+
+
+# a config section that is not a mapping is refused, not replaced by a --set into it
+@bad_input("an optim: list in the config with --set optim.epochs (once dropped)", "optim is a list")
+def _(folder: Path) -> list[str]:
+    (folder / "c.yaml").write_text("optim:\n  - lr: 0.5\n", encoding="utf-8")
+    return check(_good(folder), "--config", str(folder / "c.yaml"), "--set", "optim.epochs=1")
+
+
+@bad_input("an optim: number in the config with --set optim.lr (once dropped)", "optim is the value '3'")
+def _(folder: Path) -> list[str]:
+    (folder / "c.yaml").write_text("optim: 3\n", encoding="utf-8")
+    return check(_good(folder), "--config", str(folder / "c.yaml"), "--set", "optim.lr=0.1")

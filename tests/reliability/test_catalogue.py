@@ -1,9 +1,11 @@
 """Every entry of the bad-input catalogue (:mod:`bad_inputs`) is refused cleanly: exit code 2, one
-``error:`` line that names the culprit, no traceback, and the folder exactly as it was before."""
+``error:`` line that names the culprit, no traceback, and the folder exactly as it was before. Each runs
+in its folder (``.`` is that folder), under its conditions (``during``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -18,11 +20,16 @@ def test_a_bad_input_is_one_clean_error_and_leaves_nothing(
     tmp_path: Path,
     cli: Cli,
     listing: Callable[[Path], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     argv = case.build(tmp_path)
     before = listing(tmp_path)
-    code, out, err = cli(argv)
-    assert_refused(code, out, err, case.culprit)
+    with case.during(tmp_path) if case.during is not None else nullcontext():
+        code, out, err = cli(argv)
+    line = assert_refused(code, out, err, case.culprit)
+    assert case.shown in out, out
+    assert not case.absent or case.absent not in line, line
     assert listing(tmp_path) == before
 
 

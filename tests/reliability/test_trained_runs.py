@@ -4,6 +4,7 @@ is written."""
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import shutil
@@ -164,3 +165,154 @@ def test_a_full_disk_while_writing_is_one_line_naming_the_file_and_keeps_the_old
     line = assert_refused(done.returncode, done.stdout, done.stderr, f"{out}: cannot write: File too large")
     assert out.read_text() == "the previous split\n", line
     assert listing(tmp_path) == before  # no temporary file left beside it
+
+
+# ---- issue 21, round 3: OS errors of predict --out, a full disk at a checkpoint, a killed --force ----
+def _pairs_csv(folder: Path) -> Path:
+    for name, seed in (("a.png", 0), ("b.png", 1)):
+        still(folder / name, seed=seed, size=32)
+    (folder / "pairs.csv").write_text("earlier,later\na.png,b.png\n")
+    return folder / "pairs.csv"
+
+
+@pytest.mark.parametrize(
+    ("out", "culprit"),
+    [(".", "--out: . is a folder"), ("x" * 300 + ".csv", "File name too long"), ("locked/p.csv", "locked")],
+    ids=["the current folder (EBUSY once)", "a 300-character name", "a folder no one may enter"],
+)
+def test_predict_refuses_an_unwritable_out_in_one_line_before_any_work(
+    trained: Path,
+    tmp_path: Path,
+    cli: Cli,
+    listing: Callable[[Path], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    out: str,
+    culprit: str,
+) -> None:
+    from permissions import as_a_user
+
+    monkeypatch.chdir(tmp_path)
+    pairs = _pairs_csv(tmp_path)
+    (tmp_path / "locked").mkdir(mode=0)
+    before = listing(tmp_path)
+    argv = ["predict", "--pairs", str(pairs), "--encoder", str(trained / "encoder"),
+            "--classifier", str(trained / "classifier"), "--out", out]  # fmt: skip
+    with as_a_user():
+        code, stdout, err = cli(argv)
+    assert_refused(code, stdout, err, culprit)
+    assert listing(tmp_path) == before
+
+
+TORCH_FULL_DISK = "[enforce fail at inline_container.cc:672] . unexpected pos 3871808 vs 3871696"
+"""What torch.save raises when the disk fills under it (torch 2.x), and all it says."""
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk is full: torch.save into a file fails as torch reports it, and so does any other write of
+    a checkpoint's files (the bytes written again through Python: ENOSPC)."""
+    import torch
+
+    from learner.training import checkpoint
+
+    save = torch.save
+
+    def torch_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(f, str | os.PathLike):
+            raise RuntimeError(TORCH_FULL_DISK)
+        save(obj, f, *args, **kwargs)
+
+    def write_file(path: Path, data: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(torch, "save", torch_save)
+    monkeypatch.setattr(checkpoint, "_write_file", write_file, raising=False)
+
+
+@pytest.mark.usefixtures("full_disk")
+def test_a_full_disk_during_a_resume_is_one_line_that_says_so_and_keeps_the_checkpoint(
+    trained: Path, tmp_path: Path, cli: Cli
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained / "encoder", run)
+    last = (run / "checkpoints" / "last" / "meta.json").read_text()
+    code, out, err = cli(["pretrain", "--resume", str(run), "--set", "optim.epochs=2"])
+    line = assert_refused(
+        code, out, err, "checkpoints/last: no space left on device while writing train_state.pt"
+    )
+    assert "inline_container" not in line
+    assert line.endswith("; the previous checkpoint is kept")
+    assert (run / "checkpoints" / "last" / "meta.json").read_text() == last
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@pytest.mark.usefixtures("full_disk")
+def test_a_full_disk_at_the_first_checkpoint_claims_no_previous_one(
+    tmp_path: Path, cli: Cli, make_tiny_pretrain_config: Callable[..., Any]
+) -> None:
+    (tmp_path / "c.yaml").write_text(make_tiny_pretrain_config(**{"optim.epochs": 1}).to_yaml())
+    code, out, err = cli(["pretrain", "--out", str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml")])
+    line = assert_refused(code, out, err, "no space left on device while writing train_state.pt")
+    assert "previous" not in line  # there was none
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # the run never started: removed
+
+
+def _siblings(folder: Path, name: str) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.startswith(f".{name}."))
+
+
+def test_a_force_killed_before_its_new_run_started_keeps_the_previous_run_names_it_then_puts_it_back(
+    trained: Path,
+    tmp_path: Path,
+    cli: Cli,
+    make_tiny_pretrain_config: Callable[..., Any],
+    request: pytest.FixtureRequest,
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained / "encoder", run)
+    previous = (run / "metrics.json").read_text()
+    (tmp_path / "c.yaml").write_text(make_tiny_pretrain_config(**{"optim.epochs": 1, "seed": 3}).to_yaml())
+    argv = ["pretrain", "--out", str(run), "--config", str(tmp_path / "c.yaml")]
+    killed = subprocess.run(
+        [sys.executable, "-m", "learner", *argv, "--force"], capture_output=True, text=True, timeout=300,
+        check=False, env=os.environ | {"LEARNER_FAULT": "step:1", "OMP_NUM_THREADS": "1",
+                                       "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]  # kill -9 after the first step
+    (aside,) = _siblings(tmp_path, "run")  # the previous run, whole, in the hidden sibling
+    assert (aside / "metrics.json").read_text() == previous
+    assert not (run / "checkpoints").exists()  # the killed run had not started
+
+    code, out, err = cli(argv)  # the next start names it in one line, and deletes nothing
+    assert_refused(code, out, err, "not empty")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ") and str(aside) in line]
+    assert len(warnings) == 1, err
+    assert _siblings(tmp_path, "run") == [aside]
+
+    request.getfixturevalue("full_disk")  # a --force that fails before its run starts keeps the previous one
+    code, out, err = cli([*argv, "--force"])
+    assert_refused(code, out, err, "no space left on device")
+    assert f"put back the previous run from {aside}" in err
+    assert (run / "metrics.json").read_text() == previous
+    assert _siblings(tmp_path, "run") == []
+
+
+@pytest.mark.usefixtures("full_disk")
+def test_a_force_of_the_current_folder_sets_the_previous_run_beside_it_and_puts_it_back(
+    trained: Path,
+    tmp_path: Path,
+    cli: Cli,
+    make_tiny_pretrain_config: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    listing: Callable[[Path], list[str]],
+) -> None:
+    """``--out . --force`` in a run folder: the hidden sibling goes beside it, not into it (once EINVAL,
+    with the previous run's files split between the folder and a sibling inside it)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained / "encoder", run)
+    (tmp_path / "c.yaml").write_text(make_tiny_pretrain_config(**{"optim.epochs": 1}).to_yaml())
+    before = listing(tmp_path)
+    monkeypatch.chdir(run)
+    code, out, err = cli(["pretrain", "--out", ".", "--force", "--config", str(tmp_path / "c.yaml")])
+    assert_refused(code, out, err, "no space left on device")  # the new run fails before it starts
+    assert listing(tmp_path) == before  # the previous run is back, whole, and nothing is left beside it

@@ -17,7 +17,7 @@ from learner.data.manifest import load_manifest
 from learner.data.scales import get_scale
 from learner.errors import CheckpointError
 from learner.models.registry import build_encoder, build_regressor
-from learner.training import pretrain as pretrain_module
+from learner.training import loaders as loaders_module
 from learner.training.checkpoint import checkpoint_fingerprint, load_checkpoint, load_train_state
 from learner.training.pretrain import pretrain
 
@@ -34,13 +34,13 @@ def ssl_run(
     seen: list[list[str]] = []
 
     class Recording(TwoViews):
-        def __init__(self, dataset: pretrain_module.ScanDataset) -> None:
+        def __init__(self, dataset: loaders_module.ScanDataset) -> None:
             seen.append([record.scan_id for record in dataset.records])
             super().__init__(dataset)
 
     run_dir = tmp_path_factory.mktemp("ssl") / "run"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pretrain_module, "TwoViews", Recording)
+        patch.setattr(loaders_module, "TwoViews", Recording)
         pretrain(make_tiny_pretrain_config(**SSL), run_dir)
     return run_dir, seen
 

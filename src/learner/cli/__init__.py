@@ -7,6 +7,7 @@ Usage errors (an unknown option, a missing argument, a bad value) are one such l
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import signal
@@ -152,6 +153,11 @@ def run(argv: list[str] | None = None) -> int:
             code = _invoke(argv)
         except (LearnerError, OSError) as exc:
             failure = exc
+        except RuntimeError as exc:  # pathlib (Python < 3.13) reports ELOOP as "Symlink loop from ..."
+            loop = exc.__context__
+            if not (isinstance(loop, OSError) and loop.errno == errno.ELOOP):
+                raise
+            failure = loop
     if failure is None:
         if code == 0 and _console_handler().level <= logging.WARNING:
             _show(held)
@@ -207,9 +213,19 @@ def _show(held: list[warnings.WarningMessage]) -> None:
             )
 
 
+OS_ERROR_HINTS: dict[int, str] = {
+    errno.EBUSY: "the folder is in use: the current folder or a mount point cannot be renamed or replaced",
+    errno.ELOOP: "a symbolic link that leads back to itself",
+}
+"""Errors whose system wording alone does not say what to look at: a hint in brackets after it."""
+
+
 def os_error_line(exc: OSError) -> str:
-    """``<file>: <the system's reason>`` (e.g. ``runs/x: No space left on device``), or the reason alone."""
+    """``<file>: <the system's reason>`` (e.g. ``runs/x: No space left on device``), or the reason alone;
+    a hint follows where the reason alone is cryptic (:data:`OS_ERROR_HINTS`)."""
     reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in OS_ERROR_HINTS:
+        reason = f"{reason} ({OS_ERROR_HINTS[exc.errno]})"
     files = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
     return f"{' → '.join(files)}: {reason}" if files else reason
 

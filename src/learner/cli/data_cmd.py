@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import numpy as np
 import typer
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from learner.cli.options import ConfigOption, ScaleOption, SetOption, config_from_options
 from learner.config import apply_overrides
-from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest
+from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest, unreadable_scans
 from learner.data.pairs import pair_class_counts
 from learner.data.scales import CLASS_NAMES, ScoreScale, scale_from_config
 from learner.errors import ConfigError, ManifestError
@@ -63,7 +63,7 @@ def check(
 
     cfg = config_from_options(config, sets, **{"data.scale": scale, "runtime.data_root": data_root})
     score_scale = scale_from_config(cfg.data)
-    loaded = _load_or_list_problems(manifest, score_scale, cfg.runtime.data_root)
+    loaded = _load_or_list_problems(manifest, score_scale, cfg.runtime.data_root, True)
     checked = api.check_manifest(loaded, config=cfg)
     console = Console()
     for warning in checked.warnings:
@@ -225,18 +225,29 @@ def cache(
         typer.echo(f"skipped {scan_id}: {reason}")
 
 
-def _load_or_list_problems(path: Path, scale: ScoreScale, data_root: Path | None) -> Manifest:
+def _load_or_list_problems(
+    path: Path, scale: ScoreScale, data_root: Path | None, open_scans: bool = False
+) -> Manifest:
     """The validated manifest; otherwise every problem is printed, one per line, before the ManifestError
-    (exit code 2) is raised."""
+    (exit code 2) is raised. With ``open_scans`` (``data check``, which decodes nothing) every scan file is
+    opened too, and one that cannot be read is a problem of its row (:func:`unreadable_scans`)."""
     try:
-        return load_manifest(path, scale, data_root=data_root)
+        loaded = load_manifest(path, scale, data_root=data_root)
     except ManifestError as exc:
         if not exc.problems:
             raise  # unreadable file: its one-line error
-        typer.echo(f"{path}: {len(exc.problems)} problem(s)")
-        for problem in exc.problems:
-            typer.echo(f"  {problem}")
-        raise ManifestError(f"{path}: {len(exc.problems)} problem(s), listed above", exc.problems) from None
+        _list_problems(path, exc.problems)
+    if open_scans and (unreadable := unreadable_scans(loaded)):
+        _list_problems(path, [str(problem) for problem in unreadable])
+    return loaded
+
+
+def _list_problems(path: Path, problems: list[str]) -> NoReturn:
+    """Print every problem, one per line, then raise the ManifestError (exit code 2) that counts them."""
+    typer.echo(f"{path}: {len(problems)} problem(s)")
+    for problem in problems:
+        typer.echo(f"  {problem}")
+    raise ManifestError(f"{path}: {len(problems)} problem(s), listed above", problems) from None
 
 
 def _three(text: str, kind: type[float] | type[int], flag: str) -> list[float] | list[int]:

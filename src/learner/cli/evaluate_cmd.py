@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -146,6 +146,14 @@ def classify_command(
     which: WhichOption = "best",
     device: DeviceOption = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
+    logger: Annotated[
+        str | None,
+        typer.Option(
+            "--logger",
+            help="Also record the run in tensorboard or mlflow (runtime.logger; csv: nothing more).",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -164,7 +172,7 @@ def classify_command(
     from learner.report.tables import ANSWER_LABELS, interval, percent, reference_label
 
     _check_runtime(which, device)
-    flags = {"classifier.combine": combine, "classifier.head": head}
+    flags = {"classifier.combine": combine, "classifier.head": head, "runtime.logger": logger}
     cfg = config_from_options(config, sets, **flags) if config else run_config_with(encoder_run, sets, flags)
     if dry_run:
         from learner.experiments.dry_run import plan_classify
@@ -234,12 +242,14 @@ def predict_command(
     caveat, the classifier's own test accuracy and macro-F1.
     """
     from learner import api
-    from learner.atomic import atomic_path
+    from learner.atomic import atomic_path, usable_file
     from learner.evaluation.predict import classifier_caveat
 
     _check_runtime(which, device)
     if (pairs is None) != (earlier is not None and later is not None) or (pairs and earlier):
         raise ConfigError("give either EARLIER LATER or --pairs PAIRS.csv")
+    if out is not None:
+        usable_file(out, "--out")  # before any scan is decoded
     caveat = classifier_caveat(classifier)
     if pairs is not None:
         table = api.predict_pairs(encoder, classifier, pairs, which=which, device=device)
@@ -286,14 +296,33 @@ def export_command(
         typer.Option("--onnx/--no-onnx", help="Also write ONNX (needs pip install 'learner\\[export]')."),
     ] = True,
     which: WhichOption = "best",
+    export_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx (TorchScript and ONNX graphs), torchscript (TorchScript only, as --no-onnx) or folder "
+            "(a model folder that learner.api.load_model reads: weights, config, preprocessing, model card).",
+        ),
+    ] = "onnx",
 ) -> None:
-    """Export RUN's encoder and pair classifier as TorchScript and ONNX, with the preprocessing beside them.
+    """Export RUN's encoder and pair classifier as TorchScript and ONNX, with the preprocessing beside them,
+    or as a model folder (--format folder).
 
     Writes OUT/encoder.{onnx,pt} (clips → embedding, score), OUT/pair_classifier.{onnx,pt} (two embeddings →
     class probabilities), OUT/preprocessing.json and OUT/PREPROCESSING.md (frames, size, channels, crop,
-    intensity scaling, score scale, class order).
+    intensity scaling, score scale, class order). With --format folder: OUT/model.safetensors (encoder,
+    regression head, pair classifier and their statistics), OUT/config.json, OUT/meta.json,
+    OUT/preprocessing.json, OUT/splits.csv and the model card OUT/README.md (test metrics with intervals,
+    PHANTOM / REAL banner, warnings); OUT is a learner.api.load_model folder and a valid --init.
     """
     from learner import api
 
-    exported = api.export(run, out, encoder=encoder, onnx=onnx, which=which)
+    if export_format not in ("onnx", "torchscript", "folder"):
+        raise ConfigError(f"--format {export_format!r}: choose one of onnx, torchscript, folder")
+    if export_format == "folder":
+        folder = api.export(run, out, encoder=encoder, which=which, format="folder")
+        typer.echo("exported: " + ", ".join(sorted(folder.files)) + f" in {out}")
+        return
+    graphs: Literal["onnx", "torchscript"] = "onnx" if export_format == "onnx" else "torchscript"
+    exported = api.export(run, out, encoder=encoder, onnx=onnx, which=which, format=graphs)
     typer.echo("exported: " + ", ".join(sorted(exported.files)) + f" in {out}")

@@ -45,8 +45,8 @@ def pretrain_command(
         Path | None,
         typer.Option(
             "--init",
-            help="Encoder weights (model.init): a previous pretraining RUN_DIR (its checkpoints/best), or a "
-            "safetensors/.pth file.",
+            help="Encoder weights (model.init): a previous pretraining RUN_DIR (its checkpoints/best), a "
+            "model folder (learner export --format folder) or a safetensors/.pth file.",
         ),
     ] = None,
     device: Annotated[

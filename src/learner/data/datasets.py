@@ -146,15 +146,26 @@ class ScanDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         """Clip ``(T, C, H, W)`` float32 in [0, 1] of scan ``index``, randomness seeded by ``key``."""
         if not self.train:
             return self.eval_clips(index, 1)[0]  # the centre frames: no randomness
-        rng = np.random.default_rng([self.seed, *key])
-        cached = self.cache.get(self.records[index])  # (T', H, W) or (T', H, W, 3) uint8, memory-mapped
-        cached = sampling_source(cached, self.frames, self.sampling)
-        picks = segment_indices(len(cached), self.frames, train=True, generator=rng)
+        cached, picks, rng = self._train_draw(index, key)
         augment = None
         if self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             augment = functools.partial(self.augment, generator=generator)
         return frames_to_clip(cached, picks, self.channels, augment)
+
+    def frame_picks(self, index: int, key: Sequence[int]) -> np.ndarray:
+        """The frame indices ``(T,)`` of the train-mode clip of scan ``index`` drawn with ``key`` (what
+        :meth:`clip` gathers, before augmentation)."""
+        return self._train_draw(index, key)[1]
+
+    def _train_draw(
+        self, index: int, key: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        """(the array clips come from, the TSN frame picks (T,), the item's generator after the picks)."""
+        rng = np.random.default_rng([self.seed, *key])
+        cached = self.cache.get(self.records[index])  # (T', H, W) or (T', H, W, 3) uint8, memory-mapped
+        cached = sampling_source(cached, self.frames, self.sampling)
+        return cached, segment_indices(len(cached), self.frames, train=True, generator=rng), rng
 
     def eval_clips(self, index: int, clips: int) -> torch.Tensor:
         """K deterministic clips ``(K, T, C, H, W)`` float32 in [0, 1] of scan ``index``

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import stat
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from learner.atomic import atomic_path
-from learner.data.readers import FRAME_READERS, suffix_of
+from learner.data.readers import FRAME_READERS, scan_file_problem, suffix_of
 from learner.data.scales import ScoreScale
 from learner.errors import ManifestError
 
@@ -617,16 +618,50 @@ def _missing_files(paths: list[object], root: Path) -> list[Problem]:
     """Every scan file is checked up front; the count comes first, then the first few rows. A folder
     (a clip of frame files) with no frame file in it is as good as missing."""
     resolved = {index + 1: _resolve(str(p), root) for index, p in enumerate(paths) if p is not None}
-    missing = [row for row, path in resolved.items() if not path.exists()]
+    missing = [row for row, path in resolved.items() if not _exists(path)]
     summary = f"{len(missing)} of {len(resolved)} files missing"
     problems = _summarised(missing, "path", summary, lambda row: f"file not found: {resolved[row]}")
-    empty = [row for row, path in resolved.items() if path.is_dir() and not _has_frames(path)]
+    empty = [row for row, path in resolved.items() if _is_dir(path) and not _has_frames(path)]
     summary = f"{len(empty)} folder(s) hold no frame files ({' '.join(sorted(FRAME_READERS))})"
     return problems + _summarised(empty, "path", summary, lambda row: f"no frame files in {resolved[row]}")
 
 
+def _exists(path: Path) -> bool:
+    """False only when there is nothing at ``path``; a file that is there but cannot be looked at (a folder
+    above it without permission, a symbolic link to itself) exists: reading it says why it cannot be read."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # a symbolic link to a missing target too
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _has_frames(folder: Path) -> bool:
-    return any(p.is_file() and suffix_of(p) in FRAME_READERS for p in folder.iterdir())
+    try:
+        return any(p.is_file() and suffix_of(p) in FRAME_READERS for p in folder.iterdir())
+    except OSError:  # a folder that cannot be listed is not empty as far as we know: reading it says why
+        return True
+
+
+def unreadable_scans(manifest: Manifest) -> list[Problem]:
+    """Every scan of ``manifest`` that cannot be read, found without decoding (:func:`scan_file_problem`:
+    no permission, a named pipe, a type no reader takes, an empty file), one problem per row, the count
+    first (``learner data check``)."""
+    found = {
+        record.row: problem for record in manifest.records if (problem := scan_file_problem(record.path))
+    }
+    rows = sorted(found)
+    summary = f"{len(rows)} of {len(manifest.records)} scans cannot be read as scans"
+    return _summarised(rows, "path", summary, lambda row: found[row])
 
 
 def _outside_root(paths: list[object], root: Path, data_root: Path) -> list[Problem]:

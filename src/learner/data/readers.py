@@ -231,6 +231,57 @@ def _reader_for(path: Path) -> Reader:
     raise ScanReadError(f"{path}: unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}")
 
 
+def scan_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a scan, found without decoding it (``learner data check``): it cannot
+    be opened (no permission, a symbolic link to itself), it is a named pipe or a device, its type has no
+    reader, it is empty; for a folder of frames, the same of each frame file. None when nothing is wrong
+    that such a look can find (decoding may still fail: ``learner data cache`` decodes every scan).
+
+    A missing file is not this function's to report (the manifest's own check names it).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path}: cannot read it: {exc.strerror}"
+    if not stat.S_ISDIR(mode):
+        return _file_problem(path, mode, READERS)
+    try:
+        members = sorted(
+            (p for p in path.iterdir() if not p.name.startswith(".") and suffix_of(p) in FRAME_READERS),
+            key=natural_key,
+        )
+    except OSError as exc:
+        return f"{path}: cannot read the folder: {exc.strerror}"
+    for member in members:
+        try:
+            member_mode = os.stat(member).st_mode
+        except OSError as exc:
+            return f"{member}: cannot read it: {exc.strerror}"
+        if problem := _file_problem(member, member_mode, FRAME_READERS):
+            return problem
+    return None
+
+
+def _file_problem(path: Path, mode: int, readers: dict[str, Reader]) -> str | None:
+    for test, what in _SPECIAL_FILES:
+        if test(mode):
+            return f"{path}: is {what}, not a regular file"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError as exc:
+        return f"{path}: cannot read it: {exc.strerror}"
+    suffix = suffix_of(path)
+    if suffix not in readers and not (suffix == "" and len(head) == 132 and head[128:] == b"DICM"):
+        supported = " ".join(sorted(readers))
+        return f"{path}: unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}"
+    if not head:
+        return f"{path}: empty file (0 bytes)"
+    return None
+
+
 def luminance(frames: np.ndarray) -> np.ndarray:
     """(..., 3) RGB → (...) ITU-R BT.601 luma; uint8 stays uint8 (rounded), float stays float32."""
     luma = frames.astype(np.float32) @ BT601

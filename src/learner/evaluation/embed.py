@@ -46,7 +46,7 @@ from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.timing import stage
-from learner.training.checkpoint import checkpoint_fingerprint, load_regressor, read_meta
+from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, load_regressor, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +262,29 @@ def embed_scans(
     if target.is_file():
         return EmbeddingTable.load(target)
     model, meta = load_regressor(run_dir, which=which, device=device)
+    table = embed_manifest(
+        model, meta, manifest, fingerprint, clips_per_scan=clips_per_scan, skip_bad=skip_bad, where=run_dir
+    )
+    table.save(target)
+    return table
+
+
+def embed_manifest(
+    model: ScoreRegressor,
+    meta: CheckpointMeta,
+    manifest: Manifest,
+    fingerprint: str,
+    *,
+    clips_per_scan: int = 1,
+    skip_bad: bool = False,
+    where: str | os.PathLike[str] = "the encoder",
+) -> EmbeddingTable:
+    """:func:`embed_scans` with the encoder already loaded (``model`` in eval mode, its checkpoint's
+    ``meta``), nothing cached; ``fingerprint`` identifies its weights and ``where`` names it in errors."""
     config = meta.config
-    data = config.data
-    if data.sampling == "resample" and clips_per_scan > 1:
+    if config.data.sampling == "resample" and clips_per_scan > 1:
         raise ConfigError(
-            f"clips per scan {clips_per_scan} needs data.sampling=segments; the run {run_dir} resamples "
+            f"clips per scan {clips_per_scan} needs data.sampling=segments; the run {where} resamples "
             "every scan to one grid, so it has one clip per scan"
         )
     scans = eval_dataset(manifest, manifest.records, config, meta.encoder.in_channels)
@@ -274,7 +292,7 @@ def embed_scans(
         lambda clips: embed_clips(model, clips, meta.score_standardisation), scans, clips_per_scan, skip_bad
     )
     dim = model.encoder.embed_dim
-    table = EmbeddingTable(
+    return EmbeddingTable(
         scan_ids=kept,
         embeddings=embeddings if kept else np.zeros((0, dim), np.float32),
         scores=scores if kept else np.zeros(0, np.float32),
@@ -282,8 +300,6 @@ def embed_scans(
         clips_per_scan=clips_per_scan,
         skipped=skipped,
     )
-    table.save(target)
-    return table
 
 
 ClipForward = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]

@@ -225,7 +225,7 @@ def export_run(
 
 def preprocessing_markdown(record: dict[str, Any]) -> str:
     """``PREPROCESSING.md``: the record of :func:`preprocessing_record` for a reader."""
-    frames, pixels, outputs = record["frames"], record["pixels"], record["outputs"]
+    outputs = record["outputs"]
     scale, std = record["score_scale"], record["score_standardisation"]
     shape = " × ".join(str(s) for s in record["input"]["shape"])
     return "\n".join([
@@ -240,6 +240,19 @@ def preprocessing_markdown(record: dict[str, Any]) -> str:
         "| `pair_classifier.onnx`, `pair_classifier.pt` | `earlier`, `later`: embeddings | `probabilities` "
         f"N × 3 ({', '.join(outputs['probabilities']['classes'])}) |",
         "",
+        *preprocessing_steps(record),
+        f"Scores are on the `{scale['name']}` scale (range {scale['range'][0]} to {scale['range'][1]}); the "
+        f"encoder graph already undoes the training standardisation (mean {std['mean']:.4g}, "
+        f"std {std['std']:.4g}).",
+        "",
+    ])  # fmt: skip
+
+
+def preprocessing_steps(record: dict[str, Any]) -> list[str]:
+    """The lines of the section "From a scan to ``clips``" of ``PREPROCESSING.md`` (a model folder's
+    ``README.md`` has it too), from the record of :func:`preprocessing_record`."""
+    frames, pixels = record["frames"], record["pixels"]
+    return [
         "## From a scan to `clips`",
         "",
         f"1. Decode the scan; colour → {pixels['colour']}.",
@@ -251,11 +264,7 @@ def preprocessing_markdown(record: dict[str, Any]) -> str:
         f"6. Scale: {record['input']['range']}; channels: {pixels['channels']}.",
         f"7. The classifier saw the mean embedding of {frames['clips_per_scan']} clip(s) per scan.",
         "",
-        f"Scores are on the `{scale['name']}` scale (range {scale['range'][0]} to {scale['range'][1]}); the "
-        f"encoder graph already undoes the training standardisation (mean {std['mean']:.4g}, "
-        f"std {std['std']:.4g}).",
-        "",
-    ])  # fmt: skip
+    ]
 
 
 def _generator() -> torch.Generator:

@@ -39,8 +39,9 @@ from learner.evaluation.embed import embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
 from learner.evaluation.pair_classifier import META_FILE, FittedPairClassifier, pair_features
 from learner.layout import RunLayout
+from learner.models.heads import ScoreRegressor
 from learner.runs import load_run_config
-from learner.training.checkpoint import checkpoint_fingerprint, load_regressor
+from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, load_regressor
 
 SIDES: tuple[str, ...] = ("earlier", "later")
 
@@ -102,11 +103,39 @@ class Predictor:
         which: str = "best",
         device: str = "cpu",
     ) -> None:
-        self.fingerprint = checkpoint_fingerprint(RunLayout(encoder_run).checkpoint(which))
-        folder, self.clips_per_scan = classifier_location(classifier)
-        self.classifier = FittedPairClassifier.load(folder, encoder_fingerprint=self.fingerprint)
-        self.model, self.meta = load_regressor(encoder_run, which=which, device=device)
-        self.preprocessor = Preprocessor.from_config(self.meta.config.data)
+        fingerprint = checkpoint_fingerprint(RunLayout(encoder_run).checkpoint(which))
+        folder, clips_per_scan = classifier_location(classifier)
+        fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
+        model, meta = load_regressor(encoder_run, which=which, device=device)
+        self._hold(model, meta, fitted, clips_per_scan, fingerprint)
+
+    @classmethod
+    def from_models(
+        cls,
+        model: ScoreRegressor,
+        meta: CheckpointMeta,
+        classifier: FittedPairClassifier,
+        *,
+        clips_per_scan: int,
+        fingerprint: str,
+    ) -> Predictor:
+        """A predictor on models already loaded (a model folder: :mod:`learner.evaluation.model_folder`);
+        ``fingerprint`` identifies the encoder's weights, as its ``Prediction`` records them."""
+        predictor = object.__new__(cls)
+        predictor._hold(model, meta, classifier, clips_per_scan, fingerprint)
+        return predictor
+
+    def _hold(
+        self,
+        model: ScoreRegressor,
+        meta: CheckpointMeta,
+        classifier: FittedPairClassifier,
+        clips_per_scan: int,
+        fingerprint: str,
+    ) -> None:
+        self.model, self.meta, self.classifier = model, meta, classifier
+        self.clips_per_scan, self.fingerprint = clips_per_scan, fingerprint
+        self.preprocessor = Preprocessor.from_config(meta.config.data)
 
     def predict(self, earlier: str | os.PathLike[str], later: str | os.PathLike[str]) -> Prediction:
         """Classify the change from scan ``earlier`` to scan ``later`` (files of any readable type).
@@ -187,6 +216,17 @@ def predict_pairs(
         ManifestError: the CSV is unreadable, lacks a column or holds no pair.
         ScanReadError: a scan is missing or undecodable; the message names the CSV row (1-based data row).
     """
+    table = read_pair_table(pairs_csv)
+    predictor = Predictor(encoder_run, classifier, which=which, device=device)
+    return predict_table(predictor, table, pairs_csv)
+
+
+def read_pair_table(pairs_csv: str | os.PathLike[str]) -> pd.DataFrame:
+    """The pair table ``pairs_csv`` (all columns as strings), checked before any model is loaded.
+
+    Raises:
+        ManifestError: the CSV is unreadable, lacks a column of :data:`PAIR_COLUMNS` or holds no pair.
+    """
     source = Path(pairs_csv)
     try:
         table = pd.read_csv(source, dtype=str, keep_default_na=False)
@@ -197,7 +237,15 @@ def predict_pairs(
         raise ManifestError(f"{source}: missing column(s) {', '.join(missing)} (one scan path each)")
     if table.empty:  # an empty answer would look like a finished one
         raise ManifestError(f"{source}: no pairs (a header and no data rows)")
-    predictor = Predictor(encoder_run, classifier, which=which, device=device)
+    return table
+
+
+def predict_table(
+    predictor: Predictor, table: pd.DataFrame, pairs_csv: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """:func:`predict_pairs` on a table read by :func:`read_pair_table` from ``pairs_csv`` (scan paths are
+    relative to its folder; errors name its rows), with models already loaded."""
+    source = Path(pairs_csv)
     rows: list[dict[str, Any]] = []
     for row, (earlier, later) in enumerate(zip(table["earlier"], table["later"], strict=True), start=1):
         try:

@@ -58,9 +58,11 @@ from learner.evaluation.pair_classifier import (
     pair_features,
 )
 from learner.evaluation.score_change import calibrate_margin, score_change_labels
+from learner.experiments.tracking import track_classification
 from learner.layout import RunLayout
 from learner.runs import RunDir, check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
 from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta
+from learner.training.loggers import check_logger
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,9 @@ def run_classification(
     plan = plan_classification(encoder_run, manifest, config, out_dir, which=which, force=force)
     run = open_run_dir(out_dir, config, force=force, kind="classification")
     with removed_unless_started(run.path, new=True):
-        return _classify(plan, run, device)
+        result = _classify(plan, run, device)
+    track_classification(run.path, config)  # runtime.logger's run (nothing for csv or a grid's stage)
+    return result
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ def plan_classification(
         RunDirError, CheckpointError, ConfigError, LearnerError: one line naming the folder, file or key.
     """
     check_run_dir(out_dir, force=force, kind="classification")
+    check_logger(config.runtime.logger)
     if force:
         check_inputs_outside(out_dir, [manifest.source, *(r.path for r in manifest.records), encoder_run])
     if which not in CHECKPOINT_NAMES:

@@ -55,11 +55,13 @@ from learner.experiments.results import (
     load_results,
 )
 from learner.experiments.stages import CellJob, cell_config, completed, ensure_encoder, pretraining_digest
+from learner.experiments.tracking import track_init_stage
 from learner.layout import RunLayout
 from learner.losses.registry import build_view_objective, parse_loss_name
 from learner.runs import check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
 from learner.timing import CLOCK, Mark, Timing, stage
 from learner.training.device import resolve_device
+from learner.training.loggers import check_logger
 from learner.training.plan import check_pretraining
 from learner.training.resume import check_resumable
 
@@ -233,6 +235,7 @@ def plan_grid(
         ConfigError, ManifestError, RunDirError: one line naming the key, file, row or stage folder.
     """
     config, grid = experiment.config, check_grid(experiment.grid, axes)
+    check_logger(config.runtime.logger)  # the grid's tracker (runtime.logger) before any work
     root = Path(out_dir)
     unstarted = tuple(cells(config, grid))
     planned, inits = init_stages(unstarted, grid, root)
@@ -278,7 +281,9 @@ def execute(plan: GridPlan, body: Callable[[Path], ExperimentResult]) -> Experim
     run_dir = open_experiment(plan.config, plan.grid, plan.out_dir, resume=plan.resume, force=plan.force)
     with removed_unless_started(run_dir, new=not plan.resume):
         for init in plan.inits:  # here, before any cell is launched: every cell of a seed waits for it
-            ensure_encoder(init.config, RunLayout(run_dir).encoder(init.where).root, str(init.where))
+            encoder_dir = RunLayout(run_dir).encoder(init.where).root
+            ensure_encoder(init.config, encoder_dir, str(init.where))
+            track_init_stage(run_dir, encoder_dir, init.config)  # runtime.logger; nothing for csv
         return body(run_dir)
 
 

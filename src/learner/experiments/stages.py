@@ -30,6 +30,7 @@ from learner.errors import RunDirError
 from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.classify import run_classification
 from learner.experiments.results import METRICS, Cell, GridKey, Record
+from learner.experiments.tracking import track_cell
 from learner.layout import RunLayout
 from learner.timing import stage
 from learner.training.checkpoint import checkpoint_fingerprint
@@ -227,9 +228,10 @@ def run_cell(
         key, config.seed, where, config.classifier.clips_per_scan, pretrained, classified, encoder_dir
     )
     fault_point("cell")
-    if encoder_where == where:
-        return cell
-    return cell.model_copy(update={"encoder_dir": str(RunLayout(encoder_where).encoder().root)})
+    if encoder_where != where:
+        cell = cell.model_copy(update={"encoder_dir": str(RunLayout(encoder_where).encoder().root)})
+    track_cell(run_dir, cell, config)  # a nested run of the grid's (runtime.logger; nothing for csv)
+    return cell
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from learner.data.scales import scale_from_config
 from learner.losses.registry import build_view_objective
 from learner.losses.regression import ScoreStandardiser
 from learner.training.device import resolve_device, thread_count, torch_threads
-from learner.training.epoch import Loaders, train_one_epoch
+from learner.training.epoch import train_one_epoch
+from learner.training.loaders import Loaders
 from learner.training.pretrain import build_model_and_objective
 from learner.training.validation import predict_scores
 

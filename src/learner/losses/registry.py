@@ -53,6 +53,7 @@ from learner.losses.contrastive import (
 from learner.losses.infonce import SupConBinsLoss, YAwareInfoNCELoss
 from learner.losses.rank_n_contrast import RankNContrastLoss
 from learner.losses.regression import ScoreStandardiser, mse_loss
+from learner.losses.selection import select_pairs, trusted_select_pairs
 from learner.losses.self_supervised import VICRegLoss
 from learner.losses.similarity import ExpCosine, ShiftedCosine, SimilarityMapping
 from learner.losses.within_patient import WithinPatientLoss
@@ -78,10 +79,13 @@ class ScoreLabels:
         standardiser: the train split's standardisation (identity by default).
         class_edges: the score scale's class edges (clinical bins, or threshold bands), ascending, an edge
             value in the lower class; None when unknown (``supcon_bins`` then refuses to build).
+        checked_finite: every score the terms will see was checked finite where it was loaded (the
+            device-data path), so the pair selection skips its per-batch check, a host sync on a GPU.
     """
 
     standardiser: ScoreStandardiser = field(default_factory=lambda: ScoreStandardiser(0.0, 1.0))
     class_edges: tuple[float, ...] | None = None
+    checked_finite: bool = False
 
     def standardised_edges(self) -> tuple[float, ...] | None:
         """``class_edges`` in standardised units, (e − mean) / std."""
@@ -133,9 +137,13 @@ def similarity_from_config(loss_cfg: LossConfig) -> SimilarityMapping:
 
 
 def _pairwise(weighting: Callable[[LossConfig], Weighting]) -> ContrastiveFactory:
-    """A factory of the :class:`PairwiseContrastiveLoss` with ``weighting`` and the config's similarity."""
+    """A factory of the :class:`PairwiseContrastiveLoss` with ``weighting`` and the config's similarity
+    (Algorithm 1's pair selection, without its per-batch finiteness check on ``checked_finite`` labels)."""
     return lambda loss_cfg, labels: PairwiseContrastiveLoss(
-        weighting(loss_cfg), similarity_from_config(loss_cfg), reduction=loss_cfg.reduction
+        weighting(loss_cfg),
+        similarity_from_config(loss_cfg),
+        selector=trusted_select_pairs if labels.checked_finite else select_pairs,
+        reduction=loss_cfg.reduction,
     )
 
 

@@ -52,7 +52,9 @@ class PairSelection:
 
 
 @torch.no_grad()
-def select_pairs(scores: Tensor, ref_scores: Tensor | None = None) -> PairSelection:
+def select_pairs(
+    scores: Tensor, ref_scores: Tensor | None = None, *, check_finite: bool = True
+) -> PairSelection:
     """Split each anchor's other candidates into closest-half positives and farthest-half negatives.
 
     Implements the selection step of Algorithm 1 with the mid-rank rule of the module docstring. Without
@@ -63,6 +65,9 @@ def select_pairs(scores: Tensor, ref_scores: Tensor | None = None) -> PairSelect
     Args:
         scores: health scores (standardised or not: the rule is invariant to affine maps), shape (B,).
         ref_scores: the references' scores in the same units, shape (N,), or None.
+        check_finite: raise on a NaN or inf score. The check waits for the device (a host sync every
+            step on a GPU); the device-data path checks every score once when it loads them and turns it
+            off (:func:`trusted_select_pairs`).
 
     Returns:
         the :class:`PairSelection` of the batch, masks (B, R) with R = B (+ N).
@@ -72,7 +77,7 @@ def select_pairs(scores: Tensor, ref_scores: Tensor | None = None) -> PairSelect
             continue
         if values.ndim != 1:
             raise ValueError(f"{name} should have shape (B,), got {tuple(values.shape)}")
-        if not bool(torch.isfinite(values).all()):
+        if check_finite and not bool(torch.isfinite(values).all()):
             raise ValueError(f"{name} should be finite, got {values.tolist()}")
     batch = scores.shape[0]
     s = scores.detach().to(torch.float64)
@@ -87,3 +92,9 @@ def select_pairs(scores: Tensor, ref_scores: Tensor | None = None) -> PairSelect
     # mid-rank = below + (tied + 1) / 2; compared with the centre (K + 1) / 2 in integers (both doubled).
     side = 2 * below + tied - others  # (B, R): < 0 closer half, > 0 farther half, 0 centre
     return PairSelection(positive=(side < 0) & ~eye, negative=(side > 0) & ~eye, distance=distance)
+
+
+def trusted_select_pairs(scores: Tensor, ref_scores: Tensor | None = None) -> PairSelection:
+    """:func:`select_pairs` on scores already checked finite (no host sync): the selector of the
+    device-data path, whose scores were all checked when they were loaded."""
+    return select_pairs(scores, ref_scores, check_finite=False)

@@ -21,9 +21,12 @@ checkpoint.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -37,7 +40,7 @@ from torch import nn
 
 from learner import atomic, formats
 from learner.config import Config, config_from_dict
-from learner.errors import CheckpointError, LearnerError
+from learner.errors import CheckpointError, LearnerError, OutputError
 from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
@@ -148,36 +151,86 @@ def save_checkpoint(
         ``directory`` as a Path.
 
     Raises:
-        CheckpointError: the files could not be written (disk full, ...): one line naming ``directory``;
-            the previous checkpoint is kept.
+        CheckpointError: the files could not be written (disk full, ...): one line naming ``directory``
+            and the file being written (a full disk reads "no space left on device"); the previous
+            checkpoint, where there is one, is kept.
     """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
+    existed = target.is_dir()
     staging = _sibling(target, "tmp")
+    writing = target.name
     try:
         staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide it
         tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         version = formats.FORMATS["checkpoint"]
+        writing = MODEL_FILE
         save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(version)})
         fault_point("checkpoint-write")
         files = [MODEL_FILE]
         if train_state is not None:
-            torch.save(train_state, staging / TRAIN_STATE_FILE)
+            writing = TRAIN_STATE_FILE
+            _torch_save(train_state, staging / TRAIN_STATE_FILE)
             files.append(TRAIN_STATE_FILE)
         checksums = {name: _sha256(staging / name) for name in files}
+        writing = META_FILE
         atomic.write_json(staging / META_FILE, meta.to_json() | {CHECKSUMS: checksums})  # last: complete
+        writing = target.name
         _swap_into_place(staging, target)
-    except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save reports a full disk as RuntimeError
+    except (OSError, RuntimeError, SafetensorError, OutputError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        kept = "; the previous checkpoint is kept" if existed else ""
+        if _no_space(exc):
+            raise CheckpointError(f"{target}: no space left on device while writing {writing}{kept}") from exc
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise CheckpointError(
-            f"{target}: the checkpoint could not be written ({reason}); the previous one is kept"
+            f"{target}: the checkpoint could not be written ({reason}, while writing {writing}){kept}"
         ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+_STOPPED_SHORT = ("inline_container", "PytorchStreamWriter", "unexpected pos", "file write failed")
+"""What torch's zip writer says (a RuntimeError) when a write to its file stopped short, and not why."""
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save(obj, path)``. Its writer reports a full disk only as "[enforce fail at
+    inline_container.cc:…] unexpected pos …"; on that, the same bytes are written again through Python,
+    whose OSError says why (ENOSPC, EFBIG, EIO, ...), or which succeeds where the failure has passed."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as exc:
+        if not any(text in str(exc) for text in _STOPPED_SHORT):
+            raise
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        _write_file(path, buffer.getbuffer())
+
+
+def _write_file(path: Path, data: memoryview) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, safetensors' "… (os error 28)", an OutputError from one) says the disk
+    (or the quota) is full."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return True
+        found = re.search(r"os error (\d+)", str(current))
+        if found and int(found.group(1)) in _NO_SPACE:
+            return True
+        current = current.__cause__
+    return False
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
@@ -348,21 +401,25 @@ def load_regressor(
     """
     folder = RunLayout(run_dir).checkpoint(which)
     meta = read_meta(folder)
+    model = regressor_for(meta, folder / META_FILE)
+    load_checkpoint(folder, model)
+    return model.to(device).eval(), meta
+
+
+def regressor_for(meta: CheckpointMeta, source: str | os.PathLike[str]) -> ScoreRegressor:
+    """The untrained ScoreRegressor that ``meta`` describes (``model.init`` cleared); ``source``, the metadata
+    file, is named in the CheckpointError of an encoder whose name or embed_dim disagree with it."""
     model_cfg = meta.config.model.model_copy(update={"init": None})
     if meta.encoder.name != model_cfg.backbone:
         raise CheckpointError(
-            f"{folder / META_FILE}: encoder {meta.encoder.name!r} disagrees with model.backbone "
-            f"{model_cfg.backbone!r}"
+            f"{source}: encoder {meta.encoder.name!r} disagrees with model.backbone {model_cfg.backbone!r}"
         )
     data = meta.config.data
     model = build_regressor(model_cfg, meta.encoder.in_channels, data.size, frames=data.frames)
     if model.encoder.embed_dim != meta.encoder.embed_dim:
-        raise CheckpointError(
-            f"{folder / META_FILE}: embed_dim {meta.encoder.embed_dim} but {model_cfg.backbone} "
-            f"builds {model.encoder.embed_dim}"
-        )
-    load_checkpoint(folder, model)
-    return model.to(device).eval(), meta
+        built = f"{model_cfg.backbone} builds {model.encoder.embed_dim}"
+        raise CheckpointError(f"{source}: embed_dim {meta.encoder.embed_dim} but {built}")
+    return model
 
 
 def checkpoint_fingerprint(directory: str | os.PathLike[str]) -> str:

@@ -16,21 +16,17 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from learner.atomic import finite
 from learner.console import ON_CONSOLE
-from learner.data.datasets import ScanDataset, TwoViews, views_to_batch
-from learner.data.patient_batches import PatientBatchSampler
+from learner.data.datasets import views_to_batch
 from learner.errors import NonFiniteLossError
-from learner.losses.registry import WITHIN_PATIENT, LossOutput, Objective, ViewObjective
+from learner.losses.registry import LossOutput, Objective, ViewObjective
 from learner.losses.regression import ScoreStandardiser
 from learner.models.heads import ScoreRegressor
 from learner.runs import RunDir
@@ -45,6 +41,8 @@ from learner.training.checkpoint import (
 from learner.training.distributed import DistInfo, all_gather_with_grad, barrier, broadcast_object
 from learner.training.faults import fault_point
 from learner.training.finite import finite_gradients, non_finite_message
+from learner.training.grad_share import contrastive_gradient_share
+from learner.training.loaders import Loaders
 from learner.training.loggers import CsvLogger, MetricsLogger
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan
@@ -53,26 +51,6 @@ from learner.training.seeding import rng_state, set_rng_state
 from learner.training.validation import predict_scores, regression_metrics, view_loss, write_val_predictions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Loaders:
-    """What an epoch iterates: ``train`` yields ``steps_per_epoch`` local batches of ``train_set`` (its
-    items chosen by ``sampler``); ``val`` yields the val scans in order, ``optim.batch_size`` at a time.
-
-    Batches are ``(clips, scores, indices)``: clips (b, T, C, H, W) float32 in [0, 1] and scores (b,) raw;
-    with ``two_views`` clips are (b, 2, T, C, H, W) and the scores NaN. ``visit_codes``: with
-    ``loss.within_patient``, the (N,) track and visit codes of the train scans (by dataset index), which the
-    sampler (a :class:`PatientBatchSampler`) keeps in visit pairs; else None.
-    """
-
-    train_set: ScanDataset | TwoViews
-    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]] | PatientBatchSampler
-    train: DataLoader[Any]
-    val: DataLoader[Any]
-    steps_per_epoch: int
-    two_views: bool
-    visit_codes: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -228,24 +206,6 @@ def train_one_epoch(
             on_step(EpochPosition(epoch, index + 1, step, dict(sums), share, lr))
     row = {"epoch": epoch, "step": step, "lr": lr} | {k: v / steps for k, v in sums.items()}
     return row if share is None else row | {"grad_share_contrastive": share}
-
-
-def contrastive_gradient_share(model: nn.Module, out: LossOutput) -> float | None:
-    """‖∇_θ (1 − λ)·C‖ / (‖∇_θ λ·MSE‖ + ‖∇_θ (1 − λ)·C‖) over every trainable parameter, on one batch: the
-    share of the update the contrastive term drives (0: MSE alone, 1: C alone). None unless the objective
-    has exactly two terms. Two extra backward passes through the batch's graph (kept for the update); they
-    read gradients without accumulating them, so the update and the RNG are untouched."""
-    if len(out.weighted) != 2 or WITHIN_PATIENT in out.weighted:
-        return None
-    params = [p for p in model.parameters() if p.requires_grad]
-    norms = []
-    for value in out.weighted.values():  # MSE first, then the contrastive term
-        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-        norms.append(
-            torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads if g is not None]))
-        )
-    mse, contrastive = (float(n) for n in norms)
-    return contrastive / (mse + contrastive) if mse + contrastive > 0 else math.nan
 
 
 def batch_loss(

@@ -16,8 +16,15 @@ from torch import nn
 def finite_gradients(model: nn.Module) -> bool:
     """Whether every parameter's gradient is free of NaN and inf: the largest |gradient| (a fused kernel and
     one device sync; a max, unlike the 2-norm, cannot overflow from finite values) is finite."""
+    flag = finite_gradient_flag(model)
+    return flag is None or bool(flag)
+
+
+def finite_gradient_flag(model: nn.Module) -> torch.Tensor | None:
+    """:func:`finite_gradients` left on the device: a bool scalar tensor, no host sync; None when no
+    parameter has a gradient."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.isfinite(nn.utils.get_total_norm(grads, norm_type=math.inf)))
+    return torch.isfinite(nn.utils.get_total_norm(grads, norm_type=math.inf)) if grads else None
 
 
 def non_finite_message(what: str, epoch: int, step: int, last_dir: Path) -> str:

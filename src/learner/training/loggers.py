@@ -1,14 +1,21 @@
 """Where pretraining's per-epoch metrics go (``runtime.logger``): one interface, a registry of sinks.
 
 Every run writes ``metrics.csv`` (:class:`CsvLogger`, the run directory's contract: reports and resume read
-it); ``runtime.logger`` adds one more sink:
+it); ``runtime.logger`` adds one more sink, a run of the tracker of :mod:`learner.training.tracker`
+(:class:`TrackerLogger`):
 
-* ``csv``: nothing more;
+* ``csv``: nothing more (nothing imported, nothing looked up);
 * ``tensorboard``: event files under ``RUN_DIR/tensorboard`` (``pip install learner[tensorboard]``;
   ``tensorboard --logdir RUN_DIR/tensorboard``);
 * ``mlflow``: a run in the local file store ``RUN_DIR/mlruns`` (``pip install learner[mlflow]``; no server,
-  nothing leaves the machine; ``mlflow ui --backend-store-uri RUN_DIR/mlruns``), with the result settings
-  as parameters. A resumed pretraining continues the same MLflow run.
+  nothing leaves the machine; docs/training.md gives the UI command), with the result settings as
+  parameters. A resumed pretraining continues the same run.
+
+Each epoch's numbers are metrics at step = epoch; when the run ends its ``metrics.json`` (best and last
+rows, as ``best.*`` / ``last.*``) and training curves are added. A pretraining that is a stage of an
+experiment grid (self-supervised ones included) keeps only ``metrics.csv``: its grid records it in the
+cell's run (:mod:`learner.experiments.tracking`). :func:`track_pretraining` records a finished run from
+its files instead (``learner track``).
 
 A sink whose package is missing is a :class:`learner.errors.ConfigError` raised by :func:`check_logger`
 before any work.
@@ -18,18 +25,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
-from learner.atomic import atomic_path, write_json
+from learner.atomic import atomic_path
 from learner.config import Config, LoggerName
 from learner.errors import ConfigError
 from learner.layout import RunLayout
+from learner.runs import load_run_config
+from learner.training.tracker import PACKAGES, Tracker, grid_of, numeric_leaves, open_tracker
 
 
 class MetricsLogger(Protocol):
@@ -56,69 +63,19 @@ class CsvLogger:
         pass  # every write is complete on its own
 
 
-class TensorBoardLogger:
-    """Scalars per epoch under ``RUN_DIR/tensorboard`` (torch's SummaryWriter)."""
+class TrackerLogger:
+    """Epoch rows as metrics of a tracker run (step = epoch); on close, the run's ``metrics.json`` and
+    training curves (:func:`log_pretraining_outcome`)."""
 
-    def __init__(self, run_dir: Path, config: Config) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def log(self, row: dict[str, float], history: Sequence[dict[str, float]]) -> None:
-        for key, value in row.items():
-            if key != "epoch":
-                self.writer.add_scalar(key, value, int(row["epoch"]))
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class MlflowLogger:
-    """One MLflow run in the file store ``RUN_DIR/mlruns`` (experiment ``learner``): the result settings
-    as parameters, each epoch's numbers as metrics at step = epoch. Its id is kept in
-    ``RUN_DIR/mlruns/learner-run.json`` so that a resumed pretraining logs into the same run."""
-
-    def __init__(self, run_dir: Path, config: Config) -> None:
-        # MLflow 3 keeps the file store in maintenance mode behind this opt-in; it is what needs no server
-        # and no database package (mlflow-skinny has no SQLAlchemy)
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        from mlflow.tracking import MlflowClient
-
-        store = run_dir / "mlruns"
-        store.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=store.resolve().as_uri())
-        record = store / "learner-run.json"
-        if record.is_file():
-            self.run_id: str = json.loads(record.read_text(encoding="utf-8"))["run_id"]
-            return
-        found = self.client.get_experiment_by_name("learner")
-        experiment = found.experiment_id if found else self.client.create_experiment("learner")
-        self.run_id = self.client.create_run(experiment, run_name=run_dir.name).info.run_id
-        for key, value in flatten_settings(config.result_settings()).items():
-            self.client.log_param(
-                self.run_id, key, json.dumps(value) if not isinstance(value, str) else value
-            )
-        write_json(record, {"run_id": self.run_id})
+    def __init__(self, tracker: Tracker, run_dir: Path) -> None:
+        self.tracker, self.run_dir = tracker, run_dir
 
     def log(self, row: dict[str, float], history: Sequence[dict[str, float]]) -> None:
-        from mlflow.entities import Metric
-
-        now, step = int(time.time() * 1000), int(row["epoch"])
-        metrics = [Metric(key, float(value), now, step) for key, value in row.items() if key != "epoch"]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"]))
 
     def close(self) -> None:
-        self.client.set_terminated(self.run_id)
-
-
-LoggerFactory = Callable[[Path, Config], MetricsLogger]
-
-LOGGERS: dict[LoggerName, tuple[LoggerFactory, str | None]] = {
-    "csv": (CsvLogger, None),
-    "tensorboard": (TensorBoardLogger, "tensorboard"),
-    "mlflow": (MlflowLogger, "mlflow"),
-}
-"""``runtime.logger`` → (the sink, the Python package it needs: also the name of learner's extra)."""
+        log_pretraining_outcome(self.tracker, self.run_dir)
+        self.tracker.close()
 
 
 def check_logger(name: LoggerName) -> None:
@@ -127,7 +84,7 @@ def check_logger(name: LoggerName) -> None:
     Raises:
         ConfigError: names the extra to install.
     """
-    _, package = LOGGERS[name]
+    package = PACKAGES.get(name)
     if package is not None and importlib.util.find_spec(package) is None:
         raise ConfigError(
             f"runtime.logger={name} needs the {package} package: pip install 'learner[{package}]'"
@@ -135,12 +92,60 @@ def check_logger(name: LoggerName) -> None:
 
 
 def open_loggers(name: LoggerName, run_dir: Path, config: Config) -> list[MetricsLogger]:
-    """``metrics.csv`` plus the sink ``name`` names (nothing more for ``csv``)."""
+    """``metrics.csv`` plus a run of the tracker ``name`` (nothing more for ``csv``, or for a stage of an
+    experiment grid, which its grid records)."""
     check_logger(name)
     sinks: list[MetricsLogger] = [CsvLogger(run_dir, config)]
-    if name != "csv":
-        sinks.append(LOGGERS[name][0](run_dir, config))
+    if name != "csv" and grid_of(run_dir) is None:
+        tracker = open_tracker(
+            name, run_dir, run_dir.name, "pretraining", pretraining_params(config), replace=False
+        )
+        sinks.append(TrackerLogger(tracker, run_dir))
     return sinks
+
+
+def pretraining_params(config: Config) -> dict[str, Any]:
+    """A pretraining's tracker parameters: its result settings, flat (``optim.lr``, ``loss.name``, ...)."""
+    return flatten_settings(config.result_settings())
+
+
+def log_epochs(tracker: Tracker, run_dir: Path, prefix: str = "") -> int:
+    """Every row of ``run_dir/metrics.csv`` as metrics at step = epoch (names prefixed with ``prefix``);
+    returns the number of epochs (0 without the file)."""
+    path = RunLayout(run_dir).epochs
+    if not path.is_file():
+        return 0
+    rows = pd.read_csv(path).to_dict("records")
+    for row in rows:
+        numbers = {f"{prefix}{k}": float(v) for k, v in row.items() if k != "epoch"}
+        tracker.log_metrics(numbers, int(row["epoch"]))
+    return len(rows)
+
+
+def log_pretraining_outcome(tracker: Tracker, run_dir: Path) -> None:
+    """A finished pretraining's ``metrics.json`` (numbers of its best and last rows, scan counts, ...) as
+    metrics, and the file and the training curves as artifacts (each when present)."""
+    from learner.training.curves import CURVES_FILE  # matplotlib: only when a run is tracked
+
+    layout = RunLayout(run_dir)
+    if layout.metrics.is_file():
+        tracker.log_metrics(numeric_leaves(json.loads(layout.metrics.read_text(encoding="utf-8"))))
+    for path in (layout.metrics, run_dir / CURVES_FILE):
+        if path.is_file():
+            tracker.log_artifact(path)
+
+
+def track_pretraining(run_dir: Path, name: LoggerName) -> Tracker:
+    """Record a finished pretraining (``learner track``) from its files: its settings, every epoch of
+    ``metrics.csv`` and :func:`log_pretraining_outcome`, replacing what the store held for it; returns
+    the closed run."""
+    tracker = open_tracker(
+        name, run_dir, run_dir.name, "pretraining", pretraining_params(load_run_config(run_dir)), replace=True
+    )
+    log_epochs(tracker, run_dir)
+    log_pretraining_outcome(tracker, run_dir)
+    tracker.close()
+    return tracker
 
 
 def flatten_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

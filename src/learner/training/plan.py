@@ -128,6 +128,8 @@ def check_pretraining(
         raise ConfigError(
             f"optim.batch_size={optim.batch_size} must divide evenly over {world_size} processes"
         )
+    if config.data.device_data:
+        check_device_data(config, world_size)
     batches = train_scans // optim.batch_size
     if batches == 0:
         raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {train_scans} train scans")
@@ -189,6 +191,30 @@ def check_within_patient(config: Config, manifest: Manifest, world_size: int) ->
             f"loss.within_patient: no train patient of {manifest.source} has scans of 2+ visits at one "
             "site, so the term would have nothing to learn from; it needs a longitudinal cohort "
             "(e.g. learner phantom lus --longitudinal)"
+        )
+
+
+def check_device_data(config: Config, world_size: int) -> None:
+    """Refuse ``data.device_data`` where its train batches cannot be made on the device.
+
+    Raises:
+        ConfigError: several processes, ``data.sampling=resample`` or ``loss.within_patient`` (each named
+            with what to change).
+    """
+    if world_size > 1:
+        raise ConfigError(
+            f"data.device_data runs in one process, got {world_size}; start one process, or set "
+            "data.device_data=false"
+        )
+    if config.data.sampling != "segments":
+        raise ConfigError(
+            f"data.device_data needs data.sampling=segments, got {config.data.sampling}; set "
+            "data.device_data=false to resample scans"
+        )
+    if config.loss.within_patient > 0:
+        raise ConfigError(
+            "data.device_data draws batches of random scans, not the visit pairs of loss.within_patient; "
+            "set data.device_data=false or loss.within_patient=0"
         )
 
 

@@ -7,15 +7,17 @@ driver that reads in the order a run happens, one named part per stage, each cal
 1. seeds, then :func:`open_run`: the run directory (rank 0 alone writes files);
 2. :func:`prepare_scans`: the decode-once scan cache, built and checked once per process
    (:func:`build_scan_cache`), the usable train / val scans, ``splits.csv``, the score standardisation
-   (train split) → :class:`Scans`;
-3. :func:`build_loaders`: datasets, sampler, loaders and steps per epoch →
-   :class:`~learner.training.epoch.Loaders`;
+   (train split) → :class:`~learner.training.loaders.Scans`;
+3. :func:`~learner.training.loaders.build_loaders`: datasets, sampler, loaders and steps per epoch →
+   :class:`~learner.training.loaders.Loaders`;
 4. :func:`build_model_and_objective`: model, optimiser, objective, cross-batch memory, mixed precision →
    :class:`~learner.training.epoch.Trainee`;
 5. then the epoch loop of :mod:`learner.training.epoch`: :func:`~learner.training.epoch.restore` (with
    ``resume``, everything a step depends on), and each epoch :func:`~learner.training.epoch.train_one_epoch`
    (Alg. 1's updates) then :func:`~learner.training.epoch.validate_and_checkpoint`;
 6. :func:`finish`: ``metrics.json`` and the training curves.
+
+``data.device_data`` (the GPU path) takes the updates from :mod:`learner.training.device_epoch` instead.
 
 A new run directory that fails before its first checkpoint is deleted.
 
@@ -33,7 +35,8 @@ Choices the paper leaves open (Table 2 gives batch 16, Adam, LR 1e-3, 100 epochs
   to always predicting the train mean; ``checkpoints/best`` is the lowest val MAE (earliest epoch on ties).
 
 A self-supervised ``loss.name`` (``vicreg``) runs the same loop on pixels alone: it trains on the train AND
-val scans (never test), each item two train-mode views of a scan (:class:`TwoViews`); the objective sees
+val scans (never test), each item two train-mode views of a scan
+(:class:`~learner.data.datasets.TwoViews`); the objective sees
 the two views' embeddings and no score, the regression head gets no gradient (it stays as initialised),
 and validation is the objective on fixed views of the val scans (``val_loss``; ``checkpoints/best`` its
 lowest).
@@ -47,20 +50,16 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import pandas as pd
 import torch
-from torch.utils.data.distributed import DistributedSampler
 
 from learner.atomic import atomic_path, finite
 from learner.config import Config, OptimConfig, Optimizer, Schedule
-from learner.data.augment import ClipAugment
 from learner.data.cache import CacheReport, ScanCache, build_cache, default_cache_root
-from learner.data.datasets import ScanDataset, TwoViews, make_loader
-from learner.data.manifest import ScanRecord
-from learner.data.patient_batches import PatientBatchSampler, visit_codes
 from learner.data.preprocess import Preprocessor
 from learner.data.provenance import data_source
 from learner.data.scales import scale_from_config
@@ -78,9 +77,9 @@ from learner.training.checkpoint import (
 )
 from learner.training.curves import CURVES_FILE, plot_training_curves
 from learner.training.device import resolve_device
+from learner.training.device_epoch import start_device_run
 from learner.training.distributed import DistInfo, barrier, distributed, launcher_world_size, wrap_model
 from learner.training.epoch import (
-    Loaders,
     LoopState,
     Trainee,
     preemption_checkpoint,
@@ -89,6 +88,7 @@ from learner.training.epoch import (
     train_one_epoch,
     validate_and_checkpoint,
 )
+from learner.training.loaders import Scans, build_loaders
 from learner.training.loggers import MetricsLogger, open_loggers
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan, plan_pretraining
@@ -150,20 +150,6 @@ class PretrainResult:
     history: list[dict[str, float]]
 
 
-@dataclass(frozen=True)
-class Scans:
-    """The planned split's usable scans once the cache is built: ``train`` (train AND val scans for a
-    self-supervised objective, ``two_views``), ``val``, the ``skipped`` unreadable scan ids, the ``cache``
-    they are read from and the score ``standardiser`` fitted on ``train``."""
-
-    train: list[ScanRecord]
-    val: list[ScanRecord]
-    skipped: set[str]
-    cache: ScanCache
-    standardiser: ScoreStandardiser
-    two_views: bool
-
-
 def pretrain(
     config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, force: bool = False
 ) -> PretrainResult:
@@ -216,9 +202,15 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     trainee = replace(trainee, network=wrap_model(trainee.model, info, device, find_unused_parameters=unused))
     sinks = open_loggers(config.runtime.logger, run_dir, config) if run is not None else []
     with progress_bar(enabled=info.is_main and sys.stdout.isatty()) as bar, checkpoint_on_signal() as sig:
+        train_epoch: Callable[..., dict[str, float]] = partial(train_one_epoch, loaders=loaders, lr_at=lr_at)
+        if config.data.device_data:  # the train scans, their batches and the step on the device
+            train_epoch = start_device_run(
+                config, scans.train, scans.cache, trainee, lr_at, loaders.steps_per_epoch,
+                two_views=scans.two_views, preemption=sig,
+            ).train_epoch  # fmt: skip
         for epoch in range(len(state.history) + 1, optim.epochs + 1):  # SLURM: SIGTERM → a checkpoint first
-            row = train_one_epoch(
-                trainee, loaders, epoch, state.step, lr_at,
+            row = train_epoch(
+                trainee, epoch=epoch, step=state.step,
                 grad_clip=optim.grad_clip, last_dir=last_dir, progress=bar, epochs=optim.epochs,
                 start=state.position, on_step=preemption_checkpoint(sig, state, trainee, run, last_dir),
             )  # fmt: skip
@@ -298,64 +290,6 @@ def prepare_scans(plan: PretrainPlan, info: DistInfo, run: RunDir | None) -> Sca
     return Scans(train_records, val_records, skipped, cache, standardiser, two_views)
 
 
-def build_loaders(config: Config, scans: Scans, info: DistInfo, device: torch.device) -> Loaders:
-    """Datasets and loaders: train = a random frame per TSN segment + augmentation, this rank's share of a
-    (seed, epoch) shuffle, last incomplete batch dropped, ``optim.batch_size / world_size`` clips a batch;
-    val = centre frames, no augmentation. Self-supervised: two train-mode views of each scan; the val views
-    stay those of epoch 0.
-
-    Raises:
-        ConfigError: the batch does not divide over the processes, or exceeds the train scans.
-    """
-    data, optim, runtime = config.data, config.optim, config.runtime
-    clip_args: dict[str, Any] = {
-        "frames": data.frames,
-        "sampling": data.sampling,
-        "channels": data.channels,
-        "seed": config.seed,
-    }
-    augment = ClipAugment.from_config(data)
-    train_scans = ScanDataset(scans.train, scans.cache, train=True, augment=augment, **clip_args)
-    train_set: ScanDataset | TwoViews = train_scans
-    val_set: ScanDataset | TwoViews = ScanDataset(
-        scans.val, scans.cache, train=False, augment=None, **clip_args
-    )
-    if scans.two_views:  # two train-mode draws of each scan; the val views stay those of epoch 0
-        train_set = TwoViews(train_scans)
-        val_set = TwoViews(ScanDataset(scans.val, scans.cache, train=True, augment=augment, **clip_args))
-    if optim.batch_size % info.world_size:
-        raise ConfigError(
-            f"optim.batch_size={optim.batch_size} must divide evenly over {info.world_size} processes"
-        )
-    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor, int]] | PatientBatchSampler
-    visit_pairs = None
-    if config.loss.within_patient > 0 and not scans.two_views:  # batches of visit pairs (training.plan)
-        sampler = PatientBatchSampler(
-            scans.train,
-            batch_size=optim.batch_size,
-            seed=config.seed,
-            world_size=info.world_size,
-            rank=info.rank,
-        )
-        tracks, visits = visit_codes(scans.train)
-        visit_pairs = torch.from_numpy(tracks), torch.from_numpy(visits)
-    else:
-        sampler = DistributedSampler(train_set, info.world_size, info.rank, seed=config.seed, drop_last=True)
-    loader_args: dict[str, Any] = {"num_workers": runtime.workers, "seed": config.seed}
-    loader_args["pin_memory"] = device.type == "cuda"
-    local_batch = optim.batch_size // info.world_size
-    train_loader = make_loader(
-        train_set, batch_size=local_batch, shuffle=False, drop_last=True, sampler=sampler, **loader_args
-    )
-    val_loader = make_loader(val_set, batch_size=optim.batch_size, shuffle=False, **loader_args)
-    steps_per_epoch = min(len(train_loader), optim.max_steps_per_epoch or len(train_loader))
-    if steps_per_epoch == 0:
-        raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {len(scans.train)} train scans")
-    return Loaders(
-        train_set, sampler, train_loader, val_loader, steps_per_epoch, scans.two_views, visit_pairs
-    )
-
-
 def build_model_and_objective(
     config: Config, standardiser: ScoreStandardiser, device: torch.device
 ) -> Trainee:
@@ -369,7 +303,8 @@ def build_model_and_objective(
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optim = config.optim
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    labels = ScoreLabels(standardiser, scale_from_config(data).class_edges())
+    edges = scale_from_config(data).class_edges()  # device data: scores checked once, not every batch
+    labels = ScoreLabels(standardiser, edges, checked_finite=data.device_data)
     objective = build_view_objective(config.loss) or build_objective(config.loss, labels)
     memory = CrossBatchMemory(config.loss.memory)  # loss.memory: earlier steps' pairs as references
     amp_dtype = _amp_dtype(device, runtime.amp)
@@ -393,10 +328,8 @@ def lr_schedule(optim: OptimConfig, steps_per_epoch: int) -> Callable[[int, int,
 def finish(
     plan: PretrainPlan, run: RunDir | None, scans: Scans, state: LoopState, sinks: list[MetricsLogger]
 ) -> PretrainResult:
-    """Close ``sinks``; rank 0 draws the training curves once and writes ``metrics.json`` (best and last
-    rows, the train mean, the data source, scan counts)."""
-    for sink in sinks:
-        sink.close()
+    """Rank 0 draws the training curves once and writes ``metrics.json`` (best and last rows, the train
+    mean, the data source, scan counts); then ``sinks`` are closed (a tracker run adds both files)."""
     if run is not None:
         plot_training_curves(state.history, run.file(CURVES_FILE))  # once, at the end (a report redraws it)
         run.write_metrics({
@@ -404,6 +337,8 @@ def finish(
             "train_mean": scans.standardiser.mean, "data_source": data_source(plan.manifest),
             "scans": {"train": len(scans.train), "val": len(scans.val), "skipped": len(scans.skipped)},
         })  # fmt: skip
+    for sink in sinks:
+        sink.close()
     return PretrainResult(plan.run_dir, best=state.best, last=state.history[-1], history=state.history)
 
 

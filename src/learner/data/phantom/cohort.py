@@ -53,6 +53,13 @@ def build_cohort(
     if target.exists() and not target.is_dir():
         raise LearnerError(f"{target}: exists and is not a folder; choose a folder for the phantom cohort")
     usable_folder(target, "the phantom cohort folder")  # e.g. a path under a file such as /dev/null
+    here = Path.cwd().resolve()
+    if target.resolve() in (here, *here.parents):  # the cohort is renamed into place: not onto the cwd
+        raise LearnerError(
+            f"{target}: is the current folder{'' if target.resolve() == here else ' or holds it'} "
+            f"({target.resolve()}); the finished cohort is renamed into place, which a folder in use cannot "
+            "take: name a new folder, e.g. ./cohort"
+        )
     if target.is_dir() and any(target.iterdir()) and not (target / RECORD_NAME).is_file():
         raise LearnerError(f"{target}: folder is not empty and holds no {RECORD_NAME}; choose a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,262 @@
+"""The device-data path of pretraining (data.device_data, learner.training.device_epoch) on the tiny
+phantom cohort, on CPU: a step runs with every host sync forbidden, a non-finite step skips its update
+and fails the epoch at its end naming the step, an interrupted epoch goes on with the same numbers, and a
+tiny pretraining runs end to end with finite metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from learner.config import Config, LossConfig
+from learner.data.clip_store import DeviceBatches
+from learner.errors import ConfigError, NonFiniteLossError
+from learner.losses.registry import ScoreLabels, build_objective
+from learner.losses.selection import select_pairs, trusted_select_pairs
+from learner.training.device_epoch import (
+    DeviceCounters,
+    device_batches,
+    lr_table,
+    sync_free_optimizer,
+    sync_free_step,
+    train_device_epoch,
+)
+from learner.training.distributed import DistInfo
+from learner.training.epoch import Trainee
+from learner.training.plan import plan_pretraining
+from learner.training.preemption import EpochPosition
+from learner.training.pretrain import (
+    build_model_and_objective,
+    lr_schedule,
+    open_run,
+    prepare_scans,
+    pretrain,
+)
+from learner.training.seeding import seed_everything
+
+pytestmark = pytest.mark.slow
+
+DEVICE_DATA = {"data.device_data": True, "optim.batch_size": 4, "optim.grad_clip": 1.0}
+SYNCS = ("item", "__bool__", "__float__", "__int__", "tolist")
+"""Every way a tensor's value reaches Python (each waits for the device on a GPU)."""
+
+
+@dataclass
+class Parts:
+    """A tiny pretraining's parts, built as :func:`pretrain` builds them, before the epoch loop."""
+
+    config: Config
+    trainee: Trainee
+    batches: DeviceBatches
+    lrs: torch.Tensor
+    lr: torch.Tensor
+
+    def fresh_trainee(self) -> Trainee:
+        """Another trainee from the same seed: the same initial weights."""
+        seed_everything(self.config.seed, deterministic=True)
+        trainee = build_model_and_objective(self.config, self.trainee.standardiser, torch.device("cpu"))
+        sync_free_optimizer(trainee.optimizer, trainee.device).copy_(self.lr)
+        return trainee
+
+
+@pytest.fixture
+def make_parts(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, one_thread: None
+) -> Callable[..., Parts]:
+    def make(**overrides: Any) -> Parts:
+        config = make_tiny_pretrain_config(**(DEVICE_DATA | overrides))
+        plan = plan_pretraining(config, tmp_path / f"run{len(list(tmp_path.iterdir()))}")
+        seed_everything(config.seed, deterministic=True)
+        info, cpu = DistInfo(), torch.device("cpu")
+        scans = prepare_scans(plan, info, open_run(plan, info))
+        trainee = build_model_and_objective(config, scans.standardiser, cpu)
+        batches = device_batches(
+            scans.train, scans.cache, cpu, frames=config.data.frames, channels=config.data.channels,
+            batch_size=config.optim.batch_size, augment=None, seed=config.seed, two_views=scans.two_views,
+        )  # fmt: skip
+        schedule = lr_schedule(config.optim, 3)
+        lrs = lr_table(
+            lambda s: schedule(s, 3 * config.optim.epochs, config.optim.lr), 3 * config.optim.epochs, cpu
+        )
+        return Parts(config, trainee, batches, lrs, sync_free_optimizer(trainee.optimizer, cpu))
+
+    return make
+
+
+def forbid(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a host sync inside the device-data step")
+
+
+def params_of(trainee: Trainee) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainee.model.parameters()]
+
+
+def test_steps_run_with_every_host_sync_forbidden(
+    make_parts: Callable[..., Parts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = make_parts(**{"loss.memory": 8})  # the memory's references go through the pair selection too
+    trainee = parts.trainee
+    before = params_of(trainee)
+    counters = DeviceCounters.starting(0, trainee.device)
+    with monkeypatch.context() as patched:
+        for name in SYNCS:
+            patched.setattr(torch.Tensor, name, forbid)
+        for index in range(3):
+            clips, scores = parts.batches.batch(1, index)
+            sync_free_step(
+                trainee, clips, scores, counters, parts.lrs, parts.lr,
+                two_views=False, grad_clip=1.0, measure_share=index == 0,
+            )  # fmt: skip
+    reading = counters.read()
+    assert (reading.step, reading.first_bad) == (3, 0)
+    assert list(reading.sums) == ["train_loss", "train_mse", "train_wcl"]
+    assert all(math.isfinite(v) for v in reading.sums.values())
+    assert reading.share is not None
+    assert 0 < reading.share < 1
+    assert float(parts.lr) == pytest.approx(float(parts.lrs[2]))  # the third update's LR
+    after = params_of(trainee)
+    assert all(torch.isfinite(p).all() for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert int(trainee.optimizer.state[next(trainee.model.parameters())]["step"]) == 3
+
+
+class Poisoned(DeviceBatches):
+    """Batch 1 of every epoch is NaN."""
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clips, scores = super().batch(epoch, index)
+        return (clips * math.nan if index == 1 else clips), scores
+
+
+def test_a_non_finite_step_skips_its_update_and_fails_the_epoch_naming_it(
+    make_parts: Callable[..., Parts],
+) -> None:
+    parts = make_parts()
+    trainee = parts.trainee
+    store, batches = parts.batches.store, parts.batches
+    poisoned = Poisoned(
+        store, frames=batches.frames, channels=batches.channels, batch_size=4, augment=None, seed=0
+    )
+    counters = DeviceCounters.starting(0, trainee.device)
+    param = next(trainee.model.parameters())
+    snapshots = []
+    for index in range(3):
+        clips, scores = poisoned.batch(1, index)
+        sync_free_step(trainee, clips, scores, counters, parts.lrs, parts.lr, two_views=False)
+        snapshots.append((params_of(trainee), int(trainee.optimizer.state[param]["step"])))
+    (first, count1), (second, count2), (third, count3) = snapshots
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # step 2 changed nothing
+    assert (count1, count2, count3) == (1, 1, 2)  # nor the optimiser's step count
+    assert any(not torch.equal(a, b) for a, b in zip(second, third, strict=True))  # step 3 trained again
+    assert all(torch.isfinite(p).all() for p in third)
+    reading = counters.read()
+    assert (reading.first_bad, reading.bad_what) == (2, 1)  # the loss, at step 2 (counted from 1)
+    assert math.isnan(reading.sums["train_loss"])
+
+    fresh = parts.fresh_trainee()
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step 2; .*epoch's end"):
+        train_device_epoch(
+            fresh,
+            poisoned,
+            1,
+            0,
+            parts.lrs,
+            fresh.optimizer.param_groups[0]["lr"],
+            steps=3,
+            last_dir=Path("nowhere"),
+        )
+
+
+def test_a_non_finite_gradient_is_named_as_such(make_parts: Callable[..., Parts]) -> None:
+    parts = make_parts()
+    trainee = parts.trainee
+    counters = DeviceCounters.starting(5, trainee.device)
+    param = next(trainee.model.parameters())
+    handle = param.register_hook(lambda grad: grad * math.inf)
+    before = params_of(trainee)
+    clips, scores = parts.batches.batch(0, 0)
+    sync_free_step(trainee, clips, scores, counters, parts.lrs, parts.lr, two_views=False)
+    handle.remove()
+    reading = counters.read()
+    assert (reading.step, reading.first_bad, reading.bad_what) == (6, 6, 2)
+    assert math.isfinite(reading.sums["train_loss"])
+    assert all(torch.equal(a, b) for a, b in zip(before, params_of(trainee), strict=True))
+
+
+def test_an_interrupted_epoch_goes_on_with_the_same_numbers(make_parts: Callable[..., Parts]) -> None:
+    parts = make_parts()
+    steps = 3
+    whole = train_device_epoch(
+        parts.trainee, parts.batches, 1, 0, parts.lrs, parts.lr, steps=steps, last_dir=Path("x")
+    )
+    assert whole["step"] == steps
+    assert whole["lr"] == pytest.approx(float(parts.lrs[steps - 1]))
+
+    class Stop(Exception):
+        pass
+
+    positions: list[EpochPosition] = []
+
+    def on_step(position: EpochPosition) -> None:
+        positions.append(position)
+        if position.index == 1:
+            raise Stop
+
+    trainee = parts.fresh_trainee()
+    lr = trainee.optimizer.param_groups[0]["lr"]
+    with pytest.raises(Stop):
+        train_device_epoch(
+            trainee, parts.batches, 1, 0, parts.lrs, lr, steps=steps, last_dir=Path("x"),
+            on_step=on_step, stop_requested=lambda: True,
+        )  # fmt: skip
+    (position,) = positions
+    assert (position.epoch, position.index, position.step) == (1, 1, 1)
+    assert position.share is not None
+    resumed = train_device_epoch(
+        trainee, parts.batches, 1, 0, parts.lrs, lr, steps=steps, last_dir=Path("x"), start=position
+    )
+    assert resumed == whole
+
+
+def test_pair_selection_skips_its_check_only_for_checked_scores() -> None:
+    nan = torch.tensor([0.0, float("nan"), 1.0])
+    with pytest.raises(ValueError, match="finite"):
+        select_pairs(nan)
+    trusted_select_pairs(nan)  # no check, no host sync
+    checked = build_objective(LossConfig(name="mse+wcl"), ScoreLabels(checked_finite=True))
+    plain = build_objective(LossConfig(name="mse+wcl"), ScoreLabels())
+    assert checked.contrastive.selector is trusted_select_pairs  # type: ignore[union-attr]
+    assert plain.contrastive.selector is select_pairs  # type: ignore[union-attr]
+
+
+def test_tiny_pretraining_on_device_data_runs_end_to_end(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, one_thread: None
+) -> None:
+    config = make_tiny_pretrain_config(**{"data.device_data": True, "loss.memory": 4})
+    first = pretrain(config, tmp_path / "a")
+    again = pretrain(config, tmp_path / "b")
+    assert [row["epoch"] for row in first.history] == [1, 2]
+    for row in first.history:
+        assert all(math.isfinite(value) for value in row.values()), row
+    assert first.history == again.history  # seeded: the same numbers twice
+    assert (tmp_path / "a" / "checkpoints" / "best").is_dir()
+
+
+def test_device_data_is_refused_where_it_cannot_make_the_batches(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"data\.sampling=segments"):
+        plan_pretraining(
+            make_tiny_pretrain_config(**{"data.device_data": True, "data.sampling": "resample"}),
+            tmp_path / "r",
+        )
+    with pytest.raises(ConfigError, match="one process"):
+        plan_pretraining(
+            make_tiny_pretrain_config(**{"data.device_data": True}), tmp_path / "w", world_size=2
+        )

@@ -1,0 +1,185 @@
+"""A pretraining in MLflow, live and through ``learner track`` (the same run from its files), a missing
+tracker package as one line before any work, and the MLflow UI command of docs/training.md: started on
+127.0.0.1, answering with its page, stopped by PID."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from learner import api
+from learner.config import Config
+from learner.training import loggers
+from learner.training.tracker import MlflowTracker
+
+pytest.importorskip("mlflow")
+
+CliRun = Callable[[list[str]], tuple[int, str, str]]
+TRAINING_DOC = Path(__file__).resolve().parents[2] / "docs" / "training.md"
+
+
+@pytest.fixture(scope="module")
+def tracked_pretraining(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny pretraining (2 epochs) run with ``runtime.logger=mlflow``; tests copy it before changing it."""
+    out = tmp_path_factory.mktemp("tracked") / "run"
+    api.pretrain(make_tiny_pretrain_config(**{"runtime.logger": "mlflow"}), out)
+    return out
+
+
+def _only_run(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("learner").experiment_id])
+    return client, run
+
+
+@pytest.mark.slow
+def test_a_pretraining_records_its_epochs_outcome_and_curves(
+    tracked_pretraining: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, run = _only_run(tracked_pretraining, monkeypatch)
+    assert (run.info.status, run.data.tags["learner.kind"]) == ("FINISHED", "pretraining")
+    epochs = pd.read_csv(tracked_pretraining / "metrics.csv")
+    for column in ("train_loss", "val_mae", "lr"):
+        history = sorted(client.get_metric_history(run.info.run_id, column), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == list(zip(epochs["epoch"], epochs[column], strict=True))
+    outcome = json.loads((tracked_pretraining / "metrics.json").read_text())
+    assert run.data.metrics["best.val_mae"] == outcome["best"]["val_mae"]
+    assert run.data.metrics["last.train_loss"] == outcome["last"]["train_loss"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "training_curves.png"}
+
+
+@pytest.mark.slow
+def test_learner_track_records_the_same_run_from_its_files(
+    tracked_pretraining: Path, tmp_path: Path, cli: CliRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(tracked_pretraining, copy, ignore=shutil.ignore_patterns("mlruns"))
+    for _ in range(2):  # twice: replaced, never doubled
+        code, stdout, stderr = cli(["track", str(copy)])  # the run's own logger: mlflow
+        assert code == 0, stderr
+        assert "tracked: pretraining as 1 mlflow run(s)" in stdout
+    _, live = _only_run(tracked_pretraining, monkeypatch)
+    client, backfilled = _only_run(copy, monkeypatch)
+    assert backfilled.data.metrics == live.data.metrics
+    assert backfilled.data.params == live.data.params
+    assert len(client.get_metric_history(backfilled.info.run_id, "val_mae")) == 2
+
+
+@pytest.mark.slow
+def test_a_missing_tracker_package_is_one_line_before_any_work(
+    tracked_pretraining: Path, tmp_path: Path, cli: CliRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(tracked_pretraining, copy, ignore=shutil.ignore_patterns("mlruns"))
+    monkeypatch.setattr(loggers.importlib.util, "find_spec", lambda name: None)
+    code, _, stderr = cli(["track", str(copy), "--logger", "tensorboard"])
+    assert code != 0
+    needs = "runtime.logger=tensorboard needs the tensorboard package: pip install 'learner[tensorboard]'"
+    assert stderr == f"error: {needs}\n"
+    assert not (copy / "tensorboard").exists()
+    code, _, stderr = cli(["track", str(copy), "--logger", "csv"])
+    assert stderr == "error: --logger 'csv': choose one of tensorboard, mlflow\n"
+
+
+def test_a_grids_stage_keeps_no_store_of_its_own(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = make_tiny_pretrain_config(**{"runtime.logger": "mlflow"})
+    alone = loggers.open_loggers("mlflow", tmp_path / "alone", config)
+    assert [type(sink).__name__ for sink in alone] == ["CsvLogger", "TrackerLogger"]
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    (grid / "run.json").write_text(json.dumps({"kind": "experiment"}))
+    stage = grid / "LUS" / "mse" / "seed-0" / "encoder"
+    assert [type(sink).__name__ for sink in loggers.open_loggers("mlflow", stage, config)] == ["CsvLogger"]
+    assert not (stage / "mlruns").exists()
+
+
+def _documented_ui_command() -> str:
+    """The MLflow UI line of docs/training.md, as a user would paste it."""
+    (line,) = [
+        line for line in TRAINING_DOC.read_text(encoding="utf-8").splitlines() if " mlflow ui " in line
+    ]
+    return line.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_the_documented_mlflow_ui_serves_a_store_and_stops_by_pid(tmp_path: Path) -> None:
+    mlflow_dir = Path(importlib.util.find_spec("mlflow").origin).parent  # type: ignore[union-attr, arg-type]
+    if importlib.util.find_spec("flask") is None or not (mlflow_dir / "server/js/build/index.html").is_file():
+        pytest.skip("the MLflow UI needs the full mlflow package: pip install 'learner[mlflow]'")
+    MlflowTracker.open(tmp_path, ".", "run", "pretraining", {"loss.name": "mse"}, replace=True).close()
+
+    command, port = _documented_ui_command(), _free_port()
+    assert command.startswith("MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri RUN_DIR/mlruns ")
+    words = shlex.split(
+        command.replace("RUN_DIR/mlruns", str(tmp_path / "mlruns")).replace("5000", str(port))
+    )
+    environment = dict(word.split("=", 1) for word in words[:1])
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    executable = shutil.which(words[1], path=path)
+    assert executable is not None
+    log = (tmp_path / "ui.log").open("w")
+    server = subprocess.Popen(
+        [executable, *words[2:]],
+        env=os.environ | environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the PID stops the server and its workers
+    )
+    try:
+        deadline, page = time.monotonic() + 120, None
+        while page is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                page = _get(f"http://127.0.0.1:{port}/")
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        assert page is not None, (tmp_path / "ui.log").read_text()
+        status, body = page
+        assert status == 200
+        assert "<title>MLflow</title>" in body  # the UI itself, not the API-only server of mlflow-skinny
+        status, listing = _get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10")
+        assert status == 200
+        assert "learner" in [e["name"] for e in json.loads(listing)["experiments"]]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+    with pytest.raises(urllib.error.URLError):
+        _get(f"http://127.0.0.1:{port}/")
