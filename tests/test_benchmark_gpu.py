@@ -1,12 +1,17 @@
-"""``benchmarks/gpu.py --device cpu --tiny`` runs; its projection is its own step time × the step count."""
+"""``benchmarks/gpu.py --device cpu --tiny`` runs; its projection is its own step time × the step count.
+``benchmarks/gpu_check.py --device cpu --tiny`` runs its CPU forms, skips the CUDA ones, projects from the
+best form; its busy-time arithmetic, its per-form guard and its budget, in-process."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -31,3 +36,97 @@ def test_gpu_benchmark_runs_tiny_on_cpu_and_projects_steps_times_step_time(tmp_p
     assert printed["table4"]["seconds"] == steps * seconds["tsm_resnet18"] + steps * seconds["vit"]
     hours = f"{printed['table3']['seconds'] / 3600:.2f} h"
     assert f"Table 3 ({steps} steps of tsm_resnet18): {hours}" in done.stdout
+
+
+@pytest.fixture
+def gpu_check(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/gpu_check.py`` imported in-process (its folder on ``sys.path``, as when run)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("gpu_check")
+
+
+@pytest.mark.slow  # a subprocess that imports torch, trains tiny models (~10 s): the full suite runs it
+def test_gpu_check_runs_tiny_on_cpu_skips_the_cuda_forms_and_projects_from_the_best_form(
+    tmp_path: Path,
+) -> None:
+    out, partial = tmp_path / "check.jsonl", tmp_path / "partial.json"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny"]
+    argv += ["--table4", "vit", "--out", str(out), "--partial", str(partial)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=True)
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text().splitlines()[-1]) == printed
+    assert json.loads(partial.read_text())["forms"] == printed["forms"]
+    forms = printed["forms"]
+    assert list(forms) == ["eager", "graph", "cells", "cells_graph", "compile"]  # the order they ran
+    for form in ("graph", "compile", "cells_graph"):
+        assert forms[form] == {"status": "skipped", "reason": "CUDA only"}
+        assert f"{form}: skipped: CUDA only" in done.stdout
+    eager, cells = forms["eager"], forms["cells"]
+    assert eager["status"] == cells["status"] == "ok"
+    assert (eager["cells"], cells["cells"], cells["streams"]) == (1, 3, 0)  # round-robin, no streams on a CPU
+    for r in (eager, cells):
+        assert r["step_ms"] > 0
+        assert r["steps_per_s"] > 0
+        assert r["busy_percent"] is None  # no GPU
+    assert cells["step_ms"] == pytest.approx(cells["round_ms"] / 3)  # per cell-step
+    assert 1 <= len(eager["top"]) <= 10
+    assert eager["top_of"] == "ops by self CPU time"
+    assert printed["batch_ms"] > 0
+    assert printed["tflop_per_step"] > 0
+    assert "| form | cells | ms/step | steps/s | GPU busy % | TFLOP/s | × eager | note |" in done.stdout
+    # the projection: gpu.py's step count (batch 4) × the best form's seconds per step
+    steps = (701 // 4) * 100 * 3 * 3
+    best = min(("eager", "cells"), key=lambda f: forms[f]["step_ms"])
+    best_s = forms[best]["step_ms"] / 1e3
+    assert printed["best_form"] == best
+    assert printed["table3"]["steps"] == steps
+    assert printed["table3"]["seconds"] == pytest.approx(steps * best_s)
+    vit_s = printed["table4_eager"]["vit"]["step_ms"] / 1e3
+    assert printed["table4"]["seconds"] == pytest.approx(steps * best_s + steps * vit_s)
+    assert printed["table4"]["missing"] == []
+    assert f"Table 3 ({steps} steps of tsm_resnet18, {best}): {steps * best_s / 60:.1f} min" in done.stdout
+
+
+def test_gpu_check_busy_time_counts_overlapping_device_work_once(gpu_check: ModuleType) -> None:
+    events = [
+        {"ph": "X", "cat": "kernel", "name": "conv", "ts": 0.0, "dur": 10.0},
+        {"ph": "X", "cat": "kernel", "name": "conv", "ts": 5.0, "dur": 10.0},  # another stream: overlaps
+        {"ph": "X", "cat": "gpu_memcpy", "name": "copy", "ts": 20.0, "dur": 2.0},
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "step", "ts": 0.0, "dur": 100.0},  # not work
+        {"ph": "X", "cat": "cpu_op", "name": "aten::conv", "ts": 0.0, "dur": 50.0},  # host side
+    ]
+    spans = gpu_check.device_intervals(events)
+    assert gpu_check.union_us(spans) == 17.0  # 0–15 and 20–22
+    top = gpu_check.top_kernels(spans, steps=2)
+    assert [k["name"] for k in top] == ["conv", "copy"]
+    assert top[0]["ms_per_step"] == pytest.approx(0.01)
+    assert top[0]["calls_per_step"] == 1
+    assert top[0]["percent"] == pytest.approx(100 * 20 / 22)
+
+
+def test_gpu_check_guards_each_form_and_keeps_to_its_budget(
+    gpu_check: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    budget = gpu_check.Budget(10.0, start=time.monotonic())
+
+    def broken() -> dict[str, float]:
+        raise RuntimeError("no compiler\nhere")
+
+    failed = gpu_check.guarded("compile", 1.0, budget, broken)
+    assert failed["status"] == "error"
+    assert failed["error"] == "RuntimeError: no compiler here"
+    assert "RuntimeError" in failed["traceback"]
+    ran = gpu_check.guarded("eager", 1.0, budget, lambda: {"step_ms": 1.0})
+    assert ran == {"status": "ok", "step_ms": 1.0}
+    assert gpu_check.guarded("cells", 60.0, budget, lambda: {})["status"] == "skipped"  # 60 s > what is left
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "compile: error: RuntimeError: no compiler here"
+    assert lines[1].startswith("cells: skipped: over budget (0 s spent + ~60 s > 10 s)")
+    # a form that runs past the budget is interrupted, and reported as an error
+    short = gpu_check.Budget(0.2, start=time.monotonic())
+    started = time.monotonic()
+    stopped = gpu_check.guarded("compile", 0.0, short, lambda: time.sleep(5))
+    assert time.monotonic() - started < 2
+    assert stopped["status"] == "error"
+    assert stopped["error"].startswith("BudgetExceeded")
