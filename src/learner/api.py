@@ -358,23 +358,36 @@ def convert_weights(
     overrides: Mapping[str, Any] | None = None,
     backbone: str | None = None,
     channels: int | None = None,
+    input_norm: str = "auto",
 ) -> ConvertedWeights:
-    """``learner weights convert``: a weights file (``.pth``/``.pt`` or ``.safetensors``, e.g. torchvision's
-    ResNet-18) → the safetensors ``target`` that ``model.init`` reads, checked against the encoder of the
-    config (``model.backbone``, ``model.size``, ``data.channels``, ``data.size``).
+    """``learner weights convert``: a weights file (``.pth``/``.pt`` or ``.safetensors``) in a known layout
+    (torchvision or MedicalNet ResNet-18, MONAI ViT / UNETR, MONAI Swin / SwinUNETR) → the safetensors
+    ``target`` that ``model.init`` reads, checked against the encoder of the config (``model.backbone``,
+    ``model.size``, ``data.channels``, ``data.size``, ``data.frames``).
+
+    ``input_norm`` is the source's input standardisation, folded into the first layer: ``"auto"`` (the
+    layout's: ImageNet for torchvision, none otherwise), ``"none"``, ``"imagenet"`` or
+    ``"M1,M2,M3/S1,S2,S3"``. ``target``'s metadata records the steps taken
+    (:func:`learner.models.weights.conversion_record`).
 
     Raises:
+        ConfigError: ``input_norm`` is none of those.
         CheckpointError: ``target`` is not ``.safetensors`` or ``source`` does not fit the encoder.
     """
+    from learner.models.layouts import parse_input_norm
     from learner.models.registry import build_encoder
     from learner.models.weights import convert_weights as _convert_weights
 
+    try:
+        norm = parse_input_norm(input_norm)
+    except ValueError as exc:
+        raise ConfigError(f"--input-norm: {exc}") from None
     settings = _settings(config, overrides, {"model.backbone": backbone, "data.channels": channels})
     model_cfg = settings.model.model_copy(update={"init": None})
     encoder = build_encoder(
         model_cfg, settings.data.channels, img_size=settings.data.size, frames=settings.data.frames
     )
-    path = _convert_weights(source, target, encoder)
+    path = _convert_weights(source, target, encoder, input_norm=norm)
     return ConvertedWeights(
         path, len(encoder.state_dict()), model_cfg.backbone, model_cfg.size, settings.data.channels
     )

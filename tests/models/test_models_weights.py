@@ -1,9 +1,8 @@
-"""Init weights: safetensors / .pth, key normalisation, grey from RGB, a run's encoder, convert."""
+"""Init weights: safetensors / .pth, key normalisation, grey from RGB, a run's encoder."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from learner.config import ModelConfig
 from learner.errors import CheckpointError
 from learner.models.registry import build_encoder
 from learner.models.tsm_resnet import TSMResNet18
-from learner.models.weights import convert_weights, init_weights_file, load_init_weights
+from learner.models.weights import init_weights_file, load_init_weights
 
 
 def source_model(in_channels: int = 3) -> TSMResNet18:
@@ -194,83 +193,4 @@ def test_a_run_that_does_not_fit_is_a_one_line_error_naming_it(
     assert_same_state(target.state_dict(), before)
 
 
-# ---- learner weights convert: torchvision ResNet-18 → safetensors (synthetic; nothing downloaded) ----
-
-
-def torchvision_resnet18_state(*, batch_counters: bool = True) -> dict[str, Tensor]:
-    """The key names and shapes of torchvision's ``resnet18`` state dict (``resnet18-f37072fd.pth``), written
-    out by hand from its architecture, with random values: RGB stem, 4 stages of 2 BasicBlocks, fc 1000."""
-    generator = torch.Generator().manual_seed(0)
-    shapes: dict[str, tuple[int, ...]] = {"conv1.weight": (64, 3, 7, 7)}
-
-    def bn(prefix: str, width: int) -> None:
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{name}"] = (width,)
-        if batch_counters:
-            shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    bn("bn1", 64)
-    in_width = 64
-    for stage, width in enumerate((64, 128, 256, 512), start=1):
-        for block in range(2):
-            prefix = f"layer{stage}.{block}"
-            shapes[f"{prefix}.conv1.weight"] = (width, in_width if block == 0 else width, 3, 3)
-            bn(f"{prefix}.bn1", width)
-            shapes[f"{prefix}.conv2.weight"] = (width, width, 3, 3)
-            bn(f"{prefix}.bn2", width)
-            if block == 0 and stage > 1:
-                shapes[f"{prefix}.downsample.0.weight"] = (width, in_width, 1, 1)
-                bn(f"{prefix}.downsample.1", width)
-        in_width = width
-    shapes |= {"fc.weight": (1000, 512), "fc.bias": (1000,)}
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(1000, dtype=torch.int64)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=generator) + 0.5
-        else:
-            state[key] = 0.1 * torch.randn(shape, generator=generator)
-    return state
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("batch_counters", [True, False])
-def test_converted_torchvision_weights_give_the_outputs_of_loading_the_pth(
-    tmp_path: Path, channels: int, batch_counters: bool
-) -> None:
-    torch.save(torchvision_resnet18_state(batch_counters=batch_counters), tmp_path / "resnet18.pth")
-    dst = convert_weights(tmp_path / "resnet18.pth", tmp_path / "r18.safetensors", paper(channels))
-    direct, converted = paper(channels), paper(channels)
-    load_init_weights(direct, tmp_path / "resnet18.pth")
-    load_init_weights(converted, dst)
-    assert_same_state(converted.state_dict(), direct.state_dict())
-    clips = torch.rand(2, 3, channels, 32, 32, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(converted.eval()(clips), direct.eval()(clips), rtol=0, atol=0)
-    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left nothing behind
-
-
-def paper(channels: int) -> TSMResNet18:
-    return TSMResNet18(in_channels=channels, size="paper")
-
-
-def test_weights_convert_command(tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
-    src, dst = tmp_path / "resnet18-f37072fd.pth", tmp_path / "out" / "r18.safetensors"
-    torch.save(torchvision_resnet18_state(), src)
-    code, out, _ = cli(["weights", "convert", str(src), str(dst)])
-    assert code == 0
-    assert f"wrote {dst}" in out
-    grey = paper(1)
-    load_init_weights(grey, dst)  # the project's default: grey frames, the RGB stem summed
-    torch.testing.assert_close(grey.conv1.weight, torchvision_resnet18_state()["conv1.weight"].sum(1, True))
-    dst.unlink()
-    code, _, err = cli(["weights", "convert", str(src), str(dst), "--set", "model.size=tiny"])
-    assert code == 2
-    err = err.strip()
-    assert err.startswith(f"error: {src}: does not match TSMResNet18")
-    assert "\n" not in err
-    assert not dst.exists()
-    code, _, err = cli(["weights", "convert", str(src), str(tmp_path / "r18.pth")])
-    assert code == 2
-    assert "must end in .safetensors" in err
+# ``learner weights convert`` (every source layout): tests/models/test_models_layouts.py

@@ -39,18 +39,34 @@ def convert(
     channels: Annotated[
         int | None, typer.Option("--channels", help="1 (grey: RGB kernels summed) or 3 (data.channels).")
     ] = None,
+    input_norm: Annotated[
+        str,
+        typer.Option(
+            "--input-norm",
+            help="The source's input standardisation, folded into the first layer: auto (ImageNet for "
+            "torchvision, none otherwise), none, imagenet, or MEAN,…/STD,… (e.g. 0.5,0.5,0.5/0.5,0.5,0.5).",
+        ),
+    ] = "auto",
 ) -> None:
-    """Convert SRC (e.g. torchvision's resnet18-f37072fd.pth) into DST, the safetensors --init reads.
+    """Convert SRC into DST, the safetensors --init reads: torchvision ResNet-18 (tsm_resnet18, any
+    model.size), MedicalNet / MONAI 3-D ResNet-18 (resnet18_3d), MONAI ViT or UNETR (vit, vit_3d), MONAI
+    Swin or SwinUNETR (swin).
 
-    Keys are normalised as model.init does (module./base_model. stripped, fc.* dropped), an RGB input
-    kernel is summed to grey when the encoder takes 1 channel, and every tensor must match the encoder of
-    the config (model.backbone, model.size, data.channels, data.size). DST is written atomically.
+    Keys are mapped to the encoder's, heads dropped, the source's input standardisation folded into the
+    first layer and an RGB first layer summed to grey when the encoder takes 1 channel; a wider ResNet
+    keeps each layer's first channels. Every tensor must then match the encoder of the config
+    (model.backbone, model.size, data.channels, data.size, data.frames). DST is written atomically and
+    its metadata records the steps.
     """
     from learner import api
+    from learner.models.weights import conversion_record
 
     cfg = config_from_options(config, sets, **{"model.backbone": backbone, "data.channels": channels})
-    converted = api.convert_weights(source, target, config=cfg)
+    converted = api.convert_weights(source, target, config=cfg, input_norm=input_norm)
+    record = conversion_record(converted.path)
     typer.echo(
         f"wrote {target}: {converted.tensors} tensors of {converted.backbone} ({converted.size}, "
-        f"{converted.channels} channel(s)); use it with --init {target}"
+        f"{converted.channels} channel(s)) from {record.get('source_layout', '?')} weights; "
+        f"input norm folded: {record.get('input_norm', '?')}; steps: {record.get('steps', '?')}; "
+        f"use it with --init {target}"
     )

@@ -20,7 +20,8 @@ keys; only ``num_batches_tracked`` buffers may be absent (older checkpoints lack
 
 Grey input from RGB weights: when the encoder takes 1 channel and the file's input convolution has 3,
 the kernel is summed over its RGB axis, so a grey frame g gives exactly the response the RGB network
-gives to (g, g, g) (any per-channel input normalisation is the caller's to match).
+gives to (g, g, g). ``model.init`` folds no input standardisation: :func:`convert_weights` (``learner
+weights convert``) maps other libraries' layouts and folds their mean/std (:mod:`learner.models.layouts`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -38,6 +40,8 @@ from learner import formats
 from learner.atomic import atomic_path
 from learner.errors import CheckpointError
 from learner.layout import RunLayout
+from learner.models.encoder import Encoder
+from learner.models.layouts import Conversion, InputNormChoice, convert_state
 
 CHECKPOINT_WEIGHTS = (
     "model.safetensors"  # the checkpoint folder layout (learner.training.checkpoint uses these)
@@ -125,24 +129,69 @@ def _run_encoder_state(folder: Path, backbone: str | None) -> dict[str, Tensor]:
 
 
 def convert_weights(
-    source: str | os.PathLike[str], target: str | os.PathLike[str], encoder: nn.Module
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    encoder: Encoder,
+    *,
+    input_norm: InputNormChoice = "auto",
 ) -> Path:
-    """Convert a weights file (e.g. torchvision's ``resnet18-f37072fd.pth``) into the safetensors ``--init``
-    reads: load it into ``encoder`` as ``model.init`` would (key normalisation, grey from RGB, strict
-    match), then write ``encoder``'s state dict to ``target`` atomically.
+    """Convert a weights file in another library's layout (torchvision or MedicalNet ResNet-18, MONAI ViT /
+    UNETR, MONAI Swin / SwinUNETR: :mod:`learner.models.layouts`) into the safetensors ``--init`` reads:
+    map its keys, fold its input standardisation and sum RGB to grey where the encoder takes 1 channel,
+    narrow a wider ResNet, check every tensor strictly against ``encoder``, load them into it and write
+    its state dict to ``target`` atomically. The file's metadata records the source, its layout and the
+    steps taken (:func:`conversion_record`). A file this function wrote is taken as it is.
+
+    Args:
+        source: the weights file (safetensors, or a torch file read with ``weights_only=True``).
+        target: the ``.safetensors`` file to write.
+        encoder: the learner encoder to initialise.
+        input_norm: the source's input standardisation to fold, as
+            :func:`~learner.models.layouts.convert_state` takes it.
 
     Raises:
-        CheckpointError: ``target`` does not end in ``.safetensors``, or ``source`` does not load (as
-            :func:`load_init_weights`); ``target`` is then not written.
+        CheckpointError: ``target`` does not end in ``.safetensors``, or ``source`` is unreadable, of an
+            unknown layout, or does not match ``encoder`` (one line naming the file and the first keys);
+            ``target`` is then not written and ``encoder`` is unchanged.
     """
-    destination = Path(target)
+    destination, path = Path(target), Path(source)
     if destination.suffix != ".safetensors":
         raise CheckpointError(f"{destination}: the converted file must end in .safetensors")
-    load_init_weights(encoder, source)
+    state = _read_state_dict(path)
+    if conversion_record(path):  # already converted: the encoder's own keys
+        conversion = Conversion(state, "learner", None, ())
+    else:
+        try:
+            conversion = convert_state(state, encoder, input_norm=input_norm, narrow=True)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    problem = describe_mismatch(encoder.state_dict(), conversion.state, optional_suffix=OPTIONAL_SUFFIX)
+    if problem:
+        raise CheckpointError(
+            f"{path}: {conversion.layout} weights do not match {type(encoder).__name__}: {problem}"
+        )
+    encoder.load_state_dict(conversion.state, strict=False)  # strictness checked above
     tensors = {key: value.detach().cpu().contiguous() for key, value in encoder.state_dict().items()}
+    norm = conversion.input_norm.describe() if conversion.input_norm else "none"
+    metadata = {"converted_from": path.name, "source_layout": conversion.layout, "input_norm": norm,
+                "steps": "; ".join(conversion.notes) or "none"}  # fmt: skip
     with atomic_path(destination) as tmp:
-        save_file(tensors, tmp, metadata={"converted_from": Path(source).name})
+        save_file(tensors, tmp, metadata=metadata)
     return destination
+
+
+def conversion_record(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata :func:`convert_weights` wrote into ``path`` (``converted_from``, ``source_layout``,
+    ``input_norm``, ``steps``); empty for any other file."""
+    file = Path(path)
+    if file.suffix != ".safetensors" or not file.is_file():
+        return {}
+    try:
+        with safe_open(file, framework="pt") as handle:
+            metadata: dict[str, str] = handle.metadata() or {}
+    except Exception:  # not safetensors: _read_state_dict reports it
+        return {}
+    return metadata if "converted_from" in metadata else {}
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
