@@ -439,6 +439,13 @@ class RuntimeConfig(_Section):
         "cores left after runtime.workers loader processes, at least 1 (1 on 2 cores; docs/training.md)",
     )
     amp: bool = Field(default=True, description="mixed precision on GPU (bf16 where supported, else fp16)")
+    checkpoint_every: int = Field(
+        default=1,
+        ge=1,
+        description="write checkpoints/last every k epochs (and at the last one) instead of every epoch; "
+        "k > 1 writes in a background thread. checkpoints/best is still chosen every epoch (kept in memory "
+        "until the next save); a kill loses at most k - 1 epochs, --resume stays exact (docs/training.md)",
+    )
     channels_last: bool = Field(default=True, description="channels-last (NHWC) weights on GPU")
     cpu_channels_last: bool = Field(
         default=False,

@@ -1,6 +1,7 @@
 """Checkpoints: one folder each, written atomically, loaded strictly, never unpickling arbitrary objects.
 
-Layout of ``RUN_DIR/checkpoints/<name>/`` (``last`` after every epoch, ``best`` at the lowest val MAE)::
+Layout of ``RUN_DIR/checkpoints/<name>/`` (``last`` every ``runtime.checkpoint_every`` epochs and at the end,
+``best`` at the lowest val MAE; when: :mod:`learner.training.checkpoint_writer`)::
 
     model.safetensors   the ScoreRegressor state dict (encoder θ_V + head θ_M), float tensors only
     train_state.pt      optimiser state, schedule step, RNG states, history, the cross-batch memory's
@@ -29,6 +30,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +136,7 @@ class CheckpointMeta:
 
 def save_checkpoint(
     directory: str | os.PathLike[str],
-    model: nn.Module,
+    model: nn.Module | Mapping[str, torch.Tensor],
     meta: CheckpointMeta,
     train_state: dict[str, Any] | None = None,
 ) -> Path:
@@ -142,8 +144,9 @@ def save_checkpoint(
 
     Args:
         directory: the checkpoint folder (e.g. ``run/checkpoints/last``); its parent is created.
-        model: the unwrapped model; its ``state_dict()`` goes to ``model.safetensors`` (moved to CPU,
-            made contiguous so channels_last weights store in the standard layout).
+        model: the unwrapped model, or a snapshot of its ``state_dict()``
+            (:mod:`learner.training.checkpoint_writer`); the state dict goes to ``model.safetensors``
+            (moved to CPU, made contiguous so channels_last weights store in the standard layout).
         meta: what ``meta.json`` records (with the SHA-256 of every other file, written last).
         train_state: optional resume state of plain tensors / dicts / lists / numbers / strings.
 
@@ -163,7 +166,8 @@ def save_checkpoint(
     writing = target.name
     try:
         staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename and hide it
-        tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        weights = model.state_dict() if isinstance(model, nn.Module) else model
+        tensors = {key: value.detach().cpu().contiguous() for key, value in weights.items()}
         version = formats.FORMATS["checkpoint"]
         writing = MODEL_FILE
         save_file(tensors, staging / MODEL_FILE, metadata={"schema_version": str(version)})

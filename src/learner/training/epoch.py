@@ -15,6 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,8 @@ from learner.training.checkpoint import (
     load_checkpoint,
     load_train_state,
     recover_checkpoint,
-    save_checkpoint,
 )
+from learner.training.checkpoint_writer import CheckpointSaver
 from learner.training.distributed import DistInfo, all_gather_with_grad, barrier, broadcast_object
 from learner.training.faults import fault_point
 from learner.training.finite import finite_gradients, non_finite_message
@@ -255,10 +256,15 @@ def validate_and_checkpoint(
     batch_size: int,
     progress: Progress,
     epochs: int,
+    saver: CheckpointSaver | None = None,
 ) -> LoopState:
     """Complete ``row`` (from :func:`train_one_epoch`) with validation and, on rank 0 (``run``), save
     ``best_dir`` (when the monitored figure improved) and ``last_dir`` (weights, optimiser, scaler, step,
     history, best, RNG states, memory), then log the row to ``sinks``. Every rank calls it.
+
+    ``saver`` decides when they are written (``runtime.checkpoint_every``,
+    :mod:`learner.training.checkpoint_writer`): an improved best is kept in memory and ``last`` written
+    (in the background when k > 1) every k-th and the last epoch; None: both every epoch, synchronously.
 
     Validation (rank 0; the row is then broadcast): MAE, RMSE and Pearson r of the val predictions in score
     units next to the train-mean baseline (``val_mae`` monitored), or for a two-view objective its value
@@ -284,19 +290,23 @@ def validate_and_checkpoint(
     best = row if improved else state.best
     with stage("checkpoints"):
         if run is not None:
+            saver = CheckpointSaver() if saver is None else saver
             summary = replace(trainee.meta, epoch=epoch, step=step, metrics=finite(row))
-            if improved:  # best before last: a crash between redoes both
-                save_checkpoint(best_dir, model, summary)
+            if improved:  # kept for the next save, written before last: a crash between redoes both
+                after = None
                 if predictions is not None:
                     val_scans = loaders.val.dataset.records  # type: ignore[attr-defined]  # a ScanDataset
-                    write_val_predictions(run.layout.val_predictions, val_scans, *predictions)
-            train_state = {
-                "optimizer": trainee.optimizer.state_dict(), "scaler": trainee.scaler.state_dict(),
-                "step": step, "history": history, "best": best, "rng": rng_state(),
-                "memory": trainee.memory.state_dict(),
-            }  # fmt: skip
-            save_checkpoint(last_dir, model, summary, train_state=train_state)
-            fault_point("checkpoint-saved")
+                    path = run.layout.val_predictions
+                    after = partial(write_val_predictions, path, val_scans, *predictions)
+                saver.keep_best(best_dir, model, summary, after)
+            if saver.due(epoch, epochs):
+                train_state = {
+                    "optimizer": trainee.optimizer.state_dict(), "scaler": trainee.scaler.state_dict(),
+                    "step": step, "history": history, "best": best, "rng": rng_state(),
+                    "memory": trainee.memory.state_dict(),
+                }  # fmt: skip
+                saver.save_last(last_dir, model, summary, train_state)
+                fault_point("checkpoint-saved")
             for sink in sinks:
                 sink.log(row, history)
             _report(progress, row, epochs)
@@ -305,11 +315,18 @@ def validate_and_checkpoint(
 
 
 def preemption_checkpoint(
-    preemption: Preemption, state: LoopState, trainee: Trainee, run: RunDir | None, last_dir: Path
+    preemption: Preemption,
+    state: LoopState,
+    trainee: Trainee,
+    run: RunDir | None,
+    last_dir: Path,
+    saver: CheckpointSaver | None = None,
 ) -> StopCheck:
     """``on_step`` for :func:`train_one_epoch`: when a pre-emption signal came (every rank agrees), rank 0
     saves ``last_dir`` at the epoch's position (weights, optimiser, scaler, memory, RNG states, the epoch's
-    running sums) and the signal goes to its old handler (:mod:`learner.training.preemption`)."""
+    running sums) and the signal goes to its old handler (:mod:`learner.training.preemption`). With a
+    ``saver``, its write in flight is joined and a best kept in memory is written first, synchronously."""
+    writer = CheckpointSaver() if saver is None else saver
 
     def check(position: EpochPosition) -> None:
         signum = preemption.requested()
@@ -325,7 +342,7 @@ def preemption_checkpoint(
                     "rng": rng_state(), "memory": trainee.memory.state_dict(),
                     "position": position.to_state(),
                 }  # fmt: skip
-                save_checkpoint(last_dir, trainee.model, summary, train_state=train_state)
+                writer.save_last(last_dir, trainee.model, summary, train_state, wait=True)
                 log.warning(
                     "signal %d: checkpoint written after batch %d of epoch %d (step %d); --resume goes on",
                     signum, position.index, position.epoch, position.step,

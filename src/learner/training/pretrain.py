@@ -75,6 +75,7 @@ from learner.training.checkpoint import (
     EncoderMeta,
     init_record,
 )
+from learner.training.checkpoint_writer import CheckpointSaver
 from learner.training.curves import CURVES_FILE, plot_training_curves
 from learner.training.device import resolve_device
 from learner.training.device_epoch import start_device_run
@@ -201,7 +202,9 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     unused = "mse" not in trainee.objective.names  # a contrastive-only objective never reaches the head
     trainee = replace(trainee, network=wrap_model(trainee.model, info, device, find_unused_parameters=unused))
     sinks = open_loggers(config.runtime.logger, run_dir, config) if run is not None else []
-    with progress_bar(enabled=info.is_main and sys.stdout.isatty()) as bar, checkpoint_on_signal() as sig:
+    saver = CheckpointSaver(config.runtime.checkpoint_every)  # leaving it joins the write in flight
+    bar = progress_bar(enabled=info.is_main and sys.stdout.isatty())
+    with bar, checkpoint_on_signal() as sig, saver:
         train_epoch: Callable[..., dict[str, float]] = partial(train_one_epoch, loaders=loaders, lr_at=lr_at)
         if config.data.device_data:  # the train scans, their batches and the step on the device
             train_epoch = start_device_run(
@@ -212,11 +215,12 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
             row = train_epoch(
                 trainee, epoch=epoch, step=state.step,
                 grad_clip=optim.grad_clip, last_dir=last_dir, progress=bar, epochs=optim.epochs,
-                start=state.position, on_step=preemption_checkpoint(sig, state, trainee, run, last_dir),
+                start=state.position,
+                on_step=preemption_checkpoint(sig, state, trainee, run, last_dir, saver),
             )  # fmt: skip
             state = validate_and_checkpoint(
                 row, state, trainee, loaders, run, sinks, last_dir=last_dir, best_dir=best_dir,
-                batch_size=optim.batch_size, progress=bar, epochs=optim.epochs,
+                batch_size=optim.batch_size, progress=bar, epochs=optim.epochs, saver=saver,
             )  # fmt: skip
     return finish(plan, run, scans, state, sinks)
 
