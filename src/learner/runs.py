@@ -28,7 +28,7 @@ killed run had not started, as a failure would have (:func:`set_aside_leftovers`
 until its :func:`removed_unless_started` block ends (or the process dies); a second process that opens the
 same folder is refused in one line before it touches anything, and never deletes what the first one wrote.
 ``run.json["kind"]`` records what the folder holds (:data:`RUN_KINDS`); ``--resume`` of another kind is
-refused.
+refused, and so is ``--resume`` of a run whose ``config.yaml`` was edited since its last checkpoint.
 
 **Portable paths.** ``config.yaml`` stores the paths of :data:`PATH_KEYS` relative to the run directory, and
 ``run.json["paths"]`` records each as it was typed and as an absolute path. :func:`load_run_config` resolves
@@ -123,6 +123,7 @@ def check_run_dir(
         stored = stored_kind(root)
         if kind is not None and stored is not None and stored != kind:
             raise RunDirError(f"{root} holds a {stored} run; --resume here continues only a {kind} run")
+        _check_config_matches_checkpoint(root)
     elif root.exists() and any(root.iterdir()):
         if not force:
             resumable = kind is None or kind in RESUMABLE_KINDS  # classify and ceiling have no --resume
@@ -167,6 +168,56 @@ def open_run_dir(
         atomic.write_json(run.layout.record, record | ({"kind": kind} if kind is not None else {}))
     _attach_log(run.layout.log)
     return run
+
+
+CHECKPOINT_META = "meta.json"
+"""A checkpoint folder's record, whose ``config`` is the config the checkpoint was trained under (the name
+is :data:`learner.models.weights.CHECKPOINT_META`; a shared module cannot import it)."""
+
+
+def _check_config_matches_checkpoint(root: Path) -> None:
+    """Refuse to resume a run whose ``config.yaml`` no longer describes its ``last`` checkpoint (edited
+    since: ``data.size`` 32 → 48 would train on at the new size). Only the settings that decide what a
+    pretraining computes are compared, paths aside (a run moves with its data); ``optim.epochs`` may differ
+    by an extension that ``run.json`` records. No checkpoint, or one that cannot be read: nothing to compare
+    (loading it names the damage)."""
+    meta = RunLayout(root).checkpoint("last") / CHECKPOINT_META
+    try:
+        saved = config_from_dict(json.loads(meta.read_text(encoding="utf-8"))["config"])
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        return
+    current = _flat(load_run_config(root).pretraining_settings())
+    trained = _flat(saved.pretraining_settings())
+    changed = sorted(k for k in current.keys() | trained.keys() if current.get(k) != trained.get(k))
+    changed = [key for key in changed if key not in PATH_KEYS]
+    extensions = (_record(root) or {}).get("extensions") or []
+    extended = [e.get("to_epochs") for e in extensions if isinstance(e, dict)]
+    if "optim.epochs" in changed and extended and current["optim.epochs"] == extended[-1]:
+        changed.remove("optim.epochs")  # an extension recorded before its first checkpoint was saved
+    if changed:
+        shown = ", ".join(f"{key} {trained.get(key)} → {current.get(key)}" for key in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise RunDirError(
+            f"{RunLayout(root).config} differs from the config its last checkpoint was trained with "
+            f"({shown}{more}); put the file back or start a new run"
+        )
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings → ``{"optim.lr": 0.001, ...}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return flat
+
+
+def _record(root: Path) -> dict[str, Any] | None:
+    """``run.json`` as a dict; None when it is missing or not a JSON object."""
+    try:
+        record = json.loads(RunLayout(root).record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def stored_kind(root: Path) -> str | None:

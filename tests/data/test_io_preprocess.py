@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,29 @@ def test_bad_parameters_are_rejected() -> None:
         Preprocessor(crop="circle")
     with pytest.raises(ValueError, match="channels"):
         Preprocessor(channels=2)  # type: ignore[arg-type]
+
+
+def test_small_or_nearly_blank_scans_are_warned_about_when_decoded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from learner.data import preprocess
+
+    preprocess._WARNED.clear()
+    rng = np.random.default_rng(0)
+    small = [tmp_path / f"small{i}.png" for i in range(2)]
+    for path in small:
+        Image.fromarray(rng.integers(0, 256, (16, 20), dtype=np.uint8)).save(path)
+    blank = np.zeros((64, 64), np.uint8)
+    blank[3, 5] = blank[40, 9] = 200  # two stray pixels on black
+    Image.fromarray(blank).save(tmp_path / "blank.png")
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "fine.png")
+    loader = Preprocessor.from_config(DataConfig(size=32, crop="none"))
+    with caplog.at_level("WARNING", logger="learner.data.preprocess"):
+        for name in ("small0.png", "small1.png", "blank.png", "fine.png"):
+            loader.load(tmp_path / name)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        f"{small[0]}: frames of 16 × 20 pixels are upsampled to data.size=32 (other scans of this size are "
+        "not named)",
+        f"{tmp_path / 'blank.png'}: nearly blank: 99% of its pixels are 0",
+    ]

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -881,3 +882,113 @@ def _(folder: Path) -> list[str]:
 def _(folder: Path) -> list[str]:
     (folder / "c.yaml").write_text("optim: 3\n", encoding="utf-8")
     return check(_good(folder), "--config", str(folder / "c.yaml"), "--set", "optim.lr=0.1")
+
+
+# ------------------------------------------------------------------------------------------ issue 21, audit
+# (tests/reliability/COVERAGE.md maps every defect of issue 21 to its entry or test)
+def _comma_rows(folder: Path, end: bool = False) -> Path:
+    """The good manifest written by hand with each score's decimal point a comma, unquoted (``155,5``), or
+    (``end``) with a comma closing each row."""
+    lines = [",".join(HEADER)]
+    for row in good_rows(folder):
+        lines.append(",".join(row) + "," if end else ",".join([*row[:4], f"{row[4]},5"]))
+    (folder / "m.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "m.csv"
+
+
+@bad_input("an unquoted decimal comma in every row (once 'file not found: .../1')", "unquoted decimal comma")
+def _(folder: Path) -> list[str]:
+    return check(_comma_rows(folder))
+
+
+@bad_input("a comma at the end of every row (the same shift of every cell)", "a comma at the end of the row")
+def _(folder: Path) -> list[str]:
+    return check(_comma_rows(folder, end=True))
+
+
+def _black_video(path: Path, level: int = 0) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for _ in range(4):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), level, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@bad_input("an all-black MP4 (once cached as zeros)", "black.mp4: every pixel or voxel is 0")
+def _(folder: Path) -> list[str]:
+    return cache(manifest_of(folder, _black_video(folder / "black.mp4").name))
+
+
+@bad_input("an all-black PNG (once cached as zeros)", "black.png: every pixel or voxel is 0")
+def _(folder: Path) -> list[str]:
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / "black.png")
+    return cache(manifest_of(folder, "black.png"))
+
+
+@bad_input("a 1 x 1 PNG", "icon.png: every pixel or voxel is 200")
+def _(folder: Path) -> list[str]:
+    Image.fromarray(np.full((1, 1), 200, np.uint8)).save(folder / "icon.png")
+    return cache(manifest_of(folder, "icon.png"))
+
+
+@bad_input("a 1 x 5000 PNG (once cached as zeros)", "strip.png: frames of 1 × 5000 pixels")
+def _(folder: Path) -> list[str]:
+    Image.fromarray((np.arange(5000) % 251).astype(np.uint8)[None]).save(folder / "strip.png")
+    return cache(manifest_of(folder, "strip.png"))
+
+
+@bad_input("pretrain on a manifest whose scores are all equal (once trained: MAE 0)", "nothing to regress")
+def _(folder: Path) -> list[str]:
+    manifest = write_manifest(folder / "m.csv", [[*row[:4], "200"] for row in good_rows(folder)])
+    return ["pretrain", "--manifest", str(manifest), "--out", "run", *_small_run()]
+
+
+@bad_input("pretrain --force whose decode fails: the previous run is kept (once deleted first)", "cut.png")
+def _(folder: Path) -> list[str]:
+    run = _old_run(folder)
+    rows = good_rows(folder)
+    data = still(folder / "cut.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    rows[0][HEADER.index("path")] = "cut.png"
+    manifest = write_manifest(folder / "m.csv", rows)
+    return ["pretrain", "--manifest", str(manifest), "--out", str(run), "--force", *_small_run()]
+
+
+@bad_input("a cache entry that is a symbolic link to itself (ELOOP)", "Too many levels of symbolic links")
+def _(folder: Path) -> list[str]:
+    from learner import api
+
+    manifest = manifest_of(folder, still(folder / "a.png").name)
+    api.build_cache(manifest, workers=0)
+    (entry,) = (folder / ".learner-cache").iterdir()
+    entry.unlink()
+    entry.symlink_to(entry.name)
+    return cache(manifest)
+
+
+@bad_input("one scan file for a patient in train and one in test (leakage)", "problem", shown="one file, two")
+def _(folder: Path) -> list[str]:
+    rows = [[*row, "train" if row[0] in ("p0", "p1") else "val" if row[0] == "p2" else "test"]
+            for row in good_rows(folder)]  # fmt: skip
+    rows[-1][HEADER.index("path")] = rows[0][HEADER.index("path")]  # p3's last visit is p0's first file
+    return check(write_manifest(folder / "m.csv", rows, (*HEADER, "split")))
+
+
+def _laughs(levels: int) -> str:
+    """A YAML "billion laughs": 9 strings, then each level 5 aliases of the one before (9 · 5^(levels-1))."""
+    lines = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    names = "abcdefghij"[:levels]
+    for previous, name in pairwise(names):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 5)}]")
+    return "{" + ", ".join(lines) + "}"
+
+
+@bad_input("a YAML billion laughs as --set optim.lr (140,625 values; once a repr of them all)", "expands")
+def _(folder: Path) -> list[str]:
+    return check(_good(folder), "--set", f"optim.lr={_laughs(7)}")

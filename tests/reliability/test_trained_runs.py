@@ -316,3 +316,48 @@ def test_a_force_of_the_current_folder_sets_the_previous_run_beside_it_and_puts_
     code, out, err = cli(["pretrain", "--out", ".", "--force", "--config", str(tmp_path / "c.yaml")])
     assert_refused(code, out, err, "no space left on device")  # the new run fails before it starts
     assert listing(tmp_path) == before  # the previous run is back, whole, and nothing is left beside it
+
+
+# ---- issue 21, audit: --resume after config.yaml was edited (once trained on under the new settings) ----
+def _edit_config(run: Path, section: str, key: str, change: Callable[[Any], Any]) -> None:
+    import yaml
+
+    path = run / "config.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw[section][key] = change(raw[section][key])
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
+def test_a_resume_after_config_yaml_was_edited_is_refused_and_touches_nothing(
+    trained: Path, tmp_path: Path, cli: Cli, listing: Callable[[Path], list[str]]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained / "encoder", run)
+    _edit_config(run, "data", "size", lambda size: size + 16)  # e.g. data.size 32 → 48
+    before = listing(tmp_path)
+    code, out, err = cli(["pretrain", "--resume", str(run), "--set", "optim.epochs=2"])
+    line = assert_refused(code, out, err, "differs from the config its last checkpoint was trained with")
+    assert "(data.size " in line
+    assert listing(tmp_path) == before  # no resume-N.json either
+
+
+def test_a_resume_may_find_more_epochs_in_config_yaml_only_by_a_recorded_extension(
+    trained: Path, tmp_path: Path
+) -> None:
+    """An extension writes ``config.yaml`` (and ``run.json["extensions"]``) before its first checkpoint: a
+    kill in between leaves more epochs there than in the checkpoint, which a resume accepts; the same
+    edit by hand is refused."""
+    import json
+
+    from learner.errors import RunDirError
+    from learner.runs import check_run_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(trained / "encoder", run)
+    _edit_config(run, "optim", "epochs", lambda epochs: epochs + 2)
+    with pytest.raises(RunDirError, match=r"\(optim\.epochs 1 → 3\)"):
+        check_run_dir(run, resume=True, kind="pretraining")
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    record["extensions"] = [{"from_epochs": 1, "to_epochs": 3, "at_step": 4}]
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    check_run_dir(run, resume=True, kind="pretraining")

@@ -42,7 +42,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeGuard
+from stat import S_ISFIFO, S_ISREG
+from typing import TYPE_CHECKING, BinaryIO, Literal, TypeGuard
 
 import numpy as np
 
@@ -234,7 +235,7 @@ def read_entry(path: Path, source: str) -> tuple[np.ndarray, int]:
         FileNotFoundError: no entry. CorruptEntryError: anything else wrong, with the reason.
     """
     try:
-        with path.open("rb") as handle:
+        with _opened_entry(path) as handle:
             head = handle.read(len(MAGIC) + _LENGTH_BYTES)
             if len(head) < len(MAGIC) + _LENGTH_BYTES or head[: len(MAGIC)] != MAGIC:
                 raise CorruptEntryError(f"not a learner cache entry ({len(head)}-byte start)")
@@ -258,6 +259,26 @@ def read_entry(path: Path, source: str) -> tuple[np.ndarray, int]:
     if zlib.crc32(pixels.data) != crc:
         raise CorruptEntryError("checksum mismatch: the pixels changed after writing")
     return pixels, offset
+
+
+def _opened_entry(path: Path) -> BinaryIO:
+    """``path`` opened for reading, refused unless it is a regular file: opened without blocking, so that a
+    named pipe (FIFO) at an entry's name is a corrupt entry (rebuilt, the pipe replaced) instead of a
+    ``data cache`` that waits forever for a writer.
+
+    Raises:
+        FileNotFoundError: no entry. CorruptEntryError: not a regular file. OSError: it cannot be opened.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not S_ISREG(mode):
+            kind = "a named pipe (FIFO)" if S_ISFIFO(mode) else "not a regular file"
+            raise CorruptEntryError(f"{kind} where an entry belongs")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def _checked_header(raw: bytes, source: str) -> tuple[tuple[int, ...], int]:
@@ -409,9 +430,9 @@ def _ensure_one(root: Path, preprocessor: Preprocessor, path: Path) -> Outcome |
 
 
 def _init_worker() -> None:
+    die_with_parent()  # first: a parent killed while torch loads leaves this worker to exit at once
     import torch
 
-    die_with_parent()
     torch.set_num_threads(1)  # one decoding process per core; intra-op threads would oversubscribe
 
 

@@ -193,6 +193,8 @@ def read_frame(path: Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: {problem}, not UTF-8{_EXCEL_HINT}")
     if path.suffix.lower() == ".csv" and (twice := _repeated_column(path)):
         raise ManifestError(f"{path}: the header names the column {twice!r} twice; which one is meant?")
+    if path.suffix.lower() == ".csv" and (problem := _long_rows(path)):
+        raise ManifestError(f"{path}: {problem}")
     try:
         frame = reader(path)
     except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
@@ -292,6 +294,29 @@ def _repeated_column(path: Path) -> str | None:
         return None  # pandas says what is wrong with the file
     names = [name.strip() for name in header]
     return next((name for i, name in enumerate(names) if name and name in names[:i]), None)
+
+
+def _long_rows(path: Path) -> str | None:
+    """Why some CSV rows hold more cells than the header names, else None. pandas would not say: when every
+    row has one cell too many it takes the first column for row names and shifts every cell one column to
+    the left (a visit read as the path: "file not found: .../1"); the cause is nearly always an unquoted
+    decimal comma (``155,7``) or a comma at the end of each row."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            rows = csv.reader(handle)
+            width = len(next(rows, []))
+            long = [(number, row) for number, row in enumerate(rows, 1) if len(row) > width]
+    except (UnicodeDecodeError, csv.Error):
+        return None  # pandas says what is wrong with the file
+    if not long:
+        return None
+    number, row = long[0]
+    shown = ", ".join(str(n) for n, _ in long[:5]) + (f", … ({len(long)} in all)" if len(long) > 5 else "")
+    if all(not cell.strip() for _, cells in long for cell in cells[width:]):
+        cause = "a comma at the end of the row? delete it"
+    else:
+        cause = "an unquoted decimal comma (155,7)? write 155.7, or quote the cell"
+    return f"row {number} holds {len(row)} cells where the header names {width} (rows {shown}): {cause}"
 
 
 _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {

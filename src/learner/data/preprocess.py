@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,6 +37,8 @@ import numpy.typing as npt
 from learner.config import NiftiAxis
 from learner.data.readers import Scan, luminance, read_scan
 from learner.formats import FORMATS
+
+log = logging.getLogger(__name__)
 
 _RESIZE_CHUNK = 16  # frames resized at once: bounds float32 memory for long, large clips
 
@@ -94,8 +97,16 @@ class Preprocessor:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load(self, path: str | os.PathLike[str]) -> np.ndarray:
-        """Read ``path`` (grey straight from the decoder when ``channels == 1``) and preprocess it."""
-        return self(read_scan(path, nifti_axis=self.nifti_axis, grey=self.channels == 1))
+        """Read ``path`` (grey straight from the decoder when ``channels == 1``) and preprocess it; a scan
+        smaller than ``size`` or nearly blank is warned about (:func:`scan_warnings`) when it is decoded."""
+        scan = read_scan(path, nifti_axis=self.nifti_axis, grey=self.channels == 1)
+        for warning in scan_warnings(scan.frames, self.size):
+            if warning in _WARNED:  # a cohort of one frame size: one line, not one per scan
+                continue
+            if warning.startswith("frames of"):
+                _WARNED.add(warning)
+            log.warning("%s: %s", path, warning)
+        return self(scan)
 
     def __call__(self, scan: Scan) -> np.ndarray:
         """Preprocess ``scan.frames`` ((T, H, W) or (T, H, W, 3)) into the cached uint8 array."""
@@ -210,3 +221,31 @@ def _percentiles(frames: np.ndarray) -> tuple[float, float]:
     values = values if values.size else frames.ravel()
     low, high = np.percentile(values, [1.0, 99.0])
     return float(low), float(high)
+
+
+NEARLY_BLANK = 0.99
+"""A scan whose middle 99% of pixel values (a 1-in-16 sample) is one value is nearly blank."""
+
+
+def scan_warnings(frames: np.ndarray, size: int) -> list[str]:
+    """What to warn about a decoded scan ``(T, H, W[, 3])`` before it is resized to ``size``: frames smaller
+    than ``size`` a side (they are upsampled: no detail is added), or a nearly blank scan (a few stray
+    pixels on a constant image; a wholly constant one is refused by the reader)."""
+    warnings = []
+    height, width = frames.shape[1:3]
+    if min(height, width) < size:
+        warnings.append(
+            f"frames of {height} × {width} pixels are upsampled to data.size={size} (other scans of this "
+            "size are not named)"
+        )
+    step = max(1, len(frames) // 32)  # at most about 32 frames, every 4th pixel
+    sample = frames[::step, ::4, ::4].astype(np.float32, copy=False)
+    tail = (1 - NEARLY_BLANK) / 2 * 100
+    low, high = np.percentile(sample, [tail, 100 - tail])
+    if low == high:
+        warnings.append(f"nearly blank: {NEARLY_BLANK:.0%} of its pixels are {low:g}")
+    return warnings
+
+
+_WARNED: set[str] = set()
+"""Size warnings given in this process (a scan's own warnings name it and are always given)."""

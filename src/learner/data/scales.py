@@ -87,12 +87,18 @@ class ScoreScale:
     def fit_warnings(self, scores: npt.ArrayLike) -> list[str]:
         """One line per sign that valid ``scores`` were read on the wrong scale: they span under
         :data:`NARROW_SPAN` of its range, or all sit in its lowest or highest tenth. Each line ends with the
-        registered scales on which the scores would span at least twice that. Empty when they fit.
+        registered scales on which the scores would span at least twice that; scores that are all equal get
+        one line that says so. Empty when they fit.
         """
         values = np.asarray(scores, dtype=float)
         if values.size < 2:
             return []
         low, high, width = float(values.min()), float(values.max()), self.high - self.low
+        if low == high:  # no scale would fit better: the column itself is the problem
+            return [
+                f"every score is {low:g}: there is nothing to regress and no pair changes (a pretraining "
+                "refuses it unless --loss vicreg); check the score column"
+            ]
         span = (high - low) / width
         signs = []
         if span < NARROW_SPAN:

@@ -9,6 +9,7 @@ asks the kernel for SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``); 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -18,10 +19,13 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     """Have the kernel send this process SIGTERM when its parent exits (Linux); a pool's ``initializer``.
-    If the parent is already gone, exit now."""
+    If the parent is already gone, exit now: a spawned worker compares with the process that started it
+    (``multiprocessing.parent_process``), since a parent killed while the worker was still importing has
+    already left it to ``init``; such a worker would wait forever on a queue whose writer it holds itself."""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None and started_by.pid is not None else os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return  # not allowed here (a sandbox): the worker lives as before
