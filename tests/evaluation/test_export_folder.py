@@ -47,6 +47,9 @@ class Runs:
         ]
 
 
+pytestmark = pytest.mark.slow  # every test reads the trained runs of one module fixture (~20 s)
+
+
 @pytest.fixture(scope="module")
 def runs(
     tmp_path_factory: pytest.TempPathFactory,

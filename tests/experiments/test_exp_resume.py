@@ -20,6 +20,7 @@ class Interrupted(Exception):
     """Stands for whatever stops a run midway (Ctrl-C, a crash, a killed job)."""
 
 
+@pytest.mark.slow
 def test_interrupted_table3_continues_where_it_stopped(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -102,6 +103,7 @@ def test_a_bad_grid_fails_before_any_pretraining(
     assert fake_pretrain.calls == []
 
 
+@pytest.mark.slow
 def test_ablation_pretrains_each_backbone_loss_seed_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -151,6 +151,7 @@ def test_a_grid_without_its_tracker_package_fails_before_any_work(
     assert not (tmp_path / "t3").exists()
 
 
+@pytest.mark.slow
 def test_learner_track_backfills_a_finished_grid(
     tiny_table3: ExperimentResult,
     tmp_path: Path,
@@ -166,6 +167,7 @@ def test_learner_track_backfills_a_finished_grid(
     _check_grid_store(out, monkeypatch)
 
 
+@pytest.mark.slow
 def test_learner_track_a_grid_into_tensorboard_gives_every_cell_its_folder(
     tiny_table3: ExperimentResult, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
@@ -186,6 +188,7 @@ def test_learner_track_a_grid_into_tensorboard_gives_every_cell_its_folder(
     assert "REPORT.md/text_summary" in parent.Tags()["tensors"]
 
 
+@pytest.mark.slow  # trains its own classification (~20 s)
 def test_a_classification_records_its_metrics_and_confusion_matrix(
     tiny_table3: ExperimentResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:

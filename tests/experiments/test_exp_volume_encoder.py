@@ -37,6 +37,7 @@ SETTINGS = {
 }
 
 
+@pytest.mark.slow
 def test_resnet18_3d_through_pretrain_embed_classify_and_predict(
     tiny_mri: DatasetSpec, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

@@ -167,6 +167,7 @@ def test_the_folded_stem_on_raw_pixels_equals_the_source_on_standardised_rgb(
     assert not torch.allclose(got[..., 0, :], expected[..., 0, :], atol=1e-3)  # the padded border differs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("batch_counters", [True, False])
 def test_without_the_fold_the_converted_file_gives_the_outputs_of_loading_the_pth(
@@ -210,6 +211,7 @@ def test_the_medicalnet_table_is_what_monai_loads_medicalnet_into() -> None:
     assert {k: tuple(v.shape) for k, v in monai.state_dict().items()} == table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["paper", "tiny"])
 def test_medicalnet_resnet18_converts_tensor_for_tensor(tmp_path: Path, size: str) -> None:
     source = {k.removeprefix("module."): v for k, v in medicalnet_resnet18_file(tmp_path / "r18.pth").items()}
@@ -461,6 +463,7 @@ def test_input_norm_choices() -> None:
 # ---- the command ----
 
 
+@pytest.mark.slow
 def test_weights_convert_command(tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
     src, dst = tmp_path / "resnet18-f37072fd.pth", tmp_path / "out" / "r18.safetensors"
     torch.save(torchvision_resnet18_state(), src)
@@ -486,6 +489,7 @@ def test_weights_convert_command(tmp_path: Path, cli: Callable[[list[str]], tupl
     assert "must end in .safetensors" in err
 
 
+@pytest.mark.slow
 def test_weights_convert_command_for_medicalnet_and_swinunetr(
     tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

@@ -72,6 +72,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "kill -9"])
 @pytest.mark.parametrize("decoding", [False, True], ids=["as the workers start", "mid-decode"])
+@pytest.mark.slow
 def test_the_workers_of_a_killed_data_cache_die_with_it(
     cohort: Path, tmp_path: Path, sig: int, decoding: bool
 ) -> None:

@@ -150,6 +150,7 @@ def _file_size_limit(limit: int) -> Callable[[], None]:
     return apply
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_writing_is_one_line_naming_the_file_and_keeps_the_old_one(
     tmp_path: Path, listing: Callable[[Path], list[str]]
 ) -> None:
@@ -229,6 +230,7 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checkpoint, "_write_file", write_file, raising=False)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("full_disk")
 def test_a_full_disk_during_a_resume_is_one_line_that_says_so_and_keeps_the_checkpoint(
     trained: Path, tmp_path: Path, cli: Cli
@@ -261,6 +263,7 @@ def _siblings(folder: Path, name: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.startswith(f".{name}."))
 
 
+@pytest.mark.slow
 def test_a_force_killed_before_its_new_run_started_keeps_the_previous_run_names_it_then_puts_it_back(
     trained: Path,
     tmp_path: Path,
@@ -297,6 +300,7 @@ def test_a_force_killed_before_its_new_run_started_keeps_the_previous_run_names_
     assert _siblings(tmp_path, "run") == []
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("full_disk")
 def test_a_force_of_the_current_folder_sets_the_previous_run_beside_it_and_puts_it_back(
     trained: Path,
