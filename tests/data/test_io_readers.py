@@ -451,3 +451,26 @@ def test_a_dicom_decoder_error_is_one_complete_line(tmp_path: Path) -> None:
     assert "\n" not in message, message
     assert not message.endswith(":)"), message
     assert re.search(r"plugins: \w+: ", message), message  # the plugin's own reason follows the colon
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_an_image_over_pillows_bomb_warning_limit_is_refused(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by ``--fuzz-long``: a fuzzed 16 × 16 GIF declared 91 MP, just over Pillow's warning limit and
+    under its error limit, and took seconds and gigabytes to decode; the warning now refuses it."""
+    from PIL import Image
+
+    path = tmp_path / f"big{suffix}"
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # 256 pixels: over 200, under 2 × 200
+    if suffix == ".gif":  # FFmpeg reads a sound GIF; the fuzzed one went to the Pillow fallback
+        from learner.data import readers
+
+        def no_pyav(path: Path, options: object) -> None:
+            raise ValueError("PyAV decoded nothing")
+
+        monkeypatch.setattr(readers, "_decode_pyav", no_pyav)
+    reason = "decompression bomb" if suffix == ".png" else "PyAV decoded nothing"  # imageio rewraps it
+    with pytest.raises(ScanReadError, match=re.escape(str(path)) + f": cannot decode .*{reason}"):
+        read_scan(path)
