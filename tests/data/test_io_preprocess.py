@@ -127,7 +127,7 @@ def test_small_or_nearly_blank_scans_are_warned_about_when_decoded(
 ) -> None:
     from learner.data import preprocess
 
-    preprocess._WARNED.clear()
+    preprocess._WARNED_SIZES.clear()
     rng = np.random.default_rng(0)
     small = [tmp_path / f"small{i}.png" for i in range(2)]
     for path in small:

@@ -98,14 +98,15 @@ class Preprocessor:
 
     def load(self, path: str | os.PathLike[str]) -> np.ndarray:
         """Read ``path`` (grey straight from the decoder when ``channels == 1``) and preprocess it; a scan
-        smaller than ``size`` or nearly blank is warned about (:func:`scan_warnings`) when it is decoded."""
+        smaller than ``size`` (once per frame size and process) or nearly blank is warned about when it is
+        decoded (:func:`upsampled`, :func:`nearly_blank`)."""
         scan = read_scan(path, nifti_axis=self.nifti_axis, grey=self.channels == 1)
-        for warning in scan_warnings(scan.frames, self.size):
-            if warning in _WARNED:  # a cohort of one frame size: one line, not one per scan
-                continue
-            if warning.startswith("frames of"):
-                _WARNED.add(warning)
-            log.warning("%s: %s", path, warning)
+        small = upsampled(scan.frames, self.size)
+        if small is not None and small not in _WARNED_SIZES:  # a cohort of one size: one line, not one a scan
+            _WARNED_SIZES.add(small)
+            log.warning("%s: %s (other scans of this size are not named)", path, small)
+        if (blank := nearly_blank(scan.frames)) is not None:
+            log.warning("%s: %s", path, blank)
         return self(scan)
 
     def __call__(self, scan: Scan) -> np.ndarray:
@@ -227,25 +228,22 @@ NEARLY_BLANK = 0.99
 """A scan whose middle 99% of pixel values (a 1-in-16 sample) is one value is nearly blank."""
 
 
-def scan_warnings(frames: np.ndarray, size: int) -> list[str]:
-    """What to warn about a decoded scan ``(T, H, W[, 3])`` before it is resized to ``size``: frames smaller
-    than ``size`` a side (they are upsampled: no detail is added), or a nearly blank scan (a few stray
-    pixels on a constant image; a wholly constant one is refused by the reader)."""
-    warnings = []
+def upsampled(frames: np.ndarray, size: int) -> str | None:
+    """Frames ``(T, H, W[, 3])`` smaller than ``size`` a side are upsampled, which adds no detail: why."""
     height, width = frames.shape[1:3]
-    if min(height, width) < size:
-        warnings.append(
-            f"frames of {height} × {width} pixels are upsampled to data.size={size} (other scans of this "
-            "size are not named)"
-        )
+    if min(height, width) >= size:
+        return None
+    return f"frames of {height} × {width} pixels are upsampled to data.size={size}"
+
+
+def nearly_blank(frames: np.ndarray) -> str | None:
+    """A few stray pixels on a constant image (a wholly constant one is refused by the reader): why."""
     step = max(1, len(frames) // 32)  # at most about 32 frames, every 4th pixel
     sample = frames[::step, ::4, ::4].astype(np.float32, copy=False)
     tail = (1 - NEARLY_BLANK) / 2 * 100
     low, high = np.percentile(sample, [tail, 100 - tail])
-    if low == high:
-        warnings.append(f"nearly blank: {NEARLY_BLANK:.0%} of its pixels are {low:g}")
-    return warnings
+    return f"nearly blank: {NEARLY_BLANK:.0%} of its pixels are {low:g}" if low == high else None
 
 
-_WARNED: set[str] = set()
-"""Size warnings given in this process (a scan's own warnings name it and are always given)."""
+_WARNED_SIZES: set[str] = set()
+"""The size warnings given in this process (a nearly blank scan is always named)."""

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -189,7 +189,7 @@ def conversion_record(path: str | os.PathLike[str]) -> dict[str, str]:
     try:
         with safe_open(file, framework="pt") as handle:
             metadata: dict[str, str] = handle.metadata() or {}
-    except Exception:  # not safetensors: _read_state_dict reports it
+    except (SafetensorError, OSError):  # not safetensors: _read_state_dict reports it
         return {}
     return metadata if "converted_from" in metadata else {}
 
