@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from learner.config import Config, DatasetSpec, apply_overrides
 from learner.data.manifest import load_manifest
 from learner.data.scales import get_scale
 from learner.errors import RunDirError
-from learner.experiments.classify import ANSWERS, run_classification
+from learner.evaluation.change_posterior import ChangeCalibration, change_posterior
+from learner.experiments.answers import ANSWERS
+from learner.experiments.classify import run_classification
 from learner.experiments.results import ExperimentResult
 from learner.training.checkpoint import checkpoint_fingerprint
 
@@ -85,7 +88,8 @@ def test_classification_run(
     ]
     answer = np.asarray(moved, dtype=np.int64) + 1  # 0 deteriorated, 1 stable, 2 improved
     answers = metrics["answers"]
-    assert sorted(answers) == sorted(ANSWERS)
+    # the tiny LUS cohort's val patients have one visit each: no change model, so no calibrated answer
+    assert sorted(answers) == sorted(set(ANSWERS) - {"delta_score_calibrated"})
     delta = answers["delta_score"]
     assert delta["accuracy"] == pytest.approx(accuracy_score(test["label"], answer))
     assert delta["macro_f1"] == pytest.approx(f1_score(test["label"], answer, average="macro"))
@@ -105,6 +109,47 @@ def test_classification_run(
         adapted = (probabilities * prior / train_prior).argmax(axis=1)
         assert answers[name]["accuracy"] == pytest.approx(accuracy_score(truth, adapted))
         assert answers[name]["macro_f1"] == pytest.approx(f1_score(truth, adapted, average="macro"))
+
+
+def test_the_calibrated_answer_fits_the_val_visits(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_experiment_config: Config,
+    tiny_datasets: list[DatasetSpec],
+) -> None:
+    """The MRI cohort's val patients have repeat visits: the level line over the val scans and the change
+    line over their consecutive visit pairs, by hand, give the recorded model and the test answer."""
+    encoder = tiny_table3.out_dir / "MRI" / "mse" / "seed-0" / "encoder"
+    scale = get_scale("mmse")
+    manifest = load_manifest(tiny_datasets[1].manifest, scale)
+    result = run_classification(encoder, manifest, tiny_experiment_config, tmp_path / "cls")
+    answer = result.metrics["answers"]["delta_score_calibrated"]
+    predicted = dict(zip(result.embeddings.scan_ids, result.embeddings.scores.astype(float), strict=True))
+    splits = pd.read_csv(encoder / "splits.csv", dtype=str).set_index("patient_id")["split"]
+    val = [r for r in manifest.records if splits[r.patient_id] == "val"]
+    slope, intercept = np.polyfit([predicted[r.scan_id] for r in val], [r.score for r in val], 1)
+    by_patient: dict[str, list] = {}
+    for record in sorted(val, key=lambda r: r.visit_order):
+        by_patient.setdefault(record.patient_id, []).append(record)
+    visits = [(a, b) for scans in by_patient.values() for a, b in itertools.pairwise(scans)]
+    change_slope, change_intercept = np.polyfit(
+        [predicted[b.scan_id] - predicted[a.scan_id] for a, b in visits],
+        [b.score - a.score for a, b in visits],
+        1,
+    )
+    model = answer["calibration"]
+    assert model["n_scans"] == len(val)
+    assert model["n_pairs"] == len(visits)
+    assert (model["level_slope"], model["level_intercept"]) == pytest.approx((slope, intercept))
+    assert (model["change_slope"], model["change_intercept"]) == pytest.approx(
+        (change_slope, change_intercept)
+    )
+    test = pd.read_csv(tmp_path / "cls" / "pairs" / "test.csv", dtype=IDS)
+    earlier = test["first_scan_id"].map(predicted).to_numpy()
+    later = test["second_scan_id"].map(predicted).to_numpy()
+    labels = change_posterior(scale, ChangeCalibration(**model), earlier, later).argmax(axis=1)
+    assert answer["accuracy"] == pytest.approx(accuracy_score(test["label"], labels))
+    assert answer["macro_f1"] == pytest.approx(f1_score(test["label"], labels, average="macro"))
 
 
 def test_refuses_a_non_empty_out_dir(

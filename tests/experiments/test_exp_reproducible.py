@@ -179,14 +179,24 @@ def test_tiny_table3_output_formats_are_unchanged(tiny_table3: ExperimentResult)
         "seed", "weighted_f1",
     ]  # fmt: skip
     answers = ["classifier_bbse", "classifier_em", "delta_score", "delta_score_margin"]
-    assert sorted(on_disk["cells"][0]["answers"]) == answers
+    assert sorted(on_disk["cells"][0]["answers"]) == answers  # LUS: no val visit pairs, no calibrated row
+    calibrated = [
+        "classifier_bbse",
+        "classifier_em",
+        "delta_score",
+        "delta_score_calibrated",
+        "delta_score_margin",
+    ]
     assert sorted(on_disk["cells"][0]["answers"]["delta_score"]) == [
         "accuracy",
         "ci",
         "macro_f1",
         "weighted_f1",
     ]
-    assert all(sorted(row["answers"]) == answers for row in on_disk["summary"])
+    assert all(
+        sorted(row["answers"]) == (calibrated if row["dataset"] == "MRI" else answers)
+        for row in on_disk["summary"]
+    )
     panel = on_disk["figures"]["LUS"]["latent"]["panels"]["mse"]
     assert sorted(panel) == [
         "alpha", "ci_high", "ci_low", "n_boot", "n_pairs", "n_patients", "spearman_rho", "target"
@@ -198,13 +208,15 @@ def test_tiny_table3_output_formats_are_unchanged(tiny_table3: ExperimentResult)
     answers = [
         "Δ predicted score",
         "Δ predicted score, val margin",
+        "Δ predicted score, calibrated",
         r"classifier \+ EM test prior \(transductive\)",
         r"classifier \+ BBSE test prior \(transductive\)",
     ]
     losses = ["MSE", r"MSE \+ wCL"]
     names = losses + [rf"\*{answer}, {loss}\*" for answer in answers for loss in losses]
-    for line, name in zip(lines[2:12], names, strict=True):
-        assert re.fullmatch(rf"\| {name} \| {figure} \| {figure} \| {figure} \| {figure} \|", line), line
+    for line, name in zip(lines[2:14], names, strict=True):
+        lus = r"— \| —" if "calibrated" in name else rf"{figure} \| {figure}"  # LUS has no val visit pairs
+        assert re.fullmatch(rf"\| {name} \| {lus} \| {figure} \| {figure} \|", line), line
     columns = ["dataset", "loss", "n_seeds"] + [
         f"{metric}_{part}"
         for metric in ("accuracy", "macro_f1", "weighted_f1")

@@ -279,6 +279,7 @@ def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
     own = {
         "delta_score": "the encoder's own predicted scores",
         "delta_score_margin": "those with a val margin",
+        "delta_score_calibrated": "those through the val-calibrated change model",
     }
     for name, answer in own.items():
         if name in metrics.get("answers", {}):

@@ -14,7 +14,8 @@ A pipeline stage (it reads run directories and writes pair tables, a classifier 
    fingerprint (``OUT/classifier``);
 5. on the test pairs: accuracy, macro- and weighted-F1, per-class precision/recall, the confusion matrix and
    95% patient-bootstrap intervals, plus the class balance of every pair set (``OUT/metrics.json``,
-   per-pair predictions in ``OUT/predictions.csv``).
+   per-pair predictions in ``OUT/predictions.csv``), and the same metrics of the other answers to those
+   pairs (:mod:`learner.experiments.answers`).
 
 Example::
 
@@ -42,22 +43,9 @@ from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.data.splits import read_splits
 from learner.errors import ConfigError, LearnerError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
-from learner.evaluation.label_shift import bbse_prior, em_prior, reweight
-from learner.evaluation.metrics import (
-    accuracy,
-    classification_metrics,
-    macro_f1,
-    patient_bootstrap_samples,
-    percentile_interval,
-    small_sample_warnings,
-)
-from learner.evaluation.pair_classifier import (
-    NUM_CLASSES,
-    FittedPairClassifier,
-    fit_pair_classifier,
-    pair_features,
-)
-from learner.evaluation.score_change import calibrate_margin, score_change_labels
+from learner.evaluation.metrics import classification_metrics, small_sample_warnings
+from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
+from learner.experiments.answers import other_answers, pair_metrics
 from learner.experiments.tracking import track_classification
 from learner.layout import RunLayout
 from learner.runs import RunDir, check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
@@ -65,9 +53,6 @@ from learner.training.checkpoint import CHECKPOINT_NAMES, read_meta
 from learner.training.loggers import check_logger
 
 log = logging.getLogger(__name__)
-
-"""Written last: a classification run without it failed and is deleted."""
-BOOTSTRAP_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
 
 
 @dataclass(frozen=True)
@@ -224,8 +209,8 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
         "head": config.classifier.head,
         "clips_per_scan": config.classifier.clips_per_scan,
         "seed": config.seed,
-        "test": _test_metrics(pairs["test"], predictions["predicted"].to_numpy(), config),
-        "answers": _other_answers(pairs, table, fitted, features, config),
+        "test": pair_metrics(pairs["test"], predictions["predicted"].to_numpy(), config),
+        "answers": other_answers(pairs, table, fitted, features, manifest, config),
         "val": classification_metrics(labels["val"], fitted.predict(features["val"])),
         "best_epoch": fitted.best_epoch,
         "pair_counts": {split: pair_class_counts(p) for split, p in pairs.items()},
@@ -238,72 +223,6 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
     for warning in small_sample_warnings(test["n_patients"], metrics["pair_counts"]["test"]):
         log.warning("%s: %s", run.path, warning)
     return ClassificationResult(run.path, metrics, predictions, fitted, table)
-
-
-ANSWERS: tuple[str, ...] = ("delta_score", "delta_score_margin", "classifier_em", "classifier_bbse")
-"""The answers to the test pairs recorded beside the classifier's (``metrics.json["answers"]``), in order:
-
-* ``delta_score``: the encoder's regression head alone, its predicted scores of the two scans labelled by
-  the scale's change rule (:mod:`learner.evaluation.score_change`); the answer a pair classifier on the same
-  encoder has to beat.
-* ``delta_score_margin``: the same with a stable margin calibrated on the val pairs (``margin``).
-* ``classifier_em`` / ``classifier_bbse``: the classifier's posteriors re-weighted to a test prior estimated
-  from the unlabelled test pairs (:mod:`learner.evaluation.label_shift`; ``prior``, in class order) —
-  transductive: they look at the test pairs' embeddings, never their labels.
-"""
-
-
-def _other_answers(
-    pairs: dict[str, pd.DataFrame],
-    table: EmbeddingTable,
-    fitted: FittedPairClassifier,
-    features: dict[str, np.ndarray],
-    config: Config,
-) -> dict[str, dict[str, Any]]:
-    """Test metrics (with intervals) of every answer of :data:`ANSWERS`, keyed by name."""
-    scale = scale_from_config(config.data)
-    earlier, later = {}, {}
-    for split in ("val", "test"):
-        earlier[split], later[split] = predicted_scores(pairs[split], table)
-    margin = calibrate_margin(scale, earlier["val"], later["val"], pairs["val"]["label"].to_numpy())
-    train_labels = pairs["train"]["label"].to_numpy(dtype=np.int64)
-    source_prior = (  # the prior the classifier's loss saw: balanced by the class weights, else the pairs'
-        np.full(NUM_CLASSES, 1.0 / NUM_CLASSES)
-        if config.classifier.class_weights
-        else np.bincount(train_labels, minlength=NUM_CLASSES) / len(train_labels)
-    )
-    test_probabilities = fitted.predict_proba(features["test"])
-    if (source_prior > 0).all():
-        priors = {
-            "classifier_em": em_prior(test_probabilities, source_prior),
-            "classifier_bbse": bbse_prior(
-                fitted.predict_proba(features["val"]), pairs["val"]["label"].to_numpy(), test_probabilities
-            ),
-        }
-    else:  # a prior ratio needs every class among the training pairs
-        priors = {}
-        log.warning("no prior-adapted rows: a change class has no training pair (EM and BBSE need all three)")
-    answers = {
-        "delta_score": _test_metrics(
-            pairs["test"], scale.change_labels(earlier["test"], later["test"]), config
-        ),
-        "delta_score_margin": _test_metrics(
-            pairs["test"], score_change_labels(scale, earlier["test"], later["test"], margin), config
-        )
-        | {"margin": margin},
-    }
-    for name, prior in priors.items():
-        adapted = reweight(test_probabilities, source_prior, prior).argmax(axis=1)
-        answers[name] = _test_metrics(pairs["test"], adapted, config) | {"prior": prior.tolist()}
-    return answers
-
-
-def predicted_scores(pairs: pd.DataFrame, table: EmbeddingTable) -> tuple[np.ndarray, np.ndarray]:
-    """The encoder's predicted scores (float64) of every pair's earlier and later scan, each (P,)."""
-    predicted = dict(zip(table.scan_ids, table.scores.astype(np.float64), strict=True))
-    earlier = pairs["first_scan_id"].astype(str).map(predicted).to_numpy(dtype=np.float64)
-    later = pairs["second_scan_id"].astype(str).map(predicted).to_numpy(dtype=np.float64)
-    return earlier, later
 
 
 def _without_skipped(
@@ -331,22 +250,3 @@ def _prediction_table(test_pairs: pd.DataFrame, probabilities: np.ndarray) -> pd
     for k, name in enumerate(CLASS_NAMES):
         frame[f"p_{name}"] = probabilities[:, k]
     return frame
-
-
-def _test_metrics(test_pairs: pd.DataFrame, predicted: np.ndarray, config: Config) -> dict[str, Any]:
-    """Classification metrics of the test pairs with (1 − 0.05) patient-bootstrap intervals."""
-    truth = test_pairs["label"].to_numpy(dtype=np.int64)
-    patients = test_pairs["first_patient_id"].astype(str).to_numpy()
-    metrics = classification_metrics(truth, predicted)
-    n_boot = config.classifier.bootstrap
-    metrics["ci"] = {  # (nan, nan) when there is no bootstrap; atomic.write_json stores null
-        name: list(
-            percentile_interval(
-                patient_bootstrap_samples(truth, predicted, patients, fn, n_boot, config.seed)
-            )
-        )
-        for name, fn in BOOTSTRAP_METRICS.items()
-    }
-    metrics["n_boot"] = n_boot
-    metrics["n_patients"] = int(np.unique(patients).size)
-    return metrics

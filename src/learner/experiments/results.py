@@ -140,7 +140,7 @@ class Keyed(Record):
 class PairAnswer(Record):
     """The test metrics (fractions) of one answer to a cell's test pairs other than its pair classifier's,
     with 95% patient-bootstrap intervals: the pretrained regressor's own answer, or the classifier adapted to
-    the test prior (:data:`learner.experiments.classify.ANSWERS`). Read from a classification's
+    the test prior (:data:`learner.experiments.answers.ANSWERS`). Read from a classification's
     ``metrics.json`` test entry as well (its other fields are ignored)."""
 
     accuracy: Number
@@ -173,7 +173,7 @@ class Cell(Keyed):
     encoder_dir: str | None = Field(default=None, exclude_if=lambda folder: folder is None)
     """Written only when the encoder is another cell's, so grids without shared encoders keep their format."""
     answers: dict[str, PairAnswer] = Field(default_factory=dict)
-    """Other answers to the same test pairs, by :data:`learner.experiments.classify.ANSWERS` name."""
+    """Other answers to the same test pairs, by :data:`learner.experiments.answers.ANSWERS` name."""
 
     @property
     def classification_folder(self) -> Path:

@@ -127,7 +127,9 @@ def render_table3(results: Table3Results) -> str:
     for answer in ANSWER_LABELS:  # other answers to the same pairs, one row per encoder, when cells have them
         for loss in results.losses:
             answers = [summary.get((dataset, loss)) for dataset in datasets]
-            if all(row is not None and answer in row.answers for row in answers):
+            if any(
+                row is not None and answer in row.answers for row in answers
+            ):  # "—" where a dataset lacks it
                 rows.append(
                     [f"*{ANSWER_LABELS[answer]}, {loss_label(loss)}*", *_answer_cells(answers, answer)]
                 )
@@ -149,10 +151,11 @@ def render_table3(results: Table3Results) -> str:
 ANSWER_LABELS: dict[str, str] = {
     "delta_score": "Δ predicted score",
     "delta_score_margin": "Δ predicted score, val margin",
+    "delta_score_calibrated": "Δ predicted score, calibrated",
     "classifier_em": "classifier + EM test prior (transductive)",
     "classifier_bbse": "classifier + BBSE test prior (transductive)",
 }
-"""Each answer of :data:`learner.experiments.classify.ANSWERS` → its row label in the tables."""
+"""Each answer of :data:`learner.experiments.answers.ANSWERS` → its row label in the tables."""
 
 ANSWER_NOTES: dict[str, str] = {
     "delta_score": "the pretrained encoder's regression head answers by itself, its predicted scores of "
@@ -160,6 +163,9 @@ ANSWER_NOTES: dict[str, str] = {
     "encoder should beat it",
     "delta_score_margin": "the same, but a pair is stable unless its predicted scores differ by at least a "
     "margin chosen for the best macro-F1 on the val pairs",
+    "delta_score_calibrated": "the most probable label given the two predicted scores, under a level "
+    "model fitted on the val scans and a change model fitted on the val patients' own visit pairs (a "
+    "predicted change is shrunk towards the true one; shown where val patients have repeat visits)",
     "classifier_em": "the pair classifier's probabilities re-weighted to the test prior that EM estimates "
     "from the unlabelled test pairs (Saerens et al. 2002)",
     "classifier_bbse": "the same with the test prior of black-box shift estimation (Lipton et al. 2018); "
@@ -167,7 +173,7 @@ ANSWER_NOTES: dict[str, str] = {
 }
 """What each answer's rows mean, for the tables' captions."""
 
-ENCODER_ANSWERS: tuple[str, ...] = ("delta_score", "delta_score_margin")
+ENCODER_ANSWERS: tuple[str, ...] = ("delta_score", "delta_score_margin", "delta_score_calibrated")
 """Answers of the encoder alone (one per encoder, whatever the classifier); the others adapt a classifier."""
 
 
@@ -178,10 +184,12 @@ def answers_note(answered: Sequence[str]) -> str:
 
 
 def _answer_cells(rows: Sequence[SummaryRow | None], answer: str) -> list[str]:
-    """Accuracy and F1 cells of one answer of each summary row (mean ± std, %)."""
+    """Accuracy and F1 cells of one answer of each summary row (mean ± std, %; "—" where a row lacks it)."""
     cells = []
     for row in rows:
-        assert row is not None
+        if row is None or answer not in row.answers:
+            cells += ["—", "—"]
+            continue
         cells += [format_mean_std(row.answers[answer][m], row.n_seeds) for m in ("accuracy", "macro_f1")]
     return cells
 
