@@ -7,9 +7,10 @@ Usage::
     python benchmarks/cache_check.py --frames 64 --size 224
 
 Writes one random entry per layout to a temporary folder, then reports the best of ``--reps`` rounds of
-``--number`` calls each: the full check (:func:`learner.data.cache.read_entry`), and a plain memory-mapped
-read of the same pixels (summed, so that every page is touched). A :class:`ScanCache` pays the check once per
-entry per process; later reads of an unchanged entry cost one ``stat``.
+``--number`` calls each: the full check (:func:`learner.data.cache_entry.read_entry`), and a plain
+memory-mapped read of the same pixels (summed, so that every page is touched). A process pays the check once
+per entry (:func:`learner.data.cache_entry.verified_entry`); later reads of an unchanged entry cost one
+``stat``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.data.cache import read_entry, write_entry
+from learner.data.cache_entry import read_entry, write_entry
 
 
 def main() -> None:

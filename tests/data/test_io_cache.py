@@ -1,9 +1,13 @@
-"""The decode-once cache: hits, invalidation, concurrent writers, and the batch builder."""
+"""The decode-once cache: hits, invalidation, concurrent writers, the batch builder, and the full check
+(header + CRC-32) once per process, trusted by forked and spawned loader workers."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import pickle
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from learner.config import DataConfig
+from learner.data import cache_entry
 from learner.data.cache import ScanCache, build_cache, default_cache_root
 from learner.data.manifest import ScanRecord, manifest_from_frame
 from learner.data.preprocess import Preprocessor
@@ -141,6 +147,7 @@ def test_build_cache_in_a_process_pool_skips_and_reports_bad_scans(tmp_path: Pat
     root = default_cache_root(manifest, None)
     assert root == tmp_path / ".learner-cache"
     assert len(list(root.glob("*.lcache"))) == 3
+    assert sorted(cache_entry.verified_under(root)) == sorted(root.glob("*.lcache"))  # read back here
     assert leftovers(root) == []
 
 
@@ -375,3 +382,113 @@ def test_an_instance_hashes_a_source_once_while_its_stat_holds(
     os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     cache.get(clip)
     assert hashed == [clip, clip]
+
+
+@pytest.fixture
+def crc_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The byte count of every zlib.crc32 call from here on, in a process that has checked no entry yet."""
+    monkeypatch.setattr(cache_entry, "_VERIFIED", {})
+    calls: list[int] = []
+    real = zlib.crc32
+
+    def crc32(data: bytes | memoryview, value: int = 0) -> int:
+        calls.append(memoryview(data).nbytes)
+        return real(data, value)
+
+    monkeypatch.setattr(zlib, "crc32", crc32)
+    return calls
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """``data`` written to a new file renamed over ``path`` (a new inode), as the cache's own writes are."""
+    tmp = path.with_suffix(".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _flipped(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    damaged[-5] ^= 0x40  # one pixel bit: header and size stay right, only the checksum can tell
+    return bytes(damaged)
+
+
+def test_a_second_read_of_an_unchanged_entry_computes_no_checksum(
+    tmp_path: Path, crc_calls: list[int]
+) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    ScanCache(tmp_path / "cache", PREP).ensure(clip)
+    assert len(crc_calls) == 2  # written, then read back and checked once
+    crc_calls.clear()
+    for cache in (ScanCache(tmp_path / "cache", PREP), ScanCache(tmp_path / "cache", PREP)):
+        for _ in range(3):  # any instance of the process: the check is the process's
+            np.testing.assert_array_equal(cache.get(clip), PREP.load(clip))
+    assert crc_calls == []
+
+
+def test_a_rewritten_entry_is_checked_again_and_a_corrupt_one_still_fails(
+    tmp_path: Path, crc_calls: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    entry = cache.ensure(clip)[0]
+    sound = entry.read_bytes()
+    crc_calls.clear()
+    _replace(entry, sound)  # the same bytes in another file: another identity
+    np.testing.assert_array_equal(cache.get(clip), PREP.load(clip))
+    cache.get(clip)
+    assert len(crc_calls) == 1  # checked again, once
+    corrupt = "checksum mismatch: the pixels changed after writing"
+    _replace(entry, _flipped(sound))  # a checked entry replaced by a corrupt one
+    with caplog.at_level(logging.WARNING, logger="learner.data.cache"):
+        assert cache.ensure(clip) == (entry, "rebuilt")
+    assert corrupt in caplog.text
+    caplog.clear()
+    entry.write_bytes(_flipped(entry.read_bytes()))  # in place, then read by a process that never checked it
+    cache_entry._VERIFIED.clear()
+    with caplog.at_level(logging.WARNING, logger="learner.data.cache"):
+        assert ScanCache(tmp_path / "cache", PREP).ensure(clip) == (entry, "rebuilt")
+    assert corrupt in caplog.text
+    np.testing.assert_array_equal(cache.get(clip), PREP.load(clip))
+
+
+class _CheckedReads(Dataset[tuple[int, int]]):
+    """Item i: scan i read through a new ScanCache at ``root`` (the record is the process's, not an
+    instance's), then (i, the zlib.crc32 calls of this process so far)."""
+
+    def __init__(self, root: Path, clips: list[Path], calls: list[int]) -> None:
+        self.root, self.clips, self.calls = root, clips, calls
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        ScanCache(self.root, PREP).get(self.clips[index])
+        return index, len(self.calls)
+
+
+def test_a_forked_loader_worker_does_not_check_what_its_parent_checked(
+    tmp_path: Path, crc_calls: list[int]
+) -> None:
+    clips = [write_clip(tmp_path / f"{i}.gif", seed=i) for i in range(3)]
+    cache = ScanCache(tmp_path / "cache", PREP)
+    entries = [cache.ensure(clip)[0] for clip in clips]  # the parent checks every entry it builds
+    del cache_entry._VERIFIED[entries[2]]  # but this one: the worker must check it itself
+    crc_calls.clear()
+    reads = _CheckedReads(cache.root, clips, crc_calls)
+    loader = DataLoader(reads, batch_size=None, num_workers=1, multiprocessing_context="fork")
+    seen = [(int(index), int(calls)) for index, calls in loader]
+    assert seen == [(0, 0), (1, 0), (2, 1)]  # the worker's one check: the entry its parent never checked
+    assert crc_calls == []  # and none in the parent
+
+
+def test_a_spawned_worker_is_handed_the_entries_its_parent_checked(
+    tmp_path: Path, crc_calls: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = write_clip(tmp_path / "a.gif", seed=0)
+    cache = ScanCache(tmp_path / "cache", PREP)
+    cache.ensure(clip)
+    shipped = pickle.dumps(cache)  # what a spawned DataLoader worker receives with its dataset
+    monkeypatch.setattr(cache_entry, "_VERIFIED", {})  # the spawned process: nothing checked yet
+    crc_calls.clear()
+    np.testing.assert_array_equal(pickle.loads(shipped).get(clip), PREP.load(clip))
+    assert crc_calls == []

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from learner.config import Config
-from learner.data import cache as cache_module
+from learner.data import cache_entry
 from learner.data.cache import CacheReport
 from learner.training import pretrain as pretrain_module
 from learner.training.distributed import DistInfo
@@ -113,20 +113,24 @@ def test_a_run_builds_and_checks_the_scan_cache_once(
     assert counted == {"build_cache": 1, "ScanCache": 1}
 
 
-def test_a_run_checks_each_cache_entry_once(
+def test_a_run_checks_each_cache_entry_once_per_process(
     make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a warm cache, as every run after the first finds it: a cold build reads each new entry back once in
     # the process that wrote it, which is not the check this test counts
     pretrain(make_tiny_pretrain_config(**ONE_EPOCH), tmp_path / "warm")
+    monkeypatch.setattr(cache_entry, "_VERIFIED", {})  # as in a process started afresh: nothing checked
     checked: list[Path] = []
-    real = cache_module.read_entry
+    real = cache_entry.read_entry
 
     def read_entry(path: Path, source: str) -> tuple[Any, int]:
         checked.append(path)
         return real(path, source)
 
-    monkeypatch.setattr(cache_module, "read_entry", read_entry)
+    monkeypatch.setattr(cache_entry, "read_entry", read_entry)
     pretrain(make_tiny_pretrain_config(**ONE_EPOCH), tmp_path / "run")  # workers=0: every read in-process
     assert checked
     assert len(checked) == len(set(checked))
+    checked.clear()
+    pretrain(make_tiny_pretrain_config(**ONE_EPOCH), tmp_path / "again")  # the same process: all checked
+    assert checked == []

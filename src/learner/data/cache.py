@@ -13,13 +13,14 @@ decode: BENCHMARKS.md, "Scan cache: content identity"). Entries are written to a
 into place (:mod:`learner.atomic`), so concurrent writers of one entry cannot corrupt it: the last complete
 write wins and readers only ever see whole files.
 
-The cache never trusts its files. An entry is ``MAGIC``, a 4-byte little-endian header length, a JSON
-header (format version, dtype ``uint8``, shape, the source identity it was built from, the CRC-32 of the
-pixel bytes) padded so that the pixels start on a 64-byte boundary, then the pixels. Reading checks all of
-it: a truncated, zeroed, byte-flipped or foreign file (a float or object ``.npy`` dropped in its place, an
+The cache never trusts its files. An entry (:mod:`learner.data.cache_entry`) is a header (format, shape,
+the source identity it was built from, the CRC-32 of the pixels) and the pixels; reading checks all of it:
+a truncated, zeroed, byte-flipped or foreign file (a float or object ``.npy`` dropped in its place, an
 entry copied from another scan) fails the check and is rebuilt from its source — counted as "rebuilt
-(corrupt)" by :func:`build_cache` — and never used. An instance checks an entry once, then only its
-``stat`` (inode, size, ``mtime_ns``) on later reads, so an epoch costs one ``stat`` per item.
+(corrupt)" by :func:`build_cache` — and never used. A process checks an entry in full once, then only its
+``stat`` (size, ``mtime_ns``, inode) on later reads (:func:`~learner.data.cache_entry.verified_entry`), so
+an epoch costs one ``stat`` per item; DataLoader workers inherit the entries their parent checked
+(``build_cache`` reads every one).
 
 Example::
 
@@ -30,30 +31,32 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import os
 import sys
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISFIFO, S_ISREG
-from typing import TYPE_CHECKING, BinaryIO, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from learner.atomic import atomic_path, usable_folder
+from learner.atomic import usable_folder
+from learner.data.cache_entry import (
+    CorruptEntryError,
+    adopt_verified,
+    verified_entry,
+    verified_under,
+    write_entry,
+)
 from learner.data.manifest import ScanRecord
 from learner.data.preprocess import Preprocessor
 from learner.data.readers import natural_key, refuse_special_file
 from learner.data.workers import die_with_parent
 from learner.errors import OutputError, ScanReadError
-from learner.formats import FORMATS
 
 if TYPE_CHECKING:
     from learner.config import DataConfig
@@ -62,19 +65,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUFFIX = ".lcache"
-MAGIC = b"\x93LEARNER-SCAN\n"
-_LENGTH_BYTES = 4
-_ALIGN = 64  # the pixels start on a 64-byte boundary (memory-mapped reads stay aligned)
-_MAX_HEADER = 4096
 
 Outcome = Literal["built", "reused", "rebuilt"]
 """What :meth:`ScanCache.ensure` did: decoded a missing entry, reused a sound one, rebuilt a corrupt one."""
-
-_Signature = tuple[int, int, int]  # (inode, size, mtime_ns) of a checked entry
-
-
-class CorruptEntryError(Exception):
-    """A cache entry that failed its check (internal: the cache rebuilds it, users never see this)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +93,6 @@ class ScanCache:
         self.preprocessor = preprocessor
         self.decode_count = 0
         self.rebuilt_count = 0
-        self._checked: dict[Path, tuple[_Signature, tuple[int, ...], int]] = {}
         self._versions: dict[Path, str] = {}  # source file → its identity, while its stat fields hold
 
     def path_for(self, source: ScanRecord | str | os.PathLike[str]) -> Path:
@@ -124,7 +116,8 @@ class ScanCache:
     def is_cached(self, source: ScanRecord | str | os.PathLike[str]) -> bool:
         """Whether a sound entry for ``source`` exists (checked as a read is; a corrupt one is not)."""
         try:
-            self._read(self._entry(source))
+            entry = self._entry(source)
+            verified_entry(entry.path, entry.source)
         except (FileNotFoundError, CorruptEntryError):
             return False
         return True
@@ -133,7 +126,7 @@ class ScanCache:
         entry = self._entry(source)
         outcome: Outcome = "built"
         try:
-            return entry, self._read(entry), "reused"
+            return entry, verified_entry(entry.path, entry.source), "reused"
         except FileNotFoundError:
             pass
         except CorruptEntryError as exc:
@@ -150,7 +143,7 @@ class ScanCache:
             if stale != entry.path:
                 stale.unlink(missing_ok=True)
         try:
-            return entry, self._read(entry), outcome
+            return entry, verified_entry(entry.path, entry.source), outcome
         except (CorruptEntryError, FileNotFoundError) as exc:  # the file just written does not read back
             raise OutputError(f"{entry.path}: cache entry does not read back after writing ({exc})") from exc
 
@@ -179,16 +172,15 @@ class ScanCache:
             known = self._versions[path] = f"{fields}:{content_digest(path)}"
         return known
 
-    def _read(self, entry: _Entry) -> np.ndarray:
-        """The entry's pixels, checked in full on this instance's first read and by ``stat`` afterwards."""
-        stat = entry.path.stat()  # FileNotFoundError: no entry yet
-        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        known = self._checked.get(entry.path)
-        if known is not None and known[0] == signature:
-            return np.memmap(entry.path, dtype=np.uint8, mode="r", offset=known[2], shape=known[1])
-        scan, offset = read_entry(entry.path, entry.source)
-        self._checked[entry.path] = (signature, scan.shape, offset)
-        return scan
+    def __getstate__(self) -> dict[str, Any]:
+        """The instance with this process's checked entries under its root: a spawned process (a DataLoader
+        worker where ``spawn`` is the default) trusts them as a forked one, which inherits them."""
+        return self.__dict__ | {"_verified": verified_under(self.root)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        adopt_verified(state.pop("_verified"))
+        self.__dict__.update(state)
 
 
 def content_digest(path: Path) -> str:
@@ -207,110 +199,6 @@ def content_digest(path: Path) -> str:
             return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
     except OSError as exc:
         raise ScanReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def write_entry(path: Path, frames: np.ndarray, source: str) -> None:
-    """Atomically write ``frames`` (uint8) as a cache entry whose header records ``source`` and a CRC-32."""
-    pixels = np.ascontiguousarray(frames)
-    if pixels.dtype != np.uint8:
-        raise ValueError(f"cache entries hold uint8 frames, got {pixels.dtype}")
-    fields = {
-        "format": FORMATS["scan_cache"],
-        "dtype": "uint8",
-        "shape": list(pixels.shape),
-        "source": source,
-        "crc32": zlib.crc32(pixels.data),
-    }
-    header = json.dumps(fields).encode()
-    header += b" " * (-(len(MAGIC) + _LENGTH_BYTES + len(header)) % _ALIGN)
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
-        handle.write(MAGIC + len(header).to_bytes(_LENGTH_BYTES, "little") + header)
-        handle.write(pixels.data.cast("B"))
-
-
-def read_entry(path: Path, source: str) -> tuple[np.ndarray, int]:
-    """(pixels memory-mapped read-only, their byte offset) after checking everything the header claims.
-
-    Raises:
-        FileNotFoundError: no entry. CorruptEntryError: anything else wrong, with the reason.
-    """
-    try:
-        with _opened_entry(path) as handle:
-            head = handle.read(len(MAGIC) + _LENGTH_BYTES)
-            if len(head) < len(MAGIC) + _LENGTH_BYTES or head[: len(MAGIC)] != MAGIC:
-                raise CorruptEntryError(f"not a learner cache entry ({len(head)}-byte start)")
-            length = int.from_bytes(head[len(MAGIC) :], "little")
-            if length > _MAX_HEADER:
-                raise CorruptEntryError(f"header length {length} exceeds {_MAX_HEADER}")
-            raw = handle.read(length)
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise CorruptEntryError(f"cannot read it ({exc.strerror or exc})") from None
-    if len(raw) < length:
-        raise CorruptEntryError(f"header cut off at {len(head) + len(raw)} bytes")
-    shape, crc = _checked_header(raw, source)
-    offset = len(MAGIC) + _LENGTH_BYTES + length
-    expected = offset + math.prod(shape)
-    if size != expected:
-        raise CorruptEntryError(f"{size} bytes where the header declares {expected}")
-    pixels = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
-    if zlib.crc32(pixels.data) != crc:
-        raise CorruptEntryError("checksum mismatch: the pixels changed after writing")
-    return pixels, offset
-
-
-def _opened_entry(path: Path) -> BinaryIO:
-    """``path`` opened for reading, refused unless it is a regular file: opened without blocking, so that a
-    named pipe (FIFO) at an entry's name is a corrupt entry (rebuilt, the pipe replaced) instead of a
-    ``data cache`` that waits forever for a writer.
-
-    Raises:
-        FileNotFoundError: no entry. CorruptEntryError: not a regular file. OSError: it cannot be opened.
-    """
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if not S_ISREG(mode):
-            kind = "a named pipe (FIFO)" if S_ISFIFO(mode) else "not a regular file"
-            raise CorruptEntryError(f"{kind} where an entry belongs")
-        return os.fdopen(descriptor, "rb")
-    except BaseException:
-        os.close(descriptor)
-        raise
-
-
-def _checked_header(raw: bytes, source: str) -> tuple[tuple[int, ...], int]:
-    """(shape, crc32) of a header that is valid JSON with the current format, uint8 pixels of a frame
-    layout and ``source`` as its identity."""
-    try:
-        fields = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CorruptEntryError("header is not valid JSON") from None
-    if not isinstance(fields, dict):
-        raise CorruptEntryError("header is not a JSON object")
-    if fields.get("format") != FORMATS["scan_cache"]:
-        raise CorruptEntryError(
-            f"format {fields.get('format')!r}; this learner writes {FORMATS['scan_cache']}"
-        )
-    if fields.get("dtype") != "uint8":
-        raise CorruptEntryError(f"dtype {fields.get('dtype')!r}, not uint8")
-    shape, crc = fields.get("shape"), fields.get("crc32")
-    if not _frame_layout(shape):
-        raise CorruptEntryError(f"shape {shape!r} is not (T, H, W) or (T, H, W, 3)")
-    if type(crc) is not int:
-        raise CorruptEntryError("header has no checksum")
-    if fields.get("source") != source:
-        raise CorruptEntryError(f"built from {fields.get('source')!r}, not from this file")
-    return tuple(shape), crc
-
-
-def _frame_layout(shape: object) -> TypeGuard[list[int]]:
-    """A JSON shape of positive ints, ``(T, H, W)`` or ``(T, H, W, 3)``."""
-    if not isinstance(shape, list) or not all(type(n) is int and n >= 1 for n in shape):
-        return False
-    return len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)
 
 
 @dataclass(frozen=True)
@@ -343,7 +231,9 @@ def build_cache(
 
     Each distinct file is built once (rows sharing a file share its entry). ``workers`` >= 2 decodes in
     that many processes; 0 or 1 decodes in this process. Every existing entry is checked (header and
-    checksum); a corrupt one is rebuilt and counted in ``rebuilt``.
+    checksum); a corrupt one is rebuilt and counted in ``rebuilt``. Every entry is read in this process
+    (an entry a worker built is read back here), so that later reads here and in the processes this one
+    forks (DataLoader workers) find it checked (:func:`verified_entry`).
 
     Args:
         manifest: the validated manifest (``.root``, ``.records``).
@@ -352,8 +242,7 @@ def build_cache(
         skip_bad: list unreadable scans in ``CacheReport.skipped`` (every row of the file, with the
             reason) instead of raising.
         cache_dir: the cache folder (``runtime.cache_dir``); None: :func:`default_cache_root`.
-        cache: the :class:`ScanCache` to fill, instead of a new one at ``cache_dir``: it remembers the
-            entries it checked, so the caller's later reads through it do not check them again.
+        cache: the :class:`ScanCache` to fill, instead of a new one at ``cache_dir``.
 
     Raises:
         ScanReadError: the first unreadable scan, when ``skip_bad`` is False.
@@ -416,7 +305,13 @@ def _outcomes(
     try:
         futures = {pool.submit(_ensure_one, cache.root, cache.preprocessor, path): path for path in paths}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            path, outcome = futures[future], future.result()
+            if not isinstance(outcome, ScanReadError):
+                try:
+                    cache.ensure(path)  # checked here once, not again in each loader worker forked later
+                except ScanReadError as exc:  # the scan became unreadable after its worker decoded it
+                    outcome = exc
+            yield path, outcome
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # an early stop drops the queued scans
 

@@ -8,7 +8,9 @@ seeded ``randperm`` orders the scans of an epoch, TSN picks come from
 :func:`~learner.data.sampling.segment_picks` (the segments of :func:`~learner.data.sampling.segment_bounds`,
 as :class:`~learner.data.datasets.ScanDataset` uses them), one gather turns the frames into float clips
 exactly as :func:`~learner.data.datasets.frames_to_clip` does, and
-:meth:`~learner.data.augment.ClipAugment.batch` augments the whole batch in one resampling.
+:meth:`~learner.data.augment.ClipAugment.batch` augments the whole batch in one resampling. Validation
+takes :class:`EvalClips`: the val scans' centre-frame clips (the loader path's eval clips) gathered once
+from a store of the val scans and kept on the device.
 
 Randomness: epoch ``e``'s order comes from a generator seeded by ``(seed, e)`` and batch ``i``'s frame
 picks and augmentation from one seeded by ``(seed, e, i)``, so a batch is a pure function of those (a run
@@ -114,14 +116,36 @@ class ClipStore:
         with ``train`` (from ``generator``), else the centre frames (:func:`segment_picks`)."""
         return segment_picks(self.counts[scans], frames, train=train, generator=generator)
 
-    def gather(self, scans: Tensor, picks: Tensor) -> Tensor:
-        """Frames ``picks`` (B, T) of ``scans`` (B,) → clips ``(B, T, C, H, W)`` float32 in [0, 1] (C = 1
-        for a grey store, 3 for RGB): per clip exactly :func:`~learner.data.datasets.frames_to_clip`'s
-        conversion before augmentation."""
+    def frames_at(self, scans: Tensor, picks: Tensor) -> Tensor:
+        """The uint8 frames ``picks`` (B, T) of ``scans`` (B,): ``(B, T, H, W)``, or ``(B, T, H, W, 3)``."""
         rows = (self.offsets[scans].unsqueeze(1) + picks).flatten()  # (B·T,) rows of ``frames``
-        clips = torch.index_select(self.frames, 0, rows).float().div_(255.0)  # (B·T, H, W[, 3])
-        clips = clips.permute(0, 3, 1, 2) if clips.ndim == 4 else clips.unsqueeze(1)  # (B·T, C, H, W)
-        return clips.reshape(*picks.shape, *clips.shape[1:])  # (B, T, C, H, W)
+        frames = torch.index_select(self.frames, 0, rows)  # (B·T, H, W[, 3])
+        return frames.reshape(*picks.shape, *frames.shape[1:])
+
+    def gather(self, scans: Tensor, picks: Tensor) -> Tensor:
+        """Frames ``picks`` (B, T) of ``scans`` (B,) → clips ``(B, T, C, H, W)`` float32 in [0, 1]
+        (:func:`to_clips`)."""
+        return to_clips(self.frames_at(scans, picks))
+
+
+def to_clips(frames: Tensor) -> Tensor:
+    """uint8 frames ``(B, T, H, W)`` or ``(B, T, H, W, 3)`` → clips ``(B, T, C, H, W)`` float32 in [0, 1]
+    (C = 1 grey, 3 RGB): per clip exactly :func:`~learner.data.datasets.frames_to_clip`'s conversion
+    before augmentation."""
+    clips = frames.float().div_(255.0)
+    return clips.permute(0, 1, 4, 2, 3) if clips.ndim == 5 else clips.unsqueeze(2)
+
+
+def check_channels(store: ClipStore, channels: int) -> None:
+    """Refuse clips of ``channels`` channels from ``store``: C must be 1 or 3, and 1 needs a grey store.
+
+    Raises:
+        ValueError: naming what to change.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels should be 1 or 3, got {channels}")
+    if channels == 1 and store.frames.ndim == 4:
+        raise ValueError("channels=1 needs a grey store; build the cache with channels=1")
 
 
 def with_channels(clips: Tensor, channels: int) -> Tensor:
@@ -158,10 +182,7 @@ class DeviceBatches:
         seed: int,
         two_views: bool = False,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels should be 1 or 3, got {channels}")
-        if channels == 1 and store.frames.ndim == 4:
-            raise ValueError("channels=1 needs a grey store; build the cache with channels=1")
+        check_channels(store, channels)
         if not 1 <= batch_size <= len(store):
             raise ValueError(f"batch_size should be between 1 and the {len(store)} scans, got {batch_size}")
         self.store = store
@@ -210,3 +231,43 @@ class DeviceBatches:
 def _seed(*key: int) -> int:
     """A 64-bit generator seed from non-negative ints (NumPy's SeedSequence mixes them)."""
     return int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0])
+
+
+@dataclass(frozen=True)
+class EvalClips:
+    """The eval clips of S scans, made once on the store's device: the validation of the device-data path.
+
+    Each scan's clip is what :class:`~learner.data.datasets.ScanDataset` yields with ``train=False``: the
+    centre frame of each TSN segment, no augmentation. Only those T frames per scan are kept, as uint8 (4×
+    smaller than float32, 12× for a grey store repeated to 3 channels); a batch becomes float clips by
+    :func:`to_clips` and :func:`with_channels`, value for value the loader's
+    :func:`~learner.data.datasets.frames_to_clip`.
+
+    Attributes:
+        frames: ``(S, T, H, W)`` or ``(S, T, H, W, 3)`` uint8, scan s's clip.
+        scores: ``(S,)`` float32, scan s's raw score.
+        channels: C of the clips.
+    """
+
+    frames: Tensor
+    scores: Tensor
+    channels: int
+
+    @classmethod
+    def from_store(cls, store: ClipStore, *, frames: int, channels: int) -> EvalClips:
+        """The eval clips of T = ``frames`` frames of every scan of ``store``, in its order.
+
+        Raises:
+            ValueError: ``channels`` is not 1 or 3, or 1 for an RGB store.
+        """
+        check_channels(store, channels)
+        scans = torch.arange(len(store), device=store.device)
+        picks = store.picks(scans, frames, train=False)  # (S, T) centre frames
+        return cls(store.frames_at(scans, picks), store.scores, channels)
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def batch(self, start: int, stop: int) -> Tensor:
+        """The clips of scans ``start`` to ``stop`` (exclusive): ``(b, T, C, H, W)`` float32 in [0, 1]."""
+        return with_channels(to_clips(self.frames[start:stop]), self.channels)

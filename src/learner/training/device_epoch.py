@@ -18,6 +18,8 @@ At the epoch's end one read brings all of it to the host: the metrics row, and a
 :class:`~learner.errors.NonFiniteLossError` naming the first non-finite step, raised before validation and
 checkpoints (so ``checkpoints/last`` stays the previous epoch's, as with the loader path). Later steps of
 that epoch ran on (their updates mostly skipped); BatchNorm statistics they touched are not saved.
+Validation then predicts the val clips made once on the device (:class:`DeviceRun`'s ``val``,
+:func:`~learner.training.validation.predict_clips`) with one more transfer, not one per batch.
 
 Torch 2.13: ``capturable=True`` Adam is for CUDA / XPU / HPU / XLA parameters only (a CPU parameter
 fails its check), while ``fused=True`` runs on CPU and CUDA and takes a tensor LR and ``found_inf``; so
@@ -40,13 +42,14 @@ from torch import Tensor, nn
 from learner.config import Config
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache
-from learner.data.clip_store import ClipStore, DeviceBatches
+from learner.data.clip_store import ClipStore, DeviceBatches, EvalClips
 from learner.data.manifest import ScanRecord
 from learner.errors import NonFiniteLossError
 from learner.training.epoch import Trainee, batch_loss, progress_bar
 from learner.training.faults import fault_point
 from learner.training.finite import finite_gradient_flag, non_finite_message
 from learner.training.grad_share import contrastive_gradient_norms, gradient_share
+from learner.training.loaders import Scans
 from learner.training.preemption import EpochPosition, Preemption, StopCheck
 
 _LOSS, _GRADIENT = 1, 2  # what was non-finite at the first bad step (DeviceCounters.bad_what)
@@ -314,13 +317,15 @@ def train_device_epoch(
 @dataclass(frozen=True)
 class DeviceRun:
     """The device-data path of a whole pretraining: the train batches, every step's LR, the optimiser's LR
-    tensor and the pre-emption signals to watch (:func:`start_device_run`)."""
+    tensor, the pre-emption signals to watch and the val clips (None for a two-view objective, whose
+    validation stays on its loader) (:func:`start_device_run`)."""
 
     batches: DeviceBatches
     lrs: Tensor
     lr: Tensor
     steps: int
     preemption: Preemption | None = None
+    val: EvalClips | None = None
 
     def train_epoch(self, trainee: Trainee, *, epoch: int, step: int, **options: Any) -> dict[str, float]:
         """:func:`train_device_epoch` with this run's parts; ``options``: its keyword arguments (those of
@@ -335,23 +340,26 @@ class DeviceRun:
 
 def start_device_run(
     config: Config,
-    records: list[ScanRecord],
-    cache: ScanCache,
+    scans: Scans,
     trainee: Trainee,
     lr_at: Callable[[int], float],
     steps_per_epoch: int,
     *,
-    two_views: bool,
     preemption: Preemption | None = None,
 ) -> DeviceRun:
-    """The train ``records`` loaded onto the trainee's device and its optimiser made sync-free; call it
-    after the optimiser state was restored (a resumed run's groups come back as they were saved)."""
+    """The train scans loaded onto the trainee's device, the val scans' eval clips made there once
+    (:meth:`EvalClips.from_store`; a label objective only) and the optimiser made sync-free; call it after
+    the optimiser state was restored (a resumed run's groups come back as they were saved)."""
     data, device = config.data, trainee.device
     batches = device_batches(
-        records, cache, device, frames=data.frames, channels=data.channels,
+        scans.train, scans.cache, device, frames=data.frames, channels=data.channels,
         batch_size=config.optim.batch_size, augment=ClipAugment.from_config(data), seed=config.seed,
-        two_views=two_views,
+        two_views=scans.two_views,
     )  # fmt: skip
+    val = None
+    if not scans.two_views:  # the val loader's clips: centre frames, no augmentation
+        store = ClipStore.from_cache(scans.val, scans.cache, device=device)
+        val = EvalClips.from_store(store, frames=data.frames, channels=data.channels)
     lrs = lr_table(lr_at, config.optim.epochs * steps_per_epoch, device)
     optimizer_lr = sync_free_optimizer(trainee.optimizer, device)
-    return DeviceRun(batches, lrs, optimizer_lr, steps_per_epoch, preemption)
+    return DeviceRun(batches, lrs, optimizer_lr, steps_per_epoch, preemption, val)

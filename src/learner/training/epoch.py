@@ -25,6 +25,7 @@ from torch import nn
 
 from learner.atomic import finite
 from learner.console import ON_CONSOLE
+from learner.data.clip_store import EvalClips
 from learner.data.datasets import views_to_batch
 from learner.errors import NonFiniteLossError
 from learner.losses.registry import LossOutput, Objective, ViewObjective
@@ -49,7 +50,13 @@ from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan
 from learner.training.preemption import EpochPosition, Preemption, StopCheck
 from learner.training.seeding import rng_state, set_rng_state
-from learner.training.validation import predict_scores, regression_metrics, view_loss, write_val_predictions
+from learner.training.validation import (
+    predict_clips,
+    predict_scores,
+    regression_metrics,
+    view_loss,
+    write_val_predictions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +264,7 @@ def validate_and_checkpoint(
     progress: Progress,
     epochs: int,
     saver: CheckpointSaver | None = None,
+    val_clips: EvalClips | None = None,
 ) -> LoopState:
     """Complete ``row`` (from :func:`train_one_epoch`) with validation and, on rank 0 (``run``), save
     ``best_dir`` (when the monitored figure improved) and ``last_dir`` (weights, optimiser, scaler, step,
@@ -268,7 +276,9 @@ def validate_and_checkpoint(
 
     Validation (rank 0; the row is then broadcast): MAE, RMSE and Pearson r of the val predictions in score
     units next to the train-mean baseline (``val_mae`` monitored), or for a two-view objective its value
-    on the fixed val views in consecutive batches of ``batch_size`` (``val_loss`` monitored).
+    on the fixed val views in consecutive batches of ``batch_size`` (``val_loss`` monitored). With
+    ``val_clips`` (``data.device_data``: the val loader's clips, held on the device) the predictions come
+    from there (:func:`~learner.training.validation.predict_clips`) instead of the val loader.
 
     Returns:
         The state after this epoch: ``row`` appended to the history, ``best`` the row if it improved.
@@ -280,7 +290,11 @@ def validate_and_checkpoint(
         if run is not None and isinstance(objective, ViewObjective):
             row |= view_loss(model, loaders.val, objective, device, trainee.amp_dtype, batch_size)
         elif run is not None:
-            pred, truth = predict_scores(model, loaders.val, trainee.standardiser, device, trainee.amp_dtype)
+            pred, truth = (
+                predict_scores(model, loaders.val, trainee.standardiser, device, trainee.amp_dtype)
+                if val_clips is None
+                else predict_clips(model, val_clips, trainee.standardiser, trainee.amp_dtype, batch_size)
+            )
             row |= regression_metrics(pred, truth, trainee.standardiser.mean)
             predictions = (pred, truth)
     row = broadcast_object(row)  # rank 0 alone validates; every rank keeps the same history

@@ -17,7 +17,8 @@ driver that reads in the order a run happens, one named part per stage, each cal
    (Alg. 1's updates) then :func:`~learner.training.epoch.validate_and_checkpoint`;
 6. :func:`finish`: ``metrics.json`` and the training curves.
 
-``data.device_data`` (the GPU path) takes the updates from :mod:`learner.training.device_epoch` instead.
+``data.device_data`` (the GPU path) takes the updates from :mod:`learner.training.device_epoch` instead, and
+validates clips held on the device (:class:`~learner.data.clip_store.EvalClips`).
 
 A new run directory that fails before its first checkpoint is deleted.
 
@@ -206,11 +207,12 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     bar = progress_bar(enabled=info.is_main and sys.stdout.isatty())
     with bar, checkpoint_on_signal() as sig, saver:
         train_epoch: Callable[..., dict[str, float]] = partial(train_one_epoch, loaders=loaders, lr_at=lr_at)
-        if config.data.device_data:  # the train scans, their batches and the step on the device
-            train_epoch = start_device_run(
-                config, scans.train, scans.cache, trainee, lr_at, loaders.steps_per_epoch,
-                two_views=scans.two_views, preemption=sig,
-            ).train_epoch  # fmt: skip
+        val_clips = None
+        if config.data.device_data:  # train batches, the step and the val clips, all on the device
+            device_run = start_device_run(
+                config, scans, trainee, lr_at, loaders.steps_per_epoch, preemption=sig
+            )
+            train_epoch, val_clips = device_run.train_epoch, device_run.val
         for epoch in range(len(state.history) + 1, optim.epochs + 1):  # SLURM: SIGTERM → a checkpoint first
             row = train_epoch(
                 trainee, epoch=epoch, step=state.step,
@@ -221,6 +223,7 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
             state = validate_and_checkpoint(
                 row, state, trainee, loaders, run, sinks, last_dir=last_dir, best_dir=best_dir,
                 batch_size=optim.batch_size, progress=bar, epochs=optim.epochs, saver=saver,
+                val_clips=val_clips,
             )  # fmt: skip
     return finish(plan, run, scans, state, sinks)
 

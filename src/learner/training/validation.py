@@ -1,6 +1,9 @@
 """Validation of the pretrained regressor (Section 2.3): predictions in score units and their errors.
 
 A self-supervised run is validated by its own objective on fixed views of the val scans (:func:`view_loss`).
+The device-data path (``data.device_data``) predicts clips already on the device (:func:`predict_clips`):
+the same clips and batches as the val loader's, with one host transfer per validation instead of one per
+batch.
 
 Everything here is reported in SCORE units (S/F ratio, MMSE points): the head predicts standardised scores
 and :class:`ScoreStandardiser` maps them back. The baseline always predicts the train split's mean score;
@@ -21,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from learner.atomic import atomic_path
+from learner.data.clip_store import EvalClips
 from learner.data.datasets import views_to_batch
 from learner.data.manifest import ScanRecord
 from learner.losses.registry import ViewObjective
@@ -74,12 +78,43 @@ def predict_scores(
     model.eval()
     preds, targets = [], []
     for clips, scores, _ in loader:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            _, pred_std = model(clips.to(device, non_blocking=True))  # (B,) standardised
-        preds.append(standardiser.destandardise(pred_std.double().cpu()))
+        pred_std = _predicted(model, clips.to(device, non_blocking=True), amp_dtype)  # (B,) standardised
+        preds.append(standardiser.destandardise(pred_std.cpu()))
         targets.append(scores.double())
         fault_point("validation")
     return torch.cat(preds).numpy(), torch.cat(targets).numpy()
+
+
+@torch.no_grad()
+def predict_clips(
+    model: nn.Module,
+    clips: EvalClips,
+    standardiser: ScoreStandardiser,
+    amp_dtype: torch.dtype | None,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_scores` on clips held on the device (``data.device_data``), with no host sync per
+    batch: the same batches as the val loader's (``batch_size`` scans in order, the last one short), each
+    prediction kept on the device, then predictions and targets brought to the host in one transfer.
+
+    Returns:
+        Predictions and targets, two (N,) float64 arrays in score units.
+    """
+    model.eval()
+    preds = []
+    for start in range(0, len(clips), batch_size):
+        preds.append(_predicted(model, clips.batch(start, start + batch_size), amp_dtype))  # (b,)
+        fault_point("validation")
+    predicted = standardiser.destandardise(torch.cat(preds))  # (N,) score units, still on the device
+    both = torch.stack([predicted, clips.scores.double()]).cpu().numpy()  # (2, N): the one transfer
+    return both[0], both[1]
+
+
+def _predicted(model: nn.Module, clips: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The head's standardised predictions (b,) float64 of clips (b, T, C, H, W) on the model's device."""
+    with torch.autocast(clips.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        pred_std: torch.Tensor = model(clips)[1]  # the model returns (embeddings, predictions)
+    return pred_std.double()
 
 
 @torch.no_grad()
