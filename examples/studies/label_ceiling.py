@@ -1,4 +1,4 @@
-"""What the best possible reader of a LUS phantom clip could answer to "improved / stable / deteriorated".
+"""What the best possible reader of a phantom scan could answer to "improved / stable / deteriorated".
 
 Fig. 1's ρ says whether embeddings follow the latent change; this study asks how far *labels* can follow it.
 A phantom pair's label comes from the S/F bins of the two visits, and S/F is a noisy line of the visit's
@@ -23,6 +23,13 @@ error; the per-patient part cancels in a change)::
 
     python examples/studies/label_ceiling.py --patients 8000
     python examples/studies/label_ceiling.py --patients 8000 --encoder runs/demo/table3/LUS/mse/seed-0/encoder
+
+``--cohort mri`` asks the same of the MRI phantom (``learner.data.phantom.mri``): its latent is the visit's
+atrophy, which the images render, and a pair's label is the MMSE rule (a change of 2+ points) on integer
+MMSE scores that carry test-retest noise (sd 1.3 points per visit) and a per-patient cognitive reserve the
+images do not show (it cancels in a change)::
+
+    python examples/studies/label_ceiling.py --cohort mri --patients 8000 --bias 0 --sigma 0 0.02
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, f1_score
 
 from learner.data.phantom.lus import draw_lus_latents
-from learner.data.scales import ChangeLabel, sf_ratio
+from learner.data.phantom.mri import draw_mri_latents
+from learner.data.scales import ChangeLabel, mmse, sf_ratio
 
 STABLE = int(ChangeLabel.STABLE)
 
@@ -52,6 +60,27 @@ def test_pairs(table: pd.DataFrame) -> pd.DataFrame:
     columns = ["patient", "first", "second", "latent1", "latent2", "score1", "score2"]
     pairs = pd.DataFrame(rows, columns=columns)
     pairs["label"] = sf_ratio().change_labels(pairs["score1"], pairs["score2"])
+    return pairs
+
+
+MRI_PATIENTS_PER_DRAW = 1400
+"""The MRI generator draws patient IDs from 1,498 RIDs, so a large cohort is several draws, seeds apart."""
+
+
+def mri_test_pairs(patients: int, seed: int) -> pd.DataFrame:
+    """Consecutive visits of each MRI phantom patient that have an MMSE, earlier first; latent = atrophy."""
+    draws = -(-patients // MRI_PATIENTS_PER_DRAW)
+    rows = []
+    for k in range(draws):
+        count = min(MRI_PATIENTS_PER_DRAW, patients - k * MRI_PATIENTS_PER_DRAW)
+        table = draw_mri_latents((0, 0, count), seed=seed + k)
+        table = table[table["MMSE"].notna()].sort_values(["RID", "EXAMDATE"])
+        for rid, track in table.groupby("RID", sort=False):
+            visits = list(track.itertuples())
+            rows += [((k, rid), a.atrophy, b.atrophy, float(a.MMSE), float(b.MMSE))
+                     for a, b in itertools.pairwise(visits)]  # fmt: skip
+    pairs = pd.DataFrame(rows, columns=["patient", "latent1", "latent2", "score1", "score2"])
+    pairs["label"] = mmse().change_labels(pairs["score1"], pairs["score2"])
     return pairs
 
 
@@ -114,14 +143,20 @@ def encoder_error(run: Path) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cohort", choices=["lus", "mri"], default="lus", help="which phantom (default lus)")
     parser.add_argument("--patients", type=int, default=8000, help="test patients drawn (default 8000)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--bias", type=float, nargs="+", default=[0.0, 0.1], help="per-patient bias sd")
     parser.add_argument("--sigma", type=float, nargs="+", default=[0.0, 0.02, 0.04, 0.055, 0.08])
-    parser.add_argument("--encoder", type=Path, nargs="*", default=[], help="pretraining runs to measure")
+    parser.add_argument("--encoder", type=Path, nargs="*", default=[], help="LUS pretraining runs to measure")
     args = parser.parse_args()
-    table = draw_lus_latents((1, 1, args.patients), seed=args.seed)
-    pairs = test_pairs(table[table["split"] == "test"])
+    if args.cohort == "mri":
+        if args.encoder:
+            parser.error("--encoder reads a LUS phantom manifest's latent column; use it with --cohort lus")
+        pairs = mri_test_pairs(args.patients, args.seed)
+    else:
+        table = draw_lus_latents((1, 1, args.patients), seed=args.seed)
+        pairs = test_pairs(table[table["split"] == "test"])
     stable = np.mean(pairs["label"] == STABLE)
     print(f"{len(pairs)} test pairs of {args.patients} patients, {stable:.1%} stable")
     print("| bias | sigma | Bayes acc | Bayes F1 | bar acc | bar F1 | majority acc | majority F1 |")
