@@ -14,6 +14,7 @@ from learner.config import DatasetSpec
 from learner.data.manifest import load_manifest
 from learner.data.scales import CLASS_NAMES, get_scale
 from learner.errors import CheckpointError, ScanReadError
+from learner.evaluation.change_posterior import ChangeCalibration, change_posterior
 from learner.evaluation.embed import EmbeddingTable
 from learner.evaluation.predict import predict_pair
 from learner.experiments.results import ExperimentResult
@@ -50,6 +51,25 @@ def test_prediction_equals_the_classify_pipeline(
     )
     a, b = table.embeddings[rows].astype(np.float64)
     assert result.distance == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-4)
+    # the score-change answer: only the MRI cohort's val patients have the repeat visits a change model needs
+    answers = json.loads((cell / "classifier" / "metrics.json").read_text())["answers"]
+    if dataset == "LUS":
+        assert "delta_score_calibrated" not in answers
+        assert result.score_change is None
+        assert result.score_change_label is None
+        return
+    model = ChangeCalibration(**answers["delta_score_calibrated"]["calibration"])
+    expected = change_posterior(
+        get_scale(spec_scale(tiny_datasets, dataset)), model, *table.scores[rows, None]
+    )
+    assert result.score_change is not None
+    np.testing.assert_allclose([result.score_change[n] for n in CLASS_NAMES], expected[0], atol=0.02)
+    assert sum(result.score_change.values()) == pytest.approx(1.0)
+    assert result.to_json()["score_change_prediction"] == result.score_change_label
+
+
+def spec_scale(datasets: list[DatasetSpec], name: str) -> str:
+    return next(d.scale for d in datasets if d.name == name)
 
 
 def test_cli_json_output(

@@ -238,8 +238,9 @@ def predict_command(
     """Did the patient improve, stay stable or deteriorate from EARLIER to LATER (or every pair of --pairs)?
 
     Both scans are decoded with the encoder's training preprocessing; prints the class with its
-    probabilities, each scan's predicted score and the cosine distance of their embeddings, and, as a
-    caveat, the classifier's own test accuracy and macro-F1.
+    probabilities, each scan's predicted score and the cosine distance of their embeddings, the predicted
+    scores' own answer through the change model the classification fitted on its val visits (where it has
+    one), and, as a caveat, the classifier's own test accuracy and macro-F1.
     """
     from learner import api
     from learner.atomic import atomic_path, usable_file
@@ -271,6 +272,10 @@ def predict_command(
     for side, path in result.scans.items():
         typer.echo(f"  {side:8s} predicted score {result.scores[side]:8.2f}  {path}")
     typer.echo(f"  embedding cosine distance {result.distance:.4f}")
+    if result.score_change is not None and result.score_change_label is not None:
+        change = ", ".join(f"{name} {p:.3f}" for name, p in result.score_change.items())
+        label = result.score_change_label
+        typer.echo(f"  the predicted scores through the val-fitted change model: {label} ({change})")
     if caveat:
         typer.echo(caveat)
 

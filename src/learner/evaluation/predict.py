@@ -16,6 +16,10 @@ Example::
 
 Many pairs, the models loaded once: :class:`Predictor`, or :func:`predict_pairs` on a CSV of
 ``earlier,later`` paths.
+
+Where the classification run recorded a change model (val patients with repeat visits: the *Δ predicted
+score, calibrated* answer, :mod:`learner.evaluation.change_posterior`), each prediction also carries that
+answer: the probability of each label given the two predicted scores.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ import torch
 
 from learner.data.datasets import clips_from_frames
 from learner.data.preprocess import Preprocessor
-from learner.data.scales import CLASS_NAMES
+from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.errors import ManifestError, ScanReadError
 from learner.evaluation.baselines import reference_rows
+from learner.evaluation.change_posterior import ChangeCalibration, change_posterior
 from learner.evaluation.embed import embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
 from learner.evaluation.pair_classifier import META_FILE, FittedPairClassifier, pair_features
@@ -52,7 +57,8 @@ class Prediction:
 
     ``probabilities`` maps each class (deteriorated, stable, improved) to its probability (they sum to 1);
     ``scores`` maps earlier/later to the encoder's predicted health score in score units; ``distance`` is
-    1 − cos(u_earlier, u_later).
+    1 − cos(u_earlier, u_later). ``score_change`` maps each class to its probability given the two
+    predicted scores under the classification run's val-fitted change model (None where it has none).
     """
 
     label: str
@@ -62,6 +68,14 @@ class Prediction:
     scans: dict[str, str]
     encoder_fingerprint: str
     combine: str
+    score_change: dict[str, float] | None = None
+
+    @property
+    def score_change_label(self) -> str | None:
+        """The most probable class of :attr:`score_change` (None without a change model)."""
+        return (
+            None if self.score_change is None else max(self.score_change, key=self.score_change.__getitem__)
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``learner predict --json`` prints)."""
@@ -73,6 +87,8 @@ class Prediction:
             "scans": self.scans,
             "encoder_fingerprint": self.encoder_fingerprint,
             "combine": self.combine,
+            "score_change_prediction": self.score_change_label,
+            "score_change_probabilities": self.score_change,
         }
 
 
@@ -107,7 +123,7 @@ class Predictor:
         folder, clips_per_scan = classifier_location(classifier)
         fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
         model, meta = load_regressor(encoder_run, which=which, device=device)
-        self._hold(model, meta, fitted, clips_per_scan, fingerprint)
+        self._hold(model, meta, fitted, clips_per_scan, fingerprint, recorded_calibration(classifier))
 
     @classmethod
     def from_models(
@@ -118,11 +134,13 @@ class Predictor:
         *,
         clips_per_scan: int,
         fingerprint: str,
+        calibration: ChangeCalibration | None = None,
     ) -> Predictor:
         """A predictor on models already loaded (a model folder: :mod:`learner.evaluation.model_folder`);
-        ``fingerprint`` identifies the encoder's weights, as its ``Prediction`` records them."""
+        ``fingerprint`` identifies the encoder's weights, as its ``Prediction`` records them;
+        ``calibration`` the change model of the score-change answer (None: no such answer)."""
         predictor = object.__new__(cls)
-        predictor._hold(model, meta, classifier, clips_per_scan, fingerprint)
+        predictor._hold(model, meta, classifier, clips_per_scan, fingerprint, calibration)
         return predictor
 
     def _hold(
@@ -132,9 +150,10 @@ class Predictor:
         classifier: FittedPairClassifier,
         clips_per_scan: int,
         fingerprint: str,
+        calibration: ChangeCalibration | None,
     ) -> None:
         self.model, self.meta, self.classifier = model, meta, classifier
-        self.clips_per_scan, self.fingerprint = clips_per_scan, fingerprint
+        self.clips_per_scan, self.fingerprint, self.calibration = clips_per_scan, fingerprint, calibration
         self.preprocessor = Preprocessor.from_config(meta.config.data)
 
     def predict(self, earlier: str | os.PathLike[str], later: str | os.PathLike[str]) -> Prediction:
@@ -166,6 +185,12 @@ class Predictor:
         features = pair_features(pair, embeddings, list(SIDES), combine)
         probabilities = self.classifier.predict_proba(features)[0].astype(np.float64)
         distance = cosine_distances_for_pairs(pair, embeddings, list(SIDES))[0]
+        score_change = None
+        if self.calibration is not None:
+            posterior = change_posterior(
+                scale_from_config(data), self.calibration, scores[:1].astype(np.float64), scores[1:]
+            )[0]
+            score_change = {name: float(p) for name, p in zip(CLASS_NAMES, posterior, strict=True)}
         return Prediction(
             label=CLASS_NAMES[int(probabilities.argmax())],
             probabilities={name: float(p) for name, p in zip(CLASS_NAMES, probabilities, strict=True)},
@@ -174,6 +199,7 @@ class Predictor:
             scans={side: str(path) for side, path in paths.items()},
             encoder_fingerprint=self.fingerprint,
             combine=combine,
+            score_change=score_change,
         )
 
 
@@ -208,7 +234,8 @@ def predict_pairs(
     device: str = "cpu",
 ) -> pd.DataFrame:
     """Every pair of ``pairs_csv`` (columns ``earlier``, ``later``; others are kept) → one row each with
-    ``prediction``, ``p_<class>``, ``score_earlier``, ``score_later`` and ``distance``, in file order.
+    ``prediction``, ``p_<class>``, ``score_earlier``, ``score_later`` and ``distance`` (and, with a change
+    model, ``score_change_prediction`` and ``score_change_p_<class>``), in file order.
 
     The encoder and classifier are loaded once.
 
@@ -257,8 +284,44 @@ def predict_table(
             | {f"p_{name}": p for name, p in result.probabilities.items()}
             | {f"score_{side}": score for side, score in result.scores.items()}
             | {"distance": result.distance}
+            | _score_change_columns(result)
         )
     return pd.concat([table, pd.DataFrame(rows, index=table.index)], axis=1)
+
+
+def _score_change_columns(result: Prediction) -> dict[str, Any]:
+    """The score-change answer's columns of a prediction table (none without a change model)."""
+    if result.score_change is None:
+        return {}
+    probabilities = {f"score_change_p_{name}": p for name, p in result.score_change.items()}
+    return {"score_change_prediction": result.score_change_label} | probabilities
+
+
+def _classification_metrics(classifier: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+    """The ``metrics.json`` (path, content) of the classification run around a classifier folder, or of
+    the run given; None when there is none or it does not read as JSON."""
+    folder = Path(classifier)
+    metrics_file = RunLayout(folder).metrics
+    if not metrics_file.is_file():
+        metrics_file = RunLayout(folder.parent).metrics
+    try:
+        return metrics_file, json.loads(metrics_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def recorded_calibration(classifier: str | os.PathLike[str]) -> ChangeCalibration | None:
+    """The change model the classification run fitted on its val split (``answers.delta_score_calibrated``),
+    None when it recorded none (val patients with one visit each, or no run around the classifier)."""
+    found = _classification_metrics(classifier)
+    try:
+        return (
+            None
+            if found is None
+            else ChangeCalibration(**found[1]["answers"]["delta_score_calibrated"]["calibration"])
+        )
+    except (KeyError, TypeError):
+        return None
 
 
 def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
@@ -266,14 +329,13 @@ def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
     classifier on the same test pairs (always the majority class, uniform chance, and the encoder's own
     predicted scores when recorded), saying plainly what the classifier is below: how far to trust its
     predictions. None when the classifier folder has no run around it."""
-    folder = Path(classifier)
-    metrics_file = RunLayout(folder).metrics
-    if not metrics_file.is_file():
-        metrics_file = RunLayout(folder.parent).metrics
+    found = _classification_metrics(classifier)
+    if found is None:
+        return None
+    metrics_file, metrics = found
     try:
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
         test, counts = metrics["test"], metrics["pair_counts"]["test"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
     answers = {row.answer: (row.accuracy, row.macro_f1) for row in reference_rows(counts).values()}
     own = {
