@@ -684,16 +684,22 @@ def ceiling(
 
 
 def demo(
-    out: PathLike = Path("runs/demo"), *, dataset: str = "lus", full: bool = False, force: bool = False
+    out: PathLike = Path("runs/demo"),
+    *,
+    dataset: str = "lus",
+    full: bool = False,
+    force: bool = False,
+    longitudinal: bool = False,
 ) -> DemoResult:
     """``learner demo``: generate (or reuse) the phantom cohort(s) in ``out`` and run (or continue) Table 3
-    on them (``dataset``: lus, mri or both; ``full``: paper-scale settings), with its report; ``timing``
-    is the whole run's (cohorts and report included), also stored in ``results.json``."""
+    on them (``dataset``: lus, mri or both; ``full``: paper-scale settings; ``longitudinal``: LUS train and
+    val patients on several days too), with its report; ``timing`` is the whole run's (cohorts and report
+    included), also stored in ``results.json``."""
     from learner.experiments.demo import run_demo
     from learner.timing import CLOCK
 
     started = CLOCK.mark()
-    result = run_demo(out, dataset=dataset, full=full, force=force)
+    result = run_demo(out, dataset=dataset, full=full, force=force, longitudinal=longitudinal)
     experiment, timing = _report_and_time(result.experiment, started)
     return replace(result, experiment=experiment, timing=timing)
 

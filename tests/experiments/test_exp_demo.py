@@ -50,6 +50,36 @@ def test_demo_generates_runs_reports_and_continues(
         demo.run_demo(tmp_path / "demo", dataset="ct")
 
 
+class _Planned(Exception):  # raised to stop the demo where Table 3 would start
+    """The experiment the demo was about to run, and its folder."""
+
+
+def test_the_longitudinal_demo_renders_its_own_cohort_into_its_own_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--longitudinal``: the LUS generator is asked for repeat visits of train and val patients, and
+    neither the cohort nor the experiment is the paper-protocol demo's folder."""
+    asked: list[tuple[Path, dict[str, Any]]] = []
+
+    def generate(folder: Path, **options: Any) -> Path:
+        asked.append((folder, options))
+        return folder / "manifest.csv"
+
+    def table3(experiment: Experiment, out: Path, **_: Any) -> None:
+        raise _Planned(experiment.grid.datasets, out)
+
+    monkeypatch.setattr(demo, "generate_lus_cohort", generate)
+    monkeypatch.setattr(demo, "run_table3", table3)
+    for longitudinal, suffix in ((False, ""), (True, "-longitudinal")):
+        with pytest.raises(_Planned) as planned:
+            demo.run_demo(tmp_path, longitudinal=longitudinal)
+        datasets, out = planned.value.args
+        assert out == tmp_path / f"table3-demo{suffix}"
+        assert datasets[0].manifest == tmp_path / f"phantom-lus-demo{suffix}" / "manifest.csv"
+        assert asked[-1][1].get("longitudinal", False) is longitudinal
+        assert asked[-1][1]["patients"] == demo.MODES["demo"].lus["patients"]
+
+
 def test_demo_config_is_valid_and_small() -> None:
     experiment = demo.demo_config("demo")
     assert experiment.grid.losses == ["mse", "mse+cl", "mse+wcl"]

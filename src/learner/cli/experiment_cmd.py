@@ -329,6 +329,14 @@ def demo_command(
     force: Annotated[
         bool, typer.Option("--force", help="Recompute the experiment (cohorts are reused).")
     ] = False,
+    longitudinal: Annotated[
+        bool,
+        typer.Option(
+            "--longitudinal",
+            help="LUS train and val patients scanned on several days too (beyond the paper), so the tables "
+            "add the predicted scores' answer through a change model fitted on the val visits.",
+        ),
+    ] = False,
 ) -> None:
     """The main job: Table 3 and Fig. 1 on the built-in phantom cohort, with a Markdown report.
 
@@ -345,7 +353,7 @@ def demo_command(
 
     runtime = demo_config("full" if full else "demo").config.runtime  # threads as every other command
     with torch_threads(thread_count(runtime)[0]):
-        result = api.demo(out, dataset=dataset, full=full, force=force)
+        result = api.demo(out, dataset=dataset, full=full, force=force, longitudinal=longitudinal)
     typer.echo(render_experiment_table(result.experiment.results))
     typer.echo(regression_summary(result.experiment.results.cells))
     typer.echo(f"report: {_timing_and_report(result.experiment.out_dir, result.timing)}")

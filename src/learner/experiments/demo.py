@@ -122,6 +122,7 @@ def run_demo(
     full: bool = False,
     force: bool = False,
     workers: int = 2,
+    longitudinal: bool = False,
 ) -> DemoResult:
     """Generate or reuse the phantom cohort(s) and run (or continue) Table 3 on them.
 
@@ -131,21 +132,28 @@ def run_demo(
         full: paper-scale settings (the bundled ``lus`` config) instead of the CPU demo.
         force: recompute the experiment instead of continuing it.
         workers: processes that render the phantom.
+        longitudinal: the LUS cohort's train and val patients are scanned on several days too (the paper's
+            have one day), so the val split has visit pairs and the tables gain the *Δ predicted score,
+            calibrated* answer (:mod:`learner.evaluation.change_posterior`); the MRI cohort has repeat visits
+            already. The cohort and the experiment get folders of their own (``-longitudinal``).
     """
     if dataset not in DATASETS:
         raise ConfigError(f"unknown demo dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     started = CLOCK.mark()
     mode_name = "full" if full else "demo"
     mode, experiment = MODES[mode_name], demo_config(mode_name)
+    suffix = "-longitudinal" if longitudinal else ""
+    if longitudinal:
+        mode = replace(mode, lus=mode.lus | {"longitudinal": True})
     root = Path(out_dir)
-    experiment_dir = root / f"table3-{mode_name}"
+    experiment_dir = root / f"table3-{mode_name}{suffix}"
     resume = not force and RunLayout(experiment_dir).config.is_file()
     check_run_dir(experiment_dir, resume=resume, force=force, kind="experiment")  # before any cohort
     resolve_device(experiment.config.runtime.device)
     with stage("cohort"):
         specs = [
-            prepare(root / f"phantom-{prepare.__name__.removeprefix('prepare_')}-{mode_name}", mode, workers)
-            for prepare in DATASETS[dataset]
+            prepare(root / f"phantom-{name}-{mode_name}{suffix if name == 'lus' else ''}", mode, workers)
+            for name, prepare in ((p.__name__.removeprefix("prepare_"), p) for p in DATASETS[dataset])
         ]
     grid = experiment.grid.model_copy(update={"datasets": specs})
     result = run_table3(Experiment(experiment.config, grid), experiment_dir, resume=resume, force=force)
