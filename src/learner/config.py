@@ -466,6 +466,12 @@ class RuntimeConfig(_Section):
         default_factory=dict,
         description="submitit executor parameters, e.g. {slurm_partition: gpu, timeout_min: '120'}",
     )
+    cells_side_by_side: bool = Field(
+        default=False,
+        description="experiment grids (inline launcher, data.device_data): pretrain the new encoders of "
+        "the cells that share a dataset together in this process, their steps taking turns (each on its "
+        "own CUDA stream); every cell computes what it computes alone (docs/training.md)",
+    )
 
 
 class Config(_Section):

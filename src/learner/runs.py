@@ -532,6 +532,13 @@ def _detach_log(root: Path) -> None:
             handler.close()
 
 
+def log_to_run(run: RunDir) -> None:
+    """Send the ``learner`` logger to ``run``'s ``log.txt`` again, as :func:`open_run_dir` did (closing the
+    handlers of sibling runs): runs that take turns in one process (``training/side_by_side.py``) call it
+    at each turn, so that each run's messages reach its own log."""
+    _attach_log(run.layout.log)
+
+
 def _attach_log(path: Path) -> None:
     """Send the ``learner`` logger to ``path`` (appended), keeping the logs of enclosing runs.
 

@@ -245,6 +245,8 @@ def plan_grid(
     for dataset, settings in pretrainings:  # split, batch, objective and model of every pretraining first
         model = settings.model.model_dump_json() + f"{settings.data.channels}/{settings.data.size}"
         check_pretraining(settings, manifests[dataset], build_model=model not in models)
+        if config.runtime.cells_side_by_side and not settings.data.device_data:
+            raise ConfigError("runtime.cells_side_by_side needs data.device_data=true in every cell")
         models.add(model)
     device = collect_device(config)  # where the frozen encoders embed
     check_run_dir(root, resume=resume, force=force, kind="experiment")

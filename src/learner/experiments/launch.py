@@ -23,15 +23,16 @@ import logging
 import re
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from learner.config import LauncherName, RuntimeConfig
+from learner.config import Config, LauncherName, RuntimeConfig
 from learner.errors import ConfigError, LearnerError
-from learner.experiments.stages import CellJob
+from learner.experiments.stages import CellJob, ensure_encoders_side_by_side
 from learner.layout import RunLayout
 from learner.timing import stage
 
@@ -49,8 +50,13 @@ def check_launcher(runtime: RuntimeConfig) -> None:
     """Fail before any work when the launcher needs submitit and it is not installed.
 
     Raises:
-        ConfigError: names the extra to install.
+        ConfigError: names the extra to install, or ``runtime.cells_side_by_side`` off the inline launcher.
     """
+    if runtime.cells_side_by_side and runtime.launcher != "inline":
+        raise ConfigError(
+            f"runtime.cells_side_by_side runs the cells in this process; set runtime.launcher=inline, got "
+            f"{runtime.launcher}"
+        )
     if SUBMITIT_CLUSTERS[runtime.launcher] is not None and importlib.util.find_spec("submitit") is None:
         raise ConfigError(
             f"runtime.launcher={runtime.launcher} needs submitit: pip install 'learner[cluster]'"
@@ -58,7 +64,8 @@ def check_launcher(runtime: RuntimeConfig) -> None:
 
 
 def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig) -> None:
-    """Run the unfinished ``jobs`` as ``runtime.launcher`` says and wait for them (no-op for ``inline``).
+    """Run the unfinished ``jobs`` as ``runtime.launcher`` says and wait for them (for ``inline``, only the
+    new encoders of ``runtime.cells_side_by_side``: :func:`pretrain_cells_side_by_side`).
 
     Raises:
         LearnerError: some cells failed or ended without a result (each named with its job id, how it ended
@@ -66,6 +73,8 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
     """
     cluster = SUBMITIT_CLUSTERS[runtime.launcher]
     if cluster is None:
+        if runtime.cells_side_by_side:
+            pretrain_cells_side_by_side(jobs)
         return
     check_launcher(runtime)
     import submitit
@@ -117,6 +126,18 @@ class RequeueableCell:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+def pretrain_cells_side_by_side(jobs: Sequence[CellJob]) -> None:
+    """``runtime.cells_side_by_side``: the new encoder stages of the cells that share a dataset
+    (``data.manifest``) pretrained together in this process, one group per dataset
+    (:func:`~learner.experiments.stages.ensure_encoders_side_by_side`); the grid's loop then finds them
+    complete."""
+    groups: dict[str, list[tuple[Config, Path, str]]] = defaultdict(list)
+    for job in jobs:
+        groups[str(job.encoder.data.manifest)].append((job.encoder, job.encoder_dir, str(job.where)))
+    for group in groups.values():
+        ensure_encoders_side_by_side(group)
 
 
 def executor_parameters(options: dict[str, str]) -> dict[str, Any]:

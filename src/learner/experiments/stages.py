@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from learner.training.device import resolve_device
 from learner.training.faults import fault_point
 from learner.training.names import check_names
 from learner.training.pretrain import pretrain
+from learner.training.side_by_side import pretrain_side_by_side
 
 
 class EncoderStage(Record):
@@ -130,18 +132,46 @@ def ensure_encoder(config: Config, directory: Path, label: str | None = None) ->
     record = completed(directory, config)
     if record is not None:
         return _stage_record(EncoderStage, directory, record)
-    stage_dir = RunLayout(directory)
-    resume = stage_dir.config.is_file()
-    occupied = directory.is_dir() and any(directory.iterdir())
+    resume = RunLayout(directory).config.is_file()
+    occupied = _occupied(directory)
     start = time.perf_counter()
     with stage(f"pretrain {label or directory}"):
         pretrain(config, directory, resume=resume, force=occupied and not resume)
+    return record_encoder(config, directory, time.perf_counter() - start, resumed=resume)
+
+
+def ensure_encoders_side_by_side(encoders: Sequence[tuple[Config, Path, str]]) -> None:
+    """Pretrain the new encoder stages of ``encoders`` ((config, folder, label) each; ``data.device_data``)
+    side by side in this process (:func:`learner.training.side_by_side.pretrain_side_by_side`), each then
+    recorded as :func:`ensure_encoder` records it, with the group's wall time as its ``seconds`` (they ran
+    together). Complete stages, interrupted ones (resumed alone by :func:`ensure_encoder`) and a lone new
+    one are left to :func:`ensure_encoder`."""
+    new = [(config, directory, label) for config, directory, label in encoders if not _occupied(directory)]
+    if len(new) < 2:
+        return
+    start = time.perf_counter()
+    with stage(f"pretrain side by side {', '.join(label for _, _, label in new)}"):
+        pretrain_side_by_side([(config, directory) for config, directory, _ in new])
+    seconds = time.perf_counter() - start
+    for config, directory, _ in new:
+        record_encoder(config, directory, seconds, resumed=False)
+
+
+def _occupied(directory: Path) -> bool:
+    """Something is in the stage folder: a run (complete or interrupted) or leftovers."""
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def record_encoder(config: Config, directory: Path, seconds: float, *, resumed: bool) -> EncoderStage:
+    """A finished pretraining in ``directory`` as its stage record, written to its ``complete.json`` (last:
+    the stage is complete only once it exists); ``seconds``: the wall time of the call that finished it."""
+    stage_dir = RunLayout(directory)
     finished = EncoderStage(
         config_digest=config_digest(config),
         fingerprint=checkpoint_fingerprint(stage_dir.checkpoint("best")),
         metrics=json.loads(stage_dir.metrics.read_text(encoding="utf-8")),
-        seconds=time.perf_counter() - start,
-        resumed=resume,
+        seconds=seconds,
+        resumed=resumed,
     )
     atomic.write_json(stage_dir.complete, finished.to_json())
     return finished
@@ -249,10 +279,14 @@ class CellJob:
     def __call__(self) -> str:
         """Run the stages that are not complete yet (on the device the cell's config asks for, resolved
         where the job runs); returns the cell's folder."""
-        folder = self.run_dir / self.where
-        encoder = RunLayout(folder).encoder().root
+        encoder = self.encoder_dir
         ensure_encoder(self.encoder, encoder, str(self.where))
         device = str(resolve_device(self.encoder.runtime.device))
         for name, config in self.classifications:
-            ensure_classification(encoder, self.manifest, config, folder / name, device)
+            ensure_classification(encoder, self.manifest, config, self.run_dir / self.where / name, device)
         return str(self.where)
+
+    @property
+    def encoder_dir(self) -> Path:
+        """The cell's encoder stage folder, ``run_dir/where/encoder``."""
+        return RunLayout(self.run_dir / self.where).encoder().root

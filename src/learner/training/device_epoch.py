@@ -30,10 +30,10 @@ bf16) the ``GradScaler`` keeps its own skip of non-finite gradients.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from rich.progress import Progress
@@ -51,6 +51,9 @@ from learner.training.finite import finite_gradient_flag, non_finite_message
 from learner.training.grad_share import contrastive_gradient_norms, gradient_share
 from learner.training.loaders import Scans
 from learner.training.preemption import EpochPosition, Preemption, StopCheck
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 _LOSS, _GRADIENT = 1, 2  # what was non-finite at the first bad step (DeviceCounters.bad_what)
 
@@ -242,7 +245,25 @@ def sync_free_step(
     counters.add({"train_loss": out.total.detach()} | {f"train_{k}": v for k, v in out.terms.items()})
 
 
-def train_device_epoch(
+def drain(steps: Generator[None, None, T]) -> T:
+    """Run ``steps`` (a generator that yields after each optimiser step) to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]  # StopIteration.value is untyped
+
+
+def drained(steps: Callable[P, Generator[None, None, T]]) -> Callable[P, T]:
+    """``steps`` (a generator function) as a function that runs it to its end (:func:`drain`)."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return drain(steps(*args, **kwargs))
+
+    return run
+
+
+def device_epoch_steps(
     trainee: Trainee,
     batches: DeviceBatches,
     epoch: int,
@@ -258,9 +279,13 @@ def train_device_epoch(
     start: EpochPosition | None = None,
     on_step: StopCheck | None = None,
     stop_requested: Callable[[], bool] | None = None,
-) -> dict[str, float]:
+) -> Generator[None, None, dict[str, float]]:
     """Epoch ``epoch`` of Alg. 1 on the device: :func:`~learner.training.epoch.train_one_epoch`'s updates
     and metrics row, from :class:`DeviceBatches` and :func:`sync_free_step`, with one host sync at the end.
+
+    A generator that yields after every optimiser step, so that runs side by side in one process can take
+    turns step by step (:mod:`learner.training.side_by_side`); a lone run drains it
+    (:func:`train_device_epoch`). Its return value (``StopIteration.value``) is the metrics row.
 
     Args:
         lrs, lr: every step's LR (:func:`lr_table`) and the optimiser's LR tensor
@@ -301,6 +326,7 @@ def train_device_epoch(
             reading = counters.read()
             last_lr = float(lrs[min(reading.step, len(lrs)) - 1])
             on_step(EpochPosition(epoch, index + 1, reading.step, reading.sums, reading.share, last_lr))
+        yield
     reading = counters.read()
     if reading.first_bad:
         what = "loss" if reading.bad_what == _LOSS else "gradient"
@@ -312,6 +338,10 @@ def train_device_epoch(
     row = {"epoch": epoch, "step": reading.step, "lr": last_lr}
     row |= {k: v / steps for k, v in reading.sums.items()}
     return row if reading.share is None else row | {"grad_share_contrastive": reading.share}
+
+
+train_device_epoch = drained(device_epoch_steps)
+"""A whole device-data epoch (:func:`device_epoch_steps` drained): its metrics row."""
 
 
 @dataclass(frozen=True)
@@ -327,11 +357,13 @@ class DeviceRun:
     preemption: Preemption | None = None
     val: EvalClips | None = None
 
-    def train_epoch(self, trainee: Trainee, *, epoch: int, step: int, **options: Any) -> dict[str, float]:
-        """:func:`train_device_epoch` with this run's parts; ``options``: its keyword arguments (those of
+    def epoch_steps(
+        self, trainee: Trainee, *, epoch: int, step: int, **options: Any
+    ) -> Generator[None, None, dict[str, float]]:
+        """:func:`device_epoch_steps` with this run's parts; ``options``: its keyword arguments (those of
         :func:`~learner.training.epoch.train_one_epoch`)."""
         preemption = self.preemption
-        return train_device_epoch(
+        return device_epoch_steps(
             trainee, self.batches, epoch, step, self.lrs, self.lr, steps=self.steps,
             stop_requested=None if preemption is None else lambda: preemption.requested() is not None,
             **options,

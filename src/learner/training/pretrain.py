@@ -17,6 +17,9 @@ driver that reads in the order a run happens, one named part per stage, each cal
    (Alg. 1's updates) then :func:`~learner.training.epoch.validate_and_checkpoint`;
 6. :func:`finish`: ``metrics.json`` and the training curves.
 
+Parts 1–4 and the restore are :func:`prepare_run`; the epochs are :func:`epoch_loop`, a generator that a
+lone run drains and that runs side by side take turns on (:mod:`learner.training.side_by_side`).
+
 ``data.device_data`` (the GPU path) takes the updates from :mod:`learner.training.device_epoch` instead, and
 validates clips held on the device (:class:`~learner.data.clip_store.EvalClips`).
 
@@ -49,14 +52,14 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
+from rich.progress import Progress
 
 from learner.atomic import atomic_path, finite
 from learner.config import Config, OptimConfig, Optimizer, Schedule
@@ -79,7 +82,7 @@ from learner.training.checkpoint import (
 from learner.training.checkpoint_writer import CheckpointSaver
 from learner.training.curves import CURVES_FILE, plot_training_curves
 from learner.training.device import resolve_device
-from learner.training.device_epoch import start_device_run
+from learner.training.device_epoch import drain, start_device_run
 from learner.training.distributed import DistInfo, barrier, distributed, launcher_world_size, wrap_model
 from learner.training.epoch import (
     LoopState,
@@ -90,11 +93,11 @@ from learner.training.epoch import (
     train_one_epoch,
     validate_and_checkpoint,
 )
-from learner.training.loaders import Scans, build_loaders
+from learner.training.loaders import Loaders, Scans, build_loaders
 from learner.training.loggers import MetricsLogger, open_loggers
 from learner.training.memory import CrossBatchMemory
 from learner.training.plan import PretrainPlan, plan_pretraining
-from learner.training.preemption import checkpoint_on_signal
+from learner.training.preemption import Preemption, checkpoint_on_signal
 from learner.training.resume import check_resumable, record_extension
 from learner.training.seeding import seed_everything
 
@@ -181,6 +184,37 @@ def pretrain(
 
 def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> PretrainResult:
     """The run, part by part (the module docstring lists them); every rank runs all of it."""
+    prepared = prepare_run(plan, info, device)
+    saver = CheckpointSaver(plan.config.runtime.checkpoint_every)  # leaving it joins the write in flight
+    bar = progress_bar(enabled=info.is_main and sys.stdout.isatty())
+    with bar, checkpoint_on_signal() as sig, saver:
+        state = drain(epoch_loop(prepared, sig, saver, bar))
+    return finish(plan, prepared.run, prepared.scans, state, prepared.sinks)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A pretraining up to its epoch loop (:func:`prepare_run`): the plan, the run directory (None off rank
+    0), scans, loaders, the trainee (wrapped for DDP), the restored loop state, every update's LR
+    (``lr_at``), the metrics sinks and the two checkpoint folders."""
+
+    plan: PretrainPlan
+    run: RunDir | None
+    scans: Scans
+    loaders: Loaders
+    trainee: Trainee
+    state: LoopState
+    lr_at: Callable[[int], float]
+    sinks: list[MetricsLogger]
+    last_dir: Path
+    best_dir: Path
+
+
+def prepare_run(plan: PretrainPlan, info: DistInfo, device: torch.device) -> PreparedRun:
+    """Parts 1–4 and the restore of the epoch loop, in order: seeds, run directory, scans, loaders, model
+    and objective, ``checkpoints/last`` with ``resume``, the LR schedule (an extension recorded), the DDP
+    wrap and the metrics sinks. Everything drawn from the global RNGs (weight initialisation) is drawn
+    here, after this run's own seeding."""
     config, run_dir, optim = plan.config, plan.run_dir, plan.config.optim
     seed_everything(config.seed, deterministic=device.type == "cpu")
     stored_epochs = check_resumable(config, run_dir) if plan.resume else optim.epochs
@@ -203,29 +237,37 @@ def _pretrain(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pretr
     unused = "mse" not in trainee.objective.names  # a contrastive-only objective never reaches the head
     trainee = replace(trainee, network=wrap_model(trainee.model, info, device, find_unused_parameters=unused))
     sinks = open_loggers(config.runtime.logger, run_dir, config) if run is not None else []
-    saver = CheckpointSaver(config.runtime.checkpoint_every)  # leaving it joins the write in flight
-    bar = progress_bar(enabled=info.is_main and sys.stdout.isatty())
-    with bar, checkpoint_on_signal() as sig, saver:
-        train_epoch: Callable[..., dict[str, float]] = partial(train_one_epoch, loaders=loaders, lr_at=lr_at)
-        val_clips = None
-        if config.data.device_data:  # train batches, the step and the val clips, all on the device
-            device_run = start_device_run(
-                config, scans, trainee, lr_at, loaders.steps_per_epoch, preemption=sig
-            )
-            train_epoch, val_clips = device_run.train_epoch, device_run.val
-        for epoch in range(len(state.history) + 1, optim.epochs + 1):  # SLURM: SIGTERM → a checkpoint first
-            row = train_epoch(
-                trainee, epoch=epoch, step=state.step,
-                grad_clip=optim.grad_clip, last_dir=last_dir, progress=bar, epochs=optim.epochs,
-                start=state.position,
-                on_step=preemption_checkpoint(sig, state, trainee, run, last_dir, saver),
-            )  # fmt: skip
-            state = validate_and_checkpoint(
-                row, state, trainee, loaders, run, sinks, last_dir=last_dir, best_dir=best_dir,
-                batch_size=optim.batch_size, progress=bar, epochs=optim.epochs, saver=saver,
-                val_clips=val_clips,
-            )  # fmt: skip
-    return finish(plan, run, scans, state, sinks)
+    return PreparedRun(plan, run, scans, loaders, trainee, state, lr_at, sinks, last_dir, best_dir)
+
+
+def epoch_loop(
+    prepared: PreparedRun, sig: Preemption, saver: CheckpointSaver, bar: Progress
+) -> Generator[None, None, LoopState]:
+    """The epochs left, each its updates then :func:`~learner.training.epoch.validate_and_checkpoint`;
+    returns the final :class:`LoopState`. Yields after every update of the device-data path (a loader-path
+    epoch is one piece), so that runs side by side can take turns; a lone run drains it."""
+    config, trainee, loaders = prepared.plan.config, prepared.trainee, prepared.loaders
+    optim, last_dir, state, run = config.optim, prepared.last_dir, prepared.state, prepared.run
+    device_run = None
+    if config.data.device_data:  # train batches, the step and the val clips, all on the device
+        device_run = start_device_run(
+            config, prepared.scans, trainee, prepared.lr_at, loaders.steps_per_epoch, preemption=sig
+        )
+    for epoch in range(len(state.history) + 1, optim.epochs + 1):  # SLURM: SIGTERM → a checkpoint first
+        options: dict[str, Any] = dict(
+            grad_clip=optim.grad_clip, last_dir=last_dir, progress=bar, epochs=optim.epochs,
+            start=state.position, on_step=preemption_checkpoint(sig, state, trainee, run, last_dir, saver),
+        )  # fmt: skip
+        if device_run is None:
+            row = train_one_epoch(trainee, loaders, epoch, state.step, prepared.lr_at, **options)
+        else:
+            row = yield from device_run.epoch_steps(trainee, epoch=epoch, step=state.step, **options)
+        state = validate_and_checkpoint(
+            row, state, trainee, loaders, run, prepared.sinks, last_dir=last_dir,
+            best_dir=prepared.best_dir, batch_size=optim.batch_size, progress=bar, epochs=optim.epochs,
+            saver=saver, val_clips=None if device_run is None else device_run.val,
+        )  # fmt: skip
+    return state
 
 
 def open_run(plan: PretrainPlan, info: DistInfo) -> RunDir | None:
