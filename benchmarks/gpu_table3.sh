@@ -1,7 +1,8 @@
 #!/bin/bash
 # Paper-scale Table 3 on the phantom LUS cohort on one GPU, after the throughput benchmark.
 #
-#   bash benchmarks/gpu_table3.sh OUT_DIR [SEEDS]        # SEEDS: a YAML list, default [0]
+#   bash benchmarks/gpu_table3.sh OUT_DIR [SEEDS] [PATH]  # SEEDS: a YAML list, default [0]
+#                                                        # PATH: loader (default) or device
 #
 # 1. benchmarks/gpu.py: tsm_resnet18 / vit / swin at 8 frames × 224 px, batch 16 (bf16 + channels-last), then
 #    tsm_resnet18 in float32, without channels-last, and compiled; figures appended to OUT_DIR/bench.jsonl.
@@ -9,12 +10,16 @@
 # 3. `learner experiment table3 --config lus` (100 epochs, batch 16, 224 px, 8 frames): its cells run side by
 #    side on the one GPU as local submitit jobs (they are bound by the CPU loaders and per-epoch validation
 #    and checkpoints, so one process alone leaves the GPU mostly idle), runtime.workers=4 each.
+#    With PATH=device (issue 22, not yet run on a GPU) the cells instead run in this one process with their
+#    data on the device (data.device_data), the encoders of a seed's cells side by side, one step each in turn
+#    on their own CUDA streams (runtime.cells_side_by_side), and a checkpoint every 10 epochs.
 # OUT_DIR/results-small.tgz holds everything but weights and cached arrays (a few MB): the tables, REPORT.md,
 # results.json, Fig. 1, every pretraining's metrics.csv and the jobs' logs. Needs `pip install 'learner[cluster]'`.
 # Measured 2026-11-30 on one H200 (16 cores): 3 × 100-epoch cells of one seed in 378 s (BENCHMARKS.md).
 set -euo pipefail
 OUT=$(realpath -m "${1:?usage: gpu_table3.sh OUT_DIR [SEEDS]}")
 SEEDS=${2:-[0]}
+DATA_PATH=${3:-loader}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -26,9 +31,13 @@ $PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --compile --out "$OUT/benc
 $PY -m learner phantom lus "$OUT/phantom" --size 224 --patients 160,44,17 --workers "$(nproc)"
 COMMON=(--config lus --set runtime.device=cuda --set runtime.workers=4 --set "runtime.cache_dir=$OUT/cache")
 $PY -m learner data cache "$OUT/phantom/manifest.csv" "${COMMON[@]}" --workers "$(nproc)"
+case "$DATA_PATH" in
+  loader) LAUNCH=(--launcher submitit-local --launcher-opt gpus_per_node=1 --launcher-opt timeout_min=240) ;;
+  device) LAUNCH=(--set data.device_data=true --set runtime.cells_side_by_side=true --set runtime.checkpoint_every=10) ;;
+  *) echo "PATH must be loader or device, got $DATA_PATH" >&2; exit 2 ;;
+esac
 $PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3" \
-  --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" \
-  --launcher submitit-local --launcher-opt gpus_per_node=1 --launcher-opt timeout_min=240
+  --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" "${LAUNCH[@]}"
 (cd "$OUT" && find table3 -type f \( -name '*.md' -o -name '*.json' -o -name '*.csv' -o -name '*.png' \
   -o -name '*.yaml' -o -name '*.txt' -o -name '*.out' -o -name '*.err' \) -not -path '*/checkpoints/*' -print0 |
   tar czf results-small.tgz --null -T - bench.jsonl)
