@@ -100,6 +100,32 @@ def test_the_folder_predicts_what_learner_predict_says_on_the_runs(
     )
 
 
+def test_a_recorded_change_model_travels_with_the_folder(runs: Runs, tmp_path: Path) -> None:
+    """A classification whose val patients had repeat visits records a change model; the folder keeps it
+    and its predictions carry the same score-change answer as ``learner predict`` on the runs."""
+    assert (
+        api.load_model(runs.folder, device="cpu").calibration is None
+    )  # tiny LUS: one visit per val patient
+    classification = tmp_path / "classify"
+    shutil.copytree(runs.classification, classification)
+    metrics_file = classification / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    model = {"level_intercept": 5.0, "level_slope": 0.9, "level_sd": 40.0, "change_intercept": 2.0,
+             "change_slope": 0.6, "change_sd": 30.0, "n_scans": 12, "n_pairs": 6}  # fmt: skip
+    metrics["answers"]["delta_score_calibrated"] = metrics["answers"]["delta_score"] | {"calibration": model}
+    metrics_file.write_text(json.dumps(metrics))
+    api.export(classification, tmp_path / "model", encoder=runs.encoder, format="folder")
+    loaded = api.load_model(tmp_path / "model", device="cpu")
+    assert loaded.calibration is not None
+    assert loaded.calibration.as_dict() == model
+    earlier, later = runs.test_pairs(1)[0]
+    expected = api.predict(runs.encoder, classification, earlier, later, device="cpu")
+    got = loaded.predict(earlier, later)
+    assert expected.score_change is not None
+    assert got.score_change == pytest.approx(expected.score_change, abs=1e-6)
+    assert got.score_change_label == expected.score_change_label
+
+
 def test_the_folder_embeds_as_the_encoder_run(runs: Runs, tmp_path: Path) -> None:
     model = api.load_model(runs.folder, device="cpu")
     table = model.embed(runs.manifest, cache_dir=tmp_path / "cache")

@@ -21,8 +21,9 @@ complete)::
     config.json         the format tag; the resolved config (the pretraining run's, its ``classifier``
                         section the classification run's); the checkpoint's score standardisation,
                         encoder, epoch and metrics (as ``meta.json``); the classifier's metadata, the clips
-                        per scan and the encoder fingerprint the classifier was trained on; the SHA-256 of
-                        the weights
+                        per scan and the encoder fingerprint the classifier was trained on; the change
+                        model of the predicted scores' own answer where the classification recorded one
+                        (``score_change_calibration``, else null); the SHA-256 of the weights
 
 Loading reads JSON and safetensors only (nothing is unpickled) and never touches the network.
 
@@ -52,6 +53,7 @@ from learner.config import Config
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
 from learner.errors import CheckpointError, ConfigError, LearnerError, RunDirError
+from learner.evaluation.change_posterior import ChangeCalibration
 from learner.evaluation.embed import EmbeddingTable, embed_clips, embed_manifest
 from learner.evaluation.export import preprocessing_record
 from learner.evaluation.pair_classifier import ClassifierMeta, FeatureScaler, FittedPairClassifier
@@ -61,6 +63,7 @@ from learner.evaluation.predict import (
     classifier_location,
     predict_table,
     read_pair_table,
+    recorded_calibration,
 )
 from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
@@ -118,6 +121,7 @@ def export_model_folder(
     folder, clips_per_scan = classifier_location(classifier)
     fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
     model, meta = load_regressor(encoder_run, which=which, device="cpu")
+    calibration = recorded_calibration(classifier)
     for stale in (FOLDER_RECORD, CARD_FILE, RunLayout(target).splits.name):  # of an earlier export
         (target / stale).unlink(missing_ok=True)  # config.json first: incomplete until it is written again
     files: dict[str, Path] = {CHECKPOINT_WEIGHTS: target / CHECKPOINT_WEIGHTS}
@@ -143,6 +147,7 @@ def export_model_folder(
         "clips_per_scan": clips_per_scan,
         "encoder_fingerprint": fingerprint,
         "checkpoint": which,
+        "score_change_calibration": None if calibration is None else calibration.as_dict(),
         "source": {"encoder_run": str(encoder_run), "classifier": str(folder)},
         CHECKSUMS: checksums,
     }
@@ -181,6 +186,8 @@ class LoadedModel:
     """Deterministic clips whose embeddings were averaged per scan when the classifier was trained."""
     encoder_fingerprint: str
     """SHA-256 of the encoder checkpoint's weights the classifier was trained on (as its runs record it)."""
+    calibration: ChangeCalibration | None = None
+    """The change model of the predicted scores' own answer (``Prediction.score_change``), if recorded."""
     predictor: Predictor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -190,6 +197,7 @@ class LoadedModel:
             self.classifier,
             clips_per_scan=self.clips_per_scan,
             fingerprint=self.encoder_fingerprint,
+            calibration=self.calibration,
         )
         object.__setattr__(self, "predictor", predictor)
 
@@ -264,6 +272,8 @@ def load_model(folder: str | os.PathLike[str], *, device: str = "cpu") -> Loaded
         classifier_meta = ClassifierMeta(**record["classifier"])
         clips_per_scan, fingerprint = int(record["clips_per_scan"]), str(record["encoder_fingerprint"])
         expected = record[CHECKSUMS][CHECKPOINT_WEIGHTS]
+        change = record.get("score_change_calibration")  # absent in folders of earlier versions
+        calibration = None if change is None else ChangeCalibration(**change)
     except (KeyError, TypeError, ValueError, LearnerError) as exc:
         raise ConfigError(f"{path}: incomplete model folder record ({str(exc).splitlines()[0]})") from None
     if checkpoint_fingerprint(root) != expected:
@@ -296,7 +306,7 @@ def load_model(folder: str | os.PathLike[str], *, device: str = "cpu") -> Loaded
     if classifier_meta.encoder_fingerprint != fingerprint:
         raise CheckpointError(f"{path}: the classifier was trained on another encoder than the folder's")
     fitted = FittedPairClassifier(head=head.eval(), scaler=scaler, meta=classifier_meta)
-    return LoadedModel(root, model.to(device).eval(), meta, fitted, clips_per_scan, fingerprint)
+    return LoadedModel(root, model.to(device).eval(), meta, fitted, clips_per_scan, fingerprint, calibration)
 
 
 def _read_record(path: Path) -> dict[str, Any]:
