@@ -79,6 +79,7 @@ def test_an_interrupted_pretraining_is_resumed_not_restarted(
     assert len(fake_pretrain.calls) == 1
 
 
+@pytest.mark.slow  # end to end; the full suite (CI) runs it, the fast lane leaves it out
 def test_a_finished_cell_with_another_config_is_refused(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:

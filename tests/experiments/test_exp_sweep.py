@@ -97,6 +97,7 @@ def test_sweep_numbers_match_independent_recomputation(
     assert "- `long`: `optim.epochs=2`" in table
 
 
+@pytest.mark.slow  # end to end; the full suite (CI) runs it, the fast lane leaves it out
 def test_resume_reuses_finished_cells_and_computes_new_settings(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:
@@ -221,6 +222,7 @@ def test_cli_runs_a_sweep_and_refuses_a_bad_setting(
     assert "## Sweep" in (tmp_path / "s" / "REPORT.md").read_text()
 
 
+@pytest.mark.slow  # end to end; the full suite (CI) runs it, the fast lane leaves it out
 def test_a_classifier_only_setting_reuses_the_encoder_instead_of_pretraining_again(
     tmp_path: Path, fake_pretrain: Any, tiny_experiment_config: Config, tiny_datasets: list[DatasetSpec]
 ) -> None:

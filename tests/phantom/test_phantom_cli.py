@@ -58,6 +58,7 @@ def test_bad_flags_exit_2_naming_the_problem(
     assert not (tmp_path / "X").exists()
 
 
+@pytest.mark.slow  # end to end; the full suite (CI) runs it, the fast lane leaves it out
 def test_preview_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     first = render_preview(tmp_path / "a.png", seed=0, lus_size=32, mri_size=24)
     again = render_preview(tmp_path / "b.png", seed=0, lus_size=32, mri_size=24)

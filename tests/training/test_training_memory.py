@@ -103,6 +103,7 @@ def _worker(rank: int, out_dir: str) -> None:
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow  # end to end; the full suite (CI) runs it, the fast lane leaves it out
 def test_ddp_queues_are_identical_and_equal_the_single_process_queue(tmp_path: Path) -> None:
     run_gloo_ranks(_worker, tmp_path, world=WORLD)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
