@@ -47,7 +47,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -532,11 +532,28 @@ def _detach_log(root: Path) -> None:
             handler.close()
 
 
-def log_to_run(run: RunDir) -> None:
-    """Send the ``learner`` logger to ``run``'s ``log.txt`` again, as :func:`open_run_dir` did (closing the
-    handlers of sibling runs): runs that take turns in one process (``training/side_by_side.py``) call it
-    at each turn, so that each run's messages reach its own log."""
-    _attach_log(run.layout.log)
+@contextmanager
+def logs_by_turn(runs: Sequence[RunDir]) -> Iterator[Callable[[int], None]]:
+    """For runs that take turns in one process (``training/side_by_side.py``): one open handler per run's
+    ``log.txt`` (the handlers :func:`open_run_dir` attached for them are closed first); the yielded
+    ``point(k)`` sends the ``learner`` logger to run ``k``'s log alone, by swapping handlers, so that a turn
+    opens no file. Handlers of enclosing runs (a grid's log) stay; on exit the runs' handlers are closed."""
+    logger = logging.getLogger("learner")
+    for run in runs:
+        _detach_log(run.path)
+    handlers = [_log_handler(run.layout.log) for run in runs]
+
+    def point(index: int) -> None:
+        for handler in handlers:
+            logger.removeHandler(handler)  # a no-op for the ones not attached
+        logger.addHandler(handlers[index])
+
+    try:
+        yield point
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def _attach_log(path: Path) -> None:
@@ -554,7 +571,12 @@ def _attach_log(path: Path) -> None:
         if owner is not None and (owner == run_root or owner not in run_root.parents):
             logger.removeHandler(handler)
             handler.close()
+    logger.addHandler(_log_handler(path))
+
+
+def _log_handler(path: Path) -> logging.FileHandler:
+    """An open handler appending to the run log ``path``, tagged with its run directory."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.learner_run_dir = run_root  # type: ignore[attr-defined]
-    logger.addHandler(handler)
+    handler.learner_run_dir = path.parent.resolve()  # type: ignore[attr-defined]
+    return handler

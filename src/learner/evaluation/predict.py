@@ -37,7 +37,7 @@ import torch
 from learner.data.datasets import clips_from_frames
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES, scale_from_config
-from learner.errors import ManifestError, ScanReadError
+from learner.errors import CheckpointError, ManifestError, ScanReadError
 from learner.evaluation.baselines import reference_rows
 from learner.evaluation.change_posterior import ChangeCalibration, change_posterior
 from learner.evaluation.embed import embed_clips
@@ -312,16 +312,24 @@ def _classification_metrics(classifier: str | os.PathLike[str]) -> tuple[Path, d
 
 def recorded_calibration(classifier: str | os.PathLike[str]) -> ChangeCalibration | None:
     """The change model the classification run fitted on its val split (``answers.delta_score_calibrated``),
-    None when it recorded none (val patients with one visit each, or no run around the classifier)."""
+    None when it recorded none (val patients with one visit each, or no run around the classifier).
+
+    Raises:
+        CheckpointError: the run recorded one that does not read as a change model (the file named).
+    """
     found = _classification_metrics(classifier)
-    try:
-        return (
-            None
-            if found is None
-            else ChangeCalibration(**found[1]["answers"]["delta_score_calibrated"]["calibration"])
-        )
-    except (KeyError, TypeError):
+    if found is None:
         return None
+    metrics_file, metrics = found
+    answers = metrics.get("answers") if isinstance(metrics, dict) else None
+    if not isinstance(answers, dict) or "delta_score_calibrated" not in answers:
+        return None
+    try:
+        return ChangeCalibration(**answers["delta_score_calibrated"]["calibration"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{metrics_file}: answers.delta_score_calibrated.calibration is not a change model ({exc})"
+        ) from None
 
 
 def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:

@@ -151,10 +151,13 @@ def run_demo(
     check_run_dir(experiment_dir, resume=resume, force=force, kind="experiment")  # before any cohort
     resolve_device(experiment.config.runtime.device)
     with stage("cohort"):
-        specs = [
-            prepare(root / f"phantom-{name}-{mode_name}{suffix if name == 'lus' else ''}", mode, workers)
-            for name, prepare in ((p.__name__.removeprefix("prepare_"), p) for p in DATASETS[dataset])
-        ]
+        specs = []
+        for prepare in DATASETS[dataset]:
+            name = prepare.__name__.removeprefix("prepare_")
+            cohort = (
+                f"phantom-{name}-{mode_name}{suffix if name == 'lus' else ''}"  # MRI: repeat visits anyway
+            )
+            specs.append(prepare(root / cohort, mode, workers))
     grid = experiment.grid.model_copy(update={"datasets": specs})
     result = run_table3(Experiment(experiment.config, grid), experiment_dir, resume=resume, force=force)
     timing = CLOCK.since(started)

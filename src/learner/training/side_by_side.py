@@ -13,8 +13,9 @@ than the same runs one after another, and each still computes exactly what it co
 * **its own global RNG state and log**: before each turn the run's Python / NumPy / torch RNG states are
   put back and after it they are kept (:class:`Lane`), so whatever draws from them (dropout, say) and the
   RNG state its checkpoints store are what they are alone, and the ``learner`` logger is pointed at its
-  ``log.txt``; everything else a step touches (model, optimiser, batch generator, cross-batch memory,
-  device counters, checkpoint writer, metrics sinks) belongs to the run.
+  ``log.txt`` (:func:`~learner.runs.logs_by_turn`: a swap of open handlers, no file opened per turn);
+  everything else a step touches (model, optimiser, batch generator, cross-batch memory, device counters,
+  checkpoint writer, metrics sinks) belongs to the run.
 
 On one CPU thread each run's ``metrics.csv`` and checkpoints equal its lone run's bit for bit
 (``tests/training/test_side_by_side.py``). ``resume`` resumes every run from its own ``checkpoints/last``
@@ -26,9 +27,10 @@ An error in one run (a non-finite loss, say) stops them all; each resumes from i
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ import torch
 
 from learner.config import Config
 from learner.errors import ConfigError
-from learner.runs import log_to_run, removed_unless_started
+from learner.runs import RunDir, logs_by_turn, removed_unless_started
 from learner.training.checkpoint_writer import CheckpointSaver
 from learner.training.device import resolve_device
 from learner.training.distributed import distributed, launcher_world_size
@@ -50,12 +52,14 @@ from learner.training.seeding import rng_state, set_rng_state
 @dataclass
 class Lane:
     """One run side by side: its prepared parts, its global RNG states between turns, its CUDA stream (None
-    on CPU), its epoch loop (set once its checkpoint saver is open) and, once that ended, its final state."""
+    on CPU), its epoch loop (set once its checkpoint saver is open), what points the logger at its log
+    and, once the loop ended, its final state."""
 
     prepared: PreparedRun
     rng: dict[str, Any]
     stream: torch.cuda.Stream | None
     loop: Generator[None, None, LoopState] | None = None
+    log_here: Callable[[], None] | None = None
     state: LoopState | None = None
 
     def turn(self) -> bool:
@@ -63,8 +67,8 @@ class Lane:
         stream; False once its epoch loop has ended (its final state in ``state``)."""
         assert self.loop is not None, "start the lane first"
         set_rng_state(self.rng)
-        if self.prepared.run is not None:
-            log_to_run(self.prepared.run)  # its messages to its own log.txt
+        if self.log_here is not None:
+            self.log_here()  # its messages to its own log.txt
         try:
             with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
                 next(self.loop)
@@ -133,11 +137,13 @@ def pretrain_side_by_side(
         with ExitStack() as loops:  # leaving it joins every checkpoint write in flight
             bar = loops.enter_context(progress_bar(enabled=False))
             sig = loops.enter_context(checkpoint_on_signal())
-            for lane in lanes:
+            point = loops.enter_context(logs_by_turn([_run_dir(lane) for lane in lanes]))
+            for index, lane in enumerate(lanes):
                 saver = loops.enter_context(
                     CheckpointSaver(lane.prepared.plan.config.runtime.checkpoint_every)
                 )
                 lane.loop = epoch_loop(lane.prepared, sig, saver, bar)
+                lane.log_here = partial(point, index)
             take_turns(lanes, device)
         return [
             finish(
@@ -171,6 +177,11 @@ def _streams_joined(lanes: Sequence[Lane], device: torch.device) -> Iterator[Non
     finally:
         for stream in streams:
             main.wait_stream(stream)
+
+
+def _run_dir(lane: Lane) -> RunDir:
+    assert lane.prepared.run is not None, "runs side by side are one process, which is rank 0"
+    return lane.prepared.run
 
 
 def _final(lane: Lane) -> LoopState:
