@@ -435,8 +435,9 @@ class RuntimeConfig(_Section):
     threads: int | None = Field(
         default=None,
         ge=1,
-        description="torch intra-op CPU threads of a command; unset: OMP_NUM_THREADS when set, else the "
-        "cores left after runtime.workers loader processes, at least 1 (1 on 2 cores; docs/training.md)",
+        description="torch intra-op CPU threads of a command; unset: OMP_NUM_THREADS when set, else every "
+        "core for a CPU run and the cores left after runtime.workers loader processes for a GPU run "
+        "(docs/training.md)",
     )
     amp: bool = Field(default=True, description="mixed precision on GPU (bf16 where supported, else fp16)")
     checkpoint_every: int = Field(

@@ -1,5 +1,6 @@
-"""The default thread count (issue 23 point 5): runtime.threads, else OMP_NUM_THREADS, else the cores left
-after the loader processes, at least 1; a command's count is restored after it."""
+"""The default thread count (issue 23 point 5): runtime.threads, else OMP_NUM_THREADS, else every core for a
+CPU run and the cores left after the loader processes for a GPU run (at least 1); a command's count is
+restored after it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,20 @@ from learner.config import load_config
 from learner.training.device import default_threads, thread_count, torch_threads
 
 
-def test_the_default_leaves_the_loader_workers_their_cores() -> None:
-    assert default_threads(2, cores=2) == 1  # the shared 2-core machine: one thread
-    assert default_threads(1, cores=2) == 1
-    assert default_threads(0, cores=2) == 2
-    assert default_threads(2, cores=16) == 14
+def test_the_default_gives_a_cpu_run_every_core_and_a_gpu_runs_loader_its_cores() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_threads(2, cpu, cores=2) == 2  # the loader sleeps beside a CPU step: the model gets both
+    assert default_threads(0, cpu, cores=16) == 16
+    assert default_threads(2, cuda, cores=2) == 1  # on a GPU the host's work is the loader's
+    assert default_threads(1, cuda, cores=2) == 1
+    assert default_threads(2, cuda, cores=16) == 14
+
+
+def test_a_cpu_runs_default_names_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("learner.training.device.usable_cores", lambda: 3)
+    runtime = load_config(None, ["runtime.device=cpu", "runtime.workers=2"]).runtime
+    assert thread_count(runtime) == (3, "default: the 3 cores of a CPU run")
 
 
 def test_an_explicit_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -22,7 +32,7 @@ def test_an_explicit_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert thread_count(load_config(None, ["runtime.threads=5"]).runtime) == (5, "runtime.threads")
     assert thread_count(load_config(None, []).runtime) == (3, "OMP_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS")
-    threads, source = thread_count(load_config(None, ["runtime.workers=1"]).runtime)
+    threads, source = thread_count(load_config(None, ["runtime.workers=1", "runtime.device=cpu"]).runtime)
     assert threads >= 1
     assert source.startswith("default: ")
 

@@ -5,8 +5,9 @@ one is a configuration error, not a silent fall-back, because it would change ho
 through non-deterministic kernels, its numbers) without anyone having asked for that.
 
 Threads: a command runs torch on :func:`thread_count` intra-op threads (``runtime.threads``, else
-``OMP_NUM_THREADS``, else the cores left after the loader processes); the commands set it
-(:func:`torch_threads`), a Python caller keeps whatever ``torch.set_num_threads`` it chose.
+``OMP_NUM_THREADS``, else every core for a CPU run and the cores left after the loader processes for a GPU
+run); the commands set it (:func:`torch_threads`), a Python caller keeps whatever ``torch.set_num_threads``
+it chose.
 """
 
 from __future__ import annotations
@@ -33,12 +34,17 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cuda" if cuda else "cpu")
 
 
-def default_threads(workers: int, cores: int | None = None) -> int:
-    """torch's intra-op threads when neither ``runtime.threads`` nor ``OMP_NUM_THREADS`` says: the cores
-    left after the ``workers`` data-loading processes (each keeps about one core busy), at least 1. On a
-    2-core machine with one loader or more that is 1 thread, the fastest and steadiest there (measured:
-    a 64 px TSM step 0.8 s on 1 thread, 0.45-3.7 s on 2 next to a loader or another job)."""
-    return max(1, (cores if cores is not None else usable_cores()) - workers)
+def default_threads(workers: int, device: torch.device, cores: int | None = None) -> int:
+    """torch's intra-op threads when neither ``runtime.threads`` nor ``OMP_NUM_THREADS`` says.
+
+    On the CPU, every core: the model's step is the work there, and the ``workers`` loader processes, which
+    read decoded clips from the cache over 100× faster than a CPU step uses them (BENCHMARKS.md, target 4),
+    sleep most of the time. On a quiet 2-core machine 2 threads train the demo 1.5× faster than 1 (10.0 s
+    against 15.0 s an epoch, BENCHMARKS.md). On a GPU the host's work is the loader's, so torch gets the
+    cores left after the ``workers`` processes, at least 1.
+    """
+    cores = cores if cores is not None else usable_cores()
+    return cores if device.type == "cpu" else max(1, cores - workers)
 
 
 def usable_cores() -> int:
@@ -54,8 +60,11 @@ def thread_count(runtime: RuntimeConfig) -> tuple[int, str]:
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
-    cores, workers = usable_cores(), runtime.workers
-    return default_threads(workers, cores), f"default: {cores} cores − {workers} loader workers, at least 1"
+    cores, workers, device = usable_cores(), runtime.workers, resolve_device(runtime.device)
+    threads = default_threads(workers, device, cores)
+    if device.type == "cpu":
+        return threads, f"default: the {cores} cores of a CPU run"
+    return threads, f"default: {cores} cores − {workers} loader workers of a GPU run, at least 1"
 
 
 @contextmanager
