@@ -5,11 +5,15 @@ several seeds); their cells are merged by (setting, loss, seed). Per row (arm, s
 accuracy and macro-F1 as mean ± std over seeds, the paired difference in macro-F1 (t-interval over seeds)
 against ``--base-loss`` in the same arm and setting, against ``--base-setting`` for the same loss, and
 against ``--base-arm`` for the same setting and loss, and Fig. 1's Spearman ρ against the latent ground
-truth: the mean over seeds, with the first seed's patient-bootstrap interval::
+truth: the mean over seeds, with the first seed's patient-bootstrap interval. With ``--answers`` it prints
+instead every answer of every row (the pair classifier, the Δ-predicted-score rows, the prior-adapted
+ones) against always answering the test pairs' majority class, paired by seed: the report's "Each answer
+against always-majority" over all the folders' seeds::
 
     python examples/studies/paired_tables.py --base-arm 0 \\
         --arm 0=runs/mem0-s0,runs/mem0-s1,runs/mem0-s2 --arm 64=runs/mem64-s0,runs/mem64-s1,runs/mem64-s2
     python examples/studies/paired_tables.py --arm lus=runs/recipe-lus-2b --base-setting demo
+    python examples/studies/paired_tables.py --answers --arm lus=runs/table3-s012,runs/table3-s34
 """
 
 from __future__ import annotations
@@ -98,18 +102,50 @@ def table(cells: dict[Key, dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
+def majority(cell: dict[str, Any]) -> dict[str, float]:
+    """Accuracy and macro-F1 of always answering the cell's commonest test class (over the classes that
+    occur, as the report's macro-F1)."""
+    counts = [n for n in cell["pair_counts"]["test"].values() if n]
+    share = max(counts) / sum(counts)
+    return {"accuracy": share, "macro_f1": 2 * share / (share + 1) / len(counts)}
+
+
+def answers_table(cells: dict[Key, dict[str, Any]]) -> str:
+    """One Markdown row per (arm, setting, loss, answer): mean ± std over seeds, and minus always-majority
+    paired by seed (the cells of a seed share their test pairs)."""
+    rows = [
+        "| arm | setting | loss | answer | seeds | accuracy % | macro-F1 % | Δ accuracy vs majority "
+        "| Δ macro-F1 vs majority |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, setting, loss in dict.fromkeys(key[:3] for key in cells):
+        group = [cell for key, cell in sorted(cells.items()) if key[:3] == (arm, setting, loss)]
+        names = ["pair classifier", *dict.fromkeys(n for c in group for n in c.get("answers", {}))]
+        for name in names:
+            scored = [(c, c if name == "pair classifier" else c["answers"][name]) for c in group]
+            scored = [(c, a) for c, a in scored if name == "pair classifier" or name in c["answers"]]
+            pct = {m: [100 * a[m] for _, a in scored] for m in ("accuracy", "macro_f1")}
+            gap = {m: [100 * (a[m] - majority(c)[m]) for c, a in scored] for m in pct}
+            rows.append(
+                f"| {arm} | {setting} | {loss} | {name} | {len(scored)} | {spread(pct['accuracy'])} "
+                f"| {spread(pct['macro_f1'])} | {paired(gap['accuracy'])} | {paired(gap['macro_f1'])} |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", action="append", required=True, help="NAME=DIR[,DIR...]")
     parser.add_argument("--base-loss", default="mse")
     parser.add_argument("--base-setting", default="-", help="a sweep setting (table3 cells have '-')")
     parser.add_argument("--base-arm", default=None)
+    parser.add_argument("--answers", action="store_true", help="every answer against always-majority")
     args = parser.parse_args()
     cells: dict[Key, dict[str, Any]] = {}
     for arm in args.arm:
         name, _, folders = arm.partition("=")
         cells |= read_arm(name, [Path(f) for f in folders.split(",")])
-    print(table(cells, args))
+    print(answers_table(cells) if args.answers else table(cells, args))
 
 
 if __name__ == "__main__":

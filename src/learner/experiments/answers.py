@@ -103,7 +103,7 @@ def other_answers(
         )
         | {"margin": margin},
     }
-    calibrated = _calibrated_labels(scale, manifest, table, earlier["test"], later["test"])
+    calibrated = calibrated_labels(scale, manifest, table, earlier["test"], later["test"])
     if calibrated is not None:
         labels, calibration = calibrated
         answers["delta_score_calibrated"] = pair_metrics(pairs["test"], labels, config) | {
@@ -115,7 +115,7 @@ def other_answers(
     return answers
 
 
-def _calibrated_labels(
+def calibrated_labels(
     scale: ScoreScale, manifest: Manifest, table: EmbeddingTable, earlier: np.ndarray, later: np.ndarray
 ) -> tuple[np.ndarray, dict[str, float | int]] | None:
     """The test pairs' most probable labels under the val-fitted change model, and the model; None (with

@@ -1,0 +1,82 @@
+"""The study scripts that docs/recipe.md quotes, on the session's tiny Table 3: ``paired_tables.py --answers``
+(every answer against always-majority, paired by seed) and ``seed_ensemble.py`` (the calibrated answer on
+predicted scores averaged over seeds), each checked against an independent computation."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from learner.config import DatasetSpec
+from learner.experiments.results import ExperimentResult
+
+STUDIES = Path(__file__).resolve().parents[2] / "examples" / "studies"
+
+
+def study(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"study_{name}", STUDIES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_answers_against_majority_equal_sklearn_on_the_test_pairs(tiny_table3: ExperimentResult) -> None:
+    tables = study("paired_tables")
+    cells = tables.read_arm("tiny", [tiny_table3.out_dir])
+    rows = tables.answers_table(cells).splitlines()[2:]
+    for (_, _, loss, seed), cell in cells.items():
+        test = pd.read_csv(tiny_table3.out_dir / cell["dir"] / "classifier" / "pairs" / "test.csv")
+        labels = test["label"].to_numpy()
+        stable = np.full_like(labels, 1)
+        majority_accuracy = 100 * accuracy_score(labels, stable)
+        majority_f1 = 100 * f1_score(labels, stable, average="macro", labels=np.unique(labels))
+        name = "pair classifier"
+        row = next(r for r in rows if f"| {loss} | {name} |" in r and r.startswith("| tiny |"))
+        accuracy_gap = 100 * cell["accuracy"] - majority_accuracy
+        f1_gap = 100 * cell["macro_f1"] - majority_f1
+        assert row.endswith(f"| {accuracy_gap:+.1f} | {f1_gap:+.1f} |"), (row, seed)
+        answered = {r.split(" | ")[3] for r in rows if f"| {loss} |" in r}
+        assert set(cell["answers"]) <= answered
+
+
+def test_averaged_scores_and_the_mean_correlation() -> None:
+    ensemble = study("seed_ensemble")
+    from learner.evaluation.embed import EmbeddingTable
+
+    def table(scores: list[float]) -> EmbeddingTable:
+        return EmbeddingTable(["a", "b", "c"], np.zeros((3, 2), np.float32), np.array(scores), "f", 1)
+
+    mean = ensemble.averaged([table([1.0, 2.0, 3.0]), table([3.0, 2.0, 7.0])])
+    np.testing.assert_allclose(mean.scores, [2.0, 2.0, 5.0])
+    rows = np.array([[1.0, 2.0, 3.0, 5.0], [2.0, 1.0, 4.0, 4.0], [0.0, 3.0, 1.0, 2.0]])
+    by_hand = np.mean([np.corrcoef(rows[i], rows[j])[0, 1] for i in range(3) for j in range(3) if i != j])
+    assert ensemble.mean_correlation(rows) == pytest.approx(by_hand)
+
+
+def test_seed_ensemble_runs_on_a_table3_folder(
+    tiny_table3: ExperimentResult,
+    tiny_mri: DatasetSpec,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ensemble = study("seed_ensemble")
+    argv = [str(tiny_table3.out_dir), "--manifest", str(tiny_mri.manifest), "--dataset", "MRI"]
+    monkeypatch.setattr(sys, "argv", ["seed_ensemble.py", *argv, "--scale", tiny_mri.scale])
+    ensemble.main()
+    out = capsys.readouterr().out
+    assert out.startswith("always-majority: ")
+    for loss in ("mse", "mse+wcl"):
+        assert f"{loss}: mean of 1 seed(s), 1 subsets: calibrated answer" in out
+        assert f"{loss}: one seed, no correlation between seeds" in out
+    monkeypatch.setattr(sys, "argv", ["seed_ensemble.py", *argv[:-1], "nope", "--scale", tiny_mri.scale])
+    with pytest.raises(SystemExit, match="no cell of dataset 'nope'"):
+        ensemble.main()
