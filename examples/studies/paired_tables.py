@@ -30,22 +30,31 @@ Key = tuple[str, str, str, int]
 """(arm, setting, loss, seed); a table3 cell's setting is ``-``."""
 
 
-def read_arm(arm: str, folders: list[Path]) -> dict[Key, dict[str, Any]]:
-    """Every cell of the arm's folders with its ``rho`` (Fig. 1 against the latent ground truth)."""
+def read_arm(arm: str, folders: list[Path], dataset: str | None = None) -> dict[Key, dict[str, Any]]:
+    """Every cell of the arm's folders (of ``dataset`` when given) with its ``rho`` (Fig. 1 against the
+    latent ground truth). Cells of two datasets with one (setting, loss, seed) are an error: pass one."""
     cells: dict[Key, dict[str, Any]] = {}
     for folder in folders:
         results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         if results["kind"] == "sweep":
             sweep = results["sweep"]["cells"]
-            rho = {(c["setting"], c["loss"], c["seed"]): c["correlations"]["latent"] for c in sweep}
+            rho = {
+                (c["dataset"], c["setting"], c["loss"], c["seed"]): c["correlations"]["latent"] for c in sweep
+            }
         else:  # table3: Fig. 1 of the folder's figure seed
             rho = {}
-            for figure in results["figures"].values():
+            for name, figure in results["figures"].items():
                 for loss, panel in figure["latent"]["panels"].items():
-                    rho[("-", loss, figure["latent"]["seed"])] = panel | {"rho": panel["spearman_rho"]}
+                    rho[(name, "-", loss, figure["latent"]["seed"])] = panel | {"rho": panel["spearman_rho"]}
         for cell in results["cells"]:
+            if dataset is not None and cell["dataset"] != dataset:
+                continue
             where = (cell.get("setting", "-"), cell["loss"], cell["seed"])
-            cells[(arm, *where)] = cell | {"rho": rho.get(where)}
+            if (arm, *where) in cells and cells[(arm, *where)]["dataset"] != cell["dataset"]:
+                raise SystemExit(
+                    f"error: {folder} has several datasets ({cell['dataset']}, ...): pass --dataset"
+                )
+            cells[(arm, *where)] = cell | {"rho": rho.get((cell["dataset"], *where))}
     return cells
 
 
@@ -140,11 +149,12 @@ def main() -> None:
     parser.add_argument("--base-setting", default="-", help="a sweep setting (table3 cells have '-')")
     parser.add_argument("--base-arm", default=None)
     parser.add_argument("--answers", action="store_true", help="every answer against always-majority")
+    parser.add_argument("--dataset", default=None, help="only this dataset's cells (a Table 3 column)")
     args = parser.parse_args()
     cells: dict[Key, dict[str, Any]] = {}
     for arm in args.arm:
         name, _, folders = arm.partition("=")
-        cells |= read_arm(name, [Path(f) for f in folders.split(",")])
+        cells |= read_arm(name, [Path(f) for f in folders.split(",")], args.dataset)
     print(answers_table(cells) if args.answers else table(cells, args))
 
 

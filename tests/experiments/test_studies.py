@@ -29,23 +29,31 @@ def study(name: str) -> ModuleType:
     return module
 
 
-def test_answers_against_majority_equal_sklearn_on_the_test_pairs(tiny_table3: ExperimentResult) -> None:
+@pytest.mark.parametrize("dataset", ["LUS", "MRI"])
+def test_answers_against_majority_equal_sklearn_on_the_test_pairs(
+    tiny_table3: ExperimentResult, dataset: str
+) -> None:
     tables = study("paired_tables")
-    cells = tables.read_arm("tiny", [tiny_table3.out_dir])
+    cells = tables.read_arm("tiny", [tiny_table3.out_dir], dataset)
     rows = tables.answers_table(cells).splitlines()[2:]
-    for (_, _, loss, seed), cell in cells.items():
+    assert {cell["dataset"] for cell in cells.values()} == {dataset}
+    for (_, _, loss, _), cell in cells.items():
         test = pd.read_csv(tiny_table3.out_dir / cell["dir"] / "classifier" / "pairs" / "test.csv")
         labels = test["label"].to_numpy()
         stable = np.full_like(labels, 1)
         majority_accuracy = 100 * accuracy_score(labels, stable)
         majority_f1 = 100 * f1_score(labels, stable, average="macro", labels=np.unique(labels))
-        name = "pair classifier"
-        row = next(r for r in rows if f"| {loss} | {name} |" in r and r.startswith("| tiny |"))
+        row = next(r for r in rows if f"| {loss} | pair classifier |" in r)
         accuracy_gap = 100 * cell["accuracy"] - majority_accuracy
         f1_gap = 100 * cell["macro_f1"] - majority_f1
-        assert row.endswith(f"| {accuracy_gap:+.1f} | {f1_gap:+.1f} |"), (row, seed)
+        assert row.endswith(f"| {accuracy_gap:+.1f} | {f1_gap:+.1f} |"), row
         answered = {r.split(" | ")[3] for r in rows if f"| {loss} |" in r}
         assert set(cell["answers"]) <= answered
+
+
+def test_cells_of_two_datasets_need_a_choice(tiny_table3: ExperimentResult) -> None:
+    with pytest.raises(SystemExit, match="several datasets"):
+        study("paired_tables").read_arm("tiny", [tiny_table3.out_dir])
 
 
 def test_averaged_scores_and_the_mean_correlation() -> None:
