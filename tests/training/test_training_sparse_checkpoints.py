@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -229,3 +230,19 @@ def test_the_snapshot_copies_tensors_and_keeps_shared_rows_shared() -> None:
     assert copy["best"] is copy["history"][0]
     moments.add_(1.0)
     assert torch.equal(copy["optimizer"]["state"][0]["exp_avg"], torch.zeros(3))
+
+
+def test_waiting_for_a_background_write_counts_as_checkpoint_time() -> None:
+    from learner.timing import CLOCK
+    from learner.training.checkpoint_writer import CheckpointWriter
+
+    writer, release = CheckpointWriter(asynchronous=True), threading.Event()
+    writer.submit(lambda: release.wait(5))
+    started = CLOCK.mark()
+    with CLOCK.stage("pretrain x"):
+        threading.Timer(0.2, release.set).start()
+        writer.join()  # the run's end: the write in flight is waited for under "checkpoints"
+    timing = CLOCK.since(started)
+    assert timing.calls["checkpoints"] == 1
+    assert timing.seconds["checkpoints"] >= 0.15
+    assert timing.seconds["pretrain x"] < 0.15

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from learner.timing import stage
 from learner.training.checkpoint import CheckpointMeta, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class CheckpointWriter:
     def join(self) -> None:
         """Wait for the write in flight; raise what it raised (a one-line CheckpointError)."""
         if self._thread is not None:
-            self._thread.join()
+            with stage("checkpoints"):  # waiting for a write is checkpoint time in the stage table
+                self._thread.join()
             self._thread = None
         error, self._error = self._error, None
         if error is not None:
