@@ -27,6 +27,15 @@ def test_a_cpu_runs_default_names_its_cores(monkeypatch: pytest.MonkeyPatch) -> 
     assert thread_count(runtime) == (3, "default: the 3 cores of a CPU run")
 
 
+def test_a_gpu_runs_default_needs_no_gpu_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grid for GPU nodes is submitted from a login node without one: its thread count is no error."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("learner.training.device.usable_cores", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    runtime = load_config(None, ["runtime.device=cuda", "runtime.workers=2"]).runtime
+    assert thread_count(runtime) == (6, "default: 8 cores − 2 loader workers of a GPU run, at least 1")
+
+
 def test_an_explicit_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert thread_count(load_config(None, ["runtime.threads=5"]).runtime) == (5, "runtime.threads")

@@ -30,8 +30,14 @@ def resolve_device(requested: str) -> torch.device:
     """
     if requested == "cuda" and not torch.cuda.is_available():
         raise ConfigError("runtime.device is 'cuda' but no CUDA device is visible; use --device cpu or auto")
-    cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if cuda else "cpu")
+    return torch.device("cuda" if runs_on_cuda(requested) else "cpu")
+
+
+def runs_on_cuda(requested: str) -> bool:
+    """Whether ``runtime.device`` asks for a GPU run: ``cuda``, or ``auto`` where CUDA is visible. Unlike
+    :func:`resolve_device` it does not need the device here (a grid submitted to GPU nodes from a login
+    node without one)."""
+    return requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
 
 
 def default_threads(workers: int, device: torch.device, cores: int | None = None) -> int:
@@ -60,7 +66,8 @@ def thread_count(runtime: RuntimeConfig) -> tuple[int, str]:
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
-    cores, workers, device = usable_cores(), runtime.workers, resolve_device(runtime.device)
+    cores, workers = usable_cores(), runtime.workers
+    device = torch.device("cuda" if runs_on_cuda(runtime.device) else "cpu")
     threads = default_threads(workers, device, cores)
     if device.type == "cpu":
         return threads, f"default: the {cores} cores of a CPU run"
