@@ -26,6 +26,8 @@ from typing import Any
 
 from scipy import stats
 
+from learner.evaluation.baselines import majority_row
+
 Key = tuple[str, str, str, int]
 """(arm, setting, loss, seed); a table3 cell's setting is ``-``."""
 
@@ -111,14 +113,6 @@ def table(cells: dict[Key, dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
-def majority(cell: dict[str, Any]) -> dict[str, float]:
-    """Accuracy and macro-F1 of always answering the cell's commonest test class (over the classes that
-    occur, as the report's macro-F1)."""
-    counts = [n for n in cell["pair_counts"]["test"].values() if n]
-    share = max(counts) / sum(counts)
-    return {"accuracy": share, "macro_f1": 2 * share / (share + 1) / len(counts)}
-
-
 def answers_table(cells: dict[Key, dict[str, Any]]) -> str:
     """One Markdown row per (arm, setting, loss, answer): mean ± std over seeds, and minus always-majority
     paired by seed (the cells of a seed share their test pairs)."""
@@ -131,10 +125,16 @@ def answers_table(cells: dict[Key, dict[str, Any]]) -> str:
         group = [cell for key, cell in sorted(cells.items()) if key[:3] == (arm, setting, loss)]
         names = ["pair classifier", *dict.fromkeys(n for c in group for n in c.get("answers", {}))]
         for name in names:
-            scored = [(c, c if name == "pair classifier" else c["answers"][name]) for c in group]
-            scored = [(c, a) for c, a in scored if name == "pair classifier" or name in c["answers"]]
+            answered = [c for c in group if name == "pair classifier" or name in c["answers"]]
+            scored = [
+                (
+                    majority_row(c["pair_counts"]["test"]),
+                    c if name == "pair classifier" else c["answers"][name],
+                )
+                for c in answered
+            ]
             pct = {m: [100 * a[m] for _, a in scored] for m in ("accuracy", "macro_f1")}
-            gap = {m: [100 * (a[m] - majority(c)[m]) for c, a in scored] for m in pct}
+            gap = {m: [100 * (a[m] - getattr(row, m)) for row, a in scored] for m in pct}
             rows.append(
                 f"| {arm} | {setting} | {loss} | {name} | {len(scored)} | {spread(pct['accuracy'])} "
                 f"| {spread(pct['macro_f1'])} | {paired(gap['accuracy'])} | {paired(gap['macro_f1'])} |"

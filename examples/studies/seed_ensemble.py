@@ -27,7 +27,8 @@ import pandas as pd
 
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.pairs import intra_patient_pairs
-from learner.data.scales import ChangeLabel, get_scale
+from learner.data.scales import get_scale
+from learner.evaluation.baselines import majority_row
 from learner.evaluation.embed import EmbeddingTable, embedding_cache_path
 from learner.evaluation.metrics import classification_metrics
 from learner.experiments.answers import calibrated_labels, predicted_scores
@@ -67,9 +68,9 @@ def main() -> None:
     manifest = load_manifest(args.manifest, scale=scale)
     test_pairs, _ = intra_patient_pairs(list(manifest.by_split("test")), scale)
     truth = test_pairs["label"].to_numpy()
-    majority = classification_metrics(truth, np.full_like(truth, int(ChangeLabel.STABLE)))
+    majority = majority_row(test_pairs["label_name"].value_counts().to_dict())
     print(
-        f"always-majority: {100 * majority['accuracy']:.1f} / {100 * majority['macro_f1']:.1f} "
+        f"always-majority: {100 * majority.accuracy:.1f} / {100 * majority.macro_f1:.1f} "
         f"({len(truth)} test pairs)"
     )
     test_ids = [r.scan_id for r in manifest.by_split("test")]

@@ -15,6 +15,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from learner.config import DatasetSpec
+from learner.data.scales import ChangeLabel
 from learner.experiments.results import ExperimentResult
 
 STUDIES = Path(__file__).resolve().parents[2] / "examples" / "studies"
@@ -40,7 +41,7 @@ def test_answers_against_majority_equal_sklearn_on_the_test_pairs(
     for (_, _, loss, _), cell in cells.items():
         test = pd.read_csv(tiny_table3.out_dir / cell["dir"] / "classifier" / "pairs" / "test.csv")
         labels = test["label"].to_numpy()
-        stable = np.full_like(labels, 1)
+        stable = np.full_like(labels, int(ChangeLabel.STABLE))
         majority_accuracy = 100 * accuracy_score(labels, stable)
         majority_f1 = 100 * f1_score(labels, stable, average="macro", labels=np.unique(labels))
         row = next(r for r in rows if f"| {loss} | pair classifier |" in r)
