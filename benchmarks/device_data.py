@@ -12,11 +12,15 @@ warm-up), each one epoch of ``--steps`` steps through the toolkit's own function
 
 * ``loader``: :func:`learner.training.epoch.train_one_epoch` (``ScanDataset`` items through a DataLoader with
   ``--workers`` processes, per-clip augmentation on the host, ``.item()`` and ``bool()`` every step);
-* ``device``: :func:`learner.training.device_epoch.train_device_epoch` (the cohort loaded once onto the
-  device, batched picks and augmentation there, the sync-free step with a fused Adam).
+* ``device``: :func:`learner.training.device_epoch.device_epoch_steps` as pretraining runs it
+  (:func:`~learner.training.device_epoch.start_device_run`: the cohort loaded once onto the device, batched
+  picks and augmentation there, the sync-free step with a fused Adam);
+* ``graph`` (CUDA only): the same with ``runtime.cuda_graph``, the step recorded once as a CUDA graph after
+  3 eager steps and replayed (:mod:`learner.training.step_graph`).
 
 Each arm trains its own model from the same initial weights; every repetition is a new epoch (new draws).
-Printed: seconds per step of each arm, their ratio (median of the per-repetition ratios, with min-max),
+Printed: seconds per step of each arm, the ratios loader/device and device/graph (medians of the
+per-repetition ratios, with min-max),
 the one-off time to load the cohort onto the device; the JSON line goes to ``--out``.
 """
 
@@ -35,7 +39,7 @@ from bench_common import RESULTS, append_record, interleaved, median_ratio
 
 from learner.config import Config, apply_overrides
 from learner.data.phantom.lus import generate_lus_cohort
-from learner.training.device_epoch import start_device_run
+from learner.training.device_epoch import DeviceRun, drain, start_device_run
 from learner.training.distributed import DistInfo
 from learner.training.epoch import train_one_epoch
 from learner.training.loaders import build_loaders
@@ -47,6 +51,8 @@ from learner.training.pretrain import (
     prepare_scans,
 )
 from learner.training.seeding import seed_everything
+
+ARMS = ("loader", "device", "graph")
 
 
 def main() -> None:
@@ -94,11 +100,15 @@ def main() -> None:
     print(f"device data   {on_device * 1e3:9.1f} ms/step")
     print(f"loader/device {ratio['median']:.2f} (min {ratio['min']:.2f}, max {ratio['max']:.2f}); "
           f"cohort onto the device once: {figures['load_seconds']:.2f} s")  # fmt: skip
+    if figures["device_over_graph"] is not None:
+        graph, speedup = figures["step_seconds"]["graph"], figures["device_over_graph"]
+        print(f"CUDA graph    {graph * 1e3:9.1f} ms/step")
+        print(f"device/graph  {speedup['median']:.2f} (min {speedup['min']:.2f}, max {speedup['max']:.2f})")
     print(json.dumps(append_record(args.out, "device_data", figures)))
 
 
 def run_arms(config: Config, run_dir: Path, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
-    """Build both arms from the pretraining's own parts and time them side by side."""
+    """Build every arm from the pretraining's own parts and time them side by side."""
     plan = plan_pretraining(config, run_dir)
     info = DistInfo()
     seed_everything(config.seed, deterministic=device.type == "cpu")
@@ -111,17 +121,11 @@ def run_arms(config: Config, run_dir: Path, device: torch.device, args: argparse
     def lr_at(step: int) -> float:
         return schedule(step, total, config.optim.lr)
 
+    arms: dict[str, Any] = {}
     seed_everything(config.seed, deterministic=device.type == "cpu")
     on_loader = build_model_and_objective(config, scans.standardiser, device)
-    seed_everything(config.seed, deterministic=device.type == "cpu")
-    on_device = build_model_and_objective(replace_device_data(config), scans.standardiser, device)
-    started = time.perf_counter()
-    device_run = start_device_run(
-        config, scans.train, scans.cache, on_device, lr_at, steps, two_views=scans.two_views
-    )
-    load_seconds = time.perf_counter() - started
-    epochs = {"loader": 0, "device": 0}
     last_dir = run_dir / "checkpoints" / "last"
+    epochs = dict.fromkeys(ARMS, 0)
 
     def loader_epoch() -> None:
         epochs["loader"] += 1
@@ -130,27 +134,37 @@ def run_arms(config: Config, run_dir: Path, device: torch.device, args: argparse
         )
         synchronize(device)
 
-    def device_epoch() -> None:
-        epochs["device"] += 1
-        device_run.train_epoch(
-            on_device, epoch=epochs["device"], step=(epochs["device"] - 1) * steps, last_dir=last_dir
-        )
-        synchronize(device)
+    arms["loader"] = loader_epoch
+    load_seconds = None
+    for arm, graph in (("device", False), ("graph", True)):
+        if graph and device.type != "cuda":
+            continue  # a CUDA graph records GPU kernels only
+        arm_config = apply_overrides(config, {"data.device_data": True, "runtime.cuda_graph": graph})
+        seed_everything(config.seed, deterministic=device.type == "cpu")
+        trainee = build_model_and_objective(arm_config, scans.standardiser, device)
+        started = time.perf_counter()
+        device_run = start_device_run(arm_config, scans, trainee, lr_at, steps)
+        load_seconds = load_seconds or time.perf_counter() - started
 
-    times = interleaved({"loader": loader_epoch, "device": device_epoch}, args.reps, args.warmup)
+        def device_epoch(arm: str = arm, device_run: DeviceRun = device_run) -> None:
+            epochs[arm] += 1
+            drain(
+                device_run.epoch_steps(epoch=epochs[arm], step=(epochs[arm] - 1) * steps, last_dir=last_dir)
+            )
+            synchronize(device)
+
+        arms[arm] = device_epoch
+
+    times = interleaved(arms, args.reps, args.warmup)
     return {
         "step_seconds": {arm: statistics.median(t) / steps for arm, t in times.items()},
         "epoch_seconds": times,
         "steps_per_epoch": steps,
         "loader_over_device": median_ratio(times, "loader", "device"),
+        "device_over_graph": median_ratio(times, "device", "graph") if "graph" in times else None,
         "load_seconds": load_seconds,
         "train_scans": len(scans.train),
     }
-
-
-def replace_device_data(config: Config) -> Config:
-    """``config`` with ``data.device_data`` on (the objective then skips the per-batch score check)."""
-    return apply_overrides(config, {"data.device_data": True})
 
 
 def synchronize(device: torch.device) -> None:

@@ -8,16 +8,18 @@ Usage::
     python benchmarks/gpu_check.py --device cpu --tiny  # seconds on a CPU (tests/test_benchmark_gpu.py)
 
 The step is the toolkit's own device-data step (``data.device_data``, docs/training.md "Data on the
-device"): :func:`learner.training.device_epoch.sync_free_step` of a trainee built by
+device"): :func:`learner.training.sync_free.sync_free_step` of a trainee built by
 :func:`learner.training.pretrain.build_model_and_objective` from the bundled ``lus`` config (tsm_resnet18,
 λ·MSE + (1 − λ)·wCL, Adam made fused and, on CUDA, capturable with a tensor LR; bf16 autocast and
 channels-last on CUDA, as the config has them), on a batch :class:`~learner.data.clip_store.DeviceBatches`
 made on the device from a random uint8 clip store (picks and augmentation done before the timing: the
 batch stays fixed, so every form times the same work). Forms (``--forms``):
 
-* ``eager``: the step as training runs it today;
-* ``graph``: the whole step captured once in a ``torch.cuda.CUDAGraph`` (after warm-up steps on a side
-  stream) and replayed (CUDA only);
+* ``eager``: the step as training runs it by default;
+* ``graph``: the step as ``runtime.cuda_graph`` runs it: recorded once in a ``torch.cuda.CUDAGraph`` (after
+  3 warm-up steps on a side stream) and replayed (:mod:`learner.training.step_graph`; CUDA only). First a
+  check: cell 0 trained 10 steps eagerly and 10 steps recorded, from the same weights; the largest
+  parameter difference and whether the loss sums agree (printed, and ``replay_check`` in the record);
 * ``compile``: the model under ``torch.compile(mode=--compile-mode)`` (``reduce-overhead``: Inductor's
   kernels in CUDA graphs, forward and backward), the loss and the fused Adam eager (CUDA only);
 * ``cells``: ``--cells`` independent cells (own model, optimiser, batch), one step each in turn, each on its
@@ -79,15 +81,16 @@ from learner.config import Config, apply_overrides, load_config  # noqa: E402
 from learner.data.augment import ClipAugment  # noqa: E402
 from learner.data.clip_store import ClipStore, DeviceBatches  # noqa: E402
 from learner.losses.regression import ScoreStandardiser  # noqa: E402
-from learner.training.device_epoch import (  # noqa: E402
-    DeviceCounters,
-    lr_table,
-    sync_free_optimizer,
-    sync_free_step,
-)
 from learner.training.epoch import Trainee  # noqa: E402
 from learner.training.pretrain import build_model_and_objective, lr_schedule  # noqa: E402
 from learner.training.seeding import seed_everything  # noqa: E402
+from learner.training.step_graph import CudaGraphRecorder  # noqa: E402
+from learner.training.sync_free import (  # noqa: E402
+    DeviceCounters,
+    DeviceStep,
+    lr_table,
+    sync_free_optimizer,
+)
 
 FORMS = ("eager", "graph", "compile", "cells", "cells_graph")
 CUDA_ONLY = frozenset({"graph", "compile", "cells_graph"})
@@ -201,19 +204,18 @@ def top_kernels(spans: list[tuple[float, float, str]], steps: int, count: int = 
 
 @dataclasses.dataclass
 class Cell:
-    """One cell's parts: a trainee, its fixed device batch, its device counters, the LR table and tensor."""
+    """One cell's parts: its step (trainee, LR table and tensor, device counters bound) and fixed batch."""
 
-    trainee: Trainee
+    device_step: DeviceStep
     clips: Tensor
     scores: Tensor
-    counters: DeviceCounters
-    lrs: Tensor
-    lr: Tensor
+
+    @property
+    def trainee(self) -> Trainee:
+        return self.device_step.trainee
 
     def step(self) -> None:
-        sync_free_step(
-            self.trainee, self.clips, self.scores, self.counters, self.lrs, self.lr, two_views=False
-        )
+        self.device_step(self.clips, self.scores)
 
 
 @dataclasses.dataclass
@@ -237,7 +239,7 @@ class Setup:
         lr = sync_free_optimizer(trainee.optimizer, self.device)
         clips, scores = self.batches.batch(1, index % len(self.batches))
         counters = DeviceCounters.starting(0, self.device)
-        return Cell(trainee, clips, scores, counters, self.lrs, lr)
+        return Cell(DeviceStep(trainee, self.lrs, lr, counters), clips, scores)
 
 
 def build_setup(args: argparse.Namespace, device: torch.device) -> Setup:
@@ -366,20 +368,34 @@ class Runner:
             torch.cuda.empty_cache()
 
     def capture(self, cell: Cell) -> Callable[[], None]:
-        """``cell``'s step captured whole in a CUDA graph, after warm-up steps on a side stream (fused
-        Adam's state, cuDNN's autotuning and the counters' sums are made there); returns its replay."""
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                cell.step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        cell.trainee.optimizer.zero_grad(set_to_none=True)  # backward makes .grad in the graph's pool
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        """``cell``'s step as ``runtime.cuda_graph`` runs it (``GraphedStep`` with ``CudaGraphRecorder``,
+        :mod:`learner.training.step_graph`): 3 eager warm-up steps on a side stream, then recorded once and
+        replayed; returns the step, recorded already."""
+        cell.device_step.graph(CudaGraphRecorder(self.device), warmup=3)
+        for _ in range(4):
             cell.step()
         self.sync()
-        return graph.replay
+        return cell.step
+
+    def replay_matches_eager(self, setup: Setup, steps: int = 10) -> dict[str, Any]:
+        """Cell 0 trained ``steps`` steps eagerly and, from the same initial weights, with its step recorded:
+        the largest parameter difference after them (absolute, and relative to the largest |parameter|),
+        and whether the two runs' loss sums agree within 1e-3 relative (cuDNN may pick other kernels)."""
+        eager, graphed = setup.cell(0), setup.cell(0)
+        replay = self.capture(graphed)
+        for _ in range(steps):
+            eager.step()
+        for _ in range(steps - 4):  # capture() took 4 of them
+            replay()
+        self.sync()
+        pairs = list(zip(eager.trainee.model.parameters(), graphed.trainee.model.parameters(), strict=True))
+        diff = max(float((a.detach() - b.detach()).abs().max()) for a, b in pairs)
+        scale = max(float(a.detach().abs().max()) for a, _ in pairs)
+        sums = [cell.device_step.counters.read().sums["train_loss"] for cell in (eager, graphed)]
+        return {
+            "steps": steps, "param_max_abs_diff": diff, "param_max_rel_diff": diff / scale,
+            "loss_sums": sums, "agree": abs(sums[0] - sums[1]) <= 1e-3 * abs(sums[0]),
+        }  # fmt: skip
 
 
 def on_streams(steps: list[Callable[[], None]], device: torch.device) -> Callable[[], None]:
@@ -426,15 +442,20 @@ def run_forms(args: argparse.Namespace, runner: Runner, setup: Setup, figures: d
         return result
 
     def graph() -> dict[str, Any]:
+        check = runner.replay_matches_eager(setup)
+        print(f"graph: replay against eager after {check['steps']} steps: parameters differ by at most "
+              f"{check['param_max_abs_diff']:.2e} ({check['param_max_rel_diff']:.1e} relative), loss sums "
+              f"{'agree' if check['agree'] else 'DISAGREE'}", flush=True)  # fmt: skip
+        runner.release()
         cell = setup.cell(0)
-        return runner.measure("graph", runner.capture(cell), 1, warmup=warmup)
+        return runner.measure("graph", runner.capture(cell), 1, warmup=warmup) | {"replay_check": check}
 
     def compiled() -> dict[str, Any]:
         from torch._dynamo.utils import counters
 
         cell = setup.cell(0)
         network = torch.compile(cell.trainee.model, mode=args.compile_mode)
-        cell.trainee = dataclasses.replace(cell.trainee, network=network)
+        cell.device_step.trainee = dataclasses.replace(cell.trainee, network=network)
 
         def step() -> None:
             torch.compiler.cudagraph_mark_step_begin()  # reduce-overhead: the last step's outputs are done

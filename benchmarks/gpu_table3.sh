@@ -2,7 +2,7 @@
 # Paper-scale Table 3 on the phantom LUS cohort on one GPU, after the throughput benchmark.
 #
 #   bash benchmarks/gpu_table3.sh OUT_DIR [SEEDS] [PATH]  # SEEDS: a YAML list, default [0]
-#                                                        # PATH: loader (default) or device
+#                                                        # PATH: loader (default), device or device-graph
 #
 # 1. benchmarks/gpu.py: tsm_resnet18 / vit / swin at 8 frames × 224 px, batch 16 (bf16 + channels-last), then
 #    tsm_resnet18 in float32, without channels-last, and compiled; figures appended to OUT_DIR/bench.jsonl.
@@ -13,6 +13,8 @@
 #    With PATH=device (issue 22, not yet run on a GPU) the cells instead run in this one process with their
 #    data on the device (data.device_data), the encoders of a seed's cells side by side, one step each in turn
 #    on their own CUDA streams (runtime.cells_side_by_side), and a checkpoint every 10 epochs.
+#    PATH=device-graph adds runtime.cuda_graph: each cell's step recorded once as a CUDA graph and replayed
+#    (not yet run on a GPU; run benchmarks/gpu_check.sh first, whose graph form checks the replay).
 # OUT_DIR/results-small.tgz holds everything but weights and cached arrays (a few MB): the tables, REPORT.md,
 # results.json, Fig. 1, every pretraining's metrics.csv and the jobs' logs. Needs `pip install 'learner[cluster]'`.
 # Measured 2026-11-30 on one H200 (16 cores): 3 × 100-epoch cells of one seed in 378 s (BENCHMARKS.md).
@@ -33,8 +35,10 @@ COMMON=(--config lus --set runtime.device=cuda --set runtime.workers=4 --set "ru
 $PY -m learner data cache "$OUT/phantom/manifest.csv" "${COMMON[@]}" --workers "$(nproc)"
 case "$DATA_PATH" in
   loader) LAUNCH=(--launcher submitit-local --launcher-opt gpus_per_node=1 --launcher-opt timeout_min=240) ;;
-  device) LAUNCH=(--set data.device_data=true --set runtime.cells_side_by_side=true --set runtime.checkpoint_every=10) ;;
-  *) echo "PATH must be loader or device, got $DATA_PATH" >&2; exit 2 ;;
+  device|device-graph)
+    LAUNCH=(--set data.device_data=true --set runtime.cells_side_by_side=true --set runtime.checkpoint_every=10)
+    if [ "$DATA_PATH" = device-graph ]; then LAUNCH+=(--set runtime.cuda_graph=true); fi ;;
+  *) echo "PATH must be loader, device or device-graph, got $DATA_PATH" >&2; exit 2 ;;
 esac
 $PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3" \
   --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" "${LAUNCH[@]}"

@@ -1,19 +1,24 @@
 """``benchmarks/gpu.py --device cpu --tiny`` runs; its projection is its own step time × the step count.
 ``benchmarks/gpu_check.py --device cpu --tiny`` runs its CPU forms, skips the CUDA ones, projects from the
-best form; its busy-time arithmetic, its per-form guard and its budget, in-process."""
+best form; its busy-time arithmetic, its per-form guard and its budget, in-process; its replay check with a
+stand-in recorder. ``benchmarks/device_data.py`` times the loader and the device-data arms on CPU."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,3 +135,53 @@ def test_gpu_check_guards_each_form_and_keeps_to_its_budget(
     assert time.monotonic() - started < 2
     assert stopped["status"] == "error"
     assert stopped["error"].startswith("BudgetExceeded")
+
+
+class ReplayingRecorder:
+    """A CPU stand-in for ``CudaGraphRecorder``: warm-up in place, and a "replay" that calls the step."""
+
+    def __init__(self, device: object) -> None:
+        self.device = device
+
+    @contextlib.contextmanager
+    def warming(self) -> Iterator[None]:
+        yield
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        return step
+
+
+@pytest.mark.slow  # builds two tiny trainees and trains them (a few seconds)
+def test_gpu_check_replay_check_compares_a_recorded_cell_with_an_eager_one(
+    gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    """The check the graph form prints first, run on CPU with a stand-in recorder: the recorded cell takes
+    the same steps as the eager one, so they agree exactly."""
+    monkeypatch.setattr(gpu_check, "CudaGraphRecorder", ReplayingRecorder)
+    args = argparse.Namespace(frames=2, size=32, preset="tiny", batch=4, chunk=2, steps=4)
+    cpu = torch.device("cpu")
+    setup = gpu_check.build_setup(args, cpu)
+    runner = gpu_check.Runner(args, cpu, gpu_check.Budget(60.0, start=time.monotonic()))
+    check = runner.replay_matches_eager(setup, steps=6)
+    assert check["steps"] == 6
+    assert check["agree"] is True
+    assert check["param_max_abs_diff"] == 0.0
+    first, second = check["loss_sums"]
+    assert first == second
+    assert first > 0
+
+
+@pytest.mark.slow  # a subprocess that imports torch and trains two tiny arms (~10 s)
+def test_device_data_benchmark_times_both_paths_through_the_toolkits_own_run(tmp_path: Path) -> None:
+    """``benchmarks/device_data.py`` tiny on CPU: the loader arm and the device arm (as pretraining starts
+    it, ``start_device_run``); the CUDA-graph arm is left out on a CPU."""
+    out = tmp_path / "device_data.jsonl"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, str(ROOT / "benchmarks" / "device_data.py"), "--reps", "2", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=True)
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text().splitlines()[-1]) == printed
+    assert set(printed["step_seconds"]) == {"loader", "device"}
+    assert all(seconds > 0 for seconds in printed["step_seconds"].values())
+    assert printed["device_over_graph"] is None
+    assert "loader/device" in done.stdout

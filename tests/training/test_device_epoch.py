@@ -6,27 +6,22 @@ tiny pretraining runs end to end with finite metrics."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from learner.config import Config, LossConfig
+from learner.config import Config, LossConfig, apply_overrides
 from learner.data.clip_store import DeviceBatches
 from learner.errors import ConfigError, NonFiniteLossError
 from learner.losses.registry import ScoreLabels, build_objective
 from learner.losses.selection import select_pairs, trusted_select_pairs
-from learner.training.device_epoch import (
-    DeviceCounters,
-    device_batches,
-    lr_table,
-    sync_free_optimizer,
-    sync_free_step,
-    train_device_epoch,
-)
+from learner.training import plan as plan_module
+from learner.training.device_epoch import device_batches, start_device_run, train_device_epoch
 from learner.training.distributed import DistInfo
 from learner.training.epoch import Trainee
 from learner.training.plan import plan_pretraining
@@ -39,6 +34,13 @@ from learner.training.pretrain import (
     pretrain,
 )
 from learner.training.seeding import seed_everything
+from learner.training.sync_free import (
+    DeviceCounters,
+    DeviceStep,
+    lr_table,
+    sync_free_optimizer,
+    sync_free_step,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +65,13 @@ class Parts:
         trainee = build_model_and_objective(self.config, self.trainee.standardiser, torch.device("cpu"))
         sync_free_optimizer(trainee.optimizer, trainee.device).copy_(self.lr)
         return trainee
+
+    def device_step(self, trainee: Trainee | None = None) -> DeviceStep:
+        """``trainee``'s (default: this one's) step as a run binds it, counters at step 0."""
+        trainee = self.trainee if trainee is None else trainee
+        lr = trainee.optimizer.param_groups[0]["lr"]
+        counters = DeviceCounters.starting(0, trainee.device)
+        return DeviceStep(trainee, self.lrs, lr, counters, grad_clip=self.config.optim.grad_clip)
 
 
 @pytest.fixture
@@ -159,18 +168,9 @@ def test_a_non_finite_step_skips_its_update_and_fails_the_epoch_naming_it(
     assert (reading.first_bad, reading.bad_what) == (2, 1)  # the loss, at step 2 (counted from 1)
     assert math.isnan(reading.sums["train_loss"])
 
-    fresh = parts.fresh_trainee()
+    fresh = parts.device_step(parts.fresh_trainee())
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step 2; .*epoch's end"):
-        train_device_epoch(
-            fresh,
-            poisoned,
-            1,
-            0,
-            parts.lrs,
-            fresh.optimizer.param_groups[0]["lr"],
-            steps=3,
-            last_dir=Path("nowhere"),
-        )
+        train_device_epoch(fresh, poisoned, 1, 0, steps=3, last_dir=Path("nowhere"))
 
 
 def test_a_non_finite_gradient_is_named_as_such(make_parts: Callable[..., Parts]) -> None:
@@ -192,9 +192,7 @@ def test_a_non_finite_gradient_is_named_as_such(make_parts: Callable[..., Parts]
 def test_an_interrupted_epoch_goes_on_with_the_same_numbers(make_parts: Callable[..., Parts]) -> None:
     parts = make_parts()
     steps = 3
-    whole = train_device_epoch(
-        parts.trainee, parts.batches, 1, 0, parts.lrs, parts.lr, steps=steps, last_dir=Path("x")
-    )
+    whole = train_device_epoch(parts.device_step(), parts.batches, 1, 0, steps=steps, last_dir=Path("x"))
     assert whole["step"] == steps
     assert whole["lr"] == pytest.approx(float(parts.lrs[steps - 1]))
 
@@ -208,18 +206,17 @@ def test_an_interrupted_epoch_goes_on_with_the_same_numbers(make_parts: Callable
         if position.index == 1:
             raise Stop
 
-    trainee = parts.fresh_trainee()
-    lr = trainee.optimizer.param_groups[0]["lr"]
+    device_step = parts.device_step(parts.fresh_trainee())
     with pytest.raises(Stop):
         train_device_epoch(
-            trainee, parts.batches, 1, 0, parts.lrs, lr, steps=steps, last_dir=Path("x"),
+            device_step, parts.batches, 1, 0, steps=steps, last_dir=Path("x"),
             on_step=on_step, stop_requested=lambda: True,
         )  # fmt: skip
     (position,) = positions
     assert (position.epoch, position.index, position.step) == (1, 1, 1)
     assert position.share is not None
     resumed = train_device_epoch(
-        trainee, parts.batches, 1, 0, parts.lrs, lr, steps=steps, last_dir=Path("x"), start=position
+        device_step, parts.batches, 1, 0, steps=steps, last_dir=Path("x"), start=position
     )
     assert resumed == whole
 
@@ -260,3 +257,106 @@ def test_device_data_is_refused_where_it_cannot_make_the_batches(
         plan_pretraining(
             make_tiny_pretrain_config(**{"data.device_data": True}), tmp_path / "w", world_size=2
         )
+
+
+def persistent_state(device_step: DeviceStep) -> dict[str, torch.Tensor]:
+    """Every tensor a step changes and a later step (or the epoch's end) reads, by where it is found."""
+    trainee, counters = device_step.trainee, device_step.counters
+    state = {f"model.{k}": v for k, v in trainee.model.state_dict(keep_vars=True).items()}
+    for index, param in enumerate(trainee.model.parameters()):
+        state |= {f"adam[{index}].{k}": v for k, v in trainee.optimizer.state[param].items()}
+    state |= {"lr": trainee.optimizer.param_groups[0]["lr"], "device_step.lr": device_step.lr}
+    assert counters.sums is not None
+    counters_state = (counters.step, counters.first_bad, counters.bad_what, counters.sums)
+    return state | dict(zip(("step", "first_bad", "bad_what", "sums"), counters_state, strict=True))
+
+
+def test_the_step_changes_its_state_only_in_place(make_parts: Callable[..., Parts]) -> None:
+    """What lets a recorded step be replayed (learner.training.step_graph): a Python attribute rebound to a
+    new tensor during recording would be read at its old address by every replay."""
+    parts = make_parts()
+    device_step = parts.device_step()
+    clips, scores = parts.batches.batch(1, 0)
+    device_step(clips, scores)  # Adam's state and the sums exist from the first step on
+    before = persistent_state(device_step)
+    addresses = {name: tensor.data_ptr() for name, tensor in before.items()}
+    poisoned = clips * math.nan  # the non-finite flags are written too
+    for batch in (parts.batches.batch(1, 1)[0], poisoned, clips):
+        device_step(batch, scores)
+    after = persistent_state(device_step)
+    assert after.keys() == before.keys()
+    moved = [name for name in before if after[name] is not before[name]]
+    assert not moved, f"rebound to new tensors: {moved}"
+    assert {name: tensor.data_ptr() for name, tensor in after.items()} == addresses
+    reading = device_step.counters.read()
+    assert (reading.step, reading.first_bad, reading.bad_what) == (4, 3, 1)
+
+
+@dataclass
+class ReplayingRecorder:
+    """A CPU stand-in for CudaGraphRecorder: its replay calls the step again on the same buffers."""
+
+    recorded: int = 0
+    warm: int = 0
+
+    @contextmanager
+    def warming(self) -> Iterator[None]:
+        self.warm += 1
+        yield
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        self.recorded += 1
+        return step
+
+
+def test_a_graphed_run_trains_as_the_eager_run(make_parts: Callable[..., Parts]) -> None:
+    """Two epochs through GraphedStep (batches copied into fixed buffers, counters restarted in place,
+    the epoch's first step eager to measure the gradient share) equal the eager run bit for bit."""
+    parts = make_parts()
+    steps = len(parts.batches)
+    eager = parts.device_step(parts.fresh_trainee())
+    graphed = parts.device_step(parts.fresh_trainee())
+    recorder = ReplayingRecorder()
+    graphed.graph(recorder, warmup=1)
+    rows = {}
+    for name, device_step in (("eager", eager), ("graphed", graphed)):
+        seed_everything(parts.config.seed, deterministic=True)  # the same dropout draws
+        rows[name] = [
+            train_device_epoch(
+                device_step, parts.batches, epoch, (epoch - 1) * steps, steps=steps, last_dir=Path("x")
+            )
+            for epoch in (1, 2)
+        ]
+    assert rows["graphed"] == rows["eager"]
+    assert all("grad_share_contrastive" in row for row in rows["graphed"])
+    assert (recorder.warm, recorder.recorded) == (1, 1)  # epoch 1: share, warm-up, record; epoch 2: share
+    for a, b in zip(params_of(eager.trainee), params_of(graphed.trainee), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_cuda_graph_is_refused_where_the_step_cannot_be_recorded(
+    make_tiny_pretrain_config: Callable[..., Config],
+    make_parts: Callable[..., Parts],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    graph = {"runtime.cuda_graph": True}
+    cases = [
+        ({}, r"data\.device_data=true"),
+        (DEVICE_DATA | {"runtime.device": "cpu"}, r"needs a CUDA device .* runtime\.device=cpu"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            plan_pretraining(make_tiny_pretrain_config(**(overrides | graph)), tmp_path / "g")
+    with monkeypatch.context() as patched:  # past the device check, to the memory's
+        patched.setattr(plan_module, "runs_on_cuda", lambda requested: True)
+        config = make_tiny_pretrain_config(**(DEVICE_DATA | graph | {"loss.memory": 4}))
+        with pytest.raises(ConfigError, match=r"loss\.memory=4"):
+            plan_pretraining(config, tmp_path / "m")
+    parts = make_parts()
+    trainee = replace(parts.trainee, scaler=torch.amp.GradScaler("cpu", enabled=True))
+    plan = plan_pretraining(parts.config, tmp_path / "s")
+    scans = prepare_scans(plan, DistInfo(), open_run(plan, DistInfo()))
+    config = apply_overrides(parts.config, graph)
+    with pytest.raises(ConfigError, match="fp16 loss scaling"):
+        start_device_run(config, scans, trainee, lambda step: 1e-3, len(parts.batches))

@@ -31,7 +31,7 @@ from learner.losses.registry import ScoreLabels, build_objective, build_view_obj
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
 from learner.runs import check_inputs_outside, check_run_dir
-from learner.training.device import resolve_device
+from learner.training.device import resolve_device, runs_on_cuda
 from learner.training.loggers import check_logger
 from learner.training.names import check_names
 from learner.training.resume import check_resumable
@@ -130,6 +130,8 @@ def check_pretraining(
         )
     if config.data.device_data:
         check_device_data(config, world_size)
+    if config.runtime.cuda_graph:
+        check_cuda_graph(config)
     batches = train_scans // optim.batch_size
     if batches == 0:
         raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {train_scans} train scans")
@@ -215,6 +217,33 @@ def check_device_data(config: Config, world_size: int) -> None:
         raise ConfigError(
             "data.device_data draws batches of random scans, not the visit pairs of loss.within_patient; "
             "set data.device_data=false or loss.within_patient=0"
+        )
+
+
+def check_cuda_graph(config: Config) -> None:
+    """Refuse ``runtime.cuda_graph`` where the step cannot be recorded as a CUDA graph
+    (:mod:`learner.training.step_graph`); fp16 loss scaling is refused once the device is known
+    (:func:`~learner.training.device_epoch.start_device_run`).
+
+    Raises:
+        ConfigError: the loader path (``data.device_data=false``), a run without CUDA, or a cross-batch
+            memory (``loss.memory``: its references grow and are rebound every step), each named with what
+            to change.
+    """
+    if not config.data.device_data:
+        raise ConfigError(
+            "runtime.cuda_graph records the step of the device-data path; set data.device_data=true or "
+            "runtime.cuda_graph=false"
+        )
+    if not runs_on_cuda(config.runtime.device):
+        raise ConfigError(
+            "runtime.cuda_graph needs a CUDA device (runtime.device=cuda, or auto where one is visible), got "
+            f"runtime.device={config.runtime.device} here; set runtime.cuda_graph=false"
+        )
+    if config.loss.memory > 0:
+        raise ConfigError(
+            f"runtime.cuda_graph: loss.memory={config.loss.memory} rebinds its references every step, which "
+            "a recorded step cannot follow; set loss.memory=0 or runtime.cuda_graph=false"
         )
 
 

@@ -255,13 +255,15 @@ def epoch_loop(
         )
     for epoch in range(len(state.history) + 1, optim.epochs + 1):  # SLURM: SIGTERM → a checkpoint first
         options: dict[str, Any] = dict(
-            grad_clip=optim.grad_clip, last_dir=last_dir, progress=bar, epochs=optim.epochs,
-            start=state.position, on_step=preemption_checkpoint(sig, state, trainee, run, last_dir, saver),
+            last_dir=last_dir, progress=bar, epochs=optim.epochs, start=state.position,
+            on_step=preemption_checkpoint(sig, state, trainee, run, last_dir, saver),
         )  # fmt: skip
         if device_run is None:
-            row = train_one_epoch(trainee, loaders, epoch, state.step, prepared.lr_at, **options)
-        else:
-            row = yield from device_run.epoch_steps(trainee, epoch=epoch, step=state.step, **options)
+            row = train_one_epoch(
+                trainee, loaders, epoch, state.step, prepared.lr_at, grad_clip=optim.grad_clip, **options
+            )
+        else:  # its step clips with optim.grad_clip too (start_device_run)
+            row = yield from device_run.epoch_steps(epoch=epoch, step=state.step, **options)
         state = validate_and_checkpoint(
             row, state, trainee, loaders, run, prepared.sinks, last_dir=last_dir,
             best_dir=prepared.best_dir, batch_size=optim.batch_size, progress=bar, epochs=optim.epochs,
