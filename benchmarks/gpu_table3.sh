@@ -6,6 +6,7 @@
 #
 # 1. benchmarks/gpu.py: tsm_resnet18 / vit / swin at 8 frames × 224 px, batch 16 (bf16 + channels-last), then
 #    tsm_resnet18 in float32, without channels-last, and compiled; figures appended to OUT_DIR/bench.jsonl.
+#    BENCH=0 skips them (a short GPU window: benchmarks/gpu_check.sh measures the step instead).
 # 2. The phantom LUS cohort at Table 1's size (160 / 44 / 17 patients, 1001 clips) rendered at 224 px and cached.
 # 3. `learner experiment table3 --config lus` (100 epochs, batch 16, 224 px, 8 frames): its cells run side by
 #    side on the one GPU as local submitit jobs (they are bound by the CPU loaders and per-epoch validation
@@ -15,6 +16,7 @@
 #    on their own CUDA streams (runtime.cells_side_by_side), and a checkpoint every 10 epochs.
 #    PATH=device-graph adds runtime.cuda_graph: each cell's step recorded once as a CUDA graph and replayed
 #    (not yet run on a GPU; run benchmarks/gpu_check.sh first, whose graph form checks the replay).
+# OUT_DIR/table3_wall.txt: the wall seconds of step 3 alone (the figure of BENCHMARKS.md target 8).
 # OUT_DIR/results-small.tgz holds everything but weights and cached arrays (a few MB): the tables, REPORT.md,
 # results.json, Fig. 1, every pretraining's metrics.csv and the jobs' logs. Needs `pip install 'learner[cluster]'`.
 # Measured 2026-11-30 on one H200 (16 cores): 3 × 100-epoch cells of one seed in 378 s (BENCHMARKS.md).
@@ -26,10 +28,13 @@ mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 B=benchmarks/gpu.py
-$PY $B --steps 30 --warmup 5 --out "$OUT/bench.jsonl"
-$PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --no-amp --out "$OUT/bench.jsonl"
-$PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --no-channels-last --out "$OUT/bench.jsonl"
-$PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --compile --out "$OUT/bench.jsonl"
+touch "$OUT/bench.jsonl"
+if [ "${BENCH:-1}" != 0 ]; then
+  $PY $B --steps 30 --warmup 5 --out "$OUT/bench.jsonl"
+  $PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --no-amp --out "$OUT/bench.jsonl"
+  $PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --no-channels-last --out "$OUT/bench.jsonl"
+  $PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --compile --out "$OUT/bench.jsonl"
+fi
 $PY -m learner phantom lus "$OUT/phantom" --size 224 --patients 160,44,17 --workers "$(nproc)"
 COMMON=(--config lus --set runtime.device=cuda --set runtime.workers=4 --set "runtime.cache_dir=$OUT/cache")
 $PY -m learner data cache "$OUT/phantom/manifest.csv" "${COMMON[@]}" --workers "$(nproc)"
@@ -40,9 +45,11 @@ case "$DATA_PATH" in
     if [ "$DATA_PATH" = device-graph ]; then LAUNCH+=(--set runtime.cuda_graph=true); fi ;;
   *) echo "PATH must be loader, device or device-graph, got $DATA_PATH" >&2; exit 2 ;;
 esac
+STARTED=$(date +%s)
 $PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3" \
   --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" "${LAUNCH[@]}"
+echo "table3 $DATA_PATH seeds $SEEDS: $(( $(date +%s) - STARTED )) s wall" | tee "$OUT/table3_wall.txt"
 (cd "$OUT" && find table3 -type f \( -name '*.md' -o -name '*.json' -o -name '*.csv' -o -name '*.png' \
   -o -name '*.yaml' -o -name '*.txt' -o -name '*.out' -o -name '*.err' \) -not -path '*/checkpoints/*' -print0 |
-  tar czf results-small.tgz --null -T - bench.jsonl)
+  tar czf results-small.tgz --null -T - bench.jsonl table3_wall.txt)
 echo "results: $OUT/table3/REPORT.md, $OUT/results-small.tgz"
