@@ -450,9 +450,10 @@ class RuntimeConfig(_Section):
     channels_last: bool = Field(default=True, description="channels-last (NHWC) weights on GPU")
     cuda_graph: bool = Field(
         default=False,
-        description="data.device_data on a GPU: record the training step once as a CUDA graph (after 3 eager "
-        "steps) and replay it, one launch per step instead of one per kernel; needs bf16 or no amp and "
-        "loss.memory=0 (docs/training.md; its GPU speed-up is still to be measured: BENCHMARKS.md)",
+        description="data.device_data on a GPU: record the training step once as a CUDA graph (after 3 "
+        "eager steps) and replay it, one launch per step instead of one per kernel; needs a bf16 GPU or "
+        "runtime.amp=false, and loss.memory=0 (docs/training.md; its GPU speed-up is still to be measured: "
+        "BENCHMARKS.md)",
     )
     cpu_channels_last: bool = Field(
         default=False,
