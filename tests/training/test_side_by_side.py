@@ -2,19 +2,23 @@
 one CPU thread: each run's metrics.csv, checkpoint weights and stored RNG states equal the same config
 pretrained alone, bit for bit (the tiny config has dropout, which draws from the global RNG during
 steps), and each run's log gets its own epoch lines; a resumed side-by-side extension equals a lone
-resumed extension; runs that cannot go side by side are refused naming the key."""
+resumed extension; runs that cannot go side by side are refused naming the key; runs with their step
+graphed (a stand-in recorder) equal their eager runs alone."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
 
-from learner.config import Config
+from learner.config import Config, apply_overrides
 from learner.errors import ConfigError
+from learner.training import device_epoch
+from learner.training import plan as plan_module
 from learner.training.checkpoint import checkpoint_fingerprint, load_train_state
 from learner.training.pretrain import pretrain
 from learner.training.side_by_side import pretrain_side_by_side
@@ -94,3 +98,44 @@ def test_runs_that_cannot_go_side_by_side_are_refused(
     with pytest.raises(ConfigError, match="one run folder each"):
         pretrain_side_by_side([(configs[0], tmp_path / "a"), (configs[1], tmp_path / "a")])
     assert not (tmp_path / "a").exists()
+
+
+class ReplayingRecorder:
+    """A CPU stand-in for ``CudaGraphRecorder`` (a CUDA graph cannot be recorded on a CPU): warm-up in
+    place, a "replay" that calls the step again; every recording is counted in ``recorded``."""
+
+    recorded: ClassVar[list[object]] = []
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    @contextmanager
+    def warming(self) -> Iterator[None]:
+        yield
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        self.recorded.append(step)
+        return step
+
+
+def test_graphed_runs_side_by_side_equal_eager_runs_alone(
+    make_tiny_pretrain_config: Callable[..., Config],
+    tmp_path: Path,
+    one_thread: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``runtime.cuda_graph`` wired through the plan, ``start_device_run`` and the lanes: each run records
+    its step once and writes what its eager run alone writes (the recorder stood in for). 2 epochs × 4
+    steps: each epoch's first step measures the gradient share eagerly, then 3 warm-up steps, a recording
+    and 2 replays."""
+    configs = device_configs(make_tiny_pretrain_config, **{"optim.max_steps_per_epoch": 4})
+    monkeypatch.setattr(plan_module, "runs_on_cuda", lambda requested: True)
+    monkeypatch.setattr(device_epoch, "CudaGraphRecorder", ReplayingRecorder)
+    monkeypatch.setattr(ReplayingRecorder, "recorded", [])
+    eager = [config for config in configs if config.loss.memory == 0]  # a memory is refused with graphs
+    graphed = [apply_overrides(config, {"runtime.cuda_graph": True}) for config in eager]
+    pretrain_side_by_side([(c, tmp_path / f"graphed{i}") for i, c in enumerate(graphed)])
+    assert len(ReplayingRecorder.recorded) == len(eager) == 2
+    for index, config in enumerate(eager):
+        pretrain(config, tmp_path / f"eager{index}")
+        assert_same(tmp_path / f"eager{index}", tmp_path / f"graphed{index}")
