@@ -6,6 +6,8 @@
   once per session. Under pytest-xdist the first worker to need one builds it in a folder that every worker
   of the session shares (guarded by a file lock) and the others read it.
 * :func:`one_thread`: one torch thread for the test (kill tests compare with a child process).
+* :func:`replaying_recorder` and :func:`replaying_recorders`: :class:`ReplayingRecorder`, the CPU stand-in
+  for the CUDA graph recorder of ``runtime.cuda_graph``.
 * The tiny configs, one fixture per meaning: :func:`make_tiny_pretrain_config` (a factory: one pretraining
   run on the tiny LUS cohort, plus dotted overrides) and :func:`tiny_experiment_config` (the settings of an
   experiment grid; its datasets come from the grid).
@@ -21,6 +23,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
@@ -92,6 +95,54 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return invoke
+
+
+class ReplayingRecorder:
+    """A CPU stand-in for ``learner.training.step_graph.CudaGraphRecorder``, whose CUDA graph needs a GPU:
+    warm-up steps run in place, and a "recording" keeps the step, whose "replay" calls it again on the same
+    buffers. A graphed step then computes what its replays would: everything is checked but the recording
+    itself. Counts the warm-ups (``warmups``, ``warming_now`` inside one) and keeps the recordings."""
+
+    def __init__(self, device: object = None) -> None:
+        self.device, self.warmups, self.warming_now = device, 0, False
+        self.recorded: list[Callable[[], None]] = []
+
+    @contextmanager
+    def warming(self) -> Iterator[None]:
+        self.warmups += 1
+        self.warming_now = True
+        try:
+            yield
+        finally:
+            self.warming_now = False
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        self.recorded.append(step)
+        return step
+
+
+@pytest.fixture
+def replaying_recorder() -> ReplayingRecorder:
+    """One :class:`ReplayingRecorder`, for a test that graphs a step itself."""
+    return ReplayingRecorder()
+
+
+@pytest.fixture
+def replaying_recorders(monkeypatch: pytest.MonkeyPatch) -> Callable[[ModuleType], list[ReplayingRecorder]]:
+    """``replaying_recorders(module)``: ``module.CudaGraphRecorder`` made a :class:`ReplayingRecorder` for
+    the test; returns the list that every recorder made from then on joins."""
+
+    def patch(module: ModuleType) -> list[ReplayingRecorder]:
+        made: list[ReplayingRecorder] = []
+
+        def make(device: object) -> ReplayingRecorder:
+            made.append(ReplayingRecorder(device))
+            return made[-1]
+
+        monkeypatch.setattr(module, "CudaGraphRecorder", make)
+        return made
+
+    return patch
 
 
 @pytest.fixture

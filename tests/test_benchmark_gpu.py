@@ -6,16 +6,16 @@ stand-in recorder. ``benchmarks/device_data.py`` times the loader and the device
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -137,33 +137,20 @@ def test_gpu_check_guards_each_form_and_keeps_to_its_budget(
     assert stopped["error"].startswith("BudgetExceeded")
 
 
-class ReplayingRecorder:
-    """A CPU stand-in for ``CudaGraphRecorder``: warm-up in place, and a "replay" that calls the step."""
-
-    def __init__(self, device: object) -> None:
-        self.device = device
-
-    @contextlib.contextmanager
-    def warming(self) -> Iterator[None]:
-        yield
-
-    def record(self, step: Callable[[], None]) -> Callable[[], None]:
-        return step
-
-
 @pytest.mark.slow  # builds two tiny trainees and trains them (a few seconds)
 def test_gpu_check_replay_check_compares_a_recorded_cell_with_an_eager_one(
-    gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch, one_thread: None
+    gpu_check: ModuleType, replaying_recorders: Callable[[ModuleType], list[Any]], one_thread: None
 ) -> None:
     """The check the graph form prints first, run on CPU with a stand-in recorder: the recorded cell takes
     the same steps as the eager one, so they agree exactly."""
-    monkeypatch.setattr(gpu_check, "CudaGraphRecorder", ReplayingRecorder)
+    recorders = replaying_recorders(gpu_check)
     args = argparse.Namespace(frames=2, size=32, preset="tiny", batch=4, chunk=2, steps=4)
     cpu = torch.device("cpu")
     setup = gpu_check.build_setup(args, cpu)
     runner = gpu_check.Runner(args, cpu, gpu_check.Budget(60.0, start=time.monotonic()))
     check = runner.replay_matches_eager(setup, steps=6)
     assert check["steps"] == 6
+    assert [len(recorder.recorded) for recorder in recorders] == [1]
     assert check["agree"] is True
     assert check["param_max_abs_diff"] == 0.0
     first, second = check["loss_sums"]

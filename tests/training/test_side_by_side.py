@@ -7,10 +7,10 @@ graphed (a stand-in recorder) equal their eager runs alone."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -100,29 +100,12 @@ def test_runs_that_cannot_go_side_by_side_are_refused(
     assert not (tmp_path / "a").exists()
 
 
-class ReplayingRecorder:
-    """A CPU stand-in for ``CudaGraphRecorder`` (a CUDA graph cannot be recorded on a CPU): warm-up in
-    place, a "replay" that calls the step again; every recording is counted in ``recorded``."""
-
-    recorded: ClassVar[list[object]] = []
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    @contextmanager
-    def warming(self) -> Iterator[None]:
-        yield
-
-    def record(self, step: Callable[[], None]) -> Callable[[], None]:
-        self.recorded.append(step)
-        return step
-
-
 def test_graphed_runs_side_by_side_equal_eager_runs_alone(
     make_tiny_pretrain_config: Callable[..., Config],
     tmp_path: Path,
     one_thread: None,
     monkeypatch: pytest.MonkeyPatch,
+    replaying_recorders: Callable[[ModuleType], list[Any]],
 ) -> None:
     """``runtime.cuda_graph`` wired through the plan, ``start_device_run`` and the lanes: each run records
     its step once and writes what its eager run alone writes (the recorder stood in for). 2 epochs × 4
@@ -130,12 +113,11 @@ def test_graphed_runs_side_by_side_equal_eager_runs_alone(
     and 2 replays."""
     configs = device_configs(make_tiny_pretrain_config, **{"optim.max_steps_per_epoch": 4})
     monkeypatch.setattr(plan_module, "runs_on_cuda", lambda requested: True)
-    monkeypatch.setattr(device_epoch, "CudaGraphRecorder", ReplayingRecorder)
-    monkeypatch.setattr(ReplayingRecorder, "recorded", [])
+    recorders = replaying_recorders(device_epoch)
     eager = [config for config in configs if config.loss.memory == 0]  # a memory is refused with graphs
     graphed = [apply_overrides(config, {"runtime.cuda_graph": True}) for config in eager]
     pretrain_side_by_side([(c, tmp_path / f"graphed{i}") for i, c in enumerate(graphed)])
-    assert len(ReplayingRecorder.recorded) == len(eager) == 2
+    assert [len(recorder.recorded) for recorder in recorders] == [1] * len(eager) == [1, 1]
     for index, config in enumerate(eager):
         pretrain(config, tmp_path / f"eager{index}")
         assert_same(tmp_path / f"eager{index}", tmp_path / f"graphed{index}")
