@@ -144,7 +144,8 @@ def run_arms(config: Config, run_dir: Path, device: torch.device, args: argparse
         trainee = build_model_and_objective(arm_config, scans.standardiser, device)
         started = time.perf_counter()
         device_run = start_device_run(arm_config, scans, trainee, lr_at, steps)
-        load_seconds = load_seconds or time.perf_counter() - started
+        if load_seconds is None:  # the device arm's: the graph arm loads the same cohort again
+            load_seconds = time.perf_counter() - started
 
         def device_epoch(arm: str = arm, device_run: DeviceRun = device_run) -> None:
             epochs[arm] += 1

@@ -84,7 +84,7 @@ from learner.losses.regression import ScoreStandardiser  # noqa: E402
 from learner.training.epoch import Trainee  # noqa: E402
 from learner.training.pretrain import build_model_and_objective, lr_schedule  # noqa: E402
 from learner.training.seeding import seed_everything  # noqa: E402
-from learner.training.step_graph import CudaGraphRecorder  # noqa: E402
+from learner.training.step_graph import WARMUP_STEPS, CudaGraphRecorder  # noqa: E402
 from learner.training.sync_free import (  # noqa: E402
     DeviceCounters,
     DeviceStep,
@@ -96,6 +96,8 @@ FORMS = ("eager", "graph", "compile", "cells", "cells_graph")
 CUDA_ONLY = frozenset({"graph", "compile", "cells_graph"})
 RUN_ORDER = ("eager", "graph", "cells", "cells_graph", "compile")
 """The forms in the order they run: the compile, the longest and likeliest to fail, last."""
+CAPTURE_STEPS = WARMUP_STEPS + 1
+"""Steps :meth:`Runner.capture` takes: the eager warm-up, then the recording replayed once."""
 DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
 """Chrome-trace categories of work on the GPU (annotations and host-side events excluded)."""
 
@@ -370,9 +372,9 @@ class Runner:
     def capture(self, cell: Cell) -> Callable[[], None]:
         """``cell``'s step as ``runtime.cuda_graph`` runs it (``GraphedStep`` with ``CudaGraphRecorder``,
         :mod:`learner.training.step_graph`): 3 eager warm-up steps on a side stream, then recorded once and
-        replayed; returns the step, recorded already."""
-        cell.device_step.graph(CudaGraphRecorder(self.device), warmup=3)
-        for _ in range(4):
+        replayed; returns the step, recorded already (:data:`CAPTURE_STEPS` steps taken)."""
+        cell.device_step.graph(CudaGraphRecorder(self.device), warmup=WARMUP_STEPS)
+        for _ in range(CAPTURE_STEPS):
             cell.step()
         self.sync()
         return cell.step
@@ -385,7 +387,7 @@ class Runner:
         replay = self.capture(graphed)
         for _ in range(steps):
             eager.step()
-        for _ in range(steps - 4):  # capture() took 4 of them
+        for _ in range(steps - CAPTURE_STEPS):
             replay()
         self.sync()
         pairs = list(zip(eager.trainee.model.parameters(), graphed.trainee.model.parameters(), strict=True))

@@ -10,16 +10,17 @@ and launches them all again with one call, on the same memory. That replays a st
   and step counts, BatchNorm statistics, the LR tensor, the run's
   :class:`~learner.training.sync_free.DeviceCounters`): a Python attribute rebound to a new tensor during
   recording would be read by later replays at its old address (tested on CPU:
-  ``tests/training/test_step_graph.py``);
+  ``tests/training/test_device_epoch.py``);
 * its inputs sit at fixed addresses: :class:`GraphedStep` copies each batch into buffers made at the first
   call (the batch itself is still made eagerly by ``DeviceBatches`` from its seeded generator, so the
   batches are exactly the eager path's).
 
-The order follows PyTorch's whole-network capture recipe (``torch.cuda.graph``): ``warmup`` eager steps on
+The order follows PyTorch's whole-network capture recipe (``torch.cuda.graph``): ``warmup`` eager steps
+(:data:`WARMUP_STEPS` by default) on
 a side stream (the run's real first updates: lazy initialisation, cuDNN's autotuning and Adam's state
 happen there), then the next step is recorded (recording runs nothing) and replayed at once, then every
-later step is a copy into the buffers and a replay. A replay computes what the eager step computes, up to
-the kernels cuDNN picks (a GPU check compares them: ``benchmarks/gpu_check.py``, form ``graph``).
+later step is a copy into the buffers and a replay. A replay should compute what the eager step computes,
+up to the kernels cuDNN picks (a GPU check measures how far: ``benchmarks/gpu_check.py``, form ``graph``).
 
 :class:`GraphedStep` takes its recorder as a parameter (:class:`StepRecorder`): :class:`CudaGraphRecorder`
 on a GPU; the CPU tests give it one whose "replay" calls the step again, which checks everything here but
@@ -35,6 +36,9 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
+
+WARMUP_STEPS = 3
+"""Eager steps before the recording (``runtime.cuda_graph``)."""
 
 Step = Callable[[Tensor, Tensor], None]
 """A training step on a batch: clips ``(b, T, C, H, W)`` (or ``(b, 2, T, C, H, W)``) and scores ``(b,)``."""
@@ -85,7 +89,7 @@ class GraphedStep:
     one's shape and dtype (``DeviceBatches`` drops an epoch's last incomplete batch).
     """
 
-    def __init__(self, step: Step, recorder: StepRecorder, *, warmup: int = 3) -> None:
+    def __init__(self, step: Step, recorder: StepRecorder, *, warmup: int = WARMUP_STEPS) -> None:
         if warmup < 1:
             raise ValueError(f"warmup should be >= 1 eager step before recording, got {warmup}")
         self.step, self.recorder, self.warmup = step, recorder, warmup

@@ -36,7 +36,7 @@ from learner.training.epoch import Trainee, batch_loss
 from learner.training.finite import finite_gradient_flag
 from learner.training.grad_share import contrastive_gradient_norms, gradient_share
 from learner.training.preemption import EpochPosition
-from learner.training.step_graph import GraphedStep, StepRecorder
+from learner.training.step_graph import WARMUP_STEPS, GraphedStep, StepRecorder
 
 LOSS, GRADIENT = 1, 2
 """What was non-finite at an epoch's first bad step (:attr:`DeviceCounters.bad_what`)."""
@@ -258,7 +258,7 @@ class DeviceStep:
             two_views=self.two_views, grad_clip=self.grad_clip, measure_share=measure_share,
         )  # fmt: skip
 
-    def graph(self, recorder: StepRecorder, *, warmup: int = 3) -> None:
+    def graph(self, recorder: StepRecorder, *, warmup: int = WARMUP_STEPS) -> None:
         """From now on, record the step after ``warmup`` eager ones and replay it
         (:class:`~learner.training.step_graph.GraphedStep`)."""
         self.graphed = GraphedStep(self.eager, recorder, warmup=warmup)
