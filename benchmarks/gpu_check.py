@@ -15,7 +15,9 @@ channels-last on CUDA, as the config has them), on a batch :class:`~learner.data
 made on the device from a random uint8 clip store (picks and augmentation done before the timing: the
 batch stays fixed, so every form times the same work). Forms (``--forms``):
 
-* ``eager``: the step as training runs it by default;
+* ``eager``: the step as training runs it by default; then 2 more steps under
+  ``torch.cuda.set_sync_debug_mode("error")`` (CUDA only), which should find no host sync (printed, and
+  ``host_syncs`` in the record: ``none`` or the first sync's error);
 * ``graph``: the step as ``runtime.cuda_graph`` runs it: recorded once in a ``torch.cuda.CUDAGraph`` (after
   3 warm-up steps on a side stream) and replayed (:mod:`learner.training.step_graph`; CUDA only). First a
   check: cell 0 trained 10 steps eagerly and 10 steps recorded, from the same weights; the largest
@@ -287,6 +289,24 @@ class Runner:
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
+    def host_syncs(self, step: Callable[[], object], steps: int = 2) -> str | None:
+        """``steps`` calls of a warmed-up ``step`` with CUDA's sync debug mode raising at a host sync:
+        ``"none"``, or the error's first line; None on a CPU (there ``tests/conftest.py``'s
+        ``forbid_host_syncs`` checks the step in CI)."""
+        if not self.cuda:
+            return None
+        self.sync()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(steps):
+                step()
+        except RuntimeError as error:
+            return str(error).splitlines()[0]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        self.sync()
+        return "none"
+
     def timed(self, step: Callable[[], object], *, warmup: int, steps: int) -> dict[str, Any]:
         """``warmup`` untimed calls, then ``steps`` timed in chunks of ``--chunk`` (a sync ending each);
         stops early (after two chunks) when what is left of the budget would not hold three more chunks
@@ -433,6 +453,10 @@ def run_forms(args: argparse.Namespace, runner: Runner, setup: Setup, figures: d
         cell = setup.cell(0)
         result = runner.measure("eager", cell.step, 1, warmup=warmup)
         runner.eager_step_s = result["step_ms"] / 1e3
+        figures["host_syncs"] = runner.host_syncs(cell.step)
+        if figures["host_syncs"] is not None:
+            print(f"eager: host syncs in 2 steps (torch.cuda.set_sync_debug_mode('error')): "
+                  f"{figures['host_syncs']}", flush=True)  # fmt: skip
         batches, counter = setup.batches, iter(range(10**9))
 
         def make_batch() -> None:
@@ -600,6 +624,9 @@ def print_report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         print(f"| {form} | {r['cells']} | {r['step_ms']:.2f} | {r['steps_per_s']:.1f} | "
               f"{_cell(r['busy_percent'], '.0f')} | {_cell(tflops, '.3g')} | {_cell(speedup, '.2f')} | "
               f"{'; '.join(notes)} |")  # fmt: skip
+    if figures.get("host_syncs") is not None:
+        print(f"| host syncs in 2 eager steps (sync debug mode) | 1 | — | — | — | — | — | "
+              f"{figures['host_syncs'].replace('|', '/')} |")  # fmt: skip
     if "batch_ms" in figures:
         print(f"| batch making (picks, gather, augment; on top of a step) | 1 | {figures['batch_ms']:.2f} "
               f"| — | — | — | — | not a step |")  # fmt: skip

@@ -6,8 +6,10 @@
   once per session. Under pytest-xdist the first worker to need one builds it in a folder that every worker
   of the session shares (guarded by a file lock) and the others read it.
 * :func:`one_thread`: one torch thread for the test (kill tests compare with a child process).
+* :func:`host_syncs_forbidden` (:func:`forbid_host_syncs`): raises where a tensor's value or shape would
+  wait for a GPU (the CPU check of the device-data step and of device validation).
 * :func:`replaying_recorder` and :func:`replaying_recorders`: :class:`ReplayingRecorder`, the CPU stand-in
-  for the CUDA graph recorder of ``runtime.cuda_graph``.
+  for the CUDA graph recorder of ``runtime.cuda_graph``; its replays run under :func:`forbid_host_syncs`.
 * The tiny configs, one fixture per meaning: :func:`make_tiny_pretrain_config` (a factory: one pretraining
   run on the tiny LUS cohort, plus dotted overrides) and :func:`tiny_experiment_config` (the settings of an
   experiment grid; its datasets come from the grid).
@@ -97,11 +99,67 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], CliResult]:
     return invoke
 
 
+HOST_WAITS = frozenset(
+    {"_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive",
+     "equal", "is_nonzero"}
+)  # fmt: skip
+"""The aten ops after which the host must wait for a GPU: a value read (``item``, ``bool``, ``float``,
+``int`` and ``f"{t:.2f}"`` all reach ``_local_scalar_dense``) and an output whose shape depends on values
+(``nonzero``, ``masked_select``, ``unique``). A CUDA graph cannot record any of them, nor a tensor made
+from host data (``torch.tensor([...])``: ``lift_fresh`` of more than a number, a pageable host-to-device
+copy; a number, as in ``x[i] = 0``, reaches the kernel as an argument)."""
+
+
+@contextmanager
+def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
+    """Inside, an op of :data:`HOST_WAITS`, boolean-mask indexing (which runs ``nonzero``) or ``tolist`` /
+    ``numpy`` (read below the dispatcher) raises ``AssertionError`` naming the op and ``what``.
+
+    The check runs below Python, as a ``TorchDispatchMode`` sees every aten op (autograd's backward and the
+    optimiser's kernels included), so it also finds a sync that a library call makes in C++, which patching
+    ``Tensor.item`` would miss. On a GPU, ``torch.cuda.set_sync_debug_mode("error")`` is the same check.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    def refuse(op: object) -> AssertionError:
+        return AssertionError(f"a host sync inside {what}: {op}")
+
+    class HostSyncGuard(TorchDispatchMode):
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+        ) -> Any:
+            name = func.overloadpacket.__name__
+            masks = [
+                index
+                for index in (args[1] if name in ("index", "index_put", "index_put_") else ())
+                if isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8)
+            ]
+            from_host = name == "lift_fresh" and args[0].dim() > 0
+            if name in HOST_WAITS or masks or from_host:
+                raise refuse(func)
+            return func(*args, **(kwargs or {}))
+
+    def read_on_host(tensor: object, *args: object, **kwargs: object) -> None:
+        raise refuse("Tensor.tolist / Tensor.numpy")
+
+    real = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy")}
+    for name in real:
+        setattr(torch.Tensor, name, read_on_host)
+    try:
+        with HostSyncGuard():
+            yield
+    finally:
+        for name, method in real.items():
+            setattr(torch.Tensor, name, method)
+
+
 class ReplayingRecorder:
     """A CPU stand-in for ``learner.training.step_graph.CudaGraphRecorder``, whose CUDA graph needs a GPU:
     warm-up steps run in place, and a "recording" keeps the step, whose "replay" calls it again on the same
-    buffers. A graphed step then computes what its replays would: everything is checked but the recording
-    itself. Counts the warm-ups (``warmups``, ``warming_now`` inside one) and keeps the recordings."""
+    buffers, under :func:`forbid_host_syncs` (what a CUDA graph's recording refuses). A graphed step then
+    computes what its replays would: everything is checked but the recording itself. Counts the warm-ups
+    (``warmups``, ``warming_now`` inside one) and keeps the recordings."""
 
     def __init__(self, device: object = None) -> None:
         self.device, self.warmups, self.warming_now = device, 0, False
@@ -118,7 +176,18 @@ class ReplayingRecorder:
 
     def record(self, step: Callable[[], None]) -> Callable[[], None]:
         self.recorded.append(step)
-        return step
+
+        def replay() -> None:
+            with forbid_host_syncs("a recorded step"):
+                step()
+
+        return replay
+
+
+@pytest.fixture
+def host_syncs_forbidden() -> Callable[[str], AbstractContextManager[None]]:
+    """:func:`forbid_host_syncs`: ``with host_syncs_forbidden("what runs"): ...``."""
+    return forbid_host_syncs
 
 
 @pytest.fixture

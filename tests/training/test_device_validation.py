@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from learner.config import Config
 from learner.data.clip_store import ClipStore, EvalClips
 from learner.layout import RunLayout
 from learner.training import epoch as epoch_module
+from learner.training import validation as validation_module
 from learner.training.checkpoint import load_checkpoint, read_meta
 from learner.training.distributed import DistInfo
 from learner.training.epoch import Trainee, train_one_epoch
@@ -32,8 +34,6 @@ from learner.training.validation import predict_clips, predict_scores
 pytestmark = pytest.mark.slow
 
 BATCH = 4
-SYNCS = ("item", "__bool__", "__float__", "__int__", "tolist")
-"""Every way a tensor's value reaches Python (each waits for the device on a GPU)."""
 
 
 @dataclass
@@ -100,25 +100,27 @@ def test_device_validation_predicts_exactly_what_the_loader_validation_predicts(
 
 
 def test_device_validation_makes_one_host_transfer_whatever_its_batches(
-    make_parts: Callable[..., Parts], monkeypatch: pytest.MonkeyPatch
+    make_parts: Callable[..., Parts],
+    monkeypatch: pytest.MonkeyPatch,
+    host_syncs_forbidden: Callable[[str], AbstractContextManager[None]],
 ) -> None:
     parts = make_parts()
     batches = math.ceil(len(parts.clips) / BATCH)
     assert batches >= 3
     expected = parts.device_predictions()
     transfers: list[torch.device] = []
-    real_cpu = torch.Tensor.cpu
+    real_cpu, real_predicted = torch.Tensor.cpu, validation_module._predicted
 
     def counted_cpu(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         transfers.append(tensor.device)
         return real_cpu(tensor, *args, **kwargs)
 
-    def forbid(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a host sync inside the device validation")
+    def predicted_without_syncs(*args: Any) -> torch.Tensor:
+        with host_syncs_forbidden("a batch of the device validation"):
+            return real_predicted(*args)
 
     with monkeypatch.context() as patched:
-        for name in SYNCS:
-            patched.setattr(torch.Tensor, name, forbid)
+        patched.setattr(validation_module, "_predicted", predicted_without_syncs)
         patched.setattr(torch.Tensor, "cpu", counted_cpu)
         predicted, truth = parts.device_predictions()
     assert len(transfers) == 1  # at the end, not one per batch

@@ -132,10 +132,14 @@ class SupConBinsLoss(ReferenceLoss):
             raise ValueError(f"supcon_bins tolerance should be ≥ 0, got {tolerance}")
         self.edges, self.temperature, self.tolerance = edges, temperature, tolerance
         self.similarity: FeatureSimilarity = similarity
+        self.device_edges: dict[torch.device, Tensor] = {}
 
     def classes(self, scores: Tensor) -> Tensor:
         """Bin index (int64) of each score, 0 for the lowest bin; an edge value belongs to the lower bin."""
-        edges = torch.tensor(self.edges, dtype=torch.float64, device=scores.device) + self.tolerance
+        edges = self.device_edges.get(scores.device)
+        if edges is None:  # copied to a device once: a step recorded as a CUDA graph cannot copy host data
+            edges = torch.tensor(self.edges, dtype=torch.float64, device=scores.device) + self.tolerance
+            self.device_edges[scores.device] = edges
         return torch.bucketize(scores.detach().to(torch.float64), edges, right=False)
 
     def compute(self, u: Tensor, c: Candidates) -> Tensor:

@@ -61,6 +61,9 @@ def sync_free_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) 
             if "step" in state:
                 state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
     optimizer._step_supports_amp_scaling = True  # as fused Adam sets it
+    # Fused Adam runs one kernel whether capturable or not, so torch's warning that a capturable optimiser
+    # stepping outside a recording is slower (the warm-up steps; runs without runtime.cuda_graph) is moot.
+    optimizer._warned_capturable_if_run_uncaptured = True
     return lr
 
 
@@ -113,20 +116,25 @@ class DeviceCounters:
         self.bad_what.zero_()
         self.start_sums, self.share = ({}, None) if start is None else (dict(start.sums), start.share)
         self.norms = None
-        if self.sums is None:
-            return
-        if start is None:
-            self.sums.zero_()
-        else:  # a host-to-device copy: only where a pre-empted run goes on mid-epoch
-            self.sums.copy_(torch.tensor([self.start_sums.get(name, 0.0) for name in self.names]))
+        if self.sums is not None:
+            self._sums_from_start(self.sums)
 
     def add(self, values: dict[str, Tensor]) -> None:
         """Add one step's ``train_loss`` and ``train_<term>`` values (detached scalars) to the sums."""
         if self.sums is None:
             self.names = list(values)
-            initial = [self.start_sums.get(name, 0.0) for name in self.names]
-            self.sums = torch.tensor(initial, dtype=torch.float64, device=self.step.device)
+            self.sums = torch.empty(len(self.names), dtype=torch.float64, device=self.step.device)
+            self._sums_from_start(self.sums)
         self.sums += torch.stack([values[name] for name in self.names]).to(torch.float64)
+
+    def _sums_from_start(self, sums: Tensor) -> None:
+        """``sums`` set in place to 0, or to the interrupted epoch's :attr:`start_sums`: a host-to-device
+        copy, made only where a pre-empted run goes on mid-epoch (a step recorded as a CUDA graph cannot
+        hold one)."""
+        if self.start_sums:
+            sums.copy_(torch.tensor([self.start_sums.get(name, 0.0) for name in self.names]))
+        else:
+            sums.zero_()
 
     def flag(self, what: Tensor) -> None:
         """Record ``what`` (() int64: 0 finite, 1 loss, 2 gradient) for the step just counted, if it is the
