@@ -10,23 +10,18 @@
 # the JSON line), gpu_check.jsonl (the JSON record), gpu_check.partial.json (the figures after every form:
 # what is left if the run is stopped) and nvidia-smi.txt. The Python run has a hard timeout
 # (GPU_CHECK_TIMEOUT_S, default 225 s); inside it, gpu_check.py's --budget-s (default 200 s) skips or stops
-# what would not fit, so the figures come out first. learner is imported from src/ (no install); wheels in
-# .whl/ (what the GPU image lacks: pydantic, pydantic-core, annotated-types, typing-inspection; monai for
-# the vit / swin steps of Table 4) are installed into a temporary folder first. The real three-seed run is
-# the next step: benchmarks/gpu_table3.sh.
+# what would not fit, so the figures come out first. learner is imported from src/ (no install), with the
+# wheels of .whl/ (benchmarks/gpu_env.sh; made here by benchmarks/gpu_wheels.sh: pydantic for the config,
+# monai for the vit / swin steps of Table 4). The real three-seed run is the next step:
+# benchmarks/gpu_table3.sh.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: gpu_check.sh OUT_DIR [gpu_check.py options]}")
 shift
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
 LIMIT=${GPU_CHECK_TIMEOUT_S:-225}
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-if compgen -G '.whl/*.whl' >/dev/null; then
-  site=$(mktemp -d)
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl &&
-    export PYTHONPATH="$PYTHONPATH:$site"
-fi
+source benchmarks/gpu_env.sh
+learner_needs learner.training.pretrain || exit 2
 { nvidia-smi || echo "(no nvidia-smi)"; } >"$OUT/nvidia-smi.txt" 2>&1
 timeout -k 5 "$LIMIT" "$PY" benchmarks/gpu_check.py --out "$OUT/gpu_check.jsonl" \
   --partial "$OUT/gpu_check.partial.json" "$@" 2>&1 | tee "$OUT/gpu_check.txt"

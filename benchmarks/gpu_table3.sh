@@ -1,8 +1,18 @@
 #!/bin/bash
 # Paper-scale Table 3 on the phantom LUS cohort on one GPU, after the throughput benchmark.
 #
-#   bash benchmarks/gpu_table3.sh OUT_DIR [SEEDS] [PATH]  # SEEDS: a YAML list, default [0]
-#                                                        # PATH: loader (default), device or device-graph
+#   bash benchmarks/gpu_table3.sh OUT_DIR [SEEDS] [PATH] [LEARNER OPTIONS...]
+#     SEEDS: a YAML list, default [0]; PATH: loader (default), device or device-graph; LEARNER OPTIONS:
+#     appended to the cache and experiment commands (e.g. --set optim.epochs=1); PHANTOM: the phantom's
+#     options, default "--size 224 --patients 160,44,17" (tests/test_benchmark_gpu.py runs it tiny on CPU).
+#     LIMIT_S: the whole script's seconds (e.g. under a GPU window's command limit): the experiment runs
+#     under `timeout` with what is left (20 s kept for the bundle), and the small outputs are bundled
+#     whether it finished or not. Run again with the same OUT_DIR to go on: the phantom is kept and the
+#     experiment resumes (finished cells reused).
+#
+# learner runs from src/ with the wheels carried in .whl/ (benchmarks/gpu_env.sh; make them here with
+# benchmarks/gpu_wheels.sh): the GPU image lacks pydantic, monai, av, nibabel, pydicom and submitit. The script
+# stops in its first seconds, naming the module, where one does not import.
 #
 # 1. benchmarks/gpu.py: tsm_resnet18 / vit / swin at 8 frames × 224 px, batch 16 (bf16 + channels-last), then
 #    tsm_resnet18 in float32, without channels-last, and compiled; figures appended to OUT_DIR/bench.jsonl.
@@ -18,15 +28,22 @@
 #    (not yet run on a GPU; run benchmarks/gpu_check.sh first, whose graph form checks the replay).
 # OUT_DIR/table3_wall.txt: the wall seconds of step 3 alone (the figure of BENCHMARKS.md target 8).
 # OUT_DIR/results-small.tgz holds everything but weights and cached arrays (a few MB): the tables, REPORT.md,
-# results.json, Fig. 1, every pretraining's metrics.csv and the jobs' logs. Needs `pip install 'learner[cluster]'`.
+# results.json, Fig. 1, every pretraining's metrics.csv and the jobs' logs. PATH=loader needs submitit.
 # Measured 2026-11-30 on one H200 (16 cores): 3 × 100-epoch cells of one seed in 378 s (BENCHMARKS.md).
 set -euo pipefail
-OUT=$(realpath -m "${1:?usage: gpu_table3.sh OUT_DIR [SEEDS]}")
+OUT=$(realpath -m "${1:?usage: gpu_table3.sh OUT_DIR [SEEDS] [PATH] [LEARNER OPTIONS...]}")
 SEEDS=${2:-[0]}
 DATA_PATH=${3:-loader}
-mkdir -p "$OUT"
+shift $(($# < 3 ? $# : 3))
+read -ra PHANTOM_OPTIONS <<<"${PHANTOM:---size 224 --patients 160,44,17}"
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source benchmarks/gpu_env.sh
+case "$DATA_PATH" in
+  loader) learner_needs learner.cli av nibabel pydicom monai submitit ;;
+  device|device-graph) learner_needs learner.cli av nibabel pydicom monai ;;
+  *) echo "PATH must be loader, device or device-graph, got $DATA_PATH" >&2; exit 2 ;;
+esac
+mkdir -p "$OUT"
 B=benchmarks/gpu.py
 touch "$OUT/bench.jsonl"
 if [ "${BENCH:-1}" != 0 ]; then
@@ -35,21 +52,42 @@ if [ "${BENCH:-1}" != 0 ]; then
   $PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --no-channels-last --out "$OUT/bench.jsonl"
   $PY $B --steps 30 --warmup 5 --backbones tsm_resnet18 --compile --out "$OUT/bench.jsonl"
 fi
-$PY -m learner phantom lus "$OUT/phantom" --size 224 --patients 160,44,17 --workers "$(nproc)"
-COMMON=(--config lus --set runtime.device=cuda --set runtime.workers=4 --set "runtime.cache_dir=$OUT/cache")
+if [ ! -f "$OUT/phantom/manifest.csv" ]; then
+  $PY -m learner phantom lus "$OUT/phantom" "${PHANTOM_OPTIONS[@]}" --workers "$(nproc)"
+fi
+COMMON=(--config lus --set runtime.device=cuda --set runtime.workers=4 --set "runtime.cache_dir=$OUT/cache" "$@")
 $PY -m learner data cache "$OUT/phantom/manifest.csv" "${COMMON[@]}" --workers "$(nproc)"
 case "$DATA_PATH" in
   loader) LAUNCH=(--launcher submitit-local --launcher-opt gpus_per_node=1 --launcher-opt timeout_min=240) ;;
   device|device-graph)
     LAUNCH=(--set data.device_data=true --set runtime.cells_side_by_side=true --set runtime.checkpoint_every=10)
     if [ "$DATA_PATH" = device-graph ]; then LAUNCH+=(--set runtime.cuda_graph=true); fi ;;
-  *) echo "PATH must be loader, device or device-graph, got $DATA_PATH" >&2; exit 2 ;;
 esac
+if [ -d "$OUT/table3" ]; then LAUNCH+=(--resume); fi
+EXPERIMENT=($PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3"
+  --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" "${LAUNCH[@]}")
+LIMIT=()
+if [ -n "${LIMIT_S:-}" ]; then
+  left=$((LIMIT_S - SECONDS - 20))
+  if [ "$left" -le 0 ]; then
+    echo "gpu_table3.sh: LIMIT_S=$LIMIT_S spent before the experiment (after $SECONDS s)" >&2
+    exit 124
+  fi
+  LIMIT=(timeout -k 10 "$left")
+fi
 STARTED=$(date +%s)
-$PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3" \
-  --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" "${LAUNCH[@]}"
-echo "table3 $DATA_PATH seeds $SEEDS: $(( $(date +%s) - STARTED )) s wall" | tee "$OUT/table3_wall.txt"
-(cd "$OUT" && find table3 -type f \( -name '*.md' -o -name '*.json' -o -name '*.csv' -o -name '*.png' \
-  -o -name '*.yaml' -o -name '*.txt' -o -name '*.out' -o -name '*.err' \) -not -path '*/checkpoints/*' -print0 |
-  tar czf results-small.tgz --null -T - bench.jsonl table3_wall.txt)
+status=0
+"${LIMIT[@]}" "${EXPERIMENT[@]}" || status=$?
+wall=$(($(date +%s) - STARTED))
+cells=$(find "$OUT/table3" -path '*/encoder/complete.json' 2>/dev/null | wc -l)
+case $status in
+  0) echo "table3 $DATA_PATH seeds $SEEDS: $wall s wall" ;;
+  124 | 137) echo "table3 $DATA_PATH seeds $SEEDS: stopped by LIMIT_S=$LIMIT_S after $wall s, $cells encoders" \
+    "finished; run again with the same OUT_DIR to go on" ;;
+  *) echo "table3 $DATA_PATH seeds $SEEDS: failed (exit $status) after $wall s, $cells encoders finished" ;;
+esac | tee "$OUT/table3_wall.txt"
+(cd "$OUT" && { [ -d table3 ] && find table3 -type f \( -name '*.md' -o -name '*.json' -o -name '*.csv' \
+  -o -name '*.png' -o -name '*.yaml' -o -name '*.txt' -o -name '*.out' -o -name '*.err' \) \
+  -not -path '*/checkpoints/*' -print0; true; } | tar czf results-small.tgz --null -T - bench.jsonl table3_wall.txt)
 echo "results: $OUT/table3/REPORT.md, $OUT/results-small.tgz"
+exit "$status"

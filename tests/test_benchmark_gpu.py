@@ -1,7 +1,9 @@
 """``benchmarks/gpu.py --device cpu --tiny`` runs; its projection is its own step time × the step count.
 ``benchmarks/gpu_check.py --device cpu --tiny`` runs its CPU forms, skips the CUDA ones, projects from the
 best form; its busy-time arithmetic, its per-form guard and its budget, in-process; its replay check with a
-stand-in recorder. ``benchmarks/device_data.py`` times the loader and the device-data arms on CPU."""
+stand-in recorder. ``benchmarks/device_data.py`` times the loader and the device-data arms on CPU.
+``benchmarks/gpu_table3.sh`` runs the device path end to end, tiny, on CPU, stops at its ``LIMIT_S`` and
+refuses a bad path; ``benchmarks/gpu_env.sh`` names a module that does not import, in one line."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import argparse
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,3 +177,60 @@ def test_device_data_benchmark_times_both_paths_through_the_toolkits_own_run(tmp
     assert all(seconds > 0 for seconds in printed["step_seconds"].values())
     assert printed["device_over_graph"] is None
     assert "loader/device" in done.stdout
+
+
+def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``bash benchmarks/SCRIPT ARGS`` with this interpreter as its ``PYTHON`` (learner from src/)."""
+    environ = os.environ | {"PYTHON": sys.executable} | env
+    argv = ["bash", str(ROOT / "benchmarks" / script), *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=600, check=False)
+
+
+@pytest.mark.slow  # a tiny phantom, its cache and a one-epoch Table 3 of three cells side by side (~25 s)
+def test_gpu_table3_script_runs_the_device_path_tiny_on_cpu_and_keeps_the_small_outputs(
+    tmp_path: Path,
+) -> None:
+    """``benchmarks/gpu_table3.sh`` end to end, as a GPU window runs it but tiny and on CPU: the phantom,
+    the cache, the grid with its data on the device and its cells side by side, the wall-time line and the
+    bundle of small outputs (results.json and the report, no checkpoints). First with a ``LIMIT_S`` spent
+    before the experiment: it stops with 124 and one line, and the second call goes on from its phantom."""
+    out = tmp_path / "t3"
+    tiny = ["--set", "runtime.device=cpu", "--set", "optim.epochs=1", "--set", "data.size=32"]
+    tiny += ["--set", "data.frames=2", "--set", "model.size=tiny", "--set", "runtime.workers=0"]
+    settings = {"PHANTOM": "--size 32 --patients 8,4,4", "BENCH": "0"}
+    spent = run_script("gpu_table3.sh", str(out), "[0]", "device", *tiny, LIMIT_S="1", **settings)
+    assert spent.returncode == 124
+    line = r"gpu_table3.sh: LIMIT_S=1 spent before the experiment \(after \d+ s\)\n"
+    assert re.fullmatch(line, spent.stderr)
+    phantom = (out / "phantom" / "manifest.csv").stat().st_mtime_ns
+    assert not (out / "table3").exists()
+    done = run_script("gpu_table3.sh", str(out), "[0]", "device", *tiny, **settings)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "phantom" / "manifest.csv").stat().st_mtime_ns == phantom  # the first call's, kept
+    assert re.fullmatch(r"table3 device seeds \[0\]: \d+ s wall\n", (out / "table3_wall.txt").read_text())
+    assert "pretrain side by side LUS/mse/seed-0, LUS/mse+cl/seed-0, LUS/mse+wcl/seed-0" in done.stdout
+    with tarfile.open(out / "results-small.tgz") as bundle:
+        names = set(bundle.getnames())
+    assert {"table3/results.json", "table3/REPORT.md", "table3_wall.txt", "bench.jsonl"} <= names
+    assert "table3/LUS/mse+wcl/seed-0/encoder/metrics.csv" in names
+    assert not any("checkpoints" in name or name.endswith(".safetensors") for name in names)
+    config = yaml.safe_load((out / "table3/LUS/mse/seed-0/encoder/config.yaml").read_text())
+    assert config["data"]["device_data"] is True
+
+
+def test_gpu_table3_script_refuses_an_unknown_path_before_any_work(tmp_path: Path) -> None:
+    done = run_script("gpu_table3.sh", str(tmp_path / "t3"), "[0]", "gpu")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "PATH must be loader, device or device-graph, got gpu"
+    assert not (tmp_path / "t3").exists()
+
+
+def test_gpu_scripts_stop_in_one_line_naming_a_module_that_does_not_import() -> None:
+    done = subprocess.run(
+        ["bash", "-c", "source benchmarks/gpu_env.sh && learner_needs learner.cli no_such_module_here"],
+        capture_output=True, text=True, cwd=ROOT, env=os.environ | {"PYTHON": sys.executable}, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("cannot import no_such_module_here (No module named 'no_such_module_here')")
+    assert "benchmarks/gpu_wheels.sh" in line
