@@ -22,8 +22,9 @@ batch stays fixed, so every form times the same work). Forms (``--forms``):
   3 warm-up steps on a side stream) and replayed (:mod:`learner.training.step_graph`; CUDA only). First a
   check: cell 0 trained 10 steps eagerly and 10 steps recorded, from the same weights; the largest
   parameter difference and whether the loss sums agree (printed, and ``replay_check`` in the record);
-* ``compile``: the model under ``torch.compile(mode=--compile-mode)`` (``reduce-overhead``: Inductor's
-  kernels in CUDA graphs, forward and backward), the loss and the fused Adam eager (CUDA only);
+* ``compile``: the network as ``runtime.compile=--compile-mode`` compiles it
+  (:func:`learner.training.compiled.compile_network`; ``reduce-overhead``: Inductor's kernels in CUDA
+  graphs, forward and backward, each step's start marked), the loss and the fused Adam eager (CUDA only);
 * ``cells``: ``--cells`` independent cells (own model, optimiser, batch), one step each in turn, each on its
   own CUDA stream (on a CPU: in turn, no streams);
 * ``cells_graph``: the same cells, each step a captured graph replayed on the cell's stream (CUDA only).
@@ -72,17 +73,18 @@ import threading  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, get_args  # noqa: E402
 
 import torch  # noqa: E402
 from bench_common import RESULTS, append_record, conv_linear_flops  # noqa: E402
 from gpu import LUS_TRAIN_CLIPS, projected_steps  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from learner.config import Config, apply_overrides, load_config  # noqa: E402
+from learner.config import CompileMode, Config, apply_overrides, load_config  # noqa: E402
 from learner.data.augment import ClipAugment  # noqa: E402
 from learner.data.clip_store import ClipStore, DeviceBatches  # noqa: E402
 from learner.losses.regression import ScoreStandardiser  # noqa: E402
+from learner.training.compiled import compile_network  # noqa: E402
 from learner.training.epoch import Trainee  # noqa: E402
 from learner.training.pretrain import build_model_and_objective, lr_schedule  # noqa: E402
 from learner.training.seeding import seed_everything  # noqa: E402
@@ -479,13 +481,10 @@ def run_forms(args: argparse.Namespace, runner: Runner, setup: Setup, figures: d
     def compiled() -> dict[str, Any]:
         from torch._dynamo.utils import counters
 
-        cell = setup.cell(0)
-        network = torch.compile(cell.trainee.model, mode=args.compile_mode)
+        cell = setup.cell(0)  # the network as runtime.compile compiles it (marking each step's start)
+        network = compile_network(cell.trainee.model, args.compile_mode)
         cell.device_step.trainee = dataclasses.replace(cell.trainee, network=network)
-
-        def step() -> None:
-            torch.compiler.cudagraph_mark_step_begin()  # reduce-overhead: the last step's outputs are done
-            cell.step()
+        step = cell.step
 
         skips = counters["inductor"]["cudagraph_skips"]
         started = time.perf_counter()
@@ -665,7 +664,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--profile-steps", type=int, default=5)
     parser.add_argument("--cells", type=int, default=3, help="cells of the cells forms")
-    parser.add_argument("--compile-mode", default="reduce-overhead")
+    parser.add_argument(
+        "--compile-mode", default="reduce-overhead", choices=get_args(CompileMode), help="runtime.compile's"
+    )
     parser.add_argument("--compile-estimate-s", type=float, default=120.0, help="for the budget")
     parser.add_argument("--table4", nargs="*", default=None, help="other Table 4 backbones (vit swin)")
     parser.add_argument("--budget-s", type=float, default=200.0, help="wall seconds for the whole run")

@@ -75,6 +75,9 @@ FeatureSimilarity = Literal["cosine", "neg_l2"]
 Reduction = Literal["mean", "sum"]
 WithinPatientTerm = Literal["difference", "rank"]
 """``loss.reduction``: average Eqs. 1–3 over the batch (and pairs), or sum them as the paper writes them."""
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+"""``runtime.compile``: off, or a ``torch.compile`` mode (:mod:`learner.training.compiled`)."""
+
 Optimizer = Literal["adam", "adamw"]
 """``optim.optimizer``: the keys of :data:`learner.training.pretrain.OPTIMIZERS`."""
 Schedule = Literal["cosine", "constant"]
@@ -454,6 +457,13 @@ class RuntimeConfig(_Section):
         "eager steps) and replay it, one launch per step instead of one per kernel; needs a bf16 GPU or "
         "runtime.amp=false, and loss.memory=0 (docs/training.md; its GPU speed-up is still to be measured: "
         "BENCHMARKS.md)",
+    )
+    compile: CompileMode = Field(
+        default="off",
+        description="torch.compile the network of the training steps in this mode (off, default, "
+        "reduce-overhead, max-autotune, max-autotune-no-cudagraphs): for long GPU runs, whose steps are "
+        "launch-bound; the first steps compile (about a minute); reduce-overhead and max-autotune not with "
+        "runtime.cuda_graph (docs/training.md)",
     )
     cpu_channels_last: bool = Field(
         default=False,

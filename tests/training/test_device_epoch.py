@@ -347,6 +347,12 @@ def test_cuda_graph_is_refused_where_the_step_cannot_be_recorded(
         config = make_tiny_pretrain_config(**(DEVICE_DATA | graph | {"loss.memory": 4}))
         with pytest.raises(ConfigError, match=r"loss\.memory=4"):
             plan_pretraining(config, tmp_path / "m")
+        for mode in ("reduce-overhead", "max-autotune"):  # their own CUDA graphs
+            config = make_tiny_pretrain_config(**(DEVICE_DATA | graph | {"runtime.compile": mode}))
+            with pytest.raises(ConfigError, match=f"runtime.compile={mode} records CUDA graphs of its own"):
+                plan_pretraining(config, tmp_path / "c")
+        plan_pretraining(make_tiny_pretrain_config(**(DEVICE_DATA | graph | {"runtime.compile": "default"})),
+                         tmp_path / "d")  # fmt: skip
     parts = make_parts()
     trainee = replace(parts.trainee, scaler=torch.amp.GradScaler("cpu", enabled=True))
     plan = plan_pretraining(parts.config, tmp_path / "s")

@@ -31,6 +31,7 @@ from learner.losses.registry import ScoreLabels, build_objective, build_view_obj
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
 from learner.runs import check_inputs_outside, check_run_dir
+from learner.training.compiled import GRAPH_MODES
 from learner.training.device import resolve_device, runs_on_cuda
 from learner.training.loggers import check_logger
 from learner.training.names import check_names
@@ -226,9 +227,9 @@ def check_cuda_graph(config: Config) -> None:
     (:func:`~learner.training.device_epoch.start_device_run`).
 
     Raises:
-        ConfigError: the loader path (``data.device_data=false``), a run without CUDA, or a cross-batch
-            memory (``loss.memory``: its references grow and are rebound every step), each named with what
-            to change.
+        ConfigError: the loader path (``data.device_data=false``), a run without CUDA, a cross-batch
+            memory (``loss.memory``: its references grow and are rebound every step), or a
+            ``runtime.compile`` mode that records CUDA graphs itself, each named with what to change.
     """
     if not config.data.device_data:
         raise ConfigError(
@@ -244,6 +245,12 @@ def check_cuda_graph(config: Config) -> None:
         raise ConfigError(
             f"runtime.cuda_graph: loss.memory={config.loss.memory} rebinds its references every step, which "
             "a recorded step cannot follow; set loss.memory=0 or runtime.cuda_graph=false"
+        )
+    if config.runtime.compile in GRAPH_MODES:
+        raise ConfigError(
+            f"runtime.compile={config.runtime.compile} records CUDA graphs of its own, which "
+            "runtime.cuda_graph cannot record inside its graph; set runtime.compile=default (or "
+            "max-autotune-no-cudagraphs) or runtime.cuda_graph=false"
         )
 
 

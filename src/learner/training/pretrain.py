@@ -39,11 +39,10 @@ Choices the paper leaves open (Table 2 gives batch 16, Adam, LR 1e-3, 100 epochs
   to always predicting the train mean; ``checkpoints/best`` is the lowest val MAE (earliest epoch on ties).
 
 A self-supervised ``loss.name`` (``vicreg``) runs the same loop on pixels alone: it trains on the train AND
-val scans (never test), each item two train-mode views of a scan
-(:class:`~learner.data.datasets.TwoViews`); the objective sees
-the two views' embeddings and no score, the regression head gets no gradient (it stays as initialised),
-and validation is the objective on fixed views of the val scans (``val_loss``; ``checkpoints/best`` its
-lowest).
+val scans (never test), each item two train-mode views of a scan (:class:`~learner.data.datasets.TwoViews`);
+the objective sees the two views' embeddings and no score, the regression head gets no gradient (it stays
+as initialised), and validation is the objective on fixed views of the val scans (``val_loss``;
+``checkpoints/best`` its lowest).
 """
 
 from __future__ import annotations
@@ -80,6 +79,7 @@ from learner.training.checkpoint import (
     init_record,
 )
 from learner.training.checkpoint_writer import CheckpointSaver
+from learner.training.compiled import compile_network
 from learner.training.curves import CURVES_FILE, plot_training_curves
 from learner.training.device import resolve_device
 from learner.training.device_epoch import drain, start_device_run
@@ -213,8 +213,7 @@ class PreparedRun:
 def prepare_run(plan: PretrainPlan, info: DistInfo, device: torch.device) -> PreparedRun:
     """Parts 1–4 and the restore of the epoch loop, in order: seeds, run directory, scans, loaders, model
     and objective, ``checkpoints/last`` with ``resume``, the LR schedule (an extension recorded), the DDP
-    wrap and the metrics sinks. Everything drawn from the global RNGs (weight initialisation) is drawn
-    here, after this run's own seeding."""
+    wrap, ``runtime.compile``, the metrics sinks. Global RNG draws (initialisation) follow its seeding."""
     config, run_dir, optim = plan.config, plan.run_dir, plan.config.optim
     seed_everything(config.seed, deterministic=device.type == "cpu")
     stored_epochs = check_resumable(config, run_dir) if plan.resume else optim.epochs
@@ -235,7 +234,8 @@ def prepare_run(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pre
         return schedule(step, total_steps, optim.lr)
 
     unused = "mse" not in trainee.objective.names  # a contrastive-only objective never reaches the head
-    trainee = replace(trainee, network=wrap_model(trainee.model, info, device, find_unused_parameters=unused))
+    network = wrap_model(trainee.model, info, device, find_unused_parameters=unused)
+    trainee = replace(trainee, network=compile_network(network, config.runtime.compile))
     sinks = open_loggers(config.runtime.logger, run_dir, config) if run is not None else []
     return PreparedRun(plan, run, scans, loaders, trainee, state, lr_at, sinks, last_dir, best_dir)
 
