@@ -1,17 +1,21 @@
 """The device-resident clip store (learner.data.clip_store) against ScanDataset on the tiny phantom cohort:
 the same frame indices gather the same clips bit for bit (CPU tensors), the TSN picks on the device keep
-to ScanDataset's segments, and the epoch's batches are seeded permutations."""
+to ScanDataset's segments, the epoch's batches are seeded permutations, and a batch is made with every host
+sync forbidden."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from learner.config import DataConfig
+from learner.config import DataConfig, load_config
+from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache
 from learner.data.clip_store import ClipStore, DeviceBatches, with_channels
 from learner.data.datasets import ScanDataset
@@ -127,3 +131,27 @@ def test_an_epochs_batches_are_a_seeded_permutation_of_the_scans(
     pair, nan_scores = views.batch(0, 0)
     assert pair.shape == (2, 2, FRAMES, 1, 32, 32)
     assert bool(torch.isnan(nan_scores).all())
+
+
+@pytest.mark.parametrize("two_views", [False, True])
+def test_batches_are_made_with_every_host_sync_forbidden(
+    records: list[ScanRecord],
+    tmp_path: Path,
+    two_views: bool,
+    host_syncs_forbidden: Callable[[str], AbstractContextManager[None]],
+) -> None:
+    """Picks, gather and the LUS recipe's augmentation of a batch (crop-rotate, intensity, noise) never
+    wait for the device: on a GPU the next batch is queued while the last step runs. Only an epoch's order
+    (one ``randperm``) is made outside, once per epoch."""
+    store = ClipStore.from_cache(records, make_cache(tmp_path / "cache", 1), device=torch.device("cpu"))
+    augment = ClipAugment.from_config(load_config("lus").data)
+    assert augment is not None
+    batches = DeviceBatches(
+        store, frames=FRAMES, channels=3, batch_size=3, augment=augment, seed=0, two_views=two_views
+    )
+    order = batches.order(1)
+    with host_syncs_forbidden("making a batch"):
+        first, second = batches.batch(1, 0), batches.batch(1, 1)
+    assert batches.order(1) is order
+    assert first[0].shape == ((3, 2) if two_views else (3,)) + (FRAMES, 3, 32, 32)
+    assert not torch.equal(first[0], second[0])
