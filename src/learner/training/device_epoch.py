@@ -100,8 +100,8 @@ def device_epoch_steps(
     stop_requested: Callable[[], bool] | None = None,
 ) -> Generator[None, None, dict[str, float]]:
     """Epoch ``epoch`` of Alg. 1 on the device: :func:`~learner.training.epoch.train_one_epoch`'s updates
-    and metrics row, from :class:`DeviceBatches` and the run's :class:`DeviceStep`, with one host sync at
-    the end.
+    and metrics row, from :class:`DeviceBatches` and the run's :class:`DeviceStep`, with host syncs only at
+    the end (the counters in one transfer, then the last LR).
 
     A generator that yields after every optimiser step, so that runs side by side in one process can take
     turns step by step (:mod:`learner.training.side_by_side`); a lone run drains it
