@@ -73,11 +73,11 @@ Similarity = Literal["shifted_cosine", "exp_cosine"]
 FeatureSimilarity = Literal["cosine", "neg_l2"]
 """``loss.feature_similarity``: the logits of :func:`learner.losses.similarity.feature_logits`."""
 Reduction = Literal["mean", "sum"]
-WithinPatientTerm = Literal["difference", "rank"]
 """``loss.reduction``: average Eqs. 1–3 over the batch (and pairs), or sum them as the paper writes them."""
+WithinPatientTerm = Literal["difference", "rank"]
+"""``loss.within_patient_term``: the within-patient term's form (:mod:`learner.losses.within_patient`)."""
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 """``runtime.compile``: off, or a ``torch.compile`` mode (:mod:`learner.training.compiled`)."""
-
 Optimizer = Literal["adam", "adamw"]
 """``optim.optimizer``: the keys of :data:`learner.training.pretrain.OPTIMIZERS`."""
 Schedule = Literal["cosine", "constant"]
