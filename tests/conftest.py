@@ -117,7 +117,8 @@ def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
 
     The check runs below Python, as a ``TorchDispatchMode`` sees every aten op (autograd's backward and the
     optimiser's kernels included), so it also finds a sync that a library call makes in C++, which patching
-    ``Tensor.item`` would miss. On a GPU, ``torch.cuda.set_sync_debug_mode("error")`` is the same check.
+    ``Tensor.item`` would miss. Its GPU counterpart is ``torch.cuda.set_sync_debug_mode("error")``, which
+    ``benchmarks/gpu_check.py`` runs on the eager step.
     """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
