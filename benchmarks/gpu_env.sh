@@ -8,8 +8,12 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if compgen -G '.whl/*.whl' >/dev/null &&
   ! "$PY" -c 'import pydantic, monai, av, nibabel, pydicom, submitit' 2>/dev/null; then
   site=$(mktemp -d)
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl &&
+  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl \
+    2>"$site.err"; then
     export PYTHONPATH="$PYTHONPATH:$site"
+  else
+    echo "gpu_env.sh: pip could not install .whl/*.whl for $PY: $(grep -v '^ *$' "$site.err" | tail -n 1)" >&2
+  fi
 fi
 
 learner_needs() {
