@@ -1,7 +1,10 @@
-"""The encoder registry: names, errors, config wiring, and a timm-style smoke test of every encoder."""
+"""The encoder registry: names, errors, config wiring, and a timm-style smoke test of every encoder (its
+forward and backward also with every host sync forbidden)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -57,7 +60,9 @@ def test_bad_channels_and_sizes_name_their_config_key(
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 @pytest.mark.parametrize("in_channels", [1, 3])
-def test_smoke_every_encoder(name: str, in_channels: int) -> None:
+def test_smoke_every_encoder(
+    name: str, in_channels: int, host_syncs_forbidden: Callable[[str], AbstractContextManager[None]]
+) -> None:
     encoder = build_encoder(ModelConfig(backbone=name, size="tiny"), in_channels, img_size=32, frames=4)
     assert type(encoder) is ENCODERS[name].encoder
     clips = torch.rand(2, 4, in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -68,6 +73,8 @@ def test_smoke_every_encoder(name: str, in_channels: int) -> None:
     for param_name, param in encoder.named_parameters():
         assert param.grad is not None, f"no gradient for {param_name}"
         assert torch.isfinite(param.grad).all(), f"non-finite gradient for {param_name}"
+    with host_syncs_forbidden(f"{name}'s forward and backward"):  # a GPU step, or its CUDA graph, never waits
+        encoder(clips).square().mean().backward()
     encoder.eval()
     with torch.no_grad():
         assert torch.equal(encoder(clips), encoder(clips))
