@@ -22,8 +22,9 @@
 #    side on the one GPU as local submitit jobs (they are bound by the CPU loaders and per-epoch validation
 #    and checkpoints, so one process alone leaves the GPU mostly idle), runtime.workers=4 each.
 #    With PATH=device (issue 22, not yet run on a GPU) the cells instead run in this one process with their
-#    data on the device (data.device_data), the encoders of a seed's cells side by side, one step each in turn
-#    on their own CUDA streams (runtime.cells_side_by_side), and a checkpoint every 10 epochs.
+#    data on the device (data.device_data), the encoders of all its cells side by side (every seed's: 9 for
+#    three seeds), one step each in turn on their own CUDA streams (runtime.cells_side_by_side), and a
+#    checkpoint every 10 epochs.
 #    PATH=device-graph adds runtime.cuda_graph: each cell's step recorded once as a CUDA graph and replayed
 #    (not yet run on a GPU; run benchmarks/gpu_check.sh first, whose graph form checks the replay).
 # OUT_DIR/table3_wall.txt: the wall seconds of step 3 alone (the figure of BENCHMARKS.md target 8).
