@@ -64,21 +64,45 @@ case "$DATA_PATH" in
     LAUNCH=(--set data.device_data=true --set runtime.cells_side_by_side=true --set runtime.checkpoint_every=10)
     if [ "$DATA_PATH" = device-graph ]; then LAUNCH+=(--set runtime.cuda_graph=true); fi ;;
 esac
-if [ -d "$OUT/table3" ]; then LAUNCH+=(--resume); fi
-EXPERIMENT=($PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3"
-  --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$SEEDS" "${LAUNCH[@]}")
-LIMIT=()
-if [ -n "${LIMIT_S:-}" ]; then
-  left=$((LIMIT_S - SECONDS - 20))
-  if [ "$left" -le 0 ]; then
-    echo "gpu_table3.sh: LIMIT_S=$LIMIT_S spent before the experiment (after $SECONDS s)" >&2
-    exit 124
-  fi
-  LIMIT=(timeout -k 10 "$left")
+# The device paths pretrain one seed's cells side by side at a time, as runs over the growing seed lists
+# [0], [0,1], ... (--resume: earlier cells reused; SEED_BY_SEED=0: all seeds at once). Every lane keeps its
+# clip store (~0.8 GB) and its step's memory on the GPU (a paper-size bf16 step peaks at ~2 GB on a CPU; a
+# CUDA graph keeps its own pool, and each stream its cached blocks): nine lanes may not fit an H100, three
+# are what gpu_check.sh's cells forms measure.
+PREFIXES=("$SEEDS")
+if [ "$DATA_PATH" != loader ] && [ "${SEED_BY_SEED:-1}" != 0 ]; then
+  read -ra seed_list <<<"$(echo "$SEEDS" | tr -d '[] ' | tr ',' ' ')"
+  PREFIXES=()
+  prefix=""
+  for seed in "${seed_list[@]}"; do
+    prefix="${prefix:+$prefix,}$seed"
+    PREFIXES+=("[$prefix]")
+  done
 fi
 STARTED=$(date +%s)
 status=0
-"${LIMIT[@]}" "${EXPERIMENT[@]}" || status=$?
+for seeds in "${PREFIXES[@]}"; do
+  resume=()
+  if [ -d "$OUT/table3" ]; then resume=(--resume); fi
+  LIMIT=()
+  if [ -n "${LIMIT_S:-}" ]; then
+    left=$((LIMIT_S - SECONDS - 20))
+    if [ "$left" -le 0 ] && [ "$seeds" = "${PREFIXES[0]}" ]; then
+      echo "gpu_table3.sh: LIMIT_S=$LIMIT_S spent before the experiment (after $SECONDS s)" >&2
+      exit 124
+    elif [ "$left" -le 0 ]; then
+      status=124
+      break
+    fi
+    LIMIT=(timeout -k 10 "$left")
+  fi
+  "${LIMIT[@]}" $PY -m learner -v experiment table3 "${COMMON[@]}" --out "$OUT/table3" \
+    --dataset "LUS=$OUT/phantom/manifest.csv@sf" --set "experiment.seeds=$seeds" "${LAUNCH[@]}" \
+    "${resume[@]}" || {
+    status=$?
+    break
+  }
+done
 wall=$(($(date +%s) - STARTED))
 cells=$(find "$OUT/table3" -path '*/encoder/complete.json' 2>/dev/null | wc -l)
 case $status in

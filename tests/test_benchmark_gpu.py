@@ -186,29 +186,34 @@ def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProce
     return subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=600, check=False)
 
 
-@pytest.mark.slow  # a tiny phantom, its cache and a one-epoch Table 3 of three cells side by side (~25 s)
+@pytest.mark.slow  # a tiny phantom, its cache and a one-epoch Table 3 of two seeds × three cells (~40 s)
 def test_gpu_table3_script_runs_the_device_path_tiny_on_cpu_and_keeps_the_small_outputs(
     tmp_path: Path,
 ) -> None:
     """``benchmarks/gpu_table3.sh`` end to end, as a GPU window runs it but tiny and on CPU: the phantom,
-    the cache, the grid with its data on the device and its cells side by side, the wall-time line and the
-    bundle of small outputs (results.json and the report, no checkpoints). First with a ``LIMIT_S`` spent
-    before the experiment: it stops with 124 and one line, and the second call goes on from its phantom."""
+    the cache, the grid with its data on the device and one seed's cells side by side at a time, the
+    wall-time line and the bundle of small outputs (results.json and the report over both seeds, no
+    checkpoints). First with a ``LIMIT_S`` spent before the experiment: it stops with 124 and one line, and
+    the second call goes on from its phantom."""
     out = tmp_path / "t3"
     tiny = ["--set", "runtime.device=cpu", "--set", "optim.epochs=1", "--set", "data.size=32"]
     tiny += ["--set", "data.frames=2", "--set", "model.size=tiny", "--set", "runtime.workers=0"]
     settings = {"PHANTOM": "--size 32 --patients 8,4,4", "BENCH": "0"}
-    spent = run_script("gpu_table3.sh", str(out), "[0]", "device", *tiny, LIMIT_S="1", **settings)
+    spent = run_script("gpu_table3.sh", str(out), "[0,1]", "device", *tiny, LIMIT_S="1", **settings)
     assert spent.returncode == 124
     line = r"gpu_table3.sh: LIMIT_S=1 spent before the experiment \(after \d+ s\)\n"
     assert re.fullmatch(line, spent.stderr)
     phantom = (out / "phantom" / "manifest.csv").stat().st_mtime_ns
     assert not (out / "table3").exists()
-    done = run_script("gpu_table3.sh", str(out), "[0]", "device", *tiny, **settings)
+    done = run_script("gpu_table3.sh", str(out), "[0,1]", "device", *tiny, **settings)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "phantom" / "manifest.csv").stat().st_mtime_ns == phantom  # the first call's, kept
-    assert re.fullmatch(r"table3 device seeds \[0\]: \d+ s wall\n", (out / "table3_wall.txt").read_text())
-    assert "pretrain side by side LUS/mse/seed-0, LUS/mse+cl/seed-0, LUS/mse+wcl/seed-0" in done.stdout
+    assert re.fullmatch(r"table3 device seeds \[0,1\]: \d+ s wall\n", (out / "table3_wall.txt").read_text())
+    for seed in (0, 1):  # one seed's three cells at a time
+        group = ", ".join(f"LUS/{loss}/seed-{seed}" for loss in ("mse", "mse+cl", "mse+wcl"))
+        assert f"side by side {group} |" in done.stdout
+    results = json.loads((out / "table3" / "results.json").read_text())
+    assert sorted({cell["seed"] for cell in results["cells"]}) == [0, 1]
     with tarfile.open(out / "results-small.tgz") as bundle:
         names = set(bundle.getnames())
     assert {"table3/results.json", "table3/REPORT.md", "table3_wall.txt", "bench.jsonl"} <= names
