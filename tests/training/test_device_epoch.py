@@ -344,6 +344,7 @@ def test_cuda_graph_is_refused_where_the_step_cannot_be_recorded(
             plan_pretraining(make_tiny_pretrain_config(**(overrides | graph)), tmp_path / "g")
     with monkeypatch.context() as patched:  # past the device check, to the memory's
         patched.setattr(plan_module, "runs_on_cuda", lambda requested: True)
+        patched.setattr(plan_module, "triton_installed", lambda: True)  # runtime.compile's GPU kernels
         config = make_tiny_pretrain_config(**(DEVICE_DATA | graph | {"loss.memory": 4}))
         with pytest.raises(ConfigError, match=r"loss\.memory=4"):
             plan_pretraining(config, tmp_path / "m")

@@ -1,8 +1,8 @@
 """``runtime.compile`` (learner.training.compiled) on CPU, with the ``aot_eager`` backend, which traces the
 graphs Inductor would compile (Dynamo and AOTAutograd, forward and backward) in seconds instead of a
 minute: the compiled network's loss, gradients and contrastive gradient share equal the eager network's, a
-mode that records CUDA graphs marks each step's start, and a tiny pretraining with it writes the eager
-run's numbers and checkpoints."""
+mode that records CUDA graphs marks each step's start, a tiny pretraining with it writes the eager run's
+numbers and checkpoints, and the plan refuses it where Inductor could not build its kernels."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ import pytest
 import torch
 
 from learner.config import Config
+from learner.errors import ConfigError
 from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
 from learner.training import compiled as compiled_module
+from learner.training import plan as plan_module
 from learner.training.checkpoint import load_checkpoint
 from learner.training.compiled import GRAPH_MODES, StepMarked, compile_network
 from learner.training.epoch import batch_loss
 from learner.training.grad_share import contrastive_gradient_norms
+from learner.training.plan import plan_pretraining
 from learner.training.pretrain import build_model_and_objective, pretrain
 from learner.training.seeding import seed_everything
 
@@ -109,3 +112,21 @@ def test_a_compiled_pretraining_writes_the_eager_runs_numbers_and_checkpoints(
     assert compiled_state.keys() == eager_state.keys()  # the model's own names, no `_orig_mod.`
     for name, value in eager_state.items():
         torch.testing.assert_close(compiled_state[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_is_refused_before_any_work_where_inductor_cannot_build(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inductor (the default backend) writes C++ on a CPU and Triton kernels on a GPU: without the C++
+    compiler, or without triton on CUDA, the plan says so in one line and no run folder is made."""
+    config = make_tiny_pretrain_config(**{"runtime.compile": "default"})
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    with pytest.raises(ConfigError, match=r"^runtime\.compile=default on a CPU needs a C\+\+ compiler: "):
+        plan_pretraining(config, tmp_path / "cpu")
+    monkeypatch.setattr(plan_module, "runs_on_cuda", lambda requested: True)
+    monkeypatch.setattr(plan_module, "triton_installed", lambda: False)
+    with pytest.raises(ConfigError, match=r"on a GPU needs triton"):
+        plan_pretraining(config, tmp_path / "gpu")
+    assert not any(tmp_path.iterdir())
+    off = make_tiny_pretrain_config()  # runtime.compile=off asks for neither
+    assert plan_pretraining(off, tmp_path / "off").config.runtime.compile == "off"

@@ -14,8 +14,10 @@ on scans of this run's test patients, and the intra-patient test pairs would no 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +33,7 @@ from learner.losses.registry import ScoreLabels, build_objective, build_view_obj
 from learner.losses.regression import ScoreStandardiser
 from learner.models.registry import build_regressor
 from learner.runs import check_inputs_outside, check_run_dir
-from learner.training.compiled import GRAPH_MODES
+from learner.training import compiled
 from learner.training.device import resolve_device, runs_on_cuda
 from learner.training.loggers import check_logger
 from learner.training.names import check_names
@@ -133,6 +135,7 @@ def check_pretraining(
         check_device_data(config, world_size)
     if config.runtime.cuda_graph:
         check_cuda_graph(config)
+    check_compile(config)
     batches = train_scans // optim.batch_size
     if batches == 0:
         raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {train_scans} train scans")
@@ -246,12 +249,39 @@ def check_cuda_graph(config: Config) -> None:
             f"runtime.cuda_graph: loss.memory={config.loss.memory} rebinds its references every step, which "
             "a recorded step cannot follow; set loss.memory=0 or runtime.cuda_graph=false"
         )
-    if config.runtime.compile in GRAPH_MODES:
+    if config.runtime.compile in compiled.GRAPH_MODES:
         raise ConfigError(
             f"runtime.compile={config.runtime.compile} records CUDA graphs of its own, which "
             "runtime.cuda_graph cannot record inside its graph; set runtime.compile=default (or "
             "max-autotune-no-cudagraphs) or runtime.cuda_graph=false"
         )
+
+
+def check_compile(config: Config) -> None:
+    """Refuse ``runtime.compile`` where Inductor cannot build its kernels (:mod:`learner.training.compiled`):
+    C++ on a CPU (the compiler of ``$CXX``, else ``g++``, as Inductor picks it), Triton on a GPU.
+
+    Raises:
+        ConfigError: one line naming what is missing and what to change.
+    """
+    if config.runtime.compile == "off" or compiled.BACKEND != "inductor":
+        return
+    if runs_on_cuda(config.runtime.device):
+        if not triton_installed():
+            raise ConfigError(
+                f"runtime.compile={config.runtime.compile} on a GPU needs triton (torch's CUDA wheels bring "
+                "it); install it or set runtime.compile=off"
+            )
+    elif shutil.which(compiler := os.environ.get("CXX", "g++")) is None:
+        raise ConfigError(
+            f"runtime.compile={config.runtime.compile} on a CPU needs a C++ compiler: {compiler} is not on "
+            "PATH; install g++ (or set CXX) or set runtime.compile=off"
+        )
+
+
+def triton_installed() -> bool:
+    """Whether ``triton`` (Inductor's GPU kernel language) can be imported, without importing it."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def check_init_split(init: str | os.PathLike[str] | None, splits: Mapping[str, str]) -> None:
