@@ -37,12 +37,15 @@ SEEDS=${2:-[0]}
 DATA_PATH=${3:-loader}
 shift $(($# < 3 ? $# : 3))
 read -ra PHANTOM_OPTIONS <<<"${PHANTOM:---size 224 --patients 160,44,17}"
+case "$DATA_PATH" in
+  loader | device | device-graph) ;;
+  *) echo "PATH must be loader, device or device-graph, got $DATA_PATH" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_env.sh
 case "$DATA_PATH" in
   loader) learner_needs learner.cli av nibabel pydicom monai submitit ;;
-  device|device-graph) learner_needs learner.cli av nibabel pydicom monai ;;
-  *) echo "PATH must be loader, device or device-graph, got $DATA_PATH" >&2; exit 2 ;;
+  *) learner_needs learner.cli av nibabel pydicom monai ;;
 esac
 mkdir -p "$OUT"
 B=benchmarks/gpu.py
