@@ -112,8 +112,11 @@ copy; a number, as in ``x[i] = 0``, reaches the kernel as an argument)."""
 
 @contextmanager
 def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
-    """Inside, an op of :data:`HOST_WAITS`, boolean-mask indexing (which runs ``nonzero``) or ``tolist`` /
-    ``numpy`` (read below the dispatcher) raises ``AssertionError`` naming the op and ``what``.
+    """Inside, an op of :data:`HOST_WAITS`, boolean-mask indexing (which runs ``nonzero``), ``tolist`` /
+    ``numpy`` (read below the dispatcher) or ``torch.tensor`` / ``torch.as_tensor`` of host data given a
+    ``device`` raises ``AssertionError`` naming the op and ``what``. The last is a host-to-device copy on a
+    GPU (the host waits for it, and a CUDA graph cannot record it) even for one number, but on a CPU it
+    copies nothing, so no op below the dispatcher shows it: the two functions are patched.
 
     The check runs below Python, as a ``TorchDispatchMode`` sees every aten op (autograd's backward and the
     optimiser's kernels included), so it also finds a sync that a library call makes in C++, which patching
@@ -144,15 +147,28 @@ def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
     def read_on_host(tensor: object, *args: object, **kwargs: object) -> None:
         raise refuse("Tensor.tolist / Tensor.numpy")
 
+    def copied_to_device(make: Callable[..., Any]) -> Callable[..., Any]:
+        def checked(data: object, *args: object, **kwargs: object) -> Any:
+            if kwargs.get("device") is not None and not isinstance(data, torch.Tensor):
+                raise refuse(f"torch.{make.__name__} of host data with device={kwargs['device']}")
+            return make(data, *args, **kwargs)
+
+        return checked
+
     real = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy")}
+    makers = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
     for name in real:
         setattr(torch.Tensor, name, read_on_host)
+    for name, make in makers.items():
+        setattr(torch, name, copied_to_device(make))
     try:
         with HostSyncGuard():
             yield
     finally:
         for name, method in real.items():
             setattr(torch.Tensor, name, method)
+        for name, make in makers.items():
+            setattr(torch, name, make)
 
 
 class ReplayingRecorder:

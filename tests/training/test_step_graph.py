@@ -50,6 +50,8 @@ def test_a_replay_that_reads_a_value_on_the_host_fails_naming_the_op(replaying_r
         (lambda x: torch.nonzero(x > 0), "nonzero"),
         (lambda x: torch.unique(x), "_unique2"),
         (lambda x: x + torch.tensor([1.0, 2.0, 3.0]), "lift_fresh"),
+        (lambda x: x + torch.tensor(0.5, device=x.device), r"torch\.tensor of host data with device=cpu"),
+        (lambda x: x + torch.as_tensor(0.5, device="cpu"), r"torch\.as_tensor of host data with device=cpu"),
         (lambda x: x.tolist(), "Tensor.tolist"),
         (lambda x: x.numpy(), "Tensor.numpy"),
     ],
@@ -68,6 +70,7 @@ def test_the_host_sync_guard_lets_the_device_side_ops_run(host_syncs_forbidden: 
         y = torch.where(x > 1, x, torch.zeros_like(x)).clone()
         y[0] = 0  # a number reaches the kernel as an argument
         picked = torch.index_select(y, 0, torch.zeros(1, dtype=torch.int64))
+        picked = picked + torch.as_tensor(x.detach(), device=x.device)[:1] + torch.tensor(0.5)  # no copy
         (y.sum() + picked.sum() + torch.bucketize(x.detach(), x.detach()).sum()).backward()
     assert x.grad is not None
     assert x.grad.tolist() == [0.0, 0.0, 1.0, 1.0]
