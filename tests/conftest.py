@@ -113,10 +113,10 @@ copy; a number, as in ``x[i] = 0``, reaches the kernel as an argument)."""
 @contextmanager
 def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
     """Inside, an op of :data:`HOST_WAITS`, boolean-mask indexing (which runs ``nonzero``), ``tolist`` /
-    ``numpy`` (read below the dispatcher) or ``torch.tensor`` / ``torch.as_tensor`` of host data given a
-    ``device`` raises ``AssertionError`` naming the op and ``what``. The last is a host-to-device copy on a
-    GPU (the host waits for it, and a CUDA graph cannot record it) even for one number, but on a CPU it
-    copies nothing, so no op below the dispatcher shows it: the two functions are patched.
+    ``numpy`` (read below the dispatcher), ``Tensor.cpu`` or ``torch.tensor`` / ``torch.as_tensor`` of host
+    data given a ``device`` raises ``AssertionError`` naming the op and ``what``. The last two are copies
+    between host and device on a GPU (the host waits for them, and a CUDA graph cannot record them) even for
+    one number, but on a CPU they copy nothing, so no op below the dispatcher shows them: they are patched.
 
     The check runs below Python, as a ``TorchDispatchMode`` sees every aten op (autograd's backward and the
     optimiser's kernels included), so it also finds a sync that a library call makes in C++, which patching
@@ -145,7 +145,7 @@ def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
             return func(*args, **(kwargs or {}))
 
     def read_on_host(tensor: object, *args: object, **kwargs: object) -> None:
-        raise refuse("Tensor.tolist / Tensor.numpy")
+        raise refuse("Tensor.tolist / Tensor.numpy / Tensor.cpu")
 
     def copied_to_device(make: Callable[..., Any]) -> Callable[..., Any]:
         def checked(data: object, *args: object, **kwargs: object) -> Any:
@@ -155,7 +155,7 @@ def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
 
         return checked
 
-    real = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy")}
+    real = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy", "cpu")}
     makers = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
     for name in real:
         setattr(torch.Tensor, name, read_on_host)

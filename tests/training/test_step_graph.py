@@ -54,6 +54,7 @@ def test_a_replay_that_reads_a_value_on_the_host_fails_naming_the_op(replaying_r
         (lambda x: x + torch.as_tensor(0.5, device="cpu"), r"torch\.as_tensor of host data with device=cpu"),
         (lambda x: x.tolist(), "Tensor.tolist"),
         (lambda x: x.numpy(), "Tensor.numpy"),
+        (lambda x: x.cpu(), "Tensor.cpu"),
     ],
 )
 def test_the_host_sync_guard_refuses_what_a_gpu_would_wait_for(
