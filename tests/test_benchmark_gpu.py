@@ -3,7 +3,8 @@
 best form; its busy-time arithmetic, its per-form guard and its budget, in-process; its replay check with a
 stand-in recorder. ``benchmarks/device_data.py`` times the loader and the device-data arms on CPU.
 ``benchmarks/gpu_table3.sh`` runs the device path end to end, tiny, on CPU, stops at its ``LIMIT_S`` and
-refuses a bad path; ``benchmarks/gpu_env.sh`` names a module that does not import, in one line."""
+refuses a bad path; ``benchmarks/gpu_env.sh`` installs carried wheels where the interpreter lacks what
+they hold (or says in one line why it could not), and names a module that does not import, in one line."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -239,3 +241,56 @@ def test_gpu_scripts_stop_in_one_line_naming_a_module_that_does_not_import() -> 
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("cannot import no_such_module_here (No module named 'no_such_module_here')")
     assert "benchmarks/gpu_wheels.sh" in line
+
+
+def a_wheel(folder: Path, module: str, text: str = "VALUE = 42\n") -> Path:
+    """A pure-Python wheel of one module, as pip installs it: the module and its dist-info."""
+    wheel = folder / f"{module}-1.0-py3-none-any.whl"
+    info = f"{module}-1.0.dist-info"
+    files = {
+        f"{module}.py": text,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+        archive.writestr(f"{info}/RECORD", "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"]))
+    return wheel
+
+
+def source_gpu_env(folder: Path, then: str) -> subprocess.CompletedProcess[str]:
+    """``source benchmarks/gpu_env.sh && THEN`` in ``folder`` (where ``.whl/`` is looked for), with an
+    interpreter that lacks what the GPU image lacks: a stand-in for this one whose import check of those
+    modules fails, as on the image, so the carried wheels are installed."""
+    python = folder / "python"
+    python.write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = -c ] && [[ "$2" == "import pydantic, "* ]]; then exit 1; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    script = f"source {ROOT / 'benchmarks' / 'gpu_env.sh'} && {then}"
+    environ = os.environ | {"PYTHON": str(python)}
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=folder, env=environ,
+                          timeout=300, check=False)  # fmt: skip
+
+
+def test_gpu_env_installs_the_carried_wheels_where_the_interpreter_lacks_them(tmp_path: Path) -> None:
+    (tmp_path / ".whl").mkdir()
+    a_wheel(tmp_path / ".whl", "carried_here")
+    done = source_gpu_env(
+        tmp_path, "learner_needs carried_here && \"$PY\" -c 'import carried_here as m; print(m.VALUE)'"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "42"
+
+
+def test_gpu_env_says_in_one_line_that_the_carried_wheels_did_not_install(tmp_path: Path) -> None:
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    done = source_gpu_env(tmp_path, "learner_needs broken")
+    assert done.returncode != 0
+    reported, refused = done.stderr.strip().splitlines()
+    assert reported.startswith(f"gpu_env.sh: pip could not install .whl/*.whl for {tmp_path / 'python'}: ")
+    assert refused.startswith("cannot import broken (No module named 'broken')")
