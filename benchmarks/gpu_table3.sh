@@ -107,7 +107,8 @@ for seeds in "${PREFIXES[@]}"; do
   }
 done
 wall=$(($(date +%s) - STARTED))
-cells=$(find "$OUT/table3" -path '*/encoder/complete.json' 2>/dev/null | wc -l)
+cells=0  # encoders finished (none where the experiment stopped before making its folder)
+if [ -d "$OUT/table3" ]; then cells=$(find "$OUT/table3" -path '*/encoder/complete.json' | wc -l); fi
 case $status in
   0) echo "table3 $DATA_PATH seeds $SEEDS: $wall s wall" ;;
   124 | 137) echo "table3 $DATA_PATH seeds $SEEDS: stopped by LIMIT_S=$LIMIT_S after $wall s, $cells encoders" \

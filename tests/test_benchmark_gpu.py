@@ -4,7 +4,9 @@ best form; its busy-time arithmetic, its per-form guard and its budget, in-proce
 stand-in recorder. ``benchmarks/device_data.py`` times the loader and the device-data arms on CPU.
 ``benchmarks/gpu_table3.sh`` runs the device path end to end, tiny, on CPU, stops at its ``LIMIT_S`` and
 refuses a bad path; ``benchmarks/gpu_env.sh`` installs carried wheels where the interpreter lacks what
-they hold (or says in one line why it could not), and names a module that does not import, in one line."""
+they hold (or says in one line why it could not), and names a module that does not import, in one line.
+``benchmarks/gpu_path.py`` chooses the path from the check's figures; ``benchmarks/gpu_window.sh`` runs the
+check, the choice and the experiment in one command, tiny, on CPU, falling back from a failed path."""
 
 from __future__ import annotations
 
@@ -294,3 +296,79 @@ def test_gpu_env_says_in_one_line_that_the_carried_wheels_did_not_install(tmp_pa
     reported, refused = done.stderr.strip().splitlines()
     assert reported.startswith(f"gpu_env.sh: pip could not install .whl/*.whl for {tmp_path / 'python'}: ")
     assert refused.startswith("cannot import broken (No module named 'broken')")
+
+
+@pytest.fixture
+def gpu_path(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/gpu_path.py`` imported in-process."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("gpu_path")
+
+
+def check_figures(**forms: dict[str, Any]) -> dict[str, Any]:
+    """gpu_check's figures with these forms (``status`` ok unless given) and no host sync."""
+    return {"host_syncs": "none", "forms": {name: {"status": "ok"} | form for name, form in forms.items()}}
+
+
+AGREES = {"agree": True, "loss_sums": [1.0, 1.0]}
+EAGER = {"step_ms": 20.0}
+GRAPH = {"step_ms": 9.0, "replay_check": AGREES}
+
+
+@pytest.mark.parametrize(
+    ("figures", "path", "why"),
+    [
+        ({}, "loader", "eager not run: no figures"),
+        (check_figures(eager={"status": "error", "error": "RuntimeError: boom"}), "loader", "boom"),
+        (check_figures(eager=EAGER) | {"host_syncs": "synchronizing op"}, "device", "synchronizing op"),
+        (check_figures(eager=EAGER, graph={"status": "skipped", "reason": "CUDA only"}), "device",
+         "graph skipped: CUDA only"),
+        (check_figures(eager=EAGER, graph=GRAPH | {"replay_check": {"agree": False}}), "device", "disagree"),
+        (check_figures(eager=EAGER, graph=GRAPH | {"step_ms": 21.0}), "device",
+         "no faster: graph 21.00 ms/step against eager 20.00"),
+        (check_figures(eager=EAGER, graph=GRAPH), "device-graph",
+         "graph 9.00 ms/step against eager 20.00; the replay agrees"),
+        (check_figures(eager=EAGER, graph=GRAPH, cells={"step_ms": 8.0}, cells_graph={"step_ms": 8.5}),
+         "device", "no faster: cells_graph 8.50 ms/step against cells 8.00"),
+    ],
+)  # fmt: skip
+def test_gpu_path_takes_the_recorded_step_only_where_it_agrees_and_is_faster(
+    gpu_path: ModuleType, figures: dict[str, Any], path: str, why: str
+) -> None:
+    chosen, reason = gpu_path.choose_path(figures)
+    assert chosen == path
+    assert why in reason
+
+
+@pytest.mark.slow  # the tiny check, then a failed device-graph Table 3 and a tiny device one on CPU (~60 s)
+def test_gpu_window_checks_chooses_and_falls_back_to_the_device_path_where_device_graph_fails(
+    tmp_path: Path,
+) -> None:
+    """``benchmarks/gpu_window.sh`` as a GPU window runs it, tiny and on CPU: the check, the path chosen
+    (``device``: the recorded forms need CUDA) and overridden to ``device-graph`` (``GPU_PATH``), which
+    fails at once on a CPU and is bundled all the same, then the device path in the time left, on the same
+    phantom."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    tiny = ["--set", "runtime.device=cpu", "--set", "optim.epochs=1", "--set", "data.size=32"]
+    tiny += ["--set", "data.frames=2", "--set", "model.size=tiny", "--set", "runtime.workers=0"]
+    settings = {"PHANTOM": "--size 32 --patients 8,4,4", "CHECK_OPTIONS": "--device cpu --tiny",
+                "WORK": str(work), "GPU_PATH": "device-graph"}  # fmt: skip
+    done = run_script("gpu_window.sh", str(out), "[0]", *tiny, **settings)
+    assert done.returncode == 0, done.stderr[-3000:]
+    chosen, overridden, fallback = (out / "path.txt").read_text().splitlines()
+    assert re.fullmatch(r"gpu_window\.sh: path device after \d+ s: graph skipped: CUDA only", chosen)
+    assert overridden == "gpu_window.sh: path device-graph (GPU_PATH=device-graph)"
+    assert re.fullmatch(
+        r"gpu_window\.sh: device-graph failed \(exit 2\); the device path with the \d+ s left", fallback
+    )
+    walls = {path: (out / f"table3_wall-{path}.txt").read_text() for path in ("device-graph", "device")}
+    assert re.fullmatch(
+        r"table3 device-graph seeds \[0\]: failed \(exit 2\) after \d+ s, 0 encoders finished\n",
+        walls["device-graph"],
+    )
+    assert re.fullmatch(r"table3 device seeds \[0\]: \d+ s wall\n", walls["device"])
+    with tarfile.open(out / "results-small-device.tgz") as bundle:
+        assert "table3/results.json" in bundle.getnames()
+    assert (work.parent / "work-device" / "phantom").resolve() == (work / "phantom").resolve()
+    record = json.loads((out / "check" / "gpu_check.jsonl").read_text().splitlines()[-1])
+    assert record["settings"]["forms"] == ["eager", "graph", "cells", "cells_graph"]
