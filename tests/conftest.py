@@ -144,8 +144,11 @@ def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
                 raise refuse(func)
             return func(*args, **(kwargs or {}))
 
-    def read_on_host(tensor: object, *args: object, **kwargs: object) -> None:
-        raise refuse("Tensor.tolist / Tensor.numpy / Tensor.cpu")
+    def read_on_host(name: str) -> Callable[..., None]:
+        def refused(tensor: object, *args: object, **kwargs: object) -> None:
+            raise refuse(f"Tensor.{name}")
+
+        return refused
 
     def copied_to_device(make: Callable[..., Any]) -> Callable[..., Any]:
         def checked(data: object, *args: object, **kwargs: object) -> Any:
@@ -158,7 +161,7 @@ def forbid_host_syncs(what: str = "the device-data step") -> Iterator[None]:
     real = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy", "cpu")}
     makers = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
     for name in real:
-        setattr(torch.Tensor, name, read_on_host)
+        setattr(torch.Tensor, name, read_on_host(name))
     for name, make in makers.items():
         setattr(torch, name, copied_to_device(make))
     try:
