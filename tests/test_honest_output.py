@@ -13,7 +13,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import chance_row, majority_row
-from learner.evaluation.metrics import PairedDifference, small_sample_warnings
+from learner.evaluation.metrics import PairedDifference, classification_metrics, small_sample_warnings
+from learner.experiments.grid import summarise
 from learner.experiments.results import (
     METRICS,
     Cell,
@@ -22,6 +23,8 @@ from learner.experiments.results import (
     MeanStd,
     PairAnswer,
     SummaryRow,
+    Sweep,
+    SweepResults,
     Table3Results,
 )
 from learner.report import write_report
@@ -46,15 +49,20 @@ def test_majority_row_equals_scikit_learn_on_a_constant_answer(counts: dict[str,
     assert row.answer == "always stable"
     assert row.accuracy == pytest.approx(accuracy_score(truth, answer))
     assert row.macro_f1 == pytest.approx(f1_score(truth, answer, average="macro", zero_division=0))
+    assert row.macro_f1 == pytest.approx(classification_metrics(truth, answer)["macro_f1"])
 
 
-def test_chance_row_is_the_f1_of_the_expected_confusion_matrix() -> None:
-    """Each pair answered once with every class is the expected confusion matrix of a uniform guess (×3)."""
-    truth = np.repeat(_labels(COUNTS), 3)
+@pytest.mark.parametrize("counts", [COUNTS, {"deteriorated": 0, "stable": 3, "improved": 1}])
+def test_chance_row_is_the_f1_of_the_expected_confusion_matrix(counts: dict[str, int]) -> None:
+    """Each pair answered once with every class is the expected confusion matrix of a uniform guess (×3);
+    macro-F1 averages the classes of the truth, as every model's does."""
+    truth = np.repeat(_labels(counts), 3)
     answer = np.tile([0, 1, 2], len(truth) // 3)
-    row = chance_row(COUNTS)
+    row = chance_row(counts)
     assert row.accuracy == pytest.approx(1 / 3)
-    assert row.macro_f1 == pytest.approx(f1_score(truth, answer, average="macro"))
+    assert row.macro_f1 == pytest.approx(classification_metrics(truth, answer)["macro_f1"])
+    labels = np.unique(truth)
+    assert row.macro_f1 == pytest.approx(f1_score(truth, answer, labels=labels, average="macro"))
 
 
 def test_degenerate_spreads_and_intervals_read_n_a() -> None:
@@ -94,10 +102,18 @@ def test_comparison_verdicts_follow_the_interval(diff: PairedDifference, expecte
 
 
 def test_small_sample_warnings() -> None:
-    assert small_sample_warnings(5, COUNTS) == []
-    few, missing = small_sample_warnings(2, {"deteriorated": 0, "stable": 3, "improved": 1})
+    assert small_sample_warnings({"n_patients": 5}, COUNTS) == []
+    assert (
+        small_sample_warnings({"n_patients": 5, "n_boot": 100, "ci_resamples": {"macro_f1": 100}}, COUNTS)
+        == []
+    )
+    few, missing = small_sample_warnings({"n_patients": 2}, {"deteriorated": 0, "stable": 3, "improved": 1})
     assert "2 patient(s), fewer than 5" in few
     assert missing.startswith("no test pair is deteriorated")
+    (short,) = small_sample_warnings(
+        {"n_patients": 9, "n_boot": 100, "ci_resamples": {"macro_f1": 61}}, COUNTS
+    )
+    assert short.startswith("macro-F1's interval rests on 61 of 100 patient resamples")
 
 
 def test_majority_statement_says_when_the_constant_answer_wins_accuracy() -> None:
@@ -231,3 +247,35 @@ def test_chance_and_zero_rho_statements_fire_only_when_every_interval_includes_t
     assert chance_statement("LUS", [((np.nan, np.nan), (0.1, 0.5), counts)]) is None  # no bootstrap: silent
     assert zero_rho_statement("LUS", [(-0.1, 0.3), (-0.2, 0.0)]) is not None
     assert zero_rho_statement("LUS", [(-0.1, 0.3), (0.05, 0.4)]) is None
+
+
+def test_sweep_rows_with_other_test_pairs_are_read_against_their_own_majority(tmp_path: Path) -> None:
+    """A sweep setting that changes the pairs (data.pairs.*) has its own test set: one sentence each."""
+    many_stable = {"deteriorated": 5, "stable": 90, "improved": 5}  # COUNTS: 42 of 57 stable
+    same_site, all_sites = (GridKey(dataset="LUS", setting=s, loss="mse") for s in ("same_site", "all_sites"))
+    cells = [
+        _cell("mse", 0, 0.80, 0.40).model_copy(
+            update={"key": same_site, "pair_counts": {"test": many_stable}}
+        ),
+        _cell("mse", 0, 0.75, 0.50).model_copy(update={"key": all_sites, "dir": "LUS/all_sites/mse/seed-0"}),
+    ]
+    sweep = Sweep(
+        settings={"same_site": {}, "all_sites": {"data.pairs.match_site": False}}, cells=[], rows=[]
+    )
+    results = SweepResults(
+        datasets=_results(tmp_path).datasets, losses=["mse"], seeds=[0], cells=cells,
+        summary=summarise(cells), sweep=sweep,
+    )  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(results.to_json()))
+    text = write_report(tmp_path).read_text()
+    same = majority_statement({"same_site/MSE": (0.80, 0.40)}, majority_row(many_stable))
+    assert (
+        f"- LUS, same_site/MSE: 90 of 100 test pairs (90.0%) are stable, 5 deteriorated, 5 improved "
+        f"(seed 0). {same}\n" in text
+    )
+    assert "scores 90.00% accuracy, above every model" in same
+    assert (
+        "- LUS, all_sites/MSE: 42 of 57 test pairs (73.7%) are stable, 10 improved, 5 deteriorated "
+        "(seed 0). Answering 'stable' for every pair scores 73.68% accuracy; every model matches or beats "
+        "that on accuracy.\n" in text
+    )

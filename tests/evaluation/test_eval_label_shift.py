@@ -123,7 +123,13 @@ def test_calibrated_margin_is_the_best_candidate_on_the_held_out_pairs() -> None
     candidates = sorted({0.0, *np.quantile(np.abs(later - earlier), MARGIN_QUANTILES)})
     rule = scale.change_labels(earlier, later)
     scores = [
-        f1_score(labels, np.where(np.abs(later - earlier) < m, 1, rule), average="macro", zero_division=0)
+        f1_score(
+            labels,
+            np.where(np.abs(later - earlier) < m, 1, rule),
+            labels=np.unique(labels),
+            average="macro",
+            zero_division=0,
+        )
         for m in candidates
     ]
     assert margin == candidates[int(np.argmax(scores))]

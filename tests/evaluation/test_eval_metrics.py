@@ -14,6 +14,7 @@ from sklearn.metrics import (
 )
 
 from learner.evaluation.metrics import (
+    MacroF1,
     accuracy,
     classification_metrics,
     macro_f1,
@@ -73,13 +74,27 @@ def test_absent_class_is_reported_not_averaged() -> None:
         classification_metrics(np.array([0, 3]), np.array([0, 1]))
 
 
+def test_a_wrong_answer_costs_the_same_whichever_wrong_class_it_names() -> None:
+    # 5 deteriorated and 40 stable test pairs, no improved; one stable pair answered wrongly
+    y_true = np.array([0] * 5 + [1] * 40)
+    as_improved, as_deteriorated = y_true.copy(), y_true.copy()
+    as_improved[-1], as_deteriorated[-1] = 2, 0
+    improved = classification_metrics(y_true, as_improved)["macro_f1"]
+    # scikit-learn's default would average in a 0 for "improved" (never true) and score 0.66 here
+    assert improved == pytest.approx(f1_score(y_true, as_improved, labels=[0, 1], average="macro"))
+    assert improved == pytest.approx((1 + 2 * 39 / 79) / 2)
+    assert classification_metrics(y_true, as_deteriorated)["macro_f1"] == pytest.approx(
+        (2 * 5 / 11 + 2 * 39 / 79) / 2
+    )
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_fast_macro_f1_matches_sklearn(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 15))  # small sets often miss a class in y_true, y_pred or both
     y_true, y_pred = rng.integers(0, 3, n), rng.integers(0, 3, n)
     assert macro_f1(y_true, y_pred) == pytest.approx(
-        f1_score(y_true, y_pred, average="macro", zero_division=0)
+        f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0)
     )
 
 
@@ -173,7 +188,7 @@ def loop_bootstrap(
     return values
 
 
-@pytest.mark.parametrize("metric", [accuracy, macro_f1, lambda t, p: float(np.mean(t == p))])
+@pytest.mark.parametrize("metric", [accuracy, MacroF1((0, 1)), lambda t, p: float(np.mean(t == p))])
 @pytest.mark.parametrize(
     ("pairs", "patients", "classes", "seed"), [(60, 17, 3, 0), (7, 3, 2, 4), (300, 50, 3, 9), (9, 9, 3, 2)]
 )
@@ -185,3 +200,48 @@ def test_vectorised_bootstrap_equals_the_per_resample_loop(
     groups = np.array([f"p{g}" for g in rng.integers(0, patients, pairs)])  # unequal pairs per patient
     got = patient_bootstrap_samples(y_true, y_pred, groups, metric, 500, seed)
     np.testing.assert_array_equal(got, loop_bootstrap(y_true, y_pred, groups, metric, 500, seed))
+
+
+def sklearn_macro_f1_over(classes: list[int]) -> Metric:
+    """Macro-F1 over fixed ``classes`` by scikit-learn; NaN where one of them has no true pair."""
+
+    def metric(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        if not set(classes) <= set(y_true.tolist()):
+            return float("nan")
+        return float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))
+
+    return metric
+
+
+@pytest.mark.parametrize(("pairs", "patients", "seed"), [(60, 17, 0), (25, 6, 3), (300, 50, 9)])
+def test_bootstrap_macro_f1_keeps_the_test_sets_classes(pairs: int, patients: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(0, 3, pairs), rng.integers(0, 3, pairs)
+    groups = rng.integers(0, patients, pairs)
+    metric = MacroF1.of(y_true)
+    assert metric.classes == tuple(np.unique(y_true).tolist())
+    got = patient_bootstrap_samples(y_true, y_pred, groups, metric, 400, seed)
+    reference = loop_bootstrap(y_true, y_pred, groups, sklearn_macro_f1_over(list(metric.classes)), 400, seed)
+    np.testing.assert_allclose(got, reference, rtol=1e-12, equal_nan=True)
+
+
+def test_bootstrap_macro_f1_is_undefined_where_a_class_is_not_drawn() -> None:
+    # 10 patients with 6 pairs each; every improved pair is patient 0's and is never predicted. A resample
+    # re-choosing its classes averaged 2 classes without patient 0 and 3 with it: one interval of two numbers
+    groups = np.repeat(np.arange(10), 6)
+    y_true = np.where(groups == 0, 2, np.tile([0, 1, 1], 20))
+    y_pred = np.where(y_true == 2, 1, y_true)
+    values = patient_bootstrap_samples(y_true, y_pred, groups, MacroF1.of(y_true), 1000, seed=0)
+    drawn_zero = np.array([0 in np.unique(groups[rows]) for rows in _resample_rows(groups, 1000, seed=0)])
+    np.testing.assert_array_equal(np.isnan(values), ~drawn_zero)
+    low, high = percentile_interval(values)
+    assert high < 0.75  # improved's F1 is 0 in every defined resample: the mean over 3 classes stays low
+    assert low <= macro_f1(y_true, y_pred) <= high
+
+
+def _resample_rows(groups: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """The pairs of each resample, drawn as :func:`patient_bootstrap_samples` draws them."""
+    _, group_index = np.unique(groups, return_inverse=True)
+    members = np.split(np.argsort(group_index, kind="stable"), np.cumsum(np.bincount(group_index))[:-1])
+    drawn = np.random.default_rng(seed).integers(0, len(members), size=(n_boot, len(members)))
+    return [np.concatenate([members[g] for g in row]) for row in drawn]

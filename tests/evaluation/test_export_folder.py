@@ -156,7 +156,7 @@ def test_the_model_card_numbers_are_the_classification_runs_metrics(runs: Runs) 
     assert (int(pairs), int(patients)) == (test["n"], test["n_patients"])
     assert metrics["data_source"] == "phantom"
     assert "**Data source: PHANTOM.**" in card
-    for warning in small_sample_warnings(test["n_patients"], metrics["pair_counts"]["test"]):
+    for warning in small_sample_warnings(test, metrics["pair_counts"]["test"]):
         assert warning in card  # the report's caveats
     counts = Counter(read_splits(runs.encoder).values())
     listed = ", ".join(f"{split} {counts[split]}" for split in ("train", "val", "test"))

@@ -43,11 +43,11 @@ from learner.experiments.results import ExperimentResult
 
 PINNED: dict[str, dict[str, float]] = {
     "LUS/mse": {
-        "accuracy": 7 / 11, "macro_f1": 0.4603174603174603, "weighted_f1": 0.6969696969696969,
+        "accuracy": 7 / 11, "macro_f1": 0.6904761904761905, "weighted_f1": 0.6969696969696969,
         "val_mae": 70.56001780668487, "rho_score": -0.5371291452680612, "rho_latent": 0.17272727272727276,
     },
     "LUS/mse+wcl": {
-        "accuracy": 7 / 11, "macro_f1": 0.3833333333333333, "weighted_f1": 0.6227272727272727,
+        "accuracy": 7 / 11, "macro_f1": 0.575, "weighted_f1": 0.6227272727272727,
         "val_mae": 70.56384192214033, "rho_score": -0.5371291452680612, "rho_latent": 0.11818181818181818,
     },
     "MRI/mse": {
@@ -55,7 +55,7 @@ PINNED: dict[str, dict[str, float]] = {
         "val_mae": 3.7697737330227077, "rho_score": -0.15811388300841897, "rho_latent": -0.35909242322980395,
     },
     "MRI/mse+wcl": {
-        "accuracy": 0.4, "macro_f1": 0.19047619047619047, "weighted_f1": 0.45714285714285713,
+        "accuracy": 0.4, "macro_f1": 0.2857142857142857, "weighted_f1": 0.45714285714285713,
         "val_mae": 3.769215421413784, "rho_score": -0.15811388300841897, "rho_latent": -0.35909242322980395,
     },
 }  # fmt: skip

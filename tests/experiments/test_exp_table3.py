@@ -24,7 +24,12 @@ def test_cells_summary_and_files_match_independent_recomputation(tiny_table3: Ex
             accuracy_score(predictions["label"], predictions["predicted"])
         )
         assert cell["macro_f1"] == pytest.approx(
-            f1_score(predictions["label"], predictions["predicted"], average="macro")
+            f1_score(
+                predictions["label"],
+                predictions["predicted"],
+                labels=np.unique(predictions["label"]),
+                average="macro",
+            )
         )
     on_disk = json.loads((tiny_table3.out_dir / "results.json").read_text())
     by_key = {(c["dataset"], c["loss"]): c for c in on_disk["cells"]}

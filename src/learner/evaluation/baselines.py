@@ -2,14 +2,14 @@
 
 Both rows are computed from the test set's class counts alone (no model), with the same metric
 definitions as :func:`learner.evaluation.metrics.classification_metrics` (macro-F1 averages the classes
-that occur in the truth or the predictions):
+that occur in the truth):
 
 * **always-majority**: answer the test set's most frequent class for every pair (the best any constant
   answer can do on accuracy). Accuracy ``n_m / N``; that class's F1 is ``2·n_m / (n_m + N)``, every other
   occurring class scores 0.
 * **chance**: answer one of the K classes uniformly at random. Expected accuracy ``1 / K``; macro-F1 is the
   F1 of the expected confusion matrix (``E[C_cj] = n_c / K``): ``F1_c = 2·n_c / (K·n_c + N)``, averaged over
-  all K classes (each is predicted). It is the large-sample value, stated as such.
+  the classes that occur. It is the large-sample value, stated as such.
 
 Example::
 
@@ -39,7 +39,7 @@ def majority_row(counts: Mapping[str, int]) -> ReferenceRow:
         raise ValueError("no test pairs: a reference row needs at least one")
     majority = max(counts, key=lambda name: counts[name])
     n_m = counts[majority]
-    occurring = sum(1 for name, n in counts.items() if n > 0 or name == majority)
+    occurring = sum(1 for n in counts.values() if n > 0)
     return ReferenceRow(n_m / total, 2 * n_m / (n_m + total) / occurring, f"always {majority}")
 
 
@@ -48,8 +48,8 @@ def chance_row(counts: Mapping[str, int]) -> ReferenceRow:
     total, k = sum(counts.values()), len(counts)
     if total == 0:
         raise ValueError("no test pairs: a reference row needs at least one")
-    f1 = [2 * n / (k * n + total) for n in counts.values()]
-    return ReferenceRow(1 / k, sum(f1) / k, "uniform random")
+    f1 = [2 * n / (k * n + total) for n in counts.values() if n > 0]
+    return ReferenceRow(1 / k, sum(f1) / len(f1), "uniform random")
 
 
 REFERENCES = {"majority": majority_row, "chance": chance_row}

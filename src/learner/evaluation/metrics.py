@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +41,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     Returns:
         ``accuracy``, ``macro_f1``, ``weighted_f1`` (floats), ``per_class`` (class name → precision,
         recall, f1, support), ``confusion`` (K × K nested list, rows = true, columns = predicted) and
-        ``n`` (P). The F1 averages follow scikit-learn's default: over the classes that occur in
-        ``y_true`` or ``y_pred``, so a class absent from a test set does not add a spurious zero. A class
-        that is never predicted (or never true) gets precision (or recall) 0, not an error.
+        ``n`` (P). Macro-F1 averages the classes that occur in ``y_true`` (:func:`true_classes`): a class
+        absent from the test set adds no spurious zero, and a wrong answer costs the same whichever wrong
+        class it names. Weighted-F1 weighs each class by its support, so absent classes weigh nothing. A
+        class that is never predicted (or never true) gets precision (or recall) 0, not an error.
     """
     y_true, y_pred = _check_labels(y_true, y_pred, num_classes)
     labels = list(range(num_classes))
@@ -54,7 +55,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     return {
         "n": int(y_true.size),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=list(true_classes(y_true)), average="macro", zero_division=0)
+        ),
         "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
         "per_class": {
             name: {
@@ -69,70 +72,83 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     }
 
 
-def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Fraction of equal entries of two (P,) label arrays (a ``metric_fn`` for the bootstrap)."""
-    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+def true_classes(y_true: np.ndarray) -> tuple[int, ...]:
+    """The classes macro-F1 averages: those that occur in the (P,) true labels, ascending."""
+    return tuple(int(k) for k in np.unique(np.asarray(y_true)))
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Macro-F1 of two (P,) label arrays, equal to :func:`classification_metrics`' ``macro_f1``.
+class AdditiveMetric(ABC):
+    """A bootstrap metric ``(y_true, y_pred) -> float`` that is a function of sums over pairs:
+    ``from_sums(Σ_i per_pair(y_true, y_pred)[i])``.
 
-    Computed from confusion counts with numpy (F1_k = 2·TP_k / (n_true_k + n_pred_k), averaged over the
-    classes that occur) because it is the bootstrap's ``metric_fn``, run once per resample, where
-    scikit-learn's input checking costs ~100× more than the arithmetic.
+    The bootstrap then needs only each patient's sums (G, S) and each resample's patient counts (B, G): a
+    resample's sums are one matrix product, with no per-resample indexing (:func:`patient_bootstrap_samples`).
+    ``from_sums`` must give exactly (bit for bit) the metric of the resample.
     """
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    k = int(max(y_true.max(), y_pred.max())) + 1
-    confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
-    n_true, n_pred = confusion.sum(axis=1), confusion.sum(axis=0)
-    present = (n_true + n_pred) > 0
-    return float(np.mean(2 * np.diag(confusion)[present] / (n_true + n_pred)[present]))
+
+    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        sums = self.per_pair(np.asarray(y_true), np.asarray(y_pred)).sum(axis=0, dtype=np.int64)
+        return float(self.from_sums(sums[None])[0])
+
+    @abstractmethod
+    def per_pair(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """(P,) labels of both → (P, S) integer statistics of every pair."""
+
+    @abstractmethod
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        """(B, S) summed statistics of B resamples → (B,) float64 metric values."""
+
+
+class Accuracy(AdditiveMetric):
+    """Fraction of equal entries of two (P,) label arrays."""
+
+    def per_pair(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        return np.stack([y_true == y_pred, np.ones(len(y_true), bool)], 1)
+
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        return np.asarray(sums[:, 0] / sums[:, 1], dtype=np.float64)
 
 
 @dataclass(frozen=True)
-class AdditiveMetric:
-    """A metric that is a function of sums over pairs: ``from_sums(Σ_i per_pair(y_true, y_pred)[i])``.
+class MacroF1(AdditiveMetric):
+    """Macro-F1 over a fixed set of ``classes``: F1_k = 2·TP_k / (n_true_k + n_pred_k), averaged over them.
 
-    The bootstrap then needs only each patient's sums (G, S) and each resample's patient counts (B, G):
-    a resample's sums are one matrix product, with no per-resample indexing.
-
-    Attributes:
-        per_pair: ``(y_true, y_pred) -> (P, S)`` integer statistics of every pair.
-        from_sums: ``(B, S) -> (B,)`` the metric of every resample from its summed statistics; it must
-            give exactly (bit for bit) the plain metric of the resample.
+    A bootstrap must fix the set on the whole test set (:meth:`of`): a resample that re-chose it from its
+    own pairs would average two classes in some resamples and three in others, mixing two different
+    quantities in one interval. A resample in which one of ``classes`` has no true pair is undefined
+    (NaN, left out of :func:`percentile_interval`). Computed from confusion counts with numpy, because it
+    runs once per resample, where scikit-learn's input checking costs ~100× more than the arithmetic.
     """
 
-    per_pair: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    from_sums: Callable[[np.ndarray], np.ndarray]
+    classes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, y_true: np.ndarray) -> MacroF1:
+        """Macro-F1 over the classes that occur in ``y_true`` (:func:`true_classes`)."""
+        return cls(true_classes(y_true))
+
+    def per_pair(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """(P, 3·K) one-hot of each pair's true class, predicted class and hit, over ``classes``."""
+        classes = np.asarray(self.classes)
+        is_true = np.asarray(y_true)[:, None] == classes  # (P, K)
+        is_pred = np.asarray(y_pred)[:, None] == classes
+        return np.concatenate([is_true, is_pred, is_true & is_pred], axis=1).astype(np.int64)
+
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        n_true, n_pred, hits = np.split(sums.astype(np.float64), 3, axis=1)  # (B, K) each
+        f1 = 2 * hits / np.maximum(n_true + n_pred, 1)
+        return np.where((n_true > 0).all(axis=1), f1.sum(axis=1) / len(self.classes), np.nan)
 
 
-def _confusion_cells(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """(P, K²) one-hot of each pair's confusion cell ``true·K + pred``, K = the largest label + 1."""
-    k = int(max(y_true.max(), y_pred.max())) + 1
-    return np.eye(k * k, dtype=np.int64)[y_true.astype(np.int64) * k + y_pred.astype(np.int64)]
+accuracy = Accuracy()
+"""Accuracy of two (P,) label arrays (a bootstrap metric)."""
 
 
-def _macro_f1_from_confusions(confusions: np.ndarray) -> np.ndarray:
-    """(B, K²) confusion counts → (B,) :func:`macro_f1` (absent classes left out, as there)."""
-    k = math.isqrt(confusions.shape[1])
-    confusion = confusions.reshape(-1, k, k)
-    n_true, n_pred = confusion.sum(axis=2), confusion.sum(axis=1)  # (B, K)
-    both = n_true + n_pred
-    present = both > 0
-    f1 = np.where(present, 2 * np.diagonal(confusion, axis1=1, axis2=2) / np.where(present, both, 1), 0.0)
-    mean: np.ndarray = f1.sum(axis=1) / present.sum(axis=1)
-    return mean  # a mean over the present classes, summed in class order
-
-
-ADDITIVE_METRICS: dict[MetricFn, AdditiveMetric] = {
-    accuracy: AdditiveMetric(
-        per_pair=lambda t, p: np.stack([np.asarray(t) == np.asarray(p), np.ones(len(t), bool)], 1),
-        from_sums=lambda sums: sums[:, 0] / sums[:, 1],
-    ),
-    macro_f1: AdditiveMetric(per_pair=_confusion_cells, from_sums=_macro_f1_from_confusions),
-}
-"""Bootstrap metrics with a vectorised form (:func:`patient_bootstrap_samples` uses it): the same values as
-the per-resample loop for the same seed (tests/evaluation/test_eval_metrics.py)."""
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro-F1 of two (P,) label arrays over the classes of ``y_true``, equal to
+    :func:`classification_metrics`' ``macro_f1``. For a bootstrap pass ``MacroF1.of(y_true)`` instead,
+    which keeps the whole test set's classes in every resample."""
+    return MacroF1.of(y_true)(y_true, y_pred)
 
 
 @stage("bootstrap")
@@ -148,9 +164,9 @@ def patient_bootstrap_samples(
 
     Each resample draws G patients from the G distinct ``groups`` with replacement and keeps *all* pairs
     of every drawn patient (a patient drawn twice contributes its pairs twice). The draws are one
-    ``(B, G)`` array of ``rng.integers``, row b the patients of resample b. A metric of
-    :data:`ADDITIVE_METRICS` (accuracy, macro-F1) is computed for all resamples at once from per-patient
-    sums; any other ``metric_fn`` (e.g. a rank correlation) runs once per resample on its pairs.
+    ``(B, G)`` array of ``rng.integers``, row b the patients of resample b. An :class:`AdditiveMetric`
+    (accuracy, :class:`MacroF1`) is computed for all resamples at once from per-patient sums; any other
+    ``metric_fn`` (e.g. a rank correlation) runs once per resample on its pairs.
 
     Args:
         y_true, y_pred: (P,) paired values handed to ``metric_fn`` (labels, or any two paired arrays).
@@ -174,14 +190,13 @@ def patient_bootstrap_samples(
     _, group_index = np.unique(groups, return_inverse=True)
     n_groups = int(group_index.max()) + 1
     drawn = np.random.default_rng(seed).integers(0, n_groups, size=(n_boot, n_groups))  # (B, G)
-    additive = ADDITIVE_METRICS.get(metric_fn)
-    if additive is not None:
-        per_pair = additive.per_pair(y_true, y_pred).astype(np.int64)  # (P, S)
+    if isinstance(metric_fn, AdditiveMetric):
+        per_pair = metric_fn.per_pair(y_true, y_pred).astype(np.int64)  # (P, S)
         per_group = np.zeros((n_groups, per_pair.shape[1]), dtype=np.int64)  # (G, S)
         np.add.at(per_group, group_index, per_pair)
         counts = np.zeros((n_boot, n_groups), dtype=np.int64)  # how often resample b drew patient g
         np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1)
-        return np.asarray(additive.from_sums(counts @ per_group), dtype=np.float64)
+        return np.asarray(metric_fn.from_sums(counts @ per_group), dtype=np.float64)
     members = np.split(np.argsort(group_index, kind="stable"), np.cumsum(np.bincount(group_index))[:-1])
     values = np.empty(n_boot, dtype=np.float64)
     for b in range(n_boot):
@@ -246,11 +261,19 @@ MIN_TEST_PATIENTS = 5
 """Below this many test patients a patient-bootstrap interval rests on too few draws to mean much."""
 
 
-def small_sample_warnings(n_patients: int, test_counts: Mapping[str, int]) -> list[str]:
+def small_sample_warnings(test: Mapping[str, Any], test_counts: Mapping[str, int]) -> list[str]:
     """Warnings for a test set too small to support its intervals: fewer than :data:`MIN_TEST_PATIENTS`
-    patients, or a class with no test pair (its F1 and recall are then undefined and left out of
-    macro-F1)."""
+    patients, a class with no test pair (its F1 and recall are then undefined and left out of macro-F1),
+    or a macro-F1 interval that rests on fewer resamples than were drawn (the others draw no pair of one of
+    the test set's classes).
+
+    Args:
+        test: a classification's test metrics (``metrics.json["test"]``): ``n_patients`` and, where
+            recorded, ``n_boot`` and ``ci_resamples`` (metric → resamples that define it).
+        test_counts: class name → test pairs.
+    """
     warnings = []
+    n_patients = test["n_patients"]
     if n_patients < MIN_TEST_PATIENTS:
         warnings.append(
             f"the test set has {n_patients} patient(s), fewer than {MIN_TEST_PATIENTS}: its intervals rest "
@@ -261,6 +284,12 @@ def small_sample_warnings(n_patients: int, test_counts: Mapping[str, int]) -> li
         warnings.append(
             f"no test pair is {', '.join(missing)}: macro-F1 averages only the classes that occur, and "
             "nothing is learned about how the model handles the missing class(es)"
+        )
+    n_boot, defined = test.get("n_boot", 0), test.get("ci_resamples", {}).get("macro_f1")
+    if defined is not None and defined < n_boot:
+        warnings.append(
+            f"macro-F1's interval rests on {defined} of {n_boot} patient resamples: the others draw no pair "
+            "of one of the test set's classes, so its few patients decide that class's F1"
         )
     return warnings
 

@@ -25,9 +25,9 @@ from learner.evaluation.change_posterior import change_posterior, fit_change_cal
 from learner.evaluation.embed import EmbeddingTable
 from learner.evaluation.label_shift import bbse_prior, em_prior, reweight
 from learner.evaluation.metrics import (
+    MacroF1,
     accuracy,
     classification_metrics,
-    macro_f1,
     patient_bootstrap_samples,
     percentile_interval,
 )
@@ -35,10 +35,6 @@ from learner.evaluation.pair_classifier import NUM_CLASSES, FittedPairClassifier
 from learner.evaluation.score_change import calibrate_margin, score_change_labels
 
 log = logging.getLogger(__name__)
-
-BOOTSTRAP_METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
-"""The metrics given patient-bootstrap intervals."""
-
 
 ANSWERS: tuple[str, ...] = (
     "delta_score",
@@ -156,19 +152,20 @@ def predicted_scores(pairs: pd.DataFrame, table: EmbeddingTable) -> tuple[np.nda
 
 
 def pair_metrics(test_pairs: pd.DataFrame, predicted: np.ndarray, config: Config) -> dict[str, Any]:
-    """Classification metrics of the test pairs with (1 − 0.05) patient-bootstrap intervals."""
+    """Classification metrics of the test pairs with (1 − 0.05) patient-bootstrap intervals of accuracy and
+    macro-F1 (``ci``), and how many of the ``n_boot`` resamples define each (``ci_resamples``: a resample
+    that draws no pair of one of the test set's classes has no macro-F1 over them, :class:`MacroF1`)."""
     truth = test_pairs["label"].to_numpy(dtype=np.int64)
     patients = test_pairs["first_patient_id"].astype(str).to_numpy()
     metrics = classification_metrics(truth, predicted)
     n_boot = config.classifier.bootstrap
-    metrics["ci"] = {  # (nan, nan) when there is no bootstrap; atomic.write_json stores null
-        name: list(
-            percentile_interval(
-                patient_bootstrap_samples(truth, predicted, patients, fn, n_boot, config.seed)
-            )
-        )
-        for name, fn in BOOTSTRAP_METRICS.items()
+    samples = {
+        name: patient_bootstrap_samples(truth, predicted, patients, fn, n_boot, config.seed)
+        for name, fn in (("accuracy", accuracy), ("macro_f1", MacroF1.of(truth)))
     }
+    # (nan, nan) when there is no bootstrap; atomic.write_json stores null
+    metrics["ci"] = {name: list(percentile_interval(values)) for name, values in samples.items()}
+    metrics["ci_resamples"] = {name: int(np.isfinite(values).sum()) for name, values in samples.items()}
     metrics["n_boot"] = n_boot
     metrics["n_patients"] = int(np.unique(patients).size)
     return metrics

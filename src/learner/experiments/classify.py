@@ -220,7 +220,7 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
     }
     run.write_metrics(metrics)
     test = metrics["test"]
-    for warning in small_sample_warnings(test["n_patients"], metrics["pair_counts"]["test"]):
+    for warning in small_sample_warnings(test, metrics["pair_counts"]["test"]):
         log.warning("%s: %s", run.path, warning)
     return ClassificationResult(run.path, metrics, predictions, fitted, table)
 

@@ -71,7 +71,7 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
         ["true \\ predicted", *CLASS_NAMES],
         [[name, *row] for name, row in zip(CLASS_NAMES, test["confusion"], strict=True)],
     )
-    warnings = small_sample_warnings(test["n_patients"], test_counts)
+    warnings = small_sample_warnings(test, test_counts)
     ci = {name: (json_number(low), json_number(high)) for name, (low, high) in test["ci"].items()}
     chance = chance_statement("test pairs", [(ci["accuracy"], ci["macro_f1"], test_counts)])
     warnings += [chance] if chance else []

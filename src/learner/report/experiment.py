@@ -24,6 +24,7 @@ from learner.experiments.results import (
     PairAnswer,
     Results,
     Scalar,
+    SummaryRow,
     Table3Results,
     json_number,
     load_results,
@@ -54,7 +55,6 @@ from learner.report.tables import (
     markdown_table,
     percent,
     plain,
-    test_counts_by_seed,
     write_experiment_table,
 )
 
@@ -183,22 +183,26 @@ def _majority_section(results: Results) -> str:
 
 def _reading_the_table(results: Results) -> str:
     """Per dataset: the test pairs' class mix and whether always answering the majority class beats the
-    models on accuracy (generated from the numbers, see :mod:`learner.report.prose`)."""
+    models on accuracy (generated from the numbers, see :mod:`learner.report.prose`). Rows whose settings
+    give other test pairs (a sweep's ``data.pairs`` or ``data.split``) are read against their own pairs'
+    majority, one line per set of test pairs."""
     lines = []
     for dataset in (d.name for d in results.datasets):
-        counts = test_counts_by_seed(results.cells, dataset)
-        if not counts:
-            continue
-        seed = min(counts)
-        majority = _mean_majority(list(counts.values()))
-        models = {
-            _row_label(row.key.axes()): (row.stats["accuracy"].mean, row.stats["macro_f1"].mean)
-            for row in results.summary
-            if row.key.dataset == dataset
-        }
-        lines.append(
-            f"- {dataset}: {class_mix(counts[seed])} (seed {seed}). {majority_statement(models, majority)}"
-        )
+        by_test_set: dict[str, tuple[dict[int, dict[str, int]], list[SummaryRow]]] = {}
+        for row in (r for r in results.summary if r.key.dataset == dataset):
+            counts = {c.seed: c.pair_counts["test"] for c in results.cells if c.key == row.key}
+            counts = {seed: by_class for seed, by_class in counts.items() if sum(by_class.values())}
+            if counts:
+                by_test_set.setdefault(json.dumps(counts, sort_keys=True), (counts, []))[1].append(row)
+        for counts, rows in by_test_set.values():
+            seed = min(counts)
+            models = {
+                _row_label(row.key.axes()): (row.stats["accuracy"].mean, row.stats["macro_f1"].mean)
+                for row in rows
+            }
+            where = dataset if len(by_test_set) == 1 else f"{dataset}, {', '.join(models)}"
+            statement = majority_statement(models, _mean_majority(list(counts.values())))
+            lines.append(f"- {where}: {class_mix(counts[seed])} (seed {seed}). {statement}")
     return "\n".join(lines) + "\n"
 
 
@@ -228,7 +232,7 @@ def _cell_warnings(run_dir: Path, cells: Sequence[Cell]) -> list[str]:
             continue
         test = json.loads(metrics_file.read_text(encoding="utf-8"))["test"]
         where = f"{cell.key.dataset}, seed {cell.seed}"
-        for text in small_sample_warnings(test["n_patients"], cell.pair_counts["test"]):
+        for text in small_sample_warnings(test, cell.pair_counts["test"]):
             warnings[f"{where}: {text}"] = None
     return list(warnings)
 
