@@ -230,6 +230,39 @@ def test_an_interrupted_epoch_goes_on_with_the_same_numbers(make_parts: Callable
     assert resumed == whole
 
 
+@pytest.mark.parametrize("poison", [True, False])
+def test_a_stop_after_a_non_finite_step_raises_instead_of_checkpointing(
+    poison: bool, make_parts: Callable[..., Parts]
+) -> None:
+    """A pre-emption stop reads the counters first: a checkpoint there would keep a skipped update that
+    the resumed run (its counters restarted) could never report; the loader path raised at the step."""
+    parts = make_parts()
+    batches = parts.batches
+    if poison:  # batch 1 (step 2) is NaN
+        batches = Poisoned(
+            batches.store, frames=batches.frames, channels=batches.channels, batch_size=4, augment=None,
+            seed=0,
+        )  # fmt: skip
+    requests = iter([False, True, False])  # the signal comes during step 2
+    checkpoints: list[EpochPosition] = []  # on_step stands for the run's pre-emption checkpoint
+
+    def epoch() -> dict[str, float]:
+        return train_device_epoch(
+            parts.device_step(), batches, 1, 0, steps=3, last_dir=Path("nowhere"),
+            on_step=checkpoints.append, stop_requested=lambda: next(requests),
+        )  # fmt: skip
+
+    if poison:
+        with pytest.raises(NonFiniteLossError) as raised:
+            epoch()
+        assert checkpoints == []  # raised at the stop, before its checkpoint
+        assert raised.match(r"non-finite loss at epoch 1, step 2; .*found at the pre-emption stop")
+    else:
+        assert epoch()["step"] == 3
+        (position,) = checkpoints
+        assert (position.epoch, position.index, position.step) == (1, 2, 2)
+
+
 def test_pair_selection_skips_its_check_only_for_checked_scores() -> None:
     nan = torch.tensor([0.0, float("nan"), 1.0])
     with pytest.raises(ValueError, match="finite"):

@@ -80,6 +80,21 @@ def test_ssl_metrics_and_an_untouched_head(ssl_run: tuple[Path, list[list[str]]]
     assert set(state) == set(model.state_dict())
 
 
+def test_the_ssl_stage_fits_the_score_standardisation_on_the_train_split_only(
+    ssl_run: tuple[Path, list[list[str]]], make_tiny_pretrain_config: Callable[..., Config]
+) -> None:
+    run_dir, _ = ssl_run
+    manifest = load_manifest(make_tiny_pretrain_config().data.manifest, get_scale("sf"))
+    train = np.array([r.score for r in manifest.by_split("train")])
+    with_val = np.concatenate([train, [r.score for r in manifest.by_split("val")]])
+    assert with_val.mean() != pytest.approx(train.mean())  # the cohort tells the two fits apart
+    for which in ("best", "last"):
+        _, meta = load_checkpoint(run_dir / "checkpoints" / which)
+        stored = meta.score_standardisation
+        assert (stored.mean, stored.std) == pytest.approx((train.mean(), train.std()))
+    assert json.loads((run_dir / "metrics.json").read_text())["train_mean"] == pytest.approx(train.mean())
+
+
 def test_init_from_the_ssl_run_starts_from_its_best_encoder_and_is_recorded(
     ssl_run: tuple[Path, list[list[str]]], make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
 ) -> None:

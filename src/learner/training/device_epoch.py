@@ -7,8 +7,9 @@ and the update is the run's :class:`~learner.training.sync_free.DeviceStep` (the
 
 At the epoch's end one read brings the run's device counters to the host: the metrics row, and a
 :class:`~learner.errors.NonFiniteLossError` naming the first non-finite step, raised before validation and
-checkpoints (so ``checkpoints/last`` stays the previous epoch's, as with the loader path). Later steps of
-that epoch ran on (their updates mostly skipped); BatchNorm statistics they touched are not saved.
+checkpoints (so ``checkpoints/last`` stays the previous epoch's, as with the loader path). A pre-emption
+stop mid-epoch reads them too and raises that error instead of writing its checkpoint. Later steps of
+that epoch ran on and updated (only a non-finite step's update is skipped); none of it is saved.
 Validation then predicts the val clips made once on the device (:class:`DeviceRun`'s ``val``,
 :func:`~learner.training.validation.predict_clips`) with one more transfer, not one per batch.
 """
@@ -36,7 +37,14 @@ from learner.training.finite import non_finite_message
 from learner.training.loaders import Scans
 from learner.training.preemption import EpochPosition, Preemption, StopCheck
 from learner.training.step_graph import CudaGraphRecorder
-from learner.training.sync_free import LOSS, DeviceCounters, DeviceStep, lr_table, sync_free_optimizer
+from learner.training.sync_free import (
+    LOSS,
+    DeviceCounters,
+    DeviceStep,
+    EpochReading,
+    lr_table,
+    sync_free_optimizer,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -113,14 +121,16 @@ def device_epoch_steps(
         start: where a pre-empted run stopped: for this epoch, go on from there (batches are pure functions
             of (seed, epoch, index), so the same ones follow).
         on_step, stop_requested: after a step, when ``stop_requested()`` (a pre-emption signal, read on the
-            host), ``on_step`` gets the epoch's position (a sync, only then).
+            host), ``on_step`` gets the epoch's position (a sync, only then), unless a step so far was
+            non-finite: that raises first, so no pre-emption checkpoint keeps its skipped update.
 
     Returns:
         The metrics row: ``epoch``, ``step``, ``lr`` (of its last update), ``train_loss`` and
         ``train_<term>`` (means over its steps), ``grad_share_contrastive`` when measured.
 
     Raises:
-        NonFiniteLossError: a loss or gradient of the epoch was NaN/inf (names the first such step).
+        NonFiniteLossError: a loss or gradient of the epoch was NaN/inf (names the first such step), at
+            the epoch's end or, before ``on_step``, at a pre-emption stop.
     """
     device_step.trainee.network.train()
     progress = progress_bar(enabled=False) if progress is None else progress
@@ -140,20 +150,31 @@ def device_epoch_steps(
         progress.update(task, advance=1)
         if on_step is not None and stop_requested is not None and stop_requested():
             reading = counters.read()
+            # The run stops here: a skipped update must fail it now, as the loader path's step would have,
+            # and not be checkpointed (a resumed epoch restarts the counters and would never report it).
+            raise_non_finite(reading, epoch, last_dir, found="at the pre-emption stop")
             last_lr = float(lrs[min(reading.step, len(lrs)) - 1])
             on_step(EpochPosition(epoch, index + 1, reading.step, reading.sums, reading.share, last_lr))
         yield
     reading = counters.read()
-    if reading.first_bad:
-        what = "loss" if reading.bad_what == LOSS else "gradient"
-        message = non_finite_message(what, epoch, reading.first_bad, last_dir)
-        raise NonFiniteLossError(
-            f"{message} (the update was skipped on the device; found at the epoch's end)"
-        )
+    raise_non_finite(reading, epoch, last_dir, found="at the epoch's end")
     last_lr = float(lrs[min(reading.step, len(lrs)) - 1]) if reading.step > 0 else math.nan
     row = {"epoch": epoch, "step": reading.step, "lr": last_lr}
     row |= {k: v / steps for k, v in reading.sums.items()}
     return row if reading.share is None else row | {"grad_share_contrastive": reading.share}
+
+
+def raise_non_finite(reading: EpochReading, epoch: int, last_dir: Path, *, found: str) -> None:
+    """Return when ``reading`` (epoch ``epoch``'s device counters on the host) recorded no non-finite step.
+
+    Raises:
+        NonFiniteLossError: naming the epoch's first non-finite step, whose update was skipped, and where
+            it was ``found`` (the epoch's end, a pre-emption stop).
+    """
+    if reading.first_bad:
+        what = "loss" if reading.bad_what == LOSS else "gradient"
+        message = non_finite_message(what, epoch, reading.first_bad, last_dir)
+        raise NonFiniteLossError(f"{message} (the update was skipped on the device; found {found})")
 
 
 train_device_epoch = drained(device_epoch_steps)

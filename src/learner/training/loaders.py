@@ -30,7 +30,7 @@ from learner.training.distributed import DistInfo
 class Scans:
     """The planned split's usable scans once the cache is built: ``train`` (train AND val scans for a
     self-supervised objective, ``two_views``), ``val``, the ``skipped`` unreadable scan ids, the ``cache``
-    they are read from and the score ``standardiser`` fitted on ``train``."""
+    they are read from and the score ``standardiser`` fitted on the train split's scans only."""
 
     train: list[ScanRecord]
     val: list[ScanRecord]

@@ -312,8 +312,8 @@ def build_scan_cache(plan: PretrainPlan, info: DistInfo) -> tuple[CacheReport, S
 
 def prepare_scans(plan: PretrainPlan, info: DistInfo, run: RunDir | None) -> Scans:
     """The scan cache (:func:`build_scan_cache`), the usable scans of the split (skipped scans are counted,
-    never silent) and the score standardisation fitted on the train scans; rank 0 (``run``) writes
-    ``splits.csv`` and logs the split.
+    never silent) and the score standardisation fitted on the train split's scans (never on the val scans
+    a self-supervised objective also trains on); rank 0 (``run``) writes ``splits.csv`` and logs the split.
 
     Raises:
         ConfigError: the train or val split has no usable scan.
@@ -326,6 +326,9 @@ def prepare_scans(plan: PretrainPlan, info: DistInfo, run: RunDir | None) -> Sca
     for name, records in (("train", train_records), ("val", val_records)):
         if not records:
             raise ConfigError(f"{config.data.manifest}: the {name} split has no usable scans (data.split)")
+    # Fitted before a self-supervised stage's val scans join its train scans: whatever the objective, the
+    # stored standardisation is the train split's alone (no val score leaks into it).
+    standardiser = ScoreStandardiser.fit([r.score for r in train_records])
     two_views = build_view_objective(config.loss) is not None  # self-supervised: no scores needed
     if two_views:
         train_records = train_records + val_records  # train AND val scans; the test split stays unseen
@@ -337,7 +340,6 @@ def prepare_scans(plan: PretrainPlan, info: DistInfo, run: RunDir | None) -> Sca
         log.info("split: %s; %d train / %d val scans", origin, len(train_records), len(val_records))
         if skipped:
             log.warning("skipped %d unreadable scan(s): %s", len(skipped), ", ".join(sorted(skipped)))
-    standardiser = ScoreStandardiser.fit([r.score for r in train_records])
     return Scans(train_records, val_records, skipped, cache, standardiser, two_views)
 
 
