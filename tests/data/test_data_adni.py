@@ -25,6 +25,7 @@ ROWS = [
     ("559", "002_S_0559", "uns1", "2006-07-01", "30", "CN", "77777"),  # dropped: unknown VISCODE
     ("559", "002_S_0559", "m24", "", "30", "CN", "77777"),  # dropped: no EXAMDATE
     ("559", "002_S_0559", "m36", "2009-06-01", "31", "CN", "77777"),  # dropped: MMSE out of range
+    ("559", "002_S_0559", "m48", "2010-06-01", "28.5", "CN", "77777"),  # dropped: MMSE not a whole number
     ("600", "", "bl", "2006-06-01", "25", "AD", "88888"),  # dropped: no PTID
 ]
 
@@ -63,6 +64,7 @@ def test_adnimerge_to_manifest(tmp_path: Path) -> None:
         "unknown VISCODE": 1,
         "no EXAMDATE": 1,
         "MMSE out of range": 1,
+        "MMSE not a whole number": 1,
         "no PTID": 1,
     }
     assert report.manifest == out
@@ -127,3 +129,26 @@ def test_bad_inputs(tmp_path: Path) -> None:
     ):
         adnimerge_to_manifest(tmp_path / "short.csv", images, tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_no_row_kept_writes_nothing_and_names_the_folder_and_the_drops(tmp_path: Path) -> None:
+    """A header-only manifest would only fail later ("no scans"): the conversion fails now instead."""
+    csv, _ = _write_cohort(tmp_path, ROWS)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "m.csv"
+    with pytest.raises(ManifestError) as raised:
+        adnimerge_to_manifest(csv, empty, out)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(empty) in message
+    assert message.startswith(f"{csv}: no row kept with the images in {empty} ({len(ROWS)} rows dropped; ")
+    assert "no image: 7, " in message
+    assert "no MMSE: 1" in message
+    assert "; no manifest written" in message
+    assert not out.exists()
+
+    pd.DataFrame(columns=list(ADNIMERGE_COLUMNS)).to_csv(csv, index=False)  # a header-only table
+    with pytest.raises(ManifestError, match=r"no row kept .* \(the table has no rows\)"):
+        adnimerge_to_manifest(csv, empty, out)
+    assert not out.exists()

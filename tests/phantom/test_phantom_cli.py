@@ -28,6 +28,28 @@ def test_lus_command_writes_then_reuses(
     assert "reused" in out + err
 
 
+def test_a_rerun_with_other_flags_refuses_to_delete_the_users_files(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """A derived split and the user's notes in the cohort folder: a new --seed would have replaced (deleted)
+    them with the old cohort; it is refused, exit 2, naming the first such file, and the old cohort stays."""
+    folder = tmp_path / "ph2"
+    argv = ["phantom", "lus", str(folder), "--size", "32", "--patients", "2,1,1", "--frames", "4"]
+    argv += ["--workers", "0"]
+    assert cli(argv)[0] == 0
+    split = ["data", "split", str(folder / "manifest.csv"), "--out", str(folder / "manifest.split.csv")]
+    assert cli([*split, "--counts", "2,1,1"])[0] == 0
+    (folder / "notes.txt").write_text("my notes")
+    kept = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    code, out, err = cli([*argv, "--seed", "1"])
+    assert code == 2
+    assert "manifest.split.csv (and 1 more)" in " ".join((out + err).split())
+    assert len((out + err).strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == kept  # old cohort included
+    assert [p.name for p in tmp_path.iterdir()] == ["ph2"]  # no staging folder left behind
+
+
 def test_mri_command_reports_the_table(
     tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

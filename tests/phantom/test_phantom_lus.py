@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from learner.data.phantom.lus import (
     render_lus_clip,
     zone_lesion_seed,
 )
+from learner.data.provenance import phantom_record
 from learner.data.scales import get_scale
 from learner.errors import ConfigError, LearnerError
 
@@ -66,6 +68,14 @@ def test_manifest_validates_and_matches_the_files(cohort: Path) -> None:
     assert clips == sorted(Path(p).name for p in frame.path)
     clip = _decode(cohort.parent / frame.path[0])
     assert clip.shape == (TINY["frames"], TINY["size"], TINY["size"])
+
+
+def test_the_record_reports_see_holds_parameters_not_the_files_written(cohort: Path) -> None:
+    stored = json.loads((cohort.parent / "phantom.json").read_text())
+    assert stored["outputs"] == sorted(p.name for p in cohort.parent.iterdir() if p.name != "phantom.json")
+    record = phantom_record(load_manifest(cohort, SF))
+    assert record == {key: value for key, value in stored.items() if key != "outputs"}
+    assert "outputs" not in (record or {})
 
 
 def test_split_counts_and_only_test_patients_have_several_days(cohort: Path) -> None:
@@ -170,6 +180,72 @@ def test_complete_cohort_is_reused_and_other_parameters_replace_it(tmp_path: Pat
     generate_lus_cohort(out, seed=3, workers=1, **TINY)
     assert '"seed": 3' in (out / "phantom.json").read_text()
     assert not any(p.name.startswith(".cohort.") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("entry", ["notes.txt", ".learner-cache"])
+def test_other_parameters_never_replace_a_cohort_holding_what_the_generator_did_not_write(
+    tmp_path: Path, entry: str
+) -> None:
+    """The user's file, or the scan cache that training leaves beside manifest.csv, would go with the old
+    cohort: refused, naming it, and the old cohort stays; once it is moved out the cohort is replaced."""
+    out = tmp_path / "cohort"
+    generate_lus_cohort(out, seed=0, workers=1, **TINY)
+    if entry.endswith(".txt"):
+        (out / entry).write_text("keep me")
+    else:
+        (out / entry).mkdir()
+        (out / entry / "x.lcache").write_text("keep me")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(LearnerError, match=rf"cohort: holds {re.escape(entry)}, which the phantom generator"):
+        generate_lus_cohort(out, seed=3, workers=1, **TINY)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert '"seed": 0' in (out / "phantom.json").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["cohort"]
+
+    (out / entry).rename(tmp_path / entry)
+    generate_lus_cohort(out, seed=3, workers=1, **TINY)
+    assert '"seed": 3' in (out / "phantom.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cohort", entry])
+
+
+def test_a_file_written_into_the_cohort_while_it_renders_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is checked again just before the swap: rendering takes minutes at full size."""
+    out = tmp_path / "cohort"
+    generate_lus_cohort(out, seed=0, workers=1, **TINY)
+    real_run_jobs = lus.run_jobs
+
+    def run_jobs_meanwhile(*args: object, **kwargs: object) -> None:
+        (out / "notes.txt").write_text("keep me")
+        real_run_jobs(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lus, "run_jobs", run_jobs_meanwhile)
+    with pytest.raises(LearnerError, match=r"holds notes\.txt"):
+        generate_lus_cohort(out, seed=3, workers=1, **TINY)
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert '"seed": 0' in (out / "phantom.json").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["cohort"]
+
+
+@pytest.mark.parametrize("record", ["older", "unreadable"])
+def test_a_cohort_whose_record_does_not_list_its_files_is_reused_but_never_replaced(
+    tmp_path: Path, record: str
+) -> None:
+    """A record from before phantom.json listed the cohort's files (or one that cannot be read) cannot tell
+    the generator's files from the user's, so none of them is deleted; an older record is still reused."""
+    out = tmp_path / "cohort"
+    manifest = generate_lus_cohort(out, seed=0, workers=1, **TINY)
+    stored = json.loads((out / "phantom.json").read_text())
+    stored.pop("outputs", None)
+    (out / "phantom.json").write_text(json.dumps(stored) if record == "older" else "{not json")
+    if record == "older":
+        assert generate_lus_cohort(out, seed=0, workers=1, **TINY) == manifest
+    message = "does not list the files" if record == "older" else r"holds no readable phantom\.json"
+    with pytest.raises(LearnerError, match=message):
+        generate_lus_cohort(out, seed=3, workers=1, **TINY)
+    assert manifest.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["cohort"]
 
 
 def test_concurrent_builders_of_one_cohort_both_succeed(tmp_path: Path) -> None:

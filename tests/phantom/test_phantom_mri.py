@@ -25,6 +25,7 @@ from learner.data.phantom.mri import (
     render_mri_volume,
 )
 from learner.data.scales import get_scale
+from learner.errors import LearnerError
 
 MMSE = get_scale("mmse")
 TINY = {"patients": (6, 3, 3), "size": 48}
@@ -109,6 +110,24 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert not any(
         np.array_equal(volume, np.asarray(nib.load(p).dataobj)) for p in (other.parent / "images").iterdir()
     )
+
+
+def test_another_seed_keeps_the_manifest_the_quick_start_writes_into_the_cohort(tmp_path: Path) -> None:
+    """docs/phantom.md converts the table into ``<cohort>/manifest.csv``: a cohort of another seed would have
+    replaced (deleted) it, so it is refused, naming the manifest; without it the cohort is replaced."""
+    small = {"patients": (2, 1, 1), "size": 24, "workers": 1}
+    table = generate_mri_cohort(tmp_path / "mri", seed=0, **small)
+    manifest = adnimerge_to_manifest(table, table.parent / "images", table.parent / "manifest.csv").manifest
+    written = manifest.read_bytes()
+    with pytest.raises(LearnerError, match=r"holds manifest\.csv, which the phantom generator did not write"):
+        generate_mri_cohort(tmp_path / "mri", seed=1, **small)
+    assert manifest.read_bytes() == written
+    assert '"seed": 0' in (table.parent / "phantom.json").read_text()
+
+    manifest.rename(tmp_path / "manifest.csv")
+    generate_mri_cohort(tmp_path / "mri", seed=1, **small)
+    assert '"seed": 1' in (table.parent / "phantom.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv", "mri"]
 
 
 def test_ventricles_measured_on_the_volumes_grow_with_atrophy(cohort: Path) -> None:

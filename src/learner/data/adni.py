@@ -13,7 +13,8 @@ recursively), in this order:
 
 When several files carry the same key, NIfTI files win, then the first path in sorted order. Rows are
 dropped — each counted once, under the first reason that applies — for no PTID, an unknown visit code, no
-parseable EXAMDATE, no MMSE, an MMSE outside 0–30, no image, or a repeat of a (PTID, visit) already kept.
+parseable EXAMDATE, no MMSE, an MMSE outside 0–30, an MMSE that is not a whole number, no image, or a repeat
+of a (PTID, visit) already kept. A table of which no row is kept writes nothing: it is a ManifestError.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def adnimerge_to_manifest(
     """Write a manifest (patient_id = PTID, visit = EXAMDATE, score = MMSE, modality = volume, plus the
     columns rid, viscode, month, dx, imageuid) for every ADNIMERGE visit with an MMSE and an image.
 
-    Raises :class:`ManifestError` for a missing table or folder, or a table without the ADNIMERGE columns.
+    Raises :class:`ManifestError` for a missing table or folder, a table without the ADNIMERGE columns, or
+    one of which no row is kept (the message gives the drop counts by reason); nothing is written then.
     """
     table_path, images, out = Path(adnimerge_csv), Path(images_dir), Path(out_path)
     table = _read_adnimerge(table_path)
@@ -96,6 +98,12 @@ def adnimerge_to_manifest(
             continue
         matched[str(scan.pop("matched_by"))] += 1
         kept[(str(scan["patient_id"]), str(scan["viscode"]))] = scan
+    if not kept:  # a header-only manifest would only fail later, in every command, with "no scans"
+        drops = ", ".join(f"{reason}: {count}" for reason, count in dropped.most_common())
+        summary = f"{len(table)} rows dropped; {drops}" if drops else "the table has no rows"
+        raise ManifestError(
+            f"{table_path}: no row kept with the images in {images} ({summary}); no manifest written"
+        )
     rows = sorted(kept.values(), key=lambda r: (r["patient_id"], r["month"]))
     frame = pd.DataFrame(rows)
     write_manifest(frame.reindex(columns=list(OUTPUT_COLUMNS)), out)
@@ -143,8 +151,10 @@ def _scan_or_reason(
     mmse = _number(row["MMSE"])
     if mmse != mmse:  # NaN: empty or not a number
         return "no MMSE"
-    if _MMSE.range_problem(mmse) is not None:
+    if not _MMSE.low <= mmse <= _MMSE.high:  # ±inf too
         return "MMSE out of range"
+    if _MMSE.range_problem(mmse) is not None:  # in range, so the scale's other rule: a whole number
+        return "MMSE not a whole number"
     uid = _imageuid(row["IMAGEUID"])
     image, matched_by = _match(by_uid, by_visit, uid, ptid, visit[0])
     if image is None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from learner.data.adni import normalise_viscode
 from learner.data.manifest import Manifest
-from learner.data.phantom.cohort import RECORD_NAME
+from learner.data.phantom.cohort import OUTPUTS_KEY, RECORD_NAME
 
 GROUND_TRUTH_NAME = "ground_truth.csv"
 
@@ -43,9 +43,12 @@ def data_source(manifest: Manifest) -> str:
 
 
 def phantom_record(manifest: Manifest) -> dict[str, object] | None:
-    """The generator's record of the manifest's cohort (kind, version, parameters); None for real data."""
+    """The generator's record of the manifest's cohort (kind, version, parameters; not the list of files it
+    wrote); None for real data."""
     folder = phantom_folder(manifest)
-    return _read_record(folder) if folder else None
+    if folder is None:
+        return None
+    return {key: value for key, value in _read_record(folder).items() if key != OUTPUTS_KEY}
 
 
 def latent_values(manifest: Manifest) -> dict[str, float] | None:

@@ -3,7 +3,10 @@
 A cohort is built inside a temporary sibling folder and renamed onto ``OUT_DIR`` only when every file is
 written, so a reader never sees half a cohort. ``phantom.json`` (written last) records the generator
 version and every parameter that changes the output; a later call with the same record finds the complete
-cohort and reuses it instead of rendering it again.
+cohort and reuses it instead of rendering it again. It also lists the names the build wrote into the folder
+(``outputs``), so that a cohort of other parameters replaces the old one only while the folder holds nothing
+else: the old cohort is deleted, and so would be anything put beside it (the user's files; the scan cache
+``.learner-cache`` that training writes beside ``manifest.csv``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from learner.data.workers import die_with_parent
 from learner.errors import ConfigError, LearnerError
 
 RECORD_NAME = "phantom.json"
+OUTPUTS_KEY = "outputs"
+"""The record's key that lists the names the build wrote into the cohort folder (all but the record)."""
 
 
 def check_patients(patients: Sequence[int], *, parts: int = 3) -> tuple[int, ...]:
@@ -41,8 +46,9 @@ def build_cohort(
     """Return ``OUT_DIR/<table>`` of a complete cohort described by ``record``, building it if needed.
 
     Args:
-        out_dir: the cohort folder; created, or replaced when it holds a phantom cohort with another record.
-            A non-empty folder that is not a phantom cohort is refused (nothing of the user's is deleted).
+        out_dir: the cohort folder; created, or replaced when it holds a phantom cohort with another record
+            and nothing else. A non-empty folder that is not a phantom cohort, or that holds anything its
+            cohort did not write, is refused (nothing of the user's is deleted).
         record: JSON-able parameters that determine every output byte (kind, version, sizes, seed, ...).
         build: ``build(folder) -> table file name``; writes the whole cohort into ``folder``.
     """
@@ -60,16 +66,17 @@ def build_cohort(
             f"({target.resolve()}); the finished cohort is renamed into place, which a folder in use cannot "
             "take: name a new folder, e.g. ./cohort"
         )
-    if target.is_dir() and any(target.iterdir()) and not (target / RECORD_NAME).is_file():
-        raise LearnerError(f"{target}: folder is not empty and holds no {RECORD_NAME}; choose a new folder")
+    _check_replaceable(target)  # before rendering, which takes minutes at full size
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(target, "tmp")
     staging.mkdir()  # not mkdtemp: the cohort folder gets the umask's permissions, not 0700
     try:
         table = build(staging)
-        write_json(staging / RECORD_NAME, {**record, "table": table})
+        outputs = sorted(entry.name for entry in staging.iterdir())
+        write_json(staging / RECORD_NAME, {**record, "table": table, OUTPUTS_KEY: outputs})
         # a concurrent builder may have renamed the same cohort in first: keep it rather than replace it
         if _complete_table(target, record) is None:
+            _check_replaceable(target)  # again: the user may have added a file while the cohort rendered
             try:
                 _swap_in(staging, target)
             except OSError:
@@ -103,13 +110,50 @@ def run_jobs(function: Callable[[Any], None], jobs: Iterable[Any], workers: int)
             pass
 
 
-def _complete_table(folder: Path, record: dict[str, Any]) -> Path | None:
-    """The table of ``folder`` when its phantom.json equals ``record`` and the table exists, else None."""
+def _check_replaceable(target: Path) -> None:
+    """Refuse (:class:`LearnerError`) a non-empty ``target`` whose replacement could delete something the
+    generator did not write: it holds no readable record, its record does not list the cohort's outputs (an
+    earlier learner wrote it), or it holds an entry that the record does not list."""
+    entries = sorted(entry.name for entry in target.iterdir()) if target.is_dir() else []
+    if not entries:
+        return
+    stored = _stored_record(target)
+    if stored is None:
+        raise LearnerError(
+            f"{target}: folder is not empty and holds no readable {RECORD_NAME}; choose a new folder"
+        )
+    outputs = stored.get(OUTPUTS_KEY)
+    if not isinstance(outputs, list):
+        raise LearnerError(
+            f"{target}: its {RECORD_NAME} (written by an earlier learner) does not list the files of the "
+            "cohort, so replacing the cohort could delete files of yours: delete or move the folder "
+            "yourself, or choose another folder"
+        )
+    foreign = [name for name in entries if name != RECORD_NAME and name not in outputs]
+    if foreign:
+        more, them = (f" (and {len(foreign) - 1} more)", "them") if len(foreign) > 1 else ("", "it")
+        raise LearnerError(
+            f"{target}: holds {foreign[0]}{more}, which the phantom generator did not write; replacing "
+            f"the cohort would delete {them}: move {them} out of the folder or choose another folder"
+        )
+
+
+def _stored_record(folder: Path) -> dict[str, Any] | None:
+    """The parsed record of ``folder`` (a JSON object), or None when it is missing or unreadable."""
     try:
         stored = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return stored if isinstance(stored, dict) else None
+
+
+def _complete_table(folder: Path, record: dict[str, Any]) -> Path | None:
+    """The table of ``folder`` when its phantom.json equals ``record`` and the table exists, else None."""
+    stored = _stored_record(folder)
+    if stored is None:
+        return None
     table = stored.pop("table", None)
+    stored.pop(OUTPUTS_KEY, None)  # what was written, not a parameter: a record without it is reused too
     if stored != json.loads(json.dumps(record)) or not isinstance(table, str):
         return None
     if not (folder / table).is_file():
@@ -118,7 +162,8 @@ def _complete_table(folder: Path, record: dict[str, Any]) -> Path | None:
 
 
 def _swap_in(staging: Path, target: Path) -> None:
-    """Rename ``staging`` onto ``target``; an old phantom cohort there is moved aside first, then deleted."""
+    """Rename ``staging`` onto ``target``; an old phantom cohort there is moved aside first, then deleted
+    (:func:`_check_replaceable` has found nothing else in it)."""
     if not target.exists():
         os.replace(staging, target)
         return
