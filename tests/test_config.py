@@ -443,3 +443,27 @@ def test_a_billion_laughs_is_refused_in_one_line_and_quickly(tmp_path: Path) -> 
         load_config(None, ["optim.lr=" + "{" + bomb.replace("\n", ", ") + "}"])
     assert time.perf_counter() - start < 10  # refused before anything is built (it once took 83 s)
     assert load_config(None, ["optim.lr=3e-4"]).optim.lr == 3e-4  # small values are untouched
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"counts": (-1, 10, 3)}, r"'counts' must be non-negative whole numbers, got \(-1, 10, 3\)"),
+        ({"ratios": (float("nan"), 1, 1)}, r"'ratios' must be finite and non-negative with a positive sum"),
+        ({"ratios": (1, float("inf"), 1)}, r"'ratios' must be finite .*got \(1\.0, inf, 1\.0\)"),
+        ({"ratios": (float("-inf"), 1, 1)}, r"'ratios' must be finite"),
+        ({"ratios": (0, 0, 0)}, r"with a positive sum"),
+        ({"ratios": (1, -1, 1)}, r"'ratios' must be finite and non-negative"),
+    ],
+)
+def test_split_sizes_must_be_finite_and_non_negative(given: dict[str, Any], message: str) -> None:
+    """A negative count once reached numpy ("low >= high"), a NaN or infinite ratio a silent split of every
+    patient into train: both are refused, in the class and as overrides (one line naming data.split)."""
+    with pytest.raises(ValueError, match=message):
+        SplitConfig(**given)
+    overrides = [f"data.split.{key}=[{','.join(map(str, value))}]" for key, value in given.items()]
+    line = r"^invalid config value for 'data\.split': Value error, .*" + message
+    with pytest.raises(ConfigError, match=line):
+        load_config(None, overrides)
+    assert SplitConfig(counts=(0, 0, 3)).counts == (0, 0, 3)
+    assert SplitConfig(ratios=(0, 0, 1)).ratios == (0, 0, 1)

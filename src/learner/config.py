@@ -192,12 +192,19 @@ class SplitConfig(_Section):
 
     @model_validator(mode="after")
     def _ratios_or_counts(self) -> SplitConfig:
+        """Sizes the split can meet: a negative count would reach numpy as an empty slice ("low >= high"),
+        and a NaN or infinite ratio would round to a split of every patient into one part."""
         if self.counts is not None:
+            if any(c < 0 for c in self.counts):
+                raise ValueError(f"'counts' must be non-negative whole numbers, got {self.counts}")
             return self
         if self.ratios is None:
             raise ValueError("set 'ratios' or 'counts'")
-        if any(r < 0 for r in self.ratios) or sum(self.ratios) <= 0:
-            raise ValueError("'ratios' must be non-negative with a positive sum")
+        # NaN fails every comparison, so the chained test refuses NaN as well as ±inf and negatives
+        if not all(0 <= r < float("inf") for r in self.ratios) or sum(self.ratios) <= 0:
+            raise ValueError(
+                f"'ratios' must be finite and non-negative with a positive sum, got {self.ratios}"
+            )
         return self
 
 

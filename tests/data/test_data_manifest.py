@@ -325,3 +325,112 @@ def test_one_file_for_two_patients_is_refused(tmp_path: Path) -> None:
     problems = validate_manifest(frame, SF, tmp_path, check_files=False)
     assert [(p.row, p.key) for p in problems] == [(4, "path")]
     assert "file 'a.mp4' is also patient 'P1''s scan (row 1)" in problems[0].message
+
+
+def test_one_file_written_absolute_and_relative_is_still_one_file(tmp_path: Path) -> None:
+    """The same clip, relative on one row and absolute on another (or through a symbolic link), is one file:
+    comparing the cells as written let it sit in train and in test."""
+    frame = _clean_frame()
+    frame.loc[3, "path"] = str(tmp_path / "a.mp4")  # P2's scan d is P1's a.mp4, written absolute
+    (tmp_path / "a.mp4").touch()
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "a.mp4")
+    frame.loc[4, "path"] = "sub/../link.mp4"  # and P2's scan e is the same file through a link
+    (tmp_path / "sub").mkdir()
+    problems = validate_manifest(frame, SF, tmp_path, check_files=False)
+    assert [(p.row, p.key) for p in problems] == [(4, "path"), (5, "path")]
+    assert f"file {str(tmp_path / 'a.mp4')!r} is also patient 'P1''s scan (row 1" in problems[0].message
+    assert "file 'sub/../link.mp4' is also patient 'P1''s scan (row 1" in problems[1].message
+
+
+def test_whole_float_visits_of_a_parquet_survive_data_split(tmp_path: Path) -> None:
+    """Parquet stores visits 1.0, 2.0 (an integer column with nulls elsewhere becomes float): they read as
+    integers, and the CSV that ``learner data split`` writes (cells ``1.0``) loads with the same visits."""
+    from learner import api
+
+    frame = _clean_frame().iloc[:3].assign(visit=np.array([2.0, 1.0, 3.0]))
+    parquet = load_manifest(_write(tmp_path, frame, name="m.parquet"), SF)
+    api.split_manifest(parquet, tmp_path / "split.csv", counts=(1, 0, 0))
+    assert "2.0" in pd.read_csv(tmp_path / "split.csv", dtype=str)["visit"].tolist()  # as pandas writes it
+    reread = load_manifest(tmp_path / "split.csv", SF)
+    assert [r.visit_order for r in reread.records] == [r.visit_order for r in parquet.records] == [2, 1, 3]
+    assert [r.scan_id for r in reread.patients()["P1"]] == ["b", "a", "c"]
+
+
+@pytest.mark.parametrize(("visit", "order"), [("3.0", 3.0), ("+3.00", 3.0), ("-2.0", -2.0), ("7.", 7.0)])
+def test_a_whole_decimal_visit_is_an_integer_visit(tmp_path: Path, visit: str, order: float) -> None:
+    frame = _clean_frame()
+    frame.loc[0, "visit"] = visit
+    manifest = manifest_from_frame(frame, SF, root=tmp_path, check_files=False)
+    assert manifest.records[0].visit_order == order  # and no "mixes integer and date visits" for P1
+
+
+@pytest.mark.parametrize("visit", ["1.5", "2.000001", "1.0e3", "."])
+def test_a_fractional_visit_is_refused(tmp_path: Path, visit: str) -> None:
+    problems = validate_manifest(_set(2, "visit", visit)(_clean_frame()), SF, tmp_path, check_files=False)
+    assert [(p.row, p.key) for p in problems] == [(2, "visit")]
+    assert f"visit {visit!r} is neither an ISO date (YYYY-MM-DD) nor an integer" in problems[0].message
+
+
+def test_rows_are_numbered_by_line_after_blank_lines(tmp_path: Path) -> None:
+    """Row r is on line r + 1 even below blank lines (pandas drops them, so the rows after them were once
+    numbered one short); blank lines, whitespace-only ones and rows of empty cells hold no scan."""
+    lines = _write(tmp_path, _clean_frame()).read_text().splitlines()
+    lines[3:3] = ["", "   ", ",,,,,,,"]  # three blank rows between data rows 2 and 3 (now 6)
+    lines[7] = lines[7].replace(",100,", ",high,")  # data row 4 of the frame: line 8, row 7
+    path = tmp_path / "manifest.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, SF)
+    assert caught.value.problems == ["row 7, column 'score': score 'high' is not a number"]
+    assert lines[8 - 1].startswith("P2,d,")  # row 7 is line 8
+
+    lines[7] = lines[7].replace(",high,", ",100,")
+    lines.append("P3,a,f.mp4,1,200,,,")  # row 9: a repeated scan_id names the first row by its number
+    (tmp_path / "f.mp4").touch()
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, SF)
+    assert caught.value.problems == ["row 9, column 'scan_id': duplicate scan_id 'a' (first at row 1)"]
+
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    manifest = load_manifest(path, SF)
+    assert [r.row for r in manifest.records] == [1, 2, 6, 7, 8]
+    assert list(manifest.frame.index) == [0, 1, 2, 3, 4]  # records[i] is the frame's row i
+
+
+def test_header_names_are_stripped(tmp_path: Path) -> None:
+    """``score `` (a space typed after the name) is the column ``score``; ``score`` and ``score `` are one
+    column named twice."""
+    path = _write(tmp_path, _clean_frame())
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace("score", "score ").replace("patient_id", " patient_id")
+    path.write_text("\n".join(lines) + "\n")
+    manifest = load_manifest(path, SF)
+    assert [r.score for r in manifest.records] == [300.0, 250.5, 480.0, 100.0, 0.0]
+    assert list(manifest.frame.columns)[:5] == ["patient_id", "scan_id", "path", "visit", "score"]
+
+    lines[0] += ",score"
+    path.write_text("\n".join(f"{line},1" if i else line for i, line in enumerate(lines)) + "\n")
+    with pytest.raises(ManifestError, match="the header names the column 'score' twice"):
+        load_manifest(path, SF)
+
+    parquet = _clean_frame().rename(columns={"score": "score "}).assign(**{"visit ": "1"})
+    with pytest.raises(ManifestError, match="the header names the column 'visit' twice"):
+        load_manifest(_write(tmp_path, parquet, name="m.parquet"), SF)
+    loaded = load_manifest(_write(tmp_path, parquet.drop(columns="visit "), name="n.parquet"), SF)
+    assert [r.score for r in loaded.records] == [300.0, 250.5, 480.0, 100.0, 0.0]
+
+
+def test_a_frame_folder_of_hidden_files_only_has_no_frames(tmp_path: Path) -> None:
+    """macOS's ``._frame1.png`` beside a copied frame is metadata, not a frame: a folder holding only such
+    files is a problem of its row in ``data check``, as it is when ``data cache`` reads it."""
+    frame = _clean_frame()
+    for cell in frame["path"]:
+        (tmp_path / cell).touch()
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "._frame1.png").write_bytes(b"\0\5\26\7 Mac OS X")
+    frame.loc[0, "path"] = "clip"
+    problems = validate_manifest(frame, SF, tmp_path)
+    assert [(p.row, p.key) for p in problems] == [(None, "path"), (1, "path")]
+    assert f"no frame files in {folder}" in problems[1].message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from learner.config import SplitConfig
-from learner.data.manifest import Manifest, manifest_from_frame
+from learner.data.manifest import Manifest, load_manifest, manifest_from_frame
 from learner.data.scales import get_scale
 from learner.data.splits import assign_splits, resolve_splits, split_counts
 from learner.errors import LearnerError
@@ -186,3 +187,61 @@ def test_split_properties(case: tuple[list[int], list[float], SplitConfig, int])
     shuffled = manifest.frame.sample(frac=1.0, random_state=seed % 1000).reset_index(drop=True)
     reordered = manifest_from_frame(shuffled, SF, root=ROOT, check_files=False)
     assert assign_splits(reordered, cfg, seed) == mapping
+
+
+def _near_ties(tmp_path: Path) -> Path:
+    """24 patients whose mean scores tie up to float rounding: each A-patient has three differently scored
+    scans at visit 1 and one at visit 2, each B-patient two scans scored A's mean (summed in file order)."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(12):
+        scores = rng.uniform(100, 450, 4).round(1)
+        for k, score in enumerate(scores):
+            rows.append((f"A{i:02d}", f"A{i}_{k}", 1 + (k == 3), repr(float(score))))
+        for k in range(2):
+            rows.append((f"B{i:02d}", f"B{i}_{k}", 1 + k, repr(float(np.mean(scores)))))
+    frame = pd.DataFrame(rows, columns=["patient_id", "scan_id", "visit", "score"])
+    frame["path"] = frame["scan_id"] + ".mp4"
+    for cell in frame["path"]:
+        (tmp_path / cell).touch()
+    path = tmp_path / "manifest.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_the_stratified_split_does_not_depend_on_the_row_order(tmp_path: Path) -> None:
+    """A patient's mean score is summed exactly (``math.fsum``): ``np.mean`` summed the scans in file order,
+    so reversing the rows moved near-tied patients in the ranking and changed the split."""
+    path = _near_ties(tmp_path)
+    manifest = load_manifest(path, SF)
+    frame = pd.read_csv(path, dtype=str)
+    reversed_path = tmp_path / "reversed.csv"
+    frame.iloc[::-1].to_csv(reversed_path, index=False)
+    reversed_manifest = load_manifest(reversed_path, SF)
+    cfg = SplitConfig(counts=(12, 6, 6))
+    for seed in range(8):
+        assert assign_splits(reversed_manifest, cfg, seed) == assign_splits(manifest, cfg, seed)
+
+
+RATIOS = "'ratios' must be finite and non-negative with a positive sum, got "
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--counts", "-1,22,3", "'counts' must be non-negative whole numbers, got (-1, 22, 3)"),
+        ("--ratios", "nan,1,1", RATIOS + "(nan, 1.0, 1.0)"),
+        ("--ratios", "1,inf,1", RATIOS + "(1.0, inf, 1.0)"),
+        ("--ratios", "0,0,0", RATIOS + "(0.0, 0.0, 0.0)"),
+    ],
+)
+def test_data_split_refuses_negative_counts_and_non_finite_ratios(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]], flag: str, value: str, message: str
+) -> None:
+    """``--counts -1,22,3`` once ended in numpy's "low >= high" traceback, ``--ratios nan,1,1`` in a silent
+    split of every patient into train; both are one-line config errors naming the key, exit code 2."""
+    out = tmp_path / "split.csv"
+    code, _, err = cli(["data", "split", str(_near_ties(tmp_path)), "-o", str(out), flag, value])
+    assert code == 2
+    assert err.strip() == f"error: invalid config value for 'data.split': Value error, {message}"
+    assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -181,6 +182,34 @@ def test_folder_of_frames_sorts_numerically_and_counts_strays(tmp_path: Path) ->
     Image.fromarray(np.zeros((9, 8), np.uint8)).save(folder / "frame_11.png")
     with pytest.raises(ScanReadError, match=r"frame_11\.png"):
         read_scan(folder)
+
+
+def test_one_listing_of_frame_files_for_check_and_read(tmp_path: Path) -> None:
+    """A frame folder's frames are listed by one function, so ``data check`` (which opens them) and ``data
+    cache`` (which decodes them) agree: hidden files such as macOS's ``._frame1.png`` are no frames to
+    either, and a folder holding only those has none."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "._frame_1.png").write_bytes(b"\0\5\26\7 Mac OS X")  # AppleDouble: not a PNG
+    (folder / "frame_10.png").mkdir()  # a folder with a frame's name is no frame either
+    assert readers.frame_files(folder) == []
+    with pytest.raises(ScanReadError, match="contains zero frames"):
+        read_scan(folder)
+    assert readers.scan_file_problem(folder) is None  # nothing to open: the manifest check says "no frames"
+
+    for number, level in ((2, 20), (1, 10)):
+        Image.fromarray(np.full((8, 8), level, np.uint8)).save(folder / f"frame_{number}.png")
+    assert [p.name for p in readers.frame_files(folder)] == ["frame_1.png", "frame_2.png"]
+    scan = read_scan(folder)
+    np.testing.assert_array_equal(scan.frames[:, 0, 0], [10, 20])
+    assert scan.meta["n_files"] == 2
+    assert readers.scan_file_problem(folder) is None  # the hidden file, not a PNG, is not opened as one
+
+    os.mkfifo(folder / "frame_3.png")  # a frame that cannot be read: named by check, refused by read
+    assert [p.name for p in readers.frame_files(folder)][-1] == "frame_3.png"
+    assert "frame_3.png: is a named pipe (FIFO)" in str(readers.scan_file_problem(folder))
+    with pytest.raises(ScanReadError, match=r"frame_3\.png: is a named pipe"):
+        read_scan(folder)  # refused before it is opened: opening a FIFO would wait forever
 
 
 # --------------------------------------------------------------------------------------------- DICOM

@@ -7,7 +7,8 @@ ground-truth quantity behind the score, e.g. a phantom's latent severity: Fig. 1
 columns are kept in ``ScanRecord.extra`` and written back unchanged.
 
 Validation reports *every* problem at once as a :class:`Problem` naming the row and the column. Rows are
-numbered from 1 for the first data row under the header (in a CSV, row ``r`` is on line ``r + 1``).
+numbered from 1 for the first data row under the header (in a CSV, row ``r`` is on line ``r + 1``: a blank
+row holds no scan but keeps its number).
 Example::
 
     manifest = load_manifest("scans.csv", get_scale("sf"))
@@ -33,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from learner.atomic import atomic_path
-from learner.data.readers import FRAME_READERS, scan_file_problem, suffix_of
+from learner.data.readers import FRAME_READERS, frame_files, scan_file_problem
 from learner.data.scales import ScoreScale
 from learner.errors import ManifestError
 
@@ -46,7 +47,7 @@ MODALITIES: tuple[str, ...] = ("video", "volume", "image")
 
 ROWS_SHOWN = 5  # a problem that hits many rows gets one summary line plus its first few rows
 
-_INTEGER = re.compile(r"[+-]?\d+")
+_INTEGER = re.compile(r"[+-]?(\d+)(?:\.0*)?")  # 2.0: a Parquet float column written to CSV
 _EPOCH = datetime(1970, 1, 1)
 
 
@@ -84,7 +85,8 @@ class Problem:
 
 @dataclass(frozen=True, eq=False)
 class Manifest:
-    """A validated manifest: ``records[i]`` is data row ``i + 1`` of ``frame`` (the columns as read)."""
+    """A validated manifest: ``records[i]`` is the ``i``-th row of ``frame`` (the columns as read, blank
+    rows left out), data row ``records[i].row`` of the file."""
 
     source: Path
     root: Path
@@ -140,9 +142,15 @@ def load_manifest(
     must resolve, symbolic links followed, inside that folder; without it paths are trusted.
     """
     source = Path(path)
-    root = source.absolute().parent
+    frame = read_frame(source)
     return manifest_from_frame(
-        read_frame(source), scale, root=root, source=source, check_files=check_files, data_root=data_root
+        frame,
+        scale,
+        root=source.absolute().parent,
+        source=source,
+        check_files=check_files,
+        data_root=data_root,
+        rows=[int(label) + 1 for label in frame.index],
     )
 
 
@@ -154,9 +162,15 @@ def manifest_from_frame(
     source: Path | None = None,
     check_files: bool = True,
     data_root: str | os.PathLike[str] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> Manifest:
-    """Validate an in-memory manifest table; relative paths are taken relative to ``root``."""
-    records, problems = _parse(frame, scale, root, check_files, data_root)
+    """Validate an in-memory manifest table; relative paths are taken relative to ``root``. ``rows`` numbers
+    the frame's rows in problems and :attr:`ScanRecord.row` (default 1, 2, …; :func:`load_manifest` gives
+    the file's numbers, which count the blank rows :func:`read_frame` left out)."""
+    numbers = list(rows) if rows is not None else list(range(1, len(frame) + 1))
+    if len(numbers) != len(frame):
+        raise ValueError(f"{len(numbers)} row numbers for {len(frame)} rows")
+    records, problems = _parse(frame, scale, root, check_files, data_root, numbers)
     where = source if source is not None else root
     if problems:
         raise ManifestError(
@@ -169,15 +183,18 @@ def validate_manifest(
     frame: pd.DataFrame, scale: ScoreScale, root: Path, check_files: bool = True
 ) -> list[Problem]:
     """Every problem of ``frame``, file-level ones first, then by row (empty list when it is valid)."""
-    return _parse(frame, scale, root, check_files)[1]
+    return _parse(frame, scale, root, check_files, None, list(range(1, len(frame) + 1)))[1]
 
 
 def read_frame(path: Path) -> pd.DataFrame:
-    """The manifest table as stored (CSV cells as strings, so IDs like ``002_S_0295`` keep their zeros).
+    """The manifest table as stored (CSV cells as strings, so IDs like ``002_S_0295`` keep their zeros),
+    column names stripped of spaces. Each row's index is its data-row number − 1: a CSV's blank rows (an
+    empty line, only spaces, only commas) are left out but keep their numbers.
 
     Raises:
-        ManifestError: unsupported suffix, not a regular file, unreadable, or no data rows; a hint names
-            the likely cause (an Excel workbook, a ``;``- or tab-separated export, text not in UTF-8).
+        ManifestError: unsupported suffix, not a regular file, unreadable, no data rows, or a column named
+            twice; a hint names the likely cause (an Excel workbook, a ``;``- or tab-separated export, text
+            not in UTF-8).
     """
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
@@ -192,7 +209,7 @@ def read_frame(path: Path) -> pd.DataFrame:
     if path.suffix.lower() == ".csv" and (problem := _utf16_problem(path)):
         raise ManifestError(f"{path}: {problem}, not UTF-8{_EXCEL_HINT}")
     if path.suffix.lower() == ".csv" and (twice := _repeated_column(path)):
-        raise ManifestError(f"{path}: the header names the column {twice!r} twice; which one is meant?")
+        raise ManifestError(f"{path}: {_TWICE.format(twice)}")
     if path.suffix.lower() == ".csv" and (problem := _long_rows(path)):
         raise ManifestError(f"{path}: {problem}")
     try:
@@ -200,6 +217,10 @@ def read_frame(path: Path) -> pd.DataFrame:
     except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueError subclasses
         hint = _sniffed_hint(path, exc)
         raise ManifestError(f"{path}: cannot read ({str(exc).splitlines()[0]}){hint}") from exc
+    # "score " (a space typed after the name) is the column score, as _repeated_column reads the header
+    frame.columns = [name.strip() if isinstance(name, str) else name for name in frame.columns]
+    if twice := _repeated([str(name) for name in frame.columns]):
+        raise ManifestError(f"{path}: {_TWICE.format(twice)}")
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     header = "".join(str(column) for column in frame.columns)
     separator = next((name for char, name in _SEPARATORS.items() if char in header), None)
@@ -286,14 +307,23 @@ def _utf16_problem(path: Path) -> str | None:
 
 def _repeated_column(path: Path) -> str | None:
     """A column the CSV header names twice (pandas would rename the second ``score.1`` and read the first
-    without a word), else None."""
+    without a word, so this reads the header before pandas does), else None."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             header = next(csv.reader(handle), [])
     except (UnicodeDecodeError, csv.Error):
         return None  # pandas says what is wrong with the file
-    names = [name.strip() for name in header]
-    return next((name for i, name in enumerate(names) if name and name in names[:i]), None)
+    return _repeated(header)
+
+
+def _repeated(names: Sequence[str]) -> str | None:
+    """The first name that ``names`` holds twice once stripped of spaces (``score`` and ``score ``), else
+    None."""
+    stripped = [name.strip() for name in names]
+    return next((name for i, name in enumerate(stripped) if name and name in stripped[:i]), None)
+
+
+_TWICE = "the header names the column {!r} twice; which one is meant?"
 
 
 def _long_rows(path: Path) -> str | None:
@@ -319,9 +349,19 @@ def _long_rows(path: Path) -> str | None:
     return f"row {number} holds {len(row)} cells where the header names {width} (rows {shown}): {cause}"
 
 
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV's cells as text (Excel's byte-order mark accepted); blank rows are dropped here rather than by
+    pandas (``skip_blank_lines``), which would renumber the rows below them: the index keeps each row's
+    place, so that row r stays the row on line r + 1. A row of empty cells (``,,,``, as a spreadsheet saves
+    a row it formatted) is blank too: it names no scan."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=False)
+    blank: pd.Series[bool] = (frame.apply(lambda column: column.str.strip()) == "").all(axis=1)
+    return frame.loc[~blank]
+
+
 _READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig"),  # Excel's BOM
-    ".parquet": pd.read_parquet,
+    ".csv": _read_csv,
+    ".parquet": lambda p: pd.read_parquet(p).reset_index(drop=True),  # a stored index is no row number
 }
 _WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
     ".csv": lambda frame, p: frame.to_csv(p, index=False),
@@ -347,14 +387,19 @@ _Parsed = tuple[object, str | None]
 
 
 def _parse_visit(text: str, scale: ScoreScale) -> _Parsed:
-    """('integer' | 'date', order): integers are their own order, ISO dates count days since 1970-01-01."""
-    if _INTEGER.fullmatch(text):
-        if len(text.lstrip("+-")) > MAX_VISIT_DIGITS:
+    """('integer' | 'date', order): integers are their own order, ISO dates count days since 1970-01-01.
+
+    A whole decimal (``2.0``) is the integer 2: a Parquet float column (an integer column with nulls) is
+    written so to a CSV by ``learner data split``; ``2.5`` is no visit.
+    """
+    if whole := _INTEGER.fullmatch(text):
+        digits = whole[1]
+        if len(digits) > MAX_VISIT_DIGITS:
             return (
                 None,
-                f"visit {text[:12]}… has {len(text)} digits; a visit number has at most {MAX_VISIT_DIGITS}",
+                f"visit {text[:12]}… has {len(digits)} digits; a visit number has at most {MAX_VISIT_DIGITS}",
             )
-        return ("integer", float(int(text))), None
+        return ("integer", float(int(text[: whole.end(1)]))), None  # sign and digits, less any .0
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -454,8 +499,10 @@ def _parse(
     scale: ScoreScale,
     root: Path,
     check_files: bool,
-    data_root: str | os.PathLike[str] | None = None,
+    data_root: str | os.PathLike[str] | None,
+    rows: list[int],
 ) -> tuple[list[ScanRecord], list[Problem]]:
+    """Records and problems of ``frame``, whose rows are numbered ``rows`` in the problems and records."""
     problems = [Problem(None, c, "required column is missing") for c in REQUIRED_COLUMNS if c not in frame]
     columns: _Columns = {}
     for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS):
@@ -468,36 +515,37 @@ def _parse(
             if not text and name in REQUIRED_COLUMNS:
                 problem = "empty value (the column is required)"
             if problem is not None:
-                problems.append(Problem(index + 1, name, problem))
+                problems.append(Problem(rows[index], name, problem))
             values.append(value if problem is None else None)
         columns[name] = values
     for check in _TABLE_CHECKS:
-        problems.extend(check(columns))
+        problems.extend(check(columns, rows))
+    problems.extend(_file_of_two_patients(columns, rows, root))
     if "patient_id" in frame:
         _warn_merged_patients([_text(cell) for cell in frame["patient_id"]])
     if "split" in frame:
-        problems.extend(_partial_split([_text(cell) for cell in frame["split"]]))
+        problems.extend(_partial_split([_text(cell) for cell in frame["split"]], rows))
     if not len(frame):
         problems.append(Problem(None, "path", "no scans (no data rows)"))
     if data_root is not None and "path" in columns:
-        problems.extend(_outside_root(columns["path"], root, Path(data_root)))
+        problems.extend(_outside_root(columns["path"], rows, root, Path(data_root)))
     if check_files and "path" in columns:
-        problems.extend(_missing_files(columns["path"], root))
+        problems.extend(_missing_files(columns["path"], rows, root))
     problems.sort(key=lambda p: (p.row is not None, p.row or 0))
     if problems:
         return [], problems
-    return _records(frame, columns, root), []
+    return _records(frame, columns, root, rows), []
 
 
-def _records(frame: pd.DataFrame, columns: _Columns, root: Path) -> list[ScanRecord]:
+def _records(frame: pd.DataFrame, columns: _Columns, root: Path, rows: list[int]) -> list[ScanRecord]:
     """Records of a frame whose every cell parsed (``columns`` holds the parsed values)."""
     n = len(frame)
     optional = {name: columns.get(name, [None] * n) for name in OPTIONAL_COLUMNS}
     visits = [_text(cell) for cell in frame["visit"]]
     extra_columns = [c for c in frame.columns if c not in columns]
     # pandas 3 turns a frame without columns into no records at all (pandas 2: n empty ones)
-    rows = frame[extra_columns].to_dict("records") if extra_columns else [{}] * n
-    extras = [{str(key): value for key, value in row.items()} for row in rows]  # str keys: CSV and Parquet
+    cells = frame[extra_columns].to_dict("records") if extra_columns else [{}] * n
+    extras = [{str(key): value for key, value in row.items()} for row in cells]  # str keys: CSV and Parquet
     return [
         ScanRecord(
             patient_id=str(columns["patient_id"][i]),
@@ -510,7 +558,7 @@ def _records(frame: pd.DataFrame, columns: _Columns, root: Path) -> list[ScanRec
             site=optional["site"][i],  # type: ignore[arg-type]
             modality=optional["modality"][i],  # type: ignore[arg-type]
             latent=optional["latent"][i],  # type: ignore[arg-type]
-            row=i + 1,
+            row=rows[i],
             extra=extras[i],
         )
         for i in range(n)
@@ -520,6 +568,12 @@ def _records(frame: pd.DataFrame, columns: _Columns, root: Path) -> list[ScanRec
 def _resolve(text: str, root: Path) -> Path:
     """Absolute and normalised (``sub/../a.mp4`` → ``a.mp4``), so one file has one path."""
     return Path(os.path.normpath(root / text))
+
+
+def _real(text: str, root: Path) -> Path:
+    """The file a ``path`` cell names, symbolic links followed: one file, one path however it is written
+    (relative or absolute, through a link)."""
+    return Path(os.path.realpath(_resolve(text, root)))
 
 
 # --- checks across rows --------------------------------------------------------------------------------
@@ -540,51 +594,56 @@ def _summarised(rows: list[int], key: str, summary: str, per_row: Callable[[int]
     ]
 
 
-def _rows_by(values: list[object], keys: list[object]) -> dict[object, dict[object, list[int]]]:
-    """key → value → 1-based rows, skipping rows where either is missing."""
+def _rows_by(
+    values: list[object], keys: list[object], rows: list[int]
+) -> dict[object, dict[object, list[int]]]:
+    """key → value → row numbers, skipping rows where either is missing."""
     grouped: dict[object, dict[object, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+    for row, key, value in zip(rows, keys, values, strict=True):
         if key is not None and value is not None:
-            grouped[key][value].append(index + 1)
+            grouped[key][value].append(row)
     return grouped
 
 
-def _duplicate_scan_ids(columns: _Columns) -> list[Problem]:
+def _duplicate_scan_ids(columns: _Columns, rows: list[int]) -> list[Problem]:
+    if "scan_id" not in columns:
+        return []
     first_row: dict[object, int] = {}
     problems = []
-    for index, scan_id in enumerate(columns.get("scan_id", [])):
+    for row, scan_id in zip(rows, columns["scan_id"], strict=True):
         if scan_id is None:
             continue
         if scan_id in first_row:
             message = f"duplicate scan_id {scan_id!r} (first at row {first_row[scan_id]})"
-            problems.append(Problem(index + 1, "scan_id", message))
+            problems.append(Problem(row, "scan_id", message))
         else:
-            first_row[scan_id] = index + 1
+            first_row[scan_id] = row
     return problems
 
 
 def _conflicts(
-    columns: _Columns, column: str, what: str, value_of: Callable[[object], object]
+    columns: _Columns, rows: list[int], column: str, what: str, value_of: Callable[[object], object]
 ) -> list[Problem]:
     """A patient whose rows disagree on ``value_of(column)``; reported at the first row of the 2nd value."""
     if column not in columns or "patient_id" not in columns:
         return []
     values = [None if v is None else value_of(v) for v in columns[column]]
     problems = []
-    for patient, by_value in _rows_by(values, columns["patient_id"]).items():
+    for patient, by_value in _rows_by(values, columns["patient_id"], rows).items():
         if len(by_value) > 1:
             groups = sorted(by_value.items(), key=lambda item: item[1][0])
-            listed = "; ".join(f"{value}: {_row_list(rows)}" for value, rows in groups)
+            listed = "; ".join(f"{value}: {_row_list(found)}" for value, found in groups)
             problems.append(Problem(groups[1][1][0], column, f"patient {patient!r} {what} ({listed})"))
     return problems
 
 
-def _mixed_visit_kinds(columns: _Columns) -> list[Problem]:
-    return _conflicts(columns, "visit", "mixes integer and date visits", lambda v: v[0])  # type: ignore[index]
+def _mixed_visit_kinds(columns: _Columns, rows: list[int]) -> list[Problem]:
+    what = "mixes integer and date visits"
+    return _conflicts(columns, rows, "visit", what, lambda v: v[0])  # type: ignore[index]
 
 
-def _patients_in_two_splits(columns: _Columns) -> list[Problem]:
-    return _conflicts(columns, "split", "is in more than one split", lambda v: v)
+def _patients_in_two_splits(columns: _Columns, rows: list[int]) -> list[Problem]:
+    return _conflicts(columns, rows, "split", "is in more than one split", lambda v: v)
 
 
 def _warn_merged_patients(raw: list[str]) -> None:
@@ -604,45 +663,49 @@ def _warn_merged_patients(raw: list[str]) -> None:
         )
 
 
-def _file_of_two_patients(columns: _Columns) -> list[Problem]:
-    """One scan file listed for two patients: at least one of them is wrong, and across splits it leaks."""
+def _file_of_two_patients(columns: _Columns, rows: list[int], root: Path) -> list[Problem]:
+    """One scan file listed for two patients: at least one of them is wrong, and across splits it leaks.
+    Files are compared as resolved (:func:`_real`), so ``a.mp4`` and ``/data/a.mp4`` are one file."""
     if "path" not in columns or "patient_id" not in columns:
         return []
-    owner: dict[str, tuple[object, int]] = {}
+    owner: dict[Path, tuple[object, int, str]] = {}
     problems = []
-    for index, (path, patient) in enumerate(zip(columns["path"], columns["patient_id"], strict=True)):
+    for row, path, patient in zip(rows, columns["path"], columns["patient_id"], strict=True):
         if path is None or patient is None:
             continue
-        key = os.path.normpath(str(path))
+        key = _real(str(path), root)
         if key in owner and owner[key][0] != patient:
-            first, row = owner[key]
-            message = f"file {path!r} is also patient {first!r}'s scan (row {row}): one file, two patients"
-            problems.append(Problem(index + 1, "path", message))
-        owner.setdefault(key, (patient, index + 1))
+            first, first_row, written = owner[key]
+            spelling = "" if written == path else f", written {written!r}"
+            message = (
+                f"file {path!r} is also patient {first!r}'s scan (row {first_row}{spelling}): "
+                "one file, two patients"
+            )
+            problems.append(Problem(row, "path", message))
+        owner.setdefault(key, (patient, row, str(path)))
     return problems
 
 
-def _partial_split(cells: list[str]) -> list[Problem]:
+def _partial_split(cells: list[str], rows: list[int]) -> list[Problem]:
     """A split column must be filled on every row or on none (an all-empty column means "not split yet")."""
-    empty = [index + 1 for index, cell in enumerate(cells) if not cell]
+    empty = [row for row, cell in zip(rows, cells, strict=True) if not cell]
     if len(empty) in (0, len(cells)):
         return []
     summary = f"split is empty on {len(empty)} of {len(cells)} rows; fill every row or none"
     return _summarised(empty, "split", summary, lambda row: "empty split while other rows have one")
 
 
-_TABLE_CHECKS: tuple[Callable[[_Columns], list[Problem]], ...] = (
+_TABLE_CHECKS: tuple[Callable[[_Columns, list[int]], list[Problem]], ...] = (
     _duplicate_scan_ids,
     _mixed_visit_kinds,
     _patients_in_two_splits,
-    _file_of_two_patients,
 )
 
 
-def _missing_files(paths: list[object], root: Path) -> list[Problem]:
+def _missing_files(paths: list[object], rows: list[int], root: Path) -> list[Problem]:
     """Every scan file is checked up front; the count comes first, then the first few rows. A folder
     (a clip of frame files) with no frame file in it is as good as missing."""
-    resolved = {index + 1: _resolve(str(p), root) for index, p in enumerate(paths) if p is not None}
+    resolved = {row: _resolve(str(p), root) for row, p in zip(rows, paths, strict=True) if p is not None}
     missing = [row for row, path in resolved.items() if not _exists(path)]
     summary = f"{len(missing)} of {len(resolved)} files missing"
     problems = _summarised(missing, "path", summary, lambda row: f"file not found: {resolved[row]}")
@@ -672,7 +735,7 @@ def _is_dir(path: Path) -> bool:
 
 def _has_frames(folder: Path) -> bool:
     try:
-        return any(p.is_file() and suffix_of(p) in FRAME_READERS for p in folder.iterdir())
+        return bool(frame_files(folder))  # the reader's own listing: hidden files are no frames to it
     except OSError:  # a folder that cannot be listed is not empty as far as we know: reading it says why
         return True
 
@@ -689,12 +752,10 @@ def unreadable_scans(manifest: Manifest) -> list[Problem]:
     return _summarised(rows, "path", summary, lambda row: found[row])
 
 
-def _outside_root(paths: list[object], root: Path, data_root: Path) -> list[Problem]:
+def _outside_root(paths: list[object], rows: list[int], root: Path, data_root: Path) -> list[Problem]:
     """Rows whose path resolves (``..`` and symbolic links followed) outside ``data_root``."""
     allowed = data_root.resolve()
-    resolved = {
-        index + 1: Path(os.path.realpath(root / str(p))) for index, p in enumerate(paths) if p is not None
-    }
+    resolved = {row: _real(str(p), root) for row, p in zip(rows, paths, strict=True) if p is not None}
     outside = [row for row, path in resolved.items() if not path.is_relative_to(allowed)]
     summary = f"{len(outside)} path(s) resolve outside the data root {allowed} (runtime.data_root)"
     return _summarised(outside, "path", summary, lambda row: f"{resolved[row]} is outside {allowed}")

@@ -250,20 +250,39 @@ def scan_file_problem(path: Path) -> str | None:
     if not stat.S_ISDIR(mode):
         return _file_problem(path, mode, READERS)
     try:
-        members = sorted(
-            (p for p in path.iterdir() if not p.name.startswith(".") and suffix_of(p) in FRAME_READERS),
-            key=natural_key,
-        )
+        members = frame_files(path)
     except OSError as exc:
         return f"{path}: cannot read the folder: {exc.strerror}"
-    for member in members:
-        try:
-            member_mode = os.stat(member).st_mode
-        except OSError as exc:
-            return f"{member}: cannot read it: {exc.strerror}"
-        if problem := _file_problem(member, member_mode, FRAME_READERS):
-            return problem
-    return None
+    return next((problem for member in members if (problem := _frame_problem(member))), None)
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frames of a folder of frames, in reading order (:func:`natural_key`): its entries whose suffix has
+    a frame reader (:data:`FRAME_READERS`), except sub-folders and hidden entries (a name starting with
+    ``.``, such as the ``._frame1.png`` metadata macOS writes beside every file it copies).
+
+    The one listing of ``learner data check`` (:func:`scan_file_problem`, the manifest's "no frame files")
+    and of :func:`read_frame_folder`, so that the check passes only a folder the reader can take. A frame
+    that is no regular file (a named pipe, a broken symbolic link) is listed: both refuse it by name.
+
+    Raises:
+        OSError: the folder cannot be listed.
+    """
+    named = (p for p in folder.iterdir() if suffix_of(p) in FRAME_READERS and not _is_hidden(p))
+    return sorted((p for p in named if not p.is_dir()), key=natural_key)
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def _frame_problem(member: Path) -> str | None:
+    """Why a listed frame cannot be read, found without decoding it (:func:`_file_problem`); None if none."""
+    try:
+        mode = os.stat(member).st_mode
+    except OSError as exc:
+        return f"{member}: cannot read it: {exc.strerror}"
+    return _file_problem(member, mode, FRAME_READERS)
 
 
 def _file_problem(path: Path, mode: int, readers: dict[str, Reader]) -> str | None:
@@ -697,16 +716,21 @@ def read_nifti(path: Path, options: ReadOptions) -> Scan:
 def read_frame_folder(path: Path, options: ReadOptions) -> Scan:
     """A folder of numbered frame files (``frame_2.png`` before ``frame_10.png``) → one clip.
 
-    Hidden files are ignored; other files with no frame reader are counted in ``meta["ignored_files"]``.
+    The frames are :func:`frame_files`; a frame that is no regular file or cannot be opened is refused
+    before it is read (opening a named pipe would wait forever). Hidden files are ignored; other files with
+    no frame reader are counted in ``meta["ignored_files"]``.
     """
-    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
-    members = sorted((p for p in files if suffix_of(p) in FRAME_READERS), key=natural_key)
-    ignored = len(files) - len(members)
+    members = frame_files(path)
+    ignored = sum(
+        1 for p in path.iterdir() if p.is_file() and not _is_hidden(p) and suffix_of(p) not in FRAME_READERS
+    )
     if ignored:
         log.warning("%s: ignored %d file(s) that are not frames", path, ignored)
     frames: list[np.ndarray] = []
     first_meta: dict[str, Any] = {}
     for member in members:
+        if problem := _frame_problem(member):
+            raise ScanReadError(problem)
         scan = FRAME_READERS[suffix_of(member)](member, options)
         if not frames:  # the first member tells what all of them declare: refuse before reading the rest
             total = min(len(members) * len(scan.frames), options.max_frames or math.inf)

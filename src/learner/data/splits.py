@@ -14,6 +14,7 @@ the whole score range.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections import Counter
 
@@ -58,7 +59,7 @@ def assign_splits(manifest: Manifest, cfg: SplitConfig, seed: int) -> dict[str, 
     rng = np.random.default_rng(seed)
     tiebreak = rng.random(len(ids))  # drawn per sorted ID, so row order cannot matter
     if cfg.stratify:
-        mean_score = np.array([np.mean([r.score for r in patients[p]]) for p in ids])
+        mean_score = np.array([_mean_score(patients[p]) for p in ids])
         ranking = np.lexsort((tiebreak, mean_score))
     else:
         ranking = np.argsort(tiebreak)
@@ -72,6 +73,13 @@ def assign_splits(manifest: Manifest, cfg: SplitConfig, seed: int) -> dict[str, 
     val = _systematic_sample(rest, targets["val"], rng)
     mapping = {p: "test" for p in test} | {p: "val" for p in val}
     return {p: mapping.get(p, "train") for p in ids}
+
+
+def _mean_score(records: list[ScanRecord]) -> float:
+    """A patient's mean score, the same in any row order: ``math.fsum`` rounds the exact sum once, where a
+    running sum (``np.mean``) rounds at each step, so that two patients tied up to rounding could swap
+    places in the ranking when the rows were reordered."""
+    return math.fsum(r.score for r in records) / len(records)
 
 
 CROSS_SECTIONAL_DOC = "docs/data.md#cross-sectional-data-few-longitudinal-patients"

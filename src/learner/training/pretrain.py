@@ -326,9 +326,7 @@ def prepare_scans(plan: PretrainPlan, info: DistInfo, run: RunDir | None) -> Sca
     for name, records in (("train", train_records), ("val", val_records)):
         if not records:
             raise ConfigError(f"{config.data.manifest}: the {name} split has no usable scans (data.split)")
-    # Fitted before a self-supervised stage's val scans join its train scans: whatever the objective, the
-    # stored standardisation is the train split's alone (no val score leaks into it).
-    standardiser = ScoreStandardiser.fit([r.score for r in train_records])
+    standardiser = ScoreStandardiser.fit([r.score for r in train_records])  # before val joins a two-view run
     two_views = build_view_objective(config.loss) is not None  # self-supervised: no scores needed
     if two_views:
         train_records = train_records + val_records  # train AND val scans; the test split stays unseen
