@@ -213,8 +213,13 @@ def test_classification_report_warns_and_has_reference_rows(tmp_path: Path) -> N
         "data_source": "real", "combine": "difference", "head": "mlp",
         "test": {
             "n": 4, "n_patients": 1, "accuracy": 0.75, "macro_f1": 0.4, "weighted_f1": 0.5,
-            "ci": {"accuracy": [0.75, 0.75], "macro_f1": [0.4, 0.4]},
-            "per_class": {}, "confusion": [[0, 0, 0], [0, 3, 0], [0, 1, 0]],
+            "ci": {"accuracy": [0.75, 0.75], "macro_f1": [0.4, 0.4]}, "n_boot": 1000,
+            "ci_resamples": {"accuracy": 1000, "macro_f1": 632},
+            "per_class": {
+                "deteriorated": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0},
+                "improved": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
+            },
+            "confusion": [[0, 0, 0], [0, 3, 0], [0, 1, 0]],
         },
         "pair_counts": {"test": {"deteriorated": 0, "stable": 3, "improved": 1}},
     }  # fmt: skip
@@ -224,7 +229,10 @@ def test_classification_report_warns_and_has_reference_rows(tmp_path: Path) -> N
     assert "| *always-majority (stable)* | 75.00 | 42.86 |" in text
     assert "1 patient(s), fewer than 5" in text
     assert "no test pair is deteriorated" in text
+    assert "macro-F1's interval rests on 632 of 1000 patient resamples" in text
     assert "every model matches or beats that on accuracy" in text
+    assert "| deteriorated | 0.00 | n/a | n/a (no test pair) | 0 |" in text  # left out of macro-F1
+    assert "| improved | 0.00 | 0.00 | 0.00 | 1 |" in text  # present, never found: a real 0
 
 
 def test_equal_values_over_seeds_print_n_a_despite_float_noise() -> None:

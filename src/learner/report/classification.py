@@ -62,7 +62,7 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
     per_class = markdown_table(
         ["class", "precision", "recall", "F1", "support"],
         [
-            [name, percent(v["precision"]), percent(v["recall"]), percent(v["f1"]), v["support"]]
+            [name, percent(v["precision"]), *_recall_and_f1(v), v["support"]]
             for name in CLASS_NAMES
             if (v := test["per_class"].get(name))
         ],
@@ -100,3 +100,11 @@ def _encoder_run(run_dir: Path, metrics: Mapping[str, Any]) -> Path:
     if relative is not None and (run_dir / str(relative)).is_dir():
         return run_dir / str(relative)
     return Path(metrics["encoder_run"])
+
+
+def _recall_and_f1(per_class: Mapping[str, Any]) -> list[str]:
+    """A class's recall and F1 for the per-class table; a class with no test pair has neither (the metrics
+    file stores 0, scikit-learn's value), and macro-F1 leaves it out."""
+    if per_class["support"] == 0:
+        return ["n/a", "n/a (no test pair)"]
+    return [percent(per_class["recall"]), percent(per_class["f1"])]
