@@ -39,3 +39,36 @@ def test_ci_runs_the_readme_install_and_test_commands() -> None:
     ci = CI.read_text(encoding="utf-8").splitlines()
     assert install in ci
     assert test_command in ci
+
+
+def _github_anchors(markdown: Path) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown``: lower case, punctuation dropped, spaces to
+    hyphens, ``-1``, ``-2`` … after a repeated heading; headings inside code fences are not headings."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    fenced = False
+    for line in markdown.read_text(encoding="utf-8").splitlines():
+        fenced ^= line.startswith("```")
+        heading = None if fenced else re.match(r"#{1,6} (.*)", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
+            anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_every_relative_link_of_the_docs_reaches_its_file_and_heading() -> None:
+    root = README.parent
+    documents = [README, root / "BENCHMARKS.md", *root.glob("docs/*.md"), *root.glob("examples/**/*.md")]
+    broken = []
+    for document in documents:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text(encoding="utf-8")):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            if not linked.exists() or (
+                anchor and linked.suffix == ".md" and anchor not in _github_anchors(linked)
+            ):
+                broken.append(f"{document.relative_to(root)}: {target}")
+    assert not broken, broken

@@ -453,7 +453,7 @@ def test_input_norm_choices() -> None:
     assert parse_input_norm("none") is None
     assert parse_input_norm("imagenet") == IMAGENET
     assert parse_input_norm("0.5/0.25") == InputNorm((0.5,), (0.25,))
-    for bad in ("zscore", "0.5,0.5/0.2", "0.5/0"):
+    for bad in ("zscore", "0.5,0.5/0.2", "0.5/0", "0.5/nan", "nan/0.25", "0.5/inf", "-inf/1"):
         with pytest.raises(ValueError, match="input norm"):
             parse_input_norm(bad)
     with pytest.raises(ConfigError, match="--input-norm"):
@@ -505,3 +505,23 @@ def test_weights_convert_command_for_medicalnet_and_swinunetr(
     code, out, _ = cli(["weights", "convert", str(src), str(dst), *options])
     assert code == 0, out
     assert "from monai_swin weights" in out
+
+
+def test_a_layer_embedding_norm_converts_with_a_fresh_layer_norm(tmp_path: Path) -> None:
+    """model.embed_norm=layer adds keys no torchvision file has: the conversion keeps them as initialised."""
+    torch.save(torchvision_resnet18_state(), tmp_path / "resnet18.pth")
+    layered = tsm("tiny", 1)
+    layered.set_embedding_norm("layer")
+    dst = convert_weights(tmp_path / "resnet18.pth", tmp_path / "layer.safetensors", layered)
+    plain = tsm("tiny", 1)
+    load_init_weights(
+        plain, convert_weights(tmp_path / "resnet18.pth", tmp_path / "plain.safetensors", plain)
+    )
+    again = tsm("tiny", 1)
+    again.set_embedding_norm("layer")
+    load_init_weights(again, dst)
+    for key, value in plain.state_dict().items():
+        assert_equal(again.state_dict()[key], value, key)
+    assert_equal(
+        again.state_dict()["embedding_norm.bias"], torch.zeros(again.embed_dim), "embedding_norm.bias"
+    )

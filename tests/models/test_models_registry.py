@@ -44,6 +44,19 @@ def test_unknown_encoder_lists_the_available_ones() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "option", "takes"),
+    [
+        ("resnet18_3d", "img_size", "no options"),
+        ("vit", "shift_fraction", "img_size"),
+        ("swin", "norm", "img_size"),
+    ],
+)
+def test_an_option_an_encoder_does_not_take_lists_those_it_takes(name: str, option: str, takes: str) -> None:
+    with pytest.raises(ValueError, match=rf"encoder '{name}' takes no option '{option}'; it takes: {takes}"):
+        create_encoder(name, size="tiny", **{option: 1})
+
+
+@pytest.mark.parametrize(
     ("in_channels", "size", "argument", "key"),
     [(2, "paper", "in_channels 2", "data.channels"), (1, "huge", "size 'huge'", "model.size")],
 )
@@ -78,6 +91,18 @@ def test_smoke_every_encoder(
     encoder.eval()
     with torch.no_grad():
         assert torch.equal(encoder(clips), encoder(clips))
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_encoder_takes_its_channels_last_format(name: str) -> None:
+    """runtime.channels_last (on by default on a GPU) converts the whole model to the encoder's format:
+    NHWC refuses a volume encoder's 5-D Conv3d weights, so those take NDHWC; the embeddings do not change."""
+    encoder = build_encoder(ModelConfig(backbone=name, size="tiny"), 1, img_size=32, frames=4).eval()
+    clips = torch.rand(2, 4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = encoder(clips)
+        converted = encoder.to(memory_format=encoder.channels_last)  # type: ignore[call-overload]
+        torch.testing.assert_close(converted(clips), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_wrong_channel_count_at_forward_is_a_value_error() -> None:

@@ -158,6 +158,21 @@ def test_build_encoder_takes_a_run_directory_as_model_init(tmp_path: Path) -> No
     assert_same_state(encoder.state_dict(), source.state_dict())
 
 
+def test_a_weights_file_starts_a_layer_embedding_norm_fresh_and_a_run_must_have_it(tmp_path: Path) -> None:
+    """No other library's encoder has model.embed_norm=layer's LayerNorm: from a weights file it starts as
+    initialised; a learner run's encoder is the run's own, all of it."""
+    source = source_model(in_channels=1)
+    save_file(source.state_dict(), tmp_path / "plain.safetensors")
+    layer = ModelConfig(size="tiny", embed_norm="layer", init=tmp_path / "plain.safetensors")
+    encoder = build_encoder(layer, 1, img_size=32)
+    loaded = {k: v for k, v in encoder.state_dict().items() if not k.startswith("embedding_norm.")}
+    assert_same_state(loaded, source.state_dict())
+    torch.testing.assert_close(encoder.embedding_norm.weight, torch.ones(encoder.embed_dim))
+    run_dir = fake_run(tmp_path / "run", source)
+    with pytest.raises(CheckpointError, match=r"2 missing \(embedding_norm.bias, embedding_norm.weight\)"):
+        build_encoder(layer.model_copy(update={"init": run_dir}), 1, img_size=32)
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [

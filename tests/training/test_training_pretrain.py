@@ -24,6 +24,7 @@ from learner.data.preprocess import Preprocessor
 from learner.data.scales import get_scale
 from learner.errors import CheckpointError, ConfigError, NonFiniteLossError
 from learner.losses.registry import LossOutput, Objective
+from learner.losses.regression import ScoreStandardiser
 from learner.training import pretrain as pretrain_module
 from learner.training.checkpoint import checkpoint_fingerprint, load_checkpoint, load_regressor
 from learner.training.pretrain import cosine_lr, pretrain, scheduled_lr
@@ -83,6 +84,23 @@ def test_same_seed_on_cpu_gives_identical_metrics_and_weights(
     assert checkpoint_fingerprint(reference / "checkpoints" / "last") == checkpoint_fingerprint(
         tmp_path / "again" / "checkpoints" / "last"
     )
+
+
+@pytest.mark.parametrize(
+    ("backbone", "weight"), [("tsm_resnet18", "conv1.weight"), ("resnet18_3d", "resnet.conv1.weight")]
+)
+def test_channels_last_converts_a_frame_and_a_volume_encoder(
+    make_tiny_pretrain_config: Callable[..., Config], backbone: str, weight: str
+) -> None:
+    """runtime.channels_last is on by default on a GPU: a 3-D encoder's Conv3d weights take NDHWC, which
+    its kernels accept, where NHWC raised 'required rank 4 tensor to use channels_last format'."""
+    config = make_tiny_pretrain_config(**{"runtime.cpu_channels_last": True, "model.backbone": backbone})
+    trainee = pretrain_module.build_model_and_objective(
+        config, ScoreStandardiser(0.0, 1.0), torch.device("cpu")
+    )
+    encoder = trainee.model.encoder
+    kernel = dict(encoder.named_parameters())[weight]
+    assert kernel.is_contiguous(memory_format=encoder.channels_last)
 
 
 def test_cpu_channels_last_matches_the_default_layout_within_float_tolerance(

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -49,6 +50,9 @@ class Encoder(nn.Module, ABC):
 
     embed_dim: int
     in_channels: int
+    channels_last: torch.memory_format = torch.channels_last
+    """The channels-last format of its convolution weights (``runtime.channels_last``): NHWC for 2-D
+    kernels, NDHWC (``torch.channels_last_3d``) for a volume's 3-D ones, which NHWC refuses."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # nn.Module's signature: subclasses add keywords
         super().__init__(*args, **kwargs)
@@ -118,6 +122,8 @@ class VolumeEncoder(Encoder):
     Subclasses implement :meth:`embed_volumes`; for the slices to be a volume on a fixed grid, use
     ``data.sampling=resample`` (:mod:`learner.data.sampling`).
     """
+
+    channels_last = torch.channels_last_3d
 
     def pooled_features(self, clips: Tensor) -> Tensor:
         """Clips (N, T, C, H, W) as volumes (N, C, T, H, W) → (N, D).

@@ -77,7 +77,7 @@ def parse_input_norm(text: str) -> InputNormChoice:
     """``"auto"`` (kept, resolved per layout), ``"none"`` → None, ``"imagenet"``, or ``"M1,M2,M3/S1,S2,S3"``.
 
     Raises:
-        ValueError: anything else, or a std that is not positive.
+        ValueError: anything else, a mean or std that is not finite, or a std that is not positive.
     """
     if text == "auto":
         return "auto"
@@ -90,8 +90,9 @@ def parse_input_norm(text: str) -> InputNormChoice:
         )
     except ValueError:
         raise ValueError(f"input norm should be {INPUT_NORM_CHOICES}, got {text!r}") from None
-    if len(norm.mean) != len(norm.std) or min(norm.std) <= 0:
-        raise ValueError(f"input norm needs as many means as stds, stds > 0; got {text!r}")
+    finite = all(math.isfinite(v) for v in (*norm.mean, *norm.std))  # float() reads "nan" and "inf"
+    if len(norm.mean) != len(norm.std) or not finite or min(norm.std) <= 0:
+        raise ValueError(f"input norm needs as many finite means as stds, stds > 0; got {text!r}")
     return norm
 
 

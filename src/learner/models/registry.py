@@ -70,12 +70,16 @@ def create_encoder(name: str, *, in_channels: int = 1, size: str = "paper", **kw
             for ``vit_3d``).
 
     Raises:
-        ValueError: unknown name, channel count or size (the message lists the available ones), or an
-            option the encoder rejects.
+        ValueError: unknown name, channel count or size (the message lists the available ones), an option
+            the encoder does not take (the message lists those it takes), or one it rejects.
     """
     _check_choices((("encoder", name, ENCODERS), ("in_channels", in_channels, IN_CHANNELS),
                     ("size", size, SIZES)), ValueError)  # fmt: skip
-    return ENCODERS[name].encoder(in_channels=in_channels, size=size, **kwargs)
+    spec = ENCODERS[name]
+    if unknown := sorted(set(kwargs) - set(spec.options)):
+        takes = ", ".join(spec.options) or "no options"
+        raise ValueError(f"encoder {name!r} takes no option {unknown[0]!r}; it takes: {takes}")
+    return spec.encoder(in_channels=in_channels, size=size, **kwargs)
 
 
 def build_encoder(

@@ -52,6 +52,7 @@ ENCODER_PREFIX = "encoder."  # the encoder's keys in a ScoreRegressor state dict
 STRIPPED_PREFIXES: tuple[str, ...] = ("module.", "base_model.")
 DROPPED_PREFIXES: tuple[str, ...] = ("fc.", "new_fc.")
 OPTIONAL_SUFFIX = "num_batches_tracked"
+EMBEDDING_NORM_PREFIX = "embedding_norm."  # Encoder.embedding_norm's keys (model.embed_norm=layer)
 _LISTED = 5  # keys named per kind of mismatch; the rest are counted
 
 
@@ -73,6 +74,7 @@ def load_init_weights(
     """
     source = Path(path)
     expected = module.state_dict()
+    optional: tuple[str, ...] = ()  # a learner run's encoder must have every key but the step counters
     if source.is_dir():
         source = checkpoint_folder(source)
         state = _run_encoder_state(source, backbone)
@@ -80,10 +82,11 @@ def load_init_weights(
         state = {_normalise_key(key): value for key, value in _read_state_dict(source).items()}
         state = {key: value for key, value in state.items() if not key.startswith(DROPPED_PREFIXES)}
         state = {key: _grey_from_rgb(value, expected.get(key)) for key, value in state.items()}
-    problem = describe_mismatch(expected, state, optional_suffix=OPTIONAL_SUFFIX)
+        optional = (EMBEDDING_NORM_PREFIX,)  # no other library's encoder has it: it starts fresh
+    problem = describe_mismatch(expected, state, optional_suffix=OPTIONAL_SUFFIX, optional_prefixes=optional)
     if problem:
         raise CheckpointError(f"{source}: does not match {type(module).__name__}: {problem}")
-    module.load_state_dict(state, strict=False)  # strictness checked above; only optional buffers may lack
+    module.load_state_dict(state, strict=False)  # strictness checked above; only the optional keys may lack
 
 
 def checkpoint_folder(path: str | os.PathLike[str]) -> Path:
@@ -165,7 +168,12 @@ def convert_weights(
             conversion = convert_state(state, encoder, input_norm=input_norm, narrow=True)
         except ValueError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
-    problem = describe_mismatch(encoder.state_dict(), conversion.state, optional_suffix=OPTIONAL_SUFFIX)
+    problem = describe_mismatch(
+        encoder.state_dict(),
+        conversion.state,
+        optional_suffix=OPTIONAL_SUFFIX,
+        optional_prefixes=(EMBEDDING_NORM_PREFIX,),  # a fresh LayerNorm where model.embed_norm=layer
+    )
     if problem:
         raise CheckpointError(
             f"{path}: {conversion.layout} weights do not match {type(encoder).__name__}: {problem}"
@@ -244,15 +252,24 @@ def _grey_from_rgb(value: Tensor, target: Tensor | None) -> Tensor:
 
 
 def describe_mismatch(
-    expected: Mapping[str, Tensor], found: Mapping[str, Tensor], *, optional_suffix: str | None = None
+    expected: Mapping[str, Tensor],
+    found: Mapping[str, Tensor],
+    *,
+    optional_suffix: str | None = None,
+    optional_prefixes: tuple[str, ...] = (),
 ) -> str:
     """One line on how the state dict ``found`` differs from ``expected`` ('' when keys and shapes agree).
 
-    Lists, sorted and at most five of each, the missing keys (those ending in ``optional_suffix`` may be
-    absent), the unexpected keys, and the shape mismatches as ``key (found) vs (expected)``.
+    Lists, sorted and at most five of each, the missing keys (those ending in ``optional_suffix`` or
+    starting with one of ``optional_prefixes`` may be absent), the unexpected keys, and the shape
+    mismatches as ``key (found) vs (expected)``.
     """
     missing = sorted(
-        k for k in expected if k not in found and not (optional_suffix and k.endswith(optional_suffix))
+        k
+        for k in expected
+        if k not in found
+        and not (optional_suffix and k.endswith(optional_suffix))
+        and not k.startswith(optional_prefixes)
     )
     unexpected = sorted(k for k in found if k not in expected)
     wrong_shape = [

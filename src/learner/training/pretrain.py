@@ -351,7 +351,7 @@ def build_model_and_objective(
     model = build_regressor(config.model, data.channels, data.size, frames=data.frames).to(device)
     if runtime.channels_last if device.type == "cuda" else runtime.cpu_channels_last:
         # conv kernels prefer NHWC on tensor cores; torch's Module.to overloads lack memory_format
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=model.encoder.channels_last)  # type: ignore[call-overload]
     optim = config.optim
     optimizer = OPTIMIZERS[optim.optimizer](model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     edges = scale_from_config(data).class_edges()  # device data: scores checked once, not every batch
