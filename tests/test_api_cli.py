@@ -168,6 +168,28 @@ def test_the_wheel_ships_py_typed() -> None:
     assert "py.typed" in package_data["learner"]
 
 
+def test_the_docs_give_commands_only_options_they_have() -> None:
+    """Every ``learner …`` command line of README.md and docs/ names only options its command takes: an
+    OUT_DIR argument written as ``--out`` fails as "No such option"."""
+    wrong = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            for match in re.finditer(r"\blearner ([a-z]+(?: [a-z]+)?)([^`|#]*)", line):
+                words = match.group(1).split()
+                name = next(
+                    (" ".join(words[:n]) for n in (2, 1) if " ".join(words[:n]) in CLI_COMMANDS), None
+                )
+                if name is None:
+                    continue
+                options = {
+                    o for param in CLI_COMMANDS[name].params for o in (*param.opts, *param.secondary_opts)
+                }
+                given = re.findall(r"(?<![\w-])--[a-z][a-z-]*", match.group(0))
+                wrong += [f"{page.name}:{line_number}: learner {name} {o}" for o in given if o not in options]
+    assert not wrong, wrong
+
+
 @pytest.mark.slow
 def test_the_python_page_passes_mypy(tmp_path: Path) -> None:
     """docs/python.md's code blocks, as one module, type-check against the installed package (PEP 561)."""

@@ -520,6 +520,7 @@ def export(
     onnx: bool = True,
     which: str = "best",
     format: Literal["onnx", "torchscript"] = "onnx",
+    force: bool = False,
 ) -> ExportedModels: ...
 
 
@@ -532,6 +533,7 @@ def export(
     onnx: bool = True,
     which: str = "best",
     format: Literal["folder"],
+    force: bool = False,
 ) -> ExportedFolder: ...
 
 
@@ -543,11 +545,19 @@ def export(
     onnx: bool = True,
     which: str = "best",
     format: ExportFormat = "onnx",
+    force: bool = False,
 ) -> ExportedModels | ExportedFolder:
     """``learner export``: the encoder and pair classifier of ``run`` (a classification run or a grid cell;
     ``encoder`` defaults to the pretraining run it records) in ``out``: as TorchScript and, with ``onnx``,
     ONNX, with the preprocessing files beside them; or (``format="folder"``) as a model folder with its
-    model card, which :func:`load_model` reads."""
+    model card, which :func:`load_model` reads.
+
+    What ``out`` already holds is replaced only with ``force``: for the graphs, any of the files to write;
+    for a model folder, a non-empty folder that is not a model folder (an earlier export is replaced).
+
+    Raises:
+        OutputError: ``out`` holds what would be replaced (without ``force``) or lies inside an input.
+    """
     from learner.evaluation.export import export_run, locate_runs
 
     if format not in ("onnx", "torchscript", "folder"):
@@ -558,8 +568,9 @@ def export(
         from learner.report.model_card import model_card
 
         card = model_card(encoder_run, classifier, which=which)
-        return export_model_folder(encoder_run, classifier, out, which=which, card=card)
-    return export_run(encoder_run, classifier, out, which=which, onnx=onnx and format == "onnx")
+        return export_model_folder(encoder_run, classifier, out, which=which, card=card, force=force)
+    graphs = onnx and format == "onnx"
+    return export_run(encoder_run, classifier, out, which=which, onnx=graphs, force=force)
 
 
 def load_model(folder: PathLike, *, device: str = "auto") -> LoadedModel:

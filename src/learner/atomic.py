@@ -9,6 +9,10 @@ Writing can fail for reasons of the place, not of the toolkit: a file where a fo
 place before any work starts, and :func:`storage_errors` (which :func:`atomic_path` applies) turns the
 failure of a write already under way into a one-line :class:`~learner.errors.OutputError` naming the path;
 the temporary file is removed, so the previous version of the file stays as it was.
+
+Writing can also destroy what the user keeps: :func:`check_outputs` is the one rule of the commands that
+write where the user says, checked before any work: never over one of the command's own inputs, and over
+an existing file (or into a non-empty folder) only with ``--force``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -134,6 +138,60 @@ def usable_file(path: str | os.PathLike[str], what: str) -> Path:
         raise OutputError(f"{what}: {target} is a folder; name a file to write")
     usable_folder(target.parent, what)
     return target
+
+
+def lies_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, once symbolic links and ``..`` are resolved (so a
+    file is "within" only itself)."""
+    base, resolved = Path(folder).resolve(), Path(path).resolve()
+    return resolved == base or base in resolved.parents
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike[str]],
+    *,
+    force: bool,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    what: str = "--out",
+) -> None:
+    """Refuse, before any work and touching nothing, a write that would destroy something: the one rule of
+    every command that writes to a path the user names (``learner embed --out``, ``learner predict --out``,
+    ``learner export --out``).
+
+    ``outputs`` are the files (or the folder) the command is about to write; ``inputs`` maps what each
+    input is called (``"the --pairs CSV"``) to its path, a file or a folder.
+
+    Raises:
+        OutputError: an output that is an input or lies inside an input folder, even with ``force`` (the
+            command would destroy what it reads); without ``force``, an output that exists (a file, or a
+            folder holding anything). The message starts with ``what`` and names the path.
+    """
+    targets = [Path(output) for output in outputs]
+    for target in targets:
+        for name, item in (inputs or {}).items():
+            if lies_within(target, item):
+                where = f"is {name}" if lies_within(item, target) else f"lies inside {name} ({item})"
+                raise OutputError(
+                    f"{what}: {target} {where}, an input of this command; choose another {what} (--force "
+                    "never overwrites an input)"
+                )
+    if force:
+        return
+    taken = [target for target in targets if _taken(target)]
+    if taken:
+        more = f" (and {len(taken) - 1} more of the files to write)" if len(taken) > 1 else ""
+        if taken[0].is_dir():
+            held = "holds files; pass --force to write into it (files of the same name are replaced)"
+        else:
+            held = f"exists{more}; pass --force to overwrite it"
+        raise OutputError(f"{what}: {taken[0]} {held} or choose another {what}")
+
+
+def _taken(path: Path) -> bool:
+    """Whether writing ``path`` would replace something: a file (or link) there, or a non-empty folder."""
+    if path.is_dir():
+        return any(path.iterdir())
+    return os.path.lexists(path)
 
 
 TEMP_NAME_CHARS = 64

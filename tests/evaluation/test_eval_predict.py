@@ -3,22 +3,78 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from learner.config import load_config
-from learner.errors import CheckpointError
-from learner.evaluation.predict import Prediction, classifier_location, recorded_calibration
+from learner.errors import CheckpointError, ManifestError
+from learner.evaluation.predict import (
+    Prediction,
+    classifier_caveat,
+    classifier_location,
+    read_pair_table,
+    recorded_calibration,
+)
 
 
-def test_classifier_location_of_a_run_and_of_a_bare_folder(tmp_path: Path) -> None:
+def test_classifier_location_of_a_run_and_of_a_bare_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run and its classifier/ folder give the run's clips per scan; only a classifier folder without
+    its run around it falls back to one clip, and says so."""
     run = tmp_path / "cls"
     (run / "classifier").mkdir(parents=True)
     (run / "classifier" / "classifier.json").write_text("{}")
     (run / "config.yaml").write_text(load_config(None, ["classifier.clips_per_scan=3"]).to_yaml())
     assert classifier_location(run) == (run / "classifier", 3)
-    assert classifier_location(run / "classifier") == (run / "classifier", 1)
+    assert classifier_location(run / "classifier") == (run / "classifier", 3)
+    monkeypatch.chdir(run / "classifier")
+    assert classifier_location(Path("."))[1] == 3
+    bare = tmp_path / "copied"
+    shutil.copytree(run / "classifier", bare)
+    assert not caplog.records
+    assert classifier_location(bare) == (bare, 1)
+    assert "no classification run around it records the clips per scan; using 1" in caplog.text
+
+
+def test_a_malformed_metrics_file_gives_no_caveat(tmp_path: Path) -> None:
+    """A metrics.json without a number the caveat quotes (or with text for it) is no caveat, never a crash."""
+    run = tmp_path / "cls"
+    (run / "classifier").mkdir(parents=True)
+
+    def caveat(test: dict[str, Any], answers: dict[str, Any]) -> str | None:
+        counts = {"deteriorated": 2, "stable": 5, "improved": 1}
+        metrics = {"test": test, "pair_counts": {"test": counts}, "answers": answers}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        return classifier_caveat(run / "classifier")
+
+    test = {"macro_f1": 0.4, "n": 8, "n_patients": 3}
+    assert caveat(test, {}) is None  # no accuracy
+    assert caveat(test | {"accuracy": "high"}, {}) is None
+    test["accuracy"] = 0.5
+    assert caveat(test, {"delta_score": {"accuracy": 0.6}}) is None  # an answer without macro-F1
+    found = caveat(test, {"delta_score": {"accuracy": 0.6, "macro_f1": 0.3}})
+    assert (found or "").startswith("caveat: this classifier scored accuracy 50.0%, macro-F1 40.0%")
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        ("a.mp4,", "row 2: empty 'later'"),
+        (",b.mp4", "row 2: empty 'earlier'"),
+        ("  ,b.mp4", "row 2: empty 'earlier'"),
+    ],
+)
+def test_a_blank_scan_path_in_a_pairs_csv_names_its_row(tmp_path: Path, cells: str, message: str) -> None:
+    """A blank cell would be read as the CSV's own folder: refused before any model is loaded."""
+    source = tmp_path / "pairs.csv"
+    source.write_text(f"earlier,later\na.mp4,b.mp4\n{cells}\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as error:
+        read_pair_table(source)
+    assert str(error.value) == f"{source}: {message}"
 
 
 def test_prediction_json_fields() -> None:

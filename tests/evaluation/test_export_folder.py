@@ -254,3 +254,147 @@ def test_a_broken_folder_is_refused_in_one_line_naming_the_file(runs: Runs, tmp_
     with pytest.raises(CheckpointError) as changed:
         api.load_model(folder, device="cpu")
     assert "checksum mismatch" in _one_line(changed, folder / "model.safetensors")
+
+
+def _runs_copy(runs: Runs, root: Path) -> tuple[Path, Path]:
+    """Private copies of the encoder and classification runs (an export that wrongly wrote into an input
+    must not spoil the module's runs)."""
+    encoder, classification = root / "encoder", root / "classify"
+    shutil.copytree(runs.encoder, encoder, ignore=shutil.ignore_patterns("embeddings"))
+    shutil.copytree(runs.classification, classification)
+    return encoder, classification
+
+
+def test_a_folder_of_the_users_is_written_into_only_with_force(
+    runs: Runs, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """Absent, empty or an earlier model folder: written; a folder holding other files: refused, touching
+    nothing, unless --force, which replaces the files of the model folder's names only."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    users = {"README.md": "my readme", "config.json": '{"mine": 1}', "splits.csv": "mine", "notes.txt": "n"}
+    for name, text in users.items():
+        (mine / name).write_text(text)
+    command = ["export", str(runs.classification), "--out", str(mine), "--format", "folder"]
+    code, _, err = cli(command)
+    assert code == 2
+    assert err.strip() == (
+        f"error: model folder: {mine} holds files; pass --force to write into it (files of the same name "
+        "are replaced) or choose another model folder"
+    )
+    assert {path.name: path.read_text() for path in mine.iterdir()} == users
+    code, _, err = cli([*command, "--force"])
+    assert code == 0, err
+    assert (mine / "notes.txt").read_text() == "n"
+    assert api.load_model(mine, device="cpu").clips_per_scan == 1
+    code, _, err = cli(command)  # now a model folder: an earlier export, replaced without --force
+    assert code == 0, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli(["export", str(runs.classification), "--out", str(empty), "--format", "folder"])[0] == 0
+
+
+def test_graph_files_are_replaced_only_with_force(
+    runs: Runs, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    out = tmp_path / "graphs"
+    out.mkdir()
+    (out / "encoder.pt").write_bytes(b"my graph")
+    (out / "notes.txt").write_text("n")
+    command = ["export", str(runs.classification), "--out", str(out), "--format", "torchscript"]
+    code, _, err = cli(command)
+    assert code == 2
+    assert err.strip() == (
+        f"error: --out: {out / 'encoder.pt'} exists; pass --force to overwrite it or choose another --out"
+    )
+    assert sorted(path.name for path in out.iterdir()) == ["encoder.pt", "notes.txt"]  # checked first
+    assert (out / "encoder.pt").read_bytes() == b"my graph"
+    code, _, err = cli([*command, "--force"])
+    assert code == 0, err
+    assert (out / "encoder.pt").read_bytes() != b"my graph"
+    assert (out / "notes.txt").read_text() == "n"
+
+
+def test_an_export_into_an_input_is_refused_even_with_force(
+    runs: Runs, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    encoder, classification = _runs_copy(runs, tmp_path)
+    kept = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    base = ["export", str(classification), "--encoder", str(encoder), "--force", "--out"]
+    checkpoint = encoder / "checkpoints" / "best"
+    code, _, err = cli([*base, str(checkpoint), "--format", "folder"])
+    assert code == 2
+    assert err.startswith(f"error: model folder: {checkpoint} is the encoder checkpoint, an input of this")
+    inside = classification / "classifier" / "graphs"
+    code, _, err = cli([*base, str(inside), "--format", "torchscript"])
+    assert code == 2
+    assert err.startswith(f"error: --out: {inside / 'encoder.pt'} lies inside the classifier (")
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == kept
+
+
+def test_the_recorded_encoder_is_found_from_any_working_directory(
+    runs: Runs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    """`learner classify encoder --out classify` typed in the runs' folder records encoder_run "encoder";
+    export (as the report) resolves the run's encoder_run_relative against the run folder, wherever it is
+    started."""
+    _, classification = _runs_copy(runs, tmp_path / "moved")
+    metrics_file = classification / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["encoder_run_relative"] == "../encoder"
+    metrics_file.write_text(json.dumps(metrics | {"encoder_run": "encoder"}))  # as typed in tmp/moved
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["export", str(classification), "--out", "graphs", "--format", "torchscript"])
+    assert code == 0, err
+    assert (tmp_path / "graphs" / "encoder.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def two_clips(runs: Runs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classification run on the module's encoder with classifier.clips_per_scan = 2."""
+    out = tmp_path_factory.mktemp("two-clips") / "classify"
+    api.classify(runs.encoder, out, overrides={"classifier.clips_per_scan": 2}, device="cpu")
+    return out
+
+
+def test_the_classifier_folder_predicts_with_its_runs_clips_per_scan(
+    runs: Runs, two_clips: Path, tmp_path: Path
+) -> None:
+    """classifier.json does not record K: the classifier/ folder takes it from the run around it, so both
+    answer alike, and so does the model folder exported from the classifier/ folder."""
+    known = pd.read_csv(two_clips / "predictions.csv", dtype={"first_scan_id": str, "second_scan_id": str})
+    known = known.iloc[0]  # a test pair as the classify stage answered it
+    paths = {r.scan_id: r.path for r in load_manifest(runs.manifest, get_scale("sf")).records}
+    earlier, later = paths[known["first_scan_id"]], paths[known["second_scan_id"]]
+    by_run = api.predict(runs.encoder, two_clips, earlier, later, device="cpu")
+    by_folder = api.predict(runs.encoder, two_clips / "classifier", earlier, later, device="cpu")
+    assert by_folder.probabilities == pytest.approx(by_run.probabilities, abs=1e-6)
+    assert by_folder.scores == pytest.approx(by_run.scores, rel=1e-6)
+    assert [by_folder.probabilities[n] for n in CLASS_NAMES] == pytest.approx(
+        [known[f"p_{n}"] for n in CLASS_NAMES], abs=1e-4
+    )
+    folder = api.export(two_clips / "classifier", tmp_path / "model", encoder=runs.encoder, format="folder")
+    record = json.loads((folder.path / "config.json").read_text())
+    assert record["clips_per_scan"] == record["config"]["classifier"]["clips_per_scan"] == 2
+    assert json.loads((folder.path / "preprocessing.json").read_text())["frames"]["clips_per_scan"] == 2
+    assert "mean embedding of 2 clip(s) per scan" in (folder.path / "README.md").read_text()
+    assert api.load_model(folder.path, device="cpu").predict(earlier, later).probabilities == pytest.approx(
+        by_run.probabilities, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(("key", "value"), [("kind", "zzz"), ("hidden", [-1])])
+def test_a_classifier_no_head_can_have_is_a_config_error_naming_the_file(
+    runs: Runs, tmp_path: Path, key: str, value: object
+) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(runs.folder, folder)
+    record = json.loads((folder / "config.json").read_text())
+    record["classifier"][key] = value
+    (folder / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError) as error:
+        api.load_model(folder, device="cpu")
+    assert "classifier" in _one_line(error, folder / "config.json")

@@ -202,3 +202,40 @@ def test_embed_command_honours_skip_bad_scans_and_reports_the_count(
     assert out.startswith(f"{scans - 1} scans × ")
     assert out.strip().endswith("; 1 unreadable scan(s) skipped")
     assert broken.stem in err  # the warning names the scan
+
+
+def test_embed_out_never_overwrites_an_input_and_an_existing_file_only_with_force(
+    tmp_path: Path,
+    encoder_run: Path,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    """Checked before any scan is embedded: the manifest and the run's splits.csv are refused even with
+    --force (the command reads them), a file of the user's without it."""
+    source = tiny_datasets[0].manifest
+    manifest = tmp_path / "manifest.csv"  # a copy (absolute scan paths): a failure must not touch the cohort
+    frame = pd.read_csv(source, dtype=str)
+    frame["path"] = [str(source.parent / path) for path in frame["path"]]
+    frame.to_csv(manifest, index=False)
+    kept = {path: path.read_bytes() for path in (manifest, encoder_run / "splits.csv")}
+    argv = ["embed", str(encoder_run), "--manifest", str(manifest), "--device", "cpu"]
+    for out, name in ((manifest, "the manifest"), (encoder_run / "splits.csv", "the run's splits.csv")):
+        for force in ([], ["--force"]):
+            code, _, err = cli([*argv, "--out", str(out), *force])
+            assert code == 2
+            assert err.strip() == (
+                f"error: --out: {out} is {name}, an input of this command; choose another --out (--force "
+                "never overwrites an input)"
+            )
+    assert {path: path.read_bytes() for path in kept} == kept
+    mine = tmp_path / "mine.parquet"
+    mine.write_bytes(b"my table")
+    code, _, err = cli([*argv, "--out", str(mine)])
+    assert code == 2
+    assert err.strip() == f"error: --out: {mine} exists; pass --force to overwrite it or choose another --out"
+    assert mine.read_bytes() == b"my table"
+    assert not (encoder_run / "embeddings").exists()  # refused before any scan was embedded
+    code, out, err = cli([*argv, "--out", str(mine), "--force"])
+    assert code == 0, err
+    assert out.strip().endswith(f"written: {mine}")
+    assert pd.read_parquet(mine)["scan_id"].tolist() == frame["scan_id"].tolist()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -196,3 +198,76 @@ def test_a_header_only_pairs_file_is_refused_not_answered_with_nothing(
     code, out, err = cli([*args, "--pairs", str(source)])
     assert (code, out) == (2, "")
     assert err.strip() == f"error: {source}: no pairs (a header and no data rows)"
+
+
+def test_predict_out_never_overwrites_an_input_and_an_existing_file_only_with_force(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    cell, row, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    source, _ = _pairs_csv(tmp_path, cell, paths)
+    kept = source.read_bytes()
+    args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier")]
+    for force in ([], ["--force"]):
+        code, out, err = cli([*args, "--pairs", str(source), "--out", str(source), *force])
+        assert (code, out) == (2, "")
+        assert err.strip() == (
+            f"error: --out: {source} is the --pairs CSV, an input of this command; choose another --out "
+            "(--force never overwrites an input)"
+        )
+    assert source.read_bytes() == kept
+    scans = [tmp_path / "day1.mp4", tmp_path / "day2.mp4"]  # copies: a failure must not touch the cohort
+    for copy, scan_id in zip(scans, (row["first_scan_id"], row["second_scan_id"]), strict=True):
+        shutil.copy(paths[scan_id], copy)
+    code, _, err = cli([*args, *map(str, scans), "--out", str(scans[1]), "--force"])
+    assert code == 2
+    assert err.startswith(f"error: --out: {scans[1]} is LATER, an input of this command")
+    assert scans[1].read_bytes() == paths[row["second_scan_id"]].read_bytes()
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my notes\n")
+    code, _, err = cli([*args, "--pairs", str(source), "--out", str(mine)])
+    assert code == 2
+    assert err.strip() == (
+        f"error: --out: {mine} exists; pass --force to overwrite it or choose another --out"
+    )
+    assert mine.read_text() == "my notes\n"
+    code, out, err = cli([*args, "--pairs", str(source), "--out", str(mine), "--force"])
+    assert code == 0, err
+    written = pd.read_csv(mine)
+    assert written["case"].tolist() == ["case-0", "case-1", "case-2"]
+    assert set(written["prediction"]) <= set(CLASS_NAMES)
+
+
+def test_out_writes_a_single_pair_and_json_prints_every_pair(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+) -> None:
+    """No option is ignored: --out of one pair writes the row --pairs gives it, --json of --pairs prints
+    the rows as a JSON list."""
+    cell, _, paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    source, known = _pairs_csv(tmp_path, cell, paths)
+    args = ["predict", "--encoder", str(cell / "encoder"), "--classifier", str(cell / "classifier")]
+    code, out, err = cli([*args, "--pairs", str(source)])
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    first = table.iloc[0]
+    single = tmp_path / "single.csv"
+    code, out, err = cli([*args, first["earlier"], first["later"], "--out", str(single)])
+    assert code == 0, err
+    assert out.strip().endswith(f"1 pair(s): {single}")
+    written = pd.read_csv(single)
+    assert list(written.columns) == [c for c in table.columns if c != "case"]
+    pd.testing.assert_series_equal(
+        written.iloc[0], first.drop("case"), check_names=False, check_exact=False, atol=1e-6
+    )
+    code, out, err = cli([*args, "--pairs", str(source), "--json"])
+    assert code == 0, err
+    printed = json.loads(out)  # stdout holds the JSON only: the caveat goes to stderr
+    assert [entry["case"] for entry in printed] == ["case-0", "case-1", "case-2"]
+    assert [entry["prediction"] for entry in printed] == known["predicted_name"].tolist()
+    assert printed[0]["p_stable"] == pytest.approx(first["p_stable"])
+    assert "caveat: " in err

@@ -50,6 +50,24 @@ def test_a_rerun_with_other_flags_refuses_to_delete_the_users_files(
     assert [p.name for p in tmp_path.iterdir()] == ["ph2"]  # no staging folder left behind
 
 
+def test_a_reused_cohort_whose_manifest_was_replaced_is_a_one_line_error(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """The cohort is reused by its record; a manifest.csv replaced since (say by another command's output)
+    is named in one line, exit 2, not a KeyError."""
+    folder = tmp_path / "ph"
+    argv = ["phantom", "lus", str(folder), "--patients", "2,1,1", "--frames", "2", "--size", "32"]
+    assert cli([*argv, "--workers", "0"])[0] == 0
+    manifest = folder / "manifest.csv"
+    manifest.write_text("scan_id,patient_id,split,score,emb_0\nA,P1,train,1.0,0.5\n", encoding="utf-8")
+    code, out, err = cli([*argv, "--workers", "0"])
+    assert code == 2
+    assert (out + err).strip() == (
+        f"error: {manifest}: no column(s) visit: not the table this cohort wrote (changed since); write the "
+        "cohort into a new folder"
+    )
+
+
 def test_mri_command_reports_the_table(
     tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

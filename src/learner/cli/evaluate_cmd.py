@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from learner.cli.options import SetOption, config_from_options
+from learner.cli.options import ForceOption, SetOption, config_from_options
 from learner.config import Config
 from learner.errors import ConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from learner.data.manifest import Manifest
 
 EncoderRunArgument = Annotated[
@@ -84,7 +86,8 @@ def embed_command(
             "--out",
             "-o",
             help="Also write the table here: .parquet or .csv (scan_id, patient_id, split, score, "
-            "predicted_score, emb_0 …) or .npz (the cache's format).",
+            "predicted_score, emb_0 …) or .npz (the cache's format). An existing file only with --force; "
+            "never the manifest.",
             show_default=False,
         ),
     ] = None,
@@ -96,6 +99,7 @@ def embed_command(
             show_default=False,
         ),
     ] = None,
+    force: ForceOption = False,
 ) -> None:
     """Embed every scan with the frozen encoder of RUN_DIR, cached in RUN_DIR/embeddings.
 
@@ -105,13 +109,16 @@ def embed_command(
     """
     from learner import api
     from learner.data.splits import read_splits
-    from learner.evaluation.embed import embedding_cache_path, write_embeddings
+    from learner.evaluation.embed import check_embedding_output, embedding_cache_path, write_embeddings
     from learner.layout import RunLayout
     from learner.runs import load_run_config
 
     _check_runtime(which, device)
     config = load_run_config(run_dir)
     loaded = _load_manifest(manifest, config)
+    splits_file = RunLayout(run_dir).splits
+    if out is not None:  # before any scan is decoded
+        check_embedding_output(out, loaded, force=force, inputs={"the run's splits.csv": splits_file})
     target, _ = embedding_cache_path(run_dir, loaded, which=which, clips_per_scan=clips_per_scan)
     cached = target.is_file()
     from learner.training.device import thread_count, torch_threads
@@ -126,8 +133,8 @@ def embed_command(
         + (f"; {len(table.skipped)} unreadable scan(s) skipped" if table.skipped else "")
     )
     if out is not None:
-        splits = read_splits(run_dir) if RunLayout(run_dir).splits.is_file() else None
-        typer.echo(f"written: {write_embeddings(table, loaded, out, splits=splits)}")
+        splits = read_splits(run_dir) if splits_file.is_file() else None
+        typer.echo(f"written: {write_embeddings(table, loaded, out, splits=splits, force=force)}")
 
 
 def classify_command(
@@ -208,7 +215,10 @@ def classify_command(
 def predict_command(
     encoder: Annotated[Path, typer.Option("--encoder", help="The pretraining run directory.")],
     classifier: Annotated[
-        Path, typer.Option("--classifier", help="The classification run (learner classify --out).")
+        Path,
+        typer.Option(
+            "--classifier", help="The classification run (learner classify --out) or its classifier/ folder."
+        ),
     ],
     earlier: Annotated[
         Path | None, typer.Argument(help="The earlier scan (any readable file).", show_default=False)
@@ -228,42 +238,63 @@ def predict_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="With --pairs: write the CSV here (default: stdout).", show_default=False
+            "--out",
+            "-o",
+            help="Write the answer here as CSV, one row per pair (with --pairs: instead of printing it). An "
+            "existing file only with --force; never EARLIER, LATER or the --pairs CSV.",
+            show_default=False,
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON: one object for EARLIER LATER, a list of one object per pair with --pairs.",
+        ),
+    ] = False,
     which: WhichOption = "best",
     device: DeviceOption = "auto",
+    force: ForceOption = False,
 ) -> None:
     """Did the patient improve, stay stable or deteriorate from EARLIER to LATER (or every pair of --pairs)?
 
     Both scans are decoded with the encoder's training preprocessing; prints the class with its
     probabilities, each scan's predicted score and the cosine distance of their embeddings, the predicted
     scores' own answer through the change model the classification fitted on its val visits (where it has
-    one), and, as a caveat, the classifier's own test accuracy and macro-F1.
+    one), and, as a caveat, the classifier's own test accuracy and macro-F1 (on stderr with --pairs).
     """
     from learner import api
-    from learner.atomic import atomic_path, usable_file
+    from learner.atomic import check_outputs, usable_file
     from learner.evaluation.predict import classifier_caveat
 
     _check_runtime(which, device)
-    if (pairs is None) != (earlier is not None and later is not None) or (pairs and earlier):
+    if pairs is not None and earlier is None and later is None:
+        inputs = {"the --pairs CSV": pairs}
+    elif pairs is None and earlier is not None and later is not None:
+        inputs = {"EARLIER": earlier, "LATER": later}
+    else:
         raise ConfigError("give either EARLIER LATER or --pairs PAIRS.csv")
-    if out is not None:
-        usable_file(out, "--out")  # before any scan is decoded
+    if out is not None:  # before any scan is decoded
+        check_outputs([usable_file(out, "--out")], force=force, inputs=inputs)
     caveat = classifier_caveat(classifier)
     if pairs is not None:
         table = api.predict_pairs(encoder, classifier, pairs, which=which, device=device)
-        if out is None:
+        if out is not None:
+            _write_csv(table, out)
+        if as_json:
+            typer.echo(json.dumps(json.loads(table.to_json(orient="records")), indent=2))
+        elif out is None:
             typer.echo(table.to_csv(index=False), nl=False)
         else:
-            with atomic_path(out) as tmp:
-                table.to_csv(tmp, index=False)
             typer.echo(f"{len(table)} pair(s): {out}")
         if caveat:
             typer.echo(caveat, err=True)
         return
-    result = api.predict(encoder, classifier, earlier or Path(), later or Path(), which=which, device=device)
+    result = api.predict(encoder, classifier, inputs["EARLIER"], inputs["LATER"], which=which, device=device)
+    if out is not None:
+        import pandas as pd
+
+        _write_csv(pd.DataFrame([result.scans | result.to_row()]), out)
     if as_json:
         typer.echo(json.dumps(result.to_json() | {"caveat": caveat}, indent=2))
         return
@@ -278,6 +309,16 @@ def predict_command(
         typer.echo(f"  the predicted scores through the val-fitted change model: {label} ({change})")
     if caveat:
         typer.echo(caveat)
+    if out is not None:
+        typer.echo(f"1 pair(s): {out}")
+
+
+def _write_csv(table: pd.DataFrame, out: Path) -> None:
+    """``learner predict --out``: the prediction table, atomically."""
+    from learner.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def export_command(
@@ -309,6 +350,7 @@ def export_command(
             "(a model folder that learner.api.load_model reads: weights, config, preprocessing, model card).",
         ),
     ] = "onnx",
+    force: ForceOption = False,
 ) -> None:
     """Export RUN's encoder and pair classifier as TorchScript and ONNX, with the preprocessing beside them,
     or as a model folder (--format folder).
@@ -319,15 +361,18 @@ def export_command(
     regression head, pair classifier and their statistics), OUT/config.json, OUT/meta.json,
     OUT/preprocessing.json, OUT/splits.csv and the model card OUT/README.md (test metrics with intervals,
     PHANTOM / REAL banner, warnings); OUT is a learner.api.load_model folder and a valid --init.
+
+    Files OUT already holds are replaced only with --force: for the graphs, any of the files to write; for
+    --format folder, an OUT that holds files and is no model folder (an earlier export is replaced).
     """
     from learner import api
 
     if export_format not in ("onnx", "torchscript", "folder"):
         raise ConfigError(f"--format {export_format!r}: choose one of onnx, torchscript, folder")
     if export_format == "folder":
-        folder = api.export(run, out, encoder=encoder, which=which, format="folder")
+        folder = api.export(run, out, encoder=encoder, which=which, format="folder", force=force)
         typer.echo("exported: " + ", ".join(sorted(folder.files)) + f" in {out}")
         return
     graphs: Literal["onnx", "torchscript"] = "onnx" if export_format == "onnx" else "torchscript"
-    exported = api.export(run, out, encoder=encoder, onnx=onnx, which=which, format=graphs)
+    exported = api.export(run, out, encoder=encoder, onnx=onnx, which=which, format=graphs, force=force)
     typer.echo("exported: " + ", ".join(sorted(exported.files)) + f" in {out}")

@@ -41,6 +41,17 @@ ScaleOption = Annotated[
     ),
 ]
 
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace what is already at --out (in a folder: the files of the same names); one of the "
+        "command's inputs is refused even so.",
+    ),
+]
+"""``--force`` of the commands that write to a file or folder the user names (``embed``, ``predict``,
+``export``): the rule is :func:`learner.atomic.check_outputs`."""
+
 
 def config_from_options(config: Path | None, sets: list[str] | None, **explicit: Any) -> Config:
     """Defaults ← ``config`` file ← ``sets`` ← ``explicit`` (dotted key → value; None means "not given")."""

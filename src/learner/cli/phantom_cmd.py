@@ -45,6 +45,26 @@ def _patients(text: str) -> tuple[int, int, int]:
     return values
 
 
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The cohort's table ``path``, or a one-line error when it no longer is the table the cohort wrote
+    (the cohort is reused by its record, ``phantom.json``, whatever became of the table since)."""
+    from learner.errors import ManifestError
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ManifestError(
+            f"{path}: unreadable ({type(exc).__name__}); not the table this cohort wrote"
+        ) from None
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ManifestError(
+            f"{path}: no column(s) {', '.join(missing)}: not the table this cohort wrote (changed since); "
+            "write the cohort into a new folder"
+        )
+    return frame
+
+
 def _status(table_path: Path, started: float) -> str:
     """'reused' when the cohort's record predates this command, else 'written'."""
     from learner.data.phantom.cohort import RECORD_NAME
@@ -88,7 +108,7 @@ def lus(
         workers=workers,
         longitudinal=longitudinal,
     )
-    frame = pd.read_csv(manifest)
+    frame = _read_table(manifest, ("patient_id", "visit", "split"))
     table = Table("split", "patients", "visits", "clips", title=f"LUS phantom ({frames}×{size}×{size} mp4)")
     for split in ("train", "val", "test"):
         rows = frame[frame["split"] == split]
@@ -124,7 +144,7 @@ def mri(
     table_path = api.phantom_mri(
         out_dir, patients=_patients(patients), seed=check_seed(seed), size=size, workers=workers
     )
-    frame = pd.read_csv(table_path)
+    frame = _read_table(table_path, ("PTID", "IMAGEUID", "MMSE"))
     images, unscored = int(frame["IMAGEUID"].notna().sum()), int(frame["MMSE"].isna().sum())
     typer.echo(
         f"{_status(table_path, started)} {table_path}: {frame['PTID'].nunique()} patients, "

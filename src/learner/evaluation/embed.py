@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from learner.atomic import atomic_path
+from learner.atomic import atomic_path, check_outputs, usable_file
 from learner.config import Config
 from learner.data.cache import ScanCache, default_cache_root
 from learner.data.datasets import ScanDataset
@@ -154,26 +154,50 @@ EMBEDDING_WRITERS: dict[str, Callable[[EmbeddingTable, Callable[[], pd.DataFrame
 """File suffix of ``learner embed --out`` → writer."""
 
 
+def check_embedding_output(
+    path: str | os.PathLike[str],
+    manifest: Manifest,
+    *,
+    force: bool = False,
+    inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> Path:
+    """``path`` once it is known that :func:`write_embeddings` may write the embeddings of ``manifest``
+    there: run it before the scans are embedded.
+
+    Raises:
+        ConfigError: a suffix that names no format of :data:`EMBEDDING_WRITERS`.
+        OutputError: a place that cannot take a file (:func:`learner.atomic.usable_file`); ``path`` is the
+            manifest's file or one of ``inputs`` (name → path; even with ``force``), or exists (without
+            ``force``): :func:`learner.atomic.check_outputs`.
+    """
+    target = usable_file(path, "--out")
+    if target.suffix.lower() not in EMBEDDING_WRITERS:
+        raise ConfigError(
+            f"{target}: unknown embedding file type {target.suffix!r}; use {', '.join(EMBEDDING_WRITERS)}"
+        )
+    # a manifest built from a table has its data root as source: only a manifest file is an input to keep
+    read = {"the manifest": manifest.source} if manifest.source.is_file() else {}
+    check_outputs([target], force=force, inputs=read | dict(inputs or {}))
+    return target
+
+
 def write_embeddings(
     table: EmbeddingTable,
     manifest: Manifest,
     path: str | os.PathLike[str],
     *,
     splits: Mapping[str, str] | None = None,
+    force: bool = False,
 ) -> Path:
     """Atomically write ``table`` to ``path`` in the format its suffix names (:data:`EMBEDDING_WRITERS`);
-    tables as :func:`embedding_frame` (``manifest`` and ``splits`` give the per-scan columns).
+    tables as :func:`embedding_frame` (``manifest`` and ``splits`` give the per-scan columns). An existing
+    file is replaced only with ``force``; the manifest's own file never.
 
     Raises:
-        ConfigError: an unknown suffix.
+        ConfigError, OutputError: as :func:`check_embedding_output`.
     """
-    target = Path(path)
-    writer = EMBEDDING_WRITERS.get(target.suffix.lower())
-    if writer is None:
-        raise ConfigError(
-            f"{target}: unknown embedding file type {target.suffix!r}; use {', '.join(EMBEDDING_WRITERS)}"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_embedding_output(path, manifest, force=force)
+    writer = EMBEDDING_WRITERS[target.suffix.lower()]
     with atomic_path(target) as tmp:
         writer(table, lambda: embedding_frame(table, manifest, splits), tmp)
     return target

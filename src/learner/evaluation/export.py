@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from learner.atomic import atomic_path, write_json, write_text
+from learner.atomic import atomic_path, check_outputs, usable_folder, write_json, write_text
 from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation.pair_classifier import FittedPairClassifier
@@ -49,6 +50,12 @@ from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, 
 
 ONNX_OPSET = 17
 """The ONNX opset of the exported graphs (onnxruntime ≥ 1.14 runs it)."""
+
+# the files export_run writes, checked before any is: the TorchScript graphs, the ONNX graphs (with onnx)
+# and the preprocessing record
+GRAPH_FILES: tuple[str, ...] = ("encoder.pt", "pair_classifier.pt")
+ONNX_FILES: tuple[str, ...] = ("encoder.onnx", "pair_classifier.onnx")
+PREPROCESSING_FILES: tuple[str, ...] = ("preprocessing.json", "PREPROCESSING.md")
 
 
 class EncoderGraph(nn.Module):
@@ -94,7 +101,8 @@ def locate_runs(
     run: str | os.PathLike[str], encoder: str | os.PathLike[str] | None = None
 ) -> tuple[Path, Path]:
     """(encoder run, classifier) of ``run``: a grid cell (``encoder/`` and ``classifier/`` inside) or a
-    classification run, whose encoder is ``encoder`` or else the one its ``metrics.json`` records.
+    classification run, whose encoder is ``encoder`` or else the one its ``metrics.json`` records
+    (:func:`encoder_run_of`: found from any working directory).
 
     Raises:
         RunDirError: neither layout, or no encoder recorded and none given.
@@ -106,13 +114,27 @@ def locate_runs(
     if encoder is not None:
         return Path(encoder), folder
     try:
-        recorded = json.loads(cell.metrics.read_text(encoding="utf-8"))["encoder_run"]
-    except (OSError, ValueError, KeyError):
+        recorded = encoder_run_of(folder, json.loads(cell.metrics.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise RunDirError(
             f"{folder}: not a classification run with a recorded encoder (metrics.json) nor a grid cell; "
             "pass --encoder RUN_DIR"
         ) from None
-    return Path(recorded), folder
+    return recorded, folder
+
+
+def encoder_run_of(run_dir: str | os.PathLike[str], metrics: Mapping[str, Any]) -> Path:
+    """The pretraining run that the classification run ``run_dir`` (its ``metrics.json``: ``metrics``)
+    was trained on: ``encoder_run_relative`` resolved against ``run_dir``, so that the run works from any
+    working directory and after being moved with its encoder; else ``encoder_run`` as it was given.
+
+    Raises:
+        KeyError: ``metrics`` records no encoder run.
+    """
+    relative = metrics.get("encoder_run_relative")
+    if relative is not None and (Path(run_dir) / str(relative)).is_dir():
+        return Path(run_dir) / str(relative)
+    return Path(metrics["encoder_run"])
 
 
 SAMPLING_STEPS: dict[str, str] = {
@@ -183,18 +205,29 @@ def export_run(
     *,
     which: str = "best",
     onnx: bool = True,
+    force: bool = False,
 ) -> ExportedModels:
     """Write the encoder of ``encoder_run`` and the classifier ``classifier`` (a classification run or its
     ``classifier/`` folder) to ``out_dir`` as TorchScript, ONNX (with ``onnx``) and the preprocessing files.
+    Other files in ``out_dir`` are left alone; one of the files to write that is already there is replaced
+    only with ``force``.
 
     Raises:
         CheckpointError: a missing encoder or classifier, or a classifier trained on another encoder.
         ConfigError: ``onnx`` without the onnx package installed.
+        OutputError: ``out_dir`` cannot be written, already holds one of the files (without ``force``), or
+            lies inside the encoder checkpoint or the classifier (:func:`learner.atomic.check_outputs`);
+            checked before anything is written.
     """
     if onnx and importlib.util.find_spec("onnx") is None:
         raise ConfigError("ONNX export needs the onnx package: pip install 'learner[export]'")
-    fingerprint = checkpoint_fingerprint(RunLayout(encoder_run).checkpoint(which))
+    target = usable_folder(out_dir, "--out")
     folder, clips_per_scan = classifier_location(classifier)
+    checkpoint = RunLayout(encoder_run).checkpoint(which)
+    names = [*GRAPH_FILES, *(ONNX_FILES if onnx else ()), *PREPROCESSING_FILES]
+    inputs = {"the encoder checkpoint": checkpoint, "the classifier": folder}
+    check_outputs([target / name for name in names], force=force, inputs=inputs)
+    fingerprint = checkpoint_fingerprint(checkpoint)
     fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
     model, meta = load_regressor(encoder_run, which=which, device="cpu")
     standardiser = meta.score_standardisation
@@ -203,8 +236,6 @@ def export_run(
     data = meta.config.data
     clips = torch.rand(2, data.frames, meta.encoder.in_channels, data.size, data.size, generator=_generator())
     embeddings = torch.randn(2, meta.encoder.embed_dim, generator=_generator())
-    target = Path(out_dir)
-    target.mkdir(parents=True, exist_ok=True)
     files = {
         "encoder.pt": _torchscript(encoder, (clips,), target / "encoder.pt"),
         "pair_classifier.pt": _torchscript(pair, (embeddings, embeddings), target / "pair_classifier.pt"),

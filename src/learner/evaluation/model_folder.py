@@ -48,7 +48,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from learner import formats
-from learner.atomic import atomic_path, usable_folder, write_json, write_text
+from learner.atomic import atomic_path, check_outputs, usable_folder, write_json, write_text
 from learner.config import Config
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.scales import scale_from_config
@@ -60,6 +60,7 @@ from learner.evaluation.pair_classifier import ClassifierMeta, FeatureScaler, Fi
 from learner.evaluation.predict import (
     Prediction,
     Predictor,
+    classification_run,
     classifier_location,
     predict_table,
     read_pair_table,
@@ -105,20 +106,29 @@ def export_model_folder(
     *,
     which: str = "best",
     card: str | None = None,
+    force: bool = False,
 ) -> ExportedFolder:
     """Write the encoder of ``encoder_run`` (checkpoint ``which``) and the classifier ``classifier`` (a
     classification run or its ``classifier/`` folder) into the model folder ``out_dir``, with the model
     card ``card`` as its ``README.md``.
 
+    ``out_dir`` is absent, empty or a model folder (an earlier export, replaced); a folder holding other
+    files only with ``force`` (its files of the same names are replaced, the others left alone).
+
     Raises:
         CheckpointError: a missing encoder or classifier, or a classifier trained on another encoder.
-        RunDirError: ``out_dir`` is a run directory. OutputError: ``out_dir`` cannot be written.
+        RunDirError: ``out_dir`` is a run directory. OutputError: ``out_dir`` cannot be written, holds files
+            and is no model folder (without ``force``), or lies inside the encoder checkpoint or the
+            classifier (:func:`learner.atomic.check_outputs`); all checked before anything is written.
     """
     target = usable_folder(out_dir, "model folder")
     if RunLayout(target).config.is_file():
         raise RunDirError(f"{target}: a run directory; export the model folder into a folder of its own")
-    fingerprint = checkpoint_fingerprint(RunLayout(encoder_run).checkpoint(which))
     folder, clips_per_scan = classifier_location(classifier)
+    checkpoint = RunLayout(encoder_run).checkpoint(which)
+    inputs = {"the encoder checkpoint": checkpoint, "the classifier": folder}
+    check_outputs([target], force=force or is_model_folder(target), inputs=inputs, what="model folder")
+    fingerprint = checkpoint_fingerprint(checkpoint)
     fitted = FittedPairClassifier.load(folder, encoder_fingerprint=fingerprint)
     model, meta = load_regressor(encoder_run, which=which, device="cpu")
     calibration = recorded_calibration(classifier)
@@ -139,8 +149,9 @@ def export_model_folder(
     if card is not None:
         files[CARD_FILE] = write_text(target / CARD_FILE, card)
     config = meta.config
-    if Path(classifier) != folder:  # a classification run: its classifier section trained the classifier
-        config = config.model_copy(update={"classifier": load_run_config(classifier).classifier})
+    run = classification_run(classifier)
+    if run is not None:  # the classification run's classifier section trained the classifier
+        config = config.model_copy(update={"classifier": load_run_config(run).classifier})
     folder_record = replace(meta, config=config).to_json() | {
         "format": formats.tag("model_folder"),
         "classifier": asdict(fitted.meta),
@@ -153,6 +164,17 @@ def export_model_folder(
     }
     files[FOLDER_RECORD] = write_json(target / FOLDER_RECORD, folder_record)  # last: the folder is complete
     return ExportedFolder(target, files, fingerprint)
+
+
+def is_model_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a model folder (its ``config.json`` carries the format tag of any version):
+    what an export may replace without ``force``."""
+    try:
+        record = json.loads((Path(path) / FOLDER_RECORD).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    tag = record.get("format") if isinstance(record, dict) else None
+    return isinstance(tag, str) and tag.startswith(formats.tag("model_folder").rpartition("/")[0] + "/")
 
 
 def folder_tensors(
@@ -284,13 +306,16 @@ def load_model(folder: str | os.PathLike[str], *, device: str = "cpu") -> Loaded
         raise CheckpointError(f"{weights}: unreadable ({exc})") from None
     model = regressor_for(meta, path)
     _load_strict(model, _take(tensors, REGRESSOR_PREFIXES), weights)
-    head = PairClassifierHead(
-        classifier_meta.in_dim,
-        kind=classifier_meta.kind,
-        hidden=classifier_meta.hidden,
-        dropout=classifier_meta.dropout,
-        num_classes=classifier_meta.num_classes,
-    )
+    try:  # the classifier's metadata is config.json's too: a kind or a layer size no head can have
+        head = PairClassifierHead(
+            classifier_meta.in_dim,
+            kind=classifier_meta.kind,
+            hidden=classifier_meta.hidden,
+            dropout=classifier_meta.dropout,
+            num_classes=classifier_meta.num_classes,
+        )
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{path}: classifier: not a pair classifier ({str(exc).splitlines()[0]})") from None
     head_state = {
         k.removeprefix(CLASSIFIER_PREFIX): v for k, v in _take(tensors, (CLASSIFIER_PREFIX,)).items()
     }

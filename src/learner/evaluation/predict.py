@@ -25,6 +25,7 @@ answer: the probability of each label given the two predicted scores.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ from learner.layout import RunLayout
 from learner.models.heads import ScoreRegressor
 from learner.runs import load_run_config
 from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, load_regressor
+
+log = logging.getLogger(__name__)
 
 SIDES: tuple[str, ...] = ("earlier", "later")
 
@@ -91,16 +94,50 @@ class Prediction:
             "score_change_probabilities": self.score_change,
         }
 
+    def to_row(self) -> dict[str, Any]:
+        """Its columns of a prediction table (``learner predict --pairs`` and ``--out``), after the pair's
+        own: ``prediction``, ``p_<class>``, ``score_earlier``, ``score_later``, ``distance`` and, with a
+        change model, ``score_change_prediction`` and ``score_change_p_<class>``."""
+        row = (
+            {"prediction": self.label}
+            | {f"p_{name}": p for name, p in self.probabilities.items()}
+            | {f"score_{side}": score for side, score in self.scores.items()}
+            | {"distance": self.distance}
+        )
+        if self.score_change is None:
+            return row
+        probabilities = {f"score_change_p_{name}": p for name, p in self.score_change.items()}
+        return row | {"score_change_prediction": self.score_change_label} | probabilities
+
+
+def classification_run(classifier: str | os.PathLike[str]) -> Path | None:
+    """The classification run (``learner classify --out``, a grid cell's classification stage) of
+    ``classifier``: ``classifier`` itself when it is one, the run around it when it is that run's
+    ``classifier/`` folder, else None (a classifier folder copied out of its run)."""
+    folder = Path(classifier)
+    named = Path(os.path.abspath(folder)) if folder.name in ("", "..") else folder  # "." has no name
+    around = [named.parent] if named.name == RunLayout(named.parent).classifier.name else []
+    for run in (folder, *around):  # a pretraining run has metrics.json but no classifier/
+        fitted, metrics = RunLayout(run).classifier, RunLayout(run).metrics
+        if (fitted / META_FILE).is_file() or (fitted.is_dir() and metrics.is_file()):
+            return run
+    return None
+
 
 def classifier_location(path: str | os.PathLike[str]) -> tuple[Path, int]:
-    """The folder holding ``classifier.json`` and the clips per scan its embeddings averaged.
+    """The folder holding ``classifier.json`` and the clips per scan K its embeddings averaged: for a
+    classification run and for its ``classifier/`` folder alike, the run's ``classifier.clips_per_scan``
+    (``classifier.json`` does not record K); 1, with a warning, for a classifier folder out of its run.
 
-    ``path`` is a classification run (``learner classify --out``; its ``classifier/`` folder and config are
-    used) or the classifier folder itself (one clip per scan, the default).
+    Raises:
+        RunDirError: the classification run has no readable ``config.yaml``.
     """
     folder = Path(path)
-    if (RunLayout(folder).classifier / META_FILE).is_file():
-        return RunLayout(folder).classifier, load_run_config(folder).classifier.clips_per_scan
+    run = classification_run(folder)
+    if run is not None:
+        return RunLayout(run).classifier, load_run_config(run).classifier.clips_per_scan
+    if (folder / META_FILE).is_file():  # else no classifier at all: loading it names what is missing
+        log.warning("%s: no classification run around it records the clips per scan; using 1", folder)
     return folder, 1
 
 
@@ -233,11 +270,8 @@ def predict_pairs(
     which: str = "best",
     device: str = "cpu",
 ) -> pd.DataFrame:
-    """Every pair of ``pairs_csv`` (columns ``earlier``, ``later``; others are kept) → one row each with
-    ``prediction``, ``p_<class>``, ``score_earlier``, ``score_later`` and ``distance`` (and, with a change
-    model, ``score_change_prediction`` and ``score_change_p_<class>``), in file order.
-
-    The encoder and classifier are loaded once.
+    """Every pair of ``pairs_csv`` (columns ``earlier``, ``later``; others are kept) → one row each, in
+    file order: the CSV's columns, then :meth:`Prediction.to_row`'s. The models are loaded once.
 
     Raises:
         ManifestError: the CSV is unreadable, lacks a column or holds no pair.
@@ -252,7 +286,8 @@ def read_pair_table(pairs_csv: str | os.PathLike[str]) -> pd.DataFrame:
     """The pair table ``pairs_csv`` (all columns as strings), checked before any model is loaded.
 
     Raises:
-        ManifestError: the CSV is unreadable, lacks a column of :data:`PAIR_COLUMNS` or holds no pair.
+        ManifestError: the CSV is unreadable, lacks a column of :data:`PAIR_COLUMNS`, holds no pair or a
+            blank scan path (the message names the 1-based data row and the column).
     """
     source = Path(pairs_csv)
     try:
@@ -264,6 +299,10 @@ def read_pair_table(pairs_csv: str | os.PathLike[str]) -> pd.DataFrame:
         raise ManifestError(f"{source}: missing column(s) {', '.join(missing)} (one scan path each)")
     if table.empty:  # an empty answer would look like a finished one
         raise ManifestError(f"{source}: no pairs (a header and no data rows)")
+    for row, cells in enumerate(table[list(PAIR_COLUMNS)].itertuples(index=False), start=1):
+        for column, cell in zip(PAIR_COLUMNS, cells, strict=True):
+            if not cell.strip():  # relative to the CSV's folder, a blank path would name that folder
+                raise ManifestError(f"{source}: row {row}: empty {column!r}")
     return table
 
 
@@ -279,31 +318,17 @@ def predict_table(
             result = predictor.predict(source.parent / earlier, source.parent / later)
         except ScanReadError as exc:
             raise ScanReadError(f"{source}: row {row}: {exc}") from None
-        rows.append(
-            {"prediction": result.label}
-            | {f"p_{name}": p for name, p in result.probabilities.items()}
-            | {f"score_{side}": score for side, score in result.scores.items()}
-            | {"distance": result.distance}
-            | _score_change_columns(result)
-        )
+        rows.append(result.to_row())
     return pd.concat([table, pd.DataFrame(rows, index=table.index)], axis=1)
 
 
-def _score_change_columns(result: Prediction) -> dict[str, Any]:
-    """The score-change answer's columns of a prediction table (none without a change model)."""
-    if result.score_change is None:
-        return {}
-    probabilities = {f"score_change_p_{name}": p for name, p in result.score_change.items()}
-    return {"score_change_prediction": result.score_change_label} | probabilities
-
-
 def _classification_metrics(classifier: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
-    """The ``metrics.json`` (path, content) of the classification run around a classifier folder, or of
-    the run given; None when there is none or it does not read as JSON."""
-    folder = Path(classifier)
-    metrics_file = RunLayout(folder).metrics
-    if not metrics_file.is_file():
-        metrics_file = RunLayout(folder.parent).metrics
+    """The ``metrics.json`` (path, content) of the classification run of ``classifier``
+    (:func:`classification_run`); None when there is none or it does not read as JSON."""
+    run = classification_run(classifier)
+    if run is None:
+        return None
+    metrics_file = RunLayout(run).metrics
     try:
         return metrics_file, json.loads(metrics_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -340,11 +365,14 @@ def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
     found = _classification_metrics(classifier)
     if found is None:
         return None
-    metrics_file, metrics = found
     try:
-        test, counts = metrics["test"], metrics["pair_counts"]["test"]
-    except (KeyError, TypeError):
+        return _caveat(*found)
+    except (KeyError, TypeError, ValueError, AttributeError):  # a malformed metrics.json: no caveat to give
         return None
+
+
+def _caveat(metrics_file: Path, metrics: dict[str, Any]) -> str:
+    test, counts = metrics["test"], metrics["pair_counts"]["test"]
     answers = {row.answer: (row.accuracy, row.macro_f1) for row in reference_rows(counts).values()}
     own = {
         "delta_score": "the encoder's own predicted scores",

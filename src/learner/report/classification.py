@@ -11,6 +11,7 @@ from typing import Any
 
 from learner.data.scales import CLASS_NAMES
 from learner.evaluation.baselines import reference_rows
+from learner.evaluation.export import encoder_run_of
 from learner.evaluation.metrics import small_sample_warnings
 from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.results import json_number
@@ -80,7 +81,7 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
         f"## Test intra-patient pairs ({metrics['head']}, {metrics['combine']})\n\n{summary}\n{reading}\n\n"
         f"{F1_NOTE}\n\n{per_class}\n{confusion}"
     )
-    encoder_run = _encoder_run(run_dir, metrics)
+    encoder_run = encoder_run_of(run_dir, metrics)
     quality = regression_quality(encoder_run) if RunLayout(encoder_run).metrics.is_file() else {}
     if "val_mae" in quality:  # a self-supervised encoder has no regression quality
         sections.append(
@@ -91,15 +92,6 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
         "## Class balance of every pair set\n\n" + pair_balance_section([([], metrics["pair_counts"])], [])
     )
     return [Source("data", metrics["manifest"], metrics["data_source"])], sections
-
-
-def _encoder_run(run_dir: Path, metrics: Mapping[str, Any]) -> Path:
-    """The encoder run of a classification: relative to the classification's run directory (portable), else
-    as it was given."""
-    relative = metrics.get("encoder_run_relative")
-    if relative is not None and (run_dir / str(relative)).is_dir():
-        return run_dir / str(relative)
-    return Path(metrics["encoder_run"])
 
 
 def _recall_and_f1(per_class: Mapping[str, Any]) -> list[str]:
