@@ -28,6 +28,30 @@ def test_cli_reference_names_every_command() -> None:
     assert not missing, f"README's CLI reference lacks {missing}"
 
 
+def test_cli_reference_lists_every_option_of_every_command() -> None:
+    """Each command's "Options:" line under its entry names every option it takes (a flag pair such as
+    ``--skip-bad/--no-skip-bad`` once, in either spelling) and none it does not."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    wrong = []
+    for path in _command_paths(typer.main.get_command(app)):
+        command = typer.main.get_command(app)
+        for name in path.split()[1:]:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        entry = next(i for i, line in enumerate(lines) if line.startswith(f"- `{path}"))
+        listed = (
+            set(re.findall(r"--[a-z][a-z-]*", lines[entry + 1])) if "Options:" in lines[entry + 1] else set()
+        )
+        for param in command.params:
+            spellings = {
+                o for o in (*param.opts, *param.secondary_opts) if o.startswith("--") and o != "--help"
+            }
+            if spellings and not spellings & listed:
+                wrong.append(f"{path}: {sorted(spellings)[0]} not listed")
+            listed -= spellings
+        wrong += [f"{path}: {option} listed but not an option" for option in sorted(listed)]
+    assert not wrong, wrong
+
+
 def test_ci_runs_the_readme_install_and_test_commands() -> None:
     blocks = re.findall(r"```bash\n(.*?)\n```", README.read_text(encoding="utf-8"), flags=re.S)
     setup = [b for b in blocks if b.startswith("python3.11 -m venv .venv")]

@@ -469,13 +469,14 @@ class RuntimeConfig(_Section):
         default="off",
         description="torch.compile the network of the training steps in this mode (off, default, "
         "reduce-overhead, max-autotune, max-autotune-no-cudagraphs): for long GPU runs, whose steps are "
-        "launch-bound; the first steps compile (about a minute); reduce-overhead and max-autotune not with "
+        "launch-bound; the first steps compile (about 100 s on a GPU); reduce-overhead and max-autotune not with "
         "runtime.cuda_graph (docs/training.md)",
     )
     cpu_channels_last: bool = Field(
         default=False,
-        description="channels-last (NHWC) weights on CPU too: 5-10% faster TSM training steps at 32-112 px "
-        "(BENCHMARKS.md), equal within float tolerance but not bit for bit, so off by default",
+        description="channels-last (NHWC) weights on CPU too: TSM training steps 9-18% faster at 64-112 px, "
+        "10% slower at 32 px (BENCHMARKS.md), equal within float tolerance but not bit for bit, so off by "
+        "default",
     )
     logger: LoggerName = Field(
         default="csv",
