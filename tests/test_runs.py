@@ -246,3 +246,110 @@ def test_a_file_system_without_flock_runs_unguarded_and_still_cleans_up(
         start_then_fail()
     assert "cannot lock the folder" in caplog.text
     assert not root.exists()
+
+
+# ---- --force never deletes what a run did not write; a failed start removes only its own (issue 25) ----
+
+
+def test_force_refuses_while_the_folder_holds_what_no_run_writes(tmp_path: Path) -> None:
+    """``--force`` replaces a run, never the user's notes or folders kept beside it (they were set aside
+    and deleted with the previous run)."""
+    root = tmp_path / "run"
+    open_run_dir(root, Config()).write_metrics({"mae": 1.0})
+    (root / "figures").mkdir()
+    (root / "figures" / "mine.png").write_bytes(b"drawn by hand")
+    (root / "notes.txt").write_text("years of work")
+    for entry in ("figures", "notes.txt"):
+        with pytest.raises(RunDirError, match=rf"--force would delete .*{entry}, which no learner run") as no:
+            open_run_dir(root, Config(), force=True)
+        assert "\n" not in str(no.value)
+        assert (root / "notes.txt").read_text() == "years of work"
+        assert (root / "metrics.json").is_file()  # nothing was set aside
+        (root / entry).rename(tmp_path / entry)  # the user moves it out, as the message says
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "notes.txt", "run"]
+    with removed_unless_started(root, new=True):
+        open_run_dir(root, Config(), force=True)
+    assert not (root / "metrics.json").exists()  # what the run wrote is replaced
+
+
+def test_force_replaces_a_grid_with_the_dataset_folders_its_config_names(tmp_path: Path) -> None:
+    from learner.config import DatasetSpec, Experiment, ExperimentConfig
+
+    root = tmp_path / "grid"
+    open_run_dir(root, Config(), kind="experiment")
+    grid = ExperimentConfig(datasets=[DatasetSpec(name="LUS", manifest=Path("m.csv"))])
+    (root / "config.yaml").write_text(Experiment(Config(), grid).to_yaml())
+    for entry in ("LUS", "fig1_LUS_score.png", "table3.md", "REPORT.md", "results.json", "resume-1.json"):
+        (root / entry).mkdir() if entry == "LUS" else (root / entry).write_text("")
+    check_run_dir(root, force=True)  # all the grid's own
+    (root / "MRI").mkdir()  # a dataset folder its config does not name: the user's
+    with pytest.raises(RunDirError, match=r"--force would delete .*MRI"):
+        check_run_dir(root, force=True)
+
+
+def test_the_names_force_may_replace_are_the_ones_runs_write() -> None:
+    from learner.evaluation.embedding_analysis import FIGURE_FORMATS
+    from learner.layout import written_by_runs
+    from learner.report import REPORT_FILE
+    from learner.training.curves import CURVE_FORMATS, CURVES_FILE
+    from learner.training.tracker import STORES
+
+    written = [REPORT_FILE, *STORES.values(), "submitit", "resume-12.json", ".metrics.json.k3j2.tmp"]
+    written += [Path(CURVES_FILE).with_suffix(f".{fmt}").name for fmt in CURVE_FORMATS]
+    written += [f"fig1_LUS_score.{fmt}" for fmt in FIGURE_FORMATS] + ["fig1_distance.png"]
+    assert [name for name in written if not written_by_runs(name)] == []
+    assert [n for n in ("notes.txt", "my.yaml", "data", "LUS", "table3.xlsx") if written_by_runs(n)] == []
+    assert written_by_runs("LUS", {"LUS"})
+
+
+def test_a_failed_start_removes_only_what_it_wrote(tmp_path: Path) -> None:
+    """A folder the user made (empty) stays; a link to a folder is never followed to delete it, only what
+    the run wrote through it goes; folders the run made for itself go."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    deep = tmp_path / "new" / "deeper" / "run"
+
+    def start_then_fail(root: Path) -> None:
+        with removed_unless_started(root, new=True):
+            open_run_dir(root, Config())
+            raise RuntimeError("fails before its first checkpoint")
+
+    for root in (mine, link, deep):
+        with pytest.raises(RuntimeError):
+            start_then_fail(root)
+    assert list(mine.iterdir()) == []
+    assert link.is_symlink()
+    assert list(real.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "mine", "real"]
+
+
+def test_force_refuses_the_runs_own_config_file_inside_out(
+    tmp_path: Path, cli, make_tiny_pretrain_config, tiny_lus, tiny_experiment_config
+) -> None:
+    """``--config OUT/...`` is an input of the run: ``--force`` is refused before anything moves, even for
+    a file named as a run's own ``config.yaml`` (it was set aside with the previous run, then deleted)."""
+    from learner.config import Experiment, ExperimentConfig
+
+    pq = tmp_path / "pq"
+    open_run_dir(pq, Config())
+    mine = pq / "config.yaml"
+    mine.write_text(make_tiny_pretrain_config().to_yaml())
+    code, _, err = cli(["pretrain", "--out", str(pq), "--config", str(mine), "--force"])
+    assert code == 2, err
+    expected = f"error: --force would delete {mine}, an input of this run inside {pq}; move it out or choose"
+    assert err.strip().splitlines() == [f"{expected} another --out"]
+    assert mine.read_text() == make_tiny_pretrain_config().to_yaml()
+    gq = tmp_path / "gq"
+    open_run_dir(gq, Config(), kind="experiment")
+    grid = ExperimentConfig(datasets=[tiny_lus], losses=["mse"], seeds=[0])
+    (gq / "myconf.yaml").write_text(Experiment(tiny_experiment_config, grid).to_yaml())
+    code, _, err = cli(
+        ["experiment", "table3", "--out", str(gq), "--config", str(gq / "myconf.yaml"), "--force"]
+    )
+    assert code == 2, err
+    refused = f"error: --force would delete {gq / 'myconf.yaml'}, an input of this run inside {gq}"
+    assert err.strip().splitlines() == [f"{refused}; move it out or choose another --out"]
+    assert (gq / "myconf.yaml").is_file()

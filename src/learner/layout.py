@@ -1,13 +1,16 @@
 """The names of everything in a run directory, in one place (:class:`RunLayout`).
 
 Every module that reads or writes a run's files asks :class:`RunLayout` for the path; none builds one by
-hand. :mod:`learner.runs` decides who may write a run directory and when; this module only names its parts.
+hand. :mod:`learner.runs` decides who may write a run directory and when; this module only names its parts,
+and says which top-level names a run writes (:func:`written_by_runs`: what ``--force`` may replace).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 
@@ -44,7 +47,7 @@ class RunLayout:
 
     def next_resume_record(self) -> Path:
         """``resume-<n>.json``: how and where the n-th ``--resume`` of this run started."""
-        return self.root / f"resume-{len(list(self.root.glob('resume-*.json'))) + 1}.json"
+        return self.root / f"resume-{len(list(self.root.glob(RESUME_RECORDS))) + 1}.json"
 
     @property
     def log(self) -> Path:
@@ -155,3 +158,37 @@ def classification_stage(variant: tuple[str, str] | None = None) -> str:
     """The folder name of a grid cell's classification stage: ``classifier``, or
     ``classify-<combine>-<head>`` for one of several classifier variants (the ablation)."""
     return "classifier" if variant is None else f"classify-{variant[0]}-{variant[1]}"
+
+
+RESUME_RECORDS = "resume-*.json"
+"""The records of a run's ``--resume`` starts (:meth:`RunLayout.next_resume_record`)."""
+RUN_TOOL_FOLDERS: tuple[str, ...] = ("mlruns", "tensorboard", "submitit")
+"""Top-level folders that tools write into a run directory for it: the metrics trackers' stores
+(:data:`learner.training.tracker.STORES`) and submitit's job logs (:mod:`learner.experiments.launch`)."""
+REPORT_NAME = "REPORT.md"
+"""The report a run directory gets (:data:`learner.report.REPORT_FILE`)."""
+FIGURE_PATTERNS: tuple[str, ...] = tuple(
+    f"{stem}.{suffix}" for stem in ("fig1_*", "training_curves") for suffix in ("png", "svg", "pdf")
+)
+"""Figures a run writes at its top level: Fig. 1's panels and a pretraining's curves."""
+TEMPORARY_PATTERN = ".*.tmp"
+"""The temporary sibling of a file being written (:func:`learner.atomic.atomic_path`) that a process
+killed outright leaves behind."""
+
+
+def written_by_runs(name: str, folders: Collection[str] = ()) -> bool:
+    """Whether a top-level entry called ``name`` of a run directory is one that a learner run (of any kind)
+    writes there, or one of ``folders`` (an experiment grid's dataset folders, which its ``config.yaml``
+    names): what ``--force`` may replace (:func:`learner.runs.check_run_dir`). Anything else is the
+    user's."""
+    layout = RunLayout(".")
+    files = (
+        layout.config, layout.record, layout.log, layout.metrics, layout.epochs, layout.results,
+        layout.complete, layout.val_predictions, layout.splits, layout.embeddings, layout.predictions,
+        layout.classifier, layout.latent_manifest, layout.oracle.root, layout.checkpoint("last").parent,
+        layout.pairs("train").parent,
+        *(layout.table(kind, suffix) for kind in EXPERIMENT_TABLES for suffix in (".md", ".csv")),
+    )  # fmt: skip
+    own = {path.name for path in files} | {REPORT_NAME, *RUN_TOOL_FOLDERS, *folders}
+    patterns = (RESUME_RECORDS, *FIGURE_PATTERNS, TEMPORARY_PATTERN)
+    return name in own or any(fnmatchcase(name, pattern) for pattern in patterns)

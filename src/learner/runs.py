@@ -14,20 +14,25 @@ Layout (every name is :class:`learner.layout.RunLayout`'s; no other module build
                        adds them; an experiment grid: results.json and <cell>/{encoder,classifier}/
 
 A non-empty directory is refused unless ``resume`` (continue it) or ``force`` (replace it) is given; ``force``
-only ever replaces a folder that holds a previous run (its ``config.yaml`` or ``run.json``), never other
-files, and never one that holds the run's own inputs (:func:`check_inputs_outside`). The previous run is not
-deleted at once: it is set aside in a hidden sibling (``.<name>.replaced-*``, a rename on the same file
-system) and deleted only once the new run has started (:meth:`RunLayout.started`: it read its inputs and
-saved something worth resuming) or finished; a new run that fails before that puts the previous one back
-(:func:`removed_unless_started`). Only a process killed outright in between leaves the sibling, with the
-previous run intact in it (``.<name>.replacing-*`` while the entries are still moving): the next command on
-that folder names it in a warning and never deletes it, and a next ``--force`` first puts it back when the
-killed run had not started, as a failure would have (:func:`set_aside_leftovers`).
+only ever replaces a folder that holds a previous run (its ``config.yaml`` or ``run.json``) and nothing else:
+a folder that also holds an entry no learner run writes there (the user's notes or folders,
+:func:`learner.layout.written_by_runs`) is refused, naming it, and so is one that holds the run's own inputs
+(:func:`check_inputs_outside`: the manifest, a scan, the weights it starts from, its ``--config`` file). The
+previous run is not deleted at once: it is set aside in a hidden sibling (``.<name>.replaced-*``, a rename on
+the same file system) and deleted only once the new run has started (:meth:`RunLayout.started`: it read its
+inputs and saved something worth resuming) or finished; a new run that fails before that removes what it
+wrote and puts the previous one back (:func:`removed_unless_started`; a folder it did not create, such as
+one the user made or the target of a link given as the run directory, stays). Only a process killed
+outright in between leaves the sibling, with the previous run intact in it (``.<name>.replacing-*`` while
+the entries are still moving): the next command on that folder names it in a warning and never deletes it,
+and a next ``--force`` first puts it back when the killed run had not started, as a failure would have
+(:func:`set_aside_leftovers`).
 
 **Owned.** The process that opens a run directory holds an exclusive lock on it (``flock`` on the folder)
 until its :func:`removed_unless_started` block ends (or the process dies); a second process that opens the
 same folder is refused in one line before it touches anything, and never deletes what the first one wrote.
-``run.json["kind"]`` records what the folder holds (:data:`RUN_KINDS`); ``--resume`` of another kind is
+``run.json["kind"]`` records what the folder holds (:data:`RUN_KINDS`), and an experiment's
+``run.json["grid"]`` which experiment (:func:`stored_grid`); ``--resume`` of another kind or experiment is
 refused, and so is ``--resume`` of a run whose ``config.yaml`` was edited since its last checkpoint.
 
 **Portable paths.** ``config.yaml`` stores the paths of :data:`PATH_KEYS` relative to the run directory, and
@@ -35,7 +40,8 @@ refused, and so is ``--resume`` of a run whose ``config.yaml`` was edited since 
 them against the run directory, so a run works from any working directory and after being moved together
 with its data; when the relative target is gone but the recorded absolute one exists (the run moved
 without its data), the absolute one is used. A run directory without ``run.json["paths"]`` (written before
-this rule) keeps its paths as stored.
+this rule) keeps its paths as stored. :func:`portable_paths` and :func:`changed_path` apply the same rule to
+a record of the files a run used (an experiment grid's stage records).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from learner import atomic
 from learner.config import Config, apply_overrides, config_from_dict, load_yaml
 from learner.environment import environment_record
 from learner.errors import ConfigError, OutputError, RunDirError
-from learner.layout import RunLayout
+from learner.layout import RunLayout, written_by_runs
 
 PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir")
 """The config's file-system paths, stored relative to the run directory (see the module docstring)."""
@@ -104,14 +110,21 @@ RESUMABLE_KINDS = ("pretraining", "experiment")
 
 
 def check_run_dir(
-    path: str | os.PathLike[str], *, resume: bool = False, force: bool = False, kind: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    force: bool = False,
+    kind: str | None = None,
+    grid: str | None = None,
 ) -> None:
     """Refuse what :func:`open_run_dir` would refuse, touching nothing: run it before any work.
 
     Raises :class:`OutputError` for a path that is (or lies under) a file or a folder that cannot be
     written (:func:`learner.atomic.usable_folder`), and :class:`RunDirError` for ``resume`` with ``force``, a
-    non-empty directory without ``resume``/``force`` (or one holding no
-    run with ``force``), and ``resume`` of a directory that holds no run or a run of another ``kind``.
+    non-empty directory without ``resume``/``force``, ``force`` of one holding no run or holding anything
+    a run does not write (:func:`_foreign_entry`), and ``resume`` of a directory that holds no run, a run of
+    another ``kind`` or, for an experiment, another ``grid`` (``table3``, ``ablation``, ``sweep``:
+    :func:`stored_grid`).
     """
     root = atomic.usable_folder(path, "run directory")
     if resume and force:
@@ -123,6 +136,8 @@ def check_run_dir(
         stored = stored_kind(root)
         if kind is not None and stored is not None and stored != kind:
             raise RunDirError(f"{root} holds a {stored} run; --resume here continues only a {kind} run")
+        if grid is not None:
+            _check_grid(root, grid)
         _check_config_matches_checkpoint(root)
     elif root.exists() and any(root.iterdir()):
         if not force:
@@ -134,6 +149,11 @@ def check_run_dir(
         if not is_run_dir(root):
             raise RunDirError(
                 f"{root} holds files but no learner run; --force only overwrites a run directory"
+            )
+        if (foreign := _foreign_entry(root)) is not None:
+            raise RunDirError(
+                f"--force would delete {foreign}, which no learner run writes; move it out of {root} or "
+                "choose another --out"
             )
 
 
@@ -155,8 +175,13 @@ def open_run_dir(
     cache = config.runtime.cache_dir  # config.yaml records it resolved: refuse a loop before the mkdir
     if cache is not None and (problem := atomic.path_problem(Path(cache))):
         raise OutputError(f"runtime.cache_dir: {cache}: {problem}")
+    created = _first_missing(root)
     root.mkdir(parents=True, exist_ok=True)
     _lock(root)  # before anything in it is touched
+    if created is not None:
+        _CREATED[root.resolve()] = created
+    else:
+        _CREATED.pop(root.resolve(), None)
     if force:
         _put_back_set_aside(root)
     if not resume and any(root.iterdir()):  # --force, of a folder check_run_dir found to hold a run
@@ -190,7 +215,7 @@ def _check_config_matches_checkpoint(root: Path) -> None:
     trained = _flat(saved.pretraining_settings())
     changed = sorted(k for k in current.keys() | trained.keys() if current.get(k) != trained.get(k))
     changed = [key for key in changed if key not in PATH_KEYS]
-    extensions = (_record(root) or {}).get("extensions") or []
+    extensions = (read_record(root) or {}).get("extensions") or []
     extended = [e.get("to_epochs") for e in extensions if isinstance(e, dict)]
     if "optim.epochs" in changed and extended and current["optim.epochs"] == extended[-1]:
         changed.remove("optim.epochs")  # an extension recorded before its first checkpoint was saved
@@ -211,13 +236,56 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _record(root: Path) -> dict[str, Any] | None:
+def read_record(root: Path) -> dict[str, Any] | None:
     """``run.json`` as a dict; None when it is missing or not a JSON object."""
     try:
         record = json.loads(RunLayout(root).record.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _foreign_entry(root: Path) -> Path | None:
+    """The first top-level entry of the run directory ``root`` that no learner run writes
+    (:func:`learner.layout.written_by_runs`; an experiment grid's dataset folders are the ones its
+    ``config.yaml`` names): the user's, which ``--force`` must not delete."""
+    try:
+        raw = load_yaml(RunLayout(root).config.read_text(encoding="utf-8"), str(RunLayout(root).config))
+        folders = {str(dataset["name"]) for dataset in raw["experiment"]["datasets"]}
+    except (OSError, ConfigError, KeyError, TypeError):
+        folders = set()
+    return next((entry for entry in sorted(root.iterdir()) if not written_by_runs(entry.name, folders)), None)
+
+
+def _check_grid(root: Path, grid: str) -> None:
+    """Refuse ``--resume`` of ``root`` by another experiment than the ``grid`` it holds. A grid of an earlier
+    version interrupted before its ``results.json`` says none: it is resumed as ``grid`` (logged; nothing
+    the user could do would tell more)."""
+    held = stored_grid(root)
+    if held is None:
+        logging.getLogger(__name__).info(
+            "%s does not record which experiment it holds (a grid of an earlier version); resuming it as %s",
+            root,
+            grid,
+        )
+    elif held != grid:
+        raise RunDirError(
+            f"{root} holds a {held} experiment; --resume here continues only a {grid} experiment"
+        )
+
+
+def stored_grid(root: Path) -> str | None:
+    """Which experiment grid an experiment run directory holds: ``run.json["grid"]`` (``table3``,
+    ``ablation``, ``sweep``), or for one written before it was recorded, its ``results.json["kind"]``; None
+    when neither says."""
+    for source, key in ((RunLayout(root).record, "grid"), (RunLayout(root).results, "kind")):
+        try:
+            held = json.loads(source.read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(held, str):
+            return held
+    return None
 
 
 def stored_kind(root: Path) -> str | None:
@@ -240,8 +308,7 @@ def check_inputs_outside(root: str | os.PathLike[str], inputs: Iterable[str | os
     if not base.is_dir():
         return
     for item in inputs:
-        resolved = Path(item).resolve()
-        if resolved == base or base in resolved.parents:
+        if atomic.lies_within(item, base):
             raise RunDirError(
                 f"--force would delete {item}, an input of this run inside {root}; move it out or choose "
                 "another --out"
@@ -291,8 +358,11 @@ def _unlock(root: Path) -> bool:
 def removed_unless_started(path: str | os.PathLike[str], *, new: bool) -> Iterator[None]:
     """Run the block, the life of the run at ``path``; if it raises (or is interrupted) and ``new`` (the block
     opens a new run directory at ``path``) while the run has not started (:meth:`RunLayout.started`: nothing
-    worth resuming yet), delete the run directory, so that a failed start leaves nothing behind; only a
-    folder this process locked (:func:`open_run_dir`) is ever deleted. The lock ends with the block."""
+    worth resuming yet), delete what the run wrote, so that a failed start leaves nothing behind: the
+    folder's entries (it was empty, or ``--force`` had set its previous run aside, which is put back), and
+    the folder itself (with the parents it needed) only when this process created it; a symbolic link is
+    removed, never followed. Only a folder this process locked (:func:`open_run_dir`) is ever touched. The
+    lock ends with the block."""
     root = Path(path)
     try:
         yield
@@ -300,11 +370,11 @@ def removed_unless_started(path: str | os.PathLike[str], *, new: bool) -> Iterat
         owned = root.is_dir() and root.resolve() in _HELD  # never a folder another process is writing
         if new and owned and is_run_dir(root) and not RunLayout(root).started():
             _detach_log(root)
+            _empty(root)
             previous = _REPLACED.pop(root.resolve(), None)
             if previous is None:
-                shutil.rmtree(root, ignore_errors=True)
+                _remove_created(root)
             else:  # --force: the new run never started, so the run it was to replace stays
-                _empty(root)
                 for child in list(previous.iterdir()):
                     os.replace(child, root / child.name)
                 previous.rmdir()
@@ -312,7 +382,39 @@ def removed_unless_started(path: str | os.PathLike[str], *, new: bool) -> Iterat
     finally:
         if (previous := _REPLACED.pop(root.resolve(), None)) is not None:  # replaced for good
             shutil.rmtree(previous, ignore_errors=True)
+        _CREATED.pop(root.resolve(), None)
         _unlock(root)
+
+
+_CREATED: dict[Path, Path] = {}
+"""Run directory (resolved) whose folder this process created (:func:`open_run_dir`) → the topmost folder
+that creation made (the run directory or a missing parent): what a failed start may remove again."""
+
+
+def _first_missing(root: Path) -> Path | None:
+    """The topmost folder that creating ``root`` makes (``root`` or a missing parent); None when ``root``
+    exists (the user's folder, or a link to one)."""
+    folder = Path(os.path.abspath(root))
+    if os.path.lexists(folder):
+        return None
+    while not os.path.lexists(folder.parent):
+        folder = folder.parent
+    return folder
+
+
+def _remove_created(root: Path) -> None:
+    """Remove the (emptied) run directory ``root`` and the parents made with it, if this process created
+    them; a folder something else has been put into since is kept."""
+    top = _CREATED.pop(root.resolve(), None)
+    folder = Path(os.path.abspath(root))
+    while top is not None:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: another run's, or the user's
+            return
+        if folder == top:
+            return
+        folder = folder.parent
 
 
 _REPLACED: dict[Path, Path] = {}
@@ -501,6 +603,33 @@ def path_record(config: Config) -> dict[str, dict[str, str]]:
         key: {"as_given": value, "absolute": str(Path(value).resolve())}
         for key, value in _set_paths(config).items()
     }
+
+
+def portable_paths(
+    config: Config, root: str | os.PathLike[str], keys: Iterable[str] = PATH_KEYS
+) -> dict[str, dict[str, str]]:
+    """Each set path of ``keys`` in ``config``, resolved, as ``relative`` to the folder ``root`` and as
+    ``absolute``: a record of the files a run used that still matches (:func:`changed_path`) once ``root``
+    moved with those files (the relative one) or alone (the absolute one), the rule by which
+    :func:`load_run_config` resolves stored paths."""
+    base, wanted = Path(root).resolve(), set(keys)
+    resolved = {key: Path(value).resolve() for key, value in _set_paths(config).items() if key in wanted}
+    return {
+        key: {"relative": os.path.relpath(path, base), "absolute": str(path)}
+        for key, path in resolved.items()
+    }
+
+
+def changed_path(recorded: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> str | None:
+    """The first path of two :func:`portable_paths` records (then, now) that is set in only one of them or
+    names another file by both its relative and its absolute form, as ``key: then → now``; None when each
+    path names the same file."""
+    for key in sorted(recorded.keys() | current.keys()):
+        then, now = recorded.get(key), current.get(key)
+        same = then is not None and now is not None and any(then.get(f) == now[f] for f in now)
+        if not same:
+            return f"{key}: {(then or {}).get('absolute')} → {(now or {}).get('absolute')}"
+    return None
 
 
 def _recorded_paths(root: Path) -> dict[str, dict[str, str]] | None:

@@ -270,9 +270,10 @@ def test_a_classification_fitted_on_other_encoder_weights_is_redone(
     config = stages.cell_config(tiny_experiment_config, tiny_datasets[0])
     stage = tmp_path / "classifier"
     stage.mkdir()
-    (stage / "complete.json").write_text(
-        json.dumps({"config_digest": stages.config_digest(config), "metrics": {"encoder_fingerprint": "old"}})
-    )
+    test = {"accuracy": 0.5, "macro_f1": 0.5, "weighted_f1": 0.5, "ci": {}, "n": 4}  # what a cell reads
+    old = {"encoder_fingerprint": "old", "test": test, "pair_counts": {}}
+    record = stages.StageIdentity.of(config, stage).to_json() | {"metrics": old}
+    (stage / "complete.json").write_text(json.dumps(record))
     calls: list[Path] = []
 
     def classify(encoder_dir: Path, *args: Any, **kwargs: Any) -> Any:
@@ -282,7 +283,7 @@ def test_a_classification_fitted_on_other_encoder_weights_is_redone(
     monkeypatch.setattr(stages, "run_classification", classify)
     manifest: Any = None  # passed through to the classification, which is replaced here
     kept = stages.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "old")
-    assert (kept.metrics, calls) == ({"encoder_fingerprint": "old"}, [])
+    assert (kept.metrics, calls) == (old, [])
     redone = stages.ensure_classification(tmp_path / "e", manifest, config, stage, "cpu", "new")
     assert (redone.metrics, calls) == ({"encoder_fingerprint": "new"}, [tmp_path / "e"])
     assert json.loads((stage / "complete.json").read_text())["metrics"] == {"encoder_fingerprint": "new"}

@@ -203,6 +203,10 @@ def _grid_command(
     ) -> None:
         runtime = runtime_overrides(launcher, launcher_opt, logger)
         experiment = _grid_config(config, sets, dataset, setting, runtime)
+        if force and config is not None and not dry_run:
+            from learner.runs import check_inputs_outside
+
+            check_inputs_outside(out, [config])  # --force must not delete the file this run reads
         _run_and_report(
             load_runner(), experiment, out, resume=resume, force=force, dry_run=name if dry_run else None
         )

@@ -11,7 +11,7 @@ import typer
 from learner.cli.options import ConfigOption, SetOption, config_from_options
 from learner.config import apply_overrides, split_override
 from learner.errors import ConfigError
-from learner.runs import load_run_config
+from learner.runs import check_inputs_outside, load_run_config
 
 
 def register(app: typer.Typer) -> None:
@@ -128,6 +128,8 @@ def pretrain_command(
         cfg = apply_overrides(cfg, more) if more else cfg
     else:
         cfg = config_from_options(config, sets, **dict(flags.values()))
+        if force and config is not None:
+            check_inputs_outside(out, [config])  # --force must not delete the file this run reads
     runtime = {"runtime.device": device, "runtime.logger": logger}
     given_runtime = {key: value for key, value in runtime.items() if value is not None}
     if given_runtime:

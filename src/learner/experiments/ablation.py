@@ -61,7 +61,9 @@ def plan_ablation(
     """Table 4 checked before any work (:func:`learner.experiments.grid.plan_grid`), cells as
     :func:`ablation_cells` builds them."""
     check_launcher(experiment.config.runtime)
-    return engine.plan_grid(experiment, out_dir, ablation_cells, axes=AXES, resume=resume, force=force)
+    return engine.plan_grid(
+        experiment, out_dir, ablation_cells, axes=AXES, resume=resume, force=force, kind="ablation"
+    )
 
 
 def ablation_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCell]:

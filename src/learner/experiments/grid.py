@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,16 +54,28 @@ from learner.experiments.results import (
     SummaryRow,
     load_results,
 )
-from learner.experiments.stages import CellJob, cell_config, completed, ensure_encoder, pretraining_digest
+from learner.experiments.stage_records import (
+    check_interrupted_encoder,
+    completed,
+    manifest_digest,
+    pretraining_digest,
+    stage_where,
+)
+from learner.experiments.stages import CellJob, cell_config, ensure_encoder
 from learner.experiments.tracking import track_init_stage
 from learner.layout import RunLayout
 from learner.losses.registry import build_view_objective, parse_loss_name
-from learner.runs import check_inputs_outside, check_run_dir, open_run_dir, removed_unless_started
+from learner.runs import (
+    check_inputs_outside,
+    check_run_dir,
+    open_run_dir,
+    read_record,
+    removed_unless_started,
+)
 from learner.timing import CLOCK, Mark, Timing, stage
 from learner.training.device import resolve_device
 from learner.training.loggers import check_logger
 from learner.training.plan import check_pretraining
-from learner.training.resume import check_resumable
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +162,8 @@ class InitStage:
 class GridPlan:
     """An experiment checked before any work (:func:`plan_grid`): settings, grid, every cell's config,
     the self-supervised stages that start them (none without ``experiment.init``), the datasets'
-    manifests, and the run directory's state."""
+    manifests, the run directory's state, and which experiment it is (``kind``: ``table3``, ``ablation``,
+    ``sweep``; recorded as ``run.json["grid"]``)."""
 
     config: Config
     grid: ExperimentConfig
@@ -161,6 +174,7 @@ class GridPlan:
     cells: tuple[PlannedCell, ...]
     device: str
     inits: tuple[InitStage, ...] = ()
+    kind: str | None = None
 
 
 INIT_FIXED: tuple[str, ...] = ("seed", "data.manifest", "data.scale", "data.split", "model", "loss.name")
@@ -206,8 +220,10 @@ def init_stages(
         except ConfigError as exc:
             raise ConfigError(f"experiment.init_settings: {exc}") from None
         digest = pretraining_digest(config)
-        where = Path(cell.dataset) / f"init-{name}" / f"seed-{config.seed}-{digest[:8]}"
-        stage = stages_by_digest.setdefault(digest, InitStage(cell.dataset, where, config))
+        if digest not in stages_by_digest:  # its folder, or the one an earlier run of the grid named it
+            where = Path(cell.dataset) / f"init-{name}" / f"seed-{config.seed}-{digest[:8]}"
+            stages_by_digest[digest] = InitStage(cell.dataset, stage_where(root, where, config), config)
+        stage = stages_by_digest[digest]
         init = {"model.init": str(RunLayout(root).encoder(stage.where).root)}
         started[id(cell)] = replace(
             cell,
@@ -226,10 +242,13 @@ def plan_grid(
     axes: Sequence[str] = ("losses", "seeds"),
     resume: bool = False,
     force: bool = False,
+    kind: str | None = None,
 ) -> GridPlan:
-    """Check an experiment before it creates its run directory or decodes a scan: the grid's axes, every
-    cell's config (built by ``cells``), every dataset's manifest, the device, the run directory and, with
-    ``resume``, that every finished or interrupted stage in it was computed with the config asked for now.
+    """Check an experiment (``kind``: ``table3``, ``ablation`` or ``sweep``) before it creates its run
+    directory or decodes a scan: the grid's axes, every cell's config (built by ``cells``), every dataset's
+    manifest, the device, the run directory and, with ``resume``, that it holds this kind of experiment and
+    that every finished or interrupted stage in it was computed with the config and the manifest content
+    asked for now (an interrupted pretraining: exactly, never extended).
 
     Raises:
         ConfigError, ManifestError, RunDirError: one line naming the key, file, row or stage folder.
@@ -249,21 +268,23 @@ def plan_grid(
             raise ConfigError("runtime.cells_side_by_side needs data.device_data=true in every cell")
         models.add(model)
     device = collect_device(config)  # where the frozen encoders embed
-    check_run_dir(root, resume=resume, force=force, kind="experiment")
+    check_run_dir(root, resume=resume, force=force, kind="experiment", grid=kind)
     if force:
         check_inputs_outside(
             root, [path for m in manifests.values() for path in (m.source, *(r.path for r in m.records))]
         )
     if resume:  # a refused resume must fail here, before config.yaml is rewritten with settings never used
-        encoders = [(s.where, s.config) for s in inits] + [(c.where, c.encoder) for c in planned]
-        for where, settings in encoders:
+        digests = (read_record(root) or {}).get("manifests")  # the content the stages started on
+        digests = digests if isinstance(digests, dict) else {}
+        encoders = [(s.dataset, s.where, s.config) for s in inits]
+        for dataset, where, settings in encoders + [(c.dataset, c.where, c.encoder) for c in planned]:
             stage = RunLayout(root).encoder(where)
             if completed(stage.root, settings) is None and stage.config.is_file():
-                check_resumable(settings, stage.root)
+                check_interrupted_encoder(settings, stage.root, digests.get(dataset))
         for cell in planned:
             for name, _, cfg in cell.classifiers:
                 completed(root / cell.where / name, cfg)
-    return GridPlan(config, grid, root, resume, force, manifests, planned, device, inits)
+    return GridPlan(config, grid, root, resume, force, manifests, planned, device, inits, kind)
 
 
 def cell_jobs(plan: GridPlan, run_dir: Path) -> list[CellJob]:
@@ -280,7 +301,16 @@ def cell_jobs(plan: GridPlan, run_dir: Path) -> list[CellJob]:
 def execute(plan: GridPlan, body: Callable[[Path], ExperimentResult]) -> ExperimentResult:
     """Open the experiment's run directory and run ``body(run_dir)``; a new directory is deleted again if
     ``body`` fails before any cell saved a checkpoint."""
-    run_dir = open_experiment(plan.config, plan.grid, plan.out_dir, resume=plan.resume, force=plan.force)
+    digests = {name: manifest_digest(manifest.source) for name, manifest in plan.manifests.items()}
+    run_dir = open_experiment(
+        plan.config,
+        plan.grid,
+        plan.out_dir,
+        resume=plan.resume,
+        force=plan.force,
+        kind=plan.kind,
+        manifests=digests,
+    )
     with removed_unless_started(run_dir, new=not plan.resume):
         for init in plan.inits:  # here, before any cell is launched: every cell of a seed waits for it
             encoder_dir = RunLayout(run_dir).encoder(init.where).root
@@ -290,14 +320,30 @@ def execute(plan: GridPlan, body: Callable[[Path], ExperimentResult]) -> Experim
 
 
 def open_experiment(
-    config: Config, grid: ExperimentConfig, out_dir: str | os.PathLike[str], *, resume: bool, force: bool
+    config: Config,
+    grid: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool,
+    force: bool,
+    kind: str | None = None,
+    manifests: Mapping[str, str | None] | None = None,
 ) -> Path:
     """The experiment's run directory (see :func:`learner.runs.open_run_dir`); its ``config.yaml`` holds the
     run settings and the grid (:class:`learner.config.Experiment`), rewritten on resume because the grid may
-    have grown."""
+    have grown. ``run.json`` records which experiment it is (``grid``: ``kind``) and the sha256 of each
+    dataset's manifest (``manifests``: the content its stages start on, updated once a resume passed its
+    checks)."""
     run = open_run_dir(out_dir, config, resume=resume, force=force, kind="experiment")
     if resume:
         run.record_resume()
+    recorded = read_record(run.path) or {}
+    known = recorded["manifests"] if isinstance(recorded.get("manifests"), dict) else {}
+    entries: dict[str, object] = {"manifests": {**known, **manifests}} if manifests else {}
+    if kind is not None and "grid" not in recorded:  # a grid of an earlier version learns its kind here
+        entries["grid"] = kind
+    if entries:
+        run.record(**entries)
     atomic.write_text(run.layout.config, Experiment(config, grid).to_yaml())
     return run.path
 

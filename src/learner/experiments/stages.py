@@ -7,30 +7,34 @@ classifier (:func:`ensure_classification`, :mod:`learner.experiments.classify`) 
 cluster job, :mod:`learner.experiments.launch`).
 
 **Resumable.** A stage whose folder holds ``complete.json`` (:attr:`RunLayout.complete`, its stage record,
-written last) is never recomputed; an interrupted pretraining continues from its last checkpoint; an
-interrupted classification is redone (it is cheap). A completed stage whose stored config digest
-(:func:`config_digest`) differs from the requested one is an error, never silently reused.
+written last) is never recomputed; an interrupted pretraining continues from its last checkpoint, with
+exactly the config it started with; an interrupted classification is redone (it is cheap). A complete stage
+whose record does not match the request (config, paths, manifest content:
+:mod:`learner.experiments.stage_records`, whose record types and digests this module re-exports) is an
+error, never silently reused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import ValidationError
+from typing import Any
 
 from learner import atomic
 from learner.config import Config, DatasetSpec, apply_overrides
 from learner.data.manifest import Manifest
-from learner.errors import RunDirError
 from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.classify import run_classification
-from learner.experiments.results import METRICS, Cell, GridKey, Record
+from learner.experiments.results import METRICS, Cell, GridKey
+from learner.experiments.stage_records import ClassifierStage as ClassifierStage
+from learner.experiments.stage_records import EncoderStage as EncoderStage
+from learner.experiments.stage_records import StageIdentity, completed_stage
+from learner.experiments.stage_records import completed as completed
+from learner.experiments.stage_records import config_digest as config_digest
+from learner.experiments.stage_records import pretraining_digest as pretraining_digest
 from learner.experiments.tracking import track_cell
 from learner.layout import RunLayout
 from learner.timing import stage
@@ -39,30 +43,8 @@ from learner.training.device import resolve_device
 from learner.training.faults import fault_point
 from learner.training.names import check_names
 from learner.training.pretrain import pretrain
+from learner.training.resume import check_resumable
 from learner.training.side_by_side import pretrain_side_by_side
-
-
-class EncoderStage(Record):
-    """``complete.json`` of a pretraining stage: the config digest, the fingerprint of ``checkpoints/best``,
-    pretraining's ``metrics.json`` (best/last val MAE, RMSE, r and the predict-the-mean baseline), and the
-    measured wall time of the :func:`pretrain` call that finished it (``seconds``; ``resumed``: that call
-    continued an interrupted run, so the time before the interruption is not in it)."""
-
-    config_digest: str
-    fingerprint: str
-    metrics: dict[str, Any]
-    seconds: float | None
-    resumed: bool
-
-
-class ClassifierStage(Record):
-    """``complete.json`` of a classification stage: the config digest and the stage's ``metrics.json``."""
-
-    config_digest: str
-    metrics: dict[str, Any]
-
-
-StageRecord = TypeVar("StageRecord", EncoderStage, ClassifierStage)
 
 
 def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
@@ -79,65 +61,21 @@ def cell_config(base: Config, dataset: DatasetSpec, **keys: Any) -> Config:
     return cell
 
 
-def config_digest(config: Config) -> str:
-    """Hash of everything in ``config`` that changes results (all but ``runtime``)."""
-    return _digest(config.result_settings())
-
-
-def pretraining_digest(config: Config) -> str:
-    """Hash of everything in ``config`` that changes its pretraining (:meth:`Config.pretraining_settings`):
-    cells with equal digests would train the same encoder."""
-    return _digest(config.pretraining_settings())
-
-
-def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def completed(directory: Path, config: Config) -> dict[str, Any] | None:
-    """The ``complete.json`` record of a finished stage, None when unfinished.
-
-    Raises:
-        RunDirError: the stage finished with a different config (reusing it would mix settings).
-    """
-    try:
-        record: dict[str, Any] = json.loads(RunLayout(directory).complete.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if record.get("config_digest") != config_digest(config):
-        raise RunDirError(
-            f"{directory} was computed with another config; use a new output folder or --force to redo it"
-        )
-    return record
-
-
-def _stage_record(kind: type[StageRecord], directory: Path, record: dict[str, Any]) -> StageRecord:
-    """A finished stage's ``complete.json`` as its typed record.
-
-    Raises:
-        RunDirError: the record is not one this version writes (one line naming the file).
-    """
-    try:
-        return kind.model_validate(record)
-    except ValidationError as error:
-        raise RunDirError(
-            f"{RunLayout(directory).complete}: not a stage record of this version ({error.error_count()} "
-            "problem(s)); use a new output folder or --force to redo it"
-        ) from None
-
-
 def ensure_encoder(config: Config, directory: Path, label: str | None = None) -> EncoderStage:
     """Pretrain into ``directory`` unless complete; continue an interrupted run from its last checkpoint.
     The pretraining is timed as the stage ``pretrain <label>`` (default: the directory)."""
-    record = completed(directory, config)
+    record = completed_stage(EncoderStage, directory, config)
     if record is not None:
-        return _stage_record(EncoderStage, directory, record)
+        return record
     resume = RunLayout(directory).config.is_file()
+    if resume:  # never extended: its record will say it was computed with the config asked for now
+        check_resumable(config, directory, extend=False)
     occupied = _occupied(directory)
+    identity = StageIdentity.of(config, directory)
     start = time.perf_counter()
     with stage(f"pretrain {label or directory}"):
         pretrain(config, directory, resume=resume, force=occupied and not resume)
-    return record_encoder(config, directory, time.perf_counter() - start, resumed=resume)
+    return record_encoder(identity, directory, time.perf_counter() - start, resumed=resume)
 
 
 def ensure_encoders_side_by_side(encoders: Sequence[tuple[Config, Path, str]]) -> None:
@@ -149,12 +87,13 @@ def ensure_encoders_side_by_side(encoders: Sequence[tuple[Config, Path, str]]) -
     new = [(config, directory, label) for config, directory, label in encoders if not _occupied(directory)]
     if len(new) < 2:
         return
+    identities = [StageIdentity.of(config, directory) for config, directory, _ in new]
     start = time.perf_counter()
     with stage(f"pretrain side by side {', '.join(label for _, _, label in new)}"):
         pretrain_side_by_side([(config, directory) for config, directory, _ in new])
     seconds = time.perf_counter() - start
-    for config, directory, _ in new:
-        record_encoder(config, directory, seconds, resumed=False)
+    for identity, (_, directory, _) in zip(identities, new, strict=True):
+        record_encoder(identity, directory, seconds, resumed=False)
 
 
 def _occupied(directory: Path) -> bool:
@@ -162,12 +101,15 @@ def _occupied(directory: Path) -> bool:
     return directory.is_dir() and any(directory.iterdir())
 
 
-def record_encoder(config: Config, directory: Path, seconds: float, *, resumed: bool) -> EncoderStage:
-    """A finished pretraining in ``directory`` as its stage record, written to its ``complete.json`` (last:
-    the stage is complete only once it exists); ``seconds``: the wall time of the call that finished it."""
+def record_encoder(
+    identity: StageIdentity, directory: Path, seconds: float, *, resumed: bool
+) -> EncoderStage:
+    """A finished pretraining in ``directory`` as its stage record (``identity``: taken before it ran),
+    written to its ``complete.json`` (last: the stage is complete only once it exists); ``seconds``: the
+    wall time of the call that finished it."""
     stage_dir = RunLayout(directory)
     finished = EncoderStage(
-        config_digest=config_digest(config),
+        **identity.model_dump(),
         fingerprint=checkpoint_fingerprint(stage_dir.checkpoint("best")),
         metrics=json.loads(stage_dir.metrics.read_text(encoding="utf-8")),
         seconds=seconds,
@@ -188,12 +130,13 @@ def ensure_classification(
     """Fit and test the classifier on ``encoder_dir`` into ``directory`` unless complete. Given the
     encoder's ``encoder_fingerprint``, a complete stage fitted on other encoder weights is redone (a sweep
     cell that now shares another cell's encoder; classifying takes seconds)."""
-    record = completed(directory, config)
-    if record is not None and encoder_fingerprint in (None, record["metrics"].get("encoder_fingerprint")):
-        return _stage_record(ClassifierStage, directory, record)
+    record = completed_stage(ClassifierStage, directory, config)
+    if record is not None and encoder_fingerprint in (None, record.metrics.get("encoder_fingerprint")):
+        return record
+    identity = StageIdentity.of(config, directory)
     with stage("classification"):
         result = run_classification(encoder_dir, manifest, config, directory, device=device, force=True)
-    finished = ClassifierStage(config_digest=config_digest(config), metrics=result.metrics)
+    finished = ClassifierStage(**identity.model_dump(), metrics=result.metrics)
     atomic.write_json(RunLayout(directory).complete, finished.to_json())
     return finished
 

@@ -99,7 +99,7 @@ def plan_sweep(
     """The sweep checked before any work (:func:`learner.experiments.grid.plan_grid`), cells as
     :func:`sweep_cells` builds them."""
     check_launcher(experiment.config.runtime)
-    return engine.plan_grid(experiment, out_dir, sweep_cells, resume=resume, force=force)
+    return engine.plan_grid(experiment, out_dir, sweep_cells, resume=resume, force=force, kind="sweep")
 
 
 def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResult:

@@ -79,7 +79,7 @@ def plan_table3(
     """Table 3 checked before any work (:func:`learner.experiments.grid.plan_grid`): one cell per dataset,
     loss and seed, in that order."""
     check_launcher(experiment.config.runtime)
-    return engine.plan_grid(experiment, out_dir, table3_cells, resume=resume, force=force)
+    return engine.plan_grid(experiment, out_dir, table3_cells, resume=resume, force=force, kind="table3")
 
 
 def table3_cells(config: Config, grid: ExperimentConfig) -> list[engine.PlannedCell]:

@@ -3,7 +3,8 @@
 A resumed run must compute what the interrupted one would have, so only ``runtime`` may differ from the
 stored config, and ``optim.epochs`` may grow (extending a finished run, docs/training.md): the LR schedule
 is then recomputed over the new total from the current step on, and the change is recorded in
-``config.yaml``, ``run.json["extensions"]`` and the log.
+``config.yaml``, ``run.json["extensions"]`` and the log. An experiment grid's interrupted stage may not
+grow: it continues only with exactly the config it started with (``extend=False``).
 """
 
 from __future__ import annotations
@@ -14,22 +15,40 @@ from collections.abc import Callable
 from pathlib import Path
 
 from learner.config import Config
-from learner.errors import ConfigError
+from learner.errors import ConfigError, RunDirError
 from learner.runs import RunDir, load_run_config, with_absolute_paths, write_run_config
 from learner.training.loggers import flatten_settings
 
 log = logging.getLogger(__name__)
 
 
-def check_resumable(config: Config, run_dir: Path) -> int:
-    """A resumed run may change ``runtime``, and extend ``optim.epochs``; nothing else, so that it computes
-    what the interrupted one would have. Returns the stored ``optim.epochs``."""
+def check_resumable(config: Config, run_dir: Path, *, extend: bool = True) -> int:
+    """A resumed run may change ``runtime``, and, with ``extend``, extend ``optim.epochs``; nothing else, so
+    that it computes what the interrupted one would have. Returns the stored ``optim.epochs``.
+
+    ``extend=False`` is an experiment grid's interrupted stage: its results are recorded under the digest
+    of the config asked for now (:mod:`learner.experiments.stages`), which an extended run (its LR schedule
+    recomputed midway) would not compute, so the stage must continue with exactly the config it started
+    with.
+
+    Raises:
+        ConfigError: a ``learner pretrain --resume`` that changes more than it may, naming the keys.
+        RunDirError: (``extend=False``) a grid stage asked for another config, naming the stage and keys.
+    """
     stored_config = load_run_config(run_dir)
     stored = flatten_settings(stored_config.result_settings())
     current = flatten_settings(
         with_absolute_paths(config).result_settings()
     )  # stored paths read back absolute
     changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    if not extend and changed:
+        shown = ", ".join(f"{key} {stored.get(key)} → {current.get(key)}" for key in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise RunDirError(
+            f"{run_dir}: this interrupted stage started with another config ({shown}{more}); a grid "
+            "continues a stage only with the config it started with: resume with those settings, or use a "
+            "new output folder"
+        )
     if config.optim.epochs > stored_config.optim.epochs:
         changed.remove("optim.epochs")  # extending a run (see record_extension)
     if changed:
