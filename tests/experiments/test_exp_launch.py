@@ -4,15 +4,19 @@ as with the inline loop, completed cells reused on resume; the cell counter in t
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from learner.config import Config, DatasetSpec
 from learner.experiments import stages
 from learner.experiments.results import ExperimentResult
+from learner.training.faults import FAULT_VARIABLE
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +27,14 @@ def _no_pretraining_here(*args: object, **kwargs: object) -> None:
     raise AssertionError("this process pretrained: the cells should have run as jobs")
 
 
-def _tiny_grid_file(tmp_path: Path, config: Config, lus: DatasetSpec) -> Path:
+def _tiny_grid_file(
+    tmp_path: Path, config: Config, lus: DatasetSpec, losses: tuple[str, ...] = ("mse", "mse+wcl")
+) -> Path:
     experiment = {
         **config.model_dump(mode="json"),
         "experiment": {
             "datasets": [{"name": lus.name, "manifest": str(lus.manifest), "scale": lus.scale}],
-            "losses": ["mse", "mse+wcl"],
+            "losses": list(losses),
             "seeds": [0],
         },
     }
@@ -78,3 +84,89 @@ def test_a_bad_launcher_option_is_a_one_line_error(tmp_path: Path, cli: CliRun) 
     argv = ["experiment", "table3", "--out", str(tmp_path), "--launcher", "submitit", "--launcher-opt", "x"]
     code, _, err = cli(argv)
     assert (code, err.strip()) == (2, "error: --launcher-opt 'x' must look like KEY=VALUE")
+
+
+def _local_grid(tmp_path: Path, config: Config, lus: DatasetSpec, *options: str) -> list[str]:
+    """``learner experiment table3`` of one cell (MSE) as a submitit-local job, with ``--launcher-opt``s."""
+    grid = _tiny_grid_file(tmp_path, config, lus, losses=("mse",))
+    argv = ["experiment", "table3", "--config", str(grid), "--out", str(tmp_path / "exp")]
+    return [*argv, "--launcher", "submitit-local", *(word for o in options for word in ("--launcher-opt", o))]
+
+
+@pytest.mark.parametrize(
+    ("option", "why"),
+    [
+        ("bogus_key=1", "Unknown executor 'bogus' in parameter 'bogus_key'"),
+        ("slurm_bogus=1", "Unknown argument 'bogus' for executor 'slurm'"),
+        ("timeout_min=abc", "expected type <class 'int'>"),
+        ("timeout_min=[", "not a YAML value"),
+        (f"gpus_per_node={torch.cuda.device_count() + 1}", f"this machine has {torch.cuda.device_count()}"),
+    ],
+)
+def test_a_launcher_option_submitit_cannot_use_is_one_line_before_any_work(
+    option: str, why: str, tmp_path: Path, tiny_experiment_config: Config, tiny_lus: DatasetSpec, cli: CliRun
+) -> None:
+    """Checked with the plan: a wrong key, a value of the wrong type, more GPUs than local jobs can have
+    (which would train on the CPU without a word)."""
+    pytest.importorskip("submitit")
+    code, _, err = cli(_local_grid(tmp_path, tiny_experiment_config, tiny_lus, option))
+    assert code == 2, err
+    assert err.startswith(f"error: --launcher-opt {option} (runtime.launcher_options): "), err
+    assert why in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "exp").exists()
+
+
+def test_the_slurm_launcher_without_slurm_is_one_line_before_any_work(
+    tmp_path: Path,
+    tiny_experiment_config: Config,
+    tiny_lus: DatasetSpec,
+    cli: CliRun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # this Python's tools, no SLURM's
+    assert shutil.which("srun") is None
+    argv = _local_grid(tmp_path, tiny_experiment_config, tiny_lus)
+    code, _, err = cli([*argv, "--launcher", "submitit"])  # the last --launcher wins
+    assert code == 2, err
+    assert err.startswith("error: runtime.launcher=submitit: submitit cannot submit from this machine (")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "started"),
+    [("step:1", False), ("checkpoint-saved:1", True)],
+    ids=["killed-before-a-checkpoint", "killed-after-a-checkpoint"],
+)
+def test_a_killed_cell_job_is_named_by_its_state_and_only_existing_logs_are_pointed_at(
+    fault: str,
+    started: bool,
+    tmp_path: Path,
+    tiny_experiment_config: Config,
+    tiny_lus: DatasetSpec,
+    cli: CliRun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job killed mid-cell leaves no result: the error says so (submitit's state), not the job's last
+    line of output; it advises ``--resume`` and names the job's log only when the run folder holds a
+    checkpoint and so is kept, and the log then exists."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv(FAULT_VARIABLE, fault)  # the job's process inherits it; this one never trains
+    code, _, err = cli(_local_grid(tmp_path, tiny_experiment_config, tiny_lus))
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert "1 of 1 cell job(s) failed: LUS/mse/seed-0 (job " in err
+    assert "ended without a result (killed or crashed; submitit state: " in err
+    assert "epoch 1/1" not in err
+    assert "submitit INFO" not in err
+    assert (tmp_path / "exp").exists() == started
+    if started:
+        log = Path(err.split("log: ")[1].split(")")[0])
+        assert log.is_file()
+        assert err.rstrip().endswith("rerun with --resume to retry them (completed cells are reused)")
+    else:
+        assert "--resume" not in err
+        assert "log: " not in err
+        assert "if the run folder is kept" in err

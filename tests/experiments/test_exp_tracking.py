@@ -173,6 +173,7 @@ def test_learner_track_a_grid_into_tensorboard_gives_every_cell_its_folder(
 ) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
 
     out = tmp_path / "t3"
     shutil.copytree(tiny_table3.out_dir, out, ignore=shutil.ignore_patterns("embeddings"))
@@ -181,8 +182,8 @@ def test_learner_track_a_grid_into_tensorboard_gives_every_cell_its_folder(
     for cell in json.loads((out / "results.json").read_text())["cells"]:
         events = EventAccumulator(str(out / "tensorboard" / cell["dir"] / "classifier"))
         events.Reload()
-        (accuracy,) = events.Scalars("accuracy")
-        assert accuracy.value == pytest.approx(cell["accuracy"], rel=1e-6)  # float32
+        (accuracy,) = events.Tensors("accuracy")
+        assert make_ndarray(accuracy.tensor_proto).item() == cell["accuracy"]  # double precision: exact
     parent = EventAccumulator(str(out / "tensorboard"))
     parent.Reload()
     assert "REPORT.md/text_summary" in parent.Tags()["tensors"]

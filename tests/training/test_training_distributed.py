@@ -1,24 +1,34 @@
 """DDP with two gloo processes on CPU: the gathered loss and the all-reduced gradients equal the
-single-process loss and gradients on the concatenated batch (the contrastive terms see the global batch)."""
+single-process loss and gradients on the concatenated batch (the contrastive terms see the global batch),
+and a rank that dies leaves the other one error line."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from gloo_ranks import run_gloo_ranks
+import torch.distributed as dist
+from gloo_ranks import _free_port, run_gloo_ranks
 from torch import nn
 
-from learner.config import LossConfig
+from learner.config import Config, LossConfig
 from learner.losses.registry import build_objective
 from learner.training.distributed import (
     DistInfo,
     all_gather_with_grad,
     broadcast_object,
     distributed,
+    peer_failure,
     wrap_model,
 )
+from learner.training.faults import FAULT_VARIABLE
+from learner.training.grad_share import contrastive_gradient_share
 
 WORLD = 2
 LOCAL_BATCH = 5
@@ -55,13 +65,14 @@ def _loss_and_grads(model: nn.Module, inputs: torch.Tensor, scores: torch.Tensor
     out = build_objective(LossConfig(name=name))(
         all_gather_with_grad(embeddings), all_gather_with_grad(predictions), all_gather_with_grad(scores)
     )
+    share = contrastive_gradient_share(getattr(model, "module", model), out)  # as a step: before backward
     out.total.backward()
     grads = {
         key: p.grad.clone()
         for key, p in getattr(model, "module", model).named_parameters()
         if p.grad is not None
     }
-    return {"loss": out.total.detach(), "terms": out.terms, "grads": grads}
+    return {"loss": out.total.detach(), "terms": out.terms, "grads": grads, "share": share}
 
 
 def _worker(rank: int, out_dir: str) -> None:
@@ -113,6 +124,17 @@ def test_ddp_gradients_equal_single_process_gradients(rank_results: list[dict], 
             torch.testing.assert_close(result[name]["grads"][key], grad, rtol=1e-10, atol=1e-12, msg=key)
 
 
+@pytest.mark.parametrize("name", LOSSES)
+def test_ddp_gradient_share_equals_the_single_process_share(rank_results: list[dict], name: str) -> None:
+    """metrics.csv's ``grad_share_contrastive``: each rank's gradients of a term cover its own slice of the
+    global batch; averaged over the ranks they are the single process's, and so is the share."""
+    single = _loss_and_grads(_TinyRegressor(), *_global_batch(), name)["share"]
+    assert single is not None
+    assert 0 < single < 1
+    for result in rank_results:
+        assert result[name]["share"] == pytest.approx(single, rel=1e-5)  # norms in float32
+
+
 def test_contrastive_only_objective_runs_repeated_ddp_steps(rank_results: list[dict]) -> None:
     single = _loss_and_grads(_TinyRegressor(), *_global_batch(), "cl")
     assert set(single["grads"]) == {"encoder.weight", "encoder.bias"}  # the head is unused
@@ -143,3 +165,69 @@ def test_single_process_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
         assert all_gather_with_grad(x) is x
         model = nn.Linear(2, 1)
         assert wrap_model(model, info, torch.device("cpu")) is model
+
+
+GLOO_RESET = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:7063: "
+    "Connection reset by peer. This is typically caused by a remote worker hanging"
+)  # what a surviving rank's DDP step raised when its peer was killed
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (RuntimeError(GLOO_RESET), "lost connection to a peer"),
+        (
+            dist.DistBackendError("NCCL communicator was aborted: ncclRemoteError"),
+            "lost connection to a peer",
+        ),
+        (dist.DistStoreError("recv failed"), "lost connection to a peer"),
+        (
+            RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 3600000ms for recv"),
+            "a collective timed out",
+        ),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x6 and 5x4)"), None),  # this rank's own
+        (RuntimeError("Connection reset by peer"), None),  # not from a collective
+        (ValueError("all_gather_with_grad needs equal batch sizes on every rank, got [1, 2]"), None),
+    ],
+)
+def test_only_a_collective_that_lost_its_peer_is_a_peer_failure(error: Exception, cause: str | None) -> None:
+    assert peer_failure(error) == cause
+
+
+def test_a_single_process_keeps_its_own_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="Connection reset by peer"), distributed("cpu"):
+        raise RuntimeError(GLOO_RESET)
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_leaves_the_other_one_error_line(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    """``learner pretrain`` on two ranks (torchrun's variables) whose rank 1 is killed after its first
+    update: rank 0 fails at its next collective with one line pointing at the other rank, no traceback."""
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(make_tiny_pretrain_config().to_yaml())
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "learner", "pretrain", "--config", str(config_file), "--out", str(out)]
+    group = {"WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    ranks = []
+    for rank in range(WORLD):
+        env = os.environ | group | {"RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        env |= {FAULT_VARIABLE: "step:1"} if rank == 1 else {}
+        ranks.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    try:
+        outputs = [process.communicate(timeout=300) for process in ranks]
+    finally:
+        for process in ranks:
+            process.kill()
+    assert ranks[1].returncode == -signal.SIGKILL, outputs[1][1][-2000:]
+    stderr = outputs[0][1]
+    assert ranks[0].returncode == 2, stderr[-3000:]
+    assert stderr.splitlines() == [
+        "error: rank 0 of 2: another rank stopped (lost connection to a peer); see that rank's output"
+    ], stderr[-3000:]

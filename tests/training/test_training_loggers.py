@@ -49,14 +49,15 @@ def test_tensorboard_logger_writes_the_epoch_scalars(
 ) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
 
     out, _ = _pretrain(make_tiny_pretrain_config, tmp_path, cli, "--logger", "tensorboard")
     table = pd.read_csv(out / "metrics.csv")
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
-    scalars = events.Scalars("val_mae")
-    assert [s.step for s in scalars] == table["epoch"].tolist()
-    assert [s.value for s in scalars] == pytest.approx(table["val_mae"].tolist(), rel=1e-6)  # float32
+    for column in ("val_mae", "train_loss", "lr"):  # double-precision scalars: metrics.csv's numbers exactly
+        scalars = [(e.step, make_ndarray(e.tensor_proto).item()) for e in events.Tensors(column)]
+        assert scalars == list(zip(table["epoch"], table[column], strict=True)), column
 
 
 def test_csv_logger_is_the_default_and_progress_is_plain_lines_off_a_terminal(

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from test_training_kill import killed_pretraining
 
 from learner import api
 from learner.config import Config
@@ -114,6 +115,63 @@ def test_a_grids_stage_keeps_no_store_of_its_own(
     stage = grid / "LUS" / "mse" / "seed-0" / "encoder"
     assert [type(sink).__name__ for sink in loggers.open_loggers("mlflow", stage, config)] == ["CsvLogger"]
     assert not (stage / "mlruns").exists()
+
+
+def _tracked_epochs(run_dir: Path, logger: str, column: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The (step, value) history of ``column`` in the run's tracker run, in logging order."""
+    if logger == "mlflow":
+        client, run = _only_run(run_dir, monkeypatch)
+        return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, column)]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(e.step, make_ndarray(e.tensor_proto).item()) for e in events.Tensors(column)]
+
+
+# 2 steps per epoch; each kill leaves the tracker and the checkpoint's history apart
+RESUMED_AFTER = [
+    # after epoch 2's checkpoint, before its row reached the sinks: the tracker lacks epoch 2
+    pytest.param("mlflow", 3, 1, "checkpoint-saved:2", id="mlflow-saved-not-logged"),
+    # mid-epoch 4 with checkpoints every 2 epochs: epoch 3 logged but not saved, so trained again
+    pytest.param("mlflow", 4, 2, "step:7", id="mlflow-logged-not-saved"),
+    pytest.param("tensorboard", 4, 2, "step:7", id="tensorboard-logged-not-saved"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("logger", "epochs", "every", "fault"), RESUMED_AFTER)
+def test_a_resumed_pretraining_tracks_exactly_the_epochs_of_metrics_csv(
+    logger: str,
+    epochs: int,
+    every: int,
+    fault: str,
+    make_tiny_pretrain_config: Callable[..., Config],
+    cli: CliRun,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_thread: None,
+) -> None:
+    """A kill between a checkpoint and the tracker (either way round), then ``--resume``: the tracker run
+    holds every epoch of metrics.csv once, with its numbers, never one lost or logged twice."""
+    pytest.importorskip(logger)
+    run = tmp_path / "run"
+    config = make_tiny_pretrain_config(
+        **{"runtime.logger": logger, "optim.epochs": epochs, "runtime.checkpoint_every": every}
+    )
+    killed_pretraining(config, run, fault)
+    code, _, err = cli(["pretrain", "--resume", str(run)])
+    assert code == 0, err
+    table = pd.read_csv(run / "metrics.csv")
+    assert table["epoch"].tolist() == list(range(1, epochs + 1))
+    for column in ("train_loss", "val_mae", "lr"):
+        expected = list(zip(table["epoch"], table[column], strict=True))
+        assert _tracked_epochs(run, logger, column, monkeypatch) == expected, column
+    if logger == "mlflow":
+        _, tracked = _only_run(run, monkeypatch)
+        assert tracked.info.status == "FINISHED"
+        assert tracked.data.metrics["last.val_mae"] == table["val_mae"].iloc[-1]
 
 
 def _documented_ui_command() -> str:

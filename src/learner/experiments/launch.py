@@ -11,9 +11,14 @@
 Jobs write only their own cell's folders; their submitit logs go to ``OUT/submitit``. When all have
 finished, the grid's loop finds every stage complete (``complete.json``) and only collects the numbers,
 so results merge and resume exactly as with ``inline``: a cell that completed is never submitted again, a
-failed cell is named with its job id, its end (an error line, or a SLURM state such as ``CANCELLED``) and
-its log, and retried by ``--resume``. On SLURM each job is awaited through ``scontrol`` (no accounting
-database needed). Needs ``pip install 'learner[cluster]'``.
+failed cell is named with its job id, its end (the job's error line, or for a job that left no result
+submitit's state or a SLURM state such as ``CANCELLED``) and its log, and retried by ``--resume``. On SLURM
+each job is awaited through ``scontrol`` (no accounting database needed). Needs
+``pip install 'learner[cluster]'``.
+
+The launcher options are checked with the plan, before any work (:func:`check_launcher`): each is set on
+a throwaway executor of the same kind, so a key or value submitit refuses is one line naming it, and
+``submitit-local`` is refused more GPUs per job than this machine has (its jobs would train on the CPU).
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import importlib.util
 import logging
 import re
 import subprocess
+import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from learner.config import Config, LauncherName, RuntimeConfig
@@ -47,20 +54,64 @@ SUBMITIT_CLUSTERS: dict[LauncherName, str | None] = {
 
 
 def check_launcher(runtime: RuntimeConfig) -> None:
-    """Fail before any work when the launcher needs submitit and it is not installed.
+    """Fail before any work when the launcher cannot run the cells as configured.
 
     Raises:
-        ConfigError: names the extra to install, or ``runtime.cells_side_by_side`` off the inline launcher.
+        ConfigError: submitit is not installed (names the extra), ``runtime.cells_side_by_side`` off the
+            inline launcher, or a launcher option submitit cannot use (:func:`submitit_executor`).
     """
     if runtime.cells_side_by_side and runtime.launcher != "inline":
         raise ConfigError(
             f"runtime.cells_side_by_side runs the cells in this process; set runtime.launcher=inline, got "
             f"{runtime.launcher}"
         )
-    if SUBMITIT_CLUSTERS[runtime.launcher] is not None and importlib.util.find_spec("submitit") is None:
+    if SUBMITIT_CLUSTERS[runtime.launcher] is None:
+        return
+    if importlib.util.find_spec("submitit") is None:
         raise ConfigError(
             f"runtime.launcher={runtime.launcher} needs submitit: pip install 'learner[cluster]'"
         )
+    with tempfile.TemporaryDirectory(prefix="learner-launcher-") as scratch:  # a local executor writes there
+        submitit_executor(runtime.launcher, Path(scratch), runtime.launcher_options)
+
+
+def submitit_executor(launcher: LauncherName, folder: Path, options: Mapping[str, str]) -> Any:
+    """submitit's executor for ``launcher`` (``submitit`` or ``submitit-local``), its files in ``folder``,
+    with the job name ``learner`` and ``options`` (``--launcher-opt`` text, read as YAML values:
+    :func:`executor_parameters`) set one by one, so that a refusal names its option.
+
+    Raises:
+        ConfigError: ``submitit`` where no ``srun`` runs; an option that is not a YAML value, a key no
+            executor knows, a value of the wrong type or one the executor refuses; for ``submitit-local``
+            more ``gpus_per_node`` than this machine has GPUs.
+    """
+    import submitit
+
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=SUBMITIT_CLUSTERS[launcher])
+    except RuntimeError as exc:  # submitit's SLURM executor looks for srun first
+        raise ConfigError(
+            f"runtime.launcher={launcher}: submitit cannot submit from this machine ({_first_line(exc)}); "
+            "run it where SLURM is, or use --launcher submitit-local to run the jobs here"
+        ) from None
+    executor.update_parameters(name="learner")
+    for key, text in options.items():
+        where = f"--launcher-opt {key}={text} (runtime.launcher_options)"
+        try:
+            (value,) = executor_parameters({key: text}).values()
+        except yaml.YAMLError:
+            raise ConfigError(f"{where}: not a YAML value") from None
+        try:  # submitit checks with assert, NameError and ValueError
+            executor.update_parameters(**{key: value})
+        except (AssertionError, NameError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: submitit refuses it: {_first_line(exc)}") from None
+        gpus, here = executor.parameters.get("gpus_per_node") or 0, torch.cuda.device_count()
+        if launcher == "submitit-local" and gpus > here:  # the jobs would train on the CPU without a word
+            raise ConfigError(
+                f"{where}: submitit-local jobs run here, and this machine has {here} GPU(s): ask for at most "
+                f"{here}"
+            )
+    return executor
 
 
 def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig) -> None:
@@ -77,20 +128,17 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
             pretrain_cells_side_by_side(jobs)
         return
     check_launcher(runtime)
-    import submitit
-
     pending = [job for job in jobs if not _complete(job)]
     if not pending:
         return
-    executor = submitit.AutoExecutor(folder=run_dir / "submitit", cluster=cluster)
-    executor.update_parameters(name="learner", **executor_parameters(runtime.launcher_options))
+    executor = submitit_executor(runtime.launcher, run_dir / "submitit", runtime.launcher_options)
     # the jobs' own stages are timed in their processes: here their wall time is one stage, not "other"
     with stage(f"cells ({runtime.launcher} jobs, {len(pending)})"):
         submitted = [(job, executor.submit(RequeueableCell(job))) for job in pending]
         log.info(
             "submitted %d cell job(s) via %s: %s", len(submitted), runtime.launcher, run_dir / "submitit"
         )
-        failed: list[str] = []
+        failed: list[tuple[str, str, Path]] = []  # (cell, how its job ended, its log)
         for job, handle in submitted:
             ended = _wait(handle) if cluster == "slurm" else None
             try:
@@ -98,15 +146,27 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
                     raise RuntimeError(ended)
                 handle.result()
             except Exception as exc:  # submitit re-raises what the job raised, wrapped; its log has it all
-                reason = ended or _last_line(exc)
-                failed.append(
-                    f"{job.where.as_posix()} (job {handle.job_id}: {reason}; log: {handle.paths.stderr})"
-                )
+                end = f"job {handle.job_id}: {ended or _job_end(exc)}"
+                failed.append((job.where.as_posix(), end, handle.paths.stderr))
     if failed:
-        raise LearnerError(
-            f"{len(failed)} of {len(submitted)} cell job(s) failed: {'; '.join(failed)}; "
-            "rerun with --resume to retry them (completed cells are reused)"
+        raise LearnerError(_failure_line(run_dir, failed, len(submitted)))
+
+
+def _failure_line(run_dir: Path, failed: Sequence[tuple[str, str, Path]], submitted: int) -> str:
+    """The error line for ``failed`` cells (each: where, how its job ended, its log). A grid whose folder
+    holds nothing worth resuming (:meth:`RunLayout.started`) is removed, its logs with it, when it was new
+    (:func:`learner.runs.removed_unless_started`): then neither ``--resume`` nor a log is promised, only
+    where the logs are if the folder stays (a ``--resume`` run's does)."""
+    if RunLayout(run_dir).started():
+        cells = "; ".join(f"{where} ({end}; log: {path})" for where, end, path in failed)
+        advice = "rerun with --resume to retry them (completed cells are reused)"
+    else:
+        cells = "; ".join(f"{where} ({end})" for where, end, _ in failed)
+        advice = (
+            "no cell saved anything to resume from, so rerun the command (the jobs' logs, if the run folder "
+            f"is kept: {run_dir / 'submitit'})"
         )
+    return f"{len(failed)} of {submitted} cell job(s) failed: {cells}; {advice}"
 
 
 class RequeueableCell:
@@ -188,12 +248,25 @@ def _slurm_state(job_id: str) -> str:
     return fields.get("JobState", "UNKNOWN")
 
 
-def _last_line(exc: Exception) -> str:
-    """The job's own error line (``ManifestError: ...``) from submitit's message, which wraps the job's
-    traceback and ends with the log paths; else the message's last line."""
+def _job_end(exc: Exception) -> str:
+    """How a job ended without its result, from what submitit raised: for a job that raised, its own error
+    line (``ManifestError: ...``) from the traceback submitit wraps; for one that left no result (killed,
+    crashed) that and submitit's state, not the job's last output, which submitit quotes after it."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    if isinstance(exc, UncompletedJobError) and not isinstance(exc, FailedJobError):
+        state = re.search(r"has not produced any output \(state: ([^)\n]*)\)", str(exc))
+        # a local job's state is its controller's, FINISHED even when the job itself was killed
+        detail = f"; submitit state: {state[1]}" if state else ""
+        return f"ended without a result (killed or crashed{detail})"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"[\w.]*(Error|Exception|Interrupt)\b", line)]
     return (errors or lines or [type(exc).__name__])[-1]
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line of text, without a closing full stop (part of a longer line)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
 
 
 def _complete(job: CellJob) -> bool:

@@ -125,6 +125,31 @@ def init_distributed(device_type: str) -> DistInfo:
     return info
 
 
+class PeerLostError(LearnerError):
+    """A collective of a multi-process run failed because another rank went away (killed, crashed, its node
+    lost) or stalled: the surviving ranks each say so in one line; the rank that stopped says why."""
+
+
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused",
+             "ncclRemoteError", "remote process exited")  # fmt: skip
+"""What gloo, NCCL and the rendezvous store say when the other end of a connection went away."""
+
+
+def peer_failure(exc: BaseException) -> str | None:
+    """Why a collective failed when ``exc`` says another rank stopped (``lost connection to a peer``) or
+    never came (``a collective timed out``), else None: any other error, from a collective or not, is this
+    rank's own and keeps its message. A collective's error is torch's ``DistError`` or a RuntimeError from
+    the gloo or NCCL backend (DDP's reducer and gloo raise plain RuntimeErrors)."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not (isinstance(exc, dist.DistError) or "gloo" in text or "NCCL" in text):
+        return None
+    if isinstance(exc, dist.DistNetworkError | dist.DistStoreError) or any(m in text for m in PEER_GONE):
+        return "lost connection to a peer"
+    return "a collective timed out" if "timed out" in text.lower() else None
+
+
 @contextmanager
 def distributed(device_type: str) -> Iterator[DistInfo]:
     """:func:`init_distributed` for the duration of a block; tears down only a group it created itself.
@@ -136,6 +161,10 @@ def distributed(device_type: str) -> Iterator[DistInfo]:
     A block that ends normally waits at a barrier first, so that no rank closes its connections while
     another still uses them (a rank aborted with "terminate called without an active exception" when its
     peer tore the group down first).
+
+    Raises:
+        PeerLostError: with several ranks, a collective failed because another rank stopped
+            (:func:`peer_failure`): one line instead of the backend's error.
     """
     created = dist.is_available() and not dist.is_initialized()
     info = init_distributed(device_type)
@@ -143,6 +172,10 @@ def distributed(device_type: str) -> Iterator[DistInfo]:
         yield info
     except BaseException as exc:
         traceback.clear_frames(exc.__traceback__)
+        cause = peer_failure(exc) if info.is_distributed else None
+        if cause is not None:
+            where = f"rank {info.rank} of {info.world_size}"
+            raise PeerLostError(f"{where}: another rank stopped ({cause}); see that rank's output") from exc
         raise
     else:
         if created and info.world_size > 1:
@@ -208,6 +241,16 @@ def wrap_model(
             model, device_ids=[device.index], find_unused_parameters=find_unused_parameters
         )
     return nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``x`` over the ranks (a new tensor; ``x`` itself when not distributed).
+    Every rank must pass the same shape."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    total = x.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)  # gloo has no AVG
+    return total / dist.get_world_size()
 
 
 def broadcast_object(obj: T) -> T:

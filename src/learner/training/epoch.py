@@ -108,7 +108,9 @@ def restore(
     """With ``plan.resume``, load ``last_dir`` into ``trainee`` (weights, optimiser, scaler, memory) and the
     RNG states, so that the continuation is bit-identical, after rank 0 put back the newest complete copy
     of each checkpoint a kill between a save's two renames left aside; else (or before a first checkpoint)
-    a fresh :class:`LoopState`. Every rank calls it (it waits for rank 0's recovery)."""
+    a fresh :class:`LoopState`. On a resume rank 0 leaves ``metrics.csv`` holding exactly the restored
+    history (the tracker run starts from it: :func:`~learner.training.loggers.open_loggers`). Every rank
+    calls it (it waits for rank 0's recovery)."""
     run_dir, resume = plan.run_dir, plan.resume
     state = LoopState()
     if resume and info.is_main:  # a kill between a save's two renames: put the newest complete copy back
@@ -125,11 +127,13 @@ def restore(
         set_rng_state(saved["rng"])
         trainee.memory.load_state_dict(saved.get("memory", {}), trainee.device)
         log.info("resumed %s at epoch %d, step %d", run_dir, len(state.history), state.step)
-        # a kill after the last save but before this write would lose that epoch's row
-        if run is not None and state.history:
-            CsvLogger(run_dir, plan.config).log(state.history[-1], state.history)
     elif resume:
         log.info("resumed %s: no checkpoint was saved yet, starting at epoch 1", run_dir)
+    if resume and run is not None:  # metrics.csv := the restored history: a kill after a save lost its
+        if state.history:  # row, one between save points left rows of epochs the resume trains again
+            CsvLogger(run_dir, plan.config).log(state.history[-1], state.history)
+        else:
+            run.layout.epochs.unlink(missing_ok=True)
     return state
 
 
@@ -321,6 +325,8 @@ def validate_and_checkpoint(
                 }  # fmt: skip
                 saver.save_last(last_dir, model, summary, train_state)
                 fault_point("checkpoint-saved")
+            # a kill between the save and these writes loses no row: a resume rewrites the sinks from the
+            # checkpoint's history (restore, open_loggers), which also drops rows logged after the save
             for sink in sinks:
                 sink.log(row, history)
             _report(progress, row, epochs)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from learner.losses.registry import WITHIN_PATIENT, LossOutput
+from learner.training.distributed import mean_over_ranks
 
 
 def contrastive_gradient_share(model: nn.Module, out: LossOutput) -> float | None:
@@ -27,16 +28,21 @@ def contrastive_gradient_share(model: nn.Module, out: LossOutput) -> float | Non
 
 def contrastive_gradient_norms(model: nn.Module, out: LossOutput) -> torch.Tensor | None:
     """(‖∇_θ λ·MSE‖, ‖∇_θ (1 − λ)·C‖) as a (2,) float32 tensor left on the device (no host sync), or None
-    where :func:`contrastive_gradient_share` is None: that share before its division."""
+    where :func:`contrastive_gradient_share` is None: that share before its division.
+
+    Distributed, each rank's gradient of a term covers only its slice of the global batch (scaled by the
+    world size: :mod:`learner.training.distributed`); their mean over the ranks, the gradient DDP applies,
+    is the single process's, so the norms are taken of that mean (an all-reduce per parameter tensor, on the
+    epoch's first batch only)."""
     if len(out.weighted) != 2 or WITHIN_PATIENT in out.weighted:
         return None
     params = [p for p in model.parameters() if p.requires_grad]
     norms = []
     for value in out.weighted.values():  # MSE first, then the contrastive term
         grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-        norms.append(
-            torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads if g is not None]))
-        )
+        # every rank has the same graph, so the same parameters without a gradient and the same reductions
+        parts = [mean_over_ranks(g.float()).norm() for g in grads if g is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack(parts)))
     return torch.stack(norms)
 
 

@@ -9,7 +9,13 @@ it); ``runtime.logger`` adds one more sink, a run of the tracker of :mod:`learne
   ``tensorboard --logdir RUN_DIR/tensorboard``);
 * ``mlflow``: a run in the local file store ``RUN_DIR/mlruns`` (``pip install learner[mlflow]``; no server,
   nothing leaves the machine; docs/training.md gives the UI command), with the result settings as
-  parameters. A resumed pretraining continues the same run.
+  parameters.
+
+The tracker run is written afresh whenever the sinks open (:func:`open_loggers`): from the rows of
+``metrics.csv``, which on a resume hold exactly the checkpoint's history. A resumed pretraining therefore
+replaces the killed attempt's run by one that holds every epoch of ``metrics.csv`` once: an epoch saved but
+killed before it reached the tracker is not lost, one logged but killed before its checkpoint (which the
+resume trains again) is not doubled.
 
 Each epoch's numbers are metrics at step = epoch; when the run ends its ``metrics.json`` (best and last
 rows, as ``best.*`` / ``last.*``) and training curves are added. A pretraining that is a stage of an
@@ -93,13 +99,20 @@ def check_logger(name: LoggerName) -> None:
 
 def open_loggers(name: LoggerName, run_dir: Path, config: Config) -> list[MetricsLogger]:
     """``metrics.csv`` plus a run of the tracker ``name`` (nothing more for ``csv``, or for a stage of an
-    experiment grid, which its grid records)."""
+    experiment grid, which its grid records).
+
+    The tracker run replaces what its store held for ``run_dir`` and starts with every row of
+    ``metrics.csv`` (:func:`log_epochs`). Opened after :func:`learner.training.epoch.restore`, which leaves
+    that file holding exactly the restored history (none for a new run), so a resumed run's tracker holds
+    the epochs of ``metrics.csv`` whatever a kill left in it.
+    """
     check_logger(name)
     sinks: list[MetricsLogger] = [CsvLogger(run_dir, config)]
     if name != "csv" and grid_of(run_dir) is None:
         tracker = open_tracker(
-            name, run_dir, run_dir.name, "pretraining", pretraining_params(config), replace=False
+            name, run_dir, run_dir.name, "pretraining", pretraining_params(config), replace=True
         )
+        log_epochs(tracker, run_dir)
         sinks.append(TrackerLogger(tracker, run_dir))
     return sinks
 

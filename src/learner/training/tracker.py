@@ -5,8 +5,9 @@ A tracker store lives in the run directory it records: ``RUN_DIR/mlruns`` (an ML
 ``learner``) or ``RUN_DIR/tensorboard`` (event files). A run in it is named by its **folder**, the path of
 what it records relative to ``RUN_DIR`` (``.`` for the run itself, ``LUS/mse/seed-0/classifier`` for a
 grid cell), kept as the MLflow tag ``learner.folder`` or as the TensorBoard sub-directory. Opening a folder
-again continues its run (a resumed pretraining); ``replace=True`` starts it afresh (``learner track``, a
-grid cell recorded again on resume), so recording twice never doubles a metric's history.
+again continues its run; ``replace=True`` starts it afresh (``learner track``, a resumed pretraining, a
+grid cell recorded again on resume), so recording twice never doubles a metric's history. TensorBoard
+scalars are written in double precision, so both trackers hold the numbers of the run's files exactly.
 
 Which stage records what is decided above this module: pretraining epochs in
 :mod:`learner.training.loggers`, classifications and grids in :mod:`learner.experiments.tracking`.
@@ -244,7 +245,9 @@ class TensorBoardTracker:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         for key, value in metrics.items():
-            self.writer.add_scalar(key, float(value), step)
+            # the legacy scalar field is float32 (metrics.csv's numbers would differ in the 8th digit);
+            # TensorBoard reads a double tensor summary as the same scalar
+            self.writer.add_scalar(key, float(value), step, new_style=True, double_precision=True)
 
     def log_artifact(self, path: Path) -> None:
         if path.suffix == ".png":
