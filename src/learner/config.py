@@ -469,8 +469,8 @@ class RuntimeConfig(_Section):
         default="off",
         description="torch.compile the network of the training steps in this mode (off, default, "
         "reduce-overhead, max-autotune, max-autotune-no-cudagraphs): for long GPU runs, whose steps are "
-        "launch-bound; the first steps compile (about 100 s on a GPU); reduce-overhead and max-autotune not with "
-        "runtime.cuda_graph (docs/training.md)",
+        "launch-bound; the first steps compile (about 100 s on a GPU); reduce-overhead and max-autotune not "
+        "with runtime.cuda_graph (docs/training.md)",
     )
     cpu_channels_last: bool = Field(
         default=False,
