@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_table3.sh OUT_DIR [SEEDS] [PATH] [LEARNER OPTIONS...]
 #     SEEDS: a YAML list, default [0]; PATH: loader (default), device or device-graph; LEARNER OPTIONS:
 #     appended to the cache and experiment commands (e.g. --set optim.epochs=1); PHANTOM: the phantom's
-#     options, default "--size 224 --patients 160,44,17" (tests/test_benchmark_gpu.py runs it tiny on CPU).
+#     options, default "--size 224 --patients 160,44,17" (tests/test_benchmark_gpu.py runs it tiny on CPU);
+#     LOSSES: the grid's objectives as a YAML list, default the config's three (MSE, MSE + CL, MSE + wCL).
 #     LIMIT_S: the whole script's seconds (e.g. under a GPU window's command limit): the experiment runs
 #     under `timeout` with what is left (20 s kept for the bundle), and the small outputs are bundled
 #     whether it finished or not. Run again with the same OUT_DIR to go on: the phantom is kept and the
@@ -82,6 +83,7 @@ if [ "$DATA_PATH" != loader ] && [ "${SEED_BY_SEED:-1}" != 0 ]; then
     PREFIXES+=("[$prefix]")
   done
 fi
+if [ -n "${LOSSES:-}" ]; then LAUNCH+=(--set "experiment.losses=$LOSSES"); fi  # the grid's, not the cache's
 STARTED=$(date +%s)
 status=0
 for seeds in "${PREFIXES[@]}"; do

@@ -15,6 +15,7 @@ import yaml
 
 from learner.config import Config, DatasetSpec
 from learner.experiments import stages
+from learner.experiments.launch import _failure_line
 from learner.experiments.results import ExperimentResult
 from learner.training.faults import FAULT_VARIABLE
 
@@ -135,14 +136,7 @@ def test_the_slurm_launcher_without_slurm_is_one_line_before_any_work(
     assert not (tmp_path / "exp").exists()
 
 
-@pytest.mark.parametrize(
-    ("fault", "started"),
-    [("step:1", False), ("checkpoint-saved:1", True)],
-    ids=["killed-before-a-checkpoint", "killed-after-a-checkpoint"],
-)
-def test_a_killed_cell_job_is_named_by_its_state_and_only_existing_logs_are_pointed_at(
-    fault: str,
-    started: bool,
+def test_a_killed_cell_job_is_named_by_its_state_and_its_log_pointed_at(
     tmp_path: Path,
     tiny_experiment_config: Config,
     tiny_lus: DatasetSpec,
@@ -150,10 +144,10 @@ def test_a_killed_cell_job_is_named_by_its_state_and_only_existing_logs_are_poin
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A job killed mid-cell leaves no result: the error says so (submitit's state), not the job's last
-    line of output; it advises ``--resume`` and names the job's log only when the run folder holds a
-    checkpoint and so is kept, and the log then exists."""
+    line of output; the run folder holds a checkpoint, so it is kept and the line advises ``--resume`` and
+    names the job's log, which exists."""
     pytest.importorskip("submitit")
-    monkeypatch.setenv(FAULT_VARIABLE, fault)  # the job's process inherits it; this one never trains
+    monkeypatch.setenv(FAULT_VARIABLE, "checkpoint-saved:1")  # the job's process inherits it
     code, _, err = cli(_local_grid(tmp_path, tiny_experiment_config, tiny_lus))
     assert code == 2, err
     assert err.count("\n") == 1, err
@@ -161,12 +155,19 @@ def test_a_killed_cell_job_is_named_by_its_state_and_only_existing_logs_are_poin
     assert "ended without a result (killed or crashed; submitit state: " in err
     assert "epoch 1/1" not in err
     assert "submitit INFO" not in err
-    assert (tmp_path / "exp").exists() == started
-    if started:
-        log = Path(err.split("log: ")[1].split(")")[0])
-        assert log.is_file()
-        assert err.rstrip().endswith("rerun with --resume to retry them (completed cells are reused)")
-    else:
-        assert "--resume" not in err
-        assert "log: " not in err
-        assert "if the run folder is kept" in err
+    log = Path(err.split("log: ")[1].split(")")[0])
+    assert log.is_file()
+    assert err.rstrip().endswith("rerun with --resume to retry them (completed cells are reused)")
+
+
+def test_a_grid_that_saved_nothing_promises_no_resume_and_no_log(tmp_path: Path) -> None:
+    """Its folder, new, is removed with its logs (runs.removed_unless_started): the line only says where
+    the logs are if the folder stays."""
+    failed = [("LUS/mse/seed-0", "ended without a result", tmp_path / "submitit" / "1_0_log.err")]
+    line = _failure_line(tmp_path, failed, 2)
+    assert line.startswith("1 of 2 cell job(s) failed: LUS/mse/seed-0 (ended without a result); ")
+    assert "--resume" not in line
+    assert "log: " not in line
+    assert f"if the run folder is kept: {tmp_path / 'submitit'}" in line
+    (tmp_path / "LUS" / "mse" / "seed-0" / "encoder" / "checkpoints" / "last").mkdir(parents=True)
+    assert "--resume" in _failure_line(tmp_path, failed, 2)  # a checkpoint: the folder is kept
