@@ -21,6 +21,8 @@ from learner.experiments import stages, sweep, table3
 from learner.layout import RunLayout
 from learner.runs import check_run_dir, open_run_dir
 
+pytestmark = pytest.mark.slow  # grids through the engine, ~45 s together: the full suite, not the fast lane
+
 CELL = Path("LUS") / "mse" / "seed-0"
 
 
