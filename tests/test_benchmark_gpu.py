@@ -263,12 +263,12 @@ def a_wheel(folder: Path, module: str, text: str = "VALUE = 42\n") -> Path:
 
 def source_gpu_env(folder: Path, then: str) -> subprocess.CompletedProcess[str]:
     """``source benchmarks/gpu_env.sh && THEN`` in ``folder`` (where ``.whl/`` is looked for), with an
-    interpreter that lacks what the GPU image lacks: a stand-in for this one whose import check of those
+    interpreter that lacks what the GPU image lacks: a stand-in for this one whose check for those
     modules fails, as on the image, so the carried wheels are installed."""
     python = folder / "python"
     python.write_text(
         "#!/bin/bash\n"
-        'if [ "$1" = -c ] && [[ "$2" == "import pydantic, "* ]]; then exit 1; fi\n'
+        'if [ "$1" = -c ] && [[ "$2" == *find_spec* ]]; then exit 1; fi\n'
         f'exec {sys.executable} "$@"\n'
     )
     python.chmod(0o755)
@@ -286,6 +286,16 @@ def test_gpu_env_installs_the_carried_wheels_where_the_interpreter_lacks_them(tm
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "42"
+
+
+def test_gpu_env_leaves_an_interpreter_that_has_every_module_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / ".whl").mkdir()
+    a_wheel(tmp_path / ".whl", "carried_here")
+    script = f"source {ROOT / 'benchmarks' / 'gpu_env.sh'} && learner_needs carried_here"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False,
+                          env=os.environ | {"PYTHON": sys.executable}, timeout=300)  # fmt: skip
+    assert done.returncode != 0  # this one has pydantic, MONAI, ...: the wheels were not installed
+    assert done.stderr.startswith("cannot import carried_here")
 
 
 def test_gpu_env_says_in_one_line_that_the_carried_wheels_did_not_install(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ client is one parent run with one nested run per cell whose metrics are that cel
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -21,7 +22,8 @@ from learner.errors import ConfigError
 from learner.experiments.results import ExperimentResult
 from learner.training import loggers
 
-pytest.importorskip("mlflow")
+# found, not imported: importing MLflow at collection costs every test process about a second
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow is not installed")
 
 
 def _client(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:

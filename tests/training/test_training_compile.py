@@ -54,7 +54,9 @@ def test_off_is_the_network_itself() -> None:
     assert compile_network(network, "off") is network
 
 
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead", "max-autotune-no-cudagraphs"])
+@pytest.mark.parametrize(  # the third mode takes the first's path (no CUDA graphs): the full suite's
+    "mode", ["default", "reduce-overhead", pytest.param("max-autotune-no-cudagraphs", marks=pytest.mark.slow)]
+)
 def test_a_compiled_step_computes_the_eager_steps_loss_gradients_and_share(
     mode: str,
     make_tiny_pretrain_config: Callable[..., Config],
