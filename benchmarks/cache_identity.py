@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     files = sorted(p for p in args.folder.rglob("*") if p.is_file())
+    if not files:
+        parser.error(f"no files under {args.folder} (give --folder DIR or set LEARNER_POCUS_DIR)")
     total = sum(p.stat().st_size for p in files)
     for path in files:  # warm the page cache
         path.read_bytes()

@@ -81,7 +81,10 @@ def main() -> None:
     rows = []
     for factor in args.factors:
         argv = [sys.executable, __file__, "--child", str(factor), "--base", *map(str, args.base)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=True)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode:  # the child's own last line says why (a traceback's last line is the error)
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            sys.exit(f"error: the {factor}× run failed: {lines[-1]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
         train, stages = row["seconds"]["pretrain"], row["seconds"]

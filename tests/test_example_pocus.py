@@ -84,3 +84,24 @@ def test_the_manifest_reads_the_clips_in_place(example: ModuleType, tmp_path: Pa
     clips = pd.Series([r.patient_id for r in test]).value_counts()
     assert len(pairs) == int((clips * (clips - 1) // 2).sum())
     assert example.PAIR_OVERRIDES == ["data.pairs.intra=all", "data.pairs.match_site=false"]
+
+
+@pytest.mark.parametrize("videos", ["absent", "empty"])
+def test_metadata_without_its_clips_is_one_line_and_writes_nothing(
+    example: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], videos: str
+) -> None:
+    metadata = tmp_path / "dataset_metadata.csv"
+    metadata.write_bytes(METADATA.read_bytes())
+    if videos == "empty":
+        (tmp_path / "pocus_videos").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        example.main(["--metadata", str(metadata), "--manifest-only", "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    rows = len(pd.read_csv(METADATA))
+    expected = {
+        "absent": f"error: {tmp_path / 'pocus_videos'}: no such folder (the clips, pocus_videos/ beside ",
+        "empty": f"error: {metadata}: none of its {rows} rows has a clip to keep (row 1: ",
+    }
+    assert line.startswith(expected[videos]), line
+    assert not (tmp_path / "out").exists()

@@ -88,8 +88,13 @@ def build_manifest(metadata: Path, videos: Path | None = None) -> Built:
     case-insensitively) is the row's ``Filename``. Every other row is in ``Built.skipped`` with the first
     reason that applies: no score, score not a whole number in 0–3, no patient, no clip file, clip not
     readable, a second row for a clip already kept.
+
+    Raises:
+        LearnerError: no folder ``videos``, or no row kept (with the first row's reason).
     """
     videos = videos or metadata.parent / "pocus_videos"
+    if not videos.is_dir():
+        raise LearnerError(f"{videos}: no such folder (the clips, pocus_videos/ beside {metadata.name})")
     table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
     clips: dict[str, Path] = {}
     for path in sorted(videos.rglob("*")):
@@ -121,6 +126,10 @@ def build_manifest(metadata: Path, videos: Path | None = None) -> Built:
                 "metadata_row": row,
             }
         )
+    if not kept:
+        first = skipped[0] if skipped else None
+        why = f" (row {first.row}: {first.reason})" if first else ""
+        raise LearnerError(f"{metadata}: none of its {len(table)} rows has a clip to keep{why}")
     frame = pd.DataFrame(kept)
     frame["visit"] = _visit_numbers(frame)
     columns = ["patient_id", "scan_id", "path", "visit", "score", "modality"]
@@ -235,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.metadata.is_file():
         parser.error(f"{args.metadata} not found (give --metadata PATH/dataset_metadata.csv)")
-    built = build_manifest(args.metadata.resolve())
+    try:
+        built = build_manifest(args.metadata.resolve())
+    except LearnerError as exc:
+        parser.exit(2, f"error: {exc}\n")
     manifest = write_split_manifest(built, args.out, args.seed)
     pd.DataFrame(built.skipped).to_csv(args.out / "skipped.csv", index=False)
     print(describe(built, manifest))
@@ -246,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     command = table3_command(manifest, table3, resume=table3.exists())
     print("$", " ".join(command), flush=True)
     start = time.monotonic()
-    subprocess.run(command, check=True)
+    done = subprocess.run(command, check=False)
+    if done.returncode:  # the command said why in its own one line
+        return done.returncode
     print(f"wall time {(time.monotonic() - start) / 60:.1f} min")
     print(summary(table3))
     return 0

@@ -153,8 +153,14 @@ def main() -> None:
     args = parser.parse_args()
     cells: dict[Key, dict[str, Any]] = {}
     for arm in args.arm:
-        name, _, folders = arm.partition("=")
-        cells |= read_arm(name, [Path(f) for f in folders.split(",")], args.dataset)
+        name, equals, folders = arm.partition("=")
+        paths = [Path(f) for f in folders.split(",")]
+        if not (name and equals and folders):
+            parser.error(f"--arm {arm!r} must look like NAME=DIR[,DIR...]")
+        for path in paths:
+            if not (path / "results.json").is_file():
+                parser.error(f"--arm {arm}: {path / 'results.json'} not found (a sweep or table3 folder)")
+        cells |= read_arm(name, paths, args.dataset)
     print(answers_table(cells) if args.answers else table(cells, args))
 
 

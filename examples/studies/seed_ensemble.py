@@ -37,12 +37,14 @@ from learner.experiments.answers import calibrated_labels, predicted_scores
 def seed_scores(
     folders: list[Path], manifest: Manifest, dataset: str
 ) -> dict[str, dict[int, EmbeddingTable]]:
-    """Each loss's embedding tables of ``dataset`` by seed (the K = 1 tables the Table 3 cells wrote)."""
+    """Each loss's embedding tables of ``dataset`` by seed: the tables its Table 3 cells classified (K clips
+    per scan, as each cell records)."""
     tables: dict[str, dict[int, EmbeddingTable]] = {}
     for folder in folders:
         for cell in json.loads((folder / "results.json").read_text(encoding="utf-8"))["cells"]:
             if cell["dataset"] == dataset:
-                path, _ = embedding_cache_path(folder / cell["dir"] / "encoder", manifest)
+                encoder = folder / cell["dir"] / "encoder"
+                path, _ = embedding_cache_path(encoder, manifest, clips_per_scan=cell["clips_per_scan"])
                 tables.setdefault(cell["loss"], {})[cell["seed"]] = EmbeddingTable.load(path)
     if not tables:
         raise SystemExit(f"error: no cell of dataset {dataset!r} in {', '.join(map(str, folders))}")

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score
 
 from learner.data.manifest import load_manifest
 from learner.data.pairs import intra_patient_pairs
 from learner.data.scales import ChangeLabel, get_scale
+from learner.evaluation.embed import embedding_cache_path
+from learner.evaluation.metrics import macro_f1
 from learner.evaluation.pair_classifier import FittedPairClassifier, pair_features
 
 STABLE = int(ChangeLabel.STABLE)
@@ -38,7 +40,7 @@ def offsets_on(log_p: np.ndarray, labels: np.ndarray) -> np.ndarray:
     for low, high in itertools.product(SHIFTS, repeat=2):
         offsets = np.array([low, 0.0, high])
         answer = (log_p - offsets).argmax(1)
-        macro = f1_score(labels, answer, average="macro")
+        macro = macro_f1(labels, answer)
         if accuracy_score(labels, answer) >= floor and macro > best_f1:
             best, best_f1 = offsets, macro
     return best
@@ -49,7 +51,7 @@ def gaps(labels: np.ndarray, answer: np.ndarray) -> tuple[float, float]:
     majority = np.full_like(labels, STABLE)
     return (
         100 * (accuracy_score(labels, answer) - accuracy_score(labels, majority)),
-        100 * (f1_score(labels, answer, average="macro") - f1_score(labels, majority, average="macro")),
+        100 * (macro_f1(labels, answer) - macro_f1(labels, majority)),
     )
 
 
@@ -60,13 +62,16 @@ def main() -> None:
     parser.add_argument("--scale", default="sf")
     args = parser.parse_args()
     scale = get_scale(args.scale)
-    val_pairs, _ = intra_patient_pairs(load_manifest(args.manifest, scale).by_split("val"), scale)
+    manifest = load_manifest(args.manifest, scale)
+    val_pairs, _ = intra_patient_pairs(manifest.by_split("val"), scale)
     rows: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for folder in sorted(args.folder.glob("**/classifier/classifier")):
         run = folder.parent
         record = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
         encoder = (run / record["encoder_run_relative"]).resolve()  # the sweep may have moved
-        table = np.load(next((encoder / "embeddings").glob("*.npz")))
+        # the table the classifier was fitted on: this manifest and the classification's K clips per scan
+        path, _ = embedding_cache_path(encoder, manifest, clips_per_scan=record["clips_per_scan"])
+        table = np.load(path)
         ids = [str(s) for s in table["scan_ids"]]
         fitted = FittedPairClassifier.load(folder)
         test = pd.read_csv(run / "pairs" / "test.csv")

@@ -5,6 +5,8 @@ predicted scores averaged over seeds), each checked against an independent compu
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -89,3 +91,66 @@ def test_seed_ensemble_runs_on_a_table3_folder(
     monkeypatch.setattr(sys, "argv", ["seed_ensemble.py", *argv[:-1], "nope", "--scale", tiny_mri.scale])
     with pytest.raises(SystemExit, match="no cell of dataset 'nope'"):
         ensemble.main()
+
+
+def test_seed_ensemble_reads_the_table_of_each_cells_clips_per_scan(
+    tiny_table3: ExperimentResult, tiny_mri: DatasetSpec, tmp_path: Path
+) -> None:
+    """A cell classified with K = 2 clips per scan is averaged from its K = 2 table, not the K = 1 one."""
+    from learner.data.manifest import load_manifest
+    from learner.data.scales import get_scale
+    from learner.evaluation.embed import embed_scans
+
+    folder = tmp_path / "t3"
+    shutil.copytree(tiny_table3.out_dir, folder)
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    cells = [cell for cell in results["cells"] if cell["dataset"] == "MRI"]
+    manifest = load_manifest(tiny_mri.manifest, get_scale(tiny_mri.scale))
+    for cell in cells:
+        cell["clips_per_scan"] = 2
+        embed_scans(folder / cell["dir"] / "encoder", manifest, clips_per_scan=2)
+    (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    tables = study("seed_ensemble").seed_scores([folder], manifest, "MRI")
+    assert {table.clips_per_scan for by_seed in tables.values() for table in by_seed.values()} == {2}
+
+
+def test_val_offsets_reads_the_table_its_classifier_was_fitted_on(
+    tiny_table3: ExperimentResult,
+    tiny_mri: DatasetSpec,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another table beside it (here: the same scans' embeddings reversed, written last) changes nothing."""
+    offsets = study("val_offsets")
+    folder = tmp_path / "t3"
+    shutil.copytree(tiny_table3.out_dir / "MRI", folder / "MRI")
+    argv = ["val_offsets.py", str(folder), "--manifest", str(tiny_mri.manifest), "--scale", tiny_mri.scale]
+    monkeypatch.setattr(sys, "argv", argv)
+    offsets.main()
+    alone = capsys.readouterr().out
+    for table in list(folder.glob("**/encoder/embeddings/*.npz")):
+        arrays = dict(np.load(table))
+        arrays["embeddings"] = arrays["embeddings"][::-1].copy()
+        np.savez(table.parent / "0-other.npz", **arrays)
+    offsets.main()
+    assert capsys.readouterr().out == alone
+    assert "| mse |" in alone
+
+
+@pytest.mark.parametrize(
+    ("arm", "why"),
+    [
+        ("tiny", "--arm 'tiny' must look like NAME=DIR[,DIR...]"),
+        ("tiny=", "--arm 'tiny=' must look like NAME=DIR[,DIR...]"),
+        ("tiny=nowhere", "--arm tiny=nowhere: nowhere/results.json not found (a sweep or table3 folder)"),
+    ],
+)
+def test_paired_tables_refuses_an_arm_in_one_line(
+    arm: str, why: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["paired_tables.py", "--arm", arm])
+    with pytest.raises(SystemExit) as stopped:
+        study("paired_tables").main()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"paired_tables.py: error: {why}"

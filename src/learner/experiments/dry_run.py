@@ -49,6 +49,7 @@ from learner.experiments import grid as engine
 from learner.experiments import stages
 from learner.experiments.ablation import AXES as ABLATION_AXES
 from learner.experiments.ablation import ablation_cells
+from learner.experiments.launch import check_launcher
 from learner.experiments.step_cost import StepCost, measure_cost
 from learner.experiments.sweep import sweep_cells
 from learner.experiments.table3 import table3_cells
@@ -278,6 +279,7 @@ GRID_CELLS: dict[
 def plan_experiment(kind: str, experiment: Experiment, resume_dir: Path | None = None) -> Plan:
     """``learner experiment KIND --dry-run``: every cell, the data of every distinct split, the cost; with
     ``resume_dir`` (``--resume``) the cells complete there are marked done and cost nothing."""
+    check_launcher(experiment.config.runtime)  # as the real run does before any work
     axes, enumerate_cells = GRID_CELLS[kind]
     grid = engine.check_grid(experiment.grid, axes)
     # the stages' paths (model.init) matter only to match a resumed run's stages

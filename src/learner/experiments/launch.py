@@ -58,7 +58,9 @@ def check_launcher(runtime: RuntimeConfig) -> None:
 
     Raises:
         ConfigError: submitit is not installed (names the extra), ``runtime.cells_side_by_side`` off the
-            inline launcher, or a launcher option submitit cannot use (:func:`submitit_executor`).
+            inline launcher, or a launcher option submitit cannot use (:func:`submitit_executor`). Options
+            given to the inline launcher are not an error (a config may keep them for its cluster runs): a
+            warning names them.
     """
     if runtime.cells_side_by_side and runtime.launcher != "inline":
         raise ConfigError(
@@ -66,6 +68,12 @@ def check_launcher(runtime: RuntimeConfig) -> None:
             f"{runtime.launcher}"
         )
     if SUBMITIT_CLUSTERS[runtime.launcher] is None:
+        if runtime.launcher_options:  # e.g. --launcher-opt slurm_partition=... without --launcher submitit
+            log.warning(
+                "runtime.launcher_options (%s) are not used: runtime.launcher=%s runs the cells here",
+                ", ".join(runtime.launcher_options),
+                runtime.launcher,
+            )
         return
     if importlib.util.find_spec("submitit") is None:
         raise ConfigError(
@@ -134,7 +142,7 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
     executor = submitit_executor(runtime.launcher, run_dir / "submitit", runtime.launcher_options)
     # the jobs' own stages are timed in their processes: here their wall time is one stage, not "other"
     with stage(f"cells ({runtime.launcher} jobs, {len(pending)})"):
-        submitted = [(job, executor.submit(RequeueableCell(job))) for job in pending]
+        submitted = _submit(executor, pending, runtime.launcher)
         log.info(
             "submitted %d cell job(s) via %s: %s", len(submitted), runtime.launcher, run_dir / "submitit"
         )
@@ -150,6 +158,29 @@ def launch_cells(run_dir: Path, jobs: Sequence[CellJob], runtime: RuntimeConfig)
                 failed.append((job.where.as_posix(), end, handle.paths.stderr))
     if failed:
         raise LearnerError(_failure_line(run_dir, failed, len(submitted)))
+
+
+def _submit(executor: Any, jobs: Sequence[CellJob], launcher: str) -> list[tuple[CellJob, Any]]:
+    """Submit every job; where one is refused (sbatch's partition, account or QoS check: submitit's
+    ``FailedJobError``), the jobs already submitted are cancelled, so a grid that failed to start leaves
+    nothing running.
+
+    Raises:
+        LearnerError: the refused cell and the submitter's first line.
+    """
+    submitted: list[tuple[CellJob, Any]] = []
+    for job in jobs:
+        try:
+            submitted.append((job, executor.submit(RequeueableCell(job))))
+        except Exception as exc:  # what submitit raises depends on the executor: FailedJobError, OSError
+            for _, handle in submitted:
+                handle.cancel(check=False)
+            cancelled = f"; cancelled the {len(submitted)} job(s) submitted before it" if submitted else ""
+            raise LearnerError(
+                f"runtime.launcher={launcher} could not submit cell {job.where.as_posix()}: "
+                f"{_first_line(exc)}{cancelled}"
+            ) from None
+    return submitted
 
 
 def _failure_line(run_dir: Path, failed: Sequence[tuple[str, str, Path]], submitted: int) -> str:

@@ -1,0 +1,34 @@
+"""The CPU benchmark scripts' bad input: one line and a non-zero exit, never a traceback (the figures
+themselves are BENCHMARKS.md's, measured by hand)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *argv], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+
+
+def test_cache_identity_on_a_folder_without_files(tmp_path: Path) -> None:
+    done = _run("cache_identity.py", "--folder", str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.endswith(f"error: no files under {tmp_path} (give --folder DIR or set LEARNER_POCUS_DIR)")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_scaling_names_why_a_run_failed(tmp_path: Path) -> None:
+    """Two train patients cannot fill a batch of 16: the child's error, not CalledProcessError."""
+    done = _run("scaling.py", "--base", "2", "1", "1", "--factors", "1", "--out", str(tmp_path / "r.jsonl"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: the 1× run failed: learner.errors.ConfigError: optim.batch_size=16 exceeds the 9 train scans"
+    )
+    assert not (tmp_path / "r.jsonl").exists()
