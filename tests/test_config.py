@@ -410,8 +410,23 @@ def test_a_circle_of_bases_or_a_bad_base_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"c\.yaml: base: should name a bundled config or a file"):
         load_config(tmp_path / "c.yaml")
     (tmp_path / "d.yaml").write_text("base: nowhere.yaml\n")
-    with pytest.raises(ConfigError, match=r"config file not found: nowhere\.yaml"):
+    with pytest.raises(ConfigError, match=r"d\.yaml: base: nowhere\.yaml is neither a file beside it"):
         load_config(tmp_path / "d.yaml")
+
+
+def test_a_base_missing_beside_the_file_is_never_one_of_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``base: common.yaml`` is relative to the file (README): a ``common.yaml`` of the working folder was
+    once read in its place without a word; only a bundled config's name is the fallback."""
+    (tmp_path / "common.yaml").write_text("optim:\n  epochs: 7\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.yaml").write_text("base: common.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^sub/mine\.yaml: base: common\.yaml is neither a file beside it"):
+        load_config("sub/mine.yaml")
+    (tmp_path / "sub" / "preset.yaml").write_text("base: demo\n")
+    assert load_config("sub/preset.yaml") == load_config("demo")
 
 
 def test_the_radiograph_recipe_in_the_docs_loads(tmp_path: Path) -> None:
@@ -467,3 +482,96 @@ def test_split_sizes_must_be_finite_and_non_negative(given: dict[str, Any], mess
         load_config(None, overrides)
     assert SplitConfig(counts=(0, 0, 3)).counts == (0, 0, 3)
     assert SplitConfig(ratios=(0, 0, 1)).ratios == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.pairs.per_scan=.inf",
+        "loss.eps=.nan",
+        "loss.kernel_sigma=.inf",
+        "optim.lr=.inf",
+        "optim.warmup_epochs=.nan",
+        "classifier.lr=-.inf",
+        "data.custom_scale.high=.inf",
+    ],
+)
+def test_an_infinite_or_nan_setting_is_refused_in_one_line(override: str, cli) -> None:
+    """``data.pairs.per_scan=.inf`` passed ``gt=0`` and ended in an OverflowError traceback; no float
+    setting means anything at ±inf or NaN (data.split.ratios refuse them with their own message)."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^invalid config value for '{key}': Input should be a finite"):
+        load_config(None, [override])
+    code, _, err = cli(["pretrain", "--set", override, "--dry-run"])
+    assert code == 2
+    assert err.startswith(f"error: invalid config value for '{key}'")
+    assert err.count("\n") == 1
+
+
+def test_a_section_given_whole_merges_key_by_key() -> None:
+    """``--set 'optim={lr: 0.01}'`` once replaced the file's whole section: demo's 3 epochs became the
+    default 100 without a word. A mapping now merges key by key, as ``base:`` does."""
+    demo = load_config("demo")
+    assert load_config("demo", ["optim={lr: 0.01}"]).optim == demo.optim.model_copy(update={"lr": 0.01})
+    nested = load_config("lus", ["data={size: 32, split: {ratios: [2, 1, 1]}}"])
+    lus = load_config("lus")
+    assert (nested.data.size, nested.data.frames, nested.data.crop) == (32, lus.data.frames, lus.data.crop)
+    assert (nested.data.split.ratios, nested.data.split.counts) == ((2, 1, 1), None)
+    assert nested.data.split.test_min_visits == lus.data.split.test_min_visits
+    with pytest.raises(ConfigError, match=r"^unknown config key 'optim\.lrr'"):
+        load_config("demo", ["optim={lrr: 1}"])
+
+
+def test_the_last_of_ratios_and_counts_given_wins() -> None:
+    """The lus preset sizes its split by counts: ``--set data.split.ratios=...`` over it was dropped without
+    a word (counts take precedence over ratios in one file); an override of either now clears the other."""
+    lus = load_config("lus", ["data.split.ratios=[2,1,1]"])
+    assert (lus.data.split.ratios, lus.data.split.counts) == ((2, 1, 1), None)
+    back = load_config("lus", ["data.split.ratios=[2,1,1]", "data.split.counts=[3,2,1]"])
+    assert (back.data.split.ratios, back.data.split.counts) == (None, (3, 2, 1))
+    ratios = apply_overrides(load_config("lus"), {"data.split.ratios": [1, 1, 1]})
+    assert (ratios.data.split.ratios, ratios.data.split.counts) == ((1, 1, 1), None)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=017", r"--set seed: YAML reads 017 as the octal number 15; write the number without the "),
+        (
+            "seed=1:30",
+            r"--set seed: YAML reads 1:30 as the base-60 number 90; write the number without colons",
+        ),
+        ("optim.lr=-0:30.5", r"--set optim\.lr: YAML reads -0:30\.5 as the base-60 number -30\.5"),
+        ("data.channels=yes", r"invalid config value for 'data\.channels': .*got the boolean true"),
+        ("experiment.seeds=[yes,no]", r"'experiment\.seeds': .*got the boolean true \(got \[True, False\]\)"),
+        ("data.split.counts=[yes,2,1]", r"'data\.split\.counts': .*got the boolean true"),
+        ("data.custom_scale.bins=[1,no]", r"'data\.custom_scale\.bins': .*got the boolean false"),
+    ],
+)
+def test_yaml_1_1_readings_of_an_override_are_refused(override: str, message: str) -> None:
+    """YAML 1.1 read ``seed=017`` as 15 (octal), ``1:30`` as 90 (base 60), ``yes`` as 1 for a number field
+    (``data.channels``, a Literal) and ``[yes, no]`` as [1, 0] in a list of numbers: all without a word."""
+    with pytest.raises(ConfigError, match=message) as error:
+        load_experiment(None, [override])
+    assert "\n" not in str(error.value)
+
+
+def test_yaml_1_1_readings_of_a_config_file_are_refused(tmp_path: Path) -> None:
+    source = tmp_path / "mine.yaml"
+    source.write_text("seed: 017\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: seed: YAML reads 017 as the octal number 15"):
+        load_config(source)
+    source.write_text("experiment:\n  seeds: [1, 2, 010]\n")
+    with pytest.raises(
+        ConfigError, match=r"mine\.yaml: experiment\.seeds: YAML reads 010 as the octal number 8"
+    ):
+        load_experiment(source)
+    source.write_text("runtime:\n  launcher_options: {time: 1:30:00}\n")
+    with pytest.raises(
+        ConfigError, match=r"runtime\.launcher_options\.time: YAML reads 1:30:00 as the base-60"
+    ):
+        load_config(source)
+    source.write_text("seed: '017'\nruntime:\n  launcher_options: {time: '1:30:00'}\n")  # quoted: as written
+    config = load_config(source)
+    assert (config.seed, config.runtime.launcher_options) == (17, {"time": "1:30:00"})
+    assert load_config(None, ["seed=0", "optim.lr=0.5", "seed=10"]).seed == 10

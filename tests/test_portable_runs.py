@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from learner.config import Config, load_config
+from learner.config import Config, apply_overrides, load_config
 from learner.runs import load_run_config, open_run_dir
 
 
@@ -51,6 +51,50 @@ def test_a_run_moved_with_its_data_follows_it_and_a_run_moved_alone_keeps_the_or
     assert load_run_config("moved/runs/a").data.manifest == tmp_path / "moved" / "data" / "m.csv"
     shutil.copytree(tmp_path / "project" / "runs" / "a", tmp_path / "alone")  # the run without its data
     assert load_run_config("alone").data.manifest == tmp_path / "project" / "data" / "m.csv"
+
+
+def test_a_runs_config_file_reads_its_paths_against_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--config RUN_DIR/config.yaml`` once read the stored ``../../data/m.csv`` against the working folder
+    ("manifest not found"); it now reads it as :func:`load_run_config` does. runtime.data_root is one of
+    those paths (it was stored as typed, so a resume elsewhere read it against the new working folder)."""
+    monkeypatch.chdir(tmp_path)
+    config = apply_overrides(_project(tmp_path / "project"), {"runtime.data_root": "data"})
+    monkeypatch.chdir(tmp_path / "project")
+    open_run_dir("runs/a", config)
+    assert yaml.safe_load(Path("runs/a/config.yaml").read_text())["runtime"]["data_root"] == os.path.join(
+        "..", "..", "data"
+    )
+    monkeypatch.chdir(tmp_path)  # another working directory
+    reread = load_config("project/runs/a/config.yaml")
+    assert reread == load_run_config("project/runs/a")
+    assert reread.data.manifest == tmp_path / "project" / "data" / "m.csv"
+    assert reread.runtime.data_root == tmp_path / "project" / "data"
+    (tmp_path / "old").mkdir()  # a run of an earlier version: data_root stored as typed, not recorded
+    (tmp_path / "old" / "config.yaml").write_text("runtime:\n  data_root: data\n")
+    (tmp_path / "old" / "run.json").write_text('{"paths": {}}')
+    assert load_run_config(tmp_path / "old").runtime.data_root == Path("data")
+
+
+@pytest.mark.slow
+def test_a_runs_config_reruns_the_run_from_another_folder(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    manifest = os.path.relpath(
+        make_tiny_pretrain_config().data.manifest, work
+    )  # as a user in `work` types it
+    Path("tiny.yaml").write_text(make_tiny_pretrain_config(**{"data.manifest": manifest}).to_yaml())
+    code, _, err = cli(["pretrain", "--config", "tiny.yaml", "--out", "runs/a"])
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    code, _, err = cli(["pretrain", "--config", "../work/runs/a/config.yaml", "--out", "b"])
+    assert code == 0, err
+    assert Path("b/metrics.csv").read_text() == (work / "runs" / "a" / "metrics.csv").read_text()
 
 
 def test_a_run_written_before_the_rule_keeps_its_paths(tmp_path: Path) -> None:

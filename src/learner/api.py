@@ -45,7 +45,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from learner.config import Config, DatasetSpec, Experiment, ExperimentConfig, apply_overrides, load_experiment
+from learner.config import (
+    Config,
+    DatasetSpec,
+    Experiment,
+    ExperimentConfig,
+    apply_overrides,
+    check_custom_scale,
+    load_experiment,
+)
 from learner.config import load_config as _load_config
 from learner.errors import ConfigError
 
@@ -195,7 +203,7 @@ def check_manifest(
     from learner.errors import LearnerError
 
     settings = _settings(config, overrides, {"data.scale": scale, "runtime.data_root": data_root})
-    score_scale = scale_from_config(settings.data)
+    score_scale = scale_from_config(check_custom_scale(settings).data)
     loaded = _manifest(manifest, settings)
     warnings = score_scale.fit_warnings([record.score for record in loaded.records])
     try:
@@ -231,13 +239,11 @@ def split_manifest(
         "data.split.stratify": stratify,
         "data.split.test_min_visits": test_min_visits,
     }
-    if ratios is not None:
+    if ratios is not None:  # either clears the config's other one (learner.config._set_dotted)
         keys["data.split.ratios"] = list(ratios)
-    settings = _settings(config, overrides, keys)
-    if ratios is not None:
-        settings = apply_overrides(settings, {"data.split.counts": None})
     if counts is not None:
-        settings = apply_overrides(settings, {"data.split.counts": list(counts)})
+        keys["data.split.counts"] = list(counts)
+    settings = check_custom_scale(_settings(config, overrides, keys))
     loaded = _manifest(manifest, settings)
     assigned = loaded.with_splits(assign_splits(loaded, settings.data.split, settings.seed))
     write_manifest(assigned, out)
@@ -272,7 +278,7 @@ def build_cache(
         "runtime.workers": workers,
         "runtime.data_root": data_root,
     }
-    settings = _settings(config, overrides, keys)
+    settings = check_custom_scale(_settings(config, overrides, keys))
     loaded = _manifest(manifest, settings)
     return _build_cache(
         loaded,
@@ -359,6 +365,7 @@ def convert_weights(
     backbone: str | None = None,
     channels: int | None = None,
     input_norm: str = "auto",
+    force: bool = False,
 ) -> ConvertedWeights:
     """``learner weights convert``: a weights file (``.pth``/``.pt`` or ``.safetensors``) in a known layout
     (torchvision or MedicalNet ResNet-18, MONAI ViT / UNETR, MONAI Swin / SwinUNETR) → the safetensors
@@ -368,12 +375,15 @@ def convert_weights(
     ``input_norm`` is the source's input standardisation, folded into the first layer: ``"auto"`` (the
     layout's: ImageNet for torchvision, none otherwise), ``"none"``, ``"imagenet"`` or
     ``"M1,M2,M3/S1,S2,S3"``. ``target``'s metadata records the steps taken
-    (:func:`learner.models.weights.conversion_record`).
+    (:func:`learner.models.weights.conversion_record`). An existing ``target`` is replaced only with
+    ``force``, and ``source`` never (:func:`learner.atomic.check_outputs`).
 
     Raises:
         ConfigError: ``input_norm`` is none of those.
+        OutputError: ``target`` exists (without ``force``), is ``source`` or cannot be written.
         CheckpointError: ``target`` is not ``.safetensors`` or ``source`` does not fit the encoder.
     """
+    from learner.atomic import check_outputs, usable_file
     from learner.models.layouts import parse_input_norm
     from learner.models.registry import build_encoder
     from learner.models.weights import convert_weights as _convert_weights
@@ -382,6 +392,7 @@ def convert_weights(
         norm = parse_input_norm(input_norm)
     except ValueError as exc:
         raise ConfigError(f"--input-norm: {exc}") from None
+    check_outputs([usable_file(target, "DST")], force=force, inputs={"SRC": source}, what="DST")
     settings = _settings(config, overrides, {"model.backbone": backbone, "data.channels": channels})
     model_cfg = settings.model.model_copy(update={"init": None})
     encoder = build_encoder(
@@ -413,7 +424,8 @@ def pretrain(
     from learner.training.pretrain import pretrain as _pretrain
 
     extra = {"data.manifest": str(manifest)} if manifest is not None else {}
-    return _pretrain(load_config(config, {**(overrides or {}), **extra}), out, resume=resume, force=force)
+    settings = load_config(config, {**(overrides or {}), **extra})
+    return _pretrain(settings if resume else check_custom_scale(settings), out, resume=resume, force=force)
 
 
 def embed(

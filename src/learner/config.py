@@ -30,7 +30,9 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -48,6 +50,7 @@ from pydantic import (
 )
 
 from learner.errors import ConfigError
+from learner.layout import RunLayout
 
 Device = Literal["auto", "cpu", "cuda"]
 LoggerName = Literal["csv", "tensorboard", "mlflow"]
@@ -114,28 +117,42 @@ CUSTOM_SCALE_EXAMPLE = (
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no float setting means anything at ±inf or NaN (``per_scan: .inf`` once ended in an OverflowError)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         """``optim.epochs=true`` is a mistake, not 1: pydantic's lax mode would read a boolean as 1 or 0
-        wherever a number is expected, so a boolean is refused for a field that takes none."""
-        if isinstance(value, bool) and info.field_name is not None:
-            accepted = _types_of(cls.model_fields[info.field_name].annotation)
-            if bool not in accepted and accepted & {int, float}:
-                raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        wherever a number is expected (``data.channels: yes`` as 1, ``seeds: [yes, no]`` as [1, 0]), so a
+        boolean is refused for a field, or an item of a list field, that takes numbers but no boolean."""
+        if info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool):
+            flag, accepted = value, _types_of(annotation)
+        elif isinstance(value, list | tuple) and (flags := [v for v in value if isinstance(v, bool)]):
+            flag, accepted = flags[0], _types_of(annotation, items=True)
+        else:
+            return value
+        if bool not in accepted and accepted & {int, float}:
+            raise ValueError(f"expected a number, got the boolean {str(flag).lower()}")
         return value
 
 
-def _types_of(annotation: Any) -> set[Any]:
-    """The plain types an annotation accepts (``int | None`` → {int, NoneType}; ``Annotated`` unwrapped)."""
-    origin = get_origin(annotation)
+def _types_of(annotation: Any, *, items: bool = False) -> set[Any]:
+    """The plain types an annotation accepts (``int | None`` → {int, NoneType}; ``Annotated`` unwrapped;
+    ``Literal[1, 3]`` → {int}), or with ``items`` those its lists and tuples hold."""
+    origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:
-        return _types_of(get_args(annotation)[0])
+        return _types_of(args[0], items=items)
     if origin in (Union, UnionType):
-        return set().union(*(_types_of(arg) for arg in get_args(annotation)))
-    return {annotation}
+        return set().union(*(_types_of(arg, items=items) for arg in args))
+    if origin in (list, tuple):
+        return set().union(*(_types_of(arg) for arg in args if arg is not Ellipsis)) if items else {origin}
+    if items:
+        return set()
+    return {type(arg) for arg in args} if origin is Literal else {annotation}
 
 
 class ScaleConfig(_Section):
@@ -171,12 +188,16 @@ class ScaleConfig(_Section):
 class SplitConfig(_Section):
     """Patient-level split. Exactly one of ``ratios`` or ``counts`` (train, val, test patients)."""
 
+    model_config = ConfigDict(allow_inf_nan=True)  # _ratios_or_counts refuses them, naming the sizes
+
     ratios: tuple[float, float, float] | None = Field(
         default=(0.5, 0.25, 0.25),
         description="train, val, test patient ratios (non-negative, positive sum); unset when counts is set",
     )
     counts: tuple[int, int, int] | None = Field(
-        default=None, description="exact train, val, test patient counts; take precedence over ratios"
+        default=None,
+        description="exact train, val, test patient counts; take precedence over ratios in a file (a --set "
+        "of either clears the other)",
     )
     stratify: bool = Field(default=True, description="stratify patients by their mean score")
     test_min_visits: int = Field(default=2, ge=1, description="test patients need at least this many visits")
@@ -628,6 +649,19 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     return load_experiment(path, overrides).config
 
 
+def check_custom_scale(config: Config) -> Config:
+    """``config``, refused in one line when it sets ``data.custom_scale`` beside another ``data.scale``: a
+    single run reads that scale only with ``data.scale: custom``, so it would be ignored without a word. (No
+    rule of :class:`Config`: an experiment's settings carry it for the grid's ``@custom`` datasets, and
+    ``--scale custom`` is applied after the file and ``--set``.)"""
+    if config.data.custom_scale is not None and config.data.scale != "custom":
+        raise ConfigError(
+            f"data.custom_scale is set but data.scale is {config.data.scale!r}, which ignores it; set "
+            "data.scale=custom to use it, or drop data.custom_scale"
+        )
+    return config
+
+
 def load_experiment(
     path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
 ) -> Experiment:
@@ -675,7 +709,7 @@ def _refuse_expansion(text: str, where: str) -> None:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         too_big = node is not None and _expanded_size(node, {}) > YAML_MAX_VALUES
-        _refuse_repeated_keys(node, where)
+        _refuse_misreadings(node, where)
     except RecursionError:
         raise ConfigError(f"{where}: the YAML nests too deeply") from None
     if too_big:
@@ -684,26 +718,46 @@ def _refuse_expansion(text: str, where: str) -> None:
         )
 
 
-def _refuse_repeated_keys(node: yaml.Node | None, where: str) -> None:
-    """A one-line ConfigError when a mapping names one key twice: YAML would keep the last value without a
-    word, so ``lr: 0.1`` … ``lr: 0.2`` in one section silently trains at 0.2."""
-    pending, seen = [node], set()
+def _refuse_misreadings(node: yaml.Node | None, where: str) -> None:
+    """A one-line ConfigError for what YAML would read without a word as something else than was meant: a
+    mapping that names one key twice (the last value is kept, so ``lr: 0.1`` … ``lr: 0.2`` in one section
+    silently trains at 0.2), and a YAML 1.1 number with a leading zero (octal: ``seed: 017`` is 15) or
+    colons (base 60: ``1:30`` is 90)."""
+    pending: list[tuple[yaml.Node | None, str]] = [(node, "")]
+    seen: set[int] = set()
     while pending:
-        current = pending.pop()
+        current, path = pending.pop()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
         if isinstance(current, yaml.MappingNode):
             keys: set[str] = set()
             for key, value in current.value:
-                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
-                    if key.value in keys:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                if isinstance(key, yaml.ScalarNode) and name != "<<":
+                    if name in keys:
                         line = key.start_mark.line + 1
-                        raise ConfigError(f"{where}: line {line}: the key {key.value[:40]!r} appears twice")
-                    keys.add(key.value)
-                pending += [key, value]
+                        raise ConfigError(f"{where}: line {line}: the key {name[:40]!r} appears twice")
+                    keys.add(name)
+                pending += [(key, path), (value, path if name == "<<" else f"{path}.{name}".lstrip("."))]
         elif isinstance(current, yaml.SequenceNode):
-            pending += current.value
+            pending += [(item, path) for item in current.value]
+        elif isinstance(current, yaml.ScalarNode) and (base := _misread_base(current)):
+            text, read = current.value, yaml.safe_load(current.value)
+            mark = "colons" if base == "base-60" else "the leading zero"
+            raise ConfigError(
+                f"{where}: {path + ': ' if path else ''}YAML reads {text} as the {base} number {read}; write "
+                f"the number without {mark}, or quote it for text"
+            )
+
+
+def _misread_base(node: yaml.ScalarNode) -> str | None:
+    """``"octal"`` or ``"base-60"`` for a number YAML 1.1 reads so (``017``, ``1:30``), else None."""
+    if node.style is not None or node.tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        return None  # quoted (text), or not a number
+    if ":" in node.value:
+        return "base-60"
+    return "octal" if re.fullmatch(r"[-+]?0[0-9_]+", node.value) else None
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
@@ -734,17 +788,57 @@ def read_config_file(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, An
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw: dict[str, Any] = loaded or {}
+    if source == RunLayout(source.parent).config:  # a run's config.yaml: paths relative to its folder
+        resolve_run_paths(raw, source.parent)
     base = raw.pop(BASE_KEY, None)
     if base is None:
         return raw
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"{source}: base: should name a bundled config or a file, got {base!r}")
     beside = source.parent / base
-    parent = beside if beside.is_file() else resolve_config_path(base)
+    if beside.is_file():
+        parent = beside
+    elif base in bundled_configs():
+        parent = BUNDLED_CONFIGS / f"{base}.yaml"
+    else:  # never a file of the working folder: the path is relative to the file, as README says
+        raise ConfigError(
+            f"{source}: base: {base} is neither a file beside it ({beside}) nor a bundled config "
+            f"({', '.join(bundled_configs())})"
+        )
     if parent.resolve() in (*chain, source.resolve()):
         circle = " → ".join(str(p) for p in (*chain, source.resolve(), parent.resolve()))
         raise ConfigError(f"{source}: base: makes a circle ({circle})")
     return _merged(read_config_file(parent, (*chain, source.resolve())), raw)
+
+
+PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir", "runtime.data_root")
+"""The config's file-system paths: a run directory's ``config.yaml`` stores them relative to the run
+directory and ``run.json["paths"]`` records each as typed and absolute (:mod:`learner.runs`)."""
+
+
+def resolve_run_paths(raw: dict[str, Any], root: Path) -> None:
+    """Resolve in place the :data:`PATH_KEYS` of ``raw``, the ``config.yaml`` of the run directory ``root``,
+    so that the run reads the same files from any working folder: against ``root``, or the absolute path
+    ``run.json`` recorded when only that exists (the run moved without its data). Only the paths
+    ``run.json`` records were written relative: a run of an earlier version keeps the others as typed, and an
+    experiment's file (its ``experiment:`` grid beside the paths as given) is left as it is."""
+    try:
+        record = json.loads(RunLayout(root).record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    recorded = record.get("paths") if isinstance(record, dict) else None
+    if not isinstance(recorded, dict) or "experiment" in raw:
+        return
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        values, given = raw.get(section), recorded.get(key)
+        if isinstance(values, dict) and isinstance(values.get(name), str) and isinstance(given, dict):
+            stored = Path(values[name])
+            candidate = stored if stored.is_absolute() else (root / stored).resolve()
+            absolute = given.get("absolute")
+            if not candidate.exists() and isinstance(absolute, str) and Path(absolute).exists():
+                candidate = Path(absolute)
+            values[name] = str(candidate)
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -815,9 +909,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel]
     node = raw
     model: type[BaseModel] | None = root
     for depth, part in enumerate(parts[:-1]):
-        _check_key(model, parts[: depth + 1])
-        field = model.model_fields[part] if model else None
-        model = _section_type(field.annotation) if field else None
+        model = _section_type(_check_key(model, parts[: depth + 1]).model_fields[part].annotation)
         child = node.get(part)
         if child is not None and not isinstance(child, dict):  # a config file's `optim: [...]`: refuse,
             # rather than replace it with the override alone (which would drop it without a word)
@@ -831,17 +923,31 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, root: type[BaseModel]
             child = {}
             node[part] = child
         node = child
-    _check_key(model, parts)
+    model = _check_key(model, parts)
+    annotation = model.model_fields[parts[-1]].annotation
+    if isinstance(value, dict) and get_origin(annotation) is not list and _section_type(annotation):
+        for name, item in value.items():  # a whole section merges key by key, as `base:` does
+            _set_dotted(raw, f"{key}.{name}", item, root)
+        return
     node[parts[-1]] = value
+    if model is SplitConfig and parts[-1] in _EITHER_SIZE and value is not None:
+        node[_EITHER_SIZE[parts[-1]]] = None  # of ratios and counts, the one given last wins
 
 
-def _check_key(model: type[BaseModel] | None, parts: list[str]) -> None:
+_EITHER_SIZE = {"ratios": "counts", "counts": "ratios"}
+"""``data.split``'s two ways to size a split: setting one clears the other, so that a ``--set`` of ratios
+is not dropped in silence when the file (or preset) gives counts."""
+
+
+def _check_key(model: type[BaseModel] | None, parts: list[str]) -> type[BaseModel]:
+    """``model``, the section that holds the key ``parts``; a one-line ConfigError when none does."""
     if model is None:
         raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:-1])!r} has no sub-keys")
     if parts[-1] not in model.model_fields:
         where = ".".join(parts[:-1]) or "top level"
         allowed = ", ".join(model.model_fields)
         raise ConfigError(f"unknown config key {'.'.join(parts)!r}; allowed at {where}: {allowed}")
+    return model
 
 
 def _section_type(annotation: Any) -> type[BaseModel] | None:

@@ -35,13 +35,14 @@ same folder is refused in one line before it touches anything, and never deletes
 ``run.json["grid"]`` which experiment (:func:`stored_grid`); ``--resume`` of another kind or experiment is
 refused, and so is ``--resume`` of a run whose ``config.yaml`` was edited since its last checkpoint.
 
-**Portable paths.** ``config.yaml`` stores the paths of :data:`PATH_KEYS` relative to the run directory, and
-``run.json["paths"]`` records each as it was typed and as an absolute path. :func:`load_run_config` resolves
-them against the run directory, so a run works from any working directory and after being moved together
-with its data; when the relative target is gone but the recorded absolute one exists (the run moved
-without its data), the absolute one is used. A run directory without ``run.json["paths"]`` (written before
-this rule) keeps its paths as stored. :func:`portable_paths` and :func:`changed_path` apply the same rule to
-a record of the files a run used (an experiment grid's stage records).
+**Portable paths.** ``config.yaml`` stores the paths of :data:`learner.config.PATH_KEYS` relative to the run
+directory, and ``run.json["paths"]`` records each as it was typed and as an absolute path.
+:func:`load_run_config` resolves them against the run directory, and so does ``--config RUN_DIR/config.yaml``
+(:func:`learner.config.resolve_run_paths`), so a run works, and reruns, from any working directory and after
+being moved together with its data; when the relative target is gone but the recorded absolute one exists
+(the run moved without its data), the absolute one is used. A run directory without ``run.json["paths"]``
+(written before this rule) keeps its paths as stored. :func:`portable_paths` and :func:`changed_path` apply
+the same rule to a record of the files a run used (an experiment grid's stage records).
 """
 
 from __future__ import annotations
@@ -60,13 +61,11 @@ from pathlib import Path
 from typing import Any
 
 from learner import atomic
-from learner.config import Config, apply_overrides, config_from_dict, load_yaml
+from learner.config import PATH_KEYS as PATH_KEYS  # the run directory's paths, named here as before
+from learner.config import Config, apply_overrides, config_from_dict, load_yaml, resolve_run_paths
 from learner.environment import environment_record
 from learner.errors import ConfigError, OutputError, RunDirError
 from learner.layout import RunLayout, written_by_runs
-
-PATH_KEYS: tuple[str, ...] = ("data.manifest", "model.init", "runtime.cache_dir")
-"""The config's file-system paths, stored relative to the run directory (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -560,13 +559,7 @@ def load_run_config(path: str | os.PathLike[str]) -> Config:
     if not source.is_file():
         raise RunDirError(f"{root} is not a run directory (no config.yaml)")
     raw = load_yaml(source.read_text(encoding="utf-8"), str(source)) or {}
-    recorded = _recorded_paths(root)
-    if recorded is not None:
-        for key in PATH_KEYS:
-            section, name = key.split(".")
-            stored = (raw.get(section) or {}).get(name)
-            if stored is not None:
-                raw[section][name] = str(_resolve_stored(root, stored, recorded.get(key, {})))
+    resolve_run_paths(raw, root)
     try:
         return config_from_dict(raw)
     except ConfigError as exc:  # a run written by another version of learner
@@ -630,24 +623,6 @@ def changed_path(recorded: dict[str, dict[str, str]], current: dict[str, dict[st
         if not same:
             return f"{key}: {(then or {}).get('absolute')} → {(now or {}).get('absolute')}"
     return None
-
-
-def _recorded_paths(root: Path) -> dict[str, dict[str, str]] | None:
-    try:
-        record = json.loads(RunLayout(root).record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    paths = record.get("paths") if isinstance(record, dict) else None
-    return paths if isinstance(paths, dict) else None
-
-
-def _resolve_stored(root: Path, stored: str, recorded: dict[str, str]) -> Path:
-    """A stored path: relative to the run directory, or the recorded absolute one when only it exists."""
-    candidate = Path(stored) if Path(stored).is_absolute() else (root / stored).resolve()
-    absolute = recorded.get("absolute")
-    if not candidate.exists() and absolute is not None and Path(absolute).exists():
-        return Path(absolute)
-    return candidate
 
 
 def _detach_log(root: Path) -> None:

@@ -269,3 +269,44 @@ def test_cache_builds_then_reuses_and_reports_every_bad_scan(
     assert code == 0
     assert f"cache: 0 built, {scans - 1} reused, 1 skipped" in out
     assert f"skipped {broken['scan_id']}: " in out
+
+
+def test_split_ratios_over_a_config_with_counts_replace_them(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """The lus preset sizes its split by counts (160, 44, 17): ratios given over it were dropped without a
+    word (``--set data.split.ratios``) or refused ("set 'ratios' or 'counts'", ``api.split_manifest``);
+    the one given last wins, in the command and in the API alike."""
+    from learner import api
+
+    source = _cohort(tmp_path, split=False)
+    split = api.split_manifest(source, tmp_path / "api.csv", config="lus", ratios=[4, 2, 2])
+    assert [len({r.patient_id for r in split.by_split(name)}) for name in ("train", "val", "test")] == [
+        4,
+        2,
+        2,
+    ]
+    argv = ["data", "split", str(source), "--out", str(tmp_path / "cli.csv"), "--config", "lus"]
+    code, _, err = cli([*argv, "--set", "data.split.ratios=[4,2,2]"])
+    assert code == 0, err
+    assert (tmp_path / "cli.csv").read_text() == (tmp_path / "api.csv").read_text()
+
+
+def test_a_custom_scale_beside_another_scale_is_refused(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """data.custom_scale is read only with data.scale: custom; beside sf it was ignored without a word.
+    ``--scale custom``, applied after the file and --set, still uses it."""
+    source = str(_cohort(tmp_path))
+    scale = ["--set", "data.custom_scale={low: 0, high: 500, threshold: 50, higher_is_better: true}"]
+    for command in (["check", source], ["split", source, "--out", str(tmp_path / "o.csv")]):
+        code, _, err = cli(["data", *command, *scale])
+        assert code == 2
+        assert err == (
+            "error: data.custom_scale is set but data.scale is 'sf', which ignores it; set data.scale=custom "
+            "to use it, or drop data.custom_scale\n"
+        )
+    assert not (tmp_path / "o.csv").exists()
+    code, out, err = cli(["data", "check", source, "--scale", "custom", *scale])
+    assert code == 0, err
+    assert "no problems found (18 scans, scale custom)" in out

@@ -477,8 +477,18 @@ def test_weights_convert_command(tmp_path: Path, cli: Callable[[list[str]], tupl
     code, out, _ = cli(["weights", "convert", str(src), str(dst), "--set", "model.size=tiny"])
     assert code == 0
     assert "narrowed" in out
-    code, _, err = cli(
-        ["weights", "convert", str(src), str(dst), "--backbone", "swin", "--set", "model.size=tiny"]
+    code, _, err = cli(  # dst exists: --force lets the command go on (to the swin check)
+        [
+            "weights",
+            "convert",
+            str(src),
+            str(dst),
+            "--backbone",
+            "swin",
+            "--set",
+            "model.size=tiny",
+            "--force",
+        ]
     )
     assert code == 2
     err = err.strip()
@@ -487,6 +497,25 @@ def test_weights_convert_command(tmp_path: Path, cli: Callable[[list[str]], tupl
     code, _, err = cli(["weights", "convert", str(src), str(tmp_path / "r18.pth")])
     assert code == 2
     assert "must end in .safetensors" in err
+
+
+def test_weights_convert_never_overwrites_dst_without_force_nor_src_at_all(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """An existing DST was overwritten without a word, even DST == SRC: refused before any work, like the
+    --out of embed and export; --force never overwrites SRC, by any name."""
+    src, dst = tmp_path / "r18.pth", tmp_path / "mine.safetensors"
+    src.write_bytes(b"the downloaded weights")
+    dst.write_bytes(b"the user's file")
+    code, _, err = cli(["weights", "convert", str(src), str(dst)])
+    assert code == 2
+    assert err == f"error: DST: {dst} exists; pass --force to overwrite it or choose another DST\n"
+    (tmp_path / "link.pth").symlink_to(src)
+    for same in (src, tmp_path / "link.pth"):
+        code, _, err = cli(["weights", "convert", str(src), str(same), "--force"])
+        assert code == 2
+        assert err.startswith(f"error: DST: {same} is SRC, an input of this command")
+    assert (src.read_bytes(), dst.read_bytes()) == (b"the downloaded weights", b"the user's file")
 
 
 @pytest.mark.slow

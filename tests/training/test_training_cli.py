@@ -54,6 +54,35 @@ def test_resume_refuses_config_changes(
     )
 
 
+def test_resume_with_epochs_0_is_refused_as_without_resume(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """``--resume RUN --epochs 0`` exited 0 having done nothing (0 was taken as "not given")."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    refused = "error: invalid config value for 'optim.epochs': Input should be greater than or equal to 1"
+    for argv in (["--resume", str(tmp_path / "run")], ["--out", str(tmp_path / "new")]):
+        code, _, err = cli(["pretrain", *argv, "--epochs", "0"])
+        assert code == 2
+        assert err.startswith(refused)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_custom_scale_beside_another_scale_is_refused(
+    tiny_lus_manifest: Path, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """data.custom_scale is read only with data.scale: custom: a pretraining on sf ignored it without a
+    word; refused before anything is written, with or without --dry-run."""
+    scale = ["--set", "data.custom_scale={low: 0, high: 3, threshold: 1, higher_is_better: false}"]
+    argv = ["pretrain", "--manifest", str(tiny_lus_manifest), *scale]
+    for extra in (["--dry-run"], ["--out", str(tmp_path / "run")]):
+        code, _, err = cli([*argv, *extra])
+        assert code == 2
+        assert err.startswith("error: data.custom_scale is set but data.scale is 'sf', which ignores it")
+        assert "\n" not in err.strip()
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_set_key_is_a_one_line_error(
     tiny_lus_manifest: Path, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

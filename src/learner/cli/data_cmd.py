@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from learner.cli.options import ConfigOption, ScaleOption, SetOption, config_from_options
-from learner.config import apply_overrides
+from learner.config import Config, apply_overrides, check_custom_scale
 from learner.data.manifest import SPLITS, Manifest, ScanRecord, load_manifest, unreadable_scans
 from learner.data.pairs import pair_class_counts
 from learner.data.scales import CLASS_NAMES, ScoreScale, scale_from_config
@@ -62,7 +62,7 @@ def check(
     from learner import api
 
     cfg = config_from_options(config, sets, **{"data.scale": scale, "runtime.data_root": data_root})
-    score_scale = scale_from_config(cfg.data)
+    score_scale = _scale(cfg)
     loaded = _load_or_list_problems(manifest, score_scale, cfg.runtime.data_root, True)
     checked = api.check_manifest(loaded, config=cfg)
     console = Console()
@@ -143,15 +143,13 @@ def split(
             "data.split.test_min_visits": test_min_visits,
         },
     )
-    if ratios is not None:
-        cfg = apply_overrides(
-            cfg, {"data.split.ratios": _three(ratios, float, "--ratios"), "data.split.counts": None}
-        )
+    if ratios is not None:  # either clears the config's other one
+        cfg = apply_overrides(cfg, {"data.split.ratios": _three(ratios, float, "--ratios")})
     if counts is not None:
         cfg = apply_overrides(cfg, {"data.split.counts": _three(counts, int, "--counts")})
     from learner import api
 
-    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data), cfg.runtime.data_root)
+    loaded = _load_or_list_problems(manifest, _scale(cfg), cfg.runtime.data_root)
     assigned = api.split_manifest(loaded, out, config=cfg)
     table = Table("split", "patients", "scans", title=f"Patient-level split (seed {cfg.seed})")
     for name in SPLITS:
@@ -215,7 +213,7 @@ def cache(
         "runtime.data_root": data_root,
     }
     cfg = config_from_options(config, sets, **explicit)
-    loaded = _load_or_list_problems(manifest, scale_from_config(cfg.data), cfg.runtime.data_root)
+    loaded = _load_or_list_problems(manifest, _scale(cfg), cfg.runtime.data_root)
     report = api.build_cache(loaded, config=cfg)
     typer.echo(
         f"cache: {report.built} built, {report.reused} reused, {len(report.skipped)} skipped, "
@@ -260,6 +258,11 @@ def _three(text: str, kind: type[float] | type[int], flag: str) -> list[float] |
     if len(values) != len(SPLITS):
         raise ConfigError(f"{flag} takes three comma-separated numbers (train,val,test), got {text!r}")
     return values
+
+
+def _scale(cfg: Config) -> ScoreScale:
+    """The command's score scale, once a data.custom_scale beside another data.scale is refused."""
+    return scale_from_config(check_custom_scale(cfg).data)
 
 
 def _counts_table(groups: dict[str, list[ScanRecord]], scale: ScoreScale) -> Table:

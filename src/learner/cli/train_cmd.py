@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from learner.cli.options import ConfigOption, SetOption, config_from_options
-from learner.config import apply_overrides, split_override
+from learner.config import apply_overrides, check_custom_scale, split_override
 from learner.errors import ConfigError
 from learner.runs import check_inputs_outside, load_run_config
 
@@ -107,7 +107,7 @@ def pretrain_command(
         cfg = config_from_options(config, sets, **dict(flags.values()))
         if device is not None:
             cfg = apply_overrides(cfg, {"runtime.device": device})
-        typer.echo(plan_pretrain(cfg).render())
+        typer.echo(plan_pretrain(check_custom_scale(cfg)).render())
         return
     if resume is not None and out is not None and resume != out:
         raise ConfigError(f"--resume {resume} continues that run; drop --out {out}")
@@ -124,7 +124,9 @@ def pretrain_command(
                 "(only --epochs / --set optim.epochs=N may extend it)"
             )
         cfg = load_run_config(out)
-        more = dict(split_override(item) for item in extend) | ({"optim.epochs": epochs} if epochs else {})
+        more = dict(split_override(item) for item in extend)
+        if epochs is not None:  # --epochs 0 is refused as without --resume, never taken as "not given"
+            more["optim.epochs"] = epochs
         cfg = apply_overrides(cfg, more) if more else cfg
     else:
         cfg = config_from_options(config, sets, **dict(flags.values()))

@@ -47,6 +47,12 @@ def convert(
             "torchvision, none otherwise), none, imagenet, or MEAN,…/STD,… (e.g. 0.5,0.5,0.5/0.5,0.5,0.5).",
         ),
     ] = "auto",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Overwrite an existing DST (the --force of embed and export; never SRC itself)."
+        ),
+    ] = False,
 ) -> None:
     """Convert SRC into DST, the safetensors --init reads: torchvision ResNet-18 (tsm_resnet18, any
     model.size), MedicalNet / MONAI 3-D ResNet-18 (resnet18_3d), MONAI ViT or UNETR (vit, vit_3d), MONAI
@@ -56,13 +62,13 @@ def convert(
     first layer and an RGB first layer summed to grey when the encoder takes 1 channel; a wider ResNet
     keeps each layer's first channels. Every tensor must then match the encoder of the config
     (model.backbone, model.size, data.channels, data.size, data.frames). DST is written atomically and
-    its metadata records the steps.
+    its metadata records the steps; an existing DST is replaced only with --force.
     """
     from learner import api
     from learner.models.weights import conversion_record
 
     cfg = config_from_options(config, sets, **{"model.backbone": backbone, "data.channels": channels})
-    converted = api.convert_weights(source, target, config=cfg, input_norm=input_norm)
+    converted = api.convert_weights(source, target, config=cfg, input_norm=input_norm, force=force)
     record = conversion_record(converted.path)
     typer.echo(
         f"wrote {target}: {converted.tensors} tensors of {converted.backbone} ({converted.size}, "
