@@ -61,8 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from learner import atomic
-from learner.config import PATH_KEYS as PATH_KEYS  # the run directory's paths, named here as before
-from learner.config import Config, apply_overrides, config_from_dict, load_yaml, resolve_run_paths
+from learner.config import PATH_KEYS, Config, apply_overrides, config_from_dict, load_yaml, resolve_run_paths
 from learner.environment import environment_record
 from learner.errors import ConfigError, OutputError, RunDirError
 from learner.layout import RunLayout, written_by_runs

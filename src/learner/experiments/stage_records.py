@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from learner.config import Config
+from learner.config import PATH_KEYS, Config
 from learner.errors import LearnerError, RunDirError
 from learner.experiments.results import METRICS, Record
 from learner.layout import ENCODER_STAGE, RunLayout
-from learner.runs import PATH_KEYS, changed_path, load_run_config, portable_paths, with_absolute_paths
+from learner.runs import changed_path, load_run_config, portable_paths, with_absolute_paths
 from learner.training.resume import check_resumable
 
 log = logging.getLogger(__name__)
