@@ -85,6 +85,7 @@ def test_mri_command_reports_the_table(
     [
         (["phantom", "lus", "X", "--patients", "1,2"], "--patients"),
         (["phantom", "mri", "X", "--patients", "a,b,c"], "--patients"),
+        (["phantom", "mri", "X", "--patients", "9000,999,0"], "patients: at most 9998 in all"),
         (["phantom", "lus", "X", "--patients", "1,0,0", "--frames", "1", "--size", "31"], "even"),
     ],
 )

@@ -72,7 +72,8 @@ def test_manifest_validates_and_matches_the_files(cohort: Path) -> None:
 
 def test_the_record_reports_see_holds_parameters_not_the_files_written(cohort: Path) -> None:
     stored = json.loads((cohort.parent / "phantom.json").read_text())
-    assert stored["outputs"] == ["clips", "ground_truth.csv", "manifest.csv"]  # what the generator wrote
+    clips = sorted(f"clips/{path.name}" for path in (cohort.parent / "clips").iterdir())
+    assert stored["outputs"] == ["clips", *clips, "ground_truth.csv", "manifest.csv"]  # all it wrote
     record = phantom_record(load_manifest(cohort, SF))
     assert record == {key: value for key, value in stored.items() if key != "outputs"}
     assert "outputs" not in (record or {})
@@ -206,6 +207,49 @@ def test_other_parameters_never_replace_a_cohort_holding_what_the_generator_did_
     generate_lus_cohort(out, seed=3, workers=1, **TINY)
     assert '"seed": 3' in (out / "phantom.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cohort", entry])
+
+
+@pytest.mark.parametrize("entry", ["clips/annotations.txt", "clips/mine"])
+def test_other_parameters_never_replace_a_cohort_whose_subfolder_holds_the_users_files(
+    tmp_path: Path, entry: str
+) -> None:
+    """A file (or a folder of files) put into ``clips/`` would be deleted with the old cohort's clips."""
+    out = tmp_path / "cohort"
+    generate_lus_cohort(out, seed=0, workers=1, **TINY)
+    if entry.endswith(".txt"):
+        (out / entry).write_text("keep me")
+    else:
+        (out / entry).mkdir()
+        (out / entry / "a.txt").write_text("keep me")
+        (out / entry / "b.txt").write_text("keep me")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(LearnerError, match=rf"cohort: holds {re.escape(entry)}, which the phantom generator"):
+        generate_lus_cohort(out, seed=3, workers=1, **TINY)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert '"seed": 0' in (out / "phantom.json").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["cohort"]
+
+    (out / entry).rename(tmp_path / "moved")
+    generate_lus_cohort(out, seed=3, workers=1, **TINY)
+    assert '"seed": 3' in (out / "phantom.json").read_text()
+
+
+def test_a_record_listing_only_top_level_names_is_reused_but_never_empties_a_subfolder(
+    tmp_path: Path,
+) -> None:
+    """A record from before the files inside ``clips/`` were listed cannot tell the generator's clips from
+    the user's files there: still reused, never replaced while ``clips/`` holds anything."""
+    out = tmp_path / "cohort"
+    manifest = generate_lus_cohort(out, seed=0, workers=1, **TINY)
+    stored = json.loads((out / "phantom.json").read_text())
+    stored["outputs"] = ["clips", "ground_truth.csv", "manifest.csv"]
+    (out / "phantom.json").write_text(json.dumps(stored))
+    (out / "clips" / "annotations.txt").write_text("keep me")
+    assert generate_lus_cohort(out, seed=0, workers=1, **TINY) == manifest
+    with pytest.raises(LearnerError, match=r"does not list the files in clips/"):
+        generate_lus_cohort(out, seed=3, workers=1, **TINY)
+    assert (out / "clips" / "annotations.txt").read_text() == "keep me"
+    assert '"seed": 0' in (out / "phantom.json").read_text()
 
 
 def test_a_file_written_into_the_cohort_while_it_renders_is_kept(

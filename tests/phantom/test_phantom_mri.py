@@ -25,7 +25,7 @@ from learner.data.phantom.mri import (
     render_mri_volume,
 )
 from learner.data.scales import get_scale
-from learner.errors import LearnerError
+from learner.errors import ConfigError, LearnerError
 
 MMSE = get_scale("mmse")
 TINY = {"patients": (6, 3, 3), "size": 48}
@@ -128,6 +128,19 @@ def test_another_seed_keeps_the_manifest_the_quick_start_writes_into_the_cohort(
     generate_mri_cohort(tmp_path / "mri", seed=1, **small)
     assert '"seed": 1' in (table.parent / "phantom.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv", "mri"]
+
+
+def test_a_cohort_above_1498_patients_gets_unique_rids_and_one_above_9998_is_refused_first(
+    tmp_path: Path,
+) -> None:
+    """RIDs were drawn without replacement from 2–1499: more patients crashed inside the staging folder."""
+    table = draw_mri_latents((1000, 499, 1), seed=0)
+    rids = table.drop_duplicates("PTID")["RID"]
+    assert len(rids) == rids.nunique() == 1500
+    assert table["PTID"].str.fullmatch(r"\d{3}_S_\d{4}").all()
+    with pytest.raises(ConfigError, match=r"patients: at most 9998 in all .* got 9999"):
+        generate_mri_cohort(tmp_path / "big", patients=(9000, 999, 0), workers=1)
+    assert list(tmp_path.iterdir()) == []  # refused before any folder is made
 
 
 def test_ventricles_measured_on_the_volumes_grow_with_atrophy(cohort: Path) -> None:

@@ -126,7 +126,8 @@ def mri(
     patients: Annotated[
         str,
         typer.Option(
-            "--patients", help="Patients as train,val,test counts; only the total is used (ADNI: 639)."
+            "--patients",
+            help="Patients as train,val,test counts; only the total is used (ADNI: 639; at most 9998).",
         ),
     ] = "320,160,159",
     seed: SeedOption = 0,

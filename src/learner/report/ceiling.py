@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from learner import atomic
 from learner.experiments.ceiling import CeilingResults
 from learner.layout import RunLayout
-from learner.report.sections import Source, metric_number
+from learner.report.sections import Source, metric_number, results_file_error
 from learner.report.tables import markdown_table
 
 
@@ -48,7 +50,12 @@ def render_ceiling(results: CeilingResults) -> str:
 
 def ceiling_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
     """Data source and sections of a ceiling study; writes its table (``ceiling.md``) beside the report."""
-    results = CeilingResults.model_validate(metrics)
+    try:
+        results = CeilingResults.model_validate(metrics)
+    except ValidationError as error:  # an older learner's study, or an edited file
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        raise results_file_error(RunLayout(run_dir).metrics, "ceiling", f"{where}: {first['msg']}") from None
     table = render_ceiling(results)
     atomic.write_text(RunLayout(run_dir).table(results.kind, ".md"), table)
     dataset = results.dataset

@@ -17,7 +17,15 @@ from learner.evaluation.regression_quality import regression_quality
 from learner.experiments.results import json_number
 from learner.layout import RunLayout
 from learner.report.prose import chance_statement, class_mix, majority_statement
-from learner.report.sections import Source, pair_balance_section, regression_section, warning_section
+from learner.report.sections import (
+    NUMBER,
+    Source,
+    pair_balance_section,
+    regression_section,
+    require_fields,
+    results_file_error,
+    warning_section,
+)
 from learner.report.tables import (
     ANSWER_LABELS,
     F1_NOTE,
@@ -28,9 +36,46 @@ from learner.report.tables import (
     reference_label,
 )
 
+ANSWER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "accuracy": NUMBER,
+    "macro_f1": NUMBER,
+    "weighted_f1": NUMBER,
+    "ci.accuracy": list,
+    "ci.macro_f1": list,
+    "n": int,
+    "n_patients": int,
+}
+"""The fields of one answer to the test pairs (the classifier's, or another) that its table row reads."""
+
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "manifest": str,
+    "data_source": str,
+    "head": str,
+    "combine": str,
+    "encoder_run": str,
+    "pair_counts.test": dict,
+    **{f"test.{key}": kind for key, kind in ANSWER_FIELDS.items()},
+    "test.per_class": dict,
+    "test.confusion": list,
+}
+"""The fields of a classification run's ``metrics.json`` that its report reads (checked before it does)."""
+
 
 def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
-    """Data source and sections of one classification run (``learner classify``, its ``metrics.json``)."""
+    """Data source and sections of one classification run (``learner classify``, its ``metrics.json``).
+
+    Raises:
+        RunDirError: the file lacks a field the report reads (an older learner's run, or an edited file).
+    """
+    path = RunLayout(run_dir).metrics
+    require_fields(path, "classification", metrics, FIELDS)
+    if "answers" in metrics:  # the other answers to the test pairs: none before learner wrote them
+        require_fields(path, "classification", metrics, {"answers": dict})
+        for name in metrics["answers"]:
+            if name not in ANSWER_LABELS:
+                raise results_file_error(path, "classification", f"unknown answer {name!r}")
+            answer = {f"answers.{name}.{key}": kind for key, kind in ANSWER_FIELDS.items()}
+            require_fields(path, "classification", metrics, answer)
     test = metrics["test"]
     test_counts = metrics["pair_counts"]["test"]
     references = reference_rows(test_counts)
@@ -57,7 +102,12 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
         ],
     )
     reading = f"{class_mix(test_counts)}. " + majority_statement(
-        {"the classifier": (test["accuracy"], test["macro_f1"])}, references["majority"]
+        {"the classifier": (json_number(test["accuracy"]), json_number(test["macro_f1"]))},
+        references["majority"],
+        {
+            ANSWER_LABELS[name]: (json_number(answer["accuracy"]), json_number(answer["macro_f1"]))
+            for name, answer in others.items()
+        },
     )
     reading += answers_note(list(others))
     per_class = markdown_table(

@@ -18,7 +18,14 @@ from learner.report.ceiling import ceiling_report
 from learner.report.classification import classification_report
 from learner.report.experiment import experiment_report
 from learner.report.pretraining import pretraining_report
-from learner.report.sections import Source, environment_section, settings_section, source_banner
+from learner.report.sections import (
+    Source,
+    environment_section,
+    json_type,
+    results_file_error,
+    settings_section,
+    source_banner,
+)
 
 REPORT_FILE = "REPORT.md"
 
@@ -37,7 +44,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``RUN_DIR/REPORT.md`` for a finished experiment or classification run and return its path.
 
     Raises:
-        RunDirError: no results file of a known kind in ``run_dir``.
+        RunDirError: no results file of a known kind in ``run_dir``, or one this version cannot read (not
+            JSON, not an object, a field missing or of another type): one line naming the file.
     """
     folder = Path(run_dir)
     results = _read_results(folder)
@@ -45,7 +53,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     sources, sections = REPORTS[results["kind"]](folder, results)
     text = "\n".join(
         [
-            f"# LEARNER report: {folder.name}\n",
+            f"# LEARNER report: {folder.resolve().name}\n",  # `learner report .` names the folder too
             source_banner(sources),
             "## Settings\n\n" + settings_section(config, sources, results["kind"]),
             *sections,
@@ -59,7 +67,17 @@ def _read_results(folder: Path) -> dict[str, Any]:
     run = RunLayout(folder)
     for path in (run.results, run.metrics):
         if path.is_file():
-            results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                results = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as error:  # not JSON, or not UTF-8
+                problem = (
+                    f"not JSON: {error.msg} at line {error.lineno}"
+                    if isinstance(error, json.JSONDecodeError)
+                    else "not UTF-8 text"
+                )
+                raise results_file_error(path, "run's", problem) from None
+            if not isinstance(results, dict):
+                raise results_file_error(path, "run's", f"{json_type(results)}, not a JSON object")
             if results.get("kind") in REPORTS:
                 return results
     kinds = ", ".join(REPORTS)

@@ -50,6 +50,7 @@ from learner.report.sections import (
 )
 from learner.report.tables import (
     ANSWER_LABELS,
+    ENCODER_ANSWERS,
     interval,
     interval_plain,
     markdown_table,
@@ -201,9 +202,25 @@ def _reading_the_table(results: Results) -> str:
                 for row in rows
             }
             where = dataset if len(by_test_set) == 1 else f"{dataset}, {', '.join(models)}"
-            statement = majority_statement(models, _mean_majority(list(counts.values())))
+            majority = _mean_majority(list(counts.values()))
+            statement = majority_statement(models, majority, _other_answers(rows))
             lines.append(f"- {where}: {class_mix(counts[seed])} (seed {seed}). {statement}")
     return "\n".join(lines) + "\n"
+
+
+def _other_answers(rows: Sequence[SummaryRow]) -> dict[str, tuple[float, float]]:
+    """The other answers of these summary rows, labelled as the table labels them: an answer of the encoder
+    alone once per encoder (every classifier variant shares it), any other once per row."""
+    answers = {}
+    for name, label in ANSWER_LABELS.items():
+        for row in rows:
+            if name in row.answers:
+                axes = row.key.axes()
+                if name in ENCODER_ANSWERS:
+                    axes = {k: v for k, v in axes.items() if k not in ("combine", "classifier")}
+                stats = row.answers[name]
+                answers[f"{label}, {_row_label(axes)}"] = (stats["accuracy"].mean, stats["macro_f1"].mean)
+    return answers
 
 
 def _row_label(key: Mapping[str, str]) -> str:

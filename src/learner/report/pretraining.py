@@ -11,9 +11,12 @@ from typing import Any
 
 from learner.evaluation.regression_quality import regression_quality
 from learner.layout import RunLayout
-from learner.report.sections import Source, regression_section
+from learner.report.sections import Source, regression_section, require_fields, results_file_error
 from learner.report.tables import markdown_table, plain
 from learner.runs import load_run_config
+
+FIELDS: dict[str, type | tuple[type, ...]] = {"data_source": str, "best": dict, "best.epoch": int}
+"""The fields of a pretraining run's ``metrics.json`` that its report reads (checked before it does)."""
 
 
 def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
@@ -21,12 +24,14 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
     regression quality of the best checkpoint, the training curves and every epoch's row."""
     from learner.training.curves import CURVES_FILE, plot_training_curves
 
+    require_fields(RunLayout(run_dir).metrics, "pretraining", metrics, FIELDS)
     manifest = str(load_run_config(run_dir).data.manifest)  # resolved against the run directory
     source = Source("data", manifest, metrics["data_source"])
     history = _read_history(run_dir)
     best = metrics["best"]
     if "val_mae" in best:
-        quality = regression_section([([run_dir.name], regression_quality(run_dir))], ["run"])
+        name = run_dir.resolve().name  # `learner report .`: the folder's own name, not ""
+        quality = regression_section([([name], regression_quality(run_dir))], ["run"])
     else:
         quality = self_supervised_reading(best, history) + "\n"
     sections = [f"## Regression quality (best checkpoint, epoch {best['epoch']})\n\n{quality}"]
@@ -57,20 +62,43 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
 
 
 def _read_history(run_dir: Path) -> list[dict[str, float]]:
-    """The rows of ``metrics.csv`` (one per epoch), or none."""
+    """The rows of ``metrics.csv`` (one per epoch; the epoch an int, so that prose says "epoch 3", every
+    other column a float), or none.
+
+    Raises:
+        RunDirError: a cell that is not a number (the writer spells an undefined value ``nan``, never an
+            empty cell), an epoch that is not a whole number, or a row of another length than the header:
+            an older learner's file, or an edited one.
+    """
     import csv
 
     path = RunLayout(run_dir).epochs
     if not path.is_file():
         return []
+    rows = []
     with path.open(newline="", encoding="utf-8") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        for line, row in enumerate(csv.DictReader(handle), 2):
+            if None in row or None in row.values():
+                raise results_file_error(path, "pretraining", f"line {line}: not one cell per column")
+            parsed: dict[str, float] = {}
+            for column, text in row.items():
+                try:
+                    parsed[column] = float(text)
+                except ValueError:
+                    problem = f"line {line}, column {column!r}: {text!r} is not a number"
+                    raise results_file_error(path, "pretraining", problem) from None
+            epoch = parsed.get("epoch", 0.0)
+            if not (math.isfinite(epoch) and epoch.is_integer()):
+                problem = f"line {line}, column 'epoch': {row['epoch']!r} is not an epoch number"
+                raise results_file_error(path, "pretraining", problem)
+            rows.append(parsed | ({"epoch": int(epoch)} if "epoch" in parsed else {}))
+    return rows
 
 
 def self_supervised_reading(best: dict[str, Any], history: list[dict[str, Any]]) -> str:
     """A self-supervised stage in words: its best val loss, whether its embeddings collapsed (effective rank,
     per-dimension std at the last epoch and their trend) and whether its val loss had levelled off."""
-    text = f"Self-supervised: best val loss {plain(best['val_loss'])} (epoch {best['epoch']})."
+    text = f"Self-supervised: best val loss {plain(best.get('val_loss'))} (epoch {int(best['epoch'])})."
     first, last = (history[0], history[-1]) if history else (best, best)
     if "val_effective_rank" in last:
         text += (
@@ -80,12 +108,19 @@ def self_supervised_reading(best: dict[str, Any], history: list[dict[str, Any]])
         )
         if last["val_embedding_std"] < 0.9 * first["val_embedding_std"]:
             text += (
-                f" The std fell from {first['val_embedding_std']:.3f} at epoch {first['epoch']}: the "
+                f" The std fell from {first['val_embedding_std']:.3f} at epoch {int(first['epoch'])}: the "
                 "embeddings are drifting towards collapse."
             )
     if len(history) >= 3 and "val_loss" in history[-3]:
-        before = history[-3]["val_loss"]
-        change = (last["val_loss"] - before) / abs(before) if before else math.nan
+        before, after = history[-3]["val_loss"], last["val_loss"]
+        if not (math.isfinite(before) and math.isfinite(after)) or before == 0:  # no relative change
+            start, end = int(history[-3]["epoch"]), int(last["epoch"])
+            text += (
+                f" The val loss went from {before:.4g} at epoch {start} to {after:.4g} at epoch {end}: "
+                "whether it levelled off cannot be told."
+            )
+            return text
+        change = (after - before) / abs(before)
         moved = f"{100 * change:+.1f}% over the last two epochs"
         text += (
             f" The val loss was still falling ({moved}): a longer stage may help."

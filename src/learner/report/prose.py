@@ -49,35 +49,103 @@ def comparison_verdict(label: str, baseline: str, metric: str, diff: PairedDiffe
     return f"{label} did not beat {baseline} on {metric}: {delta}, {ci} includes 0"
 
 
-def majority_statement(models: Mapping[str, tuple[float, float]], majority: ReferenceRow) -> str:
-    """Whether always answering the majority class beats the models on accuracy, and why macro-F1 matters.
+def majority_statement(
+    models: Mapping[str, tuple[float, float]],
+    majority: ReferenceRow,
+    others: Mapping[str, tuple[float, float]] | None = None,
+) -> str:
+    """Whether always answering the majority class beats the models on accuracy, why macro-F1 matters, and
+    where each other answer to the same pairs stands against it.
+
+    Values are compared as the tables print them (:func:`_printed`), so a row the table shows equal to the
+    constant answer is called equal, never above or below it (the transductive answers often collapse onto
+    the majority class and tie it exactly).
 
     Args:
         models: model label → (accuracy, macro-F1) as fractions (means over seeds in a grid).
         majority: the always-majority reference row of the same test pairs.
+        others: the italic rows of the same table (the regressor's own answer, the classifier adapted to
+            the test prior): label → (accuracy, macro-F1); compared in a sentence of their own.
     """
-    beaten = [name for name, (acc, _) in models.items() if majority.accuracy > acc]
-    f1_beaten = [name for name, (_, f1) in models.items() if majority.macro_f1 > f1]
+    beaten = [name for name, (acc, _) in models.items() if _side(acc, majority.accuracy) == "below"]
     answer = majority.answer.removeprefix("always ")
-    head = f"Answering {answer!r} for every pair scores {100 * majority.accuracy:.2f}% accuracy"
+    head = f"Answering {answer!r} for every pair scores {_printed(majority.accuracy):.2f}% accuracy"
     if not beaten:
-        return f"{head}; every model matches or beats that on accuracy."
+        return f"{head}; every model matches or beats that on accuracy." + _others_sentence(others, majority)
     which = (
         "every model"
         if len(beaten) == len(models)
         else f"{len(beaten)} of {len(models)} models ({', '.join(beaten)})"
     )
-    f1_part = (
-        "below every model"
-        if not f1_beaten
-        else "still above every model"
-        if len(f1_beaten) == len(models)
-        else f"still above {', '.join(f1_beaten)}"
-    )
     return (
         f"{head}, above {which}. Accuracy rewards answering the commonest class; macro-F1 weighs each "
-        f"class equally, and there the constant answer scores {100 * majority.macro_f1:.2f}%, {f1_part}."
+        f"class equally, and there the constant answer scores {_printed(majority.macro_f1):.2f}%, "
+        f"{_f1_phrase({name: f1 for name, (_, f1) in models.items()}, majority.macro_f1)}."
+        + _others_sentence(others, majority)
     )
+
+
+def _printed(fraction: float) -> float:
+    """A fraction as the tables print it, a percentage rounded to two decimals
+    (:func:`learner.report.tables.percent`): a sentence compares what its reader sees."""
+    return float(f"{100 * fraction:.2f}")
+
+
+def _side(value: float, reference: float) -> str:
+    """Where ``value`` stands against ``reference`` as printed: below, equal, above, or n/a (undefined)."""
+    if not (math.isfinite(value) and math.isfinite(reference)):
+        return "n/a"
+    shown, against = _printed(value), _printed(reference)
+    return "below" if shown < against else "above" if shown > against else "equal"
+
+
+def _f1_phrase(f1: Mapping[str, float], reference: float) -> str:
+    """The constant answer's macro-F1 against the models' (``below every model``, ``still above MSE and
+    equal to MSE + CL``)."""
+    sides = {name: _side(value, reference) for name, value in f1.items()}
+    groups = {side: [name for name, s in sides.items() if s == side] for side in ("below", "equal", "above")}
+    if len(groups["above"]) == len(f1):
+        return "below every model"
+    if len(groups["below"]) == len(f1):
+        return "still above every model"
+    words = {"below": "still above", "equal": "equal to", "above": "below"}  # the constant answer's side
+    parts = [f"{words[side]} {', '.join(names)}" for side, names in groups.items() if names]
+    unknown = [name for name, side in sides.items() if side == "n/a"]
+    parts += [f"not comparable with {', '.join(unknown)} (n/a)"] if unknown else []
+    return " and ".join(parts)
+
+
+_GROUP_VERBS = {
+    "below": ("scores below it", "score below it"),
+    "equal": ("equals it", "equal it"),
+    "above": ("scores above it", "score above it"),
+    "n/a": ("has no value", "have no value"),
+}
+
+
+def _others_sentence(others: Mapping[str, tuple[float, float]] | None, majority: ReferenceRow) -> str:
+    """The other answers against the constant one on each metric, naming every answer of a group unless
+    the group is all of them (empty without other answers)."""
+    if not others:
+        return ""
+    n = len(others)
+    clauses = []
+    for index, (metric, reference) in enumerate(
+        (("accuracy", majority.accuracy), ("macro-F1", majority.macro_f1))
+    ):
+        sides = {name: _side(values[index], reference) for name, values in others.items()}
+        parts = []
+        for side, (one, many) in _GROUP_VERBS.items():
+            names = [name for name, s in sides.items() if s == side]
+            if len(names) == n > 1:
+                parts.append(f"all {n} {many}")
+            elif names:
+                parts.append(f"{len(names)} {one if len(names) == 1 else many} ({'; '.join(names)})")
+        clauses.append(
+            f"on {metric} " + (", ".join(parts[:-1]) + " and " if len(parts) > 1 else "") + parts[-1]
+        )
+    noun = f"{n} other answers" if n > 1 else "other answer"
+    return f" Of the {noun} to these pairs (not counted among the models), {clauses[0]}; {clauses[1]}."
 
 
 Interval = tuple[float, float]

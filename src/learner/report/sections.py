@@ -12,6 +12,7 @@ from typing import Any
 
 from learner.data.scales import CLASS_NAMES
 from learner.data.splits import TABLE_1_PATIENTS
+from learner.errors import RunDirError
 from learner.experiments.results import Cell, Scalar
 from learner.layout import RunLayout
 from learner.report.tables import interval_plain, markdown_table, plain
@@ -93,7 +94,7 @@ def regression_section(
                 f"{quality['val_mae']:.3f}",
                 plain(metric_number(quality.get("last_val_mae"))),
                 f"{quality['baseline_mae']:.3f}",
-                f"{100 * _margin(quality):.1f}%",
+                f"{_margin_percent(quality):.1f}%",
                 interval_plain(
                     metric_number(quality.get("mae_gain_low")), metric_number(quality.get("mae_gain_high"))
                 ),
@@ -119,7 +120,7 @@ def baseline_verdict(quality: Mapping[str, Scalar]) -> str:
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return "n/a"
     if low > 0:
-        return "clearly" if _margin(quality) >= CLEAR_MARGIN else "yes"
+        return "clearly" if _margin_percent(quality) >= 100 * CLEAR_MARGIN else "yes"
     return "**worse**" if high < 0 else "**not shown**"
 
 
@@ -164,9 +165,11 @@ def regression_summary(cells: Sequence[Cell]) -> str:
     return regression_verdict([baseline_verdict(quality) for _, quality in unique_encoders(cells)])
 
 
-def _margin(quality: Mapping[str, Any]) -> float:
+def _margin_percent(quality: Mapping[str, Any]) -> float:
+    """How much lower the val MAE is than the baseline's, in percent rounded to the one decimal the table
+    prints: "clearly" is decided on this value, so a row showing 10.0% is never called short of 10%."""
     margin: float = 1.0 - quality["val_mae"] / quality["baseline_mae"]
-    return margin
+    return round(100 * margin, 1)
 
 
 def key_names(cells: Sequence[Cell], candidates: Sequence[str]) -> list[str]:
@@ -293,3 +296,38 @@ def environment_section(run_dir: Path) -> str:
 def warning_section(warnings: Sequence[str]) -> str:
     """The small-sample warnings as one quoted block, one paragraph each."""
     return "## Warnings\n\n" + "\n>\n".join(f"> **Warning:** {w}" for w in warnings) + "\n"
+
+
+NUMBER = (int, float, type(None))
+"""A number of a results file: JSON writes an undefined one (NaN) as null."""
+
+
+def results_file_error(path: Path, kind: str, problem: str) -> RunDirError:
+    """The one-line error of a results file that this version cannot report (an older learner's, or an edited
+    one): it names the file and its first problem instead of a traceback from deep in a report."""
+    return RunDirError(f"{path}: not a {kind} results file of this version ({problem})")
+
+
+def require_fields(
+    path: Path, kind: str, record: Mapping[str, Any], fields: Mapping[str, type | tuple[type, ...]]
+) -> None:
+    """Check that ``record`` (read from ``path``) holds every dotted key of ``fields`` with a value of its
+    type, before a report reads them.
+
+    Raises:
+        RunDirError: the first key that is missing or of another type (:func:`results_file_error`).
+    """
+    for dotted, expected in fields.items():
+        value: Any = record
+        for key in dotted.split("."):
+            if not isinstance(value, Mapping) or key not in value:
+                raise results_file_error(path, kind, f"no {dotted!r}")
+            value = value[key]
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is NUMBER):
+            raise results_file_error(path, kind, f"{dotted!r} is {json_type(value)}")
+
+
+def json_type(value: object) -> str:
+    """What a JSON value is, in words, for an error message (``a string``, ``null``)."""
+    names = {bool: "a boolean", str: "a string", list: "a list", dict: "an object", int: "a number"}
+    return "null" if value is None else names.get(type(value), "a number")

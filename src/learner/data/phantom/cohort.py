@@ -3,10 +3,11 @@
 A cohort is built inside a temporary sibling folder and renamed onto ``OUT_DIR`` only when every file is
 written, so a reader never sees half a cohort. ``phantom.json`` (written last) records the generator
 version and every parameter that changes the output; a later call with the same record finds the complete
-cohort and reuses it instead of rendering it again. It also lists the names the build wrote into the folder
-(``outputs``), so that a cohort of other parameters replaces the old one only while the folder holds nothing
-else: the old cohort is deleted, and so would be anything put beside it (the user's files; the scan cache
-``.learner-cache`` that training writes beside ``manifest.csv``).
+cohort and reuses it instead of rendering it again. It also lists every file and folder the build wrote
+(``outputs``: paths relative to the cohort folder, those inside ``clips/`` or ``images/`` included), so that
+a cohort of other parameters replaces the old one only while the folder holds nothing else, at any depth: the
+old cohort is deleted, and so would be anything put beside it or into its subfolders (the user's files; the
+scan cache ``.learner-cache`` that training writes beside ``manifest.csv``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from learner.errors import ConfigError, LearnerError
 
 RECORD_NAME = "phantom.json"
 OUTPUTS_KEY = "outputs"
-"""The record's key that lists the names the build wrote into the cohort folder (all but the record)."""
+"""The record's key that lists what the build wrote into the cohort folder (all but the record): every file
+and folder, as POSIX paths relative to the cohort folder. A record written before the files inside
+subfolders were listed holds only the top-level names: :func:`_check_replaceable` then refuses to delete a
+subfolder that holds anything (what the generator wrote there cannot be told from the user's files)."""
 
 
 def check_patients(patients: Sequence[int], *, parts: int = 3) -> tuple[int, ...]:
@@ -72,7 +76,7 @@ def build_cohort(
     staging.mkdir()  # not mkdtemp: the cohort folder gets the umask's permissions, not 0700
     try:
         table = build(staging)
-        outputs = sorted(entry.name for entry in staging.iterdir())
+        outputs = _entries(staging)
         write_json(staging / RECORD_NAME, {**record, "table": table, OUTPUTS_KEY: outputs})
         # a concurrent builder may have renamed the same cohort in first: keep it rather than replace it
         if _complete_table(target, record) is None:
@@ -113,8 +117,10 @@ def run_jobs(function: Callable[[Any], None], jobs: Iterable[Any], workers: int)
 def _check_replaceable(target: Path) -> None:
     """Refuse (:class:`LearnerError`) a non-empty ``target`` whose replacement could delete something the
     generator did not write: it holds no readable record, its record does not list the cohort's outputs (an
-    earlier learner wrote it), or it holds an entry that the record does not list."""
-    entries = sorted(entry.name for entry in target.iterdir()) if target.is_dir() else []
+    earlier learner wrote it), it holds an entry at any depth that the record does not list, or a subfolder
+    holds entries and the record lists the subfolder but none of what is in it (a record from before the
+    files inside subfolders were listed: they cannot be told from the user's)."""
+    entries = _entries(target) if target.is_dir() else []
     if not entries:
         return
     stored = _stored_record(target)
@@ -129,13 +135,34 @@ def _check_replaceable(target: Path) -> None:
             "cohort, so replacing the cohort could delete files of yours: delete or move the folder "
             "yourself, or choose another folder"
         )
-    foreign = [name for name in entries if name != RECORD_NAME and name not in outputs]
+    listed = {str(name) for name in outputs}
+    parents = {name.rpartition("/")[0] for name in listed}
+    for folder in (name for name in entries if name in listed and (target / name).is_dir()):
+        if folder not in parents and any((target / folder).iterdir()):
+            raise LearnerError(
+                f"{target}: its {RECORD_NAME} (written by an earlier learner) does not list the files in "
+                f"{folder}/, so replacing the cohort could delete files of yours there: delete or move the "
+                "folder yourself, or choose another folder"
+            )
+    # the outermost unlisted entries: a foreign folder is named once, not with everything inside it
+    known, homes = listed | {RECORD_NAME}, listed | {""}
+    foreign = [name for name in entries if name not in known and name.rpartition("/")[0] in homes]
     if foreign:
         more, them = (f" (and {len(foreign) - 1} more)", "them") if len(foreign) > 1 else ("", "it")
         raise LearnerError(
             f"{target}: holds {foreign[0]}{more}, which the phantom generator did not write; replacing "
             f"the cohort would delete {them}: move {them} out of the folder or choose another folder"
         )
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every file and folder under ``folder``, at any depth, as sorted POSIX paths relative to it. Links are
+    listed, never followed: replacing the cohort deletes a link, not what it points to."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        here = Path(root).relative_to(folder)
+        found += [(here / name).as_posix() for name in (*folders, *files)]
+    return sorted(found)
 
 
 def _stored_record(folder: Path) -> dict[str, Any] | None:
@@ -163,7 +190,7 @@ def _complete_table(folder: Path, record: dict[str, Any]) -> Path | None:
 
 def _swap_in(staging: Path, target: Path) -> None:
     """Rename ``staging`` onto ``target``; an old phantom cohort there is moved aside first, then deleted
-    (:func:`_check_replaceable` has found nothing else in it)."""
+    (:func:`_check_replaceable` has found nothing else in it, at any depth)."""
     if not target.exists():
         os.replace(staging, target)
         return

@@ -103,6 +103,22 @@ def diagnosis(mmse: float) -> str:
     return "CN" if mmse >= 28 else "MCI" if mmse >= 24 else "Dementia"
 
 
+MAX_PATIENTS = 9998
+"""The most patients a cohort can have: RIDs 2–9999, four digits in the PTID (``<site>_S_<RID>``) as in
+ADNI; asked for more, the generator refuses before it makes any folder."""
+
+
+def _patient_total(patients: tuple[int, ...]) -> int:
+    """The number of patients of ``patients`` (per split), checked: a ConfigError beyond
+    :data:`MAX_PATIENTS`, whose RIDs would not fit the PTID's four digits."""
+    total = sum(check_patients(patients))
+    if total > MAX_PATIENTS:
+        raise ConfigError(
+            f"patients: at most {MAX_PATIENTS} in all (four-digit ADNI RIDs), got {total} ({list(patients)})"
+        )
+    return total
+
+
 def draw_mri_latents(patients: tuple[int, ...] = (320, 160, 159), seed: int = 0) -> pd.DataFrame:
     """The whole cohort without voxels: one row per ADNIMERGE row, with ground truth.
 
@@ -115,9 +131,11 @@ def draw_mri_latents(patients: tuple[int, ...] = (320, 160, 159), seed: int = 0)
         DataFrame with :data:`TABLE_COLUMNS` (``MMSE``, ``IMAGEUID`` nullable), ``atrophy``,
         ``render_seed`` and every :class:`MriSubject` field, ordered by RID then exam date.
     """
-    total = sum(check_patients(patients))
+    total = _patient_total(patients)
     rng = np.random.default_rng(seed)
-    rids = np.sort(rng.choice(np.arange(2, 1500), total, replace=False))
+    # ADNI-1's RIDs run to ~1,500; a larger cohort draws from as many RIDs as it has patients (unchanged
+    # below 1,499 patients, so every such cohort keeps its bytes)
+    rids = np.sort(rng.choice(np.arange(2, max(1500, total + 2)), total, replace=False))
     three = set(rng.choice(total, round(total * (VISITS_PER_PATIENT - 2)), replace=False).tolist())
     extra = rng.choice(total, 2 * min(3, total // 2), replace=False).tolist()
     no_mmse, no_image = set(extra[::2]), set(extra[1::2])
@@ -296,6 +314,7 @@ def generate_mri_cohort(
     if size < 16:
         raise ConfigError(f"size must be >= 16 voxels, got {size}")
     counts = check_patients(patients)
+    _patient_total(counts)  # before any folder is made, not when the latents are drawn inside it
     record = {"kind": "mri", "version": GENERATOR_VERSION, "patients": list(counts), "seed": seed}
     record["size"] = size
 
