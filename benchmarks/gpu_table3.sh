@@ -113,8 +113,8 @@ cells=0  # encoders finished (none where the experiment stopped before making it
 if [ -d "$OUT/table3" ]; then cells=$(find "$OUT/table3" -path '*/encoder/complete.json' | wc -l); fi
 case $status in
   0) echo "table3 $DATA_PATH seeds $SEEDS: $wall s wall" ;;
-  124 | 137) echo "table3 $DATA_PATH seeds $SEEDS: stopped by LIMIT_S=$LIMIT_S after $wall s, $cells encoders" \
-    "finished; run again with the same OUT_DIR to go on" ;;
+  124 | 137) echo "table3 $DATA_PATH seeds $SEEDS: stopped (exit $status, LIMIT_S=${LIMIT_S:-unset}) after $wall s," \
+    "$cells encoders finished; run again with the same OUT_DIR to go on" ;;
   *) echo "table3 $DATA_PATH seeds $SEEDS: failed (exit $status) after $wall s, $cells encoders finished" ;;
 esac | tee "$OUT/table3_wall.txt"
 (cd "$OUT" && { [ -d table3 ] && find table3 -type f \( -name '*.md' -o -name '*.json' -o -name '*.csv' \

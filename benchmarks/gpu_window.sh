@@ -12,9 +12,11 @@
 # 2. benchmarks/gpu_path.py: device-graph, device or loader, and why (OUT_DIR/path.txt).
 # 3. benchmarks/gpu_table3.sh WORK SEEDS PATH (default [0,1,2]; BENCH=0) with LIMIT_S = what is left of
 #    WINDOW_S (default 570 s, under the run tool's 600). WORK (default /tmp/gpu_window) stays outside
-#    OUT_DIR; its bundle results-small.tgz and table3_wall.txt are copied into OUT_DIR. Where the
-#    device-graph path fails outright (not stopped by LIMIT_S), the device path runs with the time left,
-#    in WORK-device (the phantom and cache reused).
+#    OUT_DIR; its bundle results-small.tgz (which holds table3_wall.txt) is copied into OUT_DIR as
+#    results-small-PATH.tgz. Where the device-graph path fails outright (not stopped by LIMIT_S), the device
+#    path goes on in WORK with the time left: the phantom, the cache and every finished cell are reused
+#    (runtime.cuda_graph is not part of a cell's results), and the device-graph bundle is already in OUT_DIR.
+# OUT_DIR gets at most 7 files (the run tool brings back 8): check/ 4, path.txt, two bundles.
 # GPU_PATH=device|device-graph|loader overrides the choice (the check still runs). PHANTOM and learner
 # options pass through to gpu_table3.sh. Exit: gpu_table3.sh's (0, 124 when LIMIT_S stopped it, else its
 # error). The environment (benchmarks/gpu_env.sh: src/ and the carried wheels) is made once, here.
@@ -44,7 +46,6 @@ table3() {  # table3 WORK_DIR PATH: gpu_table3.sh with what is left of the windo
   LIMIT_S=$left BENCH=0 bash benchmarks/gpu_table3.sh "$1" "$SEEDS" "$2" "${OPTIONS[@]}"
   local status=$?
   cp "$1/results-small.tgz" "$OUT/results-small-$2.tgz" 2>/dev/null
-  cp "$1/table3_wall.txt" "$OUT/table3_wall-$2.txt" 2>/dev/null
   return $status
 }
 OPTIONS=("$@")
@@ -53,10 +54,7 @@ status=$?
 if [ "$DATA_PATH" = device-graph ] && [ "$status" != 0 ] && [ "$status" != 124 ] && [ "$status" != 137 ]; then
   echo "gpu_window.sh: device-graph failed (exit $status); the device path with the $((WINDOW_S - SECONDS)) s left" |
     tee -a "$OUT/path.txt"
-  mkdir -p "$WORK-device"
-  [ -e "$WORK-device/phantom" ] || ln -s "$WORK/phantom" "$WORK-device/phantom"
-  [ -e "$WORK-device/cache" ] || ln -s "$WORK/cache" "$WORK-device/cache"
-  table3 "$WORK-device" device
+  table3 "$WORK" device
   status=$?
 fi
 echo "gpu_window.sh: done after ${SECONDS} s (exit $status); outputs in $OUT"

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from learner.config import DataConfig, load_config
+from learner.data import clip_store
 from learner.data.augment import ClipAugment
 from learner.data.cache import ScanCache
 from learner.data.clip_store import ClipStore, DeviceBatches, with_channels
@@ -155,3 +156,20 @@ def test_batches_are_made_with_every_host_sync_forbidden(
     assert batches.order(1) is order
     assert first[0].shape == ((3, 2) if two_views else (3,)) + (FRAMES, 3, 32, 32)
     assert not torch.equal(first[0], second[0])
+
+
+def test_an_epochs_order_and_its_batches_draw_from_distinct_streams(
+    records: list[ScanRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every generator seed of an epoch (the order's, each batch's) is distinct: NumPy's SeedSequence pads
+    a short key with zeros, so keys that differ only by a trailing 0 would be one stream."""
+    seeds: list[int] = []
+    real = clip_store._seed
+    monkeypatch.setattr(clip_store, "_seed", lambda *key: seeds.append(real(*key)) or seeds[-1])
+    store = ClipStore.from_cache(records, make_cache(tmp_path / "cache", 1), device=torch.device("cpu"))
+    batches = DeviceBatches(store, frames=FRAMES, channels=3, batch_size=1, augment=None, seed=0)
+    for epoch in range(3):
+        for index in range(len(batches)):
+            batches.batch(epoch, index)
+    assert len(seeds) == 3 * (1 + len(batches))
+    assert len(set(seeds)) == len(seeds)

@@ -202,7 +202,7 @@ class DeviceBatches:
     def order(self, epoch: int) -> Tensor:
         """Epoch ``epoch``'s order of the scans, ``(S,)`` int64 on the device (a seeded permutation)."""
         if self._order is None or self._order[0] != epoch:
-            self._generator.manual_seed(_seed(self.seed, epoch))
+            self._generator.manual_seed(_seed(self.seed, _ORDER, epoch))
             order = torch.randperm(len(self.store), generator=self._generator, device=self.store.device)
             self._order = (epoch, order)
         return self._order[1]
@@ -211,7 +211,7 @@ class DeviceBatches:
         """Batch ``index`` of epoch ``epoch``: clips ``(B, T, C, H, W)`` float32 in [0, 1] (two views:
         ``(B, 2, T, C, H, W)``) and the raw scores ``(B,)`` float32 (two views: NaN), on the device."""
         scans = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]  # (B,)
-        self._generator.manual_seed(_seed(self.seed, epoch, index))
+        self._generator.manual_seed(_seed(self.seed, _BATCH, epoch, index))
         if not self.two_views:
             return self.clips(scans, self._generator), self.store.scores[scans]
         views = torch.stack([self.clips(scans, self._generator) for _ in range(2)], dim=1)
@@ -226,6 +226,12 @@ class DeviceBatches:
         if self.augment is not None:
             clips = self.augment.batch(clips, generator)
         return with_channels(clips, self.channels)
+
+
+_ORDER, _BATCH = 0, 1
+"""The two kinds of random stream of an epoch: its order of the scans, and each batch's draws. The kind is
+part of the key because SeedSequence pads a short key with zeros: ``[seed, epoch]`` and
+``[seed, epoch, 0]`` would be one stream, the order's and the first batch's."""
 
 
 def _seed(*key: int) -> int:
