@@ -23,6 +23,16 @@ def _project(root: Path) -> Config:
     return load_config(None, ["data.manifest=data/m.csv", "model.init=weights.safetensors"])
 
 
+def _work_and_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Two new folders under ``tmp_path``, the first the working directory: where a user ran the command,
+    and another they read its run from."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    return work, elsewhere
+
+
 def test_paths_are_stored_relative_to_the_run_and_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,10 +91,7 @@ def test_a_runs_config_file_reads_its_paths_against_the_run(
 def test_a_runs_config_reruns_the_run_from_another_folder(
     make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
-    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
-    work.mkdir()
-    elsewhere.mkdir()
-    monkeypatch.chdir(work)
+    work, elsewhere = _work_and_elsewhere(tmp_path, monkeypatch)
     manifest = os.path.relpath(
         make_tiny_pretrain_config().data.manifest, work
     )  # as a user in `work` types it
@@ -109,10 +116,7 @@ def test_classify_and_report_work_from_another_folder(
 ) -> None:
     from learner.training.pretrain import pretrain
 
-    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
-    work.mkdir()
-    elsewhere.mkdir()
-    monkeypatch.chdir(work)
+    work, elsewhere = _work_and_elsewhere(tmp_path, monkeypatch)
     base = make_tiny_pretrain_config()
     relative = os.path.relpath(base.data.manifest, work)  # the manifest as a user in `work` types it
     pretrain(make_tiny_pretrain_config(**{"data.manifest": relative}), Path("runs/enc"))

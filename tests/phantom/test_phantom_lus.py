@@ -183,44 +183,20 @@ def test_complete_cohort_is_reused_and_other_parameters_replace_it(tmp_path: Pat
     assert not any(p.name.startswith(".cohort.") for p in tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("entry", ["notes.txt", ".learner-cache"])
+@pytest.mark.parametrize("entry", ["notes.txt", ".learner-cache", "clips/annotations.txt", "clips/mine"])
 def test_other_parameters_never_replace_a_cohort_holding_what_the_generator_did_not_write(
     tmp_path: Path, entry: str
 ) -> None:
-    """The user's file, or the scan cache that training leaves beside manifest.csv, would go with the old
-    cohort: refused, naming it, and the old cohort stays; once it is moved out the cohort is replaced."""
+    """The user's file or folder, beside manifest.csv (the scan cache training leaves there) or inside
+    ``clips/``, would go with the old cohort: refused, naming it, and the old cohort stays; once it is moved
+    out the cohort is replaced."""
     out = tmp_path / "cohort"
     generate_lus_cohort(out, seed=0, workers=1, **TINY)
     if entry.endswith(".txt"):
         (out / entry).write_text("keep me")
     else:
         (out / entry).mkdir()
-        (out / entry / "x.lcache").write_text("keep me")
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    with pytest.raises(LearnerError, match=rf"cohort: holds {re.escape(entry)}, which the phantom generator"):
-        generate_lus_cohort(out, seed=3, workers=1, **TINY)
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
-    assert '"seed": 0' in (out / "phantom.json").read_text()
-    assert [p.name for p in tmp_path.iterdir()] == ["cohort"]
-
-    (out / entry).rename(tmp_path / entry)
-    generate_lus_cohort(out, seed=3, workers=1, **TINY)
-    assert '"seed": 3' in (out / "phantom.json").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cohort", entry])
-
-
-@pytest.mark.parametrize("entry", ["clips/annotations.txt", "clips/mine"])
-def test_other_parameters_never_replace_a_cohort_whose_subfolder_holds_the_users_files(
-    tmp_path: Path, entry: str
-) -> None:
-    """A file (or a folder of files) put into ``clips/`` would be deleted with the old cohort's clips."""
-    out = tmp_path / "cohort"
-    generate_lus_cohort(out, seed=0, workers=1, **TINY)
-    if entry.endswith(".txt"):
-        (out / entry).write_text("keep me")
-    else:
-        (out / entry).mkdir()
-        (out / entry / "a.txt").write_text("keep me")
+        (out / entry / "a.lcache").write_text("keep me")
         (out / entry / "b.txt").write_text("keep me")
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     with pytest.raises(LearnerError, match=rf"cohort: holds {re.escape(entry)}, which the phantom generator"):
@@ -232,6 +208,7 @@ def test_other_parameters_never_replace_a_cohort_whose_subfolder_holds_the_users
     (out / entry).rename(tmp_path / "moved")
     generate_lus_cohort(out, seed=3, workers=1, **TINY)
     assert '"seed": 3' in (out / "phantom.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort", "moved"]
 
 
 def test_a_record_listing_only_top_level_names_is_reused_but_never_empties_a_subfolder(
