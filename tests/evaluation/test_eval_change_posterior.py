@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import ndtri
 from scipy.stats import norm
 
-from learner.data.scales import get_scale
+from learner.data.scales import ScoreScale, get_scale
 from learner.evaluation.change_posterior import (
     GRID_POINTS,
     ChangeCalibration,
@@ -25,8 +26,9 @@ def calibration(
 
 
 def test_a_threshold_scale_depends_on_the_change_alone() -> None:
-    """MMSE (|Δ| < 2 stable, higher better): P(improved) = P(Δ ≥ 2), P(deteriorated) = P(Δ ≤ −2)."""
-    scale = get_scale("mmse")
+    """A continuous scale with MMSE's rule (|Δ| < 2 stable, higher better): P(improved) = P(Δ ≥ 2),
+    P(deteriorated) = P(Δ ≤ −2)."""
+    scale = ScoreScale("continuous", 0.0, 30.0, threshold=2.0)
     model = calibration(level_sd=3.0, change_slope=0.5, change_sd=1.5, drift=-0.4)
     earlier = np.array([20.0, 25.0, 28.0, 12.0])
     later = np.array([20.0, 19.0, 29.0, 18.0])
@@ -36,6 +38,64 @@ def test_a_threshold_scale_depends_on_the_change_alone() -> None:
     got = change_posterior(scale, model, earlier, later)
     np.testing.assert_allclose(got.sum(axis=1), 1.0)
     np.testing.assert_allclose(got, expected, atol=GRID_TOLERANCE)
+
+
+def test_an_integer_scale_labels_whole_scores_in_range() -> None:
+    """MMSE with a known whole earlier score (σ = 0): the later score is the earlier plus the change rounded,
+    so stable is |Δ| ≤ 1, i.e. a drawn change in (−1.5, 1.5); clipped to the scale's range, nothing improves
+    from 29 or 30 and nothing deteriorates from 1."""
+    scale = get_scale("mmse")
+    model = calibration(level_sd=0.0, change_slope=0.5, change_sd=1.5, drift=-0.4)
+    earlier = np.array([20.0, 25.0, 29.0, 30.0, 1.0])
+    later = np.array([20.0, 19.0, 29.0, 28.0, 0.0])
+    mean = -0.4 + 0.5 * (later - earlier)
+    improved = np.where(earlier + 2.0 <= 30.0, norm.sf((1.5 - mean) / 1.5), 0.0)
+    deteriorated = np.where(earlier - 2.0 >= 0.0, norm.cdf((-1.5 - mean) / 1.5), 0.0)
+    expected = np.stack([deteriorated, 1.0 - deteriorated - improved, improved], axis=1)
+    np.testing.assert_allclose(change_posterior(scale, model, earlier, later), expected, atol=GRID_TOLERANCE)
+
+
+def test_on_an_integer_cohort_the_mean_posterior_is_the_observed_class_mix() -> None:
+    """A synthetic MMSE cohort (whole scores 20–30, a whole change of mean −0.7, predictions off by
+    N(0, 2.5²)): the models fitted on 4,000 val pairs, the mean posterior of 20,000 test pairs is their
+    label frequencies. Tolerance 0.03: the frequencies' binomial sd is ≤ 0.0035, the rest is the Gaussian
+    models' approximation of a whole, clipped score (0.007–0.019 over seeds 0–3); continuous draws, which
+    call 1 < |Δ| < 2 stable, were 0.13 off here."""
+    scale = get_scale("mmse")
+    rng = np.random.default_rng(0)
+
+    def cohort(n: int) -> tuple[np.ndarray, ...]:
+        first = rng.integers(20, 31, n).astype(np.float64)
+        second = np.clip(first + np.rint(rng.normal(-0.7, 2.0, n)), 0.0, 30.0)
+        return first, second, first + rng.normal(0.0, 2.5, n), second + rng.normal(0.0, 2.5, n)
+
+    first, second, predicted_first, predicted_second = cohort(4000)
+    model = fit_change_calibration(
+        np.r_[predicted_first, predicted_second],
+        np.r_[first, second],
+        predicted_second - predicted_first,
+        second - first,
+    )
+    first, second, predicted_first, predicted_second = cohort(20_000)
+    observed = np.bincount(scale.change_labels(first, second), minlength=3) / first.size
+    mean_posterior = change_posterior(scale, model, predicted_first, predicted_second).mean(axis=0)
+    np.testing.assert_allclose(mean_posterior, observed, atol=0.03)
+
+
+@pytest.mark.parametrize("scale", [get_scale("sf"), ScoreScale("continuous", 0.0, 30.0, threshold=2.0)])
+def test_a_continuous_scale_labels_the_draws_as_they_are(scale: ScoreScale) -> None:
+    """Not an integer scale: the labels of the unrounded, unclipped grid draws, bit for bit."""
+    model = ChangeCalibration(3.0, 0.9, 4.0, -0.5, 0.7, 3.0, n_scans=10, n_pairs=10)
+    width = scale.high - scale.low
+    earlier = np.array([0.05, 0.2, 0.5, 0.9, 0.99]) * width + scale.low
+    later = np.array([0.1, 0.15, 0.52, 0.97, 1.0]) * width + scale.low
+    quantiles = ndtri((np.arange(GRID_POINTS) + 0.5) / GRID_POINTS)
+    level_z, change_z = (axis.ravel() for axis in np.meshgrid(quantiles, quantiles, indexing="ij"))
+    first = (3.0 + 0.9 * earlier)[:, None] + 4.0 * level_z  # can leave the scale's range: kept as drawn
+    second = first + (-0.5 + 0.7 * (later - earlier))[:, None] + 3.0 * change_z
+    labels = scale.change_labels(first, second)
+    expected = np.stack([(labels == k).mean(axis=1) for k in range(3)], axis=1)
+    np.testing.assert_array_equal(change_posterior(scale, model, earlier, later), expected)
 
 
 def test_a_binned_scale_with_a_known_level() -> None:

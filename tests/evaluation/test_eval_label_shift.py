@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 from sklearn.metrics import f1_score
 
 from learner.data.scales import get_scale
@@ -61,6 +61,60 @@ def test_em_without_shift_stays_near_the_source_prior() -> None:
     source = np.array([0.3, 0.4, 0.3])
     x, _ = _sample(source, 20_000, seed=1)
     np.testing.assert_allclose(em_prior(_posteriors(x, source), source), source, atol=0.02)
+
+
+def _near_boundary() -> tuple[np.ndarray, np.ndarray]:
+    """Posteriors (3000, 3) of a weak classifier (class means −0.5, 0, 0.5, unit variance, a uniform source
+    prior) on test inputs drawn 2% / 96% / 2%: the likelihood's maximum puts ~0 on class 0, where EM crawls
+    (≈ 2,800 steps to tol 1e-8)."""
+    rng = np.random.default_rng(0)
+    means, source = np.array([-0.5, 0.0, 0.5]), np.full(3, 1 / 3)
+    x = rng.normal(means[rng.choice(3, size=3000, p=[0.02, 0.96, 0.02])], 1.0)
+    likelihood = stats.norm.pdf(x[:, None], loc=means[None, :]) * source
+    return likelihood / likelihood.sum(axis=1, keepdims=True), source
+
+
+def test_em_that_stops_before_converging_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    probabilities, source = _near_boundary()
+    with caplog.at_level("WARNING", logger="learner.evaluation.label_shift"):
+        em_prior(probabilities, source, max_iter=1000)
+    assert "did not converge in 1000 iterations (last change 1.8" in caplog.text
+
+
+def test_em_near_a_boundary_reaches_the_maximum_likelihood_prior(caplog: pytest.LogCaptureFixture) -> None:
+    """Against an independent maximiser of the label-shift log-likelihood Σ log Σ_y p(y|x)·q_y/p_s(y) over
+    the simplex (SLSQP, float64); the earlier cap of 1,000 steps stopped at 0.002 on class 0."""
+    probabilities, source = _near_boundary()
+    ratio = probabilities / source
+
+    def negative_log_likelihood(prior: np.ndarray) -> float:
+        return float(-np.log(ratio @ prior).sum())
+
+    reference = optimize.minimize(
+        negative_log_likelihood,
+        source,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * 3,
+        constraints={"type": "eq", "fun": lambda prior: prior.sum() - 1.0},
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
+    with caplog.at_level("WARNING", logger="learner.evaluation.label_shift"):
+        prior = em_prior(probabilities, source)
+    assert not caplog.text
+    np.testing.assert_allclose(prior, reference.x, atol=1e-4)
+    # tol 1e-8 on a step leaves ~1e-6 on class 0, 1.3e-5 of log-likelihood; the stopped 1,000 steps left 0.026
+    assert negative_log_likelihood(prior) - reference.fun < 1e-4
+
+
+def test_em_that_converges_is_unchanged_by_the_step_cap(caplog: pytest.LogCaptureFixture) -> None:
+    """A prior that converges within 1,000 steps (the earlier cap) is the same bit for bit, without a word."""
+    source = np.array([1 / 3, 1 / 3, 1 / 3])
+    x, _ = _sample(np.array([0.08, 0.85, 0.07]), 20_000, seed=0)
+    with caplog.at_level("WARNING", logger="learner.evaluation.label_shift"):
+        np.testing.assert_array_equal(
+            em_prior(_posteriors(x, source), source), em_prior(_posteriors(x, source), source, max_iter=1000)
+        )
+    assert not caplog.text
 
 
 def test_bbse_recovers_a_shifted_prior() -> None:

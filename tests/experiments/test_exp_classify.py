@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from learner.data.manifest import load_manifest
 from learner.data.scales import get_scale
 from learner.errors import RunDirError
 from learner.evaluation.change_posterior import ChangeCalibration, change_posterior
-from learner.experiments.answers import ANSWERS
+from learner.experiments.answers import ANSWERS, untrained_head
 from learner.experiments.classify import run_classification
 from learner.experiments.results import ExperimentResult
 from learner.training.checkpoint import checkpoint_fingerprint
+from learner.training.pretrain import pretrain
 
 IDS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patient_id", "second_patient_id")}
 
@@ -158,6 +160,80 @@ def test_the_calibrated_answer_fits_the_val_visits(
     assert answer["macro_f1"] == pytest.approx(
         f1_score(test["label"], labels, labels=np.unique(test["label"]), average="macro")
     )
+
+
+def test_the_calibrated_answer_fits_the_val_visits_paired_like_the_test_visits(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_experiment_config: Config,
+    tiny_datasets: list[DatasetSpec],
+) -> None:
+    """data.pairs.intra=all pairs every two visits of a test patient; the change model is then fitted on
+    every two visits of a val patient too, the non-consecutive ones included."""
+    encoder = tiny_table3.out_dir / "MRI" / "mse" / "seed-0" / "encoder"
+    scale = get_scale("mmse")
+    manifest = load_manifest(tiny_datasets[1].manifest, scale)
+    config = apply_overrides(tiny_experiment_config, {"data.pairs.intra": "all"})
+    result = run_classification(encoder, manifest, config, tmp_path / "cls")
+    splits = pd.read_csv(encoder / "splits.csv", dtype=str).set_index("patient_id")["split"]
+    val = [r for r in manifest.records if splits[r.patient_id] == "val"]
+    # by hand: two scans of one patient and site, from an earlier and a later visit (consecutive: the next)
+    visits: dict[tuple[str, str | None], set[float]] = {}
+    for record in val:
+        visits.setdefault((record.patient_id, record.site), set()).add(record.visit_order)
+    order = {track: sorted(orders) for track, orders in visits.items()}
+    gaps = [
+        order[track].index(b.visit_order) - order[track].index(a.visit_order)
+        for a, b in itertools.product(val, val)
+        if (track := (a.patient_id, a.site)) == (b.patient_id, b.site)
+    ]
+    every, consecutive = sum(gap > 0 for gap in gaps), sum(gap == 1 for gap in gaps)
+    assert every > consecutive
+    assert result.metrics["answers"]["delta_score_calibrated"]["calibration"]["n_pairs"] == every
+
+
+@pytest.mark.parametrize(
+    ("overrides", "trained"),
+    [
+        ({"loss.name": "mse"}, True),
+        ({"loss.name": "mse+wcl"}, True),
+        ({"loss.name": "mse+cl", "loss.lam": 0.0, "loss.within_patient": 0.5}, True),
+        ({"loss.name": "cl"}, False),
+        ({"loss.name": "rnc"}, False),
+        ({"loss.name": "supcon_bins"}, False),
+        ({"loss.name": "vicreg"}, False),
+        ({"loss.name": "mse+wcl", "loss.lam": 0.0}, False),
+    ],
+)
+def test_whether_the_encoders_objective_trained_its_regression_head(
+    overrides: dict[str, object], trained: bool
+) -> None:
+    """The head is trained by a positive weight on MSE or on the within-patient term (registry's weights)."""
+    reason = untrained_head(apply_overrides(Config(), overrides))
+    assert (reason is None) == trained
+    if not trained:
+        assert f"loss.name={overrides['loss.name']}" in str(reason)
+
+
+def test_an_encoder_without_a_regression_objective_has_no_delta_score_answers(
+    tmp_path: Path,
+    make_tiny_pretrain_config: Callable[..., Config],
+    tiny_experiment_config: Config,
+    tiny_lus_manifest: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An encoder pretrained with CL alone: its head never trained, so the Δ-score rows are left out (one log
+    line) and the classifier's and the prior-adapted answers remain."""
+    pretrain(make_tiny_pretrain_config(**{"loss.name": "cl", "optim.epochs": 1}), tmp_path / "enc")
+    manifest = load_manifest(tiny_lus_manifest, get_scale("sf"))
+    with caplog.at_level("INFO", logger="learner.experiments.answers"):
+        result = run_classification(tmp_path / "enc", manifest, tiny_experiment_config, tmp_path / "cls")
+    assert sorted(result.metrics["answers"]) == ["classifier_bbse", "classifier_em"]
+    said = [r.getMessage() for r in caplog.records if r.name == "learner.experiments.answers"]
+    assert said == [
+        "no 'Δ predicted score' rows: the encoder's objective loss.name=cl has no MSE term, so its "
+        "regression head answers with initial weights"
+    ]
 
 
 def test_refuses_a_non_empty_out_dir(

@@ -13,11 +13,16 @@ trained on:
 
 * level: true score ``s = a + b·p + ε``, ε ~ N(0, σ²), least squares over the val scans;
 * change: true change ``Δs = c₀ + c·Δp + η``, η ~ N(0, τ²), least squares over the val patients'
-  consecutive visit pairs (a cohort with repeat visits; without them there is no change model).
+  visit pairs, formed by the test pairs' rule (``data.pairs.intra``, ``match_site``) so that the model
+  is fitted on the kind of change it is applied to (a cohort with repeat visits; without them there is no
+  change model).
 
 :func:`change_posterior` then gives, for each test pair, the probability of each label under the scale's
 rule with the earlier score ~ N(a + b·p₁, σ²) and the change ~ N(c₀ + c·Δp, τ²) independent, integrated on a
-fixed grid of normal quantiles (deterministic, no random draws). Its most probable label is the Bayes
+fixed grid of normal quantiles (deterministic, no random draws). On an integer scale
+(``ScoreScale.integer``: MMSE) each drawn earlier and later score is rounded and clipped to the scale's
+range before the rule labels it, as a true score is: with MMSE's threshold 2 a true pair is stable only at
+|Δ| ≤ 1, and continuous draws would also call 1 < |Δ| < 2 stable. Its most probable label is the Bayes
 decision for accuracy ("Δ predicted score, calibrated" rows). Nothing looks at the test labels.
 
 Example::
@@ -107,7 +112,8 @@ def change_posterior(
     """(P, 3) probability of deteriorated / stable / improved for each pair of predicted scores.
 
     Args:
-        scale: the score scale whose change rule labels the pairs.
+        scale: the score scale whose change rule labels the pairs (an integer scale's drawn scores are
+            rounded and clipped to its range first).
         calibration: the level and change models (:func:`fit_change_calibration`).
         earlier, later: (P,) predicted scores of the first and the second scan.
 
@@ -125,6 +131,8 @@ def change_posterior(
         rows = slice(start, start + _PAIRS_PER_CHUNK)
         first = level[rows, None] + c.level_sd * level_z  # (chunk, G²)
         second = first + change[rows, None] + c.change_sd * change_z
+        if scale.integer:  # true scores are whole and in range (module docstring)
+            first, second = (np.clip(np.rint(score), scale.low, scale.high) for score in (first, second))
         labels = scale.change_labels(first, second)
         out[rows] = np.stack([(labels == k).mean(axis=1) for k in range(3)], axis=1)
     return out

@@ -27,7 +27,11 @@ Example::
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def reweight(probabilities: np.ndarray, source_prior: np.ndarray, target_prior: np.ndarray) -> np.ndarray:
@@ -50,26 +54,39 @@ def reweight(probabilities: np.ndarray, source_prior: np.ndarray, target_prior: 
 
 
 def em_prior(
-    probabilities: np.ndarray, source_prior: np.ndarray, *, tol: float = 1e-8, max_iter: int = 1000
+    probabilities: np.ndarray, source_prior: np.ndarray, *, tol: float = 1e-8, max_iter: int = 10_000
 ) -> np.ndarray:
     """The test prior by expectation–maximisation (Saerens et al. 2002, Eqs. 2.9–2.10).
 
     Args:
         probabilities: (N, K) the classifier's posteriors on the N unlabelled test inputs.
         source_prior: (K,) the class prior the classifier was trained under.
-        tol: stop when no prior entry moves by more than this; max_iter: at most this many steps.
+        tol: stop when no prior entry moves by more than this; max_iter: at most this many steps (EM
+            crawls when a class's prior heads for 0: thousands of steps, each one pass over (N, K)).
 
     Returns:
         (K,) float64 estimated test prior (sums to 1). It is the maximum-likelihood prior of the test
-        inputs under the label-shift model, so a class the classifier rarely favours can go to ~0.
+        inputs under the label-shift model, so a class the classifier rarely favours can go to ~0. After
+        ``max_iter`` steps without converging it is the last step's prior, with a warning naming the
+        steps and the last change.
     """
     source = _check_prior(source_prior, _check_probabilities(probabilities))
     prior = source.copy()
+    change = np.inf
     for _ in range(max_iter):
         updated: np.ndarray = reweight(probabilities, source, prior).mean(axis=0)
-        if np.abs(updated - prior).max() < tol:
+        change = float(np.abs(updated - prior).max())
+        if change < tol:
             return updated
         prior = updated
+    log.warning(
+        "EM prior estimate did not converge in %d iterations (last change %.3g ≥ tol %g); using the "
+        "last iterate %s",
+        max_iter,
+        change,
+        tol,
+        np.round(prior, 4).tolist(),
+    )
     return prior
 
 

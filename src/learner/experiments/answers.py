@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from learner.config import Config
+from learner.config import Config, PairConfig
 from learner.data.manifest import Manifest
 from learner.data.pairs import intra_patient_pairs
 from learner.data.scales import ScoreScale, scale_from_config
@@ -33,6 +33,7 @@ from learner.evaluation.metrics import (
 )
 from learner.evaluation.pair_classifier import NUM_CLASSES, FittedPairClassifier
 from learner.evaluation.score_change import calibrate_margin, score_change_labels
+from learner.losses.registry import MSE, WITHIN_PATIENT, ScoreLabels, build_objective, build_view_objective
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,15 @@ ANSWERS: tuple[str, ...] = (
   encoder has to beat.
 * ``delta_score_margin``: the same with a stable margin calibrated on the val pairs (``margin``).
 * ``delta_score_calibrated``: the most probable label under a level and a change model of the predicted
-  scores fitted on the val scans and the val patients' visit pairs
+  scores fitted on the val scans and the val patients' visit pairs, formed as the test pairs are
   (:mod:`learner.evaluation.change_posterior`; ``calibration``); recorded only where val patients have
   repeat visits.
 * ``classifier_em`` / ``classifier_bbse``: the classifier's posteriors re-weighted to a test prior estimated
   from the unlabelled test pairs (:mod:`learner.evaluation.label_shift`; ``prior``, in class order) —
   transductive: they look at the test pairs' embeddings, never their labels.
+
+The three ``delta_score`` answers are recorded only when the encoder's pretraining objective trained its
+regression head (:func:`untrained_head`): a head that got no gradient answers with its initial weights.
 """
 
 
@@ -66,13 +70,11 @@ def other_answers(
     features: dict[str, np.ndarray],
     manifest: Manifest,
     config: Config,
+    encoder_config: Config,
 ) -> dict[str, dict[str, Any]]:
-    """Test metrics (with intervals) of every answer of :data:`ANSWERS` that applies, keyed by name."""
-    scale = scale_from_config(config.data)
-    earlier, later = {}, {}
-    for split in ("val", "test"):
-        earlier[split], later[split] = predicted_scores(pairs[split], table)
-    margin = calibrate_margin(scale, earlier["val"], later["val"], pairs["val"]["label"].to_numpy())
+    """Test metrics (with intervals) of every answer of :data:`ANSWERS` that applies, keyed by name;
+    ``encoder_config`` is the pretraining run's (checkpoint meta), whose objective says whether the
+    regression head was trained."""
     train_labels = pairs["train"]["label"].to_numpy(dtype=np.int64)
     source_prior = (  # the prior the classifier's loss saw: balanced by the class weights, else the pairs'
         np.full(NUM_CLASSES, 1.0 / NUM_CLASSES)
@@ -90,6 +92,47 @@ def other_answers(
     else:  # a prior ratio needs every class among the training pairs
         priors = {}
         log.warning("no prior-adapted rows: a change class has no training pair (EM and BBSE need all three)")
+    answers: dict[str, dict[str, Any]] = {}
+    untrained = untrained_head(encoder_config)
+    if untrained is None:
+        answers |= head_answers(pairs, table, manifest, config)
+    else:
+        log.info(
+            "no 'Δ predicted score' rows: %s, so its regression head answers with initial weights", untrained
+        )
+    for name, prior in priors.items():
+        adapted = reweight(test_probabilities, source_prior, prior).argmax(axis=1)
+        answers[name] = pair_metrics(pairs["test"], adapted, config) | {"prior": prior.tolist()}
+    return answers
+
+
+def untrained_head(encoder_config: Config) -> str | None:
+    """Why the pretraining objective of ``encoder_config`` gave the regression head no gradient (a
+    self-supervised objective, a contrastive term alone, or λ = 0 without a within-patient term), or None
+    when a head term (MSE or within-patient) has a positive weight. The weights are the registry's own
+    (:func:`learner.losses.registry.build_objective`), so this cannot drift from what pretraining ran."""
+    loss = encoder_config.loss
+    if build_view_objective(loss) is not None:
+        return f"the encoder's loss.name={loss.name} is self-supervised (no scores)"
+    edges = scale_from_config(encoder_config.data).class_edges()  # supcon_bins is built from them
+    weights = build_objective(loss, ScoreLabels(class_edges=edges)).weights
+    if weights.get(MSE, 0.0) > 0 or weights.get(WITHIN_PATIENT, 0.0) > 0:
+        return None
+    if MSE in weights:
+        return f"the encoder's objective loss.name={loss.name} weighs MSE by loss.lam={loss.lam:g}"
+    return f"the encoder's objective loss.name={loss.name} has no MSE term"
+
+
+def head_answers(
+    pairs: dict[str, pd.DataFrame], table: EmbeddingTable, manifest: Manifest, config: Config
+) -> dict[str, dict[str, Any]]:
+    """The regression head's answers (``delta_score``, ``delta_score_margin`` and, where the val split has
+    visit pairs, ``delta_score_calibrated``) as test metrics with intervals."""
+    scale = scale_from_config(config.data)
+    earlier, later = {}, {}
+    for split in ("val", "test"):
+        earlier[split], later[split] = predicted_scores(pairs[split], table)
+    margin = calibrate_margin(scale, earlier["val"], later["val"], pairs["val"]["label"].to_numpy())
     answers = {
         "delta_score": pair_metrics(
             pairs["test"], scale.change_labels(earlier["test"], later["test"]), config
@@ -99,26 +142,30 @@ def other_answers(
         )
         | {"margin": margin},
     }
-    calibrated = calibrated_labels(scale, manifest, table, earlier["test"], later["test"])
+    calibrated = calibrated_labels(scale, manifest, table, earlier["test"], later["test"], config.data.pairs)
     if calibrated is not None:
         labels, calibration = calibrated
         answers["delta_score_calibrated"] = pair_metrics(pairs["test"], labels, config) | {
             "calibration": calibration
         }
-    for name, prior in priors.items():
-        adapted = reweight(test_probabilities, source_prior, prior).argmax(axis=1)
-        answers[name] = pair_metrics(pairs["test"], adapted, config) | {"prior": prior.tolist()}
     return answers
 
 
 def calibrated_labels(
-    scale: ScoreScale, manifest: Manifest, table: EmbeddingTable, earlier: np.ndarray, later: np.ndarray
+    scale: ScoreScale,
+    manifest: Manifest,
+    table: EmbeddingTable,
+    earlier: np.ndarray,
+    later: np.ndarray,
+    pair_cfg: PairConfig,
 ) -> tuple[np.ndarray, dict[str, float | int]] | None:
     """The test pairs' most probable labels under the val-fitted change model, and the model; None (with
-    the reason logged) when the val split has no visit pairs to fit the change on."""
+    the reason logged) when the val split has no visit pairs to fit the change on. The val visit pairs
+    follow the test pairs' rule (``pair_cfg.intra``, ``pair_cfg.match_site``): the change between any two
+    visits spreads wider than between consecutive ones, so a model fitted on the one misjudges the other."""
     embedded = set(table.scan_ids)
     scans = [r for r in manifest.by_split("val") if r.scan_id in embedded]
-    visit_pairs, _ = intra_patient_pairs(scans, scale)
+    visit_pairs, _ = intra_patient_pairs(scans, scale, pair_cfg.intra, pair_cfg.match_site)
     if len(visit_pairs) < 3:
         log.info(
             "no 'Δ predicted score, calibrated' answer: it needs 3+ val visit pairs (val patients scanned "

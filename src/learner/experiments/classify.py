@@ -193,6 +193,7 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
         encoder_fingerprint=table.fingerprint,
     )
     fitted.save(run.layout.classifier)
+    encoder_config = read_meta(RunLayout(encoder_run).checkpoint(which)).config  # its objective, for answers
     probabilities = fitted.predict_proba(features["test"])  # (P, 3)
     predictions = _prediction_table(pairs["test"], probabilities)
     with atomic_path(run.layout.predictions) as tmp:
@@ -210,7 +211,7 @@ def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> Classificat
         "clips_per_scan": config.classifier.clips_per_scan,
         "seed": config.seed,
         "test": pair_metrics(pairs["test"], predictions["predicted"].to_numpy(), config),
-        "answers": other_answers(pairs, table, fitted, features, manifest, config),
+        "answers": other_answers(pairs, table, fitted, features, manifest, config, encoder_config),
         "val": classification_metrics(labels["val"], fitted.predict(features["val"])),
         "best_epoch": fitted.best_epoch,
         "pair_counts": {split: pair_class_counts(p) for split, p in pairs.items()},
