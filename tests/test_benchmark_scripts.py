@@ -29,6 +29,7 @@ def test_scaling_names_why_a_run_failed(tmp_path: Path) -> None:
     done = _run("scaling.py", "--base", "2", "1", "1", "--factors", "1", "--out", str(tmp_path / "r.jsonl"))
     assert done.returncode == 1
     assert done.stderr.strip() == (
-        "error: the 1× run failed: learner.errors.ConfigError: optim.batch_size=16 exceeds the 9 train scans"
+        "error: the 1× run failed: learner.errors.ConfigError: optim.batch_size=16 exceeds the 9 train "
+        "scans; set --set optim.batch_size=N with N ≤ 9 (or more train patients)"
     )
     assert not (tmp_path / "r.jsonl").exists()

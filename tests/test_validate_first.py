@@ -217,6 +217,17 @@ def test_experiments_refuse_before_any_directory_or_decoding(
     assert decoded == []
 
 
+def test_an_experiment_without_datasets_says_how_to_give_one(
+    tiny_lus: DatasetSpec, tiny_experiment_config: Config, tmp_path: Path, cli: Cli
+) -> None:
+    out = tmp_path / "experiment"
+    argv = _grid_argv("table3", out, tiny_experiment_config, tiny_lus)
+    code, _, err = cli(argv[: argv.index("--dataset")])
+    expected = "experiment.datasets is empty; list at least one {name, manifest, scale} or pass --dataset"
+    assert (code, err) == (2, f"error: {expected} NAME=MANIFEST[@SCALE]\n")
+    assert not out.exists()
+
+
 def test_demo_checks_its_dataset_before_rendering_a_cohort(tmp_path: Path, cli: Cli) -> None:
     code, _, err = cli(["demo", "--out", str(tmp_path / "demo"), "--dataset", "ct"])
     _one_line_error(code, err, "unknown demo dataset 'ct'")

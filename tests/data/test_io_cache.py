@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,8 @@ def test_build_cache_reuses_and_stops_on_a_bad_scan_without_skip(tmp_path: Path)
     for record in good.records:
         np.testing.assert_array_equal(cache.get(record), Preprocessor.from_config(cfg).load(record.path))
     assert cache.decode_count == 0  # built ahead, so training decodes nothing
-    with pytest.raises(ScanReadError, match=r"broken\.mp4"):
+    hint = "; fix or drop that manifest row, or skip bad scans with --set data.skip_bad_scans=true"
+    with pytest.raises(ScanReadError, match=r"broken\.mp4: .*" + re.escape(hint) + "$"):
         build_cache(_manifest(tmp_path, bad=True), cfg, workers=1, cache_dir=elsewhere)
 
 

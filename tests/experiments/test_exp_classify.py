@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from learner.config import Config, DatasetSpec, apply_overrides
 from learner.data.manifest import load_manifest
 from learner.data.scales import get_scale
-from learner.errors import RunDirError
+from learner.errors import RunDirError, ScanReadError
 from learner.evaluation.change_posterior import ChangeCalibration, change_posterior
 from learner.experiments.answers import ANSWERS, untrained_head
 from learner.experiments.classify import run_classification
@@ -265,3 +265,27 @@ def test_a_class_without_training_pairs_drops_only_the_prior_adapted_rows(
     assert result.metrics["pair_counts"]["train"]["deteriorated"] == 0  # the stated mix was drawn
     assert sorted(result.metrics["answers"]) == ["delta_score", "delta_score_margin"]
     assert "no prior-adapted rows" in caplog.text
+
+
+def test_a_bad_scan_that_stops_classification_says_how_to_skip_it(
+    tmp_path: Path,
+    tiny_table3: ExperimentResult,
+    tiny_experiment_config: Config,
+    tiny_datasets: list[DatasetSpec],
+) -> None:
+    """classify has no --skip-bad flag: the one line names the file and the --set that skips it."""
+    source = tiny_datasets[0].manifest
+    frame = pd.read_csv(source)
+    frame["path"] = [str(source.parent / path) for path in frame["path"]]
+    broken = tmp_path / "trunc.mp4"
+    broken.write_bytes(np.random.default_rng(0).bytes(2048))
+    frame.loc[0, "path"] = str(broken)
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
+    manifest = load_manifest(tmp_path / "m.csv", get_scale("sf"))
+    with pytest.raises(ScanReadError) as raised:
+        run_classification(encoder, manifest, tiny_experiment_config, tmp_path / "cls")
+    assert str(raised.value).startswith(f"{broken}: ")
+    assert str(raised.value).endswith(
+        "; fix or drop that manifest row, or skip bad scans with --set data.skip_bad_scans=true"
+    )

@@ -99,6 +99,37 @@ def test_preprocessing_record_describes_the_run(exported: tuple[Path, Path]) -> 
     assert "TSN centre frames" in (out / "PREPROCESSING.md").read_text()
 
 
+@pytest.mark.parametrize(
+    ("backbone", "named", "not_first"),
+    [
+        (
+            "resnet18_3d",
+            "3-D bounding box (slices, rows, columns) of the voxels above 0.1 × the 99th",
+            "vary",
+        ),
+        ("tsm_resnet18", "pixels that vary over time (temporal std > 3) and are brighter than 12", "3-D"),
+    ],
+)
+def test_preprocessing_record_names_the_crop_the_encoders_inputs_take(
+    backbone: str, named: str, not_first: str
+) -> None:
+    """A 3-D encoder's volumes take the volume box (Preprocessor.volume_box), not the 2-D fan crop of
+    8-bit clips; the steps say so, and name the other path after them."""
+    from learner.config import Config
+    from learner.evaluation.export import preprocessing_record, preprocessing_steps
+    from learner.losses.regression import ScoreStandardiser
+    from learner.training.checkpoint import CheckpointMeta, EncoderMeta
+
+    meta = CheckpointMeta(Config(), ScoreStandardiser(mean=1.0, std=2.0), EncoderMeta(backbone, 4, 1, 16))
+    record = preprocessing_record(meta, 1, "0" * 64)
+    steps = "\n".join(preprocessing_steps(record))
+    crop_step = next(line for line in steps.splitlines() if "Crop" in line)
+    assert named in crop_step
+    assert not_first not in crop_step
+    assert not_first in steps.split("picks the crop and the intensity")[1]
+    assert record["pixels"]["kind"] == ("volumes" if backbone == "resnet18_3d" else "frames")
+
+
 def test_export_of_a_folder_without_a_recorded_encoder_is_a_one_line_error(
     tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

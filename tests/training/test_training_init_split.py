@@ -1,5 +1,6 @@
 """``model.init`` never brings in a test patient: a start from a learner run whose split put one of this
-run's test patients in train or val is refused before any work (:func:`check_init_split`)."""
+run's test patients in train or val is refused before any work (:func:`check_init_split`); weights made
+for another ``model.size`` or ``data.channels`` are refused naming the setting that fits them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from learner.config import Config
-from learner.errors import ConfigError
+from learner.errors import CheckpointError, ConfigError
 from learner.training.plan import check_init_split
+from learner.training.pretrain import pretrain
 
 HERE = {"P1": "test", "P2": "train", "P3": "test", "P4": "val"}
 
@@ -100,3 +102,36 @@ def test_constant_train_scores_are_refused_before_training(
     manifest = load_manifest(tmp_path / "flat.csv", get_scale("sf"))
     with pytest.raises(LearnerError, match=r"flat\.csv: every one of the \d+ train scans has the score 250"):
         check_pretraining(config, manifest, build_model=False)
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "made", "fits", "has"),
+    [
+        ("small", 1, "converted for", "model.size=small", "model.size=tiny"),
+        ("tiny", 3, "converted for", "data.channels=1", "data.channels=3"),
+        ("small", 3, "its weights fit", "model.size=small, data.channels=1",
+         "model.size=tiny, data.channels=3"),
+    ],
+)  # fmt: skip
+def test_weights_for_another_size_or_channel_count_name_the_setting_that_fits(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, size: str, channels: int, made: str,
+    fits: str, has: str,
+) -> None:  # fmt: skip
+    """Grey weights of ``size`` in a tiny run of ``channels``: once ``100 shape mismatches (bn1.bias (32,)
+    vs (16,), …)``, which said nothing of what to set. (RGB weights load into a grey run, summed.)"""
+    from safetensors.torch import save_file
+
+    from learner import api
+    from learner.models.tsm_resnet import TSMResNet18
+
+    weights = tmp_path / "w.safetensors"
+    save_file(TSMResNet18(in_channels=1, size=size).state_dict(), weights)
+    if made == "converted for":  # learner weights convert, for that size
+        target = tmp_path / "c.safetensors"
+        weights = api.convert_weights(weights, target, overrides={"model.size": size}).path
+    config = make_tiny_pretrain_config(**{"model.init": str(weights), "data.channels": channels})
+    with pytest.raises(CheckpointError) as error:
+        pretrain(config, tmp_path / "run")
+    sets = " ".join(f"--set {setting}" for setting in fits.split(", "))
+    assert str(error.value) == f"{weights}: {made} {fits}; this run has {has} (set {sets})"
+    assert not (tmp_path / "run").exists()

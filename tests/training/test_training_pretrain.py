@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,7 +23,7 @@ from learner.data.datasets import ScanDataset
 from learner.data.manifest import load_manifest
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import get_scale
-from learner.errors import CheckpointError, ConfigError, NonFiniteLossError
+from learner.errors import CheckpointError, ConfigError, NonFiniteLossError, ScanReadError
 from learner.losses.registry import LossOutput, Objective
 from learner.losses.regression import ScoreStandardiser
 from learner.training import pretrain as pretrain_module
@@ -243,8 +244,29 @@ def test_bad_inputs_are_one_line_config_errors(
 ) -> None:
     with pytest.raises(ConfigError, match=r"data\.manifest is not set"):
         pretrain(make_tiny_pretrain_config(**{"data.manifest": None}), tmp_path / "a")
-    with pytest.raises(ConfigError, match=r"optim\.batch_size=64 exceeds the \d+ train scans"):
+    with pytest.raises(ConfigError) as raised:  # what to do, with the number the split allows
         pretrain(make_tiny_pretrain_config(**{"optim.batch_size": 64}), tmp_path / "b")
+    scans = re.fullmatch(r"optim\.batch_size=64 exceeds the (\d+) train scans; (.*)", str(raised.value))
+    assert scans is not None
+    assert scans[2] == f"set --set optim.batch_size=N with N ≤ {scans[1]} (or more train patients)"
+
+
+def test_a_bad_scan_that_stops_pretraining_says_how_to_skip_it(
+    make_tiny_pretrain_config: Callable[..., Config], tiny_lus_manifest: Path, tmp_path: Path
+) -> None:
+    """pretrain has no --skip-bad flag: the one line names the file and the --set that skips it."""
+    frame = pd.read_csv(tiny_lus_manifest)
+    frame["path"] = [str(tiny_lus_manifest.parent / path) for path in frame["path"]]
+    broken = tmp_path / "trunc.mp4"
+    broken.write_bytes(np.random.default_rng(0).bytes(2048))
+    frame.loc[0, "path"] = str(broken)
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ScanReadError) as raised:
+        pretrain(make_tiny_pretrain_config(**{"data.manifest": str(tmp_path / "m.csv")}), tmp_path / "run")
+    assert str(raised.value).startswith(f"{broken}: ")
+    assert str(raised.value).endswith(
+        "; fix or drop that manifest row, or skip bad scans with --set data.skip_bad_scans=true"
+    )
 
 
 def test_regression_metrics_match_scikit_learn_and_scipy() -> None:

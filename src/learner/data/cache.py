@@ -218,6 +218,12 @@ def default_cache_root(manifest: Manifest, cache_dir: Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else manifest.root / ".learner-cache"
 
 
+SKIP_BAD_HINT = "fix or drop that manifest row, or skip bad scans with --set data.skip_bad_scans=true"
+"""The way out of a scan that stops :func:`build_cache`: ``pretrain`` and the experiments, which build the
+cache before training, have no ``--skip-bad`` flag, but every command that builds it takes ``--set``
+(``data cache`` also takes ``--skip-bad``)."""
+
+
 def build_cache(
     manifest: Manifest,
     data_cfg: DataConfig,
@@ -245,7 +251,7 @@ def build_cache(
         cache: the :class:`ScanCache` to fill, instead of a new one at ``cache_dir``.
 
     Raises:
-        ScanReadError: the first unreadable scan, when ``skip_bad`` is False.
+        ScanReadError: the first unreadable scan, when ``skip_bad`` is False (with :data:`SKIP_BAD_HINT`).
         OutputError: the cache folder is a file or cannot be written.
     """
     from rich.progress import Progress
@@ -264,7 +270,7 @@ def build_cache(
         for path, outcome in _outcomes(cache, list(rows), workers):
             if isinstance(outcome, ScanReadError):
                 if not skip_bad:
-                    raise outcome
+                    raise ScanReadError(f"{outcome}; {SKIP_BAD_HINT}") from None
                 log.warning("skipped unreadable scan: %s", outcome)
                 skipped.extend((scan_id, str(outcome)) for scan_id in rows[path])
             else:

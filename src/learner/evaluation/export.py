@@ -40,12 +40,15 @@ import torch
 from torch import Tensor, nn
 
 from learner.atomic import atomic_path, check_outputs, usable_folder, write_json, write_text
+from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.errors import ConfigError, RunDirError
 from learner.evaluation.pair_classifier import FittedPairClassifier
 from learner.evaluation.predict import classifier_location
 from learner.layout import RunLayout
+from learner.models.encoder import VolumeEncoder
 from learner.models.heads import ScoreRegressor
+from learner.models.registry import ENCODERS
 from learner.training.checkpoint import CheckpointMeta, checkpoint_fingerprint, load_regressor
 
 ONNX_OPSET = 17
@@ -146,11 +149,50 @@ SAMPLING_STEPS: dict[str, str] = {
 }
 """``data.sampling`` → how T frames are taken, in words (``preprocessing.json``)."""
 
+INPUT_KINDS: dict[str, tuple[str, str]] = {
+    "frames": ("8-bit videos and images", "the 8-bit grey levels, not rescaled"),
+    "volumes": (
+        "float scans (NIfTI volumes, 16-bit and float images)",
+        "the 1st-99th percentile of the cropped slices' non-zero voxels → 0-255 after the resize, clipped",
+    ),
+}
+"""Input kind → (the scans :class:`~learner.data.preprocess.Preprocessor` takes that way, by their decoded
+dtype; how their uint8 grey levels are made)."""
+
+
+def input_kind(backbone: str) -> str:
+    """``volumes`` for a 3-D encoder (a :class:`~learner.models.encoder.VolumeEncoder`), else ``frames``:
+    the kind of scan the record describes first (the preprocessing of float volumes and of 8-bit clips
+    differs in the crop and the intensity scaling)."""
+    spec = ENCODERS.get(backbone)
+    return "volumes" if spec is not None and issubclass(spec.encoder, VolumeEncoder) else "frames"
+
+
+def crop_notes(pre: Preprocessor) -> dict[str, str]:
+    """Input kind → ``data.crop`` as :meth:`Preprocessor.__call__` runs it, with ``pre``'s thresholds."""
+    bright = f"brighter than {pre.intensity_threshold:g} grey levels"
+    clip_crops = {
+        "fan": f"the bounding box of the pixels that vary over time (temporal std > "
+        f"{pre.motion_threshold:g}) and are {bright}; a single frame or a static clip: as foreground",
+        "foreground": f"the bounding box of the pixels {bright} in any frame",
+        "none": "the whole frame",
+    }
+    volume = "(any crop but none) the 3-D bounding box (slices, rows, columns) of the voxels above "
+    volume += (
+        f"{pre.volume_threshold:g} × the 99th percentile after a 3×3×3 binary opening (the whole volume "
+    )
+    volume += "when none is left), before the frame budget; no 2-D crop"
+    return {"frames": clip_crops[pre.crop], "volumes": "the whole volume" if pre.crop == "none" else volume}
+
 
 def preprocessing_record(meta: CheckpointMeta, clips_per_scan: int, fingerprint: str) -> dict[str, Any]:
-    """How a scan becomes the encoder's input, and what the outputs mean (``preprocessing.json``)."""
+    """How a scan becomes the encoder's input, and what the outputs mean (``preprocessing.json``): the
+    steps of the encoder's input kind (:func:`input_kind`), and what the other kind of scan takes instead."""
     data = meta.config.data
     scale = scale_from_config(data)
+    kind = input_kind(meta.encoder.name)
+    (scans, intensity), notes = INPUT_KINDS[kind], crop_notes(Preprocessor.from_config(data))
+    other = "frames" if kind == "volumes" else "volumes"
     return {
         "input": {
             "name": "clips",
@@ -166,16 +208,19 @@ def preprocessing_record(meta: CheckpointMeta, clips_per_scan: int, fingerprint:
             "clips_note": "the classifier was trained on the mean embedding of this many clips per scan",
         },
         "pixels": {
+            "kind": kind,
+            "scans": scans,
             "channels": meta.encoder.in_channels,
             "colour": "grey (ITU-R BT.601 luma); a grey frame is repeated to 3 channels when channels is 3",
             "crop": data.crop,
-            "crop_note": "fan: bounding box of pixels that vary over time and are bright (> 12 grey levels, "
-            "temporal std > 3); foreground: pixels brighter than 12; none: the whole frame",
+            "crop_note": notes[kind],
             "square": "the crop is zero-padded to a centred square",
             "size": data.size,
             "resize": "bilinear, antialiased (torch.nn.functional.interpolate)",
-            "volumes": f"NIfTI sliced along {data.nifti_axis}; 1st-99th percentile of non-zero voxels → "
-            "0-255",
+            "intensity": intensity,
+            "nifti_axis": data.nifti_axis,
+            "other_kind": f"{INPUT_KINDS[other][0]} instead: crop `{data.crop}`: {notes[other]}; intensity: "
+            f"{INPUT_KINDS[other][1]}",
         },
         "outputs": {
             "embedding": ["N", meta.encoder.embed_dim],
@@ -283,17 +328,28 @@ def preprocessing_steps(record: dict[str, Any]) -> list[str]:
     """The lines of the section "From a scan to ``clips``" of ``PREPROCESSING.md`` (a model folder's
     ``README.md`` has it too), from the record of :func:`preprocessing_record`."""
     frames, pixels = record["frames"], record["pixels"]
+    volumes, size = pixels["kind"] == "volumes", pixels["size"]
+    axis = f" (NIfTI sliced along {pixels['nifti_axis']})" if volumes else ""
+    steps = [
+        f"Decode the scan{axis}; colour → {pixels['colour']}",
+        f"Keep at most {frames['max_cached_frames']} {'slices' if volumes else 'frames'}, evenly spaced",
+        f"Crop `{pixels['crop']}`: {pixels['crop_note']}",
+    ]
+    if volumes:  # the volume box runs before the frame budget
+        steps[1], steps[2] = steps[2], steps[1]
     return [
         "## From a scan to `clips`",
         "",
-        f"1. Decode the scan; colour → {pixels['colour']}.",
-        f"2. Keep at most {frames['max_cached_frames']} frames, evenly spaced.",
-        f"3. Crop: `{pixels['crop']}` ({pixels['crop_note']}); {pixels['square']}.",
-        f"4. Resize to {pixels['size']} × {pixels['size']}: {pixels['resize']}.",
-        f"   Volumes: {pixels['volumes']}.",
+        f"For {pixels['scans']}, the input of a {'3-D' if volumes else 'frame'} encoder:",
+        "",
+        *(f"{k}. {step}." for k, step in enumerate(steps, 1)),
+        f"4. {pixels['square'].capitalize()}; resize to {size} × {size}: {pixels['resize']}; intensity: "
+        f"{pixels['intensity']}.",
         f"5. Take T = {frames['count']} frames: {frames['sampling']}.",
         f"6. Scale: {record['input']['range']}; channels: {pixels['channels']}.",
         f"7. The classifier saw the mean embedding of {frames['clips_per_scan']} clip(s) per scan.",
+        "",
+        f"The decoded scan, not the encoder, picks the crop and the intensity: {pixels['other_kind']}.",
         "",
     ]
 

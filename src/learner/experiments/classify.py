@@ -36,12 +36,13 @@ import pandas as pd
 
 from learner.atomic import atomic_path
 from learner.config import Config
+from learner.data.cache import SKIP_BAD_HINT
 from learner.data.manifest import Manifest
 from learner.data.pairs import pair_class_counts, split_pairs, write_pair_table
 from learner.data.provenance import data_source
 from learner.data.scales import CLASS_NAMES, scale_from_config
 from learner.data.splits import read_splits
-from learner.errors import ConfigError, LearnerError
+from learner.errors import ConfigError, LearnerError, ScanReadError
 from learner.evaluation.embed import EmbeddingTable, embed_scans
 from learner.evaluation.metrics import classification_metrics, small_sample_warnings
 from learner.evaluation.pair_classifier import FittedPairClassifier, fit_pair_classifier, pair_features
@@ -165,14 +166,17 @@ def _warn_if_unfinished(encoder_run: Path) -> None:
 def _classify(plan: ClassificationPlan, run: RunDir, device: str) -> ClassificationResult:
     encoder_run, which, manifest, config = plan.encoder_run, plan.which, plan.manifest, plan.config
     pairs, no_pair = plan.pairs, plan.no_pair
-    table = embed_scans(
-        encoder_run,
-        manifest,
-        which=which,
-        clips_per_scan=config.classifier.clips_per_scan,
-        device=device,
-        skip_bad=config.data.skip_bad_scans,
-    )
+    try:
+        table = embed_scans(
+            encoder_run,
+            manifest,
+            which=which,
+            clips_per_scan=config.classifier.clips_per_scan,
+            device=device,
+            skip_bad=config.data.skip_bad_scans,
+        )
+    except ScanReadError as exc:  # classify has no --skip-bad flag: the line says how to skip
+        raise ScanReadError(f"{exc}; {SKIP_BAD_HINT}") from None
     pairs, dropped = _without_skipped(pairs, table)
     for split, frame in pairs.items():
         path = run.layout.pairs(split)

@@ -120,7 +120,10 @@ def check_grid(grid: ExperimentConfig, axes: Sequence[str] = ("losses", "seeds")
         ConfigError: an empty axis, no dataset, two datasets sharing a name, or an unknown loss.
     """
     if not grid.datasets:
-        raise ConfigError("experiment.datasets is empty; list at least one {name, manifest, scale}")
+        raise ConfigError(
+            "experiment.datasets is empty; list at least one {name, manifest, scale} or pass "
+            "--dataset NAME=MANIFEST[@SCALE]"
+        )
     names = [d.name for d in grid.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"experiment.datasets: dataset names must be unique, got {names}")

@@ -112,7 +112,15 @@ def build_loaders(config: Config, scans: Scans, info: DistInfo, device: torch.de
     val_loader = make_loader(val_set, batch_size=optim.batch_size, shuffle=False, **loader_args)
     steps_per_epoch = min(len(train_loader), optim.max_steps_per_epoch or len(train_loader))
     if steps_per_epoch == 0:
-        raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {len(scans.train)} train scans")
+        raise batch_exceeds(optim.batch_size, len(scans.train))
     return Loaders(
         train_set, sampler, train_loader, val_loader, steps_per_epoch, scans.two_views, visit_pairs
+    )
+
+
+def batch_exceeds(batch_size: int, train_scans: int) -> ConfigError:
+    """The error of a batch larger than the train scans (no full batch, so no step), saying what to set."""
+    return ConfigError(
+        f"optim.batch_size={batch_size} exceeds the {train_scans} train scans; set --set "
+        f"optim.batch_size=N with N ≤ {train_scans} (or more train patients)"
     )

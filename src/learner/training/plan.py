@@ -27,14 +27,17 @@ from learner.data.manifest import Manifest, load_manifest
 from learner.data.patient_batches import PIECE, longitudinal_tracks
 from learner.data.scales import scale_from_config
 from learner.data.splits import read_splits, resolve_splits
-from learner.errors import ConfigError, LearnerError
+from learner.errors import CheckpointError, ConfigError, LearnerError
 from learner.layout import RunLayout
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
 from learner.losses.regression import ScoreStandardiser
-from learner.models.registry import build_regressor
+from learner.models.encoder import IN_CHANNELS, SIZES
+from learner.models.registry import build_encoder, build_regressor
+from learner.models.weights import conversion_record, init_weights_file
 from learner.runs import check_inputs_outside, check_run_dir
 from learner.training import compiled
 from learner.training.device import resolve_device, runs_on_cuda
+from learner.training.loaders import batch_exceeds
 from learner.training.loggers import check_logger
 from learner.training.names import check_names
 from learner.training.resume import check_resumable
@@ -138,7 +141,7 @@ def check_pretraining(
     check_compile(config)
     batches = train_scans // optim.batch_size
     if batches == 0:
-        raise ConfigError(f"optim.batch_size={optim.batch_size} exceeds the {train_scans} train scans")
+        raise batch_exceeds(optim.batch_size, train_scans)
     still = sum(record.modality == "image" for record in manifest.records)
     if still and data.frames > 1:
         log.warning(
@@ -164,9 +167,7 @@ def check_pretraining(
             f"loss.within_patient acts on the score head, which loss.name={config.loss.name} does not train"
         )
     if build_model:
-        build_regressor(
-            config.model, data.channels, data.size, frames=data.frames
-        )  # model.* and model.init, before decoding
+        build_model_and_init(config)  # model.* and model.init, before decoding
     return PretrainPlan(
         config=config,
         run_dir=Path(),
@@ -177,6 +178,51 @@ def check_pretraining(
         scans=scans,
         steps_per_epoch=min(batches, optim.max_steps_per_epoch or batches),
     )
+
+
+def build_model_and_init(config: Config) -> None:
+    """Build the regressor and load ``model.init``. Weights that fit another ``model.size`` or
+    ``data.channels`` (converted, or trained, for it) are refused naming the setting that fits them:
+    the shape list alone (``100 shape mismatches (bn1.bias (16,) vs (64,), …)``) does not say what to set.
+
+    Raises:
+        CheckpointError, ConfigError: one line naming the key or file.
+    """
+    model, data = config.model, config.data
+    try:
+        build_regressor(model, data.channels, data.size, frames=data.frames)
+    except CheckpointError:
+        if model.init is None or (fits := init_fits(config)) is None:
+            raise
+        run = {"model.size": model.size, "data.channels": data.channels}
+        made = "trained with" if model.init.is_dir() else "its weights fit"
+        made = "converted for" if conversion_record(init_weights_file(model.init)) else made
+        sets = " ".join(f"--set {key}={value}" for key, value in fits.items())
+        raise CheckpointError(
+            f"{model.init}: {made} {', '.join(f'{k}={v}' for k, v in fits.items())}; this run has "
+            f"{', '.join(f'{k}={run[k]}' for k in fits)} (set {sets})"
+        ) from None
+
+
+def init_fits(config: Config) -> dict[str, object] | None:
+    """The ``model.size`` and ``data.channels`` that differ from ``config``'s and that ``model.init`` loads
+    into (the fewest changed first), or None when no such setting takes it."""
+    model, data = config.model, config.data
+    run = (model.size, data.channels)
+    others = sorted(
+        ((size, channels) for size in SIZES for channels in IN_CHANNELS if (size, channels) != run),
+        key=lambda other: (other[0] != run[0]) + (other[1] != run[1]),
+    )
+    for size, channels in others:
+        try:
+            build_encoder(
+                model.model_copy(update={"size": size}), channels, img_size=data.size, frames=data.frames
+            )
+        except LearnerError:
+            continue
+        settings = {"model.size": (size, run[0]), "data.channels": (channels, run[1])}
+        return {key: new for key, (new, old) in settings.items() if new != old}
+    return None
 
 
 def check_within_patient(config: Config, manifest: Manifest, world_size: int) -> None:
