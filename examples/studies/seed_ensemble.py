@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from learner.config import PairConfig
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.pairs import intra_patient_pairs
 from learner.data.scales import get_scale
@@ -68,7 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     scale = get_scale(args.scale)
     manifest = load_manifest(args.manifest, scale=scale)
-    test_pairs, _ = intra_patient_pairs(list(manifest.by_split("test")), scale)
+    pairing = PairConfig()  # consecutive visits of one site, the default of the tables this reads
+    test_pairs, _ = intra_patient_pairs(
+        list(manifest.by_split("test")), scale, pairing.intra, pairing.match_site
+    )
     truth = test_pairs["label"].to_numpy()
     majority = majority_row(test_pairs["label_name"].value_counts().to_dict())
     print(
@@ -86,7 +90,9 @@ def main() -> None:
             results = []
             for subset in itertools.combinations(seeds, size):
                 table = averaged([by_seed[s] for s in subset])
-                answered = calibrated_labels(scale, manifest, table, *predicted_scores(test_pairs, table))
+                answered = calibrated_labels(
+                    scale, manifest, table, *predicted_scores(test_pairs, table), pairing
+                )
                 if answered is not None:
                     metrics = classification_metrics(truth, answered[0])
                     results.append((100 * metrics["accuracy"], 100 * metrics["macro_f1"]))
