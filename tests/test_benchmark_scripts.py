@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -24,6 +26,7 @@ def test_cache_identity_on_a_folder_without_files(tmp_path: Path) -> None:
     assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.slow  # a child process that imports the toolkit and draws a phantom (~5 s)
 def test_scaling_names_why_a_run_failed(tmp_path: Path) -> None:
     """Two train patients cannot fill a batch of 16: the child's error, not CalledProcessError."""
     done = _run("scaling.py", "--base", "2", "1", "1", "--factors", "1", "--out", str(tmp_path / "r.jsonl"))
