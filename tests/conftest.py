@@ -303,6 +303,22 @@ def tiny_lus_manifest(tiny_lus: DatasetSpec) -> Path:
     return tiny_lus.manifest
 
 
+@pytest.fixture
+def tiny_lus_with_a_bad_scan(tiny_lus_manifest: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(manifest, bad scan): a copy of :func:`tiny_lus`'s manifest in ``tmp_path`` whose first row points at
+    ``trunc.mp4``, 2 KB of random bytes that no reader decodes (the other paths made absolute)."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(tiny_lus_manifest)
+    frame["path"] = [str(tiny_lus_manifest.parent / path) for path in frame["path"]]
+    broken = tmp_path / "trunc.mp4"
+    broken.write_bytes(np.random.default_rng(0).bytes(2048))
+    frame.loc[0, "path"] = str(broken)
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    return tmp_path / "m.csv", broken
+
+
 @pytest.fixture(scope="session")
 def tiny_mri(
     shared_root: Path, shared_lock: Callable[[str], AbstractContextManager[None]], tiny_mode: DemoMode

@@ -271,18 +271,12 @@ def test_a_bad_scan_that_stops_classification_says_how_to_skip_it(
     tmp_path: Path,
     tiny_table3: ExperimentResult,
     tiny_experiment_config: Config,
-    tiny_datasets: list[DatasetSpec],
+    tiny_lus_with_a_bad_scan: tuple[Path, Path],
 ) -> None:
     """classify has no --skip-bad flag: the one line names the file and the --set that skips it."""
-    source = tiny_datasets[0].manifest
-    frame = pd.read_csv(source)
-    frame["path"] = [str(source.parent / path) for path in frame["path"]]
-    broken = tmp_path / "trunc.mp4"
-    broken.write_bytes(np.random.default_rng(0).bytes(2048))
-    frame.loc[0, "path"] = str(broken)
-    frame.to_csv(tmp_path / "m.csv", index=False)
+    path, broken = tiny_lus_with_a_bad_scan
     encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
-    manifest = load_manifest(tmp_path / "m.csv", get_scale("sf"))
+    manifest = load_manifest(path, get_scale("sf"))
     with pytest.raises(ScanReadError) as raised:
         run_classification(encoder, manifest, tiny_experiment_config, tmp_path / "cls")
     assert str(raised.value).startswith(f"{broken}: ")

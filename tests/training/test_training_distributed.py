@@ -98,6 +98,11 @@ def _rank_results(info: DistInfo) -> dict:
     return results
 
 
+TWO_PROCESSES = pytest.mark.slow
+"""The tests of :func:`rank_results`: its two gloo processes start once per test process (~4 s), so they
+run in the full suite, not the fast lane."""
+
+
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
@@ -105,7 +110,7 @@ def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 
-@pytest.mark.slow  # two gloo processes per test process (~4 s)
+@TWO_PROCESSES
 @pytest.mark.parametrize("name", LOSSES)
 def test_gathered_loss_equals_single_process_loss(rank_results: list[dict], name: str) -> None:
     single = _loss_and_grads(_TinyRegressor(), *_global_batch(), name)
@@ -115,7 +120,7 @@ def test_gathered_loss_equals_single_process_loss(rank_results: list[dict], name
             torch.testing.assert_close(result[name]["terms"][term], value, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.slow  # two gloo processes per test process (~4 s)
+@TWO_PROCESSES
 @pytest.mark.parametrize("name", LOSSES)
 def test_ddp_gradients_equal_single_process_gradients(rank_results: list[dict], name: str) -> None:
     single = _loss_and_grads(_TinyRegressor(), *_global_batch(), name)
@@ -126,7 +131,7 @@ def test_ddp_gradients_equal_single_process_gradients(rank_results: list[dict], 
             torch.testing.assert_close(result[name]["grads"][key], grad, rtol=1e-10, atol=1e-12, msg=key)
 
 
-@pytest.mark.slow  # two gloo processes per test process (~4 s)
+@TWO_PROCESSES
 @pytest.mark.parametrize("name", LOSSES)
 def test_ddp_gradient_share_equals_the_single_process_share(rank_results: list[dict], name: str) -> None:
     """metrics.csv's ``grad_share_contrastive``: each rank's gradients of a term cover its own slice of the
@@ -138,7 +143,7 @@ def test_ddp_gradient_share_equals_the_single_process_share(rank_results: list[d
         assert result[name]["share"] == pytest.approx(single, rel=1e-5)  # norms in float32
 
 
-@pytest.mark.slow  # two gloo processes per test process (~4 s)
+@TWO_PROCESSES
 def test_contrastive_only_objective_runs_repeated_ddp_steps(rank_results: list[dict]) -> None:
     single = _loss_and_grads(_TinyRegressor(), *_global_batch(), "cl")
     assert set(single["grads"]) == {"encoder.weight", "encoder.bias"}  # the head is unused
@@ -150,13 +155,13 @@ def test_contrastive_only_objective_runs_repeated_ddp_steps(rank_results: list[d
                 torch.testing.assert_close(step["grads"][key], grad, rtol=1e-10, atol=1e-12, msg=key)
 
 
-@pytest.mark.slow  # two gloo processes per test process (~4 s)
+@TWO_PROCESSES
 def test_unequal_local_batches_are_refused(rank_results: list[dict]) -> None:
     for result in rank_results:
         assert "equal batch sizes on every rank, got [1, 2]" in result["unequal"]
 
 
-@pytest.mark.slow  # two gloo processes per test process (~4 s)
+@TWO_PROCESSES
 def test_broadcast_hands_rank0_value_to_every_rank(rank_results: list[dict]) -> None:
     assert [result["broadcast"] for result in rank_results] == [{"rank": 0}, {"rank": 0}]
 

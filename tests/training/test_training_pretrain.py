@@ -252,17 +252,14 @@ def test_bad_inputs_are_one_line_config_errors(
 
 
 def test_a_bad_scan_that_stops_pretraining_says_how_to_skip_it(
-    make_tiny_pretrain_config: Callable[..., Config], tiny_lus_manifest: Path, tmp_path: Path
+    make_tiny_pretrain_config: Callable[..., Config],
+    tiny_lus_with_a_bad_scan: tuple[Path, Path],
+    tmp_path: Path,
 ) -> None:
     """pretrain has no --skip-bad flag: the one line names the file and the --set that skips it."""
-    frame = pd.read_csv(tiny_lus_manifest)
-    frame["path"] = [str(tiny_lus_manifest.parent / path) for path in frame["path"]]
-    broken = tmp_path / "trunc.mp4"
-    broken.write_bytes(np.random.default_rng(0).bytes(2048))
-    frame.loc[0, "path"] = str(broken)
-    frame.to_csv(tmp_path / "m.csv", index=False)
+    path, broken = tiny_lus_with_a_bad_scan
     with pytest.raises(ScanReadError) as raised:
-        pretrain(make_tiny_pretrain_config(**{"data.manifest": str(tmp_path / "m.csv")}), tmp_path / "run")
+        pretrain(make_tiny_pretrain_config(**{"data.manifest": str(path)}), tmp_path / "run")
     assert str(raised.value).startswith(f"{broken}: ")
     assert str(raised.value).endswith(
         "; fix or drop that manifest row, or skip bad scans with --set data.skip_bad_scans=true"
