@@ -50,6 +50,7 @@ def test_majority_row_equals_scikit_learn_on_a_constant_answer(counts: dict[str,
     assert row.accuracy == pytest.approx(accuracy_score(truth, answer))
     assert row.macro_f1 == pytest.approx(f1_score(truth, answer, average="macro", zero_division=0))
     assert row.macro_f1 == pytest.approx(classification_metrics(truth, answer)["macro_f1"])
+    assert row.weighted_f1 == pytest.approx(f1_score(truth, answer, average="weighted", zero_division=0))
 
 
 @pytest.mark.parametrize("counts", [COUNTS, {"deteriorated": 0, "stable": 3, "improved": 1}])
@@ -63,6 +64,7 @@ def test_chance_row_is_the_f1_of_the_expected_confusion_matrix(counts: dict[str,
     assert row.macro_f1 == pytest.approx(classification_metrics(truth, answer)["macro_f1"])
     labels = np.unique(truth)
     assert row.macro_f1 == pytest.approx(f1_score(truth, answer, labels=labels, average="macro"))
+    assert row.weighted_f1 == pytest.approx(f1_score(truth, answer, average="weighted"))
 
 
 def test_degenerate_spreads_and_intervals_read_n_a() -> None:
@@ -163,8 +165,8 @@ def _results(tmp_path: Path) -> Table3Results:
 
 def test_table3_has_reference_rows_and_one_seed_reads_n_a(tmp_path: Path) -> None:
     lines = render_table3(_results(tmp_path)).splitlines()
-    assert lines[2] == "| MSE | 70.00 ± n/a | 45.00 ± n/a |"
-    assert lines[4] == "| *always-majority (stable)* | 73.68 ± n/a | 28.28 ± n/a |"
+    assert lines[2] == "| MSE | 70.00 ± n/a | 45.00 ± n/a | 50.00 ± n/a |"
+    assert lines[4] == "| *always-majority (stable)* | 73.68 ± n/a | 28.28 ± n/a | 62.52 ± n/a |"
     assert lines[5].startswith("| *chance (uniform)* | 33.33 ± n/a |")
 
 

@@ -74,8 +74,10 @@ def test_table3_layout_with_mean_and_std_in_percent() -> None:
         figures={},
     )
     lines = render_table3(results).splitlines()
-    assert lines[0] == "| Loss | LUS Accuracy | LUS F1 | ADNI Accuracy | ADNI F1 |"
-    assert lines[2] == "| MSE | 52.50 ± 3.54 | 42.00 ± 2.83 | 52.50 ± 3.54 | 42.00 ± 2.83 |"
+    columns = " | ".join(f"{d} {m}" for d in ("LUS", "ADNI") for m in ("Accuracy", "macro-F1", "weighted-F1"))
+    assert lines[0] == f"| Loss | {columns} |"
+    mse = "52.50 ± 3.54 | 42.00 ± 2.83 | 42.00 ± 2.83"  # the same F1 values given as macro and weighted
+    assert lines[2] == f"| MSE | {mse} | {mse} |"
     assert lines[3].startswith("| MSE + wCL | 72.50 ± 3.54 | 61.00 ± 1.41 |")
     assert "macro-F1" in lines[-1]
     assert "2 seeds" in lines[-1]
@@ -92,7 +94,7 @@ def test_ablation_layout() -> None:
         backbones=["tsm_resnet18"], combines=["difference"], classifiers=["mlp"],
     )  # fmt: skip
     text = render_ablation(results)
-    assert "| Backbone | Combine | Loss | Classifier | Accuracy | F1 |" in text
+    assert "| Backbone | Combine | Loss | Classifier | Accuracy | macro-F1 | weighted-F1 |" in text
     assert "| tsm_resnet18 | difference | MSE + CL | mlp | 58.05 ± n/a | 57.54 ± n/a |"  # one seed in text
 
 

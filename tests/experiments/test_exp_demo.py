@@ -104,7 +104,7 @@ def test_experiment_cli_runs_table3(
     argv += ["--set", "data.size=32", "--set", "classifier.epochs=5", "--set", "classifier.bootstrap=10"]
     code, output, _ = cli(argv)
     assert code == 0
-    assert output.startswith("| Loss | lus Accuracy | lus F1 |")
+    assert output.startswith("| Loss | lus Accuracy | lus macro-F1 | lus weighted-F1 |")
     assert (tmp_path / "t3" / "REPORT.md").is_file()
     assert len(fake_pretrain.calls) == 1
     timing = json.loads((tmp_path / "t3" / "results.json").read_text())["timing"]

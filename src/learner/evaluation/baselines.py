@@ -2,14 +2,15 @@
 
 Both rows are computed from the test set's class counts alone (no model), with the same metric
 definitions as :func:`learner.evaluation.metrics.classification_metrics` (macro-F1 averages the classes
-that occur in the truth):
+that occur in the truth; weighted-F1, the paper's F1, weights each class's F1 by its share ``n_c / N``):
 
 * **always-majority**: answer the test set's most frequent class for every pair (the best any constant
   answer can do on accuracy). Accuracy ``n_m / N``; that class's F1 is ``2·n_m / (n_m + N)``, every other
-  occurring class scores 0.
+  occurring class scores 0, so weighted-F1 is ``(n_m / N)·2·n_m / (n_m + N)``.
 * **chance**: answer one of the K classes uniformly at random. Expected accuracy ``1 / K``; macro-F1 is the
   F1 of the expected confusion matrix (``E[C_cj] = n_c / K``): ``F1_c = 2·n_c / (K·n_c + N)``, averaged over
-  the classes that occur. It is the large-sample value, stated as such.
+  the classes that occur (weighted-F1: weighted by ``n_c / N``). It is the large-sample value, stated as
+  such.
 
 Example::
 
@@ -25,10 +26,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ReferenceRow:
-    """A model-free answer's test accuracy and macro-F1 (fractions); ``answer`` names what it answers."""
+    """A model-free answer's test accuracy, macro-F1 and weighted-F1 (fractions); ``answer`` names what it
+    answers."""
 
     accuracy: float
     macro_f1: float
+    weighted_f1: float
     answer: str
 
 
@@ -40,7 +43,8 @@ def majority_row(counts: Mapping[str, int]) -> ReferenceRow:
     majority = max(counts, key=lambda name: counts[name])
     n_m = counts[majority]
     occurring = sum(1 for n in counts.values() if n > 0)
-    return ReferenceRow(n_m / total, 2 * n_m / (n_m + total) / occurring, f"always {majority}")
+    f1 = 2 * n_m / (n_m + total)
+    return ReferenceRow(n_m / total, f1 / occurring, n_m / total * f1, f"always {majority}")
 
 
 def chance_row(counts: Mapping[str, int]) -> ReferenceRow:
@@ -48,8 +52,10 @@ def chance_row(counts: Mapping[str, int]) -> ReferenceRow:
     total, k = sum(counts.values()), len(counts)
     if total == 0:
         raise ValueError("no test pairs: a reference row needs at least one")
-    f1 = [2 * n / (k * n + total) for n in counts.values() if n > 0]
-    return ReferenceRow(1 / k, sum(f1) / len(f1), "uniform random")
+    occurring = [n for n in counts.values() if n > 0]
+    f1 = [2 * n / (k * n + total) for n in occurring]
+    weighted = sum(n / total * f for n, f in zip(occurring, f1, strict=True))
+    return ReferenceRow(1 / k, sum(f1) / len(f1), weighted, "uniform random")
 
 
 REFERENCES = {"majority": majority_row, "chance": chance_row}

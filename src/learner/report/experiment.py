@@ -113,7 +113,7 @@ def _comparison_section(results: Table3Results) -> str:
         "Dataset",
         "Loss",
         f"Δ Accuracy vs {baseline} (95% CI)",
-        f"Δ F1 vs {baseline} (95% CI)",
+        f"Δ macro-F1 vs {baseline} (95% CI)",
         "seeds",
     ]
     note = (
@@ -235,6 +235,7 @@ def _mean_majority(counts_by_seed: Sequence[Mapping[str, int]]) -> ReferenceRow:
     return ReferenceRow(
         sum(r.accuracy for r in rows) / len(rows),
         sum(r.macro_f1 for r in rows) / len(rows),
+        sum(r.weighted_f1 for r in rows) / len(rows),
         answers[0] if len(answers) == 1 else "always the majority class",
     )
 
