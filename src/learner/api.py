@@ -250,12 +250,21 @@ def split_manifest(
     return assigned
 
 
-def convert_adni(adnimerge: PathLike, images: PathLike, out: PathLike) -> AdniReport:
+def convert_adni(
+    adnimerge: PathLike,
+    images: PathLike,
+    out: PathLike,
+    *,
+    min_visits: int = 1,
+    max_visits: int | None = None,
+) -> AdniReport:
     """``learner data adni``: an ADNIMERGE table and a folder of MRI files → a manifest (mmse scale) at
-    ``out``."""
+    ``out``. ``min_visits`` drops patients with fewer scored visits with an image, ``max_visits`` keeps each
+    patient's first visits in time order; the defaults keep all, the paper's cohort (Section 2.1) is
+    ``min_visits=2, max_visits=3``. The report counts what they drop."""
     from learner.data.adni import adnimerge_to_manifest
 
-    return adnimerge_to_manifest(adnimerge, images, out)
+    return adnimerge_to_manifest(adnimerge, images, out, min_visits=min_visits, max_visits=max_visits)
 
 
 def build_cache(

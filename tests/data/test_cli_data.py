@@ -210,6 +210,69 @@ def test_adni_command_prints_the_report(
     assert len(load_manifest(out, get_scale("mmse")).records) == 2
 
 
+DATES = {"bl": "2006-01-02", "m06": "2006-07-03", "m12": "2007-01-08", "m18": "2007-07-02"}
+
+
+def _adni_cohort(tmp_path: Path) -> list[str]:
+    """A 1-visit, a 2-visit and a 4-visit patient; the `data adni` arguments that convert them."""
+    visits = {"011_S_0001": ["bl"], "011_S_0002": ["bl", "m06"], "011_S_0004": ["bl", "m06", "m12", "m18"]}
+    rows = [(ptid, code, f"{ptid[-1]}{k}") for ptid, codes in visits.items() for k, code in enumerate(codes)]
+    images = tmp_path / "images"
+    images.mkdir()
+    for _, _, uid in rows:
+        (images / f"ADNI_x_MR_phantom_I{uid}.nii.gz").touch()
+    pd.DataFrame(
+        {
+            "RID": [ptid[-1] for ptid, _, _ in rows],
+            "PTID": [ptid for ptid, _, _ in rows],
+            "VISCODE": [code for _, code, _ in rows],
+            "EXAMDATE": [DATES[code] for _, code, _ in rows],
+            "MMSE": ["27"] * len(rows),
+            "DX": ["MCI"] * len(rows),
+            "IMAGEUID": [uid for _, _, uid in rows],
+        }
+    ).to_csv(tmp_path / "ADNIMERGE.csv", index=False)
+    table, out = str(tmp_path / "ADNIMERGE.csv"), str(tmp_path / "adni.csv")
+    return ["data", "adni", "--adnimerge", table, "--images", str(images), "-o", out]
+
+
+def test_adni_command_selects_the_papers_cohort_and_says_what_it_dropped(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    argv = _adni_cohort(tmp_path)
+    code, printed, _ = cli([*argv, "--min-visits", "2", "--max-visits", "3"])
+    assert code == 0, printed
+    assert _row(printed, "scans written", 5)
+    assert _row(printed, "patients", 2)
+    assert _row(printed, "dropped: fewer than 2 visits", 1)
+    assert _row(printed, "patients dropped: fewer than 2 visits", 1)
+    assert _row(printed, "dropped: after the first 3 visits", 1)
+    records = load_manifest(tmp_path / "adni.csv", get_scale("mmse")).records
+    assert [r.scan_id for r in records] == [
+        "011_S_0002_bl", "011_S_0002_m06", "011_S_0004_bl", "011_S_0004_m06", "011_S_0004_m12",
+    ]  # fmt: skip
+    code, printed, _ = cli(argv)  # the default keeps every patient and visit
+    assert code == 0
+    assert _row(printed, "scans written", 7)
+    assert "fewer than" not in printed
+
+
+def test_adni_command_refuses_bad_visit_limits_in_one_line(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    argv = _adni_cohort(tmp_path)
+    for extra, message in [
+        (["--min-visits", "0"], "--min-visits must be at least 1, got 0"),
+        (["--min-visits", "-2"], "--min-visits must be at least 1, got -2"),
+        (["--max-visits", "0"], "--max-visits must be at least 1, got 0"),
+        (["--min-visits", "3", "--max-visits", "2"], "--min-visits (3) must not exceed --max-visits (2)"),
+    ]:
+        code, _, err = cli([*argv, *extra])
+        assert code == 2, extra
+        assert err.strip() == f"error: {message}", err
+    assert not (tmp_path / "adni.csv").exists()
+
+
 def test_check_help_reads_well(cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
     code, out, _ = cli(["data", "check", "--help"])
     assert code == 0

@@ -10,7 +10,7 @@ import pytest
 from learner.data.adni import ADNIMERGE_COLUMNS, OUTPUT_COLUMNS, adnimerge_to_manifest, normalise_viscode
 from learner.data.manifest import load_manifest
 from learner.data.scales import get_scale
-from learner.errors import ManifestError
+from learner.errors import ConfigError, ManifestError
 
 # RID, PTID, VISCODE, EXAMDATE, MMSE, DX, IMAGEUID — and what should happen to the row
 ROWS = [
@@ -152,3 +152,97 @@ def test_no_row_kept_writes_nothing_and_names_the_folder_and_the_drops(tmp_path:
     with pytest.raises(ManifestError, match=r"no row kept .* \(the table has no rows\)"):
         adnimerge_to_manifest(csv, empty, out)
     assert not out.exists()
+
+
+# A 1-visit, a 2-visit and a 4-visit patient (rows out of time order), and a 3-visit one of whose visits has
+# no MMSE: the selection counts scored visits with an image.
+SELECTION_ROWS = [
+    ("1", "011_S_0001", "bl", "2006-01-01", "29", "CN", "101"),
+    ("2", "011_S_0002", "m06", "2006-08-01", "27", "MCI", "202"),
+    ("2", "011_S_0002", "bl", "2006-02-01", "28", "MCI", "201"),
+    ("4", "011_S_0004", "m18", "2007-09-01", "22", "AD", "404"),
+    ("4", "011_S_0004", "bl", "2006-03-01", "25", "AD", "401"),
+    ("4", "011_S_0004", "m12", "2007-03-01", "23", "AD", "403"),
+    ("4", "011_S_0004", "m06", "2006-09-01", "24", "AD", "402"),
+    ("5", "011_S_0005", "bl", "2006-04-01", "30", "CN", "501"),
+    ("5", "011_S_0005", "m06", "2006-10-01", "", "CN", "502"),  # no MMSE: the patient has one scored visit
+    ("5", "011_S_0005", "m12", "2007-04-01", "", "CN", "503"),
+]
+
+
+def _selection_cohort(tmp_path: Path) -> tuple[Path, Path]:
+    csv = tmp_path / "ADNIMERGE.csv"
+    pd.DataFrame(SELECTION_ROWS, columns=list(ADNIMERGE_COLUMNS)).to_csv(csv, index=False)
+    images = tmp_path / "images"
+    images.mkdir()
+    for row in SELECTION_ROWS:
+        (images / f"ADNI_{row[1]}_MR_phantom_I{row[6]}.nii.gz").touch()
+    return csv, images
+
+
+def _scan_ids(path: Path) -> list[str]:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)["scan_id"].tolist()
+
+
+def test_the_default_keeps_every_patient_and_visit(tmp_path: Path) -> None:
+    csv, images = _selection_cohort(tmp_path)
+    report = adnimerge_to_manifest(csv, images, tmp_path / "m.csv")
+    assert (report.scans, report.patients) == (8, 4)
+    assert report.dropped == {"no MMSE": 2}
+    assert report.dropped_patients == {}
+
+
+def test_the_papers_cohort_selection(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--min-visits 2 --max-visits 3: "patients with at least two visits", "up to three MRI scans"."""
+    csv, images = _selection_cohort(tmp_path)
+    out = tmp_path / "m.csv"
+    with caplog.at_level("INFO", logger="learner.data.adni"):
+        report = adnimerge_to_manifest(csv, images, out, min_visits=2, max_visits=3)
+    assert _scan_ids(out) == [
+        "011_S_0002_bl", "011_S_0002_m06", "011_S_0004_bl", "011_S_0004_m06", "011_S_0004_m12",
+    ]  # fmt: skip
+    assert (report.rows, report.scans, report.patients) == (10, 5, 2)
+    assert report.dropped == {"no MMSE": 2, "fewer than 2 visits": 2, "after the first 3 visits": 1}
+    assert report.dropped_patients == {"fewer than 2 visits": 2}  # 011_S_0001 and 011_S_0005
+    assert report.rows == report.scans + sum(report.dropped.values())
+    assert "dropped 2 patient(s) (2 scans) with fewer than 2 visits" in caplog.text
+    assert "dropped 1 scan(s) after each patient's first 3 visits" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("min_visits", "max_visits", "kept"),
+    [
+        (4, None, ["011_S_0004_bl", "011_S_0004_m06", "011_S_0004_m12", "011_S_0004_m18"]),
+        (1, 1, ["011_S_0001_bl", "011_S_0002_bl", "011_S_0004_bl", "011_S_0005_bl"]),
+        (2, 2, ["011_S_0002_bl", "011_S_0002_m06", "011_S_0004_bl", "011_S_0004_m06"]),
+    ],
+)
+def test_min_and_max_visits_alone(
+    tmp_path: Path, min_visits: int, max_visits: int | None, kept: list[str]
+) -> None:
+    csv, images = _selection_cohort(tmp_path)
+    adnimerge_to_manifest(csv, images, tmp_path / "m.csv", min_visits=min_visits, max_visits=max_visits)
+    assert _scan_ids(tmp_path / "m.csv") == kept
+
+
+def test_a_selection_that_keeps_nobody_writes_nothing(tmp_path: Path) -> None:
+    csv, images = _selection_cohort(tmp_path)
+    with pytest.raises(ManifestError, match=r"no row kept .*fewer than 5 visits: 8"):
+        adnimerge_to_manifest(csv, images, tmp_path / "m.csv", min_visits=5)
+    assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("min_visits", "max_visits", "message"),
+    [
+        (0, None, "min_visits must be at least 1, got 0"),
+        (-1, 3, "min_visits must be at least 1, got -1"),
+        (1, 0, "max_visits must be at least 1, got 0"),
+        (3, 2, r"min_visits \(3\) must not exceed max_visits \(2\)"),
+    ],
+)
+def test_bad_visit_limits(tmp_path: Path, min_visits: int, max_visits: int | None, message: str) -> None:
+    csv, images = _selection_cohort(tmp_path)
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        adnimerge_to_manifest(csv, images, tmp_path / "m.csv", min_visits=min_visits, max_visits=max_visits)
+    assert not (tmp_path / "m.csv").exists()

@@ -47,16 +47,17 @@ def _records(rows: list[tuple[str, str, str, float, str | None]], scale: ScoreSc
 
 
 def _sf_label(earlier: float, later: float) -> int:
-    """Hand-written S/F rule: bins (≤180], (180,275], (275,430], >430; movement between bins."""
-    bin_of = lambda s: sum(s > edge for edge in (180.0, 275.0, 430.0))  # noqa: E731
+    """Hand-written S/F rule: the paper's bins <180, [180,275], (275,430], >430; movement between bins."""
+    bin_of = lambda s: (s >= 180.0) + (s > 275.0) + (s > 430.0)  # noqa: E731
     return int(np.sign(bin_of(later) - bin_of(earlier))) + 1
 
 
 SF_BOUNDARY_CASES = [
     (180.0, 180.0, STABLE),
-    (179.99, 180.0, STABLE),  # 180 itself belongs to the < 180 bin
-    (180.0, 180.01, IMP),
-    (180.01, 180.0, DET),
+    (179.99, 180.0, IMP),  # 180 itself belongs to 180–275: the paper's lowest bin is a strict "< 180"
+    (180.0, 179.99, DET),
+    (180.0, 180.01, STABLE),
+    (180.01, 180.0, STABLE),
     (274.99, 275.0, STABLE),
     (275.0, 275.01, IMP),
     (275.01, 275.0, DET),
@@ -65,7 +66,8 @@ SF_BOUNDARY_CASES = [
     (430.0, 430.01, IMP),
     (430.01, 430.0, DET),
     (181.0, 274.0, STABLE),
-    (0.0, 180.0, STABLE),
+    (0.0, 179.99, STABLE),
+    (0.0, 180.0, IMP),
     (0.0, 500.0, IMP),
     (500.0, 0.0, DET),
 ]
@@ -124,7 +126,9 @@ def test_pair_tables_carry_the_boundary_labels(
             (f"p{k:02d}", f"p{k:02d}b", "2", later, None),
         ]
     # MMSE cases use non-integer scores on purpose, so validate them on a float scale with the same rule
-    rule = ScoreScale("test", 0.0, 500.0, bins=scale.bins, threshold=scale.threshold)
+    rule = ScoreScale(
+        "test", 0.0, 500.0, bins=scale.bins, threshold=scale.threshold, upper_edges=scale.upper_edges
+    )
     frame, no_pair = intra_patient_pairs(_records(rows, rule), rule)
     assert no_pair == []
     assert frame["label"].tolist() == [expected for _, _, expected in cases]

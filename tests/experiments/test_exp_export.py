@@ -130,6 +130,36 @@ def test_preprocessing_record_names_the_crop_the_encoders_inputs_take(
     assert record["pixels"]["kind"] == ("volumes" if backbone == "resnet18_3d" else "frames")
 
 
+@pytest.mark.parametrize(
+    ("scale", "rule"),
+    [
+        ("sf", {"bins": [180.0, 275.0, 430.0], "edge_belongs_to": ["upper", "lower", "lower"]}),
+        ("mmse_binned", {"bins": [17.0, 23.0], "edge_belongs_to": ["lower", "lower"]}),
+        ("mmse", {"threshold": 2.0}),
+    ],
+)
+def test_the_exported_change_rule_reproduces_the_labels(scale: str, rule: dict[str, object]) -> None:
+    """A consumer of ``preprocessing.json`` gets each edge's side, so it can label S/F 180 as the paper
+    does (in 180–275, not < 180)."""
+    from learner.config import Config
+    from learner.evaluation.export import preprocessing_record
+    from learner.losses.regression import ScoreStandardiser
+    from learner.training.checkpoint import CheckpointMeta, EncoderMeta
+
+    config = Config().model_copy(update={"data": Config().data.model_copy(update={"scale": scale})})
+    meta = CheckpointMeta(config, ScoreStandardiser(mean=1.0, std=2.0), EncoderMeta("tsm_resnet18", 4, 1, 16))
+    written = json.loads(json.dumps(preprocessing_record(meta, 1, "0" * 64)))["score_scale"]["change_rule"]
+    assert written == rule
+    if "bins" in written:  # the record alone reproduces the scale's bins
+        edges, sides = written["bins"], written["edge_belongs_to"]
+        scores = [e + d for e in edges for d in (-0.1, 0.0, 0.1)]
+        from_record = [
+            sum(s > e or (s == e and side == "upper") for e, side in zip(edges, sides, strict=True))
+            for s in scores
+        ]
+        assert from_record == get_scale(scale).bin_of(scores).tolist()
+
+
 def test_export_of_a_folder_without_a_recorded_encoder_is_a_one_line_error(
     tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

@@ -93,6 +93,35 @@ def test_supcon_classes_put_an_edge_value_in_the_lower_bin() -> None:
     assert SupConBinsLoss(edges=(edge_std,)).classes(score_std).tolist() == [0]
 
 
+def test_supcon_classes_are_the_scales_bins() -> None:
+    """Built as training builds it (the scale's class edges, standardised by the registry), the classes of
+    float32 standardised scores are the paper's S/F bins: 180 in 180–275, 275 and 430 in the lower bin."""
+    from learner.config import LossConfig
+    from learner.data.scales import get_scale
+    from learner.losses.registry import ScoreLabels, build_objective
+    from learner.losses.regression import ScoreStandardiser
+
+    scale = get_scale("sf")
+    scores = [179.9, 180.0, 180.1, 275.0, 275.1, 430.0, 430.1]
+    standardiser = ScoreStandardiser.fit([120.0, 180.0, 251.3, 310.0, 460.0])
+    labels = ScoreLabels(standardiser, scale.class_edges())
+    loss = build_objective(LossConfig(name="mse+supcon_bins"), labels).contrastive
+    assert isinstance(loss, SupConBinsLoss)
+    score_std = standardiser.standardise(torch.tensor(scores, dtype=torch.float32))
+    assert loss.classes(score_std).tolist() == scale.bin_of(scores).tolist() == [0, 1, 1, 1, 2, 2, 3]
+    assert "upper=(True, False, False)" in repr(loss)
+
+
+def test_supcon_upper_edges_put_their_value_in_the_upper_bin() -> None:
+    scores = torch.tensor([179.99, 180.0 - 5e-4, 180.0, 275.0, 275.0 + 5e-4, 275.01], dtype=torch.float64)
+    loss = SupConBinsLoss(edges=(180.0, 275.0), upper=(True, False), tolerance=1e-3)
+    assert loss.classes(scores).tolist() == [0, 1, 1, 1, 1, 2]  # within the tolerance counts as on the edge
+    exact = SupConBinsLoss(edges=(180.0, 275.0), upper=(True, False), tolerance=0.0)
+    assert exact.classes(scores).tolist() == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="one side per edge"):
+        SupConBinsLoss(edges=(1.0, 2.0), upper=(True,))
+
+
 @pytest.mark.parametrize("memory", [0, 3])
 @pytest.mark.parametrize("tau", [0.1, 1.0])
 @pytest.mark.parametrize("batch", [2, 3, 6])

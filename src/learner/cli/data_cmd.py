@@ -169,19 +169,46 @@ def adni(
     ],
     images: Annotated[Path, typer.Option("--images", help="Folder of MRI files (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (CSV or Parquet).")],
+    min_visits: Annotated[
+        int,
+        typer.Option(
+            "--min-visits",
+            help="Drop patients with fewer scored visits that have an image (the paper's cohort: 2).",
+        ),
+    ] = 1,
+    max_visits: Annotated[
+        int | None,
+        typer.Option(
+            "--max-visits",
+            help="Keep each patient's first N such visits in time order (default: all; the paper's: 3).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Convert an ADNIMERGE table and an image folder into a manifest on the mmse scale (see docs/data.md)."""
-    from learner import api
+    """Convert an ADNIMERGE table and an image folder into a manifest on the mmse scale (see docs/data.md).
 
-    report = api.convert_adni(adnimerge, images, out)
+    The paper's ADNI cohort (Section 2.1) is --min-visits 2 --max-visits 3; by default every patient and
+    visit is kept. The table counts the patients and scans they drop.
+    """
+    from learner import api
+    from learner.data.adni import visit_limits_problem
+
+    problem = visit_limits_problem(min_visits, max_visits, ("--min-visits", "--max-visits"))
+    if problem is not None:
+        raise ConfigError(problem)
+    report = api.convert_adni(adnimerge, images, out, min_visits=min_visits, max_visits=max_visits)
     table = Table("", "count", title="ADNIMERGE → manifest")
-    rows = {
-        "ADNIMERGE rows": report.rows,
-        "scans written": report.scans,
-        "patients": report.patients,
-        "matched by IMAGEUID": report.matched_by_imageuid,
-        "matched by PTID + visit": report.matched_by_visit,
-    } | {f"dropped: {reason}": n for reason, n in sorted(report.dropped.items())}
+    rows = (
+        {
+            "ADNIMERGE rows": report.rows,
+            "scans written": report.scans,
+            "patients": report.patients,
+            "matched by IMAGEUID": report.matched_by_imageuid,
+            "matched by PTID + visit": report.matched_by_visit,
+        }
+        | {f"dropped: {reason}": n for reason, n in sorted(report.dropped.items())}
+        | {f"patients dropped: {reason}": n for reason, n in sorted(report.dropped_patients.items())}
+    )
     for name, value in rows.items():
         table.add_row(name, str(value))
     Console().print(table)

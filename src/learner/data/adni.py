@@ -15,15 +15,23 @@ When several files carry the same key, NIfTI files win, then the first path in s
 dropped — each counted once, under the first reason that applies — for no PTID, an unknown visit code, no
 parseable EXAMDATE, no MMSE, an MMSE outside 0–30, an MMSE that is not a whole number, no image, or a repeat
 of a (PTID, visit) already kept. A table of which no row is kept writes nothing: it is a ManifestError.
+
+Cohort selection (opt-in; the default keeps every patient and every visit): ``min_visits`` drops the
+patients with fewer kept visits, ``max_visits`` keeps each patient's first visits in time order (by month).
+The paper's ADNI cohort (Section 2.1: "patients with at least two visits", "up to three MRI scans acquired
+at six-month intervals") is ``min_visits=2, max_visits=3`` (``learner data adni --min-visits 2
+--max-visits 3``). The scans these drop are counted in the report like the other drops, and the patients
+dropped whole in ``dropped_patients``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +39,9 @@ import pandas as pd
 
 from learner.data.manifest import write_manifest
 from learner.data.scales import get_scale
-from learner.errors import ManifestError
+from learner.errors import ConfigError, ManifestError
+
+log = logging.getLogger(__name__)
 
 ADNIMERGE_COLUMNS: tuple[str, ...] = ("RID", "PTID", "VISCODE", "EXAMDATE", "MMSE", "DX", "IMAGEUID")
 BASELINE_CODES: frozenset[str] = frozenset({"bl", "sc", "scmri"})
@@ -51,7 +61,9 @@ _MMSE = get_scale("mmse")
 
 @dataclass(frozen=True)
 class AdniReport:
-    """What :func:`adnimerge_to_manifest` did: rows read, scans written, and each drop reason's count."""
+    """What :func:`adnimerge_to_manifest` did: rows read, scans written, and each drop reason's count
+    (``dropped``: rows, the cohort selection's included; ``dropped_patients``: patients the selection dropped
+    whole, by the same reason)."""
 
     rows: int
     scans: int
@@ -60,6 +72,7 @@ class AdniReport:
     matched_by_visit: int
     dropped: dict[str, int]
     manifest: Path
+    dropped_patients: dict[str, int] = field(default_factory=dict)
 
 
 def normalise_viscode(code: str) -> tuple[str, int] | None:
@@ -71,17 +84,42 @@ def normalise_viscode(code: str) -> tuple[str, int] | None:
     return (f"m{int(match[1]):02d}", int(match[1])) if match else None
 
 
+def visit_limits_problem(
+    min_visits: int, max_visits: int | None, names: tuple[str, str] = ("min_visits", "max_visits")
+) -> str | None:
+    """Why (min_visits, max_visits) is not a cohort selection (each ≥ 1, min ≤ max), naming the option by
+    ``names``; None when it is one."""
+    if min_visits < 1:
+        return f"{names[0]} must be at least 1, got {min_visits}"
+    if max_visits is not None and max_visits < 1:
+        return f"{names[1]} must be at least 1, got {max_visits}"
+    if max_visits is not None and min_visits > max_visits:
+        return f"{names[0]} ({min_visits}) must not exceed {names[1]} ({max_visits})"
+    return None
+
+
 def adnimerge_to_manifest(
     adnimerge_csv: str | os.PathLike[str],
     images_dir: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
+    *,
+    min_visits: int = 1,
+    max_visits: int | None = None,
 ) -> AdniReport:
     """Write a manifest (patient_id = PTID, visit = EXAMDATE, score = MMSE, modality = volume, plus the
     columns rid, viscode, month, dx, imageuid) for every ADNIMERGE visit with an MMSE and an image.
 
-    Raises :class:`ManifestError` for a missing table or folder, a table without the ADNIMERGE columns, or
-    one of which no row is kept (the message gives the drop counts by reason); nothing is written then.
+    ``min_visits``: drop the patients with fewer such visits; ``max_visits``: keep each patient's first
+    ``max_visits`` of them in time order (None: all). The defaults keep every patient and visit; the paper's
+    cohort (Section 2.1) is ``min_visits=2, max_visits=3``. What they drop is in the report (and logged).
+
+    Raises :class:`ConfigError` for a ``min_visits`` or ``max_visits`` below 1 or a min above the max, and
+    :class:`ManifestError` for a missing table or folder, a table without the ADNIMERGE columns, or one of
+    which no row is kept (the message gives the drop counts by reason); nothing is written then.
     """
+    problem = visit_limits_problem(min_visits, max_visits)
+    if problem is not None:
+        raise ConfigError(problem)
     table_path, images, out = Path(adnimerge_csv), Path(images_dir), Path(out_path)
     table = _read_adnimerge(table_path)
     if not images.is_dir():
@@ -98,6 +136,7 @@ def adnimerge_to_manifest(
             continue
         matched[str(scan.pop("matched_by"))] += 1
         kept[(str(scan["patient_id"]), str(scan["viscode"]))] = scan
+    dropped_patients = _select_visits(kept, min_visits, max_visits, dropped)
     if not kept:  # a header-only manifest would only fail later, in every command, with "no scans"
         drops = ", ".join(f"{reason}: {count}" for reason, count in dropped.most_common())
         summary = f"{len(table)} rows dropped; {drops}" if drops else "the table has no rows"
@@ -115,7 +154,39 @@ def adnimerge_to_manifest(
         matched_by_visit=matched["visit"],
         dropped=dict(dropped),
         manifest=out,
+        dropped_patients=dropped_patients,
     )
+
+
+def _select_visits(
+    kept: dict[tuple[str, str], dict[str, object]],
+    min_visits: int,
+    max_visits: int | None,
+    dropped: Counter[str],
+) -> dict[str, int]:
+    """Apply the cohort selection to ``kept`` (keyed by (PTID, visit)) in place, counting the scans it drops
+    in ``dropped``; returns the patients dropped whole, by reason (and logs both)."""
+    visits: dict[str, list[tuple[int, tuple[str, str]]]] = defaultdict(list)
+    for key, scan in kept.items():
+        visits[key[0]].append((int(str(scan["month"])), key))
+    too_few, after = f"fewer than {min_visits} visits", f"after the first {max_visits} visits"
+    patients = 0
+    for timeline in visits.values():
+        in_order = [key for _, key in sorted(timeline)]
+        if len(in_order) < min_visits:
+            patients += 1
+            reason, drop = too_few, in_order
+        else:
+            reason, drop = after, in_order[max_visits:] if max_visits is not None else []
+        for key in drop:
+            del kept[key]
+            dropped[reason] += 1
+    if patients:
+        log.info("dropped %d patient(s) (%d scans) with fewer than %d visits", patients, dropped[too_few],
+                 min_visits)  # fmt: skip
+    if dropped[after]:
+        log.info("dropped %d scan(s) after each patient's first %d visits", dropped[after], max_visits)
+    return {too_few: patients} if patients else {}
 
 
 def _read_adnimerge(path: Path) -> pd.DataFrame:

@@ -4,7 +4,11 @@ A scale knows its valid range, whether a higher score is better, and one change 
 
 * **bins** — the score is discretised into clinical bins; a pair's label is the movement between the bins
   of (earlier, later). Bin edges are ascending and a value *equal to an edge belongs to the lower bin*
-  (bins are ``(-inf, e0], (e0, e1], …, (e_k, inf)``).
+  (bins are ``(-inf, e0], (e0, e1], …, (e_k, inf)``) unless the edge is one of the scale's
+  ``upper_edges``, whose own value belongs to the bin above (``[e, …)``). The rule is the scale's, and
+  every consumer of its classes shares it: :meth:`ScoreScale.bin_of`, the change labels, the classes of
+  ``supcon_bins`` (:meth:`ScoreScale.class_edges` returns :class:`ClassEdges`, which carries the side of
+  each edge) and the exported ``change_rule``.
 * **threshold** — the label comes from ``Δ = later − earlier``: ``|Δ| < threshold`` is stable.
 
 Class indices are fixed for the whole toolkit (:class:`ChangeLabel`): 0 deteriorated, 1 stable, 2 improved.
@@ -13,9 +17,10 @@ Class indices are fixed for the whole toolkit (:class:`ChangeLabel`): 0 deterior
 Registered scales:
 
 * ``sf`` — S/F ratio (SpO2 / FiO2), range [0, 500], higher is better, the paper's four bins
-  (">430, 275–430, 180–275, <180") with edges 180, 275, 430. The paper does not say where an edge value
-  goes; here it belongs to the lower bin, so the bins are exactly ``≤ 180``, ``(180, 275]``,
-  ``(275, 430]`` and ``> 430``.
+  ("[> 430, 275–430, 180–275, < 180]") with edges 180, 275, 430. The strict ends fix two edges: 180 is in
+  "180–275" (the lowest bin is "< 180"; S/F 180 is common, SpO2 90% on FiO2 0.5) and 430 in "275–430"
+  (the top bin is "> 430"). Only 275 is ambiguous (both middle bins name it); it stays in the lower bin.
+  So the bins are exactly ``< 180``, ``[180, 275]``, ``(275, 430]`` and ``> 430``.
 * ``mmse`` — Mini-Mental State Examination, integers 0–30, higher is better, threshold 2 points
   (|Δ| < 2 → stable), or the bins ``≤ 17`` / ``18–23`` / ``24–30`` via :func:`mmse_binned`.
 """
@@ -23,7 +28,7 @@ Registered scales:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -53,9 +58,52 @@ NARROW_SPAN = 0.1
 """Scores spanning less than this fraction of their scale's range are flagged (``fit_warnings``)."""
 
 
+class ClassEdges(tuple[float, ...]):
+    """A scale's class edges, ascending — a tuple of floats — with ``upper``: per edge, whether a score equal
+    to it belongs to the class above (True) or below (False, the default). ``==`` compares the edges only.
+
+    Example::
+
+        edges = get_scale("sf").class_edges()  # (180.0, 275.0, 430.0), upper (True, False, False)
+        edges.classes([179.9, 180.0, 275.0, 430.0])  # array([0, 1, 1, 2])
+    """
+
+    upper: tuple[bool, ...]
+
+    def __new__(cls, edges: Iterable[float], upper: Iterable[bool] = ()) -> ClassEdges:
+        made = super().__new__(cls, (float(edge) for edge in edges))
+        sides = tuple(bool(side) for side in upper) or (False,) * len(made)
+        if len(sides) != len(made):
+            raise ValueError(f"class edges: {len(sides)} sides for {len(made)} edges")
+        made.upper = sides
+        return made
+
+    def __getnewargs__(self) -> tuple[tuple[float, ...], tuple[bool, ...]]:
+        return tuple(self), self.upper
+
+    def __repr__(self) -> str:
+        return f"ClassEdges({tuple(self)!r}, upper={self.upper!r})"
+
+    def classes(self, scores: npt.ArrayLike) -> np.ndarray:
+        """Class index of each score, 0 for the lowest: #{edges below it} + #{``upper`` edges equal to it}."""
+        values, edges = np.asarray(scores, dtype=float), np.asarray(self, dtype=float)
+        upper = np.asarray(self.upper, dtype=bool)
+        return np.searchsorted(edges[~upper], values, side="left") + np.searchsorted(
+            edges[upper], values, side="right"
+        )
+
+    def sides(self) -> list[str]:
+        """Per edge, the bin that a score equal to it belongs to: ``"upper"`` or ``"lower"``."""
+        return ["upper" if side else "lower" for side in self.upper]
+
+
 @dataclass(frozen=True)
 class ScoreScale:
-    """A health score's range, direction and change rule (exactly one of ``bins`` / ``threshold``)."""
+    """A health score's range, direction and change rule (exactly one of ``bins`` / ``threshold``).
+
+    ``upper_edges``: the bin edges whose own value belongs to the bin above (default none: every edge value
+    is in the bin below); each must be one of ``bins``.
+    """
 
     name: str
     low: float
@@ -65,12 +113,18 @@ class ScoreScale:
     threshold: float | None = None
     integer: bool = False
     unit: str = ""
+    upper_edges: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.bins is None) == (self.threshold is None):
             raise ConfigError(f"scale {self.name!r}: set exactly one of bins or threshold")
         if self.bins is not None and list(self.bins) != sorted(set(self.bins)):
             raise ConfigError(f"scale {self.name!r}: bins must be strictly ascending, got {list(self.bins)}")
+        if not set(self.upper_edges) <= set(self.bins or ()):
+            raise ConfigError(
+                f"scale {self.name!r}: upper_edges {list(self.upper_edges)} must be bin edges, "
+                f"bins are {list(self.bins or ())}"
+            )
         if self.high <= self.low:
             raise ConfigError(f"scale {self.name!r}: high ({self.high}) must exceed low ({self.low})")
 
@@ -119,22 +173,23 @@ class ScoreScale:
         return [f"{sign}; is the scale right? ({hint}, or use a custom scale)" for sign in signs]
 
     def bin_of(self, scores: np.ndarray | float) -> np.ndarray:
-        """Bin index of each score, 0 for the lowest bin (requires a binned scale)."""
+        """Bin index of each score, 0 for the lowest bin (requires a binned scale); an edge value is in the
+        bin below unless the edge is one of ``upper_edges``."""
         if self.bins is None:
             raise ConfigError(f"scale {self.name!r} has no bins (it uses a threshold)")
-        return np.searchsorted(
-            np.asarray(self.bins, dtype=float), np.asarray(scores, dtype=float), side="left"
-        )
+        return self.class_edges().classes(scores)
 
-    def class_edges(self) -> tuple[float, ...]:
-        """The edges of the scale's score classes, ascending, an edge value in the lower class: the clinical
-        bins, or for a threshold scale bands of width ``threshold`` from ``low`` (low + k·threshold < high),
-        so two scores in one band differ by less than the threshold. Used as classes by ``supcon_bins``."""
+    def class_edges(self) -> ClassEdges:
+        """The edges of the scale's score classes, ascending, with the side of each (:class:`ClassEdges`):
+        the clinical bins (an edge value in the lower class unless it is one of ``upper_edges``), or for a
+        threshold scale bands of width ``threshold`` from ``low`` (low + k·threshold < high, an edge value in
+        the lower band), so two scores in one band differ by less than the threshold. Used as classes by
+        ``supcon_bins``."""
         if self.bins is not None:
-            return self.bins
+            return ClassEdges(self.bins, [edge in self.upper_edges for edge in self.bins])
         assert self.threshold is not None  # exactly one of bins / threshold (__post_init__)
         count = math.ceil((self.high - self.low) / self.threshold) - 1
-        return tuple(self.low + k * self.threshold for k in range(1, count + 1))
+        return ClassEdges(self.low + k * self.threshold for k in range(1, count + 1))
 
     def change_labels(self, earlier: npt.ArrayLike, later: npt.ArrayLike) -> np.ndarray:
         """Vectorised :class:`ChangeLabel` indices (int64) of ordered pairs (earlier, later)."""
@@ -184,8 +239,9 @@ def get_scale(name: str, **options: float) -> ScoreScale:
 
 @register_scale("sf")
 def sf_ratio() -> ScoreScale:
-    """S/F ratio, four clinical bins (paper Section 2.1); a value on an edge belongs to the lower bin."""
-    return ScoreScale("sf", low=0.0, high=500.0, bins=(180.0, 275.0, 430.0), unit="S/F")
+    """S/F ratio, the paper's four bins "[> 430, 275–430, 180–275, < 180]" (Section 2.1): 180 belongs to
+    "180–275" (an upper edge), 430 to "275–430"; 275, named by both middle bins, stays in the lower one."""
+    return ScoreScale("sf", 0.0, 500.0, bins=(180.0, 275.0, 430.0), unit="S/F", upper_edges=(180.0,))
 
 
 @register_scale("mmse")

@@ -232,7 +232,11 @@ def preprocessing_record(meta: CheckpointMeta, clips_per_scan: int, fingerprint:
             "range": [scale.low, scale.high],
             "higher_is_better": scale.higher_is_better,
             "unit": scale.unit,
-            "change_rule": {"bins": list(scale.bins)} if scale.bins else {"threshold": scale.threshold},
+            "change_rule": (  # the bin a score equal to each edge falls in, to reproduce the labels
+                {"bins": list(scale.bins), "edge_belongs_to": scale.class_edges().sides()}
+                if scale.bins
+                else {"threshold": scale.threshold}
+            ),
         },
         "score_standardisation": {
             "mean": meta.score_standardisation.mean,

@@ -17,8 +17,10 @@ anchor's other candidates (l = similarity / τ, :func:`feature_logits`):
   other view).
 * :class:`SupConBinsLoss` — Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu, Krishnan,
   "Supervised Contrastive Learning", NeurIPS 2020, L^sup_out, with classes given by score bins: class(y) =
-  #{edges e : e + tol < y} (a value on an edge belongs to the lower bin, as in
-  :mod:`learner.data.scales`; ``tol`` absorbs the rounding of standardising scores and edges separately).
+  #{lower edges e : e + tol < y} + #{upper edges e : e − tol ≤ y}, so a value on an edge belongs to the
+  lower bin unless the edge is an upper one (its value opens the bin above) — the scale's own rule
+  (:class:`learner.data.scales.ClassEdges`, e.g. S/F 180 in "180–275"); ``tol`` absorbs the rounding of
+  standardising scores and edges separately.
   α_ij = 1/|P(i)| on P(i) = {j ≠ i : class_j = class_i}; an anchor without a positive contributes nothing.
 
 References (a cross-batch memory) are extra candidates j, k, detached (:mod:`learner.losses.references`).
@@ -103,16 +105,21 @@ class SupConBinsLoss(ReferenceLoss):
     Args:
         edges: ascending bin edges in the units of the scores passed (the toolkit's registry standardises
             the scale's clinical bins or threshold bands); no edges means one class.
+        upper: per edge, whether a score equal to it belongs to the bin above (default: all below); the
+            registry passes the scale's (``ClassEdges.upper``).
         temperature: τ > 0.
         similarity: ``cosine`` (cos / τ, SupCon's) or ``neg_l2``.
-        tolerance: a score within ``tolerance`` above an edge still counts as on it (lower bin).
+        tolerance: a score within ``tolerance`` of an edge still counts as on it (above it for a lower edge,
+            below it for an upper one).
 
     Shape:
         embeddings (B, D), scores (B,) → scalar; optional ``ref_embeddings`` (N, D), ``ref_scores`` (N,).
 
     Example::
 
-        loss = SupConBinsLoss(edges=[180, 275, 430], temperature=0.1)(embeddings, sf_scores)
+        loss = SupConBinsLoss(edges=[180, 275, 430], temperature=0.1, upper=[True, False, False])(
+            embeddings, sf_scores
+        )  # the S/F bins: 180 opens 180–275
     """
 
     def __init__(
@@ -121,6 +128,7 @@ class SupConBinsLoss(ReferenceLoss):
         temperature: float = 1.0,
         similarity: FeatureSimilarity = "cosine",
         tolerance: float = 1e-6,
+        upper: Sequence[bool] = (),
     ) -> None:
         super().__init__()
         edges = tuple(float(e) for e in edges)
@@ -130,17 +138,29 @@ class SupConBinsLoss(ReferenceLoss):
             raise ValueError(f"supcon_bins temperature should be > 0, got {temperature}")
         if not tolerance >= 0:
             raise ValueError(f"supcon_bins tolerance should be ≥ 0, got {tolerance}")
-        self.edges, self.temperature, self.tolerance = edges, temperature, tolerance
+        sides = tuple(bool(side) for side in upper) or (False,) * len(edges)
+        if len(sides) != len(edges):
+            raise ValueError(f"supcon_bins takes one side per edge, got {len(sides)} for {len(edges)} edges")
+        self.edges, self.upper, self.temperature, self.tolerance = edges, sides, temperature, tolerance
         self.similarity: FeatureSimilarity = similarity
-        self.device_edges: dict[torch.device, Tensor] = {}
+        self.device_edges: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def classes(self, scores: Tensor) -> Tensor:
-        """Bin index (int64) of each score, 0 for the lowest bin; an edge value belongs to the lower bin."""
+        """Bin index (int64) of each score, 0 for the lowest bin; an edge value belongs to the lower bin
+        unless the edge is an upper one."""
         edges = self.device_edges.get(scores.device)
         if edges is None:  # copied to a device once: a step recorded as a CUDA graph cannot copy host data
-            edges = torch.tensor(self.edges, dtype=torch.float64, device=scores.device) + self.tolerance
+            pairs = tuple(zip(self.edges, self.upper, strict=True))
+            lower = [e + self.tolerance for e, up in pairs if not up]  # counted when e + tol < y
+            upper = [e - self.tolerance for e, up in pairs if up]  # counted when e − tol ≤ y
+            edges = (
+                torch.tensor(lower, dtype=torch.float64, device=scores.device),
+                torch.tensor(upper, dtype=torch.float64, device=scores.device),
+            )
             self.device_edges[scores.device] = edges
-        return torch.bucketize(scores.detach().to(torch.float64), edges, right=False)
+        values = scores.detach().to(torch.float64)
+        classes = torch.bucketize(values, edges[0], right=False)
+        return classes + torch.bucketize(values, edges[1], right=True) if any(self.upper) else classes
 
     def compute(self, u: Tensor, c: Candidates) -> Tensor:
         logits = feature_logits(u, c.embeddings, self.similarity, self.temperature)  # (B, R)
@@ -151,4 +171,5 @@ class SupConBinsLoss(ReferenceLoss):
         return soft_target_infonce(logits, targets, c.is_self)
 
     def extra_repr(self) -> str:
-        return f"edges={self.edges}, temperature={self.temperature}, similarity={self.similarity!r}"
+        upper = f", upper={self.upper}" if any(self.upper) else ""
+        return f"edges={self.edges}{upper}, temperature={self.temperature}, similarity={self.similarity!r}"

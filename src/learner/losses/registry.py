@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from learner.config import FeatureSimilarity, LossConfig, Reduction
+from learner.data.scales import ClassEdges
 from learner.errors import ConfigError
 from learner.losses.contrastive import (
     LiteralWeighting,
@@ -77,8 +78,11 @@ class ScoreLabels:
 
     Attributes:
         standardiser: the train split's standardisation (identity by default).
-        class_edges: the score scale's class edges (clinical bins, or threshold bands), ascending, an edge
-            value in the lower class; None when unknown (``supcon_bins`` then refuses to build).
+        class_edges: the score scale's class edges (clinical bins, or threshold bands), ascending;
+            ``scale.class_edges()`` is a :class:`~learner.data.scales.ClassEdges` that carries the side of
+            each edge (an edge value in the lower class unless it is an upper edge, e.g. S/F 180), and
+            ``supcon_bins`` keeps it, so its classes are the scale's bins; a plain tuple puts every edge value
+            in the lower class. None when unknown (``supcon_bins`` then refuses to build).
         checked_finite: every score the terms will see was checked finite where it was loaded (the
             device-data path), so the pair selection skips its per-batch check, a host sync on a GPU.
     """
@@ -87,11 +91,12 @@ class ScoreLabels:
     class_edges: tuple[float, ...] | None = None
     checked_finite: bool = False
 
-    def standardised_edges(self) -> tuple[float, ...] | None:
-        """``class_edges`` in standardised units, (e − mean) / std."""
+    def standardised_edges(self) -> ClassEdges | None:
+        """``class_edges`` in standardised units, (e − mean) / std, with their sides (std > 0 keeps them)."""
         if self.class_edges is None:
             return None
-        return tuple(float(self.standardiser.standardise(edge)) for edge in self.class_edges)
+        upper = self.class_edges.upper if isinstance(self.class_edges, ClassEdges) else ()
+        return ClassEdges((float(self.standardiser.standardise(edge)) for edge in self.class_edges), upper)
 
 
 ContrastiveFactory = Callable[[LossConfig, ScoreLabels], ContrastiveLoss]
@@ -155,7 +160,10 @@ def _supcon_bins(loss_cfg: LossConfig, labels: ScoreLabels) -> SupConBinsLoss:
             "build_objective(loss_cfg, ScoreLabels(standardiser, scale.class_edges()))"
         )
     return SupConBinsLoss(
-        edges, temperature_of(loss_cfg, "supcon_bins"), feature_similarity_of(loss_cfg, "supcon_bins")
+        edges,
+        temperature_of(loss_cfg, "supcon_bins"),
+        feature_similarity_of(loss_cfg, "supcon_bins"),
+        upper=edges.upper,
     )
 
 
