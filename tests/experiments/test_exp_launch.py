@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from learner.config import Config, DatasetSpec
+from learner.errors import ConfigError
 from learner.experiments import stages
-from learner.experiments.launch import _failure_line
+from learner.experiments.launch import _failure_line, executor_parameters
 from learner.experiments.results import ExperimentResult
 from learner.training.faults import FAULT_VARIABLE
 
@@ -100,7 +101,15 @@ def _local_grid(tmp_path: Path, config: Config, lus: DatasetSpec, *options: str)
         ("bogus_key=1", "Unknown executor 'bogus' in parameter 'bogus_key'"),
         ("slurm_bogus=1", "Unknown argument 'bogus' for executor 'slurm'"),
         ("timeout_min=abc", "expected type <class 'int'>"),
-        ("timeout_min=[", "not a YAML value"),
+        ("timeout_min=[", "not valid YAML"),
+        (
+            "timeout_min=0120",
+            "YAML reads 0120 as the octal number 80; write the number without the leading zero",
+        ),
+        (
+            "slurm_time=1:30:00",
+            "YAML reads 1:30:00 as the base-60 number 5400; write the number without colons",
+        ),
         (f"gpus_per_node={torch.cuda.device_count() + 1}", f"this machine has {torch.cuda.device_count()}"),
     ],
 )
@@ -116,6 +125,61 @@ def test_a_launcher_option_submitit_cannot_use_is_one_line_before_any_work(
     assert why in err
     assert err.count("\n") == 1
     assert not (tmp_path / "exp").exists()
+
+
+OTHER_BASES = {"timeout_min": ("0120", "octal", 80), "slurm_time": ("1:30:00", "base-60", 5400)}
+"""Launcher option text that YAML 1.1 reads as a number in another base (what submitit would get)."""
+
+
+@pytest.mark.parametrize("key", list(OTHER_BASES))
+def test_a_launcher_option_yaml_reads_in_another_base_is_refused_naming_it(key: str) -> None:
+    """``--launcher-opt`` text is read as YAML again: ``0120`` would reach submitit as 80 minutes."""
+    text, base, read = OTHER_BASES[key]
+    with pytest.raises(ConfigError) as refused:
+        executor_parameters({"cpus_per_task": "8", key: text})
+    assert str(refused.value).startswith(f"--launcher-opt {key}={text} (runtime.launcher_options): ")
+    assert f"YAML reads {text} as the {base} number {read}" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    quoted = executor_parameters({key: f"'{text}'"})  # quoted inside the value: text, as the message says
+    assert quoted == {key: text}
+
+
+def test_launcher_options_in_base_ten_are_read_as_numbers() -> None:
+    assert executor_parameters({"timeout_min": "120", "mem_gb": "0", "slurm_partition": "gpu"}) == {
+        "timeout_min": 120,
+        "mem_gb": 0,
+        "slurm_partition": "gpu",
+    }
+
+
+@pytest.mark.parametrize("key", list(OTHER_BASES))
+def test_a_config_file_s_quoted_launcher_option_in_another_base_is_refused_before_any_work(
+    key: str, tmp_path: Path, tiny_experiment_config: Config, tiny_lus: DatasetSpec, cli: CliRun
+) -> None:
+    """The config check refuses ``timeout_min: 0120`` and advises quotes; quoted, the option's text is still
+    read as YAML when the jobs are set up, so it is refused there, with the plan (``--dry-run`` too)."""
+    pytest.importorskip("submitit")
+    text, base, read = OTHER_BASES[key]
+    config = tiny_experiment_config.model_copy(deep=True)
+    config.runtime.launcher_options = {key: text}
+    argv = _local_grid(tmp_path, config, tiny_lus)
+    for dry in (["--dry-run"], []):
+        code, _, err = cli([*argv, *dry])
+        assert code == 2, err
+        assert err.startswith(f"error: --launcher-opt {key}={text} (runtime.launcher_options): "), err
+        assert f"YAML reads {text} as the {base} number {read}" in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_plain_timeout_passes_the_plan_check(
+    tmp_path: Path, tiny_experiment_config: Config, tiny_lus: DatasetSpec, cli: CliRun
+) -> None:
+    pytest.importorskip("submitit")
+    code, _, err = cli(
+        [*_local_grid(tmp_path, tiny_experiment_config, tiny_lus, "timeout_min=120"), "--dry-run"]
+    )
+    assert code == 0, err
 
 
 def test_the_slurm_launcher_without_slurm_is_one_line_before_any_work(

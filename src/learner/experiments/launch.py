@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from learner.config import Config, LauncherName, RuntimeConfig
+from learner.config import Config, LauncherName, RuntimeConfig, load_yaml
 from learner.errors import ConfigError, LearnerError
 from learner.experiments.stages import CellJob, ensure_encoders_side_by_side
 from learner.layout import RunLayout
@@ -89,9 +88,10 @@ def submitit_executor(launcher: LauncherName, folder: Path, options: Mapping[str
     :func:`executor_parameters`) set one by one, so that a refusal names its option.
 
     Raises:
-        ConfigError: ``submitit`` where no ``srun`` runs; an option that is not a YAML value, a key no
-            executor knows, a value of the wrong type or one the executor refuses; for ``submitit-local``
-            more ``gpus_per_node`` than this machine has GPUs.
+        ConfigError: ``submitit`` where no ``srun`` runs; an option that is not a YAML value or is a number
+            YAML reads in base 8 or 60 (:func:`executor_parameters`), a key no executor knows, a value of
+            the wrong type or one the executor refuses; for ``submitit-local`` more ``gpus_per_node`` than
+            this machine has GPUs.
     """
     import submitit
 
@@ -104,11 +104,8 @@ def submitit_executor(launcher: LauncherName, folder: Path, options: Mapping[str
         ) from None
     executor.update_parameters(name="learner")
     for key, text in options.items():
-        where = f"--launcher-opt {key}={text} (runtime.launcher_options)"
-        try:
-            (value,) = executor_parameters({key: text}).values()
-        except yaml.YAMLError:
-            raise ConfigError(f"{where}: not a YAML value") from None
+        (value,) = executor_parameters({key: text}).values()
+        where = _option_where(key, text)
         try:  # submitit checks with assert, NameError and ValueError
             executor.update_parameters(**{key: value})
         except (AssertionError, NameError, TypeError, ValueError) as exc:
@@ -231,9 +228,21 @@ def pretrain_cells_side_by_side(jobs: Sequence[CellJob]) -> None:
         ensure_encoders_side_by_side(group)
 
 
-def executor_parameters(options: dict[str, str]) -> dict[str, Any]:
-    """``--launcher-opt`` values (text) → typed executor parameters (``timeout_min=60`` → 60)."""
-    return {key: yaml.safe_load(value) for key, value in options.items()}
+def executor_parameters(options: Mapping[str, str]) -> dict[str, Any]:
+    """``--launcher-opt`` values (text) → typed executor parameters (``timeout_min=60`` → 60), each read
+    as YAML the way a config file is (:func:`learner.config.load_yaml`).
+
+    Raises:
+        ConfigError: one line naming the option: text that is not YAML, or a number that YAML 1.1 reads in
+            another base than the user meant (``timeout_min=0120`` is octal 80, ``1:30:00`` base-60 5400;
+            a config file's quotes do not help, the option's text is read again here).
+    """
+    return {key: load_yaml(value, _option_where(key, value)) for key, value in options.items()}
+
+
+def _option_where(key: str, text: str) -> str:
+    """How an error names a launcher option: as given on the command line, and where a config keeps it."""
+    return f"--launcher-opt {key}={text} (runtime.launcher_options)"
 
 
 SLURM_ENDED = frozenset({

@@ -11,12 +11,55 @@ from typing import Any
 
 from learner.evaluation.regression_quality import regression_quality
 from learner.layout import RunLayout
-from learner.report.sections import Source, regression_section, require_fields, results_file_error
+from learner.report.sections import (
+    NUMBER,
+    Source,
+    regression_section,
+    require_fields,
+    require_present_fields,
+    results_file_error,
+)
 from learner.report.tables import markdown_table, plain
 from learner.runs import load_run_config
 
 FIELDS: dict[str, type | tuple[type, ...]] = {"data_source": str, "best": dict, "best.epoch": int}
 """The fields of a pretraining run's ``metrics.json`` that its report reads (checked before it does)."""
+
+OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {"scans": dict}
+"""Fields its report reads where the file has them."""
+
+REGRESSION_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "best.val_mae": (int, float),
+    "best.baseline_mae": (int, float),
+}
+"""The fields of a run that measured its val MAE (``best.val_mae``): its regression quality reads them
+(:func:`~learner.evaluation.regression_quality.regression_quality`) and prints them as numbers."""
+
+REGRESSION_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "best.val_r": NUMBER,
+    "last": (dict, type(None)),
+    "last.val_mae": NUMBER,
+    "train_mean": (int, float),
+}
+"""The regression quality's fields where the file has them (parents first)."""
+
+SELF_SUPERVISED_FIELDS: dict[str, type | tuple[type, ...]] = {"best.val_loss": NUMBER}
+"""A self-supervised run's fields where the file has them; with no ``metrics.csv`` the reading takes its
+collapse diagnostics from ``best`` (:data:`DIAGNOSTICS`)."""
+
+DIAGNOSTICS: dict[str, type | tuple[type, ...]] = {
+    "best.val_effective_rank": (int, float),
+    "best.val_embedding_std": (int, float),
+}
+"""The collapse diagnostics of ``best`` (read together, where ``best.val_effective_rank`` is)."""
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "": ("epoch", "train_loss"),
+    "val_mae": ("baseline_mae",),
+    "val_effective_rank": ("val_embedding_std",),
+}
+"""The columns of ``metrics.csv`` that the curves and the reading need ("": always; else where the key's
+column is)."""
 
 
 def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Source], list[str]]:
@@ -24,10 +67,10 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
     regression quality of the best checkpoint, the training curves and every epoch's row."""
     from learner.training.curves import CURVES_FILE, plot_training_curves
 
-    require_fields(RunLayout(run_dir).metrics, "pretraining", metrics, FIELDS)
+    history = _read_history(run_dir)
+    check_pretraining_fields(RunLayout(run_dir).metrics, metrics, history)
     manifest = str(load_run_config(run_dir).data.manifest)  # resolved against the run directory
     source = Source("data", manifest, metrics["data_source"])
-    history = _read_history(run_dir)
     best = metrics["best"]
     if "val_mae" in best:
         name = run_dir.resolve().name  # `learner report .`: the folder's own name, not ""
@@ -61,6 +104,24 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
     return [source], sections
 
 
+def check_pretraining_fields(path: Path, metrics: dict[str, Any], history: list[dict[str, float]]) -> None:
+    """Check the fields of a pretraining run's ``metrics`` (read from ``path``) that its report reads, as the
+    run measured a val MAE or not (:data:`FIELDS` and the others above); ``history``: its ``metrics.csv``.
+
+    Raises:
+        RunDirError: the first field missing or of another type, named by its key.
+    """
+    require_fields(path, "pretraining", metrics, FIELDS)
+    require_present_fields(path, "pretraining", metrics, OPTIONAL_FIELDS)
+    if "val_mae" in metrics["best"]:
+        require_fields(path, "pretraining", metrics, REGRESSION_FIELDS)
+        require_present_fields(path, "pretraining", metrics, REGRESSION_OPTIONAL_FIELDS)
+        return
+    require_present_fields(path, "pretraining", metrics, SELF_SUPERVISED_FIELDS)
+    if not history and "val_effective_rank" in metrics["best"]:
+        require_fields(path, "pretraining", metrics, DIAGNOSTICS)
+
+
 def _read_history(run_dir: Path) -> list[dict[str, float]]:
     """The rows of ``metrics.csv`` (one per epoch; the epoch an int, so that prose says "epoch 3", every
     other column a float), or none.
@@ -77,7 +138,12 @@ def _read_history(run_dir: Path) -> list[dict[str, float]]:
         return []
     rows = []
     with path.open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.DictReader(handle), 2):
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or ["epoch", "train_loss"]  # an empty file: no epoch, no row
+        for column in (c for key, needed in COLUMNS.items() if key in header or not key for c in needed):
+            if column not in header:
+                raise results_file_error(path, "pretraining", f"no column {column!r}")
+        for line, row in enumerate(reader, 2):
             if None in row or None in row.values():
                 raise results_file_error(path, "pretraining", f"line {line}: not one cell per column")
             parsed: dict[str, float] = {}

@@ -327,6 +327,26 @@ def require_fields(
             raise results_file_error(path, kind, f"{dotted!r} is {json_type(value)}")
 
 
+def require_present_fields(
+    path: Path, kind: str, record: Mapping[str, Any], fields: Mapping[str, type | tuple[type, ...]]
+) -> None:
+    """:func:`require_fields` for the ``fields`` that a report reads only where
+    ``record`` has them: each dotted key that ``record`` holds is checked, the others are left out (list a
+    parent before its children: a child under a parent that is not an object is left to the parent's check).
+
+    Raises:
+        RunDirError: the first key present with a value of another type.
+    """
+    present = {}
+    for dotted, expected in fields.items():
+        value: Any = record
+        for key in dotted.split("."):
+            value = value[key] if isinstance(value, Mapping) and key in value else ...
+        if value is not ...:
+            present[dotted] = expected
+    require_fields(path, kind, record, present)
+
+
 def json_type(value: object) -> str:
     """What a JSON value is, in words, for an error message (``a string``, ``null``)."""
     names = {bool: "a boolean", str: "a string", list: "a list", dict: "an object", int: "a number"}
