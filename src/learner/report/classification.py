@@ -113,7 +113,8 @@ def classification_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[
                 for name, answer in answers.items()
             ),
             *(
-                [f"*{reference_label(name, row.answer)}*", percent(row.accuracy), percent(row.macro_f1)]
+                [f"*{reference_label(name, row.answer)}*"]
+                + [percent(value) for value in (row.accuracy, row.macro_f1, row.weighted_f1)]
                 for name, row in references.items()
             ),
         ],
