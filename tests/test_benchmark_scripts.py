@@ -36,3 +36,13 @@ def test_scaling_names_why_a_run_failed(tmp_path: Path) -> None:
         "scans; set --set optim.batch_size=N with N ≤ 9 (or more train patients)"
     )
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_decode_and_flag_on_a_folder_without_clips(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no video here")
+    done = _run("decode_and_flag.py", "--folder", str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.endswith(f"error: no video clips under {tmp_path} (give --folder DIR)")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "r.jsonl").exists()

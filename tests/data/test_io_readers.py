@@ -114,6 +114,42 @@ def test_grey_decoding_is_the_luma_of_the_colour_decoding(tmp_path: Path) -> Non
     np.testing.assert_array_equal(dicom, np.rint(rgb.astype(np.float64) @ [0.299, 0.587, 0.114]))
 
 
+def _per_frame_reference(path: Path, pix_fmt: str) -> list[np.ndarray]:
+    """Every frame through PyAV's own ``frame.to_ndarray(format=...)`` (a fresh swscale context per frame)."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format=pix_fmt) for frame in container.decode(container.streams.video[0])]
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "pix_fmt"),
+    [("noise.mp4", "libx264", "yuv420p"), ("noise444.mp4", "libx264", "yuv444p"),
+     ("noise.avi", "mpeg4", "yuv420p"), ("grey.avi", "ffv1", "gray")],
+)  # fmt: skip
+def test_one_reformatter_per_clip_is_bit_identical_to_per_frame_to_ndarray(
+    tmp_path: Path, name: str, codec: str, pix_fmt: str
+) -> None:
+    """The decoder's one swscale context per clip gives, frame by frame, exactly the arrays of
+    ``to_ndarray(format=...)``, in colour and in grey (a grey source: PyAV's no-op path)."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / name
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 40, 24, pix_fmt
+        for _ in range(7):  # noise, so chroma upsampling and rounding are exercised, and every frame differs
+            rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            container.mux(stream.encode(frame.reformat(format="gray") if pix_fmt == "gray" else frame))
+        container.mux(stream.encode())
+    for grey, fmt in ((False, "gray" if pix_fmt == "gray" else "rgb24"), (True, "gray")):  # grey source: grey
+        expected = _per_frame_reference(path, fmt)
+        decoded, _ = readers._decode_pyav(path, readers.ReadOptions(grey=grey))
+        assert len(decoded) == len(expected) == 7
+        assert [a.dtype for a in decoded] == [b.dtype for b in expected]
+        assert all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+        assert any(not np.array_equal(expected[0], e) for e in expected[1:])
+        np.testing.assert_array_equal(read_scan(path, grey=grey).frames, np.stack(expected))
+
+
 def test_gif_is_exact_and_max_frames_keeps_the_first(tmp_path: Path) -> None:
     path = write_gif(tmp_path / "clip.gif")
     np.testing.assert_array_equal(read_scan(path).frames[:, 5, 5], np.repeat(LEVELS, 1)[:, None].repeat(3, 1))

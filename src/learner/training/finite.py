@@ -22,9 +22,29 @@ def finite_gradients(model: nn.Module) -> bool:
 
 def finite_gradient_flag(model: nn.Module) -> torch.Tensor | None:
     """:func:`finite_gradients` left on the device: a bool scalar tensor, no host sync; None when no
-    parameter has a gradient."""
+    parameter has a gradient.
+
+    On the CPU each gradient's min and max (one :func:`torch.aminmax` pass; NaN and ±inf propagate into
+    them) replace the inf-norm, whose ``torch._foreach_norm`` is ~7-9x slower there; the flag is the same.
+    Elsewhere (one fused kernel on CUDA), and for what aminmax does not take (empty, sparse, complex
+    gradients: the inf-norm refuses an empty one), the inf-norm stays."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return torch.isfinite(nn.utils.get_total_norm(grads, norm_type=math.inf)) if grads else None
+    if not grads:
+        return None
+    with torch.no_grad():
+        if all(_aminmax_applies(g) for g in grads):
+            return torch.isfinite(torch.stack([e for g in grads for e in torch.aminmax(g)])).all()
+        return torch.isfinite(nn.utils.get_total_norm(grads, norm_type=math.inf))
+
+
+def _aminmax_applies(grad: torch.Tensor) -> bool:
+    """A dense, non-empty, real floating-point CPU tensor: metadata only, no sync."""
+    return (
+        grad.device.type == "cpu"
+        and grad.layout == torch.strided
+        and grad.is_floating_point()
+        and grad.numel() > 0
+    )
 
 
 def non_finite_message(what: str, epoch: int, step: int, last_dir: Path) -> str:
