@@ -29,6 +29,7 @@ from learner.config import (
     load_config,
     load_experiment,
 )
+from learner.data.scales import ChangeLabel, scale_from_config
 from learner.errors import ConfigError
 
 
@@ -126,6 +127,18 @@ def test_custom_scale_needs_exactly_one_rule() -> None:
     cfg = load_config(None, ["data.scale=custom", scale])
     assert cfg.data.custom_scale is not None
     assert cfg.data.custom_scale.threshold == 1
+
+
+def test_a_custom_scales_upper_edges_put_their_own_value_in_the_bin_above() -> None:
+    """Bins written "< 10, 10–20, > 20": 10 opens the middle bin, 20 closes it (the rule of ``sf``'s 180)."""
+    scale = "data.custom_scale={low: 0, high: 30, bins: [10, 20], upper_edges: [10], higher_is_better: true}"
+    custom = scale_from_config(load_config(None, ["data.scale=custom", scale]).data)
+    assert custom.bin_of([9.9, 10.0, 10.1, 20.0, 20.1]).tolist() == [0, 1, 1, 1, 2]
+    assert custom.change_label(9.9, 10.0) is ChangeLabel.IMPROVED
+    plain = scale.replace(", upper_edges: [10]", "")
+    assert scale_from_config(load_config(None, ["data.scale=custom", plain]).data).bin_of(10.0) == 0
+    with pytest.raises(ConfigError, match=r"'upper_edges' \[15.0\] are not among 'bins' \[10.0, 20.0\]"):
+        load_config(None, ["data.scale=custom", scale.replace("upper_edges: [10]", "upper_edges: [15]")])
 
 
 @pytest.mark.parametrize(

@@ -166,7 +166,14 @@ class ScaleConfig(_Section):
         "worsening (a severity score); never guessed, since a wrong guess swaps improved and deteriorated",
     )
     bins: list[float] | None = Field(
-        default=None, description="ascending bin edges; a value equal to an edge belongs to the lower bin"
+        default=None,
+        description="ascending bin edges; a value equal to an edge belongs to the lower bin unless the edge "
+        "is in upper_edges",
+    )
+    upper_edges: list[float] = Field(
+        default_factory=list,
+        description="bin edges whose own value belongs to the bin above (bins written '< e' below and "
+        "'e-…' or '≥ e' above, as the S/F scale's 180); each must be one of bins",
     )
     threshold: float | None = Field(default=None, gt=0, description="|later − earlier| < threshold → stable")
     integer: bool = Field(default=False, description="scores must be whole numbers")
@@ -177,6 +184,8 @@ class ScaleConfig(_Section):
             raise ValueError(f"set exactly one of 'bins' or 'threshold', e.g. {CUSTOM_SCALE_EXAMPLE}")
         if self.high <= self.low:
             raise ValueError(f"'high' must be greater than 'low', e.g. {CUSTOM_SCALE_EXAMPLE}")
+        if outside := [edge for edge in self.upper_edges if edge not in (self.bins or [])]:
+            raise ValueError(f"'upper_edges' {outside} are not among 'bins' {self.bins or []}")
         if self.higher_is_better is None:
             raise ValueError(
                 "set 'higher_is_better': true when a rising score is an improvement, false when it is a "

@@ -276,6 +276,7 @@ def scale_from_config(data: object) -> ScoreScale:
             bins=tuple(custom.bins) if custom.bins is not None else None,
             threshold=custom.threshold,
             integer=custom.integer,
+            upper_edges=tuple(custom.upper_edges),
         )
     if name == "mmse":
         return get_scale("mmse", threshold=data.mmse_threshold)  # type: ignore[attr-defined]
