@@ -2,7 +2,10 @@
 # from src/ (no install); the wheels carried in .whl/ (made here by benchmarks/gpu_wheels.sh) installed
 # into a temporary folder where the interpreter lacks what they hold (not in a developer's environment,
 # whose Python they may not fit); and `learner_needs MODULE...`, which stops the script at once, in one
-# line, where a module it needs does not import (before any GPU time goes to work that would fail later).
+# line, where a module it needs does not import (before any GPU time goes to work that would fail later):
+# learner's own modules (learner.cli, ...) are imported, which imports what they import; any other package is
+# only found, as the wheels check below finds it (importing MONAI whole takes 4-8 s of a 2-core CPU, more
+# than the rest of a tiny script; a carried wheel that did not fit the interpreter was refused by pip).
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if compgen -G '.whl/*.whl' >/dev/null &&
@@ -21,12 +24,16 @@ fi
 learner_needs() {
   "$PY" - "$@" <<'PYTHON'
 import importlib
+import importlib.util
 import sys
 
 missing = []
 for name in sys.argv[1:]:
     try:
-        importlib.import_module(name)
+        if name.partition(".")[0] == "learner":
+            importlib.import_module(name)
+        elif importlib.util.find_spec(name) is None:
+            missing.append(f"{name} (No module named {name!r})")
     except ImportError as error:
         missing.append(f"{name} ({error})")
 if missing:

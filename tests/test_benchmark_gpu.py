@@ -190,7 +190,7 @@ def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProce
     return subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=600, check=False)
 
 
-@pytest.mark.slow  # a tiny phantom, its cache and a one-epoch Table 3 of two seeds × three cells (~40 s)
+@pytest.mark.slow  # a tiny phantom, its cache and a one-epoch Table 3 of two seeds × two cells (~35 s)
 def test_gpu_table3_script_runs_the_device_path_tiny_on_cpu_and_keeps_the_small_outputs(
     tmp_path: Path,
 ) -> None:
@@ -202,6 +202,7 @@ def test_gpu_table3_script_runs_the_device_path_tiny_on_cpu_and_keeps_the_small_
     out = tmp_path / "t3"
     tiny = ["--set", "runtime.device=cpu", "--set", "optim.epochs=1", "--set", "data.size=32"]
     tiny += ["--set", "data.frames=2", "--set", "model.size=tiny", "--set", "runtime.workers=0"]
+    tiny += ["--set", "classifier.bootstrap=30"]
     settings = {"PHANTOM": "--size 32 --patients 8,4,4", "BENCH": "0", "LOSSES": "[mse,mse+wcl]"}  # 2 suffice
     spent = run_script("gpu_table3.sh", str(out), "[0,1]", "device", *tiny, LIMIT_S="1", **settings)
     assert spent.returncode == 124
@@ -350,7 +351,7 @@ def test_gpu_path_takes_the_recorded_step_only_where_it_agrees_and_is_faster(
     assert why in reason
 
 
-@pytest.mark.slow  # the tiny check, then a failed device-graph Table 3 and a tiny device one on CPU (~60 s)
+@pytest.mark.slow  # the tiny check, then a failed device-graph Table 3 and a tiny device one on CPU (~40 s)
 def test_gpu_window_checks_chooses_and_falls_back_to_the_device_path_where_device_graph_fails(
     tmp_path: Path,
 ) -> None:
@@ -361,6 +362,7 @@ def test_gpu_window_checks_chooses_and_falls_back_to_the_device_path_where_devic
     out, work = tmp_path / "out", tmp_path / "work"
     tiny = ["--set", "runtime.device=cpu", "--set", "optim.epochs=1", "--set", "data.size=32"]
     tiny += ["--set", "data.frames=2", "--set", "model.size=tiny", "--set", "runtime.workers=0"]
+    tiny += ["--set", "classifier.bootstrap=30"]
     settings = {"PHANTOM": "--size 32 --patients 8,4,4", "CHECK_OPTIONS": "--device cpu --tiny",
                 "WORK": str(work), "GPU_PATH": "device-graph", "LOSSES": "[mse]"}  # fmt: skip
     done = run_script("gpu_window.sh", str(out), "[0]", *tiny, **settings)
