@@ -18,6 +18,7 @@ import yaml
 from slurm_cluster import SlurmCluster
 
 from learner.config import Config, DatasetSpec, RuntimeConfig
+from learner.experiments import launch as launching
 from learner.experiments import table3
 from learner.experiments.stages import CellJob
 
@@ -108,6 +109,9 @@ def test_grid_on_slurm_equals_inline_after_a_cancelled_and_a_failed_cell(
         launch(run_dir, broken, runtime)
 
     monkeypatch.setattr(table3, "launch_cells", inject)
+    # the cluster's file system is this machine's: a job's result is there when the job ends, and the
+    # cancelled job need not be waited for the 30 s a shared file system may take
+    monkeypatch.setattr(launching, "RESULT_GRACE_S", 3.0)
     out = tmp_path / "slurm"
     argv = ["experiment", "table3", "--config", str(grid), "--out", str(out), "--launcher", "submitit"]
     options = ["--launcher-opt", "timeout_min=10", "--launcher-opt", "cpus_per_task=1"]
