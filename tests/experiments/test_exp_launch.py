@@ -210,8 +210,10 @@ def test_a_killed_cell_job_is_named_by_its_state_and_its_log_pointed_at(
     """A job killed mid-cell leaves no result: the error says so (submitit's state), not the job's last
     line of output; the run folder holds a checkpoint, so it is kept and the line advises ``--resume`` and
     names the job's log, which exists."""
-    pytest.importorskip("submitit")
+    submitit = pytest.importorskip("submitit")
     monkeypatch.setenv(FAULT_VARIABLE, "checkpoint-saved:1")  # the job's process inherits it
+    # submitit waits 15 s for a result a shared file system may be slow to show; here none will come
+    monkeypatch.setattr(submitit.core.core.Job, "_results_timeout_s", 1)
     code, _, err = cli(_local_grid(tmp_path, tiny_experiment_config, tiny_lus))
     assert code == 2, err
     assert err.count("\n") == 1, err
