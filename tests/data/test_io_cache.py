@@ -98,6 +98,7 @@ def _build_entry(root: Path, clip: Path, barrier: Any, results: Any) -> None:
     results.put(cache.decode_count)
 
 
+@pytest.mark.slow  # two spawned processes, each importing torch and the toolkit (~5 s)
 def test_concurrent_writers_of_one_entry_leave_one_valid_file(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "a.gif", seed=0, frames=16, size=96)
     root = tmp_path / "cache"
@@ -136,6 +137,7 @@ def _manifest(tmp_path: Path, bad: bool) -> Any:
     return manifest_from_frame(frame, get_scale("sf"), root=tmp_path)
 
 
+@pytest.mark.slow  # a pool of two spawned decoding processes (~4 s)
 def test_build_cache_in_a_process_pool_skips_and_reports_bad_scans(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, bad=True)
     cfg = DataConfig(size=16, max_cached_frames=4)
