@@ -81,7 +81,8 @@ def ui_command(name: LoggerName, store: Path) -> str:
     """The command that browses a store on this machine (docs/training.md; the MLflow UI needs the full
     ``mlflow`` package, which ``learner[mlflow]`` installs)."""
     if name == "mlflow":
-        return f"{MLFLOW_UI_ENV} mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000"
+        server = "--host 127.0.0.1 --port 5000 --workers 1"  # one worker serves one browser, starts sooner
+        return f"{MLFLOW_UI_ENV} mlflow ui --backend-store-uri {store} {server}"
     return f"tensorboard --logdir {store}"
 
 
