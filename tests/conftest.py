@@ -14,6 +14,8 @@
   run on the tiny LUS cohort, plus dotted overrides) and :func:`tiny_experiment_config` (the settings of an
   experiment grid; its datasets come from the grid).
 
+Under pytest-xdist, :func:`pytest_configure` gives each worker's torch its share of the cores.
+
 The learner imports of the fixtures are inside them, so that collecting a test folder that uses none of
 them imports nothing heavy.
 """
