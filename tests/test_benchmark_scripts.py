@@ -17,11 +17,26 @@ def _run(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)  # fmt: skip
 
 
-def test_cache_identity_on_a_folder_without_files(tmp_path: Path) -> None:
-    done = _run("cache_identity.py", "--folder", str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
+@pytest.mark.parametrize(
+    ("script", "files", "why"),
+    [
+        ("cache_identity.py", {}, "no files under {folder} (give --folder DIR or set LEARNER_POCUS_DIR)"),
+        (
+            "decode_and_flag.py",
+            {"notes.txt": "no video here"},
+            "no video clips under {folder} (give --folder DIR)",
+        ),
+    ],
+)
+def test_a_script_refuses_a_folder_without_its_files_in_one_line(
+    tmp_path: Path, script: str, files: dict[str, str], why: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    done = _run(script, "--folder", str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()[-1:]
-    assert line.endswith(f"error: no files under {tmp_path} (give --folder DIR or set LEARNER_POCUS_DIR)")
+    assert line.endswith("error: " + why.format(folder=tmp_path))
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "r.jsonl").exists()
 
@@ -35,14 +50,4 @@ def test_scaling_names_why_a_run_failed(tmp_path: Path) -> None:
         "error: the 1× run failed: learner.errors.ConfigError: optim.batch_size=16 exceeds the 9 train "
         "scans; set --set optim.batch_size=N with N ≤ 9 (or more train patients)"
     )
-    assert not (tmp_path / "r.jsonl").exists()
-
-
-def test_decode_and_flag_on_a_folder_without_clips(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("no video here")
-    done = _run("decode_and_flag.py", "--folder", str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
-    assert done.returncode == 2
-    (line,) = done.stderr.strip().splitlines()[-1:]
-    assert line.endswith(f"error: no video clips under {tmp_path} (give --folder DIR)")
-    assert "Traceback" not in done.stderr
     assert not (tmp_path / "r.jsonl").exists()
