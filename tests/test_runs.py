@@ -91,6 +91,42 @@ def test_force_never_wipes_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert (root / "thesis.tex").read_text() == "years of work"
 
 
+def _no_flock(descriptor: int, operation: int) -> None:
+    """``fcntl.flock`` on a file system without locks (NFS, Lustre without flock)."""
+    raise OSError(errno.ENOLCK, "No locks available")
+
+
+def test_resume_removes_what_a_killed_atomic_write_left_at_the_top_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process killed inside :func:`atomic.atomic_path` leaves its hidden temporary: the next ``--resume``
+    (holding the folder's lock) deletes it and says so; what is not such a temporary stays, and so does
+    everything where the folder cannot be locked."""
+    root = tmp_path / "run"
+    open_run_dir(root, Config()).write_metrics({"mae": 1.0})
+    left = root / ".metrics.csv.k3v_x9ab.tmp"
+    kept = [
+        root / "notes.tmp",
+        root / "checkpoints" / ".metrics.csv.k3v_x9ab.tmp",
+        root / ".folder.tmp" / "f",
+    ]
+    for path in [left, *kept]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    runs._unlock(root)  # as a new process would find it
+    with caplog.at_level(logging.INFO, logger="learner.runs"):
+        open_run_dir(root, Config(), resume=True)
+    assert not left.exists()
+    assert f"removed {left.name}, left by an interrupted write" in caplog.text
+    assert all(path.read_text() == "half" for path in kept)
+
+    runs._unlock(root)
+    left.write_text("half")
+    monkeypatch.setattr(runs.fcntl, "flock", _no_flock)
+    open_run_dir(root, Config(), resume=True)
+    assert left.read_text() == "half"  # unguarded: another process may be writing it
+
+
 def test_resume_keeps_the_original_start_record(tmp_path: Path) -> None:
     root = tmp_path / "run"
     open_run_dir(root, Config())
@@ -231,10 +267,7 @@ def test_a_file_system_without_flock_runs_unguarded_and_still_cleans_up(
     """Some network mounts (NFS, Lustre without flock) answer ENOLCK: the run goes on, says so, and a failed
     new run of this process is still removed."""
 
-    def no_flock(descriptor: int, operation: int) -> None:
-        raise OSError(errno.ENOLCK, "No locks available")
-
-    monkeypatch.setattr(runs.fcntl, "flock", no_flock)
+    monkeypatch.setattr(runs.fcntl, "flock", _no_flock)
     root = tmp_path / "run"
 
     def start_then_fail() -> None:

@@ -31,6 +31,8 @@ and a next ``--force`` first puts it back when the killed run had not started, a
 **Owned.** The process that opens a run directory holds an exclusive lock on it (``flock`` on the folder)
 until its :func:`removed_unless_started` block ends (or the process dies); a second process that opens the
 same folder is refused in one line before it touches anything, and never deletes what the first one wrote.
+A ``--resume`` that holds the lock deletes the hidden temporaries (``.<name>.*.tmp``) that atomic writes of
+a killed process left at the top of the folder.
 ``run.json["kind"]`` records what the folder holds (:data:`RUN_KINDS`), and an experiment's
 ``run.json["grid"]`` which experiment (:func:`stored_grid`); ``--resume`` of another kind or experiment is
 refused, and so is ``--resume`` of a run whose ``config.yaml`` was edited since its last checkpoint.
@@ -64,7 +66,7 @@ from learner import atomic
 from learner.config import PATH_KEYS, Config, apply_overrides, config_from_dict, load_yaml, resolve_run_paths
 from learner.environment import environment_record
 from learner.errors import ConfigError, OutputError, RunDirError
-from learner.layout import RunLayout, written_by_runs
+from learner.layout import TEMPORARY_PATTERN, RunLayout, written_by_runs
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,24 @@ def open_run_dir(
         record = environment_record(config.seed) | {"paths": path_record(config)}
         atomic.write_json(run.layout.record, record | ({"kind": kind} if kind is not None else {}))
     _attach_log(run.layout.log)
+    if resume:
+        _remove_interrupted_writes(root)
     return run
+
+
+def _remove_interrupted_writes(root: Path) -> None:
+    """Delete the temporaries (:data:`learner.layout.TEMPORARY_PATTERN`) that atomic writes of a process
+    killed outright left at the top of the run directory ``root`` (a kill while ``metrics.csv`` was being
+    rewritten, e.g. from a background checkpoint write), each named in the log. Only where this process
+    holds the folder's lock: then no other process is writing them, and this one has not started to."""
+    if _HELD.get(root.resolve()) is None:  # not locked here (no flock on this file system): leave them
+        return
+    for leftover in sorted(root.glob(TEMPORARY_PATTERN)):
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink()
+            logging.getLogger(__name__).info(
+                "%s: removed %s, left by an interrupted write", root, leftover.name
+            )
 
 
 CHECKPOINT_META = "meta.json"
