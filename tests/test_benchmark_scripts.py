@@ -17,6 +17,7 @@ def _run(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)  # fmt: skip
 
 
+@pytest.mark.slow  # a child process that imports torch before it reads its arguments (~3 s)
 @pytest.mark.parametrize(
     ("script", "files", "why"),
     [

@@ -220,8 +220,8 @@ def test_bootstrap_macro_f1_keeps_the_test_sets_classes(pairs: int, patients: in
     groups = rng.integers(0, patients, pairs)
     metric = MacroF1.of(y_true)
     assert metric.classes == tuple(np.unique(y_true).tolist())
-    got = patient_bootstrap_samples(y_true, y_pred, groups, metric, 400, seed)
-    reference = loop_bootstrap(y_true, y_pred, groups, sklearn_macro_f1_over(list(metric.classes)), 400, seed)
+    got = patient_bootstrap_samples(y_true, y_pred, groups, metric, 150, seed)
+    reference = loop_bootstrap(y_true, y_pred, groups, sklearn_macro_f1_over(list(metric.classes)), 150, seed)
     np.testing.assert_allclose(got, reference, rtol=1e-12, equal_nan=True)
 
 

@@ -95,6 +95,7 @@ def test_demo_cohort_keeps_table_1_training_patients() -> None:
     assert demo.MODES["full"].lus["patients"] == TABLE_1_PATIENTS
 
 
+@pytest.mark.slow  # a Table 3 grid through the CLI
 def test_experiment_cli_runs_table3(
     tmp_path: Path, fake_pretrain: Any, tiny_datasets: list, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

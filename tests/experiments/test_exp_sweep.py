@@ -205,6 +205,7 @@ def test_setting_flags_and_the_yaml_axis(tmp_path: Path) -> None:
     assert load_experiment(config).grid.settings == {"small": {"data.size": 32, "data.frames": 4}}
 
 
+@pytest.mark.slow  # a sweep through the CLI
 def test_cli_runs_a_sweep_and_refuses_a_bad_setting(
     tmp_path: Path,
     fake_pretrain: Any,

@@ -108,6 +108,7 @@ def test_preview_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert first.read_bytes() != other.read_bytes()
 
 
+@pytest.mark.slow  # the preview through the CLI: a cohort rendered and drawn (~3 s)
 def test_preview_command_writes_the_figure(
     tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:

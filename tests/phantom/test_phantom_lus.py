@@ -158,6 +158,7 @@ for row in table.to_dict("records"):
 """
 
 
+@pytest.mark.slow  # two child processes that import the toolkit
 def test_mp4_bytes_do_not_depend_on_uninitialised_memory(tmp_path: Path) -> None:
     """glibc's MALLOC_PERTURB_ fills fresh and freed heap memory with a chosen byte; an encoder that reads
     uninitialised memory (x264's macroblock-tree lookahead does on 32-px frames) then writes other bytes."""
