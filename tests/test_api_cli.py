@@ -138,7 +138,7 @@ def test_the_command_calls_its_api_function(
     monkeypatch.setattr(
         "learner.evaluation.embed.embedding_cache_path", lambda *a, **k: (tmp_path / "cache.npz", "")
     )
-    monkeypatch.setattr("learner.evaluation.predict.classifier_caveat", lambda *args: None)
+    monkeypatch.setattr("learner.evaluation.classifier_caveat.classifier_caveat", lambda *args: None)
     code, _, err = cli([*command.split(), *ARGUMENTS[command](tmp_path)])
     assert f"error: api.{name} reached" in err, err
     assert code != 0

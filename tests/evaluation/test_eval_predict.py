@@ -11,9 +11,9 @@ import pytest
 
 from learner.config import load_config
 from learner.errors import CheckpointError, ManifestError
+from learner.evaluation.classifier_caveat import classifier_caveat
 from learner.evaluation.predict import (
     Prediction,
-    classifier_caveat,
     classifier_location,
     read_pair_table,
     recorded_calibration,

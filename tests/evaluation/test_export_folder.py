@@ -74,6 +74,7 @@ def test_the_folder_predicts_what_learner_predict_says_on_the_runs(
     runs: Runs, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     model = api.load_model(runs.folder, device="cpu")
+    assert model.meta.scan_kinds == ("video",)  # what a prediction of another kind is warned against
     for earlier, later in runs.test_pairs(3):
         expected = api.predict(runs.encoder, runs.classification, earlier, later, device="cpu")
         got = model.predict(earlier, later)

@@ -85,15 +85,21 @@ def test_a_changed_checkpoint_is_embedded_again(
 
 
 def test_a_changed_scan_file_is_embedded_again(
-    encoder_run: Path, loaded_lus_manifest: Manifest, forwards: list[int]
+    encoder_run: Path, tiny_datasets: list[DatasetSpec], forwards: list[int], tmp_path: Path
 ) -> None:
-    embed.embed_scans(encoder_run, loaded_lus_manifest)
-    path = loaded_lus_manifest.records[0].path
+    # the session's cohort is shared (its mtimes key every other test's embedding cache): change a copy
+    table = pd.read_csv(tiny_datasets[0].manifest, dtype=str)
+    table["path"] = [str(tiny_datasets[0].manifest.parent / path) for path in table["path"]]
+    path = Path(shutil.copy(table.loc[0, "path"], tmp_path / "first.mp4"))
+    table.loc[0, "path"] = str(path)
+    table.to_csv(tmp_path / "manifest.csv", index=False)
+    manifest = load_manifest(tmp_path / "manifest.csv", get_scale("sf"))
+    embed.embed_scans(encoder_run, manifest)
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     forwards.clear()
-    embed.embed_scans(encoder_run, loaded_lus_manifest)
-    assert sum(forwards) == len(loaded_lus_manifest.records)
+    embed.embed_scans(encoder_run, manifest)
+    assert sum(forwards) == len(manifest.records)
     assert len(list((encoder_run / "embeddings").glob("*.npz"))) == 2
 
 

@@ -53,6 +53,7 @@ def test_prediction_equals_the_classify_pipeline(
     )
     a, b = table.embeddings[rows].astype(np.float64)
     assert result.distance == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), abs=1e-4)
+    assert result.warnings == ()  # a scan of the kind the encoder trained on
     # the score-change answer: only the MRI cohort's val patients have the repeat visits a change model needs
     answers = json.loads((cell / "classifier" / "metrics.json").read_text())["answers"]
     if dataset == "LUS":
@@ -88,6 +89,46 @@ def test_cli_json_output(
     assert output["prediction"] == row["predicted_name"]
     assert set(output["probabilities"]) == set(CLASS_NAMES)
     assert set(output["predicted_scores"]) == {"earlier", "later"}
+
+
+def test_a_scan_of_a_kind_the_encoder_never_saw_is_predicted_with_a_warning_naming_it(
+    tiny_table3: ExperimentResult,
+    tiny_datasets: list[DatasetSpec],
+    cli: Callable[[list[str]], tuple[int, str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An MRI volume given to the LUS encoder, an LUS clip given to the MRI encoder: both are answered (the
+    numbers mean nothing, and the warning says so), the warning in the log, the result and the JSON."""
+    lus, lus_row, lus_paths = _known_pair(tiny_table3, "LUS", tiny_datasets)
+    mri, mri_row, mri_paths = _known_pair(tiny_table3, "MRI", tiny_datasets)
+    clip, volume = lus_paths[lus_row["first_scan_id"]], mri_paths[mri_row["first_scan_id"]]
+    with caplog.at_level("WARNING", logger="learner"):
+        for cell, earlier, later, stranger, kind, trained in (
+            (lus, clip, volume, volume, "volume", "video"),
+            (mri, volume, clip, clip, "video", "volume"),
+        ):
+            result = predict_pair(cell / "encoder", cell / "classifier", earlier, later)
+            assert result.warnings == (
+                f"{stranger}: a {kind}, but this encoder was trained on {trained} scans only: its predicted "
+                "score and change for this scan have no meaning",
+            )
+            assert result.to_json()["warnings"] == list(result.warnings)
+            assert result.to_row()["warnings"] == result.warnings[0]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][-2:] == [
+        f"{volume}: a volume, but this encoder was trained on video scans only: its predicted score and "
+        "change for this scan have no meaning",
+        f"{clip}: a video, but this encoder was trained on volume scans only: its predicted score and "
+        "change for this scan have no meaning",
+    ]
+    args = ["predict", "--encoder", str(lus / "encoder"), "--classifier", str(lus / "classifier"), "--json"]
+    code, out, err = cli([*args, str(clip), str(volume)])
+    assert code == 0
+    line = (
+        f"{volume}: a volume, but this encoder was trained on video scans only: its predicted score and "
+        "change for this scan have no meaning"
+    )
+    assert json.loads(out)["warnings"] == [line]
+    assert f"warning: {line}" in err.splitlines()  # and on stderr, as every warning of a command
 
 
 def test_a_classifier_of_another_encoder_is_refused(

@@ -1,6 +1,7 @@
 """The study scripts that docs/recipe.md quotes, on the session's tiny Table 3: ``paired_tables.py --answers``
-(every answer against always-majority, paired by seed) and ``seed_ensemble.py`` (the calibrated answer on
-predicted scores averaged over seeds), each checked against an independent computation."""
+(every answer against always-majority, paired by seed), ``seed_ensemble.py`` (the calibrated answer on
+predicted scores averaged over seeds) and ``foreign_scans.py`` (a file's embedding distance to the train
+scans), each checked against an independent computation."""
 
 from __future__ import annotations
 
@@ -154,3 +155,35 @@ def test_paired_tables_refuses_an_arm_in_one_line(
         study("paired_tables").main()
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"paired_tables.py: error: {why}"
+
+
+def test_foreign_scans_measures_each_file_as_predict_embeds_it_against_the_val_scans(
+    tiny_table3: ExperimentResult,
+    tiny_lus: DatasetSpec,
+    tiny_mri: DatasetSpec,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A volume given to the LUS encoder gets a row with its kind, and a train scan of the encoder itself
+    sits at distance 0 from the train scans (k = 1), so no val scan is closer: p = 1."""
+    from learner.data.manifest import load_manifest
+    from learner.data.scales import get_scale
+
+    encoder = tiny_table3.out_dir / "LUS" / "mse" / "seed-0" / "encoder"
+    train = next(
+        r for r in load_manifest(tiny_lus.manifest, get_scale(tiny_lus.scale)).records if r.split == "train"
+    )
+    volume = next(r for r in load_manifest(tiny_mri.manifest, get_scale(tiny_mri.scale)).records).path
+    monkeypatch.setattr(
+        sys, "argv", ["foreign_scans.py", str(encoder), str(volume), str(train.path), "-k", "1"]
+    )
+    study("foreign_scans").main()
+    out = capsys.readouterr().out
+    assert "trained on video" in out.splitlines()[0]
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [(row[0], row[1]) for row in rows] == [
+        (f"| {volume.name}", "volume"),
+        (f"| {train.path.name}", "video"),
+    ]
+    assert float(rows[1][3]) == pytest.approx(0.0, abs=1e-4)
+    assert float(rows[1][4].rstrip(" |")) == 1.0

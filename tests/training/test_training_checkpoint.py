@@ -36,7 +36,12 @@ def _net(seed: int, width: int = 4) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, width, 3), nn.BatchNorm2d(width), nn.Flatten(), nn.LazyLinear(1))
 
 
-META = CheckpointMeta(Config(), ScoreStandardiser(mean=1.0, std=2.0), EncoderMeta("tsm_resnet18", 4, 1, 5))
+META = CheckpointMeta(
+    Config(),
+    ScoreStandardiser(mean=1.0, std=2.0),
+    EncoderMeta("tsm_resnet18", 4, 1, 5),
+    scan_kinds=("video",),
+)
 
 
 def _meta(epoch: int = 0, **metrics: float) -> CheckpointMeta:
@@ -67,9 +72,11 @@ def test_round_trip_is_exact_and_strict(tmp_path: Path) -> None:
         "epoch",
         "step",
         "metrics",
+        "scan_kinds",
         "schema_version",
         "sha256",
     }
+    assert on_disk["scan_kinds"] == ["video"]
     weights = hashlib.sha256((tmp_path / "last" / MODEL_FILE).read_bytes()).hexdigest()
     assert on_disk["sha256"] == {MODEL_FILE: weights}  # written last, over the files beside it
     state, _ = load_checkpoint(tmp_path / "last")
@@ -187,11 +194,25 @@ def test_malformed_metadata_is_one_line_naming_the_file(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ck", _built(0), _meta(1))
     path = tmp_path / "ck" / "meta.json"
     meta = json.loads(path.read_text())
-    for broken in ({k: v for k, v in meta.items() if k != "encoder"}, {**meta, "epoch": "one"}, [1]):
+    broken_ones = (
+        {k: v for k, v in meta.items() if k != "encoder"},
+        {**meta, "epoch": "one"},
+        {**meta, "scan_kinds": ["xray"]},
+        {**meta, "scan_kinds": "video"},
+        [1],
+    )
+    for broken in broken_ones:
         path.write_text(json.dumps(broken))
         with pytest.raises(CheckpointError, match=r"meta\.json: ") as caught:
             read_meta(tmp_path / "ck")
         assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_from_before_scan_kinds_reads_with_none_recorded(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "ck", _built(0), _meta(1))
+    path = tmp_path / "ck" / "meta.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "scan_kinds"}))
+    assert read_meta(tmp_path / "ck").scan_kinds == ()
 
 
 @pytest.mark.parametrize("name", [MODEL_FILE, TRAIN_STATE_FILE])

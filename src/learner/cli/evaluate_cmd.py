@@ -261,11 +261,13 @@ def predict_command(
     Both scans are decoded with the encoder's training preprocessing; prints the class with its
     probabilities, each scan's predicted score and the cosine distance of their embeddings, the predicted
     scores' own answer through the change model the classification fitted on its val visits (where it has
-    one), and, as a caveat, the classifier's own test accuracy and macro-F1 (on stderr with --pairs).
+    one), and, as a caveat, the classifier's own test accuracy and macro-F1 (on stderr with --pairs). A scan
+    of a kind the encoder never trained on (an MRI volume given to an encoder of ultrasound clips) is
+    answered with a warning that its numbers mean nothing.
     """
     from learner import api
     from learner.atomic import check_outputs, usable_file
-    from learner.evaluation.predict import classifier_caveat
+    from learner.evaluation.classifier_caveat import classifier_caveat
 
     _check_runtime(which, device)
     if pairs is not None and earlier is None and later is None:

@@ -38,8 +38,8 @@ import torch
 from learner.data.datasets import clips_from_frames
 from learner.data.preprocess import Preprocessor
 from learner.data.scales import CLASS_NAMES, scale_from_config
+from learner.data.scan_kinds import kind_mismatch
 from learner.errors import CheckpointError, ManifestError, ScanReadError
-from learner.evaluation.baselines import reference_rows
 from learner.evaluation.change_posterior import ChangeCalibration, change_posterior
 from learner.evaluation.embed import embed_clips
 from learner.evaluation.embedding_analysis import cosine_distances_for_pairs
@@ -62,6 +62,9 @@ class Prediction:
     ``scores`` maps earlier/later to the encoder's predicted health score in score units; ``distance`` is
     1 − cos(u_earlier, u_later). ``score_change`` maps each class to its probability given the two
     predicted scores under the classification run's val-fitted change model (None where it has none).
+    ``warnings``: one line per scan of a kind the encoder was not trained on (an MRI volume given to an
+    encoder of lung-ultrasound clips: :func:`learner.data.scan_kinds.kind_mismatch`), whose numbers then
+    mean nothing.
     """
 
     label: str
@@ -72,6 +75,7 @@ class Prediction:
     encoder_fingerprint: str
     combine: str
     score_change: dict[str, float] | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def score_change_label(self) -> str | None:
@@ -92,17 +96,19 @@ class Prediction:
             "combine": self.combine,
             "score_change_prediction": self.score_change_label,
             "score_change_probabilities": self.score_change,
+            "warnings": list(self.warnings),
         }
 
     def to_row(self) -> dict[str, Any]:
         """Its columns of a prediction table (``learner predict --pairs`` and ``--out``), after the pair's
-        own: ``prediction``, ``p_<class>``, ``score_earlier``, ``score_later``, ``distance`` and, with a
-        change model, ``score_change_prediction`` and ``score_change_p_<class>``."""
+        own: ``prediction``, ``p_<class>``, ``score_earlier``, ``score_later``, ``distance``, ``warnings``
+        (joined by ``; ``, empty when none) and, with a change model, ``score_change_prediction`` and
+        ``score_change_p_<class>``."""
         row = (
             {"prediction": self.label}
             | {f"p_{name}": p for name, p in self.probabilities.items()}
             | {f"score_{side}": score for side, score in self.scores.items()}
-            | {"distance": self.distance}
+            | {"distance": self.distance, "warnings": "; ".join(self.warnings)}
         )
         if self.score_change is None:
             return row
@@ -196,6 +202,9 @@ class Predictor:
     def predict(self, earlier: str | os.PathLike[str], later: str | os.PathLike[str]) -> Prediction:
         """Classify the change from scan ``earlier`` to scan ``later`` (files of any readable type).
 
+        A scan of a kind the encoder was not trained on is predicted all the same, with a warning logged and
+        kept in :attr:`Prediction.warnings`.
+
         Raises:
             ScanReadError: a scan is missing or cannot be decoded (the message names the file).
         """
@@ -203,6 +212,11 @@ class Predictor:
         for path in paths.values():
             if not path.exists():
                 raise ScanReadError(f"{path}: file not found")
+        warnings = tuple(
+            line for path in paths.values() if (line := kind_mismatch(path, self.meta.scan_kinds)) is not None
+        )
+        for line in warnings:
+            log.warning("%s", line)
         data, channels = self.meta.config.data, self.meta.encoder.in_channels
         clips = torch.stack(
             [
@@ -237,6 +251,7 @@ class Predictor:
             encoder_fingerprint=self.fingerprint,
             combine=combine,
             score_change=score_change,
+            warnings=warnings,
         )
 
 
@@ -322,7 +337,7 @@ def predict_table(
     return pd.concat([table, pd.DataFrame(rows, index=table.index)], axis=1)
 
 
-def _classification_metrics(classifier: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+def classification_metrics(classifier: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
     """The ``metrics.json`` (path, content) of the classification run of ``classifier``
     (:func:`classification_run`); None when there is none or it does not read as JSON."""
     run = classification_run(classifier)
@@ -342,7 +357,7 @@ def recorded_calibration(classifier: str | os.PathLike[str]) -> ChangeCalibratio
     Raises:
         CheckpointError: the run recorded one that does not read as a change model (the file named).
     """
-    found = _classification_metrics(classifier)
+    found = classification_metrics(classifier)
     if found is None:
         return None
     metrics_file, metrics = found
@@ -355,46 +370,3 @@ def recorded_calibration(classifier: str | os.PathLike[str]) -> ChangeCalibratio
         raise CheckpointError(
             f"{metrics_file}: answers.delta_score_calibrated.calibration is not a change model ({exc})"
         ) from None
-
-
-def classifier_caveat(classifier: str | os.PathLike[str]) -> str | None:
-    """One line with the classifier's own test result (its run's ``metrics.json``) beside what needs no
-    classifier on the same test pairs (always the majority class, uniform chance, and the encoder's own
-    predicted scores when recorded), saying plainly what the classifier is below: how far to trust its
-    predictions. None when the classifier folder has no run around it."""
-    found = _classification_metrics(classifier)
-    if found is None:
-        return None
-    try:
-        return _caveat(*found)
-    except (KeyError, TypeError, ValueError, AttributeError):  # a malformed metrics.json: no caveat to give
-        return None
-
-
-def _caveat(metrics_file: Path, metrics: dict[str, Any]) -> str:
-    test, counts = metrics["test"], metrics["pair_counts"]["test"]
-    answers = {row.answer: (row.accuracy, row.macro_f1) for row in reference_rows(counts).values()}
-    own = {
-        "delta_score": "the encoder's own predicted scores",
-        "delta_score_margin": "those with a val margin",
-        "delta_score_calibrated": "those through the val-calibrated change model",
-    }
-    for name, answer in own.items():
-        if name in metrics.get("answers", {}):
-            answers[answer] = (metrics["answers"][name]["accuracy"], metrics["answers"][name]["macro_f1"])
-    scored = "; ".join(f"{name} {acc:.1%} / {f1:.1%}" for name, (acc, f1) in answers.items())
-    below = []
-    for name, (acc, f1) in answers.items():
-        metrics_below = [
-            m
-            for m, theirs, ours in (("accuracy", acc, test["accuracy"]), ("macro-F1", f1, test["macro_f1"]))
-            if ours < theirs
-        ]
-        if metrics_below:
-            below.append(f"{name} ({' and '.join(metrics_below)})")
-    verdict = f"it is below {', '.join(below)}" if below else "it beats every one of them"
-    return (
-        f"caveat: this classifier scored accuracy {test['accuracy']:.1%}, macro-F1 {test['macro_f1']:.1%} "
-        f"on {test['n']} test pairs of {test['n_patients']} patients ({metrics_file}); without it, "
-        f"accuracy / macro-F1 on those pairs: {scored}; {verdict}."
-    )

@@ -42,6 +42,7 @@ from torch import nn
 
 from learner import atomic, formats
 from learner.config import Config, config_from_dict
+from learner.data.manifest import MODALITIES
 from learner.errors import CheckpointError, LearnerError, OutputError
 from learner.layout import RunLayout
 from learner.losses.regression import ScoreStandardiser
@@ -80,6 +81,9 @@ class CheckpointMeta:
         epoch: the epoch the weights are from (1-based; 0 before the first).
         step: optimiser updates done.
         metrics: that epoch's metrics row (NaN stored as null).
+        scan_kinds: the kinds of scan it was trained on (``video``, ``volume``, ``image``:
+            :func:`learner.data.scan_kinds.kinds_of_records`); empty in checkpoints written before
+            encoders recorded them.
     """
 
     config: Config
@@ -88,6 +92,7 @@ class CheckpointMeta:
     epoch: int = 0
     step: int = 0
     metrics: dict[str, float | None] = field(default_factory=dict)
+    scan_kinds: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The ``meta.json`` object, ``schema_version`` included."""
@@ -98,6 +103,7 @@ class CheckpointMeta:
             "epoch": self.epoch,
             "step": self.step,
             "metrics": dict(self.metrics),
+            "scan_kinds": list(self.scan_kinds),
             "schema_version": formats.FORMATS["checkpoint"],
         }
 
@@ -117,6 +123,9 @@ class CheckpointMeta:
             metrics = data["metrics"]
             if not isinstance(metrics, dict):
                 raise TypeError(f"metrics is a {type(metrics).__name__}, not an object")
+            kinds = data.get("scan_kinds", [])  # absent before encoders recorded them
+            if not isinstance(kinds, list) or not set(kinds) <= set(MODALITIES):
+                raise ValueError(f"scan_kinds should be a list of {', '.join(MODALITIES)}, got {kinds!r}")
             return cls(
                 config=config_from_dict(data["config"]),
                 score_standardisation=ScoreStandardiser.from_dict(data["score_standardisation"]),
@@ -129,6 +138,7 @@ class CheckpointMeta:
                 epoch=int(data["epoch"]),
                 step=int(data["step"]),
                 metrics=dict(metrics),
+                scan_kinds=tuple(kinds),
             )
         except (KeyError, TypeError, ValueError, LearnerError) as exc:
             raise CheckpointError(f"{path}: incomplete metadata ({exc})") from None

@@ -10,8 +10,7 @@ driver that reads in the order a run happens, one named part per stage, each cal
    (train split) → :class:`~learner.training.loaders.Scans`;
 3. :func:`~learner.training.loaders.build_loaders`: datasets, sampler, loaders and steps per epoch →
    :class:`~learner.training.loaders.Loaders`;
-4. :func:`build_model_and_objective`: model, optimiser, objective, cross-batch memory, mixed precision →
-   :class:`~learner.training.epoch.Trainee`;
+4. :func:`build_model_and_objective`: model, optimiser, objective, memory, precision → ``Trainee``;
 5. then the epoch loop of :mod:`learner.training.epoch`: :func:`~learner.training.epoch.restore` (with
    ``resume``, everything a step depends on), and each epoch :func:`~learner.training.epoch.train_one_epoch`
    (Alg. 1's updates) then :func:`~learner.training.epoch.validate_and_checkpoint`;
@@ -66,6 +65,7 @@ from learner.data.cache import CacheReport, ScanCache, build_cache, default_cach
 from learner.data.preprocess import Preprocessor
 from learner.data.provenance import data_source
 from learner.data.scales import scale_from_config
+from learner.data.scan_kinds import kinds_of_records
 from learner.errors import ConfigError
 from learner.layout import RunLayout
 from learner.losses.registry import ScoreLabels, build_objective, build_view_objective
@@ -220,7 +220,7 @@ def prepare_run(plan: PretrainPlan, info: DistInfo, device: torch.device) -> Pre
     run = open_run(plan, info)
     scans = prepare_scans(plan, info, run)
     loaders = build_loaders(config, scans, info, device)
-    trainee = build_model_and_objective(config, scans.standardiser, device)
+    trainee = build_model_and_objective(config, scans.standardiser, device, kinds_of_records(scans.train))
     last_dir, best_dir = (RunLayout(run_dir).checkpoint(which) for which in ("last", "best"))
     state = restore(plan, info, run, trainee, last_dir, best_dir)
     if run is not None and plan.resume:
@@ -342,11 +342,11 @@ def prepare_scans(plan: PretrainPlan, info: DistInfo, run: RunDir | None) -> Sca
 
 
 def build_model_and_objective(
-    config: Config, standardiser: ScoreStandardiser, device: torch.device
+    config: Config, standardiser: ScoreStandardiser, device: torch.device, scan_kinds: tuple[str, ...] = ()
 ) -> Trainee:
     """θ = {θ_V, θ_M} on ``device`` (channels-last where configured), its optimiser, the objective (label
-    objective on ``standardiser``'s scores, or the two-view one), the cross-batch memory and mixed
-    precision (GPU only). ``network`` is the model itself until :func:`wrap_model`."""
+    objective on ``standardiser``'s scores, or the two-view one), the cross-batch memory, mixed precision
+    (GPU only) and checkpoint meta, ``scan_kinds`` in it; ``network`` is the model until DDP wraps it."""
     data, runtime = config.data, config.runtime
     model = build_regressor(config.model, data.channels, data.size, frames=data.frames).to(device)
     if runtime.channels_last if device.type == "cuda" else runtime.cpu_channels_last:
@@ -361,7 +361,7 @@ def build_model_and_objective(
     amp_dtype = _amp_dtype(device, runtime.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     encoder_meta = EncoderMeta(config.model.backbone, model.encoder.embed_dim, data.channels, data.size)
-    meta = CheckpointMeta(config=config, score_standardisation=standardiser, encoder=encoder_meta)
+    meta = CheckpointMeta(config, standardiser, encoder_meta, scan_kinds=scan_kinds)
     return Trainee(model, model, optimizer, scaler, objective, memory, amp_dtype, standardiser, meta, device)
 
 

@@ -1,0 +1,93 @@
+"""What kind of scan a file is (``video``, ``volume`` or ``image``: the manifest's ``modality`` values), found
+from its name and, for DICOM, its header, without decoding the pixels.
+
+An encoder records the kinds of scan it was trained on (:func:`kinds_of_records`, in its checkpoint's
+``meta.json``), and a prediction says when a scan is of another kind (:func:`kind_mismatch`): every file
+the readers accept goes through the same preprocessing into clips, so an MRI volume given to an encoder
+trained on lung-ultrasound clips gets a predicted score and a change like any clip, and nothing downstream
+can tell (on the demo's LUS encoder neither the score, an S/F of 187 for a phantom brain volume, nor the
+embedding's distance to the training scans stands out: docs/experiments.md, "A scan of another kind").
+
+The kind of a file:
+
+* ``.nii`` / ``.nii.gz``: ``volume``;
+* a video suffix (``mp4 avi mov mpeg mpg gif``): ``video``;
+* an image suffix (``png jpg jpeg bmp tif tiff``): ``image``;
+* DICOM (``.dcm`` or the ``DICM`` preamble): by its header's ``Modality`` and ``NumberOfFrames``: a
+  tomographic modality (:data:`TOMOGRAPHIC`) is a ``volume``, other multi-frame files a ``video`` (an
+  ultrasound cine), single frames an ``image``;
+* a folder of frames: a ``volume`` when its first frame is a tomographic DICOM slice, else a ``video``.
+
+None where a file tells nothing (an unreadable header, an unknown suffix: the reader's own error comes
+later). A manifest's ``modality`` column, where it is filled in, is what a scan is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from learner.data.manifest import ScanRecord
+from learner.data.readers import READERS, frame_files, is_dicom, read_dicom, read_image, read_nifti, suffix_of
+
+TOMOGRAPHIC: frozenset[str] = frozenset({"MR", "CT", "PT", "NM"})
+"""DICOM ``Modality`` values whose frames are the slices of a volume (MRI, CT, PET, SPECT)."""
+
+
+def kind_of_file(path: str | os.PathLike[str]) -> str | None:
+    """``video``, ``volume`` or ``image`` for the scan at ``path`` (module docstring); None when unknown."""
+    target = Path(path)
+    if target.is_dir():
+        try:
+            members = frame_files(target)
+        except OSError:
+            return None
+        first = members[0] if members else None
+        return "volume" if first is not None and _dicom_kind(first) == "volume" else "video"
+    reader = READERS.get(suffix_of(target))
+    if reader is read_dicom or (reader is None and target.is_file() and is_dicom(target)):
+        return _dicom_kind(target)
+    if reader is read_nifti:
+        return "volume"
+    if reader is read_image:
+        return "image"
+    return None if reader is None else "video"
+
+
+def _dicom_kind(path: Path) -> str | None:
+    """A DICOM file's kind from its header alone (None when it does not read as a DICOM image)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        if "Rows" not in header:  # forced reading takes any bytes: an image's header has its size
+            return None
+        modality = str(header.get("Modality", "")).strip().upper()
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+    except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError):
+        return None
+    if modality in TOMOGRAPHIC:
+        return "volume"
+    return "video" if frames > 1 else "image"
+
+
+def kinds_of_records(records: Iterable[ScanRecord]) -> tuple[str, ...]:
+    """The sorted kinds among ``records``: each one's ``modality`` when the manifest gives it, else the
+    kind of its file; files of no known kind add nothing."""
+    kinds = {record.modality or kind_of_file(record.path) for record in records}
+    return tuple(sorted(kind for kind in kinds if kind is not None))
+
+
+def kind_mismatch(path: str | os.PathLike[str], trained_on: tuple[str, ...]) -> str | None:
+    """One line saying that the scan at ``path`` is of a kind the encoder was not trained on; None when it
+    is of such a kind, its kind is unknown, or the encoder recorded none (``trained_on`` empty: a
+    checkpoint written before encoders recorded them)."""
+    kind = kind_of_file(path)
+    if not trained_on or kind is None or kind in trained_on:
+        return None
+    return (
+        f"{path}: a {kind}, but this encoder was trained on {' and '.join(trained_on)} scans only: its "
+        f"predicted score and change for this scan have no meaning"
+    )
