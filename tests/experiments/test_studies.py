@@ -94,6 +94,7 @@ def test_seed_ensemble_runs_on_a_table3_folder(
         ensemble.main()
 
 
+@pytest.mark.slow  # a study's whole run on the tiny Table 3 (embeddings, grid searches)
 def test_seed_ensemble_reads_the_table_of_each_cells_clips_per_scan(
     tiny_table3: ExperimentResult, tiny_mri: DatasetSpec, tmp_path: Path
 ) -> None:
@@ -115,6 +116,7 @@ def test_seed_ensemble_reads_the_table_of_each_cells_clips_per_scan(
     assert {table.clips_per_scan for by_seed in tables.values() for table in by_seed.values()} == {2}
 
 
+@pytest.mark.slow  # a study's whole run on the tiny Table 3 (embeddings, grid searches)
 def test_val_offsets_reads_the_table_its_classifier_was_fitted_on(
     tiny_table3: ExperimentResult,
     tiny_mri: DatasetSpec,
@@ -157,6 +159,7 @@ def test_paired_tables_refuses_an_arm_in_one_line(
     assert capsys.readouterr().err.splitlines()[-1] == f"paired_tables.py: error: {why}"
 
 
+@pytest.mark.slow  # a study's whole run on the tiny Table 3 (embeddings, grid searches)
 def test_foreign_scans_measures_each_file_as_predict_embeds_it_against_the_val_scans(
     tiny_table3: ExperimentResult,
     tiny_lus: DatasetSpec,
