@@ -346,8 +346,8 @@ def demo_command(
 
     Generates (or reuses) the phantom, pretrains MSE, MSE+CL and MSE+wCL encoders, trains and tests the
     health-change classifier on each, then prints the table and the report's path. The default settings
-    (the bundled demo config) finish in about 10 minutes on 2 CPU cores; running it again continues the same
-    experiment.
+    (the bundled demo config) finish in about 5 minutes on 2 quiet CPU cores (several times that on a busy
+    machine); running it again continues the same experiment.
     """
     from learner import api
     from learner.experiments.demo import demo_config
