@@ -12,7 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from learner.data.manifest import ScanRecord
 from learner.data.readers import read_scan
-from learner.data.scan_kinds import kind_mismatch, kind_of_file, kinds_of_records
+from learner.data.scan_kinds import cohort_mismatch, kind_mismatch, kind_of_file, kinds_of_records
 
 
 def _dicom(path: Path, modality: str, frames: int) -> Path:
@@ -96,3 +96,13 @@ def test_a_mismatch_is_one_line_naming_the_file_its_kind_and_what_the_encoder_sa
     assert kind_mismatch(volume, ("volume",)) is None
     assert kind_mismatch(volume, ()) is None  # a checkpoint that recorded no kinds: nothing to compare
     assert kind_mismatch(tmp_path / "a.xyz", ("video",)) is None  # no known kind: the reader will say
+
+
+def test_a_cohort_mismatch_counts_the_scans_of_each_foreign_kind(tmp_path: Path) -> None:
+    records = [_record(tmp_path / name) for name in ("a.mp4", "b.nii", "c.nii.gz", "d.png", "e.xyz")]
+    assert cohort_mismatch(records, ("video",), "m.csv") == (
+        "m.csv: 1 image and 2 volume scan(s), but this encoder was trained on video scans only: their "
+        "embeddings and predicted scores have no meaning"
+    )
+    assert cohort_mismatch(records[:1], ("video",), "m.csv") is None
+    assert cohort_mismatch(records, (), "m.csv") is None

@@ -103,6 +103,24 @@ def test_a_changed_scan_file_is_embedded_again(
     assert len(list((encoder_run / "embeddings").glob("*.npz"))) == 2
 
 
+def test_scans_of_a_kind_the_encoder_never_saw_are_embedded_with_a_warning_counting_them(
+    encoder_run: Path, tiny_datasets: list[DatasetSpec], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mri = tiny_datasets[1].manifest
+    table = pd.read_csv(mri, dtype=str).head(2)  # two volumes given to the LUS encoder
+    table["path"] = [str(mri.parent / path) for path in table["path"]]
+    table.to_csv(tmp_path / "volumes.csv", index=False)
+    manifest = load_manifest(tmp_path / "volumes.csv", get_scale("sf"))
+    with caplog.at_level("WARNING", logger="learner"):
+        embedded = embed.embed_scans(encoder_run, manifest)
+    assert len(embedded.scan_ids) == 2  # embedded all the same
+    line = (
+        f"{tmp_path / 'volumes.csv'}: 2 volume scan(s), but this encoder was trained on video scans only: "
+        "their embeddings and predicted scores have no meaning"
+    )
+    assert line in caplog.messages
+
+
 def test_embeddings_equal_an_independent_forward_on_eval_clips(
     encoder_run: Path, loaded_lus_manifest: Manifest
 ) -> None:

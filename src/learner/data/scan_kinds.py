@@ -2,7 +2,8 @@
 from its name and, for DICOM, its header, without decoding the pixels.
 
 An encoder records the kinds of scan it was trained on (:func:`kinds_of_records`, in its checkpoint's
-``meta.json``), and a prediction says when a scan is of another kind (:func:`kind_mismatch`): every file
+``meta.json``), and a prediction says when a scan is of another kind (:func:`kind_mismatch`; embedding a
+manifest: :func:`cohort_mismatch`): every file
 the readers accept goes through the same preprocessing into clips, so an MRI volume given to an encoder
 trained on lung-ultrasound clips gets a predicted score and a change like any clip, and nothing downstream
 can tell (on the demo's LUS encoder neither the score, an S/F of 187 for a phantom brain volume, nor the
@@ -25,6 +26,7 @@ later). A manifest's ``modality`` column, where it is filled in, is what a scan 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -73,11 +75,32 @@ def _dicom_kind(path: Path) -> str | None:
     return "video" if frames > 1 else "image"
 
 
+def kind_of_record(record: ScanRecord) -> str | None:
+    """A manifest row's kind: its ``modality`` when the manifest gives it, else the kind of its file."""
+    return record.modality or kind_of_file(record.path)
+
+
 def kinds_of_records(records: Iterable[ScanRecord]) -> tuple[str, ...]:
-    """The sorted kinds among ``records``: each one's ``modality`` when the manifest gives it, else the
-    kind of its file; files of no known kind add nothing."""
-    kinds = {record.modality or kind_of_file(record.path) for record in records}
-    return tuple(sorted(kind for kind in kinds if kind is not None))
+    """The sorted kinds among ``records`` (:func:`kind_of_record`); files of no known kind add nothing."""
+    return tuple(sorted({kind for record in records if (kind := kind_of_record(record)) is not None}))
+
+
+def cohort_mismatch(
+    records: Iterable[ScanRecord], trained_on: tuple[str, ...], source: str | os.PathLike[str]
+) -> str | None:
+    """One line counting the scans of ``records`` (from ``source``, a manifest) of kinds the encoder was not
+    trained on; None when there are none or the encoder recorded no kinds."""
+    if not trained_on:
+        return None
+    kinds = (kind_of_record(record) for record in records)
+    foreign = Counter(kind for kind in kinds if kind is not None and kind not in trained_on)
+    if not foreign:
+        return None
+    counted = " and ".join(f"{count} {kind}" for kind, count in sorted(foreign.items()))
+    return (
+        f"{source}: {counted} scan(s), but this encoder was trained on {' and '.join(trained_on)} scans "
+        "only: their embeddings and predicted scores have no meaning"
+    )
 
 
 def kind_mismatch(path: str | os.PathLike[str], trained_on: tuple[str, ...]) -> str | None:

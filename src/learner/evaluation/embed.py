@@ -40,6 +40,7 @@ from learner.data.cache import ScanCache, default_cache_root
 from learner.data.datasets import ScanDataset
 from learner.data.manifest import Manifest, ScanRecord
 from learner.data.preprocess import Preprocessor
+from learner.data.scan_kinds import cohort_mismatch
 from learner.errors import CheckpointError, ConfigError, ScanReadError
 from learner.formats import FORMATS
 from learner.layout import RunLayout
@@ -304,13 +305,16 @@ def embed_manifest(
     where: str | os.PathLike[str] = "the encoder",
 ) -> EmbeddingTable:
     """:func:`embed_scans` with the encoder already loaded (``model`` in eval mode, its checkpoint's
-    ``meta``), nothing cached; ``fingerprint`` identifies its weights and ``where`` names it in errors."""
+    ``meta``), nothing cached; ``fingerprint`` identifies its weights and ``where`` names it in errors. Scans
+    of kinds the encoder was not trained on are embedded all the same, with a warning counting them."""
     config = meta.config
     if config.data.sampling == "resample" and clips_per_scan > 1:
         raise ConfigError(
             f"clips per scan {clips_per_scan} needs data.sampling=segments; the run {where} resamples "
             "every scan to one grid, so it has one clip per scan"
         )
+    if (foreign := cohort_mismatch(manifest.records, meta.scan_kinds, manifest.source)) is not None:
+        log.warning("%s", foreign)
     scans = eval_dataset(manifest, manifest.records, config, meta.encoder.in_channels)
     kept, skipped, embeddings, scores = embed_dataset(
         lambda clips: embed_clips(model, clips, meta.score_standardisation), scans, clips_per_scan, skip_bad
