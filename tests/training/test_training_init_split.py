@@ -84,6 +84,40 @@ def test_still_images_with_several_frames_are_warned_about(
     assert "still images" not in caplog.text
 
 
+def test_image_files_count_as_stills_and_volumes_beside_clips_are_warned_about(
+    make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No modality column: the files say what they are (here PNGs); a declared modality counts first."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from learner.data.manifest import load_manifest
+    from learner.data.scales import get_scale
+    from learner.training.plan import check_pretraining
+
+    config = make_tiny_pretrain_config()
+    table = pd.read_csv(config.data.manifest).drop(columns="modality")
+    for row in table.index:
+        Image.fromarray(np.full((16, 16), row, np.uint8)).save(tmp_path / f"{row}.png")
+    table["path"] = [str(tmp_path / f"{row}.png") for row in table.index]
+    table.to_csv(tmp_path / "pngs.csv", index=False)
+    with caplog.at_level("WARNING", logger="learner"):
+        check_pretraining(config, load_manifest(tmp_path / "pngs.csv", get_scale("sf")), build_model=False)
+    assert f"{len(table)} scan(s) are still images" in caplog.text
+    assert "mix volumes" not in caplog.text
+    caplog.clear()
+    table["modality"] = ["volume" if row % 3 == 0 else "video" for row in table.index]
+    table.to_csv(tmp_path / "mixed.csv", index=False)
+    with caplog.at_level("WARNING", logger="learner"):
+        check_pretraining(config, load_manifest(tmp_path / "mixed.csv", get_scale("sf")), build_model=False)
+    volumes = sum(row % 3 == 0 for row in table.index)
+    assert f"the scans mix volumes with other kinds ({len(table) - volumes} video, {volumes} volume)" in (
+        caplog.text
+    )
+    assert "still images" not in caplog.text
+
+
 def test_constant_train_scores_are_refused_before_training(
     make_tiny_pretrain_config: Callable[..., Config], tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from learner.config import Config
 from learner.data.manifest import Manifest, load_manifest
 from learner.data.patient_batches import PIECE, longitudinal_tracks
 from learner.data.scales import scale_from_config
+from learner.data.scan_kinds import kind_of_record
 from learner.data.splits import read_splits, resolve_splits
 from learner.errors import CheckpointError, ConfigError, LearnerError
 from learner.layout import RunLayout
@@ -142,16 +144,7 @@ def check_pretraining(
     batches = train_scans // optim.batch_size
     if batches == 0:
         raise batch_exceeds(optim.batch_size, train_scans)
-    still = sum(record.modality == "image" for record in manifest.records)
-    if still and data.frames > 1:
-        log.warning(
-            "%s: %d scan(s) are still images (modality image): with data.frames=%d every clip is %d copies "
-            "of one image; set data.frames=1 (the TSM encoder then runs as a plain 2-D ResNet-18)",
-            manifest.source,
-            still,
-            data.frames,
-            data.frames,
-        )
+    warn_about_kinds(manifest, data.frames)
     if not self_supervised:  # its terms' settings (bins, margins) are checked against the scale here
         scores = [r.score for r in manifest.by_split("train")]
         if len(set(scores)) == 1:
@@ -366,3 +359,29 @@ def _init_run(init: str | os.PathLike[str] | None) -> Path | None:
     above = path.parent.parent  # the run whose checkpoints/<which> ``path`` may be
     candidates = [path, above] if RunLayout(above).checkpoint(path.name) == path else [path]
     return next((run for run in candidates if RunLayout(run).splits.is_file()), None)
+
+
+def warn_about_kinds(manifest: Manifest, frames: int) -> None:
+    """Warn where the kinds of scan (:func:`learner.data.scan_kinds.kind_of_record`) and ``data.frames``
+    disagree: still images with several frames (each clip T copies of one image), or volumes beside clips
+    or images (one encoder then reads slices and frames in time as one kind of input)."""
+    kinds = Counter(kind_of_record(record) for record in manifest.records)
+    if kinds["image"] and frames > 1:
+        log.warning(
+            "%s: %d scan(s) are still images (an image file, a single-frame DICOM or modality image): with "
+            "data.frames=%d every clip is %d copies of one image; set data.frames=1 (the TSM encoder then "
+            "runs as a plain 2-D ResNet-18)",
+            manifest.source,
+            kinds["image"],
+            frames,
+            frames,
+        )
+    known = {kind: count for kind, count in kinds.items() if kind is not None}
+    if "volume" in known and len(known) > 1:
+        counted = ", ".join(f"{count} {kind}" for kind, count in sorted(known.items()))
+        log.warning(
+            "%s: the scans mix volumes with other kinds (%s): one encoder would take a volume's slices and "
+            "a clip's frames for the same kind of input; check the paths, or train one encoder per kind",
+            manifest.source,
+            counted,
+        )
