@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -54,6 +55,14 @@ def test_a_dicom_files_header_gives_its_kind_whatever_its_name(
     assert kind_of_file(named) == kind
     bare = _dicom(tmp_path / "IM0001", modality, frames)  # no suffix: the DICM preamble
     assert kind_of_file(bare) == kind
+
+
+def test_a_tiff_of_several_pages_is_a_clip_as_the_reader_takes_it(tmp_path: Path) -> None:
+    pages = [Image.fromarray(np.full((8, 8), level, np.uint8)) for level in (10, 90, 170)]
+    pages[0].save(tmp_path / "clip.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(tmp_path / "still.tif")
+    assert read_scan(tmp_path / "clip.tif").frames.shape[0] == 3
+    assert (kind_of_file(tmp_path / "clip.tif"), kind_of_file(tmp_path / "still.tif")) == ("video", "image")
 
 
 def test_a_file_that_does_not_read_as_dicom_has_no_kind(tmp_path: Path) -> None:

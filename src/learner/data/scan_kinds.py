@@ -13,7 +13,8 @@ The kind of a file:
 
 * ``.nii`` / ``.nii.gz``: ``volume``;
 * a video suffix (``mp4 avi mov mpeg mpg gif``): ``video``;
-* an image suffix (``png jpg jpeg bmp tif tiff``): ``image``;
+* an image suffix (``png jpg jpeg bmp tif tiff``): ``image``, but a ``video`` for a TIFF of several pages
+  (the reader makes each page a frame);
 * DICOM (``.dcm`` or the ``DICM`` preamble): by its header's ``Modality`` and ``NumberOfFrames``: a
   tomographic modality (:data:`TOMOGRAPHIC`) is a ``volume``, other multi-frame files a ``video`` (an
   ultrasound cine), single frames an ``image``;
@@ -46,15 +47,29 @@ def kind_of_file(path: str | os.PathLike[str]) -> str | None:
         except OSError:
             return None
         first = members[0] if members else None
-        return "volume" if first is not None and _dicom_kind(first) == "volume" else "video"
-    reader = READERS.get(suffix_of(target))
+        slices = first is not None and suffix_of(first) == ".dcm" and _dicom_kind(first) == "volume"
+        return "volume" if slices else "video"
+    suffix = suffix_of(target)
+    reader = READERS.get(suffix)
     if reader is read_dicom or (reader is None and target.is_file() and is_dicom(target)):
         return _dicom_kind(target)
     if reader is read_nifti:
         return "volume"
     if reader is read_image:
-        return "image"
+        return "video" if suffix in (".tif", ".tiff") and _tiff_pages(target) > 1 else "image"
     return None if reader is None else "video"
+
+
+def _tiff_pages(path: Path) -> int:
+    """The pages of a TIFF file (several: a clip, as the reader takes it), from its header; 1 when it
+    does not open."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return int(getattr(image, "n_frames", 1))
+    except (OSError, UnidentifiedImageError, ValueError):
+        return 1
 
 
 def _dicom_kind(path: Path) -> str | None:
