@@ -53,8 +53,10 @@ TINY_PRETRAIN: dict[str, Any] = {
     "optim.epochs": 2,
     "optim.max_steps_per_epoch": 2,
     "runtime.device": "cpu",
+    "runtime.vector_figures": False,
 }
-"""2 epochs × 2 steps of 4 clips (2 frames, 32 px) through the tiny TSM: a couple of seconds on CPU."""
+"""2 epochs × 2 steps of 4 clips (2 frames, 32 px) through the tiny TSM: a couple of seconds on CPU; the
+training curves as PNG alone (the SVG beside it is tested where it is the subject)."""
 
 TINY_EXPERIMENT: list[str] = [
     "data.frames=2",
@@ -66,8 +68,10 @@ TINY_EXPERIMENT: list[str] = [
     "classifier.epochs=15",
     "classifier.patience=5",
     "classifier.bootstrap=30",
+    "runtime.vector_figures=false",
 ]
-"""Experiment cells: 1 epoch × 2 steps of 8 clips per encoder, a short pair classifier, 30 bootstraps."""
+"""Experiment cells: 1 epoch × 2 steps of 8 clips per encoder, a short pair classifier, 30 bootstraps;
+figures as PNG alone (drawing the SVG and PDF copies was about half of a tiny grid's time)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -294,3 +294,14 @@ def test_a_run_from_before_0_1_gets_a_one_line_error(tmp_path: Path, cli) -> Non
     assert code != 0
     assert err.strip().count("\n") == 0
     assert "no results.json or metrics.json of a reportable run" in err
+
+
+def test_training_curves_write_an_svg_beside_the_png_unless_vector_figures_is_off(tmp_path: Path) -> None:
+    from learner.training.curves import plot_training_curves
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_mae": 2.0, "baseline_mae": 3.0} for e in (1, 2)]
+    for folder, vector, names in (("both", True, ["c.png", "c.svg"]), ("png", False, ["c.png"])):
+        (tmp_path / folder).mkdir()
+        plot_training_curves(history, tmp_path / folder / "c.png", vector=vector)
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == names
+    assert (tmp_path / "both" / "c.svg").read_text().lstrip().startswith("<?xml")

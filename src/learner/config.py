@@ -508,6 +508,11 @@ class RuntimeConfig(_Section):
         "10% slower at 32 px (BENCHMARKS.md), equal within float tolerance but not bit for bit, so off by "
         "default",
     )
+    vector_figures: bool = Field(
+        default=True,
+        description="write .svg copies (and .pdf for Fig. 1) beside every PNG figure; false: PNG only, "
+        "about 60% less time drawing figures (a grid draws Fig. 1 per dataset; docs/experiments.md)",
+    )
     logger: LoggerName = Field(
         default="csv",
         description="also record runs in a tracker: csv (no: metrics.csv only), tensorboard or mlflow "

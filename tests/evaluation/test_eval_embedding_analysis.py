@@ -121,6 +121,10 @@ def test_panels_one_axis_per_objective_with_rho_outside_the_axes(tmp_path) -> No
         "fig1.png",
         "fig1.svg",
     ]  # no temp file
+    alone = tmp_path / "alone" / "fig1.png"
+    plot_distance_panels(analyses, alone, xlabel="|Δ S/F|", vector=False)  # runtime.vector_figures=false
+    assert [p.name for p in alone.parent.iterdir()] == ["fig1.png"]
+    assert alone.read_bytes() == data  # the same PNG
 
 
 def test_panels_colour_points_by_true_class_with_integer_ticks(tmp_path) -> None:

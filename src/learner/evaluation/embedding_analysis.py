@@ -214,6 +214,7 @@ def plot_distance_panels(
     xlabel: str = "|Δ score|",
     *,
     integer_x: bool = False,
+    vector: bool = True,
 ) -> Figure:
     """Fig. 1: one scatter panel per pretraining objective, side by side; PNG, SVG and PDF.
 
@@ -226,6 +227,7 @@ def plot_distance_panels(
         out_png: where the PNG goes (written atomically); ``.svg`` and ``.pdf`` copies go beside it.
         xlabel: the x-axis label with its unit, e.g. ``"|Δ score| (S/F)"``.
         integer_x: integer ticks on the x axis (an integer score such as MMSE).
+        vector: write the SVG and PDF copies (``runtime.vector_figures``); False: the PNG alone.
 
     Returns:
         The matplotlib figure (Agg canvas, not registered with pyplot, so nothing global is touched).
@@ -263,7 +265,7 @@ def plot_distance_panels(
         ]
         figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     target = Path(out_png)
-    for fmt in FIGURE_FORMATS:
+    for fmt in FIGURE_FORMATS if vector else FIGURE_FORMATS[:1]:
         with atomic_path(target.with_suffix(f".{fmt}")) as tmp:
             figure.savefig(tmp, format=fmt, dpi=120)
     return figure

@@ -42,11 +42,18 @@ _ID_COLUMNS = {c: str for c in ("first_scan_id", "second_scan_id", "first_patien
 
 
 def figure_one(
-    out_dir: Path, cells: Sequence[Cell], manifest: Manifest, n_boot: int, scale: ScoreScale | None = None
+    out_dir: Path,
+    cells: Sequence[Cell],
+    manifest: Manifest,
+    n_boot: int,
+    scale: ScoreScale | None = None,
+    *,
+    vector: bool = True,
 ) -> dict[str, Figure]:
     """Fig. 1 of one dataset from its lowest-seed cells (their test pairs in ``<cell>/classifier/pairs``),
-    written as ``fig1_<dataset>_<target>.png`` (with ``.svg`` and ``.pdf``) into ``out_dir``; the score
-    axis carries ``scale``'s unit, with integer ticks for an integer score.
+    written as ``fig1_<dataset>_<target>.png`` (with ``.svg`` and ``.pdf`` when ``vector``:
+    ``runtime.vector_figures``) into ``out_dir``; the score axis carries ``scale``'s unit, with integer
+    ticks for an integer score.
 
     Returns:
         target (``score``, and ``latent`` on a phantom) → the :class:`Figure` (file, seed, panels).
@@ -75,7 +82,8 @@ def figure_one(
         panels = {loss_label(k): a for k, a in analyses.items()}
         unit = f" ({scale.unit})" if key == "score" and scale is not None and scale.unit else ""
         integer = key == "score" and scale is not None and scale.integer
-        plot_distance_panels(panels, out_dir / png, xlabel=FIGURE_TARGETS[key] + unit, integer_x=integer)
+        xlabel = FIGURE_TARGETS[key] + unit
+        plot_distance_panels(panels, out_dir / png, xlabel=xlabel, integer_x=integer, vector=vector)
         panel_rows = {k: a.to_metrics() for k, a in analyses.items()}
         figures[key] = Figure(png=png, seed=seed, panels=panel_rows, references=reference_rows)
     return figures

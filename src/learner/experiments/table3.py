@@ -111,7 +111,10 @@ def _run(plan: engine.GridPlan, run_dir: Path, started: Mark) -> ExperimentResul
             rows.append(stages.run_cell(run_dir, cell.where, key, cfg, manifest, plan.device))
         scale = scale_from_config(stages.cell_config(config, dataset).data)
         with stage("figures"):
-            figures[dataset.name] = figure_one(run_dir, rows, manifest, config.classifier.bootstrap, scale)
+            vector = config.runtime.vector_figures
+            figures[dataset.name] = figure_one(
+                run_dir, rows, manifest, config.classifier.bootstrap, scale, vector=vector
+            )
         cells += rows
     baseline = BASELINE_LOSS if BASELINE_LOSS in grid.losses else grid.losses[0]
     results = Table3Results(

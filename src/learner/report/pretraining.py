@@ -69,7 +69,8 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
 
     history = _read_history(run_dir)
     check_pretraining_fields(RunLayout(run_dir).metrics, metrics, history)
-    manifest = str(load_run_config(run_dir).data.manifest)  # resolved against the run directory
+    config = load_run_config(run_dir)
+    manifest = str(config.data.manifest)  # resolved against the run directory
     source = Source("data", manifest, metrics["data_source"])
     best = metrics["best"]
     if "val_mae" in best:
@@ -79,7 +80,7 @@ def pretraining_report(run_dir: Path, metrics: dict[str, Any]) -> tuple[list[Sou
         quality = self_supervised_reading(best, history) + "\n"
     sections = [f"## Regression quality (best checkpoint, epoch {best['epoch']})\n\n{quality}"]
     if history:
-        plot_training_curves(history, run_dir / CURVES_FILE)
+        plot_training_curves(history, run_dir / CURVES_FILE, vector=config.runtime.vector_figures)
         columns = [
             c
             for c in (

@@ -28,8 +28,11 @@ CURVES_FILE = "training_curves.png"
 CURVE_FORMATS: tuple[str, ...] = ("png", "svg")
 
 
-def plot_training_curves(history: Sequence[Mapping[str, float]], out_png: str | os.PathLike[str]) -> Figure:
-    """Plot ``history`` (one metrics row per epoch) into ``out_png`` and an SVG beside it.
+def plot_training_curves(
+    history: Sequence[Mapping[str, float]], out_png: str | os.PathLike[str], *, vector: bool = True
+) -> Figure:
+    """Plot ``history`` (one metrics row per epoch) into ``out_png`` and, with ``vector``
+    (``runtime.vector_figures``), an SVG beside it.
 
     Raises:
         ValueError: an empty history.
@@ -71,7 +74,7 @@ def plot_training_curves(history: Sequence[Mapping[str, float]], out_png: str | 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     target = Path(out_png)
-    for fmt in CURVE_FORMATS:
+    for fmt in CURVE_FORMATS if vector else CURVE_FORMATS[:1]:
         with atomic_path(target.with_suffix(f".{fmt}")) as tmp:
             figure.savefig(tmp, format=fmt, dpi=100)
     return figure

@@ -379,10 +379,10 @@ def lr_schedule(optim: OptimConfig, steps_per_epoch: int) -> Callable[[int, int,
 def finish(
     plan: PretrainPlan, run: RunDir | None, scans: Scans, state: LoopState, sinks: list[MetricsLogger]
 ) -> PretrainResult:
-    """Rank 0 draws the training curves once and writes ``metrics.json`` (best and last rows, the train
-    mean, the data source, scan counts); then ``sinks`` are closed (a tracker run adds both files)."""
+    """Rank 0 draws the training curves once (a report redraws them) and writes ``metrics.json`` (best and
+    last rows, the train mean, the data source, scan counts); then ``sinks`` close (a tracker adds both)."""
     if run is not None:
-        plot_training_curves(state.history, run.file(CURVES_FILE))  # once, at the end (a report redraws it)
+        plot_training_curves(state.history, run.file(CURVES_FILE), vector=plan.config.runtime.vector_figures)
         run.write_metrics({
             "kind": "pretraining", "best": finite(state.best), "last": finite(state.history[-1]),
             "train_mean": scans.standardiser.mean, "data_source": data_source(plan.manifest),
