@@ -225,9 +225,10 @@ def test_tiny_table3_output_formats_are_unchanged(tiny_table3: ExperimentResult)
         for part in ("mean", "std", "diff_mean", "diff_low", "diff_high")
     ]
     assert list(pd.read_csv(out / "table3.csv").columns) == columns
+    # runtime.vector_figures=false in the tiny config: no SVG or PDF copies
     assert sorted(p.name for p in out.glob("fig1_*")) == [
         "fig1_LUS_latent.png", "fig1_LUS_score.png", "fig1_MRI_latent.png", "fig1_MRI_score.png"
-    ]  # fmt: skip  (runtime.vector_figures=false in the tiny config: no SVG or PDF copies)
+    ]  # fmt: skip
 
 
 def test_every_run_records_the_machine_that_decides_its_last_digits(tiny_table3: ExperimentResult) -> None:
