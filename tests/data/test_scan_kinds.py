@@ -102,6 +102,10 @@ def test_a_mismatch_is_one_line_naming_the_file_its_kind_and_what_the_encoder_sa
         f"{volume}: a volume, but this encoder was trained on image and video scans only: its predicted "
         "score and change for this scan have no meaning"
     )
+    assert kind_mismatch(tmp_path / "x.png", ("video",)) == (
+        f"{tmp_path / 'x.png'}: an image, but this encoder was trained on video scans only: its predicted "
+        "score and change for this scan have no meaning"
+    )
     assert kind_mismatch(volume, ("volume",)) is None
     assert kind_mismatch(volume, ()) is None  # a checkpoint that recorded no kinds: nothing to compare
     assert kind_mismatch(tmp_path / "a.xyz", ("video",)) is None  # no known kind: the reader will say

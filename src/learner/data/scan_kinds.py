@@ -126,6 +126,6 @@ def kind_mismatch(path: str | os.PathLike[str], trained_on: tuple[str, ...]) -> 
     if not trained_on or kind is None or kind in trained_on:
         return None
     return (
-        f"{path}: a {kind}, but this encoder was trained on {' and '.join(trained_on)} scans only: its "
-        f"predicted score and change for this scan have no meaning"
+        f"{path}: {'an' if kind == 'image' else 'a'} {kind}, but this encoder was trained on "
+        f"{' and '.join(trained_on)} scans only: its predicted score and change for this scan have no meaning"
     )
