@@ -71,7 +71,7 @@ TINY_EXPERIMENT: list[str] = [
     "runtime.vector_figures=false",
 ]
 """Experiment cells: 1 epoch × 2 steps of 8 clips per encoder, a short pair classifier, 30 bootstraps;
-figures as PNG alone (drawing the SVG and PDF copies was about half of a tiny grid's time)."""
+figures as PNG alone (drawing the SVG and PDF copies was about a fifth of a tiny grid's time)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:

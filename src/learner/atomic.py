@@ -241,6 +241,16 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
+def write_figure(figure: Any, png: str | os.PathLike[str], formats: Iterable[str], *, dpi: int) -> Path:
+    """Atomically write a matplotlib ``figure`` in each of ``formats`` (e.g. ``("png", "svg")``) as ``png``
+    with that suffix; returns ``png``. Each format is a full draw, so every extra format costs as much."""
+    target = Path(png)
+    for fmt in formats:
+        with atomic_path(target.with_suffix(f".{fmt}")) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=dpi)
+    return target
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, *, sort_keys: bool = True) -> Path:
     """Atomically write ``obj`` as strict, indented JSON, its keys sorted unless ``sort_keys`` is False (a
     typed record whose field order, or whose mappings' order, is the user's: a sweep's settings).

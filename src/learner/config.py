@@ -511,7 +511,7 @@ class RuntimeConfig(_Section):
     vector_figures: bool = Field(
         default=True,
         description="write .svg copies (and .pdf for Fig. 1) beside every PNG figure; false: PNG only, "
-        "about 60% less time drawing figures (a grid draws Fig. 1 per dataset; docs/experiments.md)",
+        "up to 60% less time drawing figures (a grid draws Fig. 1 per dataset; docs/experiments.md)",
     )
     logger: LoggerName = Field(
         default="csv",

@@ -18,7 +18,6 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
-from learner.atomic import atomic_path
+from learner.atomic import write_figure
 from learner.errors import LearnerError
 from learner.evaluation.metrics import patient_bootstrap_samples, percentile_interval
 from learner.evaluation.pair_classifier import pair_embeddings
@@ -264,10 +263,7 @@ def plot_distance_panels(
             for cls in CLASS_NAMES
         ]
         figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
-    target = Path(out_png)
-    for fmt in FIGURE_FORMATS if vector else FIGURE_FORMATS[:1]:
-        with atomic_path(target.with_suffix(f".{fmt}")) as tmp:
-            figure.savefig(tmp, format=fmt, dpi=120)
+    write_figure(figure, out_png, FIGURE_FORMATS if vector else FIGURE_FORMATS[:1], dpi=120)
     return figure
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from learner.atomic import atomic_path
+from learner.atomic import write_figure
 
 CURVES_FILE = "training_curves.png"
 CURVE_FORMATS: tuple[str, ...] = ("png", "svg")
@@ -73,8 +72,5 @@ def plot_training_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    target = Path(out_png)
-    for fmt in CURVE_FORMATS if vector else CURVE_FORMATS[:1]:
-        with atomic_path(target.with_suffix(f".{fmt}")) as tmp:
-            figure.savefig(tmp, format=fmt, dpi=100)
+    write_figure(figure, out_png, CURVE_FORMATS if vector else CURVE_FORMATS[:1], dpi=100)
     return figure

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.atomic import atomic_path
+from learner.atomic import write_figure
 from learner.data.phantom.lus import draw_patient_nuisance, jitter_clip_nuisance, render_lus_clip
 from learner.data.phantom.mri import draw_subject, render_mri_volume
 
@@ -68,6 +68,4 @@ def render_preview(
     for ax in [*axes.flat, *axes_mri.flat]:
         ax.set_axis_off()
 
-    with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, format="png", dpi=90)
-    return Path(out_png)
+    return write_figure(figure, out_png, ["png"], dpi=90)
